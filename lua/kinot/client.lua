@@ -1,0 +1,216 @@
+-- A client: credentials, endpoint, transport and the API methods of DESIGN §2.
+local core = require "kinot.core"
+local request = require "kinot.request"
+local validate = require "kinot.validate"
+local pager = require "kinot.pager"
+local transports = require "kinot.transport"
+local errors = require "kinot.errors"
+
+local Client = {}
+Client.__index = Client
+
+local DEFAULT_ENDPOINT = "http://device.api.parks8.com/open/lora/v1"
+local DEVICE = { lock = 18, sensor = 34 }
+
+local function check_opts(o)
+  local fail = validate.fail
+  if type(o) ~= "table" then fail("kinot.new expects a table of options", 3) end
+  if type(o.app_key) ~= "string" or o.app_key == "" then
+    fail("app_key is required (or set KINOT_APP_KEY)", 3)
+  end
+  if type(o.app_secret) ~= "string" or o.app_secret == "" then
+    fail("app_secret is required (or set KINOT_APP_SECRET)", 3)
+  end
+  local endpoint = o.endpoint or DEFAULT_ENDPOINT
+  local origin, path = tostring(endpoint):match("^(https?://[^/?#]+)(/?[^?#]*)$")
+  if not origin then fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. tostring(endpoint) .. ")", 3) end
+  path = path:gsub("/+$", "")
+  for _, k in ipairs { "timeout", "connect_timeout", "retries", "max_body" } do
+    validate.positive(o[k], k, 4)
+  end
+  if o.signature_method and o.signature_method ~= "HmacSHA256" and o.signature_method ~= "HmacSHA1" then
+    fail("signature_method must be \"HmacSHA256\" or \"HmacSHA1\"", 3)
+  end
+  if o.on_event ~= nil and type(o.on_event) ~= "function" then fail("on_event must be a function", 3) end
+  return origin, path
+end
+
+--- new(opts) -> client
+function Client.new(o)
+  local origin, base_path = check_opts(o)
+  local self = setmetatable({
+    app_key = o.app_key,
+    origin = origin, base_path = base_path, endpoint = origin .. base_path,
+    stage = o.stage,
+    timeout = o.timeout or 10, connect_timeout = o.connect_timeout or 3,
+    retries = o.retries or 2,
+    backoff = { base = (o.backoff and o.backoff.base) or 0.25, max = (o.backoff and o.backoff.max) or 8 },
+    max_retry_after = o.max_retry_after or 60,
+    signature_method = o.signature_method or "HmacSHA256",
+    on_event = o.on_event,
+    clock_offset_ms = 0,
+    -- the secret itself is kept only inside the C signer
+    signer = core.signer(o.app_secret),
+  }, Client)
+  self.transport = transports.new(o.transport, {
+    verify_tls = o.verify_tls ~= false, ca_file = o.ca_file, proxy = o.proxy,
+    max_body = o.max_body or 8 * 1024 * 1024,
+  })
+  return self
+end
+
+--- close(): frees the connection pool and the key; idempotent
+function Client:close()
+  if self.transport then self.transport.close() end
+  if self.signer then self.signer:close() end
+  self.transport, self.signer = nil, nil
+end
+Client.__close = Client.close
+Client.__gc = Client.close
+
+function Client:__tostring()
+  return "kinot client " .. self.app_key .. " @ " .. self.endpoint
+end
+
+local function get(self, path, query)
+  if not self.signer then error("kinot: client is closed", 3) end
+  return request.perform(self, { method = "GET", path = path, query = query or {}, idempotent = true })
+end
+
+local function first(doc, what)
+  local obj = doc.objects and doc.objects[1]
+  if not obj then
+    return nil, errors.new("not_found", what .. " is not on the platform")
+  end
+  return obj
+end
+
+local function normalise_command(cmd)
+  -- the platform spells it `commnad_status` in places
+  if cmd.command_status == nil and cmd.commnad_status ~= nil then cmd.command_status = cmd.commnad_status end
+  return cmd
+end
+
+local function page(self, path, opts)
+  local offset, limit = validate.page(opts, 3)
+  local doc, err = get(self, path, { { "offset", tostring(offset) }, { "limit", tostring(limit) } })
+  if not doc then return nil, err end
+  return { objects = doc.objects or {}, count = doc.count, offset = offset, limit = limit }
+end
+
+function Client:lockers(opts) return page(self, "/lockers", opts) end
+function Client:sensors(opts) return page(self, "/sensors", opts) end
+
+local function one(self, path, sn, what)
+  sn = validate.sn(sn, "sn", 3)
+  local doc, err = get(self, path .. "/" .. validate.sn_text(sn))
+  if not doc then return nil, err end
+  return first(doc, what .. " " .. validate.sn_text(sn))
+end
+
+function Client:locker(sn) return one(self, "/lockers", sn, "lock") end
+function Client:sensor(sn) return one(self, "/sensors", sn, "sensor") end
+function Client:dtu_device(sn) return one(self, "/dtu_devices", sn, "DTU") end
+
+local function each(self, path, opts)
+  opts = opts or {}
+  local _, limit = validate.page({ limit = opts.limit or 100 }, 3)
+  local conc = opts.concurrency or 1
+  if type(conc) ~= "number" or conc < 1 or conc ~= math.floor(conc) or conc > 64 then
+    validate.fail("concurrency must be an integer from 1 to 64", 3)
+  end
+  if opts.on_page ~= nil and type(opts.on_page) ~= "function" then validate.fail("on_page must be a function", 3) end
+  return pager.iterate(self, path, limit, conc, opts.on_page)
+end
+
+function Client:each_locker(opts) return each(self, "/lockers", opts) end
+function Client:each_sensor(opts) return each(self, "/sensors", opts) end
+
+--- send_command(sn, parameter) -> command; never sent twice by the SDK
+function Client:send_command(sn, parameter)
+  sn = validate.sn(sn, "sn", 2)
+  if type(parameter) ~= "table" or parameter.key == nil or parameter.value == nil then
+    validate.fail("parameter must be a table like {key = \"handle\", value = 1}", 2)
+  end
+  if not self.signer then error("kinot: client is closed", 2) end
+  local doc, err = request.perform(self, {
+    method = "POST", path = "/commands", query = {}, idempotent = false,
+    body = { sn = sn, command = 1, parameter = { key = parameter.key, value = parameter.value } },
+  })
+  if not doc then return nil, err end
+  local cmd, e2 = first(doc, "the new command")
+  if not cmd then return nil, e2 end
+  return normalise_command(cmd)
+end
+
+function Client:command(guid)
+  guid = validate.guid(guid, 3)
+  local doc, err = get(self, "/commands", { { "guid", guid } })
+  if not doc then return nil, err end
+  local cmd, e2 = first(doc, "command " .. guid)
+  if not cmd then return nil, e2 end
+  return normalise_command(cmd)
+end
+
+local FINAL = { succeeded = true, failed = true }
+
+--- wait_command(guid, {timeout = 60, interval = 0.5}) -> command in a final state
+function Client:wait_command(guid, opts)
+  guid = validate.guid(guid, 3)
+  opts = opts or {}
+  local timeout = validate.positive(opts.timeout, "timeout", 3) or 60
+  local interval = validate.positive(opts.interval, "interval", 3) or 0.5
+  local now, sleep = self.transport.now, self.transport.sleep
+  local deadline = now() + timeout
+  local last
+  while true do
+    local cmd, err = self:command(guid)
+    if not cmd then return nil, err end
+    last = cmd
+    if FINAL[cmd.command_status] then return cmd end
+    local left = deadline - now()
+    if left <= 0 then
+      return nil, errors.new("timeout", "command " .. guid .. " still " .. tostring(last.command_status) ..
+        " after " .. timeout .. " s", { retryable = true, command = last })
+    end
+    sleep(math.min(interval, left))
+    interval = math.min(interval * 1.5, 5)
+  end
+end
+
+function Client:reset_bt_match_code(sn) return self:send_command(sn, { key = "handle", value = 1 }) end
+function Client:activate_sensor(sn) return self:send_command(sn, { key = "handle", value = 1 }) end
+function Client:freeze_sensor(sn) return self:send_command(sn, { key = "handle", value = 2 }) end
+
+function Client:set_notifications(opts)
+  if type(opts) ~= "table" then validate.fail("set_notifications expects a table", 2) end
+  local dt = validate.device_type(opts.device_type, 2)
+  local body = { device_type = dt }
+  local any = false
+  for _, k in ipairs { "status_changed_callback_url", "command_resp_callback_url" } do
+    if opts[k] ~= nil then body[k] = validate.url(opts[k], k, 2); any = true end
+  end
+  if not any then validate.fail("give status_changed_callback_url and/or command_resp_callback_url", 2) end
+  local doc, err = request.perform(self, { method = "POST", path = "/notifications", query = {}, body = body, idempotent = true })
+  if not doc then return nil, err end
+  return (doc.objects and doc.objects[1]) or body
+end
+
+function Client:notifications(device_type)
+  local dt = validate.device_type(device_type, 3)
+  local doc, err = get(self, "/notifications", { { "device_type", tostring(dt) } })
+  if not doc then return nil, err end
+  return first(doc, "notification settings for device type " .. dt)
+end
+
+function Client:test_notification(sn, callback_type)
+  sn = validate.sn(sn, "sn", 2)
+  validate.callback_type(callback_type or "status_changed", 2)
+  local doc, err = request.perform(self, { method = "POST", path = "/test/notifications", query = {},
+    body = { sn = sn, callback_type = callback_type or "status_changed" }, idempotent = false })
+  if not doc then return nil, err end
+  return (doc.objects and doc.objects[1]) or {}
+end
+
+Client.DEVICE = DEVICE
+return Client

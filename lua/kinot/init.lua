@@ -1,0 +1,87 @@
+-- lua-kinot: the Lua SDK for the Kinot open platform (LoRa parking locks,
+-- parking sensors and their DTU gateways).  This is the public face:
+-- kinot.new, the module-level default client, and the signing helpers.
+local core = require "kinot.core"
+local Client = require "kinot.client"
+local validate = require "kinot.validate"
+
+local kinot = {
+  _VERSION = core.version,
+  errors = require "kinot.errors",
+}
+
+--- new(opts) -> client (DESIGN §2)
+function kinot.new(opts)
+  return Client.new(opts)
+end
+
+-- ------------------------------------------------------------ the default client
+
+local default
+
+local function env_opts()
+  local getenv = os.getenv
+  return {
+    app_key = getenv("KINOT_APP_KEY"), app_secret = getenv("KINOT_APP_SECRET"),
+    endpoint = getenv("KINOT_ENDPOINT"),
+  }
+end
+
+--- configure(opts): the client behind the module-level calls
+function kinot.configure(opts)
+  if default then default:close() end
+  default = Client.new(opts)
+  return default
+end
+
+function kinot.default_client()
+  if not default then
+    local o = env_opts()
+    if not o.app_key or not o.app_secret then
+      validate.fail("no default client: call kinot.configure{...} or set KINOT_APP_KEY and KINOT_APP_SECRET", 3)
+    end
+    default = Client.new(o)
+  end
+  return default
+end
+
+for name, fn in pairs(Client) do
+  if type(fn) == "function" and not name:match("^_") and name ~= "new" and name ~= "close" then
+    kinot[name] = function(...) return fn(kinot.default_client(), ...) end
+  end
+end
+
+-- ------------------------------------------------------------ signing helpers
+
+-- keyed signers by secret, so repeated calls reuse the absorbed HMAC key;
+-- weak values let unused ones go
+local signers = setmetatable({}, { __mode = "v" })
+
+local function signer_for(secret)
+  local s = signers[secret]
+  if not s then
+    s = core.signer(secret)
+    signers[secret] = s
+  end
+  return s
+end
+
+--- sign_request{method, path, query, form, headers, sign_headers, app_secret, signature_method}
+--   -> { string_to_sign, signature, signed_headers }
+function kinot.sign_request(t)
+  if type(t) ~= "table" then validate.fail("sign_request expects a table", 2) end
+  if type(t.app_secret) ~= "string" then validate.fail("app_secret must be a string", 2) end
+  if type(t.method) ~= "string" then validate.fail("method must be a string", 2) end
+  if type(t.path) ~= "string" then validate.fail("path must be a string", 2) end
+  local ok, res = pcall(signer_for(t.app_secret).sign, signer_for(t.app_secret), t)
+  if not ok then error("kinot: " .. tostring(res):gsub("^[^:]*:%d+: ", ""), 2) end
+  return res
+end
+
+--- content_md5(body) -> base64(MD5(body))
+function kinot.content_md5(body)
+  if type(body) ~= "string" then validate.fail("content_md5 expects the body string", 2) end
+  return core.content_md5(body)
+end
+
+return kinot

@@ -1,0 +1,43 @@
+-- JSON in and out.  Decoding tolerates the platform's trailing commas and,
+-- on Lua 5.4, turns integral numbers back into integers (lua-cjson 2.1
+-- decodes every number as a float, which would print sn as 419631107.0).
+local cjson = require "cjson.safe"
+local core = require "kinot.core"
+
+local M = {}
+M.null = cjson.null
+
+local tointeger = math.tointeger -- nil on LuaJIT, where numbers are doubles anyway
+local type, pairs = type, pairs
+
+local function integers(t, depth)
+  if depth > 32 then return end
+  for k, v in pairs(t) do
+    local tv = type(v)
+    if tv == "number" then
+      local i = tointeger(v)
+      if i then t[k] = i end
+    elseif tv == "table" then
+      integers(v, depth + 1)
+    end
+  end
+end
+
+--- decode(text) -> value | nil, reason
+function M.decode(text)
+  local v, err = cjson.decode(text)
+  if v == nil and err then
+    local relaxed = core.json_relax(text)
+    if relaxed ~= text then v, err = cjson.decode(relaxed) end
+    if v == nil and err then return nil, err end
+  end
+  if tointeger and type(v) == "table" then integers(v, 0) end
+  return v
+end
+
+-- encoding with Lua integers kept integral on both runtimes
+function M.encode(v)
+  return cjson.encode(v)
+end
+
+return M

@@ -1,0 +1,171 @@
+-- The simulator's fleet: devices are computed from (seed, kind, index), so
+-- a 100,000-device fleet costs no memory until a device changes; changes
+-- live in an override table.  Pages are rendered to JSON once and cached
+-- until the fleet changes, so serving a page is one string write.
+local M = {}
+
+local floor, format, concat = math.floor, string.format, table.concat
+
+local BASE = { lock = 419600000, sensor = 419800000, dtu = 644200000 }
+M.BASE = BASE
+M.DEVICE_TYPE = { lock = 18, sensor = 34 }
+
+-- MINSTD: exact in doubles, identical on every runtime
+local function rng(seed)
+  local x = seed % 2147483646 + 1
+  return function(n)
+    x = (x * 48271) % 2147483647
+    return n and (x % n) or x / 2147483647
+  end
+end
+M.rng = rng
+
+local Fleet = {}
+Fleet.__index = Fleet
+
+function M.new(opts)
+  local self = setmetatable({
+    seed = opts.seed or 1,
+    n = { lock = opts.locks or 50, sensor = opts.sensors or 50, dtu = opts.dtus or 5 },
+    changes = {},     -- sn -> { field = value }
+    version = 0,      -- bumps on every change: invalidates rendered pages
+    cache = {}, cache_size = 0,
+  }, Fleet)
+  return self
+end
+
+--- kind_of(sn) -> "lock" | "sensor" | "dtu", index  (or nil)
+function Fleet:locate(sn)
+  sn = tonumber(sn)
+  if not sn then return nil end
+  for kind, base in pairs(BASE) do
+    local i = sn - base
+    if i >= 1 and i <= self.n[kind] and i == floor(i) then return kind, i end
+  end
+end
+
+local function stamp(r)
+  -- a time in March 2019, as in the reference's examples
+  return format("2019-03-%02dT%02d:%02d:%02d+08:00", 1 + r(28), r(24), r(60), r(60))
+end
+
+local function hexcode(r)
+  local parts = {}
+  for k = 1, 6 do parts[k] = format("%05d", r(65536)) end
+  return concat(parts, "-")
+end
+
+function Fleet:base_device(kind, i)
+  local r = rng(self.seed * 7919 + (kind == "lock" and 1 or kind == "sensor" and 2 or 3) * 104729 + i * 15485863)
+  r(); r()
+  local sn = BASE[kind] + i
+  if kind == "lock" then
+    return {
+      sn = sn, voltage = 3.2 + r(500) / 1000, frequency = 37 + r(2000) / 1000,
+      locked = r(2), car_detected = r(2), shell_opened = r(50) == 0 and 1 or 0,
+      low_battery = r(20) == 0 and 1 or 0, coil_fault = r(40) == 0 and 1 or 0,
+      bar_position_error = r(60) == 0 and 1 or 0, motor_fail = r(80) == 0 and 1 or 0,
+      rs_si = -(r(1200) / 10), bt_match_code = hexcode(r), bt_mac = format("aa%010x", sn % 2 ^ 40),
+      updated_at = stamp(r),
+    }
+  elseif kind == "sensor" then
+    return {
+      sn = sn, voltage = 3.2 + r(500) / 1000, frequency = 37 + r(2000) / 1000,
+      active = r(10) == 0 and 0 or 1, car_detected = r(2),
+      low_battery = r(20) == 0 and 1 or 0, coil_fault = r(40) == 0 and 1 or 0,
+      rs_si = -(r(1200) / 10), updated_at = stamp(r),
+    }
+  end
+  return {
+    sn = sn, hw = 4097, sw = 8193, firmware = 17,
+    host = format("10.%d.%d.%d:%d", r(256), r(256), r(256), 40000 + r(20000)),
+    online = r(8) == 0 and "offline" or "online", updated_at = stamp(r),
+  }
+end
+
+function Fleet:device(kind, i)
+  local d = self:base_device(kind, i)
+  local ch = self.changes[d.sn]
+  if ch then for k, v in pairs(ch) do d[k] = v end end
+  return d
+end
+
+function Fleet:get(sn)
+  local kind, i = self:locate(sn)
+  if not kind then return nil end
+  return self:device(kind, i), kind
+end
+
+function Fleet:change(sn, fields)
+  local kind = self:locate(sn)
+  if not kind then return nil end
+  local ch = self.changes[sn] or {}
+  for k, v in pairs(fields) do
+    if k ~= "sn" then ch[k] = v end
+  end
+  self.changes[sn] = ch
+  self.version = self.version + 1
+  self.cache, self.cache_size = {}, 0
+  return self:get(sn)
+end
+
+-- ------------------------------------------------------------ JSON rendering
+
+local FIELDS = {
+  lock = { "sn", "voltage", "frequency", "locked", "car_detected", "shell_opened", "low_battery", "coil_fault",
+           "bar_position_error", "motor_fail", "rs_si", "bt_match_code", "bt_mac", "updated_at" },
+  sensor = { "sn", "voltage", "frequency", "active", "car_detected", "low_battery", "coil_fault", "rs_si", "updated_at" },
+  dtu = { "sn", "hw", "sw", "firmware", "host", "online", "updated_at" },
+}
+M.FIELDS = FIELDS
+
+local function value(v)
+  local t = type(v)
+  if t == "number" then
+    if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format("%d", v) end
+    return format("%.14g", v)
+  elseif t == "string" then
+    return '"' .. v:gsub('[%c"\\]', function(c)
+      if c == '"' then return '\\"' elseif c == "\\" then return "\\\\" end
+      return format("\\u%04x", c:byte())
+    end) .. '"'
+  elseif t == "boolean" then
+    return tostring(v)
+  end
+  return "null"
+end
+M.value = value
+
+--- render(obj, fields) -> JSON object text, members in the given order
+function M.render(obj, fields, extra)
+  local out = {}
+  for _, k in ipairs(fields) do
+    if obj[k] ~= nil then out[#out + 1] = '"' .. k .. '":' .. value(obj[k]) end
+  end
+  for k, v in pairs(extra or {}) do out[#out + 1] = '"' .. k .. '":' .. v end
+  return "{" .. concat(out, ",") .. "}"
+end
+
+function Fleet:render_device(kind, d)
+  return M.render(d, FIELDS[kind])
+end
+
+--- page_json(kind, offset, limit) -> full response body, cached
+function Fleet:page_json(kind, offset, limit)
+  local key = kind .. ":" .. offset .. ":" .. limit
+  local hit = self.cache[key]
+  if hit then return hit end
+  local n = self.n[kind]
+  local first = offset * limit + 1
+  local items = {}
+  for i = first, math.min(n, first + limit - 1) do
+    items[#items + 1] = self:render_device(kind, self:device(kind, i))
+  end
+  local body = '{"code":0,"message":"OK","objects":[' .. concat(items, ",") .. '],"count":' .. n .. "}"
+  if self.cache_size > 4096 then self.cache, self.cache_size = {}, 0 end
+  self.cache[key] = body
+  self.cache_size = self.cache_size + 1
+  return body
+end
+
+return M

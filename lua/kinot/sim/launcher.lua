@@ -1,0 +1,214 @@
+-- Starts and stops the simulator: writes an nginx config into a temporary
+-- prefix and runs nginx with the Lua module on 127.0.0.1.  Used by
+-- `kinot sim`, by `make demo` and by the specs (spec/support/sim.lua).
+local M = {}
+
+local MODULE_DIRS = { "/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/usr/local/openresty/nginx/modules" }
+
+local function exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.sh_quote = sh_quote
+
+local function run(cmd)
+  local ok, _, code = os.execute(cmd)
+  if type(ok) == "number" then return ok == 0 end -- Lua 5.1 / LuaJIT
+  return ok == true and (code == 0 or code == nil)
+end
+
+local function read(p)
+  local f = io.open(p, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+--- the directory that holds kinot/ (this checkout's lua/, or a rocks tree)
+local function lua_root()
+  local p = package.searchpath and package.searchpath("kinot.sim.launcher", package.path)
+  if not p then
+    for dir in package.path:gmatch("[^;]+") do
+      local cand = dir:gsub("%?", "kinot/sim/launcher")
+      if exists(cand) then p = cand break end
+    end
+  end
+  assert(p, "kinot: cannot find kinot/sim/launcher.lua on package.path")
+  return (p:gsub("/kinot/sim/launcher%.lua$", ""))
+end
+
+--- where kinot.core is built for LuaJIT (nginx's Lua), or nil and what to build
+function M.luajit_cpath(root)
+  local cands = {}
+  if os.getenv("KINOT_SIM_CPATH") then cands[#cands + 1] = os.getenv("KINOT_SIM_CPATH") end
+  cands[#cands + 1] = root .. "/../build/5.1"
+  cands[#cands + 1] = root:gsub("/share/lua/[%d.]+$", "/lib/lua/5.1")
+  cands[#cands + 1] = "/usr/local/lib/lua/5.1"
+  cands[#cands + 1] = (os.getenv("HOME") or "") .. "/.luarocks/lib/lua/5.1"
+  for _, d in ipairs(cands) do
+    if exists(d .. "/kinot/core.so") then return d end
+  end
+  return nil, "kinot sim runs inside nginx, whose Lua is LuaJIT, and needs kinot.core built for it: " ..
+    "run `make build` in the checkout, or `luarocks --lua-version=5.1 make` (looked in " ..
+    table.concat(cands, ", ") .. ")"
+end
+
+local function find_modules()
+  for _, d in ipairs(MODULE_DIRS) do
+    if exists(d .. "/ngx_http_lua_module.so") then return d end
+  end
+  return nil, "nginx's Lua module was not found (install Debian's libnginx-mod-http-lua: `make deps`)"
+end
+
+local function nginx_bin()
+  for _, p in ipairs { "/usr/sbin/nginx", "/usr/local/openresty/nginx/sbin/nginx", "/usr/bin/nginx" } do
+    if exists(p) then return p end
+  end
+  return nil, "nginx was not found (install Debian's nginx: `make deps`)"
+end
+
+local function serialize(v)
+  local t = type(v)
+  if t == "string" then return string.format("%q", v) end
+  if t == "number" or t == "boolean" then return tostring(v) end
+  if t == "table" then
+    local out = {}
+    for k, x in pairs(v) do out[#out + 1] = "[" .. serialize(k) .. "]=" .. serialize(x) end
+    return "{" .. table.concat(out, ",") .. "}"
+  end
+  return "nil"
+end
+
+--- free_port() -> a TCP port on 127.0.0.1 that was free a moment ago
+function M.free_port()
+  local ok, socket = pcall(require, "socket")
+  if ok then
+    local s = socket.tcp()
+    assert(s:bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    s:close()
+    return tonumber(port)
+  end
+  return 20000 + (os.time() * 7 + math.random(1, 9999)) % 30000
+end
+
+local CONF = [[
+load_module ${mods}/ndk_http_module.so;
+load_module ${mods}/ngx_http_lua_module.so;
+worker_processes 1;
+daemon ${daemon};
+master_process on;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/error.log ${log_level};
+events { worker_connections 1024; }
+http {
+  access_log off;
+  lua_package_path "${root}/?.lua;${root}/?/init.lua;;";
+  lua_package_cpath "${cpath}/?.so;;";
+  lua_socket_log_errors off;
+  client_body_buffer_size 1m;
+  client_max_body_size 8m;
+  keepalive_requests 100000;
+  init_by_lua_block {
+    require("kinot.sim.server").configure(dofile("${prefix}/sim_config.lua"))
+  }
+  server {
+    listen 127.0.0.1:${port} reuseport;
+    location /open/lora/v1/ {
+      content_by_lua_block { require("kinot.sim.server").api() }
+    }
+    location /__kinot_sim/ {
+      allow 127.0.0.1;
+      deny all;
+      content_by_lua_block { require("kinot.sim.server").admin() }
+    }
+    location / { return 404 '{"message":"not a Kinot API path"}'; }
+  }
+}
+]]
+
+--- start(opts) -> sim {url, endpoint, admin, port, prefix, pid, stop()} | nil, err
+-- opts: port, app_key, app_secret, locks, sensors, dtus, seed, command_pace,
+--       failure_rate, callback_secret, foreground
+function M.start(opts)
+  opts = opts or {}
+  local root = lua_root()
+  local cpath, err = M.luajit_cpath(root)
+  if not cpath then return nil, err end
+  local mods, merr = find_modules()
+  if not mods then return nil, merr end
+  local nginx, nerr = nginx_bin()
+  if not nginx then return nil, nerr end
+  local port = opts.port or M.free_port()
+  local prefix = opts.prefix
+  if not prefix then
+    local p = io.popen("mktemp -d /tmp/kinot-sim.XXXXXX")
+    prefix = p:read("*l")
+    p:close()
+  end
+  local cfg = {
+    app_key = opts.app_key or "kinot-sim-key", app_secret = opts.app_secret or "kinot-sim-secret",
+    locks = opts.locks or 50, sensors = opts.sensors or 50, dtus = opts.dtus or 5, seed = opts.seed or 1,
+    command_pace = opts.command_pace, failure_rate = opts.failure_rate, callback_secret = opts.callback_secret,
+    callback_retries = opts.callback_retries,
+  }
+  local f = assert(io.open(prefix .. "/sim_config.lua", "wb"))
+  f:write("return ", serialize(cfg), "\n")
+  f:close()
+  local conf = CONF:gsub("%${([%w_]+)}", {
+    mods = mods, prefix = prefix, root = root, cpath = cpath, port = tostring(port),
+    daemon = opts.foreground and "off" or "on", log_level = opts.log_level or "warn",
+  })
+  f = assert(io.open(prefix .. "/nginx.conf", "wb"))
+  f:write(conf)
+  f:close()
+  local base = "http://127.0.0.1:" .. port
+  local sim = {
+    port = port, prefix = prefix, url = base, endpoint = base .. "/open/lora/v1",
+    admin = base .. "/__kinot_sim", app_key = cfg.app_key, app_secret = cfg.app_secret,
+    config = cfg,
+  }
+  local cmd = sh_quote(nginx) .. " -p " .. sh_quote(prefix) .. " -c nginx.conf -e " .. sh_quote(prefix .. "/error.log")
+  sim.command = cmd
+  function sim.stop() return M.stop(prefix) end
+  if opts.foreground then return sim end
+  if not run(cmd .. " >" .. sh_quote(prefix .. "/start.log") .. " 2>&1") then
+    return nil, "nginx did not start: " .. (read(prefix .. "/start.log") or "") .. (read(prefix .. "/error.log") or "")
+  end
+  -- ready when the admin API answers
+  local ok_sock, socket = pcall(require, "socket")
+  for _ = 1, 100 do
+    if ok_sock then
+      local c = socket.tcp()
+      c:settimeout(0.2)
+      if c:connect("127.0.0.1", port) then c:close() break end
+      c:close()
+      socket.sleep(0.05)
+    else
+      run("sleep 0.05")
+      if exists(prefix .. "/nginx.pid") then break end
+    end
+  end
+  sim.pid = tonumber(read(prefix .. "/nginx.pid") or "")
+  return sim
+end
+
+--- stop(prefix): TERM to nginx's master, wait for it to go
+function M.stop(prefix)
+  local pid = tonumber(read(prefix .. "/nginx.pid") or "")
+  if not pid then return false end
+  run("kill -TERM " .. pid .. " 2>/dev/null")
+  for _ = 1, 100 do
+    if not run("kill -0 " .. pid .. " 2>/dev/null") then break end
+    run("sleep 0.05")
+  end
+  return true
+end
+
+return M

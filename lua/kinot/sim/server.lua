@@ -1,0 +1,458 @@
+-- The simulator's request handlers, run inside nginx (one worker, so the
+-- state below is the whole platform).  `api` serves /open/lora/v1 behind the
+-- gateway checks; `admin` serves the unsigned local admin API.
+local core = require "kinot.core"
+local json = require "kinot.json"
+local fleetmod = require "kinot.sim.fleet"
+local gateway = require "kinot.sim.gateway"
+
+local ngx = ngx -- luacheck: ignore
+local M = {}
+
+local API_PREFIX = "/open/lora/v1"
+local ADMIN_PREFIX = "/__kinot_sim"
+M.API_PREFIX, M.ADMIN_PREFIX = API_PREFIX, ADMIN_PREFIX
+
+local render, value = fleetmod.render, fleetmod.value
+local cfg = {}
+local S -- the platform state
+
+local function bump(t, k, n) t[k] = (t[k] or 0) + (n or 1) end
+
+local function new_state()
+  return {
+    fleet = fleetmod.new(cfg),
+    gw = gateway.new(cfg),
+    commands = {}, last_command = {},
+    notifications = {},
+    faults = {},
+    deliveries = {}, -- recent callback deliveries, newest last
+    pace = cfg.command_pace or 0.2,
+    failure_rate = cfg.failure_rate or 0,
+    callback_retries = cfg.callback_retries or 3,
+    callback_secret = cfg.callback_secret or cfg.app_secret,
+    rng = fleetmod.rng((cfg.seed or 1) + 99),
+    counters = {
+      requests = {}, endpoints = {}, commands_created = 0,
+      callbacks = { sent = 0, delivered = 0, failed = 0, attempts = 0, skipped = 0 },
+    },
+  }
+end
+
+--- configure(opts): in init_by_lua, before the worker starts
+function M.configure(opts)
+  cfg = opts
+end
+
+local function state()
+  if not S then S = new_state() end
+  return S
+end
+
+-- ------------------------------------------------------------ responses
+
+local function respond(status, body, headers)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json; charset=utf-8"
+  for k, v in pairs(headers or {}) do ngx.header[k] = v end
+  if S and S.gw.clock_offset_ms ~= 0 then
+    ngx.header["Date"] = ngx.http_time(math.floor(gateway.now_ms(S.gw) / 1000))
+  end
+  ngx.print(body)
+end
+
+local function platform_error(code, message)
+  return 200, '{"code":' .. code .. ',"message":' .. value(message) .. ',"objects":[]}'
+end
+
+local function ok_objects(items, extra, trailing_comma)
+  return 200, '{"code":0,"message":"OK"' .. (extra or "") .. ',"objects":[' .. table.concat(items, ",") .. "]" ..
+    (trailing_comma and ",\n}" or "}")
+end
+
+-- ------------------------------------------------------------ callbacks
+
+local function sign_body(members)
+  -- members: ordered list of {key, json_text}; sign goes before device_type
+  local parts = {}
+  for i, m in ipairs(members) do parts[i] = '"' .. m[1] .. '":' .. m[2] end
+  local unsigned = "{" .. table.concat(parts, ",") .. "}"
+  local _, canonical = core.callback_parse(unsigned)
+  local sign = core.callback_digest(canonical, S.callback_secret)
+  local out = {}
+  for _, m in ipairs(members) do
+    if m[1] == "device_type" then out[#out + 1] = '"sign":"' .. sign .. '"' end
+    out[#out + 1] = '"' .. m[1] .. '":' .. m[2]
+  end
+  return "{" .. table.concat(out, ",") .. "}"
+end
+
+local transport
+local function deliver(premature, url, body, attempt)
+  if premature then return end
+  transport = transport or require("kinot.transport.resty").new { verify_tls = false }
+  local c = S.counters.callbacks
+  c.attempts = c.attempts + 1
+  local res, kind, msg = transport.send { method = "POST", url = url, body = body, timeout = 5, connect_timeout = 2,
+    headers = { ["Content-Type"] = "application/json" } }
+  local good = res and res.status >= 200 and res.status < 300
+  local entry = { url = url, attempt = attempt, status = res and res.status, error = not res and (kind .. ": " .. msg) or nil,
+                  answer = res and res.body:sub(1, 200), body = body, at = ngx.now() }
+  S.deliveries[#S.deliveries + 1] = entry
+  if #S.deliveries > 500 then table.remove(S.deliveries, 1) end
+  ngx.log(ngx.INFO, "callback ", url, " attempt ", attempt, ": ", res and res.status or msg)
+  if good then
+    c.delivered = c.delivered + 1
+  elseif attempt < S.callback_retries then
+    ngx.timer.at(0.1 * 2 ^ (attempt - 1), deliver, url, body, attempt + 1)
+  else
+    c.failed = c.failed + 1
+  end
+end
+
+local function post_callback(device_type, which, members)
+  local conf = S.notifications[device_type]
+  local url = conf and conf[which .. "_callback_url"]
+  if not url or url == "" then
+    S.counters.callbacks.skipped = S.counters.callbacks.skipped + 1
+    return nil
+  end
+  S.counters.callbacks.sent = S.counters.callbacks.sent + 1
+  ngx.timer.at(0, deliver, url, sign_body(members), 1)
+  return url
+end
+
+local STATUS_FIELDS = {
+  lock = { "sn", "voltage", "frequency", "locked", "car_detected", "shell_opened", "low_battery", "coil_fault",
+           "bar_position_error", "motor_fail", "rs_si", "updated_at" },
+  sensor = { "sn", "voltage", "frequency", "car_detected", "low_battery", "coil_fault", "rs_si", "updated_at" },
+}
+
+local function status_changed(device, kind)
+  local members = {}
+  for _, k in ipairs(STATUS_FIELDS[kind]) do members[#members + 1] = { k, value(device[k]) } end
+  members[#members + 1] = { "device_type", tostring(fleetmod.DEVICE_TYPE[kind]) }
+  return post_callback(fleetmod.DEVICE_TYPE[kind], "status_changed", members)
+end
+
+local function command_resp(cmd)
+  return post_callback(fleetmod.DEVICE_TYPE[cmd.kind], "command_resp", {
+    { "guid", value(cmd.guid) }, { "sn", value(cmd.sn) },
+    -- the platform's own spelling, as its callbacks carry it
+    { "commnad_status", value(cmd.command_status) },
+    { "reason", value(cmd.reason or "NULL") }, { "updated_at", value(cmd.updated_at) },
+    { "device_type", tostring(fleetmod.DEVICE_TYPE[cmd.kind]) },
+  })
+end
+
+local function now_text()
+  return os.date("!%Y-%m-%dT%H:%M:%S+00:00", math.floor(ngx.now()))
+end
+
+local function change_device(sn, fields)
+  local d, kind = S.fleet:change(sn, fields)
+  if d and kind ~= "dtu" then status_changed(d, kind) end
+  return d, kind
+end
+
+-- ------------------------------------------------------------ commands
+
+local NEXT = { sending = "pending", pending = "arrived" }
+
+local function step(premature, cmd)
+  if premature then return end
+  if cmd.command_status == "arrived" then
+    cmd.command_status = cmd.will_fail and "failed" or "succeeded"
+    cmd.reason = cmd.will_fail and "device did not acknowledge" or "NULL"
+  else
+    cmd.command_status = NEXT[cmd.command_status]
+  end
+  cmd.updated_at = now_text()
+  command_resp(cmd)
+  if cmd.command_status == "succeeded" then
+    if cmd.kind == "lock" then
+      local r = S.rng
+      local parts = {}
+      for k = 1, 6 do parts[k] = string.format("%05d", r(65536)) end
+      change_device(cmd.sn, { bt_match_code = table.concat(parts, "-"), updated_at = cmd.updated_at })
+    else
+      change_device(cmd.sn, { active = cmd.parameter.value == 1 and 1 or 0, updated_at = cmd.updated_at })
+    end
+  elseif cmd.command_status ~= "failed" then
+    ngx.timer.at(S.pace, step, cmd)
+  end
+end
+
+local function command_json(cmd)
+  return render(cmd, { "sn", "guid", "command", "command_status" },
+    { parameter = '{"key":' .. value(cmd.parameter.key) .. ',"value":' .. value(cmd.parameter.value) .. "}" })
+end
+
+local function create_command(doc)
+  if type(doc) ~= "table" then return platform_error(400, "body must be a JSON object") end
+  local sn = tonumber(doc.sn)
+  local kind = sn and S.fleet:locate(sn)
+  if not kind or kind == "dtu" then return platform_error(404, "device not found: " .. tostring(doc.sn)) end
+  if doc.command ~= 1 then return platform_error(400, "command must be 1") end
+  local p = doc.parameter
+  if type(p) ~= "table" or p.value == nil then return platform_error(400, "parameter {key, value} is required") end
+  if (kind == "lock" and p.value ~= 1) or (kind == "sensor" and p.value ~= 1 and p.value ~= 2) then
+    return platform_error(400, "parameter value " .. tostring(p.value) .. " is not valid for a " .. kind)
+  end
+  local cmd = {
+    guid = core.md5_hex(core.uuid()), sn = sn, command = 1, command_status = "sending", kind = kind,
+    parameter = { key = tostring(p.key or "handle"), value = p.value }, updated_at = now_text(),
+    will_fail = S.rng() < S.failure_rate,
+  }
+  S.commands[cmd.guid] = cmd
+  S.last_command[sn] = cmd
+  S.counters.commands_created = S.counters.commands_created + 1
+  ngx.timer.at(S.pace, step, cmd)
+  return ok_objects { command_json(cmd) }
+end
+
+-- ------------------------------------------------------------ routes
+
+local function page_args(args)
+  local offset, limit = tonumber(args.offset or "0"), tonumber(args.limit or "10")
+  if not offset or offset < 0 or offset ~= math.floor(offset) then return nil, "offset must be an integer >= 0" end
+  if not limit or limit < 10 or limit > 100 or limit ~= math.floor(limit) then
+    return nil, "limit must be an integer from 10 to 100"
+  end
+  return offset, limit
+end
+
+local function notifications_json(conf)
+  return render(conf, { "device_type", "status_changed_callback_url", "command_resp_callback_url", "update_at" })
+end
+
+local function route(method, rel, args, body)
+  local fleet = S.fleet
+  local kind_path, sn = rel:match("^/(%a[%w_]*)/(%d+)$")
+  if method == "GET" and (rel == "/lockers" or rel == "/sensors") then
+    local offset, limit = page_args(args)
+    if not offset then return platform_error(400, limit) end
+    return 200, fleet:page_json(rel == "/lockers" and "lock" or "sensor", offset, limit)
+  elseif method == "GET" and sn then
+    local want = ({ lockers = "lock", sensors = "sensor", dtu_devices = "dtu" })[kind_path]
+    if not want then return 404, '{"message":"no such API"}' end
+    local d, kind = fleet:get(tonumber(sn))
+    if not d or kind ~= want then return platform_error(404, "device not found: " .. sn) end
+    -- the reference shows a trailing comma on single-device answers
+    return ok_objects({ fleet:render_device(kind, d) }, nil, kind == "lock")
+  elseif rel == "/commands" and method == "POST" then
+    return create_command(json.decode(body or ""))
+  elseif rel == "/commands" and method == "GET" then
+    local cmd = S.commands[args.guid or ""]
+    if not cmd then return platform_error(404, "command not found: " .. tostring(args.guid)) end
+    return ok_objects { command_json(cmd) }
+  elseif rel == "/notifications" and method == "POST" then
+    local doc = json.decode(body or "") or {}
+    local dt = tonumber(doc.device_type)
+    if dt ~= 18 and dt ~= 34 then return platform_error(400, "device_type must be 18 or 34") end
+    local conf = S.notifications[dt] or { device_type = dt }
+    for _, k in ipairs { "status_changed_callback_url", "command_resp_callback_url" } do
+      if doc[k] ~= nil then conf[k] = tostring(doc[k]) end
+    end
+    conf.update_at = now_text()
+    S.notifications[dt] = conf
+    return ok_objects { notifications_json(conf) }
+  elseif rel == "/notifications" and method == "GET" then
+    local dt = tonumber(args.device_type)
+    if dt ~= 18 and dt ~= 34 then return platform_error(400, "device_type must be 18 or 34") end
+    local conf = S.notifications[dt] or { device_type = dt, status_changed_callback_url = "", command_resp_callback_url = "" }
+    return ok_objects({ notifications_json(conf) }, nil, true)
+  elseif rel == "/test/notifications" and method == "POST" then
+    local doc = json.decode(body or "") or {}
+    local d, kind = fleet:get(tonumber(doc.sn))
+    if not d or kind == "dtu" then return platform_error(404, "device not found: " .. tostring(doc.sn)) end
+    local url
+    if doc.callback_type == "command_resp" then
+      local cmd = S.last_command[d.sn] or { guid = core.md5_hex("test" .. d.sn), sn = d.sn, kind = kind,
+                                            command_status = "succeeded", updated_at = now_text() }
+      url = command_resp(cmd)
+    elseif doc.callback_type == "status_changed" then
+      url = status_changed(d, kind)
+    else
+      return platform_error(400, "callback_type must be status_changed or command_resp")
+    end
+    if not url then return platform_error(400, "no " .. doc.callback_type .. " callback url is set for this device type") end
+    return ok_objects({ '{"sn":' .. d.sn .. ',"callback_url":' .. value(url) .. ',"error_detail":"sent"}' },
+      ',"request_id":"' .. core.md5_hex(core.uuid()):lower() .. '"')
+  end
+  return 404, '{"message":"no such API: ' .. method .. " " .. rel:gsub('[^%w/_%-]', "") .. '"}'
+end
+
+-- ------------------------------------------------------------ faults
+
+local function take_fault(endpoint)
+  for i, f in ipairs(S.faults) do
+    if not f.endpoint or endpoint:find(f.endpoint, 1, true) == 1 then
+      if f.next then
+        f.next = f.next - 1
+        if f.next <= 0 then table.remove(S.faults, i) end
+        return f
+      elseif f.share and S.rng() < f.share then
+        return f
+      end
+    end
+  end
+end
+
+-- applies a fault before the gateway; true when it answered (or closed)
+local function apply_fault(f)
+  if f.kind == "latency" then
+    ngx.sleep(f.latency or 0.5)
+    return false
+  elseif f.kind == "reset" then
+    if f.after then return false end
+    return true, ngx.exit(444)
+  elseif f.kind == "status" then
+    respond(f.status or 503, '{"message":"injected failure"}', f.retry_after and { ["Retry-After"] = tostring(f.retry_after) })
+  elseif f.kind == "throttle" then
+    respond(429, '{"message":"too many requests"}', { ["Retry-After"] = tostring(f.retry_after or 1) })
+  elseif f.kind == "gateway_throttle" then
+    respond(403, "", { ["X-Ca-Error-Message"] = "Throttled by APP Flow Control", ["X-Ca-Request-Id"] = core.uuid():upper() })
+  elseif f.kind == "malformed" then
+    respond(200, '{"code":0,"message":"OK","objects":[{"sn":')
+  elseif f.kind == "truncated" then
+    local body = '{"code":0,"message":"OK","objects":[' .. string.rep('{"sn":1},', 200) .. '{"sn":2}],"count":201}'
+    ngx.header["Content-Length"] = #body
+    respond(200, body:sub(1, math.floor(#body / 2)))
+    ngx.flush(true)
+    return true, ngx.exit(444)
+  elseif f.kind == "oversize" then
+    local n = f.bytes or 9 * 1024 * 1024
+    respond(200, '{"code":0,"message":"OK","pad":"' .. string.rep("x", n) .. '"}')
+  else
+    return false
+  end
+  return true
+end
+
+-- ------------------------------------------------------------ handlers
+
+local function ordered_args(text)
+  local list, map = {}, {}
+  for pair in (text or ""):gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    k, v = ngx.unescape_uri(k), ngx.unescape_uri(v)
+    list[#list + 1] = { k, v }
+    if map[k] == nil then map[k] = v end
+  end
+  return list, map
+end
+
+function M.api()
+  state()
+  local method = ngx.req.get_method()
+  local path = ngx.var.request_uri:match("^[^?]*")
+  local rel = path:sub(#API_PREFIX + 1)
+  local endpoint = method .. " " .. rel:gsub("/%d+$", "/{sn}")
+  local rid = core.uuid():upper()
+  local status
+  local f = take_fault(endpoint)
+  if f then
+    local answered = apply_fault(f)
+    if answered then
+      bump(S.counters.requests, endpoint .. " fault:" .. f.kind)
+      bump(S.counters.endpoints, endpoint)
+      return
+    end
+  end
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  local headers = ngx.req.get_headers(200)
+  local query, args = ordered_args(ngx.var.args)
+  local form
+  local ct = headers["content-type"]
+  if type(ct) == "string" and ct:find("application/x-www-form-urlencoded", 1, true) then
+    local fmap
+    form, fmap = ordered_args(body)
+    for k, v in pairs(fmap) do args[k] = v end
+  end
+  local ok, gst, gmsg = gateway.check(S.gw, { method = method, path = path, query = query, form = form,
+                                              headers = headers, body = body })
+  local out
+  if not ok then
+    status, out = gst, ""
+    respond(status, out, { ["X-Ca-Error-Message"] = gmsg, ["X-Ca-Request-Id"] = rid })
+  else
+    status, out = route(method, rel, args, body)
+    if f and f.kind == "reset" and f.after then
+      bump(S.counters.requests, endpoint .. " fault:reset-after")
+      bump(S.counters.endpoints, endpoint)
+      return ngx.exit(444)
+    end
+    respond(status, out, { ["X-Ca-Request-Id"] = rid })
+  end
+  bump(S.counters.requests, endpoint .. " " .. status)
+  bump(S.counters.endpoints, endpoint)
+end
+
+-- ------------------------------------------------------------ admin API
+
+local function counters_json()
+  local c = S.counters
+  return json.encode {
+    requests = next(c.requests) and c.requests or json.null,
+    endpoints = next(c.endpoints) and c.endpoints or json.null,
+    commands_created = c.commands_created, callbacks = c.callbacks,
+    faults_pending = #S.faults,
+  }
+end
+
+function M.admin()
+  state()
+  local method = ngx.req.get_method()
+  local rel = ngx.var.uri:sub(#ADMIN_PREFIX + 1)
+  ngx.req.read_body()
+  local doc = json.decode(ngx.req.get_body_data() or "{}") or {}
+  local function reply(status, body) respond(status, body) end
+  if rel == "/health" then
+    return reply(200, '{"ok":true,"locks":' .. S.fleet.n.lock .. ',"sensors":' .. S.fleet.n.sensor .. "}")
+  elseif rel == "/counters" then
+    return reply(200, counters_json())
+  elseif rel == "/reset" and method == "POST" then
+    S = new_state()
+    return reply(200, '{"ok":true}')
+  elseif rel == "/faults" and method == "DELETE" then
+    S.faults = {}
+    return reply(200, '{"ok":true}')
+  elseif rel == "/faults" and method == "POST" then
+    if type(doc.kind) ~= "string" then return reply(400, '{"error":"kind is required"}') end
+    S.faults[#S.faults + 1] = doc
+    return reply(200, '{"ok":true}')
+  elseif rel == "/config" and method == "POST" then
+    if doc.command_pace then S.pace = doc.command_pace end
+    if doc.failure_rate then S.failure_rate = doc.failure_rate end
+    if doc.callback_retries then S.callback_retries = doc.callback_retries end
+    if doc.clock_offset_ms then S.gw.clock_offset_ms = doc.clock_offset_ms end
+    return reply(200, '{"ok":true}')
+  elseif rel == "/callbacks" then
+    return reply(200, json.encode { deliveries = #S.deliveries > 0 and S.deliveries or json.null })
+  elseif rel == "/drift" and method == "POST" then
+    local n = math.min(tonumber(doc.count) or 1, 10000)
+    local changed = {}
+    for _ = 1, n do
+      local kind = S.rng() < 0.5 and "lock" or "sensor"
+      local i = 1 + S.rng(S.fleet.n[kind])
+      if S.fleet.n[kind] > 0 then
+        local d = S.fleet:device(kind, i)
+        change_device(d.sn, { car_detected = 1 - d.car_detected, updated_at = now_text() })
+        changed[#changed + 1] = d.sn
+      end
+    end
+    return reply(200, '{"changed":[' .. table.concat(changed, ",") .. "]}")
+  else
+    local sn = rel:match("^/devices/(%d+)$")
+    if sn and method == "POST" then
+      local d = change_device(tonumber(sn), doc)
+      if not d then return reply(404, '{"error":"no such device"}') end
+      return reply(200, '{"ok":true}')
+    end
+  end
+  return reply(404, '{"error":"no such admin call"}')
+end
+
+return M

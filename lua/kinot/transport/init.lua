@@ -1,0 +1,42 @@
+-- Picks a transport (DESIGN §6): "curl", "resty", a function, or "auto"
+-- (resty inside nginx, curl elsewhere).  Never libcurl inside a worker.
+local M = {}
+
+local function in_nginx()
+  return rawget(_G, "ngx") ~= nil and ngx.socket ~= nil -- luacheck: ignore
+end
+
+--- new(kind, opts) -> transport object {name, send, send_many?, sleep, now, close}
+function M.new(kind, opts)
+  kind = kind or "auto"
+  if type(kind) == "function" then
+    local core = require "kinot.core"
+    local fn = kind
+    local sleep = in_nginx() and ngx.sleep or core.sleep -- luacheck: ignore
+    return {
+      name = "function",
+      send = function(req)
+        local res, err = fn(req)
+        if not res then
+          if type(err) == "table" then return nil, err.kind or "network", err.message or tostring(err), err.not_sent end
+          return nil, "network", tostring(err or "transport failed"), false
+        end
+        return res
+      end,
+      sleep = sleep, now = core.monotonic, close = function() end,
+    }
+  end
+  if kind == "auto" then kind = in_nginx() and "resty" or "curl" end
+  if kind == "curl" then
+    if in_nginx() then
+      error("kinot: the curl transport would block the nginx worker; use transport = \"resty\" (or \"auto\")", 3)
+    end
+    return require("kinot.transport.curl").new(opts)
+  elseif kind == "resty" then
+    if not in_nginx() then error("kinot: transport 'resty' needs nginx with the Lua module (ngx.socket)", 3) end
+    return require("kinot.transport.resty").new(opts)
+  end
+  error("kinot: transport must be \"auto\", \"curl\", \"resty\" or a function (got " .. tostring(kind) .. ")", 3)
+end
+
+return M

@@ -1,0 +1,382 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/evp.h>
+#include "cbscan.h"
+#include "buf.h"
+#include "digest.h"
+
+#define MAX_DEPTH 64
+
+/* members keep offsets into the arena while scanning (it may move) */
+typedef struct slot {
+    size_t koff, klen;
+    size_t toff, tlen;
+    int text_in_arena;
+    kn_cb_type type;
+} slot;
+
+struct kn_cb_scanner {
+    const char *p, *end, *start;
+    kn_buf arena;           /* decoded keys and strings */
+    slot *slots;
+    size_t nslots, cap;
+    kn_cb_member *members;  /* resolved views of slots */
+    size_t *order;          /* member indices sorted by key */
+    kn_buf canon;
+    char *why;
+    size_t whylen;
+};
+
+kn_cb_scanner *kn_cb_scanner_new(void) {
+    kn_cb_scanner *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    kn_buf_init(&s->arena);
+    kn_buf_init(&s->canon);
+    return s;
+}
+
+void kn_cb_scanner_free(kn_cb_scanner *s) {
+    if (!s) return;
+    kn_buf_free(&s->arena);
+    kn_buf_free(&s->canon);
+    free(s->slots);
+    free(s->members);
+    free(s->order);
+    free(s);
+}
+
+static int fail(kn_cb_scanner *s, const char *msg) {
+    if (s->why && s->whylen) {
+        if (s->p && s->p >= s->start && s->p <= s->end)
+            snprintf(s->why, s->whylen, "body is not valid JSON: %s at byte %zu", msg, (size_t)(s->p - s->start) + 1);
+        else
+            snprintf(s->why, s->whylen, "body is not valid JSON: %s", msg);
+    }
+    return -1;
+}
+
+static void ws(kn_cb_scanner *s) {
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r')) s->p++;
+}
+
+static int hex4(const char *p, unsigned *out) {
+    unsigned v = 0;
+    int i;
+    for (i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int put_utf8(kn_buf *b, unsigned cp) {
+    char u[4];
+    size_t n;
+    if (cp < 0x80) { u[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
+    else if (cp < 0x10000) {
+        u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[2] = (char)(0x80 | (cp & 0x3F)); n = 3;
+    } else {
+        u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
+    }
+    return kn_buf_add(b, u, n);
+}
+
+/* A string at s->p (on the opening quote).  When out is set the decoded
+ * bytes are appended to it; *raw_ok says whether no escape was seen. */
+static int string(kn_cb_scanner *s, kn_buf *out) {
+    const char *run;
+    s->p++; /* opening quote */
+    run = s->p;
+    for (;;) {
+        unsigned char c;
+        if (s->p >= s->end) return fail(s, "unterminated string");
+        c = (unsigned char)*s->p;
+        if (c == '"') break;
+        if (c < 0x20) return fail(s, "control character in a string");
+        if (c != '\\') {
+            s->p++;
+            continue;
+        }
+        if (out && kn_buf_add(out, run, (size_t)(s->p - run))) return fail(s, "out of memory");
+        if (s->p + 1 >= s->end) return fail(s, "unterminated escape");
+        s->p++;
+        switch (*s->p) {
+        case '"': case '\\': case '/':
+            if (out && kn_buf_addc(out, *s->p)) return fail(s, "out of memory");
+            s->p++;
+            break;
+        case 'b': case 'f': case 'n': case 'r': case 't': {
+            static const char from[] = "bfnrt", to[] = "\b\f\n\r\t";
+            if (out && kn_buf_addc(out, to[strchr(from, *s->p) - from])) return fail(s, "out of memory");
+            s->p++;
+            break;
+        }
+        case 'u': {
+            unsigned cp, lo;
+            if (s->end - s->p < 5 || hex4(s->p + 1, &cp)) return fail(s, "bad \\u escape");
+            s->p += 5;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' || hex4(s->p + 2, &lo) || lo < 0xDC00 ||
+                    lo > 0xDFFF)
+                    return fail(s, "unpaired surrogate in \\u escape");
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                s->p += 6;
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                return fail(s, "unpaired surrogate in \\u escape");
+            }
+            if (out && put_utf8(out, cp)) return fail(s, "out of memory");
+            break;
+        }
+        default:
+            return fail(s, "bad escape");
+        }
+        run = s->p;
+    }
+    if (out && kn_buf_add(out, run, (size_t)(s->p - run))) return fail(s, "out of memory");
+    s->p++; /* closing quote */
+    return 0;
+}
+
+static int digits(kn_cb_scanner *s) {
+    const char *b = s->p;
+    while (s->p < s->end && *s->p >= '0' && *s->p <= '9') s->p++;
+    return s->p > b ? 0 : -1;
+}
+
+static int number(kn_cb_scanner *s) {
+    if (s->p < s->end && *s->p == '-') s->p++;
+    if (s->p < s->end && *s->p == '0') s->p++;
+    else if (digits(s)) return fail(s, "bad number");
+    if (s->p < s->end && *s->p == '.') {
+        s->p++;
+        if (digits(s)) return fail(s, "bad number");
+    }
+    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+        s->p++;
+        if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
+        if (digits(s)) return fail(s, "bad number");
+    }
+    return 0;
+}
+
+static int literal(kn_cb_scanner *s, const char *word) {
+    size_t n = strlen(word);
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0) return fail(s, "unexpected character");
+    s->p += n;
+    return 0;
+}
+
+static int value(kn_cb_scanner *s, int depth, kn_cb_type *type);
+
+/* an object or array body after its opening bracket, for nested values */
+static int container(kn_cb_scanner *s, int depth, char close) {
+    int first = 1;
+    kn_cb_type t;
+    if (depth > MAX_DEPTH) return fail(s, "nesting too deep");
+    s->p++;
+    for (;;) {
+        ws(s);
+        if (s->p < s->end && *s->p == close) {
+            s->p++;
+            return 0;
+        }
+        if (!first) {
+            if (s->p >= s->end || *s->p != ',') return fail(s, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+            s->p++;
+            ws(s);
+            /* the one tolerated trailing comma */
+            if (s->p < s->end && *s->p == close) {
+                s->p++;
+                return 0;
+            }
+        }
+        first = 0;
+        if (close == '}') {
+            if (s->p >= s->end || *s->p != '"') return fail(s, "expected a key");
+            if (string(s, NULL)) return -1;
+            ws(s);
+            if (s->p >= s->end || *s->p != ':') return fail(s, "expected ':'");
+            s->p++;
+            ws(s);
+        }
+        if (value(s, depth + 1, &t)) return -1;
+    }
+}
+
+static int value(kn_cb_scanner *s, int depth, kn_cb_type *type) {
+    if (s->p >= s->end) return fail(s, "unexpected end");
+    switch (*s->p) {
+    case '{': *type = KN_CB_OBJECT; return container(s, depth, '}');
+    case '[': *type = KN_CB_ARRAY; return container(s, depth, ']');
+    case '"': *type = KN_CB_STRING; return string(s, NULL);
+    case 't': *type = KN_CB_TRUE; return literal(s, "true");
+    case 'f': *type = KN_CB_FALSE; return literal(s, "false");
+    case 'n': *type = KN_CB_NULL; return literal(s, "null");
+    default:
+        if (*s->p == '-' || (*s->p >= '0' && *s->p <= '9')) {
+            *type = KN_CB_NUMBER;
+            return number(s);
+        }
+        return fail(s, "unexpected character");
+    }
+}
+
+static kn_str key_of(const kn_cb_scanner *s, size_t i) {
+    return (kn_str){s->arena.p + s->slots[i].koff, s->slots[i].klen};
+}
+
+static int keycmp(kn_str a, kn_str b) {
+    size_t n = a.n < b.n ? a.n : b.n;
+    int c = n ? memcmp(a.p, b.p, n) : 0;
+    if (c) return c;
+    return a.n < b.n ? -1 : a.n > b.n;
+}
+
+/* sort member indices by key; insertion sort: callbacks have ~15 members */
+static void sort_order(kn_cb_scanner *s) {
+    size_t i, j;
+    for (i = 0; i < s->nslots; i++) s->order[i] = i;
+    for (i = 1; i < s->nslots; i++) {
+        size_t v = s->order[i];
+        for (j = i; j > 0 && keycmp(s->members[s->order[j - 1]].key, s->members[v].key) > 0; j--)
+            s->order[j] = s->order[j - 1];
+        s->order[j] = v;
+    }
+}
+
+int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen) {
+    size_t i;
+    s->start = s->p = body;
+    s->end = body + n;
+    s->why = why;
+    s->whylen = whylen;
+    s->nslots = 0;
+    kn_buf_reset(&s->arena);
+    ws(s);
+    if (s->p >= s->end || *s->p != '{') {
+        s->p = NULL;
+        if (why && whylen) snprintf(why, whylen, "body is not a JSON object");
+        return -1;
+    }
+    s->p++;
+    for (;;) {
+        slot sl;
+        const char *vstart;
+        ws(s);
+        if (s->p < s->end && *s->p == '}') {
+            s->p++;
+            break;
+        }
+        if (s->nslots) {
+            if (s->p >= s->end || *s->p != ',') return fail(s, "expected ',' or '}'");
+            s->p++;
+            ws(s);
+            if (s->p < s->end && *s->p == '}') {
+                s->p++;
+                break;
+            }
+        }
+        if (s->p >= s->end || *s->p != '"') return fail(s, "expected a key");
+        sl.koff = s->arena.len;
+        if (string(s, &s->arena)) return -1;
+        sl.klen = s->arena.len - sl.koff;
+        ws(s);
+        if (s->p >= s->end || *s->p != ':') return fail(s, "expected ':'");
+        s->p++;
+        ws(s);
+        vstart = s->p;
+        if (s->p < s->end && *s->p == '"') {
+            sl.type = KN_CB_STRING;
+            sl.toff = s->arena.len;
+            if (string(s, &s->arena)) return -1;
+            sl.tlen = s->arena.len - sl.toff;
+            sl.text_in_arena = 1;
+        } else {
+            if (value(s, 1, &sl.type)) return -1;
+            sl.toff = (size_t)(vstart - body);
+            sl.tlen = (size_t)(s->p - vstart);
+            sl.text_in_arena = 0;
+        }
+        if (s->nslots == s->cap) {
+            size_t cap = s->cap ? s->cap * 2 : 32;
+            slot *ns = realloc(s->slots, cap * sizeof *ns);
+            kn_cb_member *nm;
+            size_t *no;
+            if (!ns) return fail(s, "out of memory");
+            s->slots = ns;
+            nm = realloc(s->members, cap * sizeof *nm);
+            if (!nm) return fail(s, "out of memory");
+            s->members = nm;
+            no = realloc(s->order, cap * sizeof *no);
+            if (!no) return fail(s, "out of memory");
+            s->order = no;
+            s->cap = cap;
+        }
+        s->slots[s->nslots++] = sl;
+    }
+    ws(s);
+    if (s->p != s->end) return fail(s, "trailing characters after the object");
+    for (i = 0; i < s->nslots; i++) {
+        const slot *sl = &s->slots[i];
+        s->members[i].key = key_of(s, i);
+        s->members[i].text = (kn_str){(sl->text_in_arena ? s->arena.p : body) + sl->toff, sl->tlen};
+        s->members[i].type = sl->type;
+    }
+    sort_order(s);
+    for (i = 1; i < s->nslots; i++) {
+        kn_str a = s->members[s->order[i - 1]].key, b = s->members[s->order[i]].key;
+        if (keycmp(a, b) == 0) {
+            if (why && whylen) snprintf(why, whylen, "duplicate key \"%.*s\"", (int)(a.n > 40 ? 40 : a.n), a.p);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+size_t kn_cb_count(const kn_cb_scanner *s) { return s->nslots; }
+
+const kn_cb_member *kn_cb_member_at(const kn_cb_scanner *s, size_t i) { return &s->members[i]; }
+
+int kn_cb_canonical(kn_cb_scanner *s, kn_str *canon, kn_str *given) {
+    size_t i, out = 0;
+    kn_buf_reset(&s->canon);
+    given->p = NULL;
+    given->n = 0;
+    for (i = 0; i < s->nslots; i++) {
+        const kn_cb_member *m = &s->members[s->order[i]];
+        if (m->key.n == 4 && memcmp(m->key.p, "sign", 4) == 0) {
+            *given = m->text;
+            continue;
+        }
+        if (m->type == KN_CB_NULL || (m->type == KN_CB_STRING && m->text.n == 0)) continue;
+        if ((out++ && kn_buf_addc(&s->canon, '&')) || kn_buf_add(&s->canon, m->key.p, m->key.n) ||
+            kn_buf_addc(&s->canon, '=') || kn_buf_add(&s->canon, m->text.p, m->text.n))
+            return -1;
+    }
+    canon->p = s->canon.p ? s->canon.p : "";
+    canon->n = s->canon.len;
+    return 0;
+}
+
+int kn_cb_digest(const char *canon, size_t cn, const char *secret, size_t sn, char hex[33]) {
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char d[16];
+    unsigned int len = 0;
+    int ok;
+    if (!ctx) return -1;
+    ok = EVP_DigestInit_ex(ctx, EVP_md5(), NULL) == 1 && EVP_DigestUpdate(ctx, canon, cn) == 1 &&
+         EVP_DigestUpdate(ctx, "&key=", 5) == 1 && EVP_DigestUpdate(ctx, secret, sn) == 1 &&
+         EVP_DigestFinal_ex(ctx, d, &len) == 1 && len == 16;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) return -1;
+    kn_hex_upper(d, 16, hex);
+    return 0;
+}

@@ -1,0 +1,63 @@
+#include <string.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/crypto.h>
+#include "digest.h"
+
+size_t kn_base64(const unsigned char *src, size_t n, char *dst) {
+    /* EVP_EncodeBlock takes an int length; our inputs are digests and bodies
+     * far below INT_MAX, but stay correct past it by encoding in chunks of
+     * whole 3-byte groups. */
+    size_t out = 0;
+    const size_t chunk = 3u * 1024u * 1024u;
+    while (n > chunk) {
+        out += (size_t)EVP_EncodeBlock((unsigned char *)dst + out, src, (int)chunk);
+        src += chunk;
+        n -= chunk;
+    }
+    out += (size_t)EVP_EncodeBlock((unsigned char *)dst + out, src, (int)n);
+    return out;
+}
+
+int kn_md5(const void *data, size_t n, unsigned char out[16]) {
+    unsigned int len = 0;
+    return EVP_Digest(data, n, out, &len, EVP_md5(), NULL) == 1 && len == 16 ? 0 : -1;
+}
+
+int kn_content_md5(const void *body, size_t n, char out[25]) {
+    unsigned char d[16];
+    if (kn_md5(body, n, d)) return -1;
+    kn_base64(d, 16, out);
+    return 0;
+}
+
+void kn_hex_upper(const unsigned char *src, size_t n, char *out) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t i;
+    for (i = 0; i < n; i++) {
+        out[2 * i] = hex[src[i] >> 4];
+        out[2 * i + 1] = hex[src[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+int kn_uuid4(char out[37]) {
+    static const char hex[] = "0123456789abcdef";
+    unsigned char r[16];
+    int i, o = 0;
+    if (RAND_bytes(r, sizeof r) != 1) return -1;
+    r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* version 4 */
+    r[8] = (unsigned char)((r[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    for (i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+        out[o++] = hex[r[i] >> 4];
+        out[o++] = hex[r[i] & 15];
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+int kn_ct_equal(const void *a, size_t alen, const void *b, size_t blen) {
+    if (alen != blen) return 0;
+    return CRYPTO_memcmp(a, b, alen) == 0;
+}

@@ -1,0 +1,363 @@
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <curl/curl.h>
+#include "http.h"
+
+struct kn_http {
+    CURLSH *share;   /* one connection pool, DNS and TLS-session cache */
+    CURL *easy;      /* for single requests */
+    CURLM *multi;    /* for batches, made on first use */
+    CURL **pool;     /* easy handles for batches */
+    size_t npool;
+    /* per-slot header lists live only for one perform */
+};
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc = CURLE_FAILED_INIT;
+
+static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+int kn_http_global_init(void) {
+    pthread_once(&global_once, global_init);
+    return global_rc == CURLE_OK ? 0 : -1;
+}
+
+const char *kn_http_version(void) { return curl_version(); }
+
+void kn_http_result_init(kn_http_result *r) {
+    memset(r, 0, sizeof *r);
+    kn_buf_init(&r->head);
+    kn_buf_init(&r->body);
+}
+
+void kn_http_result_free(kn_http_result *r) {
+    kn_buf_free(&r->head);
+    kn_buf_free(&r->body);
+}
+
+kn_http *kn_http_new(void) {
+    kn_http *h;
+    if (kn_http_global_init()) return NULL;
+    h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->share = curl_share_init();
+    h->easy = curl_easy_init();
+    if (!h->share || !h->easy ||
+        curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK ||
+        curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
+        curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+        kn_http_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void kn_http_free(kn_http *h) {
+    size_t i;
+    if (!h) return;
+    /* easy handles go before the share they use */
+    if (h->easy) curl_easy_cleanup(h->easy);
+    for (i = 0; i < h->npool; i++) curl_easy_cleanup(h->pool[i]);
+    free(h->pool);
+    if (h->multi) curl_multi_cleanup(h->multi);
+    if (h->share) curl_share_cleanup(h->share);
+    free(h);
+}
+
+static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
+    kn_http_result *r = ud;
+    size_t n = size * nmemb;
+    if (r->max_body && r->body.len + n > r->max_body) {
+        r->too_large = 1;
+        return 0; /* abort the transfer */
+    }
+    return kn_buf_add(&r->body, p, n) ? 0 : n;
+}
+
+static size_t on_header(char *p, size_t size, size_t nmemb, void *ud) {
+    kn_http_result *r = ud;
+    size_t n = size * nmemb;
+    /* a new status line (after 1xx or a proxy CONNECT) starts a new block */
+    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) kn_buf_reset(&r->head);
+    if (r->max_body && r->head.len + n > r->max_body) {
+        r->too_large = 1;
+        return 0;
+    }
+    return kn_buf_add(&r->head, p, n) ? 0 : n;
+}
+
+/* Builds libcurl's header list.  Every header is checked first, so a bad
+ * one means nothing is sent at all. */
+static int make_headers(const kn_http_req *req, struct curl_slist **out, kn_http_result *r) {
+    struct curl_slist *list = NULL, *tmp;
+    kn_buf line;
+    size_t i;
+    int has_ct = 0;
+    for (i = 0; i < req->nheaders; i++)
+        if (kn_check_header(req->headers[i].name, req->headers[i].value, r->msg, sizeof r->msg)) {
+            r->kind = KN_HTTP_INVALID;
+            return -1;
+        }
+    kn_buf_init(&line);
+    for (i = 0; i <= req->nheaders + 1; i++) {
+        kn_buf_reset(&line);
+        if (i < req->nheaders) {
+            const kn_kv *hv = &req->headers[i];
+            if (hv->name.n == 12 && strncasecmp(hv->name.p, "content-type", 12) == 0) has_ct = 1;
+            /* "Name;" is libcurl's way to send a header with an empty value */
+            if (kn_buf_add(&line, hv->name.p, hv->name.n) ||
+                (hv->value.n ? kn_buf_add(&line, ": ", 2) || kn_buf_add(&line, hv->value.p, hv->value.n)
+                             : kn_buf_addc(&line, ';')))
+                goto nomem;
+        } else if (i == req->nheaders) {
+            /* no "Expect: 100-continue" round trip on larger bodies */
+            if (kn_buf_add(&line, "Expect:", 7)) goto nomem;
+        } else {
+            if (has_ct || !req->body) continue;
+            /* libcurl would add a form Content-Type the request never signed */
+            if (kn_buf_add(&line, "Content-Type:", 13)) goto nomem;
+        }
+        tmp = curl_slist_append(list, line.p);
+        if (!tmp) goto nomem;
+        list = tmp;
+    }
+    kn_buf_free(&line);
+    *out = list;
+    return 0;
+nomem:
+    kn_buf_free(&line);
+    curl_slist_free_all(list);
+    r->kind = KN_HTTP_NOMEM;
+    snprintf(r->msg, sizeof r->msg, "out of memory building the request");
+    return -1;
+}
+
+static int setup(kn_http *h, CURL *c, const kn_http_req *req, kn_http_result *r, struct curl_slist *hl) {
+    CURLcode rc = CURLE_OK;
+    curl_easy_reset(c); /* live connections survive a reset */
+    kn_buf_reset(&r->head);
+    kn_buf_reset(&r->body);
+    r->max_body = req->max_body;
+    r->too_large = 0;
+    r->kind = KN_HTTP_OK;
+    r->status = 0;
+    r->not_sent = 0;
+    r->msg[0] = '\0';
+
+#define SET(opt, val) \
+    if (rc == CURLE_OK) rc = curl_easy_setopt(c, opt, val)
+    SET(CURLOPT_SHARE, h->share);
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_HTTPHEADER, hl);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, r);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, r);
+    SET(CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 0L);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms > 0 ? req->connect_timeout_ms : 0L);
+    SET(CURLOPT_SSL_VERIFYPEER, req->verify_tls ? 1L : 0L);
+    SET(CURLOPT_SSL_VERIFYHOST, req->verify_tls ? 2L : 0L);
+    SET(CURLOPT_TCP_NODELAY, 1L);
+    /* an explicit empty proxy also disables the *_proxy environment */
+    SET(CURLOPT_PROXY, req->proxy ? req->proxy : "");
+    if (req->ca_file) SET(CURLOPT_CAINFO, req->ca_file);
+    if (req->max_body) SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
+    if (strcmp(req->method, "GET") == 0) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(req->method, "POST") == 0) {
+        SET(CURLOPT_POST, 1L);
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(req->body ? req->body_len : 0));
+        SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+    } else {
+        SET(CURLOPT_CUSTOMREQUEST, req->method);
+        if (req->body) {
+            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+            SET(CURLOPT_POSTFIELDS, req->body);
+        }
+    }
+#undef SET
+    if (rc != CURLE_OK) {
+        r->kind = KN_HTTP_INVALID;
+        snprintf(r->msg, sizeof r->msg, "libcurl refused an option: %s", curl_easy_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static enum kn_http_kind kind_of(CURLcode rc) {
+    switch (rc) {
+    case CURLE_OK: return KN_HTTP_OK;
+    case CURLE_OPERATION_TIMEDOUT: return KN_HTTP_TIMEOUT;
+    case CURLE_FILESIZE_EXCEEDED: return KN_HTTP_TOO_LARGE;
+    case CURLE_OUT_OF_MEMORY: return KN_HTTP_NOMEM;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_USE_SSL_FAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+        return KN_HTTP_TLS;
+    default: return KN_HTTP_NETWORK;
+    }
+}
+
+/* Fills the result from a finished transfer. */
+static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *req, kn_http_result *r) {
+    long status = 0, reqsize = 0;
+    double t = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &reqsize);
+    curl_easy_getinfo(c, CURLINFO_TOTAL_TIME, &t);
+    r->total_time = t;
+    r->status = status;
+    if (rc == CURLE_WRITE_ERROR && r->too_large) rc = CURLE_FILESIZE_EXCEEDED;
+    r->kind = kind_of(rc);
+    if (rc == CURLE_OK) return;
+    /* libcurl counts the bytes it handed to the socket: none means the
+     * server cannot have seen this request */
+    r->not_sent = reqsize == 0;
+    switch (r->kind) {
+    case KN_HTTP_TOO_LARGE:
+        snprintf(r->msg, sizeof r->msg, "response larger than the %zu-byte cap (max_body)", req->max_body);
+        break;
+    case KN_HTTP_TIMEOUT:
+        snprintf(r->msg, sizeof r->msg, "%s (connect_timeout %ld ms, timeout %ld ms)",
+                 errbuf[0] ? errbuf : curl_easy_strerror(rc), req->connect_timeout_ms, req->timeout_ms);
+        break;
+    case KN_HTTP_TLS:
+        snprintf(r->msg, sizeof r->msg, "TLS failure: %s%s", errbuf[0] ? errbuf : curl_easy_strerror(rc),
+                 req->ca_file ? "" : " (set ca_file to trust a private CA)");
+        break;
+    default:
+        snprintf(r->msg, sizeof r->msg, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    }
+}
+
+int kn_http_perform(kn_http *h, const kn_http_req *req, kn_http_result *r) {
+    struct curl_slist *hl = NULL;
+    char errbuf[CURL_ERROR_SIZE];
+    CURLcode rc;
+    r->kind = KN_HTTP_OK;
+    if (make_headers(req, &hl, r)) return r->kind;
+    if (setup(h, h->easy, req, r, hl)) {
+        curl_slist_free_all(hl);
+        return r->kind;
+    }
+    errbuf[0] = '\0';
+    curl_easy_setopt(h->easy, CURLOPT_ERRORBUFFER, errbuf);
+    rc = curl_easy_perform(h->easy);
+    finish(h->easy, rc, errbuf, req, r);
+    curl_easy_setopt(h->easy, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(hl);
+    return r->kind;
+}
+
+static int grow_pool(kn_http *h, size_t n) {
+    CURL **np;
+    if (n <= h->npool) return 0;
+    np = realloc(h->pool, n * sizeof *np);
+    if (!np) return -1;
+    h->pool = np;
+    while (h->npool < n) {
+        CURL *c = curl_easy_init();
+        if (!c) return -1;
+        h->pool[h->npool++] = c;
+    }
+    return 0;
+}
+
+static void fail_all(kn_http_result *results, size_t n, const char *why) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (results[i].kind != KN_HTTP_OK) continue;
+        results[i].kind = KN_HTTP_NOMEM;
+        snprintf(results[i].msg, sizeof results[i].msg, "%s", why);
+    }
+}
+
+int kn_http_perform_many(kn_http *h, const kn_http_req *reqs, kn_http_result *results, size_t n) {
+    struct curl_slist **lists;
+    char (*errbufs)[CURL_ERROR_SIZE];
+    size_t i, added = 0;
+    int running = 0, rc = 0;
+
+    for (i = 0; i < n; i++) results[i].kind = KN_HTTP_OK;
+    if (n == 0) return 0;
+    if (!h->multi && !(h->multi = curl_multi_init())) {
+        fail_all(results, n, "could not create a libcurl multi handle");
+        return -1;
+    }
+    if (grow_pool(h, n)) {
+        fail_all(results, n, "out of memory creating connections");
+        return -1;
+    }
+    lists = calloc(n, sizeof *lists);
+    errbufs = calloc(n, sizeof *errbufs);
+    if (!lists || !errbufs) {
+        free(lists);
+        free(errbufs);
+        fail_all(results, n, "out of memory starting a batch");
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        CURL *c = h->pool[i];
+        if (make_headers(&reqs[i], &lists[i], &results[i])) continue;
+        if (setup(h, c, &reqs[i], &results[i], lists[i])) continue;
+        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbufs[i]);
+        curl_easy_setopt(c, CURLOPT_PRIVATE, (void *)&results[i]);
+        if (curl_multi_add_handle(h->multi, c) != CURLM_OK) {
+            results[i].kind = KN_HTTP_NOMEM;
+            snprintf(results[i].msg, sizeof results[i].msg, "libcurl refused to start this request");
+            continue;
+        }
+        added++;
+    }
+    while (added) {
+        CURLMcode mc = curl_multi_perform(h->multi, &running);
+        CURLMsg *m;
+        int left;
+        if (mc != CURLM_OK) {
+            rc = -1;
+            break;
+        }
+        while ((m = curl_multi_info_read(h->multi, &left))) {
+            if (m->msg == CURLMSG_DONE) {
+                size_t k = 0;
+                kn_http_result *r = NULL;
+                curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+                k = (size_t)(r - results);
+                finish(m->easy_handle, m->data.result, errbufs[k], &reqs[k], r);
+            }
+        }
+        if (!running) break;
+        if (curl_multi_poll(h->multi, NULL, 0, 1000, NULL) != CURLM_OK) {
+            rc = -1;
+            break;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        curl_multi_remove_handle(h->multi, h->pool[i]); /* harmless if not added */
+        curl_easy_setopt(h->pool[i], CURLOPT_ERRORBUFFER, NULL);
+        curl_easy_setopt(h->pool[i], CURLOPT_HTTPHEADER, NULL);
+        curl_slist_free_all(lists[i]);
+    }
+    if (rc) fail_all(results, n, "libcurl multi loop failed");
+    free(lists);
+    free(errbufs);
+    return rc;
+}

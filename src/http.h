@@ -1,0 +1,69 @@
+/* HTTP over libcurl.  A kn_http owns a connection pool (a CURLSH shared by
+ * all its easy handles) so connections stay alive across calls, whether a
+ * request goes alone (kn_http_perform) or in a concurrent batch
+ * (kn_http_perform_many, over curl-multi). */
+#ifndef KINOT_HTTP_H
+#define KINOT_HTTP_H
+#include <stddef.h>
+#include "buf.h"
+#include "sign.h"
+
+enum kn_http_kind {
+    KN_HTTP_OK = 0,
+    KN_HTTP_NETWORK,
+    KN_HTTP_TIMEOUT,
+    KN_HTTP_TLS,
+    KN_HTTP_TOO_LARGE,
+    KN_HTTP_INVALID, /* the request itself is unacceptable (bad header, ...) */
+    KN_HTTP_NOMEM
+};
+
+typedef struct kn_http_req {
+    const char *method; /* "GET", "POST", ... */
+    const char *url;
+    const kn_kv *headers;
+    size_t nheaders;
+    const char *body; /* NULL for none */
+    size_t body_len;
+    long timeout_ms, connect_timeout_ms;
+    size_t max_body;    /* 0 = no cap */
+    int verify_tls;
+    const char *ca_file; /* NULL = system store */
+    const char *proxy;   /* NULL = none (environment proxies are ignored) */
+} kn_http_req;
+
+typedef struct kn_http_result {
+    enum kn_http_kind kind;
+    long status;
+    int not_sent;        /* provably no byte of the request left this host */
+    kn_buf head;         /* raw header block of the final response */
+    kn_buf body;
+    double total_time;   /* seconds */
+    char msg[384];
+    /* private */
+    size_t max_body;
+    int too_large;
+} kn_http_result;
+
+typedef struct kn_http kn_http;
+
+/* once per process: libcurl's global init */
+int kn_http_global_init(void);
+
+kn_http *kn_http_new(void);
+void kn_http_free(kn_http *h);
+
+void kn_http_result_init(kn_http_result *r);
+void kn_http_result_free(kn_http_result *r);
+
+/* Returns r->kind; r->status, head and body are filled on KN_HTTP_OK. */
+int kn_http_perform(kn_http *h, const kn_http_req *req, kn_http_result *r);
+
+/* Runs n requests at once; results[i] answers reqs[i].  Returns 0, or -1
+ * when the batch could not run at all (each result then says why). */
+int kn_http_perform_many(kn_http *h, const kn_http_req *reqs, kn_http_result *results, size_t n);
+
+/* libcurl's version string, for diagnostics */
+const char *kn_http_version(void);
+
+#endif

@@ -1,0 +1,665 @@
+/* kinot.core: the Lua face of the C core.  The only file that includes Lua
+ * headers; everything below it is plain C over libcurl and OpenSSL.
+ *
+ * Convention: misuse (wrong types) raises; runtime failures return
+ * nil, kind, message[, extra]. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include "buf.h"
+#include "digest.h"
+#include "sign.h"
+#include "http.h"
+#include "cbscan.h"
+#include "headers.h"
+#include "jsonfix.h"
+
+/* LuaJIT 2.1 ships luaL_newlib/luaL_setfuncs while saying 5.1: test names */
+#ifndef luaL_newlib
+static void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
+    luaL_checkstack(L, nup, "too many upvalues");
+    for (; l->name; l++) {
+        int i;
+        for (i = 0; i < nup; i++) lua_pushvalue(L, -nup);
+        lua_pushcclosure(L, l->func, nup);
+        lua_setfield(L, -(nup + 2), l->name);
+    }
+    lua_pop(L, nup);
+}
+#define luaL_newlib(L, l) (lua_newtable(L), luaL_setfuncs(L, l, 0))
+#endif
+#if LUA_VERSION_NUM >= 502
+#define kn_rawlen lua_rawlen
+#else
+#define kn_rawlen lua_objlen
+#endif
+
+#define SIGNER_MT "kinot.core.signer"
+#define HTTP_MT "kinot.core.http"
+
+static kn_str str_at(lua_State *L, int idx, const char *what) {
+    kn_str s;
+    int t = lua_type(L, idx);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER) luaL_error(L, "%s must be a string (got %s)", what, lua_typename(L, t));
+    s.p = lua_tolstring(L, idx, &s.n); /* converts numbers in place: the slot stays on the stack */
+    return s;
+}
+
+/* ------------------------------------------------------------- signer */
+
+typedef struct signer_ud {
+    kn_signer *s;
+    kn_kv *kv;      /* headers, query and form of the request being signed */
+    size_t kvcap;
+    kn_str *names;  /* sign_headers */
+    size_t namecap;
+} signer_ud;
+
+static signer_ud *check_signer(lua_State *L) {
+    signer_ud *u = luaL_checkudata(L, 1, SIGNER_MT);
+    if (!u->s) luaL_error(L, "signer is closed");
+    return u;
+}
+
+static int signer_new(lua_State *L) {
+    size_t n;
+    const char *secret = luaL_checklstring(L, 1, &n);
+    signer_ud *u = lua_newuserdata(L, sizeof *u);
+    memset(u, 0, sizeof *u);
+    luaL_getmetatable(L, SIGNER_MT);
+    lua_setmetatable(L, -2);
+    u->s = kn_signer_new(secret, n);
+    if (!u->s) return luaL_error(L, "out of memory creating a signer");
+    return 1;
+}
+
+static int signer_close(lua_State *L) {
+    signer_ud *u = luaL_checkudata(L, 1, SIGNER_MT);
+    kn_signer_free(u->s);
+    free(u->kv);
+    free(u->names);
+    memset(u, 0, sizeof *u);
+    return 0;
+}
+
+static void grow_kv(lua_State *L, signer_ud *u, size_t need) {
+    kn_kv *nk;
+    if (need <= u->kvcap) return;
+    nk = realloc(u->kv, need * 2 * sizeof *nk);
+    if (!nk) luaL_error(L, "out of memory while signing");
+    u->kv = nk;
+    u->kvcap = need * 2;
+}
+
+/* Reads a list of {name, value} pairs from field `field` of the table at
+ * index 2 into u->kv from position *at; leaves the values on the stack. */
+static size_t read_pairs(lua_State *L, signer_ud *u, const char *field, size_t *at) {
+    size_t i, n, start = *at;
+    lua_getfield(L, 2, field);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (!lua_istable(L, -1)) luaL_error(L, "%s must be a list of {name, value} pairs", field);
+    n = kn_rawlen(L, -1);
+    luaL_checkstack(L, (int)(2 * n + 4), "too many parameters");
+    grow_kv(L, u, start + n);
+    for (i = 1; i <= n; i++) {
+        int list = lua_gettop(L) - 2 * (int)(i - 1);
+        lua_rawgeti(L, list, (int)i);
+        if (!lua_istable(L, -1)) luaL_error(L, "%s[%d] must be a {name, value} pair", field, (int)i);
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        lua_remove(L, -3);
+        u->kv[start + i - 1].name = str_at(L, -2, field);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushliteral(L, "");
+        }
+        u->kv[start + i - 1].value = str_at(L, -1, field);
+    }
+    *at = start + n;
+    return n;
+}
+
+static int signer_sign(lua_State *L) {
+    signer_ud *u = check_signer(L);
+    kn_sign_req req;
+    size_t at = 0, nh = 0, i, count, len;
+    const size_t *idx;
+    const char *p;
+    enum kn_hmac alg = KN_HMAC_SHA256;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    memset(&req, 0, sizeof req);
+
+    lua_getfield(L, 2, "method");
+    req.method = str_at(L, -1, "method");
+    lua_getfield(L, 2, "path");
+    req.path = str_at(L, -1, "path");
+    lua_getfield(L, 2, "signature_method");
+    if (!lua_isnil(L, -1)) {
+        const char *m = luaL_checkstring(L, -1);
+        if (strcmp(m, "HmacSHA1") == 0) alg = KN_HMAC_SHA1;
+        else if (strcmp(m, "HmacSHA256") != 0)
+            return luaL_error(L, "signature_method must be \"HmacSHA256\" or \"HmacSHA1\"");
+    }
+
+    /* headers: a map name -> value; key and value stay on the stack */
+    lua_getfield(L, 2, "headers");
+    if (!lua_isnil(L, -1)) {
+        int t = lua_gettop(L);
+        luaL_checktype(L, t, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, t)) {
+            luaL_checkstack(L, 4, "too many headers");
+            grow_kv(L, u, nh + 1);
+            if (lua_type(L, -2) != LUA_TSTRING) return luaL_error(L, "header names must be strings");
+            u->kv[nh].name.p = lua_tolstring(L, -2, &u->kv[nh].name.n);
+            u->kv[nh].value = str_at(L, -1, "header value");
+            nh++;
+            lua_pushvalue(L, -2);
+        }
+    }
+    req.headers = u->kv;
+    req.nheaders = nh;
+    at = nh;
+    req.nquery = read_pairs(L, u, "query", &at);
+    req.nform = read_pairs(L, u, "form", &at);
+    /* u->kv may have moved while growing: take the pointers last */
+    req.headers = u->kv;
+    req.query = u->kv + nh;
+    req.form = u->kv + nh + req.nquery;
+
+    lua_getfield(L, 2, "sign_headers");
+    if (!lua_isnil(L, -1)) {
+        int t = lua_gettop(L);
+        size_t n;
+        luaL_checktype(L, t, LUA_TTABLE);
+        n = kn_rawlen(L, t);
+        luaL_checkstack(L, (int)n + 2, "too many sign_headers");
+        if (n > u->namecap) {
+            kn_str *nn = realloc(u->names, n * sizeof *nn);
+            if (!nn) return luaL_error(L, "out of memory while signing");
+            u->names = nn;
+            u->namecap = n;
+        }
+        for (i = 0; i < n; i++) {
+            lua_rawgeti(L, t, (int)i + 1);
+            u->names[i] = str_at(L, -1, "sign_headers entry");
+        }
+        req.sign_headers = u->names;
+        req.nsign = n;
+    }
+
+    if (kn_sign(u->s, &req, alg)) return luaL_error(L, "%s", kn_signer_error(u->s));
+
+    lua_createtable(L, 0, 3);
+    p = kn_signer_string(u->s, &len);
+    lua_pushlstring(L, p, len);
+    lua_setfield(L, -2, "string_to_sign");
+    p = kn_signer_signature(u->s, &len);
+    lua_pushlstring(L, p, len);
+    lua_setfield(L, -2, "signature");
+    idx = kn_signer_signed(u->s, &count);
+    lua_createtable(L, (int)count, 0);
+    for (i = 0; i < count; i++) {
+        lua_pushlstring(L, req.headers[idx[i]].name.p, req.headers[idx[i]].name.n);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "signed_headers");
+    return 1;
+}
+
+/* ------------------------------------------------------------- http */
+
+typedef struct http_ud {
+    kn_http *h;
+    kn_http_result one;      /* reused by single requests */
+    kn_http_result *many;    /* reused by batches */
+    size_t nmany;
+    kn_http_req *reqs;
+    kn_kv *kv;
+    size_t kvcap;
+} http_ud;
+
+static http_ud *check_http(lua_State *L) {
+    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+    if (!u->h) luaL_error(L, "http handle is closed");
+    return u;
+}
+
+static int http_new(lua_State *L) {
+    http_ud *u = lua_newuserdata(L, sizeof *u);
+    memset(u, 0, sizeof *u);
+    kn_http_result_init(&u->one);
+    luaL_getmetatable(L, HTTP_MT);
+    lua_setmetatable(L, -2);
+    u->h = kn_http_new();
+    if (!u->h) return luaL_error(L, "could not create a libcurl handle");
+    return 1;
+}
+
+static int http_close(lua_State *L) {
+    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+    size_t i;
+    if (u->h) kn_http_free(u->h);
+    kn_http_result_free(&u->one);
+    for (i = 0; i < u->nmany; i++) kn_http_result_free(&u->many[i]);
+    free(u->many);
+    free(u->reqs);
+    free(u->kv);
+    memset(u, 0, sizeof *u);
+    return 0;
+}
+
+static long ms_field(lua_State *L, int t, const char *name, double dflt) {
+    double v;
+    lua_getfield(L, t, name);
+    v = lua_isnil(L, -1) ? dflt : luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    if (v < 0) luaL_error(L, "%s must not be negative", name);
+    return (long)(v * 1000.0 + 0.5);
+}
+
+static const char *opt_string(lua_State *L, int t, const char *name) {
+    const char *s;
+    lua_getfield(L, t, name); /* stays on the stack: the string must live */
+    if (lua_isnil(L, -1)) return NULL;
+    s = lua_tostring(L, -1);
+    if (!s) luaL_error(L, "%s must be a string", name);
+    return s;
+}
+
+/* Reads the request table at index t; strings stay referenced by the stack
+ * or by the table itself. kv storage grows in u->kv from *at. */
+static void read_req(lua_State *L, http_ud *u, int t, kn_http_req *r, size_t *at) {
+    size_t start = *at, n = 0;
+    memset(r, 0, sizeof *r);
+    luaL_checktype(L, t, LUA_TTABLE);
+    luaL_checkstack(L, 16, "request");
+    r->method = opt_string(L, t, "method");
+    if (!r->method) r->method = "GET";
+    r->url = opt_string(L, t, "url");
+    if (!r->url) luaL_error(L, "request.url is required");
+    lua_getfield(L, t, "body");
+    if (!lua_isnil(L, -1)) r->body = luaL_checklstring(L, -1, &r->body_len);
+    r->timeout_ms = ms_field(L, t, "timeout", 10);
+    r->connect_timeout_ms = ms_field(L, t, "connect_timeout", 3);
+    lua_getfield(L, t, "max_body");
+    r->max_body = lua_isnil(L, -1) ? (size_t)8 << 20 : (size_t)luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, t, "verify_tls");
+    r->verify_tls = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    r->ca_file = opt_string(L, t, "ca_file");
+    r->proxy = opt_string(L, t, "proxy");
+    lua_getfield(L, t, "headers");
+    if (!lua_isnil(L, -1)) {
+        int ht = lua_gettop(L);
+        luaL_checktype(L, ht, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, ht)) {
+            if (start + n + 1 > u->kvcap) {
+                size_t cap = (start + n + 1) * 2;
+                kn_kv *nk = realloc(u->kv, cap * sizeof *nk);
+                if (!nk) luaL_error(L, "out of memory building a request");
+                u->kv = nk;
+                u->kvcap = cap;
+            }
+            if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "header names must be strings");
+            luaL_checkstack(L, 4, "too many headers");
+            u->kv[start + n].name.p = lua_tolstring(L, -2, &u->kv[start + n].name.n);
+            u->kv[start + n].value = str_at(L, -1, "header value");
+            n++;
+            lua_pushvalue(L, -2);
+        }
+    }
+    r->headers = NULL; /* set by the caller once u->kv stops moving */
+    r->nheaders = n;
+    *at = start + n;
+}
+
+static int add_header(void *ud, const char *name, size_t nlen, const char *value, size_t vlen) {
+    lua_State *L = ud;
+    char low[128];
+    size_t i;
+    if (nlen == 0 || nlen >= sizeof low) return 0;
+    for (i = 0; i < nlen; i++) low[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    lua_pushlstring(L, low, nlen);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, value, vlen);
+    } else { /* a repeated field: join as RFC 9110 allows */
+        lua_pushliteral(L, ", ");
+        lua_pushlstring(L, value, vlen);
+        lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+    return 0;
+}
+
+static void push_response(lua_State *L, const kn_http_result *r) {
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)r->status);
+    lua_setfield(L, -2, "status");
+    lua_newtable(L);
+    if (kn_headers_parse(r->head.p ? r->head.p : "", r->head.len, add_header, L) < 0)
+        luaL_error(L, "out of memory reading response headers");
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.len);
+    lua_setfield(L, -2, "body");
+    lua_pushnumber(L, r->total_time);
+    lua_setfield(L, -2, "time");
+}
+
+static const char *const kind_names[] = {"ok", "network", "timeout", "tls", "too_large", "invalid", "nomem"};
+
+static int http_request(lua_State *L) {
+    http_ud *u = check_http(L);
+    kn_http_req req;
+    size_t at = 0;
+    lua_settop(L, 2);
+    read_req(L, u, 2, &req, &at);
+    req.headers = u->kv;
+    kn_http_perform(u->h, &req, &u->one);
+    if (u->one.kind == KN_HTTP_INVALID) return luaL_error(L, "%s", u->one.msg);
+    if (u->one.kind != KN_HTTP_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, kind_names[u->one.kind]);
+        lua_pushstring(L, u->one.msg);
+        lua_pushboolean(L, u->one.not_sent);
+        return 4;
+    }
+    push_response(L, &u->one);
+    return 1;
+}
+
+/* request_many({req1, req2, ...}) -> {res1, res2, ...}; each res is a
+ * response table, or {error = kind, message = ..., not_sent = bool} */
+static int http_request_many(lua_State *L) {
+    http_ud *u = check_http(L);
+    size_t n, i, at = 0;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    n = kn_rawlen(L, 2);
+    if (n > u->nmany) {
+        kn_http_result *nm = realloc(u->many, n * sizeof *nm);
+        if (!nm) return luaL_error(L, "out of memory starting a batch");
+        u->many = nm;
+        for (i = u->nmany; i < n; i++) kn_http_result_init(&u->many[i]);
+        u->nmany = n;
+        {
+            kn_http_req *nr = realloc(u->reqs, n * sizeof *nr);
+            if (!nr) return luaL_error(L, "out of memory starting a batch");
+            u->reqs = nr;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, (int)i + 1);
+        read_req(L, u, lua_gettop(L), &u->reqs[i], &at);
+    }
+    at = 0;
+    for (i = 0; i < n; i++) {
+        u->reqs[i].headers = u->kv + at;
+        at += u->reqs[i].nheaders;
+    }
+    kn_http_perform_many(u->h, u->reqs, u->many, n);
+    lua_createtable(L, (int)n, 0);
+    for (i = 0; i < n; i++) {
+        const kn_http_result *r = &u->many[i];
+        if (r->kind == KN_HTTP_OK) {
+            push_response(L, r);
+        } else {
+            lua_createtable(L, 0, 3);
+            lua_pushstring(L, r->kind == KN_HTTP_INVALID ? "invalid" : kind_names[r->kind]);
+            lua_setfield(L, -2, "error");
+            lua_pushstring(L, r->msg);
+            lua_setfield(L, -2, "message");
+            lua_pushboolean(L, r->not_sent);
+            lua_setfield(L, -2, "not_sent");
+        }
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------- small functions */
+
+static int l_content_md5(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char out[25];
+    if (kn_content_md5(s, n, out)) return luaL_error(L, "MD5 failed");
+    lua_pushlstring(L, out, 24);
+    return 1;
+}
+
+static int l_md5_hex(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    unsigned char d[16];
+    char hex[33];
+    if (kn_md5(s, n, d)) return luaL_error(L, "MD5 failed");
+    kn_hex_upper(d, 16, hex);
+    lua_pushlstring(L, hex, 32);
+    return 1;
+}
+
+static int l_base64(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char *out;
+    size_t len;
+    if (n > ((size_t)-1) / 2) return luaL_error(L, "input too large");
+    /* scratch owned by the collector: nothing leaks if the push raises */
+    out = lua_newuserdata(L, 4 * ((n + 2) / 3) + 1);
+    len = kn_base64((const unsigned char *)s, n, out);
+    lua_pushlstring(L, out, len);
+    return 1;
+}
+
+/* relax(json) -> the text without trailing commas before '}' / ']' */
+static int l_json_relax(lua_State *L) {
+    size_t n, len;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char *out = lua_newuserdata(L, n ? n : 1);
+    len = kn_json_drop_trailing_commas(s, n, out);
+    lua_pushlstring(L, out, len);
+    return 1;
+}
+
+static int l_uuid(lua_State *L) {
+    char u[37];
+    if (kn_uuid4(u)) return luaL_error(L, "OpenSSL's random generator failed");
+    lua_pushlstring(L, u, 36);
+    return 1;
+}
+
+static int l_ct_equal(lua_State *L) {
+    size_t a, b;
+    const char *x = luaL_checklstring(L, 1, &a), *y = luaL_checklstring(L, 2, &b);
+    lua_pushboolean(L, kn_ct_equal(x, a, y, b));
+    return 1;
+}
+
+static int l_now_ms(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + (lua_Integer)(ts.tv_nsec / 1000000));
+    return 1;
+}
+
+static int l_monotonic(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+static int l_sleep(lua_State *L) {
+    double s = luaL_checknumber(L, 1);
+    struct timespec ts;
+    if (s <= 0) return 0;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    return 0;
+}
+
+static int l_curl_version(lua_State *L) {
+    lua_pushstring(L, kn_http_version());
+    return 1;
+}
+
+/* ------------------------------------------------------------- callbacks */
+
+/* The scanner lives in a userdata held as an upvalue: one per Lua state,
+ * reused, and freed by the collector even if a push below raises. */
+#define SCANNER_MT "kinot.core.cbscanner"
+
+static int scanner_gc(lua_State *L) {
+    kn_cb_scanner **sp = luaL_checkudata(L, 1, SCANNER_MT);
+    kn_cb_scanner_free(*sp);
+    *sp = NULL;
+    return 0;
+}
+
+static void push_number(lua_State *L, kn_str t) {
+    char tmp[64];
+    size_t i;
+    int integral = t.n < 19;
+    for (i = 0; i < t.n && integral; i++)
+        if (t.p[i] == '.' || t.p[i] == 'e' || t.p[i] == 'E') integral = 0;
+    if (t.n >= sizeof tmp) {
+        lua_pushlstring(L, t.p, t.n);
+        lua_pushnumber(L, lua_tonumber(L, -1));
+        lua_remove(L, -2);
+        return;
+    }
+    memcpy(tmp, t.p, t.n);
+    tmp[t.n] = '\0';
+    if (integral) lua_pushinteger(L, (lua_Integer)strtoll(tmp, NULL, 10));
+    else lua_pushnumber(L, strtod(tmp, NULL));
+}
+
+/* parse(body) -> data, canonical, sign_or_nil, nested_or_nil | nil, reason
+ * data maps each member to its Lua value (null -> lightuserdata NULL, as
+ * cjson.null); objects and arrays are left to the caller as raw text in
+ * nested, so they decode with the caller's JSON library. */
+static int l_callback_parse(lua_State *L) {
+    kn_cb_scanner *sc = *(kn_cb_scanner **)lua_touserdata(L, lua_upvalueindex(1));
+    size_t n, i, count;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char why[200];
+    kn_str canon, given;
+    int nested = 0;
+    if (!sc) return luaL_error(L, "callback scanner is gone");
+    if (kn_cb_scan(sc, s, n, why, sizeof why)) {
+        lua_pushnil(L);
+        lua_pushstring(L, why);
+        return 2;
+    }
+    if (kn_cb_canonical(sc, &canon, &given)) return luaL_error(L, "out of memory");
+    count = kn_cb_count(sc);
+    lua_settop(L, 1);
+    lua_createtable(L, 0, (int)count); /* 2: data */
+    lua_pushnil(L);                    /* 3: nested, made on demand */
+    for (i = 0; i < count; i++) {
+        const kn_cb_member *m = kn_cb_member_at(sc, i);
+        lua_pushlstring(L, m->key.p, m->key.n);
+        switch (m->type) {
+        case KN_CB_STRING: lua_pushlstring(L, m->text.p, m->text.n); break;
+        case KN_CB_NUMBER: push_number(L, m->text); break;
+        case KN_CB_TRUE: lua_pushboolean(L, 1); break;
+        case KN_CB_FALSE: lua_pushboolean(L, 0); break;
+        case KN_CB_NULL: lua_pushlightuserdata(L, NULL); break;
+        default:
+            if (!nested) {
+                lua_newtable(L);
+                lua_replace(L, 3);
+                nested = 1;
+            }
+            lua_pushvalue(L, -1);
+            lua_pushlstring(L, m->text.p, m->text.n);
+            lua_rawset(L, 3);
+            lua_pushlstring(L, m->text.p, m->text.n);
+        }
+        lua_rawset(L, 2);
+    }
+    lua_pushlstring(L, canon.p, canon.n);
+    if (given.p) lua_pushlstring(L, given.p, given.n);
+    else lua_pushnil(L);
+    lua_pushvalue(L, 3);
+    lua_remove(L, 3);
+    return 4;
+}
+
+/* digest(canonical, secret) -> 32 upper-case hex chars */
+static int l_callback_digest(lua_State *L) {
+    size_t cn, sn;
+    const char *c = luaL_checklstring(L, 1, &cn), *k = luaL_checklstring(L, 2, &sn);
+    char hex[33];
+    if (kn_cb_digest(c, cn, k, sn, hex)) return luaL_error(L, "MD5 failed");
+    lua_pushlstring(L, hex, 32);
+    return 1;
+}
+
+/* ------------------------------------------------------------- module */
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction close) {
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+}
+
+int luaopen_kinot_core(lua_State *L) {
+    static const luaL_Reg signer_methods[] = {{"sign", signer_sign}, {"close", signer_close}, {NULL, NULL}};
+    static const luaL_Reg http_methods[] = {
+        {"request", http_request}, {"request_many", http_request_many}, {"close", http_close}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"signer", signer_new},
+                                     {"http", http_new},
+                                     {"content_md5", l_content_md5},
+                                     {"md5_hex", l_md5_hex},
+                                     {"base64", l_base64},
+                                     {"uuid", l_uuid},
+                                     {"json_relax", l_json_relax},
+                                     {"ct_equal", l_ct_equal},
+                                     {"now_ms", l_now_ms},
+                                     {"monotonic", l_monotonic},
+                                     {"sleep", l_sleep},
+                                     {"curl_version", l_curl_version},
+                                     {"callback_digest", l_callback_digest},
+                                     {NULL, NULL}};
+    if (kn_http_global_init()) return luaL_error(L, "libcurl global initialisation failed");
+    new_class(L, SIGNER_MT, signer_methods, signer_close);
+    new_class(L, HTTP_MT, http_methods, http_close);
+    luaL_newlib(L, funcs);
+    {
+        kn_cb_scanner **sp = lua_newuserdata(L, sizeof *sp);
+        *sp = NULL;
+        luaL_newmetatable(L, SCANNER_MT);
+        lua_pushcfunction(L, scanner_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        *sp = kn_cb_scanner_new();
+        if (!*sp) return luaL_error(L, "out of memory");
+        lua_pushcclosure(L, l_callback_parse, 1);
+        lua_setfield(L, -2, "callback_parse");
+    }
+    lua_pushliteral(L, "0.1.0");
+    lua_setfield(L, -2, "version");
+    return 1;
+}
