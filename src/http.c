@@ -242,8 +242,15 @@ static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *
         snprintf(r->msg, sizeof r->msg, "TLS failure: %s%s", errbuf[0] ? errbuf : curl_easy_strerror(rc),
                  req->ca_file ? "" : " (set ca_file to trust a private CA)");
         break;
-    default:
-        snprintf(r->msg, sizeof r->msg, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    default: {
+        long oserr = 0;
+        char why[96];
+        curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &oserr);
+        if (oserr && strerror_r((int)oserr, why, sizeof why) == 0)
+            snprintf(r->msg, sizeof r->msg, "%s (%s)", errbuf[0] ? errbuf : curl_easy_strerror(rc), why);
+        else
+            snprintf(r->msg, sizeof r->msg, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    }
     }
 }
 

@@ -1,0 +1,53 @@
+rockspec_format = "3.0"
+package = "kinot"
+version = "scm-1"
+source = { url = "git+https://example.invalid/lua-kinot.git" }
+description = {
+  summary = "Lua SDK for the Kinot open platform (LoRa parking locks, sensors, DTUs)",
+  detailed = [[
+    A C core (request signing over OpenSSL, HTTP over libcurl, callback
+    verification) with a Lua API, a local platform simulator, an OpenResty
+    callback receiver and the `kinot` command line.
+  ]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1",
+  "lua-cjson",
+  "argparse",
+}
+-- by library only: Debian keeps curl/curl.h under the multiarch include dir,
+-- which the compiler searches by itself
+external_dependencies = {
+  CURL = { library = "curl" },
+  OPENSSL = { library = "crypto" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["kinot.core"] = {
+      sources = { "src/buf.c", "src/digest.c", "src/sign.c", "src/headers.c", "src/http.c",
+                  "src/cbscan.c", "src/jsonfix.c", "src/kinot_core.c" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      libraries = { "curl", "crypto", "pthread" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+    },
+    ["kinot"] = "lua/kinot/init.lua",
+    ["kinot.client"] = "lua/kinot/client.lua",
+    ["kinot.errors"] = "lua/kinot/errors.lua",
+    ["kinot.json"] = "lua/kinot/json.lua",
+    ["kinot.pager"] = "lua/kinot/pager.lua",
+    ["kinot.request"] = "lua/kinot/request.lua",
+    ["kinot.validate"] = "lua/kinot/validate.lua",
+    ["kinot.transport"] = "lua/kinot/transport/init.lua",
+    ["kinot.transport.curl"] = "lua/kinot/transport/curl.lua",
+    ["kinot.transport.resty"] = "lua/kinot/transport/resty.lua",
+    ["kinot.sim.fleet"] = "lua/kinot/sim/fleet.lua",
+    ["kinot.sim.gateway"] = "lua/kinot/sim/gateway.lua",
+    ["kinot.sim.launcher"] = "lua/kinot/sim/launcher.lua",
+    ["kinot.sim.server"] = "lua/kinot/sim/server.lua",
+  },
+  install = {
+    bin = { kinot = "bin/kinot" },
+  },
+}

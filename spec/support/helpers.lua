@@ -1,0 +1,161 @@
+-- Shared by the specs: the real simulator, a real nginx for other roles,
+-- and raw HTTP through the C core.  Every server listens on 127.0.0.1 on a
+-- port picked here and is stopped by the spec that started it.
+local core = require "kinot.core"
+local json = require "kinot.json"
+local launcher = require "kinot.sim.launcher"
+
+local H = {}
+
+H.runtime = rawget(_G, "jit") and "luajit" or _VERSION
+H.root = (function()
+  local p = io.popen("pwd")
+  local d = p:read("*l")
+  p:close()
+  return d
+end)()
+
+local http = core.http()
+
+--- raw(method, url, body, headers) -> response (status, headers, body) | error
+function H.raw(method, url, body, headers)
+  local res, kind, msg = http:request { method = method, url = url, body = body, headers = headers or {},
+                                         timeout = 10, connect_timeout = 2 }
+  assert(res, tostring(kind) .. ": " .. tostring(msg))
+  return res
+end
+
+function H.json(method, url, doc)
+  local res = H.raw(method, url, doc and json.encode(doc) or nil,
+    doc and { ["Content-Type"] = "application/json" } or {})
+  return json.decode(res.body), res
+end
+
+-- ---------------------------------------------------------------- simulator
+
+--- sim(opts) -> running simulator with admin helpers; call :stop()
+function H.sim(opts)
+  local sim = assert(launcher.start(opts or {}))
+  function sim.call(method, what, doc)
+    return H.json(method, sim.admin .. what, doc)
+  end
+  function sim.counters() return (sim.call("GET", "/counters")) end
+  function sim.fault(f) return sim.call("POST", "/faults", f) end
+  function sim.reset() return sim.call("POST", "/reset", {}) end
+  function sim.client(extra)
+    local o = { app_key = sim.app_key, app_secret = sim.app_secret, endpoint = sim.endpoint,
+                backoff = { base = 0.01, max = 0.05 }, timeout = 5, connect_timeout = 2 }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return require("kinot").new(o)
+  end
+  return sim
+end
+
+-- ---------------------------------------------------------------- nginx
+
+local function mods()
+  for _, d in ipairs { "/usr/lib/nginx/modules", "/usr/share/nginx/modules" } do
+    local f = io.open(d .. "/ngx_http_lua_module.so")
+    if f then f:close() return d end
+  end
+  error("nginx's Lua module is missing: run make deps")
+end
+
+--- nginx{http = "...", server = "...", port = n} -> {url, port, prefix, stop()}
+-- `server` is the body of a server block listening on 127.0.0.1:port.
+function H.nginx(o)
+  local port = o.port or launcher.free_port()
+  local p = io.popen("mktemp -d /tmp/kinot-spec.XXXXXX")
+  local prefix = p:read("*l")
+  p:close()
+  local conf = table.concat({
+    "load_module " .. mods() .. "/ndk_http_module.so;",
+    "load_module " .. mods() .. "/ngx_http_lua_module.so;",
+    "worker_processes " .. (o.workers or 1) .. ";",
+    "pid " .. prefix .. "/nginx.pid;",
+    "error_log " .. prefix .. "/error.log warn;",
+    "events { worker_connections 1024; }",
+    "http {",
+    "  access_log off;",
+    '  lua_package_path "' .. H.root .. "/lua/?.lua;" .. H.root .. '/lua/?/init.lua;;";',
+    '  lua_package_cpath "' .. H.root .. '/build/5.1/?.so;;";',
+    "  lua_socket_log_errors off;",
+    o.http or "",
+    "  server {",
+    "    listen 127.0.0.1:" .. port .. (o.ssl and " ssl" or "") .. ";",
+    o.server or "",
+    "  }",
+    "}",
+  }, "\n")
+  local f = assert(io.open(prefix .. "/nginx.conf", "w"))
+  f:write(conf)
+  f:close()
+  local ok = os.execute("nginx -p " .. prefix .. " -c nginx.conf -e " .. prefix .. "/error.log")
+  assert(ok == true or ok == 0, "nginx failed to start: see " .. prefix .. "/error.log")
+  local socket = require "socket"
+  for _ = 1, 100 do
+    local c = socket.tcp()
+    c:settimeout(0.2)
+    if c:connect("127.0.0.1", port) then c:close() break end
+    c:close()
+    socket.sleep(0.05)
+  end
+  local scheme = o.ssl and "https" or "http"
+  return {
+    port = port, prefix = prefix, url = scheme .. "://127.0.0.1:" .. port,
+    stop = function() launcher.stop(prefix) end,
+    log = function()
+      local lf = io.open(prefix .. "/error.log")
+      local s = lf and lf:read("*a") or ""
+      if lf then lf:close() end
+      return s
+    end,
+  }
+end
+
+--- receiver(secret) -> nginx that records callbacks it gets at /cb and
+-- hands them back from /received (a JSON list of raw bodies)
+function H.receiver()
+  return H.nginx {
+    http = "lua_shared_dict received 8m;",
+    server = [[
+      location = /cb {
+        content_by_lua_block {
+          ngx.req.read_body()
+          local d = ngx.shared.received
+          local n = d:incr("n", 1, 0)
+          d:set("b" .. n, ngx.req.get_body_data() or "")
+          ngx.say('{"code":0,"message":"OK"}')
+        }
+      }
+      location = /received {
+        content_by_lua_block {
+          local d = ngx.shared.received
+          local out = {}
+          for i = 1, (d:get("n") or 0) do out[i] = d:get("b" .. i) end
+          ngx.say(require("cjson").encode(out))
+        }
+      }
+    ]],
+  }
+end
+
+--- wait until fn() is truthy (polling), up to `seconds`
+function H.wait_for(fn, seconds)
+  local deadline = core.monotonic() + (seconds or 5)
+  while core.monotonic() < deadline do
+    local v = fn()
+    if v then return v end
+    core.sleep(0.05)
+  end
+  return fn()
+end
+
+function H.fixture(name)
+  local f = assert(io.open(H.root .. "/spec/fixtures/" .. name, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return require("cjson").decode(s)
+end
+
+return H
