@@ -1,0 +1,117 @@
+-- The platform's callbacks (DESIGN §7): canonical string, sign, verify.
+-- The body scan and MD5 are C (kinot.core); this file turns the result into
+-- an event and says clearly why a body is refused.
+local core = require "kinot.core"
+local json = require "kinot.json"
+local errors = require "kinot.errors"
+
+local M = {}
+
+M.MAX_BODY = 64 * 1024
+
+local DEVICE_BY_TYPE = { [18] = "lock", [34] = "sensor" }
+-- members only a lock reports
+local LOCK_ONLY = { "locked", "shell_opened", "bar_position_error", "motor_fail", "bt_match_code", "bt_mac" }
+
+local function refuse(reason, message)
+  return nil, errors.new("callback", message, { reason = reason })
+end
+
+local function parse(raw, max_body)
+  if type(raw) ~= "string" then error("kinot: callback body must be a string", 3) end
+  if #raw > max_body then
+    return refuse("too_large", "callback body is " .. #raw .. " bytes, over the " .. max_body .. "-byte cap")
+  end
+  local data, canonical, given, nested = core.callback_parse(raw)
+  if not data then
+    local reason = canonical:find("duplicate key", 1, true) and "duplicate_key"
+      or canonical:find("not a JSON object", 1, true) and "not_object" or "not_json"
+    return refuse(reason, "callback body refused: " .. canonical)
+  end
+  return data, canonical, given, nested
+end
+
+--- canonical(raw) -> the string that is signed, without the key | nil, err
+function M.canonical(raw)
+  local _, canonical = parse(raw, math.huge)
+  if not _ then return nil, canonical end
+  return canonical
+end
+
+--- sign(raw, secret) -> 32 upper-case hex chars (any sign member ignored) | nil, err
+function M.sign(raw, secret)
+  if type(secret) ~= "string" then error("kinot: callback secret must be a string", 2) end
+  local data, canonical = parse(raw, math.huge)
+  if not data then return nil, canonical end
+  return core.callback_digest(canonical, secret)
+end
+
+local function secrets_of(opts)
+  local s = opts and opts.secret
+  if type(s) == "string" then return { s } end
+  if type(s) == "table" and #s > 0 then
+    for i = 1, #s do
+      if type(s[i]) ~= "string" then error("kinot: secret[" .. i .. "] must be a string", 4) end
+    end
+    return s
+  end
+  error("kinot: callback verification needs opts.secret (a string or a list of strings)", 4)
+end
+
+local function device_of(data)
+  local by_type = DEVICE_BY_TYPE[tonumber(data.device_type)]
+  if by_type then return by_type end
+  for _, k in ipairs(LOCK_ONLY) do
+    if data[k] ~= nil then return "lock" end
+  end
+  if data.guid == nil and (data.car_detected ~= nil or data.active ~= nil) then return "sensor" end
+  return "unknown"
+end
+
+--- verify(raw, opts) -> event | nil, err
+-- opts.secret: string or list (rotation); opts.max_body (default 64 KiB)
+function M.verify(raw, opts)
+  local secrets = secrets_of(opts)
+  local data, canonical, given, nested = parse(raw, (opts and opts.max_body) or M.MAX_BODY)
+  if not data then return nil, canonical end
+  if not given or given == "" then return refuse("no_sign", "callback body has no sign member") end
+  given = given:upper()
+  local matched
+  for i = 1, #secrets do
+    -- every secret is tried, so timing does not tell which one matched
+    if core.ct_equal(given, core.callback_digest(canonical, secrets[i])) and not matched then matched = i end
+  end
+  if not matched then return refuse("bad_sign", "callback sign does not match (tampered body or wrong secret)") end
+  if nested then
+    for k, text in pairs(nested) do
+      local v = json.decode(text)
+      if v ~= nil then data[k] = v end
+    end
+  end
+  if data.command_status == nil and data.commnad_status ~= nil then data.command_status = data.commnad_status end
+  local sn = data.sn
+  if math.tointeger and type(sn) == "number" then sn = math.tointeger(sn) or sn end
+  return {
+    kind = data.guid ~= nil and "command_resp" or "status_changed",
+    device = device_of(data),
+    sn = sn,
+    guid = data.guid,
+    command_status = data.command_status,
+    data = data,
+    secret_index = matched,
+    id = core.md5_hex(raw),
+  }
+end
+
+--- receiver(opts) -> object with :receive(raw) -> status, body, event|nil, err|nil
+-- Framework-neutral: the OpenResty handler is a thin adapter over it.
+function M.receiver(opts)
+  return require("kinot.callback.receiver").new(opts)
+end
+
+--- handler(opts) -> function for content_by_lua_block (DESIGN §6)
+function M.handler(opts)
+  return require("kinot.callback.handler").new(opts)
+end
+
+return M

@@ -1,0 +1,51 @@
+-- Receiving one callback delivery, whatever the server: verify, answer,
+-- deduplicate, dispatch.  The OpenResty handler adapts it to nginx.
+local callback = require "kinot.callback"
+local lru = require "kinot.callback.lru"
+local json = require "kinot.json"
+
+local M = {}
+M.__index = M
+
+local OK_BODY = '{"code":0,"message":"OK"}'
+M.OK_BODY = OK_BODY
+
+local STATUS = { too_large = 413, no_sign = 401, bad_sign = 401 }
+
+local function err_body(status, err)
+  return json.encode { code = status, message = err.message }
+end
+
+function M.new(opts)
+  if type(opts) ~= "table" then error("kinot: callback receiver needs a table of options", 3) end
+  if opts.secret == nil then error("kinot: callback receiver needs opts.secret (string or list)", 3) end
+  for _, k in ipairs { "on_status", "on_command" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then error("kinot: " .. k .. " must be a function", 3) end
+  end
+  local max_body = opts.max_body or callback.MAX_BODY
+  if type(max_body) ~= "number" or max_body < 1 then error("kinot: max_body must be a positive number", 3) end
+  return setmetatable({
+    secret = opts.secret, on_status = opts.on_status, on_command = opts.on_command,
+    max_body = max_body, seen = opts.seen or lru.new(opts.dedupe_capacity or 10000, opts.dedupe_ttl or 3600),
+  }, M)
+end
+
+--- receive(raw) -> status, response body, event (nil if refused or a duplicate), err, duplicate
+function M:receive(raw)
+  local ev, err = callback.verify(raw, { secret = self.secret, max_body = self.max_body })
+  if not ev then
+    local status = STATUS[err.reason] or 400
+    return status, err_body(status, err), nil, err
+  end
+  if not self.seen:add(ev.id) then return 200, OK_BODY, nil, nil, true end
+  return 200, OK_BODY, ev
+end
+
+--- dispatch(event): calls on_command / on_status; errors are returned, not raised
+function M:dispatch(ev)
+  local fn = ev.kind == "command_resp" and self.on_command or self.on_status
+  if not fn then return true end
+  return pcall(fn, ev)
+end
+
+return M

@@ -1,0 +1,350 @@
+-- The simulator (DESIGN §8) driven through raw signed HTTP: every endpoint's
+-- shape, each gateway refusal, the command lifecycle with its callbacks,
+-- and each fault mode.
+local kinot = require "kinot"
+local core = require "kinot.core"
+local json = require "kinot.json"
+local callback = require "kinot.callback"
+local H = require "helpers"
+
+-- one signed request, built by hand as any other client would
+local function signed(sim, method, path, query, body, tweak)
+  local headers = {
+    Accept = "application/json",
+    ["X-Ca-Key"] = sim.app_key, ["X-Ca-Timestamp"] = tostring(core.now_ms()), ["X-Ca-Nonce"] = core.uuid(),
+  }
+  if body then
+    headers["Content-Type"] = "application/json"
+    headers["Content-MD5"] = kinot.content_md5(body)
+  end
+  local secret = sim.app_secret
+  if tweak then secret = tweak(headers) or secret end
+  local r = kinot.sign_request { method = method, path = "/open/lora/v1" .. path, query = query or {},
+                                 headers = headers, app_secret = secret }
+  headers["X-Ca-Signature"] = r.signature
+  headers["X-Ca-Signature-Headers"] = table.concat(r.signed_headers, ",")
+  local qs = {}
+  for i, p in ipairs(query or {}) do qs[i] = p[1] .. "=" .. p[2] end
+  local url = sim.endpoint .. path .. (#qs > 0 and ("?" .. table.concat(qs, "&")) or "")
+  local res = H.raw(method, url, body, headers)
+  return res, json.decode(res.body), headers
+end
+
+local LOCK_FIELDS = { "sn", "voltage", "frequency", "locked", "car_detected", "shell_opened", "low_battery", "coil_fault",
+                      "bar_position_error", "motor_fail", "rs_si", "bt_match_code", "bt_mac", "updated_at" }
+local SENSOR_FIELDS = { "sn", "voltage", "frequency", "car_detected", "low_battery", "coil_fault", "rs_si", "updated_at" }
+local DTU_FIELDS = { "sn", "hw", "sw", "firmware", "host", "online", "updated_at" }
+
+local function has_fields(obj, fields)
+  for _, f in ipairs(fields) do assert.is_not_nil(obj[f], "missing " .. f) end
+end
+
+describe("simulator endpoints", function()
+  local sim
+  setup(function() sim = H.sim { locks = 25, sensors = 12, dtus = 3, seed = 7 } end)
+  teardown(function() sim.stop() end)
+
+  it("pages lockers by page index with count", function()
+    local res, doc = signed(sim, "GET", "/lockers", { { "offset", "2" }, { "limit", "10" } })
+    assert.are.equal(200, res.status)
+    assert.are.equal(0, doc.code)
+    assert.are.equal(25, doc.count)
+    assert.are.equal(5, #doc.objects) -- the third page of 25 holds 5
+    has_fields(doc.objects[1], LOCK_FIELDS)
+    assert.is_string(res.headers["x-ca-request-id"])
+  end)
+
+  it("is deterministic for a seed", function()
+    local _, a = signed(sim, "GET", "/sensors", { { "offset", "0" }, { "limit", "10" } })
+    local _, b = signed(sim, "GET", "/sensors", { { "offset", "0" }, { "limit", "10" } })
+    assert.are.same(a, b)
+    has_fields(a.objects[1], SENSOR_FIELDS)
+    assert.are.equal(12, a.count)
+  end)
+
+  it("refuses a limit outside 10..100 as the platform does (code ~= 0)", function()
+    for _, l in ipairs { "9", "101", "x" } do
+      local res, doc = signed(sim, "GET", "/lockers", { { "offset", "0" }, { "limit", l } })
+      assert.are.equal(200, res.status)
+      assert.are_not.equal(0, doc.code)
+      assert.matches("limit", doc.message)
+    end
+  end)
+
+  it("answers a device by sn, and code ~= 0 for an unknown sn", function()
+    local _, page = signed(sim, "GET", "/lockers", { { "offset", "0" }, { "limit", "10" } })
+    local sn = page.objects[3].sn
+    local res, doc = signed(sim, "GET", "/lockers/" .. sn)
+    assert.are.equal(sn, doc.objects[1].sn)
+    assert.matches(",\n}$", res.body) -- the reference's trailing comma
+    local _, s = signed(sim, "GET", "/sensors", { { "offset", "0" }, { "limit", "10" } })
+    local _, one = signed(sim, "GET", "/sensors/" .. s.objects[1].sn)
+    has_fields(one.objects[1], SENSOR_FIELDS)
+    local _, none = signed(sim, "GET", "/lockers/1")
+    assert.are.equal(404, none.code)
+    assert.matches("not found", none.message)
+  end)
+
+  it("answers a DTU by sn", function()
+    local _, doc = signed(sim, "GET", "/dtu_devices/644200002")
+    has_fields(doc.objects[1], DTU_FIELDS)
+    assert.is_true(doc.objects[1].online == "online" or doc.objects[1].online == "offline")
+  end)
+
+  it("creates a command and answers it by guid", function()
+    local body = '{"sn":419600004,"command":1,"parameter":{"key":"handle","value":1}}'
+    local _, doc = signed(sim, "POST", "/commands", {}, body)
+    assert.are.equal(0, doc.code)
+    local cmd = doc.objects[1]
+    assert.matches("^%x+$", cmd.guid)
+    assert.are.equal(32, #cmd.guid)
+    assert.are.equal(419600004, cmd.sn)
+    assert.are.same({ key = "handle", value = 1 }, cmd.parameter)
+    local _, got = signed(sim, "GET", "/commands", { { "guid", cmd.guid } })
+    assert.are.equal(cmd.guid, got.objects[1].guid)
+    assert.is_string(got.objects[1].command_status)
+  end)
+
+  it("refuses a command value a device does not take", function()
+    local _, doc = signed(sim, "POST", "/commands", {}, '{"sn":419600004,"command":1,"parameter":{"key":"handle","value":2}}')
+    assert.are_not.equal(0, doc.code)
+  end)
+
+  it("stores and answers notification settings", function()
+    local _, set = signed(sim, "POST", "/notifications", {},
+      '{"device_type":34,"status_changed_callback_url":"http://127.0.0.1:9/a","command_resp_callback_url":"http://127.0.0.1:9/b"}')
+    assert.are.equal(0, set.code)
+    local res, doc = signed(sim, "GET", "/notifications", { { "device_type", "34" } })
+    assert.are.equal("http://127.0.0.1:9/a", doc.objects[1].status_changed_callback_url)
+    assert.are.equal("http://127.0.0.1:9/b", doc.objects[1].command_resp_callback_url)
+    assert.is_string(doc.objects[1].update_at)
+    assert.matches(",\n}$", res.body)
+  end)
+end)
+
+describe("simulator gateway checks", function()
+  local sim
+  setup(function() sim = H.sim {} end)
+  teardown(function() sim.stop() end)
+
+  it("accepts header names in lower case as well as original case", function()
+    local res = signed(sim, "GET", "/lockers", { { "offset", "0" }, { "limit", "10" } }, nil, function(h)
+      local copy = {}
+      for k, v in pairs(h) do copy[k] = v end
+      for k, v in pairs(copy) do h[k] = nil; h[k:lower()] = v end
+    end)
+    assert.are.equal(200, res.status)
+  end)
+
+  it("refuses a bad signature with the server's string-to-sign", function()
+    local res = signed(sim, "GET", "/lockers", {}, nil, function() return "wrong-secret" end)
+    assert.are.equal(400, res.status)
+    local msg = res.headers["x-ca-error-message"]
+    assert.matches("^Invalid Signature, Server StringToSign:`GET#application/json####X%-Ca%-Key:", msg)
+    assert.matches("#/open/lora/v1/lockers`$", msg)
+    assert.is_string(res.headers["x-ca-request-id"])
+  end)
+
+  it("refuses an old timestamp", function()
+    local res = signed(sim, "GET", "/lockers", {}, nil, function(h)
+      h["X-Ca-Timestamp"] = tostring(core.now_ms() - 16 * 60 * 1000)
+    end)
+    assert.are.equal(400, res.status)
+    assert.are.equal("Timestamp Expired", res.headers["x-ca-error-message"])
+  end)
+
+  it("refuses a reused nonce", function()
+    local nonce = core.uuid()
+    local res1 = signed(sim, "GET", "/lockers", {}, nil, function(h) h["X-Ca-Nonce"] = nonce end)
+    local res2 = signed(sim, "GET", "/lockers", {}, nil, function(h) h["X-Ca-Nonce"] = nonce end)
+    assert.are.equal(200, res1.status)
+    assert.are.equal(400, res2.status)
+    assert.are.equal("Nonce Used", res2.headers["x-ca-error-message"])
+  end)
+
+  it("refuses an unknown key", function()
+    local res = signed(sim, "GET", "/lockers", {}, nil, function(h) h["X-Ca-Key"] = "nobody" end)
+    assert.are.equal(400, res.status)
+    assert.are.equal("Invalid AppKey", res.headers["x-ca-error-message"])
+  end)
+
+  it("refuses a Content-MD5 that does not match the body", function()
+    local res = signed(sim, "POST", "/commands", {}, '{"sn":419600001,"command":1,"parameter":{"key":"handle","value":1}}',
+      function(h) h["Content-MD5"] = kinot.content_md5("something else") end)
+    assert.are.equal(400, res.status)
+    assert.are.equal("Invalid Content-MD5", res.headers["x-ca-error-message"])
+    assert.are.equal(0, sim.counters().commands_created)
+  end)
+end)
+
+describe("simulator commands and callbacks", function()
+  local sim, rcv
+  setup(function()
+    sim = H.sim { command_pace = 0.05 }
+    rcv = H.receiver()
+  end)
+  teardown(function()
+    sim.stop()
+    rcv.stop()
+  end)
+
+  local function received()
+    return json.decode(H.raw("GET", rcv.url .. "/received").body)
+  end
+
+  it("runs sending => pending => arrived => succeeded, posting a signed callback at each step", function()
+    local c = sim.client()
+    assert(c:set_notifications { device_type = 18, status_changed_callback_url = rcv.url .. "/cb",
+                                 command_resp_callback_url = rcv.url .. "/cb" })
+    local before = #received()
+    local cmd = assert(c:reset_bt_match_code(419600002))
+    local lock_before = assert(c:locker(419600002))
+    local done = assert(c:wait_command(cmd.guid, { timeout = 5, interval = 0.05 }))
+    assert.are.equal("succeeded", done.command_status)
+    -- 4 command_resp callbacks (pending, arrived, succeeded... from sending) + 1 status_changed for the new code
+    local bodies = H.wait_for(function()
+      local all = received()
+      return #all - before >= 4 and all
+    end, 5)
+    local statuses, changed = {}, 0
+    for i = before + 1, #bodies do
+      local ev, err = callback.verify(bodies[i], { secret = sim.app_secret })
+      assert(ev, tostring(err))
+      assert.are.equal("lock", ev.device)
+      if ev.kind == "command_resp" then
+        assert.matches('"commnad_status"', bodies[i])
+        statuses[#statuses + 1] = ev.command_status
+      else
+        changed = changed + 1
+      end
+    end
+    assert.are.same({ "pending", "arrived", "succeeded" }, statuses)
+    local lock_after = assert(c:locker(419600002))
+    assert.are_not.equal(lock_before.bt_match_code, lock_after.bt_match_code)
+    H.wait_for(function() return sim.counters().callbacks.delivered == sim.counters().callbacks.sent end, 3)
+    local cb = sim.counters().callbacks
+    assert.are.equal(cb.sent, cb.delivered)
+    assert.are.equal(0, cb.failed)
+    c:close()
+  end)
+
+  it("fails a command when told to, and freezes/activates sensors", function()
+    sim.call("POST", "/config", { failure_rate = 1 })
+    local c = sim.client()
+    local cmd = assert(c:freeze_sensor(419800003))
+    local done = assert(c:wait_command(cmd.guid, { timeout = 5, interval = 0.05 }))
+    assert.are.equal("failed", done.command_status)
+    sim.call("POST", "/config", { failure_rate = 0 })
+    cmd = assert(c:freeze_sensor(419800003))
+    assert.are.equal("succeeded", assert(c:wait_command(cmd.guid, { timeout = 5, interval = 0.05 })).command_status)
+    assert.are.equal(0, assert(c:sensor(419800003)).active)
+    cmd = assert(c:activate_sensor(419800003))
+    assert(c:wait_command(cmd.guid, { timeout = 5, interval = 0.05 }))
+    assert.are.equal(1, assert(c:sensor(419800003)).active)
+    c:close()
+  end)
+
+  it("posts a status_changed callback for an admin change and on test notifications", function()
+    local c = sim.client()
+    assert(c:set_notifications { device_type = 34, status_changed_callback_url = rcv.url .. "/cb" })
+    local before = #received()
+    sim.call("POST", "/devices/419800005", { car_detected = 1, low_battery = 1 })
+    local t = assert(c:test_notification(419800005, "status_changed"))
+    assert.are.equal("sent", t.error_detail)
+    local bodies = H.wait_for(function() local b = received(); return #b >= before + 2 and b end, 5)
+    for i = before + 1, before + 2 do
+      local ev = assert(callback.verify(bodies[i], { secret = sim.app_secret }))
+      assert.are.equal("status_changed", ev.kind)
+      assert.are.equal("sensor", ev.device)
+      assert.are.equal(419800005, ev.sn)
+      assert.are.equal(1, ev.data.low_battery)
+    end
+    c:close()
+  end)
+
+  it("retries a callback the receiver refuses, and logs each attempt", function()
+    local c = sim.client()
+    assert(c:set_notifications { device_type = 18, status_changed_callback_url = rcv.url .. "/nowhere" })
+    local before = sim.counters().callbacks
+    sim.call("POST", "/devices/419600009", { locked = 1 })
+    local after = H.wait_for(function()
+      local cb = sim.counters().callbacks
+      return cb.failed > before.failed and cb
+    end, 5)
+    assert.are.equal(before.attempts + 3, after.attempts)
+    local log = sim.call("GET", "/callbacks")
+    local last = log.deliveries[#log.deliveries]
+    assert.is_true(last.status >= 400, "receiver answered " .. tostring(last.status))
+    assert.are.equal(3, last.attempt)
+    c:close()
+  end)
+end)
+
+describe("simulator faults", function()
+  local sim
+  setup(function() sim = H.sim {} end)
+  teardown(function() sim.stop() end)
+  before_each(function() sim.call("DELETE", "/faults") end)
+
+  local function get_page()
+    return H.raw("GET", sim.endpoint .. "/lockers?offset=0&limit=10")
+  end
+
+  it("adds latency", function()
+    sim.fault { kind = "latency", latency = 0.3, next = 1 }
+    local t0 = core.monotonic()
+    local res = signed(sim, "GET", "/lockers", {})
+    assert.are.equal(200, res.status)
+    assert.is_true(core.monotonic() - t0 >= 0.29)
+  end)
+
+  it("answers 5xx with Retry-After, and 429", function()
+    sim.fault { kind = "status", status = 503, retry_after = 2, next = 1 }
+    local res = get_page()
+    assert.are.equal(503, res.status)
+    assert.are.equal("2", res.headers["retry-after"])
+    sim.fault { kind = "throttle", retry_after = 1, next = 1 }
+    res = get_page()
+    assert.are.equal(429, res.status)
+    assert.are.equal("1", res.headers["retry-after"])
+  end)
+
+  it("throttles like the gateway (403)", function()
+    sim.fault { kind = "gateway_throttle", next = 1 }
+    local res = get_page()
+    assert.are.equal(403, res.status)
+    assert.matches("Throttled", res.headers["x-ca-error-message"])
+  end)
+
+  it("resets the connection", function()
+    sim.fault { kind = "reset", next = 1 }
+    local h = core.http()
+    local res, kind = h:request { url = sim.endpoint .. "/lockers" }
+    h:close()
+    assert.is_nil(res)
+    assert.are.equal("network", kind)
+  end)
+
+  it("sends malformed and truncated JSON", function()
+    sim.fault { kind = "malformed", next = 1 }
+    local res = get_page()
+    assert.is_nil(json.decode(res.body))
+    sim.fault { kind = "truncated", next = 1 }
+    local h = core.http()
+    local r2, kind, msg = h:request { url = sim.endpoint .. "/lockers" }
+    h:close()
+    assert.is_nil(r2)
+    assert.are.equal("network", kind)
+    assert.matches("bytes remaining", msg)
+  end)
+
+  it("applies a share of requests, scoped to an endpoint, and counts requests", function()
+    sim.reset()
+    sim.fault { kind = "status", status = 500, share = 1, endpoint = "GET /sensors" }
+    assert.are.equal(500, H.raw("GET", sim.endpoint .. "/sensors").status)
+    assert.are_not.equal(500, get_page().status)
+    local c = sim.counters()
+    assert.are.equal(1, c.requests["GET /sensors fault:status"])
+    assert.are.equal(1, c.endpoints["GET /lockers"])
+  end)
+end)
