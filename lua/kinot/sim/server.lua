@@ -351,14 +351,14 @@ function M.api()
   local endpoint = method .. " " .. rel:gsub("/%d+$", "/{sn}")
   local rid = core.uuid():upper()
   local status
+  bump(S.counters.endpoints, endpoint)
   local f = take_fault(endpoint)
   if f then
-    local answered = apply_fault(f)
-    if answered then
+    -- counted first: a reset ends this handler inside apply_fault
+    if f.kind ~= "latency" and not (f.kind == "reset" and f.after) then
       bump(S.counters.requests, endpoint .. " fault:" .. f.kind)
-      bump(S.counters.endpoints, endpoint)
-      return
     end
+    if apply_fault(f) then return end
   end
   ngx.req.read_body()
   local body = ngx.req.get_body_data()
@@ -381,13 +381,11 @@ function M.api()
     status, out = route(method, rel, args, body)
     if f and f.kind == "reset" and f.after then
       bump(S.counters.requests, endpoint .. " fault:reset-after")
-      bump(S.counters.endpoints, endpoint)
       return ngx.exit(444)
     end
     respond(status, out, { ["X-Ca-Request-Id"] = rid })
   end
   bump(S.counters.requests, endpoint .. " " .. status)
-  bump(S.counters.endpoints, endpoint)
 end
 
 -- ------------------------------------------------------------ admin API
@@ -428,6 +426,14 @@ function M.admin()
     if doc.failure_rate then S.failure_rate = doc.failure_rate end
     if doc.callback_retries then S.callback_retries = doc.callback_retries end
     if doc.clock_offset_ms then S.gw.clock_offset_ms = doc.clock_offset_ms end
+    return reply(200, '{"ok":true}')
+  elseif rel == "/fleet" and method == "POST" then
+    for _, k in ipairs { "lock", "sensor", "dtu" } do
+      local n = tonumber(doc[k .. "s"])
+      if n then S.fleet.n[k] = math.max(0, math.floor(n)) end
+    end
+    S.fleet.version = S.fleet.version + 1
+    S.fleet.cache, S.fleet.cache_size = {}, 0
     return reply(200, '{"ok":true}')
   elseif rel == "/callbacks" then
     return reply(200, json.encode { deliveries = #S.deliveries > 0 and S.deliveries or json.null })
