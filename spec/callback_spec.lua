@@ -1,0 +1,354 @@
+-- Callbacks (DESIGN §6, §7): the sign vectors, verify's refusals, the
+-- OpenResty handler under real nginx, the resty transport calling the
+-- simulator from inside nginx, and the example receiver end to end.
+local callback = require "kinot.callback"
+local core = require "kinot.core"
+local json = require "kinot.json"
+local lru = require "kinot.callback.lru"
+local H = require "helpers"
+
+local cjson = require "cjson"
+local vectors = H.fixture("callback-sign.json").vectors
+
+describe("callback sign vectors", function()
+  it("has the whole vector file", function() assert.are.equal(16, #vectors) end)
+
+  for _, v in ipairs(vectors) do
+    it(v.id .. " " .. v.name, function()
+      local e = v.expected
+      if e.reject_reason ~= nil and e.reject_reason ~= cjson.null then
+        local ev, err = callback.verify(v.body, { secret = v.secret })
+        assert.is_nil(ev)
+        assert.are.equal("callback", err.kind)
+        assert.matches(e.reject_reason, err.message, 1, true)
+        assert.is_nil(callback.canonical(v.body))
+        return
+      end
+      local valid = e.valid
+      local ev, err = callback.verify(v.body, { secret = v.secret })
+      assert.are.equal(valid, ev ~= nil, err and tostring(err))
+      if e.sign ~= cjson.null and not v.name:find("tampered") then
+        assert.are.equal(e.canonical, callback.canonical(v.body))
+        assert.are.equal(e.sign, callback.sign(v.body, v.secret))
+      end
+      if not valid and not v.name:find("missing") then
+        assert.are.equal("bad_sign", err.reason)
+      end
+    end)
+  end
+end)
+
+describe("callback.verify", function()
+  local secret = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
+  local function signed(body_without_sign, key)
+    local s = assert(callback.sign(body_without_sign, key or secret))
+    return (body_without_sign:gsub("}%s*$", ',"sign":"' .. s .. '"}'))
+  end
+
+  it("makes a status_changed event for a lock with integer fields", function()
+    local ev = assert(callback.verify(vectors[1].body, { secret = vectors[1].secret }))
+    assert.are.same({ "status_changed", "lock", 419631107 }, { ev.kind, ev.device, ev.sn })
+    assert.are.equal(3.659, ev.data.voltage)
+    if math.type then assert.are.equal("integer", math.type(ev.sn)) end
+  end)
+
+  it("makes a command_resp event with command_status spelled correctly", function()
+    local ev = assert(callback.verify(vectors[3].body, { secret = vectors[3].secret }))
+    assert.are.same({ "command_resp", "lock", "succeeded" }, { ev.kind, ev.device, ev.command_status })
+    assert.are.equal("succeeded", ev.data.command_status)
+    assert.are.equal("succeeded", ev.data.commnad_status)
+  end)
+
+  it("judges the device from the fields when device_type is unknown (the reference's 38)", function()
+    local lock = assert(callback.verify(signed('{"sn":1,"locked":1,"device_type":38}'), { secret = secret }))
+    assert.are.equal("lock", lock.device)
+    local sensor = assert(callback.verify(signed('{"sn":2,"car_detected":1,"device_type":38}'), { secret = secret }))
+    assert.are.equal("sensor", sensor.device)
+    local unknown = assert(callback.verify(signed('{"guid":"AB","sn":3,"device_type":38}'), { secret = secret }))
+    assert.are.equal("unknown", unknown.device)
+  end)
+
+  it("decodes nested members and keeps null as json.null", function()
+    local ev = assert(callback.verify(signed('{"sn":4,"parameter":{"key":"handle","value":1},"x":null}'), { secret = secret }))
+    assert.are.same({ key = "handle", value = 1 }, ev.data.parameter)
+    assert.are.equal(json.null, ev.data.x)
+  end)
+
+  it("tries every secret for rotation and says which matched", function()
+    local body = signed('{"sn":5,"locked":0}', "new-secret")
+    local ev = assert(callback.verify(body, { secret = { "old-secret", "new-secret" } }))
+    assert.are.equal(2, ev.secret_index)
+    local _, err = callback.verify(body, { secret = { "old-secret" } })
+    assert.are.equal("bad_sign", err.reason)
+  end)
+
+  it("refuses with a reason: too large, not JSON, no sign", function()
+    local big = signed('{"sn":6,"pad":"' .. string.rep("x", 70000) .. '"}')
+    local _, err = callback.verify(big, { secret = secret })
+    assert.are.equal("too_large", err.reason)
+    assert.is_truthy(callback.verify(big, { secret = secret, max_body = 100000 }))
+    _, err = callback.verify('{"sn":7,', { secret = secret })
+    assert.are.equal("not_json", err.reason)
+    assert.matches("not valid JSON", err.message)
+    _, err = callback.verify('{"sn":7,,}', { secret = secret })
+    assert.are.equal("not_json", err.reason)
+    _, err = callback.verify('{"sn":7} x', { secret = secret })
+    assert.are.equal("not_json", err.reason)
+    _, err = callback.verify('{"sn":7}', { secret = secret })
+    assert.are.equal("no_sign", err.reason)
+  end)
+
+  it("raises on misuse", function()
+    assert.has_error(function() callback.verify("{}", {}) end)
+    assert.has_error(function() callback.verify(nil, { secret = "s" }) end)
+    assert.has_error(function() callback.sign("{}") end)
+  end)
+
+  it("never puts the secret in a refusal", function()
+    for _, body in ipairs { "{", '{"sn":1,"sign":"00"}', string.rep("a", 70000) } do
+      local _, err = callback.verify(body, { secret = secret })
+      assert.is_nil(tostring(err):find(secret, 1, true))
+    end
+  end)
+end)
+
+describe("callback receiver outside nginx", function()
+  it("answers OK, dispatches once, and acknowledges a duplicate without dispatching", function()
+    local calls = 0
+    local rcv = callback.receiver { secret = vectors[1].secret, on_status = function() calls = calls + 1 end }
+    local status, body, ev = rcv:receive(vectors[1].body)
+    assert.are.equal(200, status)
+    assert.are.equal('{"code":0,"message":"OK"}', body)
+    assert(rcv:dispatch(ev))
+    local s2, _, ev2, _, dup = rcv:receive(vectors[1].body)
+    assert.are.same({ 200, true }, { s2, dup })
+    assert.is_nil(ev2)
+    assert.are.equal(1, calls)
+    local s3, b3 = rcv:receive(vectors[11].body)
+    assert.are.equal(401, s3)
+    assert.are.equal(401, json.decode(b3).code)
+  end)
+
+  it("keeps a bounded LRU", function()
+    local set = lru.new(3)
+    for i = 1, 5 do assert.is_true(set:add(i)) end
+    assert.is_false(set:add(5))
+    assert.is_true(set:add(1)) -- evicted long ago
+    assert.are.equal(3, set.size)
+  end)
+end)
+
+describe("callback.handler in real nginx", function()
+  local ng
+  local v1 = vectors[1]
+  setup(function()
+    ng = H.nginx {
+      workers = 2,
+      http = [[
+        lua_shared_dict dedupe 1m;
+        lua_shared_dict seen 1m;
+        init_by_lua_block {
+          local callback = require "kinot.callback"
+          local function note(ev)
+            ngx.shared.seen:incr(ev.kind, 1, 0)
+            if ev.data.slow then ngx.sleep(2) end
+            ngx.shared.seen:incr("done", 1, 0)
+          end
+          receive = callback.handler { secret = "]] .. v1.secret .. [[", dedupe = "dedupe",
+                                       on_status = note, on_command = note, max_body = 4096 }
+        }
+      ]],
+      server = [[
+        location = /cb { content_by_lua_block { receive() } }
+        location = /seen { content_by_lua_block {
+          local d = ngx.shared.seen
+          ngx.say(d:get("status_changed") or 0, " ", d:get("command_resp") or 0, " ", d:get("done") or 0)
+        } }
+      ]],
+    }
+  end)
+  teardown(function() ng.stop() end)
+
+  local function post(body) return H.raw("POST", ng.url .. "/cb", body, { ["Content-Type"] = "application/json" }) end
+  local function seen() return H.raw("GET", ng.url .. "/seen").body end
+
+  it("accepts a good callback with the platform's expected answer", function()
+    local res = post(v1.body)
+    assert.are.equal(200, res.status)
+    assert.are.equal('{"code":0,"message":"OK"}', res.body)
+    assert.are.equal("1 0 1\n", H.wait_for(function() local s = seen() return s == "1 0 1\n" and s end, 2))
+  end)
+
+  it("acknowledges a duplicate delivery without calling the handler twice", function()
+    for _ = 1, 3 do assert.are.equal(200, post(v1.body).status) end
+    core.sleep(0.2)
+    assert.are.equal("1 0 1\n", seen())
+    assert.are.equal(200, post(vectors[3].body).status) -- trailing comma, command_resp
+    assert.are.equal("1 1 2\n", H.wait_for(function() local s = seen() return s == "1 1 2\n" and s end, 2))
+  end)
+
+  it("refuses forged, tampered, unsigned, malformed and oversized bodies", function()
+    local cases = {
+      { vectors[11].body, 401 }, { vectors[12].body, 401 }, { vectors[14].body, 401 },
+      { vectors[13].body, 400 }, { vectors[15].body, 400 }, { "not json", 400 },
+      { '{"pad":"' .. string.rep("x", 5000) .. '"}', 413 },
+    }
+    for _, c in ipairs(cases) do
+      local res = post(c[1])
+      assert.are.equal(c[2], res.status, c[1]:sub(1, 40))
+      local doc = json.decode(res.body)
+      assert.are.equal(c[2], doc.code)
+      assert.is_string(doc.message)
+    end
+    assert.are.equal("1 1 2\n", seen())
+  end)
+
+  it("answers at once and keeps serving while a handler is slow", function()
+    local body = assert(callback.sign('{"sn":9,"locked":1,"slow":true}', v1.secret))
+    body = '{"sn":9,"locked":1,"slow":true,"sign":"' .. body .. '"}'
+    local t0 = core.monotonic()
+    assert.are.equal(200, post(body).status)
+    assert.is_true(core.monotonic() - t0 < 0.5, "the answer waited for the handler")
+    -- the handler is still sleeping, yet other callbacks go through
+    local other = assert(callback.sign('{"sn":10,"locked":0}', v1.secret))
+    assert.are.equal(200, post('{"sn":10,"locked":0,"sign":"' .. other .. '"}').status)
+    assert.is_true(core.monotonic() - t0 < 1)
+    assert.are.equal("3 1 4\n", H.wait_for(function() local s = seen() return s == "3 1 4\n" and s end, 4))
+  end)
+end)
+
+describe("the resty transport inside nginx", function()
+  local sim, ng
+  setup(function()
+    sim = H.sim { locks = 33 }
+    ng = H.nginx {
+      http = "init_by_lua_block { SIM = { key = '" .. sim.app_key .. "', secret = '" .. sim.app_secret ..
+             "', endpoint = '" .. sim.endpoint .. "' } }",
+      server = [[
+        location = /count { content_by_lua_block {
+          local kinot = require "kinot"
+          local c = kinot.new { app_key = SIM.key, app_secret = SIM.secret, endpoint = SIM.endpoint }
+          local p, err = c:lockers { limit = 10 }
+          if not p then return ngx.say("error ", err.kind, " ", err.message) end
+          local n = 0
+          for _ in c:each_locker { limit = 10, concurrency = 4 } do n = n + 1 end
+          local cmd = assert(c:send_command(419600001, { key = "handle", value = 1 }))
+          ngx.say(c.transport.name, " ", p.count, " ", n, " ", #cmd.guid)
+        } }
+        location = /timer { content_by_lua_block {
+          local kinot = require "kinot"
+          local result
+          ngx.timer.at(0, function()
+            local c = kinot.new { app_key = SIM.key, app_secret = SIM.secret, endpoint = SIM.endpoint }
+            local l = c:locker(419600003)
+            result = l and l.sn or "failed"
+          end)
+          for _ = 1, 50 do if result then break end ngx.sleep(0.05) end
+          ngx.say(tostring(result))
+        } }
+        location = /wrongphase {
+          set_by_lua_block $r {
+            local kinot = require "kinot"
+            local c = kinot.new { app_key = SIM.key, app_secret = SIM.secret, endpoint = SIM.endpoint, retries = 0 }
+            local _, err = c:lockers {}
+            return err and err.message or "no error"
+          }
+          return 200 $r;
+        }
+        location = /curl { content_by_lua_block {
+          local ok, err = pcall(require("kinot").new, { app_key = "k", app_secret = "s", transport = "curl" })
+          ngx.say(tostring(err))
+        } }
+      ]],
+    }
+  end)
+  teardown(function()
+    ng.stop()
+    sim.stop()
+  end)
+
+  it("makes signed API calls, pages and sends a command from a content handler", function()
+    assert.are.equal("resty 33 33 32\n", H.raw("GET", ng.url .. "/count").body)
+    assert.are.equal(1, sim.counters().commands_created)
+  end)
+
+  it("works from a timer", function()
+    assert.are.equal("419600003\n", H.raw("GET", ng.url .. "/timer").body)
+  end)
+
+  it("fails clearly where cosockets are not available", function()
+    assert.matches("cosockets are not available in the 'set' phase", H.raw("GET", ng.url .. "/wrongphase").body)
+  end)
+
+  it("refuses libcurl inside a worker", function()
+    assert.matches("would block the nginx worker", H.raw("GET", ng.url .. "/curl").body)
+  end)
+end)
+
+describe("examples/openresty end to end with the simulator", function()
+  local sim, prefix, port, url
+  setup(function()
+    sim = H.sim { locks = 20, sensors = 20, command_pace = 0.05 }
+    port = require("kinot.sim.launcher").free_port()
+    local p = io.popen("mktemp -d /tmp/kinot-example.XXXXXX")
+    prefix = p:read("*l")
+    p:close()
+    os.execute("mkdir -p " .. prefix .. "/logs && cp " .. H.root .. "/examples/openresty/* " .. prefix .. "/")
+    local f = io.open(prefix .. "/nginx.conf")
+    local conf = f:read("*a")
+    f:close()
+    conf = conf:gsub("listen 8080;", "listen 127.0.0.1:" .. port .. ";")
+      :gsub('lua_package_path "%$prefix/%?%.lua;', 'lua_package_path "$prefix/?.lua;' .. H.root .. "/lua/?.lua;" .. H.root .. "/lua/?/init.lua;")
+      :gsub('lua_package_cpath "', 'lua_package_cpath "' .. H.root .. "/build/5.1/?.so;")
+      :gsub("resolver [^\n]*\n", "")
+      :gsub("worker_processes auto;", "worker_processes 2;")
+    f = io.open(prefix .. "/nginx.conf", "w")
+    f:write(conf)
+    f:close()
+    assert(os.execute(string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s KINOT_POLL_SECONDS=600 " ..
+      "nginx -p %s -c nginx.conf -e %s/logs/error.log", sim.app_key, sim.app_secret, sim.endpoint, prefix, prefix)))
+    url = "http://127.0.0.1:" .. port
+    H.wait_for(function() local ok = pcall(H.raw, "GET", url .. "/stats") return ok end, 5)
+  end)
+  teardown(function()
+    os.execute("kill $(cat " .. prefix .. "/logs/nginx.pid) 2>/dev/null; sleep 0.2; rm -rf " .. prefix)
+    sim.stop()
+  end)
+
+  it("polls the fleet through the resty transport at start", function()
+    local stats = H.wait_for(function()
+      local s = json.decode(H.raw("GET", url .. "/stats").body)
+      return s.poll ~= json.null and s.poll ~= nil and s
+    end, 5)
+    assert.is_true(stats.poll.ok, tostring(stats.poll.error))
+    assert.are.equal(40, stats.poll.devices)
+    assert.are.equal(200, H.raw("GET", url .. "/state/419600004").status)
+  end)
+
+  it("receives every simulator callback, all verified: sent = received", function()
+    local c = sim.client()
+    for _, dt in ipairs { 18, 34 } do
+      assert(c:set_notifications { device_type = dt, status_changed_callback_url = url .. "/kinot/callback",
+                                   command_resp_callback_url = url .. "/kinot/callback" })
+    end
+    local guids = {}
+    for i = 1, 3 do guids[i] = assert(c:reset_bt_match_code(419600000 + i)).guid end
+    guids[4] = assert(c:freeze_sensor(419800001)).guid
+    sim.call("POST", "/devices/419600010", { locked = 1, low_battery = 1 })
+    assert(c:test_notification(419800002, "status_changed"))
+    sim.call("POST", "/drift", { count = 10 })
+    for _, g in ipairs(guids) do assert(c:wait_command(g, { timeout = 5, interval = 0.05 })) end
+    local cb = H.wait_for(function()
+      local x = sim.counters().callbacks
+      return x.delivered + x.failed == x.sent and x
+    end, 5)
+    assert.is_true(cb.sent >= 4 * 3 + 4 + 1 + 1 + 10)
+    assert.are.equal(cb.sent, cb.delivered)
+    assert.are.equal(0, cb.failed)
+    local stats = json.decode(H.raw("GET", url .. "/stats").body)
+    assert.are.equal(cb.sent, stats.devices + stats.commands)
+    local lock = json.decode(H.raw("GET", url .. "/state/419600010").body)
+    assert.are.equal(1, lock.low_battery)
+    c:close()
+  end)
+end)
