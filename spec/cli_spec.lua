@@ -1,0 +1,190 @@
+-- `kinot` as a process against the simulator: tables, --json, exit codes,
+-- --help, and bad input with the usage exit code.
+local json = require "kinot.json"
+local H = require "helpers"
+
+local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
+
+local function kinot(args, env)
+  local errf = os.tmpname()
+  local cmd = string.format("cd %s && %s %s bin/kinot %s 2>%s; echo \"rc=$?\"", H.root, env or "", LUA, args, errf)
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  p:close()
+  local f = io.open(errf)
+  local err = f:read("*a")
+  f:close()
+  os.remove(errf)
+  local rc = tonumber(out:match("rc=(%d+)\n?$"))
+  return out:gsub("rc=%d+\n?$", ""), err, rc
+end
+
+describe("kinot CLI", function()
+  local sim, env
+  setup(function()
+    sim = H.sim { locks = 123, sensors = 45, dtus = 4, command_pace = 0.02 }
+    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
+  end)
+  teardown(function() sim.stop() end)
+
+  local function run(args) return kinot(args, env) end
+
+  it("lists a page of locks as an aligned table", function()
+    local out, err, rc = run("lockers --offset 1 --limit 10")
+    assert.are.equal(0, rc, err)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.matches("^SN%s+LOCK%s+CAR%s+VOLT%s+LOW%s+FAULTS%s+RS_SI%s+UPDATED$", lines[1])
+    assert.matches("^419600011%s", lines[2])
+    assert.are.equal(12, #lines)
+    assert.matches("page 1 %(limit 10%) of 123 lockers", lines[12])
+    assert.is_nil(out:find("\27[", 1, true)) -- no colour off a terminal
+  end)
+
+  it("gives one JSON document with --json and one object a line with --jsonl --all", function()
+    local out, _, rc = run("--json sensors --limit 20")
+    assert.are.equal(0, rc)
+    local doc = json.decode(out)
+    assert.are.equal(45, doc.count)
+    assert.are.equal(20, #doc.objects)
+    out, _, rc = run("--jsonl lockers --all --concurrency 4")
+    assert.are.equal(0, rc)
+    local n, last = 0, 0
+    for line in out:gmatch("[^\n]+") do
+      local d = json.decode(line)
+      assert.is_true(d.sn > last)
+      last, n = d.sn, n + 1
+    end
+    assert.are.equal(123, n)
+    out = run("--json sensors --all")
+    assert.are.equal(45, #json.decode(out))
+  end)
+
+  it("shows one device of each kind, as key: value or JSON", function()
+    local out, _, rc = run("locker 419600007")
+    assert.are.equal(0, rc)
+    assert.matches("sn:%s+419600007", out)
+    assert.matches("bt_match_code:", out)
+    assert.are.equal(419800003, json.decode((run("--json sensor 419800003"))).sn)
+    assert.matches("online:", (run("dtu 644200001")))
+  end)
+
+  it("sends a command, waits, reads it back", function()
+    local out, err, rc = run("--json command send 419600001 --value 1 --wait --wait-timeout 10")
+    assert.are.equal(0, rc, err)
+    local cmd = json.decode(out)
+    assert.are.equal("succeeded", cmd.command_status)
+    out, _, rc = run("command get " .. cmd.guid)
+    assert.are.equal(0, rc)
+    assert.matches("status:%s+succeeded", out)
+    out, _, rc = run("--json command wait " .. cmd.guid)
+    assert.are.equal("succeeded", json.decode(out).command_status)
+  end)
+
+  it("sets, reads and tests notification settings", function()
+    local _, err, rc = run("notifications set --device-type lock --status-url http://127.0.0.1:9/s --command-url http://127.0.0.1:9/c")
+    assert.are.equal(0, rc, err)
+    local out = run("notifications get 18")
+    assert.matches("status_changed_callback_url:%s+http://127.0.0.1:9/s", out)
+    out, err, rc = run("--json notifications test 419600002 --type command_resp")
+    assert.are.equal(0, rc, err)
+    assert.are.equal("sent", json.decode(out).error_detail)
+  end)
+
+  it("reports the fleet's health, as a table and as JSON", function()
+    local out, err, rc = run("report --dtu 644200001 --dtu 644200002 --dtu 644200003 --dtu 644200004")
+    assert.are.equal(0, rc, err)
+    assert.matches("devices:%s+123 locks, 45 sensors, 4 DTUs checked", out)
+    assert.matches("occupancy:%s+%d+%.%d%%", out)
+    assert.matches("Weakest signal", out)
+    local doc = json.decode((run("--json report --dtu 644200001")))
+    assert.are.equal(123, doc.locks.total)
+    assert.are.equal(123, doc.locks.up + doc.locks.down)
+    assert.are.equal(5, #doc.locks.weakest)
+    assert.are.equal(1, doc.dtus.total)
+  end)
+
+  it("signs a request without printing the secret", function()
+    local out, _, rc = run("sign /open/lora/v1/lockers --query offset=0 --query limit=10 --timestamp 1700000000000 --nonce n1")
+    assert.are.equal(0, rc)
+    assert.matches("/open/lora/v1/lockers%?limit=10&offset=0", out)
+    assert.matches("X%-Ca%-Signature:%s+%S+=", out)
+    assert.is_nil(out:find(sim.app_secret, 1, true))
+    local doc = json.decode((run("--json sign /p --timestamp 1 --nonce n")))
+    assert.are.equal("GET\napplication/json\n\n\n\nX-Ca-Key:" .. sim.app_key .. "\nX-Ca-Nonce:n\nX-Ca-Signature-Method:HmacSHA256\nX-Ca-Timestamp:1\n/p",
+      doc.string_to_sign)
+  end)
+
+  it("verifies a callback body from a file and from stdin", function()
+    local v = H.fixture("callback-sign.json").vectors
+    local path = os.tmpname()
+    local f = io.open(path, "w")
+    f:write(v[1].body)
+    f:close()
+    local out, _, rc = kinot("verify " .. path .. " --secret " .. v[1].secret)
+    assert.are.equal(0, rc)
+    assert.matches("verdict:%s+valid", out)
+    assert.matches("canonical:%s+bar_position_error=0&", out)
+    f = io.open(path, "w")
+    f:write(v[11].body)
+    f:close()
+    out, _, rc = kinot("--json verify - --secret " .. v[11].secret .. " < " .. path)
+    os.remove(path)
+    assert.are.equal(1, rc)
+    assert.are.equal("bad_sign", json.decode(out).reason)
+  end)
+
+  it("has --help on every level", function()
+    for _, args in ipairs { "--help", "lockers --help", "command --help", "command send --help", "notifications set --help",
+                            "report --help", "sign --help", "verify --help", "sim --help" } do
+      local out, _, rc = kinot(args)
+      assert.are.equal(0, rc, args)
+      assert.matches("^Usage: kinot", out)
+    end
+  end)
+
+  it("refuses bad input with a clear message and exit 2", function()
+    local _, err, rc = kinot("frobnicate")
+    assert.are.equal(2, rc)
+    assert.matches("unknown command 'frobnicate'", err)
+    _, err, rc = run("locker 12ab")
+    assert.are.equal(2, rc)
+    assert.matches("^kinot: sn must be a positive integer", err)
+    _, err, rc = run("lockers --limit 5")
+    assert.are.equal(2, rc)
+    assert.matches("limit must be an integer from 10 to 100", err)
+    _, err, rc = kinot("lockers", "KINOT_APP_KEY= KINOT_APP_SECRET=")
+    assert.are.equal(2, rc)
+    assert.matches("credentials missing", err)
+  end)
+
+  it("tells API errors (3) from network errors (4) by exit code", function()
+    local _, err, rc = run("locker 419699999")
+    assert.are.equal(3, rc)
+    assert.matches("not_found", err)
+    _, err, rc = kinot("--timeout 1 lockers", string.format("KINOT_APP_KEY=k KINOT_APP_SECRET=s KINOT_ENDPOINT=http://127.0.0.1:%d/x",
+      require("kinot.sim.launcher").free_port()))
+    assert.are.equal(4, rc)
+    assert.matches("network", err)
+    _, err, rc = kinot("lockers", string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=wrong KINOT_ENDPOINT=%s", sim.app_key, sim.endpoint))
+    assert.are.equal(3, rc)
+    assert.matches("signature", err)
+    assert.is_nil(err:find("wrong", 1, true))
+  end)
+
+  it("starts and stops a simulator in the background", function()
+    local pidf = os.tmpname()
+    local out, err, rc = kinot("--json sim --daemon --locks 12 --pid-file " .. pidf)
+    assert.are.equal(0, rc, err)
+    local info = json.decode(out)
+    out, err, rc = kinot("lockers", string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s",
+      info.app_key, info.app_secret, info.endpoint))
+    assert.are.equal(0, rc, err)
+    assert.matches("of 12 lockers", out)
+    _, _, rc = kinot("sim stop --pid-file " .. pidf)
+    assert.are.equal(0, rc)
+    _, _, rc = kinot("lockers", string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s",
+      info.app_key, info.app_secret, info.endpoint))
+    assert.are.equal(4, rc)
+  end)
+end)
