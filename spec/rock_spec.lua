@@ -11,6 +11,17 @@ local function sh(cmd)
 end
 
 describe("kinot-scm-1.rockspec", function()
+  it("installs every Lua module and C source of the tree", function()
+    local f = assert(io.open(H.root .. "/kinot-scm-1.rockspec"))
+    local spec = f:read("*a")
+    f:close()
+    local p = io.popen("cd " .. H.root .. " && ls lua/kinot/*.lua lua/kinot/*/*.lua src/*.c")
+    for path in p:lines() do
+      assert.is_truthy(spec:find('"' .. path .. '"', 1, true), path .. " is missing from the rockspec")
+    end
+    p:close()
+  end)
+
   local tmp
   setup(function()
     local p = io.popen("mktemp -d /tmp/kinot-rock.XXXXXX")

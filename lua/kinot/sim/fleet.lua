@@ -146,7 +146,7 @@ function M.render(obj, fields, extra)
   return "{" .. concat(out, ",") .. "}"
 end
 
-function Fleet:render_device(kind, d)
+function Fleet.render_device(_, kind, d)
   return M.render(d, FIELDS[kind])
 end
 

@@ -69,7 +69,7 @@ local function read_response(sock, max_body)
       local size = tonumber(line:match("^%x+"), 16)
       if not size then return nil, "network", "bad chunk size" end
       if size == 0 then
-        repeat line, err = sock:receive("*l") until not line or line == ""
+        repeat line = sock:receive("*l") until not line or line == "" -- trailers, ignored
         break
       end
       total = total + size
@@ -104,12 +104,10 @@ end
 
 --- new(opts) -> transport object with :send(request), :close()
 function M.new(opts)
-  local ok, why = M.available()
-  if not ok and ngx and ngx.socket then
-    -- building a client in init_by_lua is fine; sending from there is not
-    why = nil
-  elseif not ok then
-    error("kinot: transport 'resty' " .. why, 3)
+  -- building a client in init_by_lua is fine (sending from there is not,
+  -- and send says so); outside nginx there is nothing to build on
+  if not (ngx and ngx.socket) then
+    error("kinot: transport 'resty' needs nginx with the Lua module (ngx.socket)", 3)
   end
   local self = {
     name = "resty",
