@@ -66,9 +66,18 @@ lint:
 demo: deps build
 	@bash examples/demo.sh
 
-bench: deps build
+build/bench/hmac_baseline: bench/hmac_baseline.c
+	@mkdir -p $(@D)
+	$(CC) -O2 $(WARN) -o $@ $< $(LIBS)
+
+bench: deps build build/bench/hmac_baseline
 	lua5.4 bench/sign.lua
 	luajit bench/sign.lua
+	lua5.4 bench/callback.lua
+	luajit bench/callback.lua
+	lua5.4 bench/fetch.lua
+	luajit bench/fetch.lua
+	lua5.4 bench/scan.lua
 
 clean:
 	rm -rf build

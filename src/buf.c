@@ -24,12 +24,10 @@ int kn_buf_reserve(kn_buf *b, size_t extra) {
     return 0;
 }
 
-int kn_buf_add(kn_buf *b, const void *p, size_t n) {
+int kn_buf_grow_add(kn_buf *b, const void *p, size_t n) {
     if (kn_buf_reserve(b, n)) return -1;
     if (n) memcpy(b->p + b->len, p, n);
     b->len += n;
     b->p[b->len] = '\0';
     return 0;
 }
-
-int kn_buf_addc(kn_buf *b, char c) { return kn_buf_add(b, &c, 1); }

@@ -42,9 +42,9 @@ static void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
 
 static kn_str str_at(lua_State *L, int idx, const char *what) {
     kn_str s;
-    int t = lua_type(L, idx);
-    if (t != LUA_TSTRING && t != LUA_TNUMBER) luaL_error(L, "%s must be a string (got %s)", what, lua_typename(L, t));
-    s.p = lua_tolstring(L, idx, &s.n); /* converts numbers in place: the slot stays on the stack */
+    /* converts numbers in place: the slot stays on the stack */
+    s.p = lua_tolstring(L, idx, &s.n);
+    if (!s.p) luaL_error(L, "kinot: %s must be a string (got %s)", what, luaL_typename(L, idx));
     return s;
 }
 
@@ -53,6 +53,7 @@ static kn_str str_at(lua_State *L, int idx, const char *what) {
 typedef struct signer_ud {
     kn_signer *s;
     kn_kv *kv;      /* headers, query and form of the request being signed */
+    int *keyidx;    /* stack slot of each header name: reused for the result */
     size_t kvcap;
     kn_str *names;  /* sign_headers */
     size_t namecap;
@@ -80,6 +81,7 @@ static int signer_close(lua_State *L) {
     signer_ud *u = luaL_checkudata(L, 1, SIGNER_MT);
     kn_signer_free(u->s);
     free(u->kv);
+    free(u->keyidx);
     free(u->names);
     memset(u, 0, sizeof *u);
     return 0;
@@ -87,10 +89,14 @@ static int signer_close(lua_State *L) {
 
 static void grow_kv(lua_State *L, signer_ud *u, size_t need) {
     kn_kv *nk;
+    int *ni;
     if (need <= u->kvcap) return;
     nk = realloc(u->kv, need * 2 * sizeof *nk);
     if (!nk) luaL_error(L, "out of memory while signing");
     u->kv = nk;
+    ni = realloc(u->keyidx, need * 2 * sizeof *ni);
+    if (!ni) luaL_error(L, "out of memory while signing");
+    u->keyidx = ni;
     u->kvcap = need * 2;
 }
 
@@ -159,6 +165,7 @@ static int signer_sign(lua_State *L) {
             grow_kv(L, u, nh + 1);
             if (lua_type(L, -2) != LUA_TSTRING) return luaL_error(L, "header names must be strings");
             u->kv[nh].name.p = lua_tolstring(L, -2, &u->kv[nh].name.n);
+            u->keyidx[nh] = lua_gettop(L) - 1;
             u->kv[nh].value = str_at(L, -1, "header value");
             nh++;
             lua_pushvalue(L, -2);
@@ -195,7 +202,7 @@ static int signer_sign(lua_State *L) {
         req.nsign = n;
     }
 
-    if (kn_sign(u->s, &req, alg)) return luaL_error(L, "%s", kn_signer_error(u->s));
+    if (kn_sign(u->s, &req, alg)) return luaL_error(L, "kinot: %s", kn_signer_error(u->s));
 
     lua_createtable(L, 0, 3);
     p = kn_signer_string(u->s, &len);
@@ -207,7 +214,7 @@ static int signer_sign(lua_State *L) {
     idx = kn_signer_signed(u->s, &count);
     lua_createtable(L, (int)count, 0);
     for (i = 0; i < count; i++) {
-        lua_pushlstring(L, req.headers[idx[i]].name.p, req.headers[idx[i]].name.n);
+        lua_pushvalue(L, u->keyidx[idx[i]]);
         lua_rawseti(L, -2, (int)i + 1);
     }
     lua_setfield(L, -2, "signed_headers");

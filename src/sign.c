@@ -1,9 +1,14 @@
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/evp.h>
-#include <openssl/core_names.h>
-#include <openssl/params.h>
+/* The low-level digest API is deprecated in OpenSSL 3 yet still shipped and
+ * assembly-backed.  It is used on purpose: OpenSSL 3's EVP HMAC allocates a
+ * provider context on every re-init, which costs more than hashing a
+ * string-to-sign; precomputed inner/outer states copied by value do not. */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include "sign.h"
 #include "digest.h"
 
@@ -14,10 +19,19 @@ typedef struct param {
     size_t order;   /* position within its list: the first value wins */
 } param;
 
+/* HMAC (RFC 2104) with the key absorbed once: the states after hashing
+ * key^ipad and key^opad, copied for every signature. */
+typedef struct hmac256 {
+    SHA256_CTX inner, outer;
+} hmac256;
+
+typedef struct hmac1 {
+    SHA_CTX inner, outer;
+} hmac1;
+
 struct kn_signer {
-    EVP_MAC_CTX *ctx[2];   /* keyed HMAC-SHA256, HMAC-SHA1 (made on first use) */
-    unsigned char *key;
-    size_t keylen;
+    hmac256 h256;
+    hmac1 h1;
     kn_buf sts;            /* string-to-sign */
     size_t *signed_idx;    /* headers in signing order */
     size_t nsigned, signed_cap;
@@ -28,65 +42,89 @@ struct kn_signer {
     char err[200];
 };
 
+/* pads[64] = key (hashed first when longer than the block) XOR pad byte */
+static void make_pad(const unsigned char *key, size_t n, int sha1, unsigned char pad, unsigned char out[64]) {
+    unsigned char k[64];
+    size_t i, kl = n;
+    memset(k, 0, sizeof k);
+    if (n > 64) {
+        if (sha1) SHA1(key, n, k), kl = 20;
+        else SHA256(key, n, k), kl = 32;
+    } else if (n) {
+        memcpy(k, key, n);
+    }
+    (void)kl;
+    for (i = 0; i < 64; i++) out[i] = (unsigned char)(k[i] ^ pad);
+    OPENSSL_cleanse(k, sizeof k);
+}
+
 kn_signer *kn_signer_new(const void *secret, size_t n) {
+    unsigned char ipad[64], opad[64];
     kn_signer *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    s->key = malloc(n ? n : 1);
-    if (!s->key) {
-        free(s);
-        return NULL;
-    }
-    if (n) memcpy(s->key, secret, n);
-    s->keylen = n;
+    make_pad(secret, n, 0, 0x36, ipad);
+    make_pad(secret, n, 0, 0x5c, opad);
+    SHA256_Init(&s->h256.inner);
+    SHA256_Update(&s->h256.inner, ipad, 64);
+    SHA256_Init(&s->h256.outer);
+    SHA256_Update(&s->h256.outer, opad, 64);
+    make_pad(secret, n, 1, 0x36, ipad);
+    make_pad(secret, n, 1, 0x5c, opad);
+    SHA1_Init(&s->h1.inner);
+    SHA1_Update(&s->h1.inner, ipad, 64);
+    SHA1_Init(&s->h1.outer);
+    SHA1_Update(&s->h1.outer, opad, 64);
+    OPENSSL_cleanse(ipad, sizeof ipad);
+    OPENSSL_cleanse(opad, sizeof opad);
     kn_buf_init(&s->sts);
     return s;
 }
 
 void kn_signer_free(kn_signer *s) {
     if (!s) return;
-    EVP_MAC_CTX_free(s->ctx[0]);
-    EVP_MAC_CTX_free(s->ctx[1]);
-    if (s->key) OPENSSL_cleanse(s->key, s->keylen);
-    free(s->key);
+    OPENSSL_cleanse(&s->h256, sizeof s->h256);
+    OPENSSL_cleanse(&s->h1, sizeof s->h1);
     kn_buf_free(&s->sts);
     free(s->signed_idx);
     free(s->params);
     free(s);
 }
 
-static EVP_MAC_CTX *keyed_ctx(kn_signer *s, enum kn_hmac alg) {
-    EVP_MAC *mac;
-    EVP_MAC_CTX *ctx;
-    OSSL_PARAM params[2];
-    char digest[8];
-
-    if (s->ctx[alg]) return s->ctx[alg];
-    mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    if (!mac) return NULL;
-    ctx = EVP_MAC_CTX_new(mac);
-    EVP_MAC_free(mac); /* the context keeps its own reference */
-    if (!ctx) return NULL;
-    strcpy(digest, alg == KN_HMAC_SHA1 ? "SHA1" : "SHA256");
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
-    params[1] = OSSL_PARAM_construct_end();
-    /* HMAC wants a key buffer even when it is empty */
-    if (EVP_MAC_init(ctx, s->keylen ? s->key : (const unsigned char *)"", s->keylen, params) != 1) {
-        EVP_MAC_CTX_free(ctx);
-        return NULL;
+/* returns the MAC length */
+static size_t hmac(const kn_signer *s, enum kn_hmac alg, const void *data, size_t n, unsigned char *mac) {
+    if (alg == KN_HMAC_SHA1) {
+        SHA_CTX c = s->h1.inner;
+        unsigned char in[20];
+        SHA1_Update(&c, data, n);
+        SHA1_Final(in, &c);
+        c = s->h1.outer;
+        SHA1_Update(&c, in, sizeof in);
+        SHA1_Final(mac, &c);
+        OPENSSL_cleanse(&c, sizeof c);
+        return 20;
+    } else {
+        SHA256_CTX c = s->h256.inner;
+        unsigned char in[32];
+        SHA256_Update(&c, data, n);
+        SHA256_Final(in, &c);
+        c = s->h256.outer;
+        SHA256_Update(&c, in, sizeof in);
+        SHA256_Final(mac, &c);
+        OPENSSL_cleanse(&c, sizeof c);
+        return 32;
     }
-    s->ctx[alg] = ctx;
-    return ctx;
 }
 
+/* a.n must already equal strlen(lit) or be shorter/longer: checked here */
 static int ieq(kn_str a, const char *lit) {
-    size_t i, n = strlen(lit);
-    if (a.n != n) return 0;
-    for (i = 0; i < n; i++) {
+    size_t i;
+    for (i = 0; i < a.n; i++) {
+        if (!lit[i]) return 0;
         unsigned char c = (unsigned char)a.p[i];
         if (c >= 'A' && c <= 'Z') c = (unsigned char)(c + 32);
         if (c != (unsigned char)lit[i]) return 0;
     }
-    return 1;
+    return lit[a.n] == '\0';
 }
 
 static int ieq_str(kn_str a, kn_str b) {
@@ -108,6 +146,19 @@ static int bytecmp(kn_str a, kn_str b) {
     return a.n < b.n ? -1 : a.n > b.n;
 }
 
+/* RFC 9110 token characters */
+static const unsigned char TOKEN[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
+    ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1,
+    ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
+    ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
+    ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1,
+    ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 int kn_check_header(kn_str name, kn_str value, char *err, size_t errlen) {
     size_t i;
     if (name.n == 0) {
@@ -116,8 +167,7 @@ int kn_check_header(kn_str name, kn_str value, char *err, size_t errlen) {
     }
     for (i = 0; i < name.n; i++) {
         unsigned char c = (unsigned char)name.p[i];
-        /* RFC 9110 token characters only */
-        if (c <= 32 || c >= 127 || strchr("\"(),/:;<=>?@[\\]{}", c)) {
+        if (!TOKEN[c]) {
             snprintf(err, errlen, "header name '%.*s' contains a character not allowed in a header name",
                      (int)(name.n > 60 ? 60 : name.n), name.p);
             /* never echo control bytes back */
@@ -126,8 +176,18 @@ int kn_check_header(kn_str name, kn_str value, char *err, size_t errlen) {
             return -1;
         }
     }
-    for (i = 0; i < value.n; i++) {
+    /* eight bytes at a time: only bytes <= '\r' can be CR, LF or NUL */
+    i = 0;
+    while (i + 8 <= value.n) {
+        uint64_t w;
+        memcpy(&w, value.p + i, 8);
+        /* high bit of a byte set where that byte is < 0x0e */
+        if (((w - 0x0e0e0e0e0e0e0e0eULL) & ~w & 0x8080808080808080ULL) != 0) break;
+        i += 8;
+    }
+    for (; i < value.n; i++) {
         char c = value.p[i];
+        if ((unsigned char)c > '\r') continue;
         if (c == '\r' || c == '\n' || c == '\0') {
             snprintf(err, errlen, "header '%.*s' value contains %s", (int)(name.n > 60 ? 60 : name.n), name.p,
                      c == '\0' ? "a NUL byte" : "CR or LF");
@@ -137,25 +197,25 @@ int kn_check_header(kn_str name, kn_str value, char *err, size_t errlen) {
     return 0;
 }
 
-static int is_excluded(kn_str name) {
-    return ieq(name, "x-ca-signature") || ieq(name, "x-ca-signature-headers") || ieq(name, "accept") ||
-           ieq(name, "content-md5") || ieq(name, "content-type") || ieq(name, "date");
-}
+/* What a header is to the string-to-sign, judged by length first (no
+ * strlen, no case folding for most names). */
+enum hclass { H_OTHER = -1, H_ACCEPT = 0, H_MD5 = 1, H_TYPE = 2, H_DATE = 3, H_SKIP = 4, H_SIGNED = 5 };
 
-static int wants_signing(const kn_sign_req *req, kn_str name) {
+static enum hclass classify(const kn_sign_req *req, kn_str name) {
     size_t i;
-    if (is_excluded(name)) return 0;
-    if (name.n >= 5 && ieq((kn_str){name.p, 5}, "x-ca-")) return 1;
+    switch (name.n) {
+    case 4: if (ieq(name, "date")) return H_DATE; break;
+    case 6: if (ieq(name, "accept")) return H_ACCEPT; break;
+    case 11: if (ieq(name, "content-md5")) return H_MD5; break;
+    case 12: if (ieq(name, "content-type")) return H_TYPE; break;
+    case 14: if (ieq(name, "x-ca-signature")) return H_SKIP; break;
+    case 22: if (ieq(name, "x-ca-signature-headers")) return H_SKIP; break;
+    default: break;
+    }
+    if (name.n >= 5 && ieq((kn_str){name.p, 5}, "x-ca-")) return H_SIGNED;
     for (i = 0; i < req->nsign; i++)
-        if (ieq_str(name, req->sign_headers[i])) return 1;
-    return 0;
-}
-
-static kn_str header_value(const kn_sign_req *req, const char *name) {
-    size_t i;
-    for (i = 0; i < req->nheaders; i++)
-        if (ieq(req->headers[i].name, name)) return req->headers[i].value;
-    return (kn_str){"", 0};
+        if (ieq_str(name, req->sign_headers[i])) return H_SIGNED;
+    return H_OTHER;
 }
 
 static int param_cmp(const void *pa, const void *pb) {
@@ -198,7 +258,16 @@ static int build_url(kn_signer *s, const kn_sign_req *req) {
         s->params[k++] = (param){req->form[i].name, req->form[i].value, 0, i};
     for (i = 0; i < req->nquery; i++)
         s->params[k++] = (param){req->query[i].name, req->query[i].value, 1, i};
-    if (k > 1) qsort(s->params, k, sizeof *s->params, param_cmp);
+    if (k > 16) {
+        qsort(s->params, k, sizeof *s->params, param_cmp);
+    } else { /* the usual two or three parameters: no qsort call */
+        size_t a, b;
+        for (a = 1; a < k; a++) {
+            param v = s->params[a];
+            for (b = a; b > 0 && param_cmp(&s->params[b - 1], &v) > 0; b--) s->params[b] = s->params[b - 1];
+            s->params[b] = v;
+        }
+    }
     for (i = 0; i < k; i++) {
         const param *p = &s->params[i];
         if (p->name.n == 0) continue;
@@ -238,10 +307,9 @@ static int check_path(kn_signer *s, const kn_sign_req *req) {
 }
 
 int kn_sign(kn_signer *s, const kn_sign_req *req, enum kn_hmac alg) {
-    static const char *const fixed[] = {"accept", "content-md5", "content-type", "date"};
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    size_t i, maclen = 0;
-    EVP_MAC_CTX *ctx;
+    kn_str fixed[4]; /* Accept, Content-MD5, Content-Type, Date as sent */
+    unsigned char mac[32];
+    size_t i, maclen, need;
 
     s->err[0] = '\0';
     kn_buf_reset(&s->sts);
@@ -254,15 +322,26 @@ int kn_sign(kn_signer *s, const kn_sign_req *req, enum kn_hmac alg) {
         s->signed_idx = ni;
         s->signed_cap = req->nheaders;
     }
+    for (i = 0; i < 4; i++) fixed[i] = (kn_str){"", 0};
     for (i = 0; i < req->nheaders; i++) {
+        enum hclass c;
         if (kn_check_header(req->headers[i].name, req->headers[i].value, s->err, sizeof s->err)) return -1;
-        if (wants_signing(req, req->headers[i].name)) s->signed_idx[s->nsigned++] = i;
+        c = classify(req, req->headers[i].name);
+        if (c == H_SIGNED) s->signed_idx[s->nsigned++] = i;
+        else if (c <= H_DATE && c != H_OTHER) fixed[c] = req->headers[i].value;
     }
     sort_signed(s, req);
 
+    /* one reservation up front: the appends below then never reallocate */
+    need = req->method.n + req->path.n + 16;
+    for (i = 0; i < req->nheaders; i++) need += req->headers[i].name.n + req->headers[i].value.n + 2;
+    for (i = 0; i < req->nquery; i++) need += req->query[i].name.n + req->query[i].value.n + 2;
+    for (i = 0; i < req->nform; i++) need += req->form[i].name.n + req->form[i].value.n + 2;
+    if (kn_buf_reserve(&s->sts, need)) return oom(s);
+
     if (add_str(&s->sts, req->method) || kn_buf_addc(&s->sts, '\n')) return oom(s);
     for (i = 0; i < 4; i++)
-        if (add_str(&s->sts, header_value(req, fixed[i])) || kn_buf_addc(&s->sts, '\n')) return oom(s);
+        if (add_str(&s->sts, fixed[i]) || kn_buf_addc(&s->sts, '\n')) return oom(s);
     for (i = 0; i < s->nsigned; i++) {
         const kn_kv *h = &req->headers[s->signed_idx[i]];
         if (add_str(&s->sts, h->name) || kn_buf_addc(&s->sts, ':') || add_str(&s->sts, h->value) ||
@@ -271,13 +350,7 @@ int kn_sign(kn_signer *s, const kn_sign_req *req, enum kn_hmac alg) {
     }
     if (build_url(s, req)) return -1;
 
-    ctx = keyed_ctx(s, alg);
-    if (!ctx || EVP_MAC_init(ctx, NULL, 0, NULL) != 1 ||
-        EVP_MAC_update(ctx, (const unsigned char *)s->sts.p, s->sts.len) != 1 ||
-        EVP_MAC_final(ctx, mac, &maclen, sizeof mac) != 1) {
-        snprintf(s->err, sizeof s->err, "OpenSSL HMAC failed");
-        return -1;
-    }
+    maclen = hmac(s, alg, s->sts.p, s->sts.len, mac);
     s->sig_len = kn_base64(mac, maclen, s->sig);
     return 0;
 }

@@ -54,15 +54,19 @@ end
 -- ------------------------------------------------------------ signing helpers
 
 -- keyed signers by secret, so repeated calls reuse the absorbed HMAC key;
--- weak values let unused ones go
+-- weak values let unused ones go.  The last one is kept at hand: a script
+-- signs with one secret.
 local signers = setmetatable({}, { __mode = "v" })
+local last_secret, last_signer
 
 local function signer_for(secret)
+  if secret == last_secret then return last_signer end
   local s = signers[secret]
   if not s then
     s = core.signer(secret)
     signers[secret] = s
   end
+  last_secret, last_signer = secret, s
   return s
 end
 
@@ -70,12 +74,9 @@ end
 --   -> { string_to_sign, signature, signed_headers }
 function kinot.sign_request(t)
   if type(t) ~= "table" then validate.fail("sign_request expects a table", 2) end
-  if type(t.app_secret) ~= "string" then validate.fail("app_secret must be a string", 2) end
-  if type(t.method) ~= "string" then validate.fail("method must be a string", 2) end
-  if type(t.path) ~= "string" then validate.fail("path must be a string", 2) end
-  local ok, res = pcall(signer_for(t.app_secret).sign, signer_for(t.app_secret), t)
-  if not ok then error("kinot: " .. tostring(res):gsub("^[^:]*:%d+: ", ""), 2) end
-  return res
+  local secret = t.app_secret
+  if type(secret) ~= "string" then validate.fail("app_secret must be a string", 2) end
+  return signer_for(secret):sign(t)
 end
 
 --- content_md5(body) -> base64(MD5(body))
