@@ -2,14 +2,11 @@
 -- the headers the SDK sends) against the baseline of a C loop of raw
 -- OpenSSL HMAC-SHA256 + base64 over the same string-to-sign, same run.
 --   make bench   (or: lua5.4 bench/sign.lua / luajit bench/sign.lua after make build)
-local abi = rawget(_G, "jit") and "5.1" or _VERSION:match("%d+%.%d+")
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = "build/" .. abi .. "/?.so;" .. package.cpath
+package.path = "./?.lua;" .. package.path
+local B = require "bench.support"
 local kinot = require "kinot"
-local core = require "kinot.core"
 
-local SECONDS = tonumber(os.getenv("BENCH_SECONDS") or "3")
-local runtime = rawget(_G, "jit") and jit.version or _VERSION
+local SECONDS, runtime = B.SECONDS, B.runtime
 
 local req = {
   method = "GET", path = "/open/lora/v1/lockers", app_secret = "3f2a9c1e7b6d4e58a0c2b7d9e1f4a6c8",
@@ -29,14 +26,7 @@ f:close()
 
 -- the SDK, through the public function
 local sign = kinot.sign_request
-local n, t0 = 0, core.monotonic()
-local t = t0
-repeat
-  for _ = 1, 10000 do sign(req) end
-  n = n + 10000
-  t = core.monotonic()
-until t - t0 >= SECONDS
-local sdk = n / (t - t0)
+local sdk = B.rate(function() sign(req) end, SECONDS, 10000)
 
 local p = io.popen("build/bench/hmac_baseline " .. path .. " " .. SECONDS)
 local raw = tonumber(p:read("*l"))

@@ -1,7 +1,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/evp.h>
+/* low-level MD5: see digest.c for why */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/crypto.h>
+#include <openssl/md5.h>
 #include "cbscan.h"
 #include "buf.h"
 #include "digest.h"
@@ -367,15 +370,11 @@ int kn_cb_canonical(kn_cb_scanner *s, kn_str *canon, kn_str *given) {
 }
 
 int kn_cb_digest(const char *canon, size_t cn, const char *secret, size_t sn, char hex[33]) {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    MD5_CTX c;
     unsigned char d[16];
-    unsigned int len = 0;
-    int ok;
-    if (!ctx) return -1;
-    ok = EVP_DigestInit_ex(ctx, EVP_md5(), NULL) == 1 && EVP_DigestUpdate(ctx, canon, cn) == 1 &&
-         EVP_DigestUpdate(ctx, "&key=", 5) == 1 && EVP_DigestUpdate(ctx, secret, sn) == 1 &&
-         EVP_DigestFinal_ex(ctx, d, &len) == 1 && len == 16;
-    EVP_MD_CTX_free(ctx);
+    int ok = MD5_Init(&c) == 1 && MD5_Update(&c, canon, cn) == 1 && MD5_Update(&c, "&key=", 5) == 1 &&
+             MD5_Update(&c, secret, sn) == 1 && MD5_Final(d, &c) == 1;
+    OPENSSL_cleanse(&c, sizeof c);
     if (!ok) return -1;
     kn_hex_upper(d, 16, hex);
     return 0;

@@ -471,6 +471,40 @@ static int l_base64(lua_State *L) {
     return 1;
 }
 
+/* integers(t): floats with an integral value become integers, through
+ * nested tables (lua-cjson 2.1 decodes every number as a float on 5.3+).
+ * A no-op where Lua has no integer subtype. */
+static void integers_at(lua_State *L, int t, int depth) {
+#if LUA_VERSION_NUM >= 503
+    if (depth > 64) return;
+    luaL_checkstack(L, 4, "nested JSON");
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        int vt = lua_type(L, -1);
+        if (vt == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+            lua_Integer i;
+            if (lua_numbertointeger(lua_tonumber(L, -1), &i) && (lua_Number)i == lua_tonumber(L, -1)) {
+                lua_pushvalue(L, -2);
+                lua_pushinteger(L, i);
+                lua_rawset(L, t); /* an existing key: allowed during traversal */
+            }
+        } else if (vt == LUA_TTABLE) {
+            integers_at(L, lua_gettop(L), depth + 1);
+        }
+        lua_pop(L, 1);
+    }
+#else
+    (void)L, (void)t, (void)depth;
+#endif
+}
+
+static int l_json_integers(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    integers_at(L, 1, 0);
+    return 1;
+}
+
 /* relax(json) -> the text without trailing commas before '}' / ']' */
 static int l_json_relax(lua_State *L) {
     size_t n, len;
@@ -556,17 +590,14 @@ static void push_number(lua_State *L, kn_str t) {
     else lua_pushnumber(L, strtod(tmp, NULL));
 }
 
-/* parse(body) -> data, canonical, sign_or_nil, nested_or_nil | nil, reason
- * data maps each member to its Lua value (null -> lightuserdata NULL, as
- * cjson.null); objects and arrays are left to the caller as raw text in
- * nested, so they decode with the caller's JSON library. */
-static int l_callback_parse(lua_State *L) {
+/* scan(body) -> canonical, sign_or_nil | nil, reason
+ * The members stay in the scanner for data() until the next scan. */
+static int l_callback_scan(lua_State *L) {
     kn_cb_scanner *sc = *(kn_cb_scanner **)lua_touserdata(L, lua_upvalueindex(1));
-    size_t n, i, count;
+    size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     char why[200];
     kn_str canon, given;
-    int nested = 0;
     if (!sc) return luaL_error(L, "callback scanner is gone");
     if (kn_cb_scan(sc, s, n, why, sizeof why)) {
         lua_pushnil(L);
@@ -574,10 +605,25 @@ static int l_callback_parse(lua_State *L) {
         return 2;
     }
     if (kn_cb_canonical(sc, &canon, &given)) return luaL_error(L, "out of memory");
+    lua_pushlstring(L, canon.p, canon.n);
+    if (given.p) lua_pushlstring(L, given.p, given.n);
+    else lua_pushnil(L);
+    return 2;
+}
+
+/* data() -> data, nested_or_nil: the members of the last successful scan.
+ * data maps each member to its Lua value (null -> lightuserdata NULL, as
+ * cjson.null); objects and arrays are left to the caller as raw text in
+ * nested, so they decode with the caller's JSON library. */
+static int l_callback_data(lua_State *L) {
+    kn_cb_scanner *sc = *(kn_cb_scanner **)lua_touserdata(L, lua_upvalueindex(1));
+    size_t i, count;
+    int nested = 0;
+    if (!sc) return luaL_error(L, "callback scanner is gone");
     count = kn_cb_count(sc);
-    lua_settop(L, 1);
-    lua_createtable(L, 0, (int)count); /* 2: data */
-    lua_pushnil(L);                    /* 3: nested, made on demand */
+    lua_settop(L, 0);
+    lua_createtable(L, 0, (int)count); /* 1: data */
+    lua_pushnil(L);                    /* 2: nested, made on demand */
     for (i = 0; i < count; i++) {
         const kn_cb_member *m = kn_cb_member_at(sc, i);
         lua_pushlstring(L, m->key.p, m->key.n);
@@ -590,22 +636,17 @@ static int l_callback_parse(lua_State *L) {
         default:
             if (!nested) {
                 lua_newtable(L);
-                lua_replace(L, 3);
+                lua_replace(L, 2);
                 nested = 1;
             }
             lua_pushvalue(L, -1);
             lua_pushlstring(L, m->text.p, m->text.n);
-            lua_rawset(L, 3);
+            lua_rawset(L, 2);
             lua_pushlstring(L, m->text.p, m->text.n);
         }
-        lua_rawset(L, 2);
+        lua_rawset(L, 1);
     }
-    lua_pushlstring(L, canon.p, canon.n);
-    if (given.p) lua_pushlstring(L, given.p, given.n);
-    else lua_pushnil(L);
-    lua_pushvalue(L, 3);
-    lua_remove(L, 3);
-    return 4;
+    return 2;
 }
 
 /* digest(canonical, secret) -> 32 upper-case hex chars */
@@ -643,6 +684,7 @@ int luaopen_kinot_core(lua_State *L) {
                                      {"base64", l_base64},
                                      {"uuid", l_uuid},
                                      {"json_relax", l_json_relax},
+                                     {"json_integers", l_json_integers},
                                      {"ct_equal", l_ct_equal},
                                      {"now_ms", l_now_ms},
                                      {"monotonic", l_monotonic},
@@ -663,8 +705,11 @@ int luaopen_kinot_core(lua_State *L) {
         lua_setmetatable(L, -2);
         *sp = kn_cb_scanner_new();
         if (!*sp) return luaL_error(L, "out of memory");
-        lua_pushcclosure(L, l_callback_parse, 1);
-        lua_setfield(L, -2, "callback_parse");
+        lua_pushvalue(L, -1);
+        lua_pushcclosure(L, l_callback_scan, 1);
+        lua_setfield(L, -3, "callback_scan");
+        lua_pushcclosure(L, l_callback_data, 1);
+        lua_setfield(L, -2, "callback_data");
     }
     lua_pushliteral(L, "0.1.0");
     lua_setfield(L, -2, "version");

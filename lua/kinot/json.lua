@@ -7,21 +7,9 @@ local core = require "kinot.core"
 local M = {}
 M.null = cjson.null
 
-local tointeger = math.tointeger -- nil on LuaJIT, where numbers are doubles anyway
-local type, pairs = type, pairs
-
-local function integers(t, depth)
-  if depth > 32 then return end
-  for k, v in pairs(t) do
-    local tv = type(v)
-    if tv == "number" then
-      local i = tointeger(v)
-      if i then t[k] = i end
-    elseif tv == "table" then
-      integers(v, depth + 1)
-    end
-  end
-end
+-- floats with integral values back to integers, in C (5.3+ only)
+local integers = math.tointeger and core.json_integers
+local type = type
 
 --- decode(text) -> value | nil, reason
 function M.decode(text)
@@ -31,7 +19,7 @@ function M.decode(text)
     if relaxed ~= text then v, err = cjson.decode(relaxed) end
     if v == nil and err then return nil, err end
   end
-  if tointeger and type(v) == "table" then integers(v, 0) end
+  if integers and type(v) == "table" then integers(v) end
   return v
 end
 

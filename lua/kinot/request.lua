@@ -167,8 +167,9 @@ local function redacted_headers(h)
   return out
 end
 
+-- events are built only when someone listens: callers check client.on_event
 local function emit(client, ev)
-  if client.on_event then pcall(client.on_event, ev) end
+  pcall(client.on_event, ev)
 end
 
 -- ---------------------------------------------------------------- send with retries
@@ -201,15 +202,20 @@ function M.perform(client, call)
   while true do
     attempt = attempt + 1
     local req, signed = build(client, call)
-    emit(client, { type = "request", attempt = attempt, method = req.method, url = req.url,
-                   headers = redacted_headers(req.headers) })
-    local started = transport.now()
+    local hook = client.on_event
+    if hook then
+      emit(client, { type = "request", attempt = attempt, method = req.method, url = req.url,
+                     headers = redacted_headers(req.headers) })
+    end
+    local started = hook and transport.now()
     local res, kind, message, not_sent = transport.send(req)
     local doc, err
     if res then
-      emit(client, { type = "response", attempt = attempt, method = req.method, url = req.url,
-                     status = res.status, request_id = header(res, "x-ca-request-id"),
-                     elapsed = transport.now() - started })
+      if hook then
+        emit(client, { type = "response", attempt = attempt, method = req.method, url = req.url,
+                       status = res.status, request_id = header(res, "x-ca-request-id"),
+                       elapsed = transport.now() - started })
+      end
       doc, err = decode(res, signed, call)
       if doc then return doc end
     else
@@ -220,7 +226,7 @@ function M.perform(client, call)
     if err.timestamp_error and not skew_retried and res then
       skew_retried = true
       learn_clock(client, res)
-      emit(client, { type = "retry", attempt = attempt, reason = "clock skew", delay = 0, error = err.kind })
+      if hook then emit(client, { type = "retry", attempt = attempt, reason = "clock skew", delay = 0, error = err.kind }) end
       max_attempts = max_attempts + 1
     else
       local allowed = err.retryable and attempt < max_attempts
@@ -234,7 +240,7 @@ function M.perform(client, call)
         return nil, err
       end
       local delay = backoff(client, attempt, err.retry_after)
-      emit(client, { type = "retry", attempt = attempt, reason = err.message, error = err.kind, delay = delay })
+      if hook then emit(client, { type = "retry", attempt = attempt, reason = err.message, error = err.kind, delay = delay }) end
       transport.sleep(delay)
     end
   end

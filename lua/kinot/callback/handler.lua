@@ -27,9 +27,9 @@ local function run(premature, rcv, ev)
   if not ok then ngx.log(ngx.ERR, "kinot callback handler failed for sn ", tostring(ev.sn), ": ", tostring(err)) end
 end
 
+-- nginx keeps a large body in a file (client_body_buffer_size): memory
+-- stays bounded, and only max_body + 1 bytes are ever read from it
 local function read_body(max_body)
-  local len = tonumber(ngx.var.http_content_length)
-  if len and len > max_body then return nil, "too_large" end
   ngx.req.read_body()
   local body = ngx.req.get_body_data()
   if body then return body end
@@ -39,6 +39,7 @@ local function read_body(max_body)
   if not f then return nil, "unreadable" end
   body = f:read(max_body + 1)
   f:close()
+  if body and #body > max_body then return nil, "too_large" end
   return body or ""
 end
 

@@ -9,6 +9,9 @@ local M = {}
 
 M.MAX_BODY = 64 * 1024
 
+local scan, data_of, digest_of, ct_equal = core.callback_scan, core.callback_data, core.callback_digest, core.ct_equal
+local type, pairs, upper = type, pairs, string.upper
+
 local DEVICE_BY_TYPE = { [18] = "lock", [34] = "sensor" }
 -- members only a lock reports
 local LOCK_ONLY = { "locked", "shell_opened", "bar_position_error", "motor_fail", "bt_match_code", "bt_mac" }
@@ -17,45 +20,62 @@ local function refuse(reason, message)
   return nil, errors.new("callback", message, { reason = reason })
 end
 
-local function parse(raw, max_body)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 3) end
+-- scan(raw, max_body) -> canonical, given sign | nil, err
+local function scan_body(raw, max_body)
+  if type(raw) ~= "string" then error("kinot: callback body must be a string", 4) end
   if #raw > max_body then
     return refuse("too_large", "callback body is " .. #raw .. " bytes, over the " .. max_body .. "-byte cap")
   end
-  local data, canonical, given, nested = core.callback_parse(raw)
-  if not data then
-    local reason = canonical:find("duplicate key", 1, true) and "duplicate_key"
-      or canonical:find("not a JSON object", 1, true) and "not_object" or "not_json"
-    return refuse(reason, "callback body refused: " .. canonical)
+  local canonical, given = scan(raw)
+  if not canonical then
+    local reason = given:find("duplicate key", 1, true) and "duplicate_key"
+      or given:find("not a JSON object", 1, true) and "not_object" or "not_json"
+    return refuse(reason, "callback body refused: " .. given)
   end
-  return data, canonical, given, nested
+  return canonical, given
 end
 
 --- canonical(raw) -> the string that is signed, without the key | nil, err
 function M.canonical(raw)
-  local _, canonical = parse(raw, math.huge)
-  if not _ then return nil, canonical end
-  return canonical
+  return scan_body(raw, math.huge)
 end
 
 --- sign(raw, secret) -> 32 upper-case hex chars (any sign member ignored) | nil, err
 function M.sign(raw, secret)
   if type(secret) ~= "string" then error("kinot: callback secret must be a string", 2) end
-  local data, canonical = parse(raw, math.huge)
-  if not data then return nil, canonical end
-  return core.callback_digest(canonical, secret)
+  local canonical, err = scan_body(raw, math.huge)
+  if not canonical then return nil, err end
+  return digest_of(canonical, secret)
 end
 
-local function secrets_of(opts)
-  local s = opts and opts.secret
+--- secrets(opts) -> list of secrets, checked once (misuse raises)
+local function secrets_of(s, level)
   if type(s) == "string" then return { s } end
   if type(s) == "table" and #s > 0 then
     for i = 1, #s do
-      if type(s[i]) ~= "string" then error("kinot: secret[" .. i .. "] must be a string", 4) end
+      if type(s[i]) ~= "string" then error("kinot: secret[" .. i .. "] must be a string", level) end
     end
     return s
   end
-  error("kinot: callback verification needs opts.secret (a string or a list of strings)", 4)
+  error("kinot: callback verification needs opts.secret (a string or a list of strings)", level)
+end
+M.secrets_of = secrets_of
+
+--- check(raw, secrets, max_body) -> digest, secret index | nil, err
+-- The sign alone: the members stay in the scanner for event().
+function M.check(raw, secrets, max_body)
+  local canonical, given = scan_body(raw, max_body)
+  if not canonical then return nil, given end
+  if not given or given == "" then return refuse("no_sign", "callback body has no sign member") end
+  given = upper(given)
+  local matched, digest
+  for i = 1, #secrets do
+    -- every secret is tried, so timing does not tell which one matched
+    local d = digest_of(canonical, secrets[i])
+    if ct_equal(given, d) and not matched then matched, digest = i, d end
+  end
+  if not matched then return refuse("bad_sign", "callback sign does not match (tampered body or wrong secret)") end
+  return digest, matched
 end
 
 local function device_of(data)
@@ -68,20 +88,9 @@ local function device_of(data)
   return "unknown"
 end
 
---- verify(raw, opts) -> event | nil, err
--- opts.secret: string or list (rotation); opts.max_body (default 64 KiB)
-function M.verify(raw, opts)
-  local secrets = secrets_of(opts)
-  local data, canonical, given, nested = parse(raw, (opts and opts.max_body) or M.MAX_BODY)
-  if not data then return nil, canonical end
-  if not given or given == "" then return refuse("no_sign", "callback body has no sign member") end
-  given = given:upper()
-  local matched
-  for i = 1, #secrets do
-    -- every secret is tried, so timing does not tell which one matched
-    if core.ct_equal(given, core.callback_digest(canonical, secrets[i])) and not matched then matched = i end
-  end
-  if not matched then return refuse("bad_sign", "callback sign does not match (tampered body or wrong secret)") end
+--- event(digest, index) -> the event of the body last checked
+function M.event(digest, index)
+  local data, nested = data_of()
   if nested then
     for k, text in pairs(nested) do
       local v = json.decode(text)
@@ -89,18 +98,26 @@ function M.verify(raw, opts)
     end
   end
   if data.command_status == nil and data.commnad_status ~= nil then data.command_status = data.commnad_status end
-  local sn = data.sn
-  if math.tointeger and type(sn) == "number" then sn = math.tointeger(sn) or sn end
   return {
     kind = data.guid ~= nil and "command_resp" or "status_changed",
     device = device_of(data),
-    sn = sn,
+    sn = data.sn,
     guid = data.guid,
     command_status = data.command_status,
     data = data,
-    secret_index = matched,
-    id = core.md5_hex(raw),
+    secret_index = index,
+    -- the verified sign names the content: a redelivery carries the same
+    id = digest,
   }
+end
+
+--- verify(raw, opts) -> event | nil, err
+-- opts.secret: string or list (rotation); opts.max_body (default 64 KiB)
+function M.verify(raw, opts)
+  local secrets = secrets_of(opts and opts.secret, 3)
+  local digest, index = M.check(raw, secrets, (opts and opts.max_body) or M.MAX_BODY)
+  if not digest then return nil, index end
+  return M.event(digest, index)
 end
 
 --- receiver(opts) -> object with :receive(raw) -> status, body, event|nil, err|nil

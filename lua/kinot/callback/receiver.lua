@@ -25,20 +25,21 @@ function M.new(opts)
   local max_body = opts.max_body or callback.MAX_BODY
   if type(max_body) ~= "number" or max_body < 1 then error("kinot: max_body must be a positive number", 3) end
   return setmetatable({
-    secret = opts.secret, on_status = opts.on_status, on_command = opts.on_command,
+    secrets = callback.secrets_of(opts.secret, 4), on_status = opts.on_status, on_command = opts.on_command,
     max_body = max_body, seen = opts.seen or lru.new(opts.dedupe_capacity or 10000, opts.dedupe_ttl or 3600),
   }, M)
 end
 
 --- receive(raw) -> status, response body, event (nil if refused or a duplicate), err, duplicate
 function M:receive(raw)
-  local ev, err = callback.verify(raw, { secret = self.secret, max_body = self.max_body })
-  if not ev then
-    local status = STATUS[err.reason] or 400
-    return status, err_body(status, err), nil, err
+  local digest, index = callback.check(raw, self.secrets, self.max_body)
+  if not digest then
+    local status = STATUS[index.reason] or 400
+    return status, err_body(status, index), nil, index
   end
-  if not self.seen:add(ev.id) then return 200, OK_BODY, nil, nil, true end
-  return 200, OK_BODY, ev
+  -- a redelivery is acknowledged before any event is built
+  if not self.seen:add(digest) then return 200, OK_BODY, nil, nil, true end
+  return 200, OK_BODY, callback.event(digest, index)
 end
 
 --- dispatch(event): calls on_command / on_status; errors are returned, not raised

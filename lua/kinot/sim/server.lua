@@ -77,7 +77,7 @@ local function sign_body(members)
   local parts = {}
   for i, m in ipairs(members) do parts[i] = '"' .. m[1] .. '":' .. m[2] end
   local unsigned = "{" .. table.concat(parts, ",") .. "}"
-  local _, canonical = core.callback_parse(unsigned)
+  local canonical = core.callback_scan(unsigned)
   local sign = core.callback_digest(canonical, S.callback_secret)
   local out = {}
   for _, m in ipairs(members) do

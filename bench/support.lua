@@ -1,0 +1,33 @@
+-- Shared by the benchmarks: paths for the checkout, a timer loop, a static
+-- nginx, and the simulator launcher.
+local abi = rawget(_G, "jit") and "5.1" or _VERSION:match("%d+%.%d+")
+package.path = "./?.lua;lua/?.lua;lua/?/init.lua;spec/support/?.lua;" .. package.path
+package.cpath = "build/" .. abi .. "/?.so;" .. package.cpath
+
+local core = require "kinot.core"
+local M = {}
+
+M.runtime = rawget(_G, "jit") and jit.version or _VERSION
+M.SECONDS = tonumber(os.getenv("BENCH_SECONDS") or "3")
+
+--- rate(fn, seconds) -> calls per second of fn (batches of `batch`)
+function M.rate(fn, seconds, batch)
+  batch = batch or 100
+  local n, t0 = 0, core.monotonic()
+  local t
+  repeat
+    for _ = 1, batch do fn() end
+    n = n + batch
+    t = core.monotonic()
+  until t - t0 >= (seconds or M.SECONDS)
+  return n / (t - t0)
+end
+
+function M.peak_rss_kb()
+  local f = io.open("/proc/self/status")
+  local s = f:read("*a")
+  f:close()
+  return tonumber(s:match("VmHWM:%s*(%d+)"))
+end
+
+return M
