@@ -20,9 +20,9 @@ LUAJIT_INC := /usr/include/luajit-2.1
 
 DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev \
 	libcurl4-openssl-dev libssl-dev lua-cjson lua-busted lua-socket lua-argparse lua-check \
-	luarocks nginx libnginx-mod-http-lua wrk tmux
+	luarocks nginx libnginx-mod-http-lua wrk tmux openssl clang libclang-rt-14-dev valgrind
 
-.PHONY: deps build test test-54 test-jit lint demo bench clean rock-check
+.PHONY: deps build test test-54 test-jit lint demo bench clean fuzz sanitize leakcheck
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -78,6 +78,56 @@ bench: deps build build/bench/hmac_baseline
 	lua5.4 bench/fetch.lua
 	luajit bench/fetch.lua
 	lua5.4 bench/scan.lua
+
+# ---------------------------------------------------------------- reliability
+FUZZ_TARGETS := sign cbscan headers
+FUZZ_SECONDS ?= 60
+FUZZ_CORE := src/buf.c src/digest.c src/sign.c src/headers.c src/cbscan.c src/jsonfix.c
+
+build/fuzz/%_fuzz: fuzz/%_fuzz.c $(FUZZ_CORE) $(HDR)
+	@mkdir -p $(@D)
+	clang -g -O1 -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_CORE) -lcrypto
+
+build/fuzz/seeds: fuzz/seeds.lua spec/fixtures/*.json
+	rm -rf $@ && lua5.4 fuzz/seeds.lua $@
+
+# make fuzz [FUZZ_SECONDS=N]: each target N seconds from the vector seeds
+fuzz: deps $(addprefix build/fuzz/,$(addsuffix _fuzz,$(FUZZ_TARGETS))) build/fuzz/seeds
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus-$$t; \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  build/fuzz/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build/fuzz/ \
+	    build/fuzz/corpus-$$t build/fuzz/seeds/$$t 2>&1 | grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|ERROR|SUMMARY|Done" ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
+
+# make sanitize: kinot.core with AddressSanitizer + UBSan, the whole suite against it
+ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+build/asan/5.4/kinot/core.so: $(SRC) $(HDR)
+	@mkdir -p $(@D)
+	gcc $(ASAN_CFLAGS) $(WARN) -fPIC -shared -I$(LUA54_INC) $(PKG_CFLAGS) -o $@ $(SRC) $(LIBS)
+build/asan/5.1/kinot/core.so: $(SRC) $(HDR)
+	@mkdir -p $(@D)
+	gcc $(ASAN_CFLAGS) $(WARN) -fPIC -shared -I$(LUAJIT_INC) $(PKG_CFLAGS) -o $@ $(SRC) $(LIBS)
+
+ASAN_RT := $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
+sanitize: deps build build/asan/5.4/kinot/core.so build/asan/5.1/kinot/core.so
+	@mkdir -p build/test
+	@rc=0; \
+	LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  lua5.4 /usr/bin/busted --cpath='build/asan/5.4/?.so' -o plainTerminal 2>&1 | tee build/test/asan54.log || rc=1; \
+	LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  luajit /usr/bin/busted --cpath='build/asan/5.1/?.so' -o plainTerminal 2>&1 | tee build/test/asanjit.log || rc=1; \
+	lua5.4 spec/support/summary.lua build/test/asan54.log build/test/asanjit.log || rc=1; \
+	exit $$rc
+
+# make leakcheck: 100,000 signed requests and 100,000 verifications; RSS at
+# start and end, then the same loop under LeakSanitizer
+LEAK_N ?= 100000
+leakcheck: deps build build/asan/5.4/kinot/core.so
+	lua5.4 bench/leak.lua $(LEAK_N) build/5.4
+	LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=1 lua5.4 bench/leak.lua $(LEAK_N) build/asan/5.4
 
 clean:
 	rm -rf build

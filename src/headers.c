@@ -33,7 +33,7 @@ int kn_headers_status(const char *raw, size_t len) {
         code = code * 10 + (raw[i++] - '0');
         digits++;
     }
-    return digits == 3 ? code : 0;
+    return digits == 3 && code >= 100 ? code : 0;
 }
 
 int kn_headers_parse(const char *raw, size_t len, kn_header_fn fn, void *ud) {
@@ -69,9 +69,11 @@ int kn_headers_parse(const char *raw, size_t len, kn_header_fn fn, void *ud) {
             }
         }
         {
-            size_t ne = colon;
-            while (ne > i && is_ws(raw[ne - 1])) ne--;
-            rc = fn(ud, raw + i, ne - i, val.p ? val.p : "", val.len);
+            size_t ns = i, ne = colon;
+            while (ns < ne && is_ws(raw[ns])) ns++;
+            while (ne > ns && is_ws(raw[ne - 1])) ne--;
+            /* a field needs a name: " : x" is garbage, not a header */
+            if (ne > ns) rc = fn(ud, raw + ns, ne - ns, val.p ? val.p : "", val.len);
         }
         if (rc) goto done;
         i = next;
