@@ -288,7 +288,7 @@ describe("client errors and retries", function()
   describe("never sends a command twice", function()
     local FAULTS = {
       { kind = "status", status = 503 }, { kind = "status", status = 500 }, { kind = "throttle", retry_after = 0 },
-      { kind = "gateway_throttle" }, { kind = "reset" }, { kind = "reset", after = true },
+      { kind = "reset" }, { kind = "reset", after = true },
       { kind = "truncated" }, { kind = "malformed" }, { kind = "latency", latency = 1 },
     }
     for _, f in ipairs(FAULTS) do

@@ -22,7 +22,7 @@ local function check_opts(o)
     fail("app_secret is required (or set KINOT_APP_SECRET)", 3)
   end
   local endpoint = o.endpoint or DEFAULT_ENDPOINT
-  local origin, path = tostring(endpoint):match("^(https?://[^/?#]+)(/?[^?#]*)$")
+  local origin, path = tostring(endpoint):match("^(https?://[^/?#%s%c]+)(/?[^?#%s%c]*)$")
   if not origin then fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. tostring(endpoint) .. ")", 3) end
   path = path:gsub("/+$", "")
   for _, k in ipairs { "timeout", "connect_timeout", "retries", "max_body" } do
@@ -48,12 +48,13 @@ function Client.new(o)
     max_retry_after = o.max_retry_after or 60,
     signature_method = o.signature_method or "HmacSHA256",
     on_event = o.on_event,
+    verify_tls = o.verify_tls ~= false,
     clock_offset_ms = 0,
     -- the secret itself is kept only inside the C signer
     signer = core.signer(o.app_secret),
   }, Client)
   self.transport = transports.new(o.transport, {
-    verify_tls = o.verify_tls ~= false, ca_file = o.ca_file, proxy = o.proxy,
+    verify_tls = self.verify_tls, ca_file = o.ca_file, proxy = o.proxy,
     max_body = o.max_body or 8 * 1024 * 1024,
   })
   return self

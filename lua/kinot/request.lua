@@ -97,6 +97,7 @@ local function retry_after(res)
 end
 
 local TIMESTAMP_ERRORS = { ["Invalid Timestamp"] = true, ["Timestamp Expired"] = true }
+local RETRYABLE_GATEWAY = { ["Nonce Used"] = true, ["Invalid Nonce"] = true }
 
 -- the gateway's StringToSign has '#' where the string had line feeds
 local function server_sts(msg)
@@ -111,6 +112,9 @@ local function decode(res, signed, call)
   local gw = header(res, "x-ca-error-message")
   if gw then
     fields.gateway_error = gw
+    -- the gateway itself refused (4xx): the platform never saw the request.
+    -- Not so for 5xx, where a backend may have acted before failing.
+    fields.not_sent = status < 500
     if find(gw, "Invalid Signature", 1, true) then
       fields.server_string_to_sign = server_sts(gw)
       fields.client_string_to_sign = signed.string_to_sign
@@ -124,7 +128,8 @@ local function decode(res, signed, call)
     end
     local key = gw:match("^[^,]+")
     fields.timestamp_error = TIMESTAMP_ERRORS[key] or nil
-    fields.retryable = status >= 500
+    -- a fresh nonce (every attempt has one) cures a nonce refusal
+    fields.retryable = status >= 500 or RETRYABLE_GATEWAY[key] == true
     return nil, errors.new("gateway", "the API gateway refused the request: " .. gw, fields)
   end
   if status == 429 then

@@ -313,6 +313,10 @@ local function apply_fault(f)
     respond(429, '{"message":"too many requests"}', { ["Retry-After"] = tostring(f.retry_after or 1) })
   elseif f.kind == "gateway_throttle" then
     respond(403, "", { ["X-Ca-Error-Message"] = "Throttled by APP Flow Control", ["X-Ca-Request-Id"] = core.uuid():upper() })
+  elseif f.kind == "gateway" then
+    -- any refusal of the gateway's, e.g. {message = "Nonce Used", status = 400}
+    respond(f.status or 400, "", { ["X-Ca-Error-Message"] = f.message or "Nonce Used",
+                                   ["X-Ca-Request-Id"] = core.uuid():upper() })
   elseif f.kind == "malformed" then
     respond(200, '{"code":0,"message":"OK","objects":[{"sn":')
   elseif f.kind == "truncated" then
