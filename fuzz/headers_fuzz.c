@@ -1,10 +1,8 @@
-/* libFuzzer target: the response-header parser (what libcurl hands us) and
- * the trailing-comma relaxer the JSON decoder uses. */
+/* libFuzzer target: the response-header parser (what libcurl hands us). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "../src/headers.h"
-#include "../src/jsonfix.h"
 
 static int check(void *ud, const char *name, size_t nlen, const char *value, size_t vlen) {
     size_t i;
@@ -16,13 +14,8 @@ static int check(void *ud, const char *name, size_t nlen, const char *value, siz
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char *out;
     int st = kn_headers_status((const char *)data, size);
     if (st != 0 && (st < 100 || st > 999)) abort();
-    if (kn_headers_parse((const char *)data, size, check, NULL) < 0) return 0;
-    out = malloc(size ? size : 1);
-    if (!out) return 0;
-    if (kn_json_drop_trailing_commas((const char *)data, size, out) > size) abort();
-    free(out);
+    (void)kn_headers_parse((const char *)data, size, check, NULL);
     return 0;
 }

@@ -31,4 +31,6 @@ for _, v in ipairs(cb.vectors) do write("cbscan", v.id, v.body) end
 write("headers", "ok", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Ca-Request-Id: A1\r\n\r\n")
 write("headers", "gateway", "HTTP/1.1 400 Bad Request\r\nX-Ca-Error-Message: Invalid Signature, Server StringToSign:`GET#`\r\n" ..
   "X-Multi: a\r\nX-Multi: b\r\n folded\r\n\r\n")
-write("headers", "json", '{"code":0,"objects":[{"sn":1,},],"s":",}",}')
+write("json", "quirks", '{"code":0,"objects":[{"sn":1,},],"s":",}",}')
+write("json", "escapes", '["caf\\u00e9 \\"q\\" \\\\ \\/ \\ud83d\\ude00", -0.5e3, 12345678901234567890, true, false, null]')
+for _, v in ipairs(cb.vectors) do write("json", v.id, v.body) end

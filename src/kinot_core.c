@@ -15,7 +15,7 @@
 #include "http.h"
 #include "cbscan.h"
 #include "headers.h"
-#include "jsonfix.h"
+#include "json.h"
 
 /* LuaJIT 2.1 ships luaL_newlib/luaL_setfuncs while saying 5.1: test names */
 #ifndef luaL_newlib
@@ -471,47 +471,113 @@ static int l_base64(lua_State *L) {
     return 1;
 }
 
-/* integers(t): floats with an integral value become integers, through
- * nested tables (lua-cjson 2.1 decodes every number as a float on 5.3+).
- * A no-op where Lua has no integer subtype. */
-static void integers_at(lua_State *L, int t, int depth) {
-#if LUA_VERSION_NUM >= 503
-    if (depth > 64) return;
-    luaL_checkstack(L, 4, "nested JSON");
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        int vt = lua_type(L, -1);
-        if (vt == LUA_TNUMBER && !lua_isinteger(L, -1)) {
-            lua_Integer i;
-            if (lua_numbertointeger(lua_tonumber(L, -1), &i) && (lua_Number)i == lua_tonumber(L, -1)) {
-                lua_pushvalue(L, -2);
-                lua_pushinteger(L, i);
-                lua_rawset(L, t); /* an existing key: allowed during traversal */
-            }
-        } else if (vt == LUA_TTABLE) {
-            integers_at(L, lua_gettop(L), depth + 1);
-        }
-        lua_pop(L, 1);
+/* ------------------------------------------------------------- JSON decoding */
+
+#define JSONBUF_MT "kinot.core.jsonbuf"
+
+typedef struct json_frame {
+    int is_object;
+    lua_Integer n; /* array length so far */
+} json_frame;
+
+typedef struct json_ctx {
+    lua_State *L;
+    json_frame frames[210];
+    int depth;
+} json_ctx;
+
+/* a finished value is on top of the stack: put it in its container */
+static int json_done(json_ctx *c) {
+    json_frame *f;
+    if (c->depth == 0) return 0;
+    f = &c->frames[c->depth - 1];
+    if (f->is_object) lua_rawset(c->L, -3);
+    else lua_rawseti(c->L, -2, (int)++f->n);
+    return 0;
+}
+
+static int json_begin(void *ud, int is_object) {
+    json_ctx *c = ud;
+    if (c->depth >= (int)(sizeof c->frames / sizeof c->frames[0])) return -1;
+    luaL_checkstack(c->L, 4, "JSON nesting");
+    lua_createtable(c->L, is_object ? 0 : 4, is_object ? 8 : 0);
+    c->frames[c->depth].is_object = is_object;
+    c->frames[c->depth].n = 0;
+    c->depth++;
+    return 0;
+}
+
+static int json_end(void *ud, int is_object) {
+    json_ctx *c = ud;
+    (void)is_object;
+    c->depth--;
+    return json_done(c);
+}
+
+static int json_key(void *ud, const char *s, size_t n) {
+    lua_pushlstring(((json_ctx *)ud)->L, s, n);
+    return 0;
+}
+
+static int json_string(void *ud, const char *s, size_t n) {
+    lua_pushlstring(((json_ctx *)ud)->L, s, n);
+    return json_done(ud);
+}
+
+static int json_number(void *ud, const char *lexeme, size_t n, int is_integer) {
+    json_ctx *c = ud;
+    char tmp[64];
+    if (n >= sizeof tmp) {
+        lua_pushlstring(c->L, lexeme, n);
+        lua_pushnumber(c->L, lua_tonumber(c->L, -1));
+        lua_remove(c->L, -2);
+        return json_done(c);
     }
-#else
-    (void)L, (void)t, (void)depth;
-#endif
+    memcpy(tmp, lexeme, n);
+    tmp[n] = '\0';
+    if (is_integer) lua_pushinteger(c->L, (lua_Integer)strtoll(tmp, NULL, 10));
+    else lua_pushnumber(c->L, strtod(tmp, NULL));
+    return json_done(c);
 }
 
-static int l_json_integers(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
+static int json_literal(void *ud, int which) {
+    json_ctx *c = ud;
+    if (which == 0) lua_pushlightuserdata(c->L, NULL); /* == cjson.null */
+    else lua_pushboolean(c->L, which == 2);
+    return json_done(c);
+}
+
+static int jsonbuf_gc(lua_State *L) {
+    kn_buf *b = luaL_checkudata(L, 1, JSONBUF_MT);
+    kn_buf_free(b);
+    return 0;
+}
+
+/* decode(text) -> value | nil, reason.  Integers stay integers (5.3+), null
+ * is cjson.null, a trailing comma before '}' or ']' is accepted. */
+static int l_json_decode(lua_State *L) {
+    size_t n;
+    const char *text = luaL_checklstring(L, 1, &n);
+    kn_buf *scratch = lua_touserdata(L, lua_upvalueindex(1));
+    json_ctx c;
+    kn_json_sink sink;
+    char why[160];
+    c.L = L;
+    c.depth = 0;
+    sink.ud = &c;
+    sink.begin = json_begin;
+    sink.end = json_end;
+    sink.key = json_key;
+    sink.string = json_string;
+    sink.number = json_number;
+    sink.literal = json_literal;
     lua_settop(L, 1);
-    integers_at(L, 1, 0);
-    return 1;
-}
-
-/* relax(json) -> the text without trailing commas before '}' / ']' */
-static int l_json_relax(lua_State *L) {
-    size_t n, len;
-    const char *s = luaL_checklstring(L, 1, &n);
-    char *out = lua_newuserdata(L, n ? n : 1);
-    len = kn_json_drop_trailing_commas(s, n, out);
-    lua_pushlstring(L, out, len);
+    if (kn_json_parse(text, n, &sink, scratch, why, sizeof why)) {
+        lua_settop(L, 1);
+        lua_pushnil(L);
+        lua_pushstring(L, why);
+        return 2;
+    }
     return 1;
 }
 
@@ -683,8 +749,6 @@ int luaopen_kinot_core(lua_State *L) {
                                      {"md5_hex", l_md5_hex},
                                      {"base64", l_base64},
                                      {"uuid", l_uuid},
-                                     {"json_relax", l_json_relax},
-                                     {"json_integers", l_json_integers},
                                      {"ct_equal", l_ct_equal},
                                      {"now_ms", l_now_ms},
                                      {"monotonic", l_monotonic},
@@ -696,6 +760,16 @@ int luaopen_kinot_core(lua_State *L) {
     new_class(L, SIGNER_MT, signer_methods, signer_close);
     new_class(L, HTTP_MT, http_methods, http_close);
     luaL_newlib(L, funcs);
+    {
+        kn_buf *b = lua_newuserdata(L, sizeof *b);
+        kn_buf_init(b);
+        luaL_newmetatable(L, JSONBUF_MT);
+        lua_pushcfunction(L, jsonbuf_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_pushcclosure(L, l_json_decode, 1);
+        lua_setfield(L, -2, "json_decode");
+    }
     {
         kn_cb_scanner **sp = lua_newuserdata(L, sizeof *sp);
         *sp = NULL;

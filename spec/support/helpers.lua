@@ -71,6 +71,7 @@ function H.nginx(o)
   local conf = table.concat({
     "load_module " .. mods() .. "/ndk_http_module.so;",
     "load_module " .. mods() .. "/ngx_http_lua_module.so;",
+    launcher.user_directive(),
     "worker_processes " .. (o.workers or 1) .. ";",
     "pid " .. prefix .. "/nginx.pid;",
     "error_log " .. prefix .. "/error.log warn;",

@@ -98,9 +98,19 @@ function M.free_port()
   return 20000 + (os.time() * 7 + math.random(1, 9999)) % 30000
 end
 
+--- "user root;" when we are root: nginx would otherwise run its workers as
+-- nobody, who may not read a checkout under a private directory
+function M.user_directive()
+  local p = io.popen("id -u 2>/dev/null")
+  local uid = p and p:read("*l")
+  if p then p:close() end
+  return uid == "0" and "user root;" or ""
+end
+
 local CONF = [[
 load_module ${mods}/ndk_http_module.so;
 load_module ${mods}/ngx_http_lua_module.so;
+${user}
 worker_processes 1;
 daemon ${daemon};
 master_process on;
@@ -164,6 +174,7 @@ function M.start(opts)
   local conf = CONF:gsub("%${([%w_]+)}", {
     mods = mods, prefix = prefix, root = root, cpath = cpath, port = tostring(port),
     daemon = opts.foreground and "off" or "on", log_level = opts.log_level or "warn",
+    user = M.user_directive(),
   })
   f = assert(io.open(prefix .. "/nginx.conf", "wb"))
   f:write(conf)
