@@ -12,7 +12,7 @@ WARN := -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow -Wstrict-proto
 PKG_CFLAGS := $(shell pkg-config --cflags libcurl openssl 2>/dev/null)
 LIBS := $(shell pkg-config --libs libcurl openssl 2>/dev/null || echo -lcurl -lssl -lcrypto) -lpthread
 
-SRC := src/buf.c src/digest.c src/sign.c src/headers.c src/http.c src/cbscan.c src/json.c src/kinot_core.c
+SRC := src/buf.c src/digest.c src/sign.c src/headers.c src/http.c src/cbscan.c src/json.c src/jsonlex.c src/kinot_core.c
 HDR := $(wildcard src/*.h)
 
 LUA54_INC := /usr/include/lua5.4
@@ -82,7 +82,7 @@ bench: deps build build/bench/hmac_baseline
 # ---------------------------------------------------------------- reliability
 FUZZ_TARGETS := sign cbscan headers json
 FUZZ_SECONDS ?= 60
-FUZZ_CORE := src/buf.c src/digest.c src/sign.c src/headers.c src/cbscan.c src/json.c
+FUZZ_CORE := src/buf.c src/digest.c src/sign.c src/headers.c src/cbscan.c src/json.c src/jsonlex.c
 
 build/fuzz/%_fuzz: fuzz/%_fuzz.c $(FUZZ_CORE) $(HDR)
 	@mkdir -p $(@D)

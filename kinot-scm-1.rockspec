@@ -27,7 +27,7 @@ build = {
   modules = {
     ["kinot.core"] = {
       sources = { "src/buf.c", "src/digest.c", "src/sign.c", "src/headers.c", "src/http.c",
-                  "src/cbscan.c", "src/json.c", "src/kinot_core.c" },
+                  "src/cbscan.c", "src/json.c", "src/jsonlex.c", "src/kinot_core.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
       libraries = { "curl", "crypto", "pthread" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },

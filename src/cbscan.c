@@ -6,6 +6,7 @@
 #include <openssl/crypto.h>
 #include <openssl/md5.h>
 #include "cbscan.h"
+#include "jsonlex.h"
 #include "buf.h"
 #include "digest.h"
 
@@ -22,6 +23,7 @@ typedef struct slot {
 struct kn_cb_scanner {
     const char *p, *end, *start;
     kn_buf arena;           /* decoded keys and strings */
+    kn_buf scratch;         /* one escaped string while it is decoded */
     slot *slots;
     size_t nslots, cap;
     kn_cb_member *members;  /* resolved views of slots */
@@ -35,6 +37,7 @@ kn_cb_scanner *kn_cb_scanner_new(void) {
     kn_cb_scanner *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     kn_buf_init(&s->arena);
+    kn_buf_init(&s->scratch);
     kn_buf_init(&s->canon);
     return s;
 }
@@ -42,6 +45,7 @@ kn_cb_scanner *kn_cb_scanner_new(void) {
 void kn_cb_scanner_free(kn_cb_scanner *s) {
     if (!s) return;
     kn_buf_free(&s->arena);
+    kn_buf_free(&s->scratch);
     kn_buf_free(&s->canon);
     free(s->slots);
     free(s->members);
@@ -59,115 +63,21 @@ static int fail(kn_cb_scanner *s, const char *msg) {
     return -1;
 }
 
-static void ws(kn_cb_scanner *s) {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r')) s->p++;
-}
+static void ws(kn_cb_scanner *s) { s->p = kn_jl_ws(s->p, s->end); }
 
-static int hex4(const char *p, unsigned *out) {
-    unsigned v = 0;
-    int i;
-    for (i = 0; i < 4; i++) {
-        char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-        else return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int put_utf8(kn_buf *b, unsigned cp) {
-    char u[4];
-    size_t n;
-    if (cp < 0x80) { u[0] = (char)cp; n = 1; }
-    else if (cp < 0x800) { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
-    else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[2] = (char)(0x80 | (cp & 0x3F)); n = 3;
-    } else {
-        u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
-    }
-    return kn_buf_add(b, u, n);
-}
-
-/* A string at s->p (on the opening quote).  When out is set the decoded
- * bytes are appended to it; *raw_ok says whether no escape was seen. */
+/* a string at s->p; when out is set its decoded bytes are appended there */
 static int string(kn_cb_scanner *s, kn_buf *out) {
-    const char *run;
-    s->p++; /* opening quote */
-    run = s->p;
-    for (;;) {
-        unsigned char c;
-        if (s->p >= s->end) return fail(s, "unterminated string");
-        c = (unsigned char)*s->p;
-        if (c == '"') break;
-        if (c < 0x20) return fail(s, "control character in a string");
-        if (c != '\\') {
-            s->p++;
-            continue;
-        }
-        if (out && kn_buf_add(out, run, (size_t)(s->p - run))) return fail(s, "out of memory");
-        if (s->p + 1 >= s->end) return fail(s, "unterminated escape");
-        s->p++;
-        switch (*s->p) {
-        case '"': case '\\': case '/':
-            if (out && kn_buf_addc(out, *s->p)) return fail(s, "out of memory");
-            s->p++;
-            break;
-        case 'b': case 'f': case 'n': case 'r': case 't': {
-            static const char from[] = "bfnrt", to[] = "\b\f\n\r\t";
-            if (out && kn_buf_addc(out, to[strchr(from, *s->p) - from])) return fail(s, "out of memory");
-            s->p++;
-            break;
-        }
-        case 'u': {
-            unsigned cp, lo;
-            if (s->end - s->p < 5 || hex4(s->p + 1, &cp)) return fail(s, "bad \\u escape");
-            s->p += 5;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' || hex4(s->p + 2, &lo) || lo < 0xDC00 ||
-                    lo > 0xDFFF)
-                    return fail(s, "unpaired surrogate in \\u escape");
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                s->p += 6;
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                return fail(s, "unpaired surrogate in \\u escape");
-            }
-            if (out && put_utf8(out, cp)) return fail(s, "out of memory");
-            break;
-        }
-        default:
-            return fail(s, "bad escape");
-        }
-        run = s->p;
-    }
-    if (out && kn_buf_add(out, run, (size_t)(s->p - run))) return fail(s, "out of memory");
-    s->p++; /* closing quote */
+    const char *str, *why;
+    size_t n;
+    if ((why = kn_jl_string(&s->p, s->end, &s->scratch, &str, &n))) return fail(s, why);
+    if (out && kn_buf_add(out, str, n)) return fail(s, "out of memory");
     return 0;
-}
-
-static int digits(kn_cb_scanner *s) {
-    const char *b = s->p;
-    while (s->p < s->end && *s->p >= '0' && *s->p <= '9') s->p++;
-    return s->p > b ? 0 : -1;
 }
 
 static int number(kn_cb_scanner *s) {
-    if (s->p < s->end && *s->p == '-') s->p++;
-    if (s->p < s->end && *s->p == '0') s->p++;
-    else if (digits(s)) return fail(s, "bad number");
-    if (s->p < s->end && *s->p == '.') {
-        s->p++;
-        if (digits(s)) return fail(s, "bad number");
-    }
-    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
-        s->p++;
-        if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
-        if (digits(s)) return fail(s, "bad number");
-    }
-    return 0;
+    int integer;
+    const char *why = kn_jl_number(&s->p, s->end, &integer);
+    return why ? fail(s, why) : 0;
 }
 
 static int literal(kn_cb_scanner *s, const char *word) {

@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "json.h"
+#include "jsonlex.h"
 
 #define MAX_DEPTH 200
 
@@ -17,129 +18,17 @@ static int fail(reader *r, const char *msg) {
     return -1;
 }
 
-static void ws(reader *r) {
-    while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r')) r->p++;
-}
+static void ws(reader *r) { r->p = kn_jl_ws(r->p, r->end); }
 
-static int hex4(const char *p, unsigned *out) {
-    unsigned v = 0;
-    int i;
-    for (i = 0; i < 4; i++) {
-        char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-        else return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int utf8(kn_buf *b, unsigned cp) {
-    char u[4];
-    size_t n;
-    if (cp < 0x80) { u[0] = (char)cp; n = 1; }
-    else if (cp < 0x800) { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
-    else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[2] = (char)(0x80 | (cp & 0x3F)); n = 3;
-    } else {
-        u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
-    }
-    return kn_buf_add(b, u, n);
-}
-
-/* A string at r->p (the opening quote).  *s, *n: the bytes, straight from
- * the text when it has no escape, else decoded into the scratch buffer. */
 static int string(reader *r, const char **s, size_t *n) {
-    const char *run = ++r->p;
-    int escaped = 0;
-    for (;;) {
-        unsigned char c;
-        if (r->p >= r->end) return fail(r, "unterminated string");
-        c = (unsigned char)*r->p;
-        if (c == '"') break;
-        if (c < 0x20) return fail(r, "control character in a string");
-        if (c != '\\') {
-            r->p++;
-            continue;
-        }
-        if (!escaped) {
-            escaped = 1;
-            kn_buf_reset(r->scratch);
-        }
-        if (kn_buf_add(r->scratch, run, (size_t)(r->p - run))) return fail(r, "out of memory");
-        if (r->p + 1 >= r->end) return fail(r, "unterminated escape");
-        r->p++;
-        switch (*r->p) {
-        case '"': case '\\': case '/':
-            if (kn_buf_addc(r->scratch, *r->p)) return fail(r, "out of memory");
-            r->p++;
-            break;
-        case 'b': if (kn_buf_addc(r->scratch, '\b')) return fail(r, "out of memory"); r->p++; break;
-        case 'f': if (kn_buf_addc(r->scratch, '\f')) return fail(r, "out of memory"); r->p++; break;
-        case 'n': if (kn_buf_addc(r->scratch, '\n')) return fail(r, "out of memory"); r->p++; break;
-        case 'r': if (kn_buf_addc(r->scratch, '\r')) return fail(r, "out of memory"); r->p++; break;
-        case 't': if (kn_buf_addc(r->scratch, '\t')) return fail(r, "out of memory"); r->p++; break;
-        case 'u': {
-            unsigned cp, lo;
-            if (r->end - r->p < 5 || hex4(r->p + 1, &cp)) return fail(r, "bad \\u escape");
-            r->p += 5;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (r->end - r->p < 6 || r->p[0] != '\\' || r->p[1] != 'u' || hex4(r->p + 2, &lo) || lo < 0xDC00 ||
-                    lo > 0xDFFF)
-                    return fail(r, "unpaired surrogate");
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                r->p += 6;
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                return fail(r, "unpaired surrogate");
-            }
-            if (utf8(r->scratch, cp)) return fail(r, "out of memory");
-            break;
-        }
-        default:
-            return fail(r, "bad escape");
-        }
-        run = r->p;
-    }
-    if (escaped) {
-        if (kn_buf_add(r->scratch, run, (size_t)(r->p - run))) return fail(r, "out of memory");
-        *s = r->scratch->p;
-        *n = r->scratch->len;
-    } else {
-        *s = run;
-        *n = (size_t)(r->p - run);
-    }
-    r->p++;
-    return 0;
-}
-
-static int digits(reader *r) {
-    const char *b = r->p;
-    while (r->p < r->end && *r->p >= '0' && *r->p <= '9') r->p++;
-    return r->p > b ? 0 : -1;
+    const char *why = kn_jl_string(&r->p, r->end, r->scratch, s, n);
+    return why ? fail(r, why) : 0;
 }
 
 static int number(reader *r) {
-    const char *b = r->p;
-    int integer = 1;
-    if (r->p < r->end && *r->p == '-') r->p++;
-    if (r->p < r->end && *r->p == '0') r->p++;
-    else if (digits(r)) return fail(r, "bad number");
-    if (r->p < r->end && *r->p == '.') {
-        r->p++;
-        integer = 0;
-        if (digits(r)) return fail(r, "bad number");
-    }
-    if (r->p < r->end && (*r->p == 'e' || *r->p == 'E')) {
-        r->p++;
-        integer = 0;
-        if (r->p < r->end && (*r->p == '+' || *r->p == '-')) r->p++;
-        if (digits(r)) return fail(r, "bad number");
-    }
-    /* 18 digits always fit an int64; longer ones go as doubles */
-    if (r->p - b > 18) integer = 0;
+    const char *b = r->p, *why;
+    int integer;
+    if ((why = kn_jl_number(&r->p, r->end, &integer))) return fail(r, why);
     return r->sink->number(r->sink->ud, b, (size_t)(r->p - b), integer) ? fail(r, "out of memory") : 0;
 }
 

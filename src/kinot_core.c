@@ -471,6 +471,21 @@ static int l_base64(lua_State *L) {
     return 1;
 }
 
+/* a JSON number lexeme: an integer where it is one (and Lua has them) */
+static void push_lexeme(lua_State *L, const char *p, size_t n, int is_integer) {
+    char tmp[64];
+    if (n >= sizeof tmp) {
+        lua_pushlstring(L, p, n);
+        lua_pushnumber(L, lua_tonumber(L, -1));
+        lua_remove(L, -2);
+        return;
+    }
+    memcpy(tmp, p, n);
+    tmp[n] = '\0';
+    if (is_integer) lua_pushinteger(L, (lua_Integer)strtoll(tmp, NULL, 10));
+    else lua_pushnumber(L, strtod(tmp, NULL));
+}
+
 /* ------------------------------------------------------------- JSON decoding */
 
 #define JSONBUF_MT "kinot.core.jsonbuf"
@@ -525,19 +540,8 @@ static int json_string(void *ud, const char *s, size_t n) {
 }
 
 static int json_number(void *ud, const char *lexeme, size_t n, int is_integer) {
-    json_ctx *c = ud;
-    char tmp[64];
-    if (n >= sizeof tmp) {
-        lua_pushlstring(c->L, lexeme, n);
-        lua_pushnumber(c->L, lua_tonumber(c->L, -1));
-        lua_remove(c->L, -2);
-        return json_done(c);
-    }
-    memcpy(tmp, lexeme, n);
-    tmp[n] = '\0';
-    if (is_integer) lua_pushinteger(c->L, (lua_Integer)strtoll(tmp, NULL, 10));
-    else lua_pushnumber(c->L, strtod(tmp, NULL));
-    return json_done(c);
+    push_lexeme(((json_ctx *)ud)->L, lexeme, n, is_integer);
+    return json_done(ud);
 }
 
 static int json_literal(void *ud, int which) {
@@ -638,22 +642,8 @@ static int scanner_gc(lua_State *L) {
     return 0;
 }
 
-static void push_number(lua_State *L, kn_str t) {
-    char tmp[64];
-    size_t i;
-    int integral = t.n < 19;
-    for (i = 0; i < t.n && integral; i++)
-        if (t.p[i] == '.' || t.p[i] == 'e' || t.p[i] == 'E') integral = 0;
-    if (t.n >= sizeof tmp) {
-        lua_pushlstring(L, t.p, t.n);
-        lua_pushnumber(L, lua_tonumber(L, -1));
-        lua_remove(L, -2);
-        return;
-    }
-    memcpy(tmp, t.p, t.n);
-    tmp[t.n] = '\0';
-    if (integral) lua_pushinteger(L, (lua_Integer)strtoll(tmp, NULL, 10));
-    else lua_pushnumber(L, strtod(tmp, NULL));
+static int lexeme_is_integer(kn_str t) {
+    return t.n <= 18 && !memchr(t.p, '.', t.n) && !memchr(t.p, 'e', t.n) && !memchr(t.p, 'E', t.n);
 }
 
 /* scan(body) -> canonical, sign_or_nil | nil, reason
@@ -695,7 +685,7 @@ static int l_callback_data(lua_State *L) {
         lua_pushlstring(L, m->key.p, m->key.n);
         switch (m->type) {
         case KN_CB_STRING: lua_pushlstring(L, m->text.p, m->text.n); break;
-        case KN_CB_NUMBER: push_number(L, m->text); break;
+        case KN_CB_NUMBER: push_lexeme(L, m->text.p, m->text.n, lexeme_is_integer(m->text)); break;
         case KN_CB_TRUE: lua_pushboolean(L, 1); break;
         case KN_CB_FALSE: lua_pushboolean(L, 0); break;
         case KN_CB_NULL: lua_pushlightuserdata(L, NULL); break;

@@ -93,14 +93,7 @@ function H.nginx(o)
   f:close()
   local ok = os.execute("nginx -p " .. prefix .. " -c nginx.conf -e " .. prefix .. "/error.log")
   assert(ok == true or ok == 0, "nginx failed to start: see " .. prefix .. "/error.log")
-  local socket = require "socket"
-  for _ = 1, 100 do
-    local c = socket.tcp()
-    c:settimeout(0.2)
-    if c:connect("127.0.0.1", port) then c:close() break end
-    c:close()
-    socket.sleep(0.05)
-  end
+  launcher.wait_for_port(port)
   local scheme = o.ssl and "https" or "http"
   return {
     port = port, prefix = prefix, url = scheme .. "://127.0.0.1:" .. port,

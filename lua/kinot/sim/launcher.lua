@@ -143,6 +143,24 @@ http {
 }
 ]]
 
+--- wait_for_port(port[, pidfile]): until 127.0.0.1:port accepts (5 s at most)
+function M.wait_for_port(port, pidfile)
+  local ok_sock, socket = pcall(require, "socket")
+  for _ = 1, 100 do
+    if ok_sock then
+      local c = socket.tcp()
+      c:settimeout(0.2)
+      if c:connect("127.0.0.1", port) then c:close() return true end
+      c:close()
+      socket.sleep(0.05)
+    else
+      run("sleep 0.05")
+      if pidfile and exists(pidfile) then return true end
+    end
+  end
+  return false
+end
+
 --- start(opts) -> sim {url, endpoint, admin, port, prefix, pid, stop()} | nil, err
 -- opts: port, app_key, app_secret, locks, sensors, dtus, seed, command_pace,
 --       failure_rate, callback_secret, foreground
@@ -192,20 +210,7 @@ function M.start(opts)
   if not run(cmd .. " >" .. sh_quote(prefix .. "/start.log") .. " 2>&1") then
     return nil, "nginx did not start: " .. (read(prefix .. "/start.log") or "") .. (read(prefix .. "/error.log") or "")
   end
-  -- ready when the admin API answers
-  local ok_sock, socket = pcall(require, "socket")
-  for _ = 1, 100 do
-    if ok_sock then
-      local c = socket.tcp()
-      c:settimeout(0.2)
-      if c:connect("127.0.0.1", port) then c:close() break end
-      c:close()
-      socket.sleep(0.05)
-    else
-      run("sleep 0.05")
-      if exists(prefix .. "/nginx.pid") then break end
-    end
-  end
+  M.wait_for_port(port, prefix .. "/nginx.pid")
   sim.pid = tonumber(read(prefix .. "/nginx.pid") or "")
   return sim
 end
