@@ -77,6 +77,7 @@ bench: deps build build/bench/hmac_baseline
 	luajit bench/callback.lua
 	lua5.4 bench/fetch.lua
 	luajit bench/fetch.lua
+	lua5.4 bench/sim.lua
 	lua5.4 bench/scan.lua
 
 # ---------------------------------------------------------------- reliability

@@ -348,3 +348,25 @@ describe("simulator faults", function()
     assert.are.equal(1, c.endpoints["GET /lockers"])
   end)
 end)
+
+describe("simulator gateway nonce memory", function()
+  it("sweeps its nonces rarely, not on every request past 20,000", function()
+    local gateway = require "kinot.sim.gateway"
+    local gw = gateway.new { app_key = "k", app_secret = "s" }
+    local headers = { Accept = "application/json", ["X-Ca-Key"] = "k" }
+    local h = setmetatable({}, { __index = function(_, name)
+      for k, v in pairs(headers) do if k:lower() == name:lower() then return v end end
+    end })
+    for i = 1, 45000 do
+      headers["X-Ca-Timestamp"] = tostring(core.now_ms())
+      headers["X-Ca-Nonce"] = "n" .. i
+      local r = kinot.sign_request { method = "GET", path = "/p", headers = headers, app_secret = "s" }
+      headers["X-Ca-Signature"] = r.signature
+      headers["X-Ca-Signature-Headers"] = table.concat(r.signed_headers, ",")
+      assert(gateway.check(gw, { method = "GET", path = "/p", query = {}, headers = h }))
+      headers["X-Ca-Signature"], headers["X-Ca-Signature-Headers"] = nil, nil
+    end
+    assert.are.equal(45000, gw.nonce_count)
+    assert.is_true(gw.sweeps <= 2, gw.sweeps .. " sweeps")
+  end)
+end)

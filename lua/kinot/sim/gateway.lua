@@ -13,7 +13,7 @@ local function lower(s) return s:lower() end
 function M.new(opts)
   return {
     app_key = opts.app_key, signer = core.signer(opts.app_secret),
-    nonces = {}, nonce_count = 0, clock_offset_ms = opts.clock_offset_ms or 0,
+    nonces = {}, nonce_count = 0, sweep_at = 20000, sweeps = 0, clock_offset_ms = opts.clock_offset_ms or 0,
   }
 end
 
@@ -21,13 +21,17 @@ function M.now_ms(gw)
   return core.now_ms() + gw.clock_offset_ms
 end
 
+-- Nonces live 15 minutes.  Expired ones are swept when the table doubles
+-- past its size after the last sweep, so a sweep costs O(1) per request.
 local function forget_old_nonces(gw, now)
-  if gw.nonce_count < 20000 then return end
+  if gw.nonce_count < gw.sweep_at then return end
   local kept, n = {}, 0
   for k, exp in pairs(gw.nonces) do
     if exp > now then kept[k] = exp; n = n + 1 end
   end
   gw.nonces, gw.nonce_count = kept, n
+  gw.sweep_at = math.max(20000, 2 * n)
+  gw.sweeps = gw.sweeps + 1
 end
 
 --- server_string(gw, req) -> string_to_sign the gateway computes
