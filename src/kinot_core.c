@@ -705,6 +705,63 @@ static int l_callback_data(lua_State *L) {
     return 2;
 }
 
+/* check(body, secrets) -> digest, index | nil, reason, message
+ * The whole verification in one call: scan, canonical string, MD5 for each
+ * secret (all of them, so timing tells nothing), constant-time compare.
+ * reason: "not_json", "duplicate_key", "not_object", "no_sign", "bad_sign". */
+static int l_callback_check(lua_State *L) {
+    kn_cb_scanner *sc = *(kn_cb_scanner **)lua_touserdata(L, lua_upvalueindex(1));
+    size_t n, i, count;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char why[200], given_up[32], hex[33], match[33];
+    kn_str canon, given;
+    int index = 0;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!sc) return luaL_error(L, "callback scanner is gone");
+    if (kn_cb_scan(sc, s, n, why, sizeof why)) {
+        lua_pushnil(L);
+        lua_pushstring(L, strstr(why, "duplicate key") ? "duplicate_key"
+                          : strstr(why, "not a JSON object") ? "not_object" : "not_json");
+        lua_pushstring(L, why);
+        return 3;
+    }
+    if (kn_cb_canonical(sc, &canon, &given)) return luaL_error(L, "out of memory");
+    if (!given.p || given.n == 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "no_sign");
+        lua_pushliteral(L, "callback body has no sign member");
+        return 3;
+    }
+    /* either hex case is accepted */
+    for (i = 0; i < 32; i++) {
+        char c = i < given.n ? given.p[i] : 0;
+        given_up[i] = (char)((c >= 'a' && c <= 'f') ? c - 32 : c);
+    }
+    count = kn_rawlen(L, 2);
+    for (i = 1; i <= count; i++) {
+        size_t kl;
+        const char *key;
+        lua_rawgeti(L, 2, (int)i);
+        key = lua_tolstring(L, -1, &kl);
+        if (!key) return luaL_error(L, "kinot: secret[%d] must be a string", (int)i);
+        if (kn_cb_digest(canon.p, canon.n, key, kl, hex)) return luaL_error(L, "MD5 failed");
+        lua_pop(L, 1);
+        if (kn_ct_equal(given_up, given.n == 32 ? 32 : 0, hex, 32) && !index) {
+            index = (int)i;
+            memcpy(match, hex, 33);
+        }
+    }
+    if (!index) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "bad_sign");
+        lua_pushliteral(L, "callback sign does not match (tampered body or wrong secret)");
+        return 3;
+    }
+    lua_pushlstring(L, match, 32);
+    lua_pushinteger(L, index);
+    return 2;
+}
+
 /* digest(canonical, secret) -> 32 upper-case hex chars */
 static int l_callback_digest(lua_State *L) {
     size_t cn, sn;
@@ -772,6 +829,9 @@ int luaopen_kinot_core(lua_State *L) {
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, l_callback_scan, 1);
         lua_setfield(L, -3, "callback_scan");
+        lua_pushvalue(L, -1);
+        lua_pushcclosure(L, l_callback_check, 1);
+        lua_setfield(L, -3, "callback_check");
         lua_pushcclosure(L, l_callback_data, 1);
         lua_setfield(L, -2, "callback_data");
     }

@@ -9,8 +9,8 @@ local M = {}
 
 M.MAX_BODY = 64 * 1024
 
-local scan, data_of, digest_of, ct_equal = core.callback_scan, core.callback_data, core.callback_digest, core.ct_equal
-local type, pairs, upper = type, pairs, string.upper
+local scan, check, data_of, digest_of = core.callback_scan, core.callback_check, core.callback_data, core.callback_digest
+local type, pairs = type, pairs
 
 local DEVICE_BY_TYPE = { [18] = "lock", [34] = "sensor" }
 -- members only a lock reports
@@ -62,20 +62,18 @@ end
 M.secrets_of = secrets_of
 
 --- check(raw, secrets, max_body) -> digest, secret index | nil, err
--- The sign alone: the members stay in the scanner for event().
+-- The sign alone, all in C: the members stay in the scanner for event().
 function M.check(raw, secrets, max_body)
-  local canonical, given = scan_body(raw, max_body)
-  if not canonical then return nil, given end
-  if not given or given == "" then return refuse("no_sign", "callback body has no sign member") end
-  given = upper(given)
-  local matched, digest
-  for i = 1, #secrets do
-    -- every secret is tried, so timing does not tell which one matched
-    local d = digest_of(canonical, secrets[i])
-    if ct_equal(given, d) and not matched then matched, digest = i, d end
+  if type(raw) ~= "string" then error("kinot: callback body must be a string", 3) end
+  if #raw > max_body then
+    return refuse("too_large", "callback body is " .. #raw .. " bytes, over the " .. max_body .. "-byte cap")
   end
-  if not matched then return refuse("bad_sign", "callback sign does not match (tampered body or wrong secret)") end
-  return digest, matched
+  local digest, index, message = check(raw, secrets)
+  if not digest then
+    if index ~= "no_sign" and index ~= "bad_sign" then message = "callback body refused: " .. message end
+    return refuse(index, message)
+  end
+  return digest, index
 end
 
 local function device_of(data)
