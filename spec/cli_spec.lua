@@ -189,3 +189,42 @@ describe("kinot CLI", function()
     assert.are.equal(4, rc_after)
   end)
 end)
+
+describe("kinot sim in the foreground", function()
+  local socket = require "socket"
+  local launcher = require "kinot.sim.launcher"
+
+  for _, sig in ipairs { "TERM", "INT" } do
+    it("stops nginx on SIG" .. sig, function()
+      local port = launcher.free_port()
+      local log = os.tmpname()
+      local p = io.popen(string.format("cd %s && { %s bin/kinot sim --port %d --locks 3 >%s 2>&1 & echo $!; }",
+        H.root, LUA, port, log))
+      local pid = tonumber(p:read("*l"))
+      p:close()
+      assert.is_true(launcher.wait_for_port(port))
+      local f = io.open(log)
+      local printed = f:read("*a")
+      f:close()
+      assert.matches("http://127.0.0.1:" .. port .. "/open/lora/v1", printed)
+      os.execute("kill -" .. sig .. " " .. pid)
+      local gone = H.wait_for(function()
+        local c = socket.tcp()
+        c:settimeout(0.2)
+        local up = c:connect("127.0.0.1", port)
+        c:close()
+        return not up
+      end, 5)
+      assert.is_true(gone, "nginx still answers after SIG" .. sig)
+      H.wait_for(function()
+        local alive = os.execute("kill -0 " .. pid .. " 2>/dev/null")
+        return alive ~= true and alive ~= 0 -- 5.4 says true, LuaJIT 0
+      end, 3)
+      f = io.open(log)
+      printed = f:read("*a")
+      f:close()
+      os.remove(log)
+      assert.matches("simulator stopped %(SIG" .. sig .. "%)", printed)
+    end)
+  end
+end)

@@ -32,24 +32,51 @@ describe("kinot-scm-1.rockspec", function()
   end)
   teardown(function() os.execute("rm -rf " .. tmp) end)
 
+  local function make(tree, abi)
+    return sh("cd " .. tmp .. "/src && luarocks --lua-version=" .. abi .. " make --deps-mode=none --tree=" .. tree ..
+      (abi == "5.1" and " LUA_INCDIR=/usr/include/luajit-2.1" or "") .. " kinot-scm-1.rockspec")
+  end
+  -- what a user of a private tree does: the tree's paths, then its kinot
+  local function kinot_in(tree, args, env)
+    return sh("eval \"$(luarocks --lua-version=5.4 path --tree=" .. tree .. ")\" && HOME=" .. tmp .. " KINOT_SIM_CPATH= " ..
+      (env or "") .. " " .. tree .. "/bin/kinot " .. args)
+  end
+
   it("installs for Lua 5.4 with --deps-mode=none, and kinot loads", function()
-    local ok, out = sh("cd " .. tmp .. "/src && luarocks --lua-version=5.4 make --deps-mode=none --tree=" .. tmp .. "/tree kinot-scm-1.rockspec")
+    local ok, out = make(tmp .. "/a", "5.4")
     assert(ok, out)
-    ok, out = sh("LUA_PATH='" .. tmp .. "/tree/share/lua/5.4/?.lua;" .. tmp .. "/tree/share/lua/5.4/?/init.lua;;' " ..
-      "LUA_CPATH='" .. tmp .. "/tree/lib/lua/5.4/?.so;;' lua5.4 -e 'local k = require \"kinot\"; " ..
+    ok, out = sh("LUA_PATH='" .. tmp .. "/a/share/lua/5.4/?.lua;" .. tmp .. "/a/share/lua/5.4/?/init.lua;;' " ..
+      "LUA_CPATH='" .. tmp .. "/a/lib/lua/5.4/?.so;;' lua5.4 -e 'local k = require \"kinot\"; " ..
       "assert(package.searchpath(\"kinot.core\", package.cpath):find(\"" .. tmp .. "\", 1, true)); print(k._VERSION)'")
     assert(ok, out)
     assert.matches("0%.1%.0", out)
-    assert.is_truthy(io.open(tmp .. "/tree/bin/kinot"))
+  end)
+
+  it("an installed `kinot sim` says exactly what to build while the LuaJIT side is missing", function()
+    local ok, out = kinot_in(tmp .. "/a", "sim --daemon --pid-file " .. tmp .. "/a.pid")
+    assert.is_false(ok)
+    assert.matches("luarocks %-%-lua%-version=5%.1 make %-%-deps%-mode=none %-%-tree=" .. tmp:gsub("%p", "%%%0") .. "/a", out)
   end)
 
   it("installs for LuaJIT (5.1 ABI) and kinot loads under luajit", function()
-    local ok, out = sh("cd " .. tmp .. "/src && luarocks --lua-version=5.1 make --deps-mode=none --tree=" .. tmp ..
-      "/tree LUA_INCDIR=/usr/include/luajit-2.1 kinot-scm-1.rockspec")
+    local ok, out = make(tmp .. "/b", "5.1")
     assert(ok, out)
-    ok, out = sh("LUA_PATH='" .. tmp .. "/tree/share/lua/5.1/?.lua;" .. tmp .. "/tree/share/lua/5.1/?/init.lua;;' " ..
-      "LUA_CPATH='" .. tmp .. "/tree/lib/lua/5.1/?.so;;' luajit -e 'local k = require \"kinot\"; print(k._VERSION)'")
+    ok, out = sh("LUA_PATH='" .. tmp .. "/b/share/lua/5.1/?.lua;" .. tmp .. "/b/share/lua/5.1/?/init.lua;;' " ..
+      "LUA_CPATH='" .. tmp .. "/b/lib/lua/5.1/?.so;;' luajit -e 'local k = require \"kinot\"; print(k._VERSION)'")
     assert(ok, out)
     assert.matches("0%.1%.0", out)
+  end)
+
+  it("runs the simulator from a tree holding both, finding the LuaJIT side itself", function()
+    local ok, out = make(tmp .. "/b", "5.4") -- last, so bin/kinot runs under 5.4
+    assert(ok, out)
+    ok, out = kinot_in(tmp .. "/b", "--json sim --daemon --locks 11 --pid-file " .. tmp .. "/b.pid")
+    assert(ok, out)
+    local info = require("kinot.json").decode(out:match("{.*}"))
+    ok, out = kinot_in(tmp .. "/b", "lockers", string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s",
+      info.app_key, info.app_secret, info.endpoint))
+    kinot_in(tmp .. "/b", "sim stop --pid-file " .. tmp .. "/b.pid")
+    assert(ok, out)
+    assert.matches("of 11 lockers", out)
   end)
 end)

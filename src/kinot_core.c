@@ -4,9 +4,12 @@
  * Convention: misuse (wrong types) raises; runtime failures return
  * nil, kind, message[, extra]. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/types.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include "buf.h"
@@ -624,6 +627,47 @@ static int l_sleep(lua_State *L) {
     return 0;
 }
 
+/* Lua cannot catch a signal, so `kinot sim` blocks INT/TERM/HUP before it
+ * starts nginx (block_signals) and then waits for one of them, or for nginx
+ * to go (wait_signal), to stop nginx however it is asked to.  A blocked
+ * signal is queued even where the shell left it ignored. */
+static void stop_signals(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+}
+
+/* block_signals() / block_signals(false): hold or release INT/TERM/HUP */
+static int l_block_signals(lua_State *L) {
+    sigset_t set;
+    stop_signals(&set);
+    if (sigprocmask(lua_isnoneornil(L, 1) || lua_toboolean(L, 1) ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL) != 0)
+        return luaL_error(L, "sigprocmask failed");
+    return 0;
+}
+
+/* wait_signal(pid) -> "SIGINT" | "SIGTERM" | "SIGHUP" | "exited"; releases
+ * the signals before returning */
+static int l_wait_signal(lua_State *L) {
+    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+    sigset_t set;
+    struct timespec tick = {0, 200000000};
+    const char *what = "exited";
+    stop_signals(&set);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return luaL_error(L, "sigprocmask failed");
+    for (;;) {
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGINT) { what = "SIGINT"; break; }
+        if (sig == SIGTERM) { what = "SIGTERM"; break; }
+        if (sig == SIGHUP) { what = "SIGHUP"; break; }
+        if (kill(pid, 0) != 0 && errno == ESRCH) break;
+    }
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    lua_pushstring(L, what);
+    return 1;
+}
+
 static int l_curl_version(lua_State *L) {
     lua_pushstring(L, kn_http_version());
     return 1;
@@ -801,6 +845,8 @@ int luaopen_kinot_core(lua_State *L) {
                                      {"monotonic", l_monotonic},
                                      {"sleep", l_sleep},
                                      {"curl_version", l_curl_version},
+                                     {"wait_signal", l_wait_signal},
+                                     {"block_signals", l_block_signals},
                                      {"callback_digest", l_callback_digest},
                                      {NULL, NULL}};
     if (kn_http_global_init()) return luaL_error(L, "libcurl global initialisation failed");

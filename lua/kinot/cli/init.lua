@@ -347,9 +347,16 @@ run.sim = function(args, out)
   local opts = {
     port = args.port, app_key = args.app_key, app_secret = args.app_secret, locks = args.locks,
     sensors = args.sensors, dtus = args.dtus, seed = args.seed, command_pace = args.command_pace,
-    failure_rate = args.failure_rate, foreground = not args.daemon,
+    failure_rate = args.failure_rate,
   }
-  local sim = check(launcher.start(opts))
+  local core = require "kinot.core"
+  -- held from before nginx starts: a signal in between must not be lost
+  if not args.daemon then core.block_signals() end
+  local sim, err = launcher.start(opts)
+  if not sim then
+    if not args.daemon then core.block_signals(false) end
+    error(err, 0)
+  end
   local info = { url = sim.url, endpoint = sim.endpoint, admin = sim.admin, app_key = sim.app_key,
                  app_secret = sim.app_secret, prefix = sim.prefix }
   if args.json then out:emit_json(info) else
@@ -367,9 +374,11 @@ run.sim = function(args, out)
     if not args.json then out:print(out:paint("dim", "  stop with: kinot sim stop --pid-file " .. args.pid_file)) end
     return EXIT.ok
   end
-  -- foreground: nginx runs until Ctrl-C (SIGINT reaches it with us)
-  os.execute(sim.command)
+  -- foreground: until SIGINT / SIGTERM / SIGHUP, then nginx goes with us
+  local why = core.wait_signal(sim.pid)
+  launcher.stop(sim.prefix)
   os.execute("rm -rf " .. launcher.sh_quote(sim.prefix))
+  if not args.json then out.err:write("simulator stopped (", why, ")\n") end
   return EXIT.ok
 end
 

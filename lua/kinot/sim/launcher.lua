@@ -54,9 +54,12 @@ function M.luajit_cpath(root)
   for _, d in ipairs(cands) do
     if exists(d .. "/kinot/core.so") then return d end
   end
-  return nil, "kinot sim runs inside nginx, whose Lua is LuaJIT, and needs kinot.core built for it: " ..
-    "run `make build` in the checkout, or `luarocks --lua-version=5.1 make` (looked in " ..
-    table.concat(cands, ", ") .. ")"
+  local tree = root:match("^(.*)/share/lua/[%d.]+$")
+  return nil, "kinot sim runs inside nginx, whose Lua is LuaJIT, and needs kinot.core built for it. " ..
+    "From the lua-kinot sources run `luarocks --lua-version=5.1 make --deps-mode=none" ..
+    (tree and (" --tree=" .. tree) or "") .. " LUA_INCDIR=/usr/include/luajit-2.1 kinot-scm-1.rockspec`" ..
+    " (or `make build` in a checkout), or point KINOT_SIM_CPATH at the directory holding kinot/core.so. Looked in: " ..
+    table.concat(cands, ", ")
 end
 
 local function find_modules()
@@ -112,7 +115,6 @@ load_module ${mods}/ndk_http_module.so;
 load_module ${mods}/ngx_http_lua_module.so;
 ${user}
 worker_processes 1;
-daemon ${daemon};
 master_process on;
 pid ${prefix}/nginx.pid;
 error_log ${prefix}/error.log ${log_level};
@@ -163,7 +165,7 @@ end
 
 --- start(opts) -> sim {url, endpoint, admin, port, prefix, pid, stop()} | nil, err
 -- opts: port, app_key, app_secret, locks, sensors, dtus, seed, command_pace,
---       failure_rate, callback_secret, foreground
+--       failure_rate, callback_secret
 function M.start(opts)
   opts = opts or {}
   local root = lua_root()
@@ -191,7 +193,7 @@ function M.start(opts)
   f:close()
   local conf = CONF:gsub("%${([%w_]+)}", {
     mods = mods, prefix = prefix, root = root, cpath = cpath, port = tostring(port),
-    daemon = opts.foreground and "off" or "on", log_level = opts.log_level or "warn",
+    log_level = opts.log_level or "warn",
     user = M.user_directive(),
   })
   f = assert(io.open(prefix .. "/nginx.conf", "wb"))
@@ -203,10 +205,11 @@ function M.start(opts)
     admin = base .. "/__kinot_sim", app_key = cfg.app_key, app_secret = cfg.app_secret,
     config = cfg,
   }
-  local cmd = sh_quote(nginx) .. " -p " .. sh_quote(prefix) .. " -c nginx.conf -e " .. sh_quote(prefix .. "/error.log")
-  sim.command = cmd
+  -- nginx's Lua is LuaJIT: a 5.4 LUA_PATH / LUA_CPATH in our environment
+  -- (`luarocks path` sets them) must not reach its ";;" defaults
+  local cmd = "env -u LUA_PATH -u LUA_CPATH -u LUA_INIT " .. sh_quote(nginx) .. " -p " .. sh_quote(prefix) ..
+    " -c nginx.conf -e " .. sh_quote(prefix .. "/error.log")
   function sim.stop() return M.stop(prefix) end
-  if opts.foreground then return sim end
   if not run(cmd .. " >" .. sh_quote(prefix .. "/start.log") .. " 2>&1") then
     return nil, "nginx did not start: " .. (read(prefix .. "/start.log") or "") .. (read(prefix .. "/error.log") or "")
   end
