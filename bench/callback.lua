@@ -54,8 +54,8 @@ local function wrk(path)
   assert(not non2xx, path .. " answered non-2xx: " .. out)
   return tonumber(out:match("Requests/sec:%s*([%d.]+)"))
 end
-local handler, bare = wrk("/cb"), wrk("/bare")
-ng.stop()
+local handler, bare
+B.guarded(function() handler, bare = wrk("/cb"), wrk("/bare") end, ng)
 os.remove(script)
 print(string.format("wrk   nginx (1 worker), 16 connections: callback.handler %8.0f req/s   bare content_by_lua %8.0f req/s   %.0f%%",
   handler, bare, 100 * handler / bare))

@@ -21,21 +21,23 @@ local ng = H.nginx {
 }
 local url = ng.url .. "/open/lora/v1/lockers?offset=0&limit=100"
 
-local http = core.http()
-local decode = cjson.decode
-local baseline = B.rate(function()
-  local res = http:request { url = url }
-  local doc = decode(res.body)
-  assert(#doc.objects == 100)
-end, B.SECONDS, 20)
+local url_sdk = ng.url .. "/open/lora/v1"
+local sdk, baseline
+B.guarded(function()
+  local http = core.http()
+  local decode = cjson.decode
+  baseline = B.rate(function()
+    local res = http:request { url = url }
+    local doc = decode(res.body)
+    assert(#doc.objects == 100)
+  end, B.SECONDS, 20)
 
-local client = kinot.new { app_key = "bench", app_secret = "bench-secret", endpoint = ng.url .. "/open/lora/v1" }
-local sdk = B.rate(function()
-  local page = assert(client:lockers { limit = 100 })
-  assert(#page.objects == 100)
-end, B.SECONDS, 20)
-
-ng.stop()
+  local client = kinot.new { app_key = "bench", app_secret = "bench-secret", endpoint = url_sdk }
+  sdk = B.rate(function()
+    local page = assert(client:lockers { limit = 100 })
+    assert(#page.objects == 100)
+  end, B.SECONDS, 20)
+end, ng)
 os.remove(page_file)
 print(string.format("fetch %-22s client:lockers{limit=100} %8.0f pages/s   raw libcurl + cjson.decode %8.0f pages/s   %.0f%%",
   B.runtime, sdk, baseline, 100 * sdk / baseline))

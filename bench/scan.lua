@@ -41,12 +41,15 @@ local function scan(sim, conc, want)
 end
 
 local sim = H.sim { locks = 100000, sensors = 10 }
-sim.fault { kind = "latency", latency = 0.02, share = 1, endpoint = "GET /lockers" }
-local seq = scan(sim, 1, 100000)
-local conc, _, rss100k, heap100k = scan(sim, 16, 100000)
-sim.call("POST", "/fleet", { locks = 10000 })
-local _, _, rss10k, heap10k = scan(sim, 16, 10000)
-sim.stop()
+local seq, conc, rss100k, heap100k, rss10k, heap10k
+B.guarded(function()
+  sim.fault { kind = "latency", latency = 0.02, share = 1, endpoint = "GET /lockers" }
+  seq = scan(sim, 1, 100000)
+  local _
+  conc, _, rss100k, heap100k = scan(sim, 16, 100000)
+  sim.call("POST", "/fleet", { locks = 10000 })
+  _, _, rss10k, heap10k = scan(sim, 16, 10000)
+end, sim)
 
 print(string.format("scan  %-22s 100k locks, 20 ms/request: sequential %.1f s, concurrency 16 %.2f s, %.1fx faster",
   B.runtime, seq, conc, seq / conc))

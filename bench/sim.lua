@@ -23,27 +23,29 @@ local function presign(n)
   return reqs
 end
 
-local http = core.http()
--- one connection, one request after the other
-local reqs = presign(N)
-local t0 = core.monotonic()
-for i = 1, N do
-  local res = http:request(reqs[i])
-  assert(res.status == 200 and #res.body > 20000, res.body)
-end
-local loop = N / (core.monotonic() - t0)
+local loop, multi, counters
+B.guarded(function()
+  local http = core.http()
+  -- one connection, one request after the other
+  local reqs = presign(N)
+  local t0 = core.monotonic()
+  for i = 1, N do
+    local res = http:request(reqs[i])
+    assert(res.status == 200 and #res.body > 20000, res.body)
+  end
+  loop = N / (core.monotonic() - t0)
 
--- eight connections at once
-reqs = presign(N)
-t0 = core.monotonic()
-for i = 1, N, 8 do
-  local batch = {}
-  for k = i, math.min(N, i + 7) do batch[#batch + 1] = reqs[k] end
-  for _, res in ipairs(http:request_many(batch)) do assert(res.status == 200, res.message) end
-end
-local multi = N / (core.monotonic() - t0)
-local counters = sim.counters()
-sim.stop()
+  -- eight connections at once
+  reqs = presign(N)
+  t0 = core.monotonic()
+  for i = 1, N, 8 do
+    local batch = {}
+    for k = i, math.min(N, i + 7) do batch[#batch + 1] = reqs[k] end
+    for _, res in ipairs(http:request_many(batch)) do assert(res.status == 200, res.message) end
+  end
+  multi = N / (core.monotonic() - t0)
+  counters = sim.counters()
+end, sim)
 assert(counters.requests["GET /lockers 200"] == 2 * N, "the simulator did not answer every request with a page")
 print(string.format("sim   %-22s 100-lock pages, signed + verified: %6.0f pages/s (1 keep-alive connection), %6.0f pages/s (8 connections)",
   B.runtime, loop, multi))

@@ -23,6 +23,15 @@ function M.rate(fn, seconds, batch)
   return n / (t - t0)
 end
 
+--- guarded(fn, server...): runs fn, then stops every server even when fn
+-- fails, so a broken benchmark leaves no nginx behind
+function M.guarded(fn, ...)
+  local servers = { ... }
+  local ok, err = pcall(fn)
+  for _, s in ipairs(servers) do s.stop() end
+  if not ok then error(err, 0) end
+end
+
 function M.peak_rss_kb()
   local f = io.open("/proc/self/status")
   local s = f:read("*a")
