@@ -16,7 +16,7 @@
 typedef struct slot {
     size_t koff, klen;
     size_t toff, tlen;
-    int text_in_arena;
+    int key_in_arena, text_in_arena; /* else an offset into the body */
     kn_cb_type type;
 } slot;
 
@@ -65,13 +65,23 @@ static int fail(kn_cb_scanner *s, const char *msg) {
 
 static void ws(kn_cb_scanner *s) { s->p = kn_jl_ws(s->p, s->end); }
 
-/* a string at s->p; when out is set its decoded bytes are appended there */
-static int string(kn_cb_scanner *s, kn_buf *out) {
+/* A string at s->p.  With a place to put it, its text is recorded as an
+ * offset: into the body when it had no escape (no copy), else into the
+ * arena where its decoded bytes go. */
+static int string(kn_cb_scanner *s, size_t *off, size_t *len, int *in_arena) {
     const char *str, *why;
     size_t n;
     if ((why = kn_jl_string(&s->p, s->end, &s->scratch, &str, &n))) return fail(s, why);
-    if (out && kn_buf_add(out, str, n)) return fail(s, "out of memory");
-    return 0;
+    if (!off) return 0;
+    *len = n;
+    if (str != s->scratch.p) { /* no escape: the text is the body's own */
+        *off = (size_t)(str - s->start);
+        *in_arena = 0;
+        return 0;
+    }
+    *off = s->arena.len;
+    *in_arena = 1;
+    return kn_buf_add(&s->arena, str, n) ? fail(s, "out of memory") : 0;
 }
 
 static int number(kn_cb_scanner *s) {
@@ -114,7 +124,7 @@ static int container(kn_cb_scanner *s, int depth, char close) {
         first = 0;
         if (close == '}') {
             if (s->p >= s->end || *s->p != '"') return fail(s, "expected a key");
-            if (string(s, NULL)) return -1;
+            if (string(s, NULL, NULL, NULL)) return -1;
             ws(s);
             if (s->p >= s->end || *s->p != ':') return fail(s, "expected ':'");
             s->p++;
@@ -129,7 +139,7 @@ static int value(kn_cb_scanner *s, int depth, kn_cb_type *type) {
     switch (*s->p) {
     case '{': *type = KN_CB_OBJECT; return container(s, depth, '}');
     case '[': *type = KN_CB_ARRAY; return container(s, depth, ']');
-    case '"': *type = KN_CB_STRING; return string(s, NULL);
+    case '"': *type = KN_CB_STRING; return string(s, NULL, NULL, NULL);
     case 't': *type = KN_CB_TRUE; return literal(s, "true");
     case 'f': *type = KN_CB_FALSE; return literal(s, "false");
     case 'n': *type = KN_CB_NULL; return literal(s, "null");
@@ -143,7 +153,7 @@ static int value(kn_cb_scanner *s, int depth, kn_cb_type *type) {
 }
 
 static kn_str key_of(const kn_cb_scanner *s, size_t i) {
-    return (kn_str){s->arena.p + s->slots[i].koff, s->slots[i].klen};
+    return (kn_str){(s->slots[i].key_in_arena ? s->arena.p : s->start) + s->slots[i].koff, s->slots[i].klen};
 }
 
 static int keycmp(kn_str a, kn_str b) {
@@ -198,9 +208,7 @@ int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t w
             }
         }
         if (s->p >= s->end || *s->p != '"') return fail(s, "expected a key");
-        sl.koff = s->arena.len;
-        if (string(s, &s->arena)) return -1;
-        sl.klen = s->arena.len - sl.koff;
+        if (string(s, &sl.koff, &sl.klen, &sl.key_in_arena)) return -1;
         ws(s);
         if (s->p >= s->end || *s->p != ':') return fail(s, "expected ':'");
         s->p++;
@@ -208,10 +216,7 @@ int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t w
         vstart = s->p;
         if (s->p < s->end && *s->p == '"') {
             sl.type = KN_CB_STRING;
-            sl.toff = s->arena.len;
-            if (string(s, &s->arena)) return -1;
-            sl.tlen = s->arena.len - sl.toff;
-            sl.text_in_arena = 1;
+            if (string(s, &sl.toff, &sl.tlen, &sl.text_in_arena)) return -1;
         } else {
             if (value(s, 1, &sl.type)) return -1;
             sl.toff = (size_t)(vstart - body);
