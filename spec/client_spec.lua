@@ -101,6 +101,23 @@ describe("client methods", function()
     assert.matches("fleet changed while paging: count went from 137 to 150", err.message)
   end)
 
+  it("performs a raw signed request and returns status, headers and body", function()
+    local status, headers, body, _ = c:request("GET", "/lockers", { query = { { "offset", "0" }, { "limit", "10" } } })
+    assert.are.equal(200, status)
+    assert.is_string(headers["x-ca-request-id"])
+    assert.are.equal(137, require("kinot.json").decode(body).count)
+    status, _, body = c:request("POST", "/commands", { body = { sn = 419600001, command = 1, parameter = { key = "handle", value = 1 } } })
+    assert.are.equal(200, status)
+    assert.matches('"guid"', body)
+    -- an answer, even the gateway's refusal, is not a failure here
+    local wrong = sim.client { app_secret = "wrong" }
+    status, headers = wrong:request("GET", "/lockers")
+    wrong:close()
+    assert.are.equal(400, status)
+    assert.matches("^Invalid Signature", headers["x-ca-error-message"])
+    assert.has_error(function() c:request("get", "/x") end)
+  end)
+
   it("works at module level after configure", function()
     kinot.configure { app_key = sim.app_key, app_secret = sim.app_secret, endpoint = sim.endpoint }
     assert.are.equal(137, assert(kinot.lockers { limit = 10 }).count)

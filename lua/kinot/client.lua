@@ -73,6 +73,20 @@ function Client:__tostring()
   return "kinot client " .. self.app_key .. " @ " .. self.endpoint
 end
 
+--- request(method, path, {query = {{k, v}...}, body = table|string}) -> status, headers, body | nil, err
+-- One signed attempt, the answer as it came: for calls the SDK does not wrap.
+function Client:request(method, path, opts)
+  if not self.signer then error("kinot: client is closed", 2) end
+  if type(method) ~= "string" or not method:match("^%u+$") then validate.fail("method must be GET, POST, ...", 2) end
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" then validate.fail("path must start with '/' (below the endpoint)", 2) end
+  opts = opts or {}
+  local call = { method = method, path = path, query = opts.query or {} }
+  if type(opts.body) == "string" then call.raw_body = opts.body else call.body = opts.body end
+  local res, err = request.send(self, call)
+  if not res then return nil, err end
+  return res.status, res.headers, res.body
+end
+
 local function get(self, path, query)
   if not self.signer then error("kinot: client is closed", 3) end
   return request.perform(self, { method = "GET", path = path, query = query or {}, idempotent = true })

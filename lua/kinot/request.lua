@@ -198,6 +198,15 @@ local function learn_clock(client, res)
   if server then client.clock_offset_ms = server - core.now_ms() end
 end
 
+--- send(client, call) -> response {status, headers, body}, signed | nil, err
+-- One attempt: build, sign, send.
+function M.send(client, call)
+  local req, signed = build(client, call)
+  local res, kind, message, not_sent = client.transport.send(req)
+  if not res then return nil, transport_error(kind, message, not_sent) end
+  return res, signed
+end
+
 --- perform(client, call) -> decoded document | nil, err
 -- call.idempotent: false for POST /commands (DESIGN §5)
 function M.perform(client, call)
