@@ -135,6 +135,12 @@ describe("kinot CLI", function()
     assert.are.equal("bad_sign", json.decode(out).reason)
   end)
 
+  it("tells its version, the runtime's and libcurl's", function()
+    local out, _, rc = kinot("--version")
+    assert.are.equal(0, rc)
+    assert.matches("^kinot 0%.1%.0 %(.*libcurl/%d", out)
+  end)
+
   it("has --help on every level", function()
     for _, args in ipairs { "--help", "lockers --help", "command --help", "command send --help", "notifications set --help",
                             "report --help", "sign --help", "verify --help", "sim --help" } do

@@ -461,18 +461,6 @@ static int l_md5_hex(lua_State *L) {
     return 1;
 }
 
-static int l_base64(lua_State *L) {
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    char *out;
-    size_t len;
-    if (n > ((size_t)-1) / 2) return luaL_error(L, "input too large");
-    /* scratch owned by the collector: nothing leaks if the push raises */
-    out = lua_newuserdata(L, 4 * ((n + 2) / 3) + 1);
-    len = kn_base64((const unsigned char *)s, n, out);
-    lua_pushlstring(L, out, len);
-    return 1;
-}
 
 /* a JSON number lexeme: an integer where it is one (and Lua has them) */
 static void push_lexeme(lua_State *L, const char *p, size_t n, int is_integer) {
@@ -838,7 +826,6 @@ int luaopen_kinot_core(lua_State *L) {
                                      {"http", http_new},
                                      {"content_md5", l_content_md5},
                                      {"md5_hex", l_md5_hex},
-                                     {"base64", l_base64},
                                      {"uuid", l_uuid},
                                      {"ct_equal", l_ct_equal},
                                      {"now_ms", l_now_ms},

@@ -45,6 +45,11 @@ local function build_parser()
   p:flag("--json", "One JSON document on stdout")
   p:flag("--jsonl", "One JSON object a line (fleet listings)")
   p:flag("--no-color", "No colour even on a terminal")
+  p:flag("--version", "lua-kinot, Lua and libcurl versions"):action(function()
+    local core = require "kinot.core"
+    print("kinot " .. core.version .. " (" .. (rawget(_G, "jit") and jit.version or _VERSION) .. "; " .. core.curl_version() .. ")")
+    os.exit(0)
+  end)
   p:command_target("cmd")
 
   for _, what in ipairs { { "lockers", "parking locks" }, { "sensors", "parking sensors" } } do
