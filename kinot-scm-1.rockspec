@@ -45,6 +45,7 @@ build = {
     ["kinot.json"] = "lua/kinot/json.lua",
     ["kinot.pager"] = "lua/kinot/pager.lua",
     ["kinot.request"] = "lua/kinot/request.lua",
+    ["kinot.signer"] = "lua/kinot/signer.lua",
     ["kinot.validate"] = "lua/kinot/validate.lua",
     ["kinot.transport"] = "lua/kinot/transport/init.lua",
     ["kinot.transport.curl"] = "lua/kinot/transport/curl.lua",

@@ -114,3 +114,44 @@ describe("kinot.sign_request edges", function()
     assert.has_error(function() kinot.content_md5(nil) end)
   end)
 end)
+
+describe("the LuaJIT FFI signer", function()
+  local signer = require "kinot.signer"
+  local core = require "kinot.core"
+
+  it("is the one in use on LuaJIT, and absent on PUC Lua", function()
+    assert.are.equal(rawget(_G, "jit") ~= nil, signer.ffi)
+  end)
+
+  it("gives exactly what the C API signer gives, errors included", function()
+    local cases = {}
+    for _, v in ipairs(vectors) do
+      cases[#cases + 1] = { secret = v.app_secret, req = { method = v.method, path = v.path, query = v.query,
+        form = nn(v.form), headers = v.headers_at_signing, sign_headers = v.sign_headers, signature_method = v.signature_method } }
+    end
+    local many = { ["X-Ca-Key"] = "k", ["X-Ca-Timestamp"] = 1700000000000 }
+    for i = 1, 40 do many["X-Ca-H" .. i] = "v" .. i end -- more than the FFI signer's first buffer
+    cases[#cases + 1] = { secret = "s", req = { method = "GET", path = "/p", headers = many,
+      query = { { "n", 12 }, { "a" } }, form = { { "f", "1" } }, sign_headers = { "x-extra" } } }
+    cases[#cases + 1] = { secret = "s", req = { method = "GET", path = "/p", headers = { ["X-Bad"] = "a\r\nb" } } }
+    cases[#cases + 1] = { secret = "s", req = { method = "get", path = "/p" } }
+    cases[#cases + 1] = { secret = "s", req = { method = "GET", path = "/p", headers = { ["X"] = {} } } }
+    for i, c in ipairs(cases) do
+      local a_ok, a = pcall(function() return signer.new(c.secret):sign(c.req) end)
+      local b_ok, b = pcall(function() return core.signer(c.secret):sign(c.req) end)
+      assert.are.equal(b_ok, a_ok, "case " .. i)
+      if a_ok then
+        assert.are.same(b, a)
+      else
+        assert.are.equal((tostring(b):gsub("^.-kinot: ", "")), (tostring(a):gsub("^.-kinot: ", "")))
+      end
+    end
+  end)
+
+  it("closes idempotently", function()
+    local s = signer.new("x")
+    s:close()
+    s:close()
+    assert.has_error(function() s:sign { method = "GET", path = "/" } end)
+  end)
+end)

@@ -1,10 +1,10 @@
 -- A client: credentials, endpoint, transport and the API methods of DESIGN §2.
-local core = require "kinot.core"
 local request = require "kinot.request"
 local validate = require "kinot.validate"
 local pager = require "kinot.pager"
 local transports = require "kinot.transport"
 local errors = require "kinot.errors"
+local signer = require "kinot.signer"
 
 local Client = {}
 Client.__index = Client
@@ -51,7 +51,7 @@ function Client.new(o)
     verify_tls = o.verify_tls ~= false,
     clock_offset_ms = 0,
     -- the secret itself is kept only inside the C signer
-    signer = core.signer(o.app_secret),
+    signer = signer.new(o.app_secret),
   }, Client)
   self.transport = transports.new(o.transport, {
     verify_tls = self.verify_tls, ca_file = o.ca_file, proxy = o.proxy,

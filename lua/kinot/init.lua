@@ -4,6 +4,7 @@
 local core = require "kinot.core"
 local Client = require "kinot.client"
 local validate = require "kinot.validate"
+local signer = require "kinot.signer"
 
 local kinot = {
   _VERSION = core.version,
@@ -63,7 +64,7 @@ local function signer_for(secret)
   if secret == last_secret then return last_signer end
   local s = signers[secret]
   if not s then
-    s = core.signer(secret)
+    s = signer.new(secret)
     signers[secret] = s
   end
   last_secret, last_signer = secret, s

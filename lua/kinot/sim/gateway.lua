@@ -12,7 +12,7 @@ local function lower(s) return s:lower() end
 --- new(opts) -> gateway {app_key, signer, nonces, clock_offset_ms}
 function M.new(opts)
   return {
-    app_key = opts.app_key, signer = core.signer(opts.app_secret),
+    app_key = opts.app_key, signer = require("kinot.signer").new(opts.app_secret),
     nonces = {}, nonce_count = 0, sweep_at = 20000, sweeps = 0, clock_offset_ms = opts.clock_offset_ms or 0,
   }
 end

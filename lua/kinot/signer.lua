@@ -1,0 +1,183 @@
+-- A keyed request signer (DESIGN §4): signer.new(secret) -> object with
+-- :sign(request) -> {string_to_sign, signature, signed_headers} and :close().
+-- The signing itself is always the C core's kn_sign.  On Lua 5.4 the
+-- request table is read through the Lua C API (kinot.core); on LuaJIT it is
+-- handed over through the FFI, which the JIT compiles, nearly twice as fast.
+-- Both give the same results and the same errors (spec/sign_spec.lua).
+local core = require "kinot.core"
+
+local M = {}
+
+local ok_ffi, ffi = pcall(require, "ffi")
+local lib
+if ok_ffi and rawget(_G, "jit") then
+  local path = package.searchpath and package.searchpath("kinot.core", package.cpath)
+  if path then
+    -- must match src/sign.h
+    pcall(ffi.cdef, [[
+      typedef struct kn_str { const char *p; size_t n; } kn_str;
+      typedef struct kn_kv { kn_str name, value; } kn_kv;
+      typedef struct kn_sign_req {
+        kn_str method, path;
+        const kn_kv *headers; size_t nheaders;
+        const kn_str *sign_headers; size_t nsign;
+        const kn_kv *query; size_t nquery;
+        const kn_kv *form; size_t nform;
+      } kn_sign_req;
+      typedef struct kn_signer kn_signer;
+      kn_signer *kn_signer_new(const void *secret, size_t n);
+      void kn_signer_free(kn_signer *s);
+      int kn_sign(kn_signer *s, const kn_sign_req *req, int alg);
+      const char *kn_signer_string(const kn_signer *s, size_t *len);
+      const char *kn_signer_signature(const kn_signer *s, size_t *len);
+      const size_t *kn_signer_signed(const kn_signer *s, size_t *count);
+      const char *kn_signer_error(const kn_signer *s);
+    ]])
+    local ok, l = pcall(ffi.load, path)
+    if ok then lib = l end
+  end
+end
+M.ffi = lib ~= nil
+
+if not lib then
+  --- new(secret) -> the C core's signer userdata
+  function M.new(secret)
+    return core.signer(secret)
+  end
+  return M
+end
+
+local type, tostring, pairs, error, tonumber = type, tostring, pairs, error, tonumber
+local ffi_string, ffi_new, ffi_gc = ffi.string, ffi.new, ffi.gc
+
+local Signer = {}
+Signer.__index = Signer
+
+-- a string as it is; a number as text, kept alive in self.keep until
+-- kn_sign is done (the FFI holds only a pointer to it)
+local function text(self, v, what)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then
+    v = tostring(v)
+    local keep = self.keep
+    if not keep then keep = {}; self.keep = keep end
+    keep[#keep + 1] = v
+    return v
+  end
+  error("kinot: " .. what .. " must be a string (got " .. t .. ")", 4)
+end
+
+-- fills kv[at..] from a list of {name, value} pairs; returns the count
+local function put_pairs(self, list, field, at)
+  if list == nil then return 0 end
+  if type(list) ~= "table" then error("kinot: " .. field .. " must be a list of {name, value} pairs", 3) end
+  local n = #list
+  self:reserve(at + n)
+  local kv = self.kv
+  for i = 1, n do
+    local p = list[i]
+    if type(p) ~= "table" then error("kinot: " .. field .. "[" .. i .. "] must be a {name, value} pair", 3) end
+    local k, v = text(self, p[1], field), p[2]
+    v = v == nil and "" or text(self, v, field)
+    local e = kv[at + i - 1]
+    e.name.p, e.name.n = k, #k
+    e.value.p, e.value.n = v, #v
+  end
+  return n
+end
+
+-- room for n entries, keeping those already filled
+function Signer:reserve(n)
+  if n <= self.cap then return end
+  local cap = self.cap * 2
+  while cap < n do cap = cap * 2 end
+  local kv = ffi_new("kn_kv[?]", cap)
+  ffi.copy(kv, self.kv, ffi.sizeof("kn_kv") * self.cap)
+  self.kv, self.cap = kv, cap
+end
+
+function Signer:sign(t)
+  local s = self.s
+  if s == nil then error("kinot: signer is closed", 2) end
+  if type(t) ~= "table" then error("kinot: sign expects a table", 2) end
+  local names = self.names
+  self.keep = nil
+  local alg = 0
+  local sm = t.signature_method
+  if sm ~= nil and sm ~= "HmacSHA256" then
+    if sm ~= "HmacSHA1" then error('kinot: signature_method must be "HmacSHA256" or "HmacSHA1"', 2) end
+    alg = 1
+  end
+  local n = 0
+  local headers = t.headers
+  if headers ~= nil then
+    if type(headers) ~= "table" then error("kinot: headers must be a table of name = value", 2) end
+    for name, value in pairs(headers) do
+      if type(name) ~= "string" then error("kinot: header names must be strings", 2) end
+      if n >= self.cap then self:reserve(n + 1) end
+      value = text(self, value, "header value")
+      local e = self.kv[n]
+      e.name.p, e.name.n = name, #name
+      e.value.p, e.value.n = value, #value
+      n = n + 1
+      names[n] = name
+    end
+  end
+  local nq = put_pairs(self, t.query, "query", n)
+  local nf = put_pairs(self, t.form, "form", n + nq)
+  local req, kv = self.req, self.kv
+  local method, path = text(self, t.method, "method"), text(self, t.path, "path")
+  req.method.p, req.method.n = method, #method
+  req.path.p, req.path.n = path, #path
+  req.headers, req.nheaders = kv, n
+  req.query, req.nquery = kv + n, nq
+  req.form, req.nform = kv + n + nq, nf
+  local sh = t.sign_headers
+  if sh ~= nil and #sh > 0 then
+    local arr = ffi_new("kn_str[?]", #sh)
+    for i = 1, #sh do
+      local v = text(self, sh[i], "sign_headers entry")
+      arr[i - 1].p, arr[i - 1].n = v, #v
+    end
+    self.sign_names = arr -- alive until the next call
+    req.sign_headers, req.nsign = arr, #sh
+  else
+    req.nsign = 0
+  end
+  if lib.kn_sign(s, req, alg) ~= 0 then
+    self.keep = nil
+    error("kinot: " .. ffi_string(lib.kn_signer_error(s)), 2)
+  end
+  local len = self.len
+  local p = lib.kn_signer_string(s, len)
+  local sts = ffi_string(p, len[0])
+  p = lib.kn_signer_signature(s, len)
+  local sig = ffi_string(p, len[0])
+  local idx = lib.kn_signer_signed(s, len)
+  local signed = {}
+  for i = 0, tonumber(len[0]) - 1 do signed[i + 1] = names[tonumber(idx[i]) + 1] end
+  self.keep = nil
+  return { string_to_sign = sts, signature = sig, signed_headers = signed }
+end
+
+--- close(): wipes the key; idempotent
+function Signer:close()
+  if self.s ~= nil then
+    lib.kn_signer_free(ffi_gc(self.s, nil))
+    self.s = nil
+  end
+end
+
+--- new(secret) -> signer using the FFI
+function M.new(secret)
+  if type(secret) ~= "string" then error("bad argument #1 to 'signer' (string expected, got " .. type(secret) .. ")", 2) end
+  local s = lib.kn_signer_new(secret, #secret)
+  if s == nil then error("kinot: out of memory creating a signer", 2) end
+  return setmetatable({
+    s = ffi_gc(s, lib.kn_signer_free), cap = 16, kv = ffi_new("kn_kv[16]"),
+    req = ffi_new("kn_sign_req"), len = ffi_new("size_t[1]"), names = {},
+  }, Signer)
+end
+
+return M
