@@ -158,7 +158,10 @@ static kn_str key_of(const kn_cb_scanner *s, size_t i) {
 
 static int keycmp(kn_str a, kn_str b) {
     size_t n = a.n < b.n ? a.n : b.n;
-    int c = n ? memcmp(a.p, b.p, n) : 0;
+    int c;
+    /* keys nearly always differ in their first byte: no memcmp call then */
+    if (n && a.p[0] != b.p[0]) return (unsigned char)a.p[0] < (unsigned char)b.p[0] ? -1 : 1;
+    c = n ? memcmp(a.p, b.p, n) : 0;
     if (c) return c;
     return a.n < b.n ? -1 : a.n > b.n;
 }
@@ -173,6 +176,24 @@ static void sort_order(kn_cb_scanner *s) {
             s->order[j] = s->order[j - 1];
         s->order[j] = v;
     }
+}
+
+/* room for more members: slots, their views and their order grow together */
+static int grow(kn_cb_scanner *s) {
+    size_t cap = s->cap ? s->cap * 2 : 32;
+    slot *ns = realloc(s->slots, cap * sizeof *ns);
+    kn_cb_member *nm;
+    size_t *no;
+    if (!ns) return -1;
+    s->slots = ns;
+    nm = realloc(s->members, cap * sizeof *nm);
+    if (!nm) return -1;
+    s->members = nm;
+    no = realloc(s->order, cap * sizeof *no);
+    if (!no) return -1;
+    s->order = no;
+    s->cap = cap;
+    return 0;
 }
 
 int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen) {
@@ -191,7 +212,7 @@ int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t w
     }
     s->p++;
     for (;;) {
-        slot sl;
+        slot *sl;
         const char *vstart;
         ws(s);
         if (s->p < s->end && *s->p == '}') {
@@ -208,37 +229,25 @@ int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t w
             }
         }
         if (s->p >= s->end || *s->p != '"') return fail(s, "expected a key");
-        if (string(s, &sl.koff, &sl.klen, &sl.key_in_arena)) return -1;
+        if (s->nslots == s->cap && grow(s)) return fail(s, "out of memory");
+        /* filled in place: a local copy stalled on store forwarding */
+        sl = &s->slots[s->nslots];
+        if (string(s, &sl->koff, &sl->klen, &sl->key_in_arena)) return -1;
         ws(s);
         if (s->p >= s->end || *s->p != ':') return fail(s, "expected ':'");
         s->p++;
         ws(s);
         vstart = s->p;
         if (s->p < s->end && *s->p == '"') {
-            sl.type = KN_CB_STRING;
-            if (string(s, &sl.toff, &sl.tlen, &sl.text_in_arena)) return -1;
+            sl->type = KN_CB_STRING;
+            if (string(s, &sl->toff, &sl->tlen, &sl->text_in_arena)) return -1;
         } else {
-            if (value(s, 1, &sl.type)) return -1;
-            sl.toff = (size_t)(vstart - body);
-            sl.tlen = (size_t)(s->p - vstart);
-            sl.text_in_arena = 0;
+            if (value(s, 1, &sl->type)) return -1;
+            sl->toff = (size_t)(vstart - body);
+            sl->tlen = (size_t)(s->p - vstart);
+            sl->text_in_arena = 0;
         }
-        if (s->nslots == s->cap) {
-            size_t cap = s->cap ? s->cap * 2 : 32;
-            slot *ns = realloc(s->slots, cap * sizeof *ns);
-            kn_cb_member *nm;
-            size_t *no;
-            if (!ns) return fail(s, "out of memory");
-            s->slots = ns;
-            nm = realloc(s->members, cap * sizeof *nm);
-            if (!nm) return fail(s, "out of memory");
-            s->members = nm;
-            no = realloc(s->order, cap * sizeof *no);
-            if (!no) return fail(s, "out of memory");
-            s->order = no;
-            s->cap = cap;
-        }
-        s->slots[s->nslots++] = sl;
+        s->nslots++;
     }
     ws(s);
     if (s->p != s->end) return fail(s, "trailing characters after the object");

@@ -68,11 +68,18 @@ static const char *escape(const char **pp, const char *end, kn_buf *b) {
     return kn_buf_addc(b, c) ? OOM : NULL;
 }
 
+/* bytes that end a run of plain string text: '"', '\\' and controls */
+static const unsigned char STOP[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['"'] = 1, ['\\'] = 1,
+};
+
 const char *kn_jl_string(const char **pp, const char *end, kn_buf *scratch, const char **s, size_t *n) {
     const char *p = *pp + 1, *run = p, *why;
     int escaped = 0;
     for (;;) {
         unsigned char c;
+        while (p < end && !STOP[(unsigned char)*p]) p++; /* the common case: one lookup a byte */
         if (p >= end) {
             *pp = p;
             return "unterminated string";
