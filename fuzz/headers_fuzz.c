@@ -14,8 +14,6 @@ static int check(void *ud, const char *name, size_t nlen, const char *value, siz
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    int st = kn_headers_status((const char *)data, size);
-    if (st != 0 && (st < 100 || st > 999)) abort();
     (void)kn_headers_parse((const char *)data, size, check, NULL);
     return 0;
 }

@@ -23,19 +23,6 @@ static size_t line_end(const char *raw, size_t len, size_t i, size_t *next) {
     }
 }
 
-int kn_headers_status(const char *raw, size_t len) {
-    size_t i = 0;
-    int code = 0, digits = 0;
-    if (len < 5 || memcmp(raw, "HTTP/", 5) != 0) return 0;
-    while (i < len && raw[i] != ' ' && raw[i] != '\n') i++;
-    while (i < len && raw[i] == ' ') i++;
-    while (i < len && raw[i] >= '0' && raw[i] <= '9' && digits < 3) {
-        code = code * 10 + (raw[i++] - '0');
-        digits++;
-    }
-    return digits == 3 && code >= 100 ? code : 0;
-}
-
 int kn_headers_parse(const char *raw, size_t len, kn_header_fn fn, void *ud) {
     size_t i = 0, next, e;
     kn_buf val;

@@ -13,7 +13,4 @@ typedef int (*kn_header_fn)(void *ud, const char *name, size_t nlen, const char 
  * callback's non-zero value, or -1 when memory ran out. */
 int kn_headers_parse(const char *raw, size_t len, kn_header_fn fn, void *ud);
 
-/* Status code from "HTTP/x[.y] NNN ..." or 0 */
-int kn_headers_status(const char *raw, size_t len);
-
 #endif

@@ -10,7 +10,6 @@ local Client = {}
 Client.__index = Client
 
 local DEFAULT_ENDPOINT = "http://device.api.parks8.com/open/lora/v1"
-local DEVICE = { lock = 18, sensor = 34 }
 
 local function check_opts(o)
   local fail = validate.fail
@@ -227,5 +226,4 @@ function Client:test_notification(sn, callback_type)
   return (doc.objects and doc.objects[1]) or {}
 end
 
-Client.DEVICE = DEVICE
 return Client

@@ -7,8 +7,6 @@ local M = {}
 
 local WINDOW_MS = 15 * 60 * 1000
 
-local function lower(s) return s:lower() end
-
 --- new(opts) -> gateway {app_key, signer, nonces, clock_offset_ms}
 function M.new(opts)
   return {
@@ -89,5 +87,4 @@ function M.check(gw, req)
   return true
 end
 
-M.lower = lower
 return M
