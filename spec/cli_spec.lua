@@ -209,10 +209,15 @@ describe("kinot sim in the foreground", function()
       local pid = tonumber(p:read("*l"))
       p:close()
       assert.is_true(launcher.wait_for_port(port))
-      local f = io.open(log)
-      local printed = f:read("*a")
-      f:close()
-      assert.matches("http://127.0.0.1:" .. port .. "/open/lora/v1", printed)
+      local function printed()
+        local lf = io.open(log)
+        local text = lf:read("*a")
+        lf:close()
+        return text
+      end
+      -- nginx accepts a moment before kinot prints its URL and starts waiting
+      assert.matches("http://127.0.0.1:" .. port .. "/open/lora/v1",
+        H.wait_for(function() local t = printed() return t:find("/open/lora/v1", 1, true) and t end, 5) or printed())
       os.execute("kill -" .. sig .. " " .. pid)
       local gone = H.wait_for(function()
         local c = socket.tcp()
@@ -226,11 +231,9 @@ describe("kinot sim in the foreground", function()
         local alive = os.execute("kill -0 " .. pid .. " 2>/dev/null")
         return alive ~= true and alive ~= 0 -- 5.4 says true, LuaJIT 0
       end, 3)
-      f = io.open(log)
-      printed = f:read("*a")
-      f:close()
+      local final = printed()
       os.remove(log)
-      assert.matches("simulator stopped %(SIG" .. sig .. "%)", printed)
+      assert.matches("simulator stopped %(SIG" .. sig .. "%)", final)
     end)
   end
 end)
