@@ -208,6 +208,8 @@ describe("kinot sim in the foreground", function()
         H.root, LUA, port, log))
       local pid = tonumber(p:read("*l"))
       p:close()
+      -- however this test ends, the simulator it started goes too
+      finally(function() os.execute("kill -TERM " .. pid .. " 2>/dev/null") end)
       assert.is_true(launcher.wait_for_port(port))
       local function printed()
         local lf = io.open(log)
