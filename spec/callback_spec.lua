@@ -4,7 +4,8 @@
 local callback = require "kinot.callback"
 local core = require "kinot.core"
 local json = require "kinot.json"
-local lru = require "kinot.callback.lru"
+local recent = require "kinot.callback.recent"
+local scanner = require "kinot.callback.scanner"
 local H = require "helpers"
 
 local cjson = require "cjson"
@@ -112,6 +113,65 @@ describe("callback.verify", function()
   end)
 end)
 
+-- On LuaJIT the scanner goes through the FFI; on Lua 5.4 through the C
+-- API.  Both must give exactly what the C API binding gives.
+describe("the callback scanner's two bindings", function()
+  local secret = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
+  local function signed(body)
+    return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, secret)) .. '"}'))
+  end
+  local many = {}
+  for i = 1, 600 do many[i] = '"k' .. i .. '":' .. i end -- more names than the 256 name slots
+  local bodies = {
+    signed('{"a":1e2,"b":-0.5,"c":12345678901234567890,"d":"x\\u00e9\\"y","e\\"q":true,"f":false,"g":null,' ..
+      '"h":{"x":[1,2,]},"i":[],"j":' .. string.rep("9", 70) .. ',"k":3.6590,"l":-0,"m":""}'),
+    signed('{' .. table.concat(many, ",") .. '}'),
+    signed('{"a_member_name_well_over_thirty_two_bytes":1,"sn":2}'),
+    signed('{"sn":3,"voltage":3.659}'), -- names seen before, now from their slots
+    '{"sn":4,"sign":"00"}', '{"sn":5}', '[1]', '{"a":1,"a":2}', '{"a":1,,}', '{"sn":6,"sign":""}',
+  }
+  for _, v in ipairs(vectors) do bodies[#bodies + 1] = v.body end
+  local secrets = { "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", secret } -- over 8: the C API allocates
+
+  it("uses the FFI exactly where LuaJIT is", function()
+    assert.are.equal(rawget(_G, "jit") ~= nil, scanner.ffi)
+  end)
+
+  it("checks and decodes every body alike", function()
+    for round = 1, 2 do -- the second round takes every name from its slot
+      for _, body in ipairs(bodies) do
+        for _, keys in ipairs { secrets, { vectors[1].secret } } do
+          local a = { scanner.check(body, keys) }
+          local b = { core.callback_check(body, keys) }
+          assert.are.same(b, a, body:sub(1, 60))
+          if a[1] then
+            local da, na = scanner.data()
+            core.callback_check(body, keys)
+            local db, nb = core.callback_data()
+            assert.are.same(db, da, body:sub(1, 60))
+            assert.are.same(nb, na)
+            if round == 2 then assert.is_truthy(next(da) ~= nil) end
+          end
+        end
+      end
+    end
+  end)
+
+  it("gives member values by the reader's rules", function()
+    local body = bodies[1]
+    assert(scanner.check(body, { secret }))
+    local data, nested = scanner.data()
+    assert.are.same({ 100, -0.5, 12345678901234567890, 'x\u{e9}"y', true, false, json.null, 3.659, "" },
+      { data.a, data.b, data.c, data.d, data['e"q'], data.f, data.g, data.k, data.m })
+    assert.are.equal(tonumber(string.rep("9", 70)), data.j)
+    assert.are.same({ h = '{"x":[1,2,]}', i = "[]" }, nested)
+  end)
+
+  it("refuses a secret that is not a string", function()
+    assert.has_error(function() scanner.check(bodies[4], { secret, 7 }) end, "kinot: secret[2] must be a string")
+  end)
+end)
+
 describe("callback receiver outside nginx", function()
   it("answers OK, dispatches once, and acknowledges a duplicate without dispatching", function()
     local calls = 0
@@ -129,12 +189,17 @@ describe("callback receiver outside nginx", function()
     assert.are.equal(401, json.decode(b3).code)
   end)
 
-  it("keeps a bounded LRU", function()
-    local set = lru.new(3)
-    for i = 1, 5 do assert.is_true(set:add(i)) end
-    assert.is_false(set:add(5))
-    assert.is_true(set:add(1)) -- evicted long ago
+  it("remembers a bounded number of recent deliveries, each for its ttl", function()
+    local now = 100
+    local set = recent.new(3, 60, function() return now end)
+    for i = 1, 5 do assert.is_true(set:add("k" .. i)) end
+    assert.is_false(set:add("k5"))
+    assert.is_false(set:add("k3"))
+    assert.is_true(set:add("k1")) -- evicted: the ring holds the last three
     assert.are.equal(3, set.size)
+    now = 161
+    assert.is_true(set:add("k5")) -- expired: new again
+    assert.is_false(set:add("k5"))
   end)
 end)
 
@@ -214,6 +279,97 @@ describe("callback.handler in real nginx", function()
     assert.are.equal(200, post('{"sn":10,"locked":0,"sign":"' .. other .. '"}').status)
     assert.is_true(core.monotonic() - t0 < 1)
     assert.are.equal("3 1 4\n", H.wait_for(function() local s = seen() return s == "3 1 4\n" and s end, 4))
+  end)
+end)
+
+-- One worker, so every event goes through the same queue and runners
+describe("callback.handler's runners in one worker", function()
+  local ng
+  local secret = vectors[1].secret
+  local function signed(body)
+    return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, secret)) .. '"}'))
+  end
+  setup(function()
+    ng = H.nginx {
+      http = [[
+        lua_shared_dict seen 1m;
+        init_by_lua_block {
+          -- long enough that all four events are queued before a runner
+          -- starts: the slow one must not hold back those behind it
+          require("kinot.callback.handler").BATCH_DELAY = 0.2
+          receive = require("kinot.callback").handler {
+            secret = "]] .. secret .. [[",
+            on_status = function(ev)
+              if ev.data.slow then ngx.sleep(1.5) end
+              ngx.shared.seen:incr("done", 1, 0)
+              if ev.data.fail then error("this handler fails") end
+            end,
+          }
+        }
+      ]],
+      server = [[
+        location = /cb { content_by_lua_block { receive() } }
+        location = /done { content_by_lua_block { ngx.say(ngx.shared.seen:get("done") or 0) } }
+      ]],
+    }
+  end)
+  teardown(function() ng.stop() end)
+
+  local function post(body) return H.raw("POST", ng.url .. "/cb", body, { ["Content-Type"] = "application/json" }) end
+  local function done() return tonumber(H.raw("GET", ng.url .. "/done").body) end
+
+  it("runs the other events while one handler sleeps", function()
+    local t0 = core.monotonic()
+    assert.are.equal(200, post(signed('{"sn":1,"slow":true}')).status)
+    for i = 2, 4 do assert.are.equal(200, post(signed('{"sn":' .. i .. '}')).status) end
+    assert.are.equal(3, H.wait_for(function() return done() == 3 and 3 end, 1))
+    assert.is_true(core.monotonic() - t0 < 1.4, "the quick events waited for the slow one")
+    assert.are.equal(4, H.wait_for(function() return done() == 4 and 4 end, 3))
+  end)
+
+  it("hands every one of a burst of callbacks to the handler, even after one fails", function()
+    local before = done()
+    assert.are.equal(200, post(signed('{"sn":99,"fail":true}')).status)
+    for i = 1, 300 do assert.are.equal(200, post(signed('{"sn":' .. (1000 + i) .. ',"locked":1}')).status) end
+    assert.are.equal(before + 301, H.wait_for(function() local n = done() return n == before + 301 and n end, 5))
+  end)
+end)
+
+describe("callback.handler when nginx stops", function()
+  it("hands over the events still queued before the worker exits (a graceful stop or reload)", function()
+    local secret = vectors[1].secret
+    local out = os.tmpname()
+    local ng = H.nginx {
+      http = [[
+        init_by_lua_block {
+          -- events would wait 30 s for their timer: only the exit runs them
+          require("kinot.callback.handler").BATCH_DELAY = 30
+          receive = require("kinot.callback").handler {
+            secret = "]] .. secret .. [[",
+            on_status = function(ev)
+              local f = assert(io.open("]] .. out .. [[", "a"))
+              f:write(ev.sn, "\n")
+              f:close()
+            end,
+          }
+        }
+      ]],
+      server = "location = /cb { content_by_lua_block { receive() } }",
+    }
+    local ok, err = pcall(function()
+      for i = 1, 5 do
+        local body = '{"sn":' .. i .. '}'
+        body = body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, secret)) .. '"}')
+        assert.are.equal(200, H.raw("POST", ng.url .. "/cb", body).status)
+      end
+    end)
+    ng.stop(true)
+    local f = io.open(out)
+    local got = f and f:read("*a") or ""
+    if f then f:close() end
+    os.remove(out)
+    assert(ok, err)
+    assert.are.equal("1\n2\n3\n4\n5\n", got)
   end)
 end)
 

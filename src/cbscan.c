@@ -12,12 +12,18 @@
 
 #define MAX_DEPTH 64
 
+/* a failing step's verdict, passed up */
+#define TRY(step) do { int verdict_ = (step); if (verdict_) return verdict_; } while (0)
+#define NAME_SLOTS 256
+#define NAME_BYTES 32
+
 /* members keep offsets into the arena while scanning (it may move) */
 typedef struct slot {
     size_t koff, klen;
     size_t toff, tlen;
     int key_in_arena, text_in_arena; /* else an offset into the body */
     kn_cb_type type;
+    int is_integer;
 } slot;
 
 struct kn_cb_scanner {
@@ -31,6 +37,9 @@ struct kn_cb_scanner {
     kn_buf canon;
     char *why;
     size_t whylen;
+    int last_integer; /* what kn_jl_number said of the last number */
+    unsigned char name_len[NAME_SLOTS]; /* the names in kn_cb_convert's slots */
+    char names[NAME_SLOTS][NAME_BYTES];
 };
 
 kn_cb_scanner *kn_cb_scanner_new(void) {
@@ -54,13 +63,17 @@ void kn_cb_scanner_free(kn_cb_scanner *s) {
 }
 
 static int fail(kn_cb_scanner *s, const char *msg) {
+    if (strcmp(msg, "out of memory") == 0) {
+        if (s->why && s->whylen) snprintf(s->why, s->whylen, "out of memory");
+        return KN_CB_NOMEM;
+    }
     if (s->why && s->whylen) {
         if (s->p && s->p >= s->start && s->p <= s->end)
             snprintf(s->why, s->whylen, "body is not valid JSON: %s at byte %zu", msg, (size_t)(s->p - s->start) + 1);
         else
             snprintf(s->why, s->whylen, "body is not valid JSON: %s", msg);
     }
-    return -1;
+    return KN_CB_NOT_JSON;
 }
 
 static void ws(kn_cb_scanner *s) { s->p = kn_jl_ws(s->p, s->end); }
@@ -85,8 +98,7 @@ static int string(kn_cb_scanner *s, size_t *off, size_t *len, int *in_arena) {
 }
 
 static int number(kn_cb_scanner *s) {
-    int integer;
-    const char *why = kn_jl_number(&s->p, s->end, &integer);
+    const char *why = kn_jl_number(&s->p, s->end, &s->last_integer);
     return why ? fail(s, why) : 0;
 }
 
@@ -124,13 +136,13 @@ static int container(kn_cb_scanner *s, int depth, char close) {
         first = 0;
         if (close == '}') {
             if (s->p >= s->end || *s->p != '"') return fail(s, "expected a key");
-            if (string(s, NULL, NULL, NULL)) return -1;
+            TRY(string(s, NULL, NULL, NULL));
             ws(s);
             if (s->p >= s->end || *s->p != ':') return fail(s, "expected ':'");
             s->p++;
             ws(s);
         }
-        if (value(s, depth + 1, &t)) return -1;
+        TRY(value(s, depth + 1, &t));
     }
 }
 
@@ -208,7 +220,7 @@ int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t w
     if (s->p >= s->end || *s->p != '{') {
         s->p = NULL;
         if (why && whylen) snprintf(why, whylen, "body is not a JSON object");
-        return -1;
+        return KN_CB_NOT_OBJECT;
     }
     s->p++;
     for (;;) {
@@ -232,7 +244,7 @@ int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t w
         if (s->nslots == s->cap && grow(s)) return fail(s, "out of memory");
         /* filled in place: a local copy stalled on store forwarding */
         sl = &s->slots[s->nslots];
-        if (string(s, &sl->koff, &sl->klen, &sl->key_in_arena)) return -1;
+        TRY(string(s, &sl->koff, &sl->klen, &sl->key_in_arena));
         ws(s);
         if (s->p >= s->end || *s->p != ':') return fail(s, "expected ':'");
         s->p++;
@@ -240,9 +252,11 @@ int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t w
         vstart = s->p;
         if (s->p < s->end && *s->p == '"') {
             sl->type = KN_CB_STRING;
-            if (string(s, &sl->toff, &sl->tlen, &sl->text_in_arena)) return -1;
+            sl->is_integer = 0;
+            TRY(string(s, &sl->toff, &sl->tlen, &sl->text_in_arena));
         } else {
-            if (value(s, 1, &sl->type)) return -1;
+            TRY(value(s, 1, &sl->type));
+            sl->is_integer = sl->type == KN_CB_NUMBER && s->last_integer;
             sl->toff = (size_t)(vstart - body);
             sl->tlen = (size_t)(s->p - vstart);
             sl->text_in_arena = 0;
@@ -256,16 +270,17 @@ int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t w
         s->members[i].key = key_of(s, i);
         s->members[i].text = (kn_str){(sl->text_in_arena ? s->arena.p : body) + sl->toff, sl->tlen};
         s->members[i].type = sl->type;
+        s->members[i].is_integer = sl->is_integer;
     }
     sort_order(s);
     for (i = 1; i < s->nslots; i++) {
         kn_str a = s->members[s->order[i - 1]].key, b = s->members[s->order[i]].key;
         if (keycmp(a, b) == 0) {
             if (why && whylen) snprintf(why, whylen, "duplicate key \"%.*s\"", (int)(a.n > 40 ? 40 : a.n), a.p);
-            return -1;
+            return KN_CB_DUPLICATE_KEY;
         }
     }
-    return 0;
+    return KN_CB_OK;
 }
 
 size_t kn_cb_count(const kn_cb_scanner *s) { return s->nslots; }
@@ -301,5 +316,74 @@ int kn_cb_digest(const char *canon, size_t cn, const char *secret, size_t sn, ch
     OPENSSL_cleanse(&c, sizeof c);
     if (!ok) return -1;
     kn_hex_upper(d, 16, hex);
+    return 0;
+}
+
+static int refuse(char *why, size_t whylen, int verdict, const char *msg) {
+    if (why && whylen) snprintf(why, whylen, "%s", msg);
+    return verdict;
+}
+
+int kn_cb_check(kn_cb_scanner *s, const char *body, size_t n, const kn_str *secrets, size_t nsecrets,
+                char hex[33], int *index, char *why, size_t whylen) {
+    char given_up[32], mine[33];
+    kn_str canon, given;
+    size_t i;
+    int verdict = kn_cb_scan(s, body, n, why, whylen);
+    *index = 0;
+    if (verdict) return verdict;
+    if (kn_cb_canonical(s, &canon, &given)) return refuse(why, whylen, KN_CB_NOMEM, "out of memory");
+    if (!given.p || given.n == 0) return refuse(why, whylen, KN_CB_NO_SIGN, "callback body has no sign member");
+    for (i = 0; i < 32; i++) { /* either hex case is accepted */
+        char c = i < given.n ? given.p[i] : 0;
+        given_up[i] = (char)((c >= 'a' && c <= 'f') ? c - 32 : c);
+    }
+    for (i = 0; i < nsecrets; i++) {
+        if (kn_cb_digest(canon.p, canon.n, secrets[i].p, secrets[i].n, mine))
+            return refuse(why, whylen, KN_CB_NOMEM, "MD5 failed");
+        if (kn_ct_equal(given_up, given.n == 32 ? 32 : 0, mine, 32) && !*index) {
+            *index = (int)i + 1;
+            memcpy(hex, mine, 33);
+        }
+    }
+    if (!*index)
+        return refuse(why, whylen, KN_CB_BAD_SIGN, "callback sign does not match (tampered body or wrong secret)");
+    return KN_CB_OK;
+}
+
+int kn_cb_convert(kn_cb_scanner *s, const kn_cb_member **members, size_t *count) {
+    size_t i, j;
+    /* numbers first: the one step that can fail, before any slot changes */
+    for (i = 0; i < s->nslots; i++) {
+        kn_cb_member *m = &s->members[i];
+        if (m->type != KN_CB_NUMBER) continue;
+        if (m->is_integer) {
+            m->integer = kn_jl_integer(m->text.p, m->text.n);
+            m->number = (double)m->integer;
+        } else if (kn_jl_double(m->text.p, m->text.n, &m->number)) {
+            return -1;
+        }
+    }
+    for (i = 0; i < s->nslots; i++) {
+        kn_cb_member *m = &s->members[i];
+        const char *k = m->key.p;
+        size_t kn = m->key.n;
+        unsigned h = 2166136261u; /* FNV-1a */
+        if (kn == 0 || kn >= NAME_BYTES) {
+            m->name_slot = 0;
+            continue;
+        }
+        for (j = 0; j < kn; j++) h = (h ^ (unsigned char)k[j]) * 16777619u;
+        h = (h ^ (h >> 15)) & (NAME_SLOTS - 1);
+        if (s->name_len[h] == kn && memcmp(s->names[h], k, kn) == 0) {
+            m->name_slot = (int)h + 1;
+        } else {
+            memcpy(s->names[h], k, kn);
+            s->name_len[h] = (unsigned char)kn;
+            m->name_slot = -((int)h + 1);
+        }
+    }
+    *members = s->members;
+    *count = s->nslots;
     return 0;
 }

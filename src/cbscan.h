@@ -12,10 +12,21 @@ typedef enum kn_cb_type {
     KN_CB_STRING, KN_CB_NUMBER, KN_CB_TRUE, KN_CB_FALSE, KN_CB_NULL, KN_CB_OBJECT, KN_CB_ARRAY
 } kn_cb_type;
 
+/* Why a body is refused (kn_cb_scan, kn_cb_check); 0 is success */
+typedef enum kn_cb_verdict {
+    KN_CB_OK, KN_CB_NOT_JSON, KN_CB_NOT_OBJECT, KN_CB_DUPLICATE_KEY, KN_CB_NO_SIGN, KN_CB_BAD_SIGN, KN_CB_NOMEM
+} kn_cb_verdict;
+
+/* Also declared, field for field, by lua/kinot/callback/scanner.lua (FFI) */
 typedef struct kn_cb_member {
     kn_str key;  /* decoded UTF-8 */
     kn_str text; /* strings: decoded UTF-8; everything else: raw text */
-    kn_cb_type type;
+    int type;    /* kn_cb_type */
+    int is_integer; /* a number without fraction or exponent, at most 18 digits */
+    /* filled by kn_cb_convert: */
+    double number;     /* a number's value, correctly rounded */
+    long long integer; /* an is_integer number's value, exactly */
+    int name_slot;     /* see kn_cb_convert */
 } kn_cb_member;
 
 typedef struct kn_cb_scanner kn_cb_scanner;
@@ -23,9 +34,10 @@ typedef struct kn_cb_scanner kn_cb_scanner;
 kn_cb_scanner *kn_cb_scanner_new(void);
 void kn_cb_scanner_free(kn_cb_scanner *s);
 
-/* Scans body. Returns 0, or -1 with a reason in why ("duplicate key
- * \"locked\"", "body is not a JSON object", ...). The members stay valid
- * until the next scan or the scanner is freed; they come in body order. */
+/* Scans body. Returns KN_CB_OK, or KN_CB_NOT_JSON / KN_CB_NOT_OBJECT /
+ * KN_CB_DUPLICATE_KEY / KN_CB_NOMEM with a reason in why ("duplicate key
+ * \"locked\"", ...). The members stay valid until the next scan or the
+ * scanner is freed; they come in body order. */
 int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen);
 size_t kn_cb_count(const kn_cb_scanner *s);
 const kn_cb_member *kn_cb_member_at(const kn_cb_scanner *s, size_t i);
@@ -37,5 +49,23 @@ int kn_cb_canonical(kn_cb_scanner *s, kn_str *canon, kn_str *given);
 
 /* upper-case hex MD5 of canon + "&key=" + secret into hex[33] */
 int kn_cb_digest(const char *canon, size_t cn, const char *secret, size_t sn, char hex[33]);
+
+/* The whole verification: scan, canonical string, the MD5 for every secret
+ * (all of them: the time tells nothing of which matched), constant-time
+ * comparison, either hex case.  KN_CB_OK with *index (1-based) and the
+ * matching sign in hex; else a verdict and its reason in why.  The members
+ * stay in the scanner, as after kn_cb_scan. */
+int kn_cb_check(kn_cb_scanner *s, const char *body, size_t n, const kn_str *secrets, size_t nsecrets,
+                char hex[33], int *index, char *why, size_t whylen);
+
+/* After a successful scan: each member's number/integer, and its
+ * name_slot, for a binding that keeps one string per member name (a
+ * callback repeats the same few dozen): > 0, the name is the one last seen
+ * in that slot; < 0, a new name now in slot -name_slot; 0, not kept (empty
+ * or 32 bytes and over).  Slots are 1..256.  A binding that failed half
+ * way may hold a wrong string for a slot: it should check a name it takes
+ * from a slot.  0 with the members (body order), or -1 when out of memory
+ * (a number lexeme over 63 bytes), before any slot changed. */
+int kn_cb_convert(kn_cb_scanner *s, const kn_cb_member **members, size_t *count);
 
 #endif

@@ -1,11 +1,9 @@
+#include <stdlib.h>
+#include <string.h>
 #include "jsonlex.h"
 
 static const char OOM[] = "out of memory";
 
-const char *kn_jl_ws(const char *p, const char *end) {
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
-    return p;
-}
 
 static int hex4(const char *p, unsigned *out) {
     unsigned v = 0;
@@ -152,4 +150,48 @@ const char *kn_jl_number(const char **pp, const char *end, int *is_integer) {
 bad:
     *pp = p;
     return "bad number";
+}
+
+long long kn_jl_integer(const char *p, size_t n) {
+    const char *end = p + n;
+    int neg = p < end && *p == '-';
+    unsigned long long v = 0;
+    for (p += neg; p < end; p++) v = v * 10 + (unsigned)(*p - '0'); /* at most 18 digits: no overflow */
+    return neg ? -(long long)v : (long long)v;
+}
+
+/* 10^0..10^22: every one exact in a double */
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                               1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+int kn_jl_double(const char *p, size_t n, double *out) {
+    const char *q = p, *end = p + n;
+    unsigned long long m = 0;
+    int neg = 0, digits = 0, exp10 = 0;
+    char tmp[64], *text = tmp;
+    if (q < end && *q == '-') neg = 1, q++;
+    for (; q < end && *q >= '0' && *q <= '9'; q++, digits++) m = m * 10 + (unsigned)(*q - '0');
+    if (q < end && *q == '.')
+        for (q++; q < end && *q >= '0' && *q <= '9'; q++, digits++, exp10--) m = m * 10 + (unsigned)(*q - '0');
+    if (q < end && (*q == 'e' || *q == 'E')) {
+        int eneg = 0, e = 0;
+        q++;
+        if (q < end && (*q == '+' || *q == '-')) eneg = *q++ == '-';
+        for (; q < end && *q >= '0' && *q <= '9'; q++) e = e < 10000 ? e * 10 + (*q - '0') : e;
+        exp10 += eneg ? -e : e;
+    }
+    /* 19 digits cannot overflow the mantissa; leading zeros count, which
+     * only sends a few more numbers to strtod */
+    if (q == end && digits <= 19 && m <= (1ULL << 53) && exp10 >= -22 && exp10 <= 22) {
+        double d = (double)m;
+        d = exp10 < 0 ? d / POW10[-exp10] : d * POW10[exp10];
+        *out = neg ? -d : d;
+        return 0;
+    }
+    if (n >= sizeof tmp && !(text = malloc(n + 1))) return -1;
+    memcpy(text, p, n);
+    text[n] = '\0';
+    *out = strtod(text, NULL);
+    if (text != tmp) free(text);
+    return 0;
 }

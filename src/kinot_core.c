@@ -17,6 +17,7 @@
 #include "sign.h"
 #include "http.h"
 #include "cbscan.h"
+#include "jsonlex.h"
 #include "headers.h"
 #include "json.h"
 
@@ -464,17 +465,13 @@ static int l_md5_hex(lua_State *L) {
 
 /* a JSON number lexeme: an integer where it is one (and Lua has them) */
 static void push_lexeme(lua_State *L, const char *p, size_t n, int is_integer) {
-    char tmp[64];
-    if (n >= sizeof tmp) {
-        lua_pushlstring(L, p, n);
-        lua_pushnumber(L, lua_tonumber(L, -1));
-        lua_remove(L, -2);
+    double d;
+    if (is_integer) {
+        lua_pushinteger(L, (lua_Integer)kn_jl_integer(p, n));
         return;
     }
-    memcpy(tmp, p, n);
-    tmp[n] = '\0';
-    if (is_integer) lua_pushinteger(L, (lua_Integer)strtoll(tmp, NULL, 10));
-    else lua_pushnumber(L, strtod(tmp, NULL));
+    if (kn_jl_double(p, n, &d)) luaL_error(L, "out of memory");
+    lua_pushnumber(L, d);
 }
 
 /* ------------------------------------------------------------- JSON decoding */
@@ -674,10 +671,6 @@ static int scanner_gc(lua_State *L) {
     return 0;
 }
 
-static int lexeme_is_integer(kn_str t) {
-    return t.n <= 18 && !memchr(t.p, '.', t.n) && !memchr(t.p, 'e', t.n) && !memchr(t.p, 'E', t.n);
-}
-
 /* scan(body) -> canonical, sign_or_nil | nil, reason
  * The members stay in the scanner for data() until the next scan. */
 static int l_callback_scan(lua_State *L) {
@@ -687,7 +680,9 @@ static int l_callback_scan(lua_State *L) {
     char why[200];
     kn_str canon, given;
     if (!sc) return luaL_error(L, "callback scanner is gone");
-    if (kn_cb_scan(sc, s, n, why, sizeof why)) {
+    int verdict = kn_cb_scan(sc, s, n, why, sizeof why);
+    if (verdict == KN_CB_NOMEM) return luaL_error(L, "out of memory");
+    if (verdict) {
         lua_pushnil(L);
         lua_pushstring(L, why);
         return 2;
@@ -703,21 +698,45 @@ static int l_callback_scan(lua_State *L) {
  * data maps each member to its Lua value (null -> lightuserdata NULL, as
  * cjson.null); objects and arrays are left to the caller as raw text in
  * nested, so they decode with the caller's JSON library. */
+/* A member name: a name seen before comes from the names table (upvalue
+ * 2) instead of being made again; checked, so a table left behind by an
+ * error half way through an earlier call cannot give a wrong name. */
+static void push_name(lua_State *L, const kn_cb_member *m) {
+    int slot = m->name_slot < 0 ? -m->name_slot : m->name_slot;
+    if (m->name_slot > 0) {
+        size_t n;
+        const char *have;
+        lua_rawgeti(L, lua_upvalueindex(2), slot);
+        have = lua_tolstring(L, -1, &n);
+        if (have && n == m->key.n && memcmp(have, m->key.p, n) == 0) return;
+        lua_pop(L, 1);
+    }
+    lua_pushlstring(L, m->key.p, m->key.n);
+    if (slot) {
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, lua_upvalueindex(2), slot);
+    }
+}
+
 static int l_callback_data(lua_State *L) {
     kn_cb_scanner *sc = *(kn_cb_scanner **)lua_touserdata(L, lua_upvalueindex(1));
+    const kn_cb_member *members;
     size_t i, count;
     int nested = 0;
     if (!sc) return luaL_error(L, "callback scanner is gone");
-    count = kn_cb_count(sc);
+    if (kn_cb_convert(sc, &members, &count)) return luaL_error(L, "out of memory");
     lua_settop(L, 0);
     lua_createtable(L, 0, (int)count); /* 1: data */
     lua_pushnil(L);                    /* 2: nested, made on demand */
     for (i = 0; i < count; i++) {
-        const kn_cb_member *m = kn_cb_member_at(sc, i);
-        lua_pushlstring(L, m->key.p, m->key.n);
+        const kn_cb_member *m = &members[i];
+        push_name(L, m);
         switch (m->type) {
         case KN_CB_STRING: lua_pushlstring(L, m->text.p, m->text.n); break;
-        case KN_CB_NUMBER: push_lexeme(L, m->text.p, m->text.n, lexeme_is_integer(m->text)); break;
+        case KN_CB_NUMBER:
+            if (m->is_integer) lua_pushinteger(L, (lua_Integer)m->integer);
+            else lua_pushnumber(L, m->number);
+            break;
         case KN_CB_TRUE: lua_pushboolean(L, 1); break;
         case KN_CB_FALSE: lua_pushboolean(L, 0); break;
         case KN_CB_NULL: lua_pushlightuserdata(L, NULL); break;
@@ -742,54 +761,38 @@ static int l_callback_data(lua_State *L) {
  * secret (all of them, so timing tells nothing), constant-time compare.
  * reason: "not_json", "duplicate_key", "not_object", "no_sign", "bad_sign". */
 static int l_callback_check(lua_State *L) {
+    static const char *const REASON[] = {"ok", "not_json", "not_object", "duplicate_key", "no_sign", "bad_sign"};
     kn_cb_scanner *sc = *(kn_cb_scanner **)lua_touserdata(L, lua_upvalueindex(1));
     size_t n, i, count;
     const char *s = luaL_checklstring(L, 1, &n);
-    char why[200], given_up[32], hex[33], match[33];
-    kn_str canon, given;
-    int index = 0;
+    char why[200], hex[33];
+    kn_str few[8], *secrets = few;
+    int index, verdict;
     luaL_checktype(L, 2, LUA_TTABLE);
     if (!sc) return luaL_error(L, "callback scanner is gone");
-    if (kn_cb_scan(sc, s, n, why, sizeof why)) {
+    count = kn_rawlen(L, 2);
+    for (i = 0; i < count; i++) { /* checked first: the error below must not leak a larger array */
+        lua_rawgeti(L, 2, (int)i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "kinot: secret[%d] must be a string", (int)i + 1);
+        lua_pop(L, 1);
+    }
+    if (count > sizeof few / sizeof few[0] && !(secrets = malloc(count * sizeof *secrets)))
+        return luaL_error(L, "out of memory");
+    for (i = 0; i < count; i++) { /* the strings stay referenced by the table */
+        lua_rawgeti(L, 2, (int)i + 1);
+        secrets[i].p = lua_tolstring(L, -1, &secrets[i].n);
+        lua_pop(L, 1);
+    }
+    verdict = kn_cb_check(sc, s, n, secrets, count, hex, &index, why, sizeof why);
+    if (secrets != few) free(secrets);
+    if (verdict == KN_CB_NOMEM) return luaL_error(L, "%s", why);
+    if (verdict) {
         lua_pushnil(L);
-        lua_pushstring(L, strstr(why, "duplicate key") ? "duplicate_key"
-                          : strstr(why, "not a JSON object") ? "not_object" : "not_json");
+        lua_pushstring(L, REASON[verdict]);
         lua_pushstring(L, why);
         return 3;
     }
-    if (kn_cb_canonical(sc, &canon, &given)) return luaL_error(L, "out of memory");
-    if (!given.p || given.n == 0) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "no_sign");
-        lua_pushliteral(L, "callback body has no sign member");
-        return 3;
-    }
-    /* either hex case is accepted */
-    for (i = 0; i < 32; i++) {
-        char c = i < given.n ? given.p[i] : 0;
-        given_up[i] = (char)((c >= 'a' && c <= 'f') ? c - 32 : c);
-    }
-    count = kn_rawlen(L, 2);
-    for (i = 1; i <= count; i++) {
-        size_t kl;
-        const char *key;
-        lua_rawgeti(L, 2, (int)i);
-        key = lua_tolstring(L, -1, &kl);
-        if (!key) return luaL_error(L, "kinot: secret[%d] must be a string", (int)i);
-        if (kn_cb_digest(canon.p, canon.n, key, kl, hex)) return luaL_error(L, "MD5 failed");
-        lua_pop(L, 1);
-        if (kn_ct_equal(given_up, given.n == 32 ? 32 : 0, hex, 32) && !index) {
-            index = (int)i;
-            memcpy(match, hex, 33);
-        }
-    }
-    if (!index) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "bad_sign");
-        lua_pushliteral(L, "callback sign does not match (tampered body or wrong secret)");
-        return 3;
-    }
-    lua_pushlstring(L, match, 32);
+    lua_pushlstring(L, hex, 32);
     lua_pushinteger(L, index);
     return 2;
 }
@@ -865,7 +868,8 @@ int luaopen_kinot_core(lua_State *L) {
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, l_callback_check, 1);
         lua_setfield(L, -3, "callback_check");
-        lua_pushcclosure(L, l_callback_data, 1);
+        lua_createtable(L, 256, 0); /* member names by kn_cb_convert's name_slot */
+        lua_pushcclosure(L, l_callback_data, 2);
         lua_setfield(L, -2, "callback_data");
     }
     lua_pushliteral(L, "0.1.0");

@@ -8,36 +8,8 @@ local core = require "kinot.core"
 
 local M = {}
 
-local ok_ffi, ffi = pcall(require, "ffi")
-local lib
-if ok_ffi and rawget(_G, "jit") then
-  local path = package.searchpath and package.searchpath("kinot.core", package.cpath)
-  if path then
-    -- must match src/sign.h
-    pcall(ffi.cdef, [[
-      typedef struct kn_str { const char *p; size_t n; } kn_str;
-      typedef struct kn_kv { kn_str name, value; } kn_kv;
-      typedef struct kn_sign_req {
-        kn_str method, path;
-        const kn_kv *headers; size_t nheaders;
-        const kn_str *sign_headers; size_t nsign;
-        const kn_kv *query; size_t nquery;
-        const kn_kv *form; size_t nform;
-      } kn_sign_req;
-      typedef struct kn_signer kn_signer;
-      kn_signer *kn_signer_new(const void *secret, size_t n);
-      void kn_signer_free(kn_signer *s);
-      int kn_sign(kn_signer *s, const kn_sign_req *req, int alg);
-      const char *kn_signer_string(const kn_signer *s, size_t *len);
-      const char *kn_signer_signature(const kn_signer *s, size_t *len);
-      const size_t *kn_signer_signed(const kn_signer *s, size_t *count);
-      const char *kn_signer_error(const kn_signer *s);
-    ]])
-    local ok, l = pcall(ffi.load, path)
-    if ok then lib = l end
-  end
-end
-M.ffi = lib ~= nil
+local lib = require "kinot.native"
+M.ffi = lib ~= false
 
 if not lib then
   --- new(secret) -> the C core's signer userdata
@@ -47,6 +19,7 @@ if not lib then
   return M
 end
 
+local ffi = require "ffi"
 local type, tostring, pairs, error, tonumber = type, tostring, pairs, error, tonumber
 local ffi_string, ffi_new, ffi_gc = ffi.string, ffi.new, ffi.gc
 

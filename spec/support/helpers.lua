@@ -97,7 +97,7 @@ function H.nginx(o)
   local scheme = o.ssl and "https" or "http"
   return {
     port = port, prefix = prefix, url = scheme .. "://127.0.0.1:" .. port,
-    stop = function() launcher.stop(prefix) end,
+    stop = function(graceful) launcher.stop(prefix, graceful) end,
     log = function()
       local lf = io.open(prefix .. "/error.log")
       local s = lf and lf:read("*a") or ""

@@ -3,13 +3,15 @@
 -- an event and says clearly why a body is refused.
 local core = require "kinot.core"
 local json = require "kinot.json"
+local scanner = require "kinot.callback.scanner"
 local errors = require "kinot.errors"
 
 local M = {}
 
 M.MAX_BODY = 64 * 1024
 
-local scan, check, data_of, digest_of = core.callback_scan, core.callback_check, core.callback_data, core.callback_digest
+local scan, digest_of = core.callback_scan, core.callback_digest
+local check, data_of = scanner.check, scanner.data
 local type, pairs = type, pairs
 
 local DEVICE_BY_TYPE = { [18] = "lock", [34] = "sensor" }

@@ -1,7 +1,7 @@
 -- Receiving one callback delivery, whatever the server: verify, answer,
 -- deduplicate, dispatch.  The OpenResty handler adapts it to nginx.
 local callback = require "kinot.callback"
-local lru = require "kinot.callback.lru"
+local recent = require "kinot.callback.recent"
 local json = require "kinot.json"
 
 local M = {}
@@ -26,7 +26,7 @@ function M.new(opts)
   if type(max_body) ~= "number" or max_body < 1 then error("kinot: max_body must be a positive number", 3) end
   return setmetatable({
     secrets = callback.secrets_of(opts.secret, 4), on_status = opts.on_status, on_command = opts.on_command,
-    max_body = max_body, seen = opts.seen or lru.new(opts.dedupe_capacity or 10000, opts.dedupe_ttl or 3600),
+    max_body = max_body, seen = opts.seen or recent.new(opts.dedupe_capacity or 10000, opts.dedupe_ttl or 3600, opts.clock),
   }, M)
 end
 

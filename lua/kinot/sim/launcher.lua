@@ -218,11 +218,12 @@ function M.start(opts)
   return sim
 end
 
---- stop(prefix): TERM to nginx's master, wait for it to go
-function M.stop(prefix)
+--- stop(prefix, graceful): TERM to nginx's master (QUIT when graceful:
+-- requests in flight finish and timers waiting run), wait for it to go
+function M.stop(prefix, graceful)
   local pid = tonumber(read(prefix .. "/nginx.pid") or "")
   if not pid then return false end
-  run("kill -TERM " .. pid .. " 2>/dev/null")
+  run("kill -" .. (graceful and "QUIT " or "TERM ") .. pid .. " 2>/dev/null")
   for _ = 1, 100 do
     if not run("kill -0 " .. pid .. " 2>/dev/null") then break end
     run("sleep 0.05")
