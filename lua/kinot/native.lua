@@ -10,7 +10,9 @@ local path = package.searchpath and package.searchpath("kinot.core", package.cpa
 if not path then return false end
 
 -- ffi.cdef is process-wide: a second copy of this module (another
--- package.loaded) must not fail on names already declared
+-- package.loaded) must not fail on names already declared.  Only kn_*
+-- names: a name some other library declares too (memcmp, say) would stop
+-- the declarations after it.
 pcall(ffi.cdef, [[
   typedef struct kn_str { const char *p; size_t n; } kn_str;
 
@@ -43,7 +45,6 @@ pcall(ffi.cdef, [[
   void kn_cb_scanner_free(kn_cb_scanner *s);
   int kn_cb_check(kn_cb_scanner *s, const char *body, size_t n, const kn_str *secrets, size_t nsecrets,
                   char hex[33], int *index, char *why, size_t whylen);
-  int memcmp(const void *a, const void *b, size_t n);
   int kn_cb_convert(kn_cb_scanner *s, const kn_cb_member **members, size_t *count);
 ]])
 

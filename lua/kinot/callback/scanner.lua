@@ -18,7 +18,6 @@ if not lib then
 end
 
 local ffi = require "ffi"
-local C = ffi.C
 local ok_new, new_tab = pcall(require, "table.new")
 if not ok_new then new_tab = function() return {} end end
 local ffi_string, ffi_new, type, error, tonumber = ffi.string, ffi.new, type, error, tonumber
@@ -70,26 +69,24 @@ function M.check(raw, secrets)
 end
 
 -- member names, by the scanner's name slots: a name seen before is not
--- made into a string again
-local names = {}
+-- made into a string again.  A call that failed half way (out of memory)
+-- may have left names behind the scanner's slots: the next call starts
+-- them afresh.
+local names, building = {}, false
 
 function M.data()
   if lib.kn_cb_convert(scanner, members, count) ~= 0 then error("kinot: out of memory") end
+  if building then names = {} end
+  building = true
   local m, n = members[0], tonumber(count[0])
   local data, nested = new_tab(0, n), nil
   for i = 0, n - 1 do
     local e = m[i]
     local slot, key = e.name_slot
-    -- checked, so that a call that failed half way cannot leave a wrong name
-    if slot > 0 then
-      key = names[slot]
-      if key == nil or #key ~= e.key.n or C.memcmp(key, e.key.p, e.key.n) ~= 0 then
-        key = ffi_string(e.key.p, e.key.n)
-        names[slot] = key
-      end
-    else
+    if slot > 0 then key = names[slot] end
+    if key == nil then
       key = ffi_string(e.key.p, e.key.n)
-      if slot < 0 then names[-slot] = key end
+      if slot ~= 0 then names[slot < 0 and -slot or slot] = key end
     end
     local t, v = e.type
     if t == STRING then v = ffi_string(e.text.p, e.text.n)
@@ -104,6 +101,7 @@ function M.data()
     end
     data[key] = v
   end
+  building = false
   return data, nested
 end
 
