@@ -62,6 +62,7 @@ local function dispatcher(rcv, max_runners)
       if first <= last and runners - blocked < 2 then start_runner() end -- a spare, should this one block
       dispatch(ev)
     end
+    first, last = 1, 0 -- empty: indices start over, the queue's table stays small
     runners = runners - 1
   end
 
