@@ -107,6 +107,34 @@ function H.nginx(o)
   }
 end
 
+--- proxy() -> a forward HTTP proxy (spec/support/proxy.lua, its own
+-- process) with url, lines() (what it was asked, a line a connection) and
+-- stop()
+function H.proxy()
+  local port = launcher.free_port()
+  local log = os.tmpname()
+  local p = io.popen("lua5.4 " .. H.root .. "/spec/support/proxy.lua " .. port .. " " .. log ..
+    " >/dev/null 2>&1 & echo $!")
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  launcher.wait_for_port(port)
+  return {
+    url = "http://127.0.0.1:" .. port, port = port,
+    lines = function()
+      local out, f = {}, io.open(log)
+      if f then
+        for l in f:lines() do out[#out + 1] = l end
+        f:close()
+      end
+      return out
+    end,
+    stop = function()
+      os.execute("kill " .. pid .. " 2>/dev/null")
+      os.remove(log)
+    end,
+  }
+end
+
 --- receiver(secret) -> nginx that records callbacks it gets at /cb and
 -- hands them back from /received (a JSON list of raw bodies)
 function H.receiver()

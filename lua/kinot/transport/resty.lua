@@ -1,7 +1,8 @@
 -- The "resty" transport: HTTP/1.1 over nginx cosockets (DESIGN §6), for use
 -- inside OpenResty where blocking libcurl would stall the whole worker.
 -- Keep-alive pool per host; TLS through sslhandshake with verification
--- against nginx's lua_ssl_trusted_certificate; chunked and length bodies.
+-- against nginx's lua_ssl_trusted_certificate; chunked and length bodies;
+-- an http:// proxy (absolute-form requests, CONNECT tunnels for https).
 local M = {}
 
 local ngx = ngx -- luacheck: ignore (only present inside nginx)
@@ -31,6 +32,29 @@ local function parse_url(url)
   port = tonumber(port) or (scheme == "https" and 443 or 80)
   if path == "" then path = "/" end
   return scheme, host, port, path, hostport
+end
+
+-- "http://[user:password@]host[:port]" or "host[:port]", as curl takes
+-- it (port 1080 by default) -> {host, port, hostport, auth}
+local function parse_proxy(url)
+  if type(url) ~= "string" then error("kinot: proxy must be a URL string", 4) end
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if scheme and lower(scheme) ~= "http" then
+    error("kinot: the resty transport speaks to http:// proxies only (got " .. scheme .. "://)", 4)
+  end
+  rest = (rest or url):match("^([^/?#]*)")
+  local userinfo, hostport = rest:match("^(.*)@(.*)$")
+  hostport = hostport or rest
+  local host, port = hostport:match("^%[(.+)%]:?(%d*)$")
+  if not host then host, port = hostport:match("^([^:]+):?(%d*)$") end
+  if not host then error("kinot: bad proxy URL (no host)", 4) end
+  port = tonumber(port) or 1080
+  local auth
+  if userinfo then
+    local user, password = userinfo:match("^([^:]*):?(.*)$")
+    auth = "Basic " .. ngx.encode_base64(ngx.unescape_uri(user) .. ":" .. ngx.unescape_uri(password))
+  end
+  return { host = host, port = port, hostport = host .. ":" .. port, auth = auth }
 end
 
 local function classify(err, phase_connect)
@@ -102,6 +126,26 @@ local function read_response(sock, max_body)
   return status, headers, body
 end
 
+-- CONNECT through the proxy to hostport; true | nil, kind, message
+local function tunnel(sock, proxy, hostport)
+  local head = "CONNECT " .. hostport .. " HTTP/1.1\r\nHost: " .. hostport .. "\r\n" ..
+    (proxy.auth and ("Proxy-Authorization: " .. proxy.auth .. "\r\n") or "") .. "\r\n"
+  local ok, err = sock:send(head)
+  if not ok then return nil, classify(err), "asking proxy " .. proxy.hostport .. " for a tunnel: " .. err end
+  local line
+  line, err = sock:receive("*l")
+  if not line then return nil, classify(err), "reading proxy " .. proxy.hostport .. "'s answer: " .. err end
+  local status = tonumber(line:match("^HTTP/%d[%.%d]* (%d%d%d)"))
+  repeat
+    local h = sock:receive("*l")
+  until not h or h == ""
+  if status ~= 200 then
+    return nil, "network", "proxy " .. proxy.hostport .. " refused the tunnel to " .. hostport .. ": " ..
+      (status and tostring(status) or "bad answer") .. (status == 407 and " (proxy credentials needed)" or "")
+  end
+  return true
+end
+
 --- new(opts) -> transport object with :send(request), :close()
 function M.new(opts)
   -- building a client in init_by_lua is fine (sending from there is not,
@@ -114,6 +158,11 @@ function M.new(opts)
     sleep = function(s) ngx.sleep(s) end,
     now = function() ngx.update_time(); return ngx.now() end,
   }
+  if opts.ca_file ~= nil then
+    error("kinot: the resty transport cannot take ca_file: nginx verifies TLS against " ..
+      "lua_ssl_trusted_certificate (set it in nginx.conf)", 3)
+  end
+  local proxy = opts.proxy and parse_proxy(opts.proxy)
   local verify = opts.verify_tls ~= false
   local pool_size = opts.pool_size or 32
   local idle = (opts.keepalive_timeout or 60) * 1000
@@ -126,12 +175,27 @@ function M.new(opts)
     local timeout_ms = math.floor((req.timeout or 10) * 1000)
     local sock = ngx.socket.tcp()
     sock:settimeouts(math.floor((req.connect_timeout or 3) * 1000), timeout_ms, timeout_ms)
-    local okc, err = sock:connect(host, port, { pool = scheme .. "://" .. hostport })
+    -- through a proxy, a pooled connection is one to the proxy for this
+    -- origin: already tunnelled (https) or taking absolute-form requests
+    local pool = scheme .. "://" .. hostport
+    local chost, cport, where = host, port, hostport
+    if proxy then
+      chost, cport, where = proxy.host, proxy.port, "proxy " .. proxy.hostport
+      pool = "proxy " .. proxy.hostport .. " " .. pool
+    end
+    local okc, err = sock:connect(chost, cport, { pool = pool })
     if not okc then
       local kind = classify(err, true)
-      return nil, kind, "connecting to " .. hostport .. ": " .. err, kind == "network" or err == "timeout"
+      return nil, kind, "connecting to " .. where .. ": " .. err, kind == "network" or err == "timeout"
     end
     if scheme == "https" and sock:getreusedtimes() == 0 then
+      if proxy then
+        local ok, kind, msg = tunnel(sock, proxy, hostport)
+        if not ok then
+          sock:close()
+          return nil, kind, msg, true -- nothing reached the platform
+        end
+      end
       local sess
       sess, err = sock:sslhandshake(nil, host, verify)
       if not sess then
@@ -140,7 +204,10 @@ function M.new(opts)
           (verify and " (the resty transport trusts nginx's lua_ssl_trusted_certificate)" or ""), true
       end
     end
-    local lines = { (req.method or "GET") .. " " .. target .. " HTTP/1.1", "Host: " .. hostport }
+    local plain_proxy = proxy and scheme == "http"
+    local lines = { (req.method or "GET") .. " " .. (plain_proxy and ("http://" .. hostport .. target) or target) ..
+      " HTTP/1.1", "Host: " .. hostport }
+    if plain_proxy and proxy.auth then lines[#lines + 1] = "Proxy-Authorization: " .. proxy.auth end
     local has_len = false
     for name, value in pairs(req.headers or {}) do
       value = tostring(value)
@@ -176,5 +243,6 @@ function M.new(opts)
 end
 
 M.parse_url = parse_url
+M.parse_proxy = parse_proxy
 
 return M

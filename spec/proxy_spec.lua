@@ -1,0 +1,141 @@
+-- Both transports through a forward HTTP proxy (the `proxy` option):
+-- absolute-form requests for http://, CONNECT tunnels for https://, and
+-- Proxy-Authorization from the proxy URL's credentials.  The proxy is
+-- spec/support/proxy.lua (a corporate proxy is out of reach here); the
+-- platform is the simulator, the TLS endpoint a real nginx.
+local core = require "kinot.core"
+local kinot = require "kinot"
+local H = require "helpers"
+
+local function has_line(lines, pattern)
+  for _, l in ipairs(lines) do
+    if l:find(pattern) then return true end
+  end
+  return false, table.concat(lines, "\n")
+end
+
+describe("transports through a proxy", function()
+  local sim, px, tls, ng, dir
+  setup(function()
+    px = H.proxy()
+    sim = H.sim { locks = 12 }
+    sim.port = tonumber(sim.endpoint:match(":(%d+)/"))
+    local p = io.popen("mktemp -d /tmp/kinot-tls.XXXXXX")
+    dir = p:read("*l")
+    p:close()
+    assert(os.execute("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost " ..
+      "-addext subjectAltName=DNS:localhost -keyout " .. dir .. "/key.pem -out " .. dir .. "/cert.pem >/dev/null 2>&1"))
+    tls = H.nginx {
+      ssl = true,
+      server = "ssl_certificate " .. dir .. "/cert.pem; ssl_certificate_key " .. dir .. "/key.pem;\n" ..
+               "location / { return 200 'secure'; }",
+    }
+    -- the proxy's credentials ride in its URL, percent-encoded as curl takes them
+    local proxy = "http://agent:p%40ss@127.0.0.1:" .. px.port
+    ng = H.nginx {
+      http = "lua_ssl_trusted_certificate " .. dir .. "/cert.pem;\n" ..
+             "init_by_lua_block { SIM = { key = '" .. sim.app_key .. "', secret = '" .. sim.app_secret ..
+             "', endpoint = '" .. sim.endpoint .. "' }; PROXY = '" .. proxy .. "'; TLS = 'https://localhost:" ..
+             tls.port .. "/' }",
+      server = [[
+        location = /api { content_by_lua_block {
+          local c = require("kinot").new { app_key = SIM.key, app_secret = SIM.secret, endpoint = SIM.endpoint,
+                                           proxy = PROXY }
+          local n = 0
+          for _ in c:each_locker { limit = 10 } do n = n + 1 end
+          ngx.say(c.transport.name, " ", n)
+        } }
+        location = /tls { content_by_lua_block {
+          local t = require("kinot.transport.resty").new { proxy = PROXY }
+          for _ = 1, 2 do -- the second over the pooled tunnel
+            local res, kind, msg = t.send { method = "GET", url = TLS }
+            ngx.say(res and res.body or (kind .. ": " .. msg))
+          end
+        } }
+        location = /refused { content_by_lua_block {
+          -- the proxy answers 502: nothing listens behind the tunnel it was asked for
+          local t = require("kinot.transport.resty").new { proxy = PROXY }
+          local res, kind, msg, not_sent = t.send { method = "GET", url = "https://localhost:" .. ngx.var.arg_port .. "/" }
+          ngx.say(tostring(res), " ", kind, " ", tostring(not_sent), " ", msg)
+        } }
+        location = /deadproxy { content_by_lua_block {
+          local c = require("kinot").new { app_key = SIM.key, app_secret = SIM.secret, endpoint = SIM.endpoint,
+                                           proxy = "http://agent:secretpw@127.0.0.1:" .. ngx.var.arg_port, retries = 0 }
+          local _, err = c:lockers {}
+          ngx.say(err.kind, " ", tostring(err.not_sent), " ", err.message)
+        } }
+        location = /misuse { content_by_lua_block {
+          local resty = require "kinot.transport.resty"
+          for _, o in ipairs { { ca_file = "/x.pem" }, { proxy = "socks5://127.0.0.1:1" } } do
+            local ok, err = pcall(resty.new, o)
+            ngx.say(ok and "accepted" or err)
+          end
+        } }
+      ]],
+    }
+  end)
+  teardown(function()
+    for _, s in ipairs { ng, tls, sim, px } do s.stop() end
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("curl: API calls go to the proxy as absolute-form requests", function()
+    local c = sim.client { proxy = px.url }
+    local page = assert(c:lockers { limit = 10 })
+    c:close()
+    assert.are.equal(12, page.count)
+    assert(has_line(px.lines(), "^GET http://127%.0%.0%.1:" .. sim.port .. "/open/lora/v1/lockers%?"))
+  end)
+
+  it("curl: https goes through a CONNECT tunnel, verified end to end", function()
+    local h = core.http()
+    local res = assert(h:request { url = "https://localhost:" .. tls.port .. "/", proxy = px.url,
+                                   ca_file = dir .. "/cert.pem" })
+    h:close()
+    assert.are.equal("secure", res.body)
+    assert(has_line(px.lines(), "^CONNECT localhost:" .. tls.port .. " "))
+  end)
+
+  it("resty: API calls from nginx go through the proxy, with its credentials", function()
+    assert.are.equal("resty 12\n", H.raw("GET", ng.url .. "/api").body)
+    -- "agent:p@ss", base64
+    assert(has_line(px.lines(), "^GET http://127%.0%.0%.1:" .. sim.port .. "/.* auth=Basic YWdlbnQ6cEBzcw==$"))
+  end)
+
+  it("resty: https goes through a CONNECT tunnel and keeps it for the next request", function()
+    local before = #px.lines()
+    assert.are.equal("secure\nsecure\n", H.raw("GET", ng.url .. "/tls").body)
+    local lines = px.lines()
+    assert.are.equal(before + 1, #lines, "one tunnel for both requests")
+    assert.matches("^CONNECT localhost:" .. tls.port .. " HTTP/1.1 auth=Basic ", lines[#lines])
+  end)
+
+  it("resty: says clearly what it cannot do", function()
+    local body = H.raw("GET", ng.url .. "/misuse").body
+    assert.matches("cannot take ca_file.*lua_ssl_trusted_certificate", body)
+    assert.matches("http:// proxies only", body)
+  end)
+
+  it("a proxy that is not there is a network error before anything was sent, naming no credentials", function()
+    local port = require("kinot.sim.launcher").free_port()
+    local c = sim.client { proxy = "http://agent:secretpw@127.0.0.1:" .. port, retries = 0 }
+    local _, err = c:lockers {}
+    c:close()
+    assert.are.same({ "network", true }, { err.kind, err.not_sent })
+    assert.is_nil(tostring(err):find("secretpw", 1, true))
+    local body = H.raw("GET", ng.url .. "/deadproxy?port=" .. port).body
+    assert.matches("^network true connecting to proxy 127%.0%.0%.1:" .. port, body)
+    assert.is_nil(body:find("secretpw", 1, true))
+  end)
+
+  it("a tunnel the proxy refuses is an error before anything was sent", function()
+    local port = require("kinot.sim.launcher").free_port()
+    local body = H.raw("GET", ng.url .. "/refused?port=" .. port).body
+    assert.matches("^nil network true proxy 127%.0%.0%.1:%d+ refused the tunnel to localhost:" .. port .. ": 502", body)
+    local h = core.http()
+    local res, kind = h:request { url = "https://localhost:" .. port .. "/", proxy = px.url }
+    h:close()
+    assert.is_nil(res)
+    assert.are.equal("network", kind)
+  end)
+end)
