@@ -4,7 +4,6 @@
 -- spec/support/proxy.lua (a corporate proxy is out of reach here); the
 -- platform is the simulator, the TLS endpoint a real nginx.
 local core = require "kinot.core"
-local kinot = require "kinot"
 local H = require "helpers"
 
 local function has_line(lines, pattern)
