@@ -157,23 +157,9 @@ describe("kinot.core http against real nginx", function()
 end)
 
 describe("kinot.core http over TLS", function()
-  local ng, dir
-  setup(function()
-    local p = io.popen("mktemp -d /tmp/kinot-tls.XXXXXX")
-    dir = p:read("*l")
-    p:close()
-    assert(os.execute("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 " ..
-      "-addext subjectAltName=IP:127.0.0.1 -keyout " .. dir .. "/key.pem -out " .. dir .. "/cert.pem >/dev/null 2>&1"))
-    ng = H.nginx {
-      ssl = true,
-      server = "ssl_certificate " .. dir .. "/cert.pem; ssl_certificate_key " .. dir .. "/key.pem;\n" ..
-               "location / { return 200 'secure'; }",
-    }
-  end)
-  teardown(function()
-    ng.stop()
-    os.execute("rm -rf " .. dir)
-  end)
+  local ng
+  setup(function() ng = H.tls_nginx("127.0.0.1") end)
+  teardown(function() ng.stop() end)
 
   it("refuses a self-signed certificate by default", function()
     local h = core.http()
@@ -186,7 +172,7 @@ describe("kinot.core http over TLS", function()
 
   it("trusts it when ca_file names it", function()
     local h = core.http()
-    local res = assert(h:request { url = ng.url .. "/", ca_file = dir .. "/cert.pem" })
+    local res = assert(h:request { url = ng.url .. "/", ca_file = ng.cert })
     h:close()
     assert.are.equal("secure", res.body)
   end)

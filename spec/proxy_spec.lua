@@ -14,25 +14,16 @@ local function has_line(lines, pattern)
 end
 
 describe("transports through a proxy", function()
-  local sim, px, tls, ng, dir
+  local sim, px, tls, ng
   setup(function()
     px = H.proxy()
     sim = H.sim { locks = 12 }
     sim.port = tonumber(sim.endpoint:match(":(%d+)/"))
-    local p = io.popen("mktemp -d /tmp/kinot-tls.XXXXXX")
-    dir = p:read("*l")
-    p:close()
-    assert(os.execute("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost " ..
-      "-addext subjectAltName=DNS:localhost -keyout " .. dir .. "/key.pem -out " .. dir .. "/cert.pem >/dev/null 2>&1"))
-    tls = H.nginx {
-      ssl = true,
-      server = "ssl_certificate " .. dir .. "/cert.pem; ssl_certificate_key " .. dir .. "/key.pem;\n" ..
-               "location / { return 200 'secure'; }",
-    }
+    tls = H.tls_nginx("localhost")
     -- the proxy's credentials ride in its URL, percent-encoded as curl takes them
     local proxy = "http://agent:p%40ss@127.0.0.1:" .. px.port
     ng = H.nginx {
-      http = "lua_ssl_trusted_certificate " .. dir .. "/cert.pem;\n" ..
+      http = "lua_ssl_trusted_certificate " .. tls.cert .. ";\n" ..
              "init_by_lua_block { SIM = { key = '" .. sim.app_key .. "', secret = '" .. sim.app_secret ..
              "', endpoint = '" .. sim.endpoint .. "' }; PROXY = '" .. proxy .. "'; TLS = 'https://localhost:" ..
              tls.port .. "/' }",
@@ -75,7 +66,6 @@ describe("transports through a proxy", function()
   end)
   teardown(function()
     for _, s in ipairs { ng, tls, sim, px } do s.stop() end
-    os.execute("rm -rf " .. dir)
   end)
 
   it("curl: API calls go to the proxy as absolute-form requests", function()
@@ -89,7 +79,7 @@ describe("transports through a proxy", function()
   it("curl: https goes through a CONNECT tunnel, verified end to end", function()
     local h = core.http()
     local res = assert(h:request { url = "https://localhost:" .. tls.port .. "/", proxy = px.url,
-                                   ca_file = dir .. "/cert.pem" })
+                                   ca_file = tls.cert })
     h:close()
     assert.are.equal("secure", res.body)
     assert(has_line(px.lines(), "^CONNECT localhost:" .. tls.port .. " "))

@@ -671,7 +671,19 @@ static int scanner_gc(lua_State *L) {
     return 0;
 }
 
-/* scan(body) -> canonical, sign_or_nil | nil, reason
+/* kn_cb_verdict by name, as scan() and check() report them */
+static const char *const VERDICT[] = {"ok", "not_json", "not_object", "duplicate_key", "no_sign", "bad_sign"};
+
+/* nil, reason, message for a refused body; out of memory raises */
+static int push_refusal(lua_State *L, int verdict, const char *why) {
+    if (verdict == KN_CB_NOMEM) return luaL_error(L, "%s", why);
+    lua_pushnil(L);
+    lua_pushstring(L, VERDICT[verdict]);
+    lua_pushstring(L, why);
+    return 3;
+}
+
+/* scan(body) -> canonical, sign_or_nil | nil, reason, message
  * The members stay in the scanner for data() until the next scan. */
 static int l_callback_scan(lua_State *L) {
     kn_cb_scanner *sc = *(kn_cb_scanner **)lua_touserdata(L, lua_upvalueindex(1));
@@ -679,14 +691,10 @@ static int l_callback_scan(lua_State *L) {
     const char *s = luaL_checklstring(L, 1, &n);
     char why[200];
     kn_str canon, given;
+    int verdict;
     if (!sc) return luaL_error(L, "callback scanner is gone");
-    int verdict = kn_cb_scan(sc, s, n, why, sizeof why);
-    if (verdict == KN_CB_NOMEM) return luaL_error(L, "out of memory");
-    if (verdict) {
-        lua_pushnil(L);
-        lua_pushstring(L, why);
-        return 2;
-    }
+    verdict = kn_cb_scan(sc, s, n, why, sizeof why);
+    if (verdict) return push_refusal(L, verdict, why);
     if (kn_cb_canonical(sc, &canon, &given)) return luaL_error(L, "out of memory");
     lua_pushlstring(L, canon.p, canon.n);
     if (given.p) lua_pushlstring(L, given.p, given.n);
@@ -761,7 +769,6 @@ static int l_callback_data(lua_State *L) {
  * secret (all of them, so timing tells nothing), constant-time compare.
  * reason: "not_json", "duplicate_key", "not_object", "no_sign", "bad_sign". */
 static int l_callback_check(lua_State *L) {
-    static const char *const REASON[] = {"ok", "not_json", "not_object", "duplicate_key", "no_sign", "bad_sign"};
     kn_cb_scanner *sc = *(kn_cb_scanner **)lua_touserdata(L, lua_upvalueindex(1));
     size_t n, i, count;
     const char *s = luaL_checklstring(L, 1, &n);
@@ -785,13 +792,7 @@ static int l_callback_check(lua_State *L) {
     }
     verdict = kn_cb_check(sc, s, n, secrets, count, hex, &index, why, sizeof why);
     if (secrets != few) free(secrets);
-    if (verdict == KN_CB_NOMEM) return luaL_error(L, "%s", why);
-    if (verdict) {
-        lua_pushnil(L);
-        lua_pushstring(L, REASON[verdict]);
-        lua_pushstring(L, why);
-        return 3;
-    }
+    if (verdict) return push_refusal(L, verdict, why);
     lua_pushlstring(L, hex, 32);
     lua_pushinteger(L, index);
     return 2;

@@ -107,6 +107,30 @@ function H.nginx(o)
   }
 end
 
+--- tls_nginx(name) -> an https nginx answering 'secure' everywhere, with a
+-- fresh self-signed certificate for name (an IP address or a DNS name):
+-- its path is .cert; stop() also removes it
+function H.tls_nginx(name)
+  local p = io.popen("mktemp -d /tmp/kinot-tls.XXXXXX")
+  local dir = p:read("*l")
+  p:close()
+  local san = (name:match("^[%d.]+$") and "IP:" or "DNS:") .. name
+  assert(os.execute("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=" .. name ..
+    " -addext subjectAltName=" .. san .. " -keyout " .. dir .. "/key.pem -out " .. dir .. "/cert.pem >/dev/null 2>&1"))
+  local ng = H.nginx {
+    ssl = true,
+    server = "ssl_certificate " .. dir .. "/cert.pem; ssl_certificate_key " .. dir .. "/key.pem;\n" ..
+             "location / { return 200 'secure'; }",
+  }
+  ng.cert = dir .. "/cert.pem"
+  local stop = ng.stop
+  ng.stop = function()
+    stop()
+    os.execute("rm -rf " .. dir)
+  end
+  return ng
+end
+
 --- proxy() -> a forward HTTP proxy (spec/support/proxy.lua, its own
 -- process) with url, lines() (what it was asked, a line a connection) and
 -- stop()

@@ -22,30 +22,23 @@ local function refuse(reason, message)
   return nil, errors.new("callback", message, { reason = reason })
 end
 
--- scan(raw, max_body) -> canonical, given sign | nil, err
-local function scan_body(raw, max_body)
+-- scan(raw) -> canonical, given sign | nil, err
+local function scan_body(raw)
   if type(raw) ~= "string" then error("kinot: callback body must be a string", 4) end
-  if #raw > max_body then
-    return refuse("too_large", "callback body is " .. #raw .. " bytes, over the " .. max_body .. "-byte cap")
-  end
-  local canonical, given = scan(raw)
-  if not canonical then
-    local reason = given:find("duplicate key", 1, true) and "duplicate_key"
-      or given:find("not a JSON object", 1, true) and "not_object" or "not_json"
-    return refuse(reason, "callback body refused: " .. given)
-  end
+  local canonical, given, message = scan(raw)
+  if not canonical then return refuse(given, "callback body refused: " .. message) end
   return canonical, given
 end
 
 --- canonical(raw) -> the string that is signed, without the key | nil, err
 function M.canonical(raw)
-  return scan_body(raw, math.huge)
+  return scan_body(raw)
 end
 
 --- sign(raw, secret) -> 32 upper-case hex chars (any sign member ignored) | nil, err
 function M.sign(raw, secret)
   if type(secret) ~= "string" then error("kinot: callback secret must be a string", 2) end
-  local canonical, err = scan_body(raw, math.huge)
+  local canonical, err = scan_body(raw)
   if not canonical then return nil, err end
   return digest_of(canonical, secret)
 end

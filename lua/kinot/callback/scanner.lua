@@ -35,11 +35,12 @@ local hex, index, why = ffi_new("char[33]"), ffi_new("int[1]"), ffi_new("char[20
 local members, count = ffi_new("const kn_cb_member *[1]"), ffi_new("size_t[1]")
 
 -- the secrets as kn_str, remade only when the list (or a member) changes;
--- `held` keeps the strings the array points into alive
-local held, held_n, held_arr = nil, 0, nil
+-- `held` (the list at [0], its strings at 1..n) keeps the strings the
+-- array points into alive
+local held, held_arr = nil, nil
 local function secret_array(secrets)
   local n = #secrets
-  if held and held_n == n and held[0] == secrets then
+  if held and #held == n and held[0] == secrets then
     local same = true
     for i = 1, n do
       if held[i] ~= secrets[i] then same = false break end
@@ -54,7 +55,7 @@ local function secret_array(secrets)
     arr[i - 1].p, arr[i - 1].n = s, #s
     keep[i] = s
   end
-  held, held_n, held_arr = keep, n, arr
+  held, held_arr = keep, arr
   return arr, n
 end
 

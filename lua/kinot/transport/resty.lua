@@ -24,12 +24,17 @@ function M.available()
   return true
 end
 
+-- "host", "host:port" or "[v6]:port" -> host, port (default_port when absent)
+local function split_hostport(hostport, default_port)
+  local host, port = hostport:match("^%[(.+)%]:?(%d*)$")
+  if not host then host, port = hostport:match("^([^:]+):?(%d*)$") end
+  return host, tonumber(port) or default_port
+end
+
 local function parse_url(url)
   local scheme, hostport, path = url:match("^(https?)://([^/?#]+)(.*)$")
   if not scheme then return nil end
-  local host, port = hostport:match("^%[(.+)%]:?(%d*)$")
-  if not host then host, port = hostport:match("^([^:]+):?(%d*)$") end
-  port = tonumber(port) or (scheme == "https" and 443 or 80)
+  local host, port = split_hostport(hostport, scheme == "https" and 443 or 80)
   if path == "" then path = "/" end
   return scheme, host, port, path, hostport
 end
@@ -45,10 +50,8 @@ local function parse_proxy(url)
   rest = (rest or url):match("^([^/?#]*)")
   local userinfo, hostport = rest:match("^(.*)@(.*)$")
   hostport = hostport or rest
-  local host, port = hostport:match("^%[(.+)%]:?(%d*)$")
-  if not host then host, port = hostport:match("^([^:]+):?(%d*)$") end
+  local host, port = split_hostport(hostport, 1080)
   if not host then error("kinot: bad proxy URL (no host)", 4) end
-  port = tonumber(port) or 1080
   local auth
   if userinfo then
     local user, password = userinfo:match("^([^:]*):?(.*)$")
@@ -66,8 +69,9 @@ local function classify(err, phase_connect)
   return "network", false
 end
 
--- reads one response; returns status, headers, body | nil, kind, message
-local function read_response(sock, max_body)
+-- reads a status line and the headers after it (names lower-cased);
+-- returns status, headers | nil, kind, message
+local function read_head(sock)
   local line, err = sock:receive("*l")
   if not line then return nil, classify(err), "reading the status line: " .. err end
   local status = tonumber(line:match("^HTTP/%d[%.%d]* (%d%d%d)"))
@@ -76,14 +80,20 @@ local function read_response(sock, max_body)
   while true do
     line, err = sock:receive("*l")
     if not line then return nil, classify(err), "reading headers: " .. err end
-    if line == "" then break end
+    if line == "" then return status, headers end
     local name, value = line:match("^([^:]+):%s*(.-)%s*$")
     if name then
       name = lower(name)
       headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
     end
   end
-  local body
+end
+
+-- reads one response; returns status, headers, body | nil, kind, message
+local function read_response(sock, max_body)
+  local status, headers, why = read_head(sock)
+  if not status then return nil, headers, why end
+  local line, err, body
   local te = headers["transfer-encoding"]
   if te and find(lower(te), "chunked", 1, true) then
     local parts, total = {}, 0
@@ -132,16 +142,11 @@ local function tunnel(sock, proxy, hostport)
     (proxy.auth and ("Proxy-Authorization: " .. proxy.auth .. "\r\n") or "") .. "\r\n"
   local ok, err = sock:send(head)
   if not ok then return nil, classify(err), "asking proxy " .. proxy.hostport .. " for a tunnel: " .. err end
-  local line
-  line, err = sock:receive("*l")
-  if not line then return nil, classify(err), "reading proxy " .. proxy.hostport .. "'s answer: " .. err end
-  local status = tonumber(line:match("^HTTP/%d[%.%d]* (%d%d%d)"))
-  repeat
-    local h = sock:receive("*l")
-  until not h or h == ""
+  local status, kind, why = read_head(sock) -- a CONNECT answer has no body
+  if not status then return nil, kind, "proxy " .. proxy.hostport .. ": " .. why end
   if status ~= 200 then
     return nil, "network", "proxy " .. proxy.hostport .. " refused the tunnel to " .. hostport .. ": " ..
-      (status and tostring(status) or "bad answer") .. (status == 407 and " (proxy credentials needed)" or "")
+      status .. (status == 407 and " (proxy credentials needed)" or "")
   end
   return true
 end
