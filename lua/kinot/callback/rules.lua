@@ -469,7 +469,8 @@ end
 -- Every rule this module knows under which the body verifies with one of
 -- the secrets (a string or a list).  report = {
 --   matches = { {name, rule, secret_index, undetermined = {part...}} ... },
---   tried = { names... }, sign_form = "32 hex characters, upper case",
+--   tried = { names... }, ruled_out = { the tried whose digest has another
+--   length than the sign }, sign_form = "32 hex characters, upper case",
 --   canonical = the default rule's canonical string,
 --   note = what the body cannot tell (parts it has no member for) }
 -- The sign and the secrets appear nowhere in the report.
@@ -493,7 +494,7 @@ function M.discover(raw, secrets)
     end
   end
   local form = form_of(given)
-  local report = { matches = {}, tried = {}, canonical = canonical, sign_form = form.text, secrets = #secrets }
+  local report = { matches = {}, tried = {}, ruled_out = {}, canonical = canonical, sign_form = form.text, secrets = #secrets }
   local undetermined = {}
   if not has_empty then undetermined[#undetermined + 1] = "empty" end
   if not has_null then undetermined[#undetermined + 1] = "null" end
@@ -514,7 +515,9 @@ function M.discover(raw, secrets)
         local b = M.rule(base, 2)
         local rule = M.rule({ digest = b.digest, suffix = b.suffix, empty = empty, null = null, encoding = encoding }, 2)
         report.tried[#report.tried + 1] = rule.name
-        if DIGEST_BYTES[rule.hash] == form.bytes then
+        if DIGEST_BYTES[rule.hash] ~= form.bytes then
+          report.ruled_out[#report.ruled_out + 1] = rule.name
+        else
           local text = M.canonical(members, rule)
           for i = 1, #secrets do
             if matches(rule, given, compute(rule, text, secrets[i])) then

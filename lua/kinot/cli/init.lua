@@ -106,6 +106,8 @@ local function build_parser()
   local verify = p:command("verify", "Check a callback body: canonical string and verdict")
   verify:argument("file", "File with the raw body, or - for stdin")
   verify:option("--secret", "Callback secret (default the AppSecret)"):count("*")
+  verify:option("--sign-rule", "Sign rule to verify with (default md5-key; see README, Callbacks)")
+  verify:flag("--discover", "Name every known sign rule under which the body verifies")
 
   local sim = p:command("sim", "Run the local platform simulator (nginx + Lua)")
   sim:command_target("sub")
@@ -318,8 +320,11 @@ run.verify = function(args, out)
   local body = read_all(args.file)
   local secrets = args.secret and #args.secret > 0 and args.secret or { args.app_secret or os.getenv("KINOT_APP_SECRET") }
   if not secrets[1] then error({ usage = "verify needs a secret: --secret, --app-secret or KINOT_APP_SECRET" }, 0) end
+  if args.discover then return M.discover(body, secrets, args, out) end
   local canonical, cerr = callback.canonical(body)
-  local ev, err = callback.verify(body, { secret = secrets, max_body = math.huge })
+  local ok_rule, rule_err = pcall(require("kinot.callback.rules").rule, args.sign_rule)
+  if not ok_rule then error({ usage = tostring(rule_err):gsub("^.-kinot: ", "") }, 0) end
+  local ev, err = callback.verify(body, { secret = secrets, max_body = math.huge, sign_rule = args.sign_rule })
   if args.json or args.jsonl then
     out:emit_json { valid = ev ~= nil, canonical = canonical or json.null, reason = err and err.reason or json.null,
                     message = err and err.message or json.null, kind = ev and ev.kind or json.null,
@@ -330,9 +335,55 @@ run.verify = function(args, out)
       out:kv { { "verdict", out:paint("green", "valid") }, { "event", ev.kind .. ", " .. ev.device .. " " .. tostring(ev.sn) } }
     else
       out:kv { { "verdict", out:paint("red", "refused: " .. err.message) } }
+      if err.reason == "bad_sign" then
+        out:kv { { "hint", "`kinot verify --discover` names the known sign rules it verifies under" } }
+      end
     end
   end
   return ev and EXIT.ok or EXIT.check
+end
+
+-- kinot verify --discover: every known rule the body verifies under, or
+-- none and what was tried; never the sign nor the secret
+function M.discover(body, secrets, args, out)
+  local callback = require "kinot.callback"
+  local report, err = callback.discover(body, secrets)
+  if not report then
+    if args.json or args.jsonl then
+      out:emit_json { valid = false, reason = err.reason, message = err.message, rules = {} }
+    else
+      out:kv { { "verdict", out:paint("red", "refused: " .. err.message) } }
+    end
+    return EXIT.check
+  end
+  local names = {}
+  for i, m in ipairs(report.matches) do names[i] = m.name end
+  if args.json or args.jsonl then
+    local matches = {}
+    for i, m in ipairs(report.matches) do
+      matches[i] = { name = m.name, secret_index = m.secret_index, undetermined = m.undetermined }
+    end
+    out:emit_json { valid = #names > 0, rules = names, matches = matches, tried = report.tried, ruled_out = report.ruled_out,
+                    sign_form = report.sign_form, canonical = report.canonical, note = report.note or json.null }
+  else
+    out:kv { { "canonical", report.canonical }, { "sign", report.sign_form } }
+    if #names > 0 then
+      for _, m in ipairs(report.matches) do
+        out:kv { { "verifies under", out:paint("green", m.name) ..
+          (#secrets > 1 and (" (secret " .. m.secret_index .. ")") or "") } }
+      end
+      out:kv { { "use", "sign_rule = \"" .. names[1] .. "\"" .. (#names > 1 and " (or another listed)" or "") } }
+    else
+      out:kv { { "verdict", out:paint("red", "no known rule verifies this body with the secret" ..
+        (#secrets > 1 and "s" or "") .. " given") },
+               { "tried", #report.tried .. " rules: " .. table.concat(report.tried, ", ") } }
+      if #report.ruled_out > 0 then
+        out:kv { { "ruled out", table.concat(report.ruled_out, ", ") .. " (a digest of another length than the sign)" } }
+      end
+    end
+    if report.note then out:kv { { "note", report.note } } end
+  end
+  return #names > 0 and EXIT.ok or EXIT.check
 end
 
 run.sim = function(args, out)
