@@ -42,6 +42,8 @@ local function build_parser()
   p:option("--app-secret", "AppSecret (default $KINOT_APP_SECRET)")
   p:option("--endpoint", "API base URL (default $KINOT_ENDPOINT or the platform's)")
   p:option("--timeout", "Total timeout per request, seconds"):convert(tonumber)
+  p:option("--stage", "API stage sent as X-Ca-Stage, e.g. TEST (default $KINOT_STAGE, else none: RELEASE); " ..
+    "with `sim`, the only stage the simulator serves")
   p:flag("--json", "One JSON document on stdout")
   p:flag("--jsonl", "One JSON object a line (fleet listings)")
   p:flag("--no-color", "No colour even on a terminal")
@@ -83,6 +85,8 @@ local function build_parser()
   set:option("--device-type", "18 / lock or 34 / sensor"):count(1)
   set:option("--status-url", "status_changed callback URL")
   set:option("--command-url", "command_resp callback URL")
+  set:flag("--clear-status-url", "Remove the status_changed callback URL")
+  set:flag("--clear-command-url", "Remove the command_resp callback URL")
   local test = n:command("test", "Ask the platform to send a test callback now")
   test:argument("sn", "Device SN")
   test:option("--type", "status_changed or command_resp", "status_changed")
@@ -135,7 +139,8 @@ local function client_of(args)
     error({ usage = "credentials missing: pass --app-key and --app-secret, or set KINOT_APP_KEY and KINOT_APP_SECRET" }, 0)
   end
   return kinot.new { app_key = key, app_secret = secret,
-                     endpoint = args.endpoint or os.getenv("KINOT_ENDPOINT"), timeout = args.timeout }
+                     endpoint = args.endpoint or os.getenv("KINOT_ENDPOINT"), timeout = args.timeout,
+                     stage = args.stage or os.getenv("KINOT_STAGE") }
 end
 
 local function check(v, err)
@@ -249,6 +254,12 @@ run.notifications = function(args, out)
   if args.get then
     r = check(c:notifications(dt))
   elseif args.set then
+    for _, w in ipairs { "status", "command" } do
+      if args["clear_" .. w .. "_url"] then
+        if args[w .. "_url"] then error({ usage = "--" .. w .. "-url and --clear-" .. w .. "-url contradict each other" }, 0) end
+        args[w .. "_url"] = ""
+      end
+    end
     r = check(c:set_notifications { device_type = dt, status_changed_callback_url = args.status_url,
                                     command_resp_callback_url = args.command_url })
   else
@@ -258,7 +269,11 @@ run.notifications = function(args, out)
   local kv = {}
   for _, k in ipairs { "device_type", "sn", "status_changed_callback_url", "command_resp_callback_url", "callback_url",
                        "error_detail", "update_at" } do
-    if r[k] ~= nil and r[k] ~= json.null then kv[#kv + 1] = { k, r[k] } end
+    local v = r[k]
+    if v == json.null or v == "" then v = nil end
+    -- both URLs always, a cleared one as such
+    if v == nil and not args.test and k:match("_callback_url$") then v = out:paint("dim", "(not set)") end
+    if v ~= nil then kv[#kv + 1] = { k, v } end
   end
   out:kv(kv)
   return EXIT.ok
@@ -403,7 +418,7 @@ run.sim = function(args, out)
   local opts = {
     port = args.port, app_key = args.app_key, app_secret = args.app_secret, locks = args.locks,
     sensors = args.sensors, dtus = args.dtus, seed = args.seed, command_pace = args.command_pace,
-    failure_rate = args.failure_rate,
+    failure_rate = args.failure_rate, stage = args.stage,
   }
   local core = require "kinot.core"
   -- held from before nginx starts: a signal in between must not be lost
@@ -414,13 +429,13 @@ run.sim = function(args, out)
     error(err, 0)
   end
   local info = { url = sim.url, endpoint = sim.endpoint, admin = sim.admin, app_key = sim.app_key,
-                 app_secret = sim.app_secret, prefix = sim.prefix }
+                 app_secret = sim.app_secret, prefix = sim.prefix, stage = args.stage }
   if args.json then out:emit_json(info) else
     out:print(sim.endpoint)
     out:print(out:paint("dim", string.format("  app key %s, app secret %s (test credentials), admin %s",
       sim.app_key, sim.app_secret, sim.admin)))
     out:print(out:paint("dim", string.format("  export KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s",
-      sim.endpoint, sim.app_key, sim.app_secret)))
+      sim.endpoint, sim.app_key, sim.app_secret) .. (args.stage and (" KINOT_STAGE=" .. args.stage) or "")))
   end
   out.out:flush()
   if args.daemon then
