@@ -96,6 +96,7 @@ end
 
 --- event_of(data, id, index) -> the event of a body's members (as Lua values)
 function M.event_of(data, digest, index)
+  data.sign = nil -- a signature goes into no event
   if data.command_status == nil and data.commnad_status ~= nil then data.command_status = data.commnad_status end
   return {
     kind = data.guid ~= nil and "command_resp" or "status_changed",

@@ -309,7 +309,7 @@ function M.members(raw)
   local p = ws(raw, 1)
   if byte(raw, p) ~= 123 then return refuse("not_object", "callback body refused: body is not a JSON object") end
   p = p + 1
-  local list, seen = {}, {}
+  local list, seen, dup = {}, {}, nil
   while true do
     p = ws(raw, p)
     local c = byte(raw, p)
@@ -327,7 +327,7 @@ function M.members(raw)
     p = ws(raw, p + 1)
     local kind, text, after = read_value(raw, p, 1)
     if not kind then return refuse("not_json", "callback body refused: body is not valid JSON: " .. text .. " at byte " .. after) end
-    if seen[key] then return refuse("duplicate_key", "callback body refused: duplicate key \"" .. sub(key, 1, 40) .. "\"") end
+    if seen[key] and not dup then dup = key end -- refused once the whole body has been read, as C does
     seen[key] = true
     list[#list + 1] = { key = key, kind = kind, text = text }
     p = after
@@ -335,6 +335,7 @@ function M.members(raw)
   if ws(raw, p) <= #raw then
     return refuse("not_json", "callback body refused: body is not valid JSON: trailing characters after the object at byte " .. p)
   end
+  if dup then return refuse("duplicate_key", "callback body refused: duplicate key \"" .. sub(dup, 1, 40) .. "\"") end
   return list
 end
 
