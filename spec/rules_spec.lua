@@ -544,6 +544,15 @@ describe('verify = "monitor"', function()
       assert.is_nil(log:find(SECRET, 1, true))
     end)
 
+    it("writes no line of the attacker's into the error log", function()
+      local body = '{"sn":"1\\n2026/01/01 00:00:00 [emerg] 1#1: forged line","updated_at":"x","sign":"00"}'
+      assert.are.equal(200, post("/monitor", body).status)
+      local log = H.wait_for(function() local l = ng.log() return l:find("[emerg] 1#1: forg", 1, true) and l end, 5)
+      assert.is_truthy(log)
+      assert.is_nil(log:find("\n2026/01/01 00:00:00 [emerg]", 1, true))
+      assert.matches("sn 1?2026", log, 1, true)
+    end)
+
     it("names, in the warning, the rule a real body verifies under; with that sign_rule it is verified", function()
       assert.are.equal(200, post("/monitor", real).status)
       local log = H.wait_for(function() local l = ng.log() return l:find("verifies under", 1, true) and l end, 5)
@@ -553,9 +562,9 @@ describe('verify = "monitor"', function()
       assert.are.equal(401, post("/rule", forged).status)
       local lines = H.wait_for(function()
         local s = seen()
-        return select(2, s:gsub("\n", "")) >= 2 and s
+        return s:find("true 419631107", 1, true) and s
       end, 5)
-      assert.matches("false 419631107 nil\nfalse 419631107 nil\ntrue 419631107 nil$", lines)
+      assert.matches("nil\nfalse 419631107 nil\ntrue 419631107 nil$", lines)
     end)
   end)
 end)

@@ -125,8 +125,8 @@ function M.new(opts)
       status, answer, ev, err = rcv:receive(body)
       -- verify = "monitor": say so for every body let through unverified
       if ev and ev.verified == false then
-        ngx.log(ngx.WARN, "kinot callback accepted UNVERIFIED (verify = \"monitor\"), sn ", tostring(ev.sn), ": ",
-          err and err.message or "sign not checked")
+        ngx.log(ngx.WARN, "kinot callback accepted UNVERIFIED (verify = \"monitor\"), sn ",
+          (tostring(ev.sn):sub(1, 40):gsub("%c", "?")), ": ", err and err.message or "sign not checked")
       end
     end
     ngx.status = status
