@@ -38,8 +38,6 @@ function M.new(opts)
   }, M)
 end
 
---- receive(raw) -> status, response body, event (nil if refused or a duplicate), err, duplicate
--- (under verify = "monitor" an unverified event comes with the err it failed with)
 -- verify = "monitor": a body whose sign fails is handed over all the same,
 -- as ev.verified = false; err says why, and under which known rule (if
 -- any) it verifies (err.rules).  Anyone can forge callbacks meanwhile.
@@ -59,6 +57,8 @@ function M:unverified(raw, err)
   return 200, OK_BODY, ev, err
 end
 
+--- receive(raw) -> status, response body, event (nil if refused or a duplicate), err, duplicate
+-- (under verify = "monitor" an unverified event comes with the err it failed with)
 function M:receive(raw)
   local digest, index, members
   if self.rule then -- a sign_rule but the default: kinot.callback.rules
