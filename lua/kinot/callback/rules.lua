@@ -71,6 +71,8 @@ local function name_of(r)
   return concat(out, "+")
 end
 
+local normalized = setmetatable({}, { __mode = "k" }) -- the rules made here
+
 -- parts -> normalized rule (checked); level for misuse
 local function from_parts(t, level)
   local r = {}
@@ -98,6 +100,7 @@ local function from_parts(t, level)
   end
   r.name = name_of(r)
   r.default = r.name == M.DEFAULT
+  normalized[r] = true
   return r
 end
 
@@ -148,7 +151,7 @@ function M.rule(spec, level)
     return r
   end
   if type(spec) == "table" then
-    if spec.hash and spec.name then return spec end -- normalized already
+    if normalized[spec] then return spec end
     return from_parts(spec, level)
   end
   misuse("must be a rule name or a table of parts (got " .. type(spec) .. ")", level - 1)

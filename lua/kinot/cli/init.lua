@@ -337,8 +337,12 @@ run.verify = function(args, out)
   if not secrets[1] then error({ usage = "verify needs a secret: --secret, --app-secret or KINOT_APP_SECRET" }, 0) end
   if args.discover then return M.discover(body, secrets, args, out) end
   local canonical, cerr = callback.canonical(body)
-  local ok_rule, rule_err = pcall(require("kinot.callback.rules").rule, args.sign_rule)
-  if not ok_rule then error({ usage = tostring(rule_err):gsub("^.-kinot: ", "") }, 0) end
+  local rules = require "kinot.callback.rules"
+  local ok_rule, rule = pcall(rules.rule, args.sign_rule)
+  if not ok_rule then error({ usage = tostring(rule):gsub("^.-kinot: ", "") }, 0) end
+  if canonical and not rules.is_default(rule) then -- the string signed under that rule
+    canonical = rules.canonical(assert(rules.members(body)), rule)
+  end
   local ev, err = callback.verify(body, { secret = secrets, max_body = math.huge, sign_rule = args.sign_rule })
   if args.json or args.jsonl then
     out:emit_json { valid = ev ~= nil, canonical = canonical or json.null, reason = err and err.reason or json.null,
