@@ -212,8 +212,11 @@ describe("callback.discover", function()
       local report = assert(callback.discover(body_with(expected(v)), { "not-this-one", SECRET }))
       local custom = type(v[1]) == "table" and v[1].suffix
       if custom then
-        -- a rule it does not know: none, and it says what it tried
+        -- a rule it does not know: none, and it says what it tried; given as a guess, found
         assert.are.same({}, report.matches)
+        local guessed = assert(callback.discover(body_with(expected(v)), SECRET, { { digest = "md5", suffix = "&token=" } }))
+        assert.are.same({ v[2] }, sorted_names(guessed))
+        assert.are.equal(v[2], guessed.tried[#guessed.tried])
       else
         assert.are.same({ v[2] }, sorted_names(report))
         assert.are.equal(2, report.matches[1].secret_index)
@@ -434,6 +437,13 @@ describe("kinot verify --discover", function()
     out, err, rc = kinot("--json verify --sign-rule md5-key+keep-empty --secret " .. SECRET .. " " .. keep)
     assert.are.equal(0, rc, err)
     assert.are.equal(CANON.keep_empty, json.decode(out).canonical)
+    -- with --discover, --sign-rule is one more guess
+    local custom = file(body_with(expected(VARIANTS[#VARIANTS])))
+    _, err, rc = kinot("verify --discover --secret " .. SECRET .. " " .. custom)
+    assert.are.equal(1, rc, err)
+    out, err, rc = kinot("verify --discover --sign-rule 'md5-suffix[&token=]' --secret " .. SECRET .. " " .. custom)
+    assert.are.equal(0, rc, err)
+    assert.matches("verifies under: md5-suffix[&token=]+lower", out, 1, true)
     _, err, rc = kinot("verify --sign-rule md5-wrong --secret " .. SECRET .. " " .. path)
     assert.are.equal(2, rc)
     assert.matches("unknown rule 'md5-wrong'", err, 1, true)
@@ -545,6 +555,7 @@ describe('verify = "monitor"', function()
       assert.are.equal("false 419631107 nil", H.wait_for(function() return seen() ~= "" and seen() end, 5))
       local log = H.wait_for(function() local l = ng.log() return l:find("UNVERIFIED", 1, true) and l end, 5)
       assert.matches('[warn]', log, 1, true)
+      assert.matches('kinot callback handler with verify = "monitor"', log, 1, true) -- said once, at start
       assert.matches('kinot callback accepted UNVERIFIED (verify = "monitor"), sn 419631107: callback sign does not match',
         log, 1, true)
       assert.is_nil(log:find(("0"):rep(32), 1, true))

@@ -106,6 +106,10 @@ function M.new(opts)
   -- nginx's cached clock: no system call, and the JIT compiles it
   if o.clock == nil and ngx and ngx.time then o.clock = ngx.time end
   local rcv = receiver.new(o)
+  if o.verify == "monitor" and ngx and ngx.log then
+    ngx.log(ngx.WARN, "kinot callback handler with verify = \"monitor\": callbacks that fail verification reach ",
+      "the handlers (ev.verified = false); anyone can forge them until it is turned off")
+  end
   local max_body = rcv.max_body
   local hand_over = dispatcher(rcv, M.MAX_RUNNERS)
 

@@ -128,10 +128,11 @@ function M.verify(raw, opts)
   return M.event(digest, index)
 end
 
---- discover(raw, secrets) -> report | nil, err: every sign rule under which
--- the body verifies with one of the secrets (kinot.callback.rules)
-function M.discover(raw, secrets)
-  return rules.discover(raw, secrets)
+--- discover(raw, secrets[, rules]) -> report | nil, err: every sign rule
+-- (the known ones, and any given) under which the body verifies with one of
+-- the secrets (kinot.callback.rules)
+function M.discover(raw, secrets, extra)
+  return rules.discover(raw, secrets, extra)
 end
 
 --- receiver(opts) -> object with :receive(raw) -> status, body, event|nil, err|nil

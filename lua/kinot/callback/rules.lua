@@ -469,16 +469,17 @@ local function form_of(given)
   return { text = #given .. " characters, neither hex nor base64 of a known digest" }
 end
 
---- discover(raw, secrets) -> report | nil, err
--- Every rule this module knows under which the body verifies with one of
--- the secrets (a string or a list).  report = {
+--- discover(raw, secrets[, extra]) -> report | nil, err
+-- Every rule this module knows (and every rule of the list extra: names or
+-- tables) under which the body verifies with one of the secrets (a string
+-- or a list).  report = {
 --   matches = { {name, rule, secret_index, undetermined = {part...}} ... },
 --   tried = { names... }, ruled_out = { the tried whose digest has another
 --   length than the sign }, sign_form = "32 hex characters, upper case",
 --   canonical = the default rule's canonical string,
 --   note = what the body cannot tell (parts it has no member for) }
 -- The sign and the secrets appear nowhere in the report.
-function M.discover(raw, secrets)
+function M.discover(raw, secrets, extra)
   if type(secrets) == "string" then secrets = { secrets } end
   if type(secrets) ~= "table" or #secrets == 0 then
     error("kinot: discover needs the secret (a string or a list of strings)", 2)
@@ -513,26 +514,39 @@ function M.discover(raw, secrets)
     return report
   end
   local encoding = form.base64 and "base64" or (form.case == "lower" and "lower" or "upper")
+  local done = {}
+  local function try(rule)
+    if done[rule.name] then return end
+    done[rule.name] = true
+    report.tried[#report.tried + 1] = rule.name
+    if DIGEST_BYTES[rule.hash] ~= form.bytes or (rule.encoding == "base64") ~= (encoding == "base64") then
+      report.ruled_out[#report.ruled_out + 1] = rule.name
+      return
+    end
+    local text = M.canonical(members, rule)
+    for i = 1, #secrets do
+      if matches(rule, given, compute(rule, text, secrets[i])) then
+        report.matches[#report.matches + 1] = { name = rule.name, rule = rule, secret_index = i,
+                                                undetermined = undetermined }
+        return
+      end
+    end
+  end
   for _, base in ipairs(M.BASES) do
     for _, empty in ipairs(has_empty and { "skip", "keep" } or { "skip" }) do
       for _, null in ipairs(has_null and { "skip", "empty", "text" } or { "skip" }) do
         local b = M.rule(base, 2)
-        local rule = M.rule({ digest = b.digest, suffix = b.suffix, empty = empty, null = null, encoding = encoding }, 2)
-        report.tried[#report.tried + 1] = rule.name
-        if DIGEST_BYTES[rule.hash] ~= form.bytes then
-          report.ruled_out[#report.ruled_out + 1] = rule.name
-        else
-          local text = M.canonical(members, rule)
-          for i = 1, #secrets do
-            if matches(rule, given, compute(rule, text, secrets[i])) then
-              report.matches[#report.matches + 1] = { name = rule.name, rule = rule, secret_index = i,
-                                                      undetermined = undetermined }
-              break
-            end
-          end
-        end
+        try(M.rule({ digest = b.digest, suffix = b.suffix, empty = empty, null = null, encoding = encoding }, 2))
       end
     end
+  end
+  -- the caller's own guesses, named in the body's hex case
+  for _, spec in ipairs(extra or {}) do
+    local r = M.rule(spec, 2)
+    if r.encoding ~= "base64" and encoding ~= "base64" then
+      r = M.rule({ digest = r.digest, suffix = r.suffix, empty = r.empty, null = r.null, encoding = encoding }, 2)
+    end
+    try(r)
   end
   return report
 end

@@ -110,7 +110,8 @@ local function build_parser()
   local verify = p:command("verify", "Check a callback body: canonical string and verdict")
   verify:argument("file", "File with the raw body, or - for stdin")
   verify:option("--secret", "Callback secret (default the AppSecret)"):count("*")
-  verify:option("--sign-rule", "Sign rule to verify with (default md5-key; see README, Callbacks)")
+  verify:option("--sign-rule", "Sign rule to verify with (default md5-key; see README, Callbacks); " ..
+    "with --discover, one more rule to try")
   verify:flag("--discover", "Name every known sign rule under which the body verifies")
 
   local sim = p:command("sim", "Run the local platform simulator (nginx + Lua)")
@@ -335,7 +336,11 @@ run.verify = function(args, out)
   local body = read_all(args.file)
   local secrets = args.secret and #args.secret > 0 and args.secret or { args.app_secret or os.getenv("KINOT_APP_SECRET") }
   if not secrets[1] then error({ usage = "verify needs a secret: --secret, --app-secret or KINOT_APP_SECRET" }, 0) end
-  if args.discover then return M.discover(body, secrets, args, out) end
+  if args.discover then -- --sign-rule adds a guess of the user's
+    local ok_rule, rule_err = pcall(require("kinot.callback.rules").rule, args.sign_rule)
+    if not ok_rule then error({ usage = tostring(rule_err):gsub("^.-kinot: ", "") }, 0) end
+    return M.discover(body, secrets, args, out)
+  end
   local canonical, cerr = callback.canonical(body)
   local rules = require "kinot.callback.rules"
   local ok_rule, rule = pcall(rules.rule, args.sign_rule)
@@ -366,7 +371,7 @@ end
 -- none and what was tried; never the sign nor the secret
 function M.discover(body, secrets, args, out)
   local callback = require "kinot.callback"
-  local report, err = callback.discover(body, secrets)
+  local report, err = callback.discover(body, secrets, args.sign_rule and { args.sign_rule } or nil)
   if not report then
     if args.json or args.jsonl then
       out:emit_json { valid = false, reason = err.reason, message = err.message, rules = {} }
