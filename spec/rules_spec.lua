@@ -366,6 +366,20 @@ describe("the Lua member reader and the C scanner", function()
     assert.are.equal(150 * #vectors, compared)
   end)
 
+  it("sorts keys byte-wise whatever the collation locale", function()
+    local body = '{"b":1,"B":2,"a":3,"\\u00e9":4,"_":5,"a_":6,"A":7,"sign":"x"}'
+    local want = "A=7&B=2&_=5&a=3&a_=6&b=1&\195\169=4"
+    assert.are.equal(want, (rules.canonical(assert(rules.members(body)), "md5-key")))
+    assert.are.equal(want, callback.canonical(body))
+    local was = os.setlocale(nil, "collate")
+    for _, loc in ipairs { "C.utf8", "C.UTF-8", "en_US.UTF-8", "de_DE.UTF-8" } do
+      if os.setlocale(loc, "collate") then
+        assert.are.equal(want, (rules.canonical(assert(rules.members(body)), "md5-key")), loc)
+      end
+    end
+    os.setlocale(was, "collate")
+  end)
+
   it("keeps the members intact under an eager collector", function()
     local body = body_with("x")
     collectgarbage("setpause", 0)

@@ -306,6 +306,7 @@ local function refuse(reason, message)
 end
 
 --- members(raw) -> list of {key, kind, text} in body order | nil, err
+-- (canonical() keeps the list in key order as the field `sorted`)
 -- kind: "string", "integer", "number", "true", "false", "null", "object", "array"
 function M.members(raw)
   if type(raw) ~= "string" then error("kinot: callback body must be a string", 2) end
@@ -344,8 +345,10 @@ end
 
 -- ------------------------------------------------------------ canonical strings
 
+local plain_order -- whether '<' on strings is byte order: the "C" collation
 local function bytewise(a, b) -- byte order whatever the locale (string '<' collates)
   local x, y = a.key, b.key
+  if plain_order then return x < y end
   local n = #x < #y and #x or #y
   for i = 1, n do
     local c, d = byte(x, i), byte(y, i)
@@ -357,9 +360,15 @@ end
 --- canonical(members, rule) -> the string that is signed, without the secret; given sign or nil
 function M.canonical(members, rule)
   rule = M.rule(rule, 2)
-  local sorted = {}
-  for i = 1, #members do sorted[i] = members[i] end
-  sort(sorted, bytewise)
+  local sorted = members.sorted -- sorted once per body, whatever the rules tried
+  if not sorted then
+    local collate = os.setlocale(nil, "collate")
+    plain_order = collate == "C" or collate == "POSIX"
+    sorted = {}
+    for i = 1, #members do sorted[i] = members[i] end
+    sort(sorted, bytewise)
+    members.sorted = sorted
+  end
   local out, given = {}, nil
   for _, m in ipairs(sorted) do
     if m.key == "sign" then
