@@ -37,6 +37,7 @@ build = {
     ["kinot.callback"] = "lua/kinot/callback/init.lua",
     ["kinot.callback.handler"] = "lua/kinot/callback/handler.lua",
     ["kinot.callback.recent"] = "lua/kinot/callback/recent.lua",
+    ["kinot.callback.rules"] = "lua/kinot/callback/rules.lua",
     ["kinot.callback.scanner"] = "lua/kinot/callback/scanner.lua",
     ["kinot.callback.receiver"] = "lua/kinot/callback/receiver.lua",
     ["kinot.cli"] = "lua/kinot/cli/init.lua",

@@ -4,7 +4,9 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <string.h>
 #include <openssl/md5.h>
+#include <limits.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/crypto.h>
 #include "digest.h"
@@ -45,6 +47,18 @@ void kn_hex_upper(const unsigned char *src, size_t n, char *out) {
         out[2 * i + 1] = hex[src[i] & 15];
     }
     out[2 * n] = '\0';
+}
+
+size_t kn_digest(const char *alg, const void *key, size_t keylen, const void *data, size_t n, unsigned char out[32]) {
+    const EVP_MD *md = strcmp(alg, "md5") == 0 ? EVP_md5()
+                     : strcmp(alg, "sha1") == 0 ? EVP_sha1()
+                     : strcmp(alg, "sha256") == 0 ? EVP_sha256() : NULL;
+    unsigned len = 0;
+    if (!md || EVP_MD_size(md) > 32) return 0;
+    if (!key) return EVP_Digest(data, n, out, &len, md, NULL) == 1 ? len : 0;
+    if (keylen > INT_MAX) return 0;
+    /* HMAC() takes a NULL key as "reuse the last one": an empty key is "" */
+    return HMAC(md, keylen ? key : "", (int)keylen, data, n, out, &len) ? len : 0;
 }
 
 int kn_uuid4(char out[37]) {

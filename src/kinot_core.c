@@ -462,6 +462,30 @@ static int l_md5_hex(lua_State *L) {
     return 1;
 }
 
+/* digest(alg, data[, key[, encoding]]) -> MD5 / SHA-1 / SHA-256 of data, or
+ * its HMAC under key; encoding "hex" (upper case, the default), "base64"
+ * or "raw".  For the callback sign rules (callback/rules.lua). */
+static int l_digest(lua_State *L) {
+    size_t n, kn = 0, len;
+    const char *alg = luaL_checkstring(L, 1), *data = luaL_checklstring(L, 2, &n);
+    const char *key = luaL_optlstring(L, 3, NULL, &kn), *enc = luaL_optstring(L, 4, "hex");
+    unsigned char d[32];
+    char out[65];
+    if (strcmp(enc, "hex") && strcmp(enc, "base64") && strcmp(enc, "raw"))
+        return luaL_error(L, "kinot: digest encoding must be hex, base64 or raw (got %s)", enc);
+    if (strcmp(alg, "md5") && strcmp(alg, "sha1") && strcmp(alg, "sha256"))
+        return luaL_error(L, "kinot: digest algorithm must be md5, sha1 or sha256 (got %s)", alg);
+    if (!(len = kn_digest(alg, key, kn, data, n, d))) return luaL_error(L, "kinot: %s digest failed", alg);
+    if (enc[0] == 'r') {
+        lua_pushlstring(L, (const char *)d, len);
+    } else if (enc[0] == 'h') {
+        kn_hex_upper(d, len, out);
+        lua_pushlstring(L, out, 2 * len);
+    } else {
+        lua_pushlstring(L, out, kn_base64(d, len, out));
+    }
+    return 1;
+}
 
 /* a JSON number lexeme: an integer where it is one (and Lua has them) */
 static void push_lexeme(lua_State *L, const char *p, size_t n, int is_integer) {
@@ -830,6 +854,7 @@ int luaopen_kinot_core(lua_State *L) {
                                      {"http", http_new},
                                      {"content_md5", l_content_md5},
                                      {"md5_hex", l_md5_hex},
+                                     {"digest", l_digest},
                                      {"uuid", l_uuid},
                                      {"ct_equal", l_ct_equal},
                                      {"now_ms", l_now_ms},

@@ -196,25 +196,43 @@ function Client:reset_bt_match_code(sn) return self:send_command(sn, { key = "ha
 function Client:activate_sensor(sn) return self:send_command(sn, { key = "handle", value = 1 }) end
 function Client:freeze_sensor(sn) return self:send_command(sn, { key = "handle", value = 2 }) end
 
+-- settings answered with the table's spelling read as the example's
+local function one_spelling(conf)
+  if type(conf) == "table" and conf.command_resp_callback_url == nil then
+    conf.command_resp_callback_url = conf.commandResp_callback_url
+  end
+  return conf
+end
+
 function Client:set_notifications(opts)
   if type(opts) ~= "table" then validate.fail("set_notifications expects a table", 2) end
   local dt = validate.device_type(opts.device_type, 2)
   local body = { device_type = dt }
   local any = false
+  -- the reference's table spells commandResp_callback_url, its example
+  -- command_resp_callback_url: either is taken, and both are sent
+  local alias = opts.commandResp_callback_url
+  if alias ~= nil and opts.command_resp_callback_url ~= nil and alias ~= opts.command_resp_callback_url then
+    validate.fail("command_resp_callback_url and commandResp_callback_url (one field, two spellings) differ", 2)
+  end
   for _, k in ipairs { "status_changed_callback_url", "command_resp_callback_url" } do
-    if opts[k] ~= nil then body[k] = validate.url(opts[k], k, 2); any = true end
+    local v = opts[k]
+    if v == nil and k == "command_resp_callback_url" then v = alias end
+    if v ~= nil then body[k] = v == "" and "" or validate.url(v, k, 2); any = true end -- "" clears it
   end
   if not any then validate.fail("give status_changed_callback_url and/or command_resp_callback_url", 2) end
+  body.commandResp_callback_url = body.command_resp_callback_url
   local doc, err = request.perform(self, { method = "POST", path = "/notifications", query = {}, body = body, idempotent = true })
   if not doc then return nil, err end
-  return (doc.objects and doc.objects[1]) or body
+  return one_spelling((doc.objects and doc.objects[1]) or body)
 end
 
 function Client:notifications(device_type)
   local dt = validate.device_type(device_type, 3)
   local doc, err = get(self, "/notifications", { { "device_type", tostring(dt) } })
   if not doc then return nil, err end
-  return first(doc, "notification settings for device type " .. dt)
+  local conf, ferr = first(doc, "notification settings for device type " .. dt)
+  return one_spelling(conf), ferr
 end
 
 function Client:test_notification(sn, callback_type)

@@ -130,7 +130,9 @@ local function decode(res, signed, call)
     fields.timestamp_error = TIMESTAMP_ERRORS[key] or nil
     -- a fresh nonce (every attempt has one) cures a nonce refusal
     fields.retryable = status >= 500 or RETRYABLE_GATEWAY[key] == true
-    return nil, errors.new("gateway", "the API gateway refused the request: " .. gw, fields)
+    local hint = key == "Invalid Url" and " (no API at this method and path in the stage asked: check the stage option, " ..
+      "X-Ca-Stage; none means RELEASE)" or ""
+    return nil, errors.new("gateway", "the API gateway refused the request: " .. gw .. hint, fields)
   end
   if status == 429 then
     fields.retryable, fields.retry_after = true, retry_after(res)

@@ -106,6 +106,10 @@ function M.new(opts)
   -- nginx's cached clock: no system call, and the JIT compiles it
   if o.clock == nil and ngx and ngx.time then o.clock = ngx.time end
   local rcv = receiver.new(o)
+  if o.verify == "monitor" and ngx and ngx.log then
+    ngx.log(ngx.WARN, "kinot callback handler with verify = \"monitor\": callbacks that fail verification reach ",
+      "the handlers (ev.verified = false); anyone can forge them until it is turned off")
+  end
   local max_body = rcv.max_body
   local hand_over = dispatcher(rcv, M.MAX_RUNNERS)
 
@@ -116,13 +120,18 @@ function M.new(opts)
       return ngx.print('{"code":405,"message":"callbacks are POSTed"}')
     end
     local body, why = read_body(max_body)
-    local status, answer, ev
+    local status, answer, ev, err
     if not body then
       status = why == "too_large" and 413 or 400
       answer = '{"code":' .. status .. ',"message":"callback body ' ..
         (why == "too_large" and ("over the " .. max_body .. "-byte cap") or "could not be read") .. '"}'
     else
-      status, answer, ev = rcv:receive(body)
+      status, answer, ev, err = rcv:receive(body)
+      -- verify = "monitor": say so for every body let through unverified
+      if ev and ev.verified == false then
+        ngx.log(ngx.WARN, "kinot callback accepted UNVERIFIED (verify = \"monitor\"), sn ",
+          (tostring(ev.sn):sub(1, 40):gsub("%c", "?")), ": ", err and err.message or "sign not checked")
+      end
     end
     ngx.status = status
     ngx.print(answer)

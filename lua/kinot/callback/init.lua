@@ -5,6 +5,7 @@ local core = require "kinot.core"
 local json = require "kinot.json"
 local scanner = require "kinot.callback.scanner"
 local errors = require "kinot.errors"
+local rules = require "kinot.callback.rules"
 
 local M = {}
 
@@ -90,6 +91,12 @@ function M.event(digest, index)
       if v ~= nil then data[k] = v end
     end
   end
+  return M.event_of(data, digest, index)
+end
+
+--- event_of(data, id, index) -> the event of a body's members (as Lua values)
+function M.event_of(data, digest, index)
+  data.sign = nil -- a signature goes into no event
   if data.command_status == nil and data.commnad_status ~= nil then data.command_status = data.commnad_status end
   return {
     kind = data.guid ~= nil and "command_resp" or "status_changed",
@@ -101,16 +108,31 @@ function M.event(digest, index)
     secret_index = index,
     -- the verified sign names the content: a redelivery carries the same
     id = digest,
+    verified = true, -- false only under verify = "monitor" (receiver.lua)
   }
 end
 
 --- verify(raw, opts) -> event | nil, err
--- opts.secret: string or list (rotation); opts.max_body (default 64 KiB)
+-- opts.secret: string or list (rotation); opts.max_body (default 64 KiB);
+-- opts.sign_rule: a rule name or table (kinot.callback.rules; default "md5-key")
 function M.verify(raw, opts)
   local secrets = secrets_of(opts and opts.secret, 3)
+  -- sign_rule hook (kinot.callback.rules): any rule but the default
+  if opts.sign_rule ~= nil and not rules.is_default(opts.sign_rule) then
+    local id, index, members = rules.check(raw, secrets, rules.rule(opts.sign_rule, 2), opts.max_body or M.MAX_BODY)
+    if not id then return nil, index end
+    return M.event_of(rules.data(members), id, index)
+  end
   local digest, index = M.check(raw, secrets, (opts and opts.max_body) or M.MAX_BODY)
   if not digest then return nil, index end
   return M.event(digest, index)
+end
+
+--- discover(raw, secrets[, rules]) -> report | nil, err: every sign rule
+-- (the known ones, and any given) under which the body verifies with one of
+-- the secrets (kinot.callback.rules)
+function M.discover(raw, secrets, extra)
+  return rules.discover(raw, secrets, extra)
 end
 
 --- receiver(opts) -> object with :receive(raw) -> status, body, event|nil, err|nil

@@ -3,6 +3,8 @@
 local callback = require "kinot.callback"
 local recent = require "kinot.callback.recent"
 local json = require "kinot.json"
+local rules = require "kinot.callback.rules"
+local core = require "kinot.core"
 
 local M = {}
 M.__index = M
@@ -24,21 +26,54 @@ function M.new(opts)
   end
   local max_body = opts.max_body or callback.MAX_BODY
   if type(max_body) ~= "number" or max_body < 1 then error("kinot: max_body must be a positive number", 3) end
+  -- sign_rule and verify = "monitor" (kinot.callback.rules)
+  local rule = opts.sign_rule ~= nil and not rules.is_default(opts.sign_rule) and rules.rule(opts.sign_rule, 3) or nil
+  if opts.verify ~= nil and opts.verify ~= "enforce" and opts.verify ~= "monitor" then
+    error("kinot: verify must be \"enforce\" (the default) or \"monitor\" (got " .. tostring(opts.verify) .. ")", 3)
+  end
   return setmetatable({
+    rule = rule, monitor = opts.verify == "monitor",
     secrets = callback.secrets_of(opts.secret, 4), on_status = opts.on_status, on_command = opts.on_command,
     max_body = max_body, seen = opts.seen or recent.new(opts.dedupe_capacity or 10000, opts.dedupe_ttl or 3600, opts.clock),
   }, M)
 end
 
+-- verify = "monitor": a body whose sign fails is handed over all the same,
+-- as ev.verified = false; err says why, and under which known rule (if
+-- any) it verifies (err.rules).  Anyone can forge callbacks meanwhile.
+function M:unverified(raw, err)
+  local members = rules.members(raw)
+  if not members then return 400, err_body(400, err), nil, err end
+  local report = rules.discover(raw, self.secrets)
+  if report and #report.matches > 0 then
+    err.rules = {}
+    for i, m in ipairs(report.matches) do err.rules[i] = m.name end
+    err.message = err.message .. "; it verifies under sign_rule " .. table.concat(err.rules, " or ")
+  end
+  local id = "unverified:" .. core.md5_hex(raw)
+  if not self.seen:add(id) then return 200, OK_BODY, nil, err, true end
+  local ev = callback.event_of(rules.data(members), id, nil)
+  ev.verified = false
+  return 200, OK_BODY, ev, err
+end
+
 --- receive(raw) -> status, response body, event (nil if refused or a duplicate), err, duplicate
+-- (under verify = "monitor" an unverified event comes with the err it failed with)
 function M:receive(raw)
-  local digest, index = callback.check(raw, self.secrets, self.max_body)
+  local digest, index, members
+  if self.rule then -- a sign_rule but the default: kinot.callback.rules
+    digest, index, members = rules.check(raw, self.secrets, self.rule, self.max_body)
+  else
+    digest, index = callback.check(raw, self.secrets, self.max_body)
+  end
   if not digest then
+    if self.monitor and (index.reason == "bad_sign" or index.reason == "no_sign") then return self:unverified(raw, index) end
     local status = STATUS[index.reason] or 400
     return status, err_body(status, index), nil, index
   end
   -- a redelivery is acknowledged before any event is built
   if not self.seen:add(digest) then return 200, OK_BODY, nil, nil, true end
+  if members then return 200, OK_BODY, callback.event_of(rules.data(members), digest, index) end
   return 200, OK_BODY, callback.event(digest, index)
 end
 

@@ -42,6 +42,8 @@ local function build_parser()
   p:option("--app-secret", "AppSecret (default $KINOT_APP_SECRET)")
   p:option("--endpoint", "API base URL (default $KINOT_ENDPOINT or the platform's)")
   p:option("--timeout", "Total timeout per request, seconds"):convert(tonumber)
+  p:option("--stage", "API stage sent as X-Ca-Stage, e.g. TEST (default $KINOT_STAGE, else none: RELEASE); " ..
+    "with `sim`, the only stage the simulator serves")
   p:flag("--json", "One JSON document on stdout")
   p:flag("--jsonl", "One JSON object a line (fleet listings)")
   p:flag("--no-color", "No colour even on a terminal")
@@ -83,6 +85,8 @@ local function build_parser()
   set:option("--device-type", "18 / lock or 34 / sensor"):count(1)
   set:option("--status-url", "status_changed callback URL")
   set:option("--command-url", "command_resp callback URL")
+  set:flag("--clear-status-url", "Remove the status_changed callback URL")
+  set:flag("--clear-command-url", "Remove the command_resp callback URL")
   local test = n:command("test", "Ask the platform to send a test callback now")
   test:argument("sn", "Device SN")
   test:option("--type", "status_changed or command_resp", "status_changed")
@@ -106,6 +110,9 @@ local function build_parser()
   local verify = p:command("verify", "Check a callback body: canonical string and verdict")
   verify:argument("file", "File with the raw body, or - for stdin")
   verify:option("--secret", "Callback secret (default the AppSecret)"):count("*")
+  verify:option("--sign-rule", "Sign rule to verify with (default md5-key; see README, Callbacks); " ..
+    "with --discover, one more rule to try")
+  verify:flag("--discover", "Name every known sign rule under which the body verifies")
 
   local sim = p:command("sim", "Run the local platform simulator (nginx + Lua)")
   sim:command_target("sub")
@@ -133,7 +140,8 @@ local function client_of(args)
     error({ usage = "credentials missing: pass --app-key and --app-secret, or set KINOT_APP_KEY and KINOT_APP_SECRET" }, 0)
   end
   return kinot.new { app_key = key, app_secret = secret,
-                     endpoint = args.endpoint or os.getenv("KINOT_ENDPOINT"), timeout = args.timeout }
+                     endpoint = args.endpoint or os.getenv("KINOT_ENDPOINT"), timeout = args.timeout,
+                     stage = args.stage or os.getenv("KINOT_STAGE") }
 end
 
 local function check(v, err)
@@ -247,6 +255,12 @@ run.notifications = function(args, out)
   if args.get then
     r = check(c:notifications(dt))
   elseif args.set then
+    for _, w in ipairs { "status", "command" } do
+      if args["clear_" .. w .. "_url"] then
+        if args[w .. "_url"] then error({ usage = "--" .. w .. "-url and --clear-" .. w .. "-url contradict each other" }, 0) end
+        args[w .. "_url"] = ""
+      end
+    end
     r = check(c:set_notifications { device_type = dt, status_changed_callback_url = args.status_url,
                                     command_resp_callback_url = args.command_url })
   else
@@ -256,7 +270,11 @@ run.notifications = function(args, out)
   local kv = {}
   for _, k in ipairs { "device_type", "sn", "status_changed_callback_url", "command_resp_callback_url", "callback_url",
                        "error_detail", "update_at" } do
-    if r[k] ~= nil and r[k] ~= json.null then kv[#kv + 1] = { k, r[k] } end
+    local v = r[k]
+    if v == json.null or v == "" then v = nil end
+    -- both URLs always, a cleared one as such
+    if v == nil and not args.test and k:match("_callback_url$") then v = out:paint("dim", "(not set)") end
+    if v ~= nil then kv[#kv + 1] = { k, v } end
   end
   out:kv(kv)
   return EXIT.ok
@@ -318,8 +336,19 @@ run.verify = function(args, out)
   local body = read_all(args.file)
   local secrets = args.secret and #args.secret > 0 and args.secret or { args.app_secret or os.getenv("KINOT_APP_SECRET") }
   if not secrets[1] then error({ usage = "verify needs a secret: --secret, --app-secret or KINOT_APP_SECRET" }, 0) end
+  if args.discover then -- --sign-rule adds a guess of the user's
+    local ok_rule, rule_err = pcall(require("kinot.callback.rules").rule, args.sign_rule)
+    if not ok_rule then error({ usage = tostring(rule_err):gsub("^.-kinot: ", "") }, 0) end
+    return M.discover(body, secrets, args, out)
+  end
   local canonical, cerr = callback.canonical(body)
-  local ev, err = callback.verify(body, { secret = secrets, max_body = math.huge })
+  local rules = require "kinot.callback.rules"
+  local ok_rule, rule = pcall(rules.rule, args.sign_rule)
+  if not ok_rule then error({ usage = tostring(rule):gsub("^.-kinot: ", "") }, 0) end
+  if canonical and not rules.is_default(rule) then -- the string signed under that rule
+    canonical = rules.canonical(assert(rules.members(body)), rule)
+  end
+  local ev, err = callback.verify(body, { secret = secrets, max_body = math.huge, sign_rule = args.sign_rule })
   if args.json or args.jsonl then
     out:emit_json { valid = ev ~= nil, canonical = canonical or json.null, reason = err and err.reason or json.null,
                     message = err and err.message or json.null, kind = ev and ev.kind or json.null,
@@ -330,9 +359,55 @@ run.verify = function(args, out)
       out:kv { { "verdict", out:paint("green", "valid") }, { "event", ev.kind .. ", " .. ev.device .. " " .. tostring(ev.sn) } }
     else
       out:kv { { "verdict", out:paint("red", "refused: " .. err.message) } }
+      if err.reason == "bad_sign" then
+        out:kv { { "hint", "`kinot verify --discover` names the known sign rules it verifies under" } }
+      end
     end
   end
   return ev and EXIT.ok or EXIT.check
+end
+
+-- kinot verify --discover: every known rule the body verifies under, or
+-- none and what was tried; never the sign nor the secret
+function M.discover(body, secrets, args, out)
+  local callback = require "kinot.callback"
+  local report, err = callback.discover(body, secrets, args.sign_rule and { args.sign_rule } or nil)
+  if not report then
+    if args.json or args.jsonl then
+      out:emit_json { valid = false, reason = err.reason, message = err.message, rules = {} }
+    else
+      out:kv { { "verdict", out:paint("red", "refused: " .. err.message) } }
+    end
+    return EXIT.check
+  end
+  local names = {}
+  for i, m in ipairs(report.matches) do names[i] = m.name end
+  if args.json or args.jsonl then
+    local matches = {}
+    for i, m in ipairs(report.matches) do
+      matches[i] = { name = m.name, secret_index = m.secret_index, undetermined = m.undetermined }
+    end
+    out:emit_json { valid = #names > 0, rules = names, matches = matches, tried = report.tried, ruled_out = report.ruled_out,
+                    sign_form = report.sign_form, canonical = report.canonical, note = report.note or json.null }
+  else
+    out:kv { { "canonical", report.canonical }, { "sign", report.sign_form } }
+    if #names > 0 then
+      for _, m in ipairs(report.matches) do
+        out:kv { { "verifies under", out:paint("green", m.name) ..
+          (#secrets > 1 and (" (secret " .. m.secret_index .. ")") or "") } }
+      end
+      out:kv { { "use", "sign_rule = \"" .. names[1] .. "\"" .. (#names > 1 and " (or another listed)" or "") } }
+    else
+      out:kv { { "verdict", out:paint("red", "no known rule verifies this body with the secret" ..
+        (#secrets > 1 and "s" or "") .. " given") },
+               { "tried", #report.tried .. " rules: " .. table.concat(report.tried, ", ") } }
+      if #report.ruled_out > 0 then
+        out:kv { { "ruled out", table.concat(report.ruled_out, ", ") .. " (a digest of another length than the sign)" } }
+      end
+    end
+    if report.note then out:kv { { "note", report.note } } end
+  end
+  return #names > 0 and EXIT.ok or EXIT.check
 end
 
 run.sim = function(args, out)
@@ -352,7 +427,7 @@ run.sim = function(args, out)
   local opts = {
     port = args.port, app_key = args.app_key, app_secret = args.app_secret, locks = args.locks,
     sensors = args.sensors, dtus = args.dtus, seed = args.seed, command_pace = args.command_pace,
-    failure_rate = args.failure_rate,
+    failure_rate = args.failure_rate, stage = args.stage,
   }
   local core = require "kinot.core"
   -- held from before nginx starts: a signal in between must not be lost
@@ -363,13 +438,13 @@ run.sim = function(args, out)
     error(err, 0)
   end
   local info = { url = sim.url, endpoint = sim.endpoint, admin = sim.admin, app_key = sim.app_key,
-                 app_secret = sim.app_secret, prefix = sim.prefix }
+                 app_secret = sim.app_secret, prefix = sim.prefix, stage = args.stage }
   if args.json then out:emit_json(info) else
     out:print(sim.endpoint)
     out:print(out:paint("dim", string.format("  app key %s, app secret %s (test credentials), admin %s",
       sim.app_key, sim.app_secret, sim.admin)))
     out:print(out:paint("dim", string.format("  export KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s",
-      sim.endpoint, sim.app_key, sim.app_secret)))
+      sim.endpoint, sim.app_key, sim.app_secret) .. (args.stage and (" KINOT_STAGE=" .. args.stage) or "")))
   end
   out.out:flush()
   if args.daemon then

@@ -10,7 +10,7 @@ local WINDOW_MS = 15 * 60 * 1000
 --- new(opts) -> gateway {app_key, signer, nonces, clock_offset_ms}
 function M.new(opts)
   return {
-    app_key = opts.app_key, signer = require("kinot.signer").new(opts.app_secret),
+    app_key = opts.app_key, signer = require("kinot.signer").new(opts.app_secret), stage = opts.stage,
     nonces = {}, nonce_count = 0, sweep_at = 20000, sweeps = 0, clock_offset_ms = opts.clock_offset_ms or 0,
   }
 end
@@ -61,6 +61,16 @@ end
 --- check(gw, req) -> true | nil, status, message
 function M.check(gw, req)
   local h = req.headers
+  -- started with a stage: the API is published to that stage only.  The
+  -- gateway takes a request without X-Ca-Stage for RELEASE, and answers a
+  -- stage the API is not published to as it answers an unknown path: 404,
+  -- "Invalid Url" (Alibaba's error table; our reading of it)
+  if gw.stage then
+    local stage = h["x-ca-stage"]
+    if type(stage) == "table" then stage = stage[1] end
+    if stage == nil or stage == "" then stage = "RELEASE" end
+    if stage ~= gw.stage then return nil, 404, "Invalid Url" end
+  end
   local key = h["x-ca-key"]
   if not key or key ~= gw.app_key then return nil, 400, "Invalid AppKey" end
   local ts = tonumber(h["x-ca-timestamp"])

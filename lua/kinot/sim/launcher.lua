@@ -165,7 +165,8 @@ end
 
 --- start(opts) -> sim {url, endpoint, admin, port, prefix, pid, stop()} | nil, err
 -- opts: port, app_key, app_secret, locks, sensors, dtus, seed, command_pace,
---       failure_rate, callback_secret
+--       failure_rate, callback_secret, stage (only requests for that
+--       X-Ca-Stage pass the gateway; none stands for RELEASE)
 function M.start(opts)
   opts = opts or {}
   local root = lua_root()
@@ -186,7 +187,7 @@ function M.start(opts)
     app_key = opts.app_key or "kinot-sim-key", app_secret = opts.app_secret or "kinot-sim-secret",
     locks = opts.locks or 50, sensors = opts.sensors or 50, dtus = opts.dtus or 5, seed = opts.seed or 1,
     command_pace = opts.command_pace, failure_rate = opts.failure_rate, callback_secret = opts.callback_secret,
-    callback_retries = opts.callback_retries,
+    callback_retries = opts.callback_retries, stage = opts.stage,
   }
   local f = assert(io.open(prefix .. "/sim_config.lua", "wb"))
   f:write("return ", serialize(cfg), "\n")

@@ -251,6 +251,8 @@ local function route(method, rel, args, body)
     local dt = tonumber(doc.device_type)
     if dt ~= 18 and dt ~= 34 then return platform_error(400, "device_type must be 18 or 34") end
     local conf = S.notifications[dt] or { device_type = dt }
+    -- the reference's table spells it commandResp_callback_url
+    if doc.command_resp_callback_url == nil then doc.command_resp_callback_url = doc.commandResp_callback_url end
     for _, k in ipairs { "status_changed_callback_url", "command_resp_callback_url" } do
       if doc[k] ~= nil then conf[k] = tostring(doc[k]) end
     end
