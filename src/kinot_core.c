@@ -2,9 +2,11 @@
  * headers; everything below it is plain C over libcurl and OpenSSL.
  *
  * Convention: misuse (wrong types) raises; runtime failures return
- * nil, kind, message[, extra]. */
+ * nil, kind, message[, extra].  Every raise goes through one funnel,
+ * kn_misuse or kn_fail (see "errors" below). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,11 +46,87 @@ static void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
 #define SIGNER_MT "kinot.core.signer"
 #define HTTP_MT "kinot.core.http"
 
+/* ------------------------------------------------------------- errors
+ * The funnel of every error the core raises, the two classes of
+ * lua/kinot/errors.lua (which completes these metatables):
+ *   kn_misuse(L, fmt, ...)  the caller's mistake: a kinot.Misuse object
+ *                           { kind = "misuse", message, where };
+ *   kn_fail(L, fmt, ...)    the machine failed (memory, OpenSSL, libcurl's
+ *                           setup): a kinot.Error of kind "internal".
+ * Messages carry no "kinot: " prefix: tostring adds it, once. */
+#define MISUSE_MT "kinot.Misuse"
+#define ERROR_MT "kinot.Error"
+
+/* the message is on top of the stack */
+static int kn_raise(lua_State *L, const char *mt, const char *kind) {
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "message");
+    if (strcmp(mt, MISUSE_MT) == 0) {
+        size_t n;
+        const char *w;
+        luaL_where(L, 1); /* "chunk:line: " of the Lua caller, or "" */
+        w = lua_tolstring(L, -1, &n);
+        if (n > 2) {
+            lua_pushlstring(L, w, n - 2);
+            lua_setfield(L, -3, "where");
+        }
+        lua_pop(L, 1);
+    } else {
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "retryable");
+        lua_pushinteger(L, 1);
+        lua_setfield(L, -2, "attempts");
+    }
+    luaL_getmetatable(L, mt);
+    lua_setmetatable(L, -2);
+    return lua_error(L); /* the funnel */
+}
+
+static int kn_misuse(lua_State *L, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return kn_raise(L, MISUSE_MT, "misuse");
+}
+
+static int kn_fail(lua_State *L, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return kn_raise(L, ERROR_MT, "internal");
+}
+
+/* until errors.lua replaces them: "kinot: message" / "kinot: kind: message" */
+static int misuse_tostring(lua_State *L) {
+    lua_getfield(L, 1, "message");
+    lua_pushfstring(L, "kinot: %s", lua_tostring(L, -1));
+    return 1;
+}
+
+static int error_tostring(lua_State *L) {
+    lua_getfield(L, 1, "kind");
+    lua_getfield(L, 1, "message");
+    lua_pushfstring(L, "kinot: %s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+    return 1;
+}
+
+/* error_metatables() -> the kinot.Error and kinot.Misuse metatables */
+static int l_error_metatables(lua_State *L) {
+    luaL_getmetatable(L, ERROR_MT);
+    luaL_getmetatable(L, MISUSE_MT);
+    return 2;
+}
+
 static kn_str str_at(lua_State *L, int idx, const char *what) {
     kn_str s;
     /* converts numbers in place: the slot stays on the stack */
     s.p = lua_tolstring(L, idx, &s.n);
-    if (!s.p) luaL_error(L, "kinot: %s must be a string (got %s)", what, luaL_typename(L, idx));
+    if (!s.p) kn_misuse(L, "%s must be a string (got %s)", what, luaL_typename(L, idx));
     return s;
 }
 
@@ -65,7 +143,7 @@ typedef struct signer_ud {
 
 static signer_ud *check_signer(lua_State *L) {
     signer_ud *u = luaL_checkudata(L, 1, SIGNER_MT);
-    if (!u->s) luaL_error(L, "signer is closed");
+    if (!u->s) kn_misuse(L, "signer is closed");
     return u;
 }
 
@@ -77,7 +155,7 @@ static int signer_new(lua_State *L) {
     luaL_getmetatable(L, SIGNER_MT);
     lua_setmetatable(L, -2);
     u->s = kn_signer_new(secret, n);
-    if (!u->s) return luaL_error(L, "out of memory creating a signer");
+    if (!u->s) return kn_fail(L, "out of memory creating a signer");
     return 1;
 }
 
@@ -96,10 +174,10 @@ static void grow_kv(lua_State *L, signer_ud *u, size_t need) {
     int *ni;
     if (need <= u->kvcap) return;
     nk = realloc(u->kv, need * 2 * sizeof *nk);
-    if (!nk) luaL_error(L, "out of memory while signing");
+    if (!nk) kn_fail(L, "out of memory while signing");
     u->kv = nk;
     ni = realloc(u->keyidx, need * 2 * sizeof *ni);
-    if (!ni) luaL_error(L, "out of memory while signing");
+    if (!ni) kn_fail(L, "out of memory while signing");
     u->keyidx = ni;
     u->kvcap = need * 2;
 }
@@ -113,14 +191,14 @@ static size_t read_pairs(lua_State *L, signer_ud *u, const char *field, size_t *
         lua_pop(L, 1);
         return 0;
     }
-    if (!lua_istable(L, -1)) luaL_error(L, "%s must be a list of {name, value} pairs", field);
+    if (!lua_istable(L, -1)) kn_misuse(L, "%s must be a list of {name, value} pairs", field);
     n = kn_rawlen(L, -1);
     luaL_checkstack(L, (int)(2 * n + 4), "too many parameters");
     grow_kv(L, u, start + n);
     for (i = 1; i <= n; i++) {
         int list = lua_gettop(L) - 2 * (int)(i - 1);
         lua_rawgeti(L, list, (int)i);
-        if (!lua_istable(L, -1)) luaL_error(L, "%s[%d] must be a {name, value} pair", field, (int)i);
+        if (!lua_istable(L, -1)) kn_misuse(L, "%s[%d] must be a {name, value} pair", field, (int)i);
         lua_rawgeti(L, -1, 1);
         lua_rawgeti(L, -2, 2);
         lua_remove(L, -3);
@@ -142,7 +220,7 @@ static int signer_sign(lua_State *L) {
     const size_t *idx;
     const char *p;
     enum kn_hmac alg = KN_HMAC_SHA256;
-    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_istable(L, 2)) return kn_misuse(L, "sign expects a table");
     lua_settop(L, 2);
     memset(&req, 0, sizeof req);
 
@@ -152,22 +230,22 @@ static int signer_sign(lua_State *L) {
     req.path = str_at(L, -1, "path");
     lua_getfield(L, 2, "signature_method");
     if (!lua_isnil(L, -1)) {
-        const char *m = luaL_checkstring(L, -1);
+        const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
         if (strcmp(m, "HmacSHA1") == 0) alg = KN_HMAC_SHA1;
         else if (strcmp(m, "HmacSHA256") != 0)
-            return luaL_error(L, "signature_method must be \"HmacSHA256\" or \"HmacSHA1\"");
+            return kn_misuse(L, "signature_method must be \"HmacSHA256\" or \"HmacSHA1\"");
     }
 
     /* headers: a map name -> value; key and value stay on the stack */
     lua_getfield(L, 2, "headers");
     if (!lua_isnil(L, -1)) {
         int t = lua_gettop(L);
-        luaL_checktype(L, t, LUA_TTABLE);
+        if (!lua_istable(L, t)) return kn_misuse(L, "headers must be a table of name = value");
         lua_pushnil(L);
         while (lua_next(L, t)) {
             luaL_checkstack(L, 4, "too many headers");
             grow_kv(L, u, nh + 1);
-            if (lua_type(L, -2) != LUA_TSTRING) return luaL_error(L, "header names must be strings");
+            if (lua_type(L, -2) != LUA_TSTRING) return kn_misuse(L, "header names must be strings");
             u->kv[nh].name.p = lua_tolstring(L, -2, &u->kv[nh].name.n);
             u->keyidx[nh] = lua_gettop(L) - 1;
             u->kv[nh].value = str_at(L, -1, "header value");
@@ -189,12 +267,12 @@ static int signer_sign(lua_State *L) {
     if (!lua_isnil(L, -1)) {
         int t = lua_gettop(L);
         size_t n;
-        luaL_checktype(L, t, LUA_TTABLE);
+        if (!lua_istable(L, t)) return kn_misuse(L, "sign_headers must be a list of header names");
         n = kn_rawlen(L, t);
         luaL_checkstack(L, (int)n + 2, "too many sign_headers");
         if (n > u->namecap) {
             kn_str *nn = realloc(u->names, n * sizeof *nn);
-            if (!nn) return luaL_error(L, "out of memory while signing");
+            if (!nn) return kn_fail(L, "out of memory while signing");
             u->names = nn;
             u->namecap = n;
         }
@@ -206,7 +284,11 @@ static int signer_sign(lua_State *L) {
         req.nsign = n;
     }
 
-    if (kn_sign(u->s, &req, alg)) return luaL_error(L, "kinot: %s", kn_signer_error(u->s));
+    {
+        int rc = kn_sign(u->s, &req, alg);
+        if (rc == KN_SIGN_NOMEM) return kn_fail(L, "%s", kn_signer_error(u->s));
+        if (rc) return kn_misuse(L, "%s", kn_signer_error(u->s));
+    }
 
     lua_createtable(L, 0, 3);
     p = kn_signer_string(u->s, &len);
@@ -239,7 +321,7 @@ typedef struct http_ud {
 
 static http_ud *check_http(lua_State *L) {
     http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
-    if (!u->h) luaL_error(L, "http handle is closed");
+    if (!u->h) kn_misuse(L, "http handle is closed");
     return u;
 }
 
@@ -250,7 +332,7 @@ static int http_new(lua_State *L) {
     luaL_getmetatable(L, HTTP_MT);
     lua_setmetatable(L, -2);
     u->h = kn_http_new();
-    if (!u->h) return luaL_error(L, "could not create a libcurl handle");
+    if (!u->h) return kn_fail(L, "could not create a libcurl handle");
     return 1;
 }
 
@@ -272,7 +354,7 @@ static long ms_field(lua_State *L, int t, const char *name, double dflt) {
     lua_getfield(L, t, name);
     v = lua_isnil(L, -1) ? dflt : luaL_checknumber(L, -1);
     lua_pop(L, 1);
-    if (v < 0) luaL_error(L, "%s must not be negative", name);
+    if (v < 0) kn_misuse(L, "%s must not be negative", name);
     return (long)(v * 1000.0 + 0.5);
 }
 
@@ -281,7 +363,7 @@ static const char *opt_string(lua_State *L, int t, const char *name) {
     lua_getfield(L, t, name); /* stays on the stack: the string must live */
     if (lua_isnil(L, -1)) return NULL;
     s = lua_tostring(L, -1);
-    if (!s) luaL_error(L, "%s must be a string", name);
+    if (!s) kn_misuse(L, "%s must be a string", name);
     return s;
 }
 
@@ -295,7 +377,7 @@ static void read_req(lua_State *L, http_ud *u, int t, kn_http_req *r, size_t *at
     r->method = opt_string(L, t, "method");
     if (!r->method) r->method = "GET";
     r->url = opt_string(L, t, "url");
-    if (!r->url) luaL_error(L, "request.url is required");
+    if (!r->url) kn_misuse(L, "request.url is required");
     lua_getfield(L, t, "body");
     if (!lua_isnil(L, -1)) r->body = luaL_checklstring(L, -1, &r->body_len);
     r->timeout_ms = ms_field(L, t, "timeout", 10);
@@ -317,11 +399,11 @@ static void read_req(lua_State *L, http_ud *u, int t, kn_http_req *r, size_t *at
             if (start + n + 1 > u->kvcap) {
                 size_t cap = (start + n + 1) * 2;
                 kn_kv *nk = realloc(u->kv, cap * sizeof *nk);
-                if (!nk) luaL_error(L, "out of memory building a request");
+                if (!nk) kn_fail(L, "out of memory building a request");
                 u->kv = nk;
                 u->kvcap = cap;
             }
-            if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "header names must be strings");
+            if (lua_type(L, -2) != LUA_TSTRING) kn_misuse(L, "header names must be strings");
             luaL_checkstack(L, 4, "too many headers");
             u->kv[start + n].name.p = lua_tolstring(L, -2, &u->kv[start + n].name.n);
             u->kv[start + n].value = str_at(L, -1, "header value");
@@ -361,7 +443,7 @@ static void push_response(lua_State *L, const kn_http_result *r) {
     lua_setfield(L, -2, "status");
     lua_newtable(L);
     if (kn_headers_parse(r->head.p ? r->head.p : "", r->head.len, add_header, L) < 0)
-        luaL_error(L, "out of memory reading response headers");
+        kn_fail(L, "out of memory reading response headers");
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.len);
     lua_setfield(L, -2, "body");
@@ -379,7 +461,7 @@ static int http_request(lua_State *L) {
     read_req(L, u, 2, &req, &at);
     req.headers = u->kv;
     kn_http_perform(u->h, &req, &u->one);
-    if (u->one.kind == KN_HTTP_INVALID) return luaL_error(L, "%s", u->one.msg);
+    if (u->one.kind == KN_HTTP_INVALID) return kn_misuse(L, "%s", u->one.msg);
     if (u->one.kind != KN_HTTP_OK) {
         lua_pushnil(L);
         lua_pushstring(L, kind_names[u->one.kind]);
@@ -401,13 +483,13 @@ static int http_request_many(lua_State *L) {
     n = kn_rawlen(L, 2);
     if (n > u->nmany) {
         kn_http_result *nm = realloc(u->many, n * sizeof *nm);
-        if (!nm) return luaL_error(L, "out of memory starting a batch");
+        if (!nm) return kn_fail(L, "out of memory starting a batch");
         u->many = nm;
         for (i = u->nmany; i < n; i++) kn_http_result_init(&u->many[i]);
         u->nmany = n;
         {
             kn_http_req *nr = realloc(u->reqs, n * sizeof *nr);
-            if (!nr) return luaL_error(L, "out of memory starting a batch");
+            if (!nr) return kn_fail(L, "out of memory starting a batch");
             u->reqs = nr;
         }
     }
@@ -446,7 +528,7 @@ static int l_content_md5(lua_State *L) {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     char out[25];
-    if (kn_content_md5(s, n, out)) return luaL_error(L, "MD5 failed");
+    if (kn_content_md5(s, n, out)) return kn_fail(L, "MD5 failed");
     lua_pushlstring(L, out, 24);
     return 1;
 }
@@ -456,7 +538,7 @@ static int l_md5_hex(lua_State *L) {
     const char *s = luaL_checklstring(L, 1, &n);
     unsigned char d[16];
     char hex[33];
-    if (kn_md5(s, n, d)) return luaL_error(L, "MD5 failed");
+    if (kn_md5(s, n, d)) return kn_fail(L, "MD5 failed");
     kn_hex_upper(d, 16, hex);
     lua_pushlstring(L, hex, 32);
     return 1;
@@ -470,7 +552,7 @@ static void push_lexeme(lua_State *L, const char *p, size_t n, int is_integer) {
         lua_pushinteger(L, (lua_Integer)kn_jl_integer(p, n));
         return;
     }
-    if (kn_jl_double(p, n, &d)) luaL_error(L, "out of memory");
+    if (kn_jl_double(p, n, &d)) kn_fail(L, "out of memory");
     lua_pushnumber(L, d);
 }
 
@@ -575,7 +657,7 @@ static int l_json_decode(lua_State *L) {
 
 static int l_uuid(lua_State *L) {
     char u[37];
-    if (kn_uuid4(u)) return luaL_error(L, "OpenSSL's random generator failed");
+    if (kn_uuid4(u)) return kn_fail(L, "OpenSSL's random generator failed");
     lua_pushlstring(L, u, 36);
     return 1;
 }
@@ -628,7 +710,7 @@ static int l_block_signals(lua_State *L) {
     sigset_t set;
     stop_signals(&set);
     if (sigprocmask(lua_isnoneornil(L, 1) || lua_toboolean(L, 1) ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL) != 0)
-        return luaL_error(L, "sigprocmask failed");
+        return kn_fail(L, "sigprocmask failed");
     return 0;
 }
 
@@ -640,7 +722,7 @@ static int l_wait_signal(lua_State *L) {
     struct timespec tick = {0, 200000000};
     const char *what = "exited";
     stop_signals(&set);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return luaL_error(L, "sigprocmask failed");
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return kn_fail(L, "sigprocmask failed");
     for (;;) {
         int sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGINT) { what = "SIGINT"; break; }
@@ -676,7 +758,7 @@ static const char *const VERDICT[] = {"ok", "not_json", "not_object", "duplicate
 
 /* nil, reason, message for a refused body; out of memory raises */
 static int push_refusal(lua_State *L, int verdict, const char *why) {
-    if (verdict == KN_CB_NOMEM) return luaL_error(L, "%s", why);
+    if (verdict == KN_CB_NOMEM) return kn_fail(L, "%s", why);
     lua_pushnil(L);
     lua_pushstring(L, VERDICT[verdict]);
     lua_pushstring(L, why);
@@ -692,10 +774,10 @@ static int l_callback_scan(lua_State *L) {
     char why[200];
     kn_str canon, given;
     int verdict;
-    if (!sc) return luaL_error(L, "callback scanner is gone");
+    if (!sc) return kn_fail(L, "callback scanner is gone");
     verdict = kn_cb_scan(sc, s, n, why, sizeof why);
     if (verdict) return push_refusal(L, verdict, why);
-    if (kn_cb_canonical(sc, &canon, &given)) return luaL_error(L, "out of memory");
+    if (kn_cb_canonical(sc, &canon, &given)) return kn_fail(L, "out of memory");
     lua_pushlstring(L, canon.p, canon.n);
     if (given.p) lua_pushlstring(L, given.p, given.n);
     else lua_pushnil(L);
@@ -731,8 +813,8 @@ static int l_callback_data(lua_State *L) {
     const kn_cb_member *members;
     size_t i, count;
     int nested = 0;
-    if (!sc) return luaL_error(L, "callback scanner is gone");
-    if (kn_cb_convert(sc, &members, &count)) return luaL_error(L, "out of memory");
+    if (!sc) return kn_fail(L, "callback scanner is gone");
+    if (kn_cb_convert(sc, &members, &count)) return kn_fail(L, "out of memory");
     lua_settop(L, 0);
     lua_createtable(L, 0, (int)count); /* 1: data */
     lua_pushnil(L);                    /* 2: nested, made on demand */
@@ -776,15 +858,15 @@ static int l_callback_check(lua_State *L) {
     kn_str few[8], *secrets = few;
     int index, verdict;
     luaL_checktype(L, 2, LUA_TTABLE);
-    if (!sc) return luaL_error(L, "callback scanner is gone");
+    if (!sc) return kn_fail(L, "callback scanner is gone");
     count = kn_rawlen(L, 2);
     for (i = 0; i < count; i++) { /* checked first: the error below must not leak a larger array */
         lua_rawgeti(L, 2, (int)i + 1);
-        if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "kinot: secret[%d] must be a string", (int)i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING) return kn_misuse(L, "secret[%d] must be a string", (int)i + 1);
         lua_pop(L, 1);
     }
     if (count > sizeof few / sizeof few[0] && !(secrets = malloc(count * sizeof *secrets)))
-        return luaL_error(L, "out of memory");
+        return kn_fail(L, "out of memory");
     for (i = 0; i < count; i++) { /* the strings stay referenced by the table */
         lua_rawgeti(L, 2, (int)i + 1);
         secrets[i].p = lua_tolstring(L, -1, &secrets[i].n);
@@ -803,7 +885,7 @@ static int l_callback_digest(lua_State *L) {
     size_t cn, sn;
     const char *c = luaL_checklstring(L, 1, &cn), *k = luaL_checklstring(L, 2, &sn);
     char hex[33];
-    if (kn_cb_digest(c, cn, k, sn, hex)) return luaL_error(L, "MD5 failed");
+    if (kn_cb_digest(c, cn, k, sn, hex)) return kn_fail(L, "MD5 failed");
     lua_pushlstring(L, hex, 32);
     return 1;
 }
@@ -839,8 +921,16 @@ int luaopen_kinot_core(lua_State *L) {
                                      {"wait_signal", l_wait_signal},
                                      {"block_signals", l_block_signals},
                                      {"callback_digest", l_callback_digest},
+                                     {"error_metatables", l_error_metatables},
                                      {NULL, NULL}};
-    if (kn_http_global_init()) return luaL_error(L, "libcurl global initialisation failed");
+    luaL_newmetatable(L, ERROR_MT);
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    luaL_newmetatable(L, MISUSE_MT);
+    lua_pushcfunction(L, misuse_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 2);
+    if (kn_http_global_init()) return kn_fail(L, "libcurl global initialisation failed");
     new_class(L, SIGNER_MT, signer_methods, signer_close);
     new_class(L, HTTP_MT, http_methods, http_close);
     luaL_newlib(L, funcs);
@@ -862,7 +952,7 @@ int luaopen_kinot_core(lua_State *L) {
         lua_setfield(L, -2, "__gc");
         lua_setmetatable(L, -2);
         *sp = kn_cb_scanner_new();
-        if (!*sp) return luaL_error(L, "out of memory");
+        if (!*sp) return kn_fail(L, "out of memory");
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, l_callback_scan, 1);
         lua_setfield(L, -3, "callback_scan");
