@@ -149,8 +149,10 @@ static signer_ud *check_signer(lua_State *L) {
 
 static int signer_new(lua_State *L) {
     size_t n;
-    const char *secret = luaL_checklstring(L, 1, &n);
-    signer_ud *u = lua_newuserdata(L, sizeof *u);
+    const char *secret = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : NULL;
+    signer_ud *u;
+    if (!secret) return kn_misuse(L, "the secret must be a string (got %s)", luaL_typename(L, 1));
+    u = lua_newuserdata(L, sizeof *u);
     memset(u, 0, sizeof *u);
     luaL_getmetatable(L, SIGNER_MT);
     lua_setmetatable(L, -2);
