@@ -36,7 +36,9 @@ function mt.__tostring(e)
   if e.attempts and e.attempts > 1 then parts[#parts + 1] = e.attempts .. " attempts" end
   local s = parts[1]
   if #parts > 1 then s = s .. " (" .. table.concat(parts, ", ", 2) .. ")" end
-  if e.server_string_to_sign then
+  if e.server_string_to_sign == e.client_string_to_sign and e.server_string_to_sign then
+    s = s .. "\n  string-to-sign (the same on both sides): " .. e.server_string_to_sign:gsub("\n", "\\n")
+  elseif e.server_string_to_sign then
     s = s .. "\n  server string-to-sign: " .. e.server_string_to_sign:gsub("\n", "\\n")
        .. "\n  client string-to-sign: " .. (e.client_string_to_sign or "?"):gsub("\n", "\\n")
   end

@@ -118,8 +118,12 @@ local function decode(res, signed, call)
     if find(gw, "Invalid Signature", 1, true) then
       fields.server_string_to_sign = server_sts(gw)
       fields.client_string_to_sign = signed.string_to_sign
-      return nil, errors.new("signature",
-        "the gateway refused the request signature: check app_key/app_secret and that every signed header is sent as signed",
+      -- the same string on both sides: then only the key signing it differs
+      local same = fields.server_string_to_sign == signed.string_to_sign
+      return nil, errors.new("signature", same
+        and "the gateway refused the request signature although both sides signed the same string: " ..
+            "the app_secret (or the app_key it is paired with) is what differs"
+        or "the gateway refused the request signature: check app_key/app_secret and that every signed header is sent as signed",
         fields)
     end
     if status == 429 or find(gw, "Throttled", 1, true) then
@@ -187,7 +191,7 @@ local function backoff(client, attempt, after)
 end
 
 local function transport_error(kind, message, not_sent)
-  if kind == "invalid" then error("kinot: " .. message, 0) end
+  if kind == "invalid" then errors.misuse(message) end
   local retryable = kind == "network" or kind == "timeout"
   return errors.new(kind == "nomem" and "network" or kind, message, { retryable = retryable, not_sent = not_sent })
 end
