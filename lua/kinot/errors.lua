@@ -14,7 +14,7 @@ local core = require "kinot.core"
 
 local M = {}
 
-local getinfo, getmetatable, setmetatable, tostring, type = debug.getinfo, getmetatable, setmetatable, tostring, type
+local getinfo, getmetatable, setmetatable, tostring = debug.getinfo, getmetatable, setmetatable, tostring
 
 local KINDS = {
   network = true, timeout = true, tls = true, http = true, api = true,

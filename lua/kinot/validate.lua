@@ -90,7 +90,7 @@ end
 
 --- positive(v, name) -> v: nil, or a finite number >= 0
 function M.positive(v, name)
-  if v ~= nil and (type(v) ~= "number" or not (v >= 0) or v == math.huge) then
+  if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0 or v == math.huge) then
     misuse(name .. " must be a number >= 0 (got " .. shown(v) .. ")")
   end
   return v
