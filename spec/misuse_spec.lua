@@ -61,6 +61,42 @@ describe("a careless caller", function()
       plain:close()
     end)
 
+    it("signs every header of a POST without a body over the resty transport too", function()
+      local ng = H.nginx {
+        server = [[
+          location = /t { content_by_lua_block {
+            local kinot = require "kinot"
+            local errors = require "kinot.errors"
+            local c = kinot.new { app_key = ngx.var.arg_key, app_secret = ngx.var.arg_secret,
+                                  endpoint = ngx.var.arg_endpoint, transport = "resty", retries = 0 }
+            for _, m in ipairs { "POST", "PUT", "PATCH", "DELETE" } do
+              for _, path in ipairs { "/notifications", "/commands", "/test/notifications" } do
+                local status, headers = c:request(m, path)
+                ngx.say(m, " ", path, " ", tostring(status), " ", tostring(headers and headers["x-ca-error-message"]))
+              end
+            end
+            local ok, e = pcall(c.send_command, c, 419600001, { key = "handle", value = 0 / 0 })
+            ngx.say("nan: ", tostring(ok), " ", tostring(errors.is_misuse(e)), " ", tostring(e))
+          } }
+        ]],
+      }
+      local ok, res = pcall(H.raw, "GET", string.format("%s/t?key=%s&secret=%s&endpoint=%s", ng.url, sim.app_key,
+        sim.app_secret, sim.endpoint))
+      ng.stop()
+      assert(ok, res)
+      assert.are.equal(200, res.status)
+      local n = 0
+      for line in res.body:gmatch("[^\n]+") do
+        if not line:match("^nan") then
+          n = n + 1
+          assert.matches("^%u+ /[%w/]+ %d+ ", line)
+          assert.is_nil(line:find("Signature", 1, true), line)
+        end
+      end
+      assert.are.equal(12, n)
+      assert.matches("nan: false true kinot: parameter.value cannot be sent as JSON", res.body, 1, true)
+    end)
+
     it("raises, naming the value, for a command parameter JSON cannot carry, and sends nothing", function()
       local before = sim.counters().commands_created
       local co = coroutine.create(function() end)
