@@ -101,6 +101,22 @@ static int kn_fail(lua_State *L, const char *fmt, ...) {
     return kn_raise(L, ERROR_MT, "internal");
 }
 
+/* argument checks through the funnel, naming the argument (luaL_check*
+ * would raise a plain string) */
+static const char *kn_check_lstring(lua_State *L, int idx, const char *what, size_t *n) {
+    if (!lua_isstring(L, idx)) kn_misuse(L, "%s must be a string (got %s)", what, luaL_typename(L, idx));
+    return lua_tolstring(L, idx, n);
+}
+
+static lua_Number kn_check_number(lua_State *L, int idx, const char *what) {
+    if (!lua_isnumber(L, idx)) kn_misuse(L, "%s must be a number (got %s)", what, luaL_typename(L, idx));
+    return lua_tonumber(L, idx);
+}
+
+static void kn_check_table(lua_State *L, int idx, const char *what) {
+    if (!lua_istable(L, idx)) kn_misuse(L, "%s must be a table (got %s)", what, luaL_typename(L, idx));
+}
+
 /* until errors.lua replaces them: "kinot: message" / "kinot: kind: message" */
 static int misuse_tostring(lua_State *L) {
     lua_getfield(L, 1, "message");
@@ -354,9 +370,9 @@ static int http_close(lua_State *L) {
 static long ms_field(lua_State *L, int t, const char *name, double dflt) {
     double v;
     lua_getfield(L, t, name);
-    v = lua_isnil(L, -1) ? dflt : luaL_checknumber(L, -1);
+    v = lua_isnil(L, -1) ? dflt : kn_check_number(L, -1, name);
     lua_pop(L, 1);
-    if (v < 0) kn_misuse(L, "%s must not be negative", name);
+    if (!(v >= 0 && v <= 1e9)) kn_misuse(L, "%s must be a number of seconds >= 0", name); /* NaN, inf too */
     return (long)(v * 1000.0 + 0.5);
 }
 
@@ -374,18 +390,24 @@ static const char *opt_string(lua_State *L, int t, const char *name) {
 static void read_req(lua_State *L, http_ud *u, int t, kn_http_req *r, size_t *at) {
     size_t start = *at, n = 0;
     memset(r, 0, sizeof *r);
-    luaL_checktype(L, t, LUA_TTABLE);
+    kn_check_table(L, t, "request");
     luaL_checkstack(L, 16, "request");
     r->method = opt_string(L, t, "method");
     if (!r->method) r->method = "GET";
     r->url = opt_string(L, t, "url");
     if (!r->url) kn_misuse(L, "request.url is required");
     lua_getfield(L, t, "body");
-    if (!lua_isnil(L, -1)) r->body = luaL_checklstring(L, -1, &r->body_len);
+    if (!lua_isnil(L, -1)) r->body = kn_check_lstring(L, -1, "request.body", &r->body_len);
     r->timeout_ms = ms_field(L, t, "timeout", 10);
     r->connect_timeout_ms = ms_field(L, t, "connect_timeout", 3);
     lua_getfield(L, t, "max_body");
-    r->max_body = lua_isnil(L, -1) ? (size_t)8 << 20 : (size_t)luaL_checknumber(L, -1);
+    if (lua_isnil(L, -1)) {
+        r->max_body = (size_t)8 << 20;
+    } else {
+        lua_Number mb = kn_check_number(L, -1, "max_body");
+        if (!(mb >= 0 && mb <= 1e15)) kn_misuse(L, "max_body must be a number of bytes >= 0");
+        r->max_body = (size_t)mb;
+    }
     lua_pop(L, 1);
     lua_getfield(L, t, "verify_tls");
     r->verify_tls = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
@@ -395,7 +417,7 @@ static void read_req(lua_State *L, http_ud *u, int t, kn_http_req *r, size_t *at
     lua_getfield(L, t, "headers");
     if (!lua_isnil(L, -1)) {
         int ht = lua_gettop(L);
-        luaL_checktype(L, ht, LUA_TTABLE);
+        kn_check_table(L, ht, "request.headers");
         lua_pushnil(L);
         while (lua_next(L, ht)) {
             if (start + n + 1 > u->kvcap) {
@@ -480,7 +502,7 @@ static int http_request(lua_State *L) {
 static int http_request_many(lua_State *L) {
     http_ud *u = check_http(L);
     size_t n, i, at = 0;
-    luaL_checktype(L, 2, LUA_TTABLE);
+    kn_check_table(L, 2, "request_many's list");
     lua_settop(L, 2);
     n = kn_rawlen(L, 2);
     if (n > u->nmany) {
@@ -528,7 +550,7 @@ static int http_request_many(lua_State *L) {
 
 static int l_content_md5(lua_State *L) {
     size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
+    const char *s = kn_check_lstring(L, 1, "the body", &n);
     char out[25];
     if (kn_content_md5(s, n, out)) return kn_fail(L, "MD5 failed");
     lua_pushlstring(L, out, 24);
@@ -537,7 +559,7 @@ static int l_content_md5(lua_State *L) {
 
 static int l_md5_hex(lua_State *L) {
     size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
+    const char *s = kn_check_lstring(L, 1, "md5_hex's argument", &n);
     unsigned char d[16];
     char hex[33];
     if (kn_md5(s, n, d)) return kn_fail(L, "MD5 failed");
@@ -633,7 +655,7 @@ static int jsonbuf_gc(lua_State *L) {
  * is cjson.null, a trailing comma before '}' or ']' is accepted. */
 static int l_json_decode(lua_State *L) {
     size_t n;
-    const char *text = luaL_checklstring(L, 1, &n);
+    const char *text = kn_check_lstring(L, 1, "the JSON text", &n);
     kn_buf *scratch = lua_touserdata(L, lua_upvalueindex(1));
     json_ctx c;
     kn_json_sink sink;
@@ -666,7 +688,8 @@ static int l_uuid(lua_State *L) {
 
 static int l_ct_equal(lua_State *L) {
     size_t a, b;
-    const char *x = luaL_checklstring(L, 1, &a), *y = luaL_checklstring(L, 2, &b);
+    const char *x = kn_check_lstring(L, 1, "ct_equal's first argument", &a);
+    const char *y = kn_check_lstring(L, 2, "ct_equal's second argument", &b);
     lua_pushboolean(L, kn_ct_equal(x, a, y, b));
     return 1;
 }
@@ -686,9 +709,10 @@ static int l_monotonic(lua_State *L) {
 }
 
 static int l_sleep(lua_State *L) {
-    double s = luaL_checknumber(L, 1);
+    double s = kn_check_number(L, 1, "sleep's seconds");
     struct timespec ts;
-    if (s <= 0) return 0;
+    if (!(s > 0)) return 0;
+    if (s > 1e9) kn_misuse(L, "sleep's seconds must be finite");
     ts.tv_sec = (time_t)s;
     ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
     while (nanosleep(&ts, &ts) != 0) {
@@ -719,7 +743,7 @@ static int l_block_signals(lua_State *L) {
 /* wait_signal(pid) -> "SIGINT" | "SIGTERM" | "SIGHUP" | "exited"; releases
  * the signals before returning */
 static int l_wait_signal(lua_State *L) {
-    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+    pid_t pid = (pid_t)kn_check_number(L, 1, "wait_signal's pid");
     sigset_t set;
     struct timespec tick = {0, 200000000};
     const char *what = "exited";
