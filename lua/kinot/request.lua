@@ -41,7 +41,7 @@ local function build(client, call)
   }
   if client.stage then headers["X-Ca-Stage"] = client.stage end
   local body = call.raw_body
-  if call.body ~= nil and body == nil then body = json.encode(call.body) end
+  if call.body ~= nil and body == nil then body = json.encode(call.body, "body") end
   if body then
     headers["Content-Type"] = "application/json; charset=UTF-8"
     headers["Content-MD5"] = core.content_md5(body)
