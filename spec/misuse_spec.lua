@@ -204,6 +204,17 @@ describe("a careless caller", function()
       assert.is_true(n >= 17)
       assert.are.equal(0, #sent)
     end)
+
+    it("raises \"kinot: client is closed\" from an iterator whose client was closed under it", function()
+      for _, conc in ipairs { 1, 3 } do
+        local cl = sim.client()
+        local it = cl:each_locker { limit = 10, concurrency = conc }
+        assert.is_table(it())
+        cl:close()
+        local e = misuse(function() for _ in it do end end, "client is closed")
+        assert.are.equal("kinot: client is closed", tostring(e))
+      end
+    end)
   end)
 
   describe("§7 one error convention, decided by type", function()

@@ -31,6 +31,7 @@ end
 --- build(client, call, attempt) -> transport request, signing result
 -- call = { method, path, query = {{k, v}...}, body = table|nil }
 local function build(client, call)
+  if not client.signer then errors.misuse("client is closed") end -- closed under an iterator, say
   local headers = {
     ["Accept"] = "application/json",
     ["User-Agent"] = M.USER_AGENT,
@@ -267,6 +268,7 @@ end
 --- perform_many(client, calls) -> list of {doc} | {nil, err}, one round of
 -- concurrent GETs over the transport's batch path (or one by one without it).
 function M.perform_many(client, calls)
+  if not client.signer then errors.misuse("client is closed") end
   local transport = client.transport
   if not transport.send_many or #calls <= 1 then
     local out = {}
