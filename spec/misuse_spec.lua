@@ -118,6 +118,11 @@ describe("a careless caller", function()
       misuse(function() c:request("POST", "/x", { body = { 1, 2, a = 3 } }) end, "body")
       misuse(function() c:request("POST", "/x", { body = { [1] = 1, [3] = 3 } }) end, "body")
       misuse(function() c:request("POST", "/x", { body = { [true] = 1 } }) end, "body")
+      misuse(function() c:request("POST", "/x", { body = { 1, 2, [4] = 4 } }) end, "body")
+      misuse(function() c:request("POST", "/x", { body = { [1.5] = 1 } }) end, "body")
+      local deep = {}
+      for _ = 1, 1100 do deep = { a = deep } end
+      misuse(function() c:request("POST", "/x", { body = deep }) end, "nested deeper")
       local loop = {}
       loop.self = loop
       misuse(function() c:request("POST", "/x", { body = loop }) end, "body.self")

@@ -172,7 +172,7 @@ local FINAL = { succeeded = true, failed = true }
 function Client:wait_command(guid, opts)
   guid = validate.guid(guid)
   opts = opts or {}
-  local timeout = validate.positive(opts.timeout, "timeout") or 60
+  local timeout = validate.positive(opts.timeout, "timeout", true) or 60
   local interval = validate.positive(opts.interval, "interval") or 0.5
   local now, sleep = self.transport.now, self.transport.sleep
   local deadline = now() + timeout

@@ -25,23 +25,27 @@ end
 
 local check
 
-local function check_table(t, where, seen)
+local MAX_DEPTH = 1000 -- lua-cjson's own limit
+
+local function check_table(t, where, seen, depth)
   if seen[t] then errors.misuse(where .. " cannot be sent as JSON (it contains itself)") end
+  if depth > MAX_DEPTH then errors.misuse(where .. " cannot be sent as JSON (nested deeper than " .. MAX_DEPTH .. ")") end
   seen[t] = true
-  -- an array: keys 1..n; an object: string keys; nothing else
-  local n, strings, others = #t, false, false
+  -- an array: keys 1..n, no hole; an object: string keys; nothing else
+  local n, strings, ints, others = #t, false, 0, false
   for k in pairs(t) do
     if type(k) == "string" then strings = true
-    elseif type(k) ~= "number" or k < 1 or k > n or k ~= floor(k) then others = true end
+    elseif type(k) == "number" and k >= 1 and k <= n and k == floor(k) then ints = ints + 1
+    else others = true end
   end
-  if others or (strings and n > 0) then
+  if others or ints ~= n or (strings and n > 0) then
     errors.misuse(where .. " cannot be sent as JSON (a table must be a list 1..n or have only string keys)")
   end
-  for k, v in pairs(t) do check(v, where .. key_text(k), seen) end
+  for k, v in pairs(t) do check(v, where .. key_text(k), seen, depth + 1) end
   seen[t] = nil
 end
 
-function check(v, where, seen)
+function check(v, where, seen, depth)
   local t = type(v)
   if t == "string" or t == "boolean" then return end
   if t == "number" then
@@ -50,7 +54,7 @@ function check(v, where, seen)
     end
     return
   end
-  if t == "table" then return check_table(v, where, seen) end
+  if t == "table" then return check_table(v, where, seen, depth or 1) end
   if v == M.null then return end -- lightuserdata
   errors.misuse(where .. " cannot be sent as JSON (a " .. t .. ")")
 end

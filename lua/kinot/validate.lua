@@ -88,10 +88,10 @@ function M.guid(v)
   return v
 end
 
---- positive(v, name) -> v: nil, or a finite number >= 0
-function M.positive(v, name)
-  if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0 or v == math.huge) then
-    misuse(name .. " must be a number >= 0 (got " .. shown(v) .. ")")
+--- positive(v, name[, forever]) -> v: nil, or a finite number >= 0 (math.huge too when `forever`)
+function M.positive(v, name, forever)
+  if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0 or (v == math.huge and not forever)) then
+    misuse(name .. " must be a " .. (forever and "" or "finite ") .. "number >= 0 (got " .. shown(v) .. ")")
   end
   return v
 end
