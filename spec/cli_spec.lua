@@ -248,7 +248,8 @@ describe("kinot CLI", function()
     assert.are.equal(2, rc)
     assert.matches("^kinot: %-%-device%-type must be", err)
     for _, bad in ipairs { "command send 419600001 --value abc", "lockers --limit ten", "sensors --offset x",
-                           "command wait abc --wait-timeout soon", "--timeout long lockers" } do
+                           "command wait abc --wait-timeout soon", "--timeout long lockers",
+                           "command send 419600001 --value 1e999" } do
       _, err, rc = run(bad)
       assert.are.equal(2, rc, bad)
       local opt = bad:match("(%-%-[%w%-]+) %S+$") or bad:match("(%-%-[%w%-]+) %S+ ")

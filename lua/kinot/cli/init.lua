@@ -44,7 +44,9 @@ end
 local function number(option)
   return function(s)
     local n = tonumber(s)
-    if n == nil then return nil, option .. " must be a number (got '" .. s .. "')" end
+    if n == nil or n ~= n or n == math.huge or n == -math.huge then
+      return nil, option .. " must be a number (got '" .. s .. "')"
+    end
     return n
   end
 end
