@@ -82,6 +82,7 @@ end
 --- misuse_object(message) -> the misuse error, not raised: { kind = "misuse", message, where }
 -- `message` says what is wrong with which argument, without the "kinot: " prefix.
 function M.misuse_object(message)
+  message = tostring(message):gsub("^kinot: ", "") -- the prefix is tostring's, once
   return setmetatable({ kind = "misuse", message = message, where = caller() }, misuse_mt)
 end
 
