@@ -179,6 +179,103 @@ describe("kinot CLI", function()
     assert.is_nil(err:find("wrong", 1, true))
   end)
 
+  -- issue 11 §7: one error convention, decided by type
+  it("prints an error with \"kinot: \" once, and with --json as one JSON object on stderr", function()
+    local _, err, rc = run("locker 419699999")
+    assert.are.equal(3, rc)
+    assert.matches("^kinot: not_found: ", err)
+    assert.is_nil(err:find("kinot: kinot:", 1, true), err)
+    local cases = {
+      { "--json locker 419699999", 3, "not_found" }, { "--json locker 12ab", 2, "usage" },
+      { "--json lockers --limt 5", 2, "usage" }, { "--jsonl command send 1 --value abc", 2, "usage" },
+    }
+    for _, case in ipairs(cases) do
+      local out
+      out, err, rc = run(case[1])
+      assert.are.equal(case[2], rc, case[1])
+      assert.are.equal("", out, case[1])
+      local line = err:match("^([^\n]*)\n$")
+      assert.is_string(line, "not one line: " .. err)
+      local doc = assert(json.decode(line))
+      assert.are.equal(case[3], doc.kind, case[1])
+      assert.is_string(doc.message)
+      assert.is_nil(doc.message:find("^kinot: "))
+      for _, k in ipairs { "status", "code", "request_id" } do assert.is_not_nil(doc[k], k) end
+    end
+    _, err, rc = kinot("--json --timeout 1 lockers", string.format("KINOT_APP_KEY=k KINOT_APP_SECRET=s KINOT_ENDPOINT=http://127.0.0.1:%d/x",
+      require("kinot.sim.launcher").free_port()))
+    assert.are.equal(4, rc)
+    assert.are.equal("network", json.decode(err).kind)
+  end)
+
+  it("refuses an unknown signature method with the same message and exit 2 on every runtime", function()
+    local out, err, rc = run("sign /open/lora/v1/lockers --signature-method MD5")
+    assert.are.equal("", out)
+    assert.are.equal('kinot: signature_method must be "HmacSHA256" or "HmacSHA1"\n', err)
+    assert.are.equal(2, rc)
+  end)
+
+  -- issue 11 §8
+  it("gives a wait that timed out its own exit code, 6, documented", function()
+    sim.call("POST", "/config", { command_pace = 30 })
+    local _, err, rc = run("command send 419600004 --wait --wait-timeout 0.3")
+    local _, err2, rc2 = run("--json command send 419600005 --wait --wait-timeout 0.2")
+    sim.call("POST", "/config", { command_pace = 0.02 })
+    assert.are.equal(6, rc, err)
+    assert.matches("^kinot: timeout: command [%w%-]+ still ", err)
+    assert.are.equal(6, rc2, err2)
+    assert.are.equal("timeout", json.decode(err2).kind)
+    local help = kinot("--help")
+    assert.matches("5 command outcome unknown", help)
+    assert.matches("6 wait for a command timed out", help)
+    local f = assert(io.open(H.root .. "/README.md"))
+    local readme = f:read("*a"):gsub("%s+", " ")
+    f:close()
+    assert.matches("5 the outcome of a command is unknown", readme)
+    assert.matches("6 a wait for a command timed out", readme)
+  end)
+
+  it("names the options as typed, and shows the usage of the subcommand that was mistyped", function()
+    local _, err, rc = run("notifications set --device-type 18")
+    assert.are.equal(2, rc)
+    assert.matches("--status-url", err, 1, true)
+    assert.matches("--command-url", err, 1, true)
+    assert.is_nil(err:find("callback_url", 1, true), err)
+    _, err, rc = run("notifications set --device-type 18 --status-url ftp://x")
+    assert.are.equal(2, rc)
+    assert.matches("^kinot: %-%-status%-url must be an http", err)
+    _, err, rc = run("notifications set --device-type car --command-url http://127.0.0.1:9/c")
+    assert.are.equal(2, rc)
+    assert.matches("^kinot: %-%-device%-type must be", err)
+    for _, bad in ipairs { "command send 419600001 --value abc", "lockers --limit ten", "sensors --offset x",
+                           "command wait abc --wait-timeout soon", "--timeout long lockers",
+                           "command send 419600001 --value 1e999" } do
+      _, err, rc = run(bad)
+      assert.are.equal(2, rc, bad)
+      local opt = bad:match("(%-%-[%w%-]+) %S+$") or bad:match("(%-%-[%w%-]+) %S+ ")
+      assert.matches("^kinot: " .. opt:gsub("%-", "%%-") .. " must be a number %(got '", err)
+    end
+    _, err, rc = run("lockers --limt 5")
+    assert.are.equal(2, rc)
+    assert.matches("unknown option '--limt'", err, 1, true)
+    assert.matches("\nUsage: kinot lockers ", err)
+    _, err = run("command send 1 --bogus")
+    assert.matches("\nUsage: kinot command send ", err)
+    _, err = run("frobnicate")
+    assert.matches("\nUsage: kinot %[%-h%]", err)
+  end)
+
+  it("says the secret is what differs when both strings-to-sign are the same", function()
+    local _, err, rc = kinot("lockers", string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=wrong KINOT_ENDPOINT=%s",
+      sim.app_key, sim.endpoint))
+    assert.are.equal(3, rc)
+    assert.matches("^kinot: signature: ", err)
+    assert.matches("the app_secret (or the app_key it is paired with) is what differs", err, 1, true)
+    assert.matches("the same on both sides", err, 1, true)
+    assert.are.equal(1, select(2, err:gsub("string%-to%-sign", "")), err)
+    assert.is_nil(err:find("wrong", 1, true), "the secret leaked")
+  end)
+
   it("starts and stops a simulator in the background", function()
     local pidf = os.tmpname()
     local out, err, rc = kinot("--json sim --daemon --locks 12 --pid-file " .. pidf)

@@ -288,9 +288,26 @@ describe("client errors and retries", function()
     local _, err = c:lockers()
     assert.are.equal("signature", err.kind)
     assert.are.equal(err.client_string_to_sign, err.server_string_to_sign)
-    assert.matches("client string%-to%-sign", tostring(err))
+    -- the same string on both sides: shown once, and the secret named as what differs (issue 11 §8)
+    assert.matches("string%-to%-sign %(the same on both sides%): GET\\n", tostring(err))
+    assert.matches("the app_secret (or the app_key it is paired with) is what differs", err.message, 1, true)
     assert.is_nil(tostring(err):find("not-the-secret", 1, true))
     c:close()
+    -- a signed header altered on the way: two different strings, side by side, and no word of the secret
+    local curl = require("kinot.transport.curl").new { verify_tls = true, max_body = 1048576 }
+    local altered = sim.client { transport = function(req)
+      req.headers["X-Ca-Nonce"] = "00000000-0000-4000-8000-000000000000"
+      local res, kind, msg = curl.send(req)
+      if not res then return nil, { kind = kind, message = msg } end
+      return res
+    end }
+    _, err = altered:lockers()
+    assert.are.equal("signature", err.kind)
+    assert.are_not.equal(err.client_string_to_sign, err.server_string_to_sign)
+    assert.matches("server string%-to%-sign: .*\n  client string%-to%-sign: ", tostring(err))
+    assert.is_nil(err.message:find("what differs", 1, true))
+    altered:close()
+    curl.close()
   end)
 
   it("learns the server clock from Date and retries once on an expired timestamp", function()

@@ -126,7 +126,7 @@ describe("kinot.core http against real nginx", function()
   it("refuses header injection before sending anything", function()
     assert.has_error(function()
       http:request { url = ng.url .. "/echo", headers = { ["X-A"] = "1\r\nX-B: 2" } }
-    end, "header 'X-A' value contains CR or LF")
+    end, "kinot: header 'X-A' value contains CR or LF")
   end)
 
   it("runs a batch concurrently over curl-multi, each result in its place", function()
@@ -152,7 +152,7 @@ describe("kinot.core http against real nginx", function()
     local h = core.http()
     h:close()
     h:close()
-    assert.has_error(function() h:request { url = ng.url } end, "http handle is closed")
+    assert.has_error(function() h:request { url = ng.url } end, "kinot: http handle is closed")
   end)
 end)
 

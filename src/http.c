@@ -116,8 +116,9 @@ static int make_headers(const kn_http_req *req, struct curl_slist **out, kn_http
             /* no "Expect: 100-continue" round trip on larger bodies */
             if (kn_buf_add(&line, "Expect:", 7)) goto nomem;
         } else {
-            if (has_ct || !req->body) continue;
-            /* libcurl would add a form Content-Type the request never signed */
+            if (has_ct) continue;
+            /* libcurl would add a form Content-Type the request never signed,
+             * to a POST without a body too */
             if (kn_buf_add(&line, "Content-Type:", 13)) goto nomem;
         }
         tmp = curl_slist_append(list, line.p);

@@ -2,9 +2,11 @@
  * headers; everything below it is plain C over libcurl and OpenSSL.
  *
  * Convention: misuse (wrong types) raises; runtime failures return
- * nil, kind, message[, extra]. */
+ * nil, kind, message[, extra].  Every raise goes through one funnel,
+ * kn_misuse or kn_fail (see "errors" below). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,11 +46,103 @@ static void luaL_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
 #define SIGNER_MT "kinot.core.signer"
 #define HTTP_MT "kinot.core.http"
 
+/* ------------------------------------------------------------- errors
+ * The funnel of every error the core raises, the two classes of
+ * lua/kinot/errors.lua (which completes these metatables):
+ *   kn_misuse(L, fmt, ...)  the caller's mistake: a kinot.Misuse object
+ *                           { kind = "misuse", message, where };
+ *   kn_fail(L, fmt, ...)    the machine failed (memory, OpenSSL, libcurl's
+ *                           setup): a kinot.Error of kind "internal".
+ * Messages carry no "kinot: " prefix: tostring adds it, once. */
+#define MISUSE_MT "kinot.Misuse"
+#define ERROR_MT "kinot.Error"
+
+/* the message is on top of the stack */
+static int kn_raise(lua_State *L, const char *mt, const char *kind) {
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "message");
+    if (strcmp(mt, MISUSE_MT) == 0) {
+        size_t n;
+        const char *w;
+        luaL_where(L, 1); /* "chunk:line: " of the Lua caller, or "" */
+        w = lua_tolstring(L, -1, &n);
+        if (n > 2) {
+            lua_pushlstring(L, w, n - 2);
+            lua_setfield(L, -3, "where");
+        }
+        lua_pop(L, 1);
+    } else {
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "retryable");
+        lua_pushinteger(L, 1);
+        lua_setfield(L, -2, "attempts");
+    }
+    luaL_getmetatable(L, mt);
+    lua_setmetatable(L, -2);
+    return lua_error(L); /* the funnel */
+}
+
+static int kn_misuse(lua_State *L, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return kn_raise(L, MISUSE_MT, "misuse");
+}
+
+static int kn_fail(lua_State *L, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return kn_raise(L, ERROR_MT, "internal");
+}
+
+/* argument checks through the funnel, naming the argument (luaL_check*
+ * would raise a plain string) */
+static const char *kn_check_lstring(lua_State *L, int idx, const char *what, size_t *n) {
+    if (!lua_isstring(L, idx)) kn_misuse(L, "%s must be a string (got %s)", what, luaL_typename(L, idx));
+    return lua_tolstring(L, idx, n);
+}
+
+static lua_Number kn_check_number(lua_State *L, int idx, const char *what) {
+    if (!lua_isnumber(L, idx)) kn_misuse(L, "%s must be a number (got %s)", what, luaL_typename(L, idx));
+    return lua_tonumber(L, idx);
+}
+
+static void kn_check_table(lua_State *L, int idx, const char *what) {
+    if (!lua_istable(L, idx)) kn_misuse(L, "%s must be a table (got %s)", what, luaL_typename(L, idx));
+}
+
+/* until errors.lua replaces them: "kinot: message" / "kinot: kind: message" */
+static int misuse_tostring(lua_State *L) {
+    lua_getfield(L, 1, "message");
+    lua_pushfstring(L, "kinot: %s", lua_tostring(L, -1));
+    return 1;
+}
+
+static int error_tostring(lua_State *L) {
+    lua_getfield(L, 1, "kind");
+    lua_getfield(L, 1, "message");
+    lua_pushfstring(L, "kinot: %s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+    return 1;
+}
+
+/* error_metatables() -> the kinot.Error and kinot.Misuse metatables */
+static int l_error_metatables(lua_State *L) {
+    luaL_getmetatable(L, ERROR_MT);
+    luaL_getmetatable(L, MISUSE_MT);
+    return 2;
+}
+
 static kn_str str_at(lua_State *L, int idx, const char *what) {
     kn_str s;
     /* converts numbers in place: the slot stays on the stack */
     s.p = lua_tolstring(L, idx, &s.n);
-    if (!s.p) luaL_error(L, "kinot: %s must be a string (got %s)", what, luaL_typename(L, idx));
+    if (!s.p) kn_misuse(L, "%s must be a string (got %s)", what, luaL_typename(L, idx));
     return s;
 }
 
@@ -65,19 +159,21 @@ typedef struct signer_ud {
 
 static signer_ud *check_signer(lua_State *L) {
     signer_ud *u = luaL_checkudata(L, 1, SIGNER_MT);
-    if (!u->s) luaL_error(L, "signer is closed");
+    if (!u->s) kn_misuse(L, "signer is closed");
     return u;
 }
 
 static int signer_new(lua_State *L) {
     size_t n;
-    const char *secret = luaL_checklstring(L, 1, &n);
-    signer_ud *u = lua_newuserdata(L, sizeof *u);
+    const char *secret = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : NULL;
+    signer_ud *u;
+    if (!secret) return kn_misuse(L, "the secret must be a string (got %s)", luaL_typename(L, 1));
+    u = lua_newuserdata(L, sizeof *u);
     memset(u, 0, sizeof *u);
     luaL_getmetatable(L, SIGNER_MT);
     lua_setmetatable(L, -2);
     u->s = kn_signer_new(secret, n);
-    if (!u->s) return luaL_error(L, "out of memory creating a signer");
+    if (!u->s) return kn_fail(L, "out of memory creating a signer");
     return 1;
 }
 
@@ -96,10 +192,10 @@ static void grow_kv(lua_State *L, signer_ud *u, size_t need) {
     int *ni;
     if (need <= u->kvcap) return;
     nk = realloc(u->kv, need * 2 * sizeof *nk);
-    if (!nk) luaL_error(L, "out of memory while signing");
+    if (!nk) kn_fail(L, "out of memory while signing");
     u->kv = nk;
     ni = realloc(u->keyidx, need * 2 * sizeof *ni);
-    if (!ni) luaL_error(L, "out of memory while signing");
+    if (!ni) kn_fail(L, "out of memory while signing");
     u->keyidx = ni;
     u->kvcap = need * 2;
 }
@@ -113,14 +209,14 @@ static size_t read_pairs(lua_State *L, signer_ud *u, const char *field, size_t *
         lua_pop(L, 1);
         return 0;
     }
-    if (!lua_istable(L, -1)) luaL_error(L, "%s must be a list of {name, value} pairs", field);
+    if (!lua_istable(L, -1)) kn_misuse(L, "%s must be a list of {name, value} pairs", field);
     n = kn_rawlen(L, -1);
     luaL_checkstack(L, (int)(2 * n + 4), "too many parameters");
     grow_kv(L, u, start + n);
     for (i = 1; i <= n; i++) {
         int list = lua_gettop(L) - 2 * (int)(i - 1);
         lua_rawgeti(L, list, (int)i);
-        if (!lua_istable(L, -1)) luaL_error(L, "%s[%d] must be a {name, value} pair", field, (int)i);
+        if (!lua_istable(L, -1)) kn_misuse(L, "%s[%d] must be a {name, value} pair", field, (int)i);
         lua_rawgeti(L, -1, 1);
         lua_rawgeti(L, -2, 2);
         lua_remove(L, -3);
@@ -142,7 +238,7 @@ static int signer_sign(lua_State *L) {
     const size_t *idx;
     const char *p;
     enum kn_hmac alg = KN_HMAC_SHA256;
-    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_istable(L, 2)) return kn_misuse(L, "sign expects a table");
     lua_settop(L, 2);
     memset(&req, 0, sizeof req);
 
@@ -152,22 +248,22 @@ static int signer_sign(lua_State *L) {
     req.path = str_at(L, -1, "path");
     lua_getfield(L, 2, "signature_method");
     if (!lua_isnil(L, -1)) {
-        const char *m = luaL_checkstring(L, -1);
+        const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
         if (strcmp(m, "HmacSHA1") == 0) alg = KN_HMAC_SHA1;
         else if (strcmp(m, "HmacSHA256") != 0)
-            return luaL_error(L, "signature_method must be \"HmacSHA256\" or \"HmacSHA1\"");
+            return kn_misuse(L, "signature_method must be \"HmacSHA256\" or \"HmacSHA1\"");
     }
 
     /* headers: a map name -> value; key and value stay on the stack */
     lua_getfield(L, 2, "headers");
     if (!lua_isnil(L, -1)) {
         int t = lua_gettop(L);
-        luaL_checktype(L, t, LUA_TTABLE);
+        if (!lua_istable(L, t)) return kn_misuse(L, "headers must be a table of name = value");
         lua_pushnil(L);
         while (lua_next(L, t)) {
             luaL_checkstack(L, 4, "too many headers");
             grow_kv(L, u, nh + 1);
-            if (lua_type(L, -2) != LUA_TSTRING) return luaL_error(L, "header names must be strings");
+            if (lua_type(L, -2) != LUA_TSTRING) return kn_misuse(L, "header names must be strings");
             u->kv[nh].name.p = lua_tolstring(L, -2, &u->kv[nh].name.n);
             u->keyidx[nh] = lua_gettop(L) - 1;
             u->kv[nh].value = str_at(L, -1, "header value");
@@ -189,12 +285,12 @@ static int signer_sign(lua_State *L) {
     if (!lua_isnil(L, -1)) {
         int t = lua_gettop(L);
         size_t n;
-        luaL_checktype(L, t, LUA_TTABLE);
+        if (!lua_istable(L, t)) return kn_misuse(L, "sign_headers must be a list of header names");
         n = kn_rawlen(L, t);
         luaL_checkstack(L, (int)n + 2, "too many sign_headers");
         if (n > u->namecap) {
             kn_str *nn = realloc(u->names, n * sizeof *nn);
-            if (!nn) return luaL_error(L, "out of memory while signing");
+            if (!nn) return kn_fail(L, "out of memory while signing");
             u->names = nn;
             u->namecap = n;
         }
@@ -206,7 +302,11 @@ static int signer_sign(lua_State *L) {
         req.nsign = n;
     }
 
-    if (kn_sign(u->s, &req, alg)) return luaL_error(L, "kinot: %s", kn_signer_error(u->s));
+    {
+        int rc = kn_sign(u->s, &req, alg);
+        if (rc == KN_SIGN_NOMEM) return kn_fail(L, "%s", kn_signer_error(u->s));
+        if (rc) return kn_misuse(L, "%s", kn_signer_error(u->s));
+    }
 
     lua_createtable(L, 0, 3);
     p = kn_signer_string(u->s, &len);
@@ -239,7 +339,7 @@ typedef struct http_ud {
 
 static http_ud *check_http(lua_State *L) {
     http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
-    if (!u->h) luaL_error(L, "http handle is closed");
+    if (!u->h) kn_misuse(L, "http handle is closed");
     return u;
 }
 
@@ -250,7 +350,7 @@ static int http_new(lua_State *L) {
     luaL_getmetatable(L, HTTP_MT);
     lua_setmetatable(L, -2);
     u->h = kn_http_new();
-    if (!u->h) return luaL_error(L, "could not create a libcurl handle");
+    if (!u->h) return kn_fail(L, "could not create a libcurl handle");
     return 1;
 }
 
@@ -270,9 +370,9 @@ static int http_close(lua_State *L) {
 static long ms_field(lua_State *L, int t, const char *name, double dflt) {
     double v;
     lua_getfield(L, t, name);
-    v = lua_isnil(L, -1) ? dflt : luaL_checknumber(L, -1);
+    v = lua_isnil(L, -1) ? dflt : kn_check_number(L, -1, name);
     lua_pop(L, 1);
-    if (v < 0) luaL_error(L, "%s must not be negative", name);
+    if (!(v >= 0 && v <= 1e9)) kn_misuse(L, "%s must be a number of seconds >= 0", name); /* NaN, inf too */
     return (long)(v * 1000.0 + 0.5);
 }
 
@@ -281,7 +381,7 @@ static const char *opt_string(lua_State *L, int t, const char *name) {
     lua_getfield(L, t, name); /* stays on the stack: the string must live */
     if (lua_isnil(L, -1)) return NULL;
     s = lua_tostring(L, -1);
-    if (!s) luaL_error(L, "%s must be a string", name);
+    if (!s) kn_misuse(L, "%s must be a string", name);
     return s;
 }
 
@@ -290,18 +390,24 @@ static const char *opt_string(lua_State *L, int t, const char *name) {
 static void read_req(lua_State *L, http_ud *u, int t, kn_http_req *r, size_t *at) {
     size_t start = *at, n = 0;
     memset(r, 0, sizeof *r);
-    luaL_checktype(L, t, LUA_TTABLE);
+    kn_check_table(L, t, "request");
     luaL_checkstack(L, 16, "request");
     r->method = opt_string(L, t, "method");
     if (!r->method) r->method = "GET";
     r->url = opt_string(L, t, "url");
-    if (!r->url) luaL_error(L, "request.url is required");
+    if (!r->url) kn_misuse(L, "request.url is required");
     lua_getfield(L, t, "body");
-    if (!lua_isnil(L, -1)) r->body = luaL_checklstring(L, -1, &r->body_len);
+    if (!lua_isnil(L, -1)) r->body = kn_check_lstring(L, -1, "request.body", &r->body_len);
     r->timeout_ms = ms_field(L, t, "timeout", 10);
     r->connect_timeout_ms = ms_field(L, t, "connect_timeout", 3);
     lua_getfield(L, t, "max_body");
-    r->max_body = lua_isnil(L, -1) ? (size_t)8 << 20 : (size_t)luaL_checknumber(L, -1);
+    if (lua_isnil(L, -1)) {
+        r->max_body = (size_t)8 << 20;
+    } else {
+        lua_Number mb = kn_check_number(L, -1, "max_body");
+        if (!(mb >= 0 && mb <= 1e15)) kn_misuse(L, "max_body must be a number of bytes >= 0");
+        r->max_body = (size_t)mb;
+    }
     lua_pop(L, 1);
     lua_getfield(L, t, "verify_tls");
     r->verify_tls = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
@@ -311,17 +417,17 @@ static void read_req(lua_State *L, http_ud *u, int t, kn_http_req *r, size_t *at
     lua_getfield(L, t, "headers");
     if (!lua_isnil(L, -1)) {
         int ht = lua_gettop(L);
-        luaL_checktype(L, ht, LUA_TTABLE);
+        kn_check_table(L, ht, "request.headers");
         lua_pushnil(L);
         while (lua_next(L, ht)) {
             if (start + n + 1 > u->kvcap) {
                 size_t cap = (start + n + 1) * 2;
                 kn_kv *nk = realloc(u->kv, cap * sizeof *nk);
-                if (!nk) luaL_error(L, "out of memory building a request");
+                if (!nk) kn_fail(L, "out of memory building a request");
                 u->kv = nk;
                 u->kvcap = cap;
             }
-            if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "header names must be strings");
+            if (lua_type(L, -2) != LUA_TSTRING) kn_misuse(L, "header names must be strings");
             luaL_checkstack(L, 4, "too many headers");
             u->kv[start + n].name.p = lua_tolstring(L, -2, &u->kv[start + n].name.n);
             u->kv[start + n].value = str_at(L, -1, "header value");
@@ -361,7 +467,7 @@ static void push_response(lua_State *L, const kn_http_result *r) {
     lua_setfield(L, -2, "status");
     lua_newtable(L);
     if (kn_headers_parse(r->head.p ? r->head.p : "", r->head.len, add_header, L) < 0)
-        luaL_error(L, "out of memory reading response headers");
+        kn_fail(L, "out of memory reading response headers");
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, r->body.p ? r->body.p : "", r->body.len);
     lua_setfield(L, -2, "body");
@@ -379,7 +485,7 @@ static int http_request(lua_State *L) {
     read_req(L, u, 2, &req, &at);
     req.headers = u->kv;
     kn_http_perform(u->h, &req, &u->one);
-    if (u->one.kind == KN_HTTP_INVALID) return luaL_error(L, "%s", u->one.msg);
+    if (u->one.kind == KN_HTTP_INVALID) return kn_misuse(L, "%s", u->one.msg);
     if (u->one.kind != KN_HTTP_OK) {
         lua_pushnil(L);
         lua_pushstring(L, kind_names[u->one.kind]);
@@ -396,18 +502,18 @@ static int http_request(lua_State *L) {
 static int http_request_many(lua_State *L) {
     http_ud *u = check_http(L);
     size_t n, i, at = 0;
-    luaL_checktype(L, 2, LUA_TTABLE);
+    kn_check_table(L, 2, "request_many's list");
     lua_settop(L, 2);
     n = kn_rawlen(L, 2);
     if (n > u->nmany) {
         kn_http_result *nm = realloc(u->many, n * sizeof *nm);
-        if (!nm) return luaL_error(L, "out of memory starting a batch");
+        if (!nm) return kn_fail(L, "out of memory starting a batch");
         u->many = nm;
         for (i = u->nmany; i < n; i++) kn_http_result_init(&u->many[i]);
         u->nmany = n;
         {
             kn_http_req *nr = realloc(u->reqs, n * sizeof *nr);
-            if (!nr) return luaL_error(L, "out of memory starting a batch");
+            if (!nr) return kn_fail(L, "out of memory starting a batch");
             u->reqs = nr;
         }
     }
@@ -444,19 +550,19 @@ static int http_request_many(lua_State *L) {
 
 static int l_content_md5(lua_State *L) {
     size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
+    const char *s = kn_check_lstring(L, 1, "the body", &n);
     char out[25];
-    if (kn_content_md5(s, n, out)) return luaL_error(L, "MD5 failed");
+    if (kn_content_md5(s, n, out)) return kn_fail(L, "MD5 failed");
     lua_pushlstring(L, out, 24);
     return 1;
 }
 
 static int l_md5_hex(lua_State *L) {
     size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
+    const char *s = kn_check_lstring(L, 1, "md5_hex's argument", &n);
     unsigned char d[16];
     char hex[33];
-    if (kn_md5(s, n, d)) return luaL_error(L, "MD5 failed");
+    if (kn_md5(s, n, d)) return kn_fail(L, "MD5 failed");
     kn_hex_upper(d, 16, hex);
     lua_pushlstring(L, hex, 32);
     return 1;
@@ -467,15 +573,17 @@ static int l_md5_hex(lua_State *L) {
  * or "raw".  For the callback sign rules (callback/rules.lua). */
 static int l_digest(lua_State *L) {
     size_t n, kn = 0, len;
-    const char *alg = luaL_checkstring(L, 1), *data = luaL_checklstring(L, 2, &n);
-    const char *key = luaL_optlstring(L, 3, NULL, &kn), *enc = luaL_optstring(L, 4, "hex");
+    const char *alg = kn_check_lstring(L, 1, "digest algorithm", NULL);
+    const char *data = kn_check_lstring(L, 2, "digest data", &n);
+    const char *key = lua_isnoneornil(L, 3) ? NULL : kn_check_lstring(L, 3, "digest key", &kn);
+    const char *enc = lua_isnoneornil(L, 4) ? "hex" : kn_check_lstring(L, 4, "digest encoding", NULL);
     unsigned char d[32];
     char out[65];
     if (strcmp(enc, "hex") && strcmp(enc, "base64") && strcmp(enc, "raw"))
-        return luaL_error(L, "kinot: digest encoding must be hex, base64 or raw (got %s)", enc);
+        return kn_misuse(L, "digest encoding must be hex, base64 or raw (got %s)", enc);
     if (strcmp(alg, "md5") && strcmp(alg, "sha1") && strcmp(alg, "sha256"))
-        return luaL_error(L, "kinot: digest algorithm must be md5, sha1 or sha256 (got %s)", alg);
-    if (!(len = kn_digest(alg, key, kn, data, n, d))) return luaL_error(L, "kinot: %s digest failed", alg);
+        return kn_misuse(L, "digest algorithm must be md5, sha1 or sha256 (got %s)", alg);
+    if (!(len = kn_digest(alg, key, kn, data, n, d))) return kn_fail(L, "%s digest failed", alg);
     if (enc[0] == 'r') {
         lua_pushlstring(L, (const char *)d, len);
     } else if (enc[0] == 'h') {
@@ -494,7 +602,7 @@ static void push_lexeme(lua_State *L, const char *p, size_t n, int is_integer) {
         lua_pushinteger(L, (lua_Integer)kn_jl_integer(p, n));
         return;
     }
-    if (kn_jl_double(p, n, &d)) luaL_error(L, "out of memory");
+    if (kn_jl_double(p, n, &d)) kn_fail(L, "out of memory");
     lua_pushnumber(L, d);
 }
 
@@ -573,7 +681,7 @@ static int jsonbuf_gc(lua_State *L) {
  * is cjson.null, a trailing comma before '}' or ']' is accepted. */
 static int l_json_decode(lua_State *L) {
     size_t n;
-    const char *text = luaL_checklstring(L, 1, &n);
+    const char *text = kn_check_lstring(L, 1, "the JSON text", &n);
     kn_buf *scratch = lua_touserdata(L, lua_upvalueindex(1));
     json_ctx c;
     kn_json_sink sink;
@@ -599,14 +707,15 @@ static int l_json_decode(lua_State *L) {
 
 static int l_uuid(lua_State *L) {
     char u[37];
-    if (kn_uuid4(u)) return luaL_error(L, "OpenSSL's random generator failed");
+    if (kn_uuid4(u)) return kn_fail(L, "OpenSSL's random generator failed");
     lua_pushlstring(L, u, 36);
     return 1;
 }
 
 static int l_ct_equal(lua_State *L) {
     size_t a, b;
-    const char *x = luaL_checklstring(L, 1, &a), *y = luaL_checklstring(L, 2, &b);
+    const char *x = kn_check_lstring(L, 1, "ct_equal's first argument", &a);
+    const char *y = kn_check_lstring(L, 2, "ct_equal's second argument", &b);
     lua_pushboolean(L, kn_ct_equal(x, a, y, b));
     return 1;
 }
@@ -626,9 +735,10 @@ static int l_monotonic(lua_State *L) {
 }
 
 static int l_sleep(lua_State *L) {
-    double s = luaL_checknumber(L, 1);
+    double s = kn_check_number(L, 1, "sleep's seconds");
     struct timespec ts;
-    if (s <= 0) return 0;
+    if (!(s > 0)) return 0;
+    if (s > 1e9) kn_misuse(L, "sleep's seconds must be finite");
     ts.tv_sec = (time_t)s;
     ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
     while (nanosleep(&ts, &ts) != 0) {
@@ -652,19 +762,19 @@ static int l_block_signals(lua_State *L) {
     sigset_t set;
     stop_signals(&set);
     if (sigprocmask(lua_isnoneornil(L, 1) || lua_toboolean(L, 1) ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL) != 0)
-        return luaL_error(L, "sigprocmask failed");
+        return kn_fail(L, "sigprocmask failed");
     return 0;
 }
 
 /* wait_signal(pid) -> "SIGINT" | "SIGTERM" | "SIGHUP" | "exited"; releases
  * the signals before returning */
 static int l_wait_signal(lua_State *L) {
-    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+    pid_t pid = (pid_t)kn_check_number(L, 1, "wait_signal's pid");
     sigset_t set;
     struct timespec tick = {0, 200000000};
     const char *what = "exited";
     stop_signals(&set);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return luaL_error(L, "sigprocmask failed");
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return kn_fail(L, "sigprocmask failed");
     for (;;) {
         int sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGINT) { what = "SIGINT"; break; }
@@ -700,7 +810,7 @@ static const char *const VERDICT[] = {"ok", "not_json", "not_object", "duplicate
 
 /* nil, reason, message for a refused body; out of memory raises */
 static int push_refusal(lua_State *L, int verdict, const char *why) {
-    if (verdict == KN_CB_NOMEM) return luaL_error(L, "%s", why);
+    if (verdict == KN_CB_NOMEM) return kn_fail(L, "%s", why);
     lua_pushnil(L);
     lua_pushstring(L, VERDICT[verdict]);
     lua_pushstring(L, why);
@@ -716,10 +826,10 @@ static int l_callback_scan(lua_State *L) {
     char why[200];
     kn_str canon, given;
     int verdict;
-    if (!sc) return luaL_error(L, "callback scanner is gone");
+    if (!sc) return kn_fail(L, "callback scanner is gone");
     verdict = kn_cb_scan(sc, s, n, why, sizeof why);
     if (verdict) return push_refusal(L, verdict, why);
-    if (kn_cb_canonical(sc, &canon, &given)) return luaL_error(L, "out of memory");
+    if (kn_cb_canonical(sc, &canon, &given)) return kn_fail(L, "out of memory");
     lua_pushlstring(L, canon.p, canon.n);
     if (given.p) lua_pushlstring(L, given.p, given.n);
     else lua_pushnil(L);
@@ -755,8 +865,8 @@ static int l_callback_data(lua_State *L) {
     const kn_cb_member *members;
     size_t i, count;
     int nested = 0;
-    if (!sc) return luaL_error(L, "callback scanner is gone");
-    if (kn_cb_convert(sc, &members, &count)) return luaL_error(L, "out of memory");
+    if (!sc) return kn_fail(L, "callback scanner is gone");
+    if (kn_cb_convert(sc, &members, &count)) return kn_fail(L, "out of memory");
     lua_settop(L, 0);
     lua_createtable(L, 0, (int)count); /* 1: data */
     lua_pushnil(L);                    /* 2: nested, made on demand */
@@ -800,15 +910,15 @@ static int l_callback_check(lua_State *L) {
     kn_str few[8], *secrets = few;
     int index, verdict;
     luaL_checktype(L, 2, LUA_TTABLE);
-    if (!sc) return luaL_error(L, "callback scanner is gone");
+    if (!sc) return kn_fail(L, "callback scanner is gone");
     count = kn_rawlen(L, 2);
     for (i = 0; i < count; i++) { /* checked first: the error below must not leak a larger array */
         lua_rawgeti(L, 2, (int)i + 1);
-        if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "kinot: secret[%d] must be a string", (int)i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING) return kn_misuse(L, "secret[%d] must be a string", (int)i + 1);
         lua_pop(L, 1);
     }
     if (count > sizeof few / sizeof few[0] && !(secrets = malloc(count * sizeof *secrets)))
-        return luaL_error(L, "out of memory");
+        return kn_fail(L, "out of memory");
     for (i = 0; i < count; i++) { /* the strings stay referenced by the table */
         lua_rawgeti(L, 2, (int)i + 1);
         secrets[i].p = lua_tolstring(L, -1, &secrets[i].n);
@@ -827,7 +937,7 @@ static int l_callback_digest(lua_State *L) {
     size_t cn, sn;
     const char *c = luaL_checklstring(L, 1, &cn), *k = luaL_checklstring(L, 2, &sn);
     char hex[33];
-    if (kn_cb_digest(c, cn, k, sn, hex)) return luaL_error(L, "MD5 failed");
+    if (kn_cb_digest(c, cn, k, sn, hex)) return kn_fail(L, "MD5 failed");
     lua_pushlstring(L, hex, 32);
     return 1;
 }
@@ -864,8 +974,16 @@ int luaopen_kinot_core(lua_State *L) {
                                      {"wait_signal", l_wait_signal},
                                      {"block_signals", l_block_signals},
                                      {"callback_digest", l_callback_digest},
+                                     {"error_metatables", l_error_metatables},
                                      {NULL, NULL}};
-    if (kn_http_global_init()) return luaL_error(L, "libcurl global initialisation failed");
+    luaL_newmetatable(L, ERROR_MT);
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    luaL_newmetatable(L, MISUSE_MT);
+    lua_pushcfunction(L, misuse_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 2);
+    if (kn_http_global_init()) return kn_fail(L, "libcurl global initialisation failed");
     new_class(L, SIGNER_MT, signer_methods, signer_close);
     new_class(L, HTTP_MT, http_methods, http_close);
     luaL_newlib(L, funcs);
@@ -887,7 +1005,7 @@ int luaopen_kinot_core(lua_State *L) {
         lua_setfield(L, -2, "__gc");
         lua_setmetatable(L, -2);
         *sp = kn_cb_scanner_new();
-        if (!*sp) return luaL_error(L, "out of memory");
+        if (!*sp) return kn_fail(L, "out of memory");
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, l_callback_scan, 1);
         lua_setfield(L, -3, "callback_scan");

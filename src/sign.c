@@ -239,7 +239,7 @@ static void sort_signed(kn_signer *s, const kn_sign_req *req) {
 
 static int oom(kn_signer *s) {
     snprintf(s->err, sizeof s->err, "out of memory while signing");
-    return -1;
+    return KN_SIGN_NOMEM;
 }
 
 static int add_str(kn_buf *b, kn_str v) { return kn_buf_add(b, v.p, v.n); }
@@ -348,7 +348,7 @@ int kn_sign(kn_signer *s, const kn_sign_req *req, enum kn_hmac alg) {
             kn_buf_addc(&s->sts, '\n'))
             return oom(s);
     }
-    if (build_url(s, req)) return -1;
+    if (build_url(s, req)) return KN_SIGN_NOMEM; /* its only failure */
 
     maclen = hmac(s, alg, s->sts.p, s->sts.len, mac);
     s->sig_len = kn_base64(mac, maclen, s->sig);

@@ -37,8 +37,10 @@ typedef struct kn_signer kn_signer;
 kn_signer *kn_signer_new(const void *secret, size_t n);
 void kn_signer_free(kn_signer *s);
 
-/* Builds the string-to-sign and the signature.  Returns 0, or -1 with
- * kn_signer_error() naming the problem (a bad header, no memory, ...). */
+/* Builds the string-to-sign and the signature.  Returns 0, or -1 (the
+ * request is wrong: a bad header, path or method) or KN_SIGN_NOMEM, with
+ * kn_signer_error() naming the problem. */
+#define KN_SIGN_NOMEM (-2)
 int kn_sign(kn_signer *s, const kn_sign_req *req, enum kn_hmac alg);
 
 /* Results of the last successful kn_sign, valid until the next call. */

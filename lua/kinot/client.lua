@@ -5,6 +5,9 @@ local pager = require "kinot.pager"
 local transports = require "kinot.transport"
 local errors = require "kinot.errors"
 local signer = require "kinot.signer"
+local json = require "kinot.json"
+
+local misuse = errors.misuse
 
 local Client = {}
 Client.__index = Client
@@ -12,25 +15,25 @@ Client.__index = Client
 local DEFAULT_ENDPOINT = "http://device.api.parks8.com/open/lora/v1"
 
 local function check_opts(o)
-  local fail = validate.fail
-  if type(o) ~= "table" then fail("kinot.new expects a table of options", 3) end
+  local fail = misuse
+  if type(o) ~= "table" then fail("kinot.new expects a table of options") end
   if type(o.app_key) ~= "string" or o.app_key == "" then
-    fail("app_key is required (or set KINOT_APP_KEY)", 3)
+    fail("app_key is required (or set KINOT_APP_KEY)")
   end
   if type(o.app_secret) ~= "string" or o.app_secret == "" then
-    fail("app_secret is required (or set KINOT_APP_SECRET)", 3)
+    fail("app_secret is required (or set KINOT_APP_SECRET)")
   end
   local endpoint = o.endpoint or DEFAULT_ENDPOINT
   local origin, path = tostring(endpoint):match("^(https?://[^/?#%s%c]+)(/?[^?#%s%c]*)$")
-  if not origin then fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. tostring(endpoint) .. ")", 3) end
+  if not origin then fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. tostring(endpoint) .. ")") end
   path = path:gsub("/+$", "")
   for _, k in ipairs { "timeout", "connect_timeout", "retries", "max_body" } do
-    validate.positive(o[k], k, 4)
+    validate.positive(o[k], k)
   end
   if o.signature_method and o.signature_method ~= "HmacSHA256" and o.signature_method ~= "HmacSHA1" then
-    fail("signature_method must be \"HmacSHA256\" or \"HmacSHA1\"", 3)
+    fail("signature_method must be \"HmacSHA256\" or \"HmacSHA1\"")
   end
-  if o.on_event ~= nil and type(o.on_event) ~= "function" then fail("on_event must be a function", 3) end
+  if o.on_event ~= nil and type(o.on_event) ~= "function" then fail("on_event must be a function") end
   return origin, path
 end
 
@@ -75,19 +78,17 @@ end
 --- request(method, path, {query = {{k, v}...}, body = table|string}) -> status, headers, body | nil, err
 -- One signed attempt, the answer as it came: for calls the SDK does not wrap.
 function Client:request(method, path, opts)
-  if not self.signer then error("kinot: client is closed", 2) end
-  if type(method) ~= "string" or not method:match("^%u+$") then validate.fail("method must be GET, POST, ...", 2) end
-  if type(path) ~= "string" or path:sub(1, 1) ~= "/" then validate.fail("path must start with '/' (below the endpoint)", 2) end
+  if type(method) ~= "string" or not method:match("^%u+$") then misuse("method must be GET, POST, ...") end
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" then misuse("path must start with '/' (below the endpoint)") end
   opts = opts or {}
   local call = { method = method, path = path, query = opts.query or {} }
-  if type(opts.body) == "string" then call.raw_body = opts.body else call.body = opts.body end
+  if type(opts.body) == "string" then call.raw_body = opts.body else call.body = json.check(opts.body, "body") end
   local res, err = request.send(self, call)
   if not res then return nil, err end
   return res.status, res.headers, res.body
 end
 
 local function get(self, path, query)
-  if not self.signer then error("kinot: client is closed", 3) end
   return request.perform(self, { method = "GET", path = path, query = query or {}, idempotent = true })
 end
 
@@ -106,8 +107,8 @@ local function normalise_command(cmd)
 end
 
 local function page(self, path, opts)
-  local offset, limit = validate.page(opts, 3)
-  local doc, err = get(self, path, { { "offset", tostring(offset) }, { "limit", tostring(limit) } })
+  local offset, limit = validate.page(opts)
+  local doc, err = get(self, path, { { "offset", validate.int_text(offset) }, { "limit", validate.int_text(limit) } })
   if not doc then return nil, err end
   return { objects = doc.objects or {}, count = doc.count, offset = offset, limit = limit }
 end
@@ -116,7 +117,7 @@ function Client:lockers(opts) return page(self, "/lockers", opts) end
 function Client:sensors(opts) return page(self, "/sensors", opts) end
 
 local function one(self, path, sn, what)
-  sn = validate.sn(sn, "sn", 3)
+  sn = validate.sn(sn, "sn")
   local doc, err = get(self, path .. "/" .. validate.sn_text(sn))
   if not doc then return nil, err end
   return first(doc, what .. " " .. validate.sn_text(sn))
@@ -128,12 +129,10 @@ function Client:dtu_device(sn) return one(self, "/dtu_devices", sn, "DTU") end
 
 local function each(self, path, opts)
   opts = opts or {}
-  local _, limit = validate.page({ limit = opts.limit or 100 }, 3)
-  local conc = opts.concurrency or 1
-  if type(conc) ~= "number" or conc < 1 or conc ~= math.floor(conc) or conc > 64 then
-    validate.fail("concurrency must be an integer from 1 to 64", 3)
-  end
-  if opts.on_page ~= nil and type(opts.on_page) ~= "function" then validate.fail("on_page must be a function", 3) end
+  local _, limit = validate.page({ limit = opts.limit or 100 })
+  local conc = validate.integer(opts.concurrency or 1, 1, 64)
+  if not conc then misuse("concurrency must be an integer from 1 to 64 (got " .. tostring(opts.concurrency) .. ")") end
+  if opts.on_page ~= nil and type(opts.on_page) ~= "function" then misuse("on_page must be a function") end
   return pager.iterate(self, path, limit, conc, opts.on_page)
 end
 
@@ -142,11 +141,12 @@ function Client:each_sensor(opts) return each(self, "/sensors", opts) end
 
 --- send_command(sn, parameter) -> command; never sent twice by the SDK
 function Client:send_command(sn, parameter)
-  sn = validate.sn(sn, "sn", 2)
+  sn = validate.sn(sn, "sn")
   if type(parameter) ~= "table" or parameter.key == nil or parameter.value == nil then
-    validate.fail("parameter must be a table like {key = \"handle\", value = 1}", 2)
+    misuse("parameter must be a table like {key = \"handle\", value = 1}")
   end
-  if not self.signer then error("kinot: client is closed", 2) end
+  json.check(parameter.key, "parameter.key")
+  json.check(parameter.value, "parameter.value")
   local doc, err = request.perform(self, {
     method = "POST", path = "/commands", query = {}, idempotent = false,
     body = { sn = sn, command = 1, parameter = { key = parameter.key, value = parameter.value } },
@@ -158,7 +158,7 @@ function Client:send_command(sn, parameter)
 end
 
 function Client:command(guid)
-  guid = validate.guid(guid, 3)
+  guid = validate.guid(guid)
   local doc, err = get(self, "/commands", { { "guid", guid } })
   if not doc then return nil, err end
   local cmd, e2 = first(doc, "command " .. guid)
@@ -170,10 +170,10 @@ local FINAL = { succeeded = true, failed = true }
 
 --- wait_command(guid, {timeout = 60, interval = 0.5}) -> command in a final state
 function Client:wait_command(guid, opts)
-  guid = validate.guid(guid, 3)
+  guid = validate.guid(guid)
   opts = opts or {}
-  local timeout = validate.positive(opts.timeout, "timeout", 3) or 60
-  local interval = validate.positive(opts.interval, "interval", 3) or 0.5
+  local timeout = validate.positive(opts.timeout, "timeout", true) or 60
+  local interval = validate.positive(opts.interval, "interval") or 0.5
   local now, sleep = self.transport.now, self.transport.sleep
   local deadline = now() + timeout
   local last
@@ -205,22 +205,22 @@ local function one_spelling(conf)
 end
 
 function Client:set_notifications(opts)
-  if type(opts) ~= "table" then validate.fail("set_notifications expects a table", 2) end
-  local dt = validate.device_type(opts.device_type, 2)
+  if type(opts) ~= "table" then misuse("set_notifications expects a table") end
+  local dt = validate.device_type(opts.device_type)
   local body = { device_type = dt }
   local any = false
   -- the reference's table spells commandResp_callback_url, its example
   -- command_resp_callback_url: either is taken, and both are sent
   local alias = opts.commandResp_callback_url
   if alias ~= nil and opts.command_resp_callback_url ~= nil and alias ~= opts.command_resp_callback_url then
-    validate.fail("command_resp_callback_url and commandResp_callback_url (one field, two spellings) differ", 2)
+    misuse("command_resp_callback_url and commandResp_callback_url (one field, two spellings) differ")
   end
   for _, k in ipairs { "status_changed_callback_url", "command_resp_callback_url" } do
     local v = opts[k]
     if v == nil and k == "command_resp_callback_url" then v = alias end
-    if v ~= nil then body[k] = v == "" and "" or validate.url(v, k, 2); any = true end -- "" clears it
+    if v ~= nil then body[k] = v == "" and "" or validate.url(v, k); any = true end -- "" clears it
   end
-  if not any then validate.fail("give status_changed_callback_url and/or command_resp_callback_url", 2) end
+  if not any then misuse("give status_changed_callback_url and/or command_resp_callback_url") end
   body.commandResp_callback_url = body.command_resp_callback_url
   local doc, err = request.perform(self, { method = "POST", path = "/notifications", query = {}, body = body, idempotent = true })
   if not doc then return nil, err end
@@ -228,7 +228,7 @@ function Client:set_notifications(opts)
 end
 
 function Client:notifications(device_type)
-  local dt = validate.device_type(device_type, 3)
+  local dt = validate.device_type(device_type)
   local doc, err = get(self, "/notifications", { { "device_type", tostring(dt) } })
   if not doc then return nil, err end
   local conf, ferr = first(doc, "notification settings for device type " .. dt)
@@ -236,12 +236,24 @@ function Client:notifications(device_type)
 end
 
 function Client:test_notification(sn, callback_type)
-  sn = validate.sn(sn, "sn", 2)
-  validate.callback_type(callback_type or "status_changed", 2)
+  sn = validate.sn(sn, "sn")
+  validate.callback_type(callback_type or "status_changed")
   local doc, err = request.perform(self, { method = "POST", path = "/test/notifications", query = {},
     body = { sn = sn, callback_type = callback_type or "status_changed" }, idempotent = false })
   if not doc then return nil, err end
   return (doc.objects and doc.objects[1]) or {}
+end
+
+-- A closed client: every public method raises, before looking at its
+-- arguments, whichever method it is (those added later included).
+for name, fn in pairs(Client) do
+  if type(fn) == "function" and not name:match("^_") and name ~= "new" and name ~= "close" then
+    Client[name] = function(self, ...)
+      if type(self) ~= "table" then misuse("call client:" .. name .. "(...) with a colon") end
+      if self.signer == nil then misuse("client is closed") end
+      return fn(self, ...)
+    end
+  end
 end
 
 return Client

@@ -3,12 +3,12 @@
 -- kinot.new, the module-level default client, and the signing helpers.
 local core = require "kinot.core"
 local Client = require "kinot.client"
-local validate = require "kinot.validate"
+local errors = require "kinot.errors"
 local signer = require "kinot.signer"
 
 local kinot = {
   _VERSION = core.version,
-  errors = require "kinot.errors",
+  errors = errors,
 }
 
 --- new(opts) -> client (DESIGN §2)
@@ -39,7 +39,7 @@ function kinot.default_client()
   if not default then
     local o = env_opts()
     if not o.app_key or not o.app_secret then
-      validate.fail("no default client: call kinot.configure{...} or set KINOT_APP_KEY and KINOT_APP_SECRET", 3)
+      errors.misuse("no default client: call kinot.configure{...} or set KINOT_APP_KEY and KINOT_APP_SECRET")
     end
     default = Client.new(o)
   end
@@ -74,15 +74,15 @@ end
 --- sign_request{method, path, query, form, headers, sign_headers, app_secret, signature_method}
 --   -> { string_to_sign, signature, signed_headers }
 function kinot.sign_request(t)
-  if type(t) ~= "table" then validate.fail("sign_request expects a table", 2) end
+  if type(t) ~= "table" then errors.misuse("sign_request expects a table") end
   local secret = t.app_secret
-  if type(secret) ~= "string" then validate.fail("app_secret must be a string", 2) end
+  if type(secret) ~= "string" then errors.misuse("app_secret must be a string") end
   return signer_for(secret):sign(t)
 end
 
 --- content_md5(body) -> base64(MD5(body))
 function kinot.content_md5(body)
-  if type(body) ~= "string" then validate.fail("content_md5 expects the body string", 2) end
+  if type(body) ~= "string" then errors.misuse("content_md5 expects the body string") end
   return core.content_md5(body)
 end
 

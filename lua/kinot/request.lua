@@ -31,6 +31,7 @@ end
 --- build(client, call, attempt) -> transport request, signing result
 -- call = { method, path, query = {{k, v}...}, body = table|nil }
 local function build(client, call)
+  if not client.signer then errors.misuse("client is closed") end -- closed under an iterator, say
   local headers = {
     ["Accept"] = "application/json",
     ["User-Agent"] = M.USER_AGENT,
@@ -41,7 +42,7 @@ local function build(client, call)
   }
   if client.stage then headers["X-Ca-Stage"] = client.stage end
   local body = call.raw_body
-  if call.body ~= nil and body == nil then body = json.encode(call.body) end
+  if call.body ~= nil and body == nil then body = json.encode(call.body, "body") end
   if body then
     headers["Content-Type"] = "application/json; charset=UTF-8"
     headers["Content-MD5"] = core.content_md5(body)
@@ -118,8 +119,12 @@ local function decode(res, signed, call)
     if find(gw, "Invalid Signature", 1, true) then
       fields.server_string_to_sign = server_sts(gw)
       fields.client_string_to_sign = signed.string_to_sign
-      return nil, errors.new("signature",
-        "the gateway refused the request signature: check app_key/app_secret and that every signed header is sent as signed",
+      -- the same string on both sides: then only the key signing it differs
+      local same = fields.server_string_to_sign == signed.string_to_sign
+      return nil, errors.new("signature", same
+        and "the gateway refused the request signature although both sides signed the same string: " ..
+            "the app_secret (or the app_key it is paired with) is what differs"
+        or "the gateway refused the request signature: check app_key/app_secret and that every signed header is sent as signed",
         fields)
     end
     if status == 429 or find(gw, "Throttled", 1, true) then
@@ -189,7 +194,7 @@ local function backoff(client, attempt, after)
 end
 
 local function transport_error(kind, message, not_sent)
-  if kind == "invalid" then error("kinot: " .. message, 0) end
+  if kind == "invalid" then errors.misuse(message) end
   local retryable = kind == "network" or kind == "timeout"
   return errors.new(kind == "nomem" and "network" or kind, message, { retryable = retryable, not_sent = not_sent })
 end
@@ -265,6 +270,7 @@ end
 --- perform_many(client, calls) -> list of {doc} | {nil, err}, one round of
 -- concurrent GETs over the transport's batch path (or one by one without it).
 function M.perform_many(client, calls)
+  if not client.signer then errors.misuse("client is closed") end
   local transport = client.transport
   if not transport.send_many or #calls <= 1 then
     local out = {}

@@ -4,7 +4,10 @@
 -- request table is read through the Lua C API (kinot.core); on LuaJIT it is
 -- handed over through the FFI, which the JIT compiles, nearly twice as fast.
 -- Both give the same results and the same errors (spec/sign_spec.lua).
+-- Errors go through kinot.errors' two constructors, with the C binding's
+-- messages word for word.
 local core = require "kinot.core"
+local errors = require "kinot.errors"
 
 local M = {}
 
@@ -21,6 +24,14 @@ end
 
 local ffi = require "ffi"
 local type, tostring, pairs, error, tonumber = type, tostring, pairs, error, tonumber
+local misuse = errors.misuse
+
+-- the machine failed: what the C binding's kn_fail raises
+local function fail(msg)
+  error(errors.new("internal", msg), 0)
+end
+
+local SIGN_NOMEM = -2 -- KN_SIGN_NOMEM of sign.h
 local ffi_string, ffi_new, ffi_gc = ffi.string, ffi.new, ffi.gc
 
 local Signer = {}
@@ -38,19 +49,19 @@ local function text(self, v, what)
     keep[#keep + 1] = v
     return v
   end
-  error("kinot: " .. what .. " must be a string (got " .. t .. ")", 4)
+  misuse(what .. " must be a string (got " .. t .. ")")
 end
 
 -- fills kv[at..] from a list of {name, value} pairs; returns the count
 local function put_pairs(self, list, field, at)
   if list == nil then return 0 end
-  if type(list) ~= "table" then error("kinot: " .. field .. " must be a list of {name, value} pairs", 3) end
+  if type(list) ~= "table" then misuse(field .. " must be a list of {name, value} pairs") end
   local n = #list
   self:reserve(at + n)
   local kv = self.kv
   for i = 1, n do
     local p = list[i]
-    if type(p) ~= "table" then error("kinot: " .. field .. "[" .. i .. "] must be a {name, value} pair", 3) end
+    if type(p) ~= "table" then misuse(field .. "[" .. i .. "] must be a {name, value} pair") end
     local k, v = text(self, p[1], field), p[2]
     v = v == nil and "" or text(self, v, field)
     local e = kv[at + i - 1]
@@ -72,22 +83,24 @@ end
 
 function Signer:sign(t)
   local s = self.s
-  if s == nil then error("kinot: signer is closed", 2) end
-  if type(t) ~= "table" then error("kinot: sign expects a table", 2) end
+  if s == nil then misuse("signer is closed") end
+  if type(t) ~= "table" then misuse("sign expects a table") end
   local names = self.names
   self.keep = nil
+  -- checked in the C binding's order, so that both name the same problem first
+  local method, path = text(self, t.method, "method"), text(self, t.path, "path")
   local alg = 0
   local sm = t.signature_method
   if sm ~= nil and sm ~= "HmacSHA256" then
-    if sm ~= "HmacSHA1" then error('kinot: signature_method must be "HmacSHA256" or "HmacSHA1"', 2) end
+    if sm ~= "HmacSHA1" then misuse('signature_method must be "HmacSHA256" or "HmacSHA1"') end
     alg = 1
   end
   local n = 0
   local headers = t.headers
   if headers ~= nil then
-    if type(headers) ~= "table" then error("kinot: headers must be a table of name = value", 2) end
+    if type(headers) ~= "table" then misuse("headers must be a table of name = value") end
     for name, value in pairs(headers) do
-      if type(name) ~= "string" then error("kinot: header names must be strings", 2) end
+      if type(name) ~= "string" then misuse("header names must be strings") end
       if n >= self.cap then self:reserve(n + 1) end
       value = text(self, value, "header value")
       local e = self.kv[n]
@@ -100,13 +113,13 @@ function Signer:sign(t)
   local nq = put_pairs(self, t.query, "query", n)
   local nf = put_pairs(self, t.form, "form", n + nq)
   local req, kv = self.req, self.kv
-  local method, path = text(self, t.method, "method"), text(self, t.path, "path")
   req.method.p, req.method.n = method, #method
   req.path.p, req.path.n = path, #path
   req.headers, req.nheaders = kv, n
   req.query, req.nquery = kv + n, nq
   req.form, req.nform = kv + n + nq, nf
   local sh = t.sign_headers
+  if sh ~= nil and type(sh) ~= "table" then misuse("sign_headers must be a list of header names") end
   if sh ~= nil and #sh > 0 then
     local arr = ffi_new("kn_str[?]", #sh)
     for i = 1, #sh do
@@ -118,9 +131,12 @@ function Signer:sign(t)
   else
     req.nsign = 0
   end
-  if lib.kn_sign(s, req, alg) ~= 0 then
+  local rc = lib.kn_sign(s, req, alg)
+  if rc ~= 0 then
     self.keep = nil
-    error("kinot: " .. ffi_string(lib.kn_signer_error(s)), 2)
+    local why = ffi_string(lib.kn_signer_error(s))
+    if rc == SIGN_NOMEM then fail(why) end
+    misuse(why)
   end
   local len = self.len
   local p = lib.kn_signer_string(s, len)
@@ -144,9 +160,9 @@ end
 
 --- new(secret) -> signer using the FFI
 function M.new(secret)
-  if type(secret) ~= "string" then error("bad argument #1 to 'signer' (string expected, got " .. type(secret) .. ")", 2) end
+  if type(secret) ~= "string" then misuse("the secret must be a string (got " .. type(secret) .. ")") end
   local s = lib.kn_signer_new(secret, #secret)
-  if s == nil then error("kinot: out of memory creating a signer", 2) end
+  if s == nil then fail("out of memory creating a signer") end
   return setmetatable({
     s = ffi_gc(s, lib.kn_signer_free), cap = 16, kv = ffi_new("kn_kv[16]"),
     req = ffi_new("kn_sign_req"), len = ffi_new("size_t[1]"), names = {},

@@ -1,77 +1,98 @@
--- Argument checks done before anything is sent.  Misuse raises an error
--- naming the argument (level 3: the caller of the public method).
+-- Argument checks done before anything is sent.  Misuse raises
+-- errors.misuse naming the argument; where the caller stands is found by
+-- kinot.errors, not counted here.  Numbers the reference types as int go
+-- out as integers: an integral float (10.0) is taken as the integer it is,
+-- anything else (2.5, inf, nan) raises.
+local errors = require "kinot.errors"
+
 local M = {}
 
-local floor, tonumber, type, tostring = math.floor, tonumber, type, tostring
+local floor, tonumber, type, tostring, format = math.floor, tonumber, type, tostring, string.format
+local tointeger = math.tointeger or function(n) return n end
+local misuse = errors.misuse
 
-local function fail(msg, level)
-  error("kinot: " .. msg, (level or 3) + 1)
+--- fail(message): raises misuse (a trailing level argument, once counted by hand, is ignored)
+function M.fail(msg)
+  misuse(msg)
 end
-M.fail = fail
 
---- sn(v, name) -> integer sn; accepts a positive integer or a numeric string
-function M.sn(v, name, level)
+-- the integer a number is, within [lo, hi]; nil for anything else
+local function integer(v, lo, hi)
+  if type(v) ~= "number" or v ~= v or v < lo or v > hi or v ~= floor(v) then return nil end
+  return tointeger(v)
+end
+M.integer = integer
+
+local function shown(v)
+  if type(v) == "string" then return "\"" .. v:sub(1, 30) .. "\"" end
+  return tostring(v)
+end
+
+local MAX_SN = 2 ^ 53 - 1
+
+--- sn(v, name) -> integer sn; accepts a positive integer (10.0 is 10) or a string of digits
+function M.sn(v, name)
   name = name or "sn"
   local n = v
-  if type(v) == "string" then
-    if not v:match("^%d+$") then fail(name .. " must be a positive integer (got \"" .. v:sub(1, 30) .. "\")", level) end
-    n = tonumber(v)
-  end
-  if type(n) ~= "number" or n ~= n or n < 1 or n ~= floor(n) or n >= 2 ^ 53 then
-    fail(name .. " must be a positive integer (got " .. tostring(v) .. ")", level)
-  end
-  return math.tointeger and math.tointeger(n) or n
+  if type(v) == "string" then n = v:match("^%d+$") and tonumber(v) end
+  n = integer(n, 1, MAX_SN)
+  if not n then misuse(name .. " must be a positive integer (got " .. shown(v) .. ")") end
+  return n
 end
 
---- the sn as it goes in a path: digits, never "1.0"
+--- the integer as it goes in a path or a query: digits, never "1.0" or "1e+15"
 function M.sn_text(n)
-  return string.format("%d", n)
+  return format("%d", n)
 end
+M.int_text = M.sn_text
 
-function M.page(opts, level)
+--- page(opts) -> offset, limit: integers
+function M.page(opts)
   opts = opts or {}
-  if type(opts) ~= "table" then fail("page options must be a table like {offset = 0, limit = 10}", level) end
-  local offset, limit = opts.offset or 0, opts.limit or 10
-  if type(offset) ~= "number" or offset < 0 or offset ~= floor(offset) then
-    fail("offset must be an integer >= 0 (a page index; got " .. tostring(opts.offset) .. ")", level)
+  if type(opts) ~= "table" then misuse("page options must be a table like {offset = 0, limit = 10}") end
+  local offset = integer(opts.offset or 0, 0, 2147483647)
+  if not offset then
+    misuse("offset must be an integer from 0 to 2147483647 (a page index; got " .. shown(opts.offset) .. ")")
   end
-  if type(limit) ~= "number" or limit ~= floor(limit) or limit < 10 or limit > 100 then
-    fail("limit must be an integer from 10 to 100 (got " .. tostring(opts.limit) .. ")", level)
-  end
+  local limit = integer(opts.limit or 10, 10, 100)
+  if not limit then misuse("limit must be an integer from 10 to 100 (got " .. shown(opts.limit) .. ")") end
   return offset, limit
 end
 
 local DEVICE_TYPES = { [18] = 18, [34] = 34, lock = 18, locker = 18, sensor = 34 }
-function M.device_type(v, level)
+function M.device_type(v)
   local t = DEVICE_TYPES[v]
-  if not t then fail("device_type must be 18 (lock), 34 (sensor), \"lock\" or \"sensor\" (got " .. tostring(v) .. ")", level) end
+  if not t then misuse("device_type must be 18 (lock), 34 (sensor), \"lock\" or \"sensor\" (got " .. shown(v) .. ")") end
   return t
 end
 
 local CALLBACK_TYPES = { status_changed = true, command_resp = true }
-function M.callback_type(v, level)
+function M.callback_type(v)
   if not CALLBACK_TYPES[v] then
-    fail("callback_type must be \"status_changed\" or \"command_resp\" (got " .. tostring(v) .. ")", level)
+    misuse("callback_type must be \"status_changed\" or \"command_resp\" (got " .. shown(v) .. ")")
   end
   return v
 end
 
-function M.url(v, name, level)
+function M.url(v, name)
   if type(v) ~= "string" or not v:match("^https?://[^%s/?#]+[^%s]*$") then
-    fail(name .. " must be an http:// or https:// URL (got " .. tostring(v) .. ")", level)
+    misuse(name .. " must be an http:// or https:// URL (got " .. shown(v) .. ")")
   end
   return v
 end
 
-function M.guid(v, level)
+function M.guid(v)
   if type(v) ~= "string" or not v:match("^[%w%-]+$") or #v > 64 then
-    fail("guid must be the command's guid string (got " .. tostring(v) .. ")", level)
+    misuse("guid must be the command's guid string (got " .. shown(v) .. ")")
   end
   return v
 end
 
-function M.positive(v, name, level)
-  if v ~= nil and (type(v) ~= "number" or v < 0) then fail(name .. " must be a number >= 0", level) end
+--- positive(v, name[, forever]) -> v: nil, or a finite number >= 0 (math.huge too when `forever`)
+function M.positive(v, name, forever)
+  if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0 or (v == math.huge and not forever)) then
+    misuse(name .. " must be a " .. (forever and "" or "finite ") .. "number >= 0 (got " .. shown(v) .. ")")
+  end
   return v
 end
 

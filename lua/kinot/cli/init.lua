@@ -1,16 +1,22 @@
 -- `kinot` on the command line (DESIGN §9).  Exit codes:
 --   0 success, 1 a check failed (`verify` refused the body),
 --   2 usage error, 3 API error (platform, gateway, signature, decode ...),
---   4 network error (network, timeout, tls).
+--   4 network error (network, timeout, tls), 5 a command's outcome is
+--   unknown (it may have reached the platform), 6 a wait for a command
+--   timed out (the command is still pending).
+-- Which one is decided by the error's type (kinot.errors), never its text.
 local argparse = require "argparse"
 local kinot = require "kinot"
 local errors = require "kinot.errors"
 local json = require "kinot.json"
 local output = require "kinot.cli.output"
+local validate = require "kinot.validate"
+
+local misuse = errors.misuse
 
 local M = {}
 
-local EXIT = { ok = 0, check = 1, usage = 2, api = 3, network = 4 }
+local EXIT = { ok = 0, check = 1, usage = 2, api = 3, network = 4, unknown_outcome = 5, wait_timeout = 6 }
 M.EXIT = EXIT
 local NETWORK_KINDS = { network = true, timeout = true, tls = true }
 local DEFAULT_PID_FILE = "/tmp/kinot-sim.pid"
@@ -34,14 +40,26 @@ local function row_of(d)
   return r
 end
 
+-- a converter for a numeric option that names the option when the value is not a number
+local function number(option)
+  return function(s)
+    local n = tonumber(s)
+    if n == nil or n ~= n or n == math.huge or n == -math.huge then
+      return nil, option .. " must be a number (got '" .. s .. "')"
+    end
+    return n
+  end
+end
+
 local function build_parser()
   local p = argparse("kinot", "The Kinot open platform (LoRa parking locks, sensors, DTUs) from the command line.")
     :epilog("Credentials: --app-key/--app-secret or KINOT_APP_KEY/KINOT_APP_SECRET; endpoint: --endpoint or KINOT_ENDPOINT.\n" ..
-            "Exit codes: 0 ok, 1 check failed, 2 usage, 3 API error, 4 network error.")
+            "Exit codes: 0 ok, 1 check failed, 2 usage, 3 API error, 4 network error, 5 command outcome unknown,\n" ..
+            "6 wait for a command timed out.")
   p:option("--app-key", "AppKey (default $KINOT_APP_KEY)")
   p:option("--app-secret", "AppSecret (default $KINOT_APP_SECRET)")
   p:option("--endpoint", "API base URL (default $KINOT_ENDPOINT or the platform's)")
-  p:option("--timeout", "Total timeout per request, seconds"):convert(tonumber)
+  p:option("--timeout", "Total timeout per request, seconds"):convert(number("--timeout"))
   p:option("--stage", "API stage sent as X-Ca-Stage, e.g. TEST (default $KINOT_STAGE, else none: RELEASE); " ..
     "with `sim`, the only stage the simulator serves")
   p:flag("--json", "One JSON document on stdout")
@@ -56,10 +74,10 @@ local function build_parser()
 
   for _, what in ipairs { { "lockers", "parking locks" }, { "sensors", "parking sensors" } } do
     local c = p:command(what[1], "List " .. what[2] .. " (one page, or --all)")
-    c:option("--offset", "Page index, from 0", "0"):convert(tonumber)
-    c:option("--limit", "Devices a page, 10..100", "10"):convert(tonumber)
+    c:option("--offset", "Page index, from 0", "0"):convert(number("--offset"))
+    c:option("--limit", "Devices a page, 10..100", "10"):convert(number("--limit"))
     c:flag("--all", "Every device, all pages")
-    c:option("--concurrency", "Pages in flight with --all", "8"):convert(tonumber)
+    c:option("--concurrency", "Pages in flight with --all", "8"):convert(number("--concurrency"))
   end
   p:command("locker", "One parking lock"):argument("sn", "Lock SN")
   p:command("sensor", "One parking sensor"):argument("sn", "Sensor SN")
@@ -69,14 +87,14 @@ local function build_parser()
   cmd:command_target("sub")
   local send = cmd:command("send", "Send a command (value 1: lock BT code reset / sensor activate; 2: sensor freeze)")
   send:argument("sn", "Device SN")
-  send:option("--value", "Parameter value", "1"):convert(tonumber)
+  send:option("--value", "Parameter value", "1"):convert(number("--value"))
   send:option("--key", "Parameter key", "handle")
   send:flag("--wait", "Wait until it succeeds or fails")
-  send:option("--wait-timeout", "Seconds to wait", "60"):convert(tonumber)
+  send:option("--wait-timeout", "Seconds to wait", "60"):convert(number("--wait-timeout"))
   cmd:command("get", "Read a command"):argument("guid", "Command guid")
   local wait = cmd:command("wait", "Wait until a command succeeds or fails")
   wait:argument("guid", "Command guid")
-  wait:option("--wait-timeout", "Seconds to wait", "60"):convert(tonumber)
+  wait:option("--wait-timeout", "Seconds to wait", "60"):convert(number("--wait-timeout"))
 
   local n = p:command("notifications", "Callback settings")
   n:command_target("sub")
@@ -92,7 +110,7 @@ local function build_parser()
   test:option("--type", "status_changed or command_resp", "status_changed")
 
   local rep = p:command("report", "Fleet health: occupancy, faults, low battery, weakest signal, offline DTUs")
-  rep:option("--concurrency", "Pages in flight", "8"):convert(tonumber)
+  rep:option("--concurrency", "Pages in flight", "8"):convert(number("--concurrency"))
   rep:option("--dtu", "A DTU SN to check (repeatable; also $KINOT_DTUS=sn,sn)"):count("*")
 
   local sign = p:command("sign", "Show the string-to-sign, signed headers and signature of a request (never the secret)")
@@ -137,7 +155,7 @@ local function client_of(args)
   local key = args.app_key or os.getenv("KINOT_APP_KEY")
   local secret = args.app_secret or os.getenv("KINOT_APP_SECRET")
   if not key or key == "" or not secret or secret == "" then
-    error({ usage = "credentials missing: pass --app-key and --app-secret, or set KINOT_APP_KEY and KINOT_APP_SECRET" }, 0)
+    misuse("credentials missing: pass --app-key and --app-secret, or set KINOT_APP_KEY and KINOT_APP_SECRET")
   end
   return kinot.new { app_key = key, app_secret = secret,
                      endpoint = args.endpoint or os.getenv("KINOT_ENDPOINT"), timeout = args.timeout,
@@ -152,7 +170,7 @@ end
 local function read_all(path)
   local f, e
   if path == "-" then f = io.stdin else f, e = io.open(path, "rb") end
-  if not f then error({ usage = "cannot read " .. path .. ": " .. tostring(e) }, 0) end
+  if not f then misuse("cannot read " .. path .. ": " .. tostring(e)) end
   local s = f:read("*a")
   if f ~= io.stdin then f:close() end
   return s
@@ -162,7 +180,7 @@ local function pairs_of(list, sep, what)
   local out = {}
   for _, item in ipairs(list or {}) do
     local k, v = item:match("^([^" .. sep .. "]*)" .. sep .. "%s*(.*)$")
-    if not k then error({ usage = what .. " must look like name" .. sep .. "value (got " .. item .. ")" }, 0) end
+    if not k then misuse(what .. " must look like name" .. sep .. "value (got " .. item .. ")") end
     out[#out + 1] = { k, v }
   end
   return out
@@ -257,10 +275,19 @@ run.notifications = function(args, out)
   elseif args.set then
     for _, w in ipairs { "status", "command" } do
       if args["clear_" .. w .. "_url"] then
-        if args[w .. "_url"] then error({ usage = "--" .. w .. "-url and --clear-" .. w .. "-url contradict each other" }, 0) end
+        if args[w .. "_url"] then misuse("--" .. w .. "-url and --clear-" .. w .. "-url contradict each other") end
         args[w .. "_url"] = ""
       end
     end
+    -- named as the user typed them, not as the Lua fields
+    if not args.status_url and not args.command_url then
+      misuse("notifications set needs --status-url and/or --command-url (or --clear-status-url / --clear-command-url)")
+    end
+    if not pcall(validate.device_type, dt) then
+      misuse("--device-type must be 18 / lock or 34 / sensor (got '" .. tostring(args.device_type) .. "')")
+    end
+    if args.status_url and args.status_url ~= "" then validate.url(args.status_url, "--status-url") end
+    if args.command_url and args.command_url ~= "" then validate.url(args.command_url, "--command-url") end
     r = check(c:set_notifications { device_type = dt, status_changed_callback_url = args.status_url,
                                     command_resp_callback_url = args.command_url })
   else
@@ -295,7 +322,7 @@ end
 run.sign = function(args, out)
   local core = require "kinot.core"
   local secret = args.app_secret or os.getenv("KINOT_APP_SECRET")
-  if not secret then error({ usage = "sign needs the secret: --app-secret or KINOT_APP_SECRET (it is never printed)" }, 0) end
+  if not secret then misuse("sign needs the secret: --app-secret or KINOT_APP_SECRET (it is never printed)") end
   local headers = {}
   for _, h in ipairs(pairs_of(args.header, ":", "--header")) do headers[h[1]] = h[2] end
   local function default(name, v) for k in pairs(headers) do if k:lower() == name:lower() then return end end headers[name] = v end
@@ -335,16 +362,16 @@ run.verify = function(args, out)
   local callback = require "kinot.callback"
   local body = read_all(args.file)
   local secrets = args.secret and #args.secret > 0 and args.secret or { args.app_secret or os.getenv("KINOT_APP_SECRET") }
-  if not secrets[1] then error({ usage = "verify needs a secret: --secret, --app-secret or KINOT_APP_SECRET" }, 0) end
+  if not secrets[1] then misuse("verify needs a secret: --secret, --app-secret or KINOT_APP_SECRET") end
   if args.discover then -- --sign-rule adds a guess of the user's
     local ok_rule, rule_err = pcall(require("kinot.callback.rules").rule, args.sign_rule)
-    if not ok_rule then error({ usage = tostring(rule_err):gsub("^.-kinot: ", "") }, 0) end
+    if not ok_rule then misuse((tostring(rule_err):gsub("^.-kinot: ", ""))) end
     return M.discover(body, secrets, args, out)
   end
   local canonical, cerr = callback.canonical(body)
   local rules = require "kinot.callback.rules"
   local ok_rule, rule = pcall(rules.rule, args.sign_rule)
-  if not ok_rule then error({ usage = tostring(rule):gsub("^.-kinot: ", "") }, 0) end
+  if not ok_rule then misuse((tostring(rule):gsub("^.-kinot: ", ""))) end
   if canonical and not rules.is_default(rule) then -- the string signed under that rule
     canonical = rules.canonical(assert(rules.members(body)), rule)
   end
@@ -464,35 +491,70 @@ end
 
 -- ------------------------------------------------------------ main
 
+-- the exit code of what was raised, by its type
+local function exit_code(e)
+  if errors.is_misuse(e) then return EXIT.usage end
+  if errors.is(e) then
+    if e.kind == "unknown_outcome" then return EXIT.unknown_outcome end
+    if e.kind == "timeout" and e.command ~= nil then return EXIT.wait_timeout end -- wait_command's own timeout
+    if NETWORK_KINDS[e.kind] then return EXIT.network end
+  end
+  return EXIT.api
+end
+
+-- reports what was raised on stderr: "kinot: ..." once, or with --json one
+-- JSON object { kind, message, status, code, request_id }
+local function report(out, e)
+  local doc
+  if errors.is(e) then
+    doc = { kind = e.kind, message = e.message, status = e.status, code = e.code, request_id = e.request_id,
+            server_string_to_sign = e.server_string_to_sign, client_string_to_sign = e.client_string_to_sign }
+  elseif errors.is_misuse(e) then
+    doc = { kind = "usage", message = e.message }
+  elseif type(e) == "table" and e.usage then -- the sim subcommand's own way (kept as it is)
+    e = errors.misuse_object(e.usage)
+    doc = { kind = "usage", message = e.message }
+  else -- a bug: say so, with what Lua said
+    e = "kinot: internal error: " .. tostring(e)
+    doc = { kind = "internal", message = e:sub(8) }
+  end
+  for _, k in ipairs { "status", "code", "request_id" } do
+    if doc[k] == nil then doc[k] = json.null end
+  end
+  out:failure(doc, tostring(e))
+  return exit_code(e)
+end
+
+-- parses argv; a mistake names the (sub)command it was made in and shows that one's usage
+local function parse(parser, argv)
+  local failed
+  parser.error = function(p, msg)
+    failed = { parser = p, message = msg }
+    error(failed, 0)
+  end
+  local ok, args = pcall(parser.parse, parser, argv)
+  if ok then return args end
+  if args ~= failed then error(args, 0) end
+  return nil, failed
+end
+
 function M.main(argv, io_opts)
   local parser = build_parser()
-  local ok, args = parser:pparse(argv)
-  local base = output.new { stdout = io_opts and io_opts.stdout, stderr = io_opts and io_opts.stderr }
-  if not ok then
-    base:error(args)
-    base.err:write(parser:get_usage(), "\n")
+  local args, failed = parse(parser, argv)
+  if not args then
+    local as_json = false
+    for _, a in ipairs(argv or {}) do if a == "--json" or a == "--jsonl" then as_json = true end end
+    local base = output.new { json = as_json, stdout = io_opts and io_opts.stdout, stderr = io_opts and io_opts.stderr }
+    base:failure({ kind = "usage", message = failed.message, status = json.null, code = json.null, request_id = json.null },
+      "kinot: " .. failed.message)
+    if not as_json then base.err:write(failed.parser:get_usage(), "\n") end
     return EXIT.usage
   end
   local out = output.new { json = args.json, jsonl = args.jsonl, no_color = args.no_color,
                            stdout = io_opts and io_opts.stdout, stderr = io_opts and io_opts.stderr }
   local okr, res = pcall(run[args.cmd], args, out)
   if okr then return res end
-  if type(res) == "table" and res.usage then
-    out:error(res.usage)
-    return EXIT.usage
-  end
-  if errors.is(res) then
-    out:error(tostring(res))
-    return NETWORK_KINDS[res.kind] and EXIT.network or EXIT.api
-  end
-  -- misuse raised by the SDK carries the caller's position: drop it
-  local msg = tostring(res):gsub("^[^\n]-:%d+: (kinot: )", "%1")
-  if msg:match("^kinot: ") then -- misuse caught by the SDK: bad sn, limit ...
-    out:error(msg:gsub("^kinot: ", ""))
-    return EXIT.usage
-  end
-  out:error("internal error: " .. msg)
-  return EXIT.api
+  return report(out, res)
 end
 
 return M

@@ -75,6 +75,17 @@ function M:emit_json(v)
   self.out:write(json.encode(v), "\n")
 end
 
+--- failure(doc, text): what went wrong, on stderr: with --json (or --jsonl) the
+-- object doc on one line, else text, which starts "kinot: " once
+function M:failure(doc, text)
+  if self.json or self.jsonl then
+    self.err:write(json.encode(doc), "\n")
+    return
+  end
+  if self.color and self.tty_err then text = text:gsub("^kinot: ", "\27[31mkinot: \27[0m", 1) end
+  self.err:write(text, "\n")
+end
+
 function M:error(msg)
   self.err:write(self.color and isatty(2) and ("\27[31mkinot: \27[0m") or "kinot: ", msg, "\n")
 end

@@ -1,5 +1,7 @@
 -- Picks a transport (DESIGN §6): "curl", "resty", a function, or "auto"
 -- (resty inside nginx, curl elsewhere).  Never libcurl inside a worker.
+local errors = require "kinot.errors"
+
 local M = {}
 
 local function in_nginx()
@@ -29,14 +31,14 @@ function M.new(kind, opts)
   if kind == "auto" then kind = in_nginx() and "resty" or "curl" end
   if kind == "curl" then
     if in_nginx() then
-      error("kinot: the curl transport would block the nginx worker; use transport = \"resty\" (or \"auto\")", 3)
+      errors.misuse("the curl transport would block the nginx worker; use transport = \"resty\" (or \"auto\")")
     end
     return require("kinot.transport.curl").new(opts)
   elseif kind == "resty" then
-    if not in_nginx() then error("kinot: transport 'resty' needs nginx with the Lua module (ngx.socket)", 3) end
+    if not in_nginx() then errors.misuse("transport 'resty' needs nginx with the Lua module (ngx.socket)") end
     return require("kinot.transport.resty").new(opts)
   end
-  error("kinot: transport must be \"auto\", \"curl\", \"resty\" or a function (got " .. tostring(kind) .. ")", 3)
+  errors.misuse("transport must be \"auto\", \"curl\", \"resty\" or a function (got " .. tostring(kind) .. ")")
 end
 
 return M
