@@ -69,7 +69,7 @@ function M.probe(client, path)
   end
   if same then return "page1" end
   local shifted = #ao >= 2 and #bo >= #ao - 1
-  for i = 1, #ao - 1 do
+  for i = 1, shifted and #ao - 1 or 0 do
     if bo[i].sn ~= ao[i + 1].sn then shifted = false break end
   end
   if shifted then return "rows" end
