@@ -15,7 +15,7 @@ describe("paging", function()
   teardown(function() sim.stop() end)
 
   local function serve(reading, locks, sensors)
-    sim.call("POST", "/config", { paging = reading })
+    sim.call("POST", "/config", { paging = reading, page1_zero = "clamp" })
     sim.call("POST", "/fleet", { locks = locks or 237, sensors = sensors or 95 })
   end
 
@@ -76,6 +76,20 @@ describe("paging", function()
           assert.are.equal(0, n_sensors)
           c:close()
         end
+      end
+    end
+  end)
+
+  it("a page1 platform that refuses offset 0, or answers it empty, is found as well", function()
+    for _, zero in ipairs { "error", "empty" } do
+      for _, n in ipairs { 1, 5, 11, 237 } do
+        serve("page1", n, 0)
+        sim.call("POST", "/config", { page1_zero = zero })
+        local c = sim.client()
+        local ok, err = pcall(collect, c:each_locker { limit = 10, concurrency = 4 }, 419600000, n)
+        assert(ok, zero .. ", " .. n .. " locks: " .. tostring(err))
+        assert.are.equal("page1", c.paging_found)
+        c:close()
       end
     end
   end)

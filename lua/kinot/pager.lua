@@ -42,7 +42,8 @@ end
 
 --- probe(client, path) -> reading | nil (the answers fit every reading)
 -- Two small pages, asked together: A = offset 0, B = offset 1, limit 10.
---   page1: B is A (offset 0 read as page 1), or A is empty while count > 0
+--   page1: B is A (offset 0 read as page 1), or A is empty while count > 0,
+--          or offset 0 is refused (code ~= 0) while offset 1 is answered
 --   rows:  B is A shifted by one device (B[i] is A[i+1])
 --   page0: B shares no device with A and holds min(10, count - 10) of them
 -- With count <= 1 the readings answer alike (nothing to tell, nothing to
@@ -53,6 +54,7 @@ function M.probe(client, path)
   local request = require "kinot.request"
   local L = M.PROBE_LIMIT
   local r = request.perform_many(client, { call(path, 0, L), call(path, 1, L) })
+  if not r[1][1] and r[1][2].kind == "api" and r[2][1] then return "page1" end
   for i = 1, 2 do
     if not r[i][1] then error(r[i][2], 0) end
   end
