@@ -156,7 +156,7 @@ function M.port_busy(port)
   s:setoption("reuseaddr", true)
   local ok, err = s:bind("127.0.0.1", port)
   s:close()
-  if ok then return false end
+  if ok or not tostring(err):find("in use", 1, true) then return false end -- nginx says what else is wrong
   return true, err
 end
 
