@@ -15,7 +15,7 @@ describe("paging", function()
   teardown(function() sim.stop() end)
 
   local function serve(reading, locks, sensors)
-    sim.call("POST", "/config", { paging = reading, page1_zero = "clamp" })
+    sim.call("POST", "/config", { paging = reading, page1_zero = "clamp", offset_bound = false })
     sim.call("POST", "/fleet", { locks = locks or 237, sensors = sensors or 95 })
   end
 
@@ -139,6 +139,26 @@ describe("paging", function()
       end
     end)
   end
+
+  it("names a paging mix-up when the platform refuses an offset past its bound (count/limit)+1", function()
+    for _, m in ipairs { { client = "rows", server = "page0" }, { client = "rows", server = "page1" } } do
+      serve(m.server)
+      sim.call("POST", "/config", { offset_bound = true })
+      for _, conc in ipairs { 1, 16 } do
+        local c = sim.client { paging = m.client }
+        local ok, err = pcall(function() for _ in c:each_locker { limit = 10, concurrency = conc } do end end)
+        c:close()
+        assert.is_false(ok)
+        assert.matches("paging mismatch", err.message)
+        assert.matches("offset 30 refused: offset must be from 0 to", err.message)
+        assert.matches('set paging = "' .. m.server .. '"', err.message, 1, true)
+      end
+      -- and the right reading goes through, bound and all
+      local c = sim.client()
+      collect(c:each_locker { limit = 10, concurrency = 16 }, 419600000, 237)
+      c:close()
+    end
+  end)
 
   it("an auto client whose platform changes its reading says so, and finds the new one", function()
     serve("page0")

@@ -115,7 +115,7 @@ function M.iterate(client, path, limit, concurrency, on_page)
   -- a page that does not add up: a paging mix-up, or the fleet changed?
   -- The platform is asked again (M.probe); a reading other than ours names
   -- the mix-up and the option, otherwise the fleet changed.
-  local function anomaly(msg)
+  local function diagnose(msg)
     local ok, found = pcall(M.probe, client, path)
     if ok and found and found ~= reading then
       if not forced then client.paging_found = found end
@@ -124,6 +124,9 @@ function M.iterate(client, path, limit, concurrency, on_page)
         " but the platform reads it as " .. M.READINGS[found] .. " (" .. msg .. "); set paging = \"" .. found ..
         "\" or \"auto\" in kinot.new, and start the iteration again", { paging = reading, platform_paging = found }), 0)
     end
+  end
+  local function anomaly(msg)
+    diagnose(msg)
     changed(msg)
   end
 
@@ -168,7 +171,11 @@ function M.iterate(client, path, limit, concurrency, on_page)
     local results = request.perform_many(client, batch)
     for i = 1, n do
       local doc, err = results[i][1], results[i][2]
-      if not doc then error(err, 0) end
+      if not doc then
+        -- an offset the platform refuses (its bound is (count/limit)+1) may be ours misread
+        if err.kind == "api" then diagnose("offset " .. batch[i].query[1][2] .. " refused: " .. tostring(err.api_message or err.message)) end
+        error(err, 0)
+      end
       local objs = check_page(next_page + i - 1, doc)
       for j = 1, #objs do buffer[#buffer + 1] = objs[j] end
     end

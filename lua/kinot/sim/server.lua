@@ -249,11 +249,16 @@ local function route(method, rel, args, body)
   if method == "GET" and (rel == "/lockers" or rel == "/sensors") then
     local offset, limit = page_args(args)
     if not offset then return platform_error(400, limit) end
+    -- the reference's bound, 0<=offset<=(count/limit)+1, enforced when asked (/config offset_bound)
+    local n = fleet.n[rel == "/lockers" and "lock" or "sensor"]
+    if S.offset_bound and S.paging ~= "rows" and offset > math.floor(n / limit) + 1 then
+      return platform_error(400, "offset must be from 0 to (count/limit)+1")
+    end
     -- a page1 platform may read offset 0 as page 1 (the default), refuse it, or answer an empty page
     if S.paging == "page1" and offset == 0 and S.page1_zero == "error" then
       return platform_error(400, "offset must be >= 1")
     elseif S.paging == "page1" and offset == 0 and S.page1_zero == "empty" then
-      return 200, '{"code":0,"message":"OK","objects":[],"count":' .. fleet.n[rel == "/lockers" and "lock" or "sensor"] .. "}"
+      return 200, '{"code":0,"message":"OK","objects":[],"count":' .. n .. "}"
     end
     return 200, fleet:page_json(rel == "/lockers" and "lock" or "sensor", M.first_row(S.paging, offset, limit), limit)
   elseif method == "GET" and sn then
@@ -490,6 +495,7 @@ function M.admin()
     if doc.clock_offset_ms then S.gw.clock_offset_ms = doc.clock_offset_ms end
     if doc.quirks ~= nil then S.quirks = doc.quirks == true end
     if doc.page1_zero ~= nil then S.page1_zero = doc.page1_zero end -- "clamp" (default), "error", "empty"
+    if doc.offset_bound ~= nil then S.offset_bound = doc.offset_bound == true end
     if doc.paging ~= nil then
       if not PAGING[doc.paging] then return reply(400, '{"error":"paging must be page0, page1 or rows"}') end
       S.paging = doc.paging
