@@ -195,6 +195,41 @@ describe("paging", function()
     end)
   end
 
+  it("does the same inside nginx, over cosockets (the resty transport)", function()
+    local ng = H.nginx { server = [[
+      location = /each {
+        content_by_lua_block {
+          local a = ngx.req.get_uri_args()
+          local c = require("kinot").new { app_key = a.key, app_secret = a.secret, endpoint = a.endpoint,
+                                           paging = a.paging }
+          local n, dup, seen = 0, 0, {}
+          local ok, err = pcall(function()
+            for d in c:each_locker { limit = 10, concurrency = tonumber(a.conc) } do
+              if seen[d.sn] then dup = dup + 1 end
+              seen[d.sn] = true
+              n = n + 1
+            end
+          end)
+          ngx.print(c.transport.name or "?", " ", n, " ", dup, " ", tostring(c.paging_found), " ",
+                    ok and "ok" or tostring(err))
+          c:close()
+        }
+      }
+    ]] }
+    finally(ng.stop)
+    local function each(paging, conc)
+      return H.raw("GET", ng.url .. "/each?key=" .. sim.app_key .. "&secret=" .. sim.app_secret .. "&endpoint=" ..
+        sim.endpoint .. "&paging=" .. paging .. "&conc=" .. conc).body
+    end
+    for _, reading in ipairs(READINGS) do
+      serve(reading)
+      for _, conc in ipairs { 1, 16 } do
+        assert.are.equal("resty 237 0 " .. reading .. " ok", each("auto", conc))
+      end
+    end
+    assert.matches('paging mismatch.*set paging = "rows"', each("page1", 4))
+  end)
+
   it("refuses an unknown paging option, naming it", function()
     local ok, err = pcall(sim.client, { paging = "pages" })
     assert.is_false(ok)
