@@ -608,6 +608,22 @@ describe("kinot sim as a tool", function()
     c:close()
   end)
 
+  it("--quirks and --paging from the command line", function()
+    local pidf = os.tmpname()
+    finally(function() kinot_cli("sim stop --pid-file " .. pidf) os.remove(pidf) end)
+    local out, err, rc = kinot_cli("--json sim --daemon --quirks --paging page1 --locks 15 --pid-file " .. pidf)
+    assert.are.equal(0, rc, err)
+    local info = json.decode(out)
+    assert.is_true(info.quirks)
+    local sim = { endpoint = info.endpoint, app_key = info.app_key, app_secret = info.app_secret }
+    assert.matches(",\n}$", signed(sim, "GET", "/lockers/419600001").body)
+    local _, p1 = signed(sim, "GET", "/lockers", { { "offset", "2" }, { "limit", "10" } })
+    assert.are.equal(419600011, p1.objects[1].sn)
+    _, err, rc = kinot_cli("sim --daemon --paging pages --pid-file " .. pidf .. "x")
+    assert.are.equal(2, rc)
+    assert.matches("page0", err)
+  end)
+
   describe("drives a running simulator's admin API", function()
     local sim, rcv, env
     setup(function()
