@@ -43,6 +43,7 @@ build = {
     ["kinot.cli"] = "lua/kinot/cli/init.lua",
     ["kinot.cli.output"] = "lua/kinot/cli/output.lua",
     ["kinot.cli.report"] = "lua/kinot/cli/report.lua",
+    ["kinot.cli.sim"] = "lua/kinot/cli/sim.lua",
     ["kinot.errors"] = "lua/kinot/errors.lua",
     ["kinot.json"] = "lua/kinot/json.lua",
     ["kinot.pager"] = "lua/kinot/pager.lua",

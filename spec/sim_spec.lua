@@ -76,7 +76,8 @@ describe("simulator endpoints", function()
     local sn = page.objects[3].sn
     local res, doc = signed(sim, "GET", "/lockers/" .. sn)
     assert.are.equal(sn, doc.objects[1].sn)
-    assert.matches(",\n}$", res.body) -- the reference's trailing comma
+    assert.matches("}$", res.body)
+    assert.is_nil(res.body:find(",%s*[}%]]"), "strict JSON: no trailing comma") -- the reference's commas only with quirks
     local _, s = signed(sim, "GET", "/sensors", { { "offset", "0" }, { "limit", "10" } })
     local _, one = signed(sim, "GET", "/sensors/" .. s.objects[1].sn)
     has_fields(one.objects[1], SENSOR_FIELDS)
@@ -118,7 +119,7 @@ describe("simulator endpoints", function()
     assert.are.equal("http://127.0.0.1:9/a", doc.objects[1].status_changed_callback_url)
     assert.are.equal("http://127.0.0.1:9/b", doc.objects[1].command_resp_callback_url)
     assert.is_string(doc.objects[1].update_at)
-    assert.matches(",\n}$", res.body)
+    assert.is_nil(res.body:find(",%s*[}%]]"), "strict JSON: no trailing comma")
   end)
 end)
 
@@ -368,5 +369,349 @@ describe("simulator gateway nonce memory", function()
     end
     assert.are.equal(45000, gw.nonce_count)
     assert.is_true(gw.sweeps <= 2, gw.sweeps .. " sweeps")
+  end)
+end)
+
+-- ------------------------------------------------------------ strict JSON, and --quirks (issue 13 §1, 12 §7)
+
+local cjson = require "cjson"
+
+-- lua-cjson refuses what Python's json and JSON.parse refuse: trailing commas
+local function strict(text, what)
+  local ok, doc = pcall(cjson.decode, text)
+  assert(ok, tostring(what) .. " is not strict JSON (" .. tostring(doc) .. "): " .. tostring(text):sub(-120))
+  return doc
+end
+
+describe("simulator sends strict JSON by default", function()
+  local sim, rcv
+  setup(function()
+    sim = H.sim { locks = 12, sensors = 11, dtus = 2, command_pace = 0.02 }
+    rcv = H.receiver()
+  end)
+  teardown(function()
+    sim.stop()
+    rcv.stop()
+  end)
+
+  it("in every answer of every endpoint, errors included, and of the admin API", function()
+    local cb = rcv.url .. "/cb"
+    local calls = {
+      { "GET", "/lockers", { { "offset", "0" }, { "limit", "10" } } },
+      { "GET", "/lockers", { { "offset", "1" }, { "limit", "10" } } },
+      { "GET", "/sensors", { { "offset", "0" }, { "limit", "100" } } },
+      { "GET", "/lockers", { { "offset", "0" }, { "limit", "5" } } },
+      { "GET", "/lockers/419600001" }, { "GET", "/sensors/419800001" }, { "GET", "/dtu_devices/644200001" },
+      { "GET", "/lockers/1" }, { "GET", "/nothing/here" },
+      { "POST", "/notifications", {}, '{"device_type":18,"status_changed_callback_url":"' .. cb ..
+        '","command_resp_callback_url":"' .. cb .. '"}' },
+      { "POST", "/notifications", {}, '{"device_type":34,"status_changed_callback_url":"' .. cb ..
+        '","command_resp_callback_url":"' .. cb .. '"}' },
+      { "GET", "/notifications", { { "device_type", "18" } } },
+      { "GET", "/notifications", { { "device_type", "34" } } },
+      { "GET", "/notifications", { { "device_type", "7" } } },
+      { "POST", "/test/notifications", {}, '{"sn":419800002,"callback_type":"status_changed"}' },
+      { "POST", "/test/notifications", {}, '{"sn":419600002,"callback_type":"command_resp"}' },
+      { "POST", "/commands", {}, '{"sn":419600003,"command":1,"parameter":{"key":"handle","value":1}}' },
+      { "POST", "/commands", {}, '{"sn":419600003,"command":1,"parameter":{"key":"handle","value":9}}' },
+    }
+    local guid
+    for _, c in ipairs(calls) do
+      local res = signed(sim, c[1], c[2], c[3], c[4])
+      local doc = strict(res.body, c[1] .. " " .. c[2])
+      if c[2] == "/commands" and doc.code == 0 then guid = doc.objects[1].guid end
+    end
+    assert.is_string(guid)
+    strict(signed(sim, "GET", "/commands", { { "guid", guid } }).body, "GET /commands")
+    sim.call("POST", "/trigger", { type = "status", sn = 419600004 })
+    for _, a in ipairs { "/health", "/counters", "/callbacks", "/faults" } do
+      strict(H.raw("GET", sim.admin .. a).body, "admin " .. a)
+    end
+    strict(H.raw("POST", sim.admin .. "/trigger", '{"type":"command","sn":419800004,"value":2}').body, "admin /trigger")
+    strict(H.raw("POST", sim.admin .. "/drift", '{"count":2}').body, "admin /drift")
+  end)
+
+  it("in every callback body it posts (status_changed and command_resp, locks and sensors)", function()
+    -- the two commands have run their course: 3 command_resp each, and a status_changed
+    local sent = H.wait_for(function()
+      local c = sim.counters().callbacks
+      return c.sent >= 11 and c.delivered == c.sent and c
+    end, 5)
+    assert.is_truthy(sent, "callbacks not all delivered")
+    local bodies = json.decode(H.raw("GET", rcv.url .. "/received").body)
+    assert.are.equal(sent.sent, #bodies)
+    local kinds = {}
+    for _, b in ipairs(bodies) do
+      local doc = strict(b, "callback body")
+      kinds[#kinds + 1] = (doc.guid and "command_resp" or "status_changed") .. ":" .. string.format("%d", doc.device_type)
+      kinds[kinds[#kinds]] = true
+      assert(callback.verify(b, { secret = sim.app_secret }))
+    end
+    for _, k in ipairs { "command_resp:18", "command_resp:34", "status_changed:18", "status_changed:34" } do
+      assert.is_true(kinds[k], k .. " missing from " .. table.concat(kinds, " "))
+    end
+  end)
+end)
+
+describe("simulator --quirks", function()
+  local sim, ng
+  setup(function()
+    sim = H.sim { locks = 12, sensors = 11, quirks = true, command_pace = 0.02 }
+    -- the SDK's own callback receiver, in a real nginx
+    ng = H.nginx {
+      http = [[
+        lua_shared_dict seen 1m;
+        init_by_lua_block {
+          local function note(ev)
+            local d = ngx.shared.seen
+            local n = d:incr("n", 1, 0)
+            d:set(n, ev.kind .. " " .. ev.device .. " " .. ev.sn .. " " .. tostring(ev.command_status))
+          end
+          receive = require("kinot.callback").handler { secret = "]] .. sim.app_secret .. [[",
+                                                        on_status = note, on_command = note }
+        }
+      ]],
+      server = [[
+        location = /cb { content_by_lua_block { receive() } }
+        location = /seen { content_by_lua_block {
+          local d, out = ngx.shared.seen, {}
+          for i = 1, (d:get("n") or 0) do out[i] = d:get(i) end
+          ngx.print(table.concat(out, "\n"))
+        } }
+      ]],
+    }
+  end)
+  teardown(function()
+    sim.stop()
+    ng.stop()
+  end)
+
+  it("answers with the reference's trailing commas where it shows them, and the SDK reads them", function()
+    local res = signed(sim, "GET", "/lockers/419600001")
+    assert.matches(",\n}$", res.body)
+    assert.is_false(pcall(cjson.decode, res.body))
+    res = signed(sim, "GET", "/notifications", { { "device_type", "18" } })
+    assert.matches(",\n}$", res.body)
+    local c = sim.client()
+    assert.are.equal(419600001, assert(c:locker(419600001)).sn)
+    assert.are.equal(18, assert(c:notifications(18)).device_type)
+    c:close()
+  end)
+
+  it("posts callback bodies ending in ',\\n}', which the SDK's handler in nginx verifies and hands over", function()
+    local c = sim.client()
+    for _, dt in ipairs { 18, 34 } do
+      assert(c:set_notifications { device_type = dt, status_changed_callback_url = ng.url .. "/cb",
+                                   command_resp_callback_url = ng.url .. "/cb" })
+    end
+    local cmd = assert(c:reset_bt_match_code(419600002))
+    assert.are.equal("succeeded", assert(c:wait_command(cmd.guid, { timeout = 5, interval = 0.05 })).command_status)
+    assert(c:test_notification(419800003, "status_changed"))
+    assert(c:test_notification(419800003, "command_resp"))
+    c:close()
+    -- pending, arrived, succeeded + the lock's new code + the sensor's two tests
+    local want = {
+      "command_resp lock 419600002 pending", "command_resp lock 419600002 arrived",
+      "command_resp lock 419600002 succeeded", "status_changed lock 419600002 nil",
+      "status_changed sensor 419800003 nil", "command_resp sensor 419800003 succeeded",
+    }
+    local seen = H.wait_for(function()
+      local s = H.raw("GET", ng.url .. "/seen").body
+      local n = select(2, s:gsub("\n", "")) + (s ~= "" and 1 or 0)
+      return n >= #want and s
+    end, 5)
+    assert.is_truthy(seen, "the handler did not see every callback: " .. H.raw("GET", ng.url .. "/seen").body)
+    local got = {}
+    for line in seen:gmatch("[^\n]+") do got[#got + 1] = line end
+    table.sort(got)
+    table.sort(want)
+    assert.are.same(want, got)
+    -- what went over the wire: the quirky bodies, each answered 200 at the first attempt
+    local log = sim.call("GET", "/callbacks").deliveries
+    assert.are.equal(#want, #log)
+    for _, d in ipairs(log) do
+      assert.matches(",\n}$", d.body)
+      assert.is_false(pcall(cjson.decode, d.body))
+      assert.are.equal(200, d.status)
+      assert.are.equal(1, d.attempt)
+    end
+  end)
+end)
+
+-- ------------------------------------------------------------ the simulator as a tool (issue 13 §6)
+
+local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
+
+local function kinot_cli(args, env)
+  local errf = os.tmpname()
+  local p = io.popen(string.format("cd %s && %s %s bin/kinot %s 2>%s; echo \"rc=$?\"", H.root, env or "", LUA, args, errf))
+  local out = p:read("*a")
+  p:close()
+  local f = io.open(errf)
+  local err = f:read("*a")
+  f:close()
+  os.remove(errf)
+  local rc = tonumber(out:match("rc=(%d+)\n?$"))
+  return (out:gsub("rc=%d+\n?$", "")), err, rc
+end
+
+describe("kinot sim as a tool", function()
+  local launcher = require "kinot.sim.launcher"
+
+  it("refuses a port already in use (a simulator or any listener), exit 2, and the first one serves alone", function()
+    local first = H.sim { locks = 3 }
+    finally(first.stop)
+    local again, err = launcher.start { port = first.port, locks = 40 }
+    if again then again.stop() end
+    assert.is_nil(again, "a second simulator started on a busy port")
+    assert.matches("port " .. first.port .. " on 127.0.0.1 is already in use", err)
+    local pidf = os.tmpname()
+    finally(function() kinot_cli("sim stop --pid-file " .. pidf) os.remove(pidf) end)
+    local out, errtxt, rc = kinot_cli("sim --daemon --locks 40 --pid-file " .. pidf .. " --port " .. first.port)
+    assert.are.equal(2, rc, out .. errtxt)
+    assert.matches("already in use", errtxt)
+    -- every request still reaches the one fleet of 3 locks
+    local c = first.client()
+    for _ = 1, 6 do assert.are.equal(3, assert(c:lockers {}).count) end
+    c:close()
+    -- any listener, not only nginx
+    local socket = require "socket"
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    local _, port = srv:getsockname()
+    local s2, err2 = launcher.start { port = tonumber(port) }
+    srv:close()
+    if s2 then s2.stop() end
+    assert.is_nil(s2)
+    assert.matches("already in use", err2)
+  end)
+
+  it("prints the DTU serials it serves and the first lock and sensor serials", function()
+    local pidf = os.tmpname()
+    finally(function() kinot_cli("sim stop --pid-file " .. pidf) os.remove(pidf) end)
+    local out, err, rc = kinot_cli("sim --daemon --locks 7 --sensors 4 --dtus 3 --pid-file " .. pidf)
+    assert.are.equal(0, rc, err)
+    assert.matches("first 419600001", out)
+    assert.matches("first 419800001", out)
+    assert.matches("DTUs: 644200001 644200002 644200003\n", out)
+    kinot_cli("sim stop --pid-file " .. pidf)
+    out, err, rc = kinot_cli("--json sim --daemon --locks 7 --sensors 0 --dtus 2 --paging rows --pid-file " .. pidf)
+    assert.are.equal(0, rc, err)
+    local info = json.decode(out)
+    assert.are.same({ 644200001, 644200002 }, info.fleet.dtus)
+    assert.are.equal(419600001, info.fleet.first_lock)
+    assert.is_nil(info.fleet.first_sensor)
+    assert.are.equal("rows", info.paging)
+    -- and the DTUs it named are the ones it serves
+    local c = require("kinot").new { app_key = info.app_key, app_secret = info.app_secret, endpoint = info.endpoint }
+    assert.are.equal(644200002, assert(c:dtu_device(644200002)).sn)
+    assert.are.equal("not_found", select(2, c:dtu_device(644200003)).kind)
+    c:close()
+  end)
+
+  it("--quirks and --paging from the command line", function()
+    local pidf = os.tmpname()
+    finally(function() kinot_cli("sim stop --pid-file " .. pidf) os.remove(pidf) end)
+    local out, err, rc = kinot_cli("--json sim --daemon --quirks --paging page1 --locks 15 --pid-file " .. pidf)
+    assert.are.equal(0, rc, err)
+    local info = json.decode(out)
+    assert.is_true(info.quirks)
+    local sim = { endpoint = info.endpoint, app_key = info.app_key, app_secret = info.app_secret }
+    assert.matches(",\n}$", signed(sim, "GET", "/lockers/419600001").body)
+    local _, p1 = signed(sim, "GET", "/lockers", { { "offset", "2" }, { "limit", "10" } })
+    assert.are.equal(419600011, p1.objects[1].sn)
+    _, err, rc = kinot_cli("sim --daemon --paging pages --pid-file " .. pidf .. "x")
+    assert.are.equal(2, rc)
+    assert.matches("page0", err)
+  end)
+
+  describe("drives a running simulator's admin API", function()
+    local sim, rcv, env
+    setup(function()
+      sim = H.sim { locks = 9, sensors = 9, command_pace = 0.02 }
+      rcv = H.receiver()
+      env = "KINOT_ENDPOINT=" .. sim.endpoint
+      local c = sim.client()
+      assert(c:set_notifications { device_type = 18, status_changed_callback_url = rcv.url .. "/cb",
+                                   command_resp_callback_url = rcv.url .. "/cb" })
+      c:close()
+    end)
+    teardown(function()
+      sim.stop()
+      rcv.stop()
+    end)
+    local function received()
+      return json.decode(H.raw("GET", rcv.url .. "/received").body)
+    end
+
+    it("trigger status SN: the device changes and its status_changed callback goes out", function()
+      local before = #received()
+      local out, err, rc = kinot_cli("sim trigger status 419600005 --set locked=1 --set low_battery=1 --url " .. sim.url)
+      assert.are.equal(0, rc, err)
+      assert.matches("status_changed posted to " .. rcv.url:gsub("%p", "%%%0") .. "/cb", out)
+      local bodies = H.wait_for(function() local b = received() return #b > before and b end, 3)
+      local ev = assert(callback.verify(bodies[#bodies], { secret = sim.app_secret }))
+      assert.are.equal(419600005, ev.sn)
+      assert.are.equal(1, ev.data.low_battery)
+      local c = sim.client()
+      assert.are.equal(1, assert(c:locker(419600005)).locked)
+      c:close()
+      -- no URL for sensors: said so
+      out, err, rc = kinot_cli("sim trigger status 419800005", env)
+      assert.are.equal(0, rc, err)
+      assert.matches("no status_changed callback URL", out)
+    end)
+
+    it("trigger command SN: a command runs its course with its callbacks", function()
+      local created = sim.counters().commands_created
+      local out, err, rc = kinot_cli("--json sim trigger command 419600006", env)
+      assert.are.equal(0, rc, err)
+      local cmd = json.decode(out)
+      assert.matches("^%x+$", cmd.guid)
+      assert.are.equal(created + 1, sim.counters().commands_created)
+      local c = sim.client()
+      assert.are.equal("succeeded", assert(c:wait_command(cmd.guid, { timeout = 5, interval = 0.05 })).command_status)
+      c:close()
+    end)
+
+    it("fault KIND / list / clear", function()
+      local out, err, rc = kinot_cli("sim fault status --status 503 --retry-after 1 --endpoint 'GET /sensors' --next 2", env)
+      assert.are.equal(0, rc, err)
+      assert.matches("fault status on the next 2", out)
+      out = kinot_cli("--json sim fault list", env)
+      assert.are.equal(503, json.decode(out)[1].status)
+      local res = H.raw("GET", sim.endpoint .. "/sensors")
+      assert.are.equal(503, res.status)
+      assert.are.equal("1", res.headers["retry-after"])
+      assert.are_not.equal(503, H.raw("GET", sim.endpoint .. "/lockers").status)
+      out, err, rc = kinot_cli("sim fault clear", env)
+      assert.are.equal(0, rc, err)
+      assert.matches("faults cleared", out)
+      assert.are.same({}, json.decode((kinot_cli("--json sim fault list", env))))
+      assert.are_not.equal(503, H.raw("GET", sim.endpoint .. "/sensors").status)
+    end)
+
+    it("drift --count N", function()
+      local out, err, rc = kinot_cli("--json sim drift --count 4 --url " .. sim.url .. "/open/lora/v1")
+      assert.are.equal(0, rc, err)
+      assert.are.equal(4, #json.decode(out))
+    end)
+
+    it("says which simulator it needs, and when none answers", function()
+      local _, err, rc = kinot_cli("sim drift", "KINOT_ENDPOINT=")
+      assert.are.equal(2, rc)
+      assert.matches("%-%-url", err)
+      _, err, rc = kinot_cli("sim drift --url http://127.0.0.1:" .. launcher.free_port())
+      assert.are.equal(4, rc)
+      assert.matches("no simulator answers at", err)
+      local out
+      out, err, rc = kinot_cli("sim trigger --help")
+      assert.are.equal(0, rc, err)
+      assert.matches("status_changed", out)
+      for _, sub in ipairs { "fault", "drift" } do
+        out, _, rc = kinot_cli("sim " .. sub .. " --help")
+        assert.are.equal(0, rc)
+        assert.matches("%-%-url", out)
+      end
+    end)
   end)
 end)

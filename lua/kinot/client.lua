@@ -34,6 +34,9 @@ local function check_opts(o)
     fail("signature_method must be \"HmacSHA256\" or \"HmacSHA1\"")
   end
   if o.on_event ~= nil and type(o.on_event) ~= "function" then fail("on_event must be a function") end
+  if o.paging ~= nil and o.paging ~= "auto" and not pager.READINGS[o.paging] then
+    fail("paging must be \"auto\", \"page0\", \"page1\" or \"rows\" (got " .. tostring(o.paging) .. ")")
+  end
   return origin, path
 end
 
@@ -50,6 +53,7 @@ function Client.new(o)
     max_retry_after = o.max_retry_after or 60,
     signature_method = o.signature_method or "HmacSHA256",
     on_event = o.on_event,
+    paging = o.paging or "auto", -- how the platform reads `offset` (pager.lua); auto: asked once
     verify_tls = o.verify_tls ~= false,
     clock_offset_ms = 0,
     -- the secret itself is kept only inside the C signer

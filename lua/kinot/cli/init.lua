@@ -19,7 +19,6 @@ local M = {}
 local EXIT = { ok = 0, check = 1, usage = 2, api = 3, network = 4, unknown_outcome = 5, wait_timeout = 6 }
 M.EXIT = EXIT
 local NETWORK_KINDS = { network = true, timeout = true, tls = true }
-local DEFAULT_PID_FILE = "/tmp/kinot-sim.pid"
 
 local LOCK_COLUMNS = { { "sn", "SN" }, { "state", "LOCK" }, { "car", "CAR" }, { "voltage", "VOLT" },
                        { "low_battery", "LOW" }, { "faults", "FAULTS" }, { "rs_si", "RS_SI" }, { "updated_at", "UPDATED" } }
@@ -132,20 +131,7 @@ local function build_parser()
     "with --discover, one more rule to try")
   verify:flag("--discover", "Name every known sign rule under which the body verifies")
 
-  local sim = p:command("sim", "Run the local platform simulator (nginx + Lua)")
-  sim:command_target("sub")
-  sim:require_command(false)
-  sim:option("--port", "Port on 127.0.0.1 (default a free one)"):convert(tonumber)
-  sim:option("--locks", "Locks in the fleet", "50"):convert(tonumber)
-  sim:option("--sensors", "Sensors in the fleet", "50"):convert(tonumber)
-  sim:option("--dtus", "DTUs", "5"):convert(tonumber)
-  sim:option("--seed", "Fleet seed", "1"):convert(tonumber)
-  sim:option("--command-pace", "Seconds per command state", "0.5"):convert(tonumber)
-  sim:option("--failure-rate", "Share of commands that fail, 0..1", "0"):convert(tonumber)
-  sim:flag("--daemon", "Run in the background (stop with `kinot sim stop`)")
-  sim:option("--pid-file", "Where --daemon records the simulator (default " .. DEFAULT_PID_FILE .. ")")
-  local stop = sim:command("stop", "Stop a simulator started with --daemon")
-  stop:option("--pid-file", "As given to --daemon (default " .. DEFAULT_PID_FILE .. ")")
+  require("kinot.cli.sim").define(p)
   return p
 end
 
@@ -437,57 +423,7 @@ function M.discover(body, secrets, args, out)
   return #names > 0 and EXIT.ok or EXIT.check
 end
 
-run.sim = function(args, out)
-  local launcher = require "kinot.sim.launcher"
-  args.pid_file = args.pid_file or DEFAULT_PID_FILE
-  if args.stop then
-    local f = io.open(args.pid_file)
-    if not f then error({ usage = "no simulator recorded in " .. args.pid_file }, 0) end
-    local prefix = f:read("*l")
-    f:close()
-    launcher.stop(prefix)
-    os.remove(args.pid_file)
-    os.execute("rm -rf " .. launcher.sh_quote(prefix))
-    out:print("simulator stopped")
-    return EXIT.ok
-  end
-  local opts = {
-    port = args.port, app_key = args.app_key, app_secret = args.app_secret, locks = args.locks,
-    sensors = args.sensors, dtus = args.dtus, seed = args.seed, command_pace = args.command_pace,
-    failure_rate = args.failure_rate, stage = args.stage,
-  }
-  local core = require "kinot.core"
-  -- held from before nginx starts: a signal in between must not be lost
-  if not args.daemon then core.block_signals() end
-  local sim, err = launcher.start(opts)
-  if not sim then
-    if not args.daemon then core.block_signals(false) end
-    error(err, 0)
-  end
-  local info = { url = sim.url, endpoint = sim.endpoint, admin = sim.admin, app_key = sim.app_key,
-                 app_secret = sim.app_secret, prefix = sim.prefix, stage = args.stage }
-  if args.json then out:emit_json(info) else
-    out:print(sim.endpoint)
-    out:print(out:paint("dim", string.format("  app key %s, app secret %s (test credentials), admin %s",
-      sim.app_key, sim.app_secret, sim.admin)))
-    out:print(out:paint("dim", string.format("  export KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s",
-      sim.endpoint, sim.app_key, sim.app_secret) .. (args.stage and (" KINOT_STAGE=" .. args.stage) or "")))
-  end
-  out.out:flush()
-  if args.daemon then
-    local f = assert(io.open(args.pid_file, "w"))
-    f:write(sim.prefix, "\n")
-    f:close()
-    if not args.json then out:print(out:paint("dim", "  stop with: kinot sim stop --pid-file " .. args.pid_file)) end
-    return EXIT.ok
-  end
-  -- foreground: until SIGINT / SIGTERM / SIGHUP, then nginx goes with us
-  local why = core.wait_signal(sim.pid)
-  launcher.stop(sim.prefix)
-  os.execute("rm -rf " .. launcher.sh_quote(sim.prefix))
-  if not args.json then out.err:write("simulator stopped (", why, ")\n") end
-  return EXIT.ok
-end
+run.sim = function(a, o) return require("kinot.cli.sim").run(a, o, EXIT) end
 
 -- ------------------------------------------------------------ main
 

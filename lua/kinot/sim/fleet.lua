@@ -150,13 +150,14 @@ function Fleet.render_device(_, kind, d)
   return M.render(d, FIELDS[kind])
 end
 
---- page_json(kind, offset, limit) -> full response body, cached
-function Fleet:page_json(kind, offset, limit)
-  local key = kind .. ":" .. offset .. ":" .. limit
+--- page_json(kind, first_row, limit) -> full response body, cached; first_row
+-- counts from 0 (the server turns `offset` into it, as its paging reads it)
+function Fleet:page_json(kind, first_row, limit)
+  local key = kind .. ":" .. first_row .. ":" .. limit
   local hit = self.cache[key]
   if hit then return hit end
   local n = self.n[kind]
-  local first = offset * limit + 1
+  local first = first_row + 1
   local items = {}
   for i = first, math.min(n, first + limit - 1) do
     items[#items + 1] = self:render_device(kind, self:device(kind, i))

@@ -131,7 +131,7 @@ http {
     require("kinot.sim.server").configure(dofile("${prefix}/sim_config.lua"))
   }
   server {
-    listen 127.0.0.1:${port} reuseport;
+    listen 127.0.0.1:${port};
     location /open/lora/v1/ {
       content_by_lua_block { require("kinot.sim.server").api() }
     }
@@ -144,6 +144,36 @@ http {
   }
 }
 ]]
+
+--- port_busy(port) -> true, why when something already listens on
+-- 127.0.0.1:port (or the port cannot be bound), false when it is free
+function M.port_busy(port)
+  local ok_sock, socket = pcall(require, "socket")
+  if not ok_sock then return false end -- nginx's own bind() then refuses it
+  local s = socket.tcp()
+  -- SO_REUSEADDR as nginx sets it (connections of an earlier simulator in
+  -- TIME_WAIT do not count) but no SO_REUSEPORT: any listener makes bind fail
+  s:setoption("reuseaddr", true)
+  local ok, err = s:bind("127.0.0.1", port)
+  s:close()
+  if ok or not tostring(err):find("in use", 1, true) then return false end -- nginx says what else is wrong
+  return true, err
+end
+
+local function busy_message(port, why)
+  return "port " .. port .. " on 127.0.0.1 is already in use (" .. tostring(why) .. "): another simulator or " ..
+    "server is listening there; stop it (`kinot sim stop`) or pick another --port (or none: a free one is chosen)"
+end
+
+--- fleet_summary(cfg) -> {dtus = {sn...}, first_lock = sn|nil, first_sensor = sn|nil, locks, sensors}
+function M.fleet_summary(cfg)
+  local base = require("kinot.sim.fleet").BASE
+  local dtus = {}
+  for i = 1, cfg.dtus do dtus[i] = base.dtu + i end
+  return { dtus = dtus, locks = cfg.locks, sensors = cfg.sensors,
+           first_lock = cfg.locks > 0 and base.lock + 1 or nil,
+           first_sensor = cfg.sensors > 0 and base.sensor + 1 or nil }
+end
 
 --- wait_for_port(port[, pidfile]): until 127.0.0.1:port accepts (5 s at most)
 function M.wait_for_port(port, pidfile)
@@ -166,9 +196,15 @@ end
 --- start(opts) -> sim {url, endpoint, admin, port, prefix, pid, stop()} | nil, err
 -- opts: port, app_key, app_secret, locks, sensors, dtus, seed, command_pace,
 --       failure_rate, callback_secret, stage (only requests for that
---       X-Ca-Stage pass the gateway; none stands for RELEASE)
+--       X-Ca-Stage pass the gateway; none stands for RELEASE), quirks (the
+--       reference's trailing commas), paging ("page0" | "page1" | "rows":
+--       how `offset` is read)
+-- A port already in use is refused (err names it; sim is nil).
 function M.start(opts)
   opts = opts or {}
+  if opts.paging ~= nil and opts.paging ~= "page0" and opts.paging ~= "page1" and opts.paging ~= "rows" then
+    error("kinot: paging must be \"page0\", \"page1\" or \"rows\" (got " .. tostring(opts.paging) .. ")", 2)
+  end
   local root = lua_root()
   local cpath, err = M.luajit_cpath(root)
   if not cpath then return nil, err end
@@ -177,6 +213,8 @@ function M.start(opts)
   local nginx, nerr = nginx_bin()
   if not nginx then return nil, nerr end
   local port = opts.port or M.free_port()
+  local busy, why = M.port_busy(port)
+  if busy then return nil, busy_message(port, why), "port_in_use" end
   local prefix = opts.prefix
   if not prefix then
     local p = io.popen("mktemp -d /tmp/kinot-sim.XXXXXX")
@@ -187,7 +225,8 @@ function M.start(opts)
     app_key = opts.app_key or "kinot-sim-key", app_secret = opts.app_secret or "kinot-sim-secret",
     locks = opts.locks or 50, sensors = opts.sensors or 50, dtus = opts.dtus or 5, seed = opts.seed or 1,
     command_pace = opts.command_pace, failure_rate = opts.failure_rate, callback_secret = opts.callback_secret,
-    callback_retries = opts.callback_retries, stage = opts.stage,
+    callback_retries = opts.callback_retries, stage = opts.stage, quirks = opts.quirks == true,
+    paging = opts.paging or "page0",
   }
   local f = assert(io.open(prefix .. "/sim_config.lua", "wb"))
   f:write("return ", serialize(cfg), "\n")
@@ -204,7 +243,7 @@ function M.start(opts)
   local sim = {
     port = port, prefix = prefix, url = base, endpoint = base .. "/open/lora/v1",
     admin = base .. "/__kinot_sim", app_key = cfg.app_key, app_secret = cfg.app_secret,
-    config = cfg,
+    config = cfg, fleet = M.fleet_summary(cfg),
   }
   -- nginx's Lua is LuaJIT: a 5.4 LUA_PATH / LUA_CPATH in our environment
   -- (`luarocks path` sets them) must not reach its ";;" defaults
@@ -212,7 +251,11 @@ function M.start(opts)
     " -c nginx.conf -e " .. sh_quote(prefix .. "/error.log")
   function sim.stop() return M.stop(prefix) end
   if not run(cmd .. " >" .. sh_quote(prefix .. "/start.log") .. " 2>&1") then
-    return nil, "nginx did not start: " .. (read(prefix .. "/start.log") or "") .. (read(prefix .. "/error.log") or "")
+    local log = (read(prefix .. "/start.log") or "") .. (read(prefix .. "/error.log") or "")
+    if not opts.prefix then run("rm -rf " .. sh_quote(prefix)) end
+    -- taken between our check and nginx's bind
+    if log:find("Address already in use", 1, true) then return nil, busy_message(port, "bind"), "port_in_use" end
+    return nil, "nginx did not start: " .. log
   end
   M.wait_for_port(port, prefix .. "/nginx.pid")
   sim.pid = tonumber(read(prefix .. "/nginx.pid") or "")

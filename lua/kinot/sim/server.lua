@@ -31,6 +31,10 @@ local function new_state()
     failure_rate = cfg.failure_rate or 0,
     callback_retries = cfg.callback_retries or 3,
     callback_secret = cfg.callback_secret or cfg.app_secret,
+    -- the reference's trailing commas (answers and callback bodies) only when asked
+    quirks = cfg.quirks == true,
+    -- how `offset` is read: page0 (page index from 0), page1 (from 1), rows
+    paging = cfg.paging or "page0",
     rng = fleetmod.rng((cfg.seed or 1) + 99),
     counters = {
       requests = {}, endpoints = {}, commands_created = 0,
@@ -65,9 +69,11 @@ local function platform_error(code, message)
   return 200, '{"code":' .. code .. ',"message":' .. value(message) .. ',"objects":[]}'
 end
 
-local function ok_objects(items, extra, trailing_comma)
+-- strict JSON, but where the reference shows a trailing comma (`quirk`) and
+-- the simulator runs with --quirks
+local function ok_objects(items, extra, quirk)
   return 200, '{"code":0,"message":"OK"' .. (extra or "") .. ',"objects":[' .. table.concat(items, ",") .. "]" ..
-    (trailing_comma and ",\n}" or "}")
+    ((quirk and S.quirks) and ",\n}" or "}")
 end
 
 -- ------------------------------------------------------------ callbacks
@@ -84,7 +90,8 @@ local function sign_body(members)
     if m[1] == "device_type" then out[#out + 1] = '"sign":"' .. sign .. '"' end
     out[#out + 1] = '"' .. m[1] .. '":' .. m[2]
   end
-  return "{" .. table.concat(out, ",") .. "}"
+  -- all four callback examples of the reference end with `,` before `}`
+  return "{" .. table.concat(out, ",") .. (S.quirks and ",\n}" or "}")
 end
 
 local transport
@@ -151,8 +158,9 @@ end
 
 local function change_device(sn, fields)
   local d, kind = S.fleet:change(sn, fields)
-  if d and kind ~= "dtu" then status_changed(d, kind) end
-  return d, kind
+  local url
+  if d and kind ~= "dtu" then url = status_changed(d, kind) end
+  return d, kind, url
 end
 
 -- ------------------------------------------------------------ commands
@@ -208,10 +216,19 @@ local function create_command(doc)
   S.last_command[sn] = cmd
   S.counters.commands_created = S.counters.commands_created + 1
   ngx.timer.at(S.pace, step, cmd)
-  return ok_objects { command_json(cmd) }
+  return 200, select(2, ok_objects { command_json(cmd) }), cmd
 end
 
 -- ------------------------------------------------------------ routes
+
+--- first_row(paging, offset, limit) -> index (from 0) of the page's first device
+-- under each reading of `offset`; page1 reads offset 0 as page 1, as many
+-- servers that number pages from 1 do
+function M.first_row(paging, offset, limit)
+  if paging == "rows" then return offset end
+  if paging == "page1" then return (math.max(offset, 1) - 1) * limit end
+  return offset * limit
+end
 
 local function page_args(args)
   local offset, limit = tonumber(args.offset or "0"), tonumber(args.limit or "10")
@@ -232,13 +249,24 @@ local function route(method, rel, args, body)
   if method == "GET" and (rel == "/lockers" or rel == "/sensors") then
     local offset, limit = page_args(args)
     if not offset then return platform_error(400, limit) end
-    return 200, fleet:page_json(rel == "/lockers" and "lock" or "sensor", offset, limit)
+    -- the reference's bound, 0<=offset<=(count/limit)+1, enforced when asked (/config offset_bound)
+    local n = fleet.n[rel == "/lockers" and "lock" or "sensor"]
+    if S.offset_bound and S.paging ~= "rows" and offset > math.floor(n / limit) + 1 then
+      return platform_error(400, "offset must be from 0 to (count/limit)+1")
+    end
+    -- a page1 platform may read offset 0 as page 1 (the default), refuse it, or answer an empty page
+    if S.paging == "page1" and offset == 0 and S.page1_zero == "error" then
+      return platform_error(400, "offset must be >= 1")
+    elseif S.paging == "page1" and offset == 0 and S.page1_zero == "empty" then
+      return 200, '{"code":0,"message":"OK","objects":[],"count":' .. n .. "}"
+    end
+    return 200, fleet:page_json(rel == "/lockers" and "lock" or "sensor", M.first_row(S.paging, offset, limit), limit)
   elseif method == "GET" and sn then
     local want = ({ lockers = "lock", sensors = "sensor", dtu_devices = "dtu" })[kind_path]
     if not want then return 404, '{"message":"no such API"}' end
     local d, kind = fleet:get(tonumber(sn))
     if not d or kind ~= want then return platform_error(404, "device not found: " .. sn) end
-    -- the reference shows a trailing comma on single-device answers
+    -- the reference shows a trailing comma on the single-lock answer
     return ok_objects({ fleet:render_device(kind, d) }, nil, kind == "lock")
   elseif rel == "/commands" and method == "POST" then
     return create_command(json.decode(body or ""))
@@ -274,7 +302,11 @@ local function route(method, rel, args, body)
                                             command_status = "succeeded", updated_at = now_text() }
       url = command_resp(cmd)
     elseif doc.callback_type == "status_changed" then
-      url = status_changed(d, kind)
+      -- the device's state as of now: a receiver that checks freshness takes it
+      local now = {}
+      for k, v in pairs(d) do now[k] = v end
+      now.updated_at = now_text()
+      url = status_changed(now, kind)
     else
       return platform_error(400, "callback_type must be status_changed or command_resp")
     end
@@ -406,6 +438,33 @@ local function counters_json()
   }
 end
 
+local PAGING = { page0 = true, page1 = true, rows = true }
+M.PAGING = PAGING
+
+-- POST /trigger {type = "status", sn, set = {field = value}}: a device
+-- changes (car_detected flips when `set` is empty) and its status_changed
+-- callback goes out; {type = "command", sn, value}: a command is created as
+-- if sent through the API, and runs its course with its callbacks
+local function trigger(doc)
+  local sn = tonumber(doc.sn)
+  local d, kind = S.fleet:get(sn)
+  if not d then return 404, '{"error":"no such device: ' .. tostring(sn):gsub("[^%w.]", "") .. '"}' end
+  if doc.type == "status" then
+    if kind == "dtu" then return 400, '{"error":"a DTU sends no callbacks"}' end
+    local set = type(doc.set) == "table" and next(doc.set) and doc.set or { car_detected = 1 - d.car_detected }
+    set.updated_at = set.updated_at or now_text()
+    local _, _, url = change_device(sn, set)
+    return 200, '{"sn":' .. sn .. ',"device":"' .. kind .. '","callback_url":' .. value(url) .. ',"set":' ..
+      json.encode(set) .. "}"
+  elseif doc.type == "command" then
+    local v = tonumber(doc.value) or 1
+    local _, body, cmd = create_command { sn = sn, command = 1, parameter = { key = "handle", value = v } }
+    if not cmd then return 400, body end
+    return 200, command_json(cmd)
+  end
+  return 400, '{"error":"type must be status or command"}'
+end
+
 function M.admin()
   state()
   local method = ngx.req.get_method()
@@ -414,7 +473,9 @@ function M.admin()
   local doc = json.decode(ngx.req.get_body_data() or "{}") or {}
   local function reply(status, body) respond(status, body) end
   if rel == "/health" then
-    return reply(200, '{"ok":true,"locks":' .. S.fleet.n.lock .. ',"sensors":' .. S.fleet.n.sensor .. "}")
+    local n = S.fleet.n
+    return reply(200, '{"ok":true,"locks":' .. n.lock .. ',"sensors":' .. n.sensor .. ',"dtus":' .. n.dtu ..
+      ',"paging":"' .. S.paging .. '","quirks":' .. tostring(S.quirks) .. "}")
   elseif rel == "/counters" then
     return reply(200, counters_json())
   elseif rel == "/reset" and method == "POST" then
@@ -423,6 +484,8 @@ function M.admin()
   elseif rel == "/faults" and method == "DELETE" then
     S.faults = {}
     return reply(200, '{"ok":true}')
+  elseif rel == "/faults" and method == "GET" then
+    return reply(200, json.encode { faults = #S.faults > 0 and S.faults or json.null })
   elseif rel == "/faults" and method == "POST" then
     if type(doc.kind) ~= "string" then return reply(400, '{"error":"kind is required"}') end
     S.faults[#S.faults + 1] = doc
@@ -432,6 +495,13 @@ function M.admin()
     if doc.failure_rate then S.failure_rate = doc.failure_rate end
     if doc.callback_retries then S.callback_retries = doc.callback_retries end
     if doc.clock_offset_ms then S.gw.clock_offset_ms = doc.clock_offset_ms end
+    if doc.quirks ~= nil then S.quirks = doc.quirks == true end
+    if doc.page1_zero ~= nil then S.page1_zero = doc.page1_zero end -- "clamp" (default), "error", "empty"
+    if doc.offset_bound ~= nil then S.offset_bound = doc.offset_bound == true end
+    if doc.paging ~= nil then
+      if not PAGING[doc.paging] then return reply(400, '{"error":"paging must be page0, page1 or rows"}') end
+      S.paging = doc.paging
+    end
     return reply(200, '{"ok":true}')
   elseif rel == "/fleet" and method == "POST" then
     for _, k in ipairs { "lock", "sensor", "dtu" } do
@@ -443,6 +513,8 @@ function M.admin()
     return reply(200, '{"ok":true}')
   elseif rel == "/callbacks" then
     return reply(200, json.encode { deliveries = #S.deliveries > 0 and S.deliveries or json.null })
+  elseif rel == "/trigger" and method == "POST" then
+    return reply(trigger(doc))
   elseif rel == "/drift" and method == "POST" then
     local n = math.min(tonumber(doc.count) or 1, 10000)
     local changed = {}
@@ -459,6 +531,7 @@ function M.admin()
   else
     local sn = rel:match("^/devices/(%d+)$")
     if sn and method == "POST" then
+      if doc.updated_at == nil then doc.updated_at = now_text() end -- a change happens now
       local d = change_device(tonumber(sn), doc)
       if not d then return reply(404, '{"error":"no such device"}') end
       return reply(200, '{"ok":true}')
