@@ -151,7 +151,9 @@ local function dispatcher(rcv, max_runners, fresh)
       local ev = queue[first]
       queue[first] = nil
       first = first + 1
-      if first <= last and loops - blocked < 2 and loops < max_runners then
+      -- (not once the worker exits: a spare would not wait, and would run
+      -- the next events before this one)
+      if first <= last and loops - blocked < 2 and loops < max_runners and not ngx.worker.exiting() then
         loops = loops + 1 -- the spare counts from now: it will take the next events
         if not ngx.thread.spawn(spare) then loops = loops - 1 end
       end

@@ -272,7 +272,12 @@ local function route(method, rel, args, body)
                                             command_status = "succeeded", updated_at = now_text() }
       url = command_resp(cmd)
     elseif doc.callback_type == "status_changed" then
-      url = status_changed(d, kind)
+      -- the device's state as of now: a receiver's max_age would refuse its
+      -- last change's time, which may be long past
+      local now = {}
+      for k, v in pairs(d) do now[k] = v end
+      now.updated_at = now_text()
+      url = status_changed(now, kind)
     else
       return platform_error(400, "callback_type must be status_changed or command_resp")
     end
@@ -457,6 +462,7 @@ function M.admin()
   else
     local sn = rel:match("^/devices/(%d+)$")
     if sn and method == "POST" then
+      if doc.updated_at == nil then doc.updated_at = now_text() end -- a change happens now
       local d = change_device(tonumber(sn), doc)
       if not d then return reply(404, '{"error":"no such device"}') end
       return reply(200, '{"ok":true}')
