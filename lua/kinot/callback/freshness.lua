@@ -105,7 +105,9 @@ function M.new(opts, level)
   if not max_age and not order then return nil end
   return setmetatable({
     max_age = max_age, max_skew = max_skew, order = order, dict = opts.dict,
-    keep = (max_age or 0) + max_skew, -- how long a newest time is worth keeping in the dict
+    -- how long a newest time is worth keeping in the dict (older events
+    -- are stale by then); 0: until the dict needs the room
+    keep = max_age and max_age + max_skew or 0,
     capacity = capacity, now = opts.now or os.time,
     young = {}, old = {}, count = 0,
   }, M)
@@ -131,7 +133,7 @@ function M:remember(key, t)
   if dict then
     -- not atomic across workers: two workers accepting two new statuses of
     -- one device in the same microsecond may keep the older of the two
-    dict:set(key, t, self.keep > 0 and self.keep or 0)
+    dict:set(key, t, self.keep)
     return
   end
   local young = self.young
@@ -153,7 +155,8 @@ end
 function M:check(ev)
   local data = ev.data
   local text = data and data.updated_at
-  if text == nil then return true end
+  -- absent, or "" / null (which the sign rule skips): nothing to judge by
+  if text == nil or text == "" or type(text) == "userdata" then return true end
   local t, zoned = M.parse(text)
   if not t then
     return refuse("malformed", "callback updated_at is not an ISO 8601 time", { sn = ev.sn })
@@ -183,19 +186,6 @@ function M:check(ev)
   end
   if newest ~= t then self:remember(key, t) end
   return true
-end
-
---- superseded(ev) -> true when a newer time than the event's has been
--- accepted for its device since (checked again just before a queued event
--- reaches its handler)
-function M:superseded(ev)
-  if not self.order then return false end
-  local data = ev.data
-  local t = data and data.updated_at and M.parse(data.updated_at)
-  local key = t and key_of(ev)
-  if not key then return false end
-  local newest = self:newest(key)
-  return newest ~= nil and t < newest
 end
 
 return M

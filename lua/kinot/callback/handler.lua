@@ -119,21 +119,13 @@ end
 -- that made it: so a runner is counted only once it runs, and the request
 -- that started it watches, after its answer, until it runs; if it does
 -- not, the request empties the queue itself.
-local function dispatcher(rcv, max_runners, fresh)
+local function dispatcher(rcv, max_runners)
   local queue, first, last = {}, 1, 0
   local loops, blocked = 0, 0 -- coroutines emptying the queue; of them, those inside a handler
   local pending, serial, started_upto, abandoned = 0, 0, 0, {}
   local drain
 
   local function dispatch(ev)
-    -- a newer status of this device was accepted while this one waited
-    if fresh and fresh:superseded(ev) then
-      if fresh.order ~= "flag" then
-        ngx.log(ngx.WARN, "kinot callback for sn ", tostring(ev.sn), " superseded while queued: not handled")
-        return
-      end
-      ev.stale = true
-    end
     blocked = blocked + 1
     local ok, why = outcome(rcv:dispatch(ev))
     blocked = blocked - 1
@@ -249,7 +241,7 @@ function M.new(opts)
   o.seen = store
   local rcv = receiver.new(o)
   local max_body = rcv.max_body
-  local hand_over = not after and dispatcher(rcv, M.MAX_RUNNERS, rcv.fresh)
+  local hand_over = not after and dispatcher(rcv, M.MAX_RUNNERS)
 
   -- ack = "after_handler": the answer is the handler's outcome
   local function handle(ev)
