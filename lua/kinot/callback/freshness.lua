@@ -164,12 +164,13 @@ function M:check(ev)
   if zoned then
     local age = self.now() - t
     if self.max_age and age > self.max_age then
-      return refuse("stale", "callback updated_at " .. text .. " is " .. floor(age) .. " s old, over max_age " ..
-        self.max_age .. " s: acknowledged, not handled", { sn = ev.sn, age = age })
+      return refuse("stale", "callback for sn " .. tostring(ev.sn) .. ": updated_at " .. text .. " is " ..
+        floor(age) .. " s old, over max_age " .. self.max_age .. " s: acknowledged, not handled",
+        { sn = ev.sn, age = age })
     end
     if -age > self.max_skew then
-      return refuse("future", "callback updated_at " .. text .. " is " .. floor(-age) .. " s ahead of this clock," ..
-        " over max_skew " .. self.max_skew .. " s", { sn = ev.sn, age = age })
+      return refuse("future", "callback for sn " .. tostring(ev.sn) .. ": updated_at " .. text .. " is " ..
+        floor(-age) .. " s ahead of this clock, over max_skew " .. self.max_skew .. " s", { sn = ev.sn, age = age })
     end
   end
   if not self.order then return true end
