@@ -2,6 +2,7 @@
 -- deduplicate, dispatch.  The OpenResty handler adapts it to nginx.
 local callback = require "kinot.callback"
 local recent = require "kinot.callback.recent"
+local freshness = require "kinot.callback.freshness"
 local json = require "kinot.json"
 local rules = require "kinot.callback.rules"
 local core = require "kinot.core"
@@ -35,6 +36,9 @@ function M.new(opts)
     rule = rule, monitor = opts.verify == "monitor",
     secrets = callback.secrets_of(opts.secret, 4), on_status = opts.on_status, on_command = opts.on_command,
     max_body = max_body, seen = opts.seen or recent.new(opts.dedupe_capacity or 10000, opts.dedupe_ttl or 3600, opts.clock),
+    -- freshness (issue 12 §4): kinot.callback.freshness; nil when switched off
+    fresh = freshness.new({ max_age = opts.max_age, max_skew = opts.max_skew, out_of_order = opts.out_of_order,
+                            dict = opts.order_dict, capacity = opts.order_capacity, now = opts.clock }, 3),
   }, M)
 end
 
@@ -73,8 +77,24 @@ function M:receive(raw)
   end
   -- a redelivery is acknowledged before any event is built
   if not self.seen:add(digest) then return 200, OK_BODY, nil, nil, true end
-  if members then return 200, OK_BODY, callback.event_of(rules.data(members), digest, index) end
-  return 200, OK_BODY, callback.event(digest, index)
+  local ev
+  if members then ev = callback.event_of(rules.data(members), digest, index) else ev = callback.event(digest, index) end
+  -- freshness (issue 12 §4): see M.refusal
+  if self.fresh then
+    local ok, err = self.fresh:check(ev)
+    if not ok then return M.refusal(err) end
+  end
+  return 200, OK_BODY, ev
+end
+
+-- A stale or out-of-order event is acknowledged (200): the platform must
+-- not deliver a replay or a superseded state again and again; it never
+-- reaches a handler.  One from the future gets 503: a delivery later, when
+-- the clocks agree, can succeed.
+local FRESH_STATUS = { stale = 200, out_of_order = 200, future = 503 }
+function M.refusal(err)
+  local status = FRESH_STATUS[err.reason] or 400
+  return status, status == 200 and OK_BODY or err_body(status, err), nil, err
 end
 
 --- dispatch(event): calls on_command / on_status; errors are returned, not raised

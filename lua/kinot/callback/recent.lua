@@ -33,4 +33,12 @@ function M:add(key)
   return true
 end
 
+--- has(key) -> true when seen within ttl seconds (nothing recorded)
+function M:has(key)
+  local i = self.slot[key]
+  if not i then return false end
+  local ttl = self.ttl
+  return not ttl or self.times[i] + ttl > self.clock()
+end
+
 return M

@@ -1,0 +1,192 @@
+-- Freshness and per-device order of verified callbacks.  A captured good
+-- callback verifies forever, and the dedupe memory forgets it after an
+-- hour, 10,000 other deliveries or a restart; what cannot be replayed is
+-- the signed `updated_at`:
+--   max_age   an event whose updated_at is older than this many seconds is
+--             refused, reason "stale" (default 48 h: longer than the
+--             redelivery schedules of platforms of this kind, so that a
+--             genuine redelivery is never stale; see README);
+--   max_skew  an updated_at up to this many seconds ahead of our clock is
+--             accepted (clocks differ); further ahead: reason "future";
+--   order     per device (status_changed: its sn) and per command
+--             (command_resp: its guid), the newest updated_at accepted so
+--             far; an older one is no longer the current state: refused,
+--             reason "out_of_order" (or, with out_of_order = "flag", handed
+--             over with ev.stale = true).
+-- The newest times are kept in the dedupe lua_shared_dict when there is
+-- one (shared by the workers, kept for max_age + max_skew), else per
+-- worker in memory (two generations of `capacity` keys each).
+local errors = require "kinot.errors"
+
+local M = {}
+M.__index = M
+
+M.MAX_AGE = 48 * 3600
+M.MAX_SKEW = 300
+M.CAPACITY = 100000
+
+local type, tonumber, floor = type, tonumber, math.floor
+local match = string.match
+
+-- days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+-- days_from_civil): no os.time, which reads the local zone
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local last_text, last_t, last_zoned -- most callbacks of a burst share their second
+
+--- parse(text) -> seconds since the epoch (UTC), zoned | nil
+-- ISO 8601 as the platform writes it: "2019-03-13T10:42:39+08:00"; also a
+-- space for T, fractions of a second, Z, +0800 and +08.  Without an offset
+-- the time is read as UTC and zoned is false (it cannot be compared with
+-- our clock, only with the device's other times).
+function M.parse(text)
+  if text == last_text then return last_t, last_zoned end
+  if type(text) ~= "string" then return nil end
+  local y, mo, d, h, mi, s, rest = match(text, "^(%d%d%d%d)%-(%d%d)%-(%d%d)[T ](%d%d):(%d%d):(%d%d)(.*)$")
+  if not y then return nil end
+  y, mo, d, h, mi, s = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(s)
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or s > 60 then return nil end
+  local frac = match(rest, "^%.%d+")
+  if frac then rest = rest:sub(#frac + 1) end
+  local offset, zoned = 0, true
+  if rest == "Z" or rest == "z" then
+    offset = 0
+  elseif rest == "" then
+    zoned = false
+  else
+    local sign, oh, om = match(rest, "^([+-])(%d%d):?(%d?%d?)$")
+    if not sign or (#om ~= 0 and #om ~= 2) then return nil end
+    oh, om = tonumber(oh), tonumber(om) or 0
+    if oh > 23 or om > 59 then return nil end
+    offset = (oh * 3600 + om * 60) * (sign == "-" and -1 or 1)
+  end
+  local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset
+  last_text, last_t, last_zoned = text, t, zoned
+  return t, zoned
+end
+
+local function refuse(reason, message, fields)
+  fields = fields or {}
+  fields.reason = reason
+  return nil, errors.new("callback", message, fields)
+end
+
+local function positive_or_false(v, name, default, level)
+  if v == nil then return default end
+  if v == false then return false end
+  if type(v) ~= "number" or v ~= v or v < 0 then
+    error("kinot: " .. name .. " must be a number of seconds >= 0, or false", level)
+  end
+  return v
+end
+
+--- new(opts) -> checker | nil when every check is off
+-- opts: max_age, max_skew, out_of_order ("drop" | "flag" | false),
+-- dict (an ngx.shared dict), capacity, now (clock in seconds)
+function M.new(opts, level)
+  level = (level or 2) + 1
+  local max_age = positive_or_false(opts.max_age, "max_age", M.MAX_AGE, level)
+  local max_skew = positive_or_false(opts.max_skew, "max_skew", M.MAX_SKEW, level) or 0
+  local order = opts.out_of_order
+  if order == nil then order = "drop" end
+  if order ~= "drop" and order ~= "flag" and order ~= false then
+    error('kinot: out_of_order must be "drop", "flag" or false', level)
+  end
+  local capacity = opts.capacity or M.CAPACITY
+  if type(capacity) ~= "number" or capacity < 1 then error("kinot: order_capacity must be a positive number", level) end
+  if not max_age and not order then return nil end
+  return setmetatable({
+    max_age = max_age, max_skew = max_skew, order = order, dict = opts.dict,
+    -- how long a newest time is worth keeping in the dict (older events
+    -- are stale by then); 0: until the dict needs the room
+    keep = max_age and max_age + max_skew or 0,
+    capacity = capacity, now = opts.now or os.time,
+    young = {}, old = {}, count = 0,
+  }, M)
+end
+
+local function key_of(ev)
+  if ev.kind == "command_resp" then
+    return ev.guid ~= nil and ("kinot:c:" .. tostring(ev.guid)) or nil
+  end
+  return ev.sn ~= nil and ("kinot:s:" .. tostring(ev.sn)) or nil
+end
+
+function M:newest(key)
+  local dict = self.dict
+  if dict then return dict:get(key) end
+  local t = self.young[key]
+  if t == nil then t = self.old[key] end
+  return t
+end
+
+function M:remember(key, t)
+  local dict = self.dict
+  if dict then
+    -- not atomic across workers: two workers accepting two new statuses of
+    -- one device in the same microsecond may keep the older of the two
+    dict:set(key, t, self.keep)
+    return
+  end
+  local young = self.young
+  if young[key] == nil then
+    local n = self.count + 1
+    if n > self.capacity then -- a new generation; the oldest is forgotten
+      self.old, young, n = young, {}, 1
+      self.young = young
+    end
+    self.count = n
+  end
+  young[key] = t
+end
+
+--- check(ev) -> true | nil, err (reason "stale", "future" or "out_of_order")
+-- On success the event's time becomes its device's newest.  An event
+-- without updated_at passes: nothing to judge it by (every body in the
+-- platform's reference carries one).
+function M:check(ev)
+  local data = ev.data
+  local text = data and data.updated_at
+  -- absent, or "" / null (which the sign rule skips): nothing to judge by
+  if text == nil or text == "" or type(text) == "userdata" then return true end
+  local t, zoned = M.parse(text)
+  if not t then
+    return refuse("malformed", "callback updated_at is not an ISO 8601 time", { sn = ev.sn })
+  end
+  if zoned then
+    local age = self.now() - t
+    if self.max_age and age > self.max_age then
+      return refuse("stale", "callback for sn " .. tostring(ev.sn) .. ": updated_at " .. text .. " is " ..
+        floor(age) .. " s old, over max_age " .. self.max_age .. " s: acknowledged, not handled",
+        { sn = ev.sn, age = age })
+    end
+    if -age > self.max_skew then
+      return refuse("future", "callback for sn " .. tostring(ev.sn) .. ": updated_at " .. text .. " is " ..
+        floor(-age) .. " s ahead of this clock, over max_skew " .. self.max_skew .. " s", { sn = ev.sn, age = age })
+    end
+  end
+  if not self.order then return true end
+  local key = key_of(ev)
+  if not key then return true end
+  local newest = self:newest(key)
+  if newest and t < newest then
+    if self.order == "flag" then
+      ev.stale = true
+      return true
+    end
+    return refuse("out_of_order", "callback for " .. key:sub(9) .. " of " .. text .. " is older than one already" ..
+      " accepted: acknowledged, not handled", { sn = ev.sn })
+  end
+  if newest ~= t then self:remember(key, t) end
+  return true
+end
+
+return M
