@@ -36,8 +36,12 @@ void kn_cb_scanner_free(kn_cb_scanner *s);
 
 /* Scans body. Returns KN_CB_OK, or KN_CB_NOT_JSON / KN_CB_NOT_OBJECT /
  * KN_CB_DUPLICATE_KEY / KN_CB_NOMEM with a reason in why ("duplicate key
- * \"locked\"", ...). The members stay valid until the next scan or the
- * scanner is freed; they come in body order. */
+ * \"locked\"", ...).  The scanner works on its own copy of body: nothing
+ * it holds points into the caller's memory, which may go as soon as this
+ * returns.  The members stay valid until the next scan or the scanner is
+ * freed; they come in body order.  A scanner is one caller's at a time:
+ * a binding takes one for the length of a call and never keeps members
+ * across a yield (see kinot_core.c and lua/kinot/callback/scanner.lua). */
 int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen);
 size_t kn_cb_count(const kn_cb_scanner *s);
 const kn_cb_member *kn_cb_member_at(const kn_cb_scanner *s, size_t i);

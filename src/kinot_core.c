@@ -660,8 +660,12 @@ static int l_curl_version(lua_State *L) {
 
 /* ------------------------------------------------------------- callbacks */
 
-/* The scanner lives in a userdata held as an upvalue: one per Lua state,
- * reused, and freed by the collector even if a push below raises. */
+/* Each call takes a scanner for its own length and gives it back at its
+ * end: nothing a call leaves in a scanner is read by another call.  The
+ * state keeps one spare (upvalue 1: a table, [1] the spare's userdata);
+ * a call that finds none (a finalizer run by the collector in the middle
+ * of another call that verifies a callback) makes its own.  A call that
+ * raises half way never gives its scanner back: the collector frees it. */
 #define SCANNER_MT "kinot.core.cbscanner"
 
 static int scanner_gc(lua_State *L) {
@@ -671,44 +675,71 @@ static int scanner_gc(lua_State *L) {
     return 0;
 }
 
-/* kn_cb_verdict by name, as scan() and check() report them */
+/* pushes the scanner's userdata and returns the scanner */
+static kn_cb_scanner *take_scanner(lua_State *L) {
+    kn_cb_scanner **sp;
+    lua_rawgeti(L, lua_upvalueindex(1), 1);
+    if (lua_type(L, -1) == LUA_TUSERDATA) {
+        sp = lua_touserdata(L, -1);
+        lua_pushnil(L);
+        lua_rawseti(L, lua_upvalueindex(1), 1);
+        if (*sp) return *sp;
+    }
+    lua_pop(L, 1);
+    sp = lua_newuserdata(L, sizeof *sp);
+    *sp = NULL;
+    luaL_getmetatable(L, SCANNER_MT);
+    lua_setmetatable(L, -2);
+    if (!(*sp = kn_cb_scanner_new())) luaL_error(L, "out of memory");
+    return *sp;
+}
+
+/* the scanner's userdata at index ud is the spare again */
+static void give_back(lua_State *L, int ud) {
+    lua_pushvalue(L, ud);
+    lua_rawseti(L, lua_upvalueindex(1), 1);
+}
+
+/* kn_cb_verdict by name, as scan() and verify() report them */
 static const char *const VERDICT[] = {"ok", "not_json", "not_object", "duplicate_key", "no_sign", "bad_sign"};
 
 /* nil, reason, message for a refused body; out of memory raises */
-static int push_refusal(lua_State *L, int verdict, const char *why) {
-    if (verdict == KN_CB_NOMEM) return luaL_error(L, "%s", why);
+static int push_refusal(lua_State *L, const char *reason, const char *why) {
     lua_pushnil(L);
-    lua_pushstring(L, VERDICT[verdict]);
+    lua_pushstring(L, reason);
     lua_pushstring(L, why);
     return 3;
 }
 
-/* scan(body) -> canonical, sign_or_nil | nil, reason, message
- * The members stay in the scanner for data() until the next scan. */
+/* scan(body) -> canonical, sign_or_nil | nil, reason, message */
 static int l_callback_scan(lua_State *L) {
-    kn_cb_scanner *sc = *(kn_cb_scanner **)lua_touserdata(L, lua_upvalueindex(1));
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     char why[200];
     kn_str canon, given;
-    int verdict;
-    if (!sc) return luaL_error(L, "callback scanner is gone");
+    int verdict, ud;
+    kn_cb_scanner *sc;
+    lua_settop(L, 1);
+    sc = take_scanner(L);
+    ud = lua_gettop(L);
     verdict = kn_cb_scan(sc, s, n, why, sizeof why);
-    if (verdict) return push_refusal(L, verdict, why);
+    if (verdict == KN_CB_NOMEM) return luaL_error(L, "%s", why);
+    if (verdict) {
+        give_back(L, ud);
+        return push_refusal(L, VERDICT[verdict], why);
+    }
     if (kn_cb_canonical(sc, &canon, &given)) return luaL_error(L, "out of memory");
     lua_pushlstring(L, canon.p, canon.n);
     if (given.p) lua_pushlstring(L, given.p, given.n);
     else lua_pushnil(L);
+    give_back(L, ud);
     return 2;
 }
 
-/* data() -> data, nested_or_nil: the members of the last successful scan.
- * data maps each member to its Lua value (null -> lightuserdata NULL, as
- * cjson.null); objects and arrays are left to the caller as raw text in
- * nested, so they decode with the caller's JSON library. */
 /* A member name: a name seen before comes from the names table (upvalue
  * 2) instead of being made again; checked, so a table left behind by an
- * error half way through an earlier call cannot give a wrong name. */
+ * error half way through an earlier call, or filled by another scanner,
+ * cannot give a wrong name. */
 static void push_name(lua_State *L, const kn_cb_member *m) {
     int slot = m->name_slot < 0 ? -m->name_slot : m->name_slot;
     if (m->name_slot > 0) {
@@ -726,19 +757,83 @@ static void push_name(lua_State *L, const kn_cb_member *m) {
     }
 }
 
-static int l_callback_data(lua_State *L) {
-    kn_cb_scanner *sc = *(kn_cb_scanner **)lua_touserdata(L, lua_upvalueindex(1));
-    const kn_cb_member *members;
-    size_t i, count;
+/* the sign rule's signed members: not "sign", not null, not "" */
+static int is_signed(const kn_cb_member *m) {
+    if (m->type == KN_CB_NULL || (m->type == KN_CB_STRING && m->text.n == 0)) return 0;
+    return !(m->key.n == 4 && memcmp(m->key.p, "sign", 4) == 0);
+}
+
+/* an int field's value: a whole number within +-2^53 (exact on every runtime) */
+#define KN_INT_MAX 9007199254740992.0
+static int whole(const kn_cb_member *m, lua_Integer *out) {
+    if (m->is_integer) {
+        if (m->integer > 9007199254740992LL || m->integer < -9007199254740992LL) return 0;
+        *out = (lua_Integer)m->integer;
+        return 1;
+    }
+    if (!(m->number >= -KN_INT_MAX && m->number <= KN_INT_MAX) || m->number != (double)(long long)m->number)
+        return 0;
+    *out = (lua_Integer)(long long)m->number;
+    return 1;
+}
+
+static const char *kind_of(const kn_cb_member *m) {
+    switch (m->type) {
+    case KN_CB_STRING: return "a string";
+    case KN_CB_NUMBER: return "a number of another kind";
+    case KN_CB_TRUE: case KN_CB_FALSE: return "a boolean";
+    case KN_CB_OBJECT: return "an object";
+    case KN_CB_ARRAY: return "an array";
+    default: return "null";
+    }
+}
+
+/* The data of a verified body at index 5 (made here), its nested members'
+ * raw text at 6: the signed members only, each known field (types, index
+ * 3: name -> "int" | "float" | "string" | ...) as its type says.  0, or 1
+ * with why filled when a known field has another type. */
+static int build_data(lua_State *L, const kn_cb_member *members, size_t count, char *why, size_t whylen) {
+    size_t i;
     int nested = 0;
-    if (!sc) return luaL_error(L, "callback scanner is gone");
-    if (kn_cb_convert(sc, &members, &count)) return luaL_error(L, "out of memory");
-    lua_settop(L, 0);
-    lua_createtable(L, 0, (int)count); /* 1: data */
-    lua_pushnil(L);                    /* 2: nested, made on demand */
+    lua_createtable(L, 0, (int)count); /* 5: data */
+    lua_pushnil(L);                    /* 6: nested, made on demand */
     for (i = 0; i < count; i++) {
         const kn_cb_member *m = &members[i];
+        const char *want;
+        int bad = 0;
+        lua_Integer iv;
+        if (!is_signed(m)) continue;
         push_name(L, m);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, 3);
+        want = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+        switch (want[0]) { /* the string stays in the types table */
+        case 'i':
+            bad = !(m->type == KN_CB_NUMBER && whole(m, &iv));
+            if (!bad) lua_pushinteger(L, iv);
+            break;
+        case 'f':
+            bad = m->type != KN_CB_NUMBER;
+            if (!bad) lua_pushnumber(L, (lua_Number)m->number);
+            break;
+        case 's':
+            bad = m->type != KN_CB_STRING;
+            if (!bad) lua_pushlstring(L, m->text.p, m->text.n);
+            break;
+        default: want = NULL;
+        }
+        if (bad) {
+            snprintf(why, whylen, "callback body refused: member \"%.*s\" must be %s (the reference's type), not %s",
+                     (int)(m->key.n > 40 ? 40 : m->key.n), m->key.p, want[0] == 'i' ? "an int" : want[0] == 'f' ? "a float" : "a string",
+                     kind_of(m));
+            return 1;
+        }
+        if (want) {
+            lua_replace(L, -2); /* the type string goes */
+            lua_rawset(L, 5);
+            continue;
+        }
+        lua_pop(L, 1);
         switch (m->type) {
         case KN_CB_STRING: lua_pushlstring(L, m->text.p, m->text.n); break;
         case KN_CB_NUMBER:
@@ -747,42 +842,49 @@ static int l_callback_data(lua_State *L) {
             break;
         case KN_CB_TRUE: lua_pushboolean(L, 1); break;
         case KN_CB_FALSE: lua_pushboolean(L, 0); break;
-        case KN_CB_NULL: lua_pushlightuserdata(L, NULL); break;
-        default:
+        default: /* an object or array: its raw text, for the caller to decode */
             if (!nested) {
                 lua_newtable(L);
-                lua_replace(L, 2);
+                lua_replace(L, 6);
                 nested = 1;
             }
             lua_pushvalue(L, -1);
             lua_pushlstring(L, m->text.p, m->text.n);
-            lua_rawset(L, 2);
+            lua_rawset(L, 6);
             lua_pushlstring(L, m->text.p, m->text.n);
         }
-        lua_rawset(L, 1);
+        lua_rawset(L, 5);
     }
-    return 2;
+    return 0;
 }
 
-/* check(body, secrets) -> digest, index | nil, reason, message
+/* verify(body, secrets, types) -> sign, index, data, nested_or_nil
+ *                               | nil, reason, message
  * The whole verification in one call: scan, canonical string, MD5 for each
- * secret (all of them, so timing tells nothing), constant-time compare.
- * reason: "not_json", "duplicate_key", "not_object", "no_sign", "bad_sign". */
-static int l_callback_check(lua_State *L) {
-    kn_cb_scanner *sc = *(kn_cb_scanner **)lua_touserdata(L, lua_upvalueindex(1));
+ * secret (all of them, so timing tells nothing), constant-time compare,
+ * then the data of the signed members, typed by `types`.  What it returns
+ * owns everything: nothing stays behind for another call.
+ * reason: "not_json", "not_object", "duplicate_key", "no_sign",
+ * "bad_sign", "malformed". */
+static int l_callback_verify(lua_State *L) {
     size_t n, i, count;
     const char *s = luaL_checklstring(L, 1, &n);
     char why[200], hex[33];
     kn_str few[8], *secrets = few;
-    int index, verdict;
+    const kn_cb_member *members;
+    int index, verdict, ud;
+    kn_cb_scanner *sc;
     luaL_checktype(L, 2, LUA_TTABLE);
-    if (!sc) return luaL_error(L, "callback scanner is gone");
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
     count = kn_rawlen(L, 2);
     for (i = 0; i < count; i++) { /* checked first: the error below must not leak a larger array */
         lua_rawgeti(L, 2, (int)i + 1);
         if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "kinot: secret[%d] must be a string", (int)i + 1);
         lua_pop(L, 1);
     }
+    sc = take_scanner(L);
+    ud = lua_gettop(L); /* 4 */
     if (count > sizeof few / sizeof few[0] && !(secrets = malloc(count * sizeof *secrets)))
         return luaL_error(L, "out of memory");
     for (i = 0; i < count; i++) { /* the strings stay referenced by the table */
@@ -792,10 +894,22 @@ static int l_callback_check(lua_State *L) {
     }
     verdict = kn_cb_check(sc, s, n, secrets, count, hex, &index, why, sizeof why);
     if (secrets != few) free(secrets);
-    if (verdict) return push_refusal(L, verdict, why);
+    if (verdict == KN_CB_NOMEM) return luaL_error(L, "%s", why);
+    if (verdict) {
+        give_back(L, ud);
+        return push_refusal(L, VERDICT[verdict], why);
+    }
+    if (kn_cb_convert(sc, &members, &count)) return luaL_error(L, "out of memory");
+    if (build_data(L, members, count, why, sizeof why)) {
+        give_back(L, ud);
+        return push_refusal(L, "malformed", why);
+    }
+    give_back(L, ud);
     lua_pushlstring(L, hex, 32);
     lua_pushinteger(L, index);
-    return 2;
+    lua_pushvalue(L, 5);
+    lua_pushvalue(L, 6);
+    return 4;
 }
 
 /* digest(canonical, secret) -> 32 upper-case hex chars */
@@ -855,23 +969,17 @@ int luaopen_kinot_core(lua_State *L) {
         lua_setfield(L, -2, "json_decode");
     }
     {
-        kn_cb_scanner **sp = lua_newuserdata(L, sizeof *sp);
-        *sp = NULL;
         luaL_newmetatable(L, SCANNER_MT);
         lua_pushcfunction(L, scanner_gc);
         lua_setfield(L, -2, "__gc");
-        lua_setmetatable(L, -2);
-        *sp = kn_cb_scanner_new();
-        if (!*sp) return luaL_error(L, "out of memory");
+        lua_pop(L, 1);
+        lua_createtable(L, 1, 0); /* the spare scanner, made by the first call */
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, l_callback_scan, 1);
         lua_setfield(L, -3, "callback_scan");
-        lua_pushvalue(L, -1);
-        lua_pushcclosure(L, l_callback_check, 1);
-        lua_setfield(L, -3, "callback_check");
         lua_createtable(L, 256, 0); /* member names by kn_cb_convert's name_slot */
-        lua_pushcclosure(L, l_callback_data, 2);
-        lua_setfield(L, -2, "callback_data");
+        lua_pushcclosure(L, l_callback_verify, 2);
+        lua_setfield(L, -2, "callback_verify");
     }
     lua_pushliteral(L, "0.1.0");
     lua_setfield(L, -2, "version");

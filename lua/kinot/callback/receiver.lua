@@ -31,15 +31,17 @@ function M.new(opts)
 end
 
 --- receive(raw) -> status, response body, event (nil if refused or a duplicate), err, duplicate
+-- The event is built by the call that verifies the body and owns all it
+-- holds: seen:add may yield (a store on cosockets) without another
+-- request's verification changing it.
 function M:receive(raw)
-  local digest, index = callback.check(raw, self.secrets, self.max_body)
-  if not digest then
-    local status = STATUS[index.reason] or 400
-    return status, err_body(status, index), nil, index
+  local ev, err = callback.check(raw, self.secrets, self.max_body)
+  if not ev then
+    local status = STATUS[err.reason] or 400 -- not_json, not_object, duplicate_key, malformed: 400
+    return status, err_body(status, err), nil, err
   end
-  -- a redelivery is acknowledged before any event is built
-  if not self.seen:add(digest) then return 200, OK_BODY, nil, nil, true end
-  return 200, OK_BODY, callback.event(digest, index)
+  if not self.seen:add(ev.id) then return 200, OK_BODY, nil, nil, true end
+  return 200, OK_BODY, ev
 end
 
 --- dispatch(event): calls on_command / on_status; errors are returned, not raised
