@@ -300,6 +300,26 @@ size_t kn_cb_count(const kn_cb_scanner *s) { return s->nslots; }
 
 const kn_cb_member *kn_cb_member_at(const kn_cb_scanner *s, size_t i) { return &s->members[i]; }
 
+int kn_cb_is_signed(const kn_cb_member *m) {
+    if (m->type == KN_CB_NULL || (m->type == KN_CB_STRING && m->text.n == 0)) return 0;
+    return !(m->key.n == 4 && memcmp(m->key.p, "sign", 4) == 0);
+}
+
+#define WHOLE_MAX 9007199254740992LL /* 2^53: exact in a double */
+
+int kn_cb_whole(const kn_cb_member *m, long long *out) {
+    if (m->type != KN_CB_NUMBER) return 0;
+    if (m->is_integer) {
+        if (m->integer > WHOLE_MAX || m->integer < -WHOLE_MAX) return 0;
+        *out = m->integer;
+        return 1;
+    }
+    if (!(m->number >= -(double)WHOLE_MAX && m->number <= (double)WHOLE_MAX)) return 0; /* NaN too */
+    if (m->number != (double)(long long)m->number) return 0;
+    *out = (long long)m->number;
+    return 1;
+}
+
 int kn_cb_canonical(kn_cb_scanner *s, kn_str *canon, kn_str *given) {
     size_t i, out = 0;
     kn_buf_reset(&s->canon);
@@ -311,7 +331,7 @@ int kn_cb_canonical(kn_cb_scanner *s, kn_str *canon, kn_str *given) {
             *given = m->text;
             continue;
         }
-        if (m->type == KN_CB_NULL || (m->type == KN_CB_STRING && m->text.n == 0)) continue;
+        if (!kn_cb_is_signed(m)) continue;
         if ((out++ && kn_buf_addc(&s->canon, '&')) || kn_buf_add(&s->canon, m->key.p, m->key.n) ||
             kn_buf_addc(&s->canon, '=') || kn_buf_add(&s->canon, m->text.p, m->text.n))
             return -1;

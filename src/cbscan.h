@@ -51,6 +51,15 @@ const kn_cb_member *kn_cb_member_at(const kn_cb_scanner *s, size_t i);
  * sign member's text (p == NULL when there is none). */
 int kn_cb_canonical(kn_cb_scanner *s, kn_str *canon, kn_str *given);
 
+/* Whether a member is signed: not "sign", not null, not "" (the members
+ * kn_cb_canonical joins, and the only ones a binding puts in an event). */
+int kn_cb_is_signed(const kn_cb_member *m);
+
+/* After kn_cb_convert: whether a member is a whole number within +-2^53
+ * (exact in a double, so the same on every runtime: what a field the
+ * reference types int must hold), and its value in *out. */
+int kn_cb_whole(const kn_cb_member *m, long long *out);
+
 /* upper-case hex MD5 of canon + "&key=" + secret into hex[33] */
 int kn_cb_digest(const char *canon, size_t cn, const char *secret, size_t sn, char hex[33]);
 

@@ -757,26 +757,6 @@ static void push_name(lua_State *L, const kn_cb_member *m) {
     }
 }
 
-/* the sign rule's signed members: not "sign", not null, not "" */
-static int is_signed(const kn_cb_member *m) {
-    if (m->type == KN_CB_NULL || (m->type == KN_CB_STRING && m->text.n == 0)) return 0;
-    return !(m->key.n == 4 && memcmp(m->key.p, "sign", 4) == 0);
-}
-
-/* an int field's value: a whole number within +-2^53 (exact on every runtime) */
-#define KN_INT_MAX 9007199254740992.0
-static int whole(const kn_cb_member *m, lua_Integer *out) {
-    if (m->is_integer) {
-        if (m->integer > 9007199254740992LL || m->integer < -9007199254740992LL) return 0;
-        *out = (lua_Integer)m->integer;
-        return 1;
-    }
-    if (!(m->number >= -KN_INT_MAX && m->number <= KN_INT_MAX) || m->number != (double)(long long)m->number)
-        return 0;
-    *out = (lua_Integer)(long long)m->number;
-    return 1;
-}
-
 static const char *kind_of(const kn_cb_member *m) {
     switch (m->type) {
     case KN_CB_STRING: return "a string";
@@ -801,16 +781,16 @@ static int build_data(lua_State *L, const kn_cb_member *members, size_t count, c
         const kn_cb_member *m = &members[i];
         const char *want;
         int bad = 0;
-        lua_Integer iv;
-        if (!is_signed(m)) continue;
+        long long iv;
+        if (!kn_cb_is_signed(m)) continue;
         push_name(L, m);
         lua_pushvalue(L, -1);
         lua_rawget(L, 3);
         want = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
         switch (want[0]) { /* the string stays in the types table */
         case 'i':
-            bad = !(m->type == KN_CB_NUMBER && whole(m, &iv));
-            if (!bad) lua_pushinteger(L, iv);
+            bad = !kn_cb_whole(m, &iv);
+            if (!bad) lua_pushinteger(L, (lua_Integer)iv);
             break;
         case 'f':
             bad = m->type != KN_CB_NUMBER;

@@ -22,12 +22,17 @@ local level = tonumber(os.getenv("KINOT_GC_STRESS") or "")
 if level and level > 0 then
   M.active = true
   if rawget(_G, "jit") or _VERSION == "Lua 5.1" then
-    -- a new cycle as soon as one ends; each step does a large share of one
+    -- a new cycle as soon as one ends, each step a large share of one;
+    -- and, LuaJIT having no young collections, a full one every 1000 VM
+    -- instructions (count hooks run in the interpreter, not in traces)
     collectgarbage("setpause", 0)
     collectgarbage("setstepmul", 10000)
+    debug.sethook(function() collectgarbage("collect") end, "", 1000)
   else
-    -- pause 0, a large step multiplier, a step every 2^4 bytes allocated
-    collectgarbage("incremental", 0, 1000, 4)
+    -- generational: every 100 VM instructions, a young collection frees
+    -- whatever new object lost its last reference since the one before
+    collectgarbage("generational")
+    debug.sethook(function() collectgarbage("step", 0) end, "", 100)
   end
   collectgarbage("restart")
 end
