@@ -65,6 +65,54 @@ describe("callback.verify's event owns its members (#gc)", function()
   end)
 end)
 
+describe("a verification inside another (#gc)", function()
+  it("stays right when a finalizer verifies another body in the middle of a verification", function()
+    local opts = { secret = secret }
+    local other = signed('{"sn":999,"locked":0,"voltage":3.5}')
+    local nested, bad_inner = 0, 0
+    local function finalizer()
+      local where = debug.traceback()
+      if where:find("callback_verify", 1, true) or where:find("scanner.lua", 1, true) then nested = nested + 1 end
+      local ev = callback.verify(other, opts)
+      if not ev or ev.sn ~= 999 or ev.data.voltage ~= 3.5 then bad_inner = bad_inner + 1 end
+    end
+    local finalized
+    if rawget(_G, "jit") then
+      local ffi = require "ffi"
+      finalized = function() return ffi.gc(ffi.new("int[1]"), finalizer) end
+    else
+      finalized = function() return setmetatable({}, { __gc = finalizer }) end
+    end
+    local parts = {}
+    for i = 1, 200 do parts[i] = string.format('"member_%03d":"v%03d"', i, i) end
+    local body = signed("{" .. table.concat(parts, ",") .. "}")
+    local bad = 0
+    -- a collector that runs finalizers while the outer call allocates
+    local restore
+    if is54 then
+      local mode = collectgarbage("generational")
+      restore = function() collectgarbage(mode) end
+    else
+      local pause, mul = collectgarbage("setpause", 0), collectgarbage("setstepmul", 1000)
+      restore = function() collectgarbage("setpause", pause) collectgarbage("setstepmul", mul) end
+    end
+    local ok, err = pcall(function()
+      for _ = 1, 200 do
+        for _ = 1, 20 do finalized() end
+        local ev = assert(callback.verify(body, opts))
+        for i = 1, 200 do
+          if ev.data[string.format("member_%03d", i)] ~= string.format("v%03d", i) then bad = bad + 1 end
+        end
+      end
+    end)
+    restore()
+    collectgarbage("collect")
+    assert(ok, err)
+    assert.is_true(nested > 0, "no finalizer ran inside a verification: the spec proves nothing")
+    assert.are.same({ 0, 0 }, { bad, bad_inner })
+  end)
+end)
+
 describe("nothing is shared between two verifications", function()
   local b111 = signed('{"guid":"AAAA1111","sn":111,"commnad_status":"succeeded","reason":"NULL","device_type":18}')
   local b222 = signed('{"sn":222,"locked":1,"voltage":3.5,"device_type":18}')

@@ -39,18 +39,20 @@ end
 
 function M.eager(fn, size)
   local hook, mask, count = debug.gethook()
-  local filler, n = {}, 0
+  local n = 0
+  M.filler = {} -- held, so that their bytes stay '#'
   debug.sethook(function()
     collectgarbage("collect")
     if size and size > 16 then
       for i = 1, 4 do
         n = n + 1
-        filler[i] = string.rep("#", size - 16) .. string.format("%016d", n) -- distinct: never interned
+        M.filler[i] = string.rep("#", size - 16) .. string.format("%016d", n) -- distinct: never interned
       end
     end
   end, "c")
   local ok, err = pcall(fn)
   debug.sethook(hook, mask, count)
+  M.filler = nil
   if not ok then error(err, 0) end
 end
 
