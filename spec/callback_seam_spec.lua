@@ -70,9 +70,17 @@ describe("a verification inside another (#gc)", function()
     local opts = { secret = secret }
     local other = signed('{"sn":999,"locked":0,"voltage":3.5}')
     local nested, bad_inner = 0, 0
+    local scanner, core = require "kinot.callback.scanner", require "kinot.core"
+    local function inside_verify() -- is a verification on the stack below?
+      for level = 2, 200 do
+        local info = debug.getinfo(level, "fS")
+        if not info then return false end
+        if info.func == scanner.verify or info.func == core.callback_verify then return true end
+      end
+      return false
+    end
     local function finalizer()
-      local where = debug.traceback()
-      if where:find("callback_verify", 1, true) or where:find("scanner.lua", 1, true) then nested = nested + 1 end
+      if inside_verify() then nested = nested + 1 end
       local ev = callback.verify(other, opts)
       if not ev or ev.sn ~= 999 or ev.data.voltage ~= 3.5 then bad_inner = bad_inner + 1 end
     end
@@ -232,6 +240,112 @@ describe("the event holds the signed members only, typed as the reference says",
     assert.are.same({ 7, 2.5, "7", true, { k = { 1, 2 } } },
       { ev.data.extra_n, ev.data.extra_f, ev.data.extra_s, ev.data.extra_b, ev.data.extra_o })
     if is54 then assert.are.equal("integer", math.type(ev.data.extra_n)) end
+  end)
+end)
+
+describe("typing against a reference written here", function()
+  local vocabulary = require "kinot.vocabulary"
+  local core = require "kinot.core"
+  local scanner = require "kinot.callback.scanner"
+  local cjson = require "cjson"
+  local types = vocabulary.fields.callback
+
+  -- what the data must be, from cjson's reading of the body and the rules
+  local function expected(body)
+    local doc = cjson.decode(body)
+    local data, bad = {}, nil
+    for k, v in pairs(doc) do
+      if k ~= "sign" and v ~= cjson.null and v ~= "" then
+        local want = types[k]
+        if want == "int" or want == "float" or want == "string" then
+          local c = vocabulary.coerce(want, v)
+          if c == nil then
+            bad = bad or {}
+            bad[k] = true
+          end
+          v = c
+        end
+        data[k] = v
+      end
+    end
+    if bad then return nil, bad end
+    return data
+  end
+
+  -- names that share the binding's name slots: the known fields and 600
+  -- others (more than its 256 slots)
+  local names = {}
+  for k in pairs(types) do if k ~= "sign" then names[#names + 1] = k end end
+  table.sort(names)
+  for i = 1, 600 do names[#names + 1] = "x" .. i end
+  local seed = 12345
+  local function rnd(n) -- MINSTD: the same bodies on every runtime
+    seed = (seed * 48271) % 2147483647
+    return seed % n + 1
+  end
+  local VALUES = { "7", "-55", "0", "3.5", "1e2", '"7"', '"s"', '""', "null", "true", "[1]", '{"a":1}', "1.5e300" }
+  local function body_of()
+    local used, parts = {}, {}
+    for _ = 1, 1 + rnd(25) do
+      local k = names[rnd(#names)]
+      if not used[k] then
+        used[k] = true
+        local v = VALUES[rnd(#VALUES)]
+        if types[k] and rnd(4) > 1 then -- mostly the right type
+          local t = types[k]
+          v = t == "int" and tostring(rnd(100)) or t == "float" and (rnd(2) == 1 and "3" or "3.25") or '"t' .. rnd(9) .. '"'
+        end
+        parts[#parts + 1] = '"' .. k .. '":' .. v
+      end
+    end
+    return signed("{" .. table.concat(parts, ",") .. "}")
+  end
+
+  it("gives what the rules give for 3000 random bodies, in both bindings", function()
+    local runs = { core.callback_verify }
+    if scanner.verify ~= core.callback_verify then runs[2] = scanner.verify end
+    local checked, refused = 0, 0
+    for _ = 1, 3000 do
+      local body = body_of()
+      local want, bad_keys = expected(body)
+      for _, verify in ipairs(runs) do
+        local sign, index, data, nested = verify(body, { secret }, types)
+        if want then
+          assert(sign, body)
+          assert.are.equal(1, index)
+          for k, text in pairs(nested or {}) do -- objects and arrays come as their text
+            assert.are.equal(text, data[k])
+            data[k] = cjson.decode(text)
+          end
+          assert.are.same(want, data, body)
+          if is54 then
+            for k, v in pairs(data) do
+              local t = types[k]
+              if t == "int" then assert.are.equal("integer", math.type(v), body) end
+              if t == "float" then assert.are.equal("float", math.type(v), body) end
+            end
+          end
+        else
+          assert.are.same({ nil, "malformed" }, { sign, index }, body)
+          assert.is_true(bad_keys[data:match('member "(.-)"')], data) -- the first in body order
+        end
+      end
+      checked = checked + 1
+      if not want then refused = refused + 1 end
+    end
+    assert.is_true(refused > 100 and refused < checked - 100, "the bodies do not exercise both outcomes")
+  end)
+
+  it("reads a different types table afresh", function()
+    local body = signed('{"sn":5,"voltage":3}')
+    local _, _, data = assert(core.callback_verify(body, { secret }, types))
+    assert.are.equal(5, data.sn)
+    local other = { sn = "string", voltage = "int" }
+    local ok, reason = core.callback_verify(body, { secret }, other)
+    assert.are.same({ nil, "malformed" }, { ok, reason })
+    _, _, data = assert(core.callback_verify(signed('{"voltage":3}'), { secret }, other))
+    assert.are.equal(3, data.voltage)
+    if is54 then assert.are.equal("integer", math.type(data.voltage)) end
   end)
 end)
 

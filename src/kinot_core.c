@@ -665,39 +665,77 @@ static int l_curl_version(lua_State *L) {
  * state keeps one spare (upvalue 1: a table, [1] the spare's userdata);
  * a call that finds none (a finalizer run by the collector in the middle
  * of another call that verifies a callback) makes its own.  A call that
- * raises half way never gives its scanner back: the collector frees it. */
+ * raises half way never gives its scanner back: the collector frees it.
+ *
+ * With the scanner, its box keeps each member name's type by the
+ * scanner's name slots (kn_cb_convert), read from the types table the box
+ * holds as its user value: a name seen before costs no table look-up.
+ * The types table is the same from call to call (kinot.vocabulary's) and
+ * never changed; another table empties the cache. */
 #define SCANNER_MT "kinot.core.cbscanner"
 
+enum { TYPE_UNREAD, TYPE_OTHER, TYPE_INT, TYPE_FLOAT, TYPE_STRING };
+
+typedef struct cb_box {
+    kn_cb_scanner *sc;
+    unsigned char type[257]; /* by name slot (1..256): a TYPE_* */
+} cb_box;
+
+#if LUA_VERSION_NUM >= 504
+#define kn_getuv(L, i) lua_getiuservalue(L, i, 1)
+#define kn_setuv(L, i) lua_setiuservalue(L, i, 1)
+#elif LUA_VERSION_NUM >= 502
+#define kn_getuv(L, i) lua_getuservalue(L, i)
+#define kn_setuv(L, i) lua_setuservalue(L, i)
+#else
+#define kn_getuv(L, i) lua_getfenv(L, i)
+#define kn_setuv(L, i) lua_setfenv(L, i)
+#endif
+
 static int scanner_gc(lua_State *L) {
-    kn_cb_scanner **sp = luaL_checkudata(L, 1, SCANNER_MT);
-    kn_cb_scanner_free(*sp);
-    *sp = NULL;
+    cb_box *b = luaL_checkudata(L, 1, SCANNER_MT);
+    kn_cb_scanner_free(b->sc);
+    b->sc = NULL;
     return 0;
 }
 
-/* pushes the scanner's userdata and returns the scanner */
-static kn_cb_scanner *take_scanner(lua_State *L) {
-    kn_cb_scanner **sp;
+/* pushes the box's userdata and returns the box */
+static cb_box *take_box(lua_State *L) {
+    cb_box *b;
     lua_rawgeti(L, lua_upvalueindex(1), 1);
     if (lua_type(L, -1) == LUA_TUSERDATA) {
-        sp = lua_touserdata(L, -1);
+        b = lua_touserdata(L, -1);
         lua_pushnil(L);
         lua_rawseti(L, lua_upvalueindex(1), 1);
-        if (*sp) return *sp;
+        if (b->sc) return b;
     }
     lua_pop(L, 1);
-    sp = lua_newuserdata(L, sizeof *sp);
-    *sp = NULL;
+    b = lua_newuserdata(L, sizeof *b);
+    b->sc = NULL;
+    memset(b->type, TYPE_UNREAD, sizeof b->type);
     luaL_getmetatable(L, SCANNER_MT);
     lua_setmetatable(L, -2);
-    if (!(*sp = kn_cb_scanner_new())) luaL_error(L, "out of memory");
-    return *sp;
+    if (!(b->sc = kn_cb_scanner_new())) luaL_error(L, "out of memory");
+    return b;
 }
 
-/* the scanner's userdata at index ud is the spare again */
+/* the box's userdata at index ud is the spare again */
 static void give_back(lua_State *L, int ud) {
     lua_pushvalue(L, ud);
     lua_rawseti(L, lua_upvalueindex(1), 1);
+}
+
+/* the types table at index t becomes the box's (at ud), its cache emptied
+ * if it was another's */
+static void use_types(lua_State *L, cb_box *b, int ud, int t) {
+    int same;
+    kn_getuv(L, ud);
+    same = lua_rawequal(L, -1, t);
+    lua_pop(L, 1);
+    if (same) return;
+    memset(b->type, TYPE_UNREAD, sizeof b->type);
+    lua_pushvalue(L, t);
+    kn_setuv(L, ud);
 }
 
 /* kn_cb_verdict by name, as scan() and verify() report them */
@@ -720,7 +758,7 @@ static int l_callback_scan(lua_State *L) {
     int verdict, ud;
     kn_cb_scanner *sc;
     lua_settop(L, 1);
-    sc = take_scanner(L);
+    sc = take_box(L)->sc;
     ud = lua_gettop(L);
     verdict = kn_cb_scan(sc, s, n, why, sizeof why);
     if (verdict == KN_CB_NOMEM) return luaL_error(L, "%s", why);
@@ -768,70 +806,87 @@ static const char *kind_of(const kn_cb_member *m) {
     }
 }
 
+/* a member name's TYPE_*, from the types table at index 3; the name is on
+ * top of the stack and stays there */
+static unsigned char read_type(lua_State *L) {
+    const char *want;
+    unsigned char t = TYPE_OTHER;
+    lua_pushvalue(L, -1);
+    lua_rawget(L, 3);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        want = lua_tostring(L, -1);
+        if (strcmp(want, "int") == 0) t = TYPE_INT;
+        else if (strcmp(want, "float") == 0) t = TYPE_FLOAT;
+        else if (strcmp(want, "string") == 0) t = TYPE_STRING;
+    }
+    lua_pop(L, 1);
+    return t;
+}
+
 /* The data of a verified body at index 5 (made here), its nested members'
  * raw text at 6: the signed members only, each known field (types, index
  * 3: name -> "int" | "float" | "string" | ...) as its type says.  0, or 1
  * with why filled when a known field has another type. */
-static int build_data(lua_State *L, const kn_cb_member *members, size_t count, char *why, size_t whylen) {
+static int build_data(lua_State *L, cb_box *b, const kn_cb_member *members, size_t count, char *why, size_t whylen) {
     size_t i;
     int nested = 0;
     lua_createtable(L, 0, (int)count); /* 5: data */
     lua_pushnil(L);                    /* 6: nested, made on demand */
     for (i = 0; i < count; i++) {
         const kn_cb_member *m = &members[i];
-        const char *want;
-        int bad = 0;
+        int slot = m->name_slot < 0 ? -m->name_slot : m->name_slot, bad = 0;
+        unsigned char t;
         long long iv;
+        /* a slot that changed name forgets its type, signed member or not */
+        if (m->name_slot < 0) b->type[slot] = TYPE_UNREAD;
         if (!kn_cb_is_signed(m)) continue;
         push_name(L, m);
-        lua_pushvalue(L, -1);
-        lua_rawget(L, 3);
-        want = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
-        switch (want[0]) { /* the string stays in the types table */
-        case 'i':
+        t = slot ? b->type[slot] : TYPE_UNREAD;
+        if (t == TYPE_UNREAD) {
+            t = read_type(L);
+            if (slot) b->type[slot] = t;
+        }
+        switch (t) {
+        case TYPE_INT:
             bad = !kn_cb_whole(m, &iv);
             if (!bad) lua_pushinteger(L, (lua_Integer)iv);
             break;
-        case 'f':
+        case TYPE_FLOAT:
             bad = m->type != KN_CB_NUMBER;
             if (!bad) lua_pushnumber(L, (lua_Number)m->number);
             break;
-        case 's':
+        case TYPE_STRING:
             bad = m->type != KN_CB_STRING;
             if (!bad) lua_pushlstring(L, m->text.p, m->text.n);
             break;
-        default: want = NULL;
+        default:
+            switch (m->type) {
+            case KN_CB_STRING: lua_pushlstring(L, m->text.p, m->text.n); break;
+            case KN_CB_NUMBER:
+                if (m->is_integer) lua_pushinteger(L, (lua_Integer)m->integer);
+                else lua_pushnumber(L, m->number);
+                break;
+            case KN_CB_TRUE: lua_pushboolean(L, 1); break;
+            case KN_CB_FALSE: lua_pushboolean(L, 0); break;
+            default: /* an object or array: its raw text, for the caller to decode */
+                if (!nested) {
+                    lua_newtable(L);
+                    lua_replace(L, 6);
+                    nested = 1;
+                }
+                lua_pushvalue(L, -1);
+                lua_pushlstring(L, m->text.p, m->text.n);
+                lua_rawset(L, 6);
+                lua_pushlstring(L, m->text.p, m->text.n);
+            }
         }
         if (bad) {
+            /* the members after this one were never seen here: forget every type */
+            memset(b->type, TYPE_UNREAD, sizeof b->type);
             snprintf(why, whylen, "callback body refused: member \"%.*s\" must be %s (the reference's type), not %s",
-                     (int)(m->key.n > 40 ? 40 : m->key.n), m->key.p, want[0] == 'i' ? "an int" : want[0] == 'f' ? "a float" : "a string",
-                     kind_of(m));
+                     (int)(m->key.n > 40 ? 40 : m->key.n), m->key.p,
+                     t == TYPE_INT ? "an int" : t == TYPE_FLOAT ? "a float" : "a string", kind_of(m));
             return 1;
-        }
-        if (want) {
-            lua_replace(L, -2); /* the type string goes */
-            lua_rawset(L, 5);
-            continue;
-        }
-        lua_pop(L, 1);
-        switch (m->type) {
-        case KN_CB_STRING: lua_pushlstring(L, m->text.p, m->text.n); break;
-        case KN_CB_NUMBER:
-            if (m->is_integer) lua_pushinteger(L, (lua_Integer)m->integer);
-            else lua_pushnumber(L, m->number);
-            break;
-        case KN_CB_TRUE: lua_pushboolean(L, 1); break;
-        case KN_CB_FALSE: lua_pushboolean(L, 0); break;
-        default: /* an object or array: its raw text, for the caller to decode */
-            if (!nested) {
-                lua_newtable(L);
-                lua_replace(L, 6);
-                nested = 1;
-            }
-            lua_pushvalue(L, -1);
-            lua_pushlstring(L, m->text.p, m->text.n);
-            lua_rawset(L, 6);
-            lua_pushlstring(L, m->text.p, m->text.n);
         }
         lua_rawset(L, 5);
     }
@@ -853,7 +908,7 @@ static int l_callback_verify(lua_State *L) {
     kn_str few[8], *secrets = few;
     const kn_cb_member *members;
     int index, verdict, ud;
-    kn_cb_scanner *sc;
+    cb_box *box;
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
@@ -863,7 +918,7 @@ static int l_callback_verify(lua_State *L) {
         if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "kinot: secret[%d] must be a string", (int)i + 1);
         lua_pop(L, 1);
     }
-    sc = take_scanner(L);
+    box = take_box(L);
     ud = lua_gettop(L); /* 4 */
     if (count > sizeof few / sizeof few[0] && !(secrets = malloc(count * sizeof *secrets)))
         return luaL_error(L, "out of memory");
@@ -872,15 +927,16 @@ static int l_callback_verify(lua_State *L) {
         secrets[i].p = lua_tolstring(L, -1, &secrets[i].n);
         lua_pop(L, 1);
     }
-    verdict = kn_cb_check(sc, s, n, secrets, count, hex, &index, why, sizeof why);
+    verdict = kn_cb_check(box->sc, s, n, secrets, count, hex, &index, why, sizeof why);
     if (secrets != few) free(secrets);
     if (verdict == KN_CB_NOMEM) return luaL_error(L, "%s", why);
     if (verdict) {
         give_back(L, ud);
         return push_refusal(L, VERDICT[verdict], why);
     }
-    if (kn_cb_convert(sc, &members, &count)) return luaL_error(L, "out of memory");
-    if (build_data(L, members, count, why, sizeof why)) {
+    if (kn_cb_convert(box->sc, &members, &count)) return luaL_error(L, "out of memory");
+    use_types(L, box, ud, 3);
+    if (build_data(L, box, members, count, why, sizeof why)) {
         give_back(L, ud);
         return push_refusal(L, "malformed", why);
     }

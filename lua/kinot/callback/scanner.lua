@@ -80,8 +80,11 @@ local function secret_array(secrets)
   return arr, n
 end
 
-local function malformed(key, want, t)
-  return "callback body refused: member \"" .. key:sub(1, 40) .. "\" must be " .. WANT[want] ..
+-- A refusal half way: the scanner's name slots now hold names of members
+-- this call never reached, so the box's names start afresh.
+local function malformed(box, key, want, t)
+  box.names = {}
+  return nil, "callback body refused: member \"" .. key:sub(1, 40) .. "\" must be " .. WANT[want] ..
     " (the reference's type), not " .. (KIND_OF[t] or "an array")
 end
 
@@ -105,12 +108,12 @@ local function build(box, types)
       local want, v = types[key]
       if want == "int" then
         v = e.number
-        if t ~= NUMBER or v ~= floor(v) or v > INT_LIMIT or v < -INT_LIMIT then return nil, malformed(key, want, t) end
+        if t ~= NUMBER or v ~= floor(v) or v > INT_LIMIT or v < -INT_LIMIT then return malformed(box, key, want, t) end
       elseif want == "float" then
-        if t ~= NUMBER then return nil, malformed(key, want, t) end
+        if t ~= NUMBER then return malformed(box, key, want, t) end
         v = e.number
       elseif want == "string" then
-        if t ~= STRING then return nil, malformed(key, want, t) end
+        if t ~= STRING then return malformed(box, key, want, t) end
         v = ffi_string(e.text.p, e.text.n)
       elseif t == STRING then v = ffi_string(e.text.p, e.text.n)
       elseif t == NUMBER then v = e.number
