@@ -798,7 +798,7 @@ static void push_name(lua_State *L, const kn_cb_member *m) {
 static const char *kind_of(const kn_cb_member *m) {
     switch (m->type) {
     case KN_CB_STRING: return "a string";
-    case KN_CB_NUMBER: return "a number of another kind";
+    case KN_CB_NUMBER: return "a number that is not whole, or beyond +-2^53";
     case KN_CB_TRUE: case KN_CB_FALSE: return "a boolean";
     case KN_CB_OBJECT: return "an object";
     case KN_CB_ARRAY: return "an array";

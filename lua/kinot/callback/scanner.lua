@@ -32,7 +32,7 @@ local REASON = { "not_json", "not_object", "duplicate_key", "no_sign", "bad_sign
 local NOMEM = 6
 local STRING, NUMBER, TRUE, FALSE, NULLV, OBJECT = 0, 1, 2, 3, 4, 5
 local INT_LIMIT = 2 ^ 53
-local KIND_OF = { [STRING] = "a string", [NUMBER] = "a number of another kind", [TRUE] = "a boolean",
+local KIND_OF = { [STRING] = "a string", [NUMBER] = "a number that is not whole, or beyond +-2^53", [TRUE] = "a boolean",
                   [FALSE] = "a boolean", [OBJECT] = "an object" }
 local WANT = { int = "an int", float = "a float", string = "a string" }
 
