@@ -95,14 +95,22 @@ describe("a verification inside another (#gc)", function()
     for i = 1, 200 do parts[i] = string.format('"member_%03d":"v%03d"', i, i) end
     local body = signed("{" .. table.concat(parts, ",") .. "}")
     local bad = 0
-    -- a collector that runs finalizers while the outer call allocates
+    -- a collector that runs finalizers while the outer call allocates (and
+    -- not from a hook between calls, as KINOT_GC_STRESS's does)
     local restore
+    local hook, mask, count = debug.gethook()
+    debug.sethook()
     if is54 then
       local mode = collectgarbage("generational")
       restore = function() collectgarbage(mode) end
     else
       local pause, mul = collectgarbage("setpause", 0), collectgarbage("setstepmul", 1000)
       restore = function() collectgarbage("setpause", pause) collectgarbage("setstepmul", mul) end
+    end
+    local restore_gc = restore
+    restore = function()
+      restore_gc()
+      debug.sethook(hook, mask, count)
     end
     local ok, err = pcall(function()
       for _ = 1, 200 do
@@ -301,11 +309,11 @@ describe("typing against a reference written here", function()
     return signed("{" .. table.concat(parts, ",") .. "}")
   end
 
-  it("gives what the rules give for 3000 random bodies, in both bindings", function()
+  it("gives what the rules give for thousands of random bodies, in both bindings", function()
     local runs = { core.callback_verify }
     if scanner.verify ~= core.callback_verify then runs[2] = scanner.verify end
     local checked, refused = 0, 0
-    for _ = 1, 3000 do
+    for _ = 1, gc.active and 600 or 3000 do -- fewer under the stress of make sanitize
       local body = body_of()
       local want, bad_keys = expected(body)
       for _, verify in ipairs(runs) do
@@ -333,7 +341,8 @@ describe("typing against a reference written here", function()
       checked = checked + 1
       if not want then refused = refused + 1 end
     end
-    assert.is_true(refused > 100 and refused < checked - 100, "the bodies do not exercise both outcomes")
+    assert.is_true(refused > checked / 50 and refused < checked * 9 / 10,
+      "the bodies do not exercise both outcomes: " .. refused .. " of " .. checked .. " refused")
   end)
 
   it("reads a different types table afresh", function()
