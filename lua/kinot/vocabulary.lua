@@ -5,7 +5,8 @@
 --
 -- Field types are the reference's words: "int", "float", "string", "json"
 -- (an object the caller decodes).  Fields the reference does not list are
--- not here: callers pass them through as they come.
+-- not here: callers pass them through as they come.  Read-only: the
+-- callback binding keeps the types it has read from fields.callback.
 local M = {}
 
 local type, floor, huge = type, math.floor, math.huge
