@@ -22,7 +22,7 @@ DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-
 	libcurl4-openssl-dev libssl-dev lua-cjson lua-busted lua-socket lua-argparse lua-check \
 	luarocks nginx libnginx-mod-http-lua wrk tmux openssl clang libclang-rt-14-dev valgrind python3
 
-.PHONY: deps build test test-54 test-jit lint demo bench clean fuzz sanitize leakcheck
+.PHONY: deps build test test-54 test-jit lint demo bench clean fuzz sanitize sanitize-gc leakcheck
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -103,7 +103,10 @@ fuzz: deps $(addprefix build/fuzz/,$(addsuffix _fuzz,$(FUZZ_TARGETS))) build/fuz
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
 
-# make sanitize: kinot.core with AddressSanitizer + UBSan, the whole suite against it
+# make sanitize: kinot.core with AddressSanitizer + UBSan.  First the
+# callback specs with an eager collector (KINOT_GC_STRESS=1, see
+# spec/support/gc_stress.lua) in both runtimes (on LuaJIT that is the FFI
+# path), then the whole suite against it as usual.
 ASAN_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 build/asan/5.4/kinot/core.so: $(SRC) $(HDR)
 	@mkdir -p $(@D)
@@ -113,13 +116,21 @@ build/asan/5.1/kinot/core.so: $(SRC) $(HDR)
 	gcc $(ASAN_CFLAGS) $(WARN) -fPIC -shared -I$(LUAJIT_INC) $(PKG_CFLAGS) -o $@ $(SRC) $(LIBS)
 
 ASAN_RT := $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
-sanitize: deps build build/asan/5.4/kinot/core.so build/asan/5.1/kinot/core.so
+ASAN_ENV := LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+GC_SPECS := spec/callback_seam_spec.lua spec/callback_spec.lua
+# make sanitize-gc: only the callback specs under the eager collector
+sanitize-gc: deps build build/asan/5.4/kinot/core.so build/asan/5.1/kinot/core.so
 	@mkdir -p build/test
 	@rc=0; \
-	LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  lua5.4 /usr/bin/busted --cpath='build/asan/5.4/?.so' --exclude-tags=nosanitize -o plainTerminal 2>&1 | tee build/test/asan54.log || rc=1; \
-	LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  luajit /usr/bin/busted --cpath='build/asan/5.1/?.so' --exclude-tags=nosanitize -o plainTerminal 2>&1 | tee build/test/asanjit.log || rc=1; \
+	$(ASAN_ENV) KINOT_GC_STRESS=1 lua5.4 /usr/bin/busted --cpath='build/asan/5.4/?.so' --exclude-tags=nosanitize -o plainTerminal $(GC_SPECS) 2>&1 | tee build/test/asan54-gc.log || rc=1; \
+	$(ASAN_ENV) KINOT_GC_STRESS=1 luajit /usr/bin/busted --cpath='build/asan/5.1/?.so' --exclude-tags=nosanitize -o plainTerminal $(GC_SPECS) 2>&1 | tee build/test/asanjit-gc.log || rc=1; \
+	lua5.4 spec/support/summary.lua build/test/asan54-gc.log build/test/asanjit-gc.log || rc=1; \
+	exit $$rc
+
+sanitize: sanitize-gc
+	@rc=0; \
+	$(ASAN_ENV) lua5.4 /usr/bin/busted --cpath='build/asan/5.4/?.so' --exclude-tags=nosanitize -o plainTerminal 2>&1 | tee build/test/asan54.log || rc=1; \
+	$(ASAN_ENV) luajit /usr/bin/busted --cpath='build/asan/5.1/?.so' --exclude-tags=nosanitize -o plainTerminal 2>&1 | tee build/test/asanjit.log || rc=1; \
 	lua5.4 spec/support/summary.lua build/test/asan54.log build/test/asanjit.log || rc=1; \
 	exit $$rc
 

@@ -178,7 +178,10 @@ describe("every sign rule against openssl", function()
       assert.are.equal(3.6, ev.data.voltage)
       assert.are.equal("caf\195\169", ev.data.note)
       assert.are.equal(2, ev.data.nested.a[2])
-      assert.are.equal(json.null, ev.data.reason)
+      -- only the members the rule signs reach the event (issue 12 §3)
+      local r = rules.rule(v[1])
+      assert.are.equal(r.null ~= "skip" and json.null or nil, ev.data.reason)
+      assert.are.equal(r.empty == "keep" and "" or nil, ev.data.memo)
       assert.is_true(ev.data.ok)
       assert.is_nil(ev.data.sign)
       -- hex signs verify in either case
@@ -307,7 +310,7 @@ describe("the Lua member reader and the C scanner", function()
       assert.are.equal(ev and "ok" or cerr.reason, id and "ok" or err.reason, v.id)
       if ev then
         assert.are.equal(ev.id, id)
-        local data = callback.event_of(rules.data(members), id, 1).data
+        local data = callback.event_of(members, id, 1).data
         for k, x in pairs(ev.data) do
           if k ~= "sign" then
             if type(x) == "table" then assert.are.same(x, data[k], v.id .. " " .. k)
@@ -578,11 +581,14 @@ describe('verify = "monitor"', function()
 
     it("writes no line of the attacker's into the error log", function()
       local body = '{"sn":"1\\n2026/01/01 00:00:00 [emerg] 1#1: forged line","updated_at":"x","sign":"00"}'
-      assert.are.equal(200, post("/monitor", body).status)
-      local log = H.wait_for(function() local l = ng.log() return l:find("[emerg] 1#1: forg", 1, true) and l end, 5)
+      -- a quoted sn is a known field of the wrong type: refused before any log line names it
+      assert.are.equal(400, post("/monitor", body).status)
+      -- an unknown member carries it instead: the warning names only the sn
+      local body2 = '{"sn":7,"note":"1\\n2026/01/01 00:00:00 [emerg] 1#1: forged line","updated_at":"x","sign":"00"}'
+      assert.are.equal(200, post("/monitor", body2).status)
+      local log = H.wait_for(function() local l = ng.log() return l:find("UNVERIFIED (verify = \"monitor\"), sn 7", 1, true) and l end, 5)
       assert.is_truthy(log)
       assert.is_nil(log:find("\n2026/01/01 00:00:00 [emerg]", 1, true))
-      assert.matches("sn 1?2026", log, 1, true)
     end)
 
     it("names, in the warning, the rule a real body verifies under; with that sign_rule it is verified", function()

@@ -27,7 +27,8 @@ typedef struct slot {
 } slot;
 
 struct kn_cb_scanner {
-    const char *p, *end, *start;
+    const char *p, *end, *start; /* into body: the scanner's own copy */
+    kn_buf body;            /* the body scanned, copied: members never point into the caller's memory */
     kn_buf arena;           /* decoded keys and strings */
     kn_buf scratch;         /* one escaped string while it is decoded */
     slot *slots;
@@ -45,6 +46,7 @@ struct kn_cb_scanner {
 kn_cb_scanner *kn_cb_scanner_new(void) {
     kn_cb_scanner *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    kn_buf_init(&s->body);
     kn_buf_init(&s->arena);
     kn_buf_init(&s->scratch);
     kn_buf_init(&s->canon);
@@ -53,6 +55,7 @@ kn_cb_scanner *kn_cb_scanner_new(void) {
 
 void kn_cb_scanner_free(kn_cb_scanner *s) {
     if (!s) return;
+    kn_buf_free(&s->body);
     kn_buf_free(&s->arena);
     kn_buf_free(&s->scratch);
     kn_buf_free(&s->canon);
@@ -208,14 +211,24 @@ static int grow(kn_cb_scanner *s) {
     return 0;
 }
 
-int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen) {
+int kn_cb_scan(kn_cb_scanner *s, const char *caller_body, size_t n, char *why, size_t whylen) {
     size_t i;
-    s->start = s->p = body;
-    s->end = body + n;
+    const char *body;
     s->why = why;
     s->whylen = whylen;
     s->nslots = 0;
+    s->p = NULL;
     kn_buf_reset(&s->arena);
+    /* scan a copy: what the members point into is the scanner's, and
+     * stays valid until the next scan whatever becomes of caller_body */
+    kn_buf_reset(&s->body);
+    if (kn_buf_add(&s->body, n ? caller_body : "", n)) {
+        if (why && whylen) snprintf(why, whylen, "out of memory");
+        return KN_CB_NOMEM;
+    }
+    body = s->body.p;
+    s->start = s->p = body;
+    s->end = body + n;
     ws(s);
     if (s->p >= s->end || *s->p != '{') {
         s->p = NULL;
@@ -287,6 +300,26 @@ size_t kn_cb_count(const kn_cb_scanner *s) { return s->nslots; }
 
 const kn_cb_member *kn_cb_member_at(const kn_cb_scanner *s, size_t i) { return &s->members[i]; }
 
+int kn_cb_is_signed(const kn_cb_member *m) {
+    if (m->type == KN_CB_NULL || (m->type == KN_CB_STRING && m->text.n == 0)) return 0;
+    return !(m->key.n == 4 && memcmp(m->key.p, "sign", 4) == 0);
+}
+
+#define WHOLE_MAX 9007199254740992LL /* 2^53: exact in a double */
+
+int kn_cb_whole(const kn_cb_member *m, long long *out) {
+    if (m->type != KN_CB_NUMBER) return 0;
+    if (m->is_integer) {
+        if (m->integer > WHOLE_MAX || m->integer < -WHOLE_MAX) return 0;
+        *out = m->integer;
+        return 1;
+    }
+    if (!(m->number >= -(double)WHOLE_MAX && m->number <= (double)WHOLE_MAX)) return 0; /* NaN too */
+    if (m->number != (double)(long long)m->number) return 0;
+    *out = (long long)m->number;
+    return 1;
+}
+
 int kn_cb_canonical(kn_cb_scanner *s, kn_str *canon, kn_str *given) {
     size_t i, out = 0;
     kn_buf_reset(&s->canon);
@@ -298,7 +331,7 @@ int kn_cb_canonical(kn_cb_scanner *s, kn_str *canon, kn_str *given) {
             *given = m->text;
             continue;
         }
-        if (m->type == KN_CB_NULL || (m->type == KN_CB_STRING && m->text.n == 0)) continue;
+        if (!kn_cb_is_signed(m)) continue;
         if ((out++ && kn_buf_addc(&s->canon, '&')) || kn_buf_add(&s->canon, m->key.p, m->key.n) ||
             kn_buf_addc(&s->canon, '=') || kn_buf_add(&s->canon, m->text.p, m->text.n))
             return -1;

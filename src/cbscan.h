@@ -36,8 +36,12 @@ void kn_cb_scanner_free(kn_cb_scanner *s);
 
 /* Scans body. Returns KN_CB_OK, or KN_CB_NOT_JSON / KN_CB_NOT_OBJECT /
  * KN_CB_DUPLICATE_KEY / KN_CB_NOMEM with a reason in why ("duplicate key
- * \"locked\"", ...). The members stay valid until the next scan or the
- * scanner is freed; they come in body order. */
+ * \"locked\"", ...).  The scanner works on its own copy of body: nothing
+ * it holds points into the caller's memory, which may go as soon as this
+ * returns.  The members stay valid until the next scan or the scanner is
+ * freed; they come in body order.  A scanner is one caller's at a time:
+ * a binding takes one for the length of a call and never keeps members
+ * across a yield (see kinot_core.c and lua/kinot/callback/scanner.lua). */
 int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen);
 size_t kn_cb_count(const kn_cb_scanner *s);
 const kn_cb_member *kn_cb_member_at(const kn_cb_scanner *s, size_t i);
@@ -46,6 +50,15 @@ const kn_cb_member *kn_cb_member_at(const kn_cb_scanner *s, size_t i);
  * and "" skipped, sorted byte-wise by key, key=value joined by '&'), and the
  * sign member's text (p == NULL when there is none). */
 int kn_cb_canonical(kn_cb_scanner *s, kn_str *canon, kn_str *given);
+
+/* Whether a member is signed: not "sign", not null, not "" (the members
+ * kn_cb_canonical joins, and the only ones a binding puts in an event). */
+int kn_cb_is_signed(const kn_cb_member *m);
+
+/* After kn_cb_convert: whether a member is a whole number within +-2^53
+ * (exact in a double, so the same on every runtime: what a field the
+ * reference types int must hold), and its value in *out. */
+int kn_cb_whole(const kn_cb_member *m, long long *out);
 
 /* upper-case hex MD5 of canon + "&key=" + secret into hex[33] */
 int kn_cb_digest(const char *canon, size_t cn, const char *secret, size_t sn, char hex[33]);

@@ -2,7 +2,9 @@
 -- the FFI paths use, declared once, and the library loaded once.  Returns
 -- the library, or false where there is no FFI (Lua 5.4) or no core.so on
 -- package.cpath; callers then use the Lua C API binding (kinot.core).
--- The declarations must match src/sign.h and src/cbscan.h.
+-- The declarations must match src/sign.h and src/cbscan.h (kn_cb_check
+-- scans a copy of the body it is given: no pointer into the Lua string
+-- outlives the call).
 local ok_ffi, ffi = pcall(require, "ffi")
 if not ok_ffi or not rawget(_G, "jit") then return false end
 

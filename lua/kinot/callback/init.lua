@@ -1,10 +1,19 @@
 -- The platform's callbacks (DESIGN §7): canonical string, sign, verify.
 -- The body scan and MD5 are C (kinot.core); this file turns the result into
 -- an event and says clearly why a body is refused.
+--
+-- The event: kind ("status_changed" | "command_resp", by a signed guid),
+-- device ("lock" | "sensor" | "unknown"), device_why (nil when device_type
+-- is 18 or 34; else how the device was judged from the fields, or why it
+-- could not be), sn, guid, command_status (the platform spells it
+-- commnad_status), reason (a command_resp's reason; nil for the text
+-- "NULL"), data (the signed members only, known fields typed as
+-- kinot.vocabulary says, nested members decoded), secret_index, id.
 local core = require "kinot.core"
 local json = require "kinot.json"
 local scanner = require "kinot.callback.scanner"
 local errors = require "kinot.errors"
+local vocabulary = require "kinot.vocabulary"
 local rules = require "kinot.callback.rules"
 
 local M = {}
@@ -12,12 +21,13 @@ local M = {}
 M.MAX_BODY = 64 * 1024
 
 local scan, digest_of = core.callback_scan, core.callback_digest
-local check, data_of = scanner.check, scanner.data
-local type, pairs = type, pairs
+local verify_body = scanner.verify
+local type, pairs, ipairs = type, pairs, ipairs
 
-local DEVICE_BY_TYPE = { [18] = "lock", [34] = "sensor" }
--- members only a lock reports
-local LOCK_ONLY = { "locked", "shell_opened", "bar_position_error", "motor_fail", "bt_match_code", "bt_mac" }
+local FIELD_TYPES = vocabulary.fields.callback
+local DEVICE_BY_TYPE = vocabulary.device_types
+local LOCK_ONLY = vocabulary.lock_only
+local AS_SENT, NO_REASON = vocabulary.COMMAND_STATUS_AS_SENT, vocabulary.NO_REASON
 
 local function refuse(reason, message)
   return nil, errors.new("callback", message, { reason = reason })
@@ -57,80 +67,131 @@ local function secrets_of(s, level)
 end
 M.secrets_of = secrets_of
 
---- check(raw, secrets, max_body) -> digest, secret index | nil, err
--- The sign alone, all in C: the members stay in the scanner for event().
-function M.check(raw, secrets, max_body)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 3) end
-  if #raw > max_body then
-    return refuse("too_large", "callback body is " .. #raw .. " bytes, over the " .. max_body .. "-byte cap")
-  end
-  local digest, index, message = check(raw, secrets)
-  if not digest then
-    if index ~= "no_sign" and index ~= "bad_sign" then message = "callback body refused: " .. message end
-    return refuse(index, message)
-  end
-  return digest, index
-end
-
-local function device_of(data)
-  local by_type = DEVICE_BY_TYPE[tonumber(data.device_type)]
+-- device, why: by device_type when it is one of the reference's codes;
+-- else judged from the fields, and why says so (nil when the code named it)
+local function device_of(data, kind)
+  local code = data.device_type
+  local by_type = DEVICE_BY_TYPE[code]
   if by_type then return by_type end
+  local what = code == nil and "no device_type" or
+    ("device_type " .. tostring(code) .. " is not one of the reference's codes (18 lock, 34 sensor)")
   for _, k in ipairs(LOCK_ONLY) do
-    if data[k] ~= nil then return "lock" end
+    if data[k] ~= nil then return "lock", what .. ": a lock by its fields (" .. k .. ")" end
   end
-  if data.guid == nil and (data.car_detected ~= nil or data.active ~= nil) then return "sensor" end
-  return "unknown"
+  if kind == "status_changed" and (data.car_detected ~= nil or data.active ~= nil) then
+    return "sensor", what .. ": a sensor by its fields (car_detected and no lock-only field)"
+  end
+  if kind == "command_resp" then
+    return "unknown", what .. ", and a command_resp's fields are the same for a lock and a sensor"
+  end
+  return "unknown", what .. ", and no field tells a lock from a sensor"
 end
 
---- event(digest, index) -> the event of the body last checked
-function M.event(digest, index)
-  local data, nested = data_of()
+-- the event of a verified body: it owns its data
+local function build(digest, index, data, nested)
   if nested then
     for k, text in pairs(nested) do
       local v = json.decode(text)
       if v ~= nil then data[k] = v end
     end
   end
-  return M.event_of(data, digest, index)
-end
-
---- event_of(data, id, index) -> the event of a body's members (as Lua values)
-function M.event_of(data, digest, index)
-  data.sign = nil -- a signature goes into no event
-  if data.command_status == nil and data.commnad_status ~= nil then data.command_status = data.commnad_status end
+  local status = data.command_status
+  if status == nil then
+    status = data[AS_SENT]
+    data.command_status = status
+  end
+  local guid = data.guid
+  local kind = (guid ~= nil and guid ~= "") and "command_resp" or "status_changed"
+  local device, why = device_of(data, kind)
+  local reason = data.reason
+  if reason == NO_REASON then reason = nil end
   return {
-    kind = data.guid ~= nil and "command_resp" or "status_changed",
-    device = device_of(data),
+    kind = kind,
+    device = device,
+    device_why = why,
     sn = data.sn,
     guid = data.guid,
-    command_status = data.command_status,
+    command_status = status,
+    reason = reason,
     data = data,
     secret_index = index,
+    verified = true, -- false only under verify = "monitor" (receiver.lua)
     -- the verified sign names the content: a redelivery carries the same
     id = digest,
-    verified = true, -- false only under verify = "monitor" (receiver.lua)
   }
+end
+
+local coerce, NULL = vocabulary.coerce, json.null
+
+--- signed_data(members, rule) -> data | nil, err: the members a rule of
+-- kinot.callback.rules signed, known fields typed as the C path types them
+-- (a known field of the wrong type refuses the body: malformed)
+local function signed_data(members, rule)
+  local data = rules.data(members) -- every member but sign, as Lua values
+  for k, v in pairs(data) do
+    if (v == "" and rule.empty ~= "keep") or (v == NULL and rule.null == "skip") then data[k] = nil end
+  end
+  for k, v in pairs(data) do
+    local kind = FIELD_TYPES[k]
+    if kind and v ~= NULL then
+      local typed, why = coerce(kind, v)
+      if typed == nil then return refuse("malformed", "callback field " .. k .. ": " .. why) end
+      data[k] = typed
+    end
+  end
+  return data
+end
+
+--- event_of(members, id, index, rule) -> event | nil, err: the event of a
+-- body read by kinot.callback.rules (a sign_rule other than the default,
+-- or an unverified body under verify = "monitor")
+function M.event_of(members, id, index, rule)
+  local data, err = signed_data(members, rule or rules.rule(nil))
+  if not data then return nil, err end
+  return build(id, index, data, nil)
+end
+
+--- check(raw, secrets, max_body) -> event | nil, err
+-- The whole verification with a list of secrets already checked
+-- (secrets_of): the event is built in the same call that scanned the body
+-- and owns everything it holds, so a caller may yield before reading it.
+function M.check(raw, secrets, max_body)
+  if type(raw) ~= "string" then error("kinot: callback body must be a string", 3) end
+  if #raw > max_body then
+    return refuse("too_large", "callback body is " .. #raw .. " bytes, over the " .. max_body .. "-byte cap")
+  end
+  local digest, index, data, nested = verify_body(raw, secrets, FIELD_TYPES)
+  if not digest then
+    if index ~= "no_sign" and index ~= "bad_sign" and index ~= "malformed" then data = "callback body refused: " .. data end
+    return refuse(index, data)
+  end
+  return build(digest, index, data, nested)
+end
+
+--- check_rule(raw, secrets, rule, max_body) -> event | nil, err: check()
+-- under a sign rule other than the default (kinot.callback.rules, in Lua)
+function M.check_rule(raw, secrets, rule, max_body)
+  local id, index, members = rules.check(raw, secrets, rule, max_body)
+  if not id then return nil, index end
+  return M.event_of(members, id, index, rule)
 end
 
 --- verify(raw, opts) -> event | nil, err
 -- opts.secret: string or list (rotation); opts.max_body (default 64 KiB);
--- opts.sign_rule: a rule name or table (kinot.callback.rules; default "md5-key")
+-- opts.sign_rule: a rule of kinot.callback.rules (default "md5-key", in C)
 function M.verify(raw, opts)
   local secrets = secrets_of(opts and opts.secret, 3)
-  -- sign_rule hook (kinot.callback.rules): any rule but the default
-  if opts.sign_rule ~= nil and not rules.is_default(opts.sign_rule) then
-    local id, index, members = rules.check(raw, secrets, rules.rule(opts.sign_rule, 2), opts.max_body or M.MAX_BODY)
-    if not id then return nil, index end
-    return M.event_of(rules.data(members), id, index)
+  local max_body = (opts and opts.max_body) or M.MAX_BODY
+  local rule = opts and opts.sign_rule
+  if rule ~= nil and not rules.is_default(rule) then
+    return M.check_rule(raw, secrets, rules.rule(rule, 2), max_body)
   end
-  local digest, index = M.check(raw, secrets, (opts and opts.max_body) or M.MAX_BODY)
-  if not digest then return nil, index end
-  return M.event(digest, index)
+  local ev, err = M.check(raw, secrets, max_body)
+  return ev, err
 end
 
---- discover(raw, secrets[, rules]) -> report | nil, err: every sign rule
--- (the known ones, and any given) under which the body verifies with one of
--- the secrets (kinot.callback.rules)
+--- discover(raw, secrets[, extra_rules]) -> report | nil, err: every known
+-- sign rule the body verifies under (kinot.callback.rules)
 function M.discover(raw, secrets, extra)
   return rules.discover(raw, secrets, extra)
 end

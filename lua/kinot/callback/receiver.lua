@@ -56,33 +56,35 @@ function M:unverified(raw, err)
   end
   local id = "unverified:" .. core.md5_hex(raw)
   if not self.seen:add(id) then return 200, OK_BODY, nil, err, true end
-  local ev = callback.event_of(rules.data(members), id, nil)
+  local ev, merr = callback.event_of(members, id, nil)
+  if not ev then return 400, err_body(400, merr), nil, merr end
   ev.verified = false
   return 200, OK_BODY, ev, err
 end
 
 --- receive(raw) -> status, response body, event (nil if refused or a duplicate), err, duplicate
 -- (under verify = "monitor" an unverified event comes with the err it failed with)
+-- The event is built by the call that verifies the body and owns all it
+-- holds: seen:add may yield (a store on cosockets) without another
+-- request's verification changing it.
 function M:receive(raw)
-  local digest, index, members
+  local ev, err
   if self.rule then -- a sign_rule but the default: kinot.callback.rules
-    digest, index, members = rules.check(raw, self.secrets, self.rule, self.max_body)
+    ev, err = callback.check_rule(raw, self.secrets, self.rule, self.max_body)
   else
-    digest, index = callback.check(raw, self.secrets, self.max_body)
+    ev, err = callback.check(raw, self.secrets, self.max_body)
   end
-  if not digest then
-    if self.monitor and (index.reason == "bad_sign" or index.reason == "no_sign") then return self:unverified(raw, index) end
-    local status = STATUS[index.reason] or 400
-    return status, err_body(status, index), nil, index
+  if not ev then
+    if self.monitor and (err.reason == "bad_sign" or err.reason == "no_sign") then return self:unverified(raw, err) end
+    local status = STATUS[err.reason] or 400 -- not_json, not_object, duplicate_key, malformed: 400
+    return status, err_body(status, err), nil, err
   end
-  -- a redelivery is acknowledged before any event is built
-  if not self.seen:add(digest) then return 200, OK_BODY, nil, nil, true end
-  local ev
-  if members then ev = callback.event_of(rules.data(members), digest, index) else ev = callback.event(digest, index) end
+  -- a redelivery is acknowledged before anything else is done with it
+  if not self.seen:add(ev.id) then return 200, OK_BODY, nil, nil, true end
   -- freshness (issue 12 §4): see M.refusal
   if self.fresh then
-    local ok, err = self.fresh:check(ev)
-    if not ok then return M.refusal(err) end
+    local ok, ferr = self.fresh:check(ev)
+    if not ok then return M.refusal(ferr) end
   end
   return 200, OK_BODY, ev
 end

@@ -1,42 +1,63 @@
--- The C callback scanner (src/cbscan.c) for Lua, two calls:
---   check(raw, secrets) -> sign (upper hex), secret index | nil, reason, message
---   data()              -> data, nested_or_nil: the members of the body last checked
--- reason: "not_json", "not_object", "duplicate_key", "no_sign", "bad_sign".
--- On Lua 5.4 they are the Lua C API binding (kinot.core).  On LuaJIT they go
--- through the FFI: the JIT compiles the calls and the building of the data
+-- The C callback scanner (src/cbscan.c) for Lua, one call:
+--   verify(raw, secrets, types) -> sign (upper hex), secret index, data, nested_or_nil
+--                                | nil, reason, message
+-- data: the signed members (not "sign", null or ""), each field named in
+-- types (name -> "int" | "float" | "string") of that type, the others
+-- typed by their text; nested: the raw text of object and array members,
+-- for the caller to decode.  reason: "not_json", "not_object",
+-- "duplicate_key", "no_sign", "bad_sign", "malformed".
+-- What it returns owns everything; nothing stays behind for a later call.
+-- On Lua 5.4 it is the Lua C API binding (kinot.core).  On LuaJIT it goes
+-- through the FFI: the JIT compiles the call and the building of the data
 -- table, which the C API cannot offer (spec/callback_spec.lua checks both
 -- give the same).
 local core = require "kinot.core"
-local json = require "kinot.json"
 local lib = require "kinot.native"
 
 local M = { ffi = lib ~= false }
 
 if not lib then
-  M.check, M.data = core.callback_check, core.callback_data
+  M.verify = core.callback_verify
   return M
 end
 
 local ffi = require "ffi"
 local ok_new, new_tab = pcall(require, "table.new")
 if not ok_new then new_tab = function() return {} end end
-local ffi_string, ffi_new, type, error, tonumber = ffi.string, ffi.new, type, error, tonumber
-local NULL = json.null
+local ffi_string, ffi_new, ffi_gc, type, error, tonumber, floor = ffi.string, ffi.new, ffi.gc, type, error, tonumber,
+  math.floor
 
 -- kn_cb_verdict and kn_cb_type, as in src/cbscan.h
 local REASON = { "not_json", "not_object", "duplicate_key", "no_sign", "bad_sign" }
 local NOMEM = 6
-local STRING, NUMBER, TRUE, FALSE, NULLV = 0, 1, 2, 3, 4
+local STRING, NUMBER, TRUE, FALSE, NULLV, OBJECT = 0, 1, 2, 3, 4, 5
+local INT_LIMIT = 2 ^ 53
+local KIND_OF = { [STRING] = "a string", [NUMBER] = "a number that is not whole, or beyond +-2^53", [TRUE] = "a boolean",
+                  [FALSE] = "a boolean", [OBJECT] = "an object" }
+local WANT = { int = "an int", float = "a float", string = "a string" }
 
--- one scanner per Lua state, as the C API binding has
-local scanner = ffi.gc(lib.kn_cb_scanner_new(), lib.kn_cb_scanner_free)
-if scanner == nil then error("kinot: out of memory creating the callback scanner") end
-local hex, index, why = ffi_new("char[33]"), ffi_new("int[1]"), ffi_new("char[200]")
-local members, count = ffi_new("const kn_cb_member *[1]"), ffi_new("size_t[1]")
+-- A scanner and everything a call writes (out-parameters, member names by
+-- the scanner's name slots) travel together in a box.  Each call takes
+-- the state's spare box for its own length and gives it back at its end,
+-- as the C API binding does: a call that finds none (a finalizer run by
+-- the collector in the middle of another call) makes its own, and a call
+-- that raises half way never gives its box back.
+local function new_box()
+  local sc = lib.kn_cb_scanner_new()
+  if sc == nil then error("kinot: out of memory creating the callback scanner") end
+  return {
+    sc = ffi_gc(sc, lib.kn_cb_scanner_free),
+    hex = ffi_new("char[33]"), index = ffi_new("int[1]"), why = ffi_new("char[200]"),
+    members = ffi_new("const kn_cb_member *[1]"), count = ffi_new("size_t[1]"),
+    -- member names by name slot: a name seen before is not made again
+    names = {},
+  }
+end
+local spare = new_box()
 
 -- the secrets as kn_str, remade only when the list (or a member) changes;
 -- `held` (the list at [0], its strings at 1..n) keeps the strings the
--- array points into alive
+-- array points into alive.  A call keeps the array it got in a local.
 local held, held_arr = nil, nil
 local function secret_array(secrets)
   local n = #secrets
@@ -59,51 +80,76 @@ local function secret_array(secrets)
   return arr, n
 end
 
-function M.check(raw, secrets)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 2) end
-  if type(secrets) ~= "table" then error("kinot: callback secrets must be a list of strings", 2) end
-  local arr, n = secret_array(secrets)
-  local verdict = lib.kn_cb_check(scanner, raw, #raw, arr, n, hex, index, why, 200)
-  if verdict == 0 then return ffi_string(hex, 32), index[0] end
-  if verdict == NOMEM then error("kinot: " .. ffi_string(why)) end
-  return nil, REASON[verdict], ffi_string(why)
+-- A refusal half way: the scanner's name slots now hold names of members
+-- this call never reached, so the box's names start afresh.
+local function malformed(box, key, want, t)
+  box.names = {}
+  return nil, "callback body refused: member \"" .. key:sub(1, 40) .. "\" must be " .. WANT[want] ..
+    " (the reference's type), not " .. (KIND_OF[t] or "an array")
 end
 
--- member names, by the scanner's name slots: a name seen before is not
--- made into a string again.  A call that failed half way (out of memory)
--- may have left names behind the scanner's slots: the next call starts
--- them afresh.
-local names, building = {}, false
-
-function M.data()
-  if lib.kn_cb_convert(scanner, members, count) ~= 0 then error("kinot: out of memory") end
-  if building then names = {} end
-  building = true
-  local m, n = members[0], tonumber(count[0])
+-- the data of the members just scanned, or nil, message
+local function build(box, types)
+  local sc, names = box.sc, box.names
+  if lib.kn_cb_convert(sc, box.members, box.count) ~= 0 then error("kinot: out of memory") end
+  local m, n = box.members[0], tonumber(box.count[0])
   local data, nested = new_tab(0, n), nil
   for i = 0, n - 1 do
     local e = m[i]
+    -- the name first, signed or not: the scanner counts on its slot being filled
     local slot, key = e.name_slot
     if slot > 0 then key = names[slot] end
     if key == nil then
       key = ffi_string(e.key.p, e.key.n)
       if slot ~= 0 then names[slot < 0 and -slot or slot] = key end
     end
-    local t, v = e.type
-    if t == STRING then v = ffi_string(e.text.p, e.text.n)
-    elseif t == NUMBER then v = e.number
-    elseif t == TRUE then v = true
-    elseif t == FALSE then v = false
-    elseif t == NULLV then v = NULL
-    else -- an object or array: its raw text, for the caller to decode
-      v = ffi_string(e.text.p, e.text.n)
-      nested = nested or {}
-      nested[key] = v
+    local t = e.type
+    if t ~= NULLV and not (t == STRING and e.text.n == 0) and key ~= "sign" then
+      local want, v = types[key]
+      if want == "int" then
+        v = e.number
+        if t ~= NUMBER or v ~= floor(v) or v > INT_LIMIT or v < -INT_LIMIT then return malformed(box, key, want, t) end
+      elseif want == "float" then
+        if t ~= NUMBER then return malformed(box, key, want, t) end
+        v = e.number
+      elseif want == "string" then
+        if t ~= STRING then return malformed(box, key, want, t) end
+        v = ffi_string(e.text.p, e.text.n)
+      elseif t == STRING then v = ffi_string(e.text.p, e.text.n)
+      elseif t == NUMBER then v = e.number
+      elseif t == TRUE then v = true
+      elseif t == FALSE then v = false
+      else -- an object or array: its raw text, for the caller to decode
+        v = ffi_string(e.text.p, e.text.n)
+        nested = nested or {}
+        nested[key] = v
+      end
+      data[key] = v
     end
-    data[key] = v
   end
-  building = false
   return data, nested
+end
+
+function M.verify(raw, secrets, types)
+  if type(raw) ~= "string" then error("kinot: callback body must be a string", 2) end
+  if type(secrets) ~= "table" then error("kinot: callback secrets must be a list of strings", 2) end
+  if type(types) ~= "table" then error("kinot: callback field types must be a table", 2) end
+  local box = spare or new_box()
+  spare = nil
+  local arr, n = secret_array(secrets)
+  local verdict = lib.kn_cb_check(box.sc, raw, #raw, arr, n, box.hex, box.index, box.why, 200)
+  if verdict ~= 0 then
+    if verdict == NOMEM then error("kinot: " .. ffi_string(box.why)) end
+    local why = ffi_string(box.why)
+    spare = box
+    return nil, REASON[verdict], why
+  end
+  local index = box.index[0]
+  local data, nested = build(box, types)
+  local digest = ffi_string(box.hex, 32)
+  spare = box
+  if not data then return nil, "malformed", nested end
+  return digest, index, data, nested
 end
 
 return M
