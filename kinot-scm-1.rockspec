@@ -50,6 +50,7 @@ build = {
     ["kinot.signer"] = "lua/kinot/signer.lua",
     ["kinot.native"] = "lua/kinot/native.lua",
     ["kinot.validate"] = "lua/kinot/validate.lua",
+    ["kinot.vocabulary"] = "lua/kinot/vocabulary.lua",
     ["kinot.transport"] = "lua/kinot/transport/init.lua",
     ["kinot.transport.curl"] = "lua/kinot/transport/curl.lua",
     ["kinot.transport.resty"] = "lua/kinot/transport/resty.lua",

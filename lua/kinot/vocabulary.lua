@@ -1,0 +1,110 @@
+-- The platform's vocabulary, as the API reference's tables give it: device
+-- type codes, each device's fields and their types, the callbacks' fields,
+-- and the platform's spellings.  Plain data, read by the rest of the SDK;
+-- one helper, coerce(type, value), gives a value the type a field has.
+--
+-- Field types are the reference's words: "int", "float", "string", "json"
+-- (an object the caller decodes).  Fields the reference does not list are
+-- not here: callers pass them through as they come.
+local M = {}
+
+local type, floor, huge = type, math.floor, math.huge
+local tointeger = math.tointeger -- nil on LuaJIT / 5.1, where every number is a double
+
+--- device type codes (POST /notifications, callbacks' device_type)
+M.device_types = { [18] = "lock", [34] = "sensor" }
+M.device_codes = { lock = 18, sensor = 34 }
+
+-- Codes seen in the reference that it does not define: a callback that
+-- carries one is judged by its fields (kinot.callback: ev.device_why).
+M.unconfirmed_device_types = {
+  [38] = "the reference's callback examples carry 38 for a lock's status_changed and command_resp and a sensor's " ..
+    "status_changed, though 18 means a lock and 34 a sensor everywhere else",
+}
+
+-- the platform's spelling of command_status in commands and command_resp
+-- callbacks; the SDK gives both names
+M.COMMAND_STATUS_AS_SENT = "commnad_status"
+M.command_statuses = { "sending", "pending", "arrived", "succeeded", "failed" }
+-- a command_resp's reason when there is none: the text "NULL"
+M.NO_REASON = "NULL"
+
+local lock = {
+  sn = "int", voltage = "float", frequency = "float", locked = "int", car_detected = "int", shell_opened = "int",
+  low_battery = "int", coil_fault = "int", bar_position_error = "int", motor_fail = "int", rs_si = "float",
+  bt_match_code = "string", bt_mac = "string", updated_at = "string",
+}
+local sensor = {
+  sn = "int", voltage = "float", frequency = "float", car_detected = "int", low_battery = "int", coil_fault = "int",
+  rs_si = "float", updated_at = "string",
+}
+local function with(base, extra)
+  local t = {}
+  for k, v in pairs(base) do t[k] = v end
+  for k, v in pairs(extra) do t[k] = v end
+  return t
+end
+local command_resp = {
+  guid = "string", sn = "int", commnad_status = "string", reason = "string", updated_at = "string",
+  sign = "string", device_type = "int",
+}
+local signed = { sign = "string", device_type = "int" }
+
+M.fields = {
+  lock = lock,
+  sensor = sensor,
+  dtu = { sn = "int", hw = "int", sw = "int", firmware = "int", host = "string", online = "string",
+          updated_at = "string" },
+  command = { guid = "string", sn = "int", command = "int", commnad_status = "string", command_status = "string",
+              parameter = "json" },
+  notification = { device_type = "int", status_changed_callback_url = "string",
+                   command_resp_callback_url = "string", commandResp_callback_url = "string",
+                   update_at = "string" },
+  -- the four callbacks, as their tables give them (bt_match_code and bt_mac
+  -- are in the lock's table, not its callback's: typed the same if sent)
+  lock_status_changed = with(lock, signed),
+  lock_command_resp = command_resp,
+  sensor_status_changed = with(sensor, signed),
+  sensor_command_resp = command_resp,
+}
+-- every field a callback body may carry, for verification, which types
+-- a body before it knows which callback it is; command_status is the
+-- correct spelling, typed the same should the platform ever send it
+M.fields.callback = with(with(with(M.fields.lock_status_changed, M.fields.sensor_status_changed), command_resp),
+  { command_status = "string" })
+
+-- what only a lock reports (its status_changed); a sensor's status has
+-- car_detected and none of these
+M.lock_only = { "locked", "shell_opened", "bar_position_error", "motor_fail", "bt_match_code", "bt_mac" }
+-- the fault flags (1 = fault), by device
+M.faults = {
+  lock = { "coil_fault", "bar_position_error", "motor_fail", "shell_opened" },
+  sensor = { "coil_fault" },
+}
+
+local INT_LIMIT = 2 ^ 53 -- exact on every runtime
+
+local KINDS = { int = true, float = true, string = true, json = true }
+
+--- coerce(kind, value) -> value of that kind | nil, why
+-- int: a whole number within +-2^53 (an integer on Lua 5.3+); float: any
+-- number, always a float (3 -> 3.0); string: a string; json: any value.
+-- A quoted number is not a number.  An unknown kind raises.
+function M.coerce(kind, v)
+  if not KINDS[kind] then error("kinot: coerce: kind must be int, float, string or json (got " .. tostring(kind) .. ")", 2) end
+  local t = type(v)
+  if kind == "json" then return v end
+  if kind == "string" then
+    if t == "string" then return v end
+    return nil, "a string is wanted, not a " .. t
+  end
+  if t ~= "number" then return nil, "a number is wanted, not a " .. t end
+  if v ~= v then return nil, "not a number (NaN)" end
+  if kind == "float" then return v + 0.0 end
+  if v ~= floor(v) or v > INT_LIMIT or v < -INT_LIMIT or v == huge or v == -huge then
+    return nil, "a whole number within +-2^53 is wanted"
+  end
+  return tointeger and tointeger(v) or v
+end
+
+return M
