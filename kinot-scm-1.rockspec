@@ -51,6 +51,7 @@ build = {
     ["kinot.native"] = "lua/kinot/native.lua",
     ["kinot.validate"] = "lua/kinot/validate.lua",
     ["kinot.vocabulary"] = "lua/kinot/vocabulary.lua",
+    ["kinot.typed"] = "lua/kinot/typed.lua",
     ["kinot.transport"] = "lua/kinot/transport/init.lua",
     ["kinot.transport.curl"] = "lua/kinot/transport/curl.lua",
     ["kinot.transport.resty"] = "lua/kinot/transport/resty.lua",

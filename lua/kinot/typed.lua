@@ -1,0 +1,176 @@
+-- Every known field of an API answer gets the type the reference's tables
+-- give it, whatever its JSON text: the decoder types a value by its text
+-- (on Lua 5.4 `"rs_si":-55` is an integer, `"sn":"419631107"` a string),
+-- the platform's tables by field.  Applied once, on the response path, to
+-- every decoded answer (request.lua), keyed by the endpoint's path; raw
+-- answers (client:request) are not touched.
+--
+-- Answers are typed leniently (the callbacks' verification is strict and
+-- lives elsewhere):
+--   int     a whole number within +-2^53 becomes an integer (3.0 -> 3 on
+--           Lua 5.4); numeric text too ("419631107" -> 419631107); true /
+--           false -> 1 / 0
+--   float   any number becomes a float (0 -> 0.0 on Lua 5.4); numeric text
+--           too ("37.919" -> 37.919)
+--   string  a number becomes its decimal text: a whole number within
+--           +-2^53 without a fraction (12345 -> "12345"), any other the
+--           shortest text that reads back as the same double (3.654 -> "3.654")
+--   json    (a command's parameter) as it came
+-- A value that cannot be given its type ("abc" or 2.5 for an int field, a
+-- boolean or an object for a string field) is kept as it came, and JSON
+-- null stays kinot.json.null: one odd device must not make a whole page
+-- unreadable, and the answer to a POST reports something already done (a
+-- command created), which an error would hide.  Fields the tables do not
+-- list pass through unchanged.  "Numeric text" is a JSON number's syntax
+-- (no spaces, no hex, no inf/nan).
+--
+-- On LuaJIT every number is a double: int and float fields are numbers
+-- alike there, and what changes is text to number and number to text.
+local vocabulary = require "kinot.vocabulary"
+
+local M = {}
+
+local type, tonumber, pairs, format, find, match = type, tonumber, pairs, string.format, string.find, string.match
+local floor, huge = math.floor, math.huge
+local mtype, tointeger = math.type, math.tointeger -- nil on LuaJIT / 5.1
+
+local INT, FLOAT, STRING = 1, 2, 3
+local CODE = { int = INT, float = FLOAT, string = STRING } -- json: left as it came
+local LIMIT = 2 ^ 53
+
+-- Fields the reference gives that kinot.vocabulary (whose tables are the
+-- devices', the command's and the notification settings') does not hold;
+-- kept here until the vocabulary has them.
+local EXTRA = {
+  -- every answer's envelope
+  envelope = { code = "int", message = "string", count = "int", request_id = "string" },
+  -- POST /test/notifications' answer
+  test_notification = { sn = "int", callback_url = "string", error_detail = "string" },
+  -- a command answer carries neither in the reference's table, but its
+  -- command_resp callback carries both: typed the same when a platform
+  -- (or the simulator, once a command is final) sends them
+  command = { reason = "string", updated_at = "string" },
+  -- the simulator's spelling of the notification settings' update_at
+  notification = { updated_at = "string" },
+}
+
+-- field table -> { names = {...}, kinds = {...}, n }
+local function compile(...)
+  local names, kinds = {}, {}
+  for i = 1, select("#", ...) do
+    for k, kind in pairs((select(i, ...))) do
+      local code = CODE[kind]
+      if code then names[#names + 1] = k; kinds[#names] = code end
+    end
+  end
+  return { names = names, kinds = kinds, n = #names }
+end
+
+local F = vocabulary.fields
+local SHAPES = {
+  lockers = compile(F.lock),
+  sensors = compile(F.sensor),
+  dtu_devices = compile(F.dtu),
+  commands = compile(F.command, EXTRA.command),
+  notifications = compile(F.notification, EXTRA.notification),
+  test = compile(EXTRA.test_notification), -- /test/notifications
+}
+local ENVELOPE = compile(EXTRA.envelope)
+
+-- a JSON number's text, nothing more
+local function numeric(s)
+  return find(s, "^%-?%d+%.?%d*$") or find(s, "^%-?%d+%.?%d*[eE][-+]?%d+$")
+end
+
+-- an integral double within +-2^53 (NaN and the infinities are not)
+local function whole(n)
+  return n == floor(n) and n < LIMIT and n > -LIMIT
+end
+
+local function to_int(v)
+  local t = type(v)
+  if t == "number" then
+    if not mtype or mtype(v) == "integer" or not whole(v) then return v end -- LuaJIT: a double either way
+    return tointeger(v)
+  elseif t == "string" then
+    if not numeric(v) then return v end
+    local n = tonumber(v)
+    if mtype and mtype(n) == "integer" then return n end
+    if not whole(n) then return v end
+    return tointeger and tointeger(n) or n
+  elseif t == "boolean" then
+    return v and 1 or 0
+  end
+  return v
+end
+
+local function to_float(v)
+  local t = type(v)
+  if t == "number" then return v + 0.0 end
+  if t == "string" and numeric(v) then
+    local n = tonumber(v) + 0.0
+    if n == n and n ~= huge and n ~= -huge then return n end -- "1e999": kept as it came
+  end
+  return v
+end
+
+local function to_string(v)
+  if type(v) ~= "number" then return v end
+  if (mtype and mtype(v) == "integer") or whole(v) then
+    return format("%d", v)
+  end
+  for p = 14, 17 do
+    local s = format("%." .. p .. "g", v)
+    if tonumber(s) == v then return s end
+  end
+  return format("%.17g", v)
+end
+M.to_int, M.to_float, M.to_string = to_int, to_float, to_string
+
+-- obj typed in place, field by field of the shape
+local function type_object(obj, shape)
+  local names, kinds = shape.names, shape.kinds
+  for i = 1, shape.n do
+    local k = names[i]
+    local v = obj[k]
+    if v ~= nil then
+      local want, t = kinds[i], type(v)
+      if want == FLOAT then
+        if t ~= "number" then
+          obj[k] = to_float(v)
+        elseif mtype and mtype(v) == "integer" then
+          obj[k] = v + 0.0
+        end
+      elseif want == INT then
+        if t ~= "number" or (mtype and mtype(v) == "float") then obj[k] = to_int(v) end
+      elseif t ~= "string" then
+        obj[k] = to_string(v)
+      end
+    end
+  end
+  return obj
+end
+
+--- object(obj, fields) -> obj, typed in place by a field table
+-- ({ name = "int" | "float" | "string" | "json" }, as kinot.vocabulary's)
+function M.object(obj, fields)
+  return type_object(obj, compile(fields))
+end
+
+--- answer(doc, path) -> doc, typed in place: its envelope, and each of
+-- its objects by the endpoint (the path's first segment below the
+-- endpoint: /lockers, /lockers/SN, /commands, /test/notifications ...)
+function M.answer(doc, path)
+  type_object(doc, ENVELOPE)
+  local objs = doc.objects
+  local shape = SHAPES[match(path, "^/([%w_]+)") or ""]
+  if shape and type(objs) == "table" then
+    for i = 1, #objs do
+      local o = objs[i]
+      if type(o) == "table" then type_object(o, shape) end
+    end
+  end
+  return doc
+end
+
+return M
