@@ -328,6 +328,66 @@ describe("typed values, one by one", function()
   end)
 end)
 
+describe("typed answers, the fast way and the careful way", function()
+  local vocabulary = require "kinot.vocabulary"
+  -- values a field of each kind may carry that type without a question...
+  local GOOD = {
+    int = { 0, 1, -7, 419631107, 3.0, -0.0, 2 ^ 53 - 1, -(2 ^ 53 - 1) },
+    float = { 0, -55, 3.659, 1e300, -109.5, 0.0, 2 ^ 60 },
+    string = { "", "x", "2019-03-13T10:42:39+08:00", "NULL" },
+  }
+  -- ...and anything else
+  local ODD = { "419631107", "3.5", "abc", " 1", "0x1", "1e999", 2.5, 2 ^ 53, -(2 ^ 53), 2 ^ 60, 1e300, true, false,
+                json.null, { 1 }, { a = 1 }, 0.1 + 0.2, 12345, "-0", "1e3" }
+
+  local function kind(v) return (mtype and type(v) == "number") and mtype(v) or type(v) end
+  local function same(a, b)
+    if type(a) == "table" and type(b) == "table" then return true end
+    if a ~= a and b ~= b then return true end
+    return kind(a) == kind(b) and a == b
+  end
+
+  it("types every object the same either way, all fields good or any odd", function()
+    local rnd = require("kinot.sim.fleet").rng(20261127)
+    local fields = vocabulary.fields.lock
+    local names = {}
+    for k in pairs(fields) do names[#names + 1] = k end
+    table.sort(names)
+    for round = 1, 3000 do
+      local obj = { unknown = round }
+      local odd_at = round % 2 == 0 and rnd(#names) + 1 or nil -- one odd field in half the objects
+      for i, k in ipairs(names) do
+        local pool = i == odd_at and ODD or GOOD[fields[k]]
+        if rnd(8) > 0 then obj[k] = pool[rnd(#pool) + 1] end
+      end
+      local copy = {}
+      for k, v in pairs(obj) do copy[k] = v end
+      -- a page of one object (the fast way first, on Lua 5.4), and the field table's own typer (careful only)
+      local page = typed.answer({ objects = { obj } }, "/lockers").objects[1]
+      local one = typed.object(copy, fields)
+      for _, k in ipairs(names) do
+        assert(same(page[k], one[k]), k .. ": " .. kind(page[k]) .. " " .. tostring(page[k]) .. " vs " ..
+          kind(one[k]) .. " " .. tostring(one[k]) .. " (round " .. round .. ")")
+      end
+      assert.are.equal(round, page.unknown)
+    end
+  end)
+
+  it("types every object of a page when one value of its last is odd", function()
+    local objs = {}
+    for i = 1, 50 do objs[i] = { sn = i + 0.0, rs_si = -i, voltage = 3, bt_mac = i } end
+    objs[50].locked = "abc"
+    typed.answer({ objects = objs }, "/lockers")
+    for i = 1, 50 do
+      int(objs[i], "sn", i)
+      float(objs[i], "rs_si", -i)
+      float(objs[i], "voltage", 3)
+      str(objs[i], "bt_mac", tostring(i))
+    end
+    assert.are.equal("abc", objs[50].locked)
+  end)
+end)
+
 -- --------------------------------------------------------------- the simulator's answers
 
 describe("typed answers from the simulator", function()
