@@ -3,6 +3,7 @@
 local core = require "kinot.core"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
+local typed = require "kinot.typed"
 
 local M = {}
 
@@ -165,7 +166,7 @@ local function decode(res, signed, call)
     return nil, errors.new(nf and "not_found" or "api",
       "the platform refused " .. call.method .. " " .. call.path .. ": " .. msg .. " (code " .. code .. ")", fields)
   end
-  return doc
+  return typed.answer(doc, call.path) -- every known field as the reference types it
 end
 M.decode = decode
 

@@ -233,8 +233,17 @@ local function show_command(args, out, cmd)
   if args.json or args.jsonl then out:emit_json(cmd) return end
   local status = cmd.command_status
   local colour = status == "succeeded" and "green" or status == "failed" and "red" or "yellow"
-  out:kv { { "guid", cmd.guid }, { "sn", cmd.sn }, { "status", out:paint(colour, tostring(status)) },
+  local rows = { { "guid", cmd.guid }, { "sn", cmd.sn }, { "status", out:paint(colour, tostring(status)) },
            { "parameter", type(cmd.parameter) == "table" and json.encode(cmd.parameter) or tostring(cmd.parameter) } }
+  -- the platform's reason ("NULL": none); its command answer may not carry one
+  local reason = cmd.reason
+  if type(reason) == "string" and reason ~= "" and reason ~= "NULL" then
+    rows[#rows + 1] = { "reason", reason }
+  elseif status == "failed" then
+    rows[#rows + 1] = { "reason", reason == nil and "not in the platform's answer (its command_resp callback carries it)"
+                                  or "none given" }
+  end
+  out:kv(rows)
 end
 
 run.command = function(args, out)

@@ -192,7 +192,9 @@ local function step(premature, cmd)
 end
 
 local function command_json(cmd)
-  return render(cmd, { "sn", "guid", "command", "command_status" },
+  -- reason: once final (not in the reference's command answer; its
+  -- command_resp callback carries it), so that a poller can show it
+  return render(cmd, { "sn", "guid", "command", "command_status", "reason" },
     { parameter = '{"key":' .. value(cmd.parameter.key) .. ',"value":' .. value(cmd.parameter.value) .. "}" })
 end
 
