@@ -7,6 +7,8 @@ local KINDS = {
   network = true, timeout = true, tls = true, http = true, api = true,
   gateway = true, signature = true, throttled = true, decode = true,
   not_found = true, too_large = true, callback = true,
+  -- a request that is not idempotent may or may not have been acted on
+  unknown_outcome = true,
 }
 M.KINDS = KINDS
 

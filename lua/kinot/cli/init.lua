@@ -1,7 +1,8 @@
 -- `kinot` on the command line (DESIGN §9).  Exit codes:
 --   0 success, 1 a check failed (`verify` refused the body),
 --   2 usage error, 3 API error (platform, gateway, signature, decode ...),
---   4 network error (network, timeout, tls).
+--   4 network error (network, timeout, tls), 5 unknown outcome (a command
+--   may or may not have reached the platform: check before sending again).
 local argparse = require "argparse"
 local kinot = require "kinot"
 local errors = require "kinot.errors"
@@ -10,7 +11,7 @@ local output = require "kinot.cli.output"
 
 local M = {}
 
-local EXIT = { ok = 0, check = 1, usage = 2, api = 3, network = 4 }
+local EXIT = { ok = 0, check = 1, usage = 2, api = 3, network = 4, unknown_outcome = 5 }
 M.EXIT = EXIT
 local NETWORK_KINDS = { network = true, timeout = true, tls = true }
 local DEFAULT_PID_FILE = "/tmp/kinot-sim.pid"
@@ -37,7 +38,7 @@ end
 local function build_parser()
   local p = argparse("kinot", "The Kinot open platform (LoRa parking locks, sensors, DTUs) from the command line.")
     :epilog("Credentials: --app-key/--app-secret or KINOT_APP_KEY/KINOT_APP_SECRET; endpoint: --endpoint or KINOT_ENDPOINT.\n" ..
-            "Exit codes: 0 ok, 1 check failed, 2 usage, 3 API error, 4 network error.")
+            "Exit codes: 0 ok, 1 check failed, 2 usage, 3 API error, 4 network error, 5 unknown outcome.")
   p:option("--app-key", "AppKey (default $KINOT_APP_KEY)")
   p:option("--app-secret", "AppSecret (default $KINOT_APP_SECRET)")
   p:option("--endpoint", "API base URL (default $KINOT_ENDPOINT or the platform's)")
@@ -408,6 +409,7 @@ function M.main(argv, io_opts)
   end
   if errors.is(res) then
     out:error(tostring(res))
+    if res.kind == "unknown_outcome" then return EXIT.unknown_outcome end
     return NETWORK_KINDS[res.kind] and EXIT.network or EXIT.api
   end
   -- misuse raised by the SDK carries the caller's position: drop it
