@@ -265,3 +265,76 @@ describe("fault matrix (resty, inside nginx)", function()
     end
   end
 end)
+
+describe("a raw peer that takes the POST and hangs up (LuaSocket)", function()
+  -- sharper than the simulator: it counts POSTs as they arrive on the wire,
+  -- on any connection, and closes the very connection the client had warm
+  local port, pid, url
+  setup(function()
+    port = launcher.free_port()
+    local p = io.popen("lua5.4 " .. H.root .. "/spec/support/closer.lua " .. port .. " >/dev/null 2>&1 & echo $!")
+    pid = tonumber(p:read("*l"))
+    p:close()
+    launcher.wait_for_port(port)
+    url = "http://127.0.0.1:" .. port
+  end)
+  teardown(function() os.execute("kill " .. pid .. " 2>/dev/null") end)
+
+  local function posts() return json.decode(H.raw("GET", url .. "/__count").body).posts end
+
+  for _, mode in ipairs { "fin", "rst" } do
+    for _, warm in ipairs { false, true } do
+      it(mode .. ", " .. (warm and "warm" or "fresh") .. ": one POST on the wire, unknown_outcome", function()
+        local c = kinot.new { app_key = "k", app_secret = "s", endpoint = url .. "/open/lora/v1", retries = 2,
+                              backoff = { base = 0.01 } }
+        if warm then assert.are.equal(200, (c:request("GET", "/warm"))) end
+        local before = posts()
+        H.raw("GET", url .. "/__mode/" .. mode)
+        local cmd, err = c:send_command(SN, { key = "handle", value = 1 })
+        local arrived = posts() - before
+        c:close()
+        assert.is_nil(cmd, "the SDK reported a command the peer never answered")
+        assert.are.equal("unknown_outcome", err.kind, tostring(err))
+        assert.are.equal(1, err.attempts)
+        assert.are.equal(1, arrived, "POSTs on the wire")
+      end)
+    end
+  end
+
+  it("the same through client:request (one raw attempt)", function()
+    local c = kinot.new { app_key = "k", app_secret = "s", endpoint = url .. "/open/lora/v1" }
+    assert.are.equal(200, (c:request("GET", "/warm")))
+    local before = posts()
+    H.raw("GET", url .. "/__mode/fin")
+    local status, err = c:request("POST", "/notifications", { body = { device_type = 18 } })
+    c:close()
+    assert.is_nil(status)
+    assert.are.equal("unknown_outcome", err.kind, tostring(err))
+    assert.are.equal(1, posts() - before)
+  end)
+end)
+
+describe("the CLI and an unknown outcome", function()
+  local sim
+  setup(function() sim = H.sim { command_pace = 5 } end)
+  teardown(function() sim.stop() end)
+
+  it("`kinot command send` exits 5 and says how to find out", function()
+    sim.fault { endpoint = "POST /commands", kind = "reset", after = true, next = 1 }
+    local lua = H.runtime == "luajit" and "luajit" or "lua5.4"
+    local errf = os.tmpname()
+    local p = io.popen(string.format("cd %s && KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s %s bin/kinot " ..
+      "command send %d 2>%s; echo rc=$?", H.root, sim.app_key, sim.app_secret, sim.endpoint, lua, SN, errf))
+    local out = p:read("*a")
+    p:close()
+    local f = io.open(errf)
+    local err = f:read("*a")
+    f:close()
+    os.remove(errf)
+    assert.are.equal("5", out:match("rc=(%d+)"), err)
+    assert.matches("unknown_outcome", err)
+    assert.matches("may or may not have reached the platform", err)
+    assert.matches("kinot command get GUID", err)
+    assert.are.equal(1, sim.counters().commands_created)
+  end)
+end)
