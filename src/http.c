@@ -310,6 +310,7 @@ static enum kn_http_kind kind_of(CURLcode rc) {
 static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *req, kn_http_result *r) {
     long status = 0, reqsize = 0;
     double t = 0;
+    char why_curl[CURL_ERROR_SIZE];
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &reqsize);
     curl_easy_getinfo(c, CURLINFO_TOTAL_TIME, &t);
@@ -329,16 +330,21 @@ static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *
                  "(it was not written again)");
         return;
     }
+    /* libcurl quotes a proxy it cannot parse, password and all, and may cut
+     * the quote short: redacted here, where a cut still ends the text */
+    snprintf(why_curl, sizeof why_curl, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    kn_redact_userinfo(why_curl, sizeof why_curl, req->proxy);
+    kn_redact_userinfo(why_curl, sizeof why_curl, req->url);
     switch (r->kind) {
     case KN_HTTP_TOO_LARGE:
         snprintf(r->msg, sizeof r->msg, "response larger than the %zu-byte cap (max_body)", req->max_body);
         break;
     case KN_HTTP_TIMEOUT:
         snprintf(r->msg, sizeof r->msg, "%s (connect_timeout %ld ms, timeout %ld ms)",
-                 errbuf[0] ? errbuf : curl_easy_strerror(rc), req->connect_timeout_ms, req->timeout_ms);
+                 why_curl, req->connect_timeout_ms, req->timeout_ms);
         break;
     case KN_HTTP_TLS:
-        snprintf(r->msg, sizeof r->msg, "TLS failure: %s%s", errbuf[0] ? errbuf : curl_easy_strerror(rc),
+        snprintf(r->msg, sizeof r->msg, "TLS failure: %s%s", why_curl,
                  req->ca_file ? "" : " (set ca_file to trust a private CA)");
         break;
     default: {
@@ -346,12 +352,12 @@ static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *
         char why[96];
         curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &oserr);
         if (oserr && strerror_r((int)oserr, why, sizeof why) == 0)
-            snprintf(r->msg, sizeof r->msg, "%s (%s)", errbuf[0] ? errbuf : curl_easy_strerror(rc), why);
+            snprintf(r->msg, sizeof r->msg, "%s (%s)", why_curl, why);
         else
-            snprintf(r->msg, sizeof r->msg, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+            snprintf(r->msg, sizeof r->msg, "%s", why_curl);
     }
     }
-    /* libcurl quotes a proxy it cannot parse, password and all */
+    /* and whatever else the message took in */
     kn_redact_userinfo(r->msg, sizeof r->msg, req->proxy);
     kn_redact_userinfo(r->msg, sizeof r->msg, req->url);
 }

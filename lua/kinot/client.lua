@@ -5,6 +5,7 @@ local pager = require "kinot.pager"
 local transports = require "kinot.transport"
 local errors = require "kinot.errors"
 local signer = require "kinot.signer"
+local redact = require "kinot.redact"
 
 local Client = {}
 Client.__index = Client
@@ -22,7 +23,9 @@ local function check_opts(o)
   end
   local endpoint = o.endpoint or DEFAULT_ENDPOINT
   local origin, path = tostring(endpoint):match("^(https?://[^/?#%s%c]+)(/?[^?#%s%c]*)$")
-  if not origin then fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. tostring(endpoint) .. ")", 3) end
+  if not origin then
+    fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. redact.text(tostring(endpoint)) .. ")", 3)
+  end
   path = path:gsub("/+$", "")
   for _, k in ipairs { "timeout", "connect_timeout", "retries", "max_body" } do
     validate.positive(o[k], k, 4)
@@ -69,7 +72,7 @@ Client.__close = Client.close
 Client.__gc = Client.close
 
 function Client:__tostring()
-  return "kinot client " .. self.app_key .. " @ " .. self.endpoint
+  return "kinot client " .. self.app_key .. " @ " .. redact.url(self.endpoint)
 end
 
 --- request(method, path, {query = {{k, v}...}, body = table|string}) -> status, headers, body | nil, err

@@ -189,8 +189,9 @@ local function backoff(client, attempt, after)
   return base / 2 + random() * base / 2 -- "equal jitter": never zero, never all at once
 end
 
-local function transport_error(kind, message, not_sent)
-  message = redact.text(message)
+-- origin: the client's, whose userinfo (if any) no message may repeat
+local function transport_error(kind, message, not_sent, origin)
+  message = redact.text(message, origin)
   if kind == "invalid" then error("kinot: " .. message, 0) end
   local retryable = kind == "network" or kind == "timeout"
   return errors.new(kind == "nomem" and "network" or kind, message, { retryable = retryable, not_sent = not_sent })
@@ -246,7 +247,7 @@ function M.send(client, call)
   local req, signed = build(client, call)
   local res, kind, message, not_sent = client.transport.send(req)
   if not res then
-    local err = transport_error(kind, message, not_sent)
+    local err = transport_error(kind, message, not_sent, client.origin)
     if call.method ~= "GET" and call.method ~= "HEAD" and outcome_unknown(err) then err = unknown_outcome(call, err) end
     return nil, err
   end
@@ -279,7 +280,7 @@ function M.perform(client, call)
       doc, err = decode(res, signed, call)
       if doc then return doc end
     else
-      err = transport_error(kind, message, not_sent)
+      err = transport_error(kind, message, not_sent, client.origin)
     end
     err.attempts = attempt
     -- a refused timestamp: learn the server's clock once and go again
@@ -327,7 +328,7 @@ function M.perform_many(client, calls)
     local r = results[i]
     local doc, err
     if r.error then
-      err = transport_error(r.error, r.message, r.not_sent)
+      err = transport_error(r.error, r.message, r.not_sent, client.origin)
     else
       doc, err = decode(r, signs[i], calls[i])
     end

@@ -58,7 +58,7 @@ end
 
 function M.url(v, name, level)
   if type(v) ~= "string" or not v:match("^https?://[^%s/?#]+[^%s]*$") then
-    fail(name .. " must be an http:// or https:// URL (got " .. tostring(v) .. ")", level)
+    fail(name .. " must be an http:// or https:// URL (got " .. require("kinot.redact").text(tostring(v)) .. ")", level)
   end
   return v
 end

@@ -43,6 +43,7 @@ local function build_parser()
   p:option("--app-secret", "AppSecret (default $KINOT_APP_SECRET)")
   p:option("--endpoint", "API base URL (default $KINOT_ENDPOINT or the platform's)")
   p:option("--timeout", "Total timeout per request, seconds"):convert(tonumber)
+  p:option("--proxy", "HTTP proxy URL, http://[user:password@]host:port (default $KINOT_PROXY)")
   p:flag("--json", "One JSON document on stdout")
   p:flag("--jsonl", "One JSON object a line (fleet listings)")
   p:flag("--no-color", "No colour even on a terminal")
@@ -134,7 +135,8 @@ local function client_of(args)
     error({ usage = "credentials missing: pass --app-key and --app-secret, or set KINOT_APP_KEY and KINOT_APP_SECRET" }, 0)
   end
   return kinot.new { app_key = key, app_secret = secret,
-                     endpoint = args.endpoint or os.getenv("KINOT_ENDPOINT"), timeout = args.timeout }
+                     endpoint = args.endpoint or os.getenv("KINOT_ENDPOINT"), timeout = args.timeout,
+                     proxy = args.proxy or os.getenv("KINOT_PROXY") }
 end
 
 local function check(v, err)

@@ -34,6 +34,7 @@ end
 local function parse_url(url)
   local scheme, hostport, path = url:match("^(https?)://([^/?#]+)(.*)$")
   if not scheme then return nil end
+  hostport = hostport:gsub("^.*@", "") -- credentials are not part of where to connect
   local host, port = split_hostport(hostport, scheme == "https" and 443 or 80)
   if path == "" then path = "/" end
   return scheme, host, port, path, hostport
