@@ -314,6 +314,43 @@ describe("a raw peer that takes the POST and hangs up (LuaSocket)", function()
   end)
 end)
 
+describe("resty: a command never rides a pooled connection", function()
+  -- the raw peer stops answering on the connection the client has pooled
+  -- (gone bad while idle); a command on it would be lost in a timeout
+  local port, pid, ng
+  setup(function()
+    port = launcher.free_port()
+    local p = io.popen("lua5.4 " .. H.root .. "/spec/support/closer.lua " .. port .. " >/dev/null 2>&1 & echo $!")
+    pid = tonumber(p:read("*l"))
+    p:close()
+    launcher.wait_for_port(port)
+    ng = H.nginx {
+      server = [[
+        location = /stale { content_by_lua_block {
+          local port = ngx.var.arg_port
+          local c = require("kinot").new { app_key = "k", app_secret = "s", transport = "resty", retries = 0,
+            endpoint = "http://127.0.0.1:" .. port .. "/open/lora/v1", timeout = 1 }
+          assert(c:request("GET", "/warm"))
+          local t = require("kinot.transport.resty").new {}
+          assert(t.send { method = "GET", url = "http://127.0.0.1:" .. port .. "/__mode/stale" })
+          local cmd, err = c:send_command(419600001, { key = "handle", value = 1 })
+          ngx.say(cmd and cmd.guid or tostring(err))
+        } }
+      ]],
+    }
+  end)
+  teardown(function()
+    ng.stop()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+  end)
+
+  it("goes on a connection of its own and gets its answer", function()
+    local res = H.raw("GET", ng.url .. "/stale?port=" .. port)
+    assert.are.equal("0123456789ABCDEF0123456789ABCDEF\n", res.body)
+    assert.are.equal(1, json.decode(H.raw("GET", "http://127.0.0.1:" .. port .. "/__count").body).posts)
+  end)
+end)
+
 describe("the CLI and an unknown outcome", function()
   local sim
   setup(function() sim = H.sim { command_pace = 5 } end)

@@ -3,6 +3,9 @@
 -- it reads every POST whole and counts it on the wire, then, once, does what
 -- it was told (GET /__mode/fin: close; /__mode/rst: reset), and after that
 -- answers POSTs with a command, as a platform would to a replayed copy.
+-- /__mode/stale: the next POST that comes on a connection which already
+-- served a request is read, counted and never answered (a pooled
+-- connection gone bad while idle); one on a new connection is answered.
 -- GET /__count says how many POSTs arrived, on any connection.
 local socket = require "socket"
 
@@ -15,16 +18,24 @@ local COMMAND = '{"code":0,"message":"OK","objects":[{"sn":419600001,"guid":"012
 local EMPTY = '{"code":0,"message":"OK","objects":[]}'
 
 local conns = {}
+local served = {} -- requests answered on each connection
 local posts, mode = 0, "answer"
 
 local function answer(c, body)
+  served[c] = (served[c] or 0) + 1
   c:send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body)
 end
 
-local function drop(c)
+local function forget(c)
   for i, x in ipairs(conns) do
     if x == c then table.remove(conns, i) break end
   end
+end
+
+local zombies = {} -- kept open, never read or answered again
+local function drop(c)
+  forget(c)
+  served[c] = nil
   c:close()
 end
 
@@ -61,6 +72,10 @@ while true do
         if mode == "fin" then
           mode = "answer"
           drop(s)
+        elseif mode == "stale" and (served[s] or 0) > 0 then
+          mode = "answer"
+          forget(s)
+          zombies[#zombies + 1] = s
         elseif mode == "rst" then
           mode = "answer"
           s:setoption("linger", { on = true, timeout = 0 })
