@@ -227,6 +227,16 @@ describe("passwords in URLs", function()
       assert.is_string(kind)
       assert.is_nil(leaked(msg), p[1] .. ": " .. msg)
     end
+    -- every length around libcurl's error buffer and the core's message:
+    -- the cut falls at each place in the password, the scheme and the host
+    for n = 0, 400, 7 do
+      for _, form in ipairs { "http://a:%s@[::1", "%s@127.0.0.1:99999", "socks9://agent:%s@h", "http://:%s@:80" } do
+        local proxy = form:format(PW .. string.rep("Y", n))
+        local res, _, msg = h:request { url = "http://127.0.0.1:9/", proxy = proxy, timeout = 1, connect_timeout = 1 }
+        assert.is_nil(res)
+        assert.is_nil(leaked(msg), #proxy .. ": " .. msg)
+      end
+    end
     local results = h:request_many {
       { url = sim.endpoint .. "/lockers", proxy = PROXIES[1][2] },
       { url = "http://agent:" .. PW .. "@127.0.0.1:99999/x" },
