@@ -326,8 +326,8 @@ static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *
     r->not_sent = r->once ? r->prereqs == 0 : reqsize == 0;
     if (r->once && r->prereqs > 1 && rc == CURLE_ABORTED_BY_CALLBACK) {
         snprintf(r->msg, sizeof r->msg,
-                 "the connection closed after the request was written and before any answer "
-                 "(it was not written again)");
+                 "the connection closed after the request was written, before any answer "
+                 "(libcurl was stopped from writing it again on a new connection)");
         return;
     }
     /* libcurl quotes a proxy it cannot parse, password and all, and may cut

@@ -215,24 +215,28 @@ end
 --- unknown_outcome(call, err) -> the error a non-idempotent call returns
 -- when it cannot tell whether the platform acted on it (never retried)
 local function unknown_outcome(call, err)
-  local what = call.method .. " " .. call.path
   local sn = type(call.body) == "table" and call.body.sn
+  local where = sn and tostring(sn) or "SN"
   local how
   if call.path == "/commands" then
-    how = "read the device's state (client:locker(sn) / `kinot locker SN`" .. (sn and (", sn " .. tostring(sn)) or "") ..
-      ") and the platform's commands (client:command(guid) / `kinot command get GUID` once you have a guid; " ..
-      "against the simulator, GET /__kinot_sim/counters counts the commands it created)"
+    how = "read the device's state (`kinot locker " .. where .. "` or `kinot sensor " .. where ..
+      "`; client:locker(sn) / client:sensor(sn)) and the command on the platform (`kinot command get GUID` / " ..
+      "client:command(guid) when a guid is known; against the simulator, GET /__kinot_sim/counters counts " ..
+      "the commands it created)"
+  elseif call.path == "/test/notifications" then
+    how = "see whether the test callback reached your callback URL (against the simulator, " ..
+      "GET /__kinot_sim/callbacks lists its deliveries); for a command, `kinot command get GUID`"
   else
-    how = "read the state it would change on the platform (against the simulator, GET /__kinot_sim/counters)" ..
-      "; see `kinot command get GUID` for a command"
+    how = "read back what it would have changed (against the simulator, GET /__kinot_sim/counters); " ..
+      "for a command, `kinot command get GUID`"
   end
   local fields = {
     cause = err.kind, status = err.status, request_id = err.request_id, gateway_error = err.gateway_error,
     code = err.code, retryable = false, not_sent = false, attempts = err.attempts,
   }
-  return errors.new("unknown_outcome", what .. (sn and (" (sn " .. tostring(sn) .. ")") or "") ..
+  return errors.new("unknown_outcome", call.method .. " " .. call.path .. (sn and (" for sn " .. tostring(sn)) or "") ..
     ": the request may or may not have reached the platform, and no answer says what came of it (" ..
-    err.kind .. ": " .. err.message .. "). It was not sent again. Find out before sending it again: " .. how, fields)
+    err.kind .. ": " .. err.message .. "); it was not sent again. Find out before sending it again: " .. how, fields)
 end
 M.unknown_outcome = unknown_outcome
 
