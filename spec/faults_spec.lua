@@ -351,6 +351,50 @@ describe("resty: a command never rides a pooled connection", function()
   end)
 end)
 
+describe("over TLS: a warm https connection closed after the POST", function()
+  -- the same race over https (a real nginx with a fresh self-signed
+  -- certificate): libcurl's replay path is the same, so is the rule
+  local ng, dir
+  setup(function()
+    local p = io.popen("mktemp -d /tmp/kinot-tls.XXXXXX")
+    dir = p:read("*l")
+    p:close()
+    assert(os.execute("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1" ..
+      " -addext subjectAltName=IP:127.0.0.1 -keyout " .. dir .. "/key.pem -out " .. dir .. "/cert.pem >/dev/null 2>&1"))
+    ng = H.nginx {
+      ssl = true,
+      http = "lua_shared_dict n 1m;",
+      server = "ssl_certificate " .. dir .. "/cert.pem; ssl_certificate_key " .. dir .. "/key.pem;\n" .. [[
+        location = /open/lora/v1/commands { content_by_lua_block {
+          ngx.req.read_body()
+          ngx.shared.n:incr("posts", 1, 0)
+          ngx.exit(444)
+        } }
+        location = /count { content_by_lua_block { ngx.print(ngx.shared.n:get("posts") or 0) } }
+        location / { return 200 '{"code":0,"message":"OK","objects":[]}'; }
+      ]],
+    }
+  end)
+  teardown(function()
+    ng.stop()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("one POST arrives, unknown_outcome", function()
+    local c = kinot.new { app_key = "k", app_secret = "s", endpoint = ng.url .. "/open/lora/v1", retries = 2,
+                          ca_file = dir .. "/cert.pem", backoff = { base = 0.01 } }
+    assert.are.equal(200, (c:request("GET", "/warm")))
+    local cmd, err = c:send_command(SN, { key = "handle", value = 1 })
+    c:close()
+    local h = core.http()
+    local res = assert(h:request { url = ng.url .. "/count", ca_file = dir .. "/cert.pem" })
+    h:close()
+    assert.are.equal("1", res.body, "POSTs that arrived")
+    assert.is_nil(cmd)
+    assert.are.equal("unknown_outcome", err.kind, tostring(err))
+  end)
+end)
+
 describe("the CLI and an unknown outcome", function()
   local sim
   setup(function() sim = H.sim { command_pace = 5 } end)
