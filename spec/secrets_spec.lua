@@ -257,6 +257,15 @@ describe("passwords in URLs", function()
     -- a userinfo quoted without its scheme, when the URL is known
     assert.are.equal("connecting to <redacted>@h:80", redact.text("connecting to agent:" .. PW .. "@h:80", "http://agent:" .. PW .. "@h:80"))
     assert.are.equal(42, redact.text(42))
+    -- a short userinfo takes nothing else with it
+    assert.are.equal("connecting to <redacted>@h:80 failed: a", redact.text("connecting to a@h:80 failed: a", "http://a@h:80"))
+  end)
+
+  it("a short userinfo leaves the rest of the message readable (C core)", function()
+    local h = core.http()
+    local _, _, msg = h:request { url = "http://a@127.0.0.1:" .. DEAD .. "/x", proxy = "http://a@127.0.0.1:99999" }
+    h:close()
+    assert.are.equal("Unsupported proxy syntax in 'http://<redacted>@127.0.0.1:99999'", msg:match("^[^(]+'"))
   end)
 
   it("resty inside nginx: proxies and endpoints with passwords", function()

@@ -103,8 +103,10 @@ static void redact_known(char *msg, size_t cap, const char *s, size_t off, size_
     while (msg[i]) {
         size_t L = 0;
         while (L < slen && msg[i + L] && msg[i + L] == s[L]) L++;
-        /* the whole userinfo, or a message cut short inside it */
-        if (L > off && (L >= off + ulen || (msg[i + L] == '\0' && L - off >= 2))) {
+        /* the whole userinfo and its '@' (so that a short one such as
+         * "a" does not take every "a" with it), or a message cut short
+         * inside it */
+        if (L > off && (L > off + ulen || (msg[i + L] == '\0' && L - off >= 2))) {
             size_t to = i + (L < off + ulen ? L : off + ulen);
             i = splice_redacted(msg, cap, i + off, to);
         } else {

@@ -34,7 +34,8 @@ function M.text(s, ...)
   for i = 1, select("#", ...) do
     local u = select(i, ...)
     local info = type(u) == "string" and userinfo(u)
-    if info and #info > 0 then s = gsub(s, plain(info), M.MARK) end
+    -- with its '@', so that a short one ("a") does not take every "a"
+    if info and #info > 0 then s = gsub(s, plain(info .. "@"), M.MARK .. "@") end
   end
   -- scheme://anything-but-space-and-quotes@ : the last '@' before the end of the URL
   s = gsub(s, "(%a[%w+.-]*://)([^%s'\"`]*)", function(scheme, rest)
