@@ -333,6 +333,14 @@ describe("passwords in URLs", function()
       runs[#runs + 1] = base .. lua .. " bin/kinot --json --endpoint '" .. e[2] .. "' --timeout 2 command send 419600001"
     end
     runs[#runs + 1] = base .. lua .. " bin/kinot --endpoint 'http://agent:" .. PW .. "@h/a b' lockers"
+    -- callback URLs with credentials, set, then read back and shown
+    local sim_env = base .. "KINOT_APP_KEY=" .. sim.app_key .. " KINOT_APP_SECRET=" .. sim.app_secret ..
+      " KINOT_ENDPOINT=" .. sim.endpoint .. " " .. lua .. " bin/kinot "
+    local fine = {
+      sim_env .. "notifications set --device-type 18 --status-url 'http://agent:" .. PW .. "@127.0.0.1:9/cb'",
+      sim_env .. "notifications get 18", sim_env .. "--json notifications get 18",
+      sim_env .. "notifications test 419600001",
+    }
     runs[#runs + 1] = base .. "KINOT_ENDPOINT=" .. sim.endpoint .. " " .. lua ..
       " bin/kinot notifications set --device-type 18 --status-url 'http://agent:" .. PW .. "@h/a b'"
     local out = {}
@@ -343,6 +351,14 @@ describe("passwords in URLs", function()
     end
     local all = table.concat(out, "\n")
     assert.is_true(select(2, all:gsub("rc=[1-9]", "")) >= #runs - 2, all) -- they fail, and say why
+    for _, r in ipairs(fine) do
+      local p = io.popen(r .. " 2>&1; echo rc=$?")
+      local o = p:read("*a")
+      p:close()
+      assert.matches("rc=0", o)
+      assert.matches("<redacted>", o)
+      all = all .. "\n" .. o
+    end
     assert.is_nil(leaked(all), all)
     assert.is_nil(all:find(SECRET, 1, true))
   end)

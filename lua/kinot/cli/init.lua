@@ -8,6 +8,7 @@ local kinot = require "kinot"
 local errors = require "kinot.errors"
 local json = require "kinot.json"
 local output = require "kinot.cli.output"
+local redact = require "kinot.redact"
 
 local M = {}
 
@@ -254,6 +255,10 @@ run.notifications = function(args, out)
                                     command_resp_callback_url = args.command_url })
   else
     r = check(c:test_notification(args.sn, args.type))
+  end
+  -- a callback URL may carry credentials: shown without them
+  for _, k in ipairs { "status_changed_callback_url", "command_resp_callback_url", "callback_url" } do
+    if type(r[k]) == "string" then r[k] = redact.url(r[k]) end
   end
   if args.json or args.jsonl then out:emit_json(r) return EXIT.ok end
   local kv = {}
