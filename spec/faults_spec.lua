@@ -295,6 +295,20 @@ describe("a raw peer that takes the POST and hangs up (LuaSocket)", function()
     end
   end
 
+  it("a warm connection the server ended while idle: the command goes on a new one, once, and succeeds", function()
+    -- libcurl sees the close before reusing the connection: no false alarm
+    local c = kinot.new { app_key = "k", app_secret = "s", endpoint = url .. "/open/lora/v1", retries = 2 }
+    H.raw("GET", url .. "/__mode/idle")
+    assert.are.equal(200, (c:request("GET", "/warm")))
+    core.sleep(0.2)
+    local before = posts()
+    local cmd, err = c:send_command(SN, { key = "handle", value = 1 })
+    H.raw("GET", url .. "/__mode/answer")
+    c:close()
+    assert.is_table(cmd, tostring(err))
+    assert.are.equal(1, posts() - before)
+  end)
+
   it("the same through client:request (one raw attempt)", function()
     local c = kinot.new { app_key = "k", app_secret = "s", endpoint = url .. "/open/lora/v1" }
     assert.are.equal(200, (c:request("GET", "/warm")))

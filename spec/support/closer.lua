@@ -6,6 +6,9 @@
 -- /__mode/stale: the next POST that comes on a connection which already
 -- served a request is read, counted and never answered (a pooled
 -- connection gone bad while idle); one on a new connection is answered.
+-- /__mode/idle: every later GET is answered, then its connection closed
+-- (without saying so: no "Connection: close"), as a server ends an idle
+-- keep-alive connection.
 -- GET /__count says how many POSTs arrived, on any connection.
 local socket = require "socket"
 
@@ -90,6 +93,7 @@ while true do
         answer(s, '{"mode":"' .. mode .. '"}')
       else
         answer(s, EMPTY)
+        if mode == "idle" then drop(s) end
       end
     end
   end
