@@ -324,7 +324,8 @@ static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *
     /* libcurl counts the bytes it handed to the socket: none means the
      * server cannot have seen this request.  For one that is not
      * idempotent, only a request libcurl never got as far as writing
-     * counts (a retry on a new connection resets the count). */
+     * counts as not sent: a stricter test, which does not depend on what
+     * that count holds after libcurl's own retry on a new connection. */
     r->not_sent = r->once ? r->prereqs == 0 : reqsize == 0;
     if (r->once && r->prereqs > 1 && rc == CURLE_ABORTED_BY_CALLBACK) {
         snprintf(r->msg, sizeof r->msg,
