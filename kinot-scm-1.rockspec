@@ -49,6 +49,7 @@ build = {
     ["kinot.json"] = "lua/kinot/json.lua",
     ["kinot.pager"] = "lua/kinot/pager.lua",
     ["kinot.request"] = "lua/kinot/request.lua",
+    ["kinot.redact"] = "lua/kinot/redact.lua",
     ["kinot.signer"] = "lua/kinot/signer.lua",
     ["kinot.native"] = "lua/kinot/native.lua",
     ["kinot.validate"] = "lua/kinot/validate.lua",

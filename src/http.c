@@ -67,6 +67,93 @@ void kn_http_free(kn_http *h) {
     free(h);
 }
 
+/* ------------------------------------------------------------ redaction */
+
+static const char REDACTED[] = "<redacted>";
+
+/* replaces msg[from, to) with "<redacted>", keeping msg NUL-terminated
+ * within cap (what does not fit is dropped from the end) */
+static size_t splice_redacted(char *msg, size_t cap, size_t from, size_t to) {
+    size_t len = strlen(msg), rl = sizeof REDACTED - 1, tail = len - to, room;
+    if (from + rl >= cap) { /* not even the marker fits: cut the message there */
+        msg[from] = '\0';
+        return from;
+    }
+    room = cap - 1 - (from + rl);
+    if (tail > room) tail = room;
+    memmove(msg + from + rl, msg + to, tail);
+    memcpy(msg + from, REDACTED, rl);
+    msg[from + rl + tail] = '\0';
+    return from + rl;
+}
+
+/* where the userinfo of s starts (after "scheme://", or at 0) and its
+ * length up to the LAST '@': a careless '@' or '/' in a password is still
+ * inside it, and redacting too much is harmless */
+static size_t userinfo_of(const char *s, size_t *off) {
+    const char *a = strstr(s, "://"), *at = strrchr(s, '@');
+    a = a ? a + 3 : s;
+    if (!at || at < a) return 0;
+    *off = (size_t)(a - s);
+    return (size_t)(at - a);
+}
+
+static void redact_known(char *msg, size_t cap, const char *s, size_t off, size_t ulen) {
+    size_t i = 0, slen = strlen(s);
+    while (msg[i]) {
+        size_t L = 0;
+        while (L < slen && msg[i + L] && msg[i + L] == s[L]) L++;
+        /* the whole userinfo and its '@' (so that a short one such as
+         * "a" does not take every "a" with it), or a message cut short
+         * inside it */
+        if (L > off && (L > off + ulen || (msg[i + L] == '\0' && L - off >= 2))) {
+            size_t to = i + (L < off + ulen ? L : off + ulen);
+            i = splice_redacted(msg, cap, i + off, to);
+        } else {
+            i++;
+        }
+    }
+}
+
+void kn_redact_userinfo(char *msg, size_t cap, const char *url) {
+    size_t i = 0, off = 0, ulen;
+    if (!msg || cap == 0) return;
+    if (url && (ulen = userinfo_of(url, &off)) > 0) {
+        redact_known(msg, cap, url, off, ulen);
+        redact_known(msg, cap, url + off, 0, ulen); /* quoted without its scheme */
+    }
+    /* any other "scheme://userinfo@" in the text, whoever wrote it */
+    while (msg[i]) {
+        if (msg[i] == ':' && msg[i + 1] == '/' && msg[i + 2] == '/') {
+            size_t a = i + 3, e = a, at = 0;
+            while (msg[e] && msg[e] != ' ' && msg[e] != '\'' && msg[e] != '"' && msg[e] != '\n' && msg[e] != '`') {
+                if (msg[e] == '@') at = e;
+                e++;
+            }
+            if (at > a && strncmp(msg + a, REDACTED, sizeof REDACTED - 1) != 0) {
+                i = splice_redacted(msg, cap, a, at);
+                continue;
+            }
+            i = a;
+            continue;
+        }
+        i++;
+    }
+}
+
+/* ------------------------------------------------------------ callbacks */
+
+/* libcurl calls this each time it is about to write the request on a
+ * connection.  A second time within one perform is its own "retry on a
+ * fresh connection" after a reused one died: for a request that is not
+ * idempotent the first copy may already have been acted on, so it stops. */
+static int on_prereq(void *ud, char *ip, char *local_ip, int port, int local_port) {
+    kn_http_result *r = ud;
+    (void)ip, (void)local_ip, (void)port, (void)local_port;
+    r->prereqs++;
+    return r->once && r->prereqs > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
+
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
     kn_http_result *r = ud;
     size_t n = size * nmemb;
@@ -147,6 +234,8 @@ static int setup(kn_http *h, CURL *c, const kn_http_req *req, kn_http_result *r,
     r->status = 0;
     r->not_sent = 0;
     r->msg[0] = '\0';
+    r->prereqs = 0;
+    r->once = strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0;
 
 #define SET(opt, val) \
     if (rc == CURLE_OK) rc = curl_easy_setopt(c, opt, val)
@@ -165,6 +254,10 @@ static int setup(kn_http *h, CURL *c, const kn_http_req *req, kn_http_result *r,
     SET(CURLOPT_SSL_VERIFYPEER, req->verify_tls ? 1L : 0L);
     SET(CURLOPT_SSL_VERIFYHOST, req->verify_tls ? 2L : 0L);
     SET(CURLOPT_TCP_NODELAY, 1L);
+    /* no silent replay of a POST on a new connection (see on_prereq); the
+     * warm connection is kept: no extra connect per command */
+    SET(CURLOPT_PREREQFUNCTION, on_prereq);
+    SET(CURLOPT_PREREQDATA, r);
     /* an explicit empty proxy also disables the *_proxy environment */
     SET(CURLOPT_PROXY, req->proxy ? req->proxy : "");
     if (req->ca_file) SET(CURLOPT_CAINFO, req->ca_file);
@@ -220,6 +313,7 @@ static enum kn_http_kind kind_of(CURLcode rc) {
 static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *req, kn_http_result *r) {
     long status = 0, reqsize = 0;
     double t = 0;
+    char why_curl[CURL_ERROR_SIZE];
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(c, CURLINFO_REQUEST_SIZE, &reqsize);
     curl_easy_getinfo(c, CURLINFO_TOTAL_TIME, &t);
@@ -229,18 +323,32 @@ static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *
     r->kind = kind_of(rc);
     if (rc == CURLE_OK) return;
     /* libcurl counts the bytes it handed to the socket: none means the
-     * server cannot have seen this request */
-    r->not_sent = reqsize == 0;
+     * server cannot have seen this request.  For one that is not
+     * idempotent, only a request libcurl never got as far as writing
+     * counts as not sent: a stricter test, which does not depend on what
+     * that count holds after libcurl's own retry on a new connection. */
+    r->not_sent = r->once ? r->prereqs == 0 : reqsize == 0;
+    if (r->once && r->prereqs > 1 && rc == CURLE_ABORTED_BY_CALLBACK) {
+        snprintf(r->msg, sizeof r->msg,
+                 "the connection closed after the request was written, before any answer "
+                 "(libcurl was stopped from writing it again on a new connection)");
+        return;
+    }
+    /* libcurl quotes a proxy it cannot parse, password and all, and may cut
+     * the quote short: redacted here, where a cut still ends the text */
+    snprintf(why_curl, sizeof why_curl, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    kn_redact_userinfo(why_curl, sizeof why_curl, req->proxy);
+    kn_redact_userinfo(why_curl, sizeof why_curl, req->url);
     switch (r->kind) {
     case KN_HTTP_TOO_LARGE:
         snprintf(r->msg, sizeof r->msg, "response larger than the %zu-byte cap (max_body)", req->max_body);
         break;
     case KN_HTTP_TIMEOUT:
         snprintf(r->msg, sizeof r->msg, "%s (connect_timeout %ld ms, timeout %ld ms)",
-                 errbuf[0] ? errbuf : curl_easy_strerror(rc), req->connect_timeout_ms, req->timeout_ms);
+                 why_curl, req->connect_timeout_ms, req->timeout_ms);
         break;
     case KN_HTTP_TLS:
-        snprintf(r->msg, sizeof r->msg, "TLS failure: %s%s", errbuf[0] ? errbuf : curl_easy_strerror(rc),
+        snprintf(r->msg, sizeof r->msg, "TLS failure: %s%s", why_curl,
                  req->ca_file ? "" : " (set ca_file to trust a private CA)");
         break;
     default: {
@@ -248,11 +356,14 @@ static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *
         char why[96];
         curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &oserr);
         if (oserr && strerror_r((int)oserr, why, sizeof why) == 0)
-            snprintf(r->msg, sizeof r->msg, "%s (%s)", errbuf[0] ? errbuf : curl_easy_strerror(rc), why);
+            snprintf(r->msg, sizeof r->msg, "%s (%s)", why_curl, why);
         else
-            snprintf(r->msg, sizeof r->msg, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+            snprintf(r->msg, sizeof r->msg, "%s", why_curl);
     }
     }
+    /* and whatever else the message took in */
+    kn_redact_userinfo(r->msg, sizeof r->msg, req->proxy);
+    kn_redact_userinfo(r->msg, sizeof r->msg, req->url);
 }
 
 int kn_http_perform(kn_http *h, const kn_http_req *req, kn_http_result *r) {

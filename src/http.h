@@ -43,6 +43,8 @@ typedef struct kn_http_result {
     /* private */
     size_t max_body;
     int too_large;
+    int once;            /* not idempotent: written at most once per perform */
+    int prereqs;         /* times libcurl was about to write the request */
 } kn_http_result;
 
 typedef struct kn_http kn_http;
@@ -62,6 +64,12 @@ int kn_http_perform(kn_http *h, const kn_http_req *req, kn_http_result *r);
 /* Runs n requests at once; results[i] answers reqs[i].  Returns 0, or -1
  * when the batch could not run at all (each result then says why). */
 int kn_http_perform_many(kn_http *h, const kn_http_req *reqs, kn_http_result *results, size_t n);
+
+/* Removes from msg (NUL-terminated, cap bytes) the userinfo of every
+ * "scheme://user:pw@..." it holds and every piece of the userinfo of `url`
+ * (which may have no scheme, as a proxy may not), even where msg was cut
+ * short inside it; each becomes "<redacted>".  url may be NULL. */
+void kn_redact_userinfo(char *msg, size_t cap, const char *url);
 
 /* libcurl's version string, for diagnostics */
 const char *kn_http_version(void);

@@ -6,6 +6,7 @@ local transports = require "kinot.transport"
 local errors = require "kinot.errors"
 local signer = require "kinot.signer"
 local json = require "kinot.json"
+local redact = require "kinot.redact"
 
 local misuse = errors.misuse
 
@@ -25,7 +26,9 @@ local function check_opts(o)
   end
   local endpoint = o.endpoint or DEFAULT_ENDPOINT
   local origin, path = tostring(endpoint):match("^(https?://[^/?#%s%c]+)(/?[^?#%s%c]*)$")
-  if not origin then fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. tostring(endpoint) .. ")") end
+  if not origin then
+    fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. redact.text(tostring(endpoint)) .. ")")
+  end
   path = path:gsub("/+$", "")
   for _, k in ipairs { "timeout", "connect_timeout", "retries", "max_body" } do
     validate.positive(o[k], k)
@@ -76,7 +79,7 @@ Client.__close = Client.close
 Client.__gc = Client.close
 
 function Client:__tostring()
-  return "kinot client " .. self.app_key .. " @ " .. self.endpoint
+  return "kinot client " .. self.app_key .. " @ " .. redact.url(self.endpoint)
 end
 
 --- request(method, path, {query = {{k, v}...}, body = table|string}) -> status, headers, body | nil, err

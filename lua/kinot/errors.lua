@@ -21,6 +21,8 @@ local KINDS = {
   gateway = true, signature = true, throttled = true, decode = true,
   not_found = true, too_large = true, callback = true,
   internal = true, -- the machine failed (memory, OpenSSL, libcurl's setup): raised by the C core
+  -- a request that is not idempotent may or may not have been acted on
+  unknown_outcome = true,
 }
 M.KINDS = KINDS
 

@@ -4,6 +4,7 @@ local core = require "kinot.core"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
 local typed = require "kinot.typed"
+local redact = require "kinot.redact"
 
 local M = {}
 
@@ -115,8 +116,10 @@ local function decode(res, signed, call)
   if gw then
     fields.gateway_error = gw
     -- the gateway itself refused (4xx): the platform never saw the request.
-    -- Not so for 5xx, where a backend may have acted before failing.
-    fields.not_sent = status < 500
+    -- Not so for 5xx, where a backend may have acted before failing, nor
+    -- for "Nonce Used": a request with this nonce (so a copy of this very
+    -- attempt) arrived before.
+    fields.not_sent = status < 500 and not find(gw, "^Nonce Used")
     if find(gw, "Invalid Signature", 1, true) then
       fields.server_string_to_sign = server_sts(gw)
       fields.client_string_to_sign = signed.string_to_sign
@@ -194,12 +197,56 @@ local function backoff(client, attempt, after)
   return base / 2 + random() * base / 2 -- "equal jitter": never zero, never all at once
 end
 
-local function transport_error(kind, message, not_sent)
+-- origin: the client's, whose userinfo (if any) no message may repeat
+local function transport_error(kind, message, not_sent, origin)
+  message = redact.text(message, origin)
   if kind == "invalid" then errors.misuse(message) end
   local retryable = kind == "network" or kind == "timeout"
   return errors.new(kind == "nomem" and "network" or kind, message, { retryable = retryable, not_sent = not_sent })
 end
 M.transport_error = transport_error
+
+-- ---------------------------------------------------------------- unknown outcome
+
+-- Whether a failed attempt leaves it open if the platform acted on the
+-- request: it may have arrived, and no answer we can read says what came of
+-- it.  A decoded answer, or a refusal by the gateway (but Nonce Used), is known.
+local function outcome_unknown(err)
+  local k = err.kind
+  if err.not_sent then return false end
+  if k == "network" or k == "timeout" or k == "tls" or k == "decode" or k == "too_large" then return true end
+  if (k == "http" or k == "gateway") and (err.status or 0) >= 500 then return true end
+  if k == "gateway" and err.gateway_error and find(err.gateway_error, "^Nonce Used") then return true end
+  return false
+end
+
+--- unknown_outcome(call, err) -> the error a non-idempotent call returns
+-- when it cannot tell whether the platform acted on it (never retried)
+local function unknown_outcome(call, err)
+  local sn = type(call.body) == "table" and call.body.sn
+  local where = sn and tostring(sn) or "SN"
+  local how
+  if call.path == "/commands" then
+    how = "read the device's state (`kinot locker " .. where .. "` or `kinot sensor " .. where ..
+      "`; client:locker(sn) / client:sensor(sn)) and the command on the platform (`kinot command get GUID` / " ..
+      "client:command(guid) when a guid is known; against the simulator, GET /__kinot_sim/counters counts " ..
+      "the commands it created)"
+  elseif call.path == "/test/notifications" then
+    how = "see whether the test callback reached your callback URL (against the simulator, " ..
+      "GET /__kinot_sim/callbacks lists its deliveries); for a command, `kinot command get GUID`"
+  else
+    how = "read back what it would have changed (against the simulator, GET /__kinot_sim/counters); " ..
+      "for a command, `kinot command get GUID`"
+  end
+  local fields = {
+    cause = err.kind, status = err.status, request_id = err.request_id, gateway_error = err.gateway_error,
+    code = err.code, retryable = false, not_sent = false, attempts = err.attempts,
+  }
+  return errors.new("unknown_outcome", call.method .. " " .. call.path .. (sn and (" for sn " .. tostring(sn)) or "") ..
+    ": the request may or may not have reached the platform, and no answer says what came of it (" ..
+    err.kind .. ": " .. err.message .. "); it was not sent again. Find out before sending it again: " .. how, fields)
+end
+M.unknown_outcome = unknown_outcome
 
 local function learn_clock(client, res)
   local server = http_date_ms(header(res, "date"))
@@ -211,7 +258,11 @@ end
 function M.send(client, call)
   local req, signed = build(client, call)
   local res, kind, message, not_sent = client.transport.send(req)
-  if not res then return nil, transport_error(kind, message, not_sent) end
+  if not res then
+    local err = transport_error(kind, message, not_sent, client.origin)
+    if call.method ~= "GET" and call.method ~= "HEAD" and outcome_unknown(err) then err = unknown_outcome(call, err) end
+    return nil, err
+  end
   return res, signed
 end
 
@@ -226,7 +277,7 @@ function M.perform(client, call)
     local req, signed = build(client, call)
     local hook = client.on_event
     if hook then
-      emit(client, { type = "request", attempt = attempt, method = req.method, url = req.url,
+      emit(client, { type = "request", attempt = attempt, method = req.method, url = redact.url(req.url),
                      headers = redacted_headers(req.headers) })
     end
     local started = hook and transport.now()
@@ -234,14 +285,14 @@ function M.perform(client, call)
     local doc, err
     if res then
       if hook then
-        emit(client, { type = "response", attempt = attempt, method = req.method, url = req.url,
+        emit(client, { type = "response", attempt = attempt, method = req.method, url = redact.url(req.url),
                        status = res.status, request_id = header(res, "x-ca-request-id"),
                        elapsed = transport.now() - started })
       end
       doc, err = decode(res, signed, call)
       if doc then return doc end
     else
-      err = transport_error(kind, message, not_sent)
+      err = transport_error(kind, message, not_sent, client.origin)
     end
     err.attempts = attempt
     -- a refused timestamp: learn the server's clock once and go again
@@ -250,10 +301,14 @@ function M.perform(client, call)
       learn_clock(client, res)
       if hook then emit(client, { type = "retry", attempt = attempt, reason = "clock skew", delay = 0, error = err.kind }) end
       max_attempts = max_attempts + 1
+    elseif not call.idempotent and outcome_unknown(err) then
+      -- a command must never reach a device twice because of us: it may
+      -- have arrived, so it is not sent again, and the caller is told so
+      return nil, unknown_outcome(call, err)
     else
       local allowed = err.retryable and attempt < max_attempts
       if allowed and not call.idempotent then
-        -- a command must never reach a device twice because of us
+        -- sent again only when it provably never left
         allowed = err.not_sent == true
       end
       if allowed and err.retry_after and err.retry_after > client.max_retry_after then allowed = false end
@@ -286,7 +341,7 @@ function M.perform_many(client, calls)
     local r = results[i]
     local doc, err
     if r.error then
-      err = transport_error(r.error, r.message, r.not_sent)
+      err = transport_error(r.error, r.message, r.not_sent, client.origin)
     else
       doc, err = decode(r, signs[i], calls[i])
     end

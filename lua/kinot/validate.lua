@@ -76,7 +76,7 @@ end
 
 function M.url(v, name)
   if type(v) ~= "string" or not v:match("^https?://[^%s/?#]+[^%s]*$") then
-    misuse(name .. " must be an http:// or https:// URL (got " .. shown(v) .. ")")
+    misuse(name .. " must be an http:// or https:// URL (got " .. require("kinot.redact").text(shown(v)) .. ")")
   end
   return v
 end

@@ -2,8 +2,9 @@
 --   0 success, 1 a check failed (`verify` refused the body),
 --   2 usage error, 3 API error (platform, gateway, signature, decode ...),
 --   4 network error (network, timeout, tls), 5 a command's outcome is
---   unknown (it may have reached the platform), 6 a wait for a command
---   timed out (the command is still pending).
+--   unknown (it may or may not have reached the platform: check before
+--   sending again), 6 a wait for a command timed out (the command is still
+--   pending).
 -- Which one is decided by the error's type (kinot.errors), never its text.
 local argparse = require "argparse"
 local kinot = require "kinot"
@@ -11,6 +12,7 @@ local errors = require "kinot.errors"
 local json = require "kinot.json"
 local output = require "kinot.cli.output"
 local validate = require "kinot.validate"
+local redact = require "kinot.redact"
 
 local misuse = errors.misuse
 
@@ -61,6 +63,7 @@ local function build_parser()
   p:option("--timeout", "Total timeout per request, seconds"):convert(number("--timeout"))
   p:option("--stage", "API stage sent as X-Ca-Stage, e.g. TEST (default $KINOT_STAGE, else none: RELEASE); " ..
     "with `sim`, the only stage the simulator serves")
+  p:option("--proxy", "HTTP proxy URL, http://[user:password@]host:port (default $KINOT_PROXY)")
   p:flag("--json", "One JSON document on stdout")
   p:flag("--jsonl", "One JSON object a line (fleet listings)")
   p:flag("--no-color", "No colour even on a terminal")
@@ -145,7 +148,8 @@ local function client_of(args)
   end
   return kinot.new { app_key = key, app_secret = secret,
                      endpoint = args.endpoint or os.getenv("KINOT_ENDPOINT"), timeout = args.timeout,
-                     stage = args.stage or os.getenv("KINOT_STAGE") }
+                     stage = args.stage or os.getenv("KINOT_STAGE"),
+                     proxy = args.proxy or os.getenv("KINOT_PROXY") }
 end
 
 local function check(v, err)
@@ -287,6 +291,10 @@ run.notifications = function(args, out)
                                     command_resp_callback_url = args.command_url })
   else
     r = check(c:test_notification(args.sn, args.type))
+  end
+  -- a callback URL may carry credentials: shown without them
+  for _, k in ipairs { "status_changed_callback_url", "command_resp_callback_url", "callback_url" } do
+    if type(r[k]) == "string" then r[k] = redact.url(r[k]) end
   end
   if args.json or args.jsonl then out:emit_json(r) return EXIT.ok end
   local kv = {}

@@ -107,7 +107,7 @@ local function deliver(premature, url, body, attempt)
                   answer = res and res.body:sub(1, 200), body = body, at = ngx.now() }
   S.deliveries[#S.deliveries + 1] = entry
   if #S.deliveries > 500 then table.remove(S.deliveries, 1) end
-  ngx.log(ngx.INFO, "callback ", url, " attempt ", attempt, ": ", res and res.status or msg)
+  ngx.log(ngx.INFO, "callback ", require("kinot.redact").url(url), " attempt ", attempt, ": ", res and res.status or msg)
   if good then
     c.delivered = c.delivered + 1
   elseif attempt < S.callback_retries then

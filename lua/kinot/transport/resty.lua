@@ -34,6 +34,7 @@ end
 local function parse_url(url)
   local scheme, hostport, path = url:match("^(https?)://([^/?#]+)(.*)$")
   if not scheme then return nil end
+  hostport = hostport:gsub("^.*@", "") -- credentials are not part of where to connect
   local host, port = split_hostport(hostport, scheme == "https" and 443 or 80)
   if path == "" then path = "/" end
   return scheme, host, port, path, hostport
@@ -176,7 +177,7 @@ function M.new(opts)
     local can, reason = M.available()
     if not can then return nil, "network", reason, true end
     local scheme, host, port, target, hostport = parse_url(req.url)
-    if not scheme then error("kinot: bad url " .. tostring(req.url), 2) end
+    if not scheme then error("kinot: bad url " .. require("kinot.redact").url(tostring(req.url)), 2) end
     local timeout_ms = math.floor((req.timeout or 10) * 1000)
     local sock = ngx.socket.tcp()
     sock:settimeouts(math.floor((req.connect_timeout or 3) * 1000), timeout_ms, timeout_ms)
@@ -188,7 +189,12 @@ function M.new(opts)
       chost, cport, where = proxy.host, proxy.port, "proxy " .. proxy.hostport
       pool = "proxy " .. proxy.hostport .. " " .. pool
     end
-    local okc, err = sock:connect(chost, cport, { pool = pool })
+    -- a request that is not idempotent never rides a pooled connection: one
+    -- that died idle would take it and lose the answer.  It gets a new
+    -- connection of its own (a pool name nothing is ever kept under), is
+    -- written once, and the connection is closed after the answer.
+    local once = req.method ~= nil and req.method ~= "GET" and req.method ~= "HEAD"
+    local okc, err = sock:connect(chost, cport, { pool = once and (pool .. " once") or pool })
     if not okc then
       local kind = classify(err, true)
       return nil, kind, "connecting to " .. where .. ": " .. err, kind == "network" or err == "timeout"
@@ -238,7 +244,7 @@ function M.new(opts)
       return nil, headers, body, false
     end
     local conn = headers.connection and lower(headers.connection)
-    if conn == "close" then sock:close() else sock:setkeepalive(idle, pool_size) end
+    if conn == "close" or once then sock:close() else sock:setkeepalive(idle, pool_size) end
     return { status = status, headers = headers, body = body }
   end
 
