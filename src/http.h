@@ -43,6 +43,9 @@ typedef struct kn_http_result {
     /* private */
     size_t max_body;
     int too_large;
+    size_t head_lines;      /* lines of the current head so far */
+    int head_done;          /* its empty line has come */
+    const char *head_limit; /* which cap on the head was passed, if one was */
 } kn_http_result;
 
 typedef struct kn_http kn_http;
