@@ -114,8 +114,12 @@ describe("the request deadline and bounded reads", function()
           collectgarbage()
           collectgarbage()
           local rss0, hwm0 = mem()
-          local t = require("kinot.transport.resty").new {
-            max_body = tonumber(a.max_body), resolver = a.resolver and { a.resolver } or nil }
+          local resolver
+          for ns in (a.resolver or ""):gmatch("[^,]+") do
+            resolver = resolver or {}
+            resolver[#resolver + 1] = ns
+          end
+          local t = require("kinot.transport.resty").new { max_body = tonumber(a.max_body), resolver = resolver }
           ngx.update_time()
           local t0 = ngx.now()
           local res, kind, msg, not_sent = t.send { method = "GET", url = a.url,
@@ -227,6 +231,77 @@ describe("the request deadline and bounded reads", function()
     assert.are.equal("too_large", r.kind, tostring(r.msg))
     print(("\n    resty chunk-size line flood: worker VmHWM %d -> %d kB"):format(r.hwm0, r.hwm1))
     assert.is_true(r.hwm1 - r.hwm0 < 8192, "VmHWM grew by " .. (r.hwm1 - r.hwm0) .. " kB")
+  end)
+
+  describe("with a nameserver that answers (dnsmasq)", function()
+    local dns_port, dns_pid, dns_log
+    setup(function()
+      local u = assert(socket.udp())
+      assert(u:setsockname("127.0.0.1", 0))
+      local _
+      _, dns_port = u:getsockname()
+      u:close()
+      dns_log = os.tmpname()
+      local p = io.popen("dnsmasq -d -C /dev/null --no-resolv --no-hosts --pid-file --user=root --log-queries " ..
+        "--port=" .. dns_port .. " --listen-address=127.0.0.1 --bind-interfaces --local=/kinot-test.example/ " ..
+        "--host-record=peer.kinot-test.example,127.0.0.1 --host-record=cached.kinot-test.example,127.0.0.1 " ..
+        "--cname=alias.kinot-test.example,peer.kinot-test.example --local-ttl=60 >" .. dns_log .. " 2>&1 & echo $!")
+      dns_pid = tonumber(p:read("*l"))
+      p:close()
+      assert(H.wait_for(function()
+        local f = io.open(dns_log)
+        local l = f and f:read("*a") or ""
+        if f then f:close() end
+        return l:find("cleared cache", 1, true)
+      end, 5), "dnsmasq did not start")
+    end)
+    teardown(function()
+      if dns_pid then os.execute("kill " .. dns_pid .. " 2>/dev/null") end
+      if dns_log then os.remove(dns_log) end
+    end)
+    local function queries(name)
+      local f = io.open(dns_log)
+      local l = f:read("*a")
+      f:close()
+      local n = 0
+      for _ in l:gmatch("query%[A%] " .. name:gsub("%p", "%%%0")) do n = n + 1 end
+      return n
+    end
+    local function ns() return "127.0.0.1:" .. dns_port end
+
+    it("resty: resolves a name through a CNAME and connects", function()
+      local r = resty("http://alias.kinot-test.example:" .. peer.port .. "/ok", { resolver = ns() })
+      assert.are.equal(200, r.status, tostring(r.msg))
+      assert.are.equal("fine", r.body)
+    end)
+
+    it("resty: a name that does not exist fails at once, nothing sent", function()
+      local r = resty("http://nope.kinot-test.example:" .. peer.port .. "/ok", { resolver = ns() })
+      assert.are.equal("network", r.kind)
+      assert.is_true(r.not_sent)
+      assert.matches("no such name", r.msg)
+      assert.is_true(r.took < 0.5, "took " .. r.took)
+    end)
+
+    it("resty: a silent first nameserver, then one that answers, within the timeout", function()
+      local r = resty("http://peer.kinot-test.example:" .. peer.port .. "/ok",
+        { resolver = "127.0.0.1:" .. udp_port .. "," .. ns(), timeout = 3 })
+      assert.are.equal(200, r.status, tostring(r.msg))
+      assert.is_true(r.took < 3, "took " .. r.took)
+    end)
+
+    it("resty: keeps an answer for its TTL (one query for two requests)", function()
+      for _ = 1, 2 do
+        local r = resty("http://cached.kinot-test.example:" .. peer.port .. "/ok", { resolver = ns() })
+        assert.are.equal("fine", r.body, tostring(r.msg))
+      end
+      assert.are.equal(1, queries("cached.kinot-test.example"))
+    end)
+
+    it("resty: localhost comes from /etc/hosts, no nameserver asked", function()
+      local r = resty("http://localhost:" .. peer.port .. "/ok", { resolver = "127.0.0.1:" .. udp_port, timeout = 1 })
+      assert.are.equal("fine", r.body, tostring(r.msg))
+    end)
   end)
 
   it("resty: a resolver that never answers fails within the timeout, nothing sent", function()
