@@ -57,6 +57,13 @@ local PEER = [[
     end
     s:send(mode == "chunked" and "0\r\n\r\n" or mode == "header" and "\r\n\r\nok" or "")
   } }
+  location = /slow_reader { client_max_body_size 0; content_by_lua_block {
+    local s = ngx.req.socket(true)
+    for _ = 1, 30 do -- takes 16 KiB of the request every 0.4 s
+      if not s:receive(16384) then return end
+      ngx.sleep(0.4)
+    end
+  } }
   location = /small { content_by_lua_block {
     local s = ngx.req.socket(true)
     local mode = ngx.var.arg_mode
@@ -122,7 +129,8 @@ describe("the request deadline and bounded reads", function()
           local t = require("kinot.transport.resty").new { max_body = tonumber(a.max_body), resolver = resolver }
           ngx.update_time()
           local t0 = ngx.now()
-          local res, kind, msg, not_sent = t.send { method = "GET", url = a.url,
+          local body = a.post and string.rep("p", tonumber(a.post)) or nil
+          local res, kind, msg, not_sent = t.send { method = body and "POST" or "GET", url = a.url, body = body,
             timeout = tonumber(a.timeout), connect_timeout = tonumber(a.connect_timeout) }
           ngx.update_time()
           local took = ngx.now() - t0
@@ -153,6 +161,7 @@ describe("the request deadline and bounded reads", function()
       "&connect_timeout=" .. (o.connect_timeout or 1)
     if o.max_body then q = q .. "&max_body=" .. o.max_body end
     if o.resolver then q = q .. "&resolver=" .. enc(o.resolver) end
+    if o.post then q = q .. "&post=" .. o.post end
     return drive(client.url .. q)
   end
 
@@ -160,7 +169,8 @@ describe("the request deadline and bounded reads", function()
     o = o or {}
     local t = require("kinot.transport.curl").new { max_body = o.max_body or 8 * 1024 * 1024 }
     local t0 = core.monotonic()
-    local res, kind, msg = t.send { method = "GET", url = url, headers = {},
+    local body = o.post and string.rep("p", o.post) or nil
+    local res, kind, msg = t.send { method = body and "POST" or "GET", url = url, headers = {}, body = body,
       timeout = o.timeout or TIMEOUT, connect_timeout = o.connect_timeout or 1 }
     local took = core.monotonic() - t0
     t.close()
@@ -181,6 +191,26 @@ describe("the request deadline and bounded reads", function()
       local r = run(peer.url .. "/drip_body")
       assert.are.equal("timeout", r.kind, tostring(r.msg))
       assert.is_true(r.took < TIMEOUT + MARGIN, "took " .. r.took .. " s with timeout = " .. TIMEOUT)
+    end)
+
+    it(tr .. ": a request body taken 16 KiB every 0.4 s fails at the deadline", function()
+      local r = run(peer.url .. "/slow_reader", { post = 8 * 1024 * 1024 })
+      assert.are.equal("timeout", r.kind, tostring(r.msg))
+      assert.is_true(r.took < TIMEOUT + MARGIN, "took " .. r.took .. " s with timeout = " .. TIMEOUT)
+    end)
+
+    it(tr .. ": a TLS handshake that never gets an answer fails at the deadline", function()
+      -- a listener that never accepts: the kernel completes the TCP
+      -- handshake from its backlog, the TLS one never comes
+      local srv = socket.tcp()
+      assert(srv:bind("127.0.0.1", 0))
+      assert(srv:listen(8))
+      local _, port = srv:getsockname()
+      local ok, r = pcall(run, "https://127.0.0.1:" .. port .. "/", { timeout = 1, connect_timeout = 5 })
+      srv:close()
+      assert(ok, r)
+      assert.are.equal("timeout", r.kind, tostring(r.msg))
+      assert.is_true(r.took < 1 + MARGIN, "took " .. r.took .. " s with timeout = 1")
     end)
 
     it(tr .. ": reads heads and bodies within the caps", function()

@@ -252,9 +252,9 @@ local function read_response(rd, max_body, method)
   return status, headers, concat(parts)
 end
 
--- sends all of data, a piece at a time so that each write's timer is
--- the time left (nginx re-arms a send's timer on every partial write);
--- true | nil, err
+-- sends all of data, a piece at a time, each with the time left as its
+-- timer, so that a slow reader cannot stretch a send past the deadline
+-- whatever nginx does with the timer on partial writes; true | nil, err
 local function send_all(sock, data, deadline)
   local i, n = 1, #data
   repeat
