@@ -126,6 +126,11 @@ describe("the request deadline and bounded reads", function()
             resolver = resolver or {}
             resolver[#resolver + 1] = ns
           end
+          local dns = require "kinot.transport.dns"
+          if a.resolv_conf then
+            dns.resolv_path = a.resolv_conf
+            dns.reset()
+          end
           local t = require("kinot.transport.resty").new { max_body = tonumber(a.max_body), resolver = resolver }
           ngx.update_time()
           local t0 = ngx.now()
@@ -134,6 +139,10 @@ describe("the request deadline and bounded reads", function()
             timeout = tonumber(a.timeout), connect_timeout = tonumber(a.connect_timeout) }
           ngx.update_time()
           local took = ngx.now() - t0
+          if a.resolv_conf then
+            dns.resolv_path = "/etc/resolv.conf"
+            dns.reset()
+          end
           local rss1, hwm1 = mem()
           ngx.say(require("cjson").encode {
             status = res and res.status, body = res and #res.body <= 2000 and res.body or nil,
@@ -167,6 +176,7 @@ describe("the request deadline and bounded reads", function()
     if o.max_body then q = q .. "&max_body=" .. o.max_body end
     if o.resolver then q = q .. "&resolver=" .. enc(o.resolver) end
     if o.post then q = q .. "&post=" .. o.post end
+    if o.resolv_conf then q = q .. "&resolv_conf=" .. enc(o.resolv_conf) end
     return drive((o.via or client).url .. q)
   end
 
@@ -337,6 +347,26 @@ describe("the request deadline and bounded reads", function()
       local r = resty("http://localhost:" .. peer.port .. "/ok", { resolver = "127.0.0.1:" .. udp_port, timeout = 1 })
       assert.are.equal("fine", r.body, tostring(r.msg))
     end)
+  end)
+
+  it("resty: without a resolver option, asks the nameservers of resolv.conf", function()
+    local path = os.tmpname()
+    local f = io.open(path, "w")
+    f:write("# a comment\nsearch example.org\noptions ndots:1 timeout:30\n  nameserver 127.0.0.2 # none there\n")
+    f:close()
+    local r = resty("http://api.kinot-deadline.example/", { resolv_conf = path })
+    f = io.open(path, "w")
+    f:write("search example.org\n")
+    f:close()
+    local r2 = resty("http://api.kinot-deadline.example/", { resolv_conf = path })
+    os.remove(path)
+    -- nothing listens on 127.0.0.2:53: refused at once, not a timeout
+    assert.are.equal("network", r.kind, tostring(r.msg))
+    assert.is_true(r.not_sent)
+    assert.matches("127.0.0.2", r.msg, 1, true)
+    assert.is_true(r.took < 1, "took " .. r.took)
+    assert.are.equal("network", r2.kind, tostring(r2.msg))
+    assert.matches("no nameserver", r2.msg)
   end)
 
   it("resty: a resolver that never answers fails within the timeout, nothing sent", function()

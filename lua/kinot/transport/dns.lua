@@ -17,7 +17,7 @@
 local M = {}
 
 local ngx = ngx -- luacheck: ignore (only present inside nginx)
-local byte, char, find, floor = string.byte, string.char, string.find, math.floor
+local byte, char, sub, find, floor = string.byte, string.char, string.sub, string.find, math.floor
 
 local CACHE_MAX, TTL_MAX = 512, 300
 
@@ -93,11 +93,22 @@ end
 
 local function u16(n) return char(floor(n / 256) % 256, n % 256) end
 
-local function query(id, name)
-  local q = { u16(id), "\1\0", "\0\1", "\0\0\0\0\0\0" } -- recursion desired, one question
+-- the question: name, type A, class IN
+local function question(name)
+  local q = {}
   for label in name:gmatch("[^.]+") do q[#q + 1] = char(#label) .. label end
-  q[#q + 1] = "\0\0\1\0\1" -- end of name, type A, class IN
+  q[#q + 1] = "\0\0\1\0\1"
   return table.concat(q)
+end
+
+-- a query id nobody off the path can guess: from the kernel's random
+-- source (read only when the cache misses), the clock if that fails
+local function random_id()
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(2)
+  if f then f:close() end
+  if b and #b == 2 then return byte(b, 1) * 256 + byte(b, 2) end
+  return floor((now() * 1000003) % 65536)
 end
 
 -- the position after the (possibly compressed) name at pos, or nil
@@ -117,8 +128,9 @@ local function get16(s, pos)
 end
 
 -- answer -> addrs, ttl | nil, reason (nil, nil: not ours, keep waiting)
-local function parse(s, id)
-  if #s < 12 or get16(s, 1) ~= id or byte(s, 3) < 128 then return nil end
+local function parse(s, id, q)
+  if #s < 12 + #q or get16(s, 1) ~= id or byte(s, 3) < 128 then return nil end
+  if get16(s, 5) ~= 1 or sub(s, 13, 12 + #q):lower() ~= q then return nil end -- not our question
   local rcode = byte(s, 4) % 16
   if rcode == 3 then return nil, "no such name" end
   if rcode ~= 0 then return nil, "the nameserver answered with error " .. rcode end
@@ -152,8 +164,8 @@ local function ask(srv, name, ms, deadline)
   local u = ngx.socket.udp()
   local ok, err = u:setpeername(srv[1], srv[2])
   if not ok then return nil, err end
-  local id = floor(math.random() * 65535)
-  ok, err = u:send(query(id, name))
+  local id, q = random_id(), question(name)
+  ok, err = u:send(u16(id) .. "\1\0\0\1\0\0\0\0\0\0" .. q) -- recursion desired, one question
   if not ok then
     u:close()
     return nil, err
@@ -172,7 +184,7 @@ local function ask(srv, name, ms, deadline)
       u:close()
       return nil, err
     end
-    local addrs, ttl = parse(data, id)
+    local addrs, ttl = parse(data, id, q)
     if addrs or ttl then -- ttl is the reason here
       u:close()
       return addrs, ttl
