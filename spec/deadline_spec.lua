@@ -72,6 +72,11 @@ local PEER = [[
              "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n")
     elseif mode == "close" then
       s:send("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close")
+    elseif mode == "continue" then
+      s:send("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+    elseif mode == "204" then -- no length, and the connection stays open
+      s:send("HTTP/1.1 204 No Content\r\n\r\n")
+      ngx.sleep(5)
     else -- 99 header lines and a 1000-byte body: within every cap
       local t = { "HTTP/1.1 200 OK" }
       for i = 1, 98 do t[#t + 1] = "X-H" .. i .. ": " .. string.rep("v", 100) end
@@ -226,6 +231,16 @@ describe("the request deadline and bounded reads", function()
       assert(ok, r)
       assert.are.equal("timeout", r.kind, tostring(r.msg))
       assert.is_true(r.took < 1 + MARGIN, "took " .. r.took .. " s with timeout = 1")
+    end)
+
+    it(tr .. ": an interim 100 is skipped; a 204 without a length is complete at once", function()
+      local r = run(peer.url .. "/small?mode=continue")
+      assert.are.equal(200, r.status, tostring(r.msg))
+      assert.are.equal("final", r.body)
+      r = run(peer.url .. "/small?mode=204")
+      assert.are.equal(204, r.status, tostring(r.msg))
+      assert.are.equal("", r.body)
+      assert.is_true(r.took < 1, "took " .. r.took)
     end)
 
     it(tr .. ": reads heads and bodies within the caps", function()

@@ -197,12 +197,15 @@ end
 -- reads one response; returns status, headers, body | nil, kind, message.
 -- The body is checked against max_body as it comes, never read whole first.
 local function read_response(rd, max_body, method)
-  local status, headers, why = read_head(rd)
-  if not status then return nil, headers, why end
+  local status, headers, why
+  repeat -- an interim answer (100 Continue ...) has a head only: the final one follows
+    status, headers, why = read_head(rd)
+    if not status then return nil, headers, why end
+  until status >= 200 or status == 101
   local parts, total = {}, 0
   local ok, kind, err
   local te = headers["transfer-encoding"]
-  if method == "HEAD" or status == 204 or status == 304 or status < 200 then -- luacheck: ignore 542
+  if method == "HEAD" or status == 204 or status == 304 or status == 101 then -- luacheck: ignore 542
     -- no body, whatever the headers say
   elseif te and find(lower(te), "chunked", 1, true) then
     while true do
