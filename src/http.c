@@ -104,7 +104,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud) {
         r->too_large = 1;
         return 0;
     }
-    if (n <= 2 && (p[0] == '\r' || p[0] == '\n')) r->head_done = 1;
+    if (n > 0 && n <= 2 && (p[0] == '\r' || p[0] == '\n')) r->head_done = 1;
     return kn_buf_add(&r->head, p, n) ? 0 : n;
 }
 
