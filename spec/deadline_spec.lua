@@ -46,7 +46,7 @@ local PEER = [[
     if mode == "headers" then -- 10,000 header lines, then a small body
       local t = { "HTTP/1.1 200 OK" }
       for i = 1, 10000 do t[#t + 1] = "X-H" .. i .. ": v" end
-      t[#t + 1] = "Content-Length: 2\r\n\r\nok"
+      t[#t + 1] = "Content-Length: 2\r\nConnection: close\r\n\r\nok"
       s:send(table.concat(t, "\r\n"))
       return
     end
@@ -64,22 +64,24 @@ local PEER = [[
       ngx.sleep(0.4)
     end
   } }
+  # each answer ends its connection (the handler's end closes it), and
+  # says so: a client must not pool it
   location = /small { content_by_lua_block {
     local s = ngx.req.socket(true)
     local mode = ngx.var.arg_mode
     if mode == "chunked" then
-      s:send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n" ..
+      s:send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" ..
              "5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n")
     elseif mode == "close" then
       s:send("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close")
     elseif mode == "continue" then
-      s:send("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
-    elseif mode == "204" then -- no length, and the connection stays open
-      s:send("HTTP/1.1 204 No Content\r\n\r\n")
+      s:send("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfinal")
+    elseif mode == "204" then -- no length, and the connection stays open a while
+      s:send("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
       ngx.sleep(5)
-    else -- 99 header lines and a 1000-byte body: within every cap
-      local t = { "HTTP/1.1 200 OK" }
-      for i = 1, 98 do t[#t + 1] = "X-H" .. i .. ": " .. string.rep("v", 100) end
+    else -- n + 2 header lines (100 by default: the cap) and a 1000-byte body
+      local t = { "HTTP/1.1 200 OK", "Connection: close" }
+      for i = 1, tonumber(ngx.var.arg_n) or 98 do t[#t + 1] = "X-H" .. i .. ": " .. string.rep("v", 100) end
       t[#t + 1] = "Content-Length: 1000\r\n\r\n" .. string.rep("b", 1000)
       s:send(table.concat(t, "\r\n"))
     end
@@ -252,6 +254,13 @@ describe("the request deadline and bounded reads", function()
       r = run(peer.url .. "/small", { max_body = 1000 })
       assert.are.equal(200, r.status, tostring(r.msg))
       assert.are.equal(string.rep("b", 1000), r.body)
+      if tr == "resty" then assert.are.equal(100, r.nheaders) end
+    end)
+
+    it(tr .. ": 101 header lines are one too many", function()
+      local r = run(peer.url .. "/small?n=99")
+      assert.are.equal("too_large", r.kind, tostring(r.msg))
+      assert.matches("more than 100 header lines", r.msg)
     end)
 
     for _, mode in ipairs { "close", "chunked" } do

@@ -88,15 +88,17 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
 static size_t on_header(char *p, size_t size, size_t nmemb, void *ud) {
     kn_http_result *r = ud;
     size_t n = size * nmemb;
+    int end;
     /* a new status line (after 1xx or a proxy CONNECT) starts a new block */
     if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         kn_buf_reset(&r->head);
         r->head_lines = 0;
         r->head_done = 0;
     }
+    end = n > 0 && n <= 2 && (p[0] == '\r' || p[0] == '\n');
     if (n > HEAD_LINE_MAX)
         r->head_limit = "a header line longer than 16384 bytes";
-    else if (++r->head_lines > HEAD_LINES_MAX + 1) /* the status line is not a header */
+    else if (!end && ++r->head_lines > HEAD_LINES_MAX + 1) /* the status line is not a header */
         r->head_limit = "more than 100 header lines";
     else if (r->head.len + n > HEAD_MAX)
         r->head_limit = "a head larger than 65536 bytes";
@@ -104,7 +106,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud) {
         r->too_large = 1;
         return 0;
     }
-    if (n > 0 && n <= 2 && (p[0] == '\r' || p[0] == '\n')) r->head_done = 1;
+    if (end) r->head_done = 1;
     return kn_buf_add(&r->head, p, n) ? 0 : n;
 }
 
