@@ -58,6 +58,7 @@ build = {
     ["kinot.transport"] = "lua/kinot/transport/init.lua",
     ["kinot.transport.curl"] = "lua/kinot/transport/curl.lua",
     ["kinot.transport.resty"] = "lua/kinot/transport/resty.lua",
+    ["kinot.transport.dns"] = "lua/kinot/transport/dns.lua",
     ["kinot.sim.fleet"] = "lua/kinot/sim/fleet.lua",
     ["kinot.sim.gateway"] = "lua/kinot/sim/gateway.lua",
     ["kinot.sim.launcher"] = "lua/kinot/sim/launcher.lua",

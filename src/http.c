@@ -164,15 +164,36 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
     return kn_buf_add(&r->body, p, n) ? 0 : n;
 }
 
+/* The caps on a response's head, the same as the resty transport's (see
+ * lua/kinot/transport/resty.lua for why these figures): a line, the
+ * number of header lines, the whole head.  libcurl itself refuses a line
+ * over CURL_MAX_HTTP_HEADER (100 KiB) before this callback sees it. */
+#define HEAD_LINE_MAX (16 * 1024)
+#define HEAD_LINES_MAX 100
+#define HEAD_MAX (64 * 1024)
+
 static size_t on_header(char *p, size_t size, size_t nmemb, void *ud) {
     kn_http_result *r = ud;
     size_t n = size * nmemb;
+    int end;
     /* a new status line (after 1xx or a proxy CONNECT) starts a new block */
-    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) kn_buf_reset(&r->head);
-    if (r->max_body && r->head.len + n > r->max_body) {
+    if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        kn_buf_reset(&r->head);
+        r->head_lines = 0;
+        r->head_done = 0;
+    }
+    end = n > 0 && n <= 2 && (p[0] == '\r' || p[0] == '\n');
+    if (n > HEAD_LINE_MAX)
+        r->head_limit = "a header line longer than 16384 bytes";
+    else if (!end && ++r->head_lines > HEAD_LINES_MAX + 1) /* the status line is not a header */
+        r->head_limit = "more than 100 header lines";
+    else if (r->head.len + n > HEAD_MAX)
+        r->head_limit = "a head larger than 65536 bytes";
+    if (r->head_limit) {
         r->too_large = 1;
         return 0;
     }
+    if (end) r->head_done = 1;
     return kn_buf_add(&r->head, p, n) ? 0 : n;
 }
 
@@ -230,6 +251,9 @@ static int setup(kn_http *h, CURL *c, const kn_http_req *req, kn_http_result *r,
     kn_buf_reset(&r->body);
     r->max_body = req->max_body;
     r->too_large = 0;
+    r->head_lines = 0;
+    r->head_done = 0;
+    r->head_limit = NULL;
     r->kind = KN_HTTP_OK;
     r->status = 0;
     r->not_sent = 0;
@@ -251,6 +275,14 @@ static int setup(kn_http *h, CURL *c, const kn_http_req *req, kn_http_result *r,
     SET(CURLOPT_HEADERDATA, r);
     SET(CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : 0L);
     SET(CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms > 0 ? req->connect_timeout_ms : 0L);
+#if LIBCURL_VERSION_NUM >= 0x075700
+    /* CURLOPT_TIMEOUT_MS bounds the whole transfer, name resolution
+     * included (the threaded resolver, "AsynchDNS"), but on a resolve
+     * timeout libcurl then waits for its resolver thread to return from
+     * getaddrinfo (resolv.conf's timeout x attempts: 150 s were seen).
+     * QUICK_EXIT leaves that thread to finish and free itself instead. */
+    SET(CURLOPT_QUICK_EXIT, 1L);
+#endif
     SET(CURLOPT_SSL_VERIFYPEER, req->verify_tls ? 1L : 0L);
     SET(CURLOPT_SSL_VERIFYHOST, req->verify_tls ? 2L : 0L);
     SET(CURLOPT_TCP_NODELAY, 1L);
@@ -320,6 +352,12 @@ static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *
     r->total_time = t;
     r->status = status;
     if (rc == CURLE_WRITE_ERROR && r->too_large) rc = CURLE_FILESIZE_EXCEEDED;
+    /* libcurl answers a header line over its own 100 KiB limit with
+     * "out of memory": in the middle of a head, that is what it means */
+    if (rc == CURLE_OUT_OF_MEMORY && status && !r->head_done) {
+        rc = CURLE_FILESIZE_EXCEEDED;
+        r->head_limit = "a header line longer than libcurl's 100 KiB limit";
+    }
     r->kind = kind_of(rc);
     if (rc == CURLE_OK) return;
     /* libcurl counts the bytes it handed to the socket: none means the
@@ -341,7 +379,10 @@ static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *
     kn_redact_userinfo(why_curl, sizeof why_curl, req->url);
     switch (r->kind) {
     case KN_HTTP_TOO_LARGE:
-        snprintf(r->msg, sizeof r->msg, "response larger than the %zu-byte cap (max_body)", req->max_body);
+        if (r->head_limit)
+            snprintf(r->msg, sizeof r->msg, "reading headers: %s", r->head_limit);
+        else
+            snprintf(r->msg, sizeof r->msg, "response larger than the %zu-byte cap (max_body)", req->max_body);
         break;
     case KN_HTTP_TIMEOUT:
         snprintf(r->msg, sizeof r->msg, "%s (connect_timeout %ld ms, timeout %ld ms)",

@@ -45,6 +45,9 @@ typedef struct kn_http_result {
     int too_large;
     int once;            /* not idempotent: written at most once per perform */
     int prereqs;         /* times libcurl was about to write the request */
+    size_t head_lines;      /* lines of the current head so far */
+    int head_done;          /* its empty line has come */
+    const char *head_limit; /* which cap on the head was passed, if one was */
 } kn_http_result;
 
 typedef struct kn_http kn_http;

@@ -65,6 +65,7 @@ function Client.new(o)
   self.transport = transports.new(o.transport, {
     verify_tls = self.verify_tls, ca_file = o.ca_file, proxy = o.proxy,
     max_body = o.max_body or 8 * 1024 * 1024,
+    resolver = o.resolver, -- resty: nameservers, under the request's deadline
   })
   return self
 end

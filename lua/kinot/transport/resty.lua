@@ -7,6 +7,8 @@ local M = {}
 
 local ngx = ngx -- luacheck: ignore (only present inside nginx)
 local tonumber, concat, lower, find = tonumber, table.concat, string.lower, string.find
+local sub, byte, floor = string.sub, string.byte, math.floor
+local dns = require "kinot.transport.dns"
 
 local COSOCKET_PHASES = {
   rewrite = true, access = true, content = true, timer = true,
@@ -70,18 +72,103 @@ local function classify(err, phase_connect)
   return "network", false
 end
 
--- reads a status line and the headers after it (names lower-cased);
--- returns status, headers | nil, kind, message
-local function read_head(sock)
-  local line, err = sock:receive("*l")
-  if not line then return nil, classify(err), "reading the status line: " .. err end
-  local status = tonumber(line:match("^HTTP/%d[%.%d]* (%d%d%d)"))
-  if not status then return nil, "network", "bad status line from server" end
-  local headers = {}
+-- Limits on what a server may send before its body.  The API's answers
+-- carry a dozen short headers; these caps are far above that and still
+-- keep one hostile answer to a few dozen KiB of worker memory:
+--   * 16 KiB a line: twice the 8 KiB that nginx (large_client_header_buffers)
+--     and Apache (LimitRequestFieldSize) accept for one request header line;
+--     it bounds chunk-size lines too;
+--   * 100 header lines: Apache's LimitRequestFields default;
+--   * 64 KiB for the whole head (status line, headers, chunked trailers).
+local LINE_MAX, HEADERS_MAX, HEAD_MAX = 16 * 1024, 100, 64 * 1024
+-- bytes asked of the socket at once: a read never holds more than this
+-- beyond the cap it checks, and never reads past a body's known end
+local READ_CHUNK, SEND_CHUNK = 16 * 1024, 64 * 1024
+
+local function now()
+  ngx.update_time()
+  return ngx.now()
+end
+
+-- milliseconds left before the deadline (at least 1), or nil once it passed
+local function left(deadline)
+  local ms = floor((deadline - now()) * 1000)
+  if ms > 0 then return ms end
+end
+
+-- every socket operation gets the time the request has left, no more:
+-- `timeout` is one deadline for the whole request, not a per-read idle
+-- timer (nginx re-arms a read's timer on every byte, so a receive(n) fed a
+-- byte at a time would never time out: reads go through receiveany, which
+-- returns on the first bytes, and the timer is set again before each)
+local function arm(sock, deadline, connect_ms)
+  local ms = left(deadline)
+  if not ms then return nil end
+  sock:settimeouts(connect_ms and math.min(connect_ms, ms) or ms, ms, ms)
+  return true
+end
+
+-- a buffered reader over a cosocket, bounded by the deadline
+local function reader(sock, deadline)
+  return { sock = sock, deadline = deadline, buf = "", pos = 1 }
+end
+
+-- reads up to n more bytes into the buffer; true | nil, kind, err
+local function fill(rd, n)
+  if not arm(rd.sock, rd.deadline) then return nil, "timeout", "timeout" end
+  local data, err = rd.sock:receiveany(n or READ_CHUNK)
+  if not data then return nil, classify(err), err end
+  if rd.pos > #rd.buf then rd.buf = data else rd.buf = sub(rd.buf, rd.pos) .. data end
+  rd.pos = 1
+  return true
+end
+
+-- one line (CRLF or LF stripped) of at most LINE_MAX bytes;
+-- line | nil, kind, err
+local function line_of(rd)
   while true do
-    line, err = sock:receive("*l")
-    if not line then return nil, classify(err), "reading headers: " .. err end
-    if line == "" then return status, headers end
+    local e = find(rd.buf, "\n", rd.pos, true)
+    if e then
+      if e - rd.pos > LINE_MAX then break end
+      local l = sub(rd.buf, rd.pos, e - 1)
+      rd.pos = e + 1
+      if byte(l, -1) == 13 then l = sub(l, 1, -2) end
+      return l
+    end
+    if #rd.buf - rd.pos + 1 > LINE_MAX then break end
+    local ok, kind, err = fill(rd)
+    if not ok then return nil, kind, err end
+  end
+  return nil, "too_large", "a line longer than " .. LINE_MAX .. " bytes"
+end
+
+-- appends exactly n bytes to parts; true | nil, kind, err
+local function take(rd, n, parts)
+  while n > 0 do
+    local have = #rd.buf - rd.pos + 1
+    if have > 0 then
+      local k = math.min(have, n)
+      parts[#parts + 1] = sub(rd.buf, rd.pos, rd.pos + k - 1)
+      rd.pos, n = rd.pos + k, n - k
+    else
+      local ok, kind, err = fill(rd, math.min(n, READ_CHUNK))
+      if not ok then return nil, kind, err end
+    end
+  end
+  return true
+end
+
+-- header lines up to the empty one, into headers (names lower-cased,
+-- repeats joined), within the head's caps; true | nil, kind, err
+local function read_fields(rd, headers, count, size)
+  while true do
+    local line, kind, err = line_of(rd)
+    if not line then return nil, kind, err end
+    size = size + #line + 2
+    if size > HEAD_MAX then return nil, "too_large", "a head larger than " .. HEAD_MAX .. " bytes" end
+    if line == "" then return true end
+    count = count + 1
+    if count > HEADERS_MAX then return nil, "too_large", "more than " .. HEADERS_MAX .. " header lines" end
     local name, value = line:match("^([^:]+):%s*(.-)%s*$")
     if name then
       name = lower(name)
@@ -90,65 +177,114 @@ local function read_head(sock)
   end
 end
 
--- reads one response; returns status, headers, body | nil, kind, message
-local function read_response(sock, max_body)
-  local status, headers, why = read_head(sock)
-  if not status then return nil, headers, why end
-  local line, err, body
+-- reads a status line and the headers after it;
+-- returns status, headers | nil, kind, message
+local function read_head(rd)
+  local line, kind, err = line_of(rd)
+  if not line then return nil, kind, "reading the status line: " .. err end
+  local status = tonumber(line:match("^HTTP/%d[%.%d]* (%d%d%d)"))
+  if not status then return nil, "network", "bad status line from server" end
+  local headers = {}
+  local ok
+  ok, kind, err = read_fields(rd, headers, 0, #line + 2)
+  if not ok then return nil, kind, "reading headers: " .. err end
+  return status, headers
+end
+
+local function too_large(max_body)
+  return nil, "too_large", "response larger than the " .. max_body .. "-byte cap (max_body)"
+end
+
+-- reads one response; returns status, headers, body | nil, kind, message.
+-- The body is checked against max_body as it comes, never read whole first.
+local function read_response(rd, max_body, method)
+  local status, headers, why
+  repeat -- an interim answer (100 Continue ...) has a head only: the final one follows
+    status, headers, why = read_head(rd)
+    if not status then return nil, headers, why end
+  until status >= 200 or status == 101
+  local parts, total = {}, 0
+  local ok, kind, err
   local te = headers["transfer-encoding"]
-  if te and find(lower(te), "chunked", 1, true) then
-    local parts, total = {}, 0
+  if method == "HEAD" or status == 204 or status == 304 or status == 101 then -- luacheck: ignore 542
+    -- no body, whatever the headers say
+  elseif te and find(lower(te), "chunked", 1, true) then
     while true do
-      line, err = sock:receive("*l")
-      if not line then return nil, classify(err), "reading a chunk: " .. err end
-      local size = tonumber(line:match("^%x+"), 16)
+      local line
+      line, kind, err = line_of(rd)
+      if not line then return nil, kind, "reading a chunk: " .. err end
+      local size = tonumber(line:match("^%s*(%x+)"), 16)
       if not size then return nil, "network", "bad chunk size" end
       if size == 0 then
-        repeat line = sock:receive("*l") until not line or line == "" -- trailers, ignored
+        ok, kind, err = read_fields(rd, {}, 0, 0) -- trailers, ignored but capped
+        if not ok then return nil, kind, "reading the trailers: " .. err end
         break
       end
       total = total + size
-      if max_body and total > max_body then
-        return nil, "too_large", "response larger than the " .. max_body .. "-byte cap (max_body)"
-      end
-      local data
-      data, err = sock:receive(size)
-      if not data then return nil, classify(err), "reading a chunk: " .. err end
-      parts[#parts + 1] = data
-      sock:receive(2)
+      if max_body and total > max_body then return too_large(max_body) end
+      ok, kind, err = take(rd, size, parts)
+      if not ok then return nil, kind, "reading a chunk: " .. err end
+      line, kind, err = line_of(rd)
+      if not line then return nil, kind, "reading a chunk: " .. err end
+      if line ~= "" then return nil, "network", "bad chunk end" end
     end
-    body = concat(parts)
   elseif headers["content-length"] then
     local n = tonumber(headers["content-length"])
-    if not n then return nil, "network", "bad Content-Length" end
-    if max_body and n > max_body then
-      return nil, "too_large", "response larger than the " .. max_body .. "-byte cap (max_body)"
-    end
-    body, err = sock:receive(n)
-    if not body then return nil, classify(err), "reading the body: " .. err end
-  else
-    body, err = sock:receive("*a")
-    if not body then return nil, classify(err), "reading the body: " .. err end
-    if max_body and #body > max_body then
-      return nil, "too_large", "response larger than the " .. max_body .. "-byte cap (max_body)"
+    if not n or n < 0 or n % 1 ~= 0 then return nil, "network", "bad Content-Length" end
+    if max_body and n > max_body then return too_large(max_body) end
+    ok, kind, err = take(rd, n, parts)
+    if not ok then return nil, kind, "reading the body: " .. err end
+  else -- until the server closes: counted as it comes
+    while true do
+      local have = #rd.buf - rd.pos + 1
+      if have > 0 then
+        total = total + have
+        if max_body and total > max_body then return too_large(max_body) end
+        parts[#parts + 1] = sub(rd.buf, rd.pos)
+        rd.buf, rd.pos = "", 1
+      end
+      ok, kind, err = fill(rd)
+      if not ok then
+        if err == "closed" then break end
+        return nil, kind, "reading the body: " .. err
+      end
     end
     headers.connection = "close"
   end
-  return status, headers, body
+  -- bytes beyond this answer: the connection is not fit for another
+  if rd.pos <= #rd.buf then headers.connection = "close" end
+  return status, headers, concat(parts)
+end
+
+-- sends all of data, a piece at a time, each with the time left as its
+-- timer, so that a slow reader cannot stretch a send past the deadline
+-- whatever nginx does with the timer on partial writes; true | nil, err
+local function send_all(sock, data, deadline)
+  local i, n = 1, #data
+  repeat
+    if not arm(sock, deadline) then return nil, "timeout" end
+    local j = math.min(n, i + SEND_CHUNK - 1)
+    local ok, err = sock:send((i == 1 and j == n) and data or sub(data, i, j))
+    if not ok then return nil, err end
+    i = j + 1
+  until i > n
+  return true
 end
 
 -- CONNECT through the proxy to hostport; true | nil, kind, message
-local function tunnel(sock, proxy, hostport)
+local function tunnel(sock, proxy, hostport, deadline)
   local head = "CONNECT " .. hostport .. " HTTP/1.1\r\nHost: " .. hostport .. "\r\n" ..
     (proxy.auth and ("Proxy-Authorization: " .. proxy.auth .. "\r\n") or "") .. "\r\n"
-  local ok, err = sock:send(head)
+  local ok, err = send_all(sock, head, deadline)
   if not ok then return nil, classify(err), "asking proxy " .. proxy.hostport .. " for a tunnel: " .. err end
-  local status, kind, why = read_head(sock) -- a CONNECT answer has no body
+  local rd = reader(sock, deadline)
+  local status, kind, why = read_head(rd) -- a CONNECT answer has no body
   if not status then return nil, kind, "proxy " .. proxy.hostport .. ": " .. why end
   if status ~= 200 then
     return nil, "network", "proxy " .. proxy.hostport .. " refused the tunnel to " .. hostport .. ": " ..
       status .. (status == 407 and " (proxy credentials needed)" or "")
   end
+  if rd.pos <= #rd.buf then return nil, "network", "proxy " .. proxy.hostport .. " sent bytes after its answer" end
   return true
 end
 
@@ -162,7 +298,7 @@ function M.new(opts)
   local self = {
     name = "resty",
     sleep = function(s) ngx.sleep(s) end,
-    now = function() ngx.update_time(); return ngx.now() end,
+    now = now,
   }
   if opts.ca_file ~= nil then
     error("kinot: the resty transport cannot take ca_file: nginx verifies TLS against " ..
@@ -172,15 +308,20 @@ function M.new(opts)
   local verify = opts.verify_tls ~= false
   local pool_size = opts.pool_size or 32
   local idle = (opts.keepalive_timeout or 60) * 1000
+  local servers = dns.servers(opts.resolver)
 
   function self.send(req)
     local can, reason = M.available()
     if not can then return nil, "network", reason, true end
     local scheme, host, port, target, hostport = parse_url(req.url)
     if not scheme then error("kinot: bad url " .. require("kinot.redact").url(tostring(req.url)), 2) end
-    local timeout_ms = math.floor((req.timeout or 10) * 1000)
+    -- `timeout` bounds the whole request: resolution, connect, TLS, send,
+    -- head and body each get only what is left of it
+    local timeout = req.timeout or 10
+    local deadline = now() + timeout
+    local late = " (the request's " .. timeout .. " s timeout)"
+    local connect_ms = floor((req.connect_timeout or 3) * 1000)
     local sock = ngx.socket.tcp()
-    sock:settimeouts(math.floor((req.connect_timeout or 3) * 1000), timeout_ms, timeout_ms)
     -- through a proxy, a pooled connection is one to the proxy for this
     -- origin: already tunnelled (https) or taking absolute-form requests
     local pool = scheme .. "://" .. hostport
@@ -194,23 +335,34 @@ function M.new(opts)
     -- connection of its own (a pool name nothing is ever kept under), is
     -- written once, and the connection is closed after the answer.
     local once = req.method ~= nil and req.method ~= "GET" and req.method ~= "HEAD"
-    local okc, err = sock:connect(chost, cport, { pool = once and (pool .. " once") or pool })
+    local addr, rkind, rmsg = dns.resolve(chost, servers, deadline)
+    if not addr then return nil, rkind, rmsg .. (rkind == "timeout" and late or ""), true end
+    if not arm(sock, deadline, connect_ms) then
+      return nil, "timeout", "connecting to " .. where .. ": timeout" .. late, true
+    end
+    local okc, err = sock:connect(addr, cport, { pool = once and (pool .. " once") or pool })
     if not okc then
       local kind = classify(err, true)
       return nil, kind, "connecting to " .. where .. ": " .. err, kind == "network" or err == "timeout"
     end
     if scheme == "https" and sock:getreusedtimes() == 0 then
       if proxy then
-        local ok, kind, msg = tunnel(sock, proxy, hostport)
+        local ok, kind, msg = tunnel(sock, proxy, hostport, deadline)
         if not ok then
           sock:close()
-          return nil, kind, msg, true -- nothing reached the platform
+          return nil, kind, msg .. (kind == "timeout" and late or ""), true -- nothing reached the platform
         end
       end
+      -- the handshake's timer is the connect timeout slot, set once
       local sess
-      sess, err = sock:sslhandshake(nil, host, verify)
+      if arm(sock, deadline) then
+        sess, err = sock:sslhandshake(nil, host, verify)
+      else
+        err = "timeout"
+      end
       if not sess then
         sock:close()
+        if err == "timeout" then return nil, "timeout", "TLS handshake: timeout" .. late, true end
         return nil, "tls", "TLS failure: " .. tostring(err) ..
           (verify and " (the resty transport trusts nginx's lua_ssl_trusted_certificate)" or ""), true
       end
@@ -233,15 +385,16 @@ function M.new(opts)
     lines[#lines + 1] = ""
     lines[#lines + 1] = req.body or ""
     local sent
-    sent, err = sock:send(concat(lines, "\r\n"))
+    sent, err = send_all(sock, concat(lines, "\r\n"), deadline)
     if not sent then
       sock:close()
-      return nil, classify(err), "sending the request: " .. err, false
+      local kind = classify(err)
+      return nil, kind, "sending the request: " .. err .. (kind == "timeout" and late or ""), false
     end
-    local status, headers, body = read_response(sock, req.max_body or opts.max_body)
+    local status, headers, body = read_response(reader(sock, deadline), req.max_body or opts.max_body, req.method)
     if not status then
       sock:close()
-      return nil, headers, body, false
+      return nil, headers, body .. (headers == "timeout" and late or ""), false
     end
     local conn = headers.connection and lower(headers.connection)
     if conn == "close" or once then sock:close() else sock:setkeepalive(idle, pool_size) end
