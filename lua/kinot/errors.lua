@@ -7,6 +7,7 @@ local KINDS = {
   network = true, timeout = true, tls = true, http = true, api = true,
   gateway = true, signature = true, throttled = true, decode = true,
   not_found = true, too_large = true, callback = true,
+  redis = true, -- an error answered by a Redis server (kinot.redis)
 }
 M.KINDS = KINDS
 

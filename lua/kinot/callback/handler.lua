@@ -3,6 +3,7 @@
 -- answer at once; on_status / on_command run afterwards in a timer, so a
 -- slow handler never delays the platform nor the worker's other requests.
 local receiver = require "kinot.callback.receiver"
+local shared = require "kinot.callback.shared"
 
 local ngx = ngx -- luacheck: ignore
 local M = {}
@@ -99,7 +100,10 @@ function M.new(opts)
   if type(opts) ~= "table" then error("kinot: callback.handler needs a table of options", 3) end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
-  if o.dedupe ~= nil then
+  -- Redis: dedupe = { redis = url } and inbox = { redis = url } (kinot.callback.shared)
+  local gate = shared.new(o)
+  if gate then o.seen = gate.pass end
+  if o.dedupe ~= nil and not gate then
     if type(o.dedupe) ~= "string" then error("kinot: dedupe must name a lua_shared_dict", 3) end
     if ngx and ngx.shared then o.seen = dict_set(o.dedupe, o.dedupe_ttl or 3600) end
   end
@@ -123,6 +127,7 @@ function M.new(opts)
         (why == "too_large" and ("over the " .. max_body .. "-byte cap") or "could not be read") .. '"}'
     else
       status, answer, ev = rcv:receive(body)
+      if ev and gate then status, answer, ev = gate:accept(body, ev) end
     end
     ngx.status = status
     ngx.print(answer)

@@ -81,9 +81,7 @@ local function device_of(data)
   return "unknown"
 end
 
---- event(digest, index) -> the event of the body last checked
-function M.event(digest, index)
-  local data, nested = data_of()
+local function build(digest, index, data, nested)
   if nested then
     for k, text in pairs(nested) do
       local v = json.decode(text)
@@ -104,6 +102,23 @@ function M.event(digest, index)
   }
 end
 
+--- event(digest, index) -> the event of the body last checked
+function M.event(digest, index)
+  return build(digest, index, data_of())
+end
+
+--- rebuild(raw, id) -> the event of a body verified earlier, built as
+-- event() builds it without checking the sign again | nil, err.  For the
+-- durable inbox's workers (kinot.callback.worker): they hold no secret.
+function M.rebuild(raw, id)
+  if type(raw) ~= "string" then error("kinot: callback body must be a string", 2) end
+  local canonical, reason, message = scan(raw)
+  if not canonical then return refuse(reason, "callback body refused: " .. message) end
+  -- the members point into raw: read them while raw is held here
+  local data, nested = core.callback_data()
+  return build(id, nil, data, nested)
+end
+
 --- verify(raw, opts) -> event | nil, err
 -- opts.secret: string or list (rotation); opts.max_body (default 64 KiB)
 function M.verify(raw, opts)
@@ -117,6 +132,11 @@ end
 -- Framework-neutral: the OpenResty handler is a thin adapter over it.
 function M.receiver(opts)
   return require("kinot.callback.receiver").new(opts)
+end
+
+--- worker(opts) -> a worker running the durable inbox's events (kinot.callback.worker)
+function M.worker(opts)
+  return require("kinot.callback.worker").new(opts)
 end
 
 --- handler(opts) -> function for content_by_lua_block (DESIGN §6)
