@@ -121,6 +121,7 @@ local function build_parser()
   sim:option("--pid-file", "Where --daemon records the simulator (default " .. DEFAULT_PID_FILE .. ")")
   local stop = sim:command("stop", "Stop a simulator started with --daemon")
   stop:option("--pid-file", "As given to --daemon (default " .. DEFAULT_PID_FILE .. ")")
+  require("kinot.cli.worker").add(p) -- kinot worker (cli/worker.lua)
   return p
 end
 
@@ -386,6 +387,8 @@ run.sim = function(args, out)
   if not args.json then out.err:write("simulator stopped (", why, ")\n") end
   return EXIT.ok
 end
+
+run.worker = function(a, o) return require("kinot.cli.worker").run(a, o) end
 
 -- ------------------------------------------------------------ main
 
