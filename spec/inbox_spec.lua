@@ -72,8 +72,9 @@ end)
 
 describe("two receiver hosts sharing one Redis", function()
   local r, a, b
+  local PASSWORD = "hosts-Sh4red/pw"
   setup(function()
-    r = R.start {}
+    r = R.start { password = PASSWORD }
     local o = "{ dedupe = { redis = '" .. r.url .. "', ttl = 600 }, on_status = " .. COUNT .. " }"
     a, b = host(o), host(o)
   end)
@@ -113,6 +114,64 @@ describe("two receiver hosts sharing one Redis", function()
     assert.are.equal(200, post(a, body).status)
     core.sleep(0.2)
     assert.are.equal(3, seen(a) + seen(b))
+    for _, ng in ipairs { a, b } do assert.is_nil(ng.log():find(PASSWORD, 1, true), "the password is in a log") end
+  end)
+
+  it("runs the handler once when a delivery and its redelivery reach both hosts at the same moment", function()
+    local before = seen(a) + seen(b)
+    local f = assert(io.open(r.dir .. "/race.sh", "w"))
+    for i = 1, 30 do
+      local file = r.dir .. "/race" .. i .. ".json"
+      local bf = assert(io.open(file, "w"))
+      bf:write(status_body(900 + i))
+      bf:close()
+      for _, ng in ipairs { a, b, a, b } do
+        f:write(string.format("curl -s -o /dev/null -w '%%{http_code}\\n' -H 'Content-Type: application/json' " ..
+          "--data-binary @%s %s/cb &\n", file, ng.url))
+      end
+    end
+    f:write("wait\n")
+    f:close()
+    local p = io.popen("sh " .. r.dir .. "/race.sh")
+    local codes = p:read("*a")
+    p:close()
+    local _, n200 = codes:gsub("200", "")
+    assert.are.equal(120, n200, codes)
+    assert.are.equal(before + 30, H.wait_for(function() return seen(a) + seen(b) == before + 30 and before + 30 end, 3))
+    core.sleep(0.2)
+    assert.are.equal(before + 30, seen(a) + seen(b))
+  end)
+end)
+
+describe("the Redis dedupe store's two steps (for an acknowledgement after the handler)", function()
+  local r, store
+  setup(function()
+    r = R.start {}
+    store = require("kinot.callback.redis_store").new { redis = r.url, ttl = 60 }
+  end)
+  teardown(function() r.stop() end)
+
+  it("claims, refuses a second claim while pending, forgets a failure, remembers a success", function()
+    assert.are.equal("new", store:claim("id1", 5))
+    assert.are.equal("busy", store:claim("id1", 5))
+    assert.is_true(store:settle("id1", false))
+    assert.are.equal("new", store:claim("id1", 5))
+    assert.is_true(store:settle("id1", true))
+    assert.are.equal("duplicate", store:claim("id1", 5))
+    assert.is_false(store:add("id1"))
+    assert.is_true(store:add("id2"))
+    -- a host that died holding a claim blocks nobody past its lease
+    assert.are.equal("new", store:claim("id3", 0.2))
+    core.sleep(0.3)
+    assert.are.equal("new", store:claim("id3", 5))
+  end)
+
+  it("says network when Redis is gone", function()
+    r.down()
+    local v, err = store:add("id4")
+    assert.is_nil(v)
+    assert.are.equal("network", err.kind)
+    r.up()
   end)
 end)
 
@@ -299,6 +358,23 @@ describe("workers", function()
     assert.are.equal(assert(callback.verify(body, { secret = SECRET })).id, dead[1].id)
     assert.are.equal(0, tonumber(c:call("XPENDING", STREAM, "g2")[1]))
     assert.are.equal(kredis.null, c:call("HGET", STREAM .. ":errors", dead[1].entry))
+  end)
+
+  it("forgets consumers long gone, but never one that holds an entry", function()
+    c:call("DEL", STREAM)
+    assert.are.equal(200, post(ng, status_body(651)).status)
+    c:call("XGROUP", "CREATE", STREAM, "g4", "0")
+    assert(c:call("XREADGROUP", "GROUP", "g4", "holder", "COUNT", 1, "STREAMS", STREAM, ">"))
+    assert(c:call("XREADGROUP", "GROUP", "g4", "idle", "COUNT", 1, "STREAMS", STREAM, ">"))
+    local w = worker.new { redis = r.url, stream = STREAM, group = "g4", consumer = "me", on_status = print }
+    local forget = worker.FORGET_AFTER
+    worker.FORGET_AFTER = 0
+    local ok, err = w:tidy()
+    worker.FORGET_AFTER = forget
+    assert(ok, err)
+    local names = {}
+    for _, row in ipairs(c:call("XINFO", "CONSUMERS", STREAM, "g4")) do names[#names + 1] = row[2] end
+    assert.are.same({ "holder" }, names)
   end)
 
   it("counts nil, err from a handler as a failure and runs the entry again", function()

@@ -46,9 +46,15 @@ function M.start(o)
   local r = { port = port, dir = dir }
   r.url = "redis://" .. (o.password and (":" .. o.password .. "@") or "") .. "127.0.0.1:" .. port .. "/" .. (o.db or 0)
   function r.pid() return tonumber((read(dir .. "/redis.pid") or ""):match("%d+")) end
+  -- alive: not gone and not a zombie waiting for its reaper (a daemon's
+  -- parent is PID 1, which may reap late)
+  local function alive(pid)
+    local stat = read("/proc/" .. pid .. "/stat")
+    return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
+  end
   function r.running()
     local pid = r.pid()
-    return pid ~= nil and sh("kill -0 " .. pid .. " 2>/dev/null")
+    return pid ~= nil and alive(pid)
   end
   function r.up()
     os.remove(dir .. "/redis.pid")
@@ -65,7 +71,7 @@ function M.start(o)
   end
   local function wait_gone(pid)
     local deadline = core.monotonic() + 10
-    while pid and core.monotonic() < deadline and sh("kill -0 " .. pid .. " 2>/dev/null") do core.sleep(0.02) end
+    while pid and core.monotonic() < deadline and alive(pid) do core.sleep(0.02) end
   end
   --- down(signal): stops it (SIGTERM: a clean shutdown; KILL: no goodbye)
   function r.down(signal)

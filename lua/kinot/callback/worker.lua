@@ -50,6 +50,18 @@ if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
 redis.call('HDEL', KEYS[2], ARGV[2])
 return 1]]
 
+-- KEYS: stream; ARGV: group, consumer: forgets a consumer holding nothing
+-- (checked in the same step, so no entry it was given is dropped with it)
+local FORGET = [[
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1]]
+
+-- a consumer idle this long is a worker that is gone (a live one reads
+-- every `block` seconds); each worker forgets such names every TIDY_EVERY s
+M.FORGET_AFTER = 3600
+M.TIDY_EVERY = 600
+
 local function sleep(s)
   if ngx and ngx.sleep then return ngx.sleep(s) end
   require("socket").sleep(s)
@@ -111,7 +123,7 @@ function M.new(opts)
     on_status = opts.on_status, on_command = opts.on_command,
     claim_after = positive(opts, "claim_after", 60), max_attempts = math.floor(positive(opts, "max_attempts", 5)),
     block = block, count = math.floor(positive(opts, "count", 10)), delete = opts.delete ~= false and "1" or "0",
-    log = opts.log, cursor = "0-0", next_claim = 0, handled = 0, failed = 0, dead = 0,
+    log = opts.log, cursor = "0-0", next_claim = 0, next_tidy = 0, handled = 0, failed = 0, dead = 0,
   }, M)
   self.errors_key, self.dead_key = self.stream .. ":errors", self.stream .. ":dead"
   self.client = redis.new(opts.redis, { timeout = opts.timeout or 2, connect_timeout = opts.connect_timeout })
@@ -219,10 +231,29 @@ function M:claim()
   return n
 end
 
+-- default consumer names are host:pid: forget those of workers long gone
+function M:tidy()
+  self.next_tidy = now() + M.TIDY_EVERY
+  local v, err = self.client:call("XINFO", "CONSUMERS", self.stream, self.group)
+  if v == nil then return nil, err end
+  for _, c in ipairs(v) do
+    local f = fields_of(c)
+    if f.name ~= self.consumer and tonumber(f.idle) and tonumber(f.idle) > M.FORGET_AFTER * 1000 then
+      local ok, ferr = self.client:call("EVAL", FORGET, 1, self.stream, self.group, f.name)
+      if not ok then return nil, ferr end
+    end
+  end
+  return true
+end
+
 --- step() -> entries run (0 when none came within `block`) | nil, err
 function M:step()
   if not self.ready then
     local ok, err = self:ensure_group()
+    if not ok then return nil, err end
+  end
+  if now() >= self.next_tidy then
+    local ok, err = self:tidy()
     if not ok then return nil, err end
   end
   if now() >= self.next_claim then
