@@ -80,6 +80,7 @@ bench: deps build build/bench/hmac_baseline
 	luajit bench/fetch.lua
 	lua5.4 bench/sim.lua
 	lua5.4 bench/scan.lua
+	luajit bench/inbox.lua
 
 # ---------------------------------------------------------------- reliability
 FUZZ_TARGETS := sign cbscan headers json
