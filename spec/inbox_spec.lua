@@ -376,6 +376,21 @@ describe("workers", function()
     assert.are.equal(kredis.null, c:call("HGET", STREAM .. ":errors", dead[1].entry))
   end)
 
+  it("moves an entry it cannot read to the dead-letter stream at once, without calling the handler", function()
+    c:call("DEL", STREAM, STREAM .. ":dead")
+    assert(c:call("XADD", STREAM, "*", "id", "x", "body", "{not json", "at", "1"))
+    local calls = 0
+    local w = worker.new { redis = r.url, stream = STREAM, group = "g5", block = 0.1, log = function() end,
+                           on_status = function() calls = calls + 1 end }
+    local t0 = core.monotonic()
+    w:run(function() return w.dead > 0 or core.monotonic() - t0 > 5 end)
+    assert.are.equal(0, calls)
+    local dead = entries(c, STREAM .. ":dead")
+    assert.are.equal(1, #dead)
+    assert.matches("^entry unreadable", dead[1].error)
+    assert.are.equal("{not json", dead[1].body)
+  end)
+
   it("forgets consumers long gone, but never one that holds an entry", function()
     c:call("DEL", STREAM)
     assert.are.equal(200, post(ng, status_body(651)).status)
