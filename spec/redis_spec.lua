@@ -62,6 +62,16 @@ describe("kinot.redis against redis-server", function()
     c0:close()
   end)
 
+  it("runs scripts by their SHA, loading them again when the server lost them", function()
+    local c = r.client()
+    local script = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+    assert.are.equal(2, c:eval(script, 1, "ev", 2))
+    assert.are.equal(4, c:eval(script, 1, "ev", 2))
+    assert.are.equal("OK", c:call("SCRIPT", "FLUSH"))
+    assert.are.equal(6, c:eval(script, 1, "ev", 2))
+    c:close()
+  end)
+
   it("returns server errors as kind redis with the code, and keeps the connection", function()
     local c = r.client()
     local v, err = c:call("XGROUP", "CREATE", "nostream", "g", "0")

@@ -289,6 +289,25 @@ function M:call(...)
   return self:call_timeout(self.timeout, ...)
 end
 
+--- eval(script, numkeys, keys and args ...) -> reply | nil, err: EVALSHA of
+-- the script, loaded once per client (and again after the server lost it)
+function M:eval(script, ...)
+  local shas = self.shas
+  if not shas then
+    shas = {}
+    self.shas = shas
+  end
+  local sha = shas[script]
+  if sha then
+    local v, err = self:call("EVALSHA", sha, ...)
+    if v ~= nil or err.code ~= "NOSCRIPT" then return v, err end
+  end
+  local loaded, err = self:call("SCRIPT", "LOAD", script)
+  if not loaded then return nil, err end
+  shas[script] = loaded
+  return self:call("EVALSHA", loaded, ...)
+end
+
 --- close(): drops the kept connection (outside nginx; in nginx the pool keeps them)
 function M:close()
   if self.sock then

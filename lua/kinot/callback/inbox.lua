@@ -55,7 +55,7 @@ end
 
 --- put(id, raw, at) -> true (stored now) | false (stored before: a redelivery) | nil, err
 function M:put(id, raw, at)
-  local v, err = self.client:call("EVAL", PUT, 2, self.prefix .. id, self.stream,
+  local v, err = self.client:eval(PUT, 2, self.prefix .. id, self.stream,
                                   self.ttl, self.maxlen, id, raw, string.format("%.3f", at))
   if v == nil then return nil, err end
   return v == 1

@@ -54,12 +54,12 @@ end
 
 --- claim(id, lease) -> "new" | "duplicate" | "busy" (another host has it in hand) | nil, err
 function M:claim(id, lease)
-  return self.client:call("EVAL", CLAIM, 1, self.prefix .. id, math.floor((lease or 60) * 1000))
+  return self.client:eval(CLAIM, 1, self.prefix .. id, math.floor((lease or 60) * 1000))
 end
 
 --- settle(id, ok) -> true | nil, err: done for ttl, or forgotten so a redelivery runs again
 function M:settle(id, ok)
-  local v, err = self.client:call("EVAL", SETTLE, 1, self.prefix .. id, ok and "ok" or "failed", self.ttl)
+  local v, err = self.client:eval(SETTLE, 1, self.prefix .. id, ok and "ok" or "failed", self.ttl)
   if v == nil then return nil, err end
   return true
 end

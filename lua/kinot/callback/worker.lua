@@ -155,14 +155,14 @@ local function fields_of(list)
 end
 
 function M:ack(entry)
-  return self.client:call("EVAL", ACK, 2, self.stream, self.errors_key, self.group, entry, self.delete)
+  return self.client:eval(ACK, 2, self.stream, self.errors_key, self.group, entry, self.delete)
 end
 
 function M:bury(entry, f, attempts, why, died)
   self.dead = self.dead + 1
   self.log("error", "entry " .. entry .. " (callback " .. tostring(f.id) .. ") moved to " .. self.dead_key ..
     " after " .. attempts .. " attempt(s)")
-  return self.client:call("EVAL", DEAD, 3, self.stream, self.errors_key, self.dead_key, self.group, entry,
+  return self.client:eval(DEAD, 3, self.stream, self.errors_key, self.dead_key, self.group, entry,
     self.delete, why, died and "died" or "", "id", f.id or "", "body", f.body or "", "at", f.at or "", "attempts", attempts,
     "consumer", self.consumer)
 end
@@ -239,7 +239,7 @@ function M:tidy()
   for _, c in ipairs(v) do
     local f = fields_of(c)
     if f.name ~= self.consumer and tonumber(f.idle) and tonumber(f.idle) > M.FORGET_AFTER * 1000 then
-      local ok, ferr = self.client:call("EVAL", FORGET, 1, self.stream, self.group, f.name)
+      local ok, ferr = self.client:eval(FORGET, 1, self.stream, self.group, f.name)
       if not ok then return nil, ferr end
     end
   end
