@@ -297,8 +297,9 @@ end
 describe("workers", function()
   local r, ng, c, dir
   local STREAM = "kinot:w"
+  local PASSWORD = "w0rkers-Pa55"
   setup(function()
-    r = R.start {}
+    r = R.start { password = PASSWORD }
     ng = host("{ inbox = { redis = '" .. r.url .. "', stream = '" .. STREAM .. "' } }")
     c = r.client()
     local p = io.popen("mktemp -d /tmp/kinot-worker.XXXXXX")
@@ -346,6 +347,12 @@ describe("workers", function()
       assert.is_truthy(H.wait_for(function()
         return tonumber(c:call("XPENDING", STREAM, "g")[1]) == 0 and tonumber(c:call("XLEN", STREAM)) == 0
       end, 3))
+      -- each says where it reads, without the password
+      for _, name in ipairs { "w1", "w2" } do
+        local log = table.concat(lines(dir .. "/" .. name .. ".log"), "\n")
+        assert.matches("kinot worker " .. name .. ": " .. STREAM .. ", group g, on redis://***@127.0.0.1:", log, 1, true)
+        assert.is_nil(log:find(PASSWORD, 1, true))
+      end
     end)
     for _, pid in pairs(pids) do shell("kill -KILL " .. pid .. " 2>/dev/null") end
     assert(ok, e)
@@ -374,6 +381,20 @@ describe("workers", function()
     assert.are.equal(assert(callback.verify(body, { secret = SECRET })).id, dead[1].id)
     assert.are.equal(0, tonumber(c:call("XPENDING", STREAM, "g2")[1]))
     assert.are.equal(kredis.null, c:call("HGET", STREAM .. ":errors", dead[1].entry))
+  end)
+
+  it("kinot worker refuses to start without a Redis URL or a loadable handler (exit 2)", function()
+    local function run(env, args)
+      local p = io.popen(string.format("cd %s && %s %s bin/kinot worker %s 2>&1; echo \"rc=$?\"", H.root, env,
+        H.runtime == "luajit" and "luajit" or "lua5.4", args))
+      local out = p:read("*a")
+      p:close()
+      return out
+    end
+    assert.matches("worker needs %-%-redis URL or KINOT_REDIS_URL.*rc=2", run("KINOT_REDIS_URL=", "--handler x"))
+    local out = run("KINOT_REDIS_URL='" .. r.url .. "'", "--handler no_such_handler_module")
+    assert.matches("cannot load the handler module no_such_handler_module.*rc=2", out)
+    assert.is_nil(out:find(PASSWORD, 1, true))
   end)
 
   it("moves an entry it cannot read to the dead-letter stream at once, without calling the handler", function()
