@@ -182,6 +182,26 @@ describe("the Redis dedupe store's two steps (for an acknowledgement after the h
     assert.are.equal("new", store:claim("id3", 5))
   end)
 
+  it("with ack = after_handler, records a delivery only once its handler succeeded", function()
+    local gate = require("kinot.callback.shared").new {
+      ack = "after_handler", dedupe = { redis = r.url, ttl = 60, lease = 5 } }
+    local ev = { id = "after-1" }
+    local st, _, got = gate:accept("{}", ev)
+    assert.are.equal(200, st)
+    assert.are.equal(ev, got)
+    st, _, got = gate:accept("{}", ev) -- the redelivery while the handler runs, on any host
+    assert.are.equal(503, st)
+    assert.is_nil(got)
+    assert.is_true(gate:settle(ev, false)) -- the handler failed: the platform's redelivery runs it
+    st, _, got = gate:accept("{}", ev)
+    assert.are.equal(200, st)
+    assert.are.equal(ev, got)
+    assert.is_true(gate:settle(ev, true))
+    st, _, got = gate:accept("{}", ev)
+    assert.are.equal(200, st)
+    assert.is_nil(got)
+  end)
+
   it("says network when Redis is gone", function()
     r.down()
     local v, err = store:add("id4")

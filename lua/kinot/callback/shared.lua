@@ -17,6 +17,7 @@ local M = {}
 M.__index = M
 
 local OK_BODY = '{"code":0,"message":"OK"}'
+local BUSY = '{"code":503,"message":"this callback is being handled now: deliver again later"}'
 local UNAVAILABLE = '{"code":503,"message":"the callback store is unavailable: deliver again later"}'
 
 -- the receiver's own memory must not answer for Redis: a delivery it
@@ -36,6 +37,10 @@ function M.new(o)
   else
     store.options(o.dedupe, 4)
     self.store = store.new(o.dedupe)
+    -- acknowledged only after the handler ran: the delivery is marked
+    -- pending (for `lease` s) and settled by settle(ev, ok) once the
+    -- handler returned; never recorded as done before that
+    if o.ack == "after_handler" then self.lease = o.dedupe.lease or 60 end
   end
   self.now = (ngx and ngx.now) or os.time
   return self
@@ -53,9 +58,25 @@ function M:accept(raw, ev)
     if stored == nil then return unavailable(err) end
     return 200, OK_BODY, nil -- stored (now or before): the workers run it
   end
+  if self.lease then
+    local state, err = self.store:claim(ev.id, self.lease)
+    if state == nil then return unavailable(err) end
+    if state == "busy" then return 503, BUSY, nil end -- another host runs it now: deliver again later
+    return 200, OK_BODY, state == "new" and ev or nil
+  end
   local new, err = self.store:add(ev.id)
   if new == nil then return unavailable(err) end
   return 200, OK_BODY, new and ev or nil
+end
+
+--- settle(ev, ok) (ack = "after_handler" only): the handler returned
+-- (ok) or failed; done for ttl, or forgotten so the redelivery runs.
+-- The handler calls it right after on_status / on_command, before answering.
+function M:settle(ev, ok)
+  if not self.lease then return true end
+  local done, err = self.store:settle(ev.id, ok)
+  if not done and ngx then ngx.log(ngx.ERR, "kinot callback dedupe not settled: ", tostring(err)) end
+  return done, err
 end
 
 return M
