@@ -179,7 +179,10 @@ B.guarded(function()
       -- end; then the rest drains, so the next run starts with idle workers
       local left = run[3] and backlog(run[3]) or 0
       local t0 = core.monotonic()
-      if run[3] then H.wait_for(function() return backlog(run[3]) == 0 end, 300) end
+      if run[3] and not H.wait_for(function() return backlog(run[3]) == 0 end, 60) then
+        error(run[1] .. ": the workers left " .. backlog(run[3]) .. " entries for a minute; nginx's log ends with:\n" ..
+          ng.log():sub(-3000))
+      end
       local drain = core.monotonic() - t0
       core.sleep(0.3)
       local n, p50, p99 = stats(run[1])

@@ -417,6 +417,21 @@ describe("workers", function()
     assert.is_nil(out:find(PASSWORD, 1, true))
   end)
 
+  it("makes its group again when the stream is deleted under it (FLUSHALL, an operator's DEL)", function()
+    c:call("DEL", STREAM)
+    local handled = {}
+    local w = worker.new { redis = r.url, stream = STREAM, group = "g6", block = 0.1, claim_after = 0.1,
+                           log = function() end, on_status = function(ev) handled[#handled + 1] = ev.sn end }
+    assert.are.equal(0, w:step())
+    c:call("DEL", STREAM)
+    core.sleep(0.1) -- a claim is due: the first command of the next step finds no group
+    assert.is_nil(w:step())
+    assert.are.equal(200, post(ng, status_body(661)).status)
+    local t0 = core.monotonic()
+    w:run(function() return #handled > 0 or core.monotonic() - t0 > 3 end)
+    assert.are.same({ 661 }, handled)
+  end)
+
   it("moves an entry it cannot read to the dead-letter stream at once, without calling the handler", function()
     c:call("DEL", STREAM, STREAM .. ":dead")
     assert(c:call("XADD", STREAM, "*", "id", "x", "body", "{not json", "at", "1"))

@@ -246,8 +246,7 @@ function M:tidy()
   return true
 end
 
---- step() -> entries run (0 when none came within `block`) | nil, err
-function M:step()
+local function step(self)
   if not self.ready then
     local ok, err = self:ensure_group()
     if not ok then return nil, err end
@@ -263,10 +262,7 @@ function M:step()
   end
   local v, err = self.client:call_timeout(self.block + 2, "XREADGROUP", "GROUP", self.group, self.consumer,
     "COUNT", self.count, "BLOCK", math.floor(self.block * 1000), "STREAMS", self.stream, ">")
-  if v == nil then
-    if err.code == "NOGROUP" then self.ready = false end -- the stream was deleted: make it again
-    return nil, err
-  end
+  if v == nil then return nil, err end
   if v == null then return 0 end
   local n = 0
   for _, e in ipairs(v[1][2]) do
@@ -275,6 +271,15 @@ function M:step()
     n = n + 1
   end
   return n
+end
+
+--- step() -> entries run (0 when none came within `block`) | nil, err
+function M:step()
+  local n, err = step(self)
+  -- the stream (and its group) was deleted, whichever command found out:
+  -- make them again, from the stream's start, on the next step
+  if n == nil and (err.code == "NOGROUP" or err.code == "UNBLOCKED") then self.ready = false end
+  return n, err
 end
 
 --- run(until_fn) : steps until until_fn() is true (never, without one);
