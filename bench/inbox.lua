@@ -217,7 +217,7 @@ local function median(list, key)
   return t[2]
 end
 print(string.format("inbox  %s, nginx (1 worker), wrk 16 connections, %d s a run, medians of 3 rounds:", B.runtime, B.SECONDS))
-print("       path         answered/s   handled/s   POST->handler p50, p99   one at a time: p50, p99")
+print("       path         answered/s   handled/s   POST->handler p50, p99   one at a time: p50, p99   (ngx.now: 1 ms steps)")
 for _, run in ipairs(runs) do
   local list = results[run[1]]
   print(string.format("       %-10s %11.0f %11.0f %12.1f ms %7.1f ms %12.1f ms %7.1f ms", run[1], median(list, "rate"),
