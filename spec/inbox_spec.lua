@@ -509,3 +509,67 @@ describe("a worker inside nginx", function()
     c:close()
   end)
 end)
+
+-- the README's config, as written (only the paths, the port and the user
+-- changed for a checkout), with a handler module of the kind it names
+describe("the README's nginx config for several receivers", function()
+  local r, prefix, url
+  setup(function()
+    r = R.start { password = "readme-pw" }
+    local p = io.popen("mktemp -d /tmp/kinot-readme.XXXXXX")
+    prefix = p:read("*l")
+    p:close()
+    local f = assert(io.open(H.root .. "/README.md"))
+    local readme = f:read("*a")
+    f:close()
+    local conf = assert(readme:match("## Several receivers and workers %(Redis%).-```nginx\n(.-)```"))
+    local port = require("kinot.sim.launcher").free_port()
+    conf = conf:gsub("listen 8080;", "listen 127.0.0.1:" .. port .. ";")
+      :gsub('lua_package_path "[^"]*"', 'lua_package_path "' .. prefix .. "/?.lua;" .. H.root .. "/lua/?.lua;" ..
+        H.root .. '/lua/?/init.lua;;"')
+      :gsub('lua_package_cpath "[^"]*"', 'lua_package_cpath "' .. H.root .. '/build/5.1/?.so;;"')
+      :gsub("worker_processes auto;", "worker_processes 2;\n" .. require("kinot.sim.launcher").user_directive())
+      :gsub("pid /run/kinot%-callbacks%.pid;", "pid " .. prefix .. "/logs/nginx.pid;")
+    shell("mkdir -p " .. prefix .. "/logs " .. prefix .. "/myapp")
+    f = assert(io.open(prefix .. "/nginx.conf", "w"))
+    f:write(conf)
+    f:close()
+    f = assert(io.open(prefix .. "/myapp/callbacks.lua", "w"))
+    f:write(string.format([[
+local function note(ev)
+  local f = assert(io.open(%q, "a"))
+  f:write(ev.kind, " ", ev.sn, "\n")
+  f:close()
+end
+return { on_status = note, on_command = note }
+]], prefix .. "/handled"))
+    f:close()
+    assert.is_true(shell(string.format("KINOT_APP_SECRET=%s KINOT_REDIS_URL='%s' nginx -p %s -c nginx.conf -e %s/logs/error.log",
+      SECRET, r.url, prefix, prefix)))
+    url = "http://127.0.0.1:" .. port
+    require("kinot.sim.launcher").wait_for_port(port)
+  end)
+  teardown(function()
+    shell("kill $(cat " .. prefix .. "/logs/nginx.pid) 2>/dev/null; sleep 0.3; rm -rf " .. prefix)
+    r.stop()
+  end)
+
+  it("receives, stores and runs callbacks, each once", function()
+    local function deliver(body)
+      return H.raw("POST", url .. "/kinot/callback", body, { ["Content-Type"] = "application/json" }).status
+    end
+    for i = 1, 5 do assert.are.equal(200, deliver(status_body(1100 + i))) end
+    assert.are.equal(200, deliver(status_body(1101))) -- a redelivery
+    assert.are.equal(401, deliver((status_body(1106):gsub('"locked":1', '"locked":0'))))
+    assert.is_truthy(H.wait_for(function() return #lines(prefix .. "/handled") == 5 end, 5))
+    core.sleep(0.3)
+    local got = lines(prefix .. "/handled")
+    table.sort(got)
+    assert.are.same({ "status_changed 1101", "status_changed 1102", "status_changed 1103", "status_changed 1104",
+                      "status_changed 1105" }, got)
+    local f = io.open(prefix .. "/logs/error.log")
+    local log = f and f:read("*a") or ""
+    if f then f:close() end
+    assert.is_nil(log:find("readme-pw", 1, true))
+  end)
+end)
