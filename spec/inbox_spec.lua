@@ -202,6 +202,16 @@ describe("the Redis dedupe store's two steps (for an acknowledgement after the h
     assert.is_nil(got)
   end)
 
+  it("trims the inbox's stream near maxlen, each entry still deduped", function()
+    local box = require("kinot.callback.inbox").new({ redis = r.url, stream = "trimmed", maxlen = 5 }, nil)
+    for i = 1, 400 do assert.is_true(box:put("t" .. i, "{}", 1)) end
+    assert.is_false(box:put("t400", "{}", 1))
+    local c = r.client()
+    local len = tonumber(c:call("XLEN", "trimmed"))
+    c:close()
+    assert.is_true(len < 400 and len >= 5, "XLEN " .. len)
+  end)
+
   it("says network when Redis is gone", function()
     r.down()
     local v, err = store:add("id4")

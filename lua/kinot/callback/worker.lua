@@ -86,7 +86,7 @@ local function default_consumer()
   if ngx and ngx.worker then
     pid = ngx.worker.pid()
   else
-    local p = io.popen("sh -c 'echo $PPID'") -- the shell's parent is this process
+    local p = io.popen("echo $PPID") -- the shell's parent is this process
     pid = p and p:read("*l")
     if p then p:close() end
   end
