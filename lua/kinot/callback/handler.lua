@@ -104,7 +104,7 @@ function M.new(opts)
   local gate = shared.new(o)
   if gate then o.seen = gate.pass end
   if o.dedupe ~= nil and not gate then
-    if type(o.dedupe) ~= "string" then error("kinot: dedupe must name a lua_shared_dict", 3) end
+    if type(o.dedupe) ~= "string" then error("kinot: dedupe must name a lua_shared_dict or be { redis = url, ttl = s }", 3) end
     if ngx and ngx.shared then o.seen = dict_set(o.dedupe, o.dedupe_ttl or 3600) end
   end
   -- nginx's cached clock: no system call, and the JIT compiles it
