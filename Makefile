@@ -21,7 +21,7 @@ LUAJIT_INC := /usr/include/luajit-2.1
 DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev \
 	libcurl4-openssl-dev libssl-dev lua-cjson lua-busted lua-socket lua-argparse lua-check \
 	luarocks nginx libnginx-mod-http-lua wrk tmux openssl clang libclang-rt-14-dev valgrind python3 \
-	dnsmasq-base iproute2
+	dnsmasq-base iproute2 redis-server
 
 .PHONY: deps build test test-54 test-jit lint demo bench clean fuzz sanitize sanitize-gc leakcheck
 
@@ -80,6 +80,7 @@ bench: deps build build/bench/hmac_baseline
 	luajit bench/fetch.lua
 	lua5.4 bench/sim.lua
 	lua5.4 bench/scan.lua
+	luajit bench/inbox.lua
 
 # ---------------------------------------------------------------- reliability
 FUZZ_TARGETS := sign cbscan headers json

@@ -23,6 +23,7 @@ local KINDS = {
   internal = true, -- the machine failed (memory, OpenSSL, libcurl's setup): raised by the C core
   -- a request that is not idempotent may or may not have been acted on
   unknown_outcome = true,
+  redis = true, -- an error answered by a Redis server (kinot.redis)
 }
 M.KINDS = KINDS
 

@@ -12,6 +12,7 @@
 --     what a raising handler, a reload or a kill -9 does to each: README.
 local receiver = require "kinot.callback.receiver"
 local recent = require "kinot.callback.recent"
+local shared = require "kinot.callback.shared"
 
 local ngx = ngx -- luacheck: ignore
 local M = {}
@@ -221,6 +222,13 @@ function M.new(opts)
   if ack ~= "after_handler" and ack ~= "immediate" then
     error('kinot: ack must be "after_handler" or "immediate"', 3)
   end
+  if o.inbox ~= nil and opts.ack ~= nil then
+    error("kinot: ack does not apply with an inbox: its 200 means the event is stored, and kinot.callback.worker " ..
+      "runs the handlers", 3)
+  end
+  o.ack = ack
+  -- Redis: dedupe = { redis = url } and inbox = { redis = url } (kinot.callback.shared)
+  local gate = shared.new(o)
   local after = ack == "after_handler"
   local busy_ttl = o.busy_ttl or M.BUSY_TTL
   if type(busy_ttl) ~= "number" or busy_ttl <= 0 then error("kinot: busy_ttl must be a positive number of seconds", 3) end
@@ -228,8 +236,12 @@ function M.new(opts)
   if o.clock == nil and ngx and ngx.time then o.clock = ngx.time end
   local ttl = o.dedupe_ttl or 3600
   local store
-  if o.dedupe ~= nil then
-    if type(o.dedupe) ~= "string" then error("kinot: dedupe must name a lua_shared_dict", 3) end
+  if gate then
+    store = { claim = function() return true end } -- Redis dedupes (kinot.callback.shared); see settled()
+  elseif o.dedupe ~= nil then
+    if type(o.dedupe) ~= "string" then
+      error("kinot: dedupe must name a lua_shared_dict or be { redis = url, ttl = s }", 3)
+    end
     if ngx and ngx.shared then
       store = dict_store(o.dedupe, ttl, busy_ttl, after)
       o.order_dict = store.dict -- each device's newest updated_at, shared by the workers too
@@ -238,7 +250,7 @@ function M.new(opts)
   if not store then
     store = local_store(recent.new(o.dedupe_capacity or 10000, ttl, o.clock), busy_ttl, after)
   end
-  o.seen = store
+  o.seen = gate and gate.pass or store
   local rcv = receiver.new(o)
   if o.verify == "monitor" and ngx and ngx.log then
     ngx.log(ngx.WARN, "kinot callback handler with verify = \"monitor\": callbacks that fail verification reach ",
@@ -266,6 +278,16 @@ function M.new(opts)
     return 500, FAILED_BODY
   end
 
+  -- ack = "after_handler" over Redis dedupe: the gate has claimed the
+  -- delivery; the handler runs, and the claim is settled by its outcome
+  local function settled(ev)
+    local ok, why = outcome(rcv:dispatch(ev))
+    gate:settle(ev, ok)
+    if ok then return 200, OK_BODY end
+    log_failure(ev, why)
+    return 500, FAILED_BODY
+  end
+
   return function()
     ngx.header["Content-Type"] = "application/json"
     if ngx.req.get_method() ~= "POST" then
@@ -286,7 +308,12 @@ function M.new(opts)
           (tostring(ev.sn):sub(1, 40):gsub("%c", "?")), ": ", err and err.message or "sign not checked")
       end
       if err and NOT_HANDLED[err.reason] then ngx.log(ngx.WARN, err.message) end
-      if ev and after then status, answer, ev = handle(ev) end
+      if ev and gate then
+        status, answer, ev = gate:accept(body, ev)
+        if ev and after then status, answer, ev = settled(ev) end
+      elseif ev and after then
+        status, answer, ev = handle(ev)
+      end
     end
     ngx.status = status
     ngx.print(answer)

@@ -176,6 +176,17 @@ function M.check_rule(raw, secrets, rule, max_body)
   return M.event_of(members, id, index, rule)
 end
 
+--- rebuild(raw, id) -> the event of a body verified earlier, built as
+-- verify() builds it (the default rule's signed members, typed) without
+-- checking the sign again | nil, err.  For the durable inbox's workers
+-- (kinot.callback.worker): they hold no secret.
+function M.rebuild(raw, id)
+  if type(raw) ~= "string" then error("kinot: callback body must be a string", 2) end
+  local members, err = rules.members(raw)
+  if not members then return nil, err end
+  return M.event_of(members, id, nil)
+end
+
 --- verify(raw, opts) -> event | nil, err
 -- opts.secret: string or list (rotation); opts.max_body (default 64 KiB);
 -- opts.sign_rule: a rule of kinot.callback.rules (default "md5-key", in C)
@@ -200,6 +211,11 @@ end
 -- Framework-neutral: the OpenResty handler is a thin adapter over it.
 function M.receiver(opts)
   return require("kinot.callback.receiver").new(opts)
+end
+
+--- worker(opts) -> a worker running the durable inbox's events (kinot.callback.worker)
+function M.worker(opts)
+  return require("kinot.callback.worker").new(opts)
 end
 
 --- handler(opts) -> function for content_by_lua_block (DESIGN §6)

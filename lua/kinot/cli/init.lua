@@ -135,6 +135,7 @@ local function build_parser()
   verify:flag("--discover", "Name every known sign rule under which the body verifies")
 
   require("kinot.cli.sim").define(p)
+  require("kinot.cli.worker").add(p) -- kinot worker (cli/worker.lua)
   return p
 end
 
@@ -441,6 +442,7 @@ function M.discover(body, secrets, args, out)
 end
 
 run.sim = function(a, o) return require("kinot.cli.sim").run(a, o, EXIT) end
+run.worker = function(a, o) return require("kinot.cli.worker").run(a, o) end
 
 -- ------------------------------------------------------------ main
 

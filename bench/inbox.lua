@@ -1,0 +1,226 @@
+-- Callbacks on Redis against the in-memory queue, in one run: wrk against
+-- one nginx worker posting distinct signed callbacks (lock and sensor
+-- status changes, command results, as bench/callback.lua makes them) to
+--   memory      callback.handler with its in-memory queue (ack immediate):
+--               on_status / on_command run in this worker's timers;
+--   inbox       callback.handler with inbox = { redis } (each event stored
+--               in a Redis stream, deduped by id, before the 200), and a
+--               kinot.callback.worker in the same nginx worker (timer
+--               loops over cosockets) running the same on_status;
+--   inbox+aof   the same against a Redis with appendonly yes and
+--               appendfsync always (each 200 on disk first).
+-- For each: callbacks answered per second (wrk), callbacks handled per
+-- second over the same time, and the time from the POST's arrival to the
+-- handler's start (p50, p99, from every handled callback).  Redis runs on
+-- this machine: its CPU is shared with nginx and wrk.
+--   luajit bench/inbox.lua   (after make build; BENCH_SECONDS=3 by default)
+package.path = "./?.lua;" .. package.path
+local B = require "bench.support"
+local callback = require "kinot.callback"
+local core = require "kinot.core"
+
+local floor = math.floor
+local secret = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
+
+local function succeeds(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+if not succeeds("command -v wrk >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1") then
+  print("inbox: wrk or redis-server missing (make deps)")
+  return
+end
+
+local function signed(body)
+  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, secret)) .. '"}'))
+end
+local function body_of(i)
+  local t = string.format('"updated_at":"2019-03-13T%02d:%02d:%02d+08:00"', floor(i / 3600) % 24, floor(i / 60) % 60, i % 60)
+  local r = i % 10
+  if r < 7 then
+    return signed(string.format('{"sn":%d,"voltage":%.3f,"frequency":37.919,"locked":%d,"car_detected":%d,' ..
+      '"shell_opened":0,"low_battery":%d,"coil_fault":0,"bar_position_error":0,"motor_fail":0,"rs_si":%d,%s,"device_type":18}',
+      400000000 + i, 3.4 + (i % 300) / 1000, i % 2, floor(i / 2) % 2, i % 7 == 0 and 1 or 0, i % 5, t))
+  elseif r < 9 then
+    return signed(string.format('{"sn":%d,"voltage":%.3f,"car_detected":%d,"low_battery":0,"rs_si":%d,%s,"device_type":34}',
+      400000000 + i, 3.5 + (i % 200) / 1000, i % 2, i % 5, t))
+  end
+  return signed(string.format('{"guid":"%032X","sn":%d,"commnad_status":"succeeded","reason":"NULL",%s,"device_type":18}',
+    i, 400000000 + i, t))
+end
+
+-- more distinct bodies than any run posts: every one is new to Redis's
+-- dedupe (which is flushed between runs) and to the handler's memory
+local N = tonumber(os.getenv("BENCH_INBOX_BODIES") or "300000")
+local bodies = os.tmpname()
+do
+  local f = assert(io.open(bodies, "w"))
+  for i = 1, N do f:write(body_of(i), "\n") end
+  f:close()
+end
+local script = os.tmpname()
+do
+  local f = assert(io.open(script, "w"))
+  f:write(string.format([[
+local requests, i = {}, 0
+function init()
+  for body in io.lines(%q) do
+    requests[#requests + 1] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, body)
+  end
+end
+request = function()
+  i = i %% #requests + 1
+  return requests[i]
+end
+]], bodies))
+  f:close()
+end
+
+local R = require "redis_server"
+local H = require "helpers"
+local plain, aof = R.start {}, R.start { aof = true }
+
+local ng = H.nginx {
+  http = [[
+    lua_max_running_timers 1024;
+    init_by_lua_block {
+      local callback = require "kinot.callback"
+      -- the POST's arrival, by sn (the instrumentation, the same on every path)
+      posted = {}
+      samples = { memory = {}, inbox = {}, ["inbox+aof"] = {} }
+      local function handler_for(name, from_entry)
+        return function(ev)
+          ngx.update_time()
+          local t0 = from_entry and ev.received_at or posted[ev.sn]
+          local s = samples[name]
+          if t0 then s[#s + 1] = ngx.now() - t0 end
+          posted[ev.sn] = nil
+          local data = ev.data -- what a receiver typically looks at
+          local _ = data.low_battery == 1 or data.car_detected == 1 or ev.command_status == "succeeded"
+        end
+      end
+      local mem = handler_for("memory")
+      receive_mem = callback.handler { secret = "]] .. secret .. [[", on_status = mem, on_command = mem }
+      receive_inbox = callback.handler { secret = "]] .. secret .. [[", inbox = { redis = "]] .. plain.url .. [[" } }
+      receive_aof = callback.handler { secret = "]] .. secret .. [[", inbox = { redis = "]] .. aof.url .. [[" } }
+      run_inbox, run_aof = handler_for("inbox", true), handler_for("inbox+aof", true)
+    }
+    init_worker_by_lua_block {
+      local worker = require "kinot.callback.worker"
+      for _, w in ipairs {
+        { "]] .. plain.url .. [[", run_inbox }, { "]] .. aof.url .. [[", run_aof } } do
+        worker.start { redis = w[1], on_status = w[2], on_command = w[2], loops = 4, count = 50, block = 0.5 }
+      end
+    }
+  ]],
+  server = [[
+    location = /memory { content_by_lua_block {
+      ngx.req.read_body()
+      posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
+      receive_mem()
+    } }
+    location = /inbox { content_by_lua_block {
+      ngx.req.read_body()
+      posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
+      receive_inbox()
+    } }
+    location = /inbox_aof { content_by_lua_block {
+      ngx.req.read_body()
+      posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
+      receive_aof()
+    } }
+    location = /stats { content_by_lua_block {
+      local name = ngx.unescape_uri(ngx.var.arg_name)
+      local s = samples[name]
+      table.sort(s)
+      local n = #s
+      local function q(p) return n > 0 and s[math.max(1, math.ceil(n * p))] or -1 end
+      ngx.say(n, " ", q(0.5), " ", q(0.99))
+      samples[name] = {}
+    } }
+  ]],
+}
+
+local function wrk(path)
+  local p = io.popen("wrk -t1 -c16 -d" .. B.SECONDS .. "s -s " .. script .. " " .. ng.url .. path)
+  local out = p:read("*a")
+  p:close()
+  local non2xx = out:match("Non%-2xx or 3xx responses: (%d+)")
+  assert(not non2xx, path .. " answered non-2xx: " .. out)
+  local reqs = assert(tonumber(out:match("(%d+) requests in")), out)
+  assert(path == "/memory" or reqs < N, "a run posted more callbacks than there are distinct bodies: raise BENCH_INBOX_BODIES")
+  return assert(tonumber(out:match("Requests/sec:%s*([%d.]+)")), out), reqs
+end
+
+-- handled so far: a run's samples, once its backlog is drained
+local function stats(name)
+  local n, p50, p99 = H.raw("GET", ng.url .. "/stats?name=" .. name:gsub("%+", "%%2B")).body:match("(%S+) (%S+) (%S+)")
+  return tonumber(n), tonumber(p50), tonumber(p99)
+end
+local function backlog(r)
+  local c = r.client()
+  local len = tonumber(c:call("XLEN", "kinot:callbacks")) or 0
+  c:close()
+  return len
+end
+
+local runs = { { "memory", "/memory" }, { "inbox", "/inbox", plain }, { "inbox+aof", "/inbox_aof", aof } }
+local results = {}
+B.guarded(function()
+  for round = 1, 3 do
+    for _, run in ipairs(runs) do
+      for _, r in ipairs { plain, aof } do
+        local c = r.client()
+        c:call("FLUSHALL")
+        c:close()
+      end
+      local rate, reqs = wrk(run[2])
+      -- handled during the run: all posted but the backlog left at its
+      -- end; then the rest drains, so the next run starts with idle workers
+      local left = run[3] and backlog(run[3]) or 0
+      local t0 = core.monotonic()
+      if run[3] and not H.wait_for(function() return backlog(run[3]) == 0 end, 60) then
+        error(run[1] .. ": the workers left " .. backlog(run[3]) .. " entries for a minute; nginx's log ends with:\n" ..
+          ng.log():sub(-3000))
+      end
+      local drain = core.monotonic() - t0
+      core.sleep(0.3)
+      local n, p50, p99 = stats(run[1])
+      -- (the memory path dedupes in memory: a body posted again within its window is not handled again)
+      assert(n >= math.min(reqs, N) * 0.99, run[1] .. ": " .. n .. " handled of " .. reqs .. " posted")
+      results[run[1]] = results[run[1]] or {}
+      table.insert(results[run[1]], { rate = rate, handled = (reqs - left) / B.SECONDS, n = n, reqs = reqs,
+                                      p50 = p50, p99 = p99, round = round, drain = drain })
+      io.stderr:write(string.format("  round %d %-10s %6.0f answered/s, %6d posted, %6d left at the end (drained in %.1f s)\n",
+        round, run[1], rate, reqs, left, drain))
+    end
+  end
+  -- at light load: one callback at a time, so no backlog stands between
+  -- the POST and the handler
+  for k, run in ipairs(runs) do
+    for i = 1, 1000 do
+      assert(H.raw("POST", ng.url .. run[2], body_of(N + k * 1000 + i), { ["Content-Type"] = "application/json" }).status == 200)
+    end
+    if run[3] then H.wait_for(function() return backlog(run[3]) == 0 end, 60) end
+    core.sleep(0.3)
+    local n, p50, p99 = stats(run[1])
+    results[run[1]].light = { n = n, p50 = p50, p99 = p99 }
+  end
+end, ng, plain, aof)
+os.remove(bodies)
+os.remove(script)
+
+local function median(list, key)
+  local t = {}
+  for i, x in ipairs(list) do t[i] = x[key] end
+  table.sort(t)
+  return t[2]
+end
+print(string.format("inbox  %s, nginx (1 worker), wrk 16 connections, %d s a run, medians of 3 rounds:", B.runtime, B.SECONDS))
+print("       path         answered/s   handled/s   POST->handler p50, p99   one at a time: p50, p99   (ngx.now: 1 ms steps)")
+for _, run in ipairs(runs) do
+  local list = results[run[1]]
+  print(string.format("       %-10s %11.0f %11.0f %12.1f ms %7.1f ms %12.1f ms %7.1f ms", run[1], median(list, "rate"),
+    median(list, "handled"), 1000 * median(list, "p50"), 1000 * median(list, "p99"),
+    1000 * list.light.p50, 1000 * list.light.p99))
+end

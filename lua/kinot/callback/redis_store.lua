@@ -1,0 +1,67 @@
+-- Shared dedupe on Redis: one set of delivered callbacks for every worker
+-- of every receiver host, keyed by the event's id (its verified sign: a
+-- redelivery carries the same).  Selected by callback.handler's
+-- `dedupe = { redis = "redis://[:password@]host:port/db", ttl = 3600 }`.
+--   add(id)         -> true (new, now recorded) | false (recorded before) | nil, err
+--   claim(id, lease) / settle(id, ok): the two steps for an acknowledgement
+--   given only after the handler ran (the pending mark expires after
+--   `lease` seconds, so a host that died holding it blocks nobody for long)
+local redis = require "kinot.redis"
+
+local M = {}
+M.__index = M
+
+M.PREFIX = "kinot:seen:"
+
+local CLAIM = [[
+local v = redis.call('GET', KEYS[1])
+if v == 'done' then return 'duplicate' end
+if v then return 'busy' end
+redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1])
+return 'new']]
+
+local SETTLE = [[
+if ARGV[1] == 'ok' then
+  redis.call('SET', KEYS[1], 'done', 'EX', ARGV[2])
+elseif redis.call('GET', KEYS[1]) == 'pending' then
+  redis.call('DEL', KEYS[1])
+end
+return 1]]
+
+--- check(o, level) -> the options checked (misuse raises)
+function M.options(o, level)
+  level = (level or 1) + 1
+  if type(o) ~= "table" then error("kinot: dedupe must name a lua_shared_dict or be a table { redis = url, ttl = s }", level) end
+  redis.parse(o.redis, level)
+  if o.ttl ~= nil and (type(o.ttl) ~= "number" or o.ttl < 1) then error("kinot: dedupe.ttl must be a number of seconds >= 1", level) end
+  if o.prefix ~= nil and type(o.prefix) ~= "string" then error("kinot: dedupe.prefix must be a string", level) end
+  return o
+end
+
+function M.new(o)
+  M.options(o, 2)
+  return setmetatable({
+    client = redis.new(o.redis, { timeout = o.timeout, connect_timeout = o.connect_timeout }),
+    ttl = math.floor(o.ttl or 3600), prefix = o.prefix or M.PREFIX,
+  }, M)
+end
+
+function M:add(id)
+  local v, err = self.client:call("SET", self.prefix .. id, "done", "NX", "EX", self.ttl)
+  if v == nil then return nil, err end
+  return v ~= redis.null
+end
+
+--- claim(id, lease) -> "new" | "duplicate" | "busy" (another host has it in hand) | nil, err
+function M:claim(id, lease)
+  return self.client:eval(CLAIM, 1, self.prefix .. id, math.floor((lease or 60) * 1000))
+end
+
+--- settle(id, ok) -> true | nil, err: done for ttl, or forgotten so a redelivery runs again
+function M:settle(id, ok)
+  local v, err = self.client:eval(SETTLE, 1, self.prefix .. id, ok and "ok" or "failed", self.ttl)
+  if v == nil then return nil, err end
+  return true
+end
+
+return M

@@ -1,0 +1,323 @@
+-- kinot.callback.worker: runs the events of the durable inbox (a Redis
+-- stream that callback.handler's `inbox` option fills) through on_status /
+-- on_command, with a consumer group, so that any number of workers on any
+-- number of hosts share the work and none is lost:
+--   * an entry is acknowledged (XACK, then deleted) only after its handler
+--     returned normally; raising or returning nil, err leaves it pending;
+--   * an entry pending longer than claim_after seconds (its worker died,
+--     or its handler failed) is claimed by a worker (XAUTOCLAIM) and run
+--     again; each delivery counts (XPENDING's delivery count);
+--   * an entry whose handler failed max_attempts times moves to the
+--     dead-letter stream `<stream>:dead`, with its last error.
+-- The same code inside nginx (worker.start in init_worker_by_lua: a timer
+-- loop over cosockets) and in a plain Lua process (`kinot worker`, over
+-- LuaSocket).  Order per device is NOT kept: several workers run entries
+-- side by side and a failed entry runs again later; compare the event's
+-- data.updated_at with the state you hold.
+local redis = require "kinot.redis"
+local callback = require "kinot.callback"
+
+local ngx = rawget(_G, "ngx")
+local null = redis.null
+
+local M = {}
+M.__index = M
+
+M.GROUP = "kinot"
+
+-- KEYS: stream, errors hash; ARGV: group, entry id, delete ("1"/"0")
+local ACK = [[
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
+redis.call('HDEL', KEYS[2], ARGV[2])
+return 1]]
+
+-- KEYS: stream, errors hash, dead stream; ARGV: group, entry id, delete,
+-- last error, then the dead entry's field / value pairs
+local DEAD = [[
+local err = ARGV[4]
+if ARGV[5] == 'died' then
+  local before = redis.call('HGET', KEYS[2], ARGV[2])
+  if before then err = err .. '; the attempt before failed with: ' .. before end
+end
+local f = { 'entry', ARGV[2] }
+for i = 6, #ARGV do f[#f + 1] = ARGV[i] end
+f[#f + 1] = 'error'
+f[#f + 1] = err
+redis.call('XADD', KEYS[3], '*', unpack(f))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
+redis.call('HDEL', KEYS[2], ARGV[2])
+return 1]]
+
+-- KEYS: stream; ARGV: group, consumer: forgets a consumer holding nothing
+-- (checked in the same step, so no entry it was given is dropped with it)
+local FORGET = [[
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1]]
+
+-- a consumer idle this long is a worker that is gone (a live one reads
+-- every `block` seconds); each worker forgets such names every TIDY_EVERY s
+M.FORGET_AFTER = 3600
+M.TIDY_EVERY = 600
+
+local function sleep(s)
+  if ngx and ngx.sleep then return ngx.sleep(s) end
+  require("socket").sleep(s)
+end
+
+local function now()
+  if ngx and ngx.now then
+    ngx.update_time()
+    return ngx.now()
+  end
+  return require("socket").gettime()
+end
+
+local function default_consumer()
+  local host
+  local f = io.open("/proc/sys/kernel/hostname")
+  if f then
+    host = f:read("*l")
+    f:close()
+  end
+  local pid
+  if ngx and ngx.worker then
+    pid = ngx.worker.pid()
+  else
+    local p = io.popen("echo $PPID") -- the shell's parent is this process
+    pid = p and p:read("*l")
+    if p then p:close() end
+  end
+  return (host or "host") .. ":" .. tostring(pid or math.random(1, 1e9))
+end
+
+local function positive(o, k, default)
+  local v = o[k]
+  if v == nil then return default end
+  if type(v) ~= "number" or v <= 0 then error("kinot: worker option " .. k .. " must be a positive number", 4) end
+  return v
+end
+
+--- new(opts) -> worker.  opts: redis (URL, required), stream (default
+-- "kinot:callbacks"), group (default "kinot"), consumer (default
+-- host:pid), on_status, on_command, claim_after (s, default 60),
+-- max_attempts (default 5), block (s, default 2), count (entries a read,
+-- default 10), delete (default true: a handled entry leaves the stream),
+-- log (function(level, message); default ngx.log or stderr)
+function M.new(opts)
+  if type(opts) ~= "table" then error("kinot: callback.worker needs a table of options", 2) end
+  redis.parse(opts.redis, 2)
+  for _, k in ipairs { "on_status", "on_command", "log" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then error("kinot: worker option " .. k .. " must be a function", 2) end
+  end
+  if not opts.on_status and not opts.on_command then error("kinot: callback.worker needs on_status or on_command", 2) end
+  for _, k in ipairs { "stream", "group", "consumer" } do
+    if opts[k] ~= nil and (type(opts[k]) ~= "string" or opts[k] == "") then error("kinot: worker option " .. k .. " must be a name", 2) end
+  end
+  local block = positive(opts, "block", 2)
+  local self = setmetatable({
+    stream = opts.stream or "kinot:callbacks", group = opts.group or M.GROUP,
+    consumer = opts.consumer or default_consumer(),
+    on_status = opts.on_status, on_command = opts.on_command,
+    claim_after = positive(opts, "claim_after", 60), max_attempts = math.floor(positive(opts, "max_attempts", 5)),
+    block = block, count = math.floor(positive(opts, "count", 10)), delete = opts.delete ~= false and "1" or "0",
+    log = opts.log, cursor = "0-0", next_claim = 0, next_tidy = 0, handled = 0, failed = 0, dead = 0,
+  }, M)
+  self.errors_key, self.dead_key = self.stream .. ":errors", self.stream .. ":dead"
+  self.client = redis.new(opts.redis, { timeout = opts.timeout or 2, connect_timeout = opts.connect_timeout })
+  if not self.log then
+    self.log = function(level, msg)
+      if ngx and ngx.log then ngx.log(level == "error" and ngx.ERR or ngx.WARN, msg)
+      else io.stderr:write("kinot worker: ", msg, "\n") end
+    end
+  end
+  return self
+end
+
+--- ensure_group() -> true | nil, err: the stream and its group, made if missing
+-- (a new group starts at the stream's beginning: nothing stored before the
+-- first worker ran is skipped)
+function M:ensure_group()
+  local v, err = self.client:call("XGROUP", "CREATE", self.stream, self.group, "0", "MKSTREAM")
+  if v == nil and err.code ~= "BUSYGROUP" then return nil, err end
+  self.ready = true
+  return true
+end
+
+local function fields_of(list)
+  local f = {}
+  if type(list) == "table" then
+    for i = 1, #list - 1, 2 do f[list[i]] = list[i + 1] end
+  end
+  return f
+end
+
+function M:ack(entry)
+  return self.client:eval(ACK, 2, self.stream, self.errors_key, self.group, entry, self.delete)
+end
+
+function M:bury(entry, f, attempts, why, died)
+  self.dead = self.dead + 1
+  self.log("error", "entry " .. entry .. " (callback " .. tostring(f.id) .. ") moved to " .. self.dead_key ..
+    " after " .. attempts .. " attempt(s)")
+  return self.client:eval(DEAD, 3, self.stream, self.errors_key, self.dead_key, self.group, entry,
+    self.delete, why, died and "died" or "", "id", f.id or "", "body", f.body or "", "at", f.at or "", "attempts", attempts,
+    "consumer", self.consumer)
+end
+
+-- run(ev) -> true | false, error text
+function M:run_handler(ev)
+  local fn = ev.kind == "command_resp" and self.on_command or self.on_status
+  if not fn then return true end
+  local ok, r1, r2 = pcall(fn, ev)
+  if not ok then return false, tostring(r1) end
+  if r1 == nil and r2 ~= nil then return false, tostring(r2) end
+  return true
+end
+
+--- handle(entry, fields list, deliveries) -> true | nil, err (a Redis error)
+function M:handle(entry, list, deliveries)
+  if list == null or list == nil then -- trimmed or deleted meanwhile: nothing left to run
+    return self:ack(entry)
+  end
+  local f = fields_of(list)
+  if deliveries > self.max_attempts then
+    return self:bury(entry, f, deliveries - 1, "handler did not finish (its worker died or stalled)", true)
+  end
+  local ev, why = callback.rebuild(f.body or "", f.id)
+  if not ev then return self:bury(entry, f, deliveries, "entry unreadable: " .. tostring(why)) end
+  ev.received_at, ev.attempt, ev.entry = tonumber(f.at), deliveries, entry
+  local ok, err = self:run_handler(ev)
+  if ok then
+    self.handled = self.handled + 1
+    return self:ack(entry)
+  end
+  self.failed = self.failed + 1
+  err = err:sub(1, 2000)
+  self.log("error", "handler failed for entry " .. entry .. " (attempt " .. deliveries .. " of " ..
+    self.max_attempts .. "): " .. err)
+  if deliveries >= self.max_attempts then return self:bury(entry, f, deliveries, err) end
+  -- left pending: claimed again after claim_after; the error goes with it
+  return self.client:call("HSET", self.errors_key, entry, err)
+end
+
+-- deliveries of one pending entry (XPENDING's count; 1 if it is gone)
+function M:deliveries(entry)
+  local v, err = self.client:call("XPENDING", self.stream, self.group, entry, entry, 1)
+  if v == nil then return nil, err end
+  local row = v[1]
+  return type(row) == "table" and tonumber(row[4]) or 1
+end
+
+-- entries idle over claim_after: their worker died, or their handler failed
+function M:claim()
+  local v, err = self.client:call("XAUTOCLAIM", self.stream, self.group, self.consumer,
+    math.floor(self.claim_after * 1000), self.cursor, "COUNT", self.count)
+  if v == nil then return nil, err end
+  self.cursor = v[1]
+  if self.cursor == "0-0" then self.next_claim = now() + math.min(self.claim_after / 2, 5) end
+  local n = 0
+  for _, e in ipairs(v[2]) do
+    if type(e) == "table" then
+      local d, derr = self:deliveries(e[1])
+      if not d then return nil, derr end
+      local ok, herr = self:handle(e[1], e[2], d)
+      if not ok then return nil, herr end
+      n = n + 1
+    end
+  end
+  return n
+end
+
+-- default consumer names are host:pid: forget those of workers long gone
+function M:tidy()
+  self.next_tidy = now() + M.TIDY_EVERY
+  local v, err = self.client:call("XINFO", "CONSUMERS", self.stream, self.group)
+  if v == nil then return nil, err end
+  for _, c in ipairs(v) do
+    local f = fields_of(c)
+    if f.name ~= self.consumer and tonumber(f.idle) and tonumber(f.idle) > M.FORGET_AFTER * 1000 then
+      local ok, ferr = self.client:eval(FORGET, 1, self.stream, self.group, f.name)
+      if not ok then return nil, ferr end
+    end
+  end
+  return true
+end
+
+local function step(self)
+  if not self.ready then
+    local ok, err = self:ensure_group()
+    if not ok then return nil, err end
+  end
+  if now() >= self.next_tidy then
+    local ok, err = self:tidy()
+    if not ok then return nil, err end
+  end
+  if now() >= self.next_claim then
+    local n, err = self:claim()
+    if not n then return nil, err end
+    if n > 0 then return n end
+  end
+  local v, err = self.client:call_timeout(self.block + 2, "XREADGROUP", "GROUP", self.group, self.consumer,
+    "COUNT", self.count, "BLOCK", math.floor(self.block * 1000), "STREAMS", self.stream, ">")
+  if v == nil then return nil, err end
+  if v == null then return 0 end
+  local n = 0
+  for _, e in ipairs(v[1][2]) do
+    local ok, herr = self:handle(e[1], e[2], 1)
+    if not ok then return nil, herr end
+    n = n + 1
+  end
+  return n
+end
+
+--- step() -> entries run (0 when none came within `block`) | nil, err
+function M:step()
+  local n, err = step(self)
+  -- the stream (and its group) was deleted, whichever command found out:
+  -- make them again, from the stream's start, on the next step
+  if n == nil and (err.code == "NOGROUP" or err.code == "UNBLOCKED") then self.ready = false end
+  return n, err
+end
+
+--- run(until_fn) : steps until until_fn() is true (never, without one);
+-- a Redis failure is logged and tried again, waiting up to 2 s
+function M:run(until_fn)
+  local wait = 0.05
+  while not (until_fn and until_fn()) do
+    local n, err = self:step()
+    if n then
+      wait = 0.05
+    else
+      self.log("error", tostring(err))
+      sleep(wait)
+      wait = math.min(wait * 2, 2)
+    end
+  end
+end
+
+--- start(opts) -> worker, inside nginx (init_worker_by_lua): a timer loop
+-- in this nginx worker, until it exits; opts as new, plus loops (timers
+-- running side by side, default 1)
+function M.start(opts)
+  if not (ngx and ngx.timer) then error("kinot: callback.worker.start runs inside nginx; elsewhere use worker:run()", 2) end
+  local loops = opts.loops or 1
+  local workers = {}
+  for i = 1, loops do
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    if loops > 1 then o.consumer = (opts.consumer or default_consumer()) .. ":" .. i end
+    o.loops = nil
+    local w = M.new(o)
+    workers[i] = w
+    local ok, err = ngx.timer.at(0, function()
+      w:run(function() return ngx.worker.exiting() end)
+    end)
+    if not ok then error("kinot: callback.worker.start could not start a timer: " .. tostring(err), 2) end
+  end
+  return workers[1], workers
+end
+
+return setmetatable(M, { __call = function(_, opts) return M.new(opts) end })
