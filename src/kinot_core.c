@@ -1016,7 +1016,6 @@ int luaopen_kinot_core(lua_State *L) {
         lua_pushcclosure(L, l_callback_data, 2);
         lua_setfield(L, -2, "callback_data");
     }
-    lua_pushliteral(L, "0.1.0");
-    lua_setfield(L, -2, "version");
+    /* no version here: lua/kinot/version.lua holds the one copy */
     return 1;
 }

@@ -1,0 +1,121 @@
+-- `make install` as the README gives it, from the tracked files only (what a
+-- clean clone holds), into a temp tree: both runtimes, the LuaJIT build
+-- first and the Lua 5.4 one last; the simulator's launcher loads the core
+-- of the tree it was started from, whatever other kinot/core.so is about.
+-- Nothing is written outside the temp directory.
+local H = require "helpers"
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
+  local out = p:read("*a")
+  p:close()
+  local rc = tonumber(out:match("rc=(%d+)%s*$"))
+  return rc == 0, out
+end
+
+local function pattern(s) return (s:gsub("%p", "%%%0")) end
+
+local function read(p)
+  local f = io.open(p, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+describe("make install", function()
+  local tmp, tree, home, fake
+  local install_ok, install_out
+
+  -- the environment of a user of that tree: its paths (luarocks path), and
+  -- a HOME of our own with another LuaJIT kinot/core.so in ~/.luarocks,
+  -- where the launcher used to look; `fake` (another one again) goes last on
+  -- LuaJIT's cpath, where /usr/local/lib/lua/5.1 sits
+  local function env(abi)
+    return "eval \"$(luarocks --lua-version=" .. abi .. " path --tree=" .. tree .. ")\" && " ..
+      "export HOME=" .. home .. " KINOT_SIM_CPATH= && " ..
+      (abi == "5.1" and ("export LUA_CPATH=\"$LUA_CPATH;" .. fake .. "/?.so\" && ") or "")
+  end
+
+  setup(function()
+    local p = io.popen("mktemp -d /tmp/kinot-install.XXXXXX")
+    tmp = p:read("*l")
+    p:close()
+    tree, home, fake = tmp .. "/tree", tmp .. "/home", tmp .. "/fake"
+    assert(sh("cd " .. H.root .. " && mkdir -p " .. tmp .. "/src && git ls-files -z | xargs -0 cp --parents -t " ..
+      tmp .. "/src"))
+    -- another LuaJIT build of kinot.core, where the launcher used to look
+    assert(sh("make -s -C " .. H.root .. " build/5.1/kinot/core.so"))
+    assert(sh("mkdir -p " .. fake .. "/kinot " .. home .. "/.luarocks/lib/lua/5.1/kinot && cp " .. H.root ..
+      "/build/5.1/kinot/core.so " .. fake .. "/kinot/ && cp " .. H.root .. "/build/5.1/kinot/core.so " .. home ..
+      "/.luarocks/lib/lua/5.1/kinot/"))
+    install_ok, install_out = sh("cd " .. tmp .. "/src && make install TREE=" .. tree)
+  end)
+  teardown(function() os.execute("rm -rf " .. tmp) end)
+
+  it("installs both runtimes into TREE without a missing-dependency warning", function()
+    assert(install_ok, install_out)
+    assert.is_nil(install_out:find("Missing dependencies", 1, true), install_out)
+    assert.is_nil(install_out:find("not tracked by this installation", 1, true), install_out)
+    for _, abi in ipairs { "5.1", "5.4" } do
+      assert.truthy(read(tree .. "/lib/lua/" .. abi .. "/kinot/core.so"), abi)
+      assert.truthy(read(tree .. "/share/lua/" .. abi .. "/kinot/init.lua"), abi)
+    end
+    -- the checkout is left as it was: no build products of LuaRocks in it
+    local ok, out = sh("cd " .. tmp .. "/src && ls -d kinot src/*.o")
+    assert.is_false(ok, out)
+  end)
+
+  it("the tree's kinot runs under Lua 5.4 and says the version", function()
+    assert(install_ok, install_out)
+    local version = dofile(H.root .. "/lua/kinot/version.lua")
+    local ok, out = sh(env("5.4") .. tree .. "/bin/kinot --version")
+    assert(ok, out)
+    assert.matches("^kinot " .. pattern(version) .. " %(Lua 5%.4;", out)
+  end)
+
+  it("luajit with the tree's paths loads the LuaJIT build of kinot.core from the tree", function()
+    assert(install_ok, install_out)
+    local ok, out = sh(env("5.1") .. "luajit -e 'local k = require \"kinot\"; " ..
+      "print(k._VERSION, package.searchpath(\"kinot.core\", package.cpath)); " ..
+      "print(type(assert(package.loaded[\"kinot.core\"]).curl_version) == \"function\")'")
+    assert(ok, out)
+    assert.matches(pattern(tree .. "/lib/lua/5.1/kinot/core.so"), out)
+    assert.matches("true", out)
+  end)
+
+  it("a simulator started from the tree loads the tree's LuaJIT core, and says so", function()
+    assert(install_ok, install_out)
+    local pid_file = tmp .. "/sim.pid"
+    local ok, out = sh(env("5.4") .. tree .. "/bin/kinot --json sim --daemon --locks 3 --pid-file " .. pid_file)
+    finally(function() sh(env("5.4") .. tree .. "/bin/kinot sim stop --pid-file " .. pid_file) end)
+    assert(ok, out)
+    local info = require("kinot.json").decode(out:match("{.*}"))
+    assert.equal(tree .. "/lib/lua/5.1/kinot/core.so", info.core)
+    -- what nginx really mapped: the tree's core, not the other one
+    local maps
+    local p = io.popen("for p in $(cat " .. info.prefix .. "/nginx.pid) $(pgrep -P $(cat " .. info.prefix ..
+      "/nginx.pid)); do cat /proc/$p/maps; done 2>/dev/null")
+    maps = p:read("*a")
+    p:close()
+    assert.matches(pattern(tree .. "/lib/lua/5.1/kinot/core.so"), maps)
+    assert.is_nil(maps:find(fake, 1, true))
+    assert.is_nil(maps:find(home, 1, true))
+    -- and the plain output names it too
+    local pid2 = tmp .. "/sim2.pid"
+    ok, out = sh(env("5.4") .. tree .. "/bin/kinot sim --daemon --locks 3 --pid-file " .. pid2)
+    sh(env("5.4") .. tree .. "/bin/kinot sim stop --pid-file " .. pid2)
+    assert(ok, out)
+    assert.matches("kinot%.core for nginx: " .. pattern(tree .. "/lib/lua/5.1/kinot/core.so"), out)
+  end)
+
+  it("make uninstall removes both runtimes and the command", function()
+    assert(install_ok, install_out)
+    local ok, out = sh("cd " .. tmp .. "/src && make uninstall TREE=" .. tree)
+    assert(ok, out)
+    for _, f in ipairs { "/lib/lua/5.1/kinot/core.so", "/lib/lua/5.4/kinot/core.so", "/share/lua/5.1/kinot/init.lua",
+                         "/share/lua/5.4/kinot/init.lua", "/bin/kinot", "/bin/kinot~" } do
+      assert.is_nil(read(tree .. f), f)
+    end
+  end)
+end)
