@@ -119,3 +119,53 @@ describe("make install", function()
     end
   end)
 end)
+
+describe("the launcher's kinot.core for nginx", function()
+  local launcher = require "kinot.sim.launcher"
+  local tmp
+  before_each(function()
+    local p = io.popen("mktemp -d /tmp/kinot-core.XXXXXX")
+    tmp = p:read("*l")
+    p:close()
+  end)
+  after_each(function() os.execute("rm -rf " .. tmp) end)
+
+  local function touch(path)
+    assert(os.execute("mkdir -p " .. path:match("^(.*)/") .. " && : > " .. path))
+  end
+
+  it("is the one this launcher file came from", function()
+    if os.getenv("KINOT_SIM_CPATH") then pending("KINOT_SIM_CPATH is set") return end
+    local src = debug.getinfo(launcher.luajit_cpath, "S").source:gsub("^@", "")
+    local root = launcher.lua_root()
+    assert.equal("/", root:sub(1, 1))
+    assert.equal(root .. "/kinot/sim/launcher.lua", (src:sub(1, 1) == "/" and src or (H.root .. "/" .. src)))
+    assert.equal(H.root .. "/lua", root)
+    assert.equal(H.root .. "/build/5.1", launcher.luajit_cpath())
+  end)
+
+  it("in a checkout without build/5.1: refused, saying to run make build, whatever else is built", function()
+    if os.getenv("KINOT_SIM_CPATH") then pending("KINOT_SIM_CPATH is set") return end
+    touch(tmp .. "/co/lua/kinot/sim/launcher.lua")
+    touch(tmp .. "/co/build/5.4/kinot/core.so")
+    local dir, err = launcher.luajit_cpath(tmp .. "/co/lua")
+    assert.is_nil(dir)
+    assert.matches("make build", err)
+    assert.matches(tmp:gsub("%p", "%%%0") .. "/co/build/5%.1/kinot/core%.so is missing", err)
+    touch(tmp .. "/co/build/5.1/kinot/core.so")
+    assert.equal(tmp .. "/co/build/5.1", launcher.luajit_cpath(tmp .. "/co/lua"))
+  end)
+
+  it("in a LuaRocks tree: the tree's lib/lua/5.1, from either runtime's share/lua", function()
+    if os.getenv("KINOT_SIM_CPATH") then pending("KINOT_SIM_CPATH is set") return end
+    for _, abi in ipairs { "5.1", "5.4" } do
+      local dir, err = launcher.luajit_cpath(tmp .. "/tree/share/lua/" .. abi)
+      assert.is_nil(dir)
+      assert.matches("%-%-tree=" .. tmp:gsub("%p", "%%%0") .. "/tree ", err)
+    end
+    touch(tmp .. "/tree/lib/lua/5.1/kinot/core.so")
+    for _, abi in ipairs { "5.1", "5.4" } do
+      assert.equal(tmp .. "/tree/lib/lua/5.1", launcher.luajit_cpath(tmp .. "/tree/share/lua/" .. abi))
+    end
+  end)
+end)
