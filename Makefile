@@ -166,10 +166,10 @@ build/luarocks/config.lua:
 	  done; echo '}'; } > $@
 
 # make install [TREE=dir]: the LuaJIT (5.1 ABI) build first, then Lua 5.4,
-# whose bin/kinot stays; LuaRocks' build products are removed from the checkout
+# whose bin/kinot stays; from the versioned rockspec, written afresh from the
+# scm one; LuaRocks' build products are removed from the checkout
 LUAROCKS_ENV = LUAROCKS_CONFIG=$(CURDIR)/build/luarocks/config.lua
-install: deps build/luarocks/config.lua
-	@test -f $(ROCKSPEC) || { echo "$(ROCKSPEC) is missing: make rockspec" >&2; exit 1; }
+install: deps rockspec build/luarocks/config.lua
 	$(LUAROCKS_ENV) luarocks --lua-version=5.1 make --deps-mode=none --tree=$(TREE) LUA_INCDIR=$(LUAJIT_INC) $(ROCKSPEC)
 	@rm -rf kinot src/*.o
 	@# the LuaJIT install's bin/kinot would be kept as kinot~ by the next one
