@@ -170,17 +170,17 @@ build/luarocks/config.lua:
 # scm one; LuaRocks' build products are removed from the checkout
 LUAROCKS_ENV = LUAROCKS_CONFIG=$(CURDIR)/build/luarocks/config.lua
 install: deps rockspec build/luarocks/config.lua
-	$(LUAROCKS_ENV) luarocks --lua-version=5.1 make --deps-mode=none --tree=$(TREE) LUA_INCDIR=$(LUAJIT_INC) $(ROCKSPEC)
+	$(LUAROCKS_ENV) luarocks --lua-version=5.1 make --deps-mode=none --tree="$(TREE)" LUA_INCDIR=$(LUAJIT_INC) $(ROCKSPEC)
 	@rm -rf kinot src/*.o
 	@# the LuaJIT install's bin/kinot would be kept as kinot~ by the next one
-	@rm -f $(TREE)/bin/kinot
-	$(LUAROCKS_ENV) luarocks --lua-version=5.4 make --deps-mode=none --tree=$(TREE) $(ROCKSPEC)
+	@rm -f "$(TREE)/bin/kinot"
+	$(LUAROCKS_ENV) luarocks --lua-version=5.4 make --deps-mode=none --tree="$(TREE)" $(ROCKSPEC)
 	@rm -rf kinot src/*.o
 
 uninstall: build/luarocks/config.lua
-	-$(LUAROCKS_ENV) luarocks --lua-version=5.4 remove --tree=$(TREE) kinot
-	-$(LUAROCKS_ENV) luarocks --lua-version=5.1 remove --tree=$(TREE) kinot
-	@rm -f $(TREE)/bin/kinot~
+	-$(LUAROCKS_ENV) luarocks --lua-version=5.4 remove --tree="$(TREE)" kinot
+	-$(LUAROCKS_ENV) luarocks --lua-version=5.1 remove --tree="$(TREE)" kinot
+	@rm -f "$(TREE)/bin/kinot~"
 
 clean:
 	rm -rf build
