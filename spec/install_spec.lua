@@ -109,6 +109,18 @@ describe("make install", function()
     assert.matches("kinot%.core for nginx: " .. pattern(tree .. "/lib/lua/5.1/kinot/core.so"), out)
   end)
 
+  it("`luarocks test` runs the specs offline under the runtime asked for (LuaJIT for 5.1)", function()
+    for _, case in ipairs { { "5.4", "Lua 5%.4" }, { "5.1", "LuaJIT" } } do
+      local ok, out = sh("cd " .. tmp .. "/src && printf '%s\\n' 'describe(\"rt\", function() it(\"is\", function() " ..
+        "print(\"runtime: \" .. (rawget(_G, \"jit\") and jit.version or _VERSION)) end) end)' > spec/zz_rt_spec.lua && " ..
+        "luarocks --lua-version=" .. case[1] .. " test -- spec/zz_rt_spec.lua spec/json_spec.lua")
+      assert(ok, out)
+      assert.matches("runtime: " .. case[2], out)
+      assert.matches("%d+ successes / 0 failures / 0 errors", out)
+      assert.is_nil(out:find("luarocks.org", 1, true), out)
+    end
+  end)
+
   it("a second make install over the first: no warning, no kinot~ left, kinot still under 5.4", function()
     assert(install_ok, install_out)
     local ok, out = sh("cd " .. tmp .. "/src && make install TREE=" .. tree)
