@@ -24,7 +24,7 @@ DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-
 	libcurl4-openssl-dev libssl-dev lua-cjson lua-busted lua-socket lua-argparse lua-check \
 	luarocks nginx libnginx-mod-http-lua wrk tmux openssl clang libclang-rt-14-dev valgrind python3
 
-.PHONY: deps build test test-54 test-jit lint demo bench clean fuzz sanitize leakcheck install uninstall rockspec build/luarocks/config.lua
+.PHONY: deps build test test-54 test-jit lint demo bench clean fuzz sanitize leakcheck
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -137,6 +137,7 @@ leakcheck: deps build build/asan/5.4/kinot/core.so
 	echo "LeakSanitizer: no leak reported"
 
 # ---------------------------------------------------------------- release
+.PHONY: install uninstall rockspec build/luarocks/config.lua
 # The version is written once, in lua/kinot/version.lua.
 VERSION := $(shell sed -n 's/^return "\([^"]*\)".*/\1/p' lua/kinot/version.lua)
 ROCKSPEC := kinot-$(VERSION)-1.rockspec
