@@ -4,6 +4,8 @@
 #   make test     the whole busted suite under Lua 5.4 and LuaJIT
 #   make demo     a simulator with a seeded fleet, a report and a command
 #   make bench    the benchmarks of bench/ (each against a named baseline)
+#   make install  LuaRocks install for LuaJIT, then Lua 5.4 (TREE=/usr/local; TREE=dir for another tree)
+#   make uninstall  the same, removed
 
 SHELL := /bin/bash
 CC ?= cc
@@ -146,6 +148,53 @@ leakcheck: deps build build/asan/5.4/kinot/core.so
 	lua5.4 bench/leak.lua $(LEAK_N) build/5.4 build/leak-sim.json && \
 	LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=1 lua5.4 bench/leak.lua $(LEAK_N) build/asan/5.4 build/leak-sim.json && \
 	echo "LeakSanitizer: no leak reported"
+
+# ---------------------------------------------------------------- release
+.PHONY: install uninstall rockspec build/luarocks/config.lua
+# The version is written once, in lua/kinot/version.lua.
+VERSION := $(shell sed -n 's/^return "\([^"]*\)".*/\1/p' lua/kinot/version.lua)
+ROCKSPEC := kinot-$(VERSION)-1.rockspec
+PREFIX ?= /usr/local
+TREE ?= $(PREFIX)
+
+# make rockspec: kinot-<version>-1.rockspec from the scm one (spec/version_spec.lua checks they agree)
+ROCKSPEC_OUT ?= $(ROCKSPEC)
+rockspec:
+	@test -n "$(VERSION)" || { echo "no version in lua/kinot/version.lua" >&2; exit 1; }
+	@{ echo "-- generated from kinot-scm-1.rockspec by \`make rockspec\`: edit that one"; \
+	  sed -e 's/^version = "scm-1"$$/version = "$(VERSION)-1"/' \
+	      -e 's/^\(source = { url = "[^"]*"\) }$$/\1, tag = "v$(VERSION)" }/' kinot-scm-1.rockspec; } > $(ROCKSPEC_OUT)
+	@grep -q '^version = "$(VERSION)-1"$$' $(ROCKSPEC_OUT) && grep -q 'tag = "v$(VERSION)"' $(ROCKSPEC_OUT) || \
+	  { echo "kinot-scm-1.rockspec: no version or source line to rewrite" >&2; rm -f $(ROCKSPEC_OUT); exit 1; }
+
+# LuaRocks config: Debian's trees, plus the Debian packages that stand for
+# the rockspec's dependencies (versions from dpkg), so that LuaRocks does not
+# call them missing
+build/luarocks/config.lua:
+	@mkdir -p $(@D)
+	@{ echo 'rocks_trees = { home..[[/.luarocks]], [[/usr/local]] }'; \
+	  echo 'rocks_provided = {'; \
+	  for p in lua-cjson:lua-cjson lua-argparse:argparse; do \
+	    v=$$(dpkg-query -W -f='$${Version}' $${p%%:*} 2>/dev/null | sed 's/^[0-9]*://; s/[+~-].*//'); \
+	    test -n "$$v" && echo "  [\"$${p#*:}\"] = \"$$v-1\","; \
+	  done; echo '}'; } > $@
+
+# make install [TREE=dir]: the LuaJIT (5.1 ABI) build first, then Lua 5.4,
+# whose bin/kinot stays; from the versioned rockspec, written afresh from the
+# scm one; LuaRocks' build products are removed from the checkout
+LUAROCKS_ENV = LUAROCKS_CONFIG=$(CURDIR)/build/luarocks/config.lua
+install: deps rockspec build/luarocks/config.lua
+	$(LUAROCKS_ENV) luarocks --lua-version=5.1 make --deps-mode=none --tree="$(TREE)" LUA_INCDIR=$(LUAJIT_INC) $(ROCKSPEC)
+	@rm -rf kinot src/*.o
+	@# the LuaJIT install's bin/kinot would be kept as kinot~ by the next one
+	@rm -f "$(TREE)/bin/kinot"
+	$(LUAROCKS_ENV) luarocks --lua-version=5.4 make --deps-mode=none --tree="$(TREE)" $(ROCKSPEC)
+	@rm -rf kinot src/*.o
+
+uninstall: build/luarocks/config.lua
+	-$(LUAROCKS_ENV) luarocks --lua-version=5.4 remove --tree="$(TREE)" kinot
+	-$(LUAROCKS_ENV) luarocks --lua-version=5.1 remove --tree="$(TREE)" kinot
+	@rm -f "$(TREE)/bin/kinot~"
 
 clean:
 	rm -rf build

@@ -1,6 +1,9 @@
 rockspec_format = "3.0"
 package = "kinot"
 version = "scm-1"
+-- PLACEHOLDER: lua-kinot has no public git host yet; example.invalid stands
+-- for it.  kinot-<version>-1.rockspec is generated from this file (`make
+-- rockspec`) and takes this URL with the tag v<version>.
 source = { url = "git+https://example.invalid/lua-kinot.git" }
 description = {
   summary = "Lua SDK for the Kinot open platform (LoRa parking locks, sensors, DTUs)",
@@ -61,6 +64,7 @@ build = {
     ["kinot.validate"] = "lua/kinot/validate.lua",
     ["kinot.vocabulary"] = "lua/kinot/vocabulary.lua",
     ["kinot.typed"] = "lua/kinot/typed.lua",
+    ["kinot.version"] = "lua/kinot/version.lua",
     ["kinot.transport"] = "lua/kinot/transport/init.lua",
     ["kinot.transport.curl"] = "lua/kinot/transport/curl.lua",
     ["kinot.transport.resty"] = "lua/kinot/transport/resty.lua",
@@ -73,4 +77,11 @@ build = {
   install = {
     bin = { kinot = "bin/kinot" },
   },
+}
+-- `luarocks test` in a checkout: the busted suite under the runtime LuaRocks
+-- was asked for (LuaJIT for 5.1), offline, with Debian's busted (LuaRocks'
+-- own busted test type insists on a busted rock from the network)
+test = {
+  type = "command",
+  script = "spec/support/luarocks_test.lua",
 }

@@ -138,7 +138,7 @@ describe("kinot CLI", function()
   it("tells its version, the runtime's and libcurl's", function()
     local out, _, rc = kinot("--version")
     assert.are.equal(0, rc)
-    assert.matches("^kinot 0%.1%.0 %(.*libcurl/%d", out)
+    assert.matches("^kinot " .. require("kinot.version"):gsub("%p", "%%%0") .. " %(.*libcurl/%d", out)
   end)
 
   it("has --help on every level", function()

@@ -1161,7 +1161,6 @@ int luaopen_kinot_core(lua_State *L) {
         lua_pushcclosure(L, l_callback_verify, 2);
         lua_setfield(L, -2, "callback_verify");
     }
-    lua_pushliteral(L, "0.1.0");
-    lua_setfield(L, -2, "version");
+    /* no version here: lua/kinot/version.lua holds the one copy */
     return 1;
 }

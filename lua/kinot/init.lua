@@ -7,7 +7,7 @@ local errors = require "kinot.errors"
 local signer = require "kinot.signer"
 
 local kinot = {
-  _VERSION = core.version,
+  _VERSION = require("kinot.version"),
   errors = errors,
 }
 

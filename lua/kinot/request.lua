@@ -11,7 +11,7 @@ local M = {}
 local concat, floor, random, tostring, tonumber, pcall = table.concat, math.floor, math.random, tostring, tonumber, pcall
 local byte, format, gsub, find = string.byte, string.format, string.gsub, string.find
 
-M.USER_AGENT = "lua-kinot/" .. core.version
+M.USER_AGENT = "lua-kinot/" .. require("kinot.version")
 
 -- RFC 3986 unreserved characters stay; everything else is %XX (UTF-8 bytes)
 local function pct(s)

@@ -69,7 +69,7 @@ local function build_parser()
   p:flag("--no-color", "No colour even on a terminal")
   p:flag("--version", "lua-kinot, Lua and libcurl versions"):action(function()
     local core = require "kinot.core"
-    print("kinot " .. core.version .. " (" .. (rawget(_G, "jit") and jit.version or _VERSION) .. "; " .. core.curl_version() .. ")")
+    print("kinot " .. require("kinot.version") .. " (" .. (rawget(_G, "jit") and jit.version or _VERSION) .. "; " .. core.curl_version() .. ")")
     os.exit(0)
   end)
   p:command_target("cmd")

@@ -219,12 +219,13 @@ function M.run(args, out, EXIT)
   end
   local info = { url = sim.url, endpoint = sim.endpoint, admin = sim.admin, app_key = sim.app_key,
                  app_secret = sim.app_secret, prefix = sim.prefix, port = sim.port, fleet = sim.fleet,
-                 paging = sim.config.paging, quirks = sim.config.quirks, stage = args.stage }
+                 paging = sim.config.paging, quirks = sim.config.quirks, stage = args.stage, core = sim.core }
   if args.json then out:emit_json(info) else
     out:print(sim.endpoint)
     out:print(out:paint("dim", string.format("  app key %s, app secret %s (test credentials), admin %s",
       sim.app_key, sim.app_secret, sim.admin)))
     fleet_lines(out, sim.fleet)
+    out:print(out:paint("dim", "  kinot.core for nginx: " .. sim.core))
     if sim.config.quirks or sim.config.paging ~= "page0" then
       out:print(string.format("  offset read as %s%s", sim.config.paging,
         sim.config.quirks and "; the reference's trailing commas on" or ""))

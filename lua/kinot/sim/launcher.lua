@@ -30,36 +30,46 @@ local function read(p)
   return s
 end
 
---- the directory that holds kinot/ (this checkout's lua/, or a rocks tree)
+--- the directory that holds kinot/ (this checkout's lua/, or a rocks tree's
+-- share/lua/5.x): where this very file was loaded from
 local function lua_root()
-  local p = package.searchpath and package.searchpath("kinot.sim.launcher", package.path)
-  if not p then
-    for dir in package.path:gmatch("[^;]+") do
-      local cand = dir:gsub("%?", "kinot/sim/launcher")
-      if exists(cand) then p = cand break end
-    end
+  local src = debug.getinfo(1, "S").source
+  local p = src:sub(1, 1) == "@" and src:sub(2) or nil
+  if not (p and p:find("kinot/sim/launcher%.lua$") and exists(p)) then
+    p = package.searchpath and package.searchpath("kinot.sim.launcher", package.path)
   end
   assert(p, "kinot: cannot find kinot/sim/launcher.lua on package.path")
+  if p:sub(1, 1) ~= "/" then -- relative to where we run: nginx runs elsewhere
+    local pwd = io.popen("pwd")
+    p = pwd:read("*l") .. "/" .. p:gsub("^%./", "")
+    pwd:close()
+  end
   return (p:gsub("/kinot/sim/launcher%.lua$", ""))
 end
+M.lua_root = lua_root
 
---- where kinot.core is built for LuaJIT (nginx's Lua), or nil and what to build
+--- luajit_cpath([root]) -> the directory holding the kinot/core.so built for
+-- LuaJIT (nginx's Lua) that belongs with the Lua modules at root, or nil
+-- and what to build.  Only that one: in a checkout (root = <checkout>/lua)
+-- its build/5.1, in a LuaRocks tree (root = <tree>/share/lua/5.x) the
+-- tree's lib/lua/5.1; KINOT_SIM_CPATH overrides.  Never a system or home
+-- directory: a core built from other sources would serve these modules.
 function M.luajit_cpath(root)
-  local cands = {}
-  if os.getenv("KINOT_SIM_CPATH") then cands[#cands + 1] = os.getenv("KINOT_SIM_CPATH") end
-  cands[#cands + 1] = root .. "/../build/5.1"
-  cands[#cands + 1] = root:gsub("/share/lua/[%d.]+$", "/lib/lua/5.1")
-  cands[#cands + 1] = "/usr/local/lib/lua/5.1"
-  cands[#cands + 1] = (os.getenv("HOME") or "") .. "/.luarocks/lib/lua/5.1"
-  for _, d in ipairs(cands) do
-    if exists(d .. "/kinot/core.so") then return d end
+  root = root or lua_root()
+  local env = os.getenv("KINOT_SIM_CPATH")
+  if env and env ~= "" then
+    if exists(env .. "/kinot/core.so") then return env end
+    return nil, "KINOT_SIM_CPATH is " .. env .. ", which holds no kinot/core.so"
   end
   local tree = root:match("^(.*)/share/lua/[%d.]+$")
-  return nil, "kinot sim runs inside nginx, whose Lua is LuaJIT, and needs kinot.core built for it. " ..
-    "From the lua-kinot sources run `luarocks --lua-version=5.1 make --deps-mode=none" ..
-    (tree and (" --tree=" .. tree) or "") .. " LUA_INCDIR=/usr/include/luajit-2.1 kinot-scm-1.rockspec`" ..
-    " (or `make build` in a checkout), or point KINOT_SIM_CPATH at the directory holding kinot/core.so. Looked in: " ..
-    table.concat(cands, ", ")
+  local dir = tree and (tree .. "/lib/lua/5.1") or (root:gsub("/[^/]+$", "") .. "/build/5.1")
+  if exists(dir .. "/kinot/core.so") then return dir end
+  local how = tree and ("from the lua-kinot sources run `luarocks --lua-version=5.1 make --deps-mode=none --tree=" ..
+    tree .. " LUA_INCDIR=/usr/include/luajit-2.1 kinot-scm-1.rockspec` (`make install TREE=" .. tree ..
+    "` does both runtimes)") or "run `make build` in this checkout"
+  return nil, "kinot sim runs inside nginx, whose Lua is LuaJIT, and needs the kinot.core built for LuaJIT " ..
+    "that belongs with these Lua modules (" .. root .. "): " .. dir .. "/kinot/core.so is missing. To build it, " ..
+    how .. "; or point KINOT_SIM_CPATH at the directory holding the kinot/core.so to use"
 end
 
 local function find_modules()
@@ -193,7 +203,8 @@ function M.wait_for_port(port, pidfile)
   return false
 end
 
---- start(opts) -> sim {url, endpoint, admin, port, prefix, pid, stop()} | nil, err
+--- start(opts) -> sim {url, endpoint, admin, port, prefix, pid, core, stop()} | nil, err
+-- (core: the kinot/core.so that nginx loads, see luajit_cpath)
 -- opts: port, app_key, app_secret, locks, sensors, dtus, seed, command_pace,
 --       failure_rate, callback_secret, stage (only requests for that
 --       X-Ca-Stage pass the gateway; none stands for RELEASE), quirks (the
@@ -243,7 +254,7 @@ function M.start(opts)
   local sim = {
     port = port, prefix = prefix, url = base, endpoint = base .. "/open/lora/v1",
     admin = base .. "/__kinot_sim", app_key = cfg.app_key, app_secret = cfg.app_secret,
-    config = cfg, fleet = M.fleet_summary(cfg),
+    config = cfg, fleet = M.fleet_summary(cfg), core = cpath .. "/kinot/core.so",
   }
   -- nginx's Lua is LuaJIT: a 5.4 LUA_PATH / LUA_CPATH in our environment
   -- (`luarocks path` sets them) must not reach its ";;" defaults
