@@ -19,7 +19,8 @@ local function request(timestamp, nonce)
     method = "GET", path = "/open/lora/v1/lockers", app_secret = "3f2a9c1e7b6d4e58a0c2b7d9e1f4a6c8",
     query = { { "offset", "0" }, { "limit", "100" } },
     headers = {
-      Accept = "application/json", ["User-Agent"] = "lua-kinot/0.1.0", ["X-Ca-Key"] = "24680135",
+      Accept = "application/json", ["User-Agent"] = "lua-kinot/" .. require("kinot.version"), -- as sent
+      ["X-Ca-Key"] = "24680135",
       ["X-Ca-Timestamp"] = timestamp, ["X-Ca-Nonce"] = nonce,
       ["X-Ca-Signature-Method"] = "HmacSHA256",
     },
