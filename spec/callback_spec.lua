@@ -1,4 +1,4 @@
--- Callbacks (DESIGN §6, §7): the sign vectors, verify's refusals, the
+-- Callbacks (docs/callbacks.md, docs/callback-sign.md): the sign vectors, verify's refusals, the
 -- OpenResty handler under real nginx, the resty transport calling the
 -- simulator from inside nginx, and the example receiver end to end.
 local callback = require "kinot.callback"

@@ -1,4 +1,4 @@
--- The API client against the simulator: every method of DESIGN §2, every
+-- The API client against the simulator: every method of docs/api.md, every
 -- error kind of §3, and the retry rules of §5 proven with the simulator's
 -- counters.
 local kinot = require "kinot"

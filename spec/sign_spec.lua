@@ -1,4 +1,4 @@
--- Request signing (DESIGN §4): the known-answer vectors from the official
+-- Request signing (docs/signing.md): the known-answer vectors from the official
 -- Alibaba Cloud API Gateway signing code, then the edges around them.
 local kinot = require "kinot"
 local cjson = require "cjson"

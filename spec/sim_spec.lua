@@ -1,4 +1,4 @@
--- The simulator (DESIGN §8) driven through raw signed HTTP: every endpoint's
+-- The simulator (docs/simulator.md) driven through raw signed HTTP: every endpoint's
 -- shape, each gateway refusal, the command lifecycle with its callbacks,
 -- and each fault mode.
 local kinot = require "kinot"

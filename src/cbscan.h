@@ -1,4 +1,4 @@
-/* Scanner for callback bodies (DESIGN §7): a strict JSON object whose
+/* Scanner for callback bodies (docs/callback-sign.md): a strict JSON object whose
  * top-level members are reported with their raw text, so that a number
  * signs as written (3.6590 stays 3.6590) and a nested object as its bytes.
  * One trailing comma before '}' or ']' is tolerated, as the platform sends

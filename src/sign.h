@@ -1,4 +1,4 @@
-/* Alibaba Cloud API Gateway request signing (DESIGN §4).
+/* Alibaba Cloud API Gateway request signing (docs/signing.md).
  *
  * A kn_signer holds an HMAC key already absorbed into OpenSSL contexts, plus
  * the scratch space one signature needs, so signing a request allocates

@@ -1,4 +1,4 @@
--- A client: credentials, endpoint, transport and the API methods of DESIGN §2.
+-- A client: credentials, endpoint, transport and the API methods of docs/api.md.
 local request = require "kinot.request"
 local validate = require "kinot.validate"
 local pager = require "kinot.pager"

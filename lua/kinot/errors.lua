@@ -1,4 +1,4 @@
--- The two error classes of the SDK (DESIGN §3), one constructor each:
+-- The two error classes of the SDK (docs/errors.md), one constructor each:
 --
 --  * runtime failures come back as `nil, err` where err = errors.new(kind,
 --    message, fields): a table with a __tostring, so `assert(client:lockers{})`
@@ -53,7 +53,7 @@ function misuse_mt.__tostring(e)
 end
 
 --- Makes a runtime error. `fields` may carry status, code, api_message,
--- request_id, gateway_error, retryable, attempts ... as DESIGN §3 lists them.
+-- request_id, gateway_error, retryable, attempts ... as docs/errors.md lists them.
 function M.new(kind, message, fields)
   assert(KINDS[kind], "unknown error kind " .. tostring(kind))
   local e = fields or {}

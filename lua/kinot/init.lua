@@ -11,7 +11,7 @@ local kinot = {
   errors = errors,
 }
 
---- new(opts) -> client (DESIGN §2)
+--- new(opts) -> client (docs/api.md)
 function kinot.new(opts)
   return Client.new(opts)
 end

@@ -1,5 +1,5 @@
 -- One API call, read top to bottom: build -> sign -> send -> decode -> error,
--- wrapped in the retry policy of DESIGN §5.
+-- wrapped in the retry policy of docs/transports.md.
 local core = require "kinot.core"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
@@ -267,7 +267,7 @@ function M.send(client, call)
 end
 
 --- perform(client, call) -> decoded document | nil, err
--- call.idempotent: false for POST /commands (DESIGN §5)
+-- call.idempotent: false for POST /commands (docs/transports.md)
 function M.perform(client, call)
   local transport = client.transport
   local max_attempts = 1 + client.retries

@@ -1,4 +1,4 @@
--- A keyed request signer (DESIGN §4): signer.new(secret) -> object with
+-- A keyed request signer (docs/signing.md): signer.new(secret) -> object with
 -- :sign(request) -> {string_to_sign, signature, signed_headers} and :close().
 -- The signing itself is always the C core's kn_sign.  On Lua 5.4 the
 -- request table is read through the Lua C API (kinot.core); on LuaJIT it is

@@ -1,4 +1,4 @@
--- The platform's callbacks (DESIGN §7): canonical string, sign, verify.
+-- The platform's callbacks (docs/callback-sign.md): canonical string, sign, verify.
 -- The body scan and MD5 are C (kinot.core); this file turns the result into
 -- an event and says clearly why a body is refused.
 --
@@ -218,7 +218,7 @@ function M.worker(opts)
   return require("kinot.callback.worker").new(opts)
 end
 
---- handler(opts) -> function for content_by_lua_block (DESIGN §6)
+--- handler(opts) -> function for content_by_lua_block (docs/callbacks.md)
 function M.handler(opts)
   return require("kinot.callback.handler").new(opts)
 end

@@ -1,4 +1,4 @@
--- `kinot` on the command line (DESIGN §9).  Exit codes:
+-- `kinot` on the command line (docs/cli.md).  Exit codes:
 --   0 success, 1 a check failed (`verify` refused the body),
 --   2 usage error, 3 API error (platform, gateway, signature, decode ...),
 --   4 network error (network, timeout, tls), 5 a command's outcome is

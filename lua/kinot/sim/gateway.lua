@@ -1,5 +1,5 @@
 -- The simulator's API gateway: the checks the Alibaba Cloud API Gateway
--- makes before a request reaches the platform (DESIGN §4), with its error
+-- makes before a request reaches the platform (docs/signing.md), with its error
 -- style: HTTP 400/403 + X-Ca-Error-Message + X-Ca-Request-Id.
 local core = require "kinot.core"
 

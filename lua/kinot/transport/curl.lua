@@ -1,4 +1,4 @@
--- The "curl" transport: the C core's libcurl handle (DESIGN §6).  One
+-- The "curl" transport: the C core's libcurl handle (docs/transports.md).  One
 -- handle per client, so connections stay alive between calls.
 local core = require "kinot.core"
 

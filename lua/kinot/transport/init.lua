@@ -1,4 +1,4 @@
--- Picks a transport (DESIGN §6): "curl", "resty", a function, or "auto"
+-- Picks a transport (docs/transports.md): "curl", "resty", a function, or "auto"
 -- (resty inside nginx, curl elsewhere).  Never libcurl inside a worker.
 local errors = require "kinot.errors"
 

@@ -1,4 +1,4 @@
--- The "resty" transport: HTTP/1.1 over nginx cosockets (DESIGN §6), for use
+-- The "resty" transport: HTTP/1.1 over nginx cosockets (docs/transports.md), for use
 -- inside OpenResty where blocking libcurl would stall the whole worker.
 -- Keep-alive pool per host; TLS through sslhandshake with verification
 -- against nginx's lua_ssl_trusted_certificate; chunked and length bodies;
