@@ -64,6 +64,8 @@ local function build_parser()
   p:option("--stage", "API stage sent as X-Ca-Stage, e.g. TEST (default $KINOT_STAGE, else none: RELEASE); " ..
     "with `sim`, the only stage the simulator serves")
   p:option("--proxy", "HTTP proxy URL, http://[user:password@]host:port (default $KINOT_PROXY)")
+  p:option("--paging", "How the platform numbers `offset`: auto (found out once), page0, page1 or rows " ..
+    "(default $KINOT_PAGING, else auto)"):choices { "auto", "page0", "page1", "rows" }
   p:flag("--json", "One JSON document on stdout")
   p:flag("--jsonl", "One JSON object a line (fleet listings)")
   p:flag("--no-color", "No colour even on a terminal")
@@ -76,7 +78,8 @@ local function build_parser()
 
   for _, what in ipairs { { "lockers", "parking locks" }, { "sensors", "parking sensors" } } do
     local c = p:command(what[1], "List " .. what[2] .. " (one page, or --all)")
-    c:option("--offset", "Page index, from 0", "0"):convert(number("--offset"))
+    c:option("--offset", "The platform's offset, sent as given (a page index from 0 on the platform " ..
+      "as we read it; see --paging)", "0"):convert(number("--offset"))
     c:option("--limit", "Devices a page, 10..100", "10"):convert(number("--limit"))
     c:flag("--all", "Every device, all pages")
     c:option("--concurrency", "Pages in flight with --all", "8"):convert(number("--concurrency"))
@@ -150,7 +153,8 @@ local function client_of(args)
   return kinot.new { app_key = key, app_secret = secret,
                      endpoint = args.endpoint or os.getenv("KINOT_ENDPOINT"), timeout = args.timeout,
                      stage = args.stage or os.getenv("KINOT_STAGE"),
-                     proxy = args.proxy or os.getenv("KINOT_PROXY") }
+                     proxy = args.proxy or os.getenv("KINOT_PROXY"),
+                     paging = args.paging or os.getenv("KINOT_PAGING") }
 end
 
 local function check(v, err)
