@@ -497,6 +497,10 @@ function M.admin()
     if doc.failure_rate then S.failure_rate = doc.failure_rate end
     if doc.callback_retries then S.callback_retries = doc.callback_retries end
     if doc.clock_offset_ms then S.gw.clock_offset_ms = doc.clock_offset_ms end
+    -- the credentials the gateway accepts from now on (a key revoked, a
+    -- secret rotated); POST /reset restores the started ones
+    if type(doc.app_key) == "string" then S.gw.app_key = doc.app_key end
+    if type(doc.app_secret) == "string" then S.gw.signer = require("kinot.signer").new(doc.app_secret) end
     if doc.quirks ~= nil then S.quirks = doc.quirks == true end
     if doc.page1_zero ~= nil then S.page1_zero = doc.page1_zero end -- "clamp" (default), "error", "empty"
     if doc.offset_bound ~= nil then S.offset_bound = doc.offset_bound == true end

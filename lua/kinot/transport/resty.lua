@@ -356,7 +356,12 @@ function M.new(opts)
       -- the handshake's timer is the connect timeout slot, set once
       local sess
       if arm(sock, deadline) then
-        sess, err = sock:sslhandshake(nil, host, verify)
+        -- lua-resty-core (Debian 12's 0.1.25 among others) at times raises
+        -- "assertion failed!" when the handshake fails at once, on a
+        -- certificate it does not trust from a nearby server
+        -- (openresty/lua-resty-core#499): a failed handshake, never a raise
+        local done, s1, s2 = pcall(sock.sslhandshake, sock, nil, host, verify)
+        if done then sess, err = s1, s2 else sess, err = nil, "the handshake failed (" .. tostring(s1) .. ")" end
       else
         err = "timeout"
       end
