@@ -108,7 +108,8 @@ local function build(box, types)
       local want, v = types[key]
       if want == "int" then
         v = e.number
-        if t ~= NUMBER or v ~= floor(v) or v > INT_LIMIT or v < -INT_LIMIT then return malformed(box, key, want, t) end
+        -- strictly within +-2^53, as kn_cb_whole: 2^53 + 1 reads as 2^53 in a double
+        if t ~= NUMBER or v ~= floor(v) or v >= INT_LIMIT or v <= -INT_LIMIT then return malformed(box, key, want, t) end
       elseif want == "float" then
         if t ~= NUMBER then return malformed(box, key, want, t) end
         v = e.number
