@@ -99,3 +99,81 @@ describe("a worker's handler returning false, err (real redis-server)", function
     assert.are.equal(0, tonumber(c:call("XPENDING", STREAM, "g")[1]))
   end)
 end)
+
+describe("a signed body recut under the same canonical string", function()
+  -- The canonical string joins key=value with '&': a '&' or '=' in a key,
+  -- or a '&' in a string value, lets an attacker move members into one
+  -- another and keep the sign.  Folding updated_at away bypassed max_age:
+  -- a command_resp from 2019 reached on_command as fresh.
+  local rules = require "kinot.callback.rules"
+  local STATUS = '{"car_detected":0,"device_type":18,"locked":1,"sn":419631107,' ..
+    '"updated_at":"2019-03-13T10:42:39+08:00"}'
+  local RESP = '{"commnad_status":"success","device_type":18,"guid":"9b2f6a1c","reason":"NULL",' ..
+    '"sn":419631107,"updated_at":"2019-03-13T10:42:39+08:00"}'
+  local function with_sign(body, sign) return (body:gsub("}$", ',"sign":"' .. sign .. '"}')) end
+  -- the genuine body's sign on each recut body (under rule, default md5-key)
+  local function recuts(rule)
+    local s1 = assert(rules.sign(STATUS, SECRET, rule))
+    local s2 = assert(rules.sign(RESP, SECRET, rule))
+    return {
+      { "a key holding the next members",
+        with_sign('{"car_detected":0,"device_type":18,"locked":1,' ..
+          '"sn=419631107&updated_at":"2019-03-13T10:42:39+08:00"}', s1) },
+      { "a key holding the members before",
+        with_sign('{"car_detected=0&device_type":18,"locked":1,"sn":419631107,' ..
+          '"updated_at":"2019-03-13T10:42:39+08:00"}', s1) },
+      { "a string value holding the next members",
+        with_sign('{"commnad_status":"success","device_type":18,"guid":"9b2f6a1c",' ..
+          '"reason":"NULL&sn=419631107&updated_at=2019-03-13T10:42:39+08:00"}', s2) },
+      { "guid holding the members after it",
+        with_sign('{"commnad_status":"success","device_type":18,' ..
+          '"guid":"9b2f6a1c&reason=NULL&sn=419631107&updated_at=2019-03-13T10:42:39+08:00"}', s2) },
+    }
+  end
+
+  it("verifies the genuine bodies (the recuts below carry their signs)", function()
+    for _, body in ipairs { STATUS, RESP } do
+      local ev = callback.verify(with_sign(body, assert(callback.sign(body, SECRET))), { secret = SECRET, max_age = false })
+      assert.is_table(ev)
+      assert.are.equal(419631107, ev.sn)
+    end
+  end)
+
+  for _, case in ipairs(recuts()) do
+    it("refuses " .. case[1] .. " (malformed), in every reader", function()
+      local raw = case[2]
+      assert.are.equal(rules.canonical(assert(rules.members(raw))), (rules.canonical(assert(rules.members(
+        raw:find("commnad") and RESP or STATUS)))))
+      local ev, err = callback.verify(raw, { secret = SECRET, max_age = false })
+      assert.is_nil(ev)
+      assert.are.equal("malformed", err.reason)
+      local d, reason = core.callback_verify(raw, { SECRET }, vocabulary.fields.callback)
+      assert.is_nil(d)
+      assert.are.equal("malformed", reason)
+      d, reason = scanner.verify(raw, { SECRET }, vocabulary.fields.callback)
+      assert.is_nil(d)
+      assert.are.equal("malformed", reason)
+      local again, rerr = callback.rebuild(raw, "id")
+      assert.is_nil(again)
+      assert.are.equal("malformed", rerr.reason)
+      -- and through the receiver, with its default max_age: never handed over
+      local status = callback.receiver { secret = SECRET }:receive(raw)
+      assert.are.equal(400, status)
+    end)
+  end
+
+  it("refuses them under another sign_rule too", function()
+    for _, case in ipairs(recuts("md5-secret+lower")) do
+      local ev, err = callback.verify(case[2], { secret = SECRET, sign_rule = "md5-secret+lower", max_age = false })
+      assert.is_nil(ev, case[1])
+      assert.are.equal("malformed", err.reason, case[1])
+    end
+  end)
+
+  it("still passes a '&' or '=' in a member the reference does not type, and '=' in a typed string", function()
+    local body = '{"sn":419631107,"locked":1,"note":"a&b=c","reason":"x=y"}'
+    local ev = assert(callback.verify(with_sign(body, assert(callback.sign(body, SECRET))), { secret = SECRET }))
+    assert.are.equal("a&b=c", ev.data.note)
+    assert.are.equal("x=y", ev.reason)
+  end)
+end)

@@ -127,6 +127,18 @@ local coerce, NULL = vocabulary.coerce, json.null
 -- kinot.callback.rules signed, known fields typed as the C path types them
 -- (a known field of the wrong type refuses the body: malformed)
 local function signed_data(members, rule)
+  -- '&' or '=' in a name, '&' in a typed string: the signed string could
+  -- not tell the body from one recut (members moved into one another)
+  for _, m in ipairs(members) do
+    if m.key:find("[&=]") then
+      return refuse("malformed", "callback body refused: member name \"" .. m.key:sub(1, 40) ..
+        "\" holds '&' or '=', so the signed string cannot tell it from other members")
+    end
+    if m.kind == "string" and FIELD_TYPES[m.key] == "string" and m.text:find("&", 1, true) then
+      return refuse("malformed", "callback body refused: member \"" .. m.key:sub(1, 40) ..
+        "\" holds '&', so the signed string cannot tell it from the members after it")
+    end
+  end
   local data = rules.data(members) -- every member but sign, as Lua values
   for k, v in pairs(data) do
     if (v == "" and rule.empty ~= "keep") or (v == NULL and rule.null == "skip") then data[k] = nil end
