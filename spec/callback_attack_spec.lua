@@ -177,3 +177,28 @@ describe("a signed body recut under the same canonical string", function()
     assert.are.equal("x=y", ev.reason)
   end)
 end)
+
+describe("the inbox's append when Redis refuses it half way (real redis-server)", function()
+  local inbox = require "kinot.callback.inbox"
+  local r, c
+  setup(function()
+    r = R.start {}
+    c = r.client()
+  end)
+  teardown(function() r.stop() end)
+
+  it("marks nothing delivered when the entry was not stored: the redelivery is stored", function()
+    local box = inbox.new { redis = r.url, stream = "kinot:wrong" }
+    -- the stream's name taken by another type (an operator's mistake): XADD fails
+    assert(c:call("SET", "kinot:wrong", "not a stream"))
+    local stored, err = box:put("ID1", "{}", 1)
+    assert.is_nil(stored) -- the handler answers 503: "deliver again"
+    assert.are.equal("redis", err.kind)
+    -- fixed; the platform delivers again: it must be stored now, not
+    -- taken for a redelivery of something stored
+    assert(c:call("DEL", "kinot:wrong"))
+    assert.is_true(box:put("ID1", "{}", 2))
+    assert.are.equal(1, tonumber(c:call("XLEN", "kinot:wrong")))
+    assert.is_false(box:put("ID1", "{}", 3)) -- and now it is a redelivery
+  end)
+end)
