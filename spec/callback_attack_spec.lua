@@ -202,3 +202,15 @@ describe("the inbox's append when Redis refuses it half way (real redis-server)"
     assert.is_false(box:put("ID1", "{}", 3)) -- and now it is a redelivery
   end)
 end)
+
+describe('verify = "monitor" and the error log', function()
+  it("never returns a message holding a line of the attacker's (the handler logs it)", function()
+    local rcv = callback.receiver { secret = SECRET, verify = "monitor" }
+    local body = '{"sn":7,"a&\\n2026/01/01 00:00:00 [emerg] 1#1: forged":1,"sign":"00"}'
+    local status, _, ev, err = rcv:receive(body)
+    assert.are.equal(400, status)
+    assert.is_nil(ev)
+    assert.are.equal("malformed", err.reason)
+    assert.is_nil(err.message:find("%c"))
+  end)
+end)

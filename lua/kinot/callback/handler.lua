@@ -307,7 +307,8 @@ function M.new(opts)
         ngx.log(ngx.WARN, "kinot callback accepted UNVERIFIED (verify = \"monitor\"), sn ",
           (tostring(ev.sn):sub(1, 40):gsub("%c", "?")), ": ", err and err.message or "sign not checked")
       end
-      if err and NOT_HANDLED[err.reason] then ngx.log(ngx.WARN, err.message) end
+      -- (one line per message, whatever a member name held)
+      if err and NOT_HANDLED[err.reason] then ngx.log(ngx.WARN, (err.message:gsub("%c", "?"))) end
       if ev and gate then
         status, answer, ev = gate:accept(body, ev)
         if ev and after then status, answer, ev = settled(ev) end
