@@ -214,3 +214,25 @@ describe('verify = "monitor" and the error log', function()
     assert.is_nil(err.message:find("%c"))
   end)
 end)
+
+describe("an updated_at without an offset", function()
+  local now = 1764201600 -- 2025-11-27T00:00:00Z
+  local function receive(stamp)
+    local rcv = callback.receiver { secret = SECRET, clock = function() return now end }
+    return rcv:receive(signed('{"sn":419631107,"locked":1,"updated_at":"' .. stamp .. '"}'))
+  end
+
+  it("is still judged by max_age: a capture from 2019 is stale in every zone", function()
+    local status, _, ev, err = receive("2019-03-13T10:42:39")
+    assert.are.equal(200, status)
+    assert.is_nil(ev)
+    assert.are.equal("stale", err.reason)
+  end)
+
+  it("passes when some zone (UTC-12 to UTC+14) makes it fresh, and is future only beyond them all", function()
+    assert.are.equal(200, select(1, receive("2025-11-27T13:00:00")))     -- 13 h ahead read as UTC: UTC+14 fits
+    assert.is_table(select(3, receive("2025-11-27T13:00:00")))
+    assert.is_table(select(3, receive("2025-11-25T00:00:00")))           -- 48 h old as UTC: UTC-12 makes it 36 h
+    assert.are.equal(503, select(1, receive("2025-11-27T15:00:00")))     -- 15 h ahead: no zone makes it now
+  end)
+end)
