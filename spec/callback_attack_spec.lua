@@ -71,7 +71,7 @@ describe("int fields at 2^53, in every reader", function()
   end)
 end)
 
-describe("a worker's handler returning false, err (real redis-server)", function()
+describe("a worker's handler returning false, err or false (real redis-server)", function()
   local r, c
   local STREAM = "kinot:attack"
   setup(function()
@@ -89,13 +89,14 @@ describe("a worker's handler returning false, err (real redis-server)", function
                            log = function() end,
                            on_status = function(ev)
                              attempts[#attempts + 1] = ev.attempt
-                             if ev.attempt < 2 then return false, "not stored yet" end
+                             if ev.attempt == 1 then return false, "not stored yet" end
+                             if ev.attempt == 2 then return false end
                              return true
                            end }
     local t0 = core.monotonic()
     w:run(function() return w.handled > 0 or core.monotonic() - t0 > 5 end)
-    assert.are.same({ 1, 2 }, attempts)
-    assert.are.equal(1, w.failed)
+    assert.are.same({ 1, 2, 3 }, attempts)
+    assert.are.equal(2, w.failed)
     assert.are.equal(0, tonumber(c:call("XPENDING", STREAM, "g")[1]))
   end)
 end)
@@ -235,4 +236,53 @@ describe("an updated_at without an offset", function()
     assert.is_table(select(3, receive("2025-11-25T00:00:00")))           -- 48 h old as UTC: UTC-12 makes it 36 h
     assert.are.equal(503, select(1, receive("2025-11-27T15:00:00")))     -- 15 h ahead: no zone makes it now
   end)
+end)
+
+describe("a handler that yields, then fails (real nginx, ack = after_handler)", function()
+  local H = require "helpers"
+  local json = require "kinot.json"
+  local ng
+  setup(function()
+    ng = H.nginx {
+      http = [[
+        lua_shared_dict tries 1m;
+        lua_shared_dict dedupe 1m;
+        init_by_lua_block {
+          local function note(ev)
+            ngx.sleep(0.05) -- yields first
+            local tries = ngx.shared.tries:incr(ev.sn, 1, 0)
+            if ev.data.how == "false" and tries == 1 then return false end
+            if ev.data.how == "raise" and tries == 1 then error("raised after a sleep") end
+            ngx.shared.tries:incr("done " .. ev.sn, 1, 0)
+            return true
+          end
+          receive = require("kinot.callback").handler {
+            secret = "]] .. SECRET .. [[", dedupe = "dedupe", max_age = false, on_status = note,
+          }
+        }
+      ]],
+      server = [[
+        location = /cb { content_by_lua_block { receive() } }
+        location = /done { content_by_lua_block { ngx.print(ngx.shared.tries:get("done " .. ngx.var.arg_sn) or 0) } }
+      ]],
+    }
+  end)
+  teardown(function() if ng then ng.stop() end end)
+  local function post(body) return H.raw("POST", ng.url .. "/cb", body, { ["Content-Type"] = "application/json" }) end
+  local function done(sn) return tonumber(H.raw("GET", ng.url .. "/done?sn=" .. sn).body) end
+
+  for sn, how in pairs { [11] = "raise", [12] = "false" } do
+    it("answers 500 when it " .. (how == "raise" and "raises" or "returns false") .. ", then 200 to the redelivery",
+      function()
+        local body = signed('{"sn":' .. sn .. ',"locked":1,"how":"' .. how .. '"}')
+        local res = post(body)
+        assert.are.equal(500, res.status)
+        assert.are.equal(500, json.decode(res.body).code)
+        assert.are.equal(0, done(sn))
+        assert.are.equal(200, post(body).status)
+        assert.are.equal(1, done(sn))
+        assert.are.equal(200, post(body).status) -- a duplicate now
+        assert.are.equal(1, done(sn))
+      end)
+  end
 end)

@@ -36,11 +36,13 @@ local function log_failure(ev, why)
   ngx.log(ngx.ERR, "kinot callback handler failed for sn ", tostring(ev.sn), ": ", tostring(why))
 end
 
--- pcall's results -> true | false, why: a handler fails when it raises or
--- returns nil (or false) and an error
+-- pcall's results -> true | false, why: a handler fails when it raises,
+-- returns nil (or false) and an error, or returns false (a handler that
+-- says false has not done its work: acknowledging it would lose the event)
 local function outcome(ok, r1, r2)
   if not ok then return false, r1 end
   if (r1 == nil or r1 == false) and r2 ~= nil then return false, r2 end
+  if r1 == false then return false, "the handler returned false" end
   return true
 end
 
