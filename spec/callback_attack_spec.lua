@@ -286,3 +286,13 @@ describe("a handler that yields, then fails (real nginx, ack = after_handler)", 
       end)
   end
 end)
+
+describe("dedupe = { redis = ..., lease = ... } (misuse)", function()
+  it("raises on a lease that Redis would refuse at every delivery (each answered 503)", function()
+    for _, lease in ipairs { 0, -1, "60", 0.0001 } do
+      assert.has_error(function()
+        callback.handler { secret = SECRET, dedupe = { redis = "redis://127.0.0.1:1", lease = lease } }
+      end, "kinot: dedupe.lease must be a number of seconds >= 0.001")
+    end
+  end)
+end)
