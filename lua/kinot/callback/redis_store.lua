@@ -36,7 +36,7 @@ function M.options(o, level)
   if o.ttl ~= nil and (type(o.ttl) ~= "number" or o.ttl < 1) then error("kinot: dedupe.ttl must be a number of seconds >= 1", level) end
   if o.prefix ~= nil and type(o.prefix) ~= "string" then error("kinot: dedupe.prefix must be a string", level) end
   -- (Redis refuses PX 0: a lease under a millisecond would be a 503 for every delivery)
-  if o.lease ~= nil and (type(o.lease) ~= "number" or not (o.lease >= 0.001)) then
+  if o.lease ~= nil and (type(o.lease) ~= "number" or o.lease ~= o.lease or o.lease < 0.001) then
     error("kinot: dedupe.lease must be a number of seconds >= 0.001", level)
   end
   return o
