@@ -92,7 +92,7 @@ end
 -- a body the signed string cannot tell from a recut one (see kinot_core.c)
 local function recut(box, what)
   box.names = {}
-  return nil, "callback body refused: " .. what .. ", so the signed string cannot tell it from other members"
+  return nil, "callback body refused: " .. what
 end
 
 -- the data of the members just scanned, or nil, message
@@ -110,7 +110,8 @@ local function build(box, types)
       key = ffi_string(e.key.p, e.key.n)
       -- '&' or '=' in a name: the signed string could not tell it from
       -- other members (a name kept in `names` was checked when made)
-      if find(key, "[&=]") then return recut(box, "member name \"" .. key:sub(1, 40) .. "\" holds '&' or '='") end
+      if find(key, "[&=]") then return recut(box, "member name \"" .. key:sub(1, 40) ..
+        "\" holds '&' or '=', so the signed string cannot tell it from other members") end
       if slot ~= 0 then names[slot < 0 and -slot or slot] = key end
     end
     local t = e.type
@@ -126,7 +127,8 @@ local function build(box, types)
       elseif want == "string" then
         if t ~= STRING then return malformed(box, key, want, t) end
         v = ffi_string(e.text.p, e.text.n)
-        if find(v, "&", 1, true) then return recut(box, "member \"" .. key:sub(1, 40) .. "\" holds '&'") end
+        if find(v, "&", 1, true) then return recut(box, "member \"" .. key:sub(1, 40) ..
+          "\" holds '&', so the signed string cannot tell it from the members after it") end
       elseif t == STRING then v = ffi_string(e.text.p, e.text.n)
       elseif t == NUMBER then v = e.number
       elseif t == TRUE then v = true
