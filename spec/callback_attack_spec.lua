@@ -298,3 +298,20 @@ describe("dedupe = { redis = ..., lease = ... } (misuse)", function()
     end
   end)
 end)
+
+describe("an empty callback secret (misuse)", function()
+  -- MD5(canonical .. "&key=") is anyone's to compute: with "" among the
+  -- secrets every forged body verified
+  it("raises, alone or in a list, wherever a secret is taken", function()
+    local body = '{"sn":1,"locked":1}'
+    local forged = body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, "")) .. '"}')
+    for _, s in ipairs { "", { SECRET, "" } } do
+      assert.has_error(function() callback.verify(forged, { secret = s }) end,
+        "kinot: a callback secret must not be empty (anyone could sign with it)")
+      assert.has_error(function() callback.receiver { secret = s } end,
+        "kinot: a callback secret must not be empty (anyone could sign with it)")
+      assert.has_error(function() callback.handler { secret = s } end,
+        "kinot: a callback secret must not be empty (anyone could sign with it)")
+    end
+  end)
+end)

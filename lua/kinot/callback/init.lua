@@ -55,11 +55,14 @@ function M.sign(raw, secret)
 end
 
 --- secrets(opts) -> list of secrets, checked once (misuse raises)
+local EMPTY = "kinot: a callback secret must not be empty (anyone could sign with it)"
 local function secrets_of(s, level)
+  if s == "" then error(EMPTY, level) end
   if type(s) == "string" then return { s } end
   if type(s) == "table" and #s > 0 then
     for i = 1, #s do
       if type(s[i]) ~= "string" then error("kinot: secret[" .. i .. "] must be a string", level) end
+      if s[i] == "" then error(EMPTY, level) end
     end
     return s
   end
