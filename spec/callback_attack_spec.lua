@@ -65,6 +65,11 @@ describe("int fields at 2^53, in every reader", function()
     end)
   end
 
+  it("reads sn -0 as 0 (not -0) in every reader", function()
+    local r = readings(signed('{"sn":-0,"locked":1}'))
+    for how, v in pairs(r) do assert.are.equal("0", tostring(v), how) end
+  end)
+
   it("still reads the largest exact int, 2^53 - 1, as itself", function()
     local r = readings(signed('{"sn":9007199254740991,"locked":1}'))
     for how, v in pairs(r) do assert.are.equal(2 ^ 53 - 1, v, how) end

@@ -107,7 +107,7 @@ function M.coerce(kind, v)
   if v ~= floor(v) or v >= INT_LIMIT or v <= -INT_LIMIT or v == huge or v == -huge then
     return nil, "a whole number within +-2^53 is wanted"
   end
-  return tointeger and tointeger(v) or v
+  return tointeger and tointeger(v) or v + 0 -- (-0 + 0 is 0, as the C reader gives it)
 end
 
 return M
