@@ -65,9 +65,20 @@ describe("int fields at 2^53, in every reader", function()
     end)
   end
 
-  it("reads sn -0 as 0 (not -0) in every reader", function()
-    local r = readings(signed('{"sn":-0,"locked":1}'))
-    for how, v in pairs(r) do assert.are.equal("0", tostring(v), how) end
+  it("reads sn -0 and -0.0 as 0 (not -0) in every reader", function()
+    for _, text in ipairs { "-0", "-0.0", "-0e0" } do
+      local r = readings(signed('{"sn":' .. text .. ',"locked":1}'))
+      for how, v in pairs(r) do assert.are.equal("0", tostring(v), how .. " " .. text) end
+    end
+  end)
+
+  it("reads the other fields' -0 and -0.0 alike in verify and in the worker's rebuild", function()
+    local body = signed('{"sn":1,"voltage":-0.0,"frequency":-0,"x":-0,"y":-0.0}')
+    local ev = assert(callback.verify(body, { secret = SECRET }))
+    local again = assert(callback.rebuild(body, ev.id))
+    for _, k in ipairs { "voltage", "frequency", "x", "y" } do
+      assert.are.equal(tostring(ev.data[k]), tostring(again.data[k]), k)
+    end
   end)
 
   it("still reads the largest exact int, 2^53 - 1, as itself", function()

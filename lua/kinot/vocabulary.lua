@@ -101,7 +101,7 @@ function M.coerce(kind, v)
   end
   if t ~= "number" then return nil, "a number is wanted, not a " .. t end
   if v ~= v then return nil, "not a number (NaN)" end
-  if kind == "float" then return v + 0.0 end
+  if kind == "float" then return v * 1.0 end -- (-0.0 stays -0.0, as the C reader gives it)
   -- +-2^53 itself is out: 2^53 + 1 reads as 2^53 in a double, so only
   -- below it is a whole double the number that was written
   if v ~= floor(v) or v >= INT_LIMIT or v <= -INT_LIMIT or v == huge or v == -huge then

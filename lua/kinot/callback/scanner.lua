@@ -121,6 +121,7 @@ local function build(box, types)
         v = e.number
         -- strictly within +-2^53, as kn_cb_whole: 2^53 + 1 reads as 2^53 in a double
         if t ~= NUMBER or v ~= floor(v) or v >= INT_LIMIT or v <= -INT_LIMIT then return malformed(box, key, want, t) end
+        v = v + 0 -- -0.0 is the int 0, as the C API gives it
       elseif want == "float" then
         if t ~= NUMBER then return malformed(box, key, want, t) end
         v = e.number
