@@ -289,6 +289,20 @@ describe("a handler that yields, then fails (real nginx, ack = after_handler)", 
   local function post(body) return H.raw("POST", ng.url .. "/cb", body, { ["Content-Type"] = "application/json" }) end
   local function done(sn) return tonumber(H.raw("GET", ng.url .. "/done?sn=" .. sn).body) end
 
+  it("takes a body of exactly max_body (64 KiB) and refuses one byte more (413)", function()
+    local function sized(n, sn)
+      local probe = signed('{"sn":' .. sn .. ',"locked":1,"pad":""}')
+      local pad = string.rep("p", n - #probe)
+      local body = signed('{"sn":' .. sn .. ',"locked":1,"pad":"' .. pad .. '"}')
+      assert.are.equal(n, #body)
+      return body
+    end
+    assert.are.equal(200, post(sized(65536, 13)).status)
+    assert.are.equal(1, done(13))
+    assert.are.equal(413, post(sized(65537, 14)).status)
+    assert.are.equal(0, done(14))
+  end)
+
   for sn, how in pairs { [11] = "raise", [12] = "false" } do
     it("answers 500 when it " .. (how == "raise" and "raises" or "returns false") .. ", then 200 to the redelivery",
       function()
