@@ -151,8 +151,13 @@ describe("two receiver hosts sharing one Redis", function()
     local p = io.popen("sh " .. r.dir .. "/race.sh")
     local codes = p:read("*a")
     p:close()
+    -- ack = "after_handler" (the default): a copy that lands while another
+    -- host runs the handler is answered 503 ("deliver again"), which is
+    -- right; what must hold is that no code is anything else
     local _, n200 = codes:gsub("200", "")
-    assert.are.equal(120, n200, codes)
+    local _, n503 = codes:gsub("503", "")
+    assert.are.equal(120, n200 + n503, codes)
+    assert.is_true(n200 >= 30, codes)
     assert.are.equal(before + 30, H.wait_for(function() return seen(a) + seen(b) == before + 30 and before + 30 end, 3))
     core.sleep(0.2)
     assert.are.equal(before + 30, seen(a) + seen(b))
