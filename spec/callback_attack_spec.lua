@@ -397,3 +397,24 @@ describe("every reader of a verified body, on hostile members", function()
     assert.are.same({}, diff)
   end)
 end)
+
+describe("Redis dedupe's pending mark (ack = after_handler, real redis-server)", function()
+  local store = require "kinot.callback.redis_store"
+  local r
+  setup(function() r = R.start {} end)
+  teardown(function() r.stop() end)
+
+  it("is not dropped by a host whose lease ran out: a third copy stays away while the second host runs", function()
+    local s = store.new { redis = r.url }
+    local state, token_a = s:claim("EV1", 0.05) -- host A: a handler slower than its lease
+    assert.are.equal("new", state)
+    core.sleep(0.15)
+    local state_b, token_b = s:claim("EV1", 10) -- host B takes it over
+    assert.are.equal("new", state_b)
+    assert.are_not.equal(token_a, token_b)
+    assert(s:settle("EV1", false, token_a)) -- A's handler fails at last
+    assert.are.equal("busy", (s:claim("EV1", 10))) -- B still runs it: a copy must wait
+    assert(s:settle("EV1", true, token_b))
+    assert.are.equal("duplicate", (s:claim("EV1", 10)))
+  end)
+end)
