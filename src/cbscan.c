@@ -310,11 +310,12 @@ int kn_cb_is_signed(const kn_cb_member *m) {
 int kn_cb_whole(const kn_cb_member *m, long long *out) {
     if (m->type != KN_CB_NUMBER) return 0;
     if (m->is_integer) {
-        if (m->integer > WHOLE_MAX || m->integer < -WHOLE_MAX) return 0;
+        if (m->integer >= WHOLE_MAX || m->integer <= -WHOLE_MAX) return 0;
         *out = m->integer;
         return 1;
     }
-    if (!(m->number >= -(double)WHOLE_MAX && m->number <= (double)WHOLE_MAX)) return 0; /* NaN too */
+    /* strictly inside: a text over 2^53 (2^53 + 1) rounds to 2^53 */
+    if (!(m->number > -(double)WHOLE_MAX && m->number < (double)WHOLE_MAX)) return 0; /* NaN too */
     if (m->number != (double)(long long)m->number) return 0;
     *out = (long long)m->number;
     return 1;

@@ -55,9 +55,10 @@ int kn_cb_canonical(kn_cb_scanner *s, kn_str *canon, kn_str *given);
  * kn_cb_canonical joins, and the only ones a binding puts in an event). */
 int kn_cb_is_signed(const kn_cb_member *m);
 
-/* After kn_cb_convert: whether a member is a whole number within +-2^53
- * (exact in a double, so the same on every runtime: what a field the
- * reference types int must hold), and its value in *out. */
+/* After kn_cb_convert: whether a member is a whole number strictly within
+ * +-2^53 (exact in a double, and no other text rounds to it: so the same
+ * on every runtime; what a field the reference types int must hold), and
+ * its value in *out. */
 int kn_cb_whole(const kn_cb_member *m, long long *out);
 
 /* upper-case hex MD5 of canon + "&key=" + secret into hex[33] */

@@ -973,6 +973,14 @@ static int build_data(lua_State *L, cb_box *b, const kn_cb_member *members, size
         long long iv;
         /* a slot that changed name forgets its type, signed member or not */
         if (m->name_slot < 0) b->type[slot] = TYPE_UNREAD;
+        /* '&' or '=' in a name: the canonical string could not tell it from
+         * other members (docs/callback-sign.md) */
+        if (memchr(m->key.p, '&', m->key.n) || memchr(m->key.p, '=', m->key.n)) {
+            memset(b->type, TYPE_UNREAD, sizeof b->type);
+            snprintf(why, whylen, "callback body refused: member name \"%.*s\" holds '&' or '=', so the signed "
+                     "string cannot tell it from other members", (int)(m->key.n > 40 ? 40 : m->key.n), m->key.p);
+            return 1;
+        }
         if (!kn_cb_is_signed(m)) continue;
         push_name(L, m);
         t = slot ? b->type[slot] : TYPE_UNREAD;
@@ -991,6 +999,13 @@ static int build_data(lua_State *L, cb_box *b, const kn_cb_member *members, size
             break;
         case TYPE_STRING:
             bad = m->type != KN_CB_STRING;
+            if (!bad && memchr(m->text.p, '&', m->text.n)) {
+                /* a typed string holding '&' could hold the members after it */
+                memset(b->type, TYPE_UNREAD, sizeof b->type);
+                snprintf(why, whylen, "callback body refused: member \"%.*s\" holds '&', so the signed string "
+                         "cannot tell it from the members after it", (int)(m->key.n > 40 ? 40 : m->key.n), m->key.p);
+                return 1;
+            }
             if (!bad) lua_pushlstring(L, m->text.p, m->text.n);
             break;
         default:

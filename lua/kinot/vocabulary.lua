@@ -88,7 +88,7 @@ local INT_LIMIT = 2 ^ 53 -- exact on every runtime
 local KINDS = { int = true, float = true, string = true, json = true }
 
 --- coerce(kind, value) -> value of that kind | nil, why
--- int: a whole number within +-2^53 (an integer on Lua 5.3+); float: any
+-- int: a whole number strictly within +-2^53 (an integer on Lua 5.3+); float: any
 -- number, always a float (3 -> 3.0); string: a string; json: any value.
 -- A quoted number is not a number.  An unknown kind raises.
 function M.coerce(kind, v)
@@ -101,11 +101,13 @@ function M.coerce(kind, v)
   end
   if t ~= "number" then return nil, "a number is wanted, not a " .. t end
   if v ~= v then return nil, "not a number (NaN)" end
-  if kind == "float" then return v + 0.0 end
-  if v ~= floor(v) or v > INT_LIMIT or v < -INT_LIMIT or v == huge or v == -huge then
+  if kind == "float" then return v * 1.0 end -- (-0.0 stays -0.0, as the C reader gives it)
+  -- +-2^53 itself is out: 2^53 + 1 reads as 2^53 in a double, so only
+  -- below it is a whole double the number that was written
+  if v ~= floor(v) or v >= INT_LIMIT or v <= -INT_LIMIT or v == huge or v == -huge then
     return nil, "a whole number within +-2^53 is wanted"
   end
-  return tointeger and tointeger(v) or v
+  return tointeger and tointeger(v) or v + 0 -- (-0 + 0 is 0, as the C reader gives it)
 end
 
 return M

@@ -40,13 +40,16 @@ local function days_from_civil(y, m, d)
   return era * 146097 + doe - 719468
 end
 
+-- the zones furthest west and east of UTC, in seconds
+local ZONE_WEST, ZONE_EAST = 12 * 3600, 14 * 3600
+
 local last_text, last_t, last_zoned -- most callbacks of a burst share their second
 
 --- parse(text) -> seconds since the epoch (UTC), zoned | nil
 -- ISO 8601 as the platform writes it: "2019-03-13T10:42:39+08:00"; also a
 -- space for T, fractions of a second, Z, +0800 and +08.  Without an offset
--- the time is read as UTC and zoned is false (it cannot be compared with
--- our clock, only with the device's other times).
+-- the time is read as UTC and zoned is false (check() then allows for
+-- every zone, UTC-12 to UTC+14).
 function M.parse(text)
   if text == last_text then return last_t, last_zoned end
   if type(text) ~= "string" then return nil end
@@ -161,14 +164,19 @@ function M:check(ev)
   if not t then
     return refuse("malformed", "callback updated_at is not an ISO 8601 time", { sn = ev.sn })
   end
-  if zoned then
+  -- Without an offset the time is some zone's local time, UTC-12 to
+  -- UTC+14: stale only when stale in every zone, future only when ahead
+  -- in every zone (a capture from long ago is still refused)
+  do
     local age = self.now() - t
-    if self.max_age and age > self.max_age then
+    local young_by, ahead_by = 0, 0
+    if not zoned then young_by, ahead_by = ZONE_WEST, ZONE_EAST end
+    if self.max_age and age - young_by > self.max_age then
       return refuse("stale", "callback for sn " .. tostring(ev.sn) .. ": updated_at " .. text .. " is " ..
         floor(age) .. " s old, over max_age " .. self.max_age .. " s: acknowledged, not handled",
         { sn = ev.sn, age = age })
     end
-    if -age > self.max_skew then
+    if -age - ahead_by > self.max_skew then
       return refuse("future", "callback for sn " .. tostring(ev.sn) .. ": updated_at " .. text .. " is " ..
         floor(-age) .. " s ahead of this clock, over max_skew " .. self.max_skew .. " s", { sn = ev.sn, age = age })
     end

@@ -36,11 +36,13 @@ local function log_failure(ev, why)
   ngx.log(ngx.ERR, "kinot callback handler failed for sn ", tostring(ev.sn), ": ", tostring(why))
 end
 
--- pcall's results -> true | false, why: a handler fails when it raises or
--- returns nil (or false) and an error
+-- pcall's results -> true | false, why: a handler fails when it raises,
+-- returns nil (or false) and an error, or returns false (a handler that
+-- says false has not done its work: acknowledging it would lose the event)
 local function outcome(ok, r1, r2)
   if not ok then return false, r1 end
   if (r1 == nil or r1 == false) and r2 ~= nil then return false, r2 end
+  if r1 == false then return false, "the handler returned false" end
   return true
 end
 
@@ -307,7 +309,8 @@ function M.new(opts)
         ngx.log(ngx.WARN, "kinot callback accepted UNVERIFIED (verify = \"monitor\"), sn ",
           (tostring(ev.sn):sub(1, 40):gsub("%c", "?")), ": ", err and err.message or "sign not checked")
       end
-      if err and NOT_HANDLED[err.reason] then ngx.log(ngx.WARN, err.message) end
+      -- (one line per message, whatever a member name held)
+      if err and NOT_HANDLED[err.reason] then ngx.log(ngx.WARN, (err.message:gsub("%c", "?"))) end
       if ev and gate then
         status, answer, ev = gate:accept(body, ev)
         if ev and after then status, answer, ev = settled(ev) end

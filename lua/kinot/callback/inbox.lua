@@ -15,14 +15,18 @@ M.__index = M
 
 M.STREAM = "kinot:callbacks"
 
--- KEYS: dedupe key, stream; ARGV: ttl, maxlen ("" for none), id, body, at
+-- KEYS: dedupe key, stream; ARGV: ttl, maxlen ("" for none), id, body, at.
+-- The mark is set after the append: a script that fails half way keeps
+-- what it wrote, and a mark without its entry would make the redelivery
+-- of an event never stored look like a duplicate.
 local PUT = [[
-if not redis.call('SET', KEYS[1], 'done', 'NX', 'EX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if ARGV[2] ~= '' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[3], 'body', ARGV[4], 'at', ARGV[5])
 else
   redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'body', ARGV[4], 'at', ARGV[5])
 end
+redis.call('SET', KEYS[1], 'done', 'EX', ARGV[1])
 return 1]]
 
 --- options(inbox, dedupe, level): misuse raises

@@ -55,11 +55,14 @@ function M.sign(raw, secret)
 end
 
 --- secrets(opts) -> list of secrets, checked once (misuse raises)
+local EMPTY = "kinot: a callback secret must not be empty (anyone could sign with it)"
 local function secrets_of(s, level)
+  if s == "" then error(EMPTY, level) end
   if type(s) == "string" then return { s } end
   if type(s) == "table" and #s > 0 then
     for i = 1, #s do
       if type(s[i]) ~= "string" then error("kinot: secret[" .. i .. "] must be a string", level) end
+      if s[i] == "" then error(EMPTY, level) end
     end
     return s
   end
@@ -127,6 +130,20 @@ local coerce, NULL = vocabulary.coerce, json.null
 -- kinot.callback.rules signed, known fields typed as the C path types them
 -- (a known field of the wrong type refuses the body: malformed)
 local function signed_data(members, rule)
+  -- '&' or '=' in a name, '&' in a typed string: the signed string could
+  -- not tell the body from one recut (members moved into one another)
+  -- (a name in a message loses its control characters: under verify =
+  -- "monitor" it is anyone's, and the message goes to the error log)
+  for _, m in ipairs(members) do
+    if m.key:find("[&=]") then
+      return refuse("malformed", "callback body refused: member name \"" .. m.key:sub(1, 40):gsub("%c", "?") ..
+        "\" holds '&' or '=', so the signed string cannot tell it from other members")
+    end
+    if m.kind == "string" and FIELD_TYPES[m.key] == "string" and m.key ~= "sign" and m.text:find("&", 1, true) then
+      return refuse("malformed", "callback body refused: member \"" .. m.key:sub(1, 40) ..
+        "\" holds '&', so the signed string cannot tell it from the members after it")
+    end
+  end
   local data = rules.data(members) -- every member but sign, as Lua values
   for k, v in pairs(data) do
     if (v == "" and rule.empty ~= "keep") or (v == NULL and rule.null == "skip") then data[k] = nil end

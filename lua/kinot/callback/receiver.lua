@@ -79,13 +79,16 @@ function M:receive(raw)
     local status = STATUS[err.reason] or 400 -- not_json, not_object, duplicate_key, malformed: 400
     return status, err_body(status, err), nil, err
   end
-  -- a redelivery is acknowledged before anything else is done with it
-  if not self.seen:add(ev.id) then return 200, OK_BODY, nil, nil, true end
-  -- freshness (issue 12 §4): see M.refusal
+  -- freshness (issue 12 §4): see M.refusal.  Judged before the dedupe
+  -- store records the delivery: one answered 503 ("future") must not be
+  -- remembered, or its redelivery would be acknowledged as a duplicate
+  -- and never handled
   if self.fresh then
     local ok, ferr = self.fresh:check(ev)
     if not ok then return M.refusal(ferr) end
   end
+  -- a redelivery is acknowledged without being handed over again
+  if not self.seen:add(ev.id) then return 200, OK_BODY, nil, nil, true end
   return 200, OK_BODY, ev
 end
 

@@ -8,25 +8,39 @@
 --   `lease` seconds, so a host that died holding it blocks nobody for long)
 local redis = require "kinot.redis"
 
+local ngx = rawget(_G, "ngx")
+
 local M = {}
 M.__index = M
 
 M.PREFIX = "kinot:seen:"
 
+-- the pending mark names its claim (ARGV[2]): a host whose lease ran out
+-- and whose handler then failed forgets its own claim, never the claim of
+-- the host that took the delivery over
 local CLAIM = [[
 local v = redis.call('GET', KEYS[1])
 if v == 'done' then return 'duplicate' end
 if v then return 'busy' end
-redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1])
+redis.call('SET', KEYS[1], 'pending:' .. ARGV[2], 'PX', ARGV[1])
 return 'new']]
 
 local SETTLE = [[
 if ARGV[1] == 'ok' then
   redis.call('SET', KEYS[1], 'done', 'EX', ARGV[2])
-elseif redis.call('GET', KEYS[1]) == 'pending' then
+elseif redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[3] then
   redis.call('DEL', KEYS[1])
 end
 return 1]]
+
+local claims = 0
+local PROCESS = (tostring({}):match("(%x+)$") or "0") .. ":" .. os.time()
+local HOST = (function()
+  local f = io.open("/proc/sys/kernel/hostname")
+  local h = f and f:read("*l")
+  if f then f:close() end
+  return h or "host"
+end)()
 
 --- check(o, level) -> the options checked (misuse raises)
 function M.options(o, level)
@@ -35,6 +49,10 @@ function M.options(o, level)
   redis.parse(o.redis, level)
   if o.ttl ~= nil and (type(o.ttl) ~= "number" or o.ttl < 1) then error("kinot: dedupe.ttl must be a number of seconds >= 1", level) end
   if o.prefix ~= nil and type(o.prefix) ~= "string" then error("kinot: dedupe.prefix must be a string", level) end
+  -- (Redis refuses PX 0: a lease under a millisecond would be a 503 for every delivery)
+  if o.lease ~= nil and (type(o.lease) ~= "number" or o.lease ~= o.lease or o.lease < 0.001) then
+    error("kinot: dedupe.lease must be a number of seconds >= 0.001", level)
+  end
   return o
 end
 
@@ -52,14 +70,22 @@ function M:add(id)
   return v ~= redis.null
 end
 
---- claim(id, lease) -> "new" | "duplicate" | "busy" (another host has it in hand) | nil, err
+--- claim(id, lease) -> "new", token | "duplicate" | "busy" (another host has it in hand) | nil, err
 function M:claim(id, lease)
-  return self.client:eval(CLAIM, 1, self.prefix .. id, math.floor((lease or 60) * 1000))
+  claims = claims + 1
+  -- this process (an nginx worker: its pid, read now, not in the master
+  -- that built the store), this claim
+  local token = string.format("%s:%s:%d:%d", HOST, ngx and ngx.worker and ngx.worker.pid() or PROCESS, claims,
+                              math.random(0, 2 ^ 30))
+  local v, err = self.client:eval(CLAIM, 1, self.prefix .. id, math.floor((lease or 60) * 1000), token)
+  if v == "new" then return v, token end
+  return v, err
 end
 
---- settle(id, ok) -> true | nil, err: done for ttl, or forgotten so a redelivery runs again
-function M:settle(id, ok)
-  local v, err = self.client:eval(SETTLE, 1, self.prefix .. id, ok and "ok" or "failed", self.ttl)
+--- settle(id, ok, token) -> true | nil, err: done for ttl, or (the claim
+-- `token` names, if still there) forgotten so a redelivery runs again
+function M:settle(id, ok, token)
+  local v, err = self.client:eval(SETTLE, 1, self.prefix .. id, ok and "ok" or "failed", self.ttl, token or "")
   if v == nil then return nil, err end
   return true
 end

@@ -446,8 +446,10 @@ function M.data(members)
     local k, v = m.kind
     if m.key == "sign" then k = "skip" end
     if k == "string" then v = m.text
-    elseif k == "integer" then v = math.tointeger and math.tointeger(tonumber(m.text)) or tonumber(m.text)
-    elseif k == "number" then v = tonumber(m.text) + 0.0
+    -- (as the C reader: "-0" is 0, "-0.0" stays -0.0; a fraction or an
+    -- exponent is a float on Lua 5.4 already)
+    elseif k == "integer" then v = math.tointeger and math.tointeger(tonumber(m.text)) or tonumber(m.text) + 0
+    elseif k == "number" then v = tonumber(m.text)
     elseif k == "true" then v = true
     elseif k == "false" then v = false
     elseif k == "null" then v = json.null

@@ -26,6 +26,7 @@ local ok_new, new_tab = pcall(require, "table.new")
 if not ok_new then new_tab = function() return {} end end
 local ffi_string, ffi_new, ffi_gc, type, error, tonumber, floor = ffi.string, ffi.new, ffi.gc, type, error, tonumber,
   math.floor
+local find = string.find
 
 -- kn_cb_verdict and kn_cb_type, as in src/cbscan.h
 local REASON = { "not_json", "not_object", "duplicate_key", "no_sign", "bad_sign" }
@@ -88,6 +89,12 @@ local function malformed(box, key, want, t)
     " (the reference's type), not " .. (KIND_OF[t] or "an array")
 end
 
+-- a body the signed string cannot tell from a recut one (see kinot_core.c)
+local function recut(box, what)
+  box.names = {}
+  return nil, "callback body refused: " .. what
+end
+
 -- the data of the members just scanned, or nil, message
 local function build(box, types)
   local sc, names = box.sc, box.names
@@ -101,6 +108,10 @@ local function build(box, types)
     if slot > 0 then key = names[slot] end
     if key == nil then
       key = ffi_string(e.key.p, e.key.n)
+      -- '&' or '=' in a name: the signed string could not tell it from
+      -- other members (a name kept in `names` was checked when made)
+      if find(key, "[&=]") then return recut(box, "member name \"" .. key:sub(1, 40) ..
+        "\" holds '&' or '=', so the signed string cannot tell it from other members") end
       if slot ~= 0 then names[slot < 0 and -slot or slot] = key end
     end
     local t = e.type
@@ -108,13 +119,17 @@ local function build(box, types)
       local want, v = types[key]
       if want == "int" then
         v = e.number
-        if t ~= NUMBER or v ~= floor(v) or v > INT_LIMIT or v < -INT_LIMIT then return malformed(box, key, want, t) end
+        -- strictly within +-2^53, as kn_cb_whole: 2^53 + 1 reads as 2^53 in a double
+        if t ~= NUMBER or v ~= floor(v) or v >= INT_LIMIT or v <= -INT_LIMIT then return malformed(box, key, want, t) end
+        v = v + 0 -- -0.0 is the int 0, as the C API gives it
       elseif want == "float" then
         if t ~= NUMBER then return malformed(box, key, want, t) end
         v = e.number
       elseif want == "string" then
         if t ~= STRING then return malformed(box, key, want, t) end
         v = ffi_string(e.text.p, e.text.n)
+        if find(v, "&", 1, true) then return recut(box, "member \"" .. key:sub(1, 40) ..
+          "\" holds '&', so the signed string cannot tell it from the members after it") end
       elseif t == STRING then v = ffi_string(e.text.p, e.text.n)
       elseif t == NUMBER then v = e.number
       elseif t == TRUE then v = true

@@ -27,7 +27,9 @@ local PASS = { add = function() return true end }
 --- new(handler opts) -> gate | nil (neither option is set: the handler's usual path)
 function M.new(o)
   if type(o.dedupe) ~= "table" and o.inbox == nil then return nil end
-  local self = setmetatable({ pass = PASS }, M)
+  -- each claimed event's token, until settle (weak: an event dropped
+  -- half way takes its token with it)
+  local self = setmetatable({ pass = PASS, tokens = setmetatable({}, { __mode = "k" }) }, M)
   if o.inbox ~= nil then
     if o.on_status ~= nil or o.on_command ~= nil then
       error("kinot: with an inbox, on_status and on_command belong to kinot.callback.worker, not the handler", 4)
@@ -59,9 +61,10 @@ function M:accept(raw, ev)
     return 200, OK_BODY, nil -- stored (now or before): the workers run it
   end
   if self.lease then
-    local state, err = self.store:claim(ev.id, self.lease)
-    if state == nil then return unavailable(err) end
+    local state, token = self.store:claim(ev.id, self.lease)
+    if state == nil then return unavailable(token) end
     if state == "busy" then return 503, BUSY, nil end -- another host runs it now: deliver again later
+    if state == "new" then self.tokens[ev] = token end
     return 200, OK_BODY, state == "new" and ev or nil
   end
   local new, err = self.store:add(ev.id)
@@ -74,7 +77,9 @@ end
 -- The handler calls it right after on_status / on_command, before answering.
 function M:settle(ev, ok)
   if not self.lease then return true end
-  local done, err = self.store:settle(ev.id, ok)
+  local token = self.tokens[ev]
+  self.tokens[ev] = nil
+  local done, err = self.store:settle(ev.id, ok, token)
   if not done and ngx then ngx.log(ngx.ERR, "kinot callback dedupe not settled: ", tostring(err)) end
   return done, err
 end

@@ -173,7 +173,9 @@ function M:run_handler(ev)
   if not fn then return true end
   local ok, r1, r2 = pcall(fn, ev)
   if not ok then return false, tostring(r1) end
-  if r1 == nil and r2 ~= nil then return false, tostring(r2) end
+  -- nil, err, false, err or false: a failure, as callback.handler counts it
+  if (r1 == nil or r1 == false) and r2 ~= nil then return false, tostring(r2) end
+  if r1 == false then return false, "the handler returned false" end
   return true
 end
 
