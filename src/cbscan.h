@@ -17,7 +17,8 @@ typedef enum kn_cb_verdict {
     KN_CB_OK, KN_CB_NOT_JSON, KN_CB_NOT_OBJECT, KN_CB_DUPLICATE_KEY, KN_CB_NO_SIGN, KN_CB_BAD_SIGN, KN_CB_NOMEM
 } kn_cb_verdict;
 
-/* Also declared, field for field, by lua/kinot/callback/scanner.lua (FFI) */
+/* Also declared by lua/kinot/native.lua (FFI), token for token
+ * (spec/native_spec.lua); its layout is checked at load (ffi_layout.c) */
 typedef struct kn_cb_member {
     kn_str key;  /* decoded UTF-8 */
     kn_str text; /* strings: decoded UTF-8; everything else: raw text */
