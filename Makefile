@@ -103,6 +103,7 @@ bench: deps build build/bench/hmac_baseline
 # ---------------------------------------------------------------- reliability
 FUZZ_TARGETS := sign cbscan headers json
 FUZZ_SECONDS ?= 60
+# plain C only: no Lua binding file (src/lua_*.c, kinot_core.c) and no libcurl
 FUZZ_CORE := src/buf.c src/digest.c src/sign.c src/headers.c src/cbscan.c src/json.c src/jsonlex.c
 
 build/fuzz/%_fuzz: fuzz/%_fuzz.c $(FUZZ_CORE) $(HDR)

@@ -1,7 +1,7 @@
 /* kinot.core: the Lua face of the C core, gathered from one binding file
  * per concern (see lua_binding.h).  Everything below the binding is plain
  * C over libcurl and OpenSSL, and LuaJIT's FFI reaches part of it directly
- * (lua/kinot/native.lua; layout.c lets it check what it reads). */
+ * (lua/kinot/native.lua; ffi_layout.c lets it check what it reads). */
 #include "lua_binding.h"
 
 /* error_metatables() -> the kinot.Error and kinot.Misuse metatables */
