@@ -14,7 +14,15 @@ WARN := -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow -Wstrict-proto
 PKG_CFLAGS := $(shell pkg-config --cflags libcurl openssl 2>/dev/null)
 LIBS := $(shell pkg-config --libs libcurl openssl 2>/dev/null || echo -lcurl -lssl -lcrypto) -lpthread
 
-SRC := src/buf.c src/digest.c src/sign.c src/headers.c src/http.c src/cbscan.c src/json.c src/jsonlex.c src/kinot_core.c
+# the plain C core, then its Lua binding: one file per concern, gathered by
+# kinot_core.c (only src/lua_*.c and kinot_core.c include Lua headers)
+CORE_C := src/buf.c src/digest.c src/sign.c src/headers.c src/http.c src/cbscan.c src/json.c src/jsonlex.c \
+	src/ffi_layout.c
+BINDING := src/lua_binding.c src/lua_sign.c src/lua_http.c src/lua_json.c src/lua_callback.c src/lua_util.c \
+	src/kinot_core.c
+SRC := $(CORE_C) $(BINDING)
+# kinot.simsignal: the signals of `kinot sim` in the foreground, beside the core
+SIMSIGNAL_SRC := src/lua_simsignal.c src/lua_binding.c
 HDR := $(wildcard src/*.h)
 
 LUA54_INC := /usr/include/lua5.4
@@ -37,7 +45,7 @@ deps:
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
 
-build: build/5.4/kinot/core.so build/5.1/kinot/core.so
+build: build/5.4/kinot/core.so build/5.1/kinot/core.so build/5.4/kinot/simsignal.so build/5.1/kinot/simsignal.so
 
 build/5.4/kinot/core.so: $(SRC) $(HDR)
 	@mkdir -p $(@D)
@@ -46,6 +54,14 @@ build/5.4/kinot/core.so: $(SRC) $(HDR)
 build/5.1/kinot/core.so: $(SRC) $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -I$(LUAJIT_INC) $(PKG_CFLAGS) -o $@ $(SRC) $(LIBS)
+
+build/5.4/kinot/simsignal.so: $(SIMSIGNAL_SRC) $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -I$(LUA54_INC) -o $@ $(SIMSIGNAL_SRC)
+
+build/5.1/kinot/simsignal.so: $(SIMSIGNAL_SRC) $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -I$(LUAJIT_INC) -o $@ $(SIMSIGNAL_SRC)
 
 BUSTED_FLAGS ?=
 # Each runtime writes its own log; the summary sums both.
@@ -87,6 +103,7 @@ bench: deps build build/bench/hmac_baseline
 # ---------------------------------------------------------------- reliability
 FUZZ_TARGETS := sign cbscan headers json
 FUZZ_SECONDS ?= 60
+# plain C only: no Lua binding file (src/lua_*.c, kinot_core.c) and no libcurl
 FUZZ_CORE := src/buf.c src/digest.c src/sign.c src/headers.c src/cbscan.c src/json.c src/jsonlex.c
 
 build/fuzz/%_fuzz: fuzz/%_fuzz.c $(FUZZ_CORE) $(HDR)
@@ -118,12 +135,19 @@ build/asan/5.4/kinot/core.so: $(SRC) $(HDR)
 build/asan/5.1/kinot/core.so: $(SRC) $(HDR)
 	@mkdir -p $(@D)
 	gcc $(ASAN_CFLAGS) $(WARN) -fPIC -shared -I$(LUAJIT_INC) $(PKG_CFLAGS) -o $@ $(SRC) $(LIBS)
+build/asan/5.4/kinot/simsignal.so: $(SIMSIGNAL_SRC) $(HDR)
+	@mkdir -p $(@D)
+	gcc $(ASAN_CFLAGS) $(WARN) -fPIC -shared -I$(LUA54_INC) -o $@ $(SIMSIGNAL_SRC)
+build/asan/5.1/kinot/simsignal.so: $(SIMSIGNAL_SRC) $(HDR)
+	@mkdir -p $(@D)
+	gcc $(ASAN_CFLAGS) $(WARN) -fPIC -shared -I$(LUAJIT_INC) -o $@ $(SIMSIGNAL_SRC)
+ASAN_SO := $(foreach v,5.4 5.1,build/asan/$(v)/kinot/core.so build/asan/$(v)/kinot/simsignal.so)
 
 ASAN_RT := $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
 ASAN_ENV := LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 GC_SPECS := spec/callback_seam_spec.lua spec/callback_spec.lua
 # make sanitize-gc: only the callback specs under the eager collector
-sanitize-gc: deps build build/asan/5.4/kinot/core.so build/asan/5.1/kinot/core.so
+sanitize-gc: deps build $(ASAN_SO)
 	@mkdir -p build/test
 	@rc=0; \
 	$(ASAN_ENV) KINOT_GC_STRESS=1 lua5.4 /usr/bin/busted --cpath='build/asan/5.4/?.so' --exclude-tags=nosanitize -o plainTerminal $(GC_SPECS) 2>&1 | tee build/test/asan54-gc.log || rc=1; \

@@ -30,10 +30,17 @@ build = {
   modules = {
     ["kinot.core"] = {
       sources = { "src/buf.c", "src/digest.c", "src/sign.c", "src/headers.c", "src/http.c",
-                  "src/cbscan.c", "src/json.c", "src/jsonlex.c", "src/kinot_core.c" },
+                  "src/cbscan.c", "src/json.c", "src/jsonlex.c", "src/ffi_layout.c",
+                  "src/lua_binding.c", "src/lua_sign.c", "src/lua_http.c", "src/lua_json.c",
+                  "src/lua_callback.c", "src/lua_util.c", "src/kinot_core.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
       libraries = { "curl", "crypto", "pthread" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+    },
+    -- the signals of `kinot sim` in the foreground, apart from the SDK's core
+    ["kinot.simsignal"] = {
+      sources = { "src/lua_simsignal.c", "src/lua_binding.c" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
     },
     ["kinot"] = "lua/kinot/init.lua",
     ["kinot.client"] = "lua/kinot/client.lua",

@@ -277,19 +277,36 @@ describe("a careless caller", function()
       assert.are.equal("kinot: x", tostring(m))
     end)
 
-    it("has no raise in the C core but through its two constructors", function()
-      local f = assert(io.open(H.root .. "/src/kinot_core.c"))
-      local src = f:read("*a")
-      f:close()
-      local n = 0
-      for line in src:gmatch("[^\n]+") do
-        if line:find("luaL_error%s*%(") or line:find("lua_error%s*%(") then
-          n = n + 1
-          assert.is_truthy(line:find("return lua_error%(L%); /%* the funnel"),
-            "a raise outside the funnel: " .. line)
+    it("has no raise in the C binding but through its two constructors, in every binding file", function()
+      -- the binding files: every src/ file that includes a Lua header; they
+      -- are src/lua_*.c and kinot_core.c, and no other file includes one
+      local p = io.popen("cd " .. H.root .. " && ls src/*.c src/*.h")
+      local names = {}
+      for name in p:lines() do names[#names + 1] = name end
+      p:close()
+      local n, bindings = 0, 0
+      for _, name in ipairs(names) do
+        local f = assert(io.open(H.root .. "/" .. name))
+        local src = f:read("*a")
+        f:close()
+        local lua = src:find("#include%s*[<\"]lua%.h[>\"]") or src:find("#include%s*[<\"]lauxlib%.h[>\"]")
+          or src:find("#include%s*\"lua_binding%.h\"")
+        local binding = name:match("^src/lua_[%w_]+%.[ch]$") or name == "src/kinot_core.c"
+        assert.are.equal(not not binding, not not lua, name .. (binding and " is a binding file that includes no Lua header"
+          or " is not a binding file (src/lua_*.c, kinot_core.c) but includes a Lua header"))
+        if lua and name:match("%.c$") then
+          bindings = bindings + 1
+          for line in src:gmatch("[^\n]+") do
+            if line:find("luaL_error%s*%(") or line:find("lua_error%s*%(") then
+              n = n + 1
+              assert.is_truthy(line:find("return lua_error%(L%); /%* the funnel"),
+                "a raise outside the funnel in " .. name .. ": " .. line)
+            end
+          end
         end
       end
-      assert.is_true(n >= 1)
+      assert.are.equal(1, n) -- the funnel itself, in lua_binding.c
+      assert.is_true(bindings >= 8, "binding files found: " .. bindings)
     end)
   end)
 end)

@@ -6,7 +6,7 @@
 #ifndef KINOT_CBSCAN_H
 #define KINOT_CBSCAN_H
 #include <stddef.h>
-#include "sign.h" /* kn_str */
+#include "kn_types.h"
 
 typedef enum kn_cb_type {
     KN_CB_STRING, KN_CB_NUMBER, KN_CB_TRUE, KN_CB_FALSE, KN_CB_NULL, KN_CB_OBJECT, KN_CB_ARRAY
@@ -17,7 +17,8 @@ typedef enum kn_cb_verdict {
     KN_CB_OK, KN_CB_NOT_JSON, KN_CB_NOT_OBJECT, KN_CB_DUPLICATE_KEY, KN_CB_NO_SIGN, KN_CB_BAD_SIGN, KN_CB_NOMEM
 } kn_cb_verdict;
 
-/* Also declared, field for field, by lua/kinot/callback/scanner.lua (FFI) */
+/* Also declared by lua/kinot/native.lua (FFI), token for token
+ * (spec/native_spec.lua); its layout is checked at load (ffi_layout.c) */
 typedef struct kn_cb_member {
     kn_str key;  /* decoded UTF-8 */
     kn_str text; /* strings: decoded UTF-8; everything else: raw text */
@@ -41,7 +42,7 @@ void kn_cb_scanner_free(kn_cb_scanner *s);
  * returns.  The members stay valid until the next scan or the scanner is
  * freed; they come in body order.  A scanner is one caller's at a time:
  * a binding takes one for the length of a call and never keeps members
- * across a yield (see kinot_core.c and lua/kinot/callback/scanner.lua). */
+ * across a yield (see lua_callback.c and lua/kinot/callback/scanner.lua). */
 int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen);
 size_t kn_cb_count(const kn_cb_scanner *s);
 const kn_cb_member *kn_cb_member_at(const kn_cb_scanner *s, size_t i);

@@ -5,6 +5,7 @@
 #include <strings.h>
 #include <curl/curl.h>
 #include "http.h"
+#include "sign.h" /* kn_check_header */
 
 struct kn_http {
     CURLSH *share;   /* one connection pool, DNS and TLS-session cache */

@@ -6,7 +6,7 @@
 #define KINOT_HTTP_H
 #include <stddef.h>
 #include "buf.h"
-#include "sign.h"
+#include "kn_types.h"
 
 enum kn_http_kind {
     KN_HTTP_OK = 0,

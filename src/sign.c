@@ -9,6 +9,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include "buf.h"
 #include "sign.h"
 #include "digest.h"
 

@@ -6,16 +6,7 @@
 #ifndef KINOT_SIGN_H
 #define KINOT_SIGN_H
 #include <stddef.h>
-#include "buf.h"
-
-typedef struct kn_str {
-    const char *p;
-    size_t n;
-} kn_str;
-
-typedef struct kn_kv {
-    kn_str name, value;
-} kn_kv;
+#include "kn_types.h"
 
 typedef struct kn_sign_req {
     kn_str method, path;

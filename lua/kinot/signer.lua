@@ -31,7 +31,9 @@ local function fail(msg)
   error(errors.new("internal", msg), 0)
 end
 
-local SIGN_NOMEM = -2 -- KN_SIGN_NOMEM of sign.h
+local SIGN_NOMEM = -2 -- KN_SIGN_NOMEM of sign.h (a macro: spec/native_spec.lua compares)
+-- enum kn_hmac, from the declarations (kinot.native)
+local HMAC_SHA256, HMAC_SHA1 = lib.KN_HMAC_SHA256, lib.KN_HMAC_SHA1
 local ffi_string, ffi_new, ffi_gc = ffi.string, ffi.new, ffi.gc
 
 local Signer = {}
@@ -89,11 +91,11 @@ function Signer:sign(t)
   self.keep = nil
   -- checked in the C binding's order, so that both name the same problem first
   local method, path = text(self, t.method, "method"), text(self, t.path, "path")
-  local alg = 0
+  local alg = HMAC_SHA256
   local sm = t.signature_method
   if sm ~= nil and sm ~= "HmacSHA256" then
     if sm ~= "HmacSHA1" then misuse('signature_method must be "HmacSHA256" or "HmacSHA1"') end
-    alg = 1
+    alg = HMAC_SHA1
   end
   local n = 0
   local headers = t.headers

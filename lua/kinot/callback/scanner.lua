@@ -28,10 +28,13 @@ local ffi_string, ffi_new, ffi_gc, type, error, tonumber, floor = ffi.string, ff
   math.floor
 local find = string.find
 
--- kn_cb_verdict and kn_cb_type, as in src/cbscan.h
-local REASON = { "not_json", "not_object", "duplicate_key", "no_sign", "bad_sign" }
-local NOMEM = 6
-local STRING, NUMBER, TRUE, FALSE, NULLV, OBJECT = 0, 1, 2, 3, 4, 5
+-- kn_cb_verdict and kn_cb_type, from the declarations (kinot.native)
+local REASON = { [lib.KN_CB_NOT_JSON] = "not_json", [lib.KN_CB_NOT_OBJECT] = "not_object",
+                 [lib.KN_CB_DUPLICATE_KEY] = "duplicate_key", [lib.KN_CB_NO_SIGN] = "no_sign",
+                 [lib.KN_CB_BAD_SIGN] = "bad_sign" }
+local NOMEM = lib.KN_CB_NOMEM
+local STRING, NUMBER, TRUE, FALSE, NULLV, OBJECT = lib.KN_CB_STRING, lib.KN_CB_NUMBER, lib.KN_CB_TRUE, lib.KN_CB_FALSE,
+  lib.KN_CB_NULL, lib.KN_CB_OBJECT
 local INT_LIMIT = 2 ^ 53
 local KIND_OF = { [STRING] = "a string", [NUMBER] = "a number that is not whole, or beyond +-2^53", [TRUE] = "a boolean",
                   [FALSE] = "a boolean", [OBJECT] = "an object" }

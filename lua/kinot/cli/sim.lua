@@ -208,12 +208,13 @@ function M.run(args, out, EXIT)
     sensors = args.sensors, dtus = args.dtus, seed = args.seed, command_pace = args.command_pace,
     failure_rate = args.failure_rate, quirks = args.quirks, paging = args.paging, stage = args.stage,
   }
-  local core = require "kinot.core"
+  -- the signals of the foreground mode: a module of their own (kinot.simsignal), not the SDK's core
+  local signals = not args.daemon and require "kinot.simsignal"
   -- held from before nginx starts: a signal in between must not be lost
-  if not args.daemon then core.block_signals() end
+  if signals then signals.block_signals() end
   local sim, err, why = launcher.start(opts)
   if not sim then
-    if not args.daemon then core.block_signals(false) end
+    if signals then signals.block_signals(false) end
     if why == "port_in_use" then usage(err) end
     error(err, 0)
   end
@@ -242,7 +243,7 @@ function M.run(args, out, EXIT)
     return EXIT.ok
   end
   -- foreground: until SIGINT / SIGTERM / SIGHUP, then nginx goes with us
-  local sig = core.wait_signal(sim.pid)
+  local sig = signals.wait_signal(sim.pid)
   launcher.stop(sim.prefix)
   os.execute("rm -rf " .. launcher.sh_quote(sim.prefix))
   if not args.json then out.err:write("simulator stopped (", sig, ")\n") end

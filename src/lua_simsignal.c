@@ -1,0 +1,57 @@
+/* kinot.simsignal: the signal handling of `kinot sim` in the foreground
+ * (lua/kinot/cli/sim.lua), a module of its own beside kinot.core: the SDK
+ * never touches the process's signals. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <signal.h>
+#include <time.h>
+#include <sys/types.h>
+#include "lua_binding.h"
+
+/* Lua cannot catch a signal, so `kinot sim` blocks INT/TERM/HUP before it
+ * starts nginx (block_signals) and then waits for one of them, or for nginx
+ * to go (wait_signal), to stop nginx however it is asked to.  A blocked
+ * signal is queued even where the shell left it ignored. */
+static void stop_signals(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+}
+
+/* block_signals() / block_signals(false): hold or release INT/TERM/HUP */
+static int l_block_signals(lua_State *L) {
+    sigset_t set;
+    stop_signals(&set);
+    if (sigprocmask(lua_isnoneornil(L, 1) || lua_toboolean(L, 1) ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL) != 0)
+        return kn_fail(L, "sigprocmask failed");
+    return 0;
+}
+
+/* wait_signal(pid) -> "SIGINT" | "SIGTERM" | "SIGHUP" | "exited"; releases
+ * the signals before returning */
+static int l_wait_signal(lua_State *L) {
+    pid_t pid = (pid_t)kn_check_number(L, 1, "wait_signal's pid");
+    sigset_t set;
+    struct timespec tick = {0, 200000000};
+    const char *what = "exited";
+    stop_signals(&set);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return kn_fail(L, "sigprocmask failed");
+    for (;;) {
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGINT) { what = "SIGINT"; break; }
+        if (sig == SIGTERM) { what = "SIGTERM"; break; }
+        if (sig == SIGHUP) { what = "SIGHUP"; break; }
+        if (kill(pid, 0) != 0 && errno == ESRCH) break;
+    }
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    lua_pushstring(L, what);
+    return 1;
+}
+
+int luaopen_kinot_simsignal(lua_State *L) {
+    static const luaL_Reg funcs[] = {{"block_signals", l_block_signals}, {"wait_signal", l_wait_signal}, {NULL, NULL}};
+    kn_open_errors(L);
+    luaL_newlib(L, funcs);
+    return 1;
+}

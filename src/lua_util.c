@@ -1,0 +1,109 @@
+/* Small functions of kinot.core: digests and encodings (digest.h),
+ * uuid, constant-time comparison, clocks, sleep. */
+#define _POSIX_C_SOURCE 200809L
+#include <string.h>
+#include <time.h>
+#include "lua_binding.h"
+#include "digest.h"
+
+static int l_content_md5(lua_State *L) {
+    size_t n;
+    const char *s = kn_check_lstring(L, 1, "the body", &n);
+    char out[25];
+    if (kn_content_md5(s, n, out)) return kn_fail(L, "MD5 failed");
+    lua_pushlstring(L, out, 24);
+    return 1;
+}
+
+static int l_md5_hex(lua_State *L) {
+    size_t n;
+    const char *s = kn_check_lstring(L, 1, "md5_hex's argument", &n);
+    unsigned char d[16];
+    char hex[33];
+    if (kn_md5(s, n, d)) return kn_fail(L, "MD5 failed");
+    kn_hex_upper(d, 16, hex);
+    lua_pushlstring(L, hex, 32);
+    return 1;
+}
+
+/* digest(alg, data[, key[, encoding]]) -> MD5 / SHA-1 / SHA-256 of data, or
+ * its HMAC under key; encoding "hex" (upper case, the default), "base64"
+ * or "raw".  For the callback sign rules (callback/rules.lua). */
+static int l_digest(lua_State *L) {
+    size_t n, kn = 0, len;
+    const char *alg = kn_check_lstring(L, 1, "digest algorithm", NULL);
+    const char *data = kn_check_lstring(L, 2, "digest data", &n);
+    const char *key = lua_isnoneornil(L, 3) ? NULL : kn_check_lstring(L, 3, "digest key", &kn);
+    const char *enc = lua_isnoneornil(L, 4) ? "hex" : kn_check_lstring(L, 4, "digest encoding", NULL);
+    unsigned char d[32];
+    char out[65];
+    if (strcmp(enc, "hex") && strcmp(enc, "base64") && strcmp(enc, "raw"))
+        return kn_misuse(L, "digest encoding must be hex, base64 or raw (got %s)", enc);
+    if (strcmp(alg, "md5") && strcmp(alg, "sha1") && strcmp(alg, "sha256"))
+        return kn_misuse(L, "digest algorithm must be md5, sha1 or sha256 (got %s)", alg);
+    if (!(len = kn_digest(alg, key, kn, data, n, d))) return kn_fail(L, "%s digest failed", alg);
+    if (enc[0] == 'r') {
+        lua_pushlstring(L, (const char *)d, len);
+    } else if (enc[0] == 'h') {
+        kn_hex_upper(d, len, out);
+        lua_pushlstring(L, out, 2 * len);
+    } else {
+        lua_pushlstring(L, out, kn_base64(d, len, out));
+    }
+    return 1;
+}
+
+
+static int l_uuid(lua_State *L) {
+    char u[37];
+    if (kn_uuid4(u)) return kn_fail(L, "OpenSSL's random generator failed");
+    lua_pushlstring(L, u, 36);
+    return 1;
+}
+
+static int l_ct_equal(lua_State *L) {
+    size_t a, b;
+    const char *x = kn_check_lstring(L, 1, "ct_equal's first argument", &a);
+    const char *y = kn_check_lstring(L, 2, "ct_equal's second argument", &b);
+    lua_pushboolean(L, kn_ct_equal(x, a, y, b));
+    return 1;
+}
+
+static int l_now_ms(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + (lua_Integer)(ts.tv_nsec / 1000000));
+    return 1;
+}
+
+static int l_monotonic(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+static int l_sleep(lua_State *L) {
+    double s = kn_check_number(L, 1, "sleep's seconds");
+    struct timespec ts;
+    if (!(s > 0)) return 0;
+    if (s > 1e9) kn_misuse(L, "sleep's seconds must be finite");
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    return 0;
+}
+
+void kn_open_util(lua_State *L) {
+    static const luaL_Reg funcs[] = {{"content_md5", l_content_md5},
+                                     {"md5_hex", l_md5_hex},
+                                     {"digest", l_digest},
+                                     {"uuid", l_uuid},
+                                     {"ct_equal", l_ct_equal},
+                                     {"now_ms", l_now_ms},
+                                     {"monotonic", l_monotonic},
+                                     {"sleep", l_sleep},
+                                     {NULL, NULL}};
+    luaL_setfuncs(L, funcs, 0);
+}
