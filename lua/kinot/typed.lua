@@ -2,7 +2,7 @@
 -- give it, whatever its JSON text: the decoder types a value by its text
 -- (on Lua 5.4 `"rs_si":-55` is an integer, `"sn":"419631107"` a string),
 -- the platform's tables by field.  Applied once, on the response path, to
--- every decoded answer (request.lua), keyed by the endpoint's path; raw
+-- every decoded answer (request/classify.lua), keyed by the endpoint's path; raw
 -- answers (client:request) are not touched.
 --
 -- Answers are typed leniently (the callbacks' verification is strict and
