@@ -345,3 +345,92 @@ describe("request: retry", function()
     assert.is_false(retry.alone(err("not_found")))
   end)
 end)
+
+-- The loop that runs the steps, over a transport given as a function (a
+-- public option: docs/transports.md), which answers from a script; no
+-- network is needed to see which attempts go out.
+describe("request: the loop (init.lua)", function()
+  local OK = { status = 200, headers = {}, body = '{"code":0,"message":"OK","objects":[{"sn":1}]}' }
+  local function scripted(script, opts)
+    local sent, events = {}, {}
+    local o = { app_key = "k", app_secret = "s", endpoint = "http://127.0.0.1:1/open/lora/v1",
+                backoff = { base = 0.001, max = 0.002 }, retries = 2,
+                on_event = function(ev) events[#events + 1] = ev end,
+                transport = function(req)
+                  sent[#sent + 1] = req
+                  local step = script[#sent]
+                  if type(step) == "function" then return step(req) end
+                  if step.kind then return nil, step end
+                  return step
+                end }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return kinot.new(o), sent, events
+  end
+
+  it("a GET goes again on 503 until an answer, events for each attempt, no signature in them", function()
+    local c, sent, events = scripted { { status = 503, headers = {} }, { status = 503, headers = {} }, OK }
+    local doc = assert(request.perform(c, { method = "GET", path = "/lockers", query = {}, idempotent = true }))
+    assert.are.equal(1, doc.objects[1].sn)
+    assert.are.equal(3, #sent)
+    local types = {}
+    for _, ev in ipairs(events) do
+      types[#types + 1] = ev.type
+      if ev.headers then assert.are.equal("<redacted>", ev.headers["X-Ca-Signature"]) end
+    end
+    assert.are.same({ "request", "response", "retry", "request", "response", "retry", "request", "response" }, types)
+    assert.are_not.equal(sent[1].headers["X-Ca-Nonce"], sent[2].headers["X-Ca-Nonce"])
+  end)
+
+  it("a GET stops after retries + 1 attempts with the last error", function()
+    local c, sent = scripted { { status = 503, headers = {} }, { status = 502, headers = {} }, { status = 500, headers = {} } }
+    local doc, err = request.perform(c, { method = "GET", path = "/lockers", query = {}, idempotent = true })
+    assert.is_nil(doc)
+    assert.are.same({ "http", 500, 3, 3 }, { err.kind, err.status, err.attempts, #sent })
+  end)
+
+  it("POST /commands: sent once when it may have arrived, unknown_outcome; again when it never left", function()
+    local c, sent = scripted { { kind = "timeout", message = "read timed out", not_sent = false } }
+    local call = { method = "POST", path = "/commands", query = {}, body = { sn = 419600001 }, idempotent = false }
+    local doc, err = request.perform(c, call)
+    assert.is_nil(doc)
+    assert.are.same({ "unknown_outcome", "timeout", 1 }, { err.kind, err.cause, #sent })
+    local c2, sent2 = scripted { { kind = "network", message = "connection refused", not_sent = true }, OK }
+    assert(request.perform(c2, call))
+    assert.are.equal(2, #sent2)
+  end)
+
+  it("a refused timestamp: the clock learnt from Date, one more attempt beside the retries", function()
+    local date = "Wed, 25 Nov 2026 19:41:18 GMT"
+    local refused = { status = 400, headers = { ["x-ca-error-message"] = "Invalid Timestamp", date = date } }
+    local c, sent = scripted({ refused, OK }, { retries = 0 })
+    assert(request.perform(c, { method = "GET", path = "/lockers", query = {}, idempotent = true }))
+    assert.are.equal(2, #sent)
+    local ts = tonumber(sent[2].headers["X-Ca-Timestamp"])
+    assert.is_true(math.abs(ts - 1795635678000) < 5000)
+    local c2, sent2 = scripted({ refused, refused, OK }, { retries = 0 })
+    local _, err = request.perform(c2, { method = "GET", path = "/lockers", query = {}, idempotent = true })
+    assert.are.same({ "gateway", 2 }, { err.kind, #sent2 })
+    assert.is_nil(err.timestamp_error)
+  end)
+
+  it("send: one attempt, the answer as it came; a POST's unknown outcome said so", function()
+    local c, sent = scripted { { status = 503, headers = {}, body = "busy" } }
+    local res = assert(request.send(c, { method = "GET", path = "/lockers", query = {} }))
+    assert.are.same({ 503, "busy", 1 }, { res.status, res.body, #sent })
+    local c2 = scripted { { kind = "network", message = "reset", not_sent = false } }
+    local _, err = request.send(c2, { method = "POST", path = "/notifications", query = {} })
+    assert.are.equal("unknown_outcome", err.kind)
+    local c3 = scripted { { kind = "network", message = "reset", not_sent = false } }
+    local _, err3 = request.send(c3, { method = "GET", path = "/lockers", query = {} })
+    assert.are.equal("network", err3.kind)
+  end)
+
+  it("perform_many without a batch path runs each call through perform", function()
+    local c, sent = scripted { OK, { status = 404, headers = {} } }
+    local out = request.perform_many(c, { { method = "GET", path = "/lockers", query = {}, idempotent = true },
+                                          { method = "GET", path = "/lockers/9", query = {}, idempotent = true } })
+    assert.are.equal(1, out[1][1].objects[1].sn)
+    assert.are.equal("not_found", out[2][2].kind)
+    assert.are.equal(2, #sent)
+  end)
+end)
