@@ -244,7 +244,7 @@ local function show_command(args, out, cmd)
            { "parameter", type(cmd.parameter) == "table" and json.encode(cmd.parameter) or tostring(cmd.parameter) } }
   -- the platform's reason ("NULL": none); its command answer may not carry one
   local reason = cmd.reason
-  if type(reason) == "string" and reason ~= "" and reason ~= "NULL" then
+  if type(reason) == "string" and reason ~= "" and reason ~= vocabulary.NO_REASON then
     rows[#rows + 1] = { "reason", reason }
   elseif status == "failed" then
     rows[#rows + 1] = { "reason", reason == nil and "not in the platform's answer (its command_resp callback carries it)"
