@@ -1,6 +1,7 @@
 -- The platform's vocabulary lives in one module, lua/kinot/vocabulary.lua:
 -- the device type codes (18, 34 and the reference's unexplained 38), the
--- `commnad_status` spelling and the fault-flag list.  This spec reads every
+-- `commnad_status` spelling, the fault-flag list and the "NULL" of a
+-- command_resp without a reason.  This spec reads every
 -- other Lua file under lua/kinot, token by token (comments left out: prose
 -- may name a code), and fails on any of them; an allow-list names the few
 -- places that must stay, and why.  Then it checks that the modules that
@@ -145,6 +146,7 @@ local function offences(file)
       end
       if t.text:find(SPELLING, 1, true) then why = "the spelling " .. SPELLING end
       if FAULT_NAMES[t.text] then why = "the fault flag \"" .. t.text .. "\" (a fault-flag list)" end
+      if t.text == vocabulary.NO_REASON then why = "the text " .. t.text .. " (a command_resp without a reason)" end
     elseif t.kind == "name" and t.text == SPELLING then
       why = "the spelling " .. SPELLING
     end
@@ -184,6 +186,7 @@ describe("the vocabulary in one place", function()
     assert.matches("the device code 38", o, 1, true)
     assert.matches("the spelling commnad_status", o, 1, true)
     assert.matches("the fault flag \"motor_fail\"", o, 1, true)
+    assert.matches("the text NULL", o, 1, true)
   end)
 
   it("every allow-listed line is still there (no stale excuse)", function()
