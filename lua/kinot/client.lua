@@ -108,9 +108,10 @@ local function first(doc, what)
   return obj
 end
 
+local AS_SENT = require("kinot.vocabulary").COMMAND_STATUS_AS_SENT
 local function normalise_command(cmd)
-  -- the platform spells it `commnad_status` in places
-  if cmd.command_status == nil and cmd.commnad_status ~= nil then cmd.command_status = cmd.commnad_status end
+  -- the platform's own spelling of command_status, in places
+  if cmd.command_status == nil and cmd[AS_SENT] ~= nil then cmd.command_status = cmd[AS_SENT] end
   return cmd
 end
 

@@ -2,7 +2,7 @@
 -- give it, whatever its JSON text: the decoder types a value by its text
 -- (on Lua 5.4 `"rs_si":-55` is an integer, `"sn":"419631107"` a string),
 -- the platform's tables by field.  Applied once, on the response path, to
--- every decoded answer (request.lua), keyed by the endpoint's path; raw
+-- every decoded answer (request/classify.lua), keyed by the endpoint's path; raw
 -- answers (client:request) are not touched.
 --
 -- Answers are typed leniently (the callbacks' verification is strict and
@@ -37,22 +37,6 @@ local mtype, tointeger = math.type, math.tointeger -- nil on LuaJIT / 5.1
 local INT, FLOAT, STRING = 1, 2, 3
 local CODE = { int = INT, float = FLOAT, string = STRING } -- json: left as it came
 local LIMIT = 2 ^ 53
-
--- Fields the reference gives that kinot.vocabulary (whose tables are the
--- devices', the command's and the notification settings') does not hold;
--- kept here until the vocabulary has them.
-local EXTRA = {
-  -- every answer's envelope
-  envelope = { code = "int", message = "string", count = "int", request_id = "string" },
-  -- POST /test/notifications' answer
-  test_notification = { sn = "int", callback_url = "string", error_detail = "string" },
-  -- a command answer carries neither in the reference's table, but its
-  -- command_resp callback carries both: typed the same when a platform
-  -- (or the simulator, once a command is final) sends them
-  command = { reason = "string", updated_at = "string" },
-  -- the spelling every other answer has for the reference's update_at
-  notification = { updated_at = "string" },
-}
 
 -- field table -> { names = {...}, kinds = {...}, n }
 local function compile(...)
@@ -173,16 +157,16 @@ local function typer(shape)
   return { careful = careful, all = all }
 end
 
-local F = vocabulary.fields
+local F, ALSO = vocabulary.fields, vocabulary.also_typed
 local SHAPES = {
   lockers = typer(compile(F.lock)),
   sensors = typer(compile(F.sensor)),
   dtu_devices = typer(compile(F.dtu)),
-  commands = typer(compile(F.command, EXTRA.command)),
-  notifications = typer(compile(F.notification, EXTRA.notification)),
-  test = typer(compile(EXTRA.test_notification)), -- /test/notifications
+  commands = typer(compile(F.command, ALSO.command)),
+  notifications = typer(compile(F.notification, ALSO.notification)),
+  test = typer(compile(F.test_notification)), -- /test/notifications
 }
-local ENVELOPE = typer(compile(EXTRA.envelope)).careful
+local ENVELOPE = typer(compile(F.envelope)).careful
 
 --- object(obj, fields) -> obj, typed in place by a field table
 -- ({ name = "int" | "float" | "string" | "json" }, as kinot.vocabulary's)

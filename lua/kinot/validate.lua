@@ -4,10 +4,11 @@
 -- out as integers: an integral float (10.0) is taken as the integer it is,
 -- anything else (2.5, inf, nan) raises.
 local errors = require "kinot.errors"
+local vocabulary = require "kinot.vocabulary"
 
 local M = {}
 
-local floor, tonumber, type, tostring, format = math.floor, tonumber, type, tostring, string.format
+local floor, tonumber, type, tostring, format, pairs = math.floor, tonumber, type, tostring, string.format, pairs
 local tointeger = math.tointeger or function(n) return n end
 local misuse = errors.misuse
 
@@ -59,10 +60,17 @@ function M.page(opts)
   return offset, limit
 end
 
-local DEVICE_TYPES = { [18] = 18, [34] = 34, lock = 18, locker = 18, sensor = 34 }
+-- the codes and the names kinot.vocabulary gives, each to its code
+local DEVICE_TYPES = {}
+for code in pairs(vocabulary.device_types) do DEVICE_TYPES[code] = code end
+for name, code in pairs(vocabulary.device_names) do DEVICE_TYPES[name] = code end
+local LOCK, SENSOR = vocabulary.device_codes.lock, vocabulary.device_codes.sensor
 function M.device_type(v)
   local t = DEVICE_TYPES[v]
-  if not t then misuse("device_type must be 18 (lock), 34 (sensor), \"lock\" or \"sensor\" (got " .. shown(v) .. ")") end
+  if not t then
+    misuse("device_type must be " .. LOCK .. " (lock), " .. SENSOR .. " (sensor), \"lock\" or \"sensor\" (got " ..
+      shown(v) .. ")")
+  end
   return t
 end
 

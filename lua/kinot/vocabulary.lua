@@ -4,9 +4,12 @@
 -- one helper, coerce(type, value), gives a value the type a field has.
 --
 -- Field types are the reference's words: "int", "float", "string", "json"
--- (an object the caller decodes).  Fields the reference does not list are
--- not here: callers pass them through as they come.  Read-only: the
--- callback binding keeps the types it has read from fields.callback.
+-- (an object the caller decodes).  Fields the reference's tables do not
+-- list are not in fields (but the few in also_typed, and the sensor's
+-- `active` in order): callers pass them through as they come.  Read-only:
+-- the callback binding keeps the types it has read from fields.callback.
+-- No other module under lua/kinot spells a code, the commnad_status
+-- spelling or a fault-flag list: spec/vocabulary_spec.lua greps for them.
 local M = {}
 
 local type, floor, huge = type, math.floor, math.huge
@@ -15,6 +18,8 @@ local tointeger = math.tointeger -- nil on LuaJIT / 5.1, where every number is a
 --- device type codes (POST /notifications, callbacks' device_type)
 M.device_types = { [18] = "lock", [34] = "sensor" }
 M.device_codes = { lock = 18, sensor = 34 }
+-- the names a caller may give for a device type (kinot.validate), beside the codes
+M.device_names = { lock = 18, locker = 18, sensor = 34 }
 
 -- Codes seen in the reference that it does not define: a callback that
 -- carries one is judged by its fields (kinot.callback: ev.device_why).
@@ -73,6 +78,36 @@ M.fields = {
 -- correct spelling, typed the same should the platform ever send it
 M.fields.callback = with(with(with(M.fields.lock_status_changed, M.fields.sensor_status_changed), command_resp),
   { command_status = "string" })
+
+-- Fields the answers carry that the reference's answer tables above do not
+-- list, typed all the same (kinot.typed):
+M.fields.envelope = { code = "int", message = "string", count = "int", request_id = "string" } -- every answer's
+M.fields.test_notification = { sn = "int", callback_url = "string", error_detail = "string" } -- POST /test/notifications
+M.also_typed = {
+  -- a command answer carries neither in the reference's table, but its
+  -- command_resp callback carries both: typed the same when a platform
+  -- (or the simulator, once a command is final) sends them
+  command = { reason = "string", updated_at = "string" },
+  -- the spelling every other answer has for the reference's update_at
+  notification = { updated_at = "string" },
+}
+
+-- The members of each answer and callback in the order of the reference's
+-- examples (the simulator writes them so).  A sensor's example carries
+-- `active` (1 active, 0 frozen), which its table does not list; callbacks
+-- carry `sign` just before `device_type`, which ends them.
+M.order = {
+  lock = { "sn", "voltage", "frequency", "locked", "car_detected", "shell_opened", "low_battery", "coil_fault",
+           "bar_position_error", "motor_fail", "rs_si", "bt_match_code", "bt_mac", "updated_at" },
+  sensor = { "sn", "voltage", "frequency", "active", "car_detected", "low_battery", "coil_fault", "rs_si", "updated_at" },
+  dtu = { "sn", "hw", "sw", "firmware", "host", "online", "updated_at" },
+  notification = { "device_type", "status_changed_callback_url", "command_resp_callback_url", "update_at" },
+  lock_status_changed = { "sn", "voltage", "frequency", "locked", "car_detected", "shell_opened", "low_battery",
+                          "coil_fault", "bar_position_error", "motor_fail", "rs_si", "updated_at" },
+  sensor_status_changed = { "sn", "voltage", "frequency", "car_detected", "low_battery", "coil_fault", "rs_si",
+                            "updated_at" },
+  command_resp = { "guid", "sn", "commnad_status", "reason", "updated_at" },
+}
 
 -- what only a lock reports (its status_changed); a sensor's status has
 -- car_detected and none of these

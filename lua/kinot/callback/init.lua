@@ -28,6 +28,7 @@ local FIELD_TYPES = vocabulary.fields.callback
 local DEVICE_BY_TYPE = vocabulary.device_types
 local LOCK_ONLY = vocabulary.lock_only
 local AS_SENT, NO_REASON = vocabulary.COMMAND_STATUS_AS_SENT, vocabulary.NO_REASON
+local CODES_TEXT = vocabulary.device_codes.lock .. " lock, " .. vocabulary.device_codes.sensor .. " sensor"
 
 local function refuse(reason, message)
   return nil, errors.new("callback", message, { reason = reason })
@@ -77,7 +78,7 @@ local function device_of(data, kind)
   local by_type = DEVICE_BY_TYPE[code]
   if by_type then return by_type end
   local what = code == nil and "no device_type" or
-    ("device_type " .. tostring(code) .. " is not one of the reference's codes (18 lock, 34 sensor)")
+    ("device_type " .. tostring(code) .. " is not one of the reference's codes (" .. CODES_TEXT .. ")")
   for _, k in ipairs(LOCK_ONLY) do
     if data[k] ~= nil then return "lock", what .. ": a lock by its fields (" .. k .. ")" end
   end

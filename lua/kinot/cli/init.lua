@@ -13,6 +13,7 @@ local json = require "kinot.json"
 local output = require "kinot.cli.output"
 local validate = require "kinot.validate"
 local redact = require "kinot.redact"
+local vocabulary = require "kinot.vocabulary"
 
 local misuse = errors.misuse
 
@@ -26,7 +27,8 @@ local LOCK_COLUMNS = { { "sn", "SN" }, { "state", "LOCK" }, { "car", "CAR" }, { 
                        { "low_battery", "LOW" }, { "faults", "FAULTS" }, { "rs_si", "RS_SI" }, { "updated_at", "UPDATED" } }
 local SENSOR_COLUMNS = { { "sn", "SN" }, { "active", "ACTIVE" }, { "car", "CAR" }, { "voltage", "VOLT" },
                          { "low_battery", "LOW" }, { "faults", "FAULTS" }, { "rs_si", "RS_SI" }, { "updated_at", "UPDATED" } }
-local FAULTS = { "coil_fault", "bar_position_error", "motor_fail", "shell_opened" }
+local FAULTS = vocabulary.faults.lock -- a sensor's one fault flag is a lock's too
+local DEVICE_TYPE_HELP = vocabulary.device_codes.lock .. " / lock or " .. vocabulary.device_codes.sensor .. " / sensor"
 
 local function row_of(d)
   local f = {}
@@ -103,9 +105,9 @@ local function build_parser()
 
   local n = p:command("notifications", "Callback settings")
   n:command_target("sub")
-  n:command("get", "Read the callback URLs of a device type"):argument("device_type", "18 / lock or 34 / sensor")
+  n:command("get", "Read the callback URLs of a device type"):argument("device_type", DEVICE_TYPE_HELP)
   local set = n:command("set", "Set the callback URLs of a device type")
-  set:option("--device-type", "18 / lock or 34 / sensor"):count(1)
+  set:option("--device-type", DEVICE_TYPE_HELP):count(1)
   set:option("--status-url", "status_changed callback URL")
   set:option("--command-url", "command_resp callback URL")
   set:flag("--clear-status-url", "Remove the status_changed callback URL")
@@ -246,7 +248,7 @@ local function show_command(args, out, cmd)
            { "parameter", type(cmd.parameter) == "table" and json.encode(cmd.parameter) or tostring(cmd.parameter) } }
   -- the platform's reason ("NULL": none); its command answer may not carry one
   local reason = cmd.reason
-  if type(reason) == "string" and reason ~= "" and reason ~= "NULL" then
+  if type(reason) == "string" and reason ~= "" and reason ~= vocabulary.NO_REASON then
     rows[#rows + 1] = { "reason", reason }
   elseif status == "failed" then
     rows[#rows + 1] = { "reason", reason == nil and "not in the platform's answer (its command_resp callback carries it)"
@@ -288,7 +290,7 @@ run.notifications = function(args, out)
       misuse("notifications set needs --status-url and/or --command-url (or --clear-status-url / --clear-command-url)")
     end
     if not pcall(validate.device_type, dt) then
-      misuse("--device-type must be 18 / lock or 34 / sensor (got '" .. tostring(args.device_type) .. "')")
+      misuse("--device-type must be " .. DEVICE_TYPE_HELP .. " (got '" .. tostring(args.device_type) .. "')")
     end
     if args.status_url and args.status_url ~= "" then validate.url(args.status_url, "--status-url") end
     if args.command_url and args.command_url ~= "" then validate.url(args.command_url, "--command-url") end

@@ -2,8 +2,9 @@
 -- (concurrent paging), plus the DTUs named on the command line.
 local M = {}
 
-local LOCK_FAULTS = { "coil_fault", "bar_position_error", "motor_fail", "shell_opened" }
-local SENSOR_FAULTS = { "coil_fault" }
+local vocabulary = require "kinot.vocabulary"
+
+local LOCK_FAULTS, SENSOR_FAULTS = vocabulary.faults.lock, vocabulary.faults.sensor
 
 local function new_section()
   return { total = 0, occupied = 0, low_battery = 0, faults = {}, weakest = {} }

@@ -2,13 +2,15 @@
 -- a 100,000-device fleet costs no memory until a device changes; changes
 -- live in an override table.  Pages are rendered to JSON once and cached
 -- until the fleet changes, so serving a page is one string write.
+local vocabulary = require "kinot.vocabulary"
+
 local M = {}
 
 local floor, format, concat = math.floor, string.format, table.concat
 
 local BASE = { lock = 419600000, sensor = 419800000, dtu = 644200000 }
 M.BASE = BASE
-M.DEVICE_TYPE = { lock = 18, sensor = 34 }
+M.DEVICE_TYPE = vocabulary.device_codes
 
 -- MINSTD: exact in doubles, identical on every runtime
 local function rng(seed)
@@ -111,12 +113,8 @@ end
 
 -- ------------------------------------------------------------ JSON rendering
 
-local FIELDS = {
-  lock = { "sn", "voltage", "frequency", "locked", "car_detected", "shell_opened", "low_battery", "coil_fault",
-           "bar_position_error", "motor_fail", "rs_si", "bt_match_code", "bt_mac", "updated_at" },
-  sensor = { "sn", "voltage", "frequency", "active", "car_detected", "low_battery", "coil_fault", "rs_si", "updated_at" },
-  dtu = { "sn", "hw", "sw", "firmware", "host", "online", "updated_at" },
-}
+-- each device's members, in the order of the reference's examples
+local FIELDS = { lock = vocabulary.order.lock, sensor = vocabulary.order.sensor, dtu = vocabulary.order.dtu }
 M.FIELDS = FIELDS
 
 local function value(v)

@@ -5,6 +5,7 @@ local core = require "kinot.core"
 local json = require "kinot.json"
 local fleetmod = require "kinot.sim.fleet"
 local gateway = require "kinot.sim.gateway"
+local vocabulary = require "kinot.vocabulary"
 
 local ngx = ngx -- luacheck: ignore
 local M = {}
@@ -14,6 +15,7 @@ local ADMIN_PREFIX = "/__kinot_sim"
 M.API_PREFIX, M.ADMIN_PREFIX = API_PREFIX, ADMIN_PREFIX
 
 local render, value = fleetmod.render, fleetmod.value
+local DEVICE_TYPE_WANTED = "device_type must be " .. vocabulary.device_codes.lock .. " or " .. vocabulary.device_codes.sensor
 local cfg = {}
 local S -- the platform state
 
@@ -129,27 +131,27 @@ local function post_callback(device_type, which, members)
   return url
 end
 
-local STATUS_FIELDS = {
-  lock = { "sn", "voltage", "frequency", "locked", "car_detected", "shell_opened", "low_battery", "coil_fault",
-           "bar_position_error", "motor_fail", "rs_si", "updated_at" },
-  sensor = { "sn", "voltage", "frequency", "car_detected", "low_battery", "coil_fault", "rs_si", "updated_at" },
-}
+local STATUS_FIELDS = { lock = vocabulary.order.lock_status_changed, sensor = vocabulary.order.sensor_status_changed }
+local DEVICE_CODE = vocabulary.device_codes
 
 local function status_changed(device, kind)
   local members = {}
   for _, k in ipairs(STATUS_FIELDS[kind]) do members[#members + 1] = { k, value(device[k]) } end
-  members[#members + 1] = { "device_type", tostring(fleetmod.DEVICE_TYPE[kind]) }
-  return post_callback(fleetmod.DEVICE_TYPE[kind], "status_changed", members)
+  members[#members + 1] = { "device_type", tostring(DEVICE_CODE[kind]) }
+  return post_callback(DEVICE_CODE[kind], "status_changed", members)
 end
 
 local function command_resp(cmd)
-  return post_callback(fleetmod.DEVICE_TYPE[cmd.kind], "command_resp", {
-    { "guid", value(cmd.guid) }, { "sn", value(cmd.sn) },
-    -- the platform's own spelling, as its callbacks carry it
-    { "commnad_status", value(cmd.command_status) },
-    { "reason", value(cmd.reason or "NULL") }, { "updated_at", value(cmd.updated_at) },
-    { "device_type", tostring(fleetmod.DEVICE_TYPE[cmd.kind]) },
-  })
+  -- the members in the reference's order, commnad_status as the platform spells it
+  local members = {}
+  for i, k in ipairs(vocabulary.order.command_resp) do
+    local v = cmd[k]
+    if k == vocabulary.COMMAND_STATUS_AS_SENT then v = cmd.command_status end
+    if k == "reason" then v = v or vocabulary.NO_REASON end
+    members[i] = { k, value(v) }
+  end
+  members[#members + 1] = { "device_type", tostring(DEVICE_CODE[cmd.kind]) }
+  return post_callback(DEVICE_CODE[cmd.kind], "command_resp", members)
 end
 
 local function now_text()
@@ -171,7 +173,7 @@ local function step(premature, cmd)
   if premature then return end
   if cmd.command_status == "arrived" then
     cmd.command_status = cmd.will_fail and "failed" or "succeeded"
-    cmd.reason = cmd.will_fail and "device did not acknowledge" or "NULL"
+    cmd.reason = cmd.will_fail and "device did not acknowledge" or vocabulary.NO_REASON
   else
     cmd.command_status = NEXT[cmd.command_status]
   end
@@ -242,7 +244,7 @@ local function page_args(args)
 end
 
 local function notifications_json(conf)
-  return render(conf, { "device_type", "status_changed_callback_url", "command_resp_callback_url", "update_at" })
+  return render(conf, vocabulary.order.notification)
 end
 
 local function route(method, rel, args, body)
@@ -279,7 +281,7 @@ local function route(method, rel, args, body)
   elseif rel == "/notifications" and method == "POST" then
     local doc = json.decode(body or "") or {}
     local dt = tonumber(doc.device_type)
-    if dt ~= 18 and dt ~= 34 then return platform_error(400, "device_type must be 18 or 34") end
+    if not vocabulary.device_types[dt] then return platform_error(400, DEVICE_TYPE_WANTED) end
     local conf = S.notifications[dt] or { device_type = dt }
     -- the reference's table spells it commandResp_callback_url
     if doc.command_resp_callback_url == nil then doc.command_resp_callback_url = doc.commandResp_callback_url end
@@ -291,7 +293,7 @@ local function route(method, rel, args, body)
     return ok_objects { notifications_json(conf) }
   elseif rel == "/notifications" and method == "GET" then
     local dt = tonumber(args.device_type)
-    if dt ~= 18 and dt ~= 34 then return platform_error(400, "device_type must be 18 or 34") end
+    if not vocabulary.device_types[dt] then return platform_error(400, DEVICE_TYPE_WANTED) end
     local conf = S.notifications[dt] or { device_type = dt, status_changed_callback_url = "", command_resp_callback_url = "" }
     return ok_objects({ notifications_json(conf) }, nil, true)
   elseif rel == "/test/notifications" and method == "POST" then
