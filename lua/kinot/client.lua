@@ -385,7 +385,7 @@ end
 ---@field commandResp_callback_url? string the reference table's spelling of command_resp_callback_url
 
 ---@class kinot.Page
----@field count integer the devices on the platform
+---@field count? integer the devices on the platform (the answer's count)
 ---@field offset integer as sent
 ---@field limit integer as sent
 

@@ -27,7 +27,7 @@ local signer = require "kinot.signer"
 ---@field set_notifications fun(opts: kinot.NotificationSettings): kinot.Notification?, kinot.Error?
 ---@field notifications fun(device_type: kinot.DeviceType): kinot.Notification?, kinot.Error?
 ---@field test_notification fun(sn: kinot.Sn, callback_type?: kinot.CallbackType): kinot.TestNotification?, kinot.Error?
----@field request fun(method: string, path: string, opts?: kinot.RequestOptions): (integer|nil), (table<string, string>|kinot.Error), string?
+---@field request fun(method: string, path: string, opts?: kinot.RequestOptions): integer?, table<string, string>|kinot.Error, string?
 local kinot = {
   _VERSION = require("kinot.version"),
   errors = errors,
@@ -153,7 +153,7 @@ end
 ---| "rows"  # a row offset
 
 --- A function transport: any HTTP stack, or a test double (docs/transports.md).
----@alias kinot.TransportFunction fun(request: kinot.TransportRequest): kinot.TransportResponse?, (string|kinot.TransportError)?
+---@alias kinot.TransportFunction fun(request: kinot.TransportRequest): kinot.TransportResponse?, string|kinot.TransportError?
 
 ---@class kinot.TransportRequest
 ---@field method string
