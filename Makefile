@@ -2,6 +2,7 @@
 #   make deps     install the Debian packages the project needs (only missing ones)
 #   make build    build kinot.core for Lua 5.4 and LuaJIT into build/
 #   make test     the whole busted suite under Lua 5.4 and LuaJIT
+#   make check    the fast unit specs (tag #unit: no server, no install) under both runtimes
 #   make demo     a simulator with a seeded fleet, a report and a command
 #   make bench    the benchmarks of bench/ (each against a named baseline)
 #   make install  LuaRocks install for LuaJIT, then Lua 5.4 (TREE=/usr/local; TREE=dir for another tree)
@@ -33,7 +34,7 @@ DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-
 	luarocks nginx libnginx-mod-http-lua wrk tmux openssl clang libclang-rt-14-dev valgrind python3 \
 	dnsmasq-base iproute2 redis-server
 
-.PHONY: deps build test test-54 test-jit lint demo bench clean fuzz sanitize sanitize-gc leakcheck
+.PHONY: deps build test check test-54 test-jit lint demo bench clean fuzz sanitize sanitize-gc leakcheck
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -71,6 +72,17 @@ test: deps build
 	lua5.4 /usr/bin/busted --cpath='build/5.4/?.so' -o plainTerminal $(BUSTED_FLAGS) 2>&1 | tee build/test/lua54.log || rc=1; \
 	luajit /usr/bin/busted --cpath='build/5.1/?.so' -o plainTerminal $(BUSTED_FLAGS) 2>&1 | tee build/test/luajit.log || rc=1; \
 	lua5.4 spec/support/summary.lua build/test/lua54.log build/test/luajit.log || rc=1; \
+	exit $$rc
+
+# make check: the specs tagged #unit, and none tagged with what it starts
+# or needs (the tags: README, "Tests"); seconds, not minutes
+CHECK_TAGS := --tags=unit --exclude-tags=nginx,sim,redis,cli,install,slow,peer,lint,build,fuzz
+check: deps build
+	@mkdir -p build/test
+	@rc=0; \
+	lua5.4 /usr/bin/busted --cpath='build/5.4/?.so' -o plainTerminal $(CHECK_TAGS) $(BUSTED_FLAGS) 2>&1 | tee build/test/check54.log || rc=1; \
+	luajit /usr/bin/busted --cpath='build/5.1/?.so' -o plainTerminal $(CHECK_TAGS) $(BUSTED_FLAGS) 2>&1 | tee build/test/checkjit.log || rc=1; \
+	lua5.4 spec/support/summary.lua build/test/check54.log build/test/checkjit.log || rc=1; \
 	exit $$rc
 
 test-54: build

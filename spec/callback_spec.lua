@@ -12,7 +12,7 @@ require "gc_stress" -- KINOT_GC_STRESS=1: an eager collector (make sanitize)
 local cjson = require "cjson"
 local vectors = H.fixture("callback-sign.json").vectors
 
-describe("callback sign vectors", function()
+describe("callback sign vectors #unit", function()
   it("has the whole vector file", function() assert.are.equal(16, #vectors) end)
 
   for _, v in ipairs(vectors) do
@@ -40,7 +40,7 @@ describe("callback sign vectors", function()
   end
 end)
 
-describe("callback.verify", function()
+describe("callback.verify #unit", function()
   local secret = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
   local function signed(body_without_sign, key)
     local s = assert(callback.sign(body_without_sign, key or secret))
@@ -117,7 +117,7 @@ end)
 
 -- On LuaJIT the scanner goes through the FFI; on Lua 5.4 through the C
 -- API.  Both must give exactly what the C API binding gives.
-describe("the callback scanner's two bindings", function()
+describe("the callback scanner's two bindings #unit", function()
   local secret = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
   local function signed(body)
     return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, secret)) .. '"}'))
@@ -180,7 +180,7 @@ describe("the callback scanner's two bindings", function()
   end)
 end)
 
-describe("callback receiver outside nginx", function()
+describe("callback receiver outside nginx #unit", function()
   it("answers OK, dispatches once, and acknowledges a duplicate without dispatching", function()
     local calls = 0
     local rcv = callback.receiver { secret = vectors[1].secret, max_age = false, -- the vectors are from 2019
@@ -212,7 +212,7 @@ describe("callback receiver outside nginx", function()
   end)
 end)
 
-describe("callback.handler in real nginx", function()
+describe("callback.handler in real nginx #nginx", function()
   local ng
   local v1 = vectors[1]
   setup(function()
@@ -293,7 +293,7 @@ describe("callback.handler in real nginx", function()
 end)
 
 -- One worker, so every event goes through the same queue and runners
-describe("callback.handler's runners in one worker", function()
+describe("callback.handler's runners in one worker #nginx", function()
   local ng
   local secret = vectors[1].secret
   local function signed(body)
@@ -345,7 +345,7 @@ describe("callback.handler's runners in one worker", function()
   end)
 end)
 
-describe("callback.handler when nginx stops", function()
+describe("callback.handler when nginx stops #nginx", function()
   it("hands over the events still queued before the worker exits (a graceful stop or reload)", function()
     local secret = vectors[1].secret
     local out = os.tmpname()
@@ -385,7 +385,7 @@ describe("callback.handler when nginx stops", function()
   end)
 end)
 
-describe("the resty transport inside nginx", function()
+describe("the resty transport inside nginx #nginx #sim", function()
   local sim, ng
   setup(function()
     sim = H.sim { locks = 33 }
@@ -453,7 +453,7 @@ describe("the resty transport inside nginx", function()
   end)
 end)
 
-describe("examples/openresty end to end with the simulator", function()
+describe("examples/openresty end to end with the simulator #nginx #sim #slow", function()
   local sim, prefix, port, url
   setup(function()
     sim = H.sim { locks = 20, sensors = 20, command_pace = 0.05 }

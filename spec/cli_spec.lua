@@ -19,7 +19,7 @@ local function kinot(args, env)
   return out:gsub("rc=%d+\n?$", ""), err, rc
 end
 
-describe("kinot CLI", function()
+describe("kinot CLI #cli #sim", function()
   local sim, env
   setup(function()
     sim = H.sim { locks = 123, sensors = 45, dtus = 4, command_pace = 0.02 }
@@ -293,7 +293,7 @@ describe("kinot CLI", function()
   end)
 end)
 
-describe("kinot sim in the foreground", function()
+describe("kinot sim in the foreground #cli #sim", function()
   local socket = require "socket"
   local launcher = require "kinot.sim.launcher"
 

@@ -7,7 +7,7 @@ local errors = require "kinot.errors"
 local json = require "kinot.json"
 local H = require "helpers"
 
-describe("client methods", function()
+describe("client methods #sim", function()
   local sim, c
   setup(function()
     sim = H.sim { locks = 137, sensors = 42, dtus = 3, command_pace = 0.03 }
@@ -137,7 +137,7 @@ describe("client methods", function()
   end)
 end)
 
-describe("client validation (misuse raises before sending)", function()
+describe("client validation (misuse raises before sending) #sim", function()
   local sim, c
   setup(function()
     sim = H.sim {}
@@ -166,7 +166,7 @@ describe("client validation (misuse raises before sending)", function()
   end)
 end)
 
-describe("client errors and retries", function()
+describe("client errors and retries #sim", function()
   local sim
   setup(function() sim = H.sim { command_pace = 0.05 } end)
   teardown(function() sim.stop() end)

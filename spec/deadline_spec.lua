@@ -107,7 +107,7 @@ end
 
 local function enc(s) return (s:gsub("[^%w%-_.~]", function(c) return string.format("%%%02X", c:byte()) end)) end
 
-describe("the request deadline and bounded reads", function()
+describe("the request deadline and bounded reads #nginx #slow", function()
   local peer, client, memclient, udp, udp_port
   setup(function()
     peer = H.nginx { server = PEER }
@@ -302,7 +302,7 @@ describe("the request deadline and bounded reads", function()
     assert.is_true(r.hwm1 - r.hwm0 < 8192, "VmHWM grew by " .. (r.hwm1 - r.hwm0) .. " kB")
   end)
 
-  describe("with a nameserver that answers (dnsmasq)", function()
+  describe("with a nameserver that answers (dnsmasq) #peer", function()
     local dns_port, dns_pid, dns_log
     setup(function()
       local u = assert(socket.udp())
@@ -476,7 +476,7 @@ describe("the request deadline and bounded reads", function()
   end)
 end)
 
-describe("the curl transport's deadline covers name resolution", function()
+describe("the curl transport's deadline covers name resolution #slow", function()
   -- libcurl resolves with getaddrinfo in a thread (AsynchDNS), which reads
   -- /etc/resolv.conf: the request runs in a private mount and network
   -- namespace (unshare, as root) whose resolv.conf names a black hole on

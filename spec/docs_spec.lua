@@ -130,7 +130,7 @@ for _, f in ipairs(files) do
   if not s:find("\0", 1, true) then texts[f] = s end
 end
 
-describe("the project's own documents", function()
+describe("the project's own documents #unit", function()
   it("has docs/README.md, an index that README.md links", function()
     assert.is_true(tracked["docs/README.md"], "docs/README.md is not tracked")
     local found = false

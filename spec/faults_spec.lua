@@ -88,7 +88,7 @@ local function check(sim, row, op, r, warm_curl)
   end
 end
 
-describe("fault matrix (curl)", function()
+describe("fault matrix (curl) #sim", function()
   local sim
   setup(function() sim = H.sim { command_pace = 5 } end)
   teardown(function() sim.stop() end)
@@ -186,7 +186,7 @@ describe("fault matrix (curl)", function()
   end)
 end)
 
-describe("fault matrix (resty, inside nginx)", function()
+describe("fault matrix (resty, inside nginx) #nginx #sim", function()
   local sim, ng
   setup(function()
     sim = H.sim { command_pace = 5 }
@@ -260,7 +260,7 @@ describe("fault matrix (resty, inside nginx)", function()
   end
 end)
 
-describe("a raw peer that takes the POST and hangs up (LuaSocket)", function()
+describe("a raw peer that takes the POST and hangs up (LuaSocket) #peer", function()
   -- sharper than the simulator: it counts POSTs as they arrive on the wire,
   -- on any connection, and closes the very connection the client had warm
   local port, pid, url
@@ -322,7 +322,7 @@ describe("a raw peer that takes the POST and hangs up (LuaSocket)", function()
   end)
 end)
 
-describe("resty: a command never rides a pooled connection", function()
+describe("resty: a command never rides a pooled connection #nginx #peer", function()
   -- the raw peer stops answering on the connection the client has pooled
   -- (gone bad while idle); a command on it would be lost in a timeout
   local port, pid, ng
@@ -359,7 +359,7 @@ describe("resty: a command never rides a pooled connection", function()
   end)
 end)
 
-describe("over TLS: a warm https connection closed after the POST", function()
+describe("over TLS: a warm https connection closed after the POST #nginx", function()
   -- the same race over https (a real nginx with a fresh self-signed
   -- certificate): libcurl's replay path is the same, so is the rule
   local ng, dir
@@ -403,7 +403,7 @@ describe("over TLS: a warm https connection closed after the POST", function()
   end)
 end)
 
-describe("the CLI and an unknown outcome", function()
+describe("the CLI and an unknown outcome #cli #sim", function()
   local sim
   setup(function() sim = H.sim { command_pace = 5 } end)
   teardown(function() sim.stop() end)

@@ -2,7 +2,7 @@
 -- FUZZ_SECONDS=3); a crash, leak or sanitizer report fails it.
 local H = require "helpers"
 
-describe("fuzz targets (brief run) #nosanitize", function()
+describe("fuzz targets (brief run) #nosanitize #fuzz #slow", function()
   local out, rc
   setup(function()
     local p = io.popen("cd " .. H.root .. " && make -s fuzz FUZZ_SECONDS=3 2>&1; echo \"rc=$?\"")

@@ -163,7 +163,7 @@ end
 
 local NOW = os.time()
 
-describe("freshness.parse", function()
+describe("freshness.parse #unit", function()
   it("reads the platform's ISO 8601 times with their offset", function()
     assert.are.equal(1552444959, freshness.parse("2019-03-13T10:42:39+08:00"))
     assert.are.equal(1552444959, freshness.parse("2019-03-13T02:42:39Z"))
@@ -181,7 +181,7 @@ describe("freshness.parse", function()
   end)
 end)
 
-describe("freshness in callback.receiver", function()
+describe("freshness in callback.receiver #unit", function()
   local now = NOW
   local clock = function() return now end
 
@@ -283,7 +283,7 @@ describe("freshness in callback.receiver", function()
   end)
 end)
 
-describe("freshness in nginx, across workers and restarts", function()
+describe("freshness in nginx, across workers and restarts #nginx", function()
   it("refuses a replay after a restart, and an older status on any worker", function()
     local t = os.time()
     local captured = status(419600002, t)
@@ -312,7 +312,7 @@ end)
 -- §5: with lua_max_running_timers at 1 the first runner takes the only
 -- timer; nginx drops every other timer that comes due meanwhile
 for _, t in ipairs { { 1, 2 }, { 2, 1 } } do
-  describe("ack = immediate with lua_max_running_timers " .. t[1] .. ", lua_max_pending_timers " .. t[2], function()
+  describe("ack = immediate with lua_max_running_timers " .. t[1] .. ", lua_max_pending_timers " .. t[2] .. " #nginx", function()
     local ng
     setup(function()
       ng = receiver { opts = 'ack = "immediate",',
@@ -343,7 +343,7 @@ for _, t in ipairs { { 1, 2 }, { 2, 1 } } do
   end)
 end
 
-describe("ack = immediate with no timer left, at nginx -s quit", function()
+describe("ack = immediate with no timer left, at nginx -s quit #nginx", function()
   it("hands over every queued event before the worker goes", function()
     local ng = receiver { opts = 'ack = "immediate",', http = "lua_max_running_timers 1; lua_max_pending_timers 1;" }
     local ok, err = pcall(function()
@@ -364,7 +364,7 @@ end)
 
 -- §6
 for _, dedupe in ipairs { true, false } do
-  describe("ack = after_handler, dedupe " .. (dedupe and "in a lua_shared_dict" or "per worker"), function()
+  describe("ack = after_handler, dedupe " .. (dedupe and "in a lua_shared_dict" or "per worker") .. " #nginx", function()
     local ng
     -- with the dict, two workers: a copy may reach the other one
     setup(function() ng = receiver { dedupe = dedupe, workers = dedupe and 2 or 1 } end) -- the default ack
@@ -418,7 +418,7 @@ for _, dedupe in ipairs { true, false } do
   end)
 end
 
-describe("callback.handler options", function()
+describe("callback.handler options #unit", function()
   it("refuses an unknown ack", function()
     assert.has_error(function() callback.handler { secret = "s", ack = "later" } end,
       'kinot: ack must be "after_handler" or "immediate"')
@@ -427,7 +427,7 @@ describe("callback.handler options", function()
 end)
 
 -- The README's table, row by row: what the platform saw, what the handler did
-describe("what each ack promises", function()
+describe("what each ack promises #nginx #slow", function()
   it("immediate, handler raises: the platform got 200; the event is not delivered again", function()
     with({ opts = 'ack = "immediate",' }, function(ng)
       local body = status(10, NOW, ',"fail_first":1')

@@ -4,7 +4,7 @@ local core = require "kinot.core"
 local socket = require "socket"
 local H = require "helpers"
 
-describe("kinot.core http against real nginx", function()
+describe("kinot.core http against real nginx #nginx", function()
   local ng, http
   setup(function()
     ng = H.nginx {
@@ -156,7 +156,7 @@ describe("kinot.core http against real nginx", function()
   end)
 end)
 
-describe("kinot.core http over TLS", function()
+describe("kinot.core http over TLS #nginx", function()
   local ng
   setup(function() ng = H.tls_nginx("127.0.0.1") end)
   teardown(function() ng.stop() end)

@@ -56,7 +56,7 @@ end
 local COUNT = "function(ev) ngx.shared.seen:incr('n', 1, 0) end"
 local function seen(ng) return tonumber(H.raw("GET", ng.url .. "/seen").body) end
 
-describe("callback.handler's Redis options (misuse)", function()
+describe("callback.handler's Redis options (misuse) #unit", function()
   it("raises on a wrong URL, an inbox with local handlers, two Redis", function()
     assert.has_error(function() callback.handler { secret = "s", dedupe = { redis = "http://x" } } end)
     assert.has_error(function()
@@ -70,7 +70,7 @@ describe("callback.handler's Redis options (misuse)", function()
   end)
 end)
 
-describe("callback.rebuild (the worker's event from a stored body)", function()
+describe("callback.rebuild (the worker's event from a stored body) #unit", function()
   it("gives the event verify gave, without the secret, for the reference's bodies too", function()
     local vectors = H.fixture("callback-sign.json").vectors
     for _, v in ipairs(vectors) do
@@ -86,7 +86,7 @@ describe("callback.rebuild (the worker's event from a stored body)", function()
   end)
 end)
 
-describe("two receiver hosts sharing one Redis", function()
+describe("two receiver hosts sharing one Redis #redis", function()
   local r, a, b
   local PASSWORD = "hosts-Sh4red/pw"
   setup(function()
@@ -169,7 +169,7 @@ describe("two receiver hosts sharing one Redis", function()
   end)
 end)
 
-describe("the Redis dedupe store's two steps (for an acknowledgement after the handler)", function()
+describe("the Redis dedupe store's two steps (for an acknowledgement after the handler) #redis", function()
   local r, store
   setup(function()
     r = R.start {}
@@ -233,7 +233,7 @@ describe("the Redis dedupe store's two steps (for an acknowledgement after the h
   end)
 end)
 
-describe("the durable inbox", function()
+describe("the durable inbox #redis", function()
   local r, a, b, c
   local STREAM = "kinot:callbacks"
   setup(function()
@@ -336,7 +336,7 @@ local function lines(path)
   return out
 end
 
-describe("workers", function()
+describe("workers #redis #cli", function()
   local r, ng, c, dir
   local STREAM = "kinot:w"
   local PASSWORD = "w0rkers-Pa55"
@@ -504,7 +504,7 @@ describe("workers", function()
   end)
 end)
 
-describe("a worker inside nginx", function()
+describe("a worker inside nginx #redis #nginx", function()
   local r, ng
   setup(function()
     r = R.start {}
@@ -534,7 +534,7 @@ end)
 
 -- the README's config, as written (only the paths, the port and the user
 -- changed for a checkout), with a handler module of the kind it names
-describe("the README's nginx config for several receivers", function()
+describe("the README's nginx config for several receivers #redis #nginx", function()
   local r, prefix, url
   setup(function()
     r = R.start { password = "readme-pw" }

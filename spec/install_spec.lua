@@ -23,7 +23,7 @@ local function read(p)
   return s
 end
 
-describe("make install", function()
+describe("make install #install #slow", function()
   local tmp, tree, home, fake
   local install_ok, install_out
 
@@ -143,7 +143,7 @@ describe("make install", function()
   end)
 end)
 
-describe("the launcher's kinot.core for nginx", function()
+describe("the launcher's kinot.core for nginx #unit", function()
   local launcher = require "kinot.sim.launcher"
   local tmp
   before_each(function()

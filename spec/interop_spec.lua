@@ -29,7 +29,7 @@ local function run(sim)
   return tonumber(out:match("rc=(%d+)\n?$")), out:gsub("rc=%d+\n?$", ""), err
 end
 
-describe("a Python client with its own signature", function()
+describe("a Python client with its own signature #sim", function()
   local sim
   setup(function() sim = H.sim { locks = 23, sensors = 4, command_pace = 0.02 } end)
   teardown(function() sim.stop() end)

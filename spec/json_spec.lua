@@ -3,7 +3,7 @@
 local json = require "kinot.json"
 local cjson = require "cjson"
 
-describe("kinot.json.decode", function()
+describe("kinot.json.decode #unit", function()
   it("reads the reference's examples with their trailing commas", function()
     local doc = assert(json.decode('{\n "code":0,\n "objects":[\n  {"sn":419631107,"voltage":3.659}\n ],\n}'))
     assert.are.equal(419631107, doc.objects[1].sn)

@@ -22,7 +22,7 @@ local function misuse(fn, what)
   return e
 end
 
-describe("a careless caller", function()
+describe("a careless caller #sim", function()
   local sim, c, sent, curl
   local function recording(req)
     sent[#sent + 1] = req
@@ -42,7 +42,7 @@ describe("a careless caller", function()
   end)
   before_each(function() sent = {} end)
 
-  describe("§4 POSTs without a body, and bodies that are not JSON", function()
+  describe("§4 POSTs without a body, and bodies that are not JSON #nginx", function()
     it("signs every header of a POST (or PUT, PATCH, DELETE) without a body, over libcurl", function()
       local plain = sim.client()
       for _, m in ipairs { "POST", "PUT", "PATCH", "DELETE" } do

@@ -9,7 +9,7 @@ local H = require "helpers"
 
 local READINGS = { "page0", "page1", "rows" }
 
-describe("paging", function()
+describe("paging #sim #nginx", function()
   local sim
   setup(function() sim = H.sim { locks = 237, sensors = 95, dtus = 1 } end)
   teardown(function() sim.stop() end)

@@ -13,7 +13,7 @@ local function has_line(lines, pattern)
   return false, table.concat(lines, "\n")
 end
 
-describe("transports through a proxy", function()
+describe("transports through a proxy #nginx #sim #peer", function()
   local sim, px, tls, ng
   setup(function()
     px = H.proxy()

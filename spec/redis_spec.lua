@@ -9,7 +9,7 @@ local H = require "helpers"
 
 local PASSWORD = "s3cr3t-Pa55/word"
 
-describe("redis URLs", function()
+describe("redis URLs #unit", function()
   it("reads host, port, db, password and user, percent-decoded", function()
     local o = kredis.parse("redis://:p%40ss@10.0.0.5:6380/3")
     assert.are.same({ host = "10.0.0.5", port = 6380, db = 3, password = "p@ss" }, o)
@@ -34,7 +34,7 @@ describe("redis URLs", function()
   end)
 end)
 
-describe("kinot.redis against redis-server", function()
+describe("kinot.redis against redis-server #redis", function()
   local r
   setup(function() r = R.start { password = PASSWORD, db = 3 } end)
   teardown(function() r.stop() end)
@@ -106,7 +106,7 @@ describe("kinot.redis against redis-server", function()
   end)
 end)
 
-describe("kinot.redis failures", function()
+describe("kinot.redis failures #unit", function()
   it("says network, retryable, when nothing listens; never the password", function()
     local port = require("kinot.sim.launcher").free_port()
     local c = kredis.new("redis://:" .. PASSWORD .. "@127.0.0.1:" .. port, { connect_timeout = 0.5 })
@@ -135,7 +135,7 @@ describe("kinot.redis failures", function()
   end)
 end)
 
-describe("kinot.redis inside nginx (cosockets, keepalive pool)", function()
+describe("kinot.redis inside nginx (cosockets, keepalive pool) #redis #nginx", function()
   local r, ng
   setup(function()
     r = R.start { password = PASSWORD, db = 2 }

@@ -11,7 +11,7 @@ local function sh(cmd)
   return rc == 0, out
 end
 
-describe("kinot-scm-1.rockspec", function()
+describe("kinot-scm-1.rockspec #install #slow", function()
   it("installs every Lua module and C source of the tree", function()
     local f = assert(io.open(H.root .. "/kinot-scm-1.rockspec"))
     local spec = f:read("*a")

@@ -88,7 +88,7 @@ local function expected(v)
   return enc == "upper" and d:upper() or d
 end
 
-describe("sign rule names and parts", function()
+describe("sign rule names and parts #unit", function()
   it("takes a name or a table of parts, and names each canonically", function()
     for _, v in ipairs(VARIANTS) do assert.are.equal(v[2], rules.rule(v[1]).name) end
     assert.are.equal("md5-key", rules.rule(nil).name)
@@ -136,7 +136,7 @@ describe("sign rule names and parts", function()
   end)
 end)
 
-describe("the C core's digests", function()
+describe("the C core's digests #unit", function()
   it("match the RFCs' vectors (RFC 1321, RFC 2202, RFC 4231)", function()
     assert.are.equal("900150983CD24FB0D6963F7D28E17F72", core.digest("md5", "abc"))
     assert.are.equal("9294727A3638BB1C13F48EF8158BFC9D", core.digest("md5", "Hi There", ("\11"):rep(16)))
@@ -158,7 +158,7 @@ describe("the C core's digests", function()
   end)
 end)
 
-describe("every sign rule against openssl", function()
+describe("every sign rule against openssl #unit", function()
   for _, v in ipairs(VARIANTS) do
     it(v[2], function()
       local want = expected(v)
@@ -209,7 +209,7 @@ describe("every sign rule against openssl", function()
   end
 end)
 
-describe("callback.discover", function()
+describe("callback.discover #unit", function()
   it("names the rule each body was signed with, and only it", function()
     for _, v in ipairs(VARIANTS) do
       local report = assert(callback.discover(body_with(expected(v)), { "not-this-one", SECRET }))
@@ -289,7 +289,7 @@ describe("callback.discover", function()
   end)
 end)
 
-describe("the Lua member reader and the C scanner", function()
+describe("the Lua member reader and the C scanner #unit", function()
   local vectors = H.fixture("callback-sign.json").vectors
 
   local function verdict_c(body, secret)
@@ -419,7 +419,7 @@ local function tmpfile(text)
   return path
 end
 
-describe("kinot verify --discover", function()
+describe("kinot verify --discover #cli", function()
   local files = {}
   local function file(text)
     files[#files + 1] = tmpfile(text)
@@ -487,7 +487,7 @@ end)
 
 -- ---------------------------------------------------------------- monitor
 
-describe('verify = "monitor"', function()
+describe('verify = "monitor" #unit', function()
   local v = VARIANTS[3] -- a body signed with md5-secret: a real one whose rule we guessed wrong
   local real = body_with(expected(v))
   local forged = body_with(("0"):rep(32))
@@ -523,7 +523,7 @@ describe('verify = "monitor"', function()
     assert.are.equal(401, (receiver.new { secret = SECRET, verify = "enforce" }:receive(forged)))
   end)
 
-  describe("in real nginx", function()
+  describe("in real nginx #nginx", function()
     local ng
     setup(function()
       ng = H.nginx {
@@ -609,7 +609,7 @@ end)
 
 -- ---------------------------------------------------------------- notifications, stage
 
-describe("notification settings, both spellings, cleared URLs", function()
+describe("notification settings, both spellings, cleared URLs #sim #nginx", function()
   local sim
   setup(function() sim = H.sim { locks = 10, sensors = 10, dtus = 1 } end)
   teardown(function() sim.stop() end)
@@ -692,7 +692,7 @@ describe("notification settings, both spellings, cleared URLs", function()
   end)
 end)
 
-describe("X-Ca-Stage", function()
+describe("X-Ca-Stage #sim", function()
   local sim
   setup(function() sim = H.sim { locks = 10, sensors = 10, dtus = 1, stage = "TEST" } end)
   teardown(function() sim.stop() end)

@@ -48,7 +48,7 @@ local ENDPOINTS = {
   { "a raw @ in the password", "http://agent:Pq7Z@x9Kw3Lm@127.0.0.1:" .. DEAD .. "/open/lora/v1" },
 }
 
-describe("secrets", function()
+describe("secrets #sim", function()
   local sim, sent, texts, curl
   setup(function()
     sim = H.sim { app_secret = SECRET, app_key = "leak-check", command_pace = 0.02 }
@@ -150,7 +150,7 @@ describe("secrets", function()
   end)
 end)
 
-describe("passwords in URLs", function()
+describe("passwords in URLs #sim #nginx", function()
   local sim
   setup(function() sim = H.sim { app_secret = SECRET, app_key = "leak-check" } end)
   teardown(function() sim.stop() end)
@@ -365,7 +365,7 @@ describe("passwords in URLs", function()
   end)
 end)
 
-describe("injection and TLS defaults", function()
+describe("injection and TLS defaults #unit", function()
   it("refuses CR, LF and NUL in headers and paths before sending", function()
     local c = kinot.new { app_key = "k\r\nX-Evil: 1", app_secret = "s", endpoint = "http://127.0.0.1:9/open/lora/v1" }
     assert.has_error(function() c:lockers() end, "kinot: header 'X-Ca-Key' value contains CR or LF")

@@ -9,7 +9,7 @@ local vectors = H.fixture("aliyun-gateway-sign.json").vectors
 
 local function nn(v) if v == cjson.null then return nil end return v end
 
-describe("kinot.sign_request against the gateway vectors", function()
+describe("kinot.sign_request against the gateway vectors #unit", function()
   it("has the whole vector file", function()
     assert.are.equal(16, #vectors)
   end)
@@ -32,7 +32,7 @@ describe("kinot.sign_request against the gateway vectors", function()
   end
 end)
 
-describe("kinot.sign_request edges", function()
+describe("kinot.sign_request edges #unit", function()
   local base = { method = "GET", path = "/open/lora/v1/lockers", app_secret = "s3cr3t",
                  headers = { ["X-Ca-Key"] = "k", Accept = "application/json" } }
   local function sign(over)
@@ -116,7 +116,7 @@ describe("kinot.sign_request edges", function()
   end)
 end)
 
-describe("the LuaJIT FFI signer", function()
+describe("the LuaJIT FFI signer #unit", function()
   local signer = require "kinot.signer"
   local core = require "kinot.core"
 

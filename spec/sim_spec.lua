@@ -39,7 +39,7 @@ local function has_fields(obj, fields)
   for _, f in ipairs(fields) do assert.is_not_nil(obj[f], "missing " .. f) end
 end
 
-describe("simulator endpoints", function()
+describe("simulator endpoints #sim", function()
   local sim
   setup(function() sim = H.sim { locks = 25, sensors = 12, dtus = 3, seed = 7 } end)
   teardown(function() sim.stop() end)
@@ -123,7 +123,7 @@ describe("simulator endpoints", function()
   end)
 end)
 
-describe("simulator gateway checks", function()
+describe("simulator gateway checks #sim", function()
   local sim
   setup(function() sim = H.sim {} end)
   teardown(function() sim.stop() end)
@@ -178,7 +178,7 @@ describe("simulator gateway checks", function()
   end)
 end)
 
-describe("simulator commands and callbacks", function()
+describe("simulator commands and callbacks #sim", function()
   local sim, rcv
   setup(function()
     sim = H.sim { command_pace = 0.05 }
@@ -281,7 +281,7 @@ describe("simulator commands and callbacks", function()
   end)
 end)
 
-describe("simulator faults", function()
+describe("simulator faults #sim", function()
   local sim
   setup(function() sim = H.sim {} end)
   teardown(function() sim.stop() end)
@@ -350,7 +350,7 @@ describe("simulator faults", function()
   end)
 end)
 
-describe("simulator gateway nonce memory", function()
+describe("simulator gateway nonce memory #unit", function()
   it("sweeps its nonces rarely, not on every request past 20,000", function()
     local gateway = require "kinot.sim.gateway"
     local gw = gateway.new { app_key = "k", app_secret = "s" }
@@ -383,7 +383,7 @@ local function strict(text, what)
   return doc
 end
 
-describe("simulator sends strict JSON by default", function()
+describe("simulator sends strict JSON by default #sim", function()
   local sim, rcv
   setup(function()
     sim = H.sim { locks = 12, sensors = 11, dtus = 2, command_pace = 0.02 }
@@ -453,7 +453,7 @@ describe("simulator sends strict JSON by default", function()
   end)
 end)
 
-describe("simulator --quirks", function()
+describe("simulator --quirks #sim #nginx", function()
   local sim, ng
   setup(function()
     sim = H.sim { locks = 12, sensors = 11, quirks = true, command_pace = 0.02 }
@@ -555,7 +555,7 @@ local function kinot_cli(args, env)
   return (out:gsub("rc=%d+\n?$", "")), err, rc
 end
 
-describe("kinot sim as a tool", function()
+describe("kinot sim as a tool #sim #cli", function()
   local launcher = require "kinot.sim.launcher"
 
   it("refuses a port already in use (a simulator or any listener), exit 2, and the first one serves alone", function()

@@ -90,7 +90,7 @@ local BODIES = {
     {"sn":"419631107","callback_url":"http://192.168.16.238/test","error_detail":"sent"}]}]],
 }
 
-describe("typed answers, from text the simulator never sends", function()
+describe("typed answers, from text the simulator never sends #nginx #cli", function()
   local ng, dir, client
   setup(function()
     local p = io.popen("mktemp -d /tmp/kinot-typed.XXXXXX")
@@ -280,7 +280,7 @@ describe("typed answers, from text the simulator never sends", function()
   end)
 end)
 
-describe("typed values, one by one", function()
+describe("typed values, one by one #unit", function()
   it("gives int fields integers only for whole numbers within +-2^53", function()
     local to_int = typed.to_int
     local n = to_int("9007199254740991")
@@ -328,7 +328,7 @@ describe("typed values, one by one", function()
   end)
 end)
 
-describe("typed answers, the fast way and the careful way", function()
+describe("typed answers, the fast way and the careful way #unit", function()
   local vocabulary = require "kinot.vocabulary"
   -- values a field of each kind may carry that type without a question...
   local GOOD = {
@@ -390,7 +390,7 @@ end)
 
 -- --------------------------------------------------------------- the simulator's answers
 
-describe("typed answers from the simulator", function()
+describe("typed answers from the simulator #sim", function()
   local sim, client
   setup(function()
     sim = H.sim { locks = 150, sensors = 120, dtus = 2, command_pace = 0.02 }
@@ -449,7 +449,7 @@ end)
 
 -- --------------------------------------------------------------- the CLI
 
-describe("kinot command send --wait", function()
+describe("kinot command send --wait #sim #cli", function()
   local sim, env
   setup(function()
     sim = H.sim { locks = 3, sensors = 3, dtus = 1, command_pace = 0.02, failure_rate = 1 }

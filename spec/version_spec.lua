@@ -34,7 +34,7 @@ end
 
 local function pattern(s) return (s:gsub("%p", "%%%0")) end
 
-describe("the version", function()
+describe("the version #unit", function()
   local version = dofile(H.root .. "/lua/kinot/version.lua")
 
   it("is a semantic version, written once in lua/kinot/version.lua", function()

@@ -10,6 +10,19 @@ local redact = require "kinot.redact"
 
 local misuse = errors.misuse
 
+--- A client (kinot.new): its methods return their result, or nil and a
+--- kinot.Error; misuse raises (docs/api.md).
+---@class kinot.Client
+---@field app_key string
+---@field endpoint string the base URL, without a trailing /
+---@field stage? string
+---@field timeout number
+---@field connect_timeout number
+---@field retries integer
+---@field signature_method kinot.SignatureMethod
+---@field paging kinot.Paging the reading asked for
+---@field paging_found? kinot.Paging the reading paging = "auto" found, once it has found one
+---@field verify_tls boolean
 local Client = {}
 Client.__index = Client
 
@@ -44,6 +57,8 @@ local function check_opts(o)
 end
 
 --- new(opts) -> client
+---@param o kinot.Options
+---@return kinot.Client
 function Client.new(o)
   local origin, base_path = check_opts(o)
   local self = setmetatable({
@@ -85,6 +100,12 @@ end
 
 --- request(method, path, {query = {{k, v}...}, body = table|string}) -> status, headers, body | nil, err
 -- One signed attempt, the answer as it came: for calls the SDK does not wrap.
+---@param method string GET, POST, ...
+---@param path string below the endpoint, starting with "/"
+---@param opts? kinot.RequestOptions
+---@return integer|nil status
+---@return table<string, string>|kinot.Error headers_or_err
+---@return string? body
 function Client:request(method, path, opts)
   if type(method) ~= "string" or not method:match("^%u+$") then misuse("method must be GET, POST, ...") end
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then misuse("path must start with '/' (below the endpoint)") end
@@ -122,7 +143,15 @@ local function page(self, path, opts)
   return { objects = doc.objects or {}, count = doc.count, offset = offset, limit = limit }
 end
 
+--- lockers{offset = 0, limit = 10} -> a page of locks
+---@param opts? kinot.PageOptions
+---@return kinot.LockPage|nil
+---@return kinot.Error|nil
 function Client:lockers(opts) return page(self, "/lockers", opts) end
+--- sensors{offset = 0, limit = 10} -> a page of sensors
+---@param opts? kinot.PageOptions
+---@return kinot.SensorPage|nil
+---@return kinot.Error|nil
 function Client:sensors(opts) return page(self, "/sensors", opts) end
 
 local function one(self, path, sn, what)
@@ -132,8 +161,18 @@ local function one(self, path, sn, what)
   return first(doc, what .. " " .. validate.sn_text(sn))
 end
 
+--- locker(sn) -> the lock, or nil and an error of kind not_found
+---@param sn kinot.Sn
+---@return kinot.Lock|nil
+---@return kinot.Error|nil
 function Client:locker(sn) return one(self, "/lockers", sn, "lock") end
+---@param sn kinot.Sn
+---@return kinot.Sensor|nil
+---@return kinot.Error|nil
 function Client:sensor(sn) return one(self, "/sensors", sn, "sensor") end
+---@param sn kinot.Sn
+---@return kinot.Dtu|nil
+---@return kinot.Error|nil
 function Client:dtu_device(sn) return one(self, "/dtu_devices", sn, "DTU") end
 
 local function each(self, path, opts)
@@ -145,10 +184,20 @@ local function each(self, path, opts)
   return pager.iterate(self, path, limit, conc, opts.on_page)
 end
 
+--- each_locker{limit = 100, concurrency = 1, on_page = fn} -> an iterator over every lock;
+--- it raises the kinot.Error (catch it with pcall)
+---@param opts? kinot.EachOptions
+---@return fun(): kinot.Lock?
 function Client:each_locker(opts) return each(self, "/lockers", opts) end
+---@param opts? kinot.EachOptions
+---@return fun(): kinot.Sensor?
 function Client:each_sensor(opts) return each(self, "/sensors", opts) end
 
 --- send_command(sn, parameter) -> command; never sent twice by the SDK
+---@param sn kinot.Sn
+---@param parameter kinot.CommandParameter
+---@return kinot.Command|nil
+---@return kinot.Error|nil kind unknown_outcome when it cannot be known whether the command was created
 function Client:send_command(sn, parameter)
   sn = validate.sn(sn, "sn")
   if type(parameter) ~= "table" or parameter.key == nil or parameter.value == nil then
@@ -166,6 +215,10 @@ function Client:send_command(sn, parameter)
   return normalise_command(cmd)
 end
 
+--- command(guid) -> the command's current state
+---@param guid string
+---@return kinot.Command|nil
+---@return kinot.Error|nil
 function Client:command(guid)
   guid = validate.guid(guid)
   local doc, err = get(self, "/commands", { { "guid", guid } })
@@ -178,6 +231,10 @@ end
 local FINAL = { succeeded = true, failed = true }
 
 --- wait_command(guid, {timeout = 60, interval = 0.5}) -> command in a final state
+---@param guid string
+---@param opts? kinot.WaitOptions
+---@return kinot.Command|nil
+---@return kinot.Error|nil kind timeout (err.command: the last state) when the wait runs out
 function Client:wait_command(guid, opts)
   guid = validate.guid(guid)
   opts = opts or {}
@@ -201,8 +258,20 @@ function Client:wait_command(guid, opts)
   end
 end
 
+--- reset_bt_match_code(sn): a new BlueTooth match code for a lock (handle = 1)
+---@param sn kinot.Sn
+---@return kinot.Command|nil
+---@return kinot.Error|nil
 function Client:reset_bt_match_code(sn) return self:send_command(sn, { key = "handle", value = 1 }) end
+--- activate_sensor(sn): handle = 1 for a sensor
+---@param sn kinot.Sn
+---@return kinot.Command|nil
+---@return kinot.Error|nil
 function Client:activate_sensor(sn) return self:send_command(sn, { key = "handle", value = 1 }) end
+--- freeze_sensor(sn): handle = 2 for a sensor
+---@param sn kinot.Sn
+---@return kinot.Command|nil
+---@return kinot.Error|nil
 function Client:freeze_sensor(sn) return self:send_command(sn, { key = "handle", value = 2 }) end
 
 -- settings answered with the table's spelling read as the example's
@@ -213,6 +282,10 @@ local function one_spelling(conf)
   return conf
 end
 
+--- set_notifications{device_type = 18, status_changed_callback_url = u1, command_resp_callback_url = u2}
+---@param opts kinot.NotificationSettings
+---@return kinot.Notification|nil
+---@return kinot.Error|nil
 function Client:set_notifications(opts)
   if type(opts) ~= "table" then misuse("set_notifications expects a table") end
   local dt = validate.device_type(opts.device_type)
@@ -236,6 +309,9 @@ function Client:set_notifications(opts)
   return one_spelling((doc.objects and doc.objects[1]) or body)
 end
 
+---@param device_type kinot.DeviceType
+---@return kinot.Notification|nil
+---@return kinot.Error|nil
 function Client:notifications(device_type)
   local dt = validate.device_type(device_type)
   local doc, err = get(self, "/notifications", { { "device_type", tostring(dt) } })
@@ -244,6 +320,11 @@ function Client:notifications(device_type)
   return one_spelling(conf), ferr
 end
 
+--- test_notification(sn, callback_type): the platform sends a test callback now (never sent twice by the SDK)
+---@param sn kinot.Sn
+---@param callback_type? kinot.CallbackType default "status_changed"
+---@return kinot.TestNotification|nil
+---@return kinot.Error|nil
 function Client:test_notification(sn, callback_type)
   sn = validate.sn(sn, "sn")
   validate.callback_type(callback_type or "status_changed")
@@ -265,4 +346,110 @@ for name, fn in pairs(Client) do
   end
 end
 
+-- ------------------------------------------------------------ LuaLS types
+-- The shapes of the answers, from the reference's field tables
+-- (kinot.vocabulary.fields; docs/platform.md). Fields the tables do not
+-- list pass through as decoded.
+
+--- a device's serial: a positive integer, or a string of digits
+---@alias kinot.Sn integer|string
+--- 18 or "lock", 34 or "sensor"
+---@alias kinot.DeviceType 18|34|"lock"|"sensor"
+---@alias kinot.CallbackType "status_changed"|"command_resp"
+---@alias kinot.CommandStatus "sending"|"pending"|"arrived"|"succeeded"|"failed"
+
+---@class kinot.PageOptions
+---@field offset? integer 0..2^31-1, sent as given; how the platform reads it: the client's paging (default 0)
+---@field limit? integer 10..100 (default 10)
+
+---@class kinot.EachOptions
+---@field limit? integer 10..100 devices a page (default 100)
+---@field concurrency? integer 1..64 pages fetched at once (default 1)
+---@field on_page? fun(pages_done: integer, pages_total: integer) after each page
+
+---@class kinot.WaitOptions
+---@field timeout? number seconds (default 60; math.huge waits for ever)
+---@field interval? number seconds between polls, growing by half each time up to 5 (default 0.5)
+
+---@class kinot.RequestOptions
+---@field query? string[][] ordered {name, value} pairs
+---@field body? table|string a table is sent as JSON, a string as it is
+
+---@class kinot.CommandParameter
+---@field key string "handle"
+---@field value any 1 or 2 (anything JSON can carry)
+
+---@class kinot.NotificationSettings
+---@field device_type kinot.DeviceType
+---@field status_changed_callback_url? string "" clears it
+---@field command_resp_callback_url? string "" clears it
+---@field commandResp_callback_url? string the reference table's spelling of command_resp_callback_url
+
+---@class kinot.Page
+---@field count? integer the devices on the platform (the answer's count)
+---@field offset integer as sent
+---@field limit integer as sent
+
+---@class kinot.LockPage: kinot.Page
+---@field objects kinot.Lock[]
+
+---@class kinot.SensorPage: kinot.Page
+---@field objects kinot.Sensor[]
+
+---@class kinot.Lock
+---@field sn integer the lock's serial
+---@field voltage number battery voltage (float)
+---@field frequency number loop coil frequency (float)
+---@field locked integer 0 down, 1 up
+---@field car_detected integer 0 available, 1 occupied
+---@field shell_opened integer cabinet: 0 normal, 1 open (a fault flag)
+---@field low_battery integer 0 normal, 1 low
+---@field coil_fault integer loop: 0 normal, 1 fault
+---@field bar_position_error integer bar position: 0 normal, 1 fault
+---@field motor_fail integer motor: 0 normal, 1 fault
+---@field rs_si number signal strength, nearer 0 is stronger (float)
+---@field bt_match_code string BlueTooth match code
+---@field bt_mac string BlueTooth MAC
+---@field updated_at string ISO 8601 with offset (2019-03-13T10:42:39+08:00)
+
+---@class kinot.Sensor
+---@field sn integer the sensor's serial
+---@field voltage number battery voltage (float)
+---@field frequency number loop coil frequency (float)
+---@field car_detected integer 0 available, 1 occupied
+---@field low_battery integer 0 normal, 1 low
+---@field coil_fault integer loop: 0 normal, 1 fault
+---@field rs_si number signal strength (float)
+---@field updated_at string ISO 8601 with offset
+---@field active? integer 1 active, 0 frozen (in the reference's example, in no table: untyped)
+
+---@class kinot.Dtu
+---@field sn integer the gateway's serial
+---@field hw integer
+---@field sw integer
+---@field firmware integer
+---@field host string
+---@field online string "online" or "offline"
+---@field updated_at string
+
+---@class kinot.Command
+---@field guid string
+---@field sn integer
+---@field command integer always 1
+---@field command_status kinot.CommandStatus
+---@field commnad_status? kinot.CommandStatus the platform's spelling, as it came
+---@field parameter kinot.CommandParameter as the platform gave it (json)
+---@field reason? string a failed command's reason, when the platform gives one
+
+---@class kinot.Notification
+---@field device_type integer 18 or 34
+---@field status_changed_callback_url? string
+---@field command_resp_callback_url? string
+---@field commandResp_callback_url? string the reference table's spelling, when the platform answers with it
+---@field update_at? string (the platform's spelling)
+
+---@class kinot.TestNotification
+---@field sn? integer
+---@field callback_url? string
+---@field error_detail? string
 return Client

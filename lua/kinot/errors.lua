@@ -12,6 +12,8 @@
 -- and "kinot.Error", created by kinot.core and completed here.
 local core = require "kinot.core"
 
+---@class kinot.errors
+---@field KINDS table<kinot.ErrorKind, true> every runtime error kind
 local M = {}
 
 local getinfo, getmetatable, setmetatable, tostring = debug.getinfo, getmetatable, setmetatable, tostring
@@ -54,6 +56,10 @@ end
 
 --- Makes a runtime error. `fields` may carry status, code, api_message,
 -- request_id, gateway_error, retryable, attempts ... as docs/errors.md lists them.
+---@param kind kinot.ErrorKind
+---@param message string one human sentence, without the "kinot: " prefix
+---@param fields? table status, code, api_message, request_id, retryable, attempts ... (kinot.Error's fields)
+---@return kinot.Error
 function M.new(kind, message, fields)
   assert(KINDS[kind], "unknown error kind " .. tostring(kind))
   local e = fields or {}
@@ -63,6 +69,9 @@ function M.new(kind, message, fields)
   return setmetatable(e, mt)
 end
 
+--- is(v) -> whether v is a runtime error table (kinot.Error)
+---@param v any
+---@return boolean
 function M.is(v)
   return getmetatable(v) == mt
 end
@@ -84,6 +93,8 @@ end
 
 --- misuse_object(message) -> the misuse error, not raised: { kind = "misuse", message, where }
 -- `message` says what is wrong with which argument, without the "kinot: " prefix.
+---@param message string what is wrong with which argument
+---@return kinot.Misuse
 function M.misuse_object(message)
   message = tostring(message):gsub("^kinot: ", "") -- the prefix is tostring's, once
   return setmetatable({ kind = "misuse", message = message, where = caller() }, misuse_mt)
@@ -91,12 +102,63 @@ end
 
 --- misuse(message): raises the misuse error.  `where` names the first
 -- caller outside the SDK, found by walking the stack, not counted by hand.
+---@param message string what is wrong with which argument
 function M.misuse(message)
   error(M.misuse_object(message), 0)
 end
 
+--- is_misuse(v) -> whether v is a misuse object (kinot.Misuse)
+---@param v any
+---@return boolean
 function M.is_misuse(v)
   return getmetatable(v) == misuse_mt
 end
 
+-- ------------------------------------------------------------ LuaLS types
+
+---@alias kinot.ErrorKind
+---| "network"         # refused, reset or closed; the name did not resolve; a proxy refused the tunnel
+---| "timeout"         # the request's deadline passed; or wait_command's own wait ran out (err.command)
+---| "tls"             # the handshake failed or the certificate could not be verified
+---| "http"            # an HTTP status other than 200 with no gateway message
+---| "api"             # the platform answered code ~= 0; an iterator's page that does not add up
+---| "gateway"         # the API gateway refused the request (X-Ca-Error-Message)
+---| "signature"       # the gateway refused the signature (Invalid Signature)
+---| "throttled"       # HTTP 429, or the gateway's "Throttled by ..."
+---| "decode"          # the answer is not valid JSON, or not an object
+---| "not_found"       # an unknown sn or guid
+---| "too_large"       # the answer passed its cap; a callback body over max_body
+---| "callback"        # a callback body was refused (err.reason)
+---| "unknown_outcome" # a command may or may not have reached the platform: never retried
+---| "redis"           # a Redis server's own error answer (err.code)
+---| "internal"        # the machine failed (memory, OpenSSL, libcurl's setup): raised by the C core
+
+--- A runtime failure, returned as `nil, err` (docs/errors.md).
+---@class kinot.Error
+---@field kind kinot.ErrorKind what failed
+---@field message string one human sentence; never the app secret, a signature or a URL's password
+---@field status? integer the HTTP status, where there was one
+---@field code? integer|string the platform's `code` when `code ~= 0`; a Redis error's first word (kind "redis")
+---@field api_message? string the platform's `message` when `code ~= 0`
+---@field request_id? string X-Ca-Request-Id, where the gateway sent one
+---@field gateway_error? string X-Ca-Error-Message, verbatim
+---@field server_string_to_sign? string on Invalid Signature: the gateway's string-to-sign
+---@field client_string_to_sign? string on Invalid Signature: the SDK's string-to-sign
+---@field retryable boolean whether a retry could succeed
+---@field attempts integer how many attempts were made
+---@field not_sent? boolean true when the request provably never reached the platform
+---@field retry_after? number seconds the server asked to wait (429, 5xx, throttling)
+---@field cause? kinot.ErrorKind on unknown_outcome: the kind of the failure behind it
+---@field command? kinot.Command on wait_command's own timeout: the command's last state
+---@field reason? kinot.callback.Reason on kind "callback": why the body was refused
+---@field rules? string[] under verify = "monitor": the sign rules the refused body verifies under
+---@field fleet_changed? boolean from an iterator: the fleet changed while paging
+---@field paging? kinot.Paging from an iterator: the reading in use, on a paging mismatch
+---@field platform_paging? kinot.Paging from an iterator: the platform's reading, on a paging mismatch
+
+--- A programming error, raised (never returned) by every call of the SDK.
+---@class kinot.Misuse
+---@field kind "misuse"
+---@field message string what is wrong with which argument, without the "kinot: " prefix
+---@field where? string file:line of the first caller outside the SDK
 return M
