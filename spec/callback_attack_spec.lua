@@ -13,7 +13,7 @@ local function signed(body)
   return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, SECRET)) .. '"}'))
 end
 
-describe("a callback from the future (503) is not lost by the dedupe", function()
+describe("a callback from the future (503) is not lost by the dedupe #unit", function()
   it("hands over the redelivery that comes once the clocks agree", function()
     -- the receiver's clock an hour behind the device's: over max_skew
     local device_time = 1552444959 -- 2019-03-13T10:42:39+08:00
@@ -40,7 +40,7 @@ describe("a callback from the future (503) is not lost by the dedupe", function(
   end)
 end)
 
-describe("int fields at 2^53, in every reader", function()
+describe("int fields at 2^53, in every reader #unit", function()
   -- what verify gives (the FFI on LuaJIT, the C API on Lua 5.4), what the
   -- C API gives on either runtime, and the worker's rebuild (the Lua
   -- reader) must agree: refused, or the same exact value
@@ -87,7 +87,7 @@ describe("int fields at 2^53, in every reader", function()
   end)
 end)
 
-describe("a worker's handler returning false, err or false (real redis-server)", function()
+describe("a worker's handler returning false, err or false (real redis-server) #redis", function()
   local r, c
   local STREAM = "kinot:attack"
   setup(function()
@@ -117,7 +117,7 @@ describe("a worker's handler returning false, err or false (real redis-server)",
   end)
 end)
 
-describe("a signed body recut under the same canonical string", function()
+describe("a signed body recut under the same canonical string #unit", function()
   -- The canonical string joins key=value with '&': a '&' or '=' in a key,
   -- or a '&' in a string value, lets an attacker move members into one
   -- another and keep the sign.  Folding updated_at away bypassed max_age:
@@ -197,7 +197,7 @@ describe("a signed body recut under the same canonical string", function()
   end)
 end)
 
-describe("the inbox's append when Redis refuses it half way (real redis-server)", function()
+describe("the inbox's append when Redis refuses it half way (real redis-server) #redis", function()
   local inbox = require "kinot.callback.inbox"
   local r, c
   setup(function()
@@ -222,7 +222,7 @@ describe("the inbox's append when Redis refuses it half way (real redis-server)"
   end)
 end)
 
-describe('verify = "monitor" and the error log', function()
+describe('verify = "monitor" and the error log #unit', function()
   it("never returns a message holding a line of the attacker's (the handler logs it)", function()
     local rcv = callback.receiver { secret = SECRET, verify = "monitor" }
     local body = '{"sn":7,"a&\\n2026/01/01 00:00:00 [emerg] 1#1: forged":1,"sign":"00"}'
@@ -234,7 +234,7 @@ describe('verify = "monitor" and the error log', function()
   end)
 end)
 
-describe("an updated_at without an offset", function()
+describe("an updated_at without an offset #unit", function()
   local now = 1764201600 -- 2025-11-27T00:00:00Z
   local function receive(stamp)
     local rcv = callback.receiver { secret = SECRET, clock = function() return now end }
@@ -256,7 +256,7 @@ describe("an updated_at without an offset", function()
   end)
 end)
 
-describe("a handler that yields, then fails (real nginx, ack = after_handler)", function()
+describe("a handler that yields, then fails (real nginx, ack = after_handler) #nginx", function()
   local H = require "helpers"
   local json = require "kinot.json"
   local ng
@@ -319,7 +319,7 @@ describe("a handler that yields, then fails (real nginx, ack = after_handler)", 
   end
 end)
 
-describe("dedupe = { redis = ..., lease = ... } (misuse)", function()
+describe("dedupe = { redis = ..., lease = ... } (misuse) #unit", function()
   it("raises on a lease that Redis would refuse at every delivery (each answered 503)", function()
     for _, lease in ipairs { 0, -1, "60", 0.0001 } do
       assert.has_error(function()
@@ -329,7 +329,7 @@ describe("dedupe = { redis = ..., lease = ... } (misuse)", function()
   end)
 end)
 
-describe("an empty callback secret (misuse)", function()
+describe("an empty callback secret (misuse) #unit", function()
   -- MD5(canonical .. "&key=") is anyone's to compute: with "" among the
   -- secrets every forged body verified
   it("raises, alone or in a list, wherever a secret is taken", function()
@@ -346,7 +346,7 @@ describe("an empty callback secret (misuse)", function()
   end)
 end)
 
-describe("every reader of a verified body, on hostile members", function()
+describe("every reader of a verified body, on hostile members #unit", function()
   -- verify (FFI on LuaJIT), the C API, and the worker's rebuild (Lua):
   -- the same data or the same refusal, for bodies mixing known and
   -- unknown names, recut characters, -0, 2^53 + 1, nested values
@@ -398,7 +398,7 @@ describe("every reader of a verified body, on hostile members", function()
   end)
 end)
 
-describe("Redis dedupe's pending mark (ack = after_handler, real redis-server)", function()
+describe("Redis dedupe's pending mark (ack = after_handler, real redis-server) #redis", function()
   local store = require "kinot.callback.redis_store"
   local r
   setup(function() r = R.start {} end)

@@ -19,7 +19,7 @@ local function kinot(args, env)
   return out:gsub("rc=%d+\n?$", ""), err, tonumber(out:match("rc=(%d+)\n?$"))
 end
 
-describe("kinot --paging", function()
+describe("kinot --paging #cli #sim", function()
   local sim, env
   setup(function()
     sim = H.sim { locks = 237, sensors = 10, dtus = 1 } -- more than one page of 100

@@ -494,7 +494,7 @@ local function other_check(w, row, op, r, warm_curl)
   end
 end
 
-describe("the rest of the matrix, fresh and warm (curl)", function()
+describe("the rest of the matrix, fresh and warm (curl) #nginx #sim", function()
   local worlds = require "worlds"
   local sim, certs
   setup(function()
@@ -541,7 +541,7 @@ describe("the rest of the matrix, fresh and warm (curl)", function()
   end
 end)
 
-describe("the rest of the matrix, fresh and warm (resty, inside nginx)", function()
+describe("the rest of the matrix, fresh and warm (resty, inside nginx) #nginx #sim", function()
   -- the client lives in the nginx worker across requests (CLIENTS[id]), so
   -- the spec can break the world between its first call and the next
   local worlds = require "worlds"
@@ -631,7 +631,7 @@ describe("the rest of the matrix, fresh and warm (resty, inside nginx)", functio
   end
 end)
 
-describe("resty: a certificate it does not trust, handshake after handshake", function()
+describe("resty: a certificate it does not trust, handshake after handshake #nginx", function()
   -- lua-resty-core's sslhandshake at times raises "assertion failed!" when
   -- verification fails at once (openresty/lua-resty-core#499; seen: 19 of
   -- 300 here, and once in the matrix above as a 500 from nginx)

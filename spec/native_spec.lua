@@ -129,7 +129,7 @@ local function compare(cdef, by)
   return nil, #decls
 end
 
-describe("the FFI declarations (native.lua)", function()
+describe("the FFI declarations (native.lua) #unit", function()
   it("are the C headers' own, token for token", function()
     local why, n = compare(cdef_text(), header_decls())
     assert.is_nil(why, why)
@@ -156,7 +156,7 @@ describe("the FFI declarations (native.lua)", function()
   end)
 end)
 
-describe("a kinot/core.so whose layout does not match", function()
+describe("a kinot/core.so whose layout does not match #build", function()
   local tmp
   -- a luajit process with this checkout's Lua modules and the core in dir
   local function luajit(dir, code)

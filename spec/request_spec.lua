@@ -29,7 +29,7 @@ local function md5(msg) return openssl("-md5", msg) end
 
 local NOW, NONCE = 1764000000000, "3c1d5a0e-8f3b-4d1e-9c2a-7b6e5f4d3c2b"
 
-describe("request: build", function()
+describe("request: build #unit", function()
   local c
   before_each(function()
     c = kinot.new { app_key = "203000001", app_secret = "s3cr3t", endpoint = "http://127.0.0.1:1/open/lora/v1" }
@@ -121,7 +121,7 @@ describe("request: build", function()
   end)
 end)
 
-describe("request: classify", function()
+describe("request: classify #unit", function()
   local GET = { method = "GET", path = "/lockers" }
   local POST = { method = "POST", path = "/commands", body = { sn = 419600001 } }
   local signed = { string_to_sign = "GET\napplication/json\n\n\n\n/open/lora/v1/lockers" }
@@ -255,7 +255,7 @@ describe("request: classify", function()
   end)
 end)
 
-describe("request: retry", function()
+describe("request: retry #unit", function()
   local policy = { backoff = { base = 0.25, max = 8 }, max_retry_after = 60 }
   local GET = { method = "GET", path = "/lockers", idempotent = true }
   local CMD = { method = "POST", path = "/commands", idempotent = false }
@@ -349,7 +349,7 @@ end)
 -- The loop that runs the steps, over a transport given as a function (a
 -- public option: docs/transports.md), which answers from a script; no
 -- network is needed to see which attempts go out.
-describe("request: the loop (init.lua)", function()
+describe("request: the loop (init.lua) #unit", function()
   local OK = { status = 200, headers = {}, body = '{"code":0,"message":"OK","objects":[{"sn":1}]}' }
   local function scripted(script, opts)
     local sent, events = {}, {}

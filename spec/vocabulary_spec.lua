@@ -157,7 +157,7 @@ local function offences(file)
   return found
 end
 
-describe("the vocabulary in one place", function()
+describe("the vocabulary in one place #unit", function()
   it("the lexer sees numbers, strings and names, and skips comments", function()
     local t = tokens("local a = 18 -- 34\n--[[ 38 ]] b = '34 x' .. [==[ commnad_status ]==] .. 0x22 .. c.commnad_status")
     local got = {}
@@ -197,7 +197,7 @@ describe("the vocabulary in one place", function()
   end)
 end)
 
-describe("the modules read the vocabulary", function()
+describe("the modules read the vocabulary #unit", function()
   local validate = require "kinot.validate"
   local errors = require "kinot.errors"
 
