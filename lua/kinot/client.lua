@@ -27,7 +27,8 @@ local function check_opts(o)
   local endpoint = o.endpoint or DEFAULT_ENDPOINT
   local origin, path = tostring(endpoint):match("^(https?://[^/?#%s%c]+)(/?[^?#%s%c]*)$")
   if not origin then
-    fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. redact.text(tostring(endpoint)) .. ")")
+    local shown = tostring(endpoint) -- its userinfo too: one without a scheme, or with a space
+    fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. redact.text(shown, shown) .. ")")
   end
   path = path:gsub("/+$", "")
   for _, k in ipairs { "timeout", "connect_timeout", "retries", "max_body" } do

@@ -76,7 +76,8 @@ end
 
 function M.url(v, name)
   if type(v) ~= "string" or not v:match("^https?://[^%s/?#]+[^%s]*$") then
-    misuse(name .. " must be an http:// or https:// URL (got " .. require("kinot.redact").text(shown(v)) .. ")")
+    -- redacted before shown() cuts it: a cut inside the password hides its '@'
+    misuse(name .. " must be an http:// or https:// URL (got " .. shown(require("kinot.redact").text(v, v)) .. ")")
   end
   return v
 end
