@@ -300,6 +300,10 @@ static int setup(kn_http *h, CURL *c, const kn_http_req *req, kn_http_result *r,
         SET(CURLOPT_POST, 1L);
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(req->body ? req->body_len : 0));
         SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+    } else if (strcmp(req->method, "HEAD") == 0) {
+        /* not a custom method: libcurl would wait for the body that the
+         * answer's Content-Length announces and a HEAD never gets */
+        SET(CURLOPT_NOBODY, 1L);
     } else {
         SET(CURLOPT_CUSTOMREQUEST, req->method);
         if (req->body) {
