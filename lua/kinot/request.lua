@@ -347,6 +347,9 @@ function M.perform_many(client, calls)
     end
     if doc then
       out[i] = { doc }
+    elseif not calls[i].idempotent and outcome_unknown(err) then
+      -- a command in a batch keeps perform's rule: it may have arrived
+      out[i] = { nil, unknown_outcome(calls[i], err) }
     elseif err.retryable or err.timestamp_error then
       -- a failed page goes again alone, under the full retry policy
       out[i] = { M.perform(client, calls[i]) }
