@@ -176,6 +176,30 @@ describe("a careless caller", function()
       end
       assert.are.equal(0, #sent)
     end)
+
+    -- (attack 11) timeout = 0, or under a millisecond, was no deadline at
+    -- all for libcurl (a request to a peer that never answers hung for
+    -- good) and an instant one for resty; max_body = 0 no cap for libcurl
+    -- and "everything too large" for resty; retries = 1.5 gave 3 attempts
+    it("raises for client options that mean one thing to libcurl and another to resty", function()
+      local base = { app_key = "k", app_secret = "s", endpoint = "http://127.0.0.1:9/v1" }
+      local function new(k, v)
+        local o = {}
+        for a, b in pairs(base) do o[a] = b end
+        o[k] = v
+        return kinot.new(o)
+      end
+      for _, v in ipairs { 0, 0.0004, NAN, INF, -1 } do
+        misuse(function() new("timeout", v) end, "timeout")
+        misuse(function() new("connect_timeout", v) end, "connect_timeout")
+      end
+      for _, v in ipairs { 1.5, NAN, INF, -1 } do misuse(function() new("retries", v) end, "retries") end
+      for _, v in ipairs { 0, 0.5, 1024.5, NAN, INF } do misuse(function() new("max_body", v) end, "max_body") end
+      local ok = new("timeout", 0.001)
+      ok:close()
+      new("retries", 0):close()
+      new("max_body", 1):close()
+    end)
   end)
 
   describe("§6 a closed client", function()

@@ -34,6 +34,17 @@ local function check_opts(o)
   for _, k in ipairs { "timeout", "connect_timeout", "retries", "max_body" } do
     validate.positive(o[k], k)
   end
+  -- what would mean one thing to libcurl and another to resty: a timeout
+  -- under 1 ms (libcurl: none at all), max_body 0 (libcurl: no cap)
+  for _, k in ipairs { "timeout", "connect_timeout" } do
+    if o[k] ~= nil and o[k] < 0.001 then fail(k .. " must be at least 0.001 s (got " .. tostring(o[k]) .. ")") end
+  end
+  if o.retries ~= nil and not validate.integer(o.retries, 0, 1e9) then
+    fail("retries must be a whole number >= 0 (got " .. tostring(o.retries) .. ")")
+  end
+  if o.max_body ~= nil and not validate.integer(o.max_body, 1, 1e15) then
+    fail("max_body must be a whole number of bytes >= 1 (got " .. tostring(o.max_body) .. ")")
+  end
   if o.signature_method and o.signature_method ~= "HmacSHA256" and o.signature_method ~= "HmacSHA1" then
     fail("signature_method must be \"HmacSHA256\" or \"HmacSHA1\"")
   end
