@@ -237,6 +237,11 @@ describe("passwords in URLs", function()
       assert.is_false(ok)
       assert.is_nil(leaked(err), tostring(err))
     end
+    for _, call in ipairs { c.locker, c.command, c.send_command } do
+      local ok, err = pcall(call, c, "http://agent:" .. PW .. "@h.example/")
+      assert.is_false(ok)
+      assert.is_nil(leaked(err), tostring(err))
+    end
     c:close()
     local all = run_all { endpoint = "http://ag\"ent:" .. PW .. "@127.0.0.1:" .. DEAD .. "/open/lora/v1" }
     assert.is_nil(leaked(all), all)
