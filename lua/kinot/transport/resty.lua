@@ -188,6 +188,11 @@ local function read_head(rd)
   local ok
   ok, kind, err = read_fields(rd, headers, 0, #line + 2)
   if not ok then return nil, kind, "reading headers: " .. err end
+  -- an HTTP/1.0 server ends the connection after its answer unless it says
+  -- keep-alive: not one to pool (the next request would find it closed)
+  if find(line, "^HTTP/1%.0 ") and not find(lower(headers.connection or ""), "keep-alive", 1, true) then
+    headers.connection = "close"
+  end
   return status, headers
 end
 
@@ -229,8 +234,10 @@ local function read_response(rd, max_body, method)
       if line ~= "" then return nil, "network", "bad chunk end" end
     end
   elseif headers["content-length"] then
-    local n = tonumber(headers["content-length"])
-    if not n or n < 0 or n % 1 ~= 0 then return nil, "network", "bad Content-Length" end
+    -- digits only: tonumber would take 0x10, 1e1 or " 16" and read a
+    -- body of another length than the server meant
+    local n = find(headers["content-length"], "^%d+$") and tonumber(headers["content-length"])
+    if not n then return nil, "network", "bad Content-Length" end
     if max_body and n > max_body then return too_large(max_body) end
     ok, kind, err = take(rd, n, parts)
     if not ok then return nil, kind, "reading the body: " .. err end

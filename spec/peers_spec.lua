@@ -1,0 +1,72 @@
+-- Odd but lawful HTTP peers against the resty transport (second wave,
+-- attack 11): an HTTP/1.0 server, which ends its connection after each
+-- answer unless it says keep-alive, and a Content-Length that is not plain
+-- digits.  The peer is a real nginx writing raw bytes (ngx.req.socket);
+-- the transport runs in a second real nginx, two requests in a row on one
+-- transport, so that a connection wrongly kept in the pool is taken again.
+local cjson = require "cjson"
+local H = require "helpers"
+
+local function enc(s) return (s:gsub("[^%w%-_.~]", function(c) return string.format("%%%02X", c:byte()) end)) end
+
+describe("resty against odd HTTP peers", function()
+  local peer, client
+  setup(function()
+    peer = H.nginx { server = [[
+      # an HTTP/1.0 answer without keep-alive; the server drains a while,
+      # then ends the connection without reading what came meanwhile
+      location = /h10 { content_by_lua_block {
+        local s = ngx.req.socket(true)
+        s:send("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        ngx.sleep(0.3)
+        ngx.exit(444)
+      } }
+      location = /cl { content_by_lua_block {
+        local s = ngx.req.socket(true)
+        s:send("HTTP/1.1 200 OK\r\nContent-Length: " .. ngx.var.arg_cl .. "\r\n\r\n" .. string.rep("z", 16))
+        ngx.sleep(0.3)
+        ngx.exit(444)
+      } }
+    ]] }
+    client = H.nginx { server = [[
+      location = /run { content_by_lua_block {
+        local a = ngx.req.get_uri_args()
+        local t = require("kinot.transport.resty").new { max_body = 1000 }
+        local out = {}
+        for i = 1, 2 do
+          local res, kind, msg = t.send { method = "GET", url = a.url, timeout = 2 }
+          out[i] = res and { status = res.status, body = res.body } or { kind = kind, msg = msg }
+        end
+        ngx.say(require("cjson").encode(out))
+      } }
+    ]] }
+  end)
+  teardown(function()
+    if client then client.stop() end
+    if peer then peer.stop() end
+  end)
+
+  local function run(path)
+    return cjson.decode(H.raw("GET", client.url .. "/run?url=" .. enc(peer.url .. path)).body)
+  end
+
+  it("does not pool the connection of an HTTP/1.0 answer without keep-alive", function()
+    local out = run("/h10")
+    for i = 1, 2 do
+      assert.are.equal(200, out[i].status, i .. ": " .. tostring(out[i].kind) .. " " .. tostring(out[i].msg))
+      assert.are.equal("ok", out[i].body)
+    end
+  end)
+
+  it("takes a Content-Length of digits only (not 0x10, 1e1, +5 nor 16 16)", function()
+    for _, cl in ipairs { "0x10", "1e1", "%2B5", "16,%2016" } do
+      local out = run("/cl?cl=" .. cl)
+      for i = 1, 2 do
+        assert.are.equal("network", out[i].kind, cl .. " " .. i .. ": " .. cjson.encode(out[i]))
+        assert.matches("bad Content%-Length", out[i].msg)
+      end
+    end
+    local out = run("/cl?cl=16")
+    assert.are.equal(string.rep("z", 16), out[1].body)
+  end)
+end)
