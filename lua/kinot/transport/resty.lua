@@ -58,7 +58,9 @@ local function parse_proxy(url)
   local auth
   if userinfo then
     local user, password = userinfo:match("^([^:]*):?(.*)$")
-    auth = "Basic " .. ngx.encode_base64(ngx.unescape_uri(user) .. ":" .. ngx.unescape_uri(password))
+    -- %XX only, as curl decodes it: ngx.unescape_uri also reads '+' as a space
+    local function unescape(s) return ngx.unescape_uri((s:gsub("%+", "%%2B"))) end
+    auth = "Basic " .. ngx.encode_base64(unescape(user) .. ":" .. unescape(password))
   end
   return { host = host, port = port, hostport = host .. ":" .. port, auth = auth }
 end
