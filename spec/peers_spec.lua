@@ -70,3 +70,55 @@ describe("resty against odd HTTP peers", function()
     assert.are.equal(string.rep("z", 16), out[1].body)
   end)
 end)
+
+-- A pooled connection is only as good as the checks made when it was
+-- opened: one a client opened without verifying TLS, or through a tunnel
+-- the proxy granted to other credentials, is not one for another client
+-- in the same worker (attack 11: both were taken from the pool).
+describe("resty's keep-alive pool and who opened the connection", function()
+  local tls, px, client
+  setup(function()
+    tls = H.tls_nginx("127.0.0.1") -- self-signed: the client nginx does not trust it
+    px = H.proxy()
+    client = H.nginx { server = [[
+      location = /run { content_by_lua_block {
+        local a = ngx.req.get_uri_args()
+        local resty = require "kinot.transport.resty"
+        local out = {}
+        for i, o in ipairs(require("cjson").decode(a.opts)) do
+          local res, kind, msg = resty.new(o).send { method = "GET", url = a.url, timeout = 2 }
+          out[i] = res and { status = res.status } or { kind = kind, msg = msg }
+        end
+        ngx.say(require("cjson").encode(out))
+      } }
+    ]] }
+  end)
+  teardown(function()
+    for _, s in ipairs { client, px, tls } do if s then s.stop() end end
+  end)
+
+  local function run(url, opts)
+    local q = "/run?url=" .. enc(url) .. "&opts=" .. enc(cjson.encode(opts))
+    return cjson.decode(H.raw("GET", client.url .. q).body)
+  end
+
+  it("a connection opened without verifying TLS does not serve a client that verifies", function()
+    local out = run(tls.url .. "/", { { verify_tls = false }, { verify_tls = true } })
+    assert.are.equal(200, out[1].status, cjson.encode(out[1]))
+    assert.are.equal("tls", out[2].kind, "the verifying client got: " .. cjson.encode(out[2]))
+  end)
+
+  it("a tunnel the proxy granted to some credentials does not serve others", function()
+    local before = #px.lines()
+    local out = run("https://127.0.0.1:" .. tls.port .. "/", {
+      { verify_tls = false, proxy = "http://alice:pw1@127.0.0.1:" .. px.port },
+      { verify_tls = false, proxy = "http://127.0.0.1:" .. px.port },
+    })
+    assert.are.equal(200, out[1].status, cjson.encode(out[1]))
+    assert.are.equal(200, out[2].status, cjson.encode(out[2]))
+    local lines = px.lines()
+    assert.are.equal(before + 2, #lines, "one tunnel each: " .. table.concat(lines, "\n"))
+    assert.matches(" auth=Basic ", lines[before + 1])
+    assert.is_nil(lines[before + 2]:find("auth=", 1, true), lines[before + 2])
+  end)
+end)

@@ -333,11 +333,15 @@ function M.new(opts)
     local sock = ngx.socket.tcp()
     -- through a proxy, a pooled connection is one to the proxy for this
     -- origin: already tunnelled (https) or taking absolute-form requests
-    local pool = scheme .. "://" .. hostport
+    -- A pooled connection is only as good as the checks made when it was
+    -- opened: the pool's name says whether its certificate was verified and
+    -- (a tunnel) for which proxy credentials, so that another client in this
+    -- worker never takes one it would not have opened itself.
+    local pool = scheme .. "://" .. hostport .. (scheme == "https" and not verify and " unverified" or "")
     local chost, cport, where = host, port, hostport
     if proxy then
       chost, cport, where = proxy.host, proxy.port, "proxy " .. proxy.hostport
-      pool = "proxy " .. proxy.hostport .. " " .. pool
+      pool = "proxy " .. proxy.hostport .. (proxy.auth and (" " .. ngx.md5(proxy.auth)) or "") .. " " .. pool
     end
     -- a request that is not idempotent never rides a pooled connection: one
     -- that died idle would take it and lose the answer.  It gets a new
