@@ -369,7 +369,12 @@ function M.new(opts)
       -- the handshake's timer is the connect timeout slot, set once
       local sess
       if arm(sock, deadline) then
-        sess, err = sock:sslhandshake(nil, host, verify)
+        -- lua-resty-core 0.1.25 with ngx_lua 0.10.23 (Debian 12) can raise
+        -- "assertion failed!" from a handshake that ended at once (seen on a
+        -- loaded machine): a failed handshake, never a raise out of send
+        local okh
+        okh, sess, err = pcall(sock.sslhandshake, sock, nil, host, verify)
+        if not okh then sess, err = nil, "handshake failed (" .. tostring(sess) .. ")" end
       else
         err = "timeout"
       end
@@ -394,7 +399,10 @@ function M.new(opts)
       if lower(name) == "content-length" then has_len = true end
       lines[#lines + 1] = name .. ": " .. value
     end
-    if req.body and not has_len then lines[#lines + 1] = "Content-Length: " .. #req.body end
+    -- a method that defines a body says its length, 0 included (RFC 9110
+    -- 8.6, as libcurl does; some front ends answer 411 otherwise)
+    local with_body = req.body or req.method == "POST" or req.method == "PUT" or req.method == "PATCH"
+    if with_body and not has_len then lines[#lines + 1] = "Content-Length: " .. #(req.body or "") end
     lines[#lines + 1] = ""
     lines[#lines + 1] = req.body or ""
     local sent
