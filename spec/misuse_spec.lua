@@ -177,6 +177,20 @@ describe("a careless caller", function()
       assert.are.equal(0, #sent)
     end)
 
+    -- (attack 11) client:request's query took NaN and 2.5 as they printed
+    -- ("-nan", "2.5"), and 10.0 as "10.0" on Lua 5.4
+    it("raw requests: a query number is an integer, sent as one, or raises", function()
+      for _, v in ipairs { NAN, INF, 2.5 } do
+        misuse(function() c:request("GET", "/lockers", { query = { { "offset", 0 }, { "limit", v } } }) end, "limit")
+      end
+      assert.are.equal(0, #sent)
+      local q = { { "offset", 0.0 }, { "limit", 10.0 } }
+      assert.are.equal(200, (c:request("GET", "/lockers", { query = q })))
+      assert.are.equal("0", query_of(sent[1], "offset"))
+      assert.are.equal("10", query_of(sent[1], "limit"))
+      assert.are.equal(10.0, q[2][2]) -- the caller's table is left as it was
+    end)
+
     -- (attack 11) timeout = 0, or under a millisecond, was no deadline at
     -- all for libcurl (a request to a peer that never answers hung for
     -- good) and an instant one for resty; max_body = 0 no cap for libcurl

@@ -101,7 +101,21 @@ function Client:request(method, path, opts)
   if type(method) ~= "string" or not method:match("^%u+$") then misuse("method must be GET, POST, ...") end
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then misuse("path must start with '/' (below the endpoint)") end
   opts = opts or {}
-  local call = { method = method, path = path, query = opts.query or {} }
+  local query = opts.query or {}
+  if type(query) == "table" then -- (anything else: the signer names it)
+    -- a number goes out as the integer it is, never "10.0", "2.5" or "nan"
+    local copy = {}
+    for i, p in ipairs(query) do
+      copy[i] = p
+      if type(p) == "table" and type(p[2]) == "number" then
+        local n = validate.integer(p[2], -2 ^ 53, 2 ^ 53)
+        if not n then misuse("query " .. tostring(p[1]) .. " must be a string or an integer (got " .. tostring(p[2]) .. ")") end
+        copy[i] = { p[1], validate.int_text(n) }
+      end
+    end
+    query = copy
+  end
+  local call = { method = method, path = path, query = query }
   if type(opts.body) == "string" then call.raw_body = opts.body else call.body = json.check(opts.body, "body") end
   local res, err = request.send(self, call)
   if not res then return nil, err end
