@@ -334,7 +334,15 @@ function M.perform_many(client, calls)
     return out
   end
   local reqs, signs = {}, {}
-  for i = 1, #calls do reqs[i], signs[i] = build(client, calls[i]) end
+  local hook = client.on_event
+  for i = 1, #calls do
+    reqs[i], signs[i] = build(client, calls[i])
+    if hook then -- a batch's requests are events too, as perform's are
+      emit(client, { type = "request", attempt = 1, method = reqs[i].method, url = redact.url(reqs[i].url),
+                     headers = redacted_headers(reqs[i].headers) })
+    end
+  end
+  local started = hook and transport.now()
   local results = transport.send_many(reqs)
   local out = {}
   for i = 1, #calls do
@@ -343,6 +351,10 @@ function M.perform_many(client, calls)
     if r.error then
       err = transport_error(r.error, r.message, r.not_sent, client.origin)
     else
+      if hook then
+        emit(client, { type = "response", attempt = 1, method = reqs[i].method, url = redact.url(reqs[i].url),
+                       status = r.status, request_id = header(r, "x-ca-request-id"), elapsed = transport.now() - started })
+      end
       doc, err = decode(r, signs[i], calls[i])
     end
     if doc then
