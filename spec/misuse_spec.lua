@@ -191,6 +191,16 @@ describe("a careless caller", function()
       assert.are.equal(10.0, q[2][2]) -- the caller's table is left as it was
     end)
 
+    -- (attack 11) interval = 0 polled the platform without a pause until
+    -- the timeout (60 s by default): a flood of GETs, throttled
+    it("raises for a wait_command interval under 0.01 s, before polling", function()
+      for _, v in ipairs { 0, 0.001, NAN, INF, -1 } do
+        misuse(function() c:wait_command("0123456789ABCDEF0123456789ABCDEF", { interval = v, timeout = 0.2 }) end,
+          "interval")
+      end
+      assert.are.equal(0, #sent)
+    end)
+
     -- (attack 11) timeout = 0, or under a millisecond, was no deadline at
     -- all for libcurl (a request to a peer that never answers hung for
     -- good) and an instant one for resty; max_body = 0 no cap for libcurl

@@ -208,6 +208,8 @@ function Client:wait_command(guid, opts)
   opts = opts or {}
   local timeout = validate.positive(opts.timeout, "timeout", true) or 60
   local interval = validate.positive(opts.interval, "interval") or 0.5
+  -- 0 would poll the platform without a pause until the timeout
+  if interval < 0.01 then misuse("interval must be at least 0.01 s (got " .. tostring(interval) .. ")") end
   local now, sleep = self.transport.now, self.transport.sleep
   local deadline = now() + timeout
   local last
