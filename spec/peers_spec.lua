@@ -21,6 +21,11 @@ describe("resty against odd HTTP peers", function()
         ngx.sleep(0.3)
         ngx.exit(444)
       } }
+      location = /chunk { content_by_lua_block {
+        local s = ngx.req.socket(true)
+        s:send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" ..
+               ngx.unescape_uri(ngx.var.arg_line) .. "\r\n" .. string.rep("z", 16) .. "\r\n0\r\n\r\n")
+      } }
       location = /len { content_by_lua_block { ngx.print(ngx.var.http_content_length or "none") } }
       location = /cl { content_by_lua_block {
         local s = ngx.req.socket(true)
@@ -74,6 +79,27 @@ describe("resty against odd HTTP peers", function()
       local viacurl = assert(h:request { method = m, url = peer.url .. "/len" })
       assert.are.equal("0", viacurl.body, m .. " over libcurl")
       assert.are.equal("0", out.body, m .. " over resty: " .. cjson.encode(out))
+    end
+    h:close()
+  end)
+
+  -- (attack 11: resty read "0x10" as a last chunk, "0", and answered 200
+  -- with an empty body; the 16 bytes were taken for trailers)
+  it("refuses a chunk-size line that is not hex digits (and an extension); never a body cut short", function()
+    local h = require("kinot.core").http()
+    for _, line in ipairs { "0x10", "10x", "+10", "-10", "1 0" } do
+      local out = cjson.decode(H.raw("GET", client.url .. "/send?method=GET&url=" ..
+        enc(peer.url .. "/chunk?line=" .. enc(line))).body)
+      assert.are.equal("network", out.kind, line .. " over resty: " .. cjson.encode(out))
+      -- libcurl reads what follows the digits as an extension ("10x" is 16):
+      -- what it must never do is answer with the body cut short
+      local res = h:request { url = peer.url .. "/chunk?line=" .. enc(line), timeout = 2 }
+      assert.is_true(res == nil or res.body == string.rep("z", 16), line .. " over libcurl: " .. tostring(res and res.body))
+    end
+    for _, line in ipairs { "10", "10;ext=1", "10 ;ext" } do
+      local out = cjson.decode(H.raw("GET", client.url .. "/send?method=GET&url=" ..
+        enc(peer.url .. "/chunk?line=" .. enc(line))).body)
+      assert.are.equal(string.rep("z", 16), out.body, line .. ": " .. cjson.encode(out))
     end
     h:close()
   end)

@@ -220,7 +220,9 @@ local function read_response(rd, max_body, method)
       local line
       line, kind, err = line_of(rd)
       if not line then return nil, kind, "reading a chunk: " .. err end
-      local size = tonumber(line:match("^%s*(%x+)"), 16)
+      -- hex digits, then nothing or an extension: "0x10" is not a last chunk "0"
+      local hex, rest = line:match("^(%x+)(.*)$")
+      local size = hex and #hex <= 15 and (rest == "" or find(rest, "^[ \t]*;")) and tonumber(hex, 16)
       if not size then return nil, "network", "bad chunk size" end
       if size == 0 then
         ok, kind, err = read_fields(rd, {}, 0, 0) -- trailers, ignored but capped
