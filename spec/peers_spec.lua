@@ -17,7 +17,8 @@ describe("resty against odd HTTP peers", function()
       # then ends the connection without reading what came meanwhile
       location = /h10 { content_by_lua_block {
         local s = ngx.req.socket(true)
-        s:send("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        s:send(ngx.var.arg_close and "HTTP/1.1 200 OK\r\nConnection: TE, Close\r\nContent-Length: 2\r\n\r\nok" or
+               "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
         ngx.sleep(0.3)
         ngx.exit(444)
       } }
@@ -61,11 +62,13 @@ describe("resty against odd HTTP peers", function()
     return cjson.decode(H.raw("GET", client.url .. "/run?url=" .. enc(peer.url .. path)).body)
   end
 
-  it("does not pool the connection of an HTTP/1.0 answer without keep-alive", function()
-    local out = run("/h10")
-    for i = 1, 2 do
-      assert.are.equal(200, out[i].status, i .. ": " .. tostring(out[i].kind) .. " " .. tostring(out[i].msg))
-      assert.are.equal("ok", out[i].body)
+  it("does not pool the connection of an HTTP/1.0 answer without keep-alive, nor of one saying close among others", function()
+    for _, path in ipairs { "/h10", "/h10?close=1" } do
+      local out = run(path)
+      for i = 1, 2 do
+        assert.are.equal(200, out[i].status, path .. " " .. i .. ": " .. tostring(out[i].kind) .. " " .. tostring(out[i].msg))
+        assert.are.equal("ok", out[i].body)
+      end
     end
   end)
 

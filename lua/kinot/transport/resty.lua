@@ -420,7 +420,8 @@ function M.new(opts)
       return nil, headers, body .. (headers == "timeout" and late or ""), false
     end
     local conn = headers.connection and lower(headers.connection)
-    if conn == "close" or once then sock:close() else sock:setkeepalive(idle, pool_size) end
+    -- "close" among other tokens ("TE, close") ends the connection too
+    if (conn and find(conn, "%f[%w]close%f[^%w]")) or once then sock:close() else sock:setkeepalive(idle, pool_size) end
     return { status = status, headers = headers, body = body }
   end
 
