@@ -295,6 +295,25 @@ describe("a raw peer that takes the POST and hangs up (LuaSocket)", function()
     end
   end
 
+  -- (attack 11) the connection dies while the body is still being written
+  for _, warm in ipairs { false, true } do
+    it("a 2 MB command whose " .. (warm and "warm" or "fresh") .. " connection is reset mid-body: one POST, unknown_outcome", function()
+      local c = kinot.new { app_key = "k", app_secret = "s", endpoint = url .. "/open/lora/v1", retries = 2,
+                            backoff = { base = 0.01 } }
+      if warm then assert.are.equal(200, (c:request("GET", "/warm"))) end
+      local before = posts()
+      H.raw("GET", url .. "/__mode/midbody")
+      local cmd, err = c:send_command(SN, { key = "handle", value = string.rep("x", 2 * 1024 * 1024) })
+      local arrived = posts() - before
+      H.raw("GET", url .. "/__mode/answer")
+      c:close()
+      assert.is_nil(cmd)
+      assert.are.equal("unknown_outcome", err.kind, tostring(err))
+      assert.are.equal(1, err.attempts)
+      assert.are.equal(1, arrived, "POSTs on the wire")
+    end)
+  end
+
   it("a warm connection the server ended while idle: the command goes on a new one, once, and succeeds", function()
     -- libcurl sees the close before reusing the connection: no false alarm
     local c = kinot.new { app_key = "k", app_secret = "s", endpoint = url .. "/open/lora/v1", retries = 2 }
