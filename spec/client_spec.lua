@@ -84,6 +84,35 @@ describe("client methods #sim", function()
     assert.are.equal(42, n)
   end)
 
+  -- (attack 11: the batches of a concurrent iteration went out without a
+  -- "request" or "response" event; one GET of seven was seen)
+  it("emits an event for every request of a concurrent iteration too, signature redacted", function()
+    local seen = {}
+    local ec = sim.client { on_event = function(e) seen[#seen + 1] = e end }
+    local function gets()
+      local e = sim.counters().endpoints
+      return type(e) == "table" and e["GET /lockers"] or 0
+    end
+    local before = gets()
+    local n = 0
+    for _ in ec:each_locker { limit = 10, concurrency = 4 } do n = n + 1 end
+    ec:close()
+    local arrived = gets() - before
+    local req, res = 0, 0
+    for _, e in ipairs(seen) do
+      if e.type == "request" then
+        req = req + 1
+        assert.are.equal("<redacted>", e.headers["X-Ca-Signature"])
+      elseif e.type == "response" then
+        res = res + 1
+        assert.are.equal(200, e.status)
+      end
+    end
+    assert.are.equal(137, n)
+    assert.are.equal(arrived, req, "request events for the GETs that arrived")
+    assert.are.equal(arrived, res, "response events")
+  end)
+
   it("reports paging progress", function()
     local calls = {}
     for _ in c:each_locker { limit = 50, concurrency = 2, on_page = function(d, t) calls[#calls + 1] = d .. "/" .. t end } do end

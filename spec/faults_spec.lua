@@ -295,6 +295,25 @@ describe("a raw peer that takes the POST and hangs up (LuaSocket) #peer", functi
     end
   end
 
+  -- (attack 11) the connection dies while the body is still being written
+  for _, warm in ipairs { false, true } do
+    it("a 2 MB command whose " .. (warm and "warm" or "fresh") .. " connection is reset mid-body: one POST, unknown_outcome", function()
+      local c = kinot.new { app_key = "k", app_secret = "s", endpoint = url .. "/open/lora/v1", retries = 2,
+                            backoff = { base = 0.01 } }
+      if warm then assert.are.equal(200, (c:request("GET", "/warm"))) end
+      local before = posts()
+      H.raw("GET", url .. "/__mode/midbody")
+      local cmd, err = c:send_command(SN, { key = "handle", value = string.rep("x", 2 * 1024 * 1024) })
+      local arrived = posts() - before
+      H.raw("GET", url .. "/__mode/answer")
+      c:close()
+      assert.is_nil(cmd)
+      assert.are.equal("unknown_outcome", err.kind, tostring(err))
+      assert.are.equal(1, err.attempts)
+      assert.are.equal(1, arrived, "POSTs on the wire")
+    end)
+  end
+
   it("a warm connection the server ended while idle: the command goes on a new one, once, and succeeds", function()
     -- libcurl sees the close before reusing the connection: no false alarm
     local c = kinot.new { app_key = "k", app_secret = "s", endpoint = url .. "/open/lora/v1", retries = 2 }
@@ -307,6 +326,34 @@ describe("a raw peer that takes the POST and hangs up (LuaSocket) #peer", functi
     c:close()
     assert.is_table(cmd, tostring(err))
     assert.are.equal(1, posts() - before)
+  end)
+
+  -- (attack 11) the batch path (curl-multi) carries GETs today; a command
+  -- given to it must keep the rules all the same: libcurl does not replay
+  -- it, and the SDK does not send it again after it may have arrived
+  it("a batch of commands over warm connections (perform_many): none sent twice", function()
+    local request = require "kinot.request"
+    local c = kinot.new { app_key = "k", app_secret = "s", endpoint = url .. "/open/lora/v1", retries = 2,
+                          backoff = { base = 0.01 } }
+    local function cmd(sn)
+      return { method = "POST", path = "/commands", query = {}, idempotent = false,
+               body = { sn = sn, command = 1, parameter = { key = "handle", value = 1 } } }
+    end
+    for _, mode in ipairs { "fin", "rst" } do
+      local warm = request.perform_many(c, { { method = "GET", path = "/a", query = {}, idempotent = true },
+                                             { method = "GET", path = "/b", query = {}, idempotent = true } })
+      assert.is_table(warm[1][1], tostring(warm[1][2]))
+      local before = posts()
+      H.raw("GET", url .. "/__mode/" .. mode)
+      local out = request.perform_many(c, { cmd(SN), cmd(SN + 1) })
+      local arrived = posts() - before
+      local failed = {}
+      for i = 1, 2 do if not out[i][1] then failed[#failed + 1] = out[i][2] end end
+      assert.are.equal(2, arrived, mode .. ": POSTs on the wire")
+      assert.are.equal(1, #failed, mode)
+      assert.are.equal("unknown_outcome", failed[1].kind, tostring(failed[1]))
+    end
+    c:close()
   end)
 
   it("the same through client:request (one raw attempt)", function()

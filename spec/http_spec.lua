@@ -51,6 +51,20 @@ describe("kinot.core http against real nginx #nginx", function()
     assert.are.equal("a, b", res.headers["x-multi"])
   end)
 
+  -- (attack 11: a HEAD went as a custom method, and libcurl waited for the
+  -- body its Content-Length announced until the timeout)
+  it("HEAD takes the head alone; PUT and DELETE go as asked", function()
+    local res, kind, msg = http:request { method = "HEAD", url = ng.url .. "/conn", timeout = 2 }
+    assert.is_table(res, tostring(kind) .. ": " .. tostring(msg))
+    assert.are.equal(200, res.status)
+    assert.are.equal("", res.body)
+    assert(http:request { url = ng.url .. "/conn" }) -- the connection is fit for the next request
+    for _, m in ipairs { "PUT", "DELETE" } do
+      local r = assert(http:request { method = m, url = ng.url .. "/echo", body = m == "PUT" and "x" or nil, timeout = 2 })
+      assert.are.equal(m .. (m == "PUT" and " x" or " "), r.body)
+    end
+  end)
+
   it("sends no Content-Type of libcurl's own with a body", function()
     local res = assert(http:request { method = "POST", url = ng.url .. "/echo", body = "x" })
     assert.are.equal("none", res.headers["x-got-ct"])

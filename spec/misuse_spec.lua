@@ -176,6 +176,54 @@ describe("a careless caller #sim", function()
       end
       assert.are.equal(0, #sent)
     end)
+
+    -- (attack 11) client:request's query took NaN and 2.5 as they printed
+    -- ("-nan", "2.5"), and 10.0 as "10.0" on Lua 5.4
+    it("raw requests: a query number is an integer, sent as one, or raises", function()
+      for _, v in ipairs { NAN, INF, 2.5 } do
+        misuse(function() c:request("GET", "/lockers", { query = { { "offset", 0 }, { "limit", v } } }) end, "limit")
+      end
+      assert.are.equal(0, #sent)
+      local q = { { "offset", 0.0 }, { "limit", 10.0 } }
+      assert.are.equal(200, (c:request("GET", "/lockers", { query = q })))
+      assert.are.equal("0", query_of(sent[1], "offset"))
+      assert.are.equal("10", query_of(sent[1], "limit"))
+      assert.are.equal(10.0, q[2][2]) -- the caller's table is left as it was
+    end)
+
+    -- (attack 11) interval = 0 polled the platform without a pause until
+    -- the timeout (60 s by default): a flood of GETs, throttled
+    it("raises for a wait_command interval under 0.01 s, before polling", function()
+      for _, v in ipairs { 0, 0.001, NAN, INF, -1 } do
+        misuse(function() c:wait_command("0123456789ABCDEF0123456789ABCDEF", { interval = v, timeout = 0.2 }) end,
+          "interval")
+      end
+      assert.are.equal(0, #sent)
+    end)
+
+    -- (attack 11) timeout = 0, or under a millisecond, was no deadline at
+    -- all for libcurl (a request to a peer that never answers hung for
+    -- good) and an instant one for resty; max_body = 0 no cap for libcurl
+    -- and "everything too large" for resty; retries = 1.5 gave 3 attempts
+    it("raises for client options that mean one thing to libcurl and another to resty", function()
+      local base = { app_key = "k", app_secret = "s", endpoint = "http://127.0.0.1:9/v1" }
+      local function new(k, v)
+        local o = {}
+        for a, b in pairs(base) do o[a] = b end
+        o[k] = v
+        return kinot.new(o)
+      end
+      for _, v in ipairs { 0, 0.0004, NAN, INF, -1 } do
+        misuse(function() new("timeout", v) end, "timeout")
+        misuse(function() new("connect_timeout", v) end, "connect_timeout")
+      end
+      for _, v in ipairs { 1.5, NAN, INF, -1 } do misuse(function() new("retries", v) end, "retries") end
+      for _, v in ipairs { 0, 0.5, 1024.5, NAN, INF } do misuse(function() new("max_body", v) end, "max_body") end
+      local ok = new("timeout", 0.001)
+      ok:close()
+      new("retries", 0):close()
+      new("max_body", 1):close()
+    end)
   end)
 
   describe("§6 a closed client", function()

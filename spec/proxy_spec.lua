@@ -54,6 +54,13 @@ describe("transports through a proxy #nginx #sim #peer", function()
           local _, err = c:lockers {}
           ngx.say(err.kind, " ", tostring(err.not_sent), " ", err.message)
         } }
+        location = /plus { content_by_lua_block {
+          -- a '+' in the password is a '+' (not a space, as in a form)
+          local t = require("kinot.transport.resty").new { proxy = PROXY:gsub("p%%40ss", "p%%40s+s") }
+          -- (an origin of its own: the proxy logs a connection's first request only)
+          local res, kind, msg = t.send { method = "GET", url = SIM.endpoint:gsub("127%.0%.0%.1", "localhost") .. "/plus" }
+          ngx.say(res and res.status or (kind .. ": " .. msg))
+        } }
         location = /misuse { content_by_lua_block {
           local resty = require "kinot.transport.resty"
           for _, o in ipairs { { ca_file = "/x.pem" }, { proxy = "socks5://127.0.0.1:1" } } do
@@ -89,6 +96,20 @@ describe("transports through a proxy #nginx #sim #peer", function()
     assert.are.equal("resty 12\n", H.raw("GET", ng.url .. "/api").body)
     -- "agent:p@ss", base64
     assert(has_line(px.lines(), "^GET http://127%.0%.0%.1:" .. sim.port .. "/.* auth=Basic YWdlbnQ6cEBzcw==$"))
+  end)
+
+  -- (attack 11: resty decoded the password as a form does, '+' as a space)
+  it("both transports send a '+' in the proxy password as a '+'", function()
+    local want = " auth=Basic YWdlbnQ6cEBzK3M=$" -- "agent:p@s+s", base64
+    local said = H.raw("GET", ng.url .. "/plus")
+    assert.are.equal(200, said.status, said.body .. ng.log())
+    assert(has_line(px.lines(), "^GET http://localhost:" .. sim.port .. "/open/lora/v1/plus .*" .. want:gsub("%+", "%%+")),
+      table.concat(px.lines(), "\n"))
+    local c = sim.client { proxy = "http://agent:p%40s+s@127.0.0.1:" .. px.port, retries = 0 }
+    c:request("GET", "/plus2")
+    c:close()
+    assert(has_line(px.lines(), "^GET http://127%.0%.0%.1:" .. sim.port .. "/open/lora/v1/plus2 .*" .. want:gsub("%+", "%%+")),
+      table.concat(px.lines(), "\n"))
   end)
 
   it("resty: https goes through a CONNECT tunnel and keeps it for the next request", function()

@@ -22,7 +22,9 @@ describe("redis URLs #unit", function()
   it("refuses a wrong URL, naming it without its password", function()
     for _, url in ipairs { "http://:" .. PASSWORD .. "@h:1", "redis://:" .. PASSWORD .. "@h:99999",
                            "redis://:" .. PASSWORD .. "@h:1/x", "redis://" .. PASSWORD .. "@h",
-                           "redis://:" .. PASSWORD .. "@" } do
+                           "redis://:" .. PASSWORD .. "@",
+                           -- (attack 11) no scheme, or a mistyped one: no "scheme://" to redact after
+                           ":" .. PASSWORD .. "@h:6379", "redis:/:" .. PASSWORD .. "@h", "redis//:" .. PASSWORD .. "@h" } do
       local ok, err = pcall(kredis.new, url)
       assert.is_false(ok, url)
       assert.matches("^[^\n]*kinot: redis", err)

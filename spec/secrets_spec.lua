@@ -220,6 +220,33 @@ describe("passwords in URLs #sim #nginx", function()
     assert.is_nil(leaked(err2), err2)
   end)
 
+  -- second wave (attack 11): a raise that cuts the value it quotes at 30
+  -- bytes cut the password before its '@'; an endpoint without a scheme, or
+  -- a password with a space or a quote, had no "scheme://...@" to redact
+  it("a long password, no scheme, a space or a quote: no raise, no printed client, no event shows it", function()
+    local long = "http://agent:" .. PW .. PW .. "@h/a b"
+    for _, e in ipairs { long, "agent:" .. PW .. "@127.0.0.1:1/v1", "http://agent:Pq7 Zx9Kw3Lm@127.0.0.1:1/v1" } do
+      local ok, err = pcall(kinot.new, { app_key = "k", app_secret = "s", endpoint = e })
+      assert.is_false(ok)
+      assert.matches("endpoint must be", tostring(err))
+      assert.is_nil(leaked(err), tostring(err))
+    end
+    local c = kinot.new { app_key = "k", app_secret = "s", endpoint = "http://127.0.0.1:9/x" }
+    for _, u in ipairs { long, "agent:" .. PW .. "@h.example/cb" } do
+      local ok, err = pcall(c.set_notifications, c, { device_type = 18, status_changed_callback_url = u })
+      assert.is_false(ok)
+      assert.is_nil(leaked(err), tostring(err))
+    end
+    for _, call in ipairs { c.locker, c.command, c.send_command } do
+      local ok, err = pcall(call, c, "http://agent:" .. PW .. "@h.example/")
+      assert.is_false(ok)
+      assert.is_nil(leaked(err), tostring(err))
+    end
+    c:close()
+    local all = run_all { endpoint = "http://ag\"ent:" .. PW .. "@127.0.0.1:" .. DEAD .. "/open/lora/v1" }
+    assert.is_nil(leaked(all), all)
+  end)
+
   it("the C core's own messages, whatever calls it", function()
     local h = core.http()
     for _, p in ipairs(PROXIES) do

@@ -301,11 +301,17 @@ static int setup(kn_http *h, CURL *c, const kn_http_req *req, kn_http_result *r,
         SET(CURLOPT_POST, 1L);
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(req->body ? req->body_len : 0));
         SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+    } else if (strcmp(req->method, "HEAD") == 0) {
+        /* not a custom method: libcurl would wait for the body that the
+         * answer's Content-Length announces and a HEAD never gets */
+        SET(CURLOPT_NOBODY, 1L);
     } else {
         SET(CURLOPT_CUSTOMREQUEST, req->method);
-        if (req->body) {
-            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-            SET(CURLOPT_POSTFIELDS, req->body);
+        /* PUT and PATCH say "Content-Length: 0" without a body, as a POST
+         * does (RFC 9110 8.6) and as the resty transport sends them */
+        if (req->body || strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0) {
+            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(req->body ? req->body_len : 0));
+            SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
         }
     }
 #undef SET

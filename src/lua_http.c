@@ -186,16 +186,17 @@ static int http_request_many(lua_State *L) {
     lua_settop(L, 2);
     n = kn_rawlen(L, 2);
     if (n > u->nmany) {
-        kn_http_result *nm = realloc(u->many, n * sizeof *nm);
+        /* both arrays grown before nmany says so: a failure in between
+         * leaves nmany the size both still have */
+        kn_http_req *nr = realloc(u->reqs, n * sizeof *nr);
+        kn_http_result *nm;
+        if (!nr) return kn_fail(L, "out of memory starting a batch");
+        u->reqs = nr;
+        nm = realloc(u->many, n * sizeof *nm);
         if (!nm) return kn_fail(L, "out of memory starting a batch");
         u->many = nm;
         for (i = u->nmany; i < n; i++) kn_http_result_init(&u->many[i]);
         u->nmany = n;
-        {
-            kn_http_req *nr = realloc(u->reqs, n * sizeof *nr);
-            if (!nr) return kn_fail(L, "out of memory starting a batch");
-            u->reqs = nr;
-        }
     }
     for (i = 0; i < n; i++) {
         lua_rawgeti(L, 2, (int)i + 1);

@@ -40,11 +40,23 @@ local function check_opts(o)
   local endpoint = o.endpoint or DEFAULT_ENDPOINT
   local origin, path = tostring(endpoint):match("^(https?://[^/?#%s%c]+)(/?[^?#%s%c]*)$")
   if not origin then
-    fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. redact.text(tostring(endpoint)) .. ")")
+    local shown = tostring(endpoint) -- its userinfo too: one without a scheme, or with a space
+    fail("endpoint must be an http(s) URL like " .. DEFAULT_ENDPOINT .. " (got " .. redact.text(shown, shown) .. ")")
   end
   path = path:gsub("/+$", "")
   for _, k in ipairs { "timeout", "connect_timeout", "retries", "max_body" } do
     validate.positive(o[k], k)
+  end
+  -- what would mean one thing to libcurl and another to resty: a timeout
+  -- under 1 ms (libcurl: none at all), max_body 0 (libcurl: no cap)
+  for _, k in ipairs { "timeout", "connect_timeout" } do
+    if o[k] ~= nil and o[k] < 0.001 then fail(k .. " must be at least 0.001 s (got " .. tostring(o[k]) .. ")") end
+  end
+  if o.retries ~= nil and not validate.integer(o.retries, 0, 1e9) then
+    fail("retries must be a whole number >= 0 (got " .. tostring(o.retries) .. ")")
+  end
+  if o.max_body ~= nil and not validate.integer(o.max_body, 1, 1e15) then
+    fail("max_body must be a whole number of bytes >= 1 (got " .. tostring(o.max_body) .. ")")
   end
   if o.signature_method and o.signature_method ~= "HmacSHA256" and o.signature_method ~= "HmacSHA1" then
     fail("signature_method must be \"HmacSHA256\" or \"HmacSHA1\"")
@@ -110,7 +122,21 @@ function Client:request(method, path, opts)
   if type(method) ~= "string" or not method:match("^%u+$") then misuse("method must be GET, POST, ...") end
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then misuse("path must start with '/' (below the endpoint)") end
   opts = opts or {}
-  local call = { method = method, path = path, query = opts.query or {} }
+  local query = opts.query or {}
+  if type(query) == "table" then -- (anything else: the signer names it)
+    -- a number goes out as the integer it is, never "10.0", "2.5" or "nan"
+    local copy = {}
+    for i, p in ipairs(query) do
+      copy[i] = p
+      if type(p) == "table" and type(p[2]) == "number" then
+        local n = validate.integer(p[2], -2 ^ 53, 2 ^ 53)
+        if not n then misuse("query " .. tostring(p[1]) .. " must be a string or an integer (got " .. tostring(p[2]) .. ")") end
+        copy[i] = { p[1], validate.int_text(n) }
+      end
+    end
+    query = copy
+  end
+  local call = { method = method, path = path, query = query }
   if type(opts.body) == "string" then call.raw_body = opts.body else call.body = json.check(opts.body, "body") end
   local res, err = request.send(self, call)
   if not res then return nil, err end
@@ -240,6 +266,8 @@ function Client:wait_command(guid, opts)
   opts = opts or {}
   local timeout = validate.positive(opts.timeout, "timeout", true) or 60
   local interval = validate.positive(opts.interval, "interval") or 0.5
+  -- 0 would poll the platform without a pause until the timeout
+  if interval < 0.01 then misuse("interval must be at least 0.01 s (got " .. tostring(interval) .. ")") end
   local now, sleep = self.transport.now, self.transport.sleep
   local deadline = now() + timeout
   local last

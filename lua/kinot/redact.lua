@@ -48,7 +48,7 @@ end
 
 --- url(u) -> the URL without its credentials
 function M.url(u)
-  return M.text(u)
+  return M.text(u, u) -- its own userinfo too: one with a quote or a space ends no generic match
 end
 
 return M

@@ -28,8 +28,11 @@ local RETRYABLE_CODES = { LOADING = true, BUSY = true, TRYAGAIN = true, MASTERDO
 
 --- redact(url) -> the URL with its userinfo replaced by ***
 function M.redact(url)
-  -- up to the last @: a password may hold an unescaped / or @
-  return (tostring(url):gsub("^(%a[%w+.-]*://).*@", "%1***@"))
+  -- up to the last @: a password may hold an unescaped / or @; without a
+  -- "scheme://" (none, or a mistyped one) everything before it
+  local s, n = tostring(url):gsub("^(%a[%w+.-]*://).*@", "%1***@")
+  if n == 0 then s = s:gsub("^.*@", "***@") end
+  return s
 end
 
 local function unescape(s)

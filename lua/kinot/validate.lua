@@ -24,8 +24,10 @@ local function integer(v, lo, hi)
 end
 M.integer = integer
 
+-- a string as a message quotes it: redacted before the cut, which could
+-- fall inside a URL's password and hide its '@'
 local function shown(v)
-  if type(v) == "string" then return "\"" .. v:sub(1, 30) .. "\"" end
+  if type(v) == "string" then return "\"" .. require("kinot.redact").text(v, v):sub(1, 30) .. "\"" end
   return tostring(v)
 end
 
@@ -84,7 +86,7 @@ end
 
 function M.url(v, name)
   if type(v) ~= "string" or not v:match("^https?://[^%s/?#]+[^%s]*$") then
-    misuse(name .. " must be an http:// or https:// URL (got " .. require("kinot.redact").text(shown(v)) .. ")")
+    misuse(name .. " must be an http:// or https:// URL (got " .. shown(v) .. ")")
   end
   return v
 end

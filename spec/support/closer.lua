@@ -9,6 +9,9 @@
 -- /__mode/idle: every later GET is answered, then its connection closed
 -- (without saying so: no "Connection: close"), as a server ends an idle
 -- keep-alive connection.
+-- /__mode/midbody: the next POST is counted once its head arrived, 100
+-- bytes of its body are read, and its connection is reset (a warm
+-- connection dying while the body is still being written).
 -- GET /__count says how many POSTs arrived, on any connection.
 local socket = require "socket"
 
@@ -42,8 +45,9 @@ local function drop(c)
   c:close()
 end
 
--- one whole request, or nil when the peer went away
-local function read_request(c)
+-- one whole request, or nil when the peer went away; `cut`: for a POST,
+-- stop after the head and 100 bytes of the body (the caller resets)
+local function read_request(c, cut)
   c:settimeout(2)
   local line = c:receive("*l")
   if not line then return nil end
@@ -56,6 +60,10 @@ local function read_request(c)
     local n = h:match("^[Cc]ontent%-[Ll]ength:%s*(%d+)")
     if n then len = tonumber(n) end
   end
+  if cut and method == "POST" then
+    c:receive(math.min(len, 100))
+    return method, target, true
+  end
   if len > 0 and not c:receive(len) then return nil end
   return method, target
 end
@@ -67,12 +75,16 @@ while true do
       local c = srv:accept()
       if c then conns[#conns + 1] = c end
     else
-      local method, target = read_request(s)
+      local method, target, cut = read_request(s, mode == "midbody")
       if not method then
         drop(s)
       elseif method == "POST" then
         posts = posts + 1
-        if mode == "fin" then
+        if cut then
+          mode = "answer"
+          s:setoption("linger", { on = true, timeout = 0 })
+          drop(s)
+        elseif mode == "fin" then
           mode = "answer"
           drop(s)
         elseif mode == "stale" and (served[s] or 0) > 0 then

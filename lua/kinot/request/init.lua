@@ -123,7 +123,15 @@ function M.perform_many(client, calls)
     return out
   end
   local reqs, signs = {}, {}
-  for i = 1, #calls do reqs[i], signs[i] = build.build(client, calls[i]) end
+  local hook = client.on_event
+  for i = 1, #calls do
+    reqs[i], signs[i] = build.build(client, calls[i])
+    if hook then -- a batch's requests are events too, as perform's are
+      emit(client, { type = "request", attempt = 1, method = reqs[i].method, url = redact.url(reqs[i].url),
+                     headers = redacted_headers(reqs[i].headers) })
+    end
+  end
+  local started = hook and transport.now()
   local results = transport.send_many(reqs)
   local out = {}
   for i = 1, #calls do
@@ -132,10 +140,17 @@ function M.perform_many(client, calls)
     if r.error then
       err = classify.transport_error(r.error, r.message, r.not_sent, client.origin)
     else
+      if hook then
+        emit(client, { type = "response", attempt = 1, method = reqs[i].method, url = redact.url(reqs[i].url),
+                       status = r.status, request_id = header(r, "x-ca-request-id"), elapsed = transport.now() - started })
+      end
       doc, err = classify.response(r, signs[i], calls[i])
     end
     if doc then
       out[i] = { doc }
+    elseif not calls[i].idempotent and classify.outcome_unknown(err) then
+      -- a command in a batch keeps perform's rule: it may have arrived
+      out[i] = { nil, classify.unknown_outcome(calls[i], err) }
     elseif retry.alone(err) then
       -- a failed page goes again alone, under the full retry policy
       out[i] = { M.perform(client, calls[i]) }

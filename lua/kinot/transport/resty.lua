@@ -58,7 +58,9 @@ local function parse_proxy(url)
   local auth
   if userinfo then
     local user, password = userinfo:match("^([^:]*):?(.*)$")
-    auth = "Basic " .. ngx.encode_base64(ngx.unescape_uri(user) .. ":" .. ngx.unescape_uri(password))
+    -- %XX only, as curl decodes it: ngx.unescape_uri also reads '+' as a space
+    local function unescape(s) return ngx.unescape_uri((s:gsub("%+", "%%2B"))) end
+    auth = "Basic " .. ngx.encode_base64(unescape(user) .. ":" .. unescape(password))
   end
   return { host = host, port = port, hostport = host .. ":" .. port, auth = auth }
 end
@@ -188,6 +190,11 @@ local function read_head(rd)
   local ok
   ok, kind, err = read_fields(rd, headers, 0, #line + 2)
   if not ok then return nil, kind, "reading headers: " .. err end
+  -- an HTTP/1.0 server ends the connection after its answer unless it says
+  -- keep-alive: not one to pool (the next request would find it closed)
+  if find(line, "^HTTP/1%.0 ") and not find(lower(headers.connection or ""), "keep-alive", 1, true) then
+    headers.connection = "close"
+  end
   return status, headers
 end
 
@@ -213,7 +220,9 @@ local function read_response(rd, max_body, method)
       local line
       line, kind, err = line_of(rd)
       if not line then return nil, kind, "reading a chunk: " .. err end
-      local size = tonumber(line:match("^%s*(%x+)"), 16)
+      -- hex digits, then nothing or an extension: "0x10" is not a last chunk "0"
+      local hex, rest = line:match("^(%x+)(.*)$")
+      local size = hex and #hex <= 15 and (rest == "" or find(rest, "^[ \t]*;")) and tonumber(hex, 16)
       if not size then return nil, "network", "bad chunk size" end
       if size == 0 then
         ok, kind, err = read_fields(rd, {}, 0, 0) -- trailers, ignored but capped
@@ -229,8 +238,10 @@ local function read_response(rd, max_body, method)
       if line ~= "" then return nil, "network", "bad chunk end" end
     end
   elseif headers["content-length"] then
-    local n = tonumber(headers["content-length"])
-    if not n or n < 0 or n % 1 ~= 0 then return nil, "network", "bad Content-Length" end
+    -- digits only: tonumber would take 0x10, 1e1 or " 16" and read a
+    -- body of another length than the server meant
+    local n = find(headers["content-length"], "^%d+$") and tonumber(headers["content-length"])
+    if not n then return nil, "network", "bad Content-Length" end
     if max_body and n > max_body then return too_large(max_body) end
     ok, kind, err = take(rd, n, parts)
     if not ok then return nil, kind, "reading the body: " .. err end
@@ -324,11 +335,15 @@ function M.new(opts)
     local sock = ngx.socket.tcp()
     -- through a proxy, a pooled connection is one to the proxy for this
     -- origin: already tunnelled (https) or taking absolute-form requests
-    local pool = scheme .. "://" .. hostport
+    -- A pooled connection is only as good as the checks made when it was
+    -- opened: the pool's name says whether its certificate was verified and
+    -- (a tunnel) for which proxy credentials, so that another client in this
+    -- worker never takes one it would not have opened itself.
+    local pool = scheme .. "://" .. hostport .. (scheme == "https" and not verify and " unverified" or "")
     local chost, cport, where = host, port, hostport
     if proxy then
       chost, cport, where = proxy.host, proxy.port, "proxy " .. proxy.hostport
-      pool = "proxy " .. proxy.hostport .. " " .. pool
+      pool = "proxy " .. proxy.hostport .. (proxy.auth and (" " .. ngx.md5(proxy.auth)) or "") .. " " .. pool
     end
     -- a request that is not idempotent never rides a pooled connection: one
     -- that died idle would take it and lose the answer.  It gets a new
@@ -386,7 +401,10 @@ function M.new(opts)
       if lower(name) == "content-length" then has_len = true end
       lines[#lines + 1] = name .. ": " .. value
     end
-    if req.body and not has_len then lines[#lines + 1] = "Content-Length: " .. #req.body end
+    -- a method that defines a body says its length, 0 included (RFC 9110
+    -- 8.6, as libcurl does; some front ends answer 411 otherwise)
+    local with_body = req.body or req.method == "POST" or req.method == "PUT" or req.method == "PATCH"
+    if with_body and not has_len then lines[#lines + 1] = "Content-Length: " .. #(req.body or "") end
     lines[#lines + 1] = ""
     lines[#lines + 1] = req.body or ""
     local sent
@@ -402,7 +420,8 @@ function M.new(opts)
       return nil, headers, body .. (headers == "timeout" and late or ""), false
     end
     local conn = headers.connection and lower(headers.connection)
-    if conn == "close" or once then sock:close() else sock:setkeepalive(idle, pool_size) end
+    -- "close" among other tokens ("TE, close") ends the connection too
+    if (conn and find(conn, "%f[%w]close%f[^%w]")) or once then sock:close() else sock:setkeepalive(idle, pool_size) end
     return { status = status, headers = headers, body = body }
   end
 
