@@ -10,7 +10,7 @@ local H = require "helpers"
 
 local function enc(s) return (s:gsub("[^%w%-_.~]", function(c) return string.format("%%%02X", c:byte()) end)) end
 
-describe("the resty resolver against a hostile nameserver", function()
+describe("the resty resolver against a hostile nameserver #nginx #peer", function()
   local ns_pid, ns_port, client
   setup(function()
     ns_port = launcher.free_port()

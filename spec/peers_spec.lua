@@ -9,7 +9,7 @@ local H = require "helpers"
 
 local function enc(s) return (s:gsub("[^%w%-_.~]", function(c) return string.format("%%%02X", c:byte()) end)) end
 
-describe("resty against odd HTTP peers", function()
+describe("resty against odd HTTP peers #nginx #peer", function()
   local peer, client
   setup(function()
     peer = H.nginx { server = [[
@@ -124,7 +124,7 @@ end)
 -- opened: one a client opened without verifying TLS, or through a tunnel
 -- the proxy granted to other credentials, is not one for another client
 -- in the same worker (attack 11: both were taken from the pool).
-describe("resty's keep-alive pool and who opened the connection", function()
+describe("resty's keep-alive pool and who opened the connection #nginx #peer", function()
   local tls, px, client
   setup(function()
     tls = H.tls_nginx("127.0.0.1") -- self-signed: the client nginx does not trust it
