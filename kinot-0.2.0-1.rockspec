@@ -45,6 +45,7 @@ build = {
     },
     ["kinot"] = "lua/kinot/init.lua",
     ["kinot.client"] = "lua/kinot/client.lua",
+    ["kinot.calendar"] = "lua/kinot/calendar.lua",
     ["kinot.callback"] = "lua/kinot/callback/init.lua",
     ["kinot.callback.handler"] = "lua/kinot/callback/handler.lua",
     ["kinot.callback.recent"] = "lua/kinot/callback/recent.lua",

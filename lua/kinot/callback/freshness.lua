@@ -28,17 +28,7 @@ M.CAPACITY = 100000
 local type, tonumber, floor = type, tonumber, math.floor
 local match = string.match
 
--- days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
--- days_from_civil): no os.time, which reads the local zone
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
+local days_from_civil = require("kinot.calendar").days_from_civil
 
 -- the zones furthest west and east of UTC, in seconds
 local ZONE_WEST, ZONE_EAST = 12 * 3600, 14 * 3600

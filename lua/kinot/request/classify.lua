@@ -13,7 +13,7 @@ local redact = require "kinot.redact"
 
 local M = {}
 
-local floor, tostring, tonumber, type = math.floor, tostring, tonumber, type
+local tostring, tonumber, type = tostring, tonumber, type
 local gsub, find = string.gsub, string.find
 
 local function header(res, name)
@@ -23,6 +23,8 @@ M.header = header
 
 -- ---------------------------------------------------------------- HTTP dates
 
+local days_from_civil = require("kinot.calendar").days_from_civil
+
 -- "Wed, 25 Nov 2026 19:41:18 GMT" -> ms since the epoch (UTC, no os.time)
 local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
 local function http_date_ms(s)
@@ -30,14 +32,7 @@ local function http_date_ms(s)
   local d, mon, y, h, mi, sec = s:match("(%d+) (%a+) (%d+) (%d+):(%d+):(%d+)")
   local m = MONTHS[mon or ""]
   if not m then return nil end
-  y, m, d = tonumber(y), m, tonumber(d)
-  if m <= 2 then y = y - 1 end
-  local era = floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
-  local days = era * 146097 + doe - 719468
+  local days = days_from_civil(tonumber(y), m, tonumber(d))
   return ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60000 + tonumber(sec) * 1000
 end
 M.http_date_ms = http_date_ms
