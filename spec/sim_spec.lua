@@ -559,14 +559,18 @@ describe("kinot sim as a tool #sim #cli", function()
   local launcher = require "kinot.sim.launcher"
 
   it("refuses a port already in use (a simulator or any listener), exit 2, and the first one serves alone", function()
+    local pidf = os.tmpname()
     local first = H.sim { locks = 3 }
-    finally(first.stop)
+    -- busted keeps one finally per test (a second replaces the first): one for both
+    finally(function()
+      first.stop()
+      kinot_cli("sim stop --pid-file " .. pidf)
+      os.remove(pidf)
+    end)
     local again, err = launcher.start { port = first.port, locks = 40 }
     if again then again.stop() end
     assert.is_nil(again, "a second simulator started on a busy port")
     assert.matches("port " .. first.port .. " on 127.0.0.1 is already in use", err)
-    local pidf = os.tmpname()
-    finally(function() kinot_cli("sim stop --pid-file " .. pidf) os.remove(pidf) end)
     local out, errtxt, rc = kinot_cli("sim --daemon --locks 40 --pid-file " .. pidf .. " --port " .. first.port)
     assert.are.equal(2, rc, out .. errtxt)
     assert.matches("already in use", errtxt)
