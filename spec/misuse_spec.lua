@@ -358,3 +358,26 @@ describe("a careless caller #sim", function()
     end)
   end)
 end)
+
+describe("validate.options: an option nobody reads is refused #unit", function()
+  local validate = require "kinot.validate"
+  local errors = require "kinot.errors"
+
+  it("names every unknown key, sorted, and the known ones", function()
+    local ok, err = pcall(validate.options, { max_age = 1, bogus = 2, secret = "s" },
+      validate.set { "secret", "sign_rule" }, "callback.verify")
+    assert.is_false(ok)
+    assert.is_true(errors.is_misuse(err))
+    assert.are.equal('callback.verify: unknown options "bogus", "max_age" (known: secret, sign_rule)', err.message)
+  end)
+
+  it("passes nil and a table of known keys; refuses a non-table", function()
+    local known = validate.set { "a" }
+    assert.is_nil(validate.options(nil, known, "f"))
+    local t = { a = 1 }
+    assert.are.equal(t, validate.options(t, known, "f"))
+    local ok, err = pcall(validate.options, "a", known, "f")
+    assert.is_false(ok)
+    assert.are.equal("f: options must be a table (got string)", err.message)
+  end)
+end)

@@ -106,4 +106,35 @@ function M.positive(v, name, forever)
   return v
 end
 
+--- set{"a", "b"} -> {a = true, b = true}: the known options of a function, for options()
+function M.set(names)
+  local s = {}
+  for i = 1, #names do s[names[i]] = true end
+  return s
+end
+
+--- options(opts, known, fname) -> opts: raises misuse naming every key of
+-- opts that the set `known` lacks (an option silently ignored is a promise
+-- silently broken: `max_age` to a function without one).  nil passes.
+function M.options(opts, known, fname)
+  if opts == nil then return nil end
+  if type(opts) ~= "table" then misuse(fname .. ": options must be a table (got " .. type(opts) .. ")") end
+  local unknown
+  for k in pairs(opts) do
+    if not known[k] then
+      unknown = unknown or {}
+      unknown[#unknown + 1] = shown(k)
+    end
+  end
+  if unknown then
+    table.sort(unknown)
+    local names = {}
+    for k in pairs(known) do names[#names + 1] = tostring(k) end
+    table.sort(names)
+    misuse(format("%s: unknown option%s %s (known: %s)", fname, #unknown > 1 and "s" or "",
+      table.concat(unknown, ", "), table.concat(names, ", ")))
+  end
+  return opts
+end
+
 return M
