@@ -85,6 +85,6 @@ describe("kinot-scm-1.rockspec #install #slow", function()
       info.app_key, info.app_secret, info.endpoint))
     kinot_in(tmp .. "/b", "sim stop --pid-file " .. tmp .. "/b.pid")
     assert(ok, out)
-    assert.matches("of 11 lockers", out)
+    assert.matches("of 12 lockers", out) -- the 11 asked for, then the reference's example lock
   end)
 end)
