@@ -77,7 +77,7 @@ end
 
 local function admin(args, method, what, doc)
   local base = admin_base(args)
-  local h = require("kinot.core").http()
+  local h = require("kinot.core_loader").http()
   local body = doc and json.encode(doc) or nil
   local res, kind, msg = h:request { method = method, url = base .. what, body = body,
                                       headers = body and { ["Content-Type"] = "application/json" } or {},

@@ -1,7 +1,7 @@
 -- The simulator's request handlers, run inside nginx (one worker, so the
 -- state below is the whole platform).  `api` serves /open/lora/v1 behind the
 -- gateway checks; `admin` serves the unsigned local admin API.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local json = require "kinot.json"
 local fleetmod = require "kinot.sim.fleet"
 local gateway = require "kinot.sim.gateway"
