@@ -72,8 +72,7 @@ describe("examples/openresty from a fresh copy, its README verbatim #nginx", fun
     end)
     -- a fresh copy: the tracked files of examples/openresty only
     assert(sh("cd " .. H.root .. " && mkdir -p " .. dir .. " && git ls-files -z examples/openresty | " ..
-      "xargs -0 cp --parents -t " .. dir .. " && mv " .. dir .. "/examples/openresty " .. copy ..
-      " && chmod 755 " .. dir .. " " .. copy))
+      "xargs -0 cp --parents -t " .. dir .. " && mv " .. dir .. "/examples/openresty " .. copy))
     local readme = assert(read(copy .. "/README.md"), "examples/openresty has no README.md")
     local blocks = sh_blocks(readme)
     assert.are.equal(2, #blocks, "the README's ```sh blocks: run it, then stop it")
@@ -90,6 +89,17 @@ describe("examples/openresty from a fresh copy, its README verbatim #nginx", fun
     assert(ok, out)
     assert.matches('"devices":0', out) -- the README's curl of /stats printed the counts
     assert.is_true(answers("127.0.0.1", port))
+    -- every listening socket on the port is 127.0.0.1's (ss, iproute2: `make deps`) ...
+    local ss = io.popen("ss -Hltn 'sport = :" .. port .. "'")
+    local listeners = ss:read("*a")
+    ss:close()
+    local n = 0
+    for addr in listeners:gmatch("%S+%s+%d+%s+%d+%s+(%S+):" .. port) do
+      n = n + 1
+      assert.are.equal("127.0.0.1", addr)
+    end
+    assert.is_true(n >= 1, listeners)
+    -- ... and a connection to another address of this machine is refused
     local other = other_address()
     if other then
       assert.is_false(answers(other, port), "nginx answers on " .. other .. ":" .. port)
