@@ -34,7 +34,7 @@ DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-
 	luarocks nginx libnginx-mod-http-lua wrk tmux openssl clang libclang-rt-14-dev valgrind python3 \
 	dnsmasq-base iproute2 redis-server
 
-.PHONY: deps build test check test-54 test-jit lint demo bench clean fuzz sanitize sanitize-gc leakcheck
+.PHONY: rock deps build test check test-54 test-jit lint demo bench clean fuzz sanitize sanitize-gc leakcheck
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -63,6 +63,19 @@ build/5.4/kinot/simsignal.so: $(SIMSIGNAL_SRC) $(HDR)
 build/5.1/kinot/simsignal.so: $(SIMSIGNAL_SRC) $(HDR)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -I$(LUAJIT_INC) -o $@ $(SIMSIGNAL_SRC)
+
+# `luarocks make` (the rockspec's build, type make): kinot.core and
+# kinot.simsignal for the Lua whose headers LuaRocks names (LUA_INCDIR), from
+# the same SRC as `make build`, into build/rock/: on no module path of the
+# checkout, and made afresh each time (a 5.1 and a 5.4 build take turns)
+ROCK_DIR := build/rock
+LIBFLAG ?= -shared
+rock:
+	@test -n "$(LUA_INCDIR)" || { echo "make rock: LUA_INCDIR (LuaRocks passes it)" >&2; exit 1; }
+	@rm -rf $(ROCK_DIR) && mkdir -p $(ROCK_DIR)/kinot
+	$(CC) $(CFLAGS) $(WARN) -fPIC $(LIBFLAG) -I$(LUA_INCDIR) -o $(ROCK_DIR)/kinot/core.so $(SRC) \
+	  $(if $(CURL_LIBDIR),-L$(CURL_LIBDIR)) $(if $(OPENSSL_LIBDIR),-L$(OPENSSL_LIBDIR)) -lcurl -lcrypto -lpthread
+	$(CC) $(CFLAGS) $(WARN) -fPIC $(LIBFLAG) -I$(LUA_INCDIR) -o $(ROCK_DIR)/kinot/simsignal.so $(SIMSIGNAL_SRC)
 
 BUSTED_FLAGS ?=
 # Each runtime writes its own log; the summary sums both.
@@ -217,15 +230,13 @@ build/luarocks/config.lua:
 
 # make install [TREE=dir]: the LuaJIT (5.1 ABI) build first, then Lua 5.4,
 # whose bin/kinot stays; from the versioned rockspec, written afresh from the
-# scm one; LuaRocks' build products are removed from the checkout
+# scm one; LuaRocks' build products stay in build/rock (the rockspec)
 LUAROCKS_ENV = LUAROCKS_CONFIG=$(CURDIR)/build/luarocks/config.lua
 install: deps rockspec build/luarocks/config.lua
 	$(LUAROCKS_ENV) luarocks --lua-version=5.1 make --deps-mode=none --tree="$(TREE)" LUA_INCDIR=$(LUAJIT_INC) $(ROCKSPEC)
-	@rm -rf kinot src/*.o
 	@# the LuaJIT install's bin/kinot would be kept as kinot~ by the next one
 	@rm -f "$(TREE)/bin/kinot"
 	$(LUAROCKS_ENV) luarocks --lua-version=5.4 make --deps-mode=none --tree="$(TREE)" $(ROCKSPEC)
-	@rm -rf kinot src/*.o
 
 uninstall: build/luarocks/config.lua
 	-$(LUAROCKS_ENV) luarocks --lua-version=5.4 remove --tree="$(TREE)" kinot

@@ -16,9 +16,24 @@ describe("kinot-scm-1.rockspec #install #slow", function()
     local f = assert(io.open(H.root .. "/kinot-scm-1.rockspec"))
     local spec = f:read("*a")
     f:close()
-    local p = io.popen("cd " .. H.root .. " && ls lua/kinot/*.lua lua/kinot/*/*.lua src/*.c")
+    local p = io.popen("cd " .. H.root .. " && ls lua/kinot/*.lua lua/kinot/*/*.lua")
     for path in p:lines() do
       assert.is_truthy(spec:find('"' .. path .. '"', 1, true), path .. " is missing from the rockspec")
+    end
+    p:close()
+    -- the C sources: the Makefile's `rock` target builds them (build_target), from SRC, as `make build` does
+    assert.is_truthy(spec:find('build_target = "rock"', 1, true))
+    f = assert(io.open(H.root .. "/Makefile"))
+    local mk = f:read("*a"):gsub("\\\n", " ")
+    f:close()
+    local listed = (mk:match("\nCORE_C := ([^\n]*)") or "") .. " " .. (mk:match("\nBINDING := ([^\n]*)") or "") ..
+      " " .. (mk:match("\nSIMSIGNAL_SRC := ([^\n]*)") or "")
+    p = io.popen("cd " .. H.root .. " && ls src/*.c")
+    for path in p:lines() do
+      if not path:find("_fuzz") then
+        assert.is_truthy((" " .. listed .. " "):find("%s" .. path:gsub("%p", "%%%0") .. "%s"),
+          path .. " is built by neither `make build` nor `make rock`")
+      end
     end
     p:close()
   end)
@@ -85,6 +100,53 @@ describe("kinot-scm-1.rockspec #install #slow", function()
       info.app_key, info.app_secret, info.endpoint))
     kinot_in(tmp .. "/b", "sim stop --pid-file " .. tmp .. "/b.pid")
     assert(ok, out)
-    assert.matches("of 11 lockers", out)
+    assert.matches("of 12 lockers", out) -- the 11 asked for, then the reference's example lock
+  end)
+end)
+
+-- `luarocks make` for 5.1 straight from a checkout, as the README's Install
+-- says for a LuaJIT-only tree: its `kinot` runs under LuaJIT (not PUC
+-- lua5.1), and no build product lands on the checkout's module path (a
+-- later lua5.4 run from the checkout would load it: ./?.so).
+describe("luarocks make for 5.1 from a checkout #install #slow", function()
+  local tmp, ok_make, out_make
+  setup(function()
+    local p = io.popen("mktemp -d /tmp/kinot-rock51.XXXXXX")
+    tmp = p:read("*l")
+    p:close()
+    assert(sh("cd " .. H.root .. " && mkdir -p " .. tmp .. "/src && git ls-files -z | xargs -0 cp --parents -t " ..
+      tmp .. "/src"))
+    ok_make, out_make = sh("cd " .. tmp .. "/src && luarocks --lua-version=5.1 make --deps-mode=none --tree=" .. tmp ..
+      "/t LUA_INCDIR=/usr/include/luajit-2.1 kinot-scm-1.rockspec")
+  end)
+  teardown(function() os.execute("rm -rf " .. tmp) end)
+
+  it("leaves no kinot.core on the checkout's module path, nor objects in src/", function()
+    assert(ok_make, out_make)
+    local ok, out
+    for _, what in ipairs { "kinot", "lua/kinot/*.so", "src/*.o" } do
+      ok, out = sh("cd " .. tmp .. "/src && ls -d " .. what)
+      assert.is_false(ok, out)
+    end
+    for _, rt in ipairs { "lua5.4", "luajit" } do
+      ok, out = sh("cd " .. tmp .. "/src && " .. rt .. " -e 'print(package.searchpath(\"kinot.core\", package.cpath))'")
+      assert(ok, out)
+      assert.matches("^nil", out, rt)
+    end
+  end)
+
+  it("the tree's kinot runs under LuaJIT", function()
+    assert(ok_make, out_make)
+    local ok, out = sh("eval \"$(luarocks --lua-version=5.1 path --tree=" .. tmp .. "/t)\" && " .. tmp ..
+      "/t/bin/kinot --version")
+    assert(ok, out)
+    assert.matches("^kinot " .. version:gsub("%p", "%%%0") .. " %(LuaJIT ", out)
+    -- and its exit code and arguments pass through
+    out = select(2, sh("eval \"$(luarocks --lua-version=5.1 path --tree=" .. tmp .. "/t)\" && " .. tmp ..
+      "/t/bin/kinot sign '/open/lora/v1/lockers' --query 'offset=0' --app-key k --app-secret 's p'; echo \"exit=$?\""))
+    assert.matches("exit=0", out)
+    out = select(2, sh("eval \"$(luarocks --lua-version=5.1 path --tree=" .. tmp .. "/t)\" && " .. tmp ..
+      "/t/bin/kinot --no-such-option; echo \"exit=$?\""))
+    assert.matches("exit=2", out)
   end)
 end)

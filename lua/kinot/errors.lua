@@ -10,7 +10,7 @@
 -- Both print "kinot: " once.  The C core raises through the same two
 -- classes: their metatables live in the Lua registry under "kinot.Misuse"
 -- and "kinot.Error", created by kinot.core and completed here.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 
 ---@class kinot.errors
 ---@field KINDS table<kinot.ErrorKind, true> every runtime error kind

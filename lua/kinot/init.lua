@@ -1,7 +1,7 @@
 -- lua-kinot: the Lua SDK for the Kinot open platform (LoRa parking locks,
 -- parking sensors and their DTU gateways).  This is the public face:
 -- kinot.new, the module-level default client, and the signing helpers.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local Client = require "kinot.client"
 local errors = require "kinot.errors"
 local signer = require "kinot.signer"

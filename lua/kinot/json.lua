@@ -6,7 +6,7 @@
 -- before anything is sent (lua-cjson would fail, or guess: a table with
 -- both list and named keys would go out as an object keyed "1", "2" ...).
 local cjson = require "cjson.safe"
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local errors = require "kinot.errors"
 
 local M = {}

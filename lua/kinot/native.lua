@@ -88,6 +88,9 @@ size_t kn_ffi_layout(char *buf, size_t cap);
 -- the declarations after it.
 pcall(ffi.cdef, CDEF)
 
+-- the same file through the Lua C API first: a core of another Lua ABI is
+-- refused there, naming both (kinot.core_loader), before the FFI maps it
+require "kinot.core_loader"
 local ok, lib = pcall(ffi.load, path)
 if not ok then return false end
 

@@ -6,7 +6,7 @@
 -- Both give the same results and the same errors (spec/sign_spec.lua).
 -- Errors go through kinot.errors' two constructors, with the C binding's
 -- messages word for word.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local errors = require "kinot.errors"
 
 local M = {}

@@ -34,8 +34,12 @@ end
 -- ---------------------------------------------------------------- simulator
 
 --- sim(opts) -> running simulator with admin helpers; call :stop()
+-- (without the reference's example devices unless opts.examples: specs count
+-- the devices they asked for)
 function H.sim(opts)
-  local sim = assert(launcher.start(opts or {}))
+  opts = opts or {}
+  if opts.examples == nil then opts.examples = false end
+  local sim = assert(launcher.start(opts))
   function sim.call(method, what, doc)
     return H.json(method, sim.admin .. what, doc)
   end

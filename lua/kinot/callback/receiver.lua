@@ -5,7 +5,7 @@ local recent = require "kinot.callback.recent"
 local freshness = require "kinot.callback.freshness"
 local json = require "kinot.json"
 local rules = require "kinot.callback.rules"
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 
 local M = {}
 M.__index = M

@@ -25,7 +25,7 @@
 --   modifiers keep-empty | null-as-empty | null-as-text | lower | upper | base64
 -- e.g. "md5-key" (the default), "md5-secret+lower", "hmac-sha256+base64",
 -- "md5-bare+keep-empty+null-as-text".
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
 

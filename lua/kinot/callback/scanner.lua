@@ -11,7 +11,7 @@
 -- through the FFI: the JIT compiles the call and the building of the data
 -- table, which the C API cannot offer (spec/callback_spec.lua checks both
 -- give the same).
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local lib = require "kinot.native"
 
 local M = { ffi = lib ~= false }

@@ -72,7 +72,7 @@ local function build_parser()
   p:flag("--jsonl", "One JSON object a line (fleet listings)")
   p:flag("--no-color", "No colour even on a terminal")
   p:flag("--version", "lua-kinot, Lua and libcurl versions"):action(function()
-    local core = require "kinot.core"
+    local core = require "kinot.core_loader"
     print("kinot " .. require("kinot.version") .. " (" .. (rawget(_G, "jit") and jit.version or _VERSION) .. "; " .. core.curl_version() .. ")")
     os.exit(0)
   end)
@@ -330,7 +330,7 @@ run.report = function(args, out)
 end
 
 run.sign = function(args, out)
-  local core = require "kinot.core"
+  local core = require "kinot.core_loader"
   local secret = args.app_secret or os.getenv("KINOT_APP_SECRET")
   if not secret then misuse("sign needs the secret: --app-secret or KINOT_APP_SECRET (it is never printed)") end
   local headers = {}

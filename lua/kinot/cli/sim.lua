@@ -26,6 +26,8 @@ function M.define(p)
   sim:option("--seed", "Fleet seed", "1"):convert(tonumber)
   sim:option("--command-pace", "Seconds per command state", "0.5"):convert(tonumber)
   sim:option("--failure-rate", "Share of commands that fail, 0..1", "0"):convert(tonumber)
+  sim:flag("--no-examples", "Without the platform reference's example devices (lock 419631107, sensor " ..
+    "419635201, DTU 644219880), which otherwise follow the generated ones")
   sim:flag("--quirks", "The reference's trailing commas in answers and callback bodies (default: strict JSON)")
   sim:option("--paging", "How `offset` is read: page0 (page index from 0), page1 (page index from 1), rows (row offset)",
     "page0"):choices { "page0", "page1", "rows" }
@@ -75,7 +77,7 @@ end
 
 local function admin(args, method, what, doc)
   local base = admin_base(args)
-  local h = require("kinot.core").http()
+  local h = require("kinot.core_loader").http()
   local body = doc and json.encode(doc) or nil
   local res, kind, msg = h:request { method = method, url = base .. what, body = body,
                                       headers = body and { ["Content-Type"] = "application/json" } or {},
@@ -181,6 +183,12 @@ local function fleet_lines(out, fleet)
     fleet.first_lock and (" (first " .. fleet.first_lock .. ")") or "", fleet.sensors,
     fleet.first_sensor and (" (first " .. fleet.first_sensor .. ")") or ""))
   out:print("  DTUs: " .. (#dtus > 0 and table.concat(dtus, " ") .. more or "none"))
+  local ex = fleet.examples or {}
+  local named = {}
+  for _, k in ipairs { { "lock", "lock" }, { "sensor", "sensor" }, { "dtu", "DTU" } } do
+    for _, sn in ipairs(ex[k[1]] or {}) do named[#named + 1] = k[2] .. " " .. sn end
+  end
+  if #named > 0 then out:print("  and the reference's examples: " .. table.concat(named, ", ")) end
 end
 
 local function stop(args, out, EXIT, launcher)
@@ -207,6 +215,7 @@ function M.run(args, out, EXIT)
     port = args.port, app_key = args.app_key, app_secret = args.app_secret, locks = args.locks,
     sensors = args.sensors, dtus = args.dtus, seed = args.seed, command_pace = args.command_pace,
     failure_rate = args.failure_rate, quirks = args.quirks, paging = args.paging, stage = args.stage,
+    examples = not args.no_examples,
   }
   -- the signals of the foreground mode: a module of their own (kinot.simsignal), not the SDK's core
   local signals = not args.daemon and require "kinot.simsignal"

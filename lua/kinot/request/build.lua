@@ -2,7 +2,7 @@
 -- becomes the transport's request: percent-encoded query string, the
 -- gateway's headers, the JSON body and its Content-MD5, the signature
 -- (docs/signing.md).  Nothing here touches the network.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
 

@@ -5,7 +5,7 @@
 -- not idempotent, whether its outcome is unknown (it may have reached the
 -- platform, and no answer says what came of it).  Pure functions of their
 -- arguments (but the clock, for a Retry-After given as a date).
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
 local typed = require "kinot.typed"

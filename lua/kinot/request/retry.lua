@@ -8,7 +8,7 @@
 -- once, once per call, beside the retries.  Waits: the server's
 -- Retry-After (none above max_retry_after), or exponential backoff with
 -- equal jitter.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local classify = require "kinot.request.classify"
 
 local M = {}

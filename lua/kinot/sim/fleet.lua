@@ -12,6 +12,30 @@ local BASE = { lock = 419600000, sensor = 419800000, dtu = 644200000 }
 M.BASE = BASE
 M.DEVICE_TYPE = vocabulary.device_codes
 
+-- The platform reference's own example devices, with its example values:
+-- the serials the README and docs use (419631107 ...) exist in a simulator
+-- started with `examples` (the launcher's default).  They follow the
+-- generated devices of their kind (rows n+1 ...) and count in `count`; one
+-- whose serial a generated device already has (31,107 locks or more) is that
+-- generated device instead.
+local EXAMPLES = {
+  lock = { {
+    sn = 419631107, voltage = 3.659, frequency = 37.919, locked = 0, car_detected = 0, shell_opened = 0,
+    low_battery = 0, coil_fault = 0, bar_position_error = 0, motor_fail = 0, rs_si = 0,
+    bt_match_code = "61518-59257-29505-55487-10411-15740", bt_mac = "aa0018382001",
+    updated_at = "2019-03-13T10:42:39+08:00",
+  } },
+  sensor = { {
+    sn = 419635201, voltage = 3.654, frequency = 38.6, active = 1, car_detected = 1, low_battery = 1,
+    coil_fault = 1, rs_si = -109.5, updated_at = "2019-03-13T10:42:39+08:00",
+  } },
+  dtu = { {
+    sn = 644219880, hw = 4097, sw = 8193, firmware = 17, host = "218.204.252.18:44062", online = "online",
+    updated_at = "2019-03-24T17:03:44+08:00",
+  } },
+}
+M.EXAMPLES = EXAMPLES
+
 -- MINSTD: exact in doubles, identical on every runtime
 local function rng(seed)
   local x = seed % 2147483646 + 1
@@ -29,6 +53,7 @@ function M.new(opts)
   local self = setmetatable({
     seed = opts.seed or 1,
     n = { lock = opts.locks or 50, sensor = opts.sensors or 50, dtu = opts.dtus or 5 },
+    examples = opts.examples == true, -- the reference's example devices join the fleet
     changes = {},     -- sn -> { field = value }
     version = 0,      -- bumps on every change: invalidates rendered pages
     cache = {}, cache_size = 0,
@@ -36,13 +61,40 @@ function M.new(opts)
   return self
 end
 
---- kind_of(sn) -> "lock" | "sensor" | "dtu", index  (or nil)
-function Fleet:locate(sn)
-  sn = tonumber(sn)
-  if not sn then return nil end
+-- the generated device of that serial: kind, index (or nil)
+function Fleet:generated(sn)
   for kind, base in pairs(BASE) do
     local i = sn - base
     if i >= 1 and i <= self.n[kind] and i == floor(i) then return kind, i end
+  end
+end
+
+--- example_rows(kind) -> the reference's example devices of that kind that
+-- are rows of this fleet (after the n generated ones), in order
+function Fleet:example_rows(kind)
+  local rows = {}
+  if not self.examples then return rows end
+  for _, d in ipairs(EXAMPLES[kind]) do
+    if not self:generated(d.sn) then rows[#rows + 1] = d end
+  end
+  return rows
+end
+
+--- count(kind) -> the devices of that kind: generated, then examples
+function Fleet:count(kind)
+  return self.n[kind] + #self:example_rows(kind)
+end
+
+--- locate(sn) -> "lock" | "sensor" | "dtu", row  (or nil)
+function Fleet:locate(sn)
+  sn = tonumber(sn)
+  if not sn then return nil end
+  local kind, i = self:generated(sn)
+  if kind then return kind, i end
+  for k in pairs(EXAMPLES) do
+    for j, d in ipairs(self:example_rows(k)) do
+      if d.sn == sn then return k, self.n[k] + j end
+    end
   end
 end
 
@@ -58,6 +110,11 @@ local function hexcode(r)
 end
 
 function Fleet:base_device(kind, i)
+  if i > self.n[kind] then -- one of the reference's examples: a copy, changes apply to it
+    local d = {}
+    for k, v in pairs(self:example_rows(kind)[i - self.n[kind]]) do d[k] = v end
+    return d
+  end
   local r = rng(self.seed * 7919 + (kind == "lock" and 1 or kind == "sensor" and 2 or 3) * 104729 + i * 15485863)
   r(); r()
   local sn = BASE[kind] + i
@@ -154,7 +211,7 @@ function Fleet:page_json(kind, first_row, limit)
   local key = kind .. ":" .. first_row .. ":" .. limit
   local hit = self.cache[key]
   if hit then return hit end
-  local n = self.n[kind]
+  local n = self:count(kind)
   local first = first_row + 1
   local items = {}
   for i = first, math.min(n, first + limit - 1) do

@@ -1,7 +1,7 @@
 -- The simulator's API gateway: the checks the Alibaba Cloud API Gateway
 -- makes before a request reaches the platform (docs/signing.md), with its error
 -- style: HTTP 400/403 + X-Ca-Error-Message + X-Ca-Request-Id.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 
 local M = {}
 

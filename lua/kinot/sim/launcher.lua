@@ -175,14 +175,21 @@ local function busy_message(port, why)
     "server is listening there; stop it (`kinot sim stop`) or pick another --port (or none: a free one is chosen)"
 end
 
---- fleet_summary(cfg) -> {dtus = {sn...}, first_lock = sn|nil, first_sensor = sn|nil, locks, sensors}
+--- fleet_summary(cfg) -> {dtus = {sn...}, first_lock = sn|nil, first_sensor = sn|nil, locks, sensors,
+-- examples = {lock = {sn...}, sensor = {sn...}, dtu = {sn...}}}
 function M.fleet_summary(cfg)
-  local base = require("kinot.sim.fleet").BASE
+  local fleetmod = require "kinot.sim.fleet"
+  local base = fleetmod.BASE
   local dtus = {}
   for i = 1, cfg.dtus do dtus[i] = base.dtu + i end
+  local fleet, examples = fleetmod.new(cfg), {}
+  for _, kind in ipairs { "lock", "sensor", "dtu" } do
+    examples[kind] = {}
+    for j, d in ipairs(fleet:example_rows(kind)) do examples[kind][j] = d.sn end
+  end
   return { dtus = dtus, locks = cfg.locks, sensors = cfg.sensors,
            first_lock = cfg.locks > 0 and base.lock + 1 or nil,
-           first_sensor = cfg.sensors > 0 and base.sensor + 1 or nil }
+           first_sensor = cfg.sensors > 0 and base.sensor + 1 or nil, examples = examples }
 end
 
 --- wait_for_port(port[, pidfile]): until 127.0.0.1:port accepts (5 s at most)
@@ -209,7 +216,8 @@ end
 --       failure_rate, callback_secret, stage (only requests for that
 --       X-Ca-Stage pass the gateway; none stands for RELEASE), quirks (the
 --       reference's trailing commas), paging ("page0" | "page1" | "rows":
---       how `offset` is read)
+--       how `offset` is read), examples (false: without the platform
+--       reference's example devices, 419631107 ...; kinot.sim.fleet)
 -- A port already in use is refused (err names it; sim is nil).
 function M.start(opts)
   opts = opts or {}
@@ -237,7 +245,7 @@ function M.start(opts)
     locks = opts.locks or 50, sensors = opts.sensors or 50, dtus = opts.dtus or 5, seed = opts.seed or 1,
     command_pace = opts.command_pace, failure_rate = opts.failure_rate, callback_secret = opts.callback_secret,
     callback_retries = opts.callback_retries, stage = opts.stage, quirks = opts.quirks == true,
-    paging = opts.paging or "page0",
+    paging = opts.paging or "page0", examples = opts.examples ~= false,
   }
   local f = assert(io.open(prefix .. "/sim_config.lua", "wb"))
   f:write("return ", serialize(cfg), "\n")

@@ -1,7 +1,7 @@
 -- The simulator's request handlers, run inside nginx (one worker, so the
 -- state below is the whole platform).  `api` serves /open/lora/v1 behind the
 -- gateway checks; `admin` serves the unsigned local admin API.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local json = require "kinot.json"
 local fleetmod = require "kinot.sim.fleet"
 local gateway = require "kinot.sim.gateway"
@@ -254,7 +254,7 @@ local function route(method, rel, args, body)
     local offset, limit = page_args(args)
     if not offset then return platform_error(400, limit) end
     -- the reference's bound, 0<=offset<=(count/limit)+1, enforced when asked (/config offset_bound)
-    local n = fleet.n[rel == "/lockers" and "lock" or "sensor"]
+    local n = fleet:count(rel == "/lockers" and "lock" or "sensor")
     if S.offset_bound and S.paging ~= "rows" and offset > math.floor(n / limit) + 1 then
       return platform_error(400, "offset must be from 0 to (count/limit)+1")
     end

@@ -1,6 +1,6 @@
 -- The "curl" transport: the C core's libcurl handle (docs/transports.md).  One
 -- handle per client, so connections stay alive between calls.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 
 local M = {}
 

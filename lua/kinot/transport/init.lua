@@ -12,7 +12,7 @@ end
 function M.new(kind, opts)
   kind = kind or "auto"
   if type(kind) == "function" then
-    local core = require "kinot.core"
+    local core = require "kinot.core_loader"
     local fn = kind
     local sleep = in_nginx() and ngx.sleep or core.sleep -- luacheck: ignore
     return {
