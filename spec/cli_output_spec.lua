@@ -84,6 +84,15 @@ describe("escape() #unit", function()
     assert.are.equal(s, json.decode(output.json_text(s)))
     assert.are.equal('"\\\\/x\\\\\\\\/y/"', output.json_text(s))
     assert.are.equal('{"objects":[]}', output.json_text({ objects = {} }, "lock_page"))
+    -- whole numbers as their digits (2^53 - 1 too), -0 kept, floats as kinot.json writes them
+    assert.are.equal('[9007199254740991,-9007199254740991,-0,0.1,3.5,"q\\"\\\\"]',
+      output.json_text { 2 ^ 53 - 1, -(2 ^ 53 - 1), -0.0, 0.1, 3.5, 'q"\\' })
+    -- what JSON cannot carry: misuse, as kinot.json says
+    local cyclic = {}
+    cyclic.self = cyclic
+    for _, bad in ipairs { { 1, x = 2 }, { [1.5] = 1 }, { a = 0 / 0 }, { f = print }, cyclic } do
+      assert.has_error(function() output.json_text(bad) end)
+    end
   end)
 end)
 
@@ -176,8 +185,10 @@ describe("kinot's output against the simulator #cli #sim", function()
     assert.are.equal(2, rc)
     assert.are.equal("", out)
     assert.are.equal("usage", json.decode(err).kind)
-    out, err, rc = run("--jsonl --json lockers")
+    local out2
+    out2, err, rc = run("--jsonl --json lockers")
     assert.are.equal(2, rc, err)
+    assert.are.equal("", out2)
   end)
 
   it("prints each numeric field of a table with its fixed decimals", function()
@@ -246,7 +257,7 @@ describe("kinot's output against the simulator #cli #sim", function()
     assert.are.equal(0, rc, err)
     local lines = {}
     for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
-    assert.matches("^KIND%s+NEXT%s+SHARE%s+ENDPOINT%s+STATUS%s+LATENCY", lines[1])
+    assert.matches("^KIND%s+NEXT%s+SHARE%s+ENDPOINT%s+STATUS%s+CODE%s+LATENCY", lines[1])
     assert.matches("^status%s+2%s+%-?%s+GET /lockers%s+503", lines[2])
     assert.matches("^latency%s+.-0%.25%s.-0%.5", lines[3])
     assert.are.equal(3, #lines)

@@ -159,12 +159,12 @@ local function fault(args, out, EXIT)
     -- each fault as `kinot sim fault` takes it: blank where not given
     local rows = {}
     for i, f in ipairs(list) do
-      rows[i] = { kind = f.kind, next = f.next, share = f.share, endpoint = f.endpoint, status = f.status,
+      rows[i] = { kind = f.kind, next = f.next, share = f.share, endpoint = f.endpoint, status = f.status, code = f.code,
                   latency = f.latency, retry_after = f.retry_after, message = f.message,
                   after = f.after == true and "yes" or nil }
     end
     out:table(rows, { { "kind", "KIND" }, { "next", "NEXT" }, { "share", "SHARE" }, { "endpoint", "ENDPOINT" },
-                      { "status", "STATUS" }, { "latency", "LATENCY" }, { "retry_after", "RETRY_AFTER" },
+                      { "status", "STATUS" }, { "code", "CODE" }, { "latency", "LATENCY" }, { "retry_after", "RETRY_AFTER" },
                       { "message", "MESSAGE" }, { "after", "AFTER" } })
     return EXIT.ok
   elseif args.kind == "clear" then
