@@ -600,6 +600,8 @@ local function parse(parser, argv)
   return nil, failed
 end
 
+M.build_parser = build_parser -- (the specs walk its commands)
+
 function M.main(argv, io_opts)
   local parser = build_parser()
   local args, failed = parse(parser, argv)

@@ -32,6 +32,9 @@ end
 
 --- run(args, out) -> exit code (runs until killed)
 function M.run(args, out)
+  -- held first: SIGUSR1's default action ends the process
+  local signals = require "kinot.simsignal"
+  signals.hold_signal("SIGUSR1")
   local url = args.redis or os.getenv("KINOT_REDIS_URL")
   if not url or url == "" then error({ usage = "worker needs --redis URL or KINOT_REDIS_URL" }, 0) end
   if not args.handler then error({ usage = "worker needs --handler MODULE" }, 0) end
@@ -53,8 +56,6 @@ function M.run(args, out)
   end
   local w = worker.new(opts)
   out:note(string.format("kinot worker %s: %s, group %s, on %s", w.consumer, w.stream, w.group, redis.redact(url)))
-  local signals = require "kinot.simsignal"
-  signals.hold_signal("SIGUSR1")
   local core = require "kinot.core"
   local since, last = core.monotonic(), { handled = 0, failed = 0, dead = 0 }
   local function counts()
