@@ -129,6 +129,27 @@ describe("kinot's output against the simulator #cli #sim", function()
     assert.are.equal(HOSTILE:sub(1, 22), doc.bt_mac:sub(1, 22))
   end)
 
+  it("on a terminal (a pty, colour on): the only escape sequences are its own colours", function()
+    local have = os.execute("command -v script >/dev/null 2>&1")
+    if have ~= true and have ~= 0 then pending("util-linux `script` is missing: no pty to run kinot on") return end
+    sim.call("POST", "/devices/419600003", { bt_mac = HOSTILE, updated_at = HOSTILE })
+    sim.call("POST", "/devices/644200001", { host = HOSTILE, online = "offline" })
+    sim.fault { kind = "status", status = 200, code = 500, message = HOSTILE, next = 1, endpoint = "GET /lockers/{sn}" }
+    -- the first meets the fault: the platform's message in a coloured error
+    for _, args in ipairs { "locker 419600001", "locker 419600003", "lockers", "report --dtu 644200001" } do
+      -- script(1) gives kinot a terminal for stdout and stderr both
+      local p = io.popen(string.format("cd %s && %s script -qec %q /dev/null 2>&1", H.root, env,
+        LUA .. " bin/kinot " .. args))
+      local text = p:read("*a")
+      p:close()
+      assert.matches("\27%[[%d;]*m", text) -- coloured: it did see a terminal
+      -- (\r: the pty's line ends, and the progress bar's; the pipe specs above see any other)
+      local plain = text:gsub("\27%[[%d;]*m", ""):gsub("\r", "")
+      assert.is_nil(raw_controls(plain), args .. ": " .. plain)
+      assert.matches("\\x1b]0;pwned\\x07", plain, 1, true)
+    end
+  end)
+
   it("shows the platform's error message escaped, and the simulator's fault list too", function()
     -- the platform's message, in its JSON answer
     sim.fault { kind = "status", status = 200, code = 500, message = "\27]0;st\7Bad\27[2J\194\155", next = 2 }

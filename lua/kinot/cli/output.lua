@@ -152,7 +152,8 @@ end
 -- (docs/cli.md, "Numbers in tables"): every field the reference types as
 -- a float has its own; any other number is a whole one.  JSON carries the
 -- platform's digits as they are.
-M.DECIMALS = { voltage = 2, frequency = 3, rs_si = 1 }
+M.DECIMALS = { voltage = 2, frequency = 3, rs_si = 1,
+               share = 2, latency = 3 } -- `kinot sim fault list`
 
 --- number_text(field, n) -> n as a person reads it in that field
 function M.number_text(field, n)
