@@ -251,6 +251,16 @@ describe("kinot's output against the simulator #cli #sim", function()
     assert.are.equal("http://127.0.0.1:9/c", docs[2].command_resp_callback_url)
     out = run("notifications get all")
     assert.are.equal(2, select(2, out:gsub("status_changed_callback_url:%s+http://127.0.0.1:9/both", "")))
+    -- all, and the second refused: the error says which type was set
+    sim.fault { kind = "latency", latency = 0, next = 1, endpoint = "POST /notifications" } -- the lock's goes through
+    sim.fault { kind = "status", status = 200, code = 500, message = "refused", next = 1, endpoint = "POST /notifications" }
+    out, err, rc = run("notifications set all --status-url http://127.0.0.1:9/half")
+    assert.are.equal(3, rc, err)
+    assert.are.equal("", out)
+    assert.matches("^kinot: api: the locks' callback URLs were set, the sensors' were not: .*refused", err)
+    docs = json.decode((run("--json notifications get all")))
+    assert.are.equal("http://127.0.0.1:9/half", docs[1].status_changed_callback_url)
+    assert.are.equal("http://127.0.0.1:9/both", docs[2].status_changed_callback_url)
     -- both, and different: a usage error
     _, err, rc = run("notifications get lock --device-type sensor")
     assert.are.equal(2, rc)
