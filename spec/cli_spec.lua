@@ -262,7 +262,7 @@ describe("kinot CLI #cli #sim", function()
     _, err = run("command send 1 --bogus")
     assert.matches("\nUsage: kinot command send ", err)
     _, err = run("frobnicate")
-    assert.matches("\nUsage: kinot %[%-h%]", err)
+    assert.matches("\nUsage: kinot %(%[%-%-json%] | %[%-%-jsonl%]%) %[%-h%]", err)
   end)
 
   it("says the secret is what differs when both strings-to-sign are the same", function()

@@ -1,9 +1,11 @@
-/* kinot.simsignal: the signal handling of `kinot sim` in the foreground
- * (lua/kinot/cli/sim.lua), a module of its own beside kinot.core: the SDK
- * never touches the process's signals. */
+/* kinot.simsignal: the signal handling of the CLI's long-running commands,
+ * `kinot sim` in the foreground (lua/kinot/cli/sim.lua) and `kinot worker`
+ * (lua/kinot/cli/worker.lua), a module of its own beside kinot.core: the
+ * SDK never touches the process's signals. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <signal.h>
+#include <string.h>
 #include <time.h>
 #include <sys/types.h>
 #include "lua_binding.h"
@@ -49,8 +51,40 @@ static int l_wait_signal(lua_State *L) {
     return 1;
 }
 
+/* `kinot worker` asks for a line of counts with SIGUSR1: held (blocked)
+ * from the start, then taken between two reads of the stream, so that it
+ * never ends the process nor interrupts a Redis call halfway. */
+static int usr_signal(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    if (strcmp(name, "SIGUSR1") == 0) return SIGUSR1;
+    if (strcmp(name, "SIGUSR2") == 0) return SIGUSR2;
+    return luaL_error(L, "kinot: simsignal: only SIGUSR1 or SIGUSR2 can be held (got %s)", name);
+}
+
+/* hold_signal(name): block SIGUSR1 or SIGUSR2; it waits, queued, for take_signal */
+static int l_hold_signal(lua_State *L) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, usr_signal(L));
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return kn_fail(L, "sigprocmask failed");
+    return 0;
+}
+
+/* take_signal(name) -> true if that held signal came since the last call (never waits) */
+static int l_take_signal(lua_State *L) {
+    sigset_t set;
+    struct timespec none = {0, 0};
+    int sig = usr_signal(L), got = 0;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    while (sigtimedwait(&set, NULL, &none) == sig) got = 1; /* several arrivals: one answer */
+    lua_pushboolean(L, got);
+    return 1;
+}
+
 int luaopen_kinot_simsignal(lua_State *L) {
-    static const luaL_Reg funcs[] = {{"block_signals", l_block_signals}, {"wait_signal", l_wait_signal}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"block_signals", l_block_signals}, {"wait_signal", l_wait_signal},
+                                     {"hold_signal", l_hold_signal}, {"take_signal", l_take_signal}, {NULL, NULL}};
     kn_open_errors(L);
     luaL_newlib(L, funcs);
     return 1;

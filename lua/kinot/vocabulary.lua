@@ -107,6 +107,11 @@ M.order = {
   sensor_status_changed = { "sn", "voltage", "frequency", "car_detected", "low_battery", "coil_fault", "rs_si",
                             "updated_at" },
   command_resp = { "guid", "sn", "commnad_status", "reason", "updated_at" },
+  -- a command answer (its example spells command_status right, its table
+  -- commnad_status: both, where they come); reason and updated_at are its
+  -- command_resp callback's (also_typed.command)
+  command = { "sn", "guid", "command", "command_status", "commnad_status", "parameter", "reason", "updated_at" },
+  test_notification = { "sn", "callback_url", "error_detail" },
 }
 
 -- what only a lock reports (its status_changed); a sensor's status has

@@ -105,7 +105,8 @@ end
 -- host:pid), on_status, on_command, claim_after (s, default 60),
 -- max_attempts (default 5), block (s, default 2), count (entries a read,
 -- default 10), delete (default true: a handled entry leaves the stream),
--- log (function(level, message); default ngx.log or stderr)
+-- log (function(level, message); level "error", or "info" for each entry
+-- handled; default ngx.log, or stderr for errors only)
 function M.new(opts)
   if type(opts) ~= "table" then error("kinot: callback.worker needs a table of options", 2) end
   redis.parse(opts.redis, 2)
@@ -129,8 +130,8 @@ function M.new(opts)
   self.client = redis.new(opts.redis, { timeout = opts.timeout or 2, connect_timeout = opts.connect_timeout })
   if not self.log then
     self.log = function(level, msg)
-      if ngx and ngx.log then ngx.log(level == "error" and ngx.ERR or ngx.WARN, msg)
-      else io.stderr:write("kinot worker: ", msg, "\n") end
+      if ngx and ngx.log then ngx.log(level == "error" and ngx.ERR or level == "info" and ngx.INFO or ngx.WARN, msg)
+      elseif level ~= "info" then io.stderr:write("kinot worker: ", msg, "\n") end
     end
   end
   return self
@@ -194,6 +195,8 @@ function M:handle(entry, list, deliveries)
   local ok, err = self:run_handler(ev)
   if ok then
     self.handled = self.handled + 1
+    self.log("info", "handled entry " .. entry .. " (" .. tostring(ev.kind) .. ", " .. tostring(ev.device) .. " " ..
+      tostring(ev.sn) .. ", attempt " .. deliveries .. ")")
     return self:ack(entry)
   end
   self.failed = self.failed + 1

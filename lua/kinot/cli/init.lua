@@ -54,11 +54,18 @@ local function number(option)
   end
 end
 
+local ex = output.examples
+
 local function build_parser()
   local p = argparse("kinot", "The Kinot open platform (LoRa parking locks, sensors, DTUs) from the command line.")
-    :epilog("Credentials: --app-key/--app-secret or KINOT_APP_KEY/KINOT_APP_SECRET; endpoint: --endpoint or KINOT_ENDPOINT.\n" ..
+    :epilog(ex({ "kinot sim --daemon                      # a local platform; it prints the exports to paste",
+                 "kinot lockers --all",
+                 "kinot --json locker 419600001",
+                 "kinot command send 419600001 --wait",
+                 "source <(kinot completion bash)" },
+            "Credentials: --app-key/--app-secret or KINOT_APP_KEY/KINOT_APP_SECRET; endpoint: --endpoint or KINOT_ENDPOINT.\n" ..
             "Exit codes: 0 ok, 1 check failed, 2 usage, 3 API error, 4 network error, 5 command outcome unknown,\n" ..
-            "6 wait for a command timed out.")
+            "6 wait for a command timed out."))
   p:option("--app-key", "AppKey (default $KINOT_APP_KEY)")
   p:option("--app-secret", "AppSecret (default $KINOT_APP_SECRET)")
   p:option("--endpoint", "API base URL (default $KINOT_ENDPOINT or the platform's)")
@@ -68,8 +75,8 @@ local function build_parser()
   p:option("--proxy", "HTTP proxy URL, http://[user:password@]host:port (default $KINOT_PROXY)")
   p:option("--paging", "How the platform numbers `offset`: auto (found out once), page0, page1 or rows " ..
     "(default $KINOT_PAGING, else auto)"):choices { "auto", "page0", "page1", "rows" }
-  p:flag("--json", "One JSON document on stdout")
-  p:flag("--jsonl", "One JSON object a line (fleet listings)")
+  -- one or the other: together they are a usage error (exit 2)
+  p:mutex(p:flag("--json", "One JSON document on stdout"), p:flag("--jsonl", "One JSON object a line (fleet listings)"))
   p:flag("--no-color", "No colour even on a terminal")
   p:flag("--version", "lua-kinot, Lua and libcurl versions"):action(function()
     local core = require "kinot.core_loader"
@@ -85,40 +92,64 @@ local function build_parser()
     c:option("--limit", "Devices a page, 10..100", "10"):convert(number("--limit"))
     c:flag("--all", "Every device, all pages")
     c:option("--concurrency", "Pages in flight with --all", "8"):convert(number("--concurrency"))
+    c:epilog(ex { "kinot " .. what[1] .. " --offset 1 --limit 20", "kinot " .. what[1] .. " --all",
+                  "kinot --jsonl " .. what[1] .. " --all > fleet.jsonl" })
   end
-  p:command("locker", "One parking lock"):argument("sn", "Lock SN")
-  p:command("sensor", "One parking sensor"):argument("sn", "Sensor SN")
-  p:command("dtu", "One DTU gateway"):argument("sn", "DTU SN")
+  p:command("locker", "One parking lock"):epilog(ex { "kinot locker 419600001", "kinot --json locker 419600001" })
+    :argument("sn", "Lock SN")
+  p:command("sensor", "One parking sensor"):epilog(ex { "kinot sensor 419800001", "kinot --json sensor 419800001" })
+    :argument("sn", "Sensor SN")
+  p:command("dtu", "One DTU gateway"):epilog(ex { "kinot dtu 644200001", "kinot --json dtu 644200001" })
+    :argument("sn", "DTU SN")
 
   local cmd = p:command("command", "Send, read and await device commands")
   cmd:command_target("sub")
+  cmd:epilog(ex { "kinot command send 419600001 --wait", "kinot command get GUID", "kinot command wait GUID" })
   local send = cmd:command("send", "Send a command (value 1: lock BT code reset / sensor activate; 2: sensor freeze)")
   send:argument("sn", "Device SN")
   send:option("--value", "Parameter value", "1"):convert(number("--value"))
   send:option("--key", "Parameter key", "handle")
   send:flag("--wait", "Wait until it succeeds or fails")
   send:option("--wait-timeout", "Seconds to wait", "60"):convert(number("--wait-timeout"))
-  cmd:command("get", "Read a command"):argument("guid", "Command guid")
+  send:epilog(ex { "kinot command send 419600001                 # a lock's BlueTooth match code reset",
+                   "kinot command send 419800001 --value 2 --wait  # freeze a sensor, wait until done",
+                   "kinot --json command send 419600001 --wait --wait-timeout 30" })
+  cmd:command("get", "Read a command"):epilog(ex { "kinot command get 6F1A...", "kinot --json command get 6F1A..." })
+    :argument("guid", "Command guid")
   local wait = cmd:command("wait", "Wait until a command succeeds or fails")
   wait:argument("guid", "Command guid")
   wait:option("--wait-timeout", "Seconds to wait", "60"):convert(number("--wait-timeout"))
+  wait:epilog(ex { "kinot command wait 6F1A... --wait-timeout 120" })
 
   local n = p:command("notifications", "Callback settings")
   n:command_target("sub")
-  n:command("get", "Read the callback URLs of a device type"):argument("device_type", DEVICE_TYPE_HELP)
-  local set = n:command("set", "Set the callback URLs of a device type")
-  set:option("--device-type", DEVICE_TYPE_HELP):count(1)
+  n:epilog(ex { "kinot notifications get all", "kinot notifications set lock --status-url https://example.com/kinot",
+                "kinot notifications test 419600001" })
+  local nget = n:command("get", "Read the callback URLs of a device type (or of both: all)")
+  nget:argument("device_type", DEVICE_TYPE_HELP .. ", or all"):args("?"):target("device_type_arg")
+  nget:option("--device-type", "The same, as an option")
+  nget:epilog(ex { "kinot notifications get lock", "kinot notifications get --device-type sensor",
+                   "kinot --json notifications get all" })
+  local set = n:command("set", "Set the callback URLs of a device type (or of both: all)")
+  set:argument("device_type", DEVICE_TYPE_HELP .. ", or all (or --device-type)"):args("?"):target("device_type_arg")
+  set:option("--device-type", DEVICE_TYPE_HELP .. ", or all")
   set:option("--status-url", "status_changed callback URL")
   set:option("--command-url", "command_resp callback URL")
   set:flag("--clear-status-url", "Remove the status_changed callback URL")
   set:flag("--clear-command-url", "Remove the command_resp callback URL")
+  set:epilog(ex({ "kinot notifications set lock --status-url https://example.com/kinot/status",
+                  "kinot notifications set --device-type all --command-url https://example.com/kinot/command",
+                  "kinot notifications set sensor --clear-status-url" },
+    "`all` sets both device types, the lock's first; if the sensor's then fails, the error says the lock's were set."))
   local test = n:command("test", "Ask the platform to send a test callback now")
   test:argument("sn", "Device SN")
   test:option("--type", "status_changed or command_resp", "status_changed")
+  test:epilog(ex { "kinot notifications test 419600001", "kinot notifications test 419600001 --type command_resp" })
 
   local rep = p:command("report", "Fleet health: occupancy, faults, low battery, weakest signal, offline DTUs")
   rep:option("--concurrency", "Pages in flight", "8"):convert(number("--concurrency"))
   rep:option("--dtu", "A DTU SN to check (repeatable; also $KINOT_DTUS=sn,sn)"):count("*")
+  rep:epilog(ex { "kinot report", "kinot report --dtu 644200001 --dtu 644200002", "kinot --json report" })
 
   local sign = p:command("sign", "Show the string-to-sign, signed headers and signature of a request (never the secret)")
   sign:option("--method", "HTTP method", "GET")
@@ -131,6 +162,9 @@ local function build_parser()
   sign:option("--timestamp", "X-Ca-Timestamp (default now)")
   sign:option("--nonce", "X-Ca-Nonce (default a fresh UUID)")
   sign:option("--signature-method", "HmacSHA256 or HmacSHA1", "HmacSHA256")
+  sign:epilog(ex { "kinot sign /open/lora/v1/lockers --query offset=0 --query limit=10",
+                   "kinot sign /open/lora/v1/commands --method POST --body '{\"sn\":419600001,\"command\":1}'",
+                   "kinot sign /p --timestamp 1700000000000 --nonce n1   # reproducible" })
 
   local verify = p:command("verify", "Check a callback body: canonical string and verdict")
   verify:argument("file", "File with the raw body, or - for stdin")
@@ -138,9 +172,18 @@ local function build_parser()
   verify:option("--sign-rule", "Sign rule to verify with (default md5-key; see README, Callbacks); " ..
     "with --discover, one more rule to try")
   verify:flag("--discover", "Name every known sign rule under which the body verifies")
+  verify:epilog(ex { "kinot verify body.json --secret S", "kinot verify - < body.json",
+                     "kinot verify --discover body.json --secret S" })
 
-  require("kinot.cli.sim").define(p)
-  require("kinot.cli.worker").add(p) -- kinot worker (cli/worker.lua)
+  p:command("completion", "A shell completion script on stdout")
+    :epilog(ex { "kinot completion bash > ~/.local/share/bash-completion/completions/kinot",
+                 "source <(kinot completion bash)                 # this shell only",
+                 "kinot completion zsh > ~/.zfunc/_kinot",
+                 "kinot completion fish > ~/.config/fish/completions/kinot.fish" })
+    :argument("shell", "bash, zsh or fish"):choices { "bash", "zsh", "fish" }
+
+  require("kinot.cli.sim").define(p, ex)
+  require("kinot.cli.worker").add(p, ex) -- kinot worker (cli/worker.lua)
   return p
 end
 
@@ -195,10 +238,11 @@ local function listing(args, out, which)
     local rows = {}
     local opts = { limit = 100, concurrency = args.concurrency,
                    on_page = function(d, t) out:progress(d, t, which) end }
+    local shape = which == "lockers" and "lock" or "sensor"
     for d in each(c, opts) do
-      if args.jsonl then out:emit_json(d) else rows[#rows + 1] = d end
+      if args.jsonl then out:emit_json(d, shape) else rows[#rows + 1] = d end
     end
-    if args.json then out:emit_json(rows)
+    if args.json then out:emit_json(rows, shape .. "s")
     elseif not args.jsonl then
       local display = {}
       for i, d in ipairs(rows) do display[i] = row_of(d) end
@@ -207,10 +251,11 @@ local function listing(args, out, which)
     return EXIT.ok
   end
   local page = check(c[which](c, { offset = args.offset, limit = args.limit }))
+  local shape = which == "lockers" and "lock" or "sensor"
   if args.json then
-    out:emit_json(page)
+    out:emit_json(page, shape .. "_page")
   elseif args.jsonl then
-    for _, d in ipairs(page.objects) do out:emit_json(d) end
+    for _, d in ipairs(page.objects) do out:emit_json(d, shape) end
   else
     local display = {}
     for i, d in ipairs(page.objects) do display[i] = row_of(d) end
@@ -223,29 +268,37 @@ end
 run.lockers = function(a, o) return listing(a, o, "lockers") end
 run.sensors = function(a, o) return listing(a, o, "sensors") end
 
-local function one(args, out, method)
+-- one device: its fields in the reference's order (then any other, sorted)
+local function one(args, out, method, kind)
   local c = client_of(args)
   local d = check(c[method](c, args.sn))
-  if args.json or args.jsonl then out:emit_json(d) return EXIT.ok end
+  if args.json or args.jsonl then out:emit_json(d, kind) return EXIT.ok end
+  local rank = {}
+  for i, k in ipairs(vocabulary.order[kind]) do rank[k] = i end
   local keys = {}
   for k in pairs(d) do keys[#keys + 1] = k end
-  table.sort(keys, function(a, b) return a == "sn" or (b ~= "sn" and a < b) end)
+  table.sort(keys, function(a, b)
+    if rank[a] and rank[b] then return rank[a] < rank[b] end
+    if rank[a] or rank[b] then return rank[a] ~= nil end
+    return a < b
+  end)
   local kv = {}
   for i, k in ipairs(keys) do kv[i] = { k, d[k] } end
   out:kv(kv)
   return EXIT.ok
 end
 
-run.locker = function(a, o) return one(a, o, "locker") end
-run.sensor = function(a, o) return one(a, o, "sensor") end
-run.dtu = function(a, o) return one(a, o, "dtu_device") end
+run.locker = function(a, o) return one(a, o, "locker", "lock") end
+run.sensor = function(a, o) return one(a, o, "sensor", "sensor") end
+run.dtu = function(a, o) return one(a, o, "dtu_device", "dtu") end
 
 local function show_command(args, out, cmd)
-  if args.json or args.jsonl then out:emit_json(cmd) return end
+  if args.json or args.jsonl then out:emit_json(cmd, "command") return end
   local status = cmd.command_status
   local colour = status == "succeeded" and "green" or status == "failed" and "red" or "yellow"
   local rows = { { "guid", cmd.guid }, { "sn", cmd.sn }, { "status", out:paint(colour, tostring(status)) },
-           { "parameter", type(cmd.parameter) == "table" and json.encode(cmd.parameter) or tostring(cmd.parameter) } }
+           { "parameter", type(cmd.parameter) == "table" and output.json_text(cmd.parameter, output.SHAPES.command.fields.parameter)
+                          or tostring(cmd.parameter) } }
   -- the platform's reason ("NULL": none); its command answer may not carry one
   local reason = cmd.reason
   if type(reason) == "string" and reason ~= "" and reason ~= vocabulary.NO_REASON then
@@ -272,12 +325,45 @@ run.command = function(args, out)
   return (cmd.command_status == "failed") and EXIT.api or EXIT.ok
 end
 
+-- the device types a `notifications get/set` names: positional or
+-- --device-type, the same on both; `all` is both types
+local function device_types_of(args, sub)
+  local pos, opt = args.device_type_arg, args.device_type
+  if pos and opt and pos ~= opt then
+    misuse("notifications " .. sub .. ": the device type is given twice ('" .. pos .. "' and --device-type '" .. opt .. "')")
+  end
+  local given = pos or opt
+  if not given then
+    misuse("notifications " .. sub .. " needs a device type: " .. DEVICE_TYPE_HELP .. ", or all (as an argument or --device-type)")
+  end
+  if given == "all" then return { vocabulary.device_codes.lock, vocabulary.device_codes.sensor }, true end
+  local dt = tonumber(given) or given
+  if not pcall(validate.device_type, dt) then
+    misuse("--device-type must be " .. DEVICE_TYPE_HELP .. ", or all (got '" .. tostring(given) .. "')")
+  end
+  return { dt }, false
+end
+
+local function show_notification(args, out, r)
+  local kv = {}
+  for _, k in ipairs { "device_type", "sn", "status_changed_callback_url", "command_resp_callback_url", "callback_url",
+                       "error_detail", "update_at" } do
+    local v = r[k]
+    if v == json.null or v == "" then v = nil end
+    -- both URLs always, a cleared one as such
+    if v == nil and not args.test and k:match("_callback_url$") then v = out:paint("dim", "(not set)") end
+    if v ~= nil then kv[#kv + 1] = { k, v } end
+  end
+  out:kv(kv)
+end
+
 run.notifications = function(args, out)
   local c = client_of(args)
-  local dt = args.device_type and (tonumber(args.device_type) or args.device_type)
-  local r
+  local results, all = {}, false
   if args.get then
-    r = check(c:notifications(dt))
+    local dts
+    dts, all = device_types_of(args, "get")
+    for i, dt in ipairs(dts) do results[i] = check(c:notifications(dt)) end
   elseif args.set then
     for _, w in ipairs { "status", "command" } do
       if args["clear_" .. w .. "_url"] then
@@ -289,31 +375,39 @@ run.notifications = function(args, out)
     if not args.status_url and not args.command_url then
       misuse("notifications set needs --status-url and/or --command-url (or --clear-status-url / --clear-command-url)")
     end
-    if not pcall(validate.device_type, dt) then
-      misuse("--device-type must be " .. DEVICE_TYPE_HELP .. " (got '" .. tostring(args.device_type) .. "')")
-    end
+    local dts
+    dts, all = device_types_of(args, "set")
     if args.status_url and args.status_url ~= "" then validate.url(args.status_url, "--status-url") end
     if args.command_url and args.command_url ~= "" then validate.url(args.command_url, "--command-url") end
-    r = check(c:set_notifications { device_type = dt, status_changed_callback_url = args.status_url,
-                                    command_resp_callback_url = args.command_url })
+    for i, dt in ipairs(dts) do
+      local r, err = c:set_notifications { device_type = dt, status_changed_callback_url = args.status_url,
+                                           command_resp_callback_url = args.command_url }
+      if not r and i > 1 then -- one type set, the other not: say which
+        err.message = "the " .. vocabulary.device_types[dts[1]] .. "s' callback URLs were set, the " ..
+          vocabulary.device_types[dt] .. "s' were not: " .. tostring(err.message)
+      end
+      results[i] = check(r, err)
+    end
   else
-    r = check(c:test_notification(args.sn, args.type))
+    results[1] = check(c:test_notification(args.sn, args.type))
   end
   -- a callback URL may carry credentials: shown without them
-  for _, k in ipairs { "status_changed_callback_url", "command_resp_callback_url", "callback_url" } do
-    if type(r[k]) == "string" then r[k] = redact.url(r[k]) end
+  for _, r in ipairs(results) do
+    for _, k in ipairs { "status_changed_callback_url", "command_resp_callback_url", "callback_url" } do
+      if type(r[k]) == "string" then r[k] = redact.url(r[k]) end
+    end
   end
-  if args.json or args.jsonl then out:emit_json(r) return EXIT.ok end
-  local kv = {}
-  for _, k in ipairs { "device_type", "sn", "status_changed_callback_url", "command_resp_callback_url", "callback_url",
-                       "error_detail", "update_at" } do
-    local v = r[k]
-    if v == json.null or v == "" then v = nil end
-    -- both URLs always, a cleared one as such
-    if v == nil and not args.test and k:match("_callback_url$") then v = out:paint("dim", "(not set)") end
-    if v ~= nil then kv[#kv + 1] = { k, v } end
+  local shape = args.test and "test_notification" or "notification"
+  if args.jsonl then
+    for _, r in ipairs(results) do out:emit_json(r, shape) end
+  elseif args.json then
+    if all then out:emit_json(results, "notifications") else out:emit_json(results[1], shape) end
+  else
+    for i, r in ipairs(results) do
+      if i > 1 then out:print("") end
+      show_notification(args, out, r)
+    end
   end
-  out:kv(kv)
   return EXIT.ok
 end
 
@@ -325,7 +419,7 @@ run.report = function(args, out)
   for s in (os.getenv("KINOT_DTUS") or ""):gmatch("[^,%s]+") do dtus[#dtus + 1] = s end
   local r = report.build(c, { concurrency = args.concurrency, dtus = dtus,
                               on_page = function(kind, d, t) out:progress(d, t, kind) end })
-  if args.json or args.jsonl then out:emit_json(r) else report.print(out, r) end
+  if args.json or args.jsonl then out:emit_json(r, "report") else report.print(out, r) end
   return EXIT.ok
 end
 
@@ -350,8 +444,8 @@ run.sign = function(args, out)
                                  headers = headers, sign_headers = args.sign_header, app_secret = secret,
                                  signature_method = args.signature_method }
   if args.json or args.jsonl then
-    out:emit_json { string_to_sign = r.string_to_sign, signed_headers = r.signed_headers, signature = r.signature,
-                    headers = headers }
+    out:emit_json({ string_to_sign = r.string_to_sign, signed_headers = r.signed_headers, signature = r.signature,
+                    headers = headers }, "sign")
     return EXIT.ok
   end
   out:print(out:paint("bold", "string-to-sign") .. out:paint("dim", " (each line ends in \\n but the last)"))
@@ -387,9 +481,9 @@ run.verify = function(args, out)
   end
   local ev, err = callback.verify(body, { secret = secrets, max_body = math.huge, sign_rule = args.sign_rule })
   if args.json or args.jsonl then
-    out:emit_json { valid = ev ~= nil, canonical = canonical or json.null, reason = err and err.reason or json.null,
+    out:emit_json({ valid = ev ~= nil, canonical = canonical or json.null, reason = err and err.reason or json.null,
                     message = err and err.message or json.null, kind = ev and ev.kind or json.null,
-                    device = ev and ev.device or json.null, sn = ev and ev.sn or json.null }
+                    device = ev and ev.device or json.null, sn = ev and ev.sn or json.null }, "verify")
   else
     out:kv { { "canonical", canonical or ("(none: " .. tostring(cerr and cerr.message) .. ")") } }
     if ev then
@@ -411,7 +505,7 @@ function M.discover(body, secrets, args, out)
   local report, err = callback.discover(body, secrets, args.sign_rule and { args.sign_rule } or nil)
   if not report then
     if args.json or args.jsonl then
-      out:emit_json { valid = false, reason = err.reason, message = err.message, rules = {} }
+      out:emit_json({ valid = false, reason = err.reason, message = err.message, rules = {} }, "discover")
     else
       out:kv { { "verdict", out:paint("red", "refused: " .. err.message) } }
     end
@@ -424,8 +518,8 @@ function M.discover(body, secrets, args, out)
     for i, m in ipairs(report.matches) do
       matches[i] = { name = m.name, secret_index = m.secret_index, undetermined = m.undetermined }
     end
-    out:emit_json { valid = #names > 0, rules = names, matches = matches, tried = report.tried, ruled_out = report.ruled_out,
-                    sign_form = report.sign_form, canonical = report.canonical, note = report.note or json.null }
+    out:emit_json({ valid = #names > 0, rules = names, matches = matches, tried = report.tried, ruled_out = report.ruled_out,
+                    sign_form = report.sign_form, canonical = report.canonical, note = report.note or json.null }, "discover")
   else
     out:kv { { "canonical", report.canonical }, { "sign", report.sign_form } }
     if #names > 0 then
@@ -448,6 +542,13 @@ function M.discover(body, secrets, args, out)
 end
 
 run.sim = function(a, o) return require("kinot.cli.sim").run(a, o, EXIT) end
+
+-- lua-argparse writes the scripts from the parser itself
+run.completion = function(args, out)
+  local parser = build_parser()
+  out.out:write(parser["get_" .. args.shell .. "_complete"](parser))
+  return EXIT.ok
+end
 run.worker = function(a, o) return require("kinot.cli.worker").run(a, o) end
 
 -- ------------------------------------------------------------ main
@@ -498,6 +599,8 @@ local function parse(parser, argv)
   if args ~= failed then error(args, 0) end
   return nil, failed
 end
+
+M.build_parser = build_parser -- (the specs walk its commands)
 
 function M.main(argv, io_opts)
   local parser = build_parser()

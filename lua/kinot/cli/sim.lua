@@ -13,10 +13,13 @@ local FAULT_KINDS = "latency, reset, status, throttle, gateway_throttle, gateway
 local function usage(msg) require("kinot.errors").misuse(msg) end
 
 --- define(parser): the `sim` command and its subcommands
-function M.define(p)
+function M.define(p, ex)
   local sim = p:command("sim", "Run the local platform simulator (nginx + Lua), or drive a running one")
-    :epilog("A port already in use is refused (exit 2). The admin API, and what trigger/fault/drift send to it: " ..
-            "README, \"The simulator\".")
+    :epilog(ex({ "kinot sim                                  # in the foreground, until Ctrl-C",
+                 "kinot sim --daemon --locks 200 --pid-file /tmp/sim.pid",
+                 "kinot sim --port 8080 --failure-rate 0.1 --quirks" },
+            "A port already in use is refused (exit 2). The admin API, and what trigger/fault/drift send to it: " ..
+            "README, \"The simulator\"."))
   sim:command_target("sub")
   sim:require_command(false)
   sim:option("--port", "Port on 127.0.0.1 (default a free one; a busy one is refused)"):convert(tonumber)
@@ -35,6 +38,7 @@ function M.define(p)
   sim:option("--pid-file", "Where --daemon records the simulator (default " .. M.DEFAULT_PID_FILE .. ")")
   local stop = sim:command("stop", "Stop a simulator started with --daemon")
   stop:option("--pid-file", "As given to --daemon (default " .. M.DEFAULT_PID_FILE .. ")")
+  stop:epilog(ex { "kinot sim stop", "kinot sim stop --pid-file /tmp/sim.pid" })
 
   local function target(c)
     c:option("--url", "The running simulator, as `kinot sim` printed it (default $KINOT_ENDPOINT)")
@@ -46,21 +50,30 @@ function M.define(p)
   trig:option("--set", "status: field=value the device takes (repeatable; default car_detected flips)"):count("*")
   trig:option("--value", "command: the parameter value (1; 2 freezes a sensor)", "1"):convert(tonumber)
   target(trig)
+  trig:epilog(ex { "kinot sim trigger status 419600001                      # car_detected flips",
+                   "kinot sim trigger status 419600001 --set low_battery=1",
+                   "kinot sim trigger command 419800001 --value 2 --url http://127.0.0.1:8080" })
   local fault = sim:command("fault", "Inject a fault into a running simulator's next requests, or list / clear them")
   fault:argument("kind", FAULT_KINDS .. "; or list, clear")
   fault:option("--next", "How many requests it hits, then it goes (default 1, unless --share)"):convert(tonumber)
   fault:option("--share", "Instead: the share of requests it hits, 0..1, until cleared"):convert(tonumber)
   fault:option("--endpoint", "Only requests to this endpoint, e.g. 'GET /lockers' or 'POST /commands'")
   fault:option("--status", "The HTTP status (status: 503 by default; gateway: 400)"):convert(tonumber)
+  fault:option("--code", "status: the platform's code in the body, e.g. 500 with --status 200"):convert(tonumber)
   fault:option("--latency", "Seconds added (latency)"):convert(tonumber)
   fault:option("--retry-after", "Retry-After seconds (status, throttle)"):convert(tonumber)
-  fault:option("--message", "X-Ca-Error-Message (gateway; default 'Nonce Used')")
+  fault:option("--message", "gateway: X-Ca-Error-Message (default 'Nonce Used'); status: the body's message " ..
+    "(default 'injected failure')")
   fault:flag("--after", "reset: close only after the platform acted on the request")
   target(fault)
+  fault:epilog(ex { "kinot sim fault status --status 503 --next 2 --endpoint 'GET /lockers'",
+                    "kinot sim fault latency --latency 2 --share 0.5",
+                    "kinot sim fault list", "kinot sim fault clear" })
   local drift = sim:command("drift", "Random devices of a running simulator change (car_detected flips), " ..
     "each sending its status_changed callback")
   drift:option("--count", "How many changes", "1"):convert(tonumber)
   target(drift)
+  drift:epilog(ex { "kinot sim drift --count 20" })
 end
 
 -- ------------------------------------------------------------ the admin API
@@ -125,7 +138,7 @@ local function trigger(args, out, EXIT)
   if args.what == "status" then
     local url = r.callback_url ~= json.null and r.callback_url or nil
     out:kv { { "device", tostring(r.device) .. " " .. tostring(r.sn) },
-             { "changed", json.encode(r.set) },
+             { "changed", require("kinot.cli.output").json_text(r.set) },
              { "callback", url and ("status_changed posted to " .. url) or
                  "none: no status_changed callback URL is set for this device type (kinot notifications set ...)" } }
   else
@@ -139,9 +152,22 @@ local function fault(args, out, EXIT)
   if args.kind == "list" then
     local r = admin(args, "GET", "/faults")
     local list = r.faults ~= json.null and r.faults or {}
-    if args.json or args.jsonl then out:emit_json(list) return EXIT.ok end
-    if #list == 0 then out:print("no fault pending") end
-    for _, f in ipairs(list) do out:print(json.encode(f)) end
+    if args.json then out:emit_json(list, "faults") return EXIT.ok end
+    if args.jsonl then
+      for _, f in ipairs(list) do out:emit_json(f, "fault") end
+      return EXIT.ok
+    end
+    if #list == 0 then out:print("no fault pending") return EXIT.ok end
+    -- each fault as `kinot sim fault` takes it: blank where not given
+    local rows = {}
+    for i, f in ipairs(list) do
+      rows[i] = { kind = f.kind, next = f.next, share = f.share, endpoint = f.endpoint, status = f.status, code = f.code,
+                  latency = f.latency, retry_after = f.retry_after, message = f.message,
+                  after = f.after == true and "yes" or nil }
+    end
+    out:table(rows, { { "kind", "KIND" }, { "next", "NEXT" }, { "share", "SHARE" }, { "endpoint", "ENDPOINT" },
+                      { "status", "STATUS" }, { "code", "CODE" }, { "latency", "LATENCY" }, { "retry_after", "RETRY_AFTER" },
+                      { "message", "MESSAGE" }, { "after", "AFTER" } })
     return EXIT.ok
   elseif args.kind == "clear" then
     admin(args, "DELETE", "/faults")
@@ -152,11 +178,12 @@ local function fault(args, out, EXIT)
   if args.share and (args.share < 0 or args.share > 1) then usage("--share must be from 0 to 1") end
   if args.next and (args.next < 1 or args.next ~= math.floor(args.next)) then usage("--next must be an integer >= 1") end
   local f = { kind = args.kind, next = args.next, share = args.share, endpoint = args.endpoint, status = args.status,
+              code = args.code,
               latency = args.latency, retry_after = args.retry_after, message = args.message,
               after = args.after or nil }
   if not f.next and not f.share then f.next = 1 end
   admin(args, "POST", "/faults", f)
-  if args.json or args.jsonl then out:emit_json(f) return EXIT.ok end
+  if args.json or args.jsonl then out:emit_json(f, "fault") return EXIT.ok end
   out:print(string.format("fault %s on %s of the requests to %s", f.kind,
     f.share and (f.share * 100 .. "%") or ("the next " .. f.next), f.endpoint or "any endpoint"))
   return EXIT.ok
@@ -166,7 +193,7 @@ local function drift(args, out, EXIT)
   if not args.count or args.count < 1 then usage("--count must be >= 1") end
   local r = admin(args, "POST", "/drift", { count = args.count })
   local changed = r.changed ~= json.null and r.changed or {}
-  if args.json or args.jsonl then out:emit_json(changed) return EXIT.ok end
+  if args.json or args.jsonl then out:emit_json(changed, "sns") return EXIT.ok end
   local sns = {}
   for i, sn in ipairs(changed) do sns[i] = tostring(sn) end
   out:print("changed (car_detected flipped, status_changed sent): " .. table.concat(sns, " "))
@@ -255,7 +282,7 @@ function M.run(args, out, EXIT)
   local sig = signals.wait_signal(sim.pid)
   launcher.stop(sim.prefix)
   os.execute("rm -rf " .. launcher.sh_quote(sim.prefix))
-  if not args.json then out.err:write("simulator stopped (", sig, ")\n") end
+  if not args.json then out:note("simulator stopped (", sig, ")") end
   return EXIT.ok
 end
 

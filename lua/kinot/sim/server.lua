@@ -346,7 +346,9 @@ local function apply_fault(f)
     if f.after then return false end
     return true, ngx.exit(444)
   elseif f.kind == "status" then
-    respond(f.status or 503, '{"message":"injected failure"}', f.retry_after and { ["Retry-After"] = tostring(f.retry_after) })
+    -- with `code`, the platform's refusal in a 200 (`{"code":N,"message":...}`)
+    respond(f.status or 503, "{" .. (f.code and ('"code":' .. value(f.code) .. ",") or "") .. '"message":' ..
+      value(f.message or "injected failure") .. "}", f.retry_after and { ["Retry-After"] = tostring(f.retry_after) })
   elseif f.kind == "throttle" then
     respond(429, '{"message":"too many requests"}', { ["Retry-After"] = tostring(f.retry_after or 1) })
   elseif f.kind == "gateway_throttle" then
@@ -489,7 +491,8 @@ function M.admin()
     S.faults = {}
     return reply(200, '{"ok":true}')
   elseif rel == "/faults" and method == "GET" then
-    return reply(200, json.encode { faults = #S.faults > 0 and S.faults or json.null })
+    -- a list, [] when none (lua-cjson would write an empty table as {})
+    return reply(200, '{"faults":' .. (#S.faults > 0 and json.encode(S.faults) or "[]") .. "}")
   elseif rel == "/faults" and method == "POST" then
     if type(doc.kind) ~= "string" then return reply(400, '{"error":"kind is required"}') end
     S.faults[#S.faults + 1] = doc
@@ -520,7 +523,7 @@ function M.admin()
     S.fleet.cache, S.fleet.cache_size = {}, 0
     return reply(200, '{"ok":true}')
   elseif rel == "/callbacks" then
-    return reply(200, json.encode { deliveries = #S.deliveries > 0 and S.deliveries or json.null })
+    return reply(200, '{"deliveries":' .. (#S.deliveries > 0 and json.encode(S.deliveries) or "[]") .. "}")
   elseif rel == "/trigger" and method == "POST" then
     return reply(trigger(doc))
   elseif rel == "/drift" and method == "POST" then
