@@ -56,7 +56,7 @@ function M.run(args, out)
   end
   local w = worker.new(opts)
   out:note(string.format("kinot worker %s: %s, group %s, on %s", w.consumer, w.stream, w.group, redis.redact(url)))
-  local core = require "kinot.core"
+  local core = require "kinot.core_loader"
   local since, last = core.monotonic(), { handled = 0, failed = 0, dead = 0 }
   local function counts()
     local now = core.monotonic()
