@@ -113,7 +113,7 @@ describe("the README's and docs' examples against kinot sim #sim #cli #slow", fu
       " KINOT_APP_SECRET=" .. sim.app_secret ..
       " LUA_PATH='" .. H.root .. "/lua/?.lua;" .. H.root .. "/lua/?/init.lua;;'" ..
       " LUA_CPATH='" .. H.root .. "/build/5.1/?.so;;' LUA_CPATH_5_4='" .. H.root .. "/build/5.4/?.so;;'" ..
-      " KINOT_STAGE= KINOT_PROXY=; cd " .. tmp .. "; "
+      " KINOT_STAGE= KINOT_PROXY= HOME=" .. tmp .. "; cd " .. tmp .. "; " -- a docs line may write under ~
   end)
   teardown(function()
     if tmp then
