@@ -76,12 +76,15 @@ function M.is(v)
   return getmetatable(v) == mt
 end
 
--- the SDK's own files: "@.../lua/" of this file, then "kinot/"
-local SDK = (getinfo(1, "S").source:match("^(@.*)kinot[/\\]errors%.lua$") or "@\0") .. "kinot"
+-- the SDK's own files: "@.../lua/kinot/" (or "\"), the directory of this
+-- file.  The separator is part of it: a caller's "@.../lua/kinot_app.lua"
+-- is not the SDK's.
+local SDK = getinfo(1, "S").source:match("^(@.*kinot[/\\])errors%.lua$") or "@\0"
 
--- "file:line" of the first caller outside the SDK (and outside C)
+-- "file:line" of the first frame outside the SDK (and outside C), however
+-- deep in the SDK the raise is: the same frame on Lua 5.4 and LuaJIT
 local function caller()
-  for level = 3, 60 do
+  for level = 3, 200 do
     local info = getinfo(level, "Sl")
     if not info then return nil end
     local src = info.source
@@ -100,11 +103,33 @@ function M.misuse_object(message)
   return setmetatable({ kind = "misuse", message = message, where = caller() }, misuse_mt)
 end
 
+-- Inside nginx an error nobody catches is logged by lua-nginx-module, and
+-- it reads only a string or a number: a table, __tostring or not, is
+-- logged as "unknown reason" (content, access, timers ...) or "unknown
+-- error" (init_by_lua), ngx_http_lua_util.c.  So when no pcall or xpcall of
+-- this coroutine stands between the raise and nginx, the misuse is logged
+-- here first, readably, and still raised as the object it is.
+local ngx = rawget(_G, "ngx")
+local pcall, xpcall = pcall, xpcall
+
+local function caught()
+  for level = 3, 200 do
+    local info = getinfo(level, "f")
+    if not info then return false end
+    if info.func == pcall or info.func == xpcall then return true end
+  end
+  return true
+end
+
 --- misuse(message): raises the misuse error.  `where` names the first
 -- caller outside the SDK, found by walking the stack, not counted by hand.
 ---@param message string what is wrong with which argument
 function M.misuse(message)
-  error(M.misuse_object(message), 0)
+  local e = M.misuse_object(message)
+  if ngx and ngx.log and not caught() then
+    ngx.log(ngx.ERR, misuse_mt.__tostring(e), e.where and (" (at " .. e.where .. ")") or "")
+  end
+  error(e, 0)
 end
 
 --- is_misuse(v) -> whether v is a misuse object (kinot.Misuse)

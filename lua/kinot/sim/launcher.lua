@@ -214,7 +214,7 @@ end
 function M.start(opts)
   opts = opts or {}
   if opts.paging ~= nil and opts.paging ~= "page0" and opts.paging ~= "page1" and opts.paging ~= "rows" then
-    error("kinot: paging must be \"page0\", \"page1\" or \"rows\" (got " .. tostring(opts.paging) .. ")", 2)
+    require("kinot.errors").misuse("paging must be \"page0\", \"page1\" or \"rows\" (got " .. tostring(opts.paging) .. ")")
   end
   local root = lua_root()
   local cpath, err = M.luajit_cpath(root)
