@@ -361,7 +361,6 @@ end)
 
 describe("validate.options: an option nobody reads is refused #unit", function()
   local validate = require "kinot.validate"
-  local errors = require "kinot.errors"
 
   it("names every unknown key, sorted, and the known ones", function()
     local ok, err = pcall(validate.options, { max_age = 1, bogus = 2, secret = "s" },
