@@ -77,6 +77,60 @@ describe("one Lua error funnel #unit", function()
   end)
 end)
 
+describe("an unknown option raises misuse naming it, in every function taking options #unit", function()
+  local kinot = require "kinot"
+  local redis = require "kinot.redis"
+  local OK = { app_key = "k", app_secret = "s", endpoint = "http://127.0.0.1:9" }
+  local function with(extra)
+    local o = {}
+    for k, v in pairs(OK) do o[k] = v end
+    for k, v in pairs(extra) do o[k] = v end
+    return o
+  end
+
+  it("names the function and the option, and raises before anything is sent", function()
+    local c = kinot.new(OK)
+    local cases = {
+      { "kinot.new", function() kinot.new(with { max_age = 1 }) end },
+      { "kinot.new backoff", function() kinot.new(with { backoff = { base = 1, maximum = 2 } }) end },
+      { "kinot.new", function() kinot.configure(with { timeuot = 1 }) end },
+      { "lockers", function() c:lockers { offset = 0, limt = 10 } end },
+      { "sensors", function() c:sensors { page = 1 } end },
+      { "each_locker", function() c:each_locker { concurency = 2 } end },
+      { "each_sensor", function() c:each_sensor { offset = 3 } end },
+      { "wait_command", function() c:wait_command("g-1", { timeout = 1, poll = 1 }) end },
+      { "set_notifications", function() c:set_notifications { device_type = 18, url = "http://x" } end },
+      { "request", function() c:request("GET", "/lockers", { querry = {} }) end },
+      { "sign_request", function() kinot.sign_request { method = "GET", path = "/", app_secret = "s", secret = "s" } end },
+      { "transport.new", function() require("kinot.transport").new("curl", { verify = false }) end },
+      { "redis.new", function() redis.new("redis://h", { read_timeout = 1 }) end },
+      { "sim.launcher.start", function() require("kinot.sim.launcher").start { lock = 3 } end },
+    }
+    for _, case in ipairs(cases) do
+      local ok, e = pcall(case[2])
+      assert.is_false(ok, case[1])
+      assert.is_true(errors.is_misuse(e), case[1] .. ": " .. tostring(e))
+      assert.matches("^kinot: " .. case[1]:gsub("%.", "%%.") .. ": unknown option ", tostring(e))
+      assert.matches("errors_spec%.lua:%d+$", e.where)
+    end
+    c:close()
+  end)
+
+  it("accepts every option docs/api.md documents for kinot.new, and documents every one it accepts", function()
+    local f = assert(io.open(H.root .. "/docs/api.md"))
+    local doc = f:read("*a")
+    f:close()
+    local rows = assert(doc:match("| option | default | meaning |\n| %-%-%- | %-%-%- | %-%-%- |\n(.-)\n\n"))
+    local documented = {}
+    for name in rows:gmatch("| `([%w_]+)` |") do documented[#documented + 1] = name end
+    table.sort(documented)
+    local accepted = {}
+    for name in pairs(require("kinot.client").OPTIONS) do accepted[#accepted + 1] = name end
+    table.sort(accepted)
+    assert.are.same(documented, accepted)
+  end)
+end)
+
 describe("a misuse inside real nginx is logged readably #nginx", function()
   it("init_by_lua: nginx refuses to start and names the misuse", function()
     local ng = H.nginx {
