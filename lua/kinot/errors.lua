@@ -150,9 +150,9 @@ end
 ---| "gateway"         # the API gateway refused the request (X-Ca-Error-Message)
 ---| "signature"       # the gateway refused the signature (Invalid Signature)
 ---| "throttled"       # HTTP 429, or the gateway's "Throttled by ..."
----| "decode"          # the answer is not valid JSON, or not an object
+---| "decode"          # the answer is not valid JSON, or not an object; a Redis reply not RESP, or too deep
 ---| "not_found"       # an unknown sn or guid
----| "too_large"       # the answer passed its cap; a callback body over max_body
+---| "too_large"       # the answer passed its cap; a callback body over max_body; a Redis reply over max_reply
 ---| "callback"        # a callback body was refused (err.reason)
 ---| "unknown_outcome" # a command may or may not have reached the platform: never retried
 ---| "redis"           # a Redis server's own error answer (err.code)
