@@ -48,6 +48,10 @@ describe("one Lua error funnel #unit", function()
     misuse_at(here(), function() require("kinot.transport.dns").servers { 1 } end, "resolver")       -- dns
     misuse_at(here(), function() require("kinot.vocabulary").coerce("x", 1) end, "coerce")          -- vocabulary
     misuse_at(here(), function() require("kinot.sim.launcher").start { paging = "x" } end, "paging") -- sim
+    -- raised by the C core, called through SDK Lua (a tail call on LuaJIT)
+    misuse_at(here(), function() kinot.sign_request { method = "GET", path = "/", app_secret = "s", headers = { 1 } } end,
+      "header names")                                                                               -- C core
+    misuse_at(here(), function() require("kinot.core").signer(nil) end, "secret")                  -- C core
     -- the callback modules (raises that already pass through kinot.redis;
     -- the callback modules' own raises are h-pipeline's, tested there)
     misuse_at(here(), function() callback.handler { secret = "s", dedupe = { redis = 42 } } end, "redis") -- callback
@@ -150,6 +154,9 @@ describe("a misuse inside real nginx is logged readably #nginx", function()
         location = /uncaught { content_by_lua_block {
           require("kinot.redis").new("redis://h", { timeout = -1 })
         } }
+        location = /uncaught_c { content_by_lua_block {
+          require("kinot").sign_request { method = "GET", path = "/", app_secret = "s", headers = { 1 } }
+        } }
         location = /caught { content_by_lua_block {
           local ok, e = pcall(require("kinot.transport.resty").new, { ca_file = "/x" })
           ngx.say(ok, " ", require("kinot.errors").is_misuse(e), " ", tostring(e))
@@ -162,6 +169,10 @@ describe("a misuse inside real nginx is logged readably #nginx", function()
     local log = ng.log()
     assert.is_truthy(log:find("kinot: redis option timeout must be a positive number", 1, true), log)
     assert.matches("content_by_lua%(nginx%.conf:%d+%):2", log)
+    r = H.raw("GET", ng.url .. "/uncaught_c") -- raised by the C core
+    assert.are.equal(500, r.status)
+    log = ng.log()
+    assert.is_truthy(log:find("kinot: header names must be strings", 1, true), log)
     r = H.raw("GET", ng.url .. "/caught")
     assert.are.equal(200, r.status)
     assert.matches("^false true kinot: the resty transport cannot take ca_file", r.body)

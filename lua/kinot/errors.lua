@@ -121,15 +121,26 @@ local function caught()
   return true
 end
 
+local function log_uncaught(e)
+  if ngx and ngx.log and not caught() then
+    ngx.log(ngx.ERR, misuse_mt.__tostring(e), e.where and (" (at " .. e.where .. ")") or "")
+  end
+end
+
 --- misuse(message): raises the misuse error.  `where` names the first
 -- caller outside the SDK, found by walking the stack, not counted by hand.
 ---@param message string what is wrong with which argument
 function M.misuse(message)
   local e = M.misuse_object(message)
-  if ngx and ngx.log and not caught() then
-    ngx.log(ngx.ERR, misuse_mt.__tostring(e), e.where and (" (at " .. e.where .. ")") or "")
-  end
+  log_uncaught(e)
   error(e, 0)
+end
+
+-- the C core's misuse (kn_raise, src/lua_binding.c) is completed here, so
+-- that it has the same `where` and the same log as one raised from Lua
+debug.getregistry()["kinot.misuse_complete"] = function(e)
+  e.where = caller()
+  log_uncaught(e)
 end
 
 --- is_misuse(v) -> whether v is a misuse object (kinot.Misuse)
