@@ -159,19 +159,20 @@ function luasocket.open(self, deadline)
   return sock, true
 end
 
+-- the first byte waits (LuaSocket's own wait, bounded by what is left of
+-- the deadline), the rest is what has already come, without waiting
 function luasocket.some(sock, deadline, n)
-  local socket = require "socket"
-  while true do
-    sock:settimeout(0)
-    local data, err, partial = sock:receive(n)
-    if data then return data end
-    if partial and partial ~= "" then return partial end
-    if err ~= "timeout" then return nil, err end
-    local l = left(deadline)
-    if not l then return nil, "timeout" end
-    local ready, _, serr = socket.select({ sock }, nil, l)
-    if not (ready and ready[1]) and serr == "timeout" and not left(deadline) then return nil, "timeout" end
-  end
+  local l = left(deadline)
+  if not l then return nil, "timeout" end
+  sock:settimeout(l)
+  local first, err = sock:receive(1)
+  if not first then return nil, err end
+  if n == 1 then return first end
+  sock:settimeout(0)
+  local data, _, partial = sock:receive(n - 1)
+  data = data or partial
+  if not data or data == "" then return first end
+  return first .. data
 end
 
 function luasocket.send(sock, data, deadline)
@@ -309,6 +310,14 @@ local function read(rd, depth)
     local ok
     ok, kind, msg = spend(rd, n + 2)
     if not ok then return nil, kind, msg end
+    local at = rd.pos
+    if #rd.buf - at + 1 >= n + 2 then -- all there already (the common case)
+      if rd.buf:sub(at + n, at + n + 1) ~= "\r\n" then
+        return nil, "decode", "protocol error: a bulk string not ended by CRLF"
+      end
+      rd.pos = at + n + 2
+      return rd.buf:sub(at, at + n - 1)
+    end
     local data
     data, kind, msg = take(rd, n + 2)
     if not data then return nil, kind, msg end
