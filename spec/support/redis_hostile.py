@@ -8,6 +8,9 @@ command it receives with one bad reply, chosen by MODE:
   huge   a bulk string announced as 4,000,000,000 bytes, then zeros
          (at most 64 MiB, then nothing, so a reader that believes the
          length is only held, not fed 4 GB)
+  wide   an array announced as 4,000,000,000 elements, then ":1\r\n"s
+         (at most 64 MiB of them)
+  line   a simple string that never ends: "+" and 64 MiB of "x", no CRLF
 
 Listens on 127.0.0.1, on a port the kernel picks; prints "PORT PID" and
 serves until killed (the spec that started it kills it)."""
@@ -34,6 +37,16 @@ def serve(conn):
             zeros = b"\0" * 65536
             for _ in range(1024):
                 conn.sendall(zeros)
+        elif MODE == "wide":
+            conn.sendall(b"*4000000000\r\n")
+            ones = b":1\r\n" * 16384
+            for _ in range(1024):
+                conn.sendall(ones)
+        elif MODE == "line":
+            conn.sendall(b"+")
+            xs = b"x" * 65536
+            for _ in range(1024):
+                conn.sendall(xs)
         # hold the connection until the client closes it
         while conn.recv(65536):
             pass
