@@ -65,7 +65,7 @@ describe("transports through a proxy #nginx #sim #peer", function()
           local resty = require "kinot.transport.resty"
           for _, o in ipairs { { ca_file = "/x.pem" }, { proxy = "socks5://127.0.0.1:1" } } do
             local ok, err = pcall(resty.new, o)
-            ngx.say(ok and "accepted" or err)
+            ngx.say(ok and "accepted" or tostring(err))
           end
         } }
       ]],

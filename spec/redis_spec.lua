@@ -27,8 +27,9 @@ describe("redis URLs #unit", function()
                            ":" .. PASSWORD .. "@h:6379", "redis:/:" .. PASSWORD .. "@h", "redis//:" .. PASSWORD .. "@h" } do
       local ok, err = pcall(kredis.new, url)
       assert.is_false(ok, url)
-      assert.matches("^[^\n]*kinot: redis", err)
-      assert.is_nil(err:find(PASSWORD, 1, true), err)
+      assert.is_true(require("kinot.errors").is_misuse(err), tostring(err))
+      assert.matches("^kinot: redis", tostring(err))
+      assert.is_nil(tostring(err):find(PASSWORD, 1, true), tostring(err))
     end
     assert.has_error(function() kredis.new(42) end, "kinot: redis must be a redis:// URL string")
     assert.has_error(function() kredis.new("redis://h", { timeout = 0 }) end,
@@ -97,6 +98,17 @@ describe("kinot.redis against redis-server #redis", function()
     assert.is_nil(v)
     assert.are.equal("NOAUTH", err.code)
     assert.is_nil(tostring(err):find(PASSWORD, 1, true))
+  end)
+
+  it("refuses a reply over its max_reply, then serves the next call on a fresh connection", function()
+    local c = r.client { max_reply = 1024 }
+    assert.are.equal("OK", c:call("SET", "big", string.rep("x", 2048)))
+    local v, err = c:call("GET", "big")
+    assert.is_nil(v)
+    assert.are.equal("too_large", err.kind)
+    assert.matches("1024-byte cap (max_reply)", err.message, 1, true)
+    assert.are.equal(1000, #c:call("GETRANGE", "big", 0, 999))
+    c:close()
   end)
 
   it("reconnects once when its kept connection died (a restarted server)", function()

@@ -25,15 +25,26 @@ static int kn_raise(lua_State *L, const char *mt, const char *kind) {
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "message");
     if (strcmp(mt, MISUSE_MT) == 0) {
-        size_t n;
-        const char *w;
-        luaL_where(L, 1); /* "chunk:line: " of the Lua caller, or "" */
-        w = lua_tolstring(L, -1, &n);
-        if (n > 2) {
-            lua_pushlstring(L, w, n - 2);
-            lua_setfield(L, -3, "where");
+        /* kinot.errors completes a misuse as it does its own: `where` is
+         * the first frame outside the SDK (luaL_where(L, 1) is the frame
+         * that called C, often an SDK file, and another one on LuaJIT
+         * after a tail call), and inside nginx an uncaught one is logged */
+        lua_getfield(L, LUA_REGISTRYINDEX, MISUSE_COMPLETE);
+        if (lua_isfunction(L, -1)) {
+            lua_pushvalue(L, -2);
+            lua_call(L, 1, 0);
+        } else { /* kinot.errors not loaded: the caller of C */
+            size_t n;
+            const char *w;
+            lua_pop(L, 1);
+            luaL_where(L, 1); /* "chunk:line: " of the Lua caller, or "" */
+            w = lua_tolstring(L, -1, &n);
+            if (n > 2) {
+                lua_pushlstring(L, w, n - 2);
+                lua_setfield(L, -3, "where");
+            }
+            lua_pop(L, 1);
         }
-        lua_pop(L, 1);
     } else {
         lua_pushboolean(L, 0);
         lua_setfield(L, -2, "retryable");

@@ -42,6 +42,7 @@ KN_LOCAL void kn_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
 
 /* metatable names (registry keys) */
 #define MISUSE_MT "kinot.Misuse"          /* completed by lua/kinot/errors.lua */
+#define MISUSE_COMPLETE "kinot.misuse_complete" /* errors.lua: function(misuse) sets where, logs in nginx */
 #define ERROR_MT "kinot.Error"            /* completed by lua/kinot/errors.lua */
 #define SIGNER_MT "kinot.core.signer"     /* lua_sign.c */
 #define HTTP_MT "kinot.core.http"         /* lua_http.c */

@@ -28,9 +28,28 @@ Client.__index = Client
 
 local DEFAULT_ENDPOINT = "http://device.api.parks8.com/open/lora/v1"
 
+-- what kinot.new reads (docs/api.md): anything else is a mistake it names
+local OPTIONS = validate.set {
+  "app_key", "app_secret", "endpoint", "stage", "timeout", "connect_timeout", "retries", "backoff",
+  "max_retry_after", "signature_method", "transport", "paging", "verify_tls", "ca_file", "proxy",
+  "max_body", "resolver", "on_event",
+}
+Client.OPTIONS = OPTIONS
+local BACKOFF = validate.set { "base", "max" }
+-- what each method taking an options (or query) table reads
+local REQUEST = validate.set { "query", "body" }
+local PAGE = validate.set { "offset", "limit" }
+local EACH = validate.set { "limit", "concurrency", "on_page" }
+local WAIT = validate.set { "timeout", "interval" }
+local NOTIFICATIONS = validate.set {
+  "device_type", "status_changed_callback_url", "command_resp_callback_url", "commandResp_callback_url",
+}
+
 local function check_opts(o)
   local fail = misuse
   if type(o) ~= "table" then fail("kinot.new expects a table of options") end
+  validate.options(o, OPTIONS, "kinot.new")
+  if o.backoff ~= nil then validate.options(o.backoff, BACKOFF, "kinot.new backoff") end
   if type(o.app_key) ~= "string" or o.app_key == "" then
     fail("app_key is required (or set KINOT_APP_KEY)")
   end
@@ -121,7 +140,7 @@ end
 function Client:request(method, path, opts)
   if type(method) ~= "string" or not method:match("^%u+$") then misuse("method must be GET, POST, ...") end
   if type(path) ~= "string" or path:sub(1, 1) ~= "/" then misuse("path must start with '/' (below the endpoint)") end
-  opts = opts or {}
+  opts = validate.options(opts, REQUEST, "request") or {}
   local query = opts.query or {}
   if type(query) == "table" then -- (anything else: the signer names it)
     -- a number goes out as the integer it is, never "10.0", "2.5" or "nan"
@@ -162,7 +181,8 @@ local function normalise_command(cmd)
   return cmd
 end
 
-local function page(self, path, opts)
+local function page(self, path, opts, fname)
+  validate.options(opts, PAGE, fname)
   local offset, limit = validate.page(opts)
   local doc, err = get(self, path, { { "offset", validate.int_text(offset) }, { "limit", validate.int_text(limit) } })
   if not doc then return nil, err end
@@ -173,12 +193,12 @@ end
 ---@param opts? kinot.PageOptions
 ---@return kinot.LockPage|nil
 ---@return kinot.Error|nil
-function Client:lockers(opts) return page(self, "/lockers", opts) end
+function Client:lockers(opts) return page(self, "/lockers", opts, "lockers") end
 --- sensors{offset = 0, limit = 10} -> a page of sensors
 ---@param opts? kinot.PageOptions
 ---@return kinot.SensorPage|nil
 ---@return kinot.Error|nil
-function Client:sensors(opts) return page(self, "/sensors", opts) end
+function Client:sensors(opts) return page(self, "/sensors", opts, "sensors") end
 
 local function one(self, path, sn, what)
   sn = validate.sn(sn, "sn")
@@ -201,8 +221,8 @@ function Client:sensor(sn) return one(self, "/sensors", sn, "sensor") end
 ---@return kinot.Error|nil
 function Client:dtu_device(sn) return one(self, "/dtu_devices", sn, "DTU") end
 
-local function each(self, path, opts)
-  opts = opts or {}
+local function each(self, path, opts, fname)
+  opts = validate.options(opts, EACH, fname) or {}
   local _, limit = validate.page({ limit = opts.limit or 100 })
   local conc = validate.integer(opts.concurrency or 1, 1, 64)
   if not conc then misuse("concurrency must be an integer from 1 to 64 (got " .. tostring(opts.concurrency) .. ")") end
@@ -214,10 +234,10 @@ end
 --- it raises the kinot.Error (catch it with pcall)
 ---@param opts? kinot.EachOptions
 ---@return fun(): kinot.Lock?
-function Client:each_locker(opts) return each(self, "/lockers", opts) end
+function Client:each_locker(opts) return each(self, "/lockers", opts, "each_locker") end
 ---@param opts? kinot.EachOptions
 ---@return fun(): kinot.Sensor?
-function Client:each_sensor(opts) return each(self, "/sensors", opts) end
+function Client:each_sensor(opts) return each(self, "/sensors", opts, "each_sensor") end
 
 --- send_command(sn, parameter) -> command; never sent twice by the SDK
 ---@param sn kinot.Sn
@@ -263,7 +283,7 @@ local FINAL = { succeeded = true, failed = true }
 ---@return kinot.Error|nil kind timeout (err.command: the last state) when the wait runs out
 function Client:wait_command(guid, opts)
   guid = validate.guid(guid)
-  opts = opts or {}
+  opts = validate.options(opts, WAIT, "wait_command") or {}
   local timeout = validate.positive(opts.timeout, "timeout", true) or 60
   local interval = validate.positive(opts.interval, "interval") or 0.5
   -- 0 would poll the platform without a pause until the timeout
@@ -316,6 +336,7 @@ end
 ---@return kinot.Error|nil
 function Client:set_notifications(opts)
   if type(opts) ~= "table" then misuse("set_notifications expects a table") end
+  validate.options(opts, NOTIFICATIONS, "set_notifications")
   local dt = validate.device_type(opts.device_type)
   local body = { device_type = dt }
   local any = false

@@ -76,12 +76,15 @@ function M.is(v)
   return getmetatable(v) == mt
 end
 
--- the SDK's own files: "@.../lua/" of this file, then "kinot/"
-local SDK = (getinfo(1, "S").source:match("^(@.*)kinot[/\\]errors%.lua$") or "@\0") .. "kinot"
+-- the SDK's own files: "@.../lua/kinot/" (or "\"), the directory of this
+-- file.  The separator is part of it: a caller's "@.../lua/kinot_app.lua"
+-- is not the SDK's.
+local SDK = getinfo(1, "S").source:match("^(@.*kinot[/\\])errors%.lua$") or "@\0"
 
--- "file:line" of the first caller outside the SDK (and outside C)
+-- "file:line" of the first frame outside the SDK (and outside C), however
+-- deep in the SDK the raise is: the same frame on Lua 5.4 and LuaJIT
 local function caller()
-  for level = 3, 60 do
+  for level = 3, 200 do
     local info = getinfo(level, "Sl")
     if not info then return nil end
     local src = info.source
@@ -100,11 +103,44 @@ function M.misuse_object(message)
   return setmetatable({ kind = "misuse", message = message, where = caller() }, misuse_mt)
 end
 
+-- Inside nginx an error nobody catches is logged by lua-nginx-module, and
+-- it reads only a string or a number: a table, __tostring or not, is
+-- logged as "unknown reason" (content, access, timers ...) or "unknown
+-- error" (init_by_lua), ngx_http_lua_util.c.  So when no pcall or xpcall of
+-- this coroutine stands between the raise and nginx, the misuse is logged
+-- here first, readably, and still raised as the object it is.
+local ngx = rawget(_G, "ngx")
+local pcall, xpcall = pcall, xpcall
+
+local function caught()
+  for level = 3, 200 do
+    local info = getinfo(level, "f")
+    if not info then return false end
+    if info.func == pcall or info.func == xpcall then return true end
+  end
+  return true
+end
+
+local function log_uncaught(e)
+  if ngx and ngx.log and not caught() then
+    ngx.log(ngx.ERR, misuse_mt.__tostring(e), e.where and (" (at " .. e.where .. ")") or "")
+  end
+end
+
 --- misuse(message): raises the misuse error.  `where` names the first
 -- caller outside the SDK, found by walking the stack, not counted by hand.
 ---@param message string what is wrong with which argument
 function M.misuse(message)
-  error(M.misuse_object(message), 0)
+  local e = M.misuse_object(message)
+  log_uncaught(e)
+  error(e, 0)
+end
+
+-- the C core's misuse (kn_raise, src/lua_binding.c) is completed here, so
+-- that it has the same `where` and the same log as one raised from Lua
+debug.getregistry()["kinot.misuse_complete"] = function(e)
+  e.where = caller()
+  log_uncaught(e)
 end
 
 --- is_misuse(v) -> whether v is a misuse object (kinot.Misuse)
@@ -125,9 +161,9 @@ end
 ---| "gateway"         # the API gateway refused the request (X-Ca-Error-Message)
 ---| "signature"       # the gateway refused the signature (Invalid Signature)
 ---| "throttled"       # HTTP 429, or the gateway's "Throttled by ..."
----| "decode"          # the answer is not valid JSON, or not an object
+---| "decode"          # the answer is not valid JSON, or not an object; a Redis reply not RESP, or too deep
 ---| "not_found"       # an unknown sn or guid
----| "too_large"       # the answer passed its cap; a callback body over max_body
+---| "too_large"       # the answer passed its cap; a callback body over max_body; a Redis reply over max_reply
 ---| "callback"        # a callback body was refused (err.reason)
 ---| "unknown_outcome" # a command may or may not have reached the platform: never retried
 ---| "redis"           # a Redis server's own error answer (err.code)

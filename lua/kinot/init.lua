@@ -5,6 +5,7 @@ local core = require "kinot.core_loader"
 local Client = require "kinot.client"
 local errors = require "kinot.errors"
 local signer = require "kinot.signer"
+local validate = require "kinot.validate"
 
 --- The module: kinot.new, the default client's module-level calls (every
 --- client method, called on kinot.default_client()), the signing helpers.
@@ -86,6 +87,9 @@ end
 -- keyed signers by secret, so repeated calls reuse the absorbed HMAC key;
 -- weak values let unused ones go.  The last one is kept at hand: a script
 -- signs with one secret.
+local SIGN_REQUEST = validate.set {
+  "method", "path", "query", "form", "headers", "sign_headers", "app_secret", "signature_method",
+}
 local signers = setmetatable({}, { __mode = "v" })
 local last_secret, last_signer
 
@@ -106,6 +110,7 @@ end
 ---@return kinot.Signed
 function kinot.sign_request(t)
   if type(t) ~= "table" then errors.misuse("sign_request expects a table") end
+  validate.options(t, SIGN_REQUEST, "sign_request")
   local secret = t.app_secret
   if type(secret) ~= "string" then errors.misuse("app_secret must be a string") end
   return signer_for(secret):sign(t)

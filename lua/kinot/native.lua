@@ -96,9 +96,9 @@ if not ok then return false end
 
 -- The layout check: the core's "name value" lines against this side's.
 local function refuse(why)
-  error("kinot: " .. path .. " does not match the FFI declarations of kinot.native (" .. why ..
+  require("kinot.errors").misuse(path .. " does not match the FFI declarations of kinot.native (" .. why ..
     "): it was built from other sources than these Lua modules; rebuild it from them (make build, or " ..
-    "luarocks make) rather than let the FFI read its structs wrongly", 0)
+    "luarocks make) rather than let the FFI read its structs wrongly")
 end
 
 local has, layout = pcall(function() return lib.kn_ffi_layout end)

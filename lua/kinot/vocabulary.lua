@@ -132,7 +132,9 @@ local KINDS = { int = true, float = true, string = true, json = true }
 -- number, always a float (3 -> 3.0); string: a string; json: any value.
 -- A quoted number is not a number.  An unknown kind raises.
 function M.coerce(kind, v)
-  if not KINDS[kind] then error("kinot: coerce: kind must be int, float, string or json (got " .. tostring(kind) .. ")", 2) end
+  if not KINDS[kind] then
+    require("kinot.errors").misuse("coerce: kind must be int, float, string or json (got " .. tostring(kind) .. ")")
+  end
   local t = type(v)
   if kind == "json" then return v end
   if kind == "string" then

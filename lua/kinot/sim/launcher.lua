@@ -219,10 +219,15 @@ end
 --       how `offset` is read), examples (false: without the platform
 --       reference's example devices, 419631107 ...; kinot.sim.fleet)
 -- A port already in use is refused (err names it; sim is nil).
+local START = {
+  "port", "app_key", "app_secret", "locks", "sensors", "dtus", "seed", "command_pace", "failure_rate",
+  "callback_secret", "callback_retries", "stage", "quirks", "paging", "log_level", "prefix",
+}
 function M.start(opts)
-  opts = opts or {}
+  local validate = require "kinot.validate"
+  opts = validate.options(opts, validate.set(START), "sim.launcher.start") or {}
   if opts.paging ~= nil and opts.paging ~= "page0" and opts.paging ~= "page1" and opts.paging ~= "rows" then
-    error("kinot: paging must be \"page0\", \"page1\" or \"rows\" (got " .. tostring(opts.paging) .. ")", 2)
+    require("kinot.errors").misuse("paging must be \"page0\", \"page1\" or \"rows\" (got " .. tostring(opts.paging) .. ")")
   end
   local root = lua_root()
   local cpath, err = M.luajit_cpath(root)

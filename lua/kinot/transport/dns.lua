@@ -14,6 +14,7 @@
 --     lines of /etc/resolv.conf, read once per worker.
 -- A records only (IPv4), as the example's `ipv6=off` had it; answers are
 -- kept per worker for their TTL (at most 5 minutes); failures are not kept.
+local misuse = require("kinot.errors").misuse
 local M = {}
 
 local ngx = ngx -- luacheck: ignore (only present inside nginx)
@@ -81,12 +82,12 @@ function M.servers(list)
   if list == nil then return nil end
   if type(list) == "string" then list = { list } end
   if type(list) ~= "table" or #list == 0 then
-    error("kinot: resolver must be a list of \"ip[:port]\" nameservers", 4)
+    misuse("resolver must be a list of \"ip[:port]\" nameservers")
   end
   local out = {}
   for i, s in ipairs(list) do
     out[i] = type(s) == "string" and server(s)
-    if not out[i] then error("kinot: resolver[" .. i .. "] is not \"ip[:port]\" (got " .. tostring(s) .. ")", 4) end
+    if not out[i] then misuse("resolver[" .. i .. "] is not \"ip[:port]\" (got " .. tostring(s) .. ")") end
   end
   return out
 end

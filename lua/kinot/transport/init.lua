@@ -1,6 +1,7 @@
 -- Picks a transport (docs/transports.md): "curl", "resty", a function, or "auto"
 -- (resty inside nginx, curl elsewhere).  Never libcurl inside a worker.
 local errors = require "kinot.errors"
+local validate = require "kinot.validate"
 
 local M = {}
 
@@ -8,8 +9,12 @@ local function in_nginx()
   return rawget(_G, "ngx") ~= nil and ngx.socket ~= nil -- luacheck: ignore
 end
 
+-- what the transports read of the client's options (kinot.client passes them)
+local OPTIONS = validate.set { "verify_tls", "ca_file", "proxy", "max_body", "resolver" }
+
 --- new(kind, opts) -> transport object {name, send, send_many?, sleep, now, close}
 function M.new(kind, opts)
+  opts = validate.options(opts, OPTIONS, "transport.new") or {}
   kind = kind or "auto"
   if type(kind) == "function" then
     local core = require "kinot.core_loader"

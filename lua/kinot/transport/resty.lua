@@ -9,6 +9,7 @@ local ngx = ngx -- luacheck: ignore (only present inside nginx)
 local tonumber, concat, lower, find = tonumber, table.concat, string.lower, string.find
 local sub, byte, floor = string.sub, string.byte, math.floor
 local dns = require "kinot.transport.dns"
+local misuse = require("kinot.errors").misuse
 
 local COSOCKET_PHASES = {
   rewrite = true, access = true, content = true, timer = true,
@@ -45,16 +46,16 @@ end
 -- "http://[user:password@]host[:port]" or "host[:port]", as curl takes
 -- it (port 1080 by default) -> {host, port, hostport, auth}
 local function parse_proxy(url)
-  if type(url) ~= "string" then error("kinot: proxy must be a URL string", 4) end
+  if type(url) ~= "string" then misuse("proxy must be a URL string") end
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
   if scheme and lower(scheme) ~= "http" then
-    error("kinot: the resty transport speaks to http:// proxies only (got " .. scheme .. "://)", 4)
+    misuse("the resty transport speaks to http:// proxies only (got " .. scheme .. "://)")
   end
   rest = (rest or url):match("^([^/?#]*)")
   local userinfo, hostport = rest:match("^(.*)@(.*)$")
   hostport = hostport or rest
   local host, port = split_hostport(hostport, 1080)
-  if not host then error("kinot: bad proxy URL (no host)", 4) end
+  if not host then misuse("bad proxy URL (no host)") end
   local auth
   if userinfo then
     local user, password = userinfo:match("^([^:]*):?(.*)$")
@@ -304,7 +305,7 @@ function M.new(opts)
   -- building a client in init_by_lua is fine (sending from there is not,
   -- and send says so); outside nginx there is nothing to build on
   if not (ngx and ngx.socket) then
-    error("kinot: transport 'resty' needs nginx with the Lua module (ngx.socket)", 3)
+    misuse("transport 'resty' needs nginx with the Lua module (ngx.socket)")
   end
   local self = {
     name = "resty",
@@ -312,8 +313,8 @@ function M.new(opts)
     now = now,
   }
   if opts.ca_file ~= nil then
-    error("kinot: the resty transport cannot take ca_file: nginx verifies TLS against " ..
-      "lua_ssl_trusted_certificate (set it in nginx.conf)", 3)
+    misuse("the resty transport cannot take ca_file: nginx verifies TLS against " ..
+      "lua_ssl_trusted_certificate (set it in nginx.conf)")
   end
   local proxy = opts.proxy and parse_proxy(opts.proxy)
   local verify = opts.verify_tls ~= false
@@ -325,7 +326,7 @@ function M.new(opts)
     local can, reason = M.available()
     if not can then return nil, "network", reason, true end
     local scheme, host, port, target, hostport = parse_url(req.url)
-    if not scheme then error("kinot: bad url " .. require("kinot.redact").url(tostring(req.url)), 2) end
+    if not scheme then misuse("bad url " .. require("kinot.redact").url(tostring(req.url))) end
     -- `timeout` bounds the whole request: resolution, connect, TLS, send,
     -- head and body each get only what is left of it
     local timeout = req.timeout or 10
@@ -396,7 +397,7 @@ function M.new(opts)
       value = tostring(value)
       if find(name, "[%c: ]") or find(value, "[\r\n%z]") then
         sock:close()
-        error("kinot: header '" .. name:gsub("%c", "?") .. "' contains CR, LF or NUL", 2)
+        misuse("header '" .. name:gsub("%c", "?") .. "' contains CR, LF or NUL")
       end
       if lower(name) == "content-length" then has_len = true end
       lines[#lines + 1] = name .. ": " .. value

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""A FAKE Redis server for the specs: a real redis-server cannot be made to
+send what a broken or hostile one could, so this small peer answers every
+command it receives with one bad reply, chosen by MODE:
+
+  deep   a reply nested 400,000 arrays deep
+  drip   "+PONG\\r\\n", one byte every 1.5 s
+  huge   a bulk string announced as 4,000,000,000 bytes, then zeros
+         (at most 64 MiB, then nothing, so a reader that believes the
+         length is only held, not fed 4 GB)
+  wide   an array announced as 4,000,000,000 elements, then ":1\r\n"s
+         (at most 64 MiB of them)
+  line   a simple string that never ends: "+" and 64 MiB of "x", no CRLF
+
+Listens on 127.0.0.1, on a port the kernel picks; prints "PORT PID" and
+serves until killed (the spec that started it kills it)."""
+import os
+import socket
+import sys
+import threading
+import time
+
+MODE = sys.argv[1]
+
+
+def serve(conn):
+    try:
+        conn.recv(65536)  # the command: whatever it is, the answer is bad
+        if MODE == "deep":
+            conn.sendall(b"*1\r\n" * 400000 + b":1\r\n")
+        elif MODE == "drip":
+            for b in b"+PONG\r\n":
+                conn.sendall(bytes([b]))
+                time.sleep(1.5)
+        elif MODE == "huge":
+            conn.sendall(b"$4000000000\r\n")
+            zeros = b"\0" * 65536
+            for _ in range(1024):
+                conn.sendall(zeros)
+        elif MODE == "wide":
+            conn.sendall(b"*4000000000\r\n")
+            ones = b":1\r\n" * 16384
+            for _ in range(1024):
+                conn.sendall(ones)
+        elif MODE == "line":
+            conn.sendall(b"+")
+            xs = b"x" * 65536
+            for _ in range(1024):
+                conn.sendall(xs)
+        # hold the connection until the client closes it
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def main():
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    print(srv.getsockname()[1], os.getpid(), flush=True)
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
