@@ -13,7 +13,7 @@
 -- "redis" when the server answered an error (err.code is its first word:
 -- "NOGROUP", "BUSYGROUP", "WRONGPASS" ...).  No message ever contains the
 -- password: messages name host:port only.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local errors = require "kinot.errors"
 local validate = require "kinot.validate"
 local misuse = errors.misuse
