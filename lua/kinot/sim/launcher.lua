@@ -221,7 +221,7 @@ end
 -- A port already in use is refused (err names it; sim is nil).
 local START = {
   "port", "app_key", "app_secret", "locks", "sensors", "dtus", "seed", "command_pace", "failure_rate",
-  "callback_secret", "callback_retries", "stage", "quirks", "paging", "log_level", "prefix",
+  "callback_secret", "callback_retries", "stage", "quirks", "paging", "log_level", "prefix", "examples",
 }
 function M.start(opts)
   local validate = require "kinot.validate"
