@@ -58,7 +58,7 @@ static int usr_signal(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     if (strcmp(name, "SIGUSR1") == 0) return SIGUSR1;
     if (strcmp(name, "SIGUSR2") == 0) return SIGUSR2;
-    return luaL_error(L, "kinot: simsignal: only SIGUSR1 or SIGUSR2 can be held (got %s)", name);
+    return kn_misuse(L, "simsignal: only SIGUSR1 or SIGUSR2 can be held (got %s)", name);
 }
 
 /* hold_signal(name): block SIGUSR1 or SIGUSR2; it waits, queued, for take_signal */
