@@ -263,6 +263,16 @@ function Client:send_commands(items, opts)
   return require("kinot.batch").run(self, items, opts, command)
 end
 
+--- wait_commands(guids, {concurrency = 8, wait_timeout = 60, on_progress = fn}) -> results, summary:
+--- commands already sent, each followed to succeeded or failed
+---@param guids string[]
+---@param opts? {concurrency?: integer, wait_timeout?: number, on_progress?: fun(p: kinot.BatchProgress)}
+---@return kinot.BatchResult[]
+---@return kinot.BatchSummary
+function Client:wait_commands(guids, opts)
+  return require("kinot.batch").follow(self, guids, opts, command)
+end
+
 --- command(guid) -> the command's current state
 ---@param guid string
 ---@return kinot.Command|nil
@@ -430,8 +440,18 @@ end
 ---@field wait? boolean follow each command to succeeded or failed
 ---@field wait_timeout? number seconds per command from its creation (default 60)
 ---@field abort_after? number a count of failures (>= 1) or a ratio of them (0..1) that stops sending
----@field on_progress? fun(p: {total: integer, sent: integer, succeeded: integer, failed: integer, unknown: integer, skipped: integer, pending: integer, concurrency: integer}) after each round
+---@field on_progress? fun(p: kinot.BatchProgress) after each round
 ---@field journal? string a file path: the batch's record, to resume it
+
+---@class kinot.BatchProgress
+---@field total integer
+---@field sent integer
+---@field succeeded integer
+---@field failed integer
+---@field unknown integer
+---@field skipped integer
+---@field pending integer
+---@field concurrency integer the limit now
 
 ---@class kinot.BatchResult
 ---@field sn integer

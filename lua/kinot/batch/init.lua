@@ -29,6 +29,7 @@ local RATIO_SAMPLE = 10
 -- throttled answers one command may get before it fails as throttled
 local MAX_THROTTLED = 50
 local FINAL = { succeeded = true, failed = true }
+local drive
 
 -- items -> plan { {sn, value} ... }; a serial twice is refused: it would be
 -- commanded twice
@@ -37,7 +38,8 @@ local function plan_of(items, parameter)
   local plan, seen = {}, {}
   local n = #items
   for i = 1, n do
-    local it, sn, value = items[i], nil, parameter.value
+    local it, value = items[i], parameter.value
+    local sn
     if type(it) == "table" then
       sn = it.sn
       if sn == nil then sn = it[1] end
@@ -110,8 +112,26 @@ end
 -- { call(sn, key, value), answer(doc) -> cmd | nil, err, poll(guid) }
 function M.run(client, items, opts, command)
   local o = check_options(opts)
-  local plan = plan_of(items, { value = o.value })
-  local n = #plan
+  return drive(client, o, plan_of(items, { value = o.value }), command)
+end
+
+local FOLLOW_OPTIONS = validate.set { "concurrency", "wait_timeout", "on_progress" }
+
+--- follow(client, guids, opts, command) -> results, summary: commands
+-- already sent, each followed to succeeded or failed (client:wait_commands)
+function M.follow(client, guids, opts, command)
+  validate.options(opts, FOLLOW_OPTIONS, "wait_commands")
+  if type(guids) ~= "table" then misuse("wait_commands expects a list of command guids") end
+  local o = check_options { concurrency = opts and opts.concurrency, wait_timeout = opts and opts.wait_timeout,
+                            on_progress = opts and opts.on_progress, wait = true }
+  local list = {}
+  for i = 1, #guids do list[i] = validate.guid(guids[i]) end
+  return drive(client, o, nil, command, list)
+end
+
+-- the rounds: plan (commands to send) or guids (commands to follow)
+function drive(client, o, plan, command, guids)
+  local n = plan and #plan or #guids
   local transport = client.transport
   local now, sleep = transport.now, transport.sleep
   local started = now()
@@ -143,7 +163,7 @@ function M.run(client, items, opts, command)
   end
 
   for i = 1, n do
-    results[i] = { sn = plan[i].sn, value = plan[i].value, attempts = 0 }
+    results[i] = plan and { sn = plan[i].sn, value = plan[i].value, attempts = 0 } or { guid = guids[i], attempts = 0 }
   end
 
   if o.journal then
@@ -154,7 +174,11 @@ function M.run(client, items, opts, command)
 
   -- what an earlier run of this batch came to
   local t = now()
-  for i = 1, n do
+  for i = 1, guids and n or 0 do
+    outcome(i, "sent")
+    follow(i, t)
+  end
+  for i = 1, plan and n or 0 do
     local rec = journal and journal.found[i]
     local r = results[i]
     if not rec or rec.at == "not_sent" then

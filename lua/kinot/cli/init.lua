@@ -93,15 +93,16 @@ local function build_parser()
   local cmd = p:command("command", "Send, read and await device commands")
   cmd:command_target("sub")
   local send = cmd:command("send", "Send a command (value 1: lock BT code reset / sensor activate; 2: sensor freeze)")
-  send:argument("sn", "Device SN")
+  send:argument("sn", "Device SN (or --from FILE)"):args("?")
   send:option("--value", "Parameter value", "1"):convert(number("--value"))
   send:option("--key", "Parameter key", "handle")
   send:flag("--wait", "Wait until it succeeds or fails")
   send:option("--wait-timeout", "Seconds to wait", "60"):convert(number("--wait-timeout"))
   cmd:command("get", "Read a command"):argument("guid", "Command guid")
   local wait = cmd:command("wait", "Wait until a command succeeds or fails")
-  wait:argument("guid", "Command guid")
+  wait:argument("guid", "Command guid (or --from FILE)"):args("?")
   wait:option("--wait-timeout", "Seconds to wait", "60"):convert(number("--wait-timeout"))
+  require("kinot.cli.batch").add(send, wait) -- batches: --from FILE (cli/batch.lua)
 
   local n = p:command("notifications", "Callback settings")
   n:command_target("sub")
@@ -259,6 +260,10 @@ end
 
 run.command = function(args, out)
   local c = client_of(args)
+  if args.from then return require("kinot.cli.batch").run(args, out, c, EXIT) end
+  if (args.sub == "send" and not args.sn) or (args.sub == "wait" and not args.guid) then
+    misuse("command " .. args.sub .. " needs a " .. (args.sub == "send" and "SN" or "guid") .. " or --from FILE")
+  end
   local cmd
   if args.send then
     cmd = check(c:send_command(args.sn, { key = args.key, value = args.value }))
