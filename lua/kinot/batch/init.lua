@@ -213,6 +213,9 @@ function drive(client, o, plan, command, guids)
     end
   end
 
+  -- (the queue is emptied from its head: its length is counted here, as
+  -- `#` is undefined for a table with holes)
+  local qtail = #queue
   local limit = o.concurrency
   local hold_until = 0  -- no command before this (Retry-After)
   local sent_now = 0    -- commands sent in this run (the rate counts them)
@@ -244,12 +247,12 @@ function drive(client, o, plan, command, guids)
   while true do
     t = now()
     if stop_reason then -- nothing more goes out; the polls of those sent go on
-      for k = qhead, #queue do
+      for k = qhead, qtail do
         local i = queue[k]
         results[i].error = errors.new("api", "not sent: the batch stopped (" .. stop_reason .. ")")
         outcome(i, "skipped")
       end
-      qhead = #queue + 1
+      qhead = qtail + 1
       for _, l in ipairs(later) do
         results[l.i].error = errors.new("api", "not sent: the batch stopped (" .. stop_reason .. ")")
         outcome(l.i, "skipped")
@@ -274,7 +277,7 @@ function drive(client, o, plan, command, guids)
       allowed = min(allowed, tokens)
     end
     if hold_until > t then
-      if allowed > 0 and (qhead <= #queue or #later > 0) then next_at = min(next_at, hold_until) end
+      if allowed > 0 and (qhead <= qtail or #later > 0) then next_at = min(next_at, hold_until) end
       allowed = 0
     end
     local sends = {}
@@ -288,7 +291,7 @@ function drive(client, o, plan, command, guids)
     elseif #later > 0 then
       for _, l in ipairs(later) do next_at = min(next_at, max(l.at, hold_until)) end
     end
-    while #sends < allowed and qhead <= #queue do
+    while #sends < allowed and qhead <= qtail do
       sends[#sends + 1] = queue[qhead]
       queue[qhead] = nil
       qhead = qhead + 1

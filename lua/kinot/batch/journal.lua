@@ -57,7 +57,7 @@ function M.open(path, fingerprint, n)
       if type(rec) ~= "table" then
         -- a last line cut short: the batch died inside its write, before the
         -- fsync returned, so before what it announced was done
-        if ln == #lines and not complete then
+        if ln == #lines and not complete and ln > 1 then
           -- cut it off (a new file in its place), or the next record would
           -- join it into a line that reads as nothing
           local kept = text:sub(1, #text - #line)
@@ -68,6 +68,10 @@ function M.open(path, fingerprint, n)
             return nil, errors.new("internal", "the batch journal could not be repaired: " .. tostring(msg))
           end
           break
+        end
+        if ln == 1 then
+          errors.misuse("journal " .. path .. " is not a kinot batch journal (one cut short in its first line " ..
+            "never sent anything: remove it)")
         end
         errors.misuse("journal " .. path .. " line " .. ln .. " is not a batch journal record")
       end
