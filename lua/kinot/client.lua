@@ -255,7 +255,7 @@ end
 --- send_commands(items, opts) -> results, summary: many commands, each
 --- device at most once (docs/api.md); nil, err only when its journal cannot
 --- be written (nothing sent)
----@param items (kinot.Sn|{sn: kinot.Sn, value: any})[]
+---@param items kinot.BatchItem[]
 ---@param opts? kinot.BatchOptions
 ---@return kinot.BatchResult[]|nil
 ---@return kinot.BatchSummary|kinot.Error
@@ -266,7 +266,7 @@ end
 --- wait_commands(guids, {concurrency = 8, wait_timeout = 60, on_progress = fn}) -> results, summary:
 --- commands already sent, each followed to succeeded or failed
 ---@param guids string[]
----@param opts? {concurrency?: integer, wait_timeout?: number, on_progress?: fun(p: kinot.BatchProgress)}
+---@param opts? kinot.WaitManyOptions
 ---@return kinot.BatchResult[]
 ---@return kinot.BatchSummary
 function Client:wait_commands(guids, opts)
@@ -432,6 +432,14 @@ end
 ---@class kinot.RequestOptions
 ---@field query? string[][] ordered {name, value} pairs
 ---@field body? table|string a table is sent as JSON, a string as it is
+
+--- a serial (the value: parameter.value), or {sn = SN, value = V} / {SN, V}
+---@alias kinot.BatchItem kinot.Sn|table
+
+---@class kinot.WaitManyOptions
+---@field concurrency? integer 1..64 polls at once (default 8)
+---@field wait_timeout? number seconds per command (default 60)
+---@field on_progress? fun(p: kinot.BatchProgress) after each round
 
 ---@class kinot.BatchOptions
 ---@field parameter? {key?: string, value?: any} key (default "handle") and the value of items that give none
