@@ -98,15 +98,17 @@ static int l_sleep(lua_State *L) {
     return 0;
 }
 
-/* append_durable(path, data) -> true | nil, message: data appended to the
- * file (created 0600 if absent) and on the disk (fsync) before it returns,
- * so that a record written before a command is sent outlives a SIGKILL and
- * a power cut (the batch journal, batch/journal.lua).  Nothing is kept
- * open between calls: no descriptor to leak when a batch is abandoned. */
+/* append_durable(path, data[, sync]) -> true | nil, message: data appended
+ * to the file (created 0600 if absent) with write(2), so that it outlives
+ * the process (a SIGKILL) once this returns, and on the disk (fsync) unless
+ * sync is false, so that it outlives a power cut too (the batch journal,
+ * batch/journal.lua).  Nothing is kept open between calls: no descriptor
+ * to leak when a batch is abandoned. */
 static int l_append_durable(lua_State *L) {
     size_t n, done = 0;
     const char *path = kn_check_lstring(L, 1, "append_durable's path", NULL);
     const char *data = kn_check_lstring(L, 2, "append_durable's data", &n);
+    int sync = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
     int fd, saved;
     do {
         fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0600);
@@ -120,7 +122,7 @@ static int l_append_durable(lua_State *L) {
         }
         done += (size_t)w;
     }
-    if (fsync(fd) != 0) goto failed_open;
+    if (sync && fsync(fd) != 0) goto failed_open;
     if (close(fd) != 0) goto failed;
     lua_pushboolean(L, 1);
     return 1;

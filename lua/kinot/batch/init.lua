@@ -418,8 +418,8 @@ function drive(client, o, plan, command, guids)
           end
         end
       end
-      if journal then
-        local ok, jerr = journal:write(records)
+      if journal then -- (on the disk with the next round's "sending" records)
+        local ok, jerr = journal:write(records, false)
         if not ok and not stop_reason then stop_reason = jerr.message end
       end
       -- 4. the pace: halve when throttled (and hold every command until its
@@ -442,6 +442,10 @@ function drive(client, o, plan, command, guids)
       summary.unknown_sns = summary.unknown_sns or {}
       summary.unknown_sns[#summary.unknown_sns + 1] = r.sn
     end
+  end
+  if journal then
+    local ok, jerr = journal:sync()
+    if not ok and not stop_reason then stop_reason = jerr.message end
   end
   summary.aborted = stop_reason or false
   summary.elapsed = now() - started

@@ -1,7 +1,8 @@
 -- A batch's journal (client:send_commands{journal = path}): one JSON
--- record a line, each appended and on the disk (fsync, core.append_durable)
--- before the batch goes on.  A command's "sending" record is durable before
--- its POST is written; its outcome when the answer is read.  A batch run
+-- record a line, appended with write(2) (core.append_durable) before the
+-- batch goes on.  A command's "sending" record is on the disk (fsync) before
+-- its POST is written; its outcome is written when the answer is read (in
+-- the file at once, on the disk with the next round's fsync).  A batch run
 -- again with the same journal reads it back: what each item came to, so
 -- that nothing sent (or perhaps sent) is sent again.
 --
@@ -100,12 +101,24 @@ function M.open(path, fingerprint, n)
   return self
 end
 
---- write(records) -> true | nil, err: the records, one a line, on the disk
-function Journal:write(records)
+--- write(records[, sync]) -> true | nil, err: the records, one a line, in
+-- the file (they outlive the process); on the disk too (fsync) unless sync
+-- is false.  The batch syncs what must be there before a command goes (its
+-- "sending" record); an outcome lost with the machine (never with the
+-- process) leaves that record last: the item is then reported unknown,
+-- never sent again.  The next sync takes the outcomes with it.
+function Journal:write(records, sync)
   if #records == 0 then return true end
   local lines = {}
   for k = 1, #records do lines[k] = json.encode(records[k]) end
-  local ok, msg = core.append_durable(self.path, table.concat(lines, "\n") .. "\n")
+  local ok, msg = core.append_durable(self.path, table.concat(lines, "\n") .. "\n", sync ~= false)
+  if not ok then return nil, errors.new("internal", "the batch journal could not be written: " .. tostring(msg)) end
+  return true
+end
+
+--- sync() -> true | nil, err: all written so far on the disk (the batch's end)
+function Journal:sync()
+  local ok, msg = core.append_durable(self.path, "")
   if not ok then return nil, errors.new("internal", "the batch journal could not be written: " .. tostring(msg)) end
   return true
 end
