@@ -258,6 +258,46 @@ describe("send_commands against the simulator (curl) #sim", function()
     c:close()
   end)
 
+  it("resumed with wait: the commands created before are followed, not sent again", function()
+    local j = tmpname()
+    local c = sim.client()
+    local items = serials(30)
+    local _, s1 = c:send_commands(items, { parameter = { value = 1 }, concurrency = 8, journal = j })
+    assert.are.equal(30, s1.pending)
+    local r2, s2 = c:send_commands(items, { parameter = { value = 1 }, concurrency = 8, journal = j, wait = true,
+                                            wait_timeout = 10 })
+    assert.are.equal(0, s2.sent)
+    assert.are.equal(30, s2.succeeded)
+    for i = 1, 30 do assert.is_true(r2[i].resumed) assert.are.equal("succeeded", r2[i].command_status) end
+    -- a third run reads the final states from the journal: not a request
+    local before = sim.counters().endpoints["GET /commands"]
+    local _, s3 = c:send_commands(items, { parameter = { value = 1 }, journal = j, wait = true })
+    assert.are.equal(30, s3.succeeded)
+    assert.are.equal(before, sim.counters().endpoints["GET /commands"])
+    assert.are.equal(30, sim.counters().commands_created)
+    os.remove(j)
+    c:close()
+  end)
+
+  it("on_progress that raises ends the batch there; the journal knows where", function()
+    local j = tmpname()
+    local c = sim.client()
+    local items = serials(64)
+    local ok, e = pcall(c.send_commands, c, items, { parameter = { value = 1 }, concurrency = 8, journal = j,
+      on_progress = function(p) if p.sent >= 16 then error("enough") end end })
+    assert.is_false(ok)
+    assert.matches("enough", tostring(e))
+    local made = sim.counters().commands_created
+    assert.is_true(made >= 16 and made < 64, made)
+    local _, s = c:send_commands(items, { parameter = { value = 1 }, concurrency = 8, journal = j })
+    assert.are.equal(made, s.resumed)
+    assert.are.equal(64, sim.counters().commands_created)
+    local _, twice = created(sim)
+    assert.are.same({}, twice)
+    os.remove(j)
+    c:close()
+  end)
+
   it("a journal it cannot write: nil and the error, nothing sent", function()
     local c = sim.client()
     local res, err = c:send_commands(serials(3), { parameter = { value = 1 }, journal = "/nonexistent-dir/j" })
