@@ -22,14 +22,25 @@ end
 --- add(send, wait): the batch options of `command send` and `command wait`
 function M.add(send, wait)
   send:option("--from", "Send to every device in FILE (- for stdin): a serial a line, or JSON lines {\"sn\": ..., \"value\": ...}")
-  send:option("--concurrency", "Batch: commands at once (1..64)", "8"):convert(number("--concurrency"))
+  send:option("--concurrency", "Batch: commands at once (1..64; default 8)"):convert(number("--concurrency"))
   send:option("--rate", "Batch: commands a second at most"):convert(number("--rate"))
   send:option("--abort-after", "Batch: stop sending after N failures, or a ratio of them (0.1)"):convert(number("--abort-after"))
   send:option("--journal", "Batch: a journal file; run again with it to resume (nothing is sent twice)")
   send:flag("--csv", "Batch: the results as CSV")
   wait:option("--from", "Wait for every command in FILE (- for stdin): a guid a line, or the JSON lines of send --jsonl")
-  wait:option("--concurrency", "Commands polled at once (1..64)", "8"):convert(number("--concurrency"))
+  wait:option("--concurrency", "Commands polled at once (1..64; default 8)"):convert(number("--concurrency"))
   wait:flag("--csv", "The results as CSV")
+end
+
+local BATCH_ONLY = { "concurrency", "rate", "abort_after", "journal", "csv" }
+
+--- single(args): a batch option without --from is refused (it would be ignored)
+function M.single(args)
+  for _, k in ipairs(BATCH_ONLY) do
+    if args[k] ~= nil and args[k] ~= false then
+      misuse("--" .. k:gsub("_", "-") .. " applies to a batch: give --from FILE")
+    end
+  end
 end
 
 -- the lines of FILE (or stdin), without blank ones and # comments
@@ -73,6 +84,7 @@ local function guids_of(path)
     if line:sub(1, 1) == "{" then
       local doc = json.decode(line)
       guid = type(doc) == "table" and doc.guid or nil
+      if guid == json.null then guid = nil end
       if guid == nil then -- a line of send --jsonl for a command never created: nothing to wait for
         if type(doc) ~= "table" or doc.sn == nil then misuse(path .. " line " .. ln .. ": a JSON line needs \"guid\"") end
       end

@@ -260,7 +260,9 @@ end
 
 run.command = function(args, out)
   local c = client_of(args)
-  if args.from then return require("kinot.cli.batch").run(args, out, c, EXIT) end
+  local batch = require "kinot.cli.batch"
+  if args.from then return batch.run(args, out, c, EXIT) end
+  batch.single(args)
   if (args.sub == "send" and not args.sn) or (args.sub == "wait" and not args.guid) then
     misuse("command " .. args.sub .. " needs a " .. (args.sub == "send" and "SN" or "guid") .. " or --from FILE")
   end
