@@ -97,7 +97,7 @@ describe("kinot command send --from #cli #sim", function()
     _, err, rc = run("command send --from " .. g .. " --journal " .. j)
     assert.are.equal(2, rc)
     assert.matches("belongs to another batch", err)
-    os.remove(f) os.remove(g) os.remove(j)
+    os.remove(f) os.remove(g) os.remove(j) os.remove(j .. ".lock")
   end)
 
   it("command wait --from the results of send --jsonl", function()

@@ -112,7 +112,18 @@ end
 -- { call(sn, key, value), answer(doc) -> cmd | nil, err, poll(guid) }
 function M.run(client, items, opts, command)
   local o = check_options(opts)
-  return drive(client, o, plan_of(items, { value = o.value }), command)
+  local plan = plan_of(items, { value = o.value })
+  local journal
+  if o.journal then
+    local jerr
+    journal, jerr = journal_mod.open(o.journal, journal_mod.fingerprint(plan, o.key), #plan)
+    if not journal then return nil, jerr end -- the batch cannot start: nothing was sent
+  end
+  -- the journal's lock goes on every way out, an error raised by on_progress too
+  local ok, results, summary = pcall(drive, client, o, plan, command, nil, journal)
+  if journal then journal:close() end
+  if not ok then error(results, 0) end
+  return results, summary
 end
 
 local FOLLOW_OPTIONS = validate.set { "concurrency", "wait_timeout", "on_progress" }
@@ -130,7 +141,7 @@ function M.follow(client, guids, opts, command)
 end
 
 -- the rounds: plan (commands to send) or guids (commands to follow)
-function drive(client, o, plan, command, guids)
+function drive(client, o, plan, command, guids, journal)
   local n = plan and #plan or #guids
   local transport = client.transport
   local now, sleep = transport.now, transport.sleep
@@ -143,7 +154,6 @@ function drive(client, o, plan, command, guids)
   local queue, qhead = {}, 1 -- items to send, in order (a throttled one goes to `later`)
   local later = {}           -- {i, at}: sent again at or after `at`
   local polls = {}           -- i -> true: created, followed until final (wait)
-  local journal
 
   local function outcome(i, what)
     local r = results[i]
@@ -166,11 +176,6 @@ function drive(client, o, plan, command, guids)
     results[i] = plan and { sn = plan[i].sn, value = plan[i].value, attempts = 0 } or { guid = guids[i], attempts = 0 }
   end
 
-  if o.journal then
-    local j, jerr = journal_mod.open(o.journal, journal_mod.fingerprint(plan, o.key), n)
-    if not j then return nil, jerr end -- the batch cannot start: nothing was sent
-    journal = j
-  end
 
   -- what an earlier run of this batch came to
   local t = now()

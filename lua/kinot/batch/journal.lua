@@ -43,7 +43,27 @@ Journal.__index = Journal
 -- another batch raises misuse (the caller gave the wrong file, or changed
 -- the items or their parameter).
 function M.open(path, fingerprint, n)
-  local found, any = {}, false
+  local found = {}
+  -- one run of a batch at a time: two would both send what neither had
+  -- journaled.  The lock is on a file beside the journal, which a repair
+  -- replaces (a new inode would not carry the lock)
+  local fd, lerr, busy = core.lock_file(path .. ".lock")
+  if not fd then
+    if busy then
+      errors.misuse("journal " .. path .. " is in use by another run of this batch (two at once would send " ..
+        "the same commands): wait for it to end")
+    end
+    return nil, errors.new("internal", "the batch journal could not be written: " .. tostring(lerr))
+  end
+  local ok, self, err = pcall(M.read, path, fingerprint, n, found, fd)
+  if not ok or not self then core.unlock_file(fd) end
+  if not ok then error(self, 0) end
+  return self, err
+end
+
+-- (open's second half, under the lock)
+function M.read(path, fingerprint, n, found, fd)
+  local any = false
   local f = io.open(path, "rb")
   if f then
     local text = f:read("*a")
@@ -93,7 +113,7 @@ function M.open(path, fingerprint, n)
       end
     end
   end
-  local self = setmetatable({ path = path, found = found, resumed = any }, Journal)
+  local self = setmetatable({ path = path, found = found, resumed = any, fd = fd }, Journal)
   if not any then
     local ok, err = self:write { { journal = MAGIC, version = 1, fingerprint = fingerprint, items = n } }
     if not ok then return nil, err end
@@ -114,6 +134,12 @@ function Journal:write(records, sync)
   local ok, msg = core.append_durable(self.path, table.concat(lines, "\n") .. "\n", sync ~= false)
   if not ok then return nil, errors.new("internal", "the batch journal could not be written: " .. tostring(msg)) end
   return true
+end
+
+--- close(): the lock dropped (another run may take the journal); idempotent
+function Journal:close()
+  if self.fd then core.unlock_file(self.fd) end
+  self.fd = nil
 end
 
 --- sync() -> true | nil, err: all written so far on the disk (the batch's end)
