@@ -123,6 +123,7 @@ bench: deps build build/bench/hmac_baseline
 	luajit bench/fetch.lua
 	lua5.4 bench/sim.lua
 	lua5.4 bench/scan.lua
+	lua5.4 bench/batch.lua
 	luajit bench/inbox.lua
 
 # ---------------------------------------------------------------- reliability

@@ -235,6 +235,7 @@ describe("a careless caller #sim", function()
       reset_bt_match_code = { 419600001 }, activate_sensor = { 419800001 }, freeze_sensor = { 419800001 },
       set_notifications = { { device_type = 18, status_changed_callback_url = "http://127.0.0.1:1/cb" } },
       notifications = { 18 }, test_notification = { 419600001 },
+      send_commands = { { 419600001 }, { parameter = { value = 1 } } }, wait_commands = { { "abc" } },
     }
 
     it("raises \"kinot: client is closed\" from every public method, whatever the arguments", function()

@@ -1,8 +1,12 @@
 /* Small functions of kinot.core: digests and encodings (digest.h),
- * uuid, constant-time comparison, clocks, sleep. */
+ * uuid, constant-time comparison, clocks, sleep, a durable append. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "lua_binding.h"
 #include "digest.h"
 
@@ -95,6 +99,85 @@ static int l_sleep(lua_State *L) {
     return 0;
 }
 
+/* append_durable(path, data[, sync]) -> true | nil, message: data appended
+ * to the file (created 0600 if absent) with write(2), so that it outlives
+ * the process (a SIGKILL) once this returns, and on the disk (fsync) unless
+ * sync is false, so that it outlives a power cut too (the batch journal,
+ * batch/journal.lua).  Nothing is kept open between calls: no descriptor
+ * to leak when a batch is abandoned. */
+static int l_append_durable(lua_State *L) {
+    size_t n, done = 0;
+    const char *path = kn_check_lstring(L, 1, "append_durable's path", NULL);
+    const char *data = kn_check_lstring(L, 2, "append_durable's data", &n);
+    int sync = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
+    int fd, saved;
+    do {
+        fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0600);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) goto failed;
+    while (done < n) {
+        ssize_t w = write(fd, data + done, n - done);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            goto failed_open;
+        }
+        done += (size_t)w;
+    }
+    if (sync && fsync(fd) != 0) goto failed_open;
+    if (close(fd) != 0) goto failed;
+    lua_pushboolean(L, 1);
+    return 1;
+failed_open:
+    saved = errno;
+    close(fd);
+    errno = saved;
+failed:
+    saved = errno;
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(saved));
+    return 2;
+}
+
+/* lock_file(path) -> fd | nil, message, busy: an exclusive flock(2) on the
+ * file (created 0600 if absent), held until unlock_file(fd) or the
+ * process's end, a SIGKILL included (the kernel drops it): two runs of one
+ * batch journal at once would both send.  busy: another holds it.  flock,
+ * not POSIX's fcntl lock: that one belongs to the process (a second batch
+ * in the same process would get it too) and goes with the first close of
+ * any descriptor of the file, which append_durable makes at each record. */
+static int l_lock_file(lua_State *L) {
+    const char *path = kn_check_lstring(L, 1, "lock_file's path", NULL);
+    int fd, saved;
+    do {
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        saved = errno;
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(saved));
+        return 2;
+    }
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EINTR) continue;
+        saved = errno;
+        close(fd);
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(saved));
+        lua_pushboolean(L, saved == EWOULDBLOCK);
+        return 3;
+    }
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
+/* unlock_file(fd): the lock of lock_file dropped, its descriptor closed */
+static int l_unlock_file(lua_State *L) {
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    if (fd < 0 || fd > 1 << 30) return kn_misuse(L, "unlock_file expects what lock_file returned");
+    close((int)fd);
+    return 0;
+}
+
 void kn_open_util(lua_State *L) {
     static const luaL_Reg funcs[] = {{"content_md5", l_content_md5},
                                      {"md5_hex", l_md5_hex},
@@ -104,6 +187,9 @@ void kn_open_util(lua_State *L) {
                                      {"now_ms", l_now_ms},
                                      {"monotonic", l_monotonic},
                                      {"sleep", l_sleep},
+                                     {"append_durable", l_append_durable},
+                                     {"lock_file", l_lock_file},
+                                     {"unlock_file", l_unlock_file},
                                      {NULL, NULL}};
     luaL_setfuncs(L, funcs, 0);
 }

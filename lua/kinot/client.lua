@@ -239,6 +239,22 @@ function Client:each_locker(opts) return each(self, "/lockers", opts, "each_lock
 ---@return fun(): kinot.Sensor?
 function Client:each_sensor(opts) return each(self, "/sensors", opts, "each_sensor") end
 
+-- A command, as send_command and send_commands (kinot.batch) make it: the
+-- call that creates one, the call that reads one, and what their answers are
+local command = {}
+function command.call(sn, key, value)
+  return { method = "POST", path = "/commands", query = {}, idempotent = false,
+           body = { sn = sn, command = 1, parameter = { key = key, value = value } } }
+end
+function command.poll(guid)
+  return { method = "GET", path = "/commands", query = { { "guid", guid } }, idempotent = true }
+end
+function command.answer(doc, what)
+  local cmd, err = first(doc, what or "the command")
+  if not cmd then return nil, err end
+  return normalise_command(cmd)
+end
+
 --- send_command(sn, parameter) -> command; never sent twice by the SDK
 ---@param sn kinot.Sn
 ---@param parameter kinot.CommandParameter
@@ -251,14 +267,30 @@ function Client:send_command(sn, parameter)
   end
   json.check(parameter.key, "parameter.key")
   json.check(parameter.value, "parameter.value")
-  local doc, err = request.perform(self, {
-    method = "POST", path = "/commands", query = {}, idempotent = false,
-    body = { sn = sn, command = 1, parameter = { key = parameter.key, value = parameter.value } },
-  })
+  local doc, err = request.perform(self, command.call(sn, parameter.key, parameter.value))
   if not doc then return nil, err end
-  local cmd, e2 = first(doc, "the new command")
-  if not cmd then return nil, e2 end
-  return normalise_command(cmd)
+  return command.answer(doc, "the new command")
+end
+
+--- send_commands(items, opts) -> results, summary: many commands, each
+--- device at most once (docs/api.md); nil, err only when its journal cannot
+--- be written (nothing sent)
+---@param items kinot.BatchItem[]
+---@param opts? kinot.BatchOptions
+---@return kinot.BatchResult[]|nil
+---@return kinot.BatchSummary|kinot.Error
+function Client:send_commands(items, opts)
+  return require("kinot.batch").run(self, items, opts, command)
+end
+
+--- wait_commands(guids, {concurrency = 8, wait_timeout = 60, on_progress = fn}) -> results, summary:
+--- commands already sent, each followed to succeeded or failed
+---@param guids string[]
+---@param opts? kinot.WaitManyOptions
+---@return kinot.BatchResult[]
+---@return kinot.BatchSummary
+function Client:wait_commands(guids, opts)
+  return require("kinot.batch").follow(self, guids, opts, command)
 end
 
 --- command(guid) -> the command's current state
@@ -267,11 +299,9 @@ end
 ---@return kinot.Error|nil
 function Client:command(guid)
   guid = validate.guid(guid)
-  local doc, err = get(self, "/commands", { { "guid", guid } })
+  local doc, err = request.perform(self, command.poll(guid))
   if not doc then return nil, err end
-  local cmd, e2 = first(doc, "command " .. guid)
-  if not cmd then return nil, e2 end
-  return normalise_command(cmd)
+  return command.answer(doc, "command " .. guid)
 end
 
 local FINAL = { succeeded = true, failed = true }
@@ -423,6 +453,60 @@ end
 ---@class kinot.RequestOptions
 ---@field query? string[][] ordered {name, value} pairs
 ---@field body? table|string a table is sent as JSON, a string as it is
+
+--- a serial (the value: parameter.value), or {sn = SN, value = V} / {SN, V}
+---@alias kinot.BatchItem kinot.Sn|table
+
+---@class kinot.WaitManyOptions
+---@field concurrency? integer 1..64 polls at once (default 8)
+---@field wait_timeout? number seconds per command (default 60)
+---@field on_progress? fun(p: kinot.BatchProgress) after each round
+
+---@class kinot.BatchOptions
+---@field parameter? {key?: string, value?: any} key (default "handle") and the value of items that give none
+---@field concurrency? integer 1..64 calls at once (default 8); halved while the platform throttles
+---@field rate? number commands a second at most
+---@field wait? boolean follow each command to succeeded or failed
+---@field wait_timeout? number seconds per command from its creation (default 60)
+---@field abort_after? number a count of failures (>= 1) or a ratio of them (0..1) that stops sending
+---@field on_progress? fun(p: kinot.BatchProgress) after each round
+---@field journal? string a file path: the batch's record, to resume it
+
+---@class kinot.BatchProgress
+---@field total integer
+---@field sent integer
+---@field succeeded integer
+---@field failed integer
+---@field unknown integer
+---@field skipped integer
+---@field pending integer
+---@field concurrency integer the limit now
+
+---@class kinot.BatchResult
+---@field sn integer
+---@field value any
+---@field outcome "succeeded"|"failed"|"unknown"|"sent"|"skipped"
+---@field guid? string
+---@field command_status? kinot.CommandStatus the last one read
+---@field reason? string
+---@field error? kinot.Error kind unknown_outcome when the command may or may not have been created
+---@field attempts integer POSTs written in this run
+---@field resumed? boolean what it came to was read from the journal
+
+---@class kinot.BatchSummary
+---@field total integer
+---@field sent integer POSTs written in this run
+---@field succeeded integer
+---@field failed integer
+---@field unknown integer
+---@field skipped integer not sent: the batch stopped
+---@field pending integer created, no final status read
+---@field throttled integer throttled answers
+---@field resumed integer items found in the journal
+---@field aborted false|string why the batch stopped sending
+---@field unknown_sns? integer[]
+---@field elapsed number seconds
+---@field concurrency integer the limit at the end
 
 ---@class kinot.CommandParameter
 ---@field key string "handle"

@@ -22,6 +22,8 @@ local validate = require "kinot.validate"
 ---@field send_command fun(sn: kinot.Sn, parameter: kinot.CommandParameter): kinot.Command?, kinot.Error?
 ---@field command fun(guid: string): kinot.Command?, kinot.Error?
 ---@field wait_command fun(guid: string, opts?: kinot.WaitOptions): kinot.Command?, kinot.Error?
+---@field send_commands fun(items: kinot.BatchItem[], opts?: kinot.BatchOptions): kinot.BatchResult[]?, kinot.BatchSummary|kinot.Error
+---@field wait_commands fun(guids: string[], opts?: kinot.WaitManyOptions): kinot.BatchResult[], kinot.BatchSummary
 ---@field reset_bt_match_code fun(sn: kinot.Sn): kinot.Command?, kinot.Error?
 ---@field activate_sensor fun(sn: kinot.Sn): kinot.Command?, kinot.Error?
 ---@field freeze_sensor fun(sn: kinot.Sn): kinot.Command?, kinot.Error?

@@ -106,20 +106,22 @@ local function build_parser()
   cmd:command_target("sub")
   cmd:epilog(ex { "kinot command send 419600001 --wait", "kinot command get GUID", "kinot command wait GUID" })
   local send = cmd:command("send", "Send a command (value 1: lock BT code reset / sensor activate; 2: sensor freeze)")
-  send:argument("sn", "Device SN")
+  send:argument("sn", "Device SN (or --from FILE)"):args("?")
   send:option("--value", "Parameter value", "1"):convert(number("--value"))
   send:option("--key", "Parameter key", "handle")
   send:flag("--wait", "Wait until it succeeds or fails")
   send:option("--wait-timeout", "Seconds to wait", "60"):convert(number("--wait-timeout"))
   send:epilog(ex { "kinot command send 419600001                 # a lock's BlueTooth match code reset",
+                   "kinot command send --from level2.txt --concurrency 16 --wait --journal level2.journal",
                    "kinot command send 419800001 --value 2 --wait  # freeze a sensor, wait until done",
                    "kinot --json command send 419600001 --wait --wait-timeout 30" })
   cmd:command("get", "Read a command"):epilog(ex { "kinot command get 6F1A...", "kinot --json command get 6F1A..." })
     :argument("guid", "Command guid")
   local wait = cmd:command("wait", "Wait until a command succeeds or fails")
-  wait:argument("guid", "Command guid")
+  wait:argument("guid", "Command guid (or --from FILE)"):args("?")
   wait:option("--wait-timeout", "Seconds to wait", "60"):convert(number("--wait-timeout"))
-  wait:epilog(ex { "kinot command wait 6F1A... --wait-timeout 120" })
+  wait:epilog(ex { "kinot command wait 6F1A... --wait-timeout 120", "kinot command wait --from results.jsonl" })
+  require("kinot.cli.batch").add(send, wait) -- batches: --from FILE (cli/batch.lua)
 
   local n = p:command("notifications", "Callback settings")
   n:command_target("sub")
@@ -312,6 +314,12 @@ end
 
 run.command = function(args, out)
   local c = client_of(args)
+  local batch = require "kinot.cli.batch"
+  if args.from then return batch.run(args, out, c, EXIT) end
+  batch.single(args)
+  if (args.sub == "send" and not args.sn) or (args.sub == "wait" and not args.guid) then
+    misuse("command " .. args.sub .. " needs a " .. (args.sub == "send" and "SN" or "guid") .. " or --from FILE")
+  end
   local cmd
   if args.send then
     cmd = check(c:send_command(args.sn, { key = args.key, value = args.value }))

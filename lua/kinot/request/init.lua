@@ -112,9 +112,13 @@ function M.perform(client, call)
   end
 end
 
---- perform_many(client, calls) -> list of {doc} | {nil, err}, one round of
--- concurrent GETs over the transport's batch path (or one by one without it).
-function M.perform_many(client, calls)
+--- perform_many(client, calls[, opts]) -> list of {doc} | {nil, err}, one
+-- round of concurrent calls over the transport's batch path (or one by one
+-- without it).  opts.requeue: a retryable failure comes back as it is, for
+-- the caller to send again in a later round (kinot.batch: its waits and its
+-- pace are the batch's), instead of going again alone at once.
+function M.perform_many(client, calls, opts)
+  local requeue = opts and opts.requeue
   if not client.signer then errors.misuse("client is closed") end
   local transport = client.transport
   if not transport.send_many or #calls <= 1 then
@@ -151,6 +155,8 @@ function M.perform_many(client, calls)
     elseif not calls[i].idempotent and classify.outcome_unknown(err) then
       -- a command in a batch keeps perform's rule: it may have arrived
       out[i] = { nil, classify.unknown_outcome(calls[i], err) }
+    elseif requeue and err.retryable then
+      out[i] = { nil, err }
     elseif retry.alone(err) then
       -- a failed page goes again alone, under the full retry policy
       out[i] = { M.perform(client, calls[i]) }

@@ -40,6 +40,7 @@ local function new_state()
     rng = fleetmod.rng((cfg.seed or 1) + 99),
     counters = {
       requests = {}, endpoints = {}, commands_created = 0,
+      commands_by_sn = {}, -- so a spec proves no device got two commands
       callbacks = { sent = 0, delivered = 0, failed = 0, attempts = 0, skipped = 0 },
     },
   }
@@ -219,6 +220,8 @@ local function create_command(doc)
   S.commands[cmd.guid] = cmd
   S.last_command[sn] = cmd
   S.counters.commands_created = S.counters.commands_created + 1
+  local by_sn = S.counters.commands_by_sn
+  by_sn[tostring(sn)] = (by_sn[tostring(sn)] or 0) + 1
   ngx.timer.at(S.pace, step, cmd)
   return 200, select(2, ok_objects { command_json(cmd) }), cmd
 end
@@ -440,6 +443,7 @@ local function counters_json()
     requests = next(c.requests) and c.requests or json.null,
     endpoints = next(c.endpoints) and c.endpoints or json.null,
     commands_created = c.commands_created, callbacks = c.callbacks,
+    commands_by_sn = next(c.commands_by_sn) and c.commands_by_sn or json.null,
     faults_pending = #S.faults,
   }
 end
