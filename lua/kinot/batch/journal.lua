@@ -16,7 +16,7 @@
 --   {"i":I,"at":"final","guid":G,"status":S[,"reason":R]}             followed to its end (wait)
 -- An item whose last record is "sending" was perhaps sent: the batch died
 -- between writing the POST and reading its answer.  It is unknown.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
 
