@@ -136,7 +136,8 @@ describe("the README's and docs' examples against kinot sim #sim #cli #slow", fu
           reset()
           for k, line in ipairs(b.lines) do
             if line:match("%S") and not skipped(file, line) then
-              local ok, out = sh(env .. line)
+              -- each page in a directory of its own: one page's files (a batch's journal) are not another's
+              local ok, out = sh(env .. "mkdir -p '" .. file .. "' && cd '" .. file .. "' && " .. line)
               assert(ok, file .. ":" .. (b.line + k) .. ": " .. line .. "\n" .. out)
             end
           end
@@ -150,7 +151,7 @@ describe("the README's and docs' examples against kinot sim #sim #cli #slow", fu
         local f = assert(io.open(path, "wb"))
         f:write(table.concat(program, "\n"), "\nio.write('ran to the end')\n")
         f:close()
-        local ok, out = sh(env .. RUNTIME .. " " .. path)
+        local ok, out = sh(env .. "mkdir -p '" .. file .. "' && cd '" .. file .. "' && " .. RUNTIME .. " " .. path)
         assert(ok and out:find("ran to the end", 1, true), file .. "'s lua blocks (" .. path .. "):\n" .. out)
       end
     end)
