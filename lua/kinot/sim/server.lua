@@ -29,6 +29,7 @@ local function new_state()
     notifications = {},
     faults = {},
     deliveries = {}, -- recent callback deliveries, newest last
+    received = {}, -- the API requests as they came (method, path, body), newest last
     pace = cfg.command_pace or 0.2,
     failure_rate = cfg.failure_rate or 0,
     callback_retries = cfg.callback_retries or 3,
@@ -66,6 +67,22 @@ local function respond(status, body, headers)
   end
   ngx.print(body)
 end
+
+-- a number in a message as JSON writes it (tostring would round a serial
+-- to 14 digits on LuaJIT)
+local function shown(v)
+  return type(v) == "number" and json.number_text(v) or tostring(v)
+end
+
+-- the serial a request names: an integer from 1 to 2^53 - 1 (validate.sn's
+-- range); beyond, a double may hold another serial than the one sent
+local MAX_SN = 2 ^ 53 - 1
+local function serial(v)
+  local n = tonumber(v)
+  if not n or n < 1 or n > MAX_SN or n ~= math.floor(n) then return nil end
+  return n
+end
+local NOT_A_SERIAL = "sn must be an integer from 1 to " .. json.number_text(MAX_SN)
 
 local function platform_error(code, message)
   return 200, '{"code":' .. code .. ',"message":' .. value(message) .. ',"objects":[]}'
@@ -202,14 +219,15 @@ end
 
 local function create_command(doc)
   if type(doc) ~= "table" then return platform_error(400, "body must be a JSON object") end
-  local sn = tonumber(doc.sn)
-  local kind = sn and S.fleet:locate(sn)
-  if not kind or kind == "dtu" then return platform_error(404, "device not found: " .. tostring(doc.sn)) end
+  local sn = serial(doc.sn)
+  if not sn then return platform_error(400, NOT_A_SERIAL .. " (got " .. shown(doc.sn) .. ")") end
+  local kind = S.fleet:locate(sn)
+  if not kind or kind == "dtu" then return platform_error(404, "device not found: " .. shown(sn)) end
   if doc.command ~= 1 then return platform_error(400, "command must be 1") end
   local p = doc.parameter
   if type(p) ~= "table" or p.value == nil then return platform_error(400, "parameter {key, value} is required") end
   if (kind == "lock" and p.value ~= 1) or (kind == "sensor" and p.value ~= 1 and p.value ~= 2) then
-    return platform_error(400, "parameter value " .. tostring(p.value) .. " is not valid for a " .. kind)
+    return platform_error(400, "parameter value " .. shown(p.value) .. " is not valid for a " .. kind)
   end
   local cmd = {
     guid = core.md5_hex(core.uuid()), sn = sn, command = 1, command_status = "sending", kind = kind,
@@ -298,8 +316,10 @@ local function route(method, rel, args, body)
     return ok_objects({ notifications_json(conf) }, nil, true)
   elseif rel == "/test/notifications" and method == "POST" then
     local doc = json.decode(body or "") or {}
-    local d, kind = fleet:get(tonumber(doc.sn))
-    if not d or kind == "dtu" then return platform_error(404, "device not found: " .. tostring(doc.sn)) end
+    local tsn = serial(type(doc) == "table" and doc.sn)
+    if not tsn then return platform_error(400, NOT_A_SERIAL) end
+    local d, kind = fleet:get(tsn)
+    if not d or kind == "dtu" then return platform_error(404, "device not found: " .. shown(tsn)) end
     local url
     if doc.callback_type == "command_resp" then
       local cmd = S.last_command[d.sn] or { guid = core.md5_hex("test" .. d.sn), sn = d.sn, kind = kind,
@@ -315,7 +335,7 @@ local function route(method, rel, args, body)
       return platform_error(400, "callback_type must be status_changed or command_resp")
     end
     if not url then return platform_error(400, "no " .. doc.callback_type .. " callback url is set for this device type") end
-    return ok_objects({ '{"sn":' .. d.sn .. ',"callback_url":' .. value(url) .. ',"error_detail":"sent"}' },
+    return ok_objects({ '{"sn":' .. value(d.sn) .. ',"callback_url":' .. value(url) .. ',"error_detail":"sent"}' },
       ',"request_id":"' .. core.md5_hex(core.uuid()):lower() .. '"')
   end
   return 404, '{"message":"no such API: ' .. method .. " " .. rel:gsub('[^%w/_%-]', "") .. '"}'
@@ -404,6 +424,8 @@ function M.api()
   end
   ngx.req.read_body()
   local body = ngx.req.get_body_data()
+  S.received[#S.received + 1] = { method = method, path = path, body = body and body:sub(1, 4096) or json.null }
+  if #S.received > 200 then table.remove(S.received, 1) end
   local headers = ngx.req.get_headers(200)
   local query, args = ordered_args(ngx.var.args)
   local form
@@ -450,15 +472,15 @@ M.PAGING = PAGING
 -- callback goes out; {type = "command", sn, value}: a command is created as
 -- if sent through the API, and runs its course with its callbacks
 local function trigger(doc)
-  local sn = tonumber(doc.sn)
+  local sn = serial(doc.sn)
   local d, kind = S.fleet:get(sn)
-  if not d then return 404, '{"error":"no such device: ' .. tostring(sn):gsub("[^%w.]", "") .. '"}' end
+  if not d then return 404, '{"error":' .. value("no such device: " .. shown(doc.sn)) .. "}" end
   if doc.type == "status" then
     if kind == "dtu" then return 400, '{"error":"a DTU sends no callbacks"}' end
     local set = type(doc.set) == "table" and next(doc.set) and doc.set or { car_detected = 1 - d.car_detected }
     set.updated_at = set.updated_at or now_text()
     local _, _, url = change_device(sn, set)
-    return 200, '{"sn":' .. sn .. ',"device":"' .. kind .. '","callback_url":' .. value(url) .. ',"set":' ..
+    return 200, '{"sn":' .. value(sn) .. ',"device":"' .. kind .. '","callback_url":' .. value(url) .. ',"set":' ..
       json.encode(set) .. "}"
   elseif doc.type == "command" then
     local v = tonumber(doc.value) or 1
@@ -519,6 +541,8 @@ function M.admin()
     S.fleet.version = S.fleet.version + 1
     S.fleet.cache, S.fleet.cache_size = {}, 0
     return reply(200, '{"ok":true}')
+  elseif rel == "/received" then
+    return reply(200, #S.received > 0 and json.encode { received = S.received } or '{"received":[]}')
   elseif rel == "/callbacks" then
     return reply(200, json.encode { deliveries = #S.deliveries > 0 and S.deliveries or json.null })
   elseif rel == "/trigger" and method == "POST" then
