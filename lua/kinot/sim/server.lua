@@ -265,9 +265,32 @@ local function notifications_json(conf)
   return render(conf, vocabulary.order.notification)
 end
 
-local function route(method, rel, args, body)
+local DEVICE_PATHS = { lockers = "lock", sensors = "sensor", dtu_devices = "dtu" }
+
+--- read_path(raw) -> rel, device path {want, text, sn|nil} | nil: the path
+-- below the API prefix as the router reads it, one way for every route: each
+-- segment percent-decoded (a %2F stays inside its segment), so
+-- /lockers/%34%31... is the serial it spells, the one the client signed.
+-- A device path's serial is digits from 1 to 2^53 - 1; anything else
+-- ("a;b", "1;x", beyond 2^53) is no serial, never a neighbour of one.
+function M.read_path(raw)
+  local segs, whole = {}, true
+  for seg in raw:gmatch("/([^/]*)") do
+    seg = seg:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+    if seg:find("/", 1, true) then whole = false end
+    segs[#segs + 1] = seg
+  end
+  local rel = whole and ("/" .. table.concat(segs, "/")) or raw
+  local want = DEVICE_PATHS[segs[1] or ""]
+  if #segs == 2 and want then
+    local text = segs[2]
+    return rel, { want = want, text = text, sn = text:match("^%d+$") and serial(text) or nil }
+  end
+  return rel
+end
+
+local function route(method, rel, args, body, device, raw_rel)
   local fleet = S.fleet
-  local kind_path, sn = rel:match("^/(%a[%w_]*)/(%d+)$")
   if method == "GET" and (rel == "/lockers" or rel == "/sensors") then
     local offset, limit = page_args(args)
     if not offset then return platform_error(400, limit) end
@@ -283,11 +306,12 @@ local function route(method, rel, args, body)
       return 200, '{"code":0,"message":"OK","objects":[],"count":' .. n .. "}"
     end
     return 200, fleet:page_json(rel == "/lockers" and "lock" or "sensor", M.first_row(S.paging, offset, limit), limit)
-  elseif method == "GET" and sn then
-    local want = ({ lockers = "lock", sensors = "sensor", dtu_devices = "dtu" })[kind_path]
-    if not want then return 404, '{"message":"no such API"}' end
-    local d, kind = fleet:get(tonumber(sn))
-    if not d or kind ~= want then return platform_error(404, "device not found: " .. sn) end
+  elseif method == "GET" and device then
+    if not device.sn then
+      return platform_error(400, value(device.text:sub(1, 60)) .. " is not a serial (" .. NOT_A_SERIAL .. ")")
+    end
+    local d, kind = fleet:get(device.sn)
+    if not d or kind ~= device.want then return platform_error(404, "device not found: " .. shown(device.sn)) end
     -- the reference shows a trailing comma on the single-lock answer
     return ok_objects({ fleet:render_device(kind, d) }, nil, kind == "lock")
   elseif rel == "/commands" and method == "POST" then
@@ -338,7 +362,7 @@ local function route(method, rel, args, body)
     return ok_objects({ '{"sn":' .. value(d.sn) .. ',"callback_url":' .. value(url) .. ',"error_detail":"sent"}' },
       ',"request_id":"' .. core.md5_hex(core.uuid()):lower() .. '"')
   end
-  return 404, '{"message":"no such API: ' .. method .. " " .. rel:gsub('[^%w/_%-]', "") .. '"}'
+  return 404, '{"message":' .. value("no such API: " .. method .. " " .. raw_rel:sub(1, 200)) .. "}"
 end
 
 -- ------------------------------------------------------------ faults
@@ -408,9 +432,10 @@ end
 function M.api()
   state()
   local method = ngx.req.get_method()
-  local path = ngx.var.request_uri:match("^[^?]*")
-  local rel = path:sub(#API_PREFIX + 1)
-  local endpoint = method .. " " .. rel:gsub("/%d+$", "/{sn}")
+  local path = ngx.var.request_uri:match("^[^?]*") -- as sent: the gateway signs it so
+  local raw_rel = path:sub(#API_PREFIX + 1)
+  local rel, device = M.read_path(raw_rel)
+  local endpoint = method .. " " .. (device and device.sn and ("/" .. rel:match("^/([^/]+)") .. "/{sn}") or rel)
   local rid = core.uuid():upper()
   local status
   bump(S.counters.endpoints, endpoint)
@@ -442,7 +467,7 @@ function M.api()
     status, out = gst, ""
     respond(status, out, { ["X-Ca-Error-Message"] = gmsg, ["X-Ca-Request-Id"] = rid })
   else
-    status, out = route(method, rel, args, body)
+    status, out = route(method, rel, args, body, device, raw_rel)
     if f and f.kind == "reset" and f.after then
       bump(S.counters.requests, endpoint .. " fault:reset-after")
       return ngx.exit(444)
