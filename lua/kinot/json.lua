@@ -22,7 +22,7 @@ local M = {}
 M.null = core.json_decode("null")
 
 local type, pairs, tostring, tonumber, floor, huge = type, pairs, tostring, tonumber, math.floor, math.huge
-local format, gsub, byte, concat, sort = string.format, string.gsub, string.byte, table.concat, table.sort
+local format, gsub, find, byte, concat, sort = string.format, string.gsub, string.find, string.byte, table.concat, table.sort
 local mtype = math.type
 
 --- decode(text) -> value | nil, reason
@@ -52,6 +52,7 @@ local function escape(c)
 end
 
 local function string_text(s)
+  if not find(s, '[%c"\\]') then return '"' .. s .. '"' end
   return '"' .. gsub(s, '[%c"\\]', escape) .. '"'
 end
 
@@ -63,56 +64,88 @@ end
 
 local MAX_DEPTH = 1000
 
-local function refuse(where, why)
-  errors.misuse(where .. " cannot be sent as JSON (" .. why .. ")")
+-- a member name's text ('"name":'), kept: the same names come back object
+-- after object (a page of devices); a bounded cache, emptied when full
+local KEY_TEXT, key_count = {}, 0
+local function key_cached(k)
+  if key_count >= 4096 then KEY_TEXT, key_count = {}, 0 end
+  local kt = string_text(k) .. ":"
+  KEY_TEXT[k], key_count = kt, key_count + 1
+  return kt
+end
+
+-- where a refused value is: the name, then the keys down to it (kept as a
+-- stack while writing, made into text only for the message)
+local function refuse(name, path, depth, why)
+  local parts = { name }
+  for i = 1, depth - 1 do parts[#parts + 1] = key_text(path[i]) end
+  errors.misuse(concat(parts) .. " cannot be sent as JSON (" .. why .. ")")
 end
 
 local write
 
-local function write_table(t, where, out, seen, depth)
-  if seen[t] then refuse(where, "it contains itself") end
-  if depth > MAX_DEPTH then refuse(where, "nested deeper than " .. MAX_DEPTH) end
+local function write_table(t, name, path, out, seen, depth)
+  if seen[t] then refuse(name, path, depth, "it contains itself") end
+  if depth > MAX_DEPTH then refuse(name, path, depth, "nested deeper than " .. MAX_DEPTH) end
   seen[t] = true
   -- a list: keys 1..n, no hole; an object: string keys; nothing else
-  local n, keys, ints, others = #t, {}, 0, false
+  local n, keys, nkeys, ints, others = #t, nil, 0, 0, false
   for k in pairs(t) do
-    if type(k) == "string" then keys[#keys + 1] = k
+    if type(k) == "string" then
+      keys = keys or {}
+      nkeys = nkeys + 1
+      keys[nkeys] = k
     elseif type(k) == "number" and k >= 1 and k <= n and k == floor(k) then ints = ints + 1
     else others = true end
   end
-  if others or ints ~= n or (#keys > 0 and n > 0) then
-    refuse(where, "a table must be a list 1..n or have only string keys")
+  if others or ints ~= n or (nkeys > 0 and n > 0) then
+    refuse(name, path, depth, "a table must be a list 1..n or have only string keys")
   end
+  local o = #out
   if n > 0 then
-    out[#out + 1] = "["
+    o = o + 1
+    out[o] = "["
     for i = 1, n do
-      if i > 1 then out[#out + 1] = "," end
-      write(t[i], where .. "[" .. i .. "]", out, seen, depth + 1)
+      if i > 1 then o = o + 1 out[o] = "," end
+      path[depth] = i
+      o = write(t[i], name, path, out, seen, depth + 1)
     end
-    out[#out + 1] = "]"
+    o = o + 1
+    out[o] = "]"
   else
-    sort(keys)
-    out[#out + 1] = "{"
-    for i, k in ipairs(keys) do
-      out[#out + 1] = (i > 1 and "," or "") .. string_text(k) .. ":"
-      write(t[k], where .. key_text(k), out, seen, depth + 1)
+    if keys then sort(keys) end
+    o = o + 1
+    out[o] = "{"
+    for i = 1, nkeys do
+      local k = keys[i]
+      local kt = KEY_TEXT[k]
+      if not kt then kt = key_cached(k) end
+      o = o + 1
+      out[o] = i > 1 and ("," .. kt) or kt
+      path[depth] = k
+      o = write(t[k], name, path, out, seen, depth + 1)
     end
-    out[#out + 1] = "}"
+    o = o + 1
+    out[o] = "}"
   end
+  path[depth] = nil
   seen[t] = nil
+  return o
 end
 
-function write(v, where, out, seen, depth)
-  local t = type(v)
-  if t == "string" then out[#out + 1] = string_text(v)
+-- appends v's text to out; returns #out
+function write(v, name, path, out, seen, depth)
+  local t, o = type(v), #out + 1
+  if t == "string" then out[o] = string_text(v)
   elseif t == "number" then
     local s = number_text(v)
-    if not s then refuse(where, tostring(v)) end
-    out[#out + 1] = s
-  elseif t == "boolean" then out[#out + 1] = v and "true" or "false"
-  elseif t == "table" then write_table(v, where, out, seen, depth)
-  elseif v == M.null then out[#out + 1] = "null"
-  else refuse(where, "a " .. t) end
+    if not s then refuse(name, path, depth, tostring(v)) end
+    out[o] = s
+  elseif t == "boolean" then out[o] = v and "true" or "false"
+  elseif t == "table" then return write_table(v, name, path, out, seen, depth)
+  elseif v == M.null then out[o] = "null"
+  else refuse(name, path, depth, "a " .. t) end
+  return o
 end
 
 --- encode(v[, name]) -> text; raises misuse, naming where in v (called
@@ -126,7 +159,7 @@ function M.encode(v, name)
     if s then return s end
   end
   local out = {}
-  write(v, name or "value", out, {}, 1)
+  write(v, name or "value", {}, out, {}, 1)
   return concat(out)
 end
 

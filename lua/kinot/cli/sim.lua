@@ -234,14 +234,17 @@ end
 local function record(pid_file, stale, sim, launcher)
   if stale and read(pid_file) == stale then os.remove(pid_file) end
   -- created only when absent (noclobber: O_EXCL): of two started at once, one is recorded
-  if sh_ok("set -C; printf '%s\\n' " .. launcher.sh_quote(sim.prefix) .. " > " .. launcher.sh_quote(pid_file) ..
-           " 2>/dev/null") then
+  if sh_ok("{ set -C; printf '%s\\n' " .. launcher.sh_quote(sim.prefix) .. " > " .. launcher.sh_quote(pid_file) ..
+           "; } 2>/dev/null") then
     return
   end
   launcher.stop(sim.prefix)
   remove_prefix(sim.prefix, launcher)
-  local other = (read(pid_file) or ""):match("^[^\n]*")
-  local pid, url = launcher.running(other)
+  local other = read(pid_file)
+  if not other then
+    usage("cannot create the pid file " .. pid_file .. " (is its directory there and writable?); the simulator is stopped")
+  end
+  local pid, url = launcher.running(other:match("^[^\n]*"))
   if pid then usage(running_message(pid_file, pid, url)) end
   usage("the pid file " .. pid_file .. " was written by another kinot while this simulator started; " ..
     "this one is stopped (kinot sim stop --pid-file " .. pid_file .. " first, or give another --pid-file)")
