@@ -27,6 +27,7 @@
 -- On LuaJIT every number is a double: int and float fields are numbers
 -- alike there, and what changes is text to number and number to text.
 local vocabulary = require "kinot.vocabulary"
+local number_text = require("kinot.json").number_text
 
 local M = {}
 
@@ -87,16 +88,10 @@ local function to_float(v)
   return v
 end
 
+-- a number as JSON writes it (kinot.json): exact digits, shortest round trip
 local function to_string(v)
   if type(v) ~= "number" then return v end
-  if (mtype and mtype(v) == "integer") or whole(v) then
-    return format("%d", v)
-  end
-  for p = 14, 17 do
-    local s = format("%." .. p .. "g", v)
-    if tonumber(s) == v then return s end
-  end
-  return format("%.17g", v)
+  return number_text(v) or format("%.17g", v)
 end
 M.to_int, M.to_float, M.to_string = to_int, to_float, to_string
 

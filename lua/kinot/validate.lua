@@ -38,8 +38,13 @@ function M.sn(v, name)
   name = name or "sn"
   local n = v
   if type(v) == "string" then n = v:match("^%d+$") and tonumber(v) end
+  local big = type(n) == "number" and n > MAX_SN
   n = integer(n, 1, MAX_SN)
-  if not n then misuse(name .. " must be a positive integer (got " .. shown(v) .. ")") end
+  -- beyond 2^53 a double may hold a neighbour of the serial meant
+  if not n then
+    misuse(name .. " must be a positive integer" .. (big and " up to 2^53 - 1 = 9007199254740991" or "") ..
+      " (got " .. shown(v) .. ")")
+  end
   return n
 end
 

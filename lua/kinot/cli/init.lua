@@ -43,12 +43,18 @@ local function row_of(d)
   return r
 end
 
--- a converter for a numeric option that names the option when the value is not a number
+-- a converter for a numeric option that names the option when the value is
+-- not a number, or is an integer beyond +-2^53: a double (LuaJIT's every
+-- number) cannot hold it, and would send a neighbour instead
 local function number(option)
   return function(s)
     local n = tonumber(s)
     if n == nil or n ~= n or n == math.huge or n == -math.huge then
       return nil, option .. " must be a number (got '" .. s .. "')"
+    end
+    local sign, digits = s:match("^%s*([-+]?)0*(%d-%d)%s*$")
+    if digits and (n > 2 ^ 53 or n < -2 ^ 53 or string.format("%d", n) ~= (sign == "-" and digits ~= "0" and "-" or "") .. digits) then
+      return nil, option .. " " .. s .. " is an integer beyond +-2^53 (9007199254740992): it cannot be sent exactly"
     end
     return n
   end

@@ -20,6 +20,30 @@ local function pct(s)
 end
 M.pct = pct
 
+--- wire_path(path) -> the path as it goes on the wire, and so as it is
+-- signed: the gateway signs the path it receives (docs/signing.md), so a
+-- byte a URL path cannot hold raw (UTF-8, '"', '<', '{' ...) is
+-- percent-encoded here, before signing, not by the transport after it
+-- (libcurl wrote é as %c3%a9, which the signature did not cover).  %XX the
+-- caller wrote stays as written; a stray '%' is %25.  Refused (misuse):
+-- '?' and '#' (a query goes in `query`), and '.' or '..' segments, which
+-- the transport would resolve before sending.  Spaces and control bytes
+-- the signer refuses.
+local function wire_path(path)
+  if path:find("[?#]") then
+    errors.misuse("path must not hold '?' or '#' (got " .. path:sub(1, 60) .. "): give a query as {query = {{k, v}...}}")
+  end
+  for seg in (path .. "/"):gmatch("/([^/]*)") do
+    if seg == "." or seg == ".." then
+      errors.misuse("path must not hold '.' or '..' segments (got " .. path:sub(1, 60) .. "): they would be " ..
+        "resolved before sending, and the request would not be the one signed")
+    end
+  end
+  path = gsub(path, "%%(%x?%x?)", function(hex) if #hex < 2 then return "%25" .. hex end end)
+  return (gsub(path, "[^%w%-%._~!$&'()*+,;=:@/%% %c]", function(c) return format("%%%02X", byte(c)) end))
+end
+M.wire_path = wire_path
+
 --- query_string({{k, v}...}) -> "k=v&k2=v2", in the order given, each side pct-encoded
 local function query_string(pairs_list)
   local out = {}
@@ -54,7 +78,7 @@ function M.build(client, call, stamp)
     headers["Content-Type"] = "application/json; charset=UTF-8"
     headers["Content-MD5"] = core.content_md5(body)
   end
-  local path = client.base_path .. call.path
+  local path = wire_path(client.base_path .. call.path)
   local signed = client.signer:sign{
     method = call.method, path = path, query = call.query, headers = headers,
     signature_method = client.signature_method,

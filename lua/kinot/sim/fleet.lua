@@ -2,6 +2,7 @@
 -- a 100,000-device fleet costs no memory until a device changes; changes
 -- live in an override table.  Pages are rendered to JSON once and cached
 -- until the fleet changes, so serving a page is one string write.
+local json = require "kinot.json"
 local vocabulary = require "kinot.vocabulary"
 
 local M = {}
@@ -118,9 +119,11 @@ function Fleet:base_device(kind, i)
   local r = rng(self.seed * 7919 + (kind == "lock" and 1 or kind == "sensor" and 2 or 3) * 104729 + i * 15485863)
   r(); r()
   local sn = BASE[kind] + i
+  -- a reading is n / 1000: the double nearest the three-decimal value, so
+  -- it is written with its three decimals (3.2 + n / 1000 is not always)
   if kind == "lock" then
     return {
-      sn = sn, voltage = 3.2 + r(500) / 1000, frequency = 37 + r(2000) / 1000,
+      sn = sn, voltage = (3200 + r(500)) / 1000, frequency = (37000 + r(2000)) / 1000,
       locked = r(2), car_detected = r(2), shell_opened = r(50) == 0 and 1 or 0,
       low_battery = r(20) == 0 and 1 or 0, coil_fault = r(40) == 0 and 1 or 0,
       bar_position_error = r(60) == 0 and 1 or 0, motor_fail = r(80) == 0 and 1 or 0,
@@ -129,7 +132,7 @@ function Fleet:base_device(kind, i)
     }
   elseif kind == "sensor" then
     return {
-      sn = sn, voltage = 3.2 + r(500) / 1000, frequency = 37 + r(2000) / 1000,
+      sn = sn, voltage = (3200 + r(500)) / 1000, frequency = (37000 + r(2000)) / 1000,
       active = r(10) == 0 and 0 or 1, car_detected = r(2),
       low_battery = r(20) == 0 and 1 or 0, coil_fault = r(40) == 0 and 1 or 0,
       rs_si = -(r(1200) / 10), updated_at = stamp(r),
@@ -174,20 +177,11 @@ end
 local FIELDS = { lock = vocabulary.order.lock, sensor = vocabulary.order.sensor, dtu = vocabulary.order.dtu }
 M.FIELDS = FIELDS
 
+-- a member's JSON text: kinot.json's writer (exact integers, floats that
+-- read back as themselves), nil as null
 local function value(v)
-  local t = type(v)
-  if t == "number" then
-    if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format("%d", v) end
-    return format("%.14g", v)
-  elseif t == "string" then
-    return '"' .. v:gsub('[%c"\\]', function(c)
-      if c == '"' then return '\\"' elseif c == "\\" then return "\\\\" end
-      return format("\\u%04x", c:byte())
-    end) .. '"'
-  elseif t == "boolean" then
-    return tostring(v)
-  end
-  return "null"
+  if v == nil then return "null" end
+  return json.encode(v)
 end
 M.value = value
 

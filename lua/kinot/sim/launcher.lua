@@ -286,10 +286,34 @@ function M.start(opts)
   return sim
 end
 
---- stop(prefix, graceful): TERM to nginx's master (QUIT when graceful:
--- requests in flight finish and timers waiting run), wait for it to go
-function M.stop(prefix, graceful)
+--- running(prefix) -> pid, url | nil, why: the nginx master of the
+-- simulator started in prefix, when it still runs.  A pid alone proves
+-- nothing once its process is gone (the system hands it to another): the
+-- process must be nginx started with this prefix (-p), as its command line
+-- says (/proc, else ps).
+function M.running(prefix)
   local pid = tonumber(read(prefix .. "/nginx.pid") or "")
+  if not pid then return nil, "no nginx.pid in " .. prefix end
+  local cmdline = read("/proc/" .. pid .. "/cmdline")
+  if not cmdline and not read("/proc/self/cmdline") then -- no /proc here
+    local p = io.popen("ps -o args= -p " .. pid .. " 2>/dev/null")
+    cmdline = p:read("*a")
+    p:close()
+  end
+  if not cmdline or cmdline == "" then return nil, "its process " .. pid .. " is gone" end
+  cmdline = cmdline:gsub("%z", " ") .. " "
+  if not (cmdline:find("nginx", 1, true) and cmdline:find(" -p " .. prefix .. " ", 1, true)) then
+    return nil, "its process " .. pid .. " is gone (pid " .. pid .. " is now another program's)"
+  end
+  local port = (read(prefix .. "/nginx.conf") or ""):match("listen 127%.0%.0%.1:(%d+)")
+  return pid, port and ("http://127.0.0.1:" .. port) or nil
+end
+
+--- stop(prefix, graceful): TERM to nginx's master (QUIT when graceful:
+-- requests in flight finish and timers waiting run), wait for it to go.
+-- false when no simulator of that prefix runs: nothing is signalled.
+function M.stop(prefix, graceful)
+  local pid = M.running(prefix)
   if not pid then return false end
   run("kill -" .. (graceful and "QUIT " or "TERM ") .. pid .. " 2>/dev/null")
   for _ = 1, 100 do

@@ -29,6 +29,7 @@ local function new_state()
     notifications = {},
     faults = {},
     deliveries = {}, -- recent callback deliveries, newest last
+    received = {}, -- the API requests as they came (method, path, body), newest last
     pace = cfg.command_pace or 0.2,
     failure_rate = cfg.failure_rate or 0,
     callback_retries = cfg.callback_retries or 3,
@@ -67,6 +68,22 @@ local function respond(status, body, headers)
   end
   ngx.print(body)
 end
+
+-- a number in a message as JSON writes it (tostring would round a serial
+-- to 14 digits on LuaJIT)
+local function shown(v)
+  return type(v) == "number" and json.number_text(v) or tostring(v)
+end
+
+-- the serial a request names: an integer from 1 to 2^53 - 1 (validate.sn's
+-- range); beyond, a double may hold another serial than the one sent
+local MAX_SN = 2 ^ 53 - 1
+local function serial(v)
+  local n = tonumber(v)
+  if not n or n < 1 or n > MAX_SN or n ~= math.floor(n) then return nil end
+  return n
+end
+local NOT_A_SERIAL = "sn must be an integer from 1 to " .. json.number_text(MAX_SN)
 
 local function platform_error(code, message)
   return 200, '{"code":' .. code .. ',"message":' .. value(message) .. ',"objects":[]}'
@@ -203,14 +220,15 @@ end
 
 local function create_command(doc)
   if type(doc) ~= "table" then return platform_error(400, "body must be a JSON object") end
-  local sn = tonumber(doc.sn)
-  local kind = sn and S.fleet:locate(sn)
-  if not kind or kind == "dtu" then return platform_error(404, "device not found: " .. tostring(doc.sn)) end
+  local sn = serial(doc.sn)
+  if not sn then return platform_error(400, NOT_A_SERIAL .. " (got " .. shown(doc.sn) .. ")") end
+  local kind = S.fleet:locate(sn)
+  if not kind or kind == "dtu" then return platform_error(404, "device not found: " .. shown(sn)) end
   if doc.command ~= 1 then return platform_error(400, "command must be 1") end
   local p = doc.parameter
   if type(p) ~= "table" or p.value == nil then return platform_error(400, "parameter {key, value} is required") end
   if (kind == "lock" and p.value ~= 1) or (kind == "sensor" and p.value ~= 1 and p.value ~= 2) then
-    return platform_error(400, "parameter value " .. tostring(p.value) .. " is not valid for a " .. kind)
+    return platform_error(400, "parameter value " .. shown(p.value) .. " is not valid for a " .. kind)
   end
   local cmd = {
     guid = core.md5_hex(core.uuid()), sn = sn, command = 1, command_status = "sending", kind = kind,
@@ -250,9 +268,32 @@ local function notifications_json(conf)
   return render(conf, vocabulary.order.notification)
 end
 
-local function route(method, rel, args, body)
+local DEVICE_PATHS = { lockers = "lock", sensors = "sensor", dtu_devices = "dtu" }
+
+--- read_path(raw) -> rel, device path {want, text, sn|nil} | nil: the path
+-- below the API prefix as the router reads it, one way for every route: each
+-- segment percent-decoded (a %2F stays inside its segment), so
+-- /lockers/%34%31... is the serial it spells, the one the client signed.
+-- A device path's serial is digits from 1 to 2^53 - 1; anything else
+-- ("a;b", "1;x", beyond 2^53) is no serial, never a neighbour of one.
+function M.read_path(raw)
+  local segs, whole = {}, true
+  for seg in raw:gmatch("/([^/]*)") do
+    seg = seg:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+    if seg:find("/", 1, true) then whole = false end
+    segs[#segs + 1] = seg
+  end
+  local rel = whole and ("/" .. table.concat(segs, "/")) or raw
+  local want = DEVICE_PATHS[segs[1] or ""]
+  if #segs == 2 and want then
+    local text = segs[2]
+    return rel, { want = want, text = text, sn = text:match("^%d+$") and serial(text) or nil }
+  end
+  return rel
+end
+
+local function route(method, rel, args, body, device, raw_rel)
   local fleet = S.fleet
-  local kind_path, sn = rel:match("^/(%a[%w_]*)/(%d+)$")
   if method == "GET" and (rel == "/lockers" or rel == "/sensors") then
     local offset, limit = page_args(args)
     if not offset then return platform_error(400, limit) end
@@ -268,11 +309,12 @@ local function route(method, rel, args, body)
       return 200, '{"code":0,"message":"OK","objects":[],"count":' .. n .. "}"
     end
     return 200, fleet:page_json(rel == "/lockers" and "lock" or "sensor", M.first_row(S.paging, offset, limit), limit)
-  elseif method == "GET" and sn then
-    local want = ({ lockers = "lock", sensors = "sensor", dtu_devices = "dtu" })[kind_path]
-    if not want then return 404, '{"message":"no such API"}' end
-    local d, kind = fleet:get(tonumber(sn))
-    if not d or kind ~= want then return platform_error(404, "device not found: " .. sn) end
+  elseif method == "GET" and device then
+    if not device.sn then
+      return platform_error(400, value(device.text:sub(1, 60)) .. " is not a serial (" .. NOT_A_SERIAL .. ")")
+    end
+    local d, kind = fleet:get(device.sn)
+    if not d or kind ~= device.want then return platform_error(404, "device not found: " .. shown(device.sn)) end
     -- the reference shows a trailing comma on the single-lock answer
     return ok_objects({ fleet:render_device(kind, d) }, nil, kind == "lock")
   elseif rel == "/commands" and method == "POST" then
@@ -301,8 +343,10 @@ local function route(method, rel, args, body)
     return ok_objects({ notifications_json(conf) }, nil, true)
   elseif rel == "/test/notifications" and method == "POST" then
     local doc = json.decode(body or "") or {}
-    local d, kind = fleet:get(tonumber(doc.sn))
-    if not d or kind == "dtu" then return platform_error(404, "device not found: " .. tostring(doc.sn)) end
+    local tsn = serial(type(doc) == "table" and doc.sn)
+    if not tsn then return platform_error(400, NOT_A_SERIAL) end
+    local d, kind = fleet:get(tsn)
+    if not d or kind == "dtu" then return platform_error(404, "device not found: " .. shown(tsn)) end
     local url
     if doc.callback_type == "command_resp" then
       local cmd = S.last_command[d.sn] or { guid = core.md5_hex("test" .. d.sn), sn = d.sn, kind = kind,
@@ -318,10 +362,10 @@ local function route(method, rel, args, body)
       return platform_error(400, "callback_type must be status_changed or command_resp")
     end
     if not url then return platform_error(400, "no " .. doc.callback_type .. " callback url is set for this device type") end
-    return ok_objects({ '{"sn":' .. d.sn .. ',"callback_url":' .. value(url) .. ',"error_detail":"sent"}' },
+    return ok_objects({ '{"sn":' .. value(d.sn) .. ',"callback_url":' .. value(url) .. ',"error_detail":"sent"}' },
       ',"request_id":"' .. core.md5_hex(core.uuid()):lower() .. '"')
   end
-  return 404, '{"message":"no such API: ' .. method .. " " .. rel:gsub('[^%w/_%-]', "") .. '"}'
+  return 404, '{"message":' .. value("no such API: " .. method .. " " .. raw_rel:sub(1, 200)) .. "}"
 end
 
 -- ------------------------------------------------------------ faults
@@ -393,9 +437,10 @@ end
 function M.api()
   state()
   local method = ngx.req.get_method()
-  local path = ngx.var.request_uri:match("^[^?]*")
-  local rel = path:sub(#API_PREFIX + 1)
-  local endpoint = method .. " " .. rel:gsub("/%d+$", "/{sn}")
+  local path = ngx.var.request_uri:match("^[^?]*") -- as sent: the gateway signs it so
+  local raw_rel = path:sub(#API_PREFIX + 1)
+  local rel, device = M.read_path(raw_rel)
+  local endpoint = method .. " " .. (device and device.sn and ("/" .. rel:match("^/([^/]+)") .. "/{sn}") or rel)
   local rid = core.uuid():upper()
   local status
   bump(S.counters.endpoints, endpoint)
@@ -409,6 +454,8 @@ function M.api()
   end
   ngx.req.read_body()
   local body = ngx.req.get_body_data()
+  S.received[#S.received + 1] = { method = method, path = path, body = body and body:sub(1, 4096) or json.null }
+  if #S.received > 200 then table.remove(S.received, 1) end
   local headers = ngx.req.get_headers(200)
   local query, args = ordered_args(ngx.var.args)
   local form
@@ -425,7 +472,7 @@ function M.api()
     status, out = gst, ""
     respond(status, out, { ["X-Ca-Error-Message"] = gmsg, ["X-Ca-Request-Id"] = rid })
   else
-    status, out = route(method, rel, args, body)
+    status, out = route(method, rel, args, body, device, raw_rel)
     if f and f.kind == "reset" and f.after then
       bump(S.counters.requests, endpoint .. " fault:reset-after")
       return ngx.exit(444)
@@ -456,15 +503,15 @@ M.PAGING = PAGING
 -- callback goes out; {type = "command", sn, value}: a command is created as
 -- if sent through the API, and runs its course with its callbacks
 local function trigger(doc)
-  local sn = tonumber(doc.sn)
+  local sn = serial(doc.sn)
   local d, kind = S.fleet:get(sn)
-  if not d then return 404, '{"error":"no such device: ' .. tostring(sn):gsub("[^%w.]", "") .. '"}' end
+  if not d then return 404, '{"error":' .. value("no such device: " .. shown(doc.sn)) .. "}" end
   if doc.type == "status" then
     if kind == "dtu" then return 400, '{"error":"a DTU sends no callbacks"}' end
     local set = type(doc.set) == "table" and next(doc.set) and doc.set or { car_detected = 1 - d.car_detected }
     set.updated_at = set.updated_at or now_text()
     local _, _, url = change_device(sn, set)
-    return 200, '{"sn":' .. sn .. ',"device":"' .. kind .. '","callback_url":' .. value(url) .. ',"set":' ..
+    return 200, '{"sn":' .. value(sn) .. ',"device":"' .. kind .. '","callback_url":' .. value(url) .. ',"set":' ..
       json.encode(set) .. "}"
   elseif doc.type == "command" then
     local v = tonumber(doc.value) or 1
@@ -526,6 +573,8 @@ function M.admin()
     S.fleet.version = S.fleet.version + 1
     S.fleet.cache, S.fleet.cache_size = {}, 0
     return reply(200, '{"ok":true}')
+  elseif rel == "/received" then
+    return reply(200, #S.received > 0 and json.encode { received = S.received } or '{"received":[]}')
   elseif rel == "/callbacks" then
     return reply(200, '{"deliveries":' .. (#S.deliveries > 0 and json.encode(S.deliveries) or "[]") .. "}")
   elseif rel == "/trigger" and method == "POST" then
