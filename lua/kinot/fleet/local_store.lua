@@ -252,16 +252,24 @@ local function sorted(self)
   return list
 end
 
---- sweep(cfg) -> events | nil, err: devices turned stale since the last sweep
--- (a pass over every device: the local stores keep no index by time)
+--- sweep(cfg) -> events | nil, err: devices turned stale since the last
+-- sweep, oldest updated_at first (Redis's order); a pass over every device:
+-- the local stores keep no index by time
 function Store:sweep(cfg)
-  local b, due = self.b, {}
+  local b, due, t = self.b, {}, {}
   if not cfg.stale_after then return {} end
   local list = sorted(self)
   for i = 1, #list do
     local rec = b:get(list[i])
-    if rec and not rec.stale and not rec.gone and cfg.now - rec.t >= cfg.stale_after then due[#due + 1] = list[i] end
+    if rec and not rec.stale and not rec.gone and cfg.now - rec.t >= cfg.stale_after then
+      due[#due + 1] = list[i]
+      t[list[i]] = rec.t
+    end
   end
+  sort(due, function(x, y)
+    if t[x] ~= t[y] then return t[x] < t[y] end
+    return tostring(x) < tostring(y)
+  end)
   return mark(self, due, cfg, "sweep")
 end
 

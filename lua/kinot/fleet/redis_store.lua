@@ -84,7 +84,7 @@ return cjson.encode(out)
 
 -- at most ARGV[4] devices a call: the caller calls again while it gets that many
 SCRIPTS.sweep = PRELUDE .. [[
-local due = redis.call("ZRANGEBYSCORE", P .. "t", "-inf", "(" .. (cfg.now - cfg.stale_after),
+local due = redis.call("ZRANGEBYSCORE", P .. "t", "-inf", cfg.now - cfg.stale_after,
                        "LIMIT", 0, tonumber(ARGV[4]))
 for i = 1, #due do
   local held = held_of(due[i])

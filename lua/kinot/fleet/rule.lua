@@ -155,6 +155,8 @@ end
 -- scan read at the same stamp: the scan read the platform at or after that
 -- second, so it holds the last state of it that the platform had.
 function R.decide(held, new, cfg)
+  -- no callback ever tells of a DTU: a scan is how its changes arrive, not a miss
+  local newer = (new.source == "scan" and new.kind ~= "dtu") and "missed" or "applied"
   local verdict
   if not held then
     verdict = "added"
@@ -168,10 +170,10 @@ function R.decide(held, new, cfg)
     elseif held.source == "scan" and new.source ~= "scan" then
       verdict = "older"
     else
-      verdict = new.source == "scan" and "missed" or "applied"
+      verdict = newer
     end
   else
-    verdict = new.source == "scan" and "missed" or "applied"
+    verdict = newer
   end
   if verdict == "older" or verdict == "duplicate" then
     return verdict, nil, { [verdict] = 1 }, {}

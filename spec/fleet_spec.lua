@@ -1,0 +1,305 @@
+-- kinot.fleet, the live twin: one scenario run against its three stores
+-- (a Lua table here, a lua_shared_dict in a real nginx, a real
+-- redis-server), each transcript checked step by step and the three held
+-- equal.  The nginx twin is driven over HTTP: a location runs each call on
+-- a twin over the shared dict and answers its results and change events.
+local fleet = require "kinot.fleet"
+local json = require "kinot.json"
+local cjson = require "cjson"
+local H = require "helpers"
+local R = require "redis_server"
+
+local LOCK1, LOCK2, SENSOR1, DTU1 = 419600001, 419600002, 419800001, 644200001
+local GROUPS = {
+  [tostring(LOCK1)] = { zone = "A", level = "1", bay = "A1-01" },
+  [tostring(LOCK2)] = { zone = "A", level = "1", bay = "A1-02" },
+  [tostring(SENSOR1)] = { zone = "B", level = "2", bay = "B2-01" },
+}
+local OPTS = { groups = GROUPS, stale_after = 3600, weak_signal = -100 }
+
+local function stamp(s) -- seconds after 2026-12-01T00:00:00Z
+  return os.date("!%Y-%m-%dT%H:%M:%S+00:00", 1796083200 + s)
+end
+local T0 = 1796083200
+
+local function lock(sn, s, fields)
+  local o = { sn = sn, voltage = 3.45, frequency = 37.5, locked = 0, car_detected = 0, shell_opened = 0,
+              low_battery = 0, coil_fault = 0, bar_position_error = 0, motor_fail = 0, rs_si = -60.5,
+              bt_match_code = "00001-00002-00003-00004-00005-00006", bt_mac = "aa0019028ac1", updated_at = stamp(s) }
+  for k, v in pairs(fields or {}) do o[k] = v end
+  return o
+end
+local function sensor(sn, s, fields)
+  local o = { sn = sn, voltage = 3.3, frequency = 37.1, active = 1, car_detected = 0, low_battery = 0,
+              coil_fault = 0, rs_si = -70, updated_at = stamp(s) }
+  for k, v in pairs(fields or {}) do o[k] = v end
+  return o
+end
+local function dtu(sn, s, online)
+  return { sn = sn, hw = 4097, sw = 8193, firmware = 17, host = "10.0.0.1:40001", online = online or "online",
+           updated_at = stamp(s) }
+end
+-- a verified callback event, as kinot.callback gives it (only what the twin reads)
+local function callback(device, data)
+  return { kind = "status_changed", device = device, sn = data.sn, data = data, verified = true }
+end
+
+-- JSON and back, without ids (each store numbers its events its own way)
+local function plain(v)
+  local t = json.decode(cjson.encode(v))
+  local function strip(x)
+    if type(x) == "table" then
+      x.id = nil
+      x.next = nil
+      for _, y in pairs(x) do strip(y) end
+    end
+  end
+  strip(t)
+  return t
+end
+
+-- ------------------------------------------------------------ the three twins
+-- each: call(method, now, ...) -> { r1 = ..., r2 = ..., events = {...} } (plain)
+
+local function local_twin(opts)
+  local now, events = 0, {}
+  local o = { clock = function() return now end, on_change = function(ev) events[#events + 1] = ev end }
+  for k, v in pairs(OPTS) do o[k] = v end
+  for k, v in pairs(opts) do o[k] = v end
+  local twin = fleet.new(o)
+  return function(method, at, ...)
+    now, events = at, {}
+    local r1, r2 = twin[method](twin, ...)
+    return { r1 = plain(r1), r2 = r2 ~= nil and plain(type(r2) == "table" and r2 or tostring(r2)) or nil,
+             events = plain(events), raw = r1 }
+  end
+end
+
+local NGINX_CALL = [[
+  location = /call {
+    content_by_lua_block {
+      local fleet = require "kinot.fleet"
+      local cjson = require "cjson"
+      ngx.req.read_body()
+      local req = cjson.decode(ngx.req.get_body_data())
+      local events = {}
+      local o = req.opts
+      o.clock = function() return req.now end
+      o.on_change = function(ev) events[#events + 1] = ev end
+      local twin = fleet.new(o)
+      local args = req.args
+      for i = 1, req.n do if args[i] == cjson.null then args[i] = nil end end
+      local r1, r2 = twin[req.method](twin, unpack(args, 1, req.n))
+      if type(r2) ~= "table" and r2 ~= nil then r2 = tostring(r2) end
+      ngx.say(cjson.encode { r1 = r1, r2 = r2, events = events })
+    }
+  }
+]]
+
+local function nginx_twin(ng)
+  return function(method, at, ...)
+    local o = { store = "shared" }
+    for k, v in pairs(OPTS) do o[k] = v end
+    local args = { ... }
+    local res = H.raw("POST", ng.url .. "/call", cjson.encode { method = method, now = at, opts = o, args = args,
+                                                                n = select("#", ...) })
+    assert.are.equal(200, res.status, res.body .. "\n" .. ng.log())
+    local doc = json.decode(res.body)
+    return { r1 = plain(doc.r1), r2 = doc.r2 and plain(doc.r2) or nil, events = plain(doc.events) }
+  end
+end
+
+-- ------------------------------------------------------------ the scenario
+
+local function changes_of(events)
+  local out = {}
+  for _, ev in ipairs(events) do
+    out[#out + 1] = ev.sn .. " " .. ev.change .. (ev.fault and (":" .. ev.fault) or "") .. " " .. ev.source
+  end
+  table.sort(out)
+  return out
+end
+
+-- runs the scenario on a twin, checking each step; returns the transcript
+local function scenario(call)
+  local log = {}
+  local function step(name, ...)
+    local r = call(...)
+    log[#log + 1] = { name = name, r1 = r.r1, r2 = r.r2, events = r.events }
+    return r
+  end
+
+  -- the first scan: every device is new, no change events
+  local r = step("scan locks", "put", T0 + 10, "lock", { lock(LOCK1, 0), lock(LOCK2, 0, { car_detected = 1 }) }, "scan")
+  assert.are.same({ "added", "added" }, { r.r1[1].verdict, r.r1[2].verdict })
+  assert.are.same({}, r.events)
+  step("scan sensor", "put", T0 + 10, "sensor", { sensor(SENSOR1, 0, { rs_si = -105 }) }, "scan")
+  step("scan dtu", "put", T0 + 10, "dtu", { dtu(DTU1, 0) }, "scan")
+  r = step("summary after scan", "summary", T0 + 10)
+  local s = r.r1
+  assert.are.same({ locks = 2, sensors = 1, dtus = 1, gone = 0 }, s.devices)
+  assert.are.equal(1, s.occupancy.occupied)
+  assert.are.equal(3, s.occupancy.total)
+  assert.are.same({ occupied = 1, free = 1, total = 2 }, s.occupancy.groups["A/1"])
+  assert.are.same({ occupied = 0, free = 1, total = 1 }, s.occupancy.groups["B/2"])
+  assert.are.equal(1, s.weak_signal)
+  assert.are.equal(0, s.dtus_offline)
+
+  -- a newer callback applies: occupied, up, a fault raised
+  r = step("callback newer", "apply", T0 + 20, callback("lock", { sn = LOCK1, car_detected = 1, locked = 1,
+    coil_fault = 1, low_battery = 0, rs_si = -61, voltage = 3.44, frequency = 37.5, shell_opened = 0,
+    bar_position_error = 0, motor_fail = 0, updated_at = stamp(20) }))
+  assert.are.equal("applied", r.r1)
+  assert.are.same({ LOCK1 .. " fault_raised:coil_fault callback", LOCK1 .. " occupied callback",
+                    LOCK1 .. " up callback" }, changes_of(r.events))
+  -- the callback's fields lie over the scan's: bt_match_code (not in a callback) stays
+  r = step("device after callback", "device", T0 + 20, LOCK1)
+  assert.are.equal(1, r.r1.state.car_detected)
+  assert.are.equal("00001-00002-00003-00004-00005-00006", r.r1.state.bt_match_code)
+  assert.are.equal("callback", r.r1.source)
+  assert.are.equal(stamp(20), r.r1.updated_at)
+  assert.are.equal(T0 + 20, r.r1.seen_at)
+  assert.are.same(GROUPS[tostring(LOCK1)].bay, r.r1.place.bay)
+
+  -- an older callback (delivered late) is counted, never applied
+  r = step("callback older", "apply", T0 + 21, callback("lock", { sn = LOCK1, car_detected = 0, locked = 0,
+    updated_at = stamp(15) }))
+  assert.are.equal("older", r.r1)
+  assert.are.same({}, r.events)
+  r = step("device after older", "device", T0 + 21, LOCK1)
+  assert.are.equal(1, r.r1.state.car_detected)
+  assert.are.equal(stamp(20), r.r1.updated_at)
+
+  -- the same callback again: a duplicate
+  r = step("callback again", "apply", T0 + 22, callback("lock", { sn = LOCK1, car_detected = 1, locked = 1,
+    coil_fault = 1, updated_at = stamp(20) }))
+  assert.are.equal("duplicate", r.r1)
+
+  -- the tie rule: the same second, another state from a callback: the later arrival wins...
+  r = step("tie callback", "apply", T0 + 23, callback("lock", { sn = LOCK1, car_detected = 0, updated_at = stamp(20) }))
+  assert.are.equal("applied", r.r1)
+  assert.are.same({ LOCK1 .. " free callback" }, changes_of(r.events))
+  -- ...but a callback never replaces what a scan read at the same stamp
+  step("scan lock2 newer", "put", T0 + 30, "lock", { lock(LOCK2, 25, { car_detected = 0 }) }, "scan")
+  r = step("tie callback vs scan", "apply", T0 + 31, callback("lock", { sn = LOCK2, car_detected = 1,
+    updated_at = stamp(25) }))
+  assert.are.equal("older", r.r1)
+
+  -- a scan newer than a callback-held state: missed, its changes with source scan
+  r = step("scan missed", "put", T0 + 40, "lock", { lock(LOCK1, 35, { car_detected = 1, locked = 0, coil_fault = 0,
+    low_battery = 1 }) }, "scan")
+  assert.are.equal("missed", r.r1[1].verdict)
+  assert.are.same({ LOCK1 .. " battery_low scan", LOCK1 .. " down scan", LOCK1 .. " fault_cleared:coil_fault scan",
+                    LOCK1 .. " occupied scan" }, changes_of(r.events))
+
+  -- a DTU goes offline and back
+  r = step("dtu offline", "put", T0 + 50, "dtu", { dtu(DTU1, 45, "offline") }, "scan")
+  assert.are.same({ DTU1 .. " offline scan" }, changes_of(r.events))
+  r = step("dtu online", "put", T0 + 51, "dtu", { dtu(DTU1, 46, "online") }, "scan")
+  assert.are.same({ DTU1 .. " online scan" }, changes_of(r.events))
+
+  -- stale: nothing from the sensor for stale_after (3600 s) ...
+  r = step("sweep early", "sweep", T0 + 3000)
+  assert.are.same({}, r.events)
+  r = step("sweep", "sweep", T0 + 3625)
+  -- at T0 + 3625 the sensor (0) is past 3600 s old and lock2 (25) exactly that (stale: the bound is
+  -- in); lock1 (35) and the DTU (46) are not
+  assert.are.same({ LOCK2 .. " stale sweep", SENSOR1 .. " stale sweep" }, changes_of(r.events))
+  r = step("sweep again", "sweep", T0 + 3634)
+  assert.are.same({}, r.events)
+  r = step("summary stale", "summary", T0 + 3621)
+  assert.are.equal(2, r.r1.stale)
+  r = step("sensor alive", "apply", T0 + 3700, callback("sensor", { sn = SENSOR1, car_detected = 1,
+    updated_at = stamp(3690) }))
+  assert.are.same({ SENSOR1 .. " alive callback", SENSOR1 .. " occupied callback" }, changes_of(r.events))
+
+  -- gone, and back
+  r = step("gone", "gone", T0 + 3800, { LOCK2 })
+  assert.are.same({ LOCK2 .. " gone scan" }, changes_of(r.events))
+  r = step("summary gone", "summary", T0 + 3800)
+  assert.are.same({ locks = 1, sensors = 1, dtus = 1, gone = 1 }, r.r1.devices)
+  assert.are.equal(2, r.r1.occupancy.total)
+  r = step("device gone", "device", T0 + 3800, LOCK2)
+  assert.is_true(r.r1.gone)
+  r = step("back", "put", T0 + 3900, "lock", { lock(LOCK2, 25, { car_detected = 0 }) }, "scan")
+  assert.are.same({ LOCK2 .. " back scan" }, changes_of(r.events))
+
+  -- the queries
+  r = step("summary end", "summary", T0 + 3900)
+  s = r.r1
+  assert.are.same({ locks = 2, sensors = 1, dtus = 1, gone = 0 }, s.devices)
+  assert.are.same({ occupied = 2, free = 1, total = 3 }, { occupied = s.occupancy.occupied,
+    free = s.occupancy.free, total = s.occupancy.total })
+  assert.are.same({ occupied = 1, free = 1, total = 2 }, s.occupancy.groups["A/1"])
+  assert.are.equal(1, s.low_battery)
+  assert.are.equal(0, s.faults.devices)
+  assert.are.equal(1, s.stale) -- lock2 came back with its 25 s stamp: still stale
+  assert.are.equal(2, s.missed) -- lock2's scan at 25 s and lock1's at 35 s
+  assert.are.equal(2, s.updates.out_of_order)
+  assert.are.equal(1, s.updates.duplicate)
+  r = step("free spaces", "devices", T0 + 3900, { occupied = false })
+  assert.are.equal(1, r.r1.total)
+  assert.are.equal(LOCK2, r.r1.devices[1].sn)
+  r = step("group B/2", "devices", T0 + 3900, { group = "B/2" })
+  assert.are.equal(SENSOR1, r.r1.devices[1].sn)
+  r = step("low battery locks", "devices", T0 + 3900, { kind = "lock", low_battery = true })
+  assert.are.equal(1, r.r1.total)
+  assert.are.equal(LOCK1, r.r1.devices[1].sn)
+  r = step("weak signal", "devices", T0 + 3900, { weak_signal = true })
+  -- the sensor's callback carried no rs_si: the scan's -105 (below -100) stays
+  assert.are.equal(1, r.r1.total)
+  assert.are.equal(SENSOR1, r.r1.devices[1].sn)
+  r = step("paged", "devices", T0 + 3900, { offset = 1, limit = 2 })
+  assert.are.equal(4, r.r1.total)
+  assert.are.same({ LOCK2, SENSOR1 }, { r.r1.devices[1].sn, r.r1.devices[2].sn })
+  r = step("changes", "changes", T0 + 3900, 0, 1000)
+  local all = r.r1.changes
+  assert.is_true(#all >= 15)
+  return log
+end
+
+-- the first place two transcripts differ, as "step name: path: a ~= b" (nil when equal)
+local function difference(a, b, path)
+  if type(a) ~= "table" or type(b) ~= "table" then
+    if a ~= b then return path .. ": " .. tostring(a) .. " ~= " .. tostring(b) end
+    return nil
+  end
+  local keys = {}
+  for k in pairs(a) do keys[k] = true end
+  for k in pairs(b) do keys[k] = true end
+  for k in pairs(keys) do
+    local name = type(a[k]) == "table" and a[k].name
+    local d = difference(a[k], b[k], path .. "." .. (name or tostring(k)))
+    if d then return d end
+  end
+end
+
+-- ------------------------------------------------------------ the specs
+
+describe("kinot.fleet: one scenario, three stores #nginx #redis", function()
+  local ng, rs
+  local transcripts = {}
+  setup(function()
+    rs = R.start()
+    ng = H.nginx { http = "lua_shared_dict kinot_fleet 8m;", server = NGINX_CALL, workers = 2 }
+  end)
+  teardown(function()
+    if ng then ng.stop() end
+    if rs then rs.stop() end
+  end)
+
+  it("on a Lua table", function()
+    transcripts.table = scenario(local_twin { store = "table" })
+  end)
+  it("on a lua_shared_dict, in nginx", function()
+    transcripts.shared = scenario(nginx_twin(ng))
+  end)
+  it("on Redis", function()
+    transcripts.redis = scenario(local_twin { store = "redis", redis = rs.url, prefix = "t1:" })
+  end)
+  it("gives the same transcript on every store", function()
+    assert.is_table(transcripts.table)
+    assert.is_nil(difference(transcripts.table, transcripts.shared, "table vs shared"))
+    assert.is_nil(difference(transcripts.table, transcripts.redis, "table vs redis"))
+  end)
+end)
