@@ -15,7 +15,7 @@ local rule = require "kinot.fleet.rule"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
 
-local type, pairs, tostring, concat, sort, find = type, pairs, tostring, table.concat, table.sort, string.find
+local pairs, tostring, tonumber, concat, sort, find = pairs, tostring, tonumber, table.concat, table.sort, string.find
 
 local M = {}
 
