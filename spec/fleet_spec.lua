@@ -303,3 +303,161 @@ describe("kinot.fleet: one scenario, three stores #nginx #redis", function()
     assert.is_nil(difference(transcripts.table, transcripts.redis, "table vs redis"))
   end)
 end)
+
+-- Attack: many workers at once.  Updates of four devices in a shuffled order
+-- of their stamps, 8 clients in parallel against nginx's 2 workers, each
+-- worker with its own twin over the one store.  Whatever the interleaving,
+-- each device ends at its newest stamp, every update is counted once, and
+-- the summary's counters agree with the devices.
+local APPLY = [[
+  location = /apply {
+    content_by_lua_block {
+      local fleet = require "kinot.fleet"
+      local a = ngx.req.get_uri_args()
+      local store = a.store
+      local twin = fleet.new { store = store, redis = a.redis, prefix = a.prefix, stale_after = false }
+      local s = tonumber(a.s)
+      local verdict, err = twin:apply { kind = "status_changed", device = "lock", verified = true, data = {
+        sn = tonumber(a.sn), car_detected = tonumber(a.c), locked = s % 2,
+        updated_at = os.date("!%Y-%m-%dT%H:%M:%S+00:00", 1796083200 + s) } }
+      if not verdict then ngx.status = 500 ngx.say(tostring(err)) return end
+      ngx.say(verdict)
+    }
+  }
+]]
+
+-- two requests at once, one a worker, each applying n updates in a tight
+-- loop (no process to spawn between them: the workers really overlap)
+local HAMMER = [[
+  location = /hammer {
+    content_by_lua_block {
+      local fleet = require "kinot.fleet"
+      local a = ngx.req.get_uri_args()
+      local twin = fleet.new { store = a.store, redis = a.redis, prefix = a.prefix, stale_after = false }
+      local x, n = tonumber(a.seed), tonumber(a.n)
+      local counts = {}
+      for _ = 1, n do
+        x = (x * 48271) % 2147483647
+        local sn, s = 419600201 + x % 4, math.floor(x / 4) % 500 + 1
+        local verdict, err = twin:apply { kind = "status_changed", device = "lock", verified = true, data = {
+          sn = sn, car_detected = (s * 3 + sn) % 2, locked = s % 2,
+          updated_at = os.date("!%Y-%m-%dT%H:%M:%S+00:00", 1796083200 + s) } }
+        if not verdict then ngx.status = 500 ngx.say(tostring(err)) return end
+        counts[verdict] = (counts[verdict] or 0) + 1
+      end
+      ngx.say(require("cjson").encode { pid = ngx.worker.pid(), counts = counts })
+    }
+  }
+]]
+
+describe("kinot.fleet under concurrent workers #nginx #redis", function()
+  local ng, rs
+  setup(function()
+    rs = R.start()
+    ng = H.nginx { http = "lua_shared_dict kinot_fleet 8m;", server = APPLY .. HAMMER .. NGINX_CALL, workers = 2 }
+  end)
+  teardown(function()
+    if ng then ng.stop() end
+    if rs then rs.stop() end
+  end)
+
+  for _, store in ipairs { "shared", "redis" } do
+    it("never goes backward and counts every update once (" .. store .. ", 2 workers, 8 clients)", function()
+      local sns = { 419600101, 419600102, 419600103, 419600104 }
+      local urls, newest = {}, {}
+      math.randomseed(7)
+      for _, sn in ipairs(sns) do
+        for s = 1, 60 do
+          -- stamps 1..60, a few repeated (duplicates), the order shuffled below
+          local c = (s * 7 + sn) % 2
+          urls[#urls + 1] = string.format("%s/apply?store=%s&redis=%s&prefix=%s&sn=%d&s=%d&c=%d", ng.url, store,
+            rs.url, "conc:", sn, s, c)
+          if s % 10 == 0 then urls[#urls + 1] = urls[#urls] end
+          newest[sn] = { s = s, c = c }
+        end
+      end
+      for i = #urls, 2, -1 do
+        local j = math.random(i)
+        urls[i], urls[j] = urls[j], urls[i]
+      end
+      local list = os.tmpname()
+      local f = assert(io.open(list, "w"))
+      f:write(table.concat(urls, "\n"), "\n")
+      f:close()
+      local p = io.popen("xargs -P 8 -n 1 curl -s -o /dev/null -w '%{http_code}\\n' < " .. list)
+      local codes = {}
+      for line in p:lines() do codes[line] = (codes[line] or 0) + 1 end
+      p:close()
+      os.remove(list)
+      assert.are.same({ ["200"] = #urls }, codes, ng.log())
+
+      local call = nginx_twin(ng)
+      local function ask(method, ...)
+        if store == "shared" then return call(method, 0, ...).r1 end
+        local twin = fleet.new { store = "redis", redis = rs.url, prefix = "conc:", stale_after = false }
+        return plain((twin[method](twin, ...)))
+      end
+      local occupied = 0
+      for _, sn in ipairs(sns) do
+        local d = ask("device", sn)
+        assert.are.equal(stamp(newest[sn].s), d.updated_at)
+        assert.are.equal(newest[sn].c, d.state.car_detected)
+        assert.are.equal(newest[sn].s % 2, d.state.locked)
+        occupied = occupied + newest[sn].c
+      end
+      local s = ask("summary")
+      local u = s.updates
+      assert.are.equal(#urls, u.added + u.applied + u.out_of_order + u.duplicate)
+      assert.are.equal(4, u.added)
+      assert.is_true(u.out_of_order > 0 and u.duplicate > 0) -- the shuffle made both
+      assert.are.equal(occupied, s.occupancy.occupied)
+      assert.are.equal(occupied, ask("devices", { occupied = true }).total)
+      assert.are.equal(4, s.devices.locks)
+    end)
+
+    it("keeps its counters true under two workers applying at once (" .. store .. ")", function()
+      local n = store == "shared" and 40000 or 3000
+      local prefix = "hammer:" .. store .. ":"
+      local url = string.format("%s/hammer?store=%s&redis=%s&prefix=%s&n=%d&seed=", ng.url, store, rs.url, prefix, n)
+      local p = io.popen("(curl -s '" .. url .. "11' & curl -s '" .. url .. "29' & wait)")
+      local out = p:read("*a")
+      p:close()
+      local pids = {}
+      for line in out:gmatch("[^\n]+") do
+        local doc = json.decode(line)
+        assert.is_table(doc, out .. ng.log())
+        pids[doc.pid] = true
+      end
+      local twin
+      local function ask(method, ...)
+        if store == "shared" then return nginx_twin(ng)(method, 0, ...).r1 end
+        twin = twin or fleet.new { store = "redis", redis = rs.url, prefix = prefix, stale_after = false }
+        return plain((twin[method](twin, ...)))
+      end
+      local s = ask("summary")
+      local u = s.updates
+      assert.are.equal(2 * n, u.added + u.applied + u.out_of_order + u.duplicate)
+      -- the newest stamp each device got, from the same generator
+      local newest = {}
+      for _, seed in ipairs { 11, 29 } do
+        local x = seed
+        for _ = 1, n do
+          x = (x * 48271) % 2147483647
+          local sn, st = 419600201 + x % 4, math.floor(x / 4) % 500 + 1
+          if st > (newest[sn] or 0) then newest[sn] = st end
+        end
+      end
+      local occupied, up = 0, 0
+      for sn = 419600201, 419600204 do
+        local d = ask("device", sn)
+        assert.are.equal(stamp(newest[sn]), d.updated_at)
+        assert.are.equal((newest[sn] * 3 + sn) % 2, d.state.car_detected)
+        occupied = occupied + d.state.car_detected
+        up = up + d.state.locked
+      end
+      assert.are.equal(occupied, s.occupancy.occupied)
+      assert.are.equal(up, s.locks_up)
+      assert.are.equal(4, s.devices.locks)
+    end)
+  end
+end)
