@@ -434,9 +434,12 @@ describe("kinot.fleet under concurrent workers #nginx #redis", function()
         twin = twin or fleet.new { store = "redis", redis = rs.url, prefix = prefix, stale_after = false }
         return plain((twin[method](twin, ...)))
       end
+      local workers = 0
+      for _ in pairs(pids) do workers = workers + 1 end
+      local served = workers .. " worker(s) served the two requests"
       local s = ask("summary")
       local u = s.updates
-      assert.are.equal(2 * n, u.added + u.applied + u.out_of_order + u.duplicate)
+      assert.are.equal(2 * n, u.added + u.applied + u.out_of_order + u.duplicate, served)
       -- the newest stamp each device got, from the same generator
       local newest = {}
       for _, seed in ipairs { 11, 29 } do
@@ -455,8 +458,8 @@ describe("kinot.fleet under concurrent workers #nginx #redis", function()
         occupied = occupied + d.state.car_detected
         up = up + d.state.locked
       end
-      assert.are.equal(occupied, s.occupancy.occupied)
-      assert.are.equal(up, s.locks_up)
+      assert.are.equal(occupied, s.occupancy.occupied, served)
+      assert.are.equal(up, s.locks_up, served)
       assert.are.equal(4, s.devices.locks)
     end)
   end
