@@ -96,9 +96,9 @@ local NGINX_CALL = [[
   }
 ]]
 
-local function nginx_twin(ng)
+local function nginx_twin(ng, dict)
   return function(method, at, ...)
-    local o = { store = "shared" }
+    local o = { store = "shared", dict = dict }
     for k, v in pairs(OPTS) do o[k] = v end
     local args = { ... }
     local res = H.raw("POST", ng.url .. "/call", cjson.encode { method = method, now = at, opts = o, args = args,
@@ -333,7 +333,8 @@ local HAMMER = [[
     content_by_lua_block {
       local fleet = require "kinot.fleet"
       local a = ngx.req.get_uri_args()
-      local twin = fleet.new { store = a.store, redis = a.redis, prefix = a.prefix, stale_after = false }
+      local twin = fleet.new { store = a.store, redis = a.redis, prefix = a.prefix, stale_after = false,
+                               dict = a.store == "shared" and "fleet_hammer" or nil }
       local x, n = tonumber(a.seed), tonumber(a.n)
       local counts = {}
       for _ = 1, n do
@@ -354,7 +355,8 @@ describe("kinot.fleet under concurrent workers #nginx #redis", function()
   local ng, rs
   setup(function()
     rs = R.start()
-    ng = H.nginx { http = "lua_shared_dict kinot_fleet 8m;", server = APPLY .. HAMMER .. NGINX_CALL, workers = 2 }
+    ng = H.nginx { http = "lua_shared_dict kinot_fleet 8m; lua_shared_dict fleet_hammer 4m;",
+                   server = APPLY .. HAMMER .. NGINX_CALL, workers = 2 }
   end)
   teardown(function()
     if ng then ng.stop() end
@@ -430,7 +432,7 @@ describe("kinot.fleet under concurrent workers #nginx #redis", function()
       end
       local twin
       local function ask(method, ...)
-        if store == "shared" then return nginx_twin(ng)(method, 0, ...).r1 end
+        if store == "shared" then return nginx_twin(ng, "fleet_hammer")(method, 0, ...).r1 end
         twin = twin or fleet.new { store = "redis", redis = rs.url, prefix = prefix, stale_after = false }
         return plain((twin[method](twin, ...)))
       end
@@ -463,4 +465,96 @@ describe("kinot.fleet under concurrent workers #nginx #redis", function()
       assert.are.equal(4, s.devices.locks)
     end)
   end
+end)
+
+describe("kinot.fleet: options, hostile updates, groups #unit", function()
+  local errors = require "kinot.errors"
+
+  it("refuses an unknown option or filter, naming it", function()
+    local ok, err = pcall(fleet.new, { store = "table", stale_afte = 60 })
+    assert.is_false(ok)
+    assert.is_true(errors.is_misuse(err))
+    assert.matches("stale_afte", tostring(err))
+    local twin = fleet.new { store = "table" }
+    ok, err = pcall(twin.devices, twin, { ocupied = true })
+    assert.is_false(ok)
+    assert.matches("ocupied", tostring(err))
+    assert.has_error(function() twin:devices { limit = 0 } end)
+    assert.has_error(function() twin:devices { occupied = "yes" } end)
+    assert.has_error(function() fleet.new { store = "memcached" } end)
+    assert.has_error(function() fleet.new { store = "redis" } end)
+  end)
+
+  it("refuses an update it cannot order, and changes nothing", function()
+    local twin = fleet.new { store = "table" }
+    for _, data in ipairs {
+      { sn = LOCK1, car_detected = 1 },                                -- no updated_at
+      { sn = LOCK1, car_detected = 1, updated_at = "yesterday" },
+      { sn = LOCK1, car_detected = 1, updated_at = 1796083200 },
+      { sn = "abc", car_detected = 1, updated_at = stamp(1) },
+      { sn = 2.5, car_detected = 1, updated_at = stamp(1) },
+      { car_detected = 1, updated_at = stamp(1) },
+    } do
+      local verdict, err = twin:apply(callback("lock", data))
+      assert.is_nil(verdict)
+      assert.are.equal("decode", err.kind)
+    end
+    local s = twin:summary()
+    assert.are.same({ locks = 0, sensors = 0, dtus = 0, gone = 0 }, s.devices)
+    assert.is_nil(twin:device(LOCK1))
+  end)
+
+  it("ignores what is not a device's state: command_resp, unverified (monitor), unknown device", function()
+    local twin = fleet.new { store = "table" }
+    local data = { sn = LOCK1, car_detected = 1, updated_at = stamp(1) }
+    assert.are.equal("ignored", (twin:apply { kind = "command_resp", device = "lock", data = data }))
+    assert.are.equal("ignored", (twin:apply { kind = "status_changed", device = "lock", data = data, verified = false }))
+    assert.are.equal("ignored", (twin:apply { kind = "status_changed", device = "unknown", data = data }))
+    assert.is_nil(twin:device(LOCK1))
+    assert.has_error(function() twin:apply("body") end)
+  end)
+
+  it("gives copies: changing what it answered does not change the twin", function()
+    local twin = fleet.new { store = "table" }
+    twin:put("lock", { lock(LOCK1, 1, { car_detected = 1 }) }, "scan")
+    local d = twin:device(LOCK1)
+    d.state.car_detected = 0
+    assert.are.equal(1, twin:device(LOCK1).state.car_detected)
+  end)
+
+  it("keeps the last changes_max changes", function()
+    local twin = fleet.new { store = "table", changes_max = 3 }
+    twin:put("lock", { lock(LOCK1, 0) }, "scan")
+    for s = 1, 5 do
+      twin:apply(callback("lock", { sn = LOCK1, car_detected = s % 2, updated_at = stamp(s) }))
+    end
+    local got = twin:changes(0, 100)
+    assert.are.equal(3, #got.changes)
+    assert.are.same({ 3, 4, 5 }, { got.changes[1].id, got.changes[2].id, got.changes[3].id })
+    assert.are.same({}, twin:changes(got.next, 100).changes)
+  end)
+
+  it("reads groups from CSV and from either JSON shape", function()
+    local groups = require "kinot.fleet.groups"
+    local dir = os.tmpname()
+    local csv = dir .. ".csv"
+    local f = assert(io.open(csv, "w"))
+    f:write('# the car park\r\nsn,zone,level,bay\r\n419600001,A,1,"A1, by the lift"\r\n\r\n419600002, A ,2,A2-01\r\n')
+    f:close()
+    local map, names = groups.load(csv)
+    os.remove(csv)
+    os.remove(dir)
+    assert.are.same({ "A/1", "A/2" }, names)
+    assert.are.same({ zone = "A", level = "1", bay = "A1, by the lift", group = "A/1" }, map[419600001])
+    assert.are.equal("A/2", map[419600002].group)
+    _, names = groups.load({ { sn = 419800001, zone = "B", level = 3 } })
+    assert.are.same({ "B/3" }, names)
+    map = groups.load({ ["419800001"] = { group = "visitors" } })
+    assert.are.equal("visitors", map[419800001].group)
+    map = groups.load({ ["419800001"] = { zone = "B", level = "1" } }, { "zone" })
+    assert.are.equal("B", map[419800001].group)
+    assert.has_error(function() groups.load({ { sn = "x", zone = "A" } }) end)
+    assert.has_error(function() groups.load({ { sn = 1, group = "a|b" } }) end)
+    assert.has_error(function() groups.load("/nonexistent/groups.csv") end)
+  end)
 end)

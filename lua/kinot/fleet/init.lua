@@ -184,15 +184,23 @@ function Twin:apply(ev)
   return out[1].verdict, out[1].events
 end
 
--- the record as the twin shows it: typed as the reference types its fields
+local function copy(t)
+  if type(t) ~= "table" then return t end
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- the record as the twin shows it: typed as the reference types its fields,
+-- a copy (the table store's records are the twin itself)
 local function view(self, rec)
   if not rec then return nil end
   local kind = rec.kind
   local sn = typed.to_int(rec.sn)
   local v = {
-    sn = sn, kind = kind, state = typed.object(rec.state or {}, vocabulary.fields[kind] or {}),
+    sn = sn, kind = kind, state = typed.object(copy(rec.state or {}), vocabulary.fields[kind] or {}),
     updated_at = rec.updated_at, seen_at = rec.seen_at, source = rec.source, group = rec.group,
-    place = self.places[sn], stale = rec.stale or false, gone = rec.gone or false,
+    place = copy(self.places[sn]), stale = rec.stale or false, gone = rec.gone or false,
   }
   return v
 end

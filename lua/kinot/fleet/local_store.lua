@@ -61,13 +61,19 @@ function Table:sn_at(i) return self.sns[i] end
 function Table:log_event(ev)
   self.seq = self.seq + 1
   ev.id = self.seq
-  self.log[self.seq % self.max] = ev
+  local kept = {}
+  for k, v in pairs(ev) do kept[k] = v end
+  self.log[self.seq % self.max] = kept
   return true
 end
 function Table:last_id() return self.seq end
 function Table:event_at(id)
   local ev = self.log[id % self.max]
-  if ev and ev.id == id then return ev end
+  if ev and ev.id == id then
+    local copy = {}
+    for k, v in pairs(ev) do copy[k] = v end
+    return copy
+  end
 end
 function Table:set_meta(k, v) self.meta[k] = v return true end
 function Table:get_meta(k) return self.meta[k] end
