@@ -19,13 +19,12 @@ local pairs, tostring, tonumber, concat, sort, find = pairs, tostring, tonumber,
 
 local M = {}
 
-local function flags_text(rec, cfg)
+-- "|name|name|...|" of a flag set (in no order: the lists look names up)
+local function flags_text(flags)
   local names = {}
-  for name in pairs(rule.flags(rec, cfg)) do names[#names + 1] = name end
-  sort(names)
+  for name in pairs(flags) do names[#names + 1] = name end
   return "|" .. concat(names, "|") .. "|"
 end
-M.flags_text = flags_text
 
 -- ------------------------------------------------------------ the table backend
 
@@ -175,10 +174,10 @@ function M.new(backend)
 end
 
 -- keep what the rule decided: record, flags, counters, events
-local function commit(self, sn, held, rec, delta, events, cfg)
+local function commit(self, sn, held, rec, delta, events, flags)
   local b = self.b
   if rec then
-    local ok, err = b:put(sn, rec, flags_text(rec, cfg))
+    local ok, err = b:put(sn, rec, flags_text(flags))
     if not ok then return nil, err end
     if not held then
       ok, err = b:add_sn(sn)
@@ -196,15 +195,15 @@ local function commit(self, sn, held, rec, delta, events, cfg)
   return true
 end
 
--- under the device's lock: fn(held) -> verdict-or-nil, rec, delta, events
-local function locked(self, sn, cfg, fn)
+-- under the device's lock: fn(held) -> verdict, rec, delta, events, flags
+local function locked(self, sn, fn)
   local b = self.b
   local ok, err = b:lock(sn)
   if not ok then return nil, err end
   local held = b:get(sn)
-  local verdict, rec, delta, events = fn(held)
+  local verdict, rec, delta, events, flags = fn(held)
   if delta then
-    ok, err = commit(self, sn, held, rec, delta, events, cfg)
+    ok, err = commit(self, sn, held, rec, delta, events, flags)
   end
   b:unlock(sn)
   if not ok then return nil, err end
@@ -216,7 +215,7 @@ function Store:apply(recs, cfg)
   local out = {}
   for i = 1, #recs do
     local new = recs[i]
-    local verdict, events = locked(self, new.sn, cfg, function(held) return rule.decide(held, new, cfg) end)
+    local verdict, events = locked(self, new.sn, function(held) return rule.decide(held, new, cfg) end)
     if not verdict then return nil, events end
     out[i] = { verdict = verdict, events = events }
   end
@@ -226,11 +225,11 @@ end
 local function mark(self, sns, cfg, how)
   local all = {}
   for i = 1, #sns do
-    local verdict, events = locked(self, sns[i], cfg, function(held)
+    local verdict, events = locked(self, sns[i], function(held)
       if not held then return true end
-      local rec, delta, events = rule[how](held, cfg)
+      local rec, delta, events, flags = rule[how](held, cfg)
       if not rec then return true end
-      return true, rec, delta, events
+      return true, rec, delta, events, flags
     end)
     if not verdict then return nil, events end
     for k = 1, #events do all[#all + 1] = events[k] end

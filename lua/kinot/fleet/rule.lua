@@ -29,6 +29,26 @@ local EVENTS = {
 }
 R.EVENTS = EVENTS
 
+-- flag names made once: "kind=lock", "fault=coil_fault", "group=A/1", "occupied@A/1"
+local function names(prefix, suffix)
+  return setmetatable({}, { __index = function(t, k)
+    local v = (prefix or "") .. k .. (suffix or "")
+    t[k] = v
+    return v
+  end })
+end
+local KIND, FAULT, GROUP = names("kind="), names("fault="), names("group=")
+local FAULT_OF = setmetatable({}, { __index = function(t, name)
+  local v = name:match("^fault=(.+)$") or false
+  t[name] = v
+  return v
+end })
+local AT = setmetatable({}, { __index = function(t, group)
+  local v = names(nil, "@" .. group)
+  t[group] = v
+  return v
+end })
+
 --- flags(rec, cfg) -> { name = true }: what the record counts as.  Every
 -- flag has a counter (the summary) and an index (the filtered lists); a
 -- counter per group too ("name@group").  A gone device counts only as
@@ -36,8 +56,8 @@ R.EVENTS = EVENTS
 function R.flags(rec, cfg)
   local f = { all = true }
   local k, s = rec.kind, rec.state
-  f["kind=" .. k] = true
-  if rec.group then f["group=" .. rec.group] = true end
+  f[KIND[k]] = true
+  if rec.group then f[GROUP[rec.group]] = true end
   if rec.gone then
     f.gone = true
     return f
@@ -50,7 +70,7 @@ function R.flags(rec, cfg)
     local list = cfg.faults[k] or {}
     for i = 1, #list do
       if s[list[i]] == 1 then
-        f["fault=" .. list[i]] = true
+        f[FAULT[list[i]]] = true
         f.fault = true
       end
     end
@@ -72,10 +92,11 @@ end
 local function delta(held, rec, cfg)
   local d = {}
   local function add(flags, group, n)
+    local at = group and AT[group]
     for name in pairs(flags) do
       d[name] = (d[name] or 0) + n
-      if group then
-        local g = name .. "@" .. group
+      if at then
+        local g = at[name]
         d[g] = (d[g] or 0) + n
       end
     end
@@ -106,17 +127,19 @@ local function events(held, rec, before, after, source)
     end
   end
   for name in pairs(after) do
-    local fault = name:match("^fault=(.+)$")
+    local fault = FAULT_OF[name]
     if fault and not before[name] then out[#out + 1] = event(rec, "fault_raised", source, fault) end
   end
   for name in pairs(before) do
-    local fault = name:match("^fault=(.+)$")
+    local fault = FAULT_OF[name]
     if fault and not after[name] then out[#out + 1] = event(rec, "fault_cleared", source, fault) end
   end
-  table.sort(out, function(a, b)
-    if a.change ~= b.change then return a.change < b.change end
-    return (a.fault or "") < (b.fault or "")
-  end)
+  if #out > 1 then
+    table.sort(out, function(a, b)
+      if a.change ~= b.change then return a.change < b.change end
+      return (a.fault or "") < (b.fault or "")
+    end)
+  end
   return out
 end
 
@@ -142,7 +165,7 @@ local function merged(held, new)
   return s
 end
 
---- decide(held, new, cfg) -> verdict, rec, delta, events
+--- decide(held, new, cfg) -> verdict, rec, delta, events, flags (rec's)
 -- verdict: "added" (first sight), "applied", "missed" (a scan found the
 -- platform newer than what a callback had brought: one never arrived),
 -- "older" (not applied: the twin never goes backward), "duplicate" (the
@@ -183,7 +206,7 @@ function R.decide(held, new, cfg)
   if cfg.stale_after and cfg.now - rec.t >= cfg.stale_after then rec.stale = true end
   local d, before, after = delta(held, rec, cfg)
   d[verdict] = (d[verdict] or 0) + 1
-  return verdict, rec, d, events(held, rec, before, after, new.source)
+  return verdict, rec, d, events(held, rec, before, after, new.source), after
 end
 
 -- a copy of rec with `field` set, and its delta and events
@@ -193,16 +216,16 @@ local function mark(held, field, value, cfg, source, now)
   rec[field] = value
   if now then rec.seen_at = now end
   local d, before, after = delta(held, rec, cfg)
-  return rec, d, events(held, rec, before, after, source)
+  return rec, d, events(held, rec, before, after, source), after
 end
 
---- gone(held, cfg) -> rec, delta, events | nil (already gone): a scan no longer lists it
+--- gone(held, cfg) -> rec, delta, events, flags | nil (already gone): a scan no longer lists it
 function R.gone(held, cfg)
   if held.gone then return nil end
   return mark(held, "gone", true, cfg, "scan", cfg.now)
 end
 
---- sweep(held, cfg) -> rec, delta, events | nil: stale once its updated_at
+--- sweep(held, cfg) -> rec, delta, events, flags | nil: stale once its updated_at
 -- is stale_after old (its seen_at stays the last time we heard of it)
 function R.sweep(held, cfg)
   if held.gone or held.stale or not cfg.stale_after or cfg.now - held.t < cfg.stale_after then return nil end
