@@ -64,6 +64,7 @@ build = {
     ["kinot.fleet.redis_store"] = "lua/kinot/fleet/redis_store.lua",
     ["kinot.fleet.groups"] = "lua/kinot/fleet/groups.lua",
     ["kinot.fleet.sync"] = "lua/kinot/fleet/sync.lua",
+    ["kinot.serve.api"] = "lua/kinot/serve/api.lua",
     ["kinot.cli"] = "lua/kinot/cli/init.lua",
     ["kinot.cli.output"] = "lua/kinot/cli/output.lua",
     ["kinot.cli.report"] = "lua/kinot/cli/report.lua",
