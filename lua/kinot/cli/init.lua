@@ -141,6 +141,7 @@ local function build_parser()
 
   require("kinot.cli.sim").define(p)
   require("kinot.cli.worker").add(p) -- kinot worker (cli/worker.lua)
+  require("kinot.cli.serve").define(p) -- kinot serve (cli/serve.lua)
   return p
 end
 
@@ -449,6 +450,7 @@ end
 
 run.sim = function(a, o) return require("kinot.cli.sim").run(a, o, EXIT) end
 run.worker = function(a, o) return require("kinot.cli.worker").run(a, o) end
+run.serve = function(a, o) return require("kinot.cli.serve").run(a, o, EXIT) end
 
 -- ------------------------------------------------------------ main
 
