@@ -72,6 +72,7 @@ build = {
     ["kinot.cli.sim"] = "lua/kinot/cli/sim.lua",
     ["kinot.cli.worker"] = "lua/kinot/cli/worker.lua",
     ["kinot.cli.serve"] = "lua/kinot/cli/serve.lua",
+    ["kinot.cli.fleet"] = "lua/kinot/cli/fleet.lua",
     ["kinot.errors"] = "lua/kinot/errors.lua",
     ["kinot.json"] = "lua/kinot/json.lua",
     ["kinot.pager"] = "lua/kinot/pager.lua",

@@ -142,6 +142,7 @@ local function build_parser()
   require("kinot.cli.sim").define(p)
   require("kinot.cli.worker").add(p) -- kinot worker (cli/worker.lua)
   require("kinot.cli.serve").define(p) -- kinot serve (cli/serve.lua)
+  require("kinot.cli.fleet").define(p) -- kinot fleet: ask a running kinot serve (cli/fleet.lua)
   return p
 end
 
@@ -451,6 +452,7 @@ end
 run.sim = function(a, o) return require("kinot.cli.sim").run(a, o, EXIT) end
 run.worker = function(a, o) return require("kinot.cli.worker").run(a, o) end
 run.serve = function(a, o) return require("kinot.cli.serve").run(a, o, EXIT) end
+run.fleet = function(a, o) return require("kinot.cli.fleet").run(a, o, EXIT) end
 
 -- ------------------------------------------------------------ main
 
