@@ -3,6 +3,7 @@
 -- tables, or as it came with --json.  Hooked from cli/init.lua.
 local json = require "kinot.json"
 local errors = require "kinot.errors"
+local vocabulary = require "kinot.vocabulary"
 
 local M = {}
 
@@ -70,6 +71,13 @@ local function get(args, path, query)
   return doc
 end
 
+-- "coil_fault 3, motor_fail 1 ...": each fault flag a lock has (a sensor's are among them)
+local function fault_counts(faults)
+  local parts = {}
+  for _, k in ipairs(vocabulary.faults.lock) do parts[#parts + 1] = k .. " " .. tostring(faults[k] or 0) end
+  return table.concat(parts, ", ")
+end
+
 local function summary(args, out, EXIT)
   local s = get(args, "/api/fleet")
   if args.json then out:emit_json(s) return EXIT.ok end
@@ -78,8 +86,7 @@ local function summary(args, out, EXIT)
     { "devices", string.format("%d locks, %d sensors, %d DTUs (%d gone)", s.devices.locks, s.devices.sensors,
       s.devices.dtus, s.devices.gone or 0) },
     { "occupied", string.format("%d of %d spaces (%d free)", o.occupied, o.total, o.free or (o.total - o.occupied)) },
-    { "faults", string.format("%d devices (coil %d, bar %d, motor %d, shell %d)", s.faults.devices,
-      s.faults.coil_fault, s.faults.bar_position_error, s.faults.motor_fail, s.faults.shell_opened) },
+    { "faults", string.format("%d devices (%s)", s.faults.devices, fault_counts(s.faults)) },
     { "low battery", s.low_battery },
     { "weak signal", string.format("%d (rs_si below %s)", s.weak_signal, tostring(s.weak_signal_below)) },
     { "DTUs offline", s.dtus_offline },
@@ -102,7 +109,7 @@ local function flags(d)
   local st, f = d.state or {}, {}
   if d.gone then f[#f + 1] = "gone" end
   if d.stale then f[#f + 1] = "stale" end
-  for _, k in ipairs { "coil_fault", "bar_position_error", "motor_fail", "shell_opened" } do
+  for _, k in ipairs(vocabulary.faults[d.kind] or {}) do
     if st[k] == 1 then f[#f + 1] = k end
   end
   if st.low_battery == 1 then f[#f + 1] = "low_battery" end
