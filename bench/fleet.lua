@@ -11,7 +11,9 @@
 --               table     twin:apply(ev) on the table store
 --               redis     twin:apply(ev) on Redis (one EVALSHA round trip each,
 --                         over LuaSocket, this machine's redis-server)
---   summary   twin:summary() per second on the 100,000 devices (table, redis)
+--   summary   twin:summary() per second on the 100,000 devices (table,
+--             shared, redis), and GET /api/fleet's latency (p50, p99) from
+--             nginx holding them in its shared dict (kinot.serve.api)
 --   luajit bench/fleet.lua   |   lua5.4 bench/fleet.lua   (after make build)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
@@ -83,6 +85,12 @@ do -- shared dict, in nginx
           ngx.say("ok")
         }
       }
+      location /api/ {
+        content_by_lua_block {
+          twin = twin or require("kinot.fleet").new { store = "shared" } -- luacheck: ignore
+          require("kinot.serve.api").nginx(twin)
+        }
+      }
       location = /summary {
         content_by_lua_block {
           local twin = require("kinot.fleet").new { store = "shared" }
@@ -113,6 +121,18 @@ do -- shared dict, in nginx
     print(string.format("memory  shared  %7.0f bytes/device  (%.1f MB of the dict; give it ~%d MB per 100,000 " ..
       "devices, with room for the change log)", used / N, used / 1e6, math.ceil(used / 1e6 * 1.25)))
     print(string.format("summary shared  %9.0f /s", rate))
+    -- GET /api/fleet over HTTP, one request at a time: the time a client waits
+    local http = core.http()
+    local times = {}
+    for i = 1, 2000 do
+      local t = core.monotonic()
+      local r = http:request { method = "GET", url = ng.url .. "/api/fleet", timeout = 5 }
+      times[i] = core.monotonic() - t
+      assert(r and r.status == 200)
+    end
+    table.sort(times)
+    print(string.format("GET /api/fleet on %d devices (shared dict, one at a time, 2000 requests): p50 %.2f ms, " ..
+      "p99 %.2f ms", N, times[1000] * 1000, times[1980] * 1000))
   end, ng)
 end
 
