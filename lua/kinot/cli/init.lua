@@ -192,6 +192,8 @@ local function build_parser()
 
   require("kinot.cli.sim").define(p, ex)
   require("kinot.cli.worker").add(p, ex) -- kinot worker (cli/worker.lua)
+  require("kinot.cli.serve").define(p, ex) -- kinot serve (cli/serve.lua)
+  require("kinot.cli.fleet").define(p, ex) -- kinot fleet: ask a running kinot serve (cli/fleet.lua)
   return p
 end
 
@@ -564,6 +566,8 @@ run.completion = function(args, out)
   return EXIT.ok
 end
 run.worker = function(a, o) return require("kinot.cli.worker").run(a, o) end
+run.serve = function(a, o) return require("kinot.cli.serve").run(a, o, EXIT) end
+run.fleet = function(a, o) return require("kinot.cli.fleet").run(a, o, EXIT) end
 
 -- ------------------------------------------------------------ main
 

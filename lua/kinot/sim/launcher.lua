@@ -85,6 +85,7 @@ local function nginx_bin()
   end
   return nil, "nginx was not found (install Debian's nginx: `make deps`)"
 end
+M.find_modules, M.nginx_bin = find_modules, nginx_bin -- kinot serve starts its nginx alike (cli/serve.lua)
 
 local function serialize(v)
   local t = type(v)

@@ -1,0 +1,198 @@
+-- The live twin at 100,000 devices (60,000 locks, 40,000 sensors, as the
+-- simulator's seeded fleet makes them), in one run:
+--   memory    what a device costs in each store, filled by twin:put in pages
+--             of 100 as a sync fills it:
+--               table   Lua heap growth (collectgarbage "count")
+--               shared  the lua_shared_dict's pages used (capacity - free_space),
+--                       in a real nginx (LuaJIT)
+--               redis   used_memory growth (INFO memory) of a fresh redis-server
+--   apply()   status_changed callbacks (each newer than the last) per second:
+--               baseline  a plain table assignment, twin[sn] = ev.data
+--               table     twin:apply(ev) on the table store
+--               redis     twin:apply(ev) on Redis (one EVALSHA round trip each,
+--                         over LuaSocket, this machine's redis-server)
+--   summary   twin:summary() per second on the 100,000 devices (table,
+--             shared, redis), and GET /api/fleet's latency (p50, p99) from
+--             nginx holding them in its shared dict (kinot.serve.api)
+--   luajit bench/fleet.lua   |   lua5.4 bench/fleet.lua   (after make build)
+package.path = "./?.lua;" .. package.path
+local B = require "bench.support"
+local fleet = require "kinot.fleet"
+local simfleet = require "kinot.sim.fleet"
+local core = require "kinot.core"
+local H = require "helpers"
+local R = require "redis_server"
+
+local LOCKS, SENSORS = 60000, 40000
+local N = LOCKS + SENSORS
+local seconds = B.SECONDS
+
+local sim = simfleet.new { locks = LOCKS, sensors = SENSORS, dtus = 0, seed = 1 }
+local function pages(fn)
+  for _, kind in ipairs { "lock", "sensor" } do
+    local n = kind == "lock" and LOCKS or SENSORS
+    for first = 1, n, 100 do
+      local page = {}
+      for i = first, math.min(n, first + 99) do page[#page + 1] = sim:base_device(kind, i) end
+      fn(kind, page)
+    end
+  end
+end
+
+local function fill(twin)
+  pages(function(kind, page) assert(twin:put(kind, page, "scan")) end)
+end
+
+print(string.format("kinot.fleet at %d devices, %s", N, B.runtime))
+
+-- ------------------------------------------------------------ memory
+
+do -- table
+  collectgarbage()
+  collectgarbage()
+  local before = collectgarbage("count")
+  local twin = fleet.new { store = "table" }
+  fill(twin)
+  collectgarbage()
+  collectgarbage()
+  local bytes = (collectgarbage("count") - before) * 1024
+  print(string.format("memory  table   %7.0f bytes/device  (%.1f MB in all)", bytes / N, bytes / 1e6))
+end
+
+do -- shared dict, in nginx
+  local ng = H.nginx {
+    http = "lua_shared_dict kinot_fleet 512m;",
+    server = [[
+      location = /used {
+        content_by_lua_block {
+          local dict = ngx.shared.kinot_fleet
+          ngx.say(dict:capacity() - dict:free_space())
+        }
+      }
+      location = /fill {
+        content_by_lua_block {
+          local fleet = require "kinot.fleet"
+          local simfleet = require "kinot.sim.fleet"
+          local a = ngx.req.get_uri_args()
+          local kind, first, last = a.kind, tonumber(a.first), tonumber(a.last)
+          local sim = simfleet.new { locks = last, sensors = last, dtus = 0, seed = 1 }
+          local twin = fleet.new { store = "shared" }
+          for i = first, last, 100 do
+            local page = {}
+            for k = i, math.min(last, i + 99) do page[#page + 1] = sim:base_device(kind, k) end
+            assert(twin:put(kind, page, "scan"))
+          end
+          ngx.say("ok")
+        }
+      }
+      location /api/ {
+        content_by_lua_block {
+          twin = twin or require("kinot.fleet").new { store = "shared" } -- luacheck: ignore
+          require("kinot.serve.api").nginx(twin)
+        }
+      }
+      location = /summary {
+        content_by_lua_block {
+          local twin = require("kinot.fleet").new { store = "shared" }
+          ngx.update_time()
+          local k, t0 = 0, ngx.now()
+          repeat
+            for _ = 1, 100 do twin:summary() end
+            k = k + 100
+            ngx.update_time()
+          until ngx.now() - t0 >= 1
+          ngx.say(k / (ngx.now() - t0))
+        }
+      }
+    ]],
+  }
+  B.guarded(function()
+    local used0 = tonumber(H.raw("GET", ng.url .. "/used").body)
+    for _, kind in ipairs { "lock", "sensor" } do
+      local n = kind == "lock" and LOCKS or SENSORS
+      for first = 1, n, 5000 do
+        local res = H.raw("GET", string.format("%s/fill?kind=%s&first=%d&last=%d", ng.url, kind, first,
+          math.min(n, first + 4999)))
+        assert(res.status == 200, res.body .. ng.log())
+      end
+    end
+    local used = tonumber(H.raw("GET", ng.url .. "/used").body) - used0
+    local rate = tonumber(H.raw("GET", ng.url .. "/summary").body)
+    print(string.format("memory  shared  %7.0f bytes/device  (%.1f MB of the dict; give it ~%d MB per 100,000 " ..
+      "devices, with room for the change log)", used / N, used / 1e6, math.ceil(used / 1e6 * 1.25)))
+    print(string.format("summary shared  %9.0f /s", rate))
+    -- GET /api/fleet over HTTP, one request at a time: the time a client waits
+    local http = core.http()
+    local times = {}
+    for i = 1, 2000 do
+      local t = core.monotonic()
+      local r = http:request { method = "GET", url = ng.url .. "/api/fleet", timeout = 5 }
+      times[i] = core.monotonic() - t
+      assert(r and r.status == 200)
+    end
+    table.sort(times)
+    print(string.format("GET /api/fleet on %d devices (shared dict, one at a time, 2000 requests): p50 %.2f ms, " ..
+      "p99 %.2f ms", N, times[1000] * 1000, times[1980] * 1000))
+  end, ng)
+end
+
+local rs = R.start()
+B.guarded(function()
+  local c = rs.client()
+  local function used() return tonumber(c:call("INFO", "memory"):match("used_memory:(%d+)")) end
+  local before = used()
+  local twin = fleet.new { store = "redis", redis = c }
+  local t0 = core.monotonic()
+  fill(twin)
+  local fill_s = core.monotonic() - t0
+  local bytes = used() - before
+  print(string.format("memory  redis   %7.0f bytes/device  (%.1f MB used_memory; filled in %.1f s, pages of 100)",
+    bytes / N, bytes / 1e6, fill_s))
+  -- a sync that finds nothing new: every device a duplicate
+  t0 = core.monotonic()
+  fill(twin)
+  print(string.format("resync  redis   %.1f s for %d unchanged devices (%.0f /s)", core.monotonic() - t0, N,
+    N / (core.monotonic() - t0)))
+
+  -- ---------------------------------------------------------- apply()
+  local T0 = 1796083200
+  local function event(i)
+    local sn = 419600001 + (i % LOCKS)
+    return { kind = "status_changed", device = "lock", sn = sn, verified = true,
+             data = { sn = sn, car_detected = i % 2, locked = 1, low_battery = 0, coil_fault = 0, rs_si = -70.5,
+                      voltage = 3.4, updated_at = os.date("!%Y-%m-%dT%H:%M:%S+08:00", T0 + i) } }
+  end
+  -- the events made beforehand: the rates are of the store, not of building events
+  local M = 200000
+  local evs = {}
+  for i = 1, M do evs[i] = event(i) end
+
+  local plain, i = {}, 0
+  local base = B.rate(function()
+    i = i % M + 1
+    local ev = evs[i]
+    plain[ev.sn] = ev.data
+  end, seconds)
+
+  local tt = fleet.new { store = "table" }
+  fill(tt)
+  i = 0
+  local tab = B.rate(function()
+    i = i % M + 1
+    assert(tt:apply(evs[i]))
+  end, seconds)
+  -- fresh stamps for Redis: the table run used them all already on the table twin only
+  i = 0
+  local red = B.rate(function()
+    i = i % M + 1
+    assert(twin:apply(evs[i]))
+  end, seconds, 10)
+  assert(plain[419600002])
+  print(string.format("apply   baseline (plain table assignment) %10.0f /s", base))
+  print(string.format("apply   table store                      %10.0f /s  (%.1f us each, %.0fx the baseline's time)",
+    tab, 1e6 / tab, base / tab))
+  print(string.format("apply   redis store                      %10.0f /s  (%.1f us each, one EVALSHA round trip)",
+    red, 1e6 / red))
+  print(string.format("summary table  %9.0f /s", B.rate(function() tt:summary() end, 1, 10)))
+  print(string.format("summary redis  %9.0f /s", B.rate(function() twin:summary() end, 1, 10)))
+end, rs)

@@ -1,0 +1,187 @@
+-- `kinot fleet summary|devices|device SN|changes`: ask a running `kinot
+-- serve` (its JSON API, kinot.serve.api) and show the answer as the CLI's
+-- tables, or as it came with --json.  Hooked from cli/init.lua.
+local json = require "kinot.json"
+local errors = require "kinot.errors"
+local vocabulary = require "kinot.vocabulary"
+
+local M = {}
+
+M.DEFAULT_URL = "http://127.0.0.1:8080"
+
+local function usage(msg) errors.misuse(msg) end
+
+--- define(parser)
+function M.define(p, ex)
+  local f = p:command("fleet", "Ask a running `kinot serve` about the fleet: its live twin")
+    :epilog(ex({ "kinot fleet summary", "kinot fleet devices --kind lock --occupied false --limit 20",
+                 "kinot --json fleet device 419631107", "kinot fleet changes --since 0" },
+               "The server: --url (default $KINOT_SERVE_URL, else " .. M.DEFAULT_URL .. "); its token: --api-token " ..
+               "or $KINOT_API_TOKEN (needed from anywhere but loopback)."))
+  f:command_target("fleet_sub")
+  local function target(c)
+    c:option("--url", "The kinot serve to ask")
+    c:option("--api-token", "The API token (default $KINOT_API_TOKEN)")
+  end
+  target(f:command("summary", "Devices, occupancy overall and by group, faults, batteries, signal, DTUs, missed")
+    :epilog(ex { "kinot fleet summary", "kinot --json fleet summary --url http://10.0.0.5:8080 --api-token T" }))
+  local d = f:command("devices", "List devices from the twin, filtered and paged")
+    :epilog(ex { "kinot fleet devices --fault true", "kinot --jsonl fleet devices --group A/1 --limit 1000" })
+  d:option("--kind", "lock, sensor or dtu")
+  d:option("--group", "A group of the groups file (\"A/1\")")
+  for _, name in ipairs { "occupied", "low-battery", "weak-signal", "offline", "stale", "gone" } do
+    d:option("--" .. name, "true or false"):choices { "true", "false" }
+  end
+  d:option("--fault", "true, false or a fault's name (motor_fail ...)")
+  d:option("--offset", "Skip this many", "0")
+  d:option("--limit", "At most this many (1..1000)", "50")
+  target(d)
+  local one = f:command("device", "One device as the twin holds it"):epilog(ex { "kinot fleet device 419631107" })
+  one:argument("sn", "Its serial")
+  target(one)
+  local ch = f:command("changes", "The change events after a cursor")
+    :epilog(ex { "kinot fleet changes", "kinot --jsonl fleet changes --since 1733212800000-0" })
+  ch:option("--since", "The `next` an earlier call printed (default: from the oldest kept)")
+  ch:option("--limit", "At most this many", "100")
+  target(ch)
+end
+
+local function get(args, path, query)
+  local base = (args.url or os.getenv("KINOT_SERVE_URL") or M.DEFAULT_URL):gsub("/+$", "")
+  if not base:match("^https?://[^/]+$") then usage("--url must look like http://127.0.0.1:8080 (got " .. base .. ")") end
+  local q = {}
+  for _, kv in ipairs(query or {}) do
+    if kv[2] ~= nil then
+      q[#q + 1] = kv[1] .. "=" .. tostring(kv[2]):gsub("[^%w%-_.~]", function(c)
+        return string.format("%%%02X", c:byte())
+      end)
+    end
+  end
+  local url = base .. path .. (#q > 0 and ("?" .. table.concat(q, "&")) or "")
+  local token = args.api_token or os.getenv("KINOT_API_TOKEN")
+  local h = require("kinot.core").http()
+  local res, kind, msg = h:request { method = "GET", url = url, timeout = args.timeout or 10, connect_timeout = 3,
+                                      headers = token and { Authorization = "Bearer " .. token } or {} }
+  h:close()
+  if not res then
+    error(errors.new(errors.KINDS[kind] and kind or "network",
+      "no kinot serve answers at " .. base .. " (" .. tostring(msg) .. "): is it running there?"), 0)
+  end
+  local doc = json.decode(res.body or "")
+  if res.status ~= 200 or type(doc) ~= "table" then
+    local why = type(doc) == "table" and doc.error or res.body
+    error(errors.new(res.status == 404 and "not_found" or "api", "kinot serve answered " .. res.status .. " to " ..
+      path .. ": " .. tostring(why):sub(1, 200), { status = res.status }), 0)
+  end
+  return doc
+end
+
+-- "coil_fault 3, motor_fail 1 ...": each fault flag a lock has (a sensor's are among them)
+local function fault_counts(faults)
+  local parts = {}
+  for _, k in ipairs(vocabulary.faults.lock) do parts[#parts + 1] = k .. " " .. tostring(faults[k] or 0) end
+  return table.concat(parts, ", ")
+end
+
+local function summary(args, out, EXIT)
+  local s = get(args, "/api/fleet")
+  if args.json then out:emit_json(s) return EXIT.ok end
+  local o = s.occupancy
+  out:kv {
+    { "devices", string.format("%d locks, %d sensors, %d DTUs (%d gone)", s.devices.locks, s.devices.sensors,
+      s.devices.dtus, s.devices.gone or 0) },
+    { "occupied", string.format("%d of %d spaces (%d free)", o.occupied, o.total, o.free or (o.total - o.occupied)) },
+    { "faults", string.format("%d devices (%s)", s.faults.devices, fault_counts(s.faults)) },
+    { "low battery", s.low_battery },
+    { "weak signal", string.format("%d (rs_si below %s)", s.weak_signal, tostring(s.weak_signal_below)) },
+    { "DTUs offline", s.dtus_offline },
+    { "stale", string.format("%d (no update for %s s)", s.stale, tostring(s.stale_after)) },
+    { "missed", string.format("%d (found by scans: callbacks that never arrived)", s.missed) },
+    { "out of order", s.updates.out_of_order },
+    { "synced at", s.synced_at == json.null and "never" or s.synced_at },
+  }
+  local rows = {}
+  for g, c in pairs(o.groups or {}) do rows[#rows + 1] = { group = g, occupied = c.occupied, free = c.free, total = c.total } end
+  if #rows > 0 then
+    table.sort(rows, function(a, b) return a.group < b.group end)
+    out:print("")
+    out:table(rows, { { "group", "GROUP" }, { "occupied", "OCCUPIED" }, { "free", "FREE" }, { "total", "TOTAL" } })
+  end
+  return EXIT.ok
+end
+
+local function flags(d)
+  local st, f = d.state or {}, {}
+  if d.gone then f[#f + 1] = "gone" end
+  if d.stale then f[#f + 1] = "stale" end
+  for _, k in ipairs(vocabulary.faults[d.kind] or {}) do
+    if st[k] == 1 then f[#f + 1] = k end
+  end
+  if st.low_battery == 1 then f[#f + 1] = "low_battery" end
+  if d.kind == "dtu" and st.online ~= "online" then f[#f + 1] = tostring(st.online) end
+  return #f > 0 and table.concat(f, ",") or "-"
+end
+
+local function devices(args, out, EXIT)
+  local q = {}
+  for _, k in ipairs { "kind", "group", "fault", "offset", "limit" } do q[#q + 1] = { k, args[k] } end
+  for _, k in ipairs { "occupied", "low_battery", "weak_signal", "offline", "stale", "gone" } do q[#q + 1] = { k, args[k] } end
+  local page = get(args, "/api/devices", q)
+  if args.json then out:emit_json(page) return EXIT.ok end
+  local rows = {}
+  for i, d in ipairs(page.devices) do
+    local st = d.state or {}
+    rows[i] = { sn = d.sn, kind = d.kind, group = d.group, car = st.car_detected == 1 and "occupied" or
+      st.car_detected == 0 and "free" or "", flags = flags(d), rs_si = st.rs_si, updated_at = d.updated_at,
+      source = d.source }
+  end
+  out:table(rows, { { "sn", "SN" }, { "kind", "KIND" }, { "group", "GROUP" }, { "car", "SPACE" }, { "flags", "FLAGS" },
+                    { "rs_si", "RS_SI" }, { "updated_at", "UPDATED_AT" }, { "source", "SOURCE" } })
+  out:print(out:paint("dim", string.format("%d-%d of %d", #rows > 0 and page.offset + 1 or 0, page.offset + #rows,
+    page.total)))
+  return EXIT.ok
+end
+
+local function device(args, out, EXIT)
+  if not tostring(args.sn):match("^%d+$") then usage("device needs a serial (got " .. tostring(args.sn) .. ")") end
+  local d = get(args, "/api/devices/" .. args.sn)
+  if args.json then out:emit_json(d) return EXIT.ok end
+  local kv = { { "sn", d.sn }, { "kind", d.kind }, { "updated_at", d.updated_at }, { "source", d.source },
+               { "seen_at", os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(d.seen_at or 0)) } }
+  if d.group ~= nil and d.group ~= json.null then kv[#kv + 1] = { "group", d.group } end
+  if type(d.place) == "table" and d.place.bay then kv[#kv + 1] = { "bay", d.place.bay } end
+  kv[#kv + 1] = { "stale", tostring(d.stale) }
+  kv[#kv + 1] = { "gone", tostring(d.gone) }
+  local names = {}
+  for k in pairs(d.state or {}) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do kv[#kv + 1] = { k, d.state[k] } end
+  out:kv(kv)
+  return EXIT.ok
+end
+
+local function changes(args, out, EXIT)
+  local got = get(args, "/api/changes", { { "since", args.since }, { "limit", args.limit } })
+  if args.json then out:emit_json(got) return EXIT.ok end
+  local rows = {}
+  for i, ev in ipairs(got.changes) do
+    rows[i] = { id = tostring(ev.id), sn = ev.sn, kind = ev.kind,
+                change = ev.change .. (ev.fault and ev.fault ~= json.null and (" " .. ev.fault) or ""),
+                source = ev.source, updated_at = ev.updated_at }
+  end
+  out:table(rows, { { "id", "ID" }, { "sn", "SN" }, { "kind", "KIND" }, { "change", "CHANGE" }, { "source", "SOURCE" },
+                    { "updated_at", "UPDATED_AT" } })
+  out:print(out:paint("dim", "next: kinot fleet changes --since " .. tostring(got.next == json.null and "" or got.next)))
+  return EXIT.ok
+end
+
+--- run(args, out, EXIT) -> exit code
+function M.run(args, out, EXIT)
+  if args.summary then return summary(args, out, EXIT) end
+  if args.devices then return devices(args, out, EXIT) end
+  if args.device then return device(args, out, EXIT) end
+  if args.changes then return changes(args, out, EXIT) end
+  usage("kinot fleet needs summary, devices, device SN or changes")
+end
+
+return M

@@ -1,0 +1,213 @@
+-- `kinot serve`: the ready receiver, like `kinot sim` an nginx with the Lua
+-- module on this machine: POST /kinot/callback (the verified handler
+-- feeding the twin), GET /api/... (the twin's JSON API), a sync at start
+-- and every --sync-interval (worker 0 of each host, a log line each).
+-- `kinot serve stop` stops one started with --daemon.  Hooked from
+-- cli/init.lua (define + run).  The in-nginx side is kinot.serve.app.
+local launcher = require "kinot.sim.launcher"
+local errors = require "kinot.errors"
+
+local M = {}
+
+M.DEFAULT_PID_FILE = "/tmp/kinot-serve.pid"
+M.DEFAULT_LISTEN = "127.0.0.1:8080"
+
+local function usage(msg) errors.misuse(msg) end
+
+--- define(parser): the `serve` command
+function M.define(p, ex)
+  local s = p:command("serve", "Run the live twin's receiver: callbacks in, the fleet's state out (nginx + Lua)")
+    :epilog(ex({ "kinot serve --daemon                       # on 127.0.0.1:8080, the twin in a lua_shared_dict",
+                 "kinot serve --groups bays.csv --sync-interval 60 --dtus 644219880",
+                 "kinot serve --redis redis://127.0.0.1:6379/0 --listen 127.0.0.1:8081   # many hosts, one twin",
+                 "kinot serve stop" },
+               "Credentials from KINOT_APP_KEY, KINOT_APP_SECRET, KINOT_ENDPOINT (and KINOT_CALLBACK_SECRET, " ..
+               "KINOT_API_TOKEN, KINOT_REDIS_URL). The JSON API and the twin: docs/fleet.md."))
+  s:command_target("serve_sub")
+  s:require_command(false)
+  s:option("--listen", "Address:port to listen on", M.DEFAULT_LISTEN)
+  s:option("--redis", "Keep the twin in Redis (many hosts), redis://[:password@]host:port/db " ..
+    "(default $KINOT_REDIS_URL; none: a lua_shared_dict on this host)")
+  s:option("--groups", "CSV or JSON file mapping serials to zone / level / bay")
+  s:option("--dtus", "The DTUs to follow, serials separated by commas (the API has no list of them)")
+  s:option("--sync-interval", "Seconds between reconciliation scans (0: only at start)", "300"):convert(tonumber)
+  s:option("--api-token", "Token the JSON API needs from anywhere but loopback (default $KINOT_API_TOKEN)")
+  s:option("--callback-secret", "The callbacks' secret (default $KINOT_CALLBACK_SECRET, else the app secret)")
+  s:option("--workers", "nginx worker processes", "2"):convert(tonumber)
+  s:option("--dict-size", "The lua_shared_dict's size (~100m per 100,000 devices)", "128m")
+  s:flag("--daemon", "Run in the background (stop with `kinot serve stop`)")
+  s:option("--pid-file", "Where --daemon records the server (default " .. M.DEFAULT_PID_FILE .. ")")
+  local stop = s:command("stop", "Stop a server started with --daemon")
+    :epilog(ex { "kinot serve stop", "kinot serve stop --pid-file /run/kinot-serve.pid" })
+  stop:option("--pid-file", "As given to --daemon (default " .. M.DEFAULT_PID_FILE .. ")")
+end
+
+local function serialize(v)
+  local t = type(v)
+  if t == "string" then return string.format("%q", v) end
+  if t == "number" or t == "boolean" then return tostring(v) end
+  if t == "table" then
+    local out = {}
+    for k, x in pairs(v) do out[#out + 1] = "[" .. serialize(k) .. "]=" .. serialize(x) end
+    return "{" .. table.concat(out, ",") .. "}"
+  end
+  return "nil"
+end
+
+local CONF = [[
+load_module ${mods}/ndk_http_module.so;
+load_module ${mods}/ngx_http_lua_module.so;
+${user}
+worker_processes ${workers};
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/error.log notice;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  lua_package_path "${root}/?.lua;${root}/?/init.lua;;";
+  lua_package_cpath "${cpath}/?.so;;";
+  lua_socket_log_errors off;
+  lua_shared_dict kinot_fleet ${dict_size};
+  lua_shared_dict kinot_serve_dedupe 16m;
+  init_by_lua_block { require("kinot.serve.app").configure(dofile("${prefix}/serve_config.lua")) }
+  init_worker_by_lua_block { require("kinot.serve.app").init_worker() }
+  server {
+    listen ${listen};
+    location = /kinot/callback { content_by_lua_block { require("kinot.serve.app").callback() } }
+    location /api/ { content_by_lua_block { require("kinot.serve.app").api() } }
+    location / { return 404 '{"error":"not a kinot serve path"}'; }
+  }
+}
+]]
+
+local function stop(args, out, EXIT)
+  local f = io.open(args.pid_file)
+  if not f then usage("no kinot serve recorded in " .. args.pid_file) end
+  local prefix = f:read("*l")
+  f:close()
+  launcher.stop(prefix)
+  os.remove(args.pid_file)
+  os.execute("rm -rf " .. launcher.sh_quote(prefix))
+  out:print("kinot serve stopped")
+  return EXIT.ok
+end
+
+local function env(name)
+  local v = os.getenv(name)
+  if v == "" then return nil end
+  return v
+end
+
+--- start(cfg, opts) -> server {url, prefix, pid, stop()} | nil, err, why
+local function start(cfg, o)
+  local root = launcher.lua_root()
+  local cpath, err = launcher.luajit_cpath(root)
+  if not cpath then return nil, err end
+  local mods, merr = launcher.find_modules()
+  if not mods then return nil, merr end
+  local nginx, nerr = launcher.nginx_bin()
+  if not nginx then return nil, nerr end
+  local host, port = o.listen:match("^(.+):(%d+)$")
+  port = tonumber(port)
+  if not port then return nil, "--listen must be address:port (got " .. o.listen .. ")", "usage" end
+  if host == "127.0.0.1" and launcher.port_busy(port) then
+    return nil, "port " .. port .. " on 127.0.0.1 is already in use: stop what listens there or pick another --listen",
+      "port_in_use"
+  end
+  -- a private directory: the configuration holds the credentials
+  local p = io.popen("umask 077 && mktemp -d /tmp/kinot-serve.XXXXXX")
+  local prefix = p:read("*l")
+  p:close()
+  local f = assert(io.open(prefix .. "/serve_config.lua", "wb"))
+  f:write("return ", serialize(cfg), "\n")
+  f:close()
+  local conf = CONF:gsub("%${([%w_]+)}", {
+    mods = mods, prefix = prefix, root = root, cpath = cpath, listen = o.listen, workers = tostring(o.workers),
+    dict_size = o.dict_size, user = launcher.user_directive(),
+  })
+  f = assert(io.open(prefix .. "/nginx.conf", "wb"))
+  f:write(conf)
+  f:close()
+  local cmd = "env -u LUA_PATH -u LUA_CPATH -u LUA_INIT " .. launcher.sh_quote(nginx) .. " -p " ..
+    launcher.sh_quote(prefix) .. " -c nginx.conf -e " .. launcher.sh_quote(prefix .. "/error.log") ..
+    " >" .. launcher.sh_quote(prefix .. "/start.log") .. " 2>&1"
+  local ok = os.execute(cmd)
+  if not (ok == true or ok == 0) then
+    local lf = io.open(prefix .. "/error.log")
+    local log = lf and lf:read("*a") or ""
+    if lf then lf:close() end
+    os.execute("rm -rf " .. launcher.sh_quote(prefix))
+    return nil, "nginx did not start: " .. log
+  end
+  launcher.wait_for_port(port, prefix .. "/nginx.pid")
+  local pf = io.open(prefix .. "/nginx.pid")
+  local pid = pf and tonumber(pf:read("*l"))
+  if pf then pf:close() end
+  local shown = (host == "0.0.0.0" or host == "[::]") and "127.0.0.1" or host
+  return { url = "http://" .. shown .. ":" .. port, prefix = prefix, pid = pid,
+           stop = function() launcher.stop(prefix) os.execute("rm -rf " .. launcher.sh_quote(prefix)) end }
+end
+
+--- run(args, out, EXIT) -> exit code
+function M.run(args, out, EXIT)
+  args.pid_file = args.pid_file or M.DEFAULT_PID_FILE
+  if args.stop then return stop(args, out, EXIT) end
+  local cfg = {
+    app_key = args.app_key or env("KINOT_APP_KEY"), app_secret = args.app_secret or env("KINOT_APP_SECRET"),
+    endpoint = args.endpoint or env("KINOT_ENDPOINT"),
+    callback_secret = args.callback_secret or env("KINOT_CALLBACK_SECRET"),
+    api_token = args.api_token or env("KINOT_API_TOKEN"), redis = args.redis or env("KINOT_REDIS_URL"),
+    sync_interval = args.sync_interval, dtus = {},
+  }
+  if not (cfg.app_key and cfg.app_secret and cfg.endpoint) then
+    usage("serve needs KINOT_APP_KEY, KINOT_APP_SECRET and KINOT_ENDPOINT (or --app-key, --app-secret, --endpoint)")
+  end
+  if not args.sync_interval or args.sync_interval < 0 then usage("--sync-interval must be a number of seconds >= 0") end
+  if not args.workers or args.workers < 1 or args.workers ~= math.floor(args.workers) then
+    usage("--workers must be a whole number >= 1")
+  end
+  if not tostring(args.dict_size):match("^%d+[kKmMgG]?$") then usage("--dict-size must look like 128m") end
+  for sn in (args.dtus or ""):gmatch("[^,%s]+") do
+    local n = tonumber(sn)
+    if not n then usage("--dtus holds serials separated by commas (got " .. sn .. ")") end
+    cfg.dtus[#cfg.dtus + 1] = n
+  end
+  if args.groups then
+    -- read here first: a wrong file is refused before anything starts
+    require("kinot.fleet.groups").load(args.groups)
+    local p = io.popen("realpath " .. launcher.sh_quote(args.groups))
+    cfg.groups = p:read("*l") or args.groups
+    p:close()
+  end
+  if cfg.redis then require("kinot.redis").parse(cfg.redis) end
+  local signals = not args.daemon and require "kinot.simsignal"
+  if signals then signals.block_signals() end
+  local srv, err, why = start(cfg, { listen = args.listen, workers = args.workers, dict_size = args.dict_size })
+  if not srv then
+    if signals then signals.block_signals(false) end
+    if why == "port_in_use" or why == "usage" then usage(err) end
+    error(err, 0)
+  end
+  local info = { url = srv.url, callback_url = srv.url .. "/kinot/callback", api = srv.url .. "/api/fleet",
+                 prefix = srv.prefix, store = cfg.redis and "redis" or "shared", log = srv.prefix .. "/error.log" }
+  if args.json then out:emit_json(info) else
+    out:print(info.callback_url)
+    out:print(out:paint("dim", string.format("  the twin: %s (store %s); log %s", info.api, info.store, info.log)))
+    out:print(out:paint("dim", "  point the platform's callbacks here: kinot notifications set --device-type lock " ..
+      "--status-url " .. info.callback_url))
+  end
+  out.out:flush()
+  if args.daemon then
+    local f = assert(io.open(args.pid_file, "w"))
+    f:write(srv.prefix, "\n")
+    f:close()
+    if not args.json then out:print(out:paint("dim", "  stop with: kinot serve stop --pid-file " .. args.pid_file)) end
+    return EXIT.ok
+  end
+  local sig = signals.wait_signal(srv.pid)
+  srv.stop()
+  if not args.json then out.err:write("kinot serve stopped (", sig, ")\n") end
+  return EXIT.ok
+end
+
+return M

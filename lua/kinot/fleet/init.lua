@@ -1,0 +1,329 @@
+-- The car park's live twin (docs/fleet.md): the latest state of every lock,
+-- sensor and DTU, fed by verified callbacks (twin:apply(ev)) and made true
+-- by reconciliation scans (twin:sync(client)), answering the questions an
+-- integrator asks (occupancy by group, faults, batteries, signal, offline
+-- gateways, silent devices) from itself, never from the platform.
+--
+--   local fleet = require "kinot.fleet"
+--   local twin = fleet.new { store = "redis", redis = "redis://127.0.0.1:6379/0", groups = "bays.csv" }
+--   twin:sync(client, { dtus = { 644200001 }, concurrency = 4 })
+--   twin:apply(ev)              -- from on_status, for each verified callback
+--   twin:summary(), twin:device(sn), twin:devices { occupied = false, group = "A/1" }, twin:changes(since)
+--
+-- The decision (newer or not, what a state counts as, which changes it
+-- makes) is kinot.fleet.rule, the same in every store.
+local errors = require "kinot.errors"
+local validate = require "kinot.validate"
+local vocabulary = require "kinot.vocabulary"
+local typed = require "kinot.typed"
+local groups_of = require "kinot.fleet.groups"
+local local_store = require "kinot.fleet.local_store"
+local parse_time = require("kinot.callback.freshness").parse
+
+local M = {}
+
+local type, tostring, pairs, ipairs, format = type, tostring, pairs, ipairs, string.format
+local misuse = errors.misuse
+
+M.STALE_AFTER = 24 * 3600
+M.WEAK_SIGNAL = -110
+M.CHANGES_MAX = 10000
+M.PREFIX = "kinot:fleet:"
+M.DICT = "kinot_fleet"
+
+local Twin = {}
+Twin.__index = Twin
+M.Twin = Twin
+
+local KINDS = { lock = true, sensor = true, dtu = true }
+local FAULT_NAMES = {} -- every fault flag a lock or sensor has, once
+do
+  local seen = {}
+  for _, kind in ipairs { "lock", "sensor" } do
+    for _, f in ipairs(vocabulary.faults[kind]) do
+      if not seen[f] then
+        seen[f] = true
+        FAULT_NAMES[#FAULT_NAMES + 1] = f
+      end
+    end
+  end
+end
+-- the reference's fields of each kind's state (sn and updated_at are the record's own)
+local STATE_FIELDS = {}
+for kind in pairs(KINDS) do
+  local list = {}
+  for _, k in ipairs(vocabulary.order[kind]) do
+    if k ~= "sn" and k ~= "updated_at" then list[#list + 1] = k end
+  end
+  STATE_FIELDS[kind] = list
+end
+
+local function default_clock()
+  local ngx = rawget(_G, "ngx")
+  if ngx and ngx.now then return ngx.now() end
+  return require("kinot.core").now_ms() / 1000
+end
+
+local function store_of(o)
+  local kind = o.store
+  if kind == nil then kind = (rawget(_G, "ngx") and ngx.shared) and "shared" or "table" end -- luacheck: ignore 113
+  if kind == "table" then
+    return local_store.new(local_store.table_backend(o.changes_max)), kind
+  elseif kind == "shared" then
+    return local_store.new(local_store.shared_backend(o.dict or M.DICT, o.changes_max)), kind
+  elseif kind == "redis" then
+    local client = o.redis
+    if type(client) == "string" then client = require("kinot.redis").new(client) end
+    if type(client) ~= "table" or type(client.eval) ~= "function" then
+      misuse("kinot.fleet: store = \"redis\" needs redis = a redis:// URL or a kinot.redis client")
+    end
+    return require("kinot.fleet.redis_store").new(client, o.prefix or M.PREFIX), kind
+  end
+  misuse("kinot.fleet: store must be \"table\", \"shared\" or \"redis\" (got " .. tostring(kind) .. ")")
+end
+
+local KNOWN = validate.set { "store", "dict", "redis", "prefix", "groups", "group_by", "stale_after", "weak_signal",
+                             "on_change", "changes_max", "clock" }
+
+--- new(opts) -> twin.  opts: store ("table" outside nginx, "shared" inside
+-- by default, or "redis"), dict (the lua_shared_dict, default kinot_fleet),
+-- redis (URL or kinot.redis client), prefix (Redis keys, default
+-- "kinot:fleet:"), groups (a CSV or JSON file, or a table: serial -> zone /
+-- level / bay), group_by (default {"zone", "level"}), stale_after (seconds
+-- without an update, default 86400; false: never stale), weak_signal
+-- (rs_si below it is weak, default -110), on_change(ev), changes_max (the
+-- change log kept, default 10000), clock (seconds, for seen_at).
+function M.new(opts)
+  local o = validate.options(opts or {}, KNOWN, "kinot.fleet.new")
+  if o.stale_after ~= false then validate.positive(o.stale_after, "stale_after") end
+  if o.weak_signal ~= nil and type(o.weak_signal) ~= "number" then misuse("weak_signal must be a number (dBm)") end
+  if o.on_change ~= nil and type(o.on_change) ~= "function" then misuse("on_change must be a function") end
+  if o.clock ~= nil and type(o.clock) ~= "function" then misuse("clock must be a function returning seconds") end
+  local cm = o.changes_max or M.CHANGES_MAX
+  if not validate.integer(cm, 1, 10000000) then misuse("changes_max must be an integer from 1 to 10000000") end
+  local self = setmetatable({
+    stale_after = o.stale_after == nil and M.STALE_AFTER or o.stale_after,
+    weak_signal = o.weak_signal or M.WEAK_SIGNAL,
+    on_change = o.on_change,
+    clock = o.clock or default_clock,
+    changes_max = cm,
+    places = {}, group_names = {},
+  }, Twin)
+  o.changes_max = cm
+  self.store, self.store_kind = store_of(o)
+  if o.groups ~= nil then self.places, self.group_names = groups_of.load(o.groups, o.group_by) end
+  return self
+end
+
+-- the rule's configuration, with the time now
+function Twin:cfg(now)
+  return { now = now or self.clock(), stale_after = self.stale_after, weak_signal = self.weak_signal,
+           faults = vocabulary.faults, changes_max = self.changes_max }
+end
+
+local function emit(self, events)
+  local hook = self.on_change
+  if hook then
+    for i = 1, #events do hook(events[i]) end
+  end
+end
+
+-- a record of an answer's or callback's object | nil, err
+function Twin:record(kind, obj, source, now)
+  local sn = obj.sn
+  sn = typed.to_int(sn)
+  if type(sn) ~= "number" or sn < 1 or sn ~= math.floor(sn) then
+    return nil, errors.new("decode", "kinot.fleet: a " .. kind .. " without a serial (sn " .. tostring(obj.sn) .. ")")
+  end
+  local t = parse_time(obj.updated_at)
+  if not t then
+    return nil, errors.new("decode", format("kinot.fleet: %s %d has no updated_at the twin can order (%s)", kind, sn,
+      tostring(obj.updated_at):sub(1, 40)))
+  end
+  local state = {}
+  for _, k in ipairs(STATE_FIELDS[kind]) do
+    if obj[k] ~= nil then state[k] = obj[k] end
+  end
+  local place = self.places[sn]
+  return { sn = sn, kind = kind, state = state, updated_at = obj.updated_at, t = t, seen_at = now,
+           source = source, group = place and place.group or nil }
+end
+
+--- put(kind, objs, source) -> results ({verdict, events} each) | nil, err:
+-- objects as the API answers them ("lock" | "sensor" | "dtu"), one call to the store
+function Twin:put(kind, objs, source)
+  if not KINDS[kind] then misuse("kinot.fleet: kind must be lock, sensor or dtu (got " .. tostring(kind) .. ")") end
+  local now = self.clock()
+  local recs = {}
+  for i = 1, #objs do
+    local rec, err = self:record(kind, objs[i], source or "scan", now)
+    if not rec then return nil, err end
+    recs[i] = rec
+  end
+  if #recs == 0 then return {} end
+  local out, err = self.store:apply(recs, self:cfg(now))
+  if not out then return nil, err end
+  for i = 1, #out do emit(self, out[i].events) end
+  return out
+end
+
+--- apply(ev) -> verdict, events | nil, err.  ev: a verified callback event
+-- (kinot.callback): a lock's or sensor's status_changed is applied when
+-- newer than what the twin holds; a command_resp, an event of an unknown
+-- device and an unverified one (verify = "monitor") are "ignored".
+-- verdict: "added", "applied", "older" (counted, not applied), "duplicate",
+-- "ignored".  events: the changes it made (also given to on_change).
+function Twin:apply(ev)
+  if type(ev) ~= "table" then misuse("kinot.fleet: apply needs a callback event (a table)") end
+  if ev.kind ~= "status_changed" or ev.verified == false or (ev.device ~= "lock" and ev.device ~= "sensor")
+     or type(ev.data) ~= "table" then
+    return "ignored", {}
+  end
+  local out, err = self:put(ev.device, { ev.data }, "callback")
+  if not out then return nil, err end
+  return out[1].verdict, out[1].events
+end
+
+local function copy(t)
+  if type(t) ~= "table" then return t end
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- the record as the twin shows it: typed as the reference types its fields,
+-- a copy (the table store's records are the twin itself)
+local function view(self, rec)
+  if not rec then return nil end
+  local kind = rec.kind
+  local sn = typed.to_int(rec.sn)
+  local v = {
+    sn = sn, kind = kind, state = typed.object(copy(rec.state or {}), vocabulary.fields[kind] or {}),
+    updated_at = rec.updated_at, seen_at = rec.seen_at, source = rec.source, group = rec.group,
+    place = copy(self.places[sn]), stale = rec.stale or false, gone = rec.gone or false,
+  }
+  return v
+end
+
+--- device(sn) -> the device as the twin holds it | nil (never seen), | nil, err
+function Twin:device(sn)
+  sn = validate.sn(sn, "sn")
+  local rec, err = self.store:get(sn)
+  if rec == nil then return nil, err end
+  return view(self, rec)
+end
+
+--- summary() -> the counts, kept as updates come (no pass over the devices)
+function Twin:summary()
+  local names = { "lock", "sensor", "dtu", "space", "occupied", "fault", "low_battery", "weak_signal", "offline",
+                  "stale", "gone", "added", "applied", "missed", "older", "duplicate", "up" }
+  for _, f in ipairs(FAULT_NAMES) do names[#names + 1] = "fault=" .. f end
+  for _, g in ipairs(self.group_names) do
+    names[#names + 1] = "space@" .. g
+    names[#names + 1] = "occupied@" .. g
+  end
+  local c, err = self.store:counters(names)
+  if not c then return nil, err end
+  local synced_at = self.store:get_meta("synced_at")
+  local by_group = {}
+  for _, g in ipairs(self.group_names) do
+    local total, occ = c["space@" .. g], c["occupied@" .. g]
+    by_group[g] = { occupied = occ, free = total - occ, total = total }
+  end
+  local faults = { devices = c.fault }
+  for _, f in ipairs(FAULT_NAMES) do faults[f] = c["fault=" .. f] end
+  return {
+    devices = { locks = c.lock, sensors = c.sensor, dtus = c.dtu, gone = c.gone },
+    occupancy = { occupied = c.occupied, free = c.space - c.occupied, total = c.space, groups = by_group },
+    locks_up = c.up,
+    faults = faults,
+    low_battery = c.low_battery,
+    weak_signal = c.weak_signal,
+    dtus_offline = c.offline,
+    stale = c.stale,
+    missed = c.missed,
+    updates = { added = c.added, applied = c.applied, missed = c.missed, out_of_order = c.older,
+                duplicate = c.duplicate },
+    synced_at = synced_at,
+    stale_after = self.stale_after, weak_signal_below = self.weak_signal,
+  }
+end
+
+local FILTERS = validate.set { "kind", "group", "occupied", "fault", "low_battery", "weak_signal", "offline", "stale",
+                               "gone", "up", "offset", "limit" }
+local BOOLEAN = { occupied = "occupied", low_battery = "low_battery", weak_signal = "weak_signal",
+                  offline = "offline", stale = "stale", gone = "gone", up = "up" }
+M.MAX_LIMIT = 1000
+
+--- devices{kind, group, occupied, fault, low_battery, weak_signal, offline,
+-- stale, gone, up, offset = 0, limit = 50} -> { devices, total, offset, limit }
+-- in serial order.  Booleans filter both ways (occupied = false: the free
+-- spaces); fault = true, false or a fault's name ("motor_fail").
+function Twin:devices(q)
+  q = validate.options(q or {}, FILTERS, "kinot.fleet: devices")
+  local want, without = { "all" }, {}
+  if q.kind ~= nil then
+    if not KINDS[q.kind] then misuse("kind must be lock, sensor or dtu (got " .. tostring(q.kind) .. ")") end
+    want[#want + 1] = "kind=" .. q.kind
+  end
+  if q.group ~= nil then want[#want + 1] = "group=" .. tostring(q.group) end
+  for name, flag in pairs(BOOLEAN) do
+    local v = q[name]
+    if v ~= nil then
+      if type(v) ~= "boolean" then misuse(name .. " must be true or false") end
+      if v then want[#want + 1] = flag else without[#without + 1] = flag end
+      if name == "occupied" and not v then want[#want + 1] = "space" end
+    end
+  end
+  if q.fault ~= nil then
+    if q.fault == true then want[#want + 1] = "fault"
+    elseif q.fault == false then without[#without + 1] = "fault"
+    elseif type(q.fault) == "string" then want[#want + 1] = "fault=" .. q.fault
+    else misuse("fault must be true, false or a fault's name") end
+  end
+  table.sort(want)
+  table.sort(without)
+  local offset = validate.integer(q.offset or 0, 0, 2 ^ 31)
+  if not offset then misuse("offset must be an integer >= 0") end
+  local limit = validate.integer(q.limit or 50, 1, M.MAX_LIMIT)
+  if not limit then misuse("limit must be an integer from 1 to " .. M.MAX_LIMIT) end
+  local recs, total = self.store:list(want, without, offset, limit, self:cfg())
+  if not recs then return nil, total end
+  local out = {}
+  for i = 1, #recs do out[i] = view(self, recs[i]) end
+  return { devices = out, total = total, offset = offset, limit = limit }
+end
+
+--- changes(since, limit) -> { changes = events after the cursor, oldest first, next = cursor }
+-- since: nil (from the oldest kept) or a `next` an earlier call gave
+function Twin:changes(since, limit)
+  limit = validate.integer(limit or 100, 1, M.MAX_LIMIT)
+  if not limit then misuse("limit must be an integer from 1 to " .. M.MAX_LIMIT) end
+  local out, next_cursor = self.store:changes(since, limit)
+  if not out then return nil, next_cursor end
+  return { changes = out, next = next_cursor }
+end
+
+--- sweep() -> events | nil, err: marks the devices whose updated_at is now
+-- stale_after old (change "stale"); a newer update makes them "alive"
+function Twin:sweep(now)
+  local events, err = self.store:sweep(self:cfg(now))
+  if not events then return nil, err end
+  emit(self, events)
+  return events
+end
+
+--- gone(sns) -> events | nil, err: these devices are no longer listed by the platform
+function Twin:gone(sns)
+  local events, err = self.store:gone(sns, self:cfg())
+  if not events then return nil, err end
+  emit(self, events)
+  return events
+end
+
+--- sync(client, {dtus = {sn...}, concurrency = 1, limit = 100}) -> report | nil, err (kinot.fleet.sync)
+function Twin:sync(client, opts)
+  return require("kinot.fleet.sync").run(self, client, opts)
+end
+
+return M

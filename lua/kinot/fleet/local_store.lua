@@ -1,0 +1,345 @@
+-- The twin's store in this machine's memory, over one of two key-value
+-- backends with the same few operations: a plain Lua table (a script, one
+-- process) or a lua_shared_dict (one nginx host, every worker).  The rule
+-- (kinot.fleet.rule) decides; this file keeps what it decided: the record,
+-- its flags (a text "|all|lock|occupied|...|" the filtered lists match
+-- without decoding), the counters the summary reads, and the change log (a
+-- ring of the last `changes_max` events, ids 1, 2, 3 ...).
+--
+-- The shared dict's workers run at once: each update holds a per-device
+-- lock (dict:add of "l:SN", 2 s expiry should a worker die holding it)
+-- while it reads, decides and writes; counters move by dict:incr, atomic.
+-- Inside one worker nothing here yields between the read and the write
+-- but the lock's wait.
+local rule = require "kinot.fleet.rule"
+local json = require "kinot.json"
+local errors = require "kinot.errors"
+
+local pairs, tostring, tonumber, concat, sort, find = pairs, tostring, tonumber, table.concat, table.sort, string.find
+
+local M = {}
+
+-- "|name|name|...|" of a flag set (in no order: the lists look names up)
+local function flags_text(flags)
+  local names = {}
+  for name in pairs(flags) do names[#names + 1] = name end
+  return "|" .. concat(names, "|") .. "|"
+end
+
+-- ------------------------------------------------------------ the table backend
+
+local Table = {}
+Table.__index = Table
+
+--- table_backend{changes_max} -> a backend over plain Lua tables
+function M.table_backend(changes_max)
+  return setmetatable({ recs = {}, flags = {}, counters = {}, sns = {}, n = 0, log = {}, seq = 0,
+                        max = changes_max, meta = {} }, Table)
+end
+function Table:get(sn) return self.recs[sn] end
+function Table:put(sn, rec, flags)
+  self.recs[sn] = rec
+  self.flags[sn] = flags
+  return true
+end
+function Table:flags_of(sn) return self.flags[sn] end
+function Table:incr(name, n)
+  self.counters[name] = (self.counters[name] or 0) + n
+  return true
+end
+function Table:counter(name) return self.counters[name] or 0 end
+function Table.lock() return true end
+function Table.unlock() end
+function Table:add_sn(sn)
+  self.n = self.n + 1
+  self.sns[self.n] = sn
+  return true
+end
+function Table:count() return self.n end
+function Table:sn_at(i) return self.sns[i] end
+function Table:log_event(ev)
+  self.seq = self.seq + 1
+  ev.id = self.seq
+  local kept = {}
+  for k, v in pairs(ev) do kept[k] = v end
+  self.log[self.seq % self.max] = kept
+  return true
+end
+function Table:last_id() return self.seq end
+function Table:event_at(id)
+  local ev = self.log[id % self.max]
+  if ev and ev.id == id then
+    local copy = {}
+    for k, v in pairs(ev) do copy[k] = v end
+    return copy
+  end
+end
+function Table:set_meta(k, v) self.meta[k] = v return true end
+function Table:get_meta(k) return self.meta[k] end
+
+-- ------------------------------------------------------------ the shared dict backend
+
+local Shared = {}
+Shared.__index = Shared
+
+local function full(dict_name, what)
+  return nil, errors.new("internal", "kinot.fleet: the lua_shared_dict " .. dict_name .. " is full (" .. what ..
+    "): give it more memory (docs/fleet.md says how much a device takes)")
+end
+
+--- shared_backend(dict_name, changes_max) -> a backend over ngx.shared[dict_name]
+function M.shared_backend(dict_name, changes_max)
+  local ngx = rawget(_G, "ngx")
+  local dict = ngx and ngx.shared and ngx.shared[dict_name]
+  if not dict then
+    errors.misuse("kinot.fleet: store = \"shared\" needs nginx's lua_shared_dict " .. tostring(dict_name) ..
+      " (lua_shared_dict " .. tostring(dict_name) .. " 64m; in the http block)")
+  end
+  return setmetatable({ dict = dict, name = dict_name, max = changes_max, ngx = ngx }, Shared)
+end
+function Shared:get(sn)
+  local text = self.dict:get("d:" .. sn)
+  if not text then return nil end
+  return json.decode(text)
+end
+function Shared:put(sn, rec, flags)
+  local ok, err = self.dict:safe_set("d:" .. sn, json.encode(rec))
+  if not ok then return full(self.name, err) end
+  ok, err = self.dict:safe_set("f:" .. sn, flags)
+  if not ok then return full(self.name, err) end
+  return true
+end
+function Shared:flags_of(sn) return self.dict:get("f:" .. sn) end
+function Shared:incr(name, n)
+  local v, err = self.dict:incr("c:" .. name, n, 0)
+  if not v then return full(self.name, err) end
+  return true
+end
+function Shared:counter(name) return self.dict:get("c:" .. name) or 0 end
+function Shared:lock(sn)
+  local key, dict, sleep, now = "l:" .. sn, self.dict, self.ngx.sleep, self.ngx.now
+  local deadline, wait = now() + 5, 0.0005
+  while true do
+    local ok, err = dict:add(key, true, 2)
+    if ok then return true end
+    if err ~= "exists" then return full(self.name, err) end
+    if now() > deadline then
+      return nil, errors.new("timeout", "kinot.fleet: device " .. tostring(sn) .. " stayed locked for 5 s")
+    end
+    sleep(wait)
+    if wait < 0.01 then wait = wait * 2 end
+  end
+end
+function Shared:unlock(sn) self.dict:delete("l:" .. sn) end
+function Shared:add_sn(sn)
+  local i, err = self.dict:incr("n", 1, 0)
+  if not i then return full(self.name, err) end
+  local ok
+  ok, err = self.dict:safe_set("i:" .. i, sn)
+  if not ok then return full(self.name, err) end
+  return true
+end
+function Shared:count() return self.dict:get("n") or 0 end
+function Shared:sn_at(i) return self.dict:get("i:" .. i) end
+function Shared:log_event(ev)
+  local id, err = self.dict:incr("x", 1, 0)
+  if not id then return full(self.name, err) end
+  ev.id = id
+  local ok
+  ok, err = self.dict:safe_set("x:" .. (id % self.max), json.encode(ev))
+  if not ok then return full(self.name, err) end
+  return true
+end
+function Shared:last_id() return self.dict:get("x") or 0 end
+function Shared:event_at(id)
+  local text = self.dict:get("x:" .. (id % self.max))
+  local ev = text and json.decode(text)
+  if ev and ev.id == id then return ev end
+end
+function Shared:set_meta(k, v)
+  local ok, err = self.dict:safe_set("m:" .. k, v)
+  if not ok then return full(self.name, err) end
+  return true
+end
+function Shared:get_meta(k) return self.dict:get("m:" .. k) end
+
+-- ------------------------------------------------------------ the store
+
+local Store = {}
+Store.__index = Store
+
+--- new(backend) -> store (the interface kinot.fleet calls; redis_store.lua has the same)
+function M.new(backend)
+  return setmetatable({ b = backend, sorted = {}, known = 0 }, Store)
+end
+
+-- keep what the rule decided: record, flags, counters, events
+local function commit(self, sn, held, rec, delta, events, flags)
+  local b = self.b
+  if rec then
+    local ok, err = b:put(sn, rec, flags_text(flags))
+    if not ok then return nil, err end
+    if not held then
+      ok, err = b:add_sn(sn)
+      if not ok then return nil, err end
+    end
+  end
+  for name, n in pairs(delta) do
+    local ok, err = b:incr(name, n)
+    if not ok then return nil, err end
+  end
+  for i = 1, #events do
+    local ok, err = b:log_event(events[i])
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+-- under the device's lock: fn(held) -> verdict, rec, delta, events, flags
+local function locked(self, sn, fn)
+  local b = self.b
+  local ok, err = b:lock(sn)
+  if not ok then return nil, err end
+  local held = b:get(sn)
+  local verdict, rec, delta, events, flags = fn(held)
+  if delta then
+    ok, err = commit(self, sn, held, rec, delta, events, flags)
+  end
+  b:unlock(sn)
+  if not ok then return nil, err end
+  return verdict, events or {}
+end
+
+--- apply(recs, cfg) -> { {verdict, events}, ... } | nil, err
+function Store:apply(recs, cfg)
+  local out = {}
+  for i = 1, #recs do
+    local new = recs[i]
+    local verdict, events = locked(self, new.sn, function(held) return rule.decide(held, new, cfg) end)
+    if not verdict then return nil, events end
+    out[i] = { verdict = verdict, events = events }
+  end
+  return out
+end
+
+local function mark(self, sns, cfg, how)
+  local all = {}
+  for i = 1, #sns do
+    local verdict, events = locked(self, sns[i], function(held)
+      if not held then return true end
+      local rec, delta, events, flags = rule[how](held, cfg)
+      if not rec then return true end
+      return true, rec, delta, events, flags
+    end)
+    if not verdict then return nil, events end
+    for k = 1, #events do all[#all + 1] = events[k] end
+  end
+  return all
+end
+
+--- gone(sns, cfg) -> events | nil, err
+function Store:gone(sns, cfg) return mark(self, sns, cfg, "gone") end
+
+-- every serial, in serial order (a cache per process, grown from the
+-- backend's list of serials in the order first seen)
+local function sorted(self)
+  local b, list = self.b, self.sorted
+  local n = b:count()
+  if n > self.known then
+    for i = self.known + 1, n do
+      local sn = b:sn_at(i)
+      if sn == nil then n = i - 1 break end -- another worker is writing it
+      list[#list + 1] = sn
+    end
+    sort(list)
+    self.known = n
+  end
+  return list
+end
+
+--- sweep(cfg) -> events | nil, err: devices turned stale since the last
+-- sweep, oldest updated_at first (Redis's order); a pass over every device:
+-- the local stores keep no index by time
+function Store:sweep(cfg)
+  local b, due, t = self.b, {}, {}
+  if not cfg.stale_after then return {} end
+  local list = sorted(self)
+  for i = 1, #list do
+    local rec = b:get(list[i])
+    if rec and not rec.stale and not rec.gone and cfg.now - rec.t >= cfg.stale_after then
+      due[#due + 1] = list[i]
+      t[list[i]] = rec.t
+    end
+  end
+  sort(due, function(x, y)
+    if t[x] ~= t[y] then return t[x] < t[y] end
+    return tostring(x) < tostring(y)
+  end)
+  return mark(self, due, cfg, "sweep")
+end
+
+function Store:get(sn) return self.b:get(sn) end
+
+--- counters(names) -> { name = n }
+function Store:counters(names)
+  local out = {}
+  for i = 1, #names do out[names[i]] = self.b:counter(names[i]) end
+  return out
+end
+
+-- does a flags text hold every flag of `want` and none of `without`?
+local function matches(text, want, without)
+  for i = 1, #want do
+    if not find(text, "|" .. want[i] .. "|", 1, true) then return false end
+  end
+  for i = 1, #without do
+    if find(text, "|" .. without[i] .. "|", 1, true) then return false end
+  end
+  return true
+end
+
+--- list(want, without, offset, limit) -> records, total: in serial order
+function Store:list(want, without, offset, limit)
+  local b, out, total = self.b, {}, 0
+  local list = sorted(self)
+  for i = 1, #list do
+    local text = b:flags_of(list[i])
+    if text and matches(text, want, without) then
+      total = total + 1
+      if total > offset and #out < limit then out[#out + 1] = b:get(list[i]) end
+    end
+  end
+  return out, total
+end
+
+--- sns(kind) -> every serial of that kind held, gone ones too
+function Store:sns(kind)
+  local b, out, flag = self.b, {}, "|kind=" .. kind .. "|"
+  local list = sorted(self)
+  for i = 1, #list do
+    local text = b:flags_of(list[i])
+    if text and find(text, flag, 1, true) then out[#out + 1] = list[i] end
+  end
+  return out
+end
+
+--- changes(since, limit) -> events after the id `since` (oldest first), next cursor
+function Store:changes(since, limit)
+  local b = self.b
+  local last = b:last_id()
+  since = tonumber(since) or 0
+  local first = since + 1
+  if first < last - b.max + 1 then first = last - b.max + 1 end -- the older ones are overwritten
+  local out = {}
+  for id = first, last do
+    if #out >= limit then break end
+    local ev = b:event_at(id)
+    if ev then out[#out + 1] = ev end
+  end
+  return out, #out > 0 and out[#out].id or since
+end
+
+function Store:set_meta(k, v) return self.b:set_meta(k, v) end
+function Store:get_meta(k) return self.b:get_meta(k) end
+
+return M

@@ -1,0 +1,254 @@
+-- The twin's store in Redis, for many hosts: every change is one script
+-- (EVALSHA through kinot.redis) that reads the held record, decides by the
+-- rule every store shares (kinot.fleet.rule's source, embedded whole), and
+-- writes the record, the indexes the lists read, the summary's counters and
+-- the change stream, all at once: no host ever sees half an update.
+--
+-- Keys, under the prefix (default "kinot:fleet:"), all on one server
+-- (the script names keys it computes: not for Redis Cluster):
+--   d:SN      the record (JSON)
+--   i:FLAG    a sorted set of the serials with that flag (score: the serial)
+--   t         a sorted set of the live, not stale serials (score: updated_at
+--             in seconds): the sweep finds who turned stale without a scan
+--   c         a hash of counters (the summary's, verdicts', missed ...)
+--   x         the stream of changes (XADD ... MAXLEN ~ changes_max), one
+--             field "e": the event's JSON; its id is the event's id
+--   m         a hash of facts about the twin (synced_at)
+local rule = require "kinot.fleet.rule"
+local json = require "kinot.json"
+local redis = require "kinot.redis"
+
+local type, tostring, tonumber, ipairs = type, tostring, tonumber, ipairs
+
+local M = {}
+
+local PRELUDE = [[
+local R = (function()
+]] .. rule.SOURCE .. [[
+end)()
+local P = ARGV[1]
+local cfg = cjson.decode(ARGV[2])
+local op = ARGV[3]
+local function commit(sn, held, rec, delta, events)
+  if rec then
+    redis.call("SET", P .. "d:" .. sn, cjson.encode(rec))
+    local before = held and R.flags(held, cfg) or {}
+    local after = R.flags(rec, cfg)
+    for name in pairs(before) do
+      if not after[name] then redis.call("ZREM", P .. "i:" .. name, sn) end
+    end
+    for name in pairs(after) do
+      if not before[name] then redis.call("ZADD", P .. "i:" .. name, sn, sn) end
+    end
+    if rec.gone or rec.stale then redis.call("ZREM", P .. "t", sn) else redis.call("ZADD", P .. "t", rec.t, sn) end
+  end
+  for name, n in pairs(delta) do redis.call("HINCRBY", P .. "c", name, n) end
+  for i = 1, #events do
+    local ev = events[i]
+    ev.id = redis.call("XADD", P .. "x", "MAXLEN", "~", cfg.changes_max, "*", "e", cjson.encode(ev))
+  end
+end
+local function held_of(sn)
+  local text = redis.call("GET", P .. "d:" .. sn)
+  if text then return cjson.decode(text) end
+end
+local out = {}
+]]
+
+local SCRIPTS = {}
+
+SCRIPTS.apply = PRELUDE .. [[
+for i = 4, #ARGV do
+  local new = cjson.decode(ARGV[i])
+  local held = held_of(new.sn)
+  local verdict, rec, delta, events = R.decide(held, new, cfg)
+  commit(new.sn, held, rec, delta, events)
+  out[#out + 1] = { verdict = verdict, events = events }
+end
+return cjson.encode(out)
+]]
+
+SCRIPTS.gone = PRELUDE .. [[
+for i = 4, #ARGV do
+  local held = held_of(ARGV[i])
+  if held then
+    local rec, delta, events = R.gone(held, cfg)
+    if rec then
+      commit(held.sn, held, rec, delta, events)
+      for k = 1, #events do out[#out + 1] = events[k] end
+    end
+  end
+end
+return cjson.encode(out)
+]]
+
+-- at most ARGV[4] devices a call: the caller calls again while it gets that many
+SCRIPTS.sweep = PRELUDE .. [[
+local due = redis.call("ZRANGEBYSCORE", P .. "t", "-inf", cfg.now - cfg.stale_after,
+                       "LIMIT", 0, tonumber(ARGV[4]))
+for i = 1, #due do
+  local held = held_of(due[i])
+  local rec, delta, events = nil, nil, nil
+  if held then rec, delta, events = R.sweep(held, cfg) end
+  if rec then
+    commit(held.sn, held, rec, delta, events)
+    for k = 1, #events do out[#out + 1] = events[k] end
+  else
+    redis.call("ZREM", P .. "t", due[i])
+  end
+end
+return cjson.encode({ n = #due, events = out })
+]]
+
+-- want (flags all required), without (flags all absent), offset, limit:
+-- walks the smallest wanted index in serial order
+SCRIPTS.list = PRELUDE .. [[
+local want, without = cjson.decode(ARGV[4]), cjson.decode(ARGV[5])
+local offset, limit = tonumber(ARGV[6]), tonumber(ARGV[7])
+local base, size = "all", redis.call("ZCARD", P .. "i:all")
+for i = 1, #want do
+  local n = redis.call("ZCARD", P .. "i:" .. want[i])
+  if n < size then base, size = want[i], n end
+end
+local total, from = 0, 0
+while from < size do
+  local chunk = redis.call("ZRANGE", P .. "i:" .. base, from, from + 999)
+  if #chunk == 0 then break end
+  for c = 1, #chunk do
+    local sn, ok = chunk[c], true
+    for i = 1, #want do
+      if ok and want[i] ~= base and not redis.call("ZSCORE", P .. "i:" .. want[i], sn) then ok = false end
+    end
+    for i = 1, #without do
+      if ok and redis.call("ZSCORE", P .. "i:" .. without[i], sn) then ok = false end
+    end
+    if ok then
+      total = total + 1
+      if total > offset and #out < limit then out[#out + 1] = redis.call("GET", P .. "d:" .. sn) end
+    end
+  end
+  from = from + 1000
+end
+return { total, out }
+]]
+
+local Store = {}
+Store.__index = Store
+
+--- new(client, prefix) -> store (client: a kinot.redis client)
+function M.new(client, prefix)
+  return setmetatable({ c = client, p = prefix }, Store)
+end
+
+local function cfg_text(cfg)
+  return json.encode(cfg)
+end
+
+local function run(self, name, cfg, ...)
+  local text, err = self.c:eval(SCRIPTS[name], 0, self.p, cfg_text(cfg), name, ...)
+  if not text then return nil, err end
+  if type(text) == "table" then return text end
+  return json.decode(text)
+end
+
+local unpack = table.unpack or unpack -- luacheck: ignore 143
+
+--- apply(recs, cfg) -> { {verdict, events}, ... } | nil, err (one script for them all)
+function Store:apply(recs, cfg)
+  local args = {}
+  for i = 1, #recs do args[i] = json.encode(recs[i]) end
+  local out, err = run(self, "apply", cfg, unpack(args))
+  if not out then return nil, err end
+  for i = 1, #out do
+    if type(out[i].events) ~= "table" or out[i].events == json.null then out[i].events = {} end
+  end
+  return out
+end
+
+local function events_of(out)
+  if type(out) ~= "table" then return {} end
+  return out
+end
+
+function Store:gone(sns, cfg)
+  if #sns == 0 then return {} end
+  local all = {}
+  for first = 1, #sns, 500 do
+    local out, err = run(self, "gone", cfg, unpack(sns, first, math.min(#sns, first + 499)))
+    if not out then return nil, err end
+    for _, ev in ipairs(events_of(out)) do all[#all + 1] = ev end
+  end
+  return all
+end
+
+function Store:sweep(cfg)
+  if not cfg.stale_after then return {} end
+  local all = {}
+  repeat
+    local out, err = run(self, "sweep", cfg, 1000)
+    if not out then return nil, err end
+    for _, ev in ipairs(events_of(out.events)) do all[#all + 1] = ev end
+  until out.n < 1000
+  return all
+end
+
+function Store:get(sn)
+  local text, err = self.c:call("GET", self.p .. "d:" .. sn)
+  if not text then return nil, err end
+  if text == redis.null then return nil end
+  return json.decode(text)
+end
+
+function Store:counters(names)
+  local got, err = self.c:call("HMGET", self.p .. "c", unpack(names))
+  if not got then return nil, err end
+  local out = {}
+  for i = 1, #names do out[names[i]] = tonumber(got[i]) or 0 end
+  return out
+end
+
+function Store:list(want, without, offset, limit, cfg)
+  local got, err = run(self, "list", cfg, json.encode(want), json.encode(without), offset, limit)
+  if not got then return nil, err end
+  local out = {}
+  for i = 1, #got[2] do out[i] = json.decode(got[2][i]) end
+  return out, got[1]
+end
+
+function Store:sns(kind)
+  local got, err = self.c:call("ZRANGE", self.p .. "i:kind=" .. kind, 0, -1)
+  if not got then return nil, err end
+  for i = 1, #got do got[i] = tonumber(got[i]) end
+  return got
+end
+
+--- changes(since, limit) -> events after the stream id `since`, next cursor
+function Store:changes(since, limit)
+  local from = (since == nil or since == 0 or since == "0" or since == "") and "-" or "(" .. tostring(since)
+  local got, err = self.c:call("XRANGE", self.p .. "x", from, "+", "COUNT", limit)
+  if not got then return nil, err end
+  local out = {}
+  for i = 1, #got do
+    local id, fields = got[i][1], got[i][2]
+    local ev = json.decode(fields[2])
+    ev.id = id
+    out[i] = ev
+  end
+  return out, #out > 0 and out[#out].id or since
+end
+
+function Store:set_meta(k, v)
+  local ok, err = self.c:call("HSET", self.p .. "m", k, v)
+  if not ok then return nil, err end
+  return true
+end
+
+function Store:get_meta(k)
+  local v, err = self.c:call("HGET", self.p .. "m", k)
+  if v == nil then return nil, err end
+  if v == redis.null then return nil end
+  return v
+end
+
+M.SCRIPTS = SCRIPTS
+return M

@@ -1,0 +1,132 @@
+-- Reconciliation: the twin made true by a full scan of the platform.  Every
+-- lock and sensor comes through the client's each_locker / each_sensor
+-- (`concurrency` pages in flight), the DTUs the user names through
+-- dtu_device (the API has no list of DTUs), a page at a time into the
+-- store (one Redis script a page).  Where the platform is newer than the
+-- twin the rule applies it and counts it `missed` (a callback that never
+-- arrived; its changes are emitted with source = "scan").  Once a kind has
+-- been listed to its end, the devices of that kind the twin holds and the
+-- platform no longer lists are marked gone (kept, not deleted); a scan cut
+-- short by an error marks nothing gone.  Then the sweep marks the devices
+-- turned stale, and synced_at is set.
+local errors = require "kinot.errors"
+local validate = require "kinot.validate"
+
+local M = {}
+
+local KNOWN = validate.set { "dtus", "concurrency", "limit" }
+
+local function iso(now)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(now))
+end
+
+-- feed(twin, kind, iterator, report) -> true | nil, err: a page of
+-- objects into the store at a time; listed[sn] = true for each
+local function put(twin, kind, batch, report)
+  local out, err = twin:put(kind, batch, "scan")
+  if not out then return nil, err end
+  for i = 1, #out do
+    local v = out[i].verdict
+    report[v] = (report[v] or 0) + 1
+    report.changes = report.changes + #out[i].events
+  end
+  return true
+end
+
+local function feed(twin, kind, each, report, listed)
+  local batch = {}
+  local function flush()
+    if #batch == 0 then return true end
+    local ok, err = put(twin, kind, batch, report)
+    batch = {}
+    return ok, err
+  end
+  local ok, err = pcall(function()
+    for obj in each do
+      batch[#batch + 1] = obj
+      listed[obj.sn] = true
+      report[kind .. "s"] = report[kind .. "s"] + 1
+      if #batch >= 100 then
+        local fine, e = flush()
+        if not fine then error(e, 0) end
+      end
+    end
+  end)
+  if not ok then return nil, err end
+  return flush()
+end
+
+local function mark_gone(twin, kind, listed, report)
+  local held, err = twin.store:sns(kind)
+  if not held then return nil, err end
+  local gone = {}
+  for i = 1, #held do
+    if not listed[held[i]] then gone[#gone + 1] = held[i] end
+  end
+  local events
+  events, err = twin:gone(gone)
+  if not events then return nil, err end
+  report.gone = report.gone + #events
+  report.changes = report.changes + #events
+  return true
+end
+
+--- run(twin, client, opts) -> report | nil, err (err.report: what was done)
+-- report: { locks, sensors, dtus (devices read), added, applied, missed,
+-- older, duplicate, gone, stale, changes, started_at, duration }
+function M.run(twin, client, opts)
+  opts = validate.options(opts or {}, KNOWN, "kinot.fleet: sync")
+  if type(client) ~= "table" or type(client.each_locker) ~= "function" then
+    errors.misuse("kinot.fleet: sync needs a kinot client (kinot.new{...})")
+  end
+  local dtus = opts.dtus or {}
+  if type(dtus) ~= "table" then errors.misuse("kinot.fleet: sync's dtus must be a list of serials") end
+  for i = 1, #dtus do validate.sn(dtus[i], "dtus[" .. i .. "]") end
+  local each = { concurrency = opts.concurrency or 1, limit = opts.limit or 100 }
+  local started = twin.clock()
+  local report = { locks = 0, sensors = 0, dtus = 0, added = 0, applied = 0, missed = 0, older = 0, duplicate = 0,
+                   gone = 0, stale = 0, changes = 0, started_at = iso(started) }
+  local function fail(err)
+    report.duration = twin.clock() - started
+    if type(err) == "table" then err.report = report end
+    return nil, err
+  end
+  for _, kind in ipairs { "lock", "sensor" } do
+    local listed = {}
+    local iterator = kind == "lock" and client:each_locker(each) or client:each_sensor(each)
+    local ok, err = feed(twin, kind, iterator, report, listed)
+    if not ok then return fail(err) end
+    ok, err = mark_gone(twin, kind, listed, report)
+    if not ok then return fail(err) end
+  end
+  local found, missing = {}, {}
+  for i = 1, #dtus do
+    local d, err = client:dtu_device(dtus[i])
+    if d then
+      found[#found + 1] = d
+      report.dtus = report.dtus + 1
+    elseif err.kind == "not_found" then
+      missing[#missing + 1] = dtus[i]
+    else
+      return fail(err)
+    end
+  end
+  if #found > 0 then
+    local ok, err = put(twin, "dtu", found, report)
+    if not ok then return fail(err) end
+  end
+  local events, err = twin:gone(missing)
+  if not events then return fail(err) end
+  report.gone = report.gone + #events
+  events, err = twin:sweep()
+  if not events then return fail(err) end
+  report.stale = #events
+  report.changes = report.changes + #events
+  local ok
+  ok, err = twin.store:set_meta("synced_at", iso(twin.clock()))
+  if not ok then return fail(err) end
+  report.duration = twin.clock() - started
+  return report
+end
+
+return M

@@ -1,0 +1,71 @@
+-- `kinot serve` inside nginx: one twin per worker over the shared store
+-- (the lua_shared_dict kinot_fleet, or Redis with --redis), the verified
+-- callback handler feeding it (POST /kinot/callback), the JSON API
+-- (kinot.serve.api) reading it, and the reconciliation loop (worker 0 of
+-- each host: a sync at start and every sync_interval, a log line each).
+-- cli/serve.lua writes the configuration (serve_config.lua, in the
+-- server's private prefix: it holds the credentials) and the nginx.conf
+-- that loads this.
+local ngx = ngx -- luacheck: ignore
+local M = {}
+
+local cfg, twin, handler, client
+
+--- configure(c) (init_by_lua): c = { app_key, app_secret, endpoint,
+-- callback_secret, redis, groups, sync_interval, dtus, api_token,
+-- stale_after, weak_signal, concurrency }
+function M.configure(c)
+  cfg = c
+end
+
+local function log(level, ...)
+  ngx.log(level, "kinot serve: ", ...)
+end
+
+local function sync_once()
+  local report, err = twin:sync(client, { dtus = cfg.dtus, concurrency = cfg.concurrency or 4 })
+  if not report then
+    log(ngx.ERR, "sync failed: ", tostring(err))
+    return
+  end
+  log(ngx.NOTICE, string.format("sync: %d locks, %d sensors, %d dtus read; %d added, %d missed, %d gone, " ..
+    "%d stale, %d changes in %.2f s", report.locks, report.sensors, report.dtus, report.added, report.missed,
+    report.gone, report.stale, report.changes, report.duration))
+end
+
+local function loop(premature)
+  if premature then return end
+  local ok, err = pcall(sync_once)
+  if not ok then log(ngx.ERR, "sync raised: ", tostring(err)) end
+  if cfg.sync_interval and cfg.sync_interval > 0 then
+    local ok2, terr = ngx.timer.at(cfg.sync_interval, loop)
+    if not ok2 then log(ngx.ERR, "cannot schedule the next sync: ", tostring(terr)) end
+  end
+end
+
+--- init_worker(): the twin, the client, the handler; worker 0 syncs
+function M.init_worker()
+  local fleet = require "kinot.fleet"
+  twin = fleet.new {
+    store = cfg.redis and "redis" or "shared", redis = cfg.redis, groups = cfg.groups,
+    stale_after = cfg.stale_after, weak_signal = cfg.weak_signal,
+  }
+  client = require("kinot").new { app_key = cfg.app_key, app_secret = cfg.app_secret, endpoint = cfg.endpoint }
+  handler = require("kinot.callback").handler {
+    secret = cfg.callback_secret or cfg.app_secret,
+    dedupe = "kinot_serve_dedupe",
+    on_status = function(ev) return twin:apply(ev) end,
+  }
+  if ngx.worker.id() == 0 then
+    local ok, err = ngx.timer.at(0, loop)
+    if not ok then log(ngx.ERR, "cannot start the sync loop: ", tostring(err)) end
+  end
+end
+
+--- callback(): POST /kinot/callback
+function M.callback() return handler() end
+
+--- api(): GET /api/...
+function M.api() return require("kinot.serve.api").nginx(twin, { token = cfg.api_token }) end
+
+return M
