@@ -2,10 +2,14 @@
 -- of every receiver host, keyed by the event's id (its verified sign: a
 -- redelivery carries the same).  Selected by callback.handler's
 -- `dedupe = { redis = "redis://[:password@]host:port/db", ttl = 3600 }`.
---   add(id)         -> true (new, now recorded) | false (recorded before) | nil, err
---   claim(id, lease) / settle(id, ok): the two steps for an acknowledgement
---   given only after the handler ran (the pending mark expires after
---   `lease` seconds, so a host that died holding it blocks nobody for long)
+--   claim(id, lease) -> "new", token | "done" | "busy" | nil, err
+--   settle(id, ok, token) -> true | nil, err
+-- Every delivery is claimed first: a pending mark naming its claim, which
+-- expires after `lease` seconds (a host that died holding it blocks nobody
+-- for long), then settled: "done" for ttl, or forgotten.  A claim whose
+-- answer was lost (Redis stalled past the timeout, and ran it later) is
+-- therefore never read as "done" by the redelivery: it is "busy" until its
+-- lease runs out, then new.
 local redis = require "kinot.redis"
 
 local ngx = rawget(_G, "ngx")
@@ -18,9 +22,12 @@ M.PREFIX = "kinot:seen:"
 -- the pending mark names its claim (ARGV[2]): a host whose lease ran out
 -- and whose handler then failed forgets its own claim, never the claim of
 -- the host that took the delivery over
+-- A claim that finds its own mark answers new: kinot.redis sends a command
+-- again when a kept connection died, and the first may have run.
 local CLAIM = [[
 local v = redis.call('GET', KEYS[1])
-if v == 'done' then return 'duplicate' end
+if v == 'done' then return 'done' end
+if v == 'pending:' .. ARGV[2] then return 'new' end
 if v then return 'busy' end
 redis.call('SET', KEYS[1], 'pending:' .. ARGV[2], 'PX', ARGV[1])
 return 'new']]
@@ -64,13 +71,7 @@ function M.new(o)
   }, M)
 end
 
-function M:add(id)
-  local v, err = self.client:call("SET", self.prefix .. id, "done", "NX", "EX", self.ttl)
-  if v == nil then return nil, err end
-  return v ~= redis.null
-end
-
---- claim(id, lease) -> "new", token | "duplicate" | "busy" (another host has it in hand) | nil, err
+--- claim(id, lease) -> "new", token | "done" | "busy" (another host has it in hand) | nil, err
 function M:claim(id, lease)
   claims = claims + 1
   -- this process (an nginx worker: its pid, read now, not in the master

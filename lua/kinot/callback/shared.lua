@@ -39,10 +39,11 @@ function M.new(o)
   else
     store.options(o.dedupe, 4)
     self.store = store.new(o.dedupe)
-    -- acknowledged only after the handler ran: the delivery is marked
-    -- pending (for `lease` s) and settled by settle(ev, ok) once the
-    -- handler returned; never recorded as done before that
-    if o.ack == "after_handler" then self.lease = o.dedupe.lease or 60 end
+    -- each delivery is marked pending (for `lease` s) and settled: at once
+    -- (ack = "immediate"), or by settle(ev, ok) once the handler returned
+    -- (ack = "after_handler"); never recorded as done before that
+    self.lease = o.dedupe.lease or 60
+    self.immediate = o.ack == "immediate"
   end
   self.now = (ngx and ngx.now) or os.time
   return self
@@ -60,23 +61,26 @@ function M:accept(raw, ev)
     if stored == nil then return unavailable(err) end
     return 200, OK_BODY, nil -- stored (now or before): the workers run it
   end
-  if self.lease then
-    local state, token = self.store:claim(ev.id, self.lease)
-    if state == nil then return unavailable(token) end
-    if state == "busy" then return 503, BUSY, nil end -- another host runs it now: deliver again later
-    if state == "new" then self.tokens[ev] = token end
-    return 200, OK_BODY, state == "new" and ev or nil
+  local state, token = self.store:claim(ev.id, self.lease)
+  if state == nil then return unavailable(token) end
+  if state == "busy" then return 503, BUSY, nil end -- another host runs it now: deliver again later
+  if state == "done" then return 200, OK_BODY, nil end
+  if self.immediate then
+    -- this worker's handler will run it: done now (if the answer to this
+    -- is lost, the pending mark expires after lease: at least once)
+    local done, err = self.store:settle(ev.id, true, token)
+    if not done and ngx then ngx.log(ngx.ERR, "kinot callback dedupe not settled: ", tostring(err)) end
+  else
+    self.tokens[ev] = token
   end
-  local new, err = self.store:add(ev.id)
-  if new == nil then return unavailable(err) end
-  return 200, OK_BODY, new and ev or nil
+  return 200, OK_BODY, ev
 end
 
 --- settle(ev, ok) (ack = "after_handler" only): the handler returned
 -- (ok) or failed; done for ttl, or forgotten so the redelivery runs.
 -- The handler calls it right after on_status / on_command, before answering.
 function M:settle(ev, ok)
-  if not self.lease then return true end
+  if self.immediate or self.inbox then return true end
   local token = self.tokens[ev]
   self.tokens[ev] = nil
   local done, err = self.store:settle(ev.id, ok, token)
