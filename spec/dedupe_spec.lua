@@ -110,13 +110,13 @@ describe("the Redis store's claim sent twice #redis", function()
   -- client here sends every command twice and keeps the second reply:
   -- exactly what that retry does.
   it("reads its own claim, run twice, as new, never as already seen", function()
-    local s = store.new { redis = r.url, timeout = 1 }
+    local s = store.new { redis = r.url, timeout = 1, lease = 1 }
     local send = s.client.call_timeout
     s.client.call_timeout = function(c, ...)
       send(c, ...)
       return send(c, ...)
     end
-    local state = s:claim("twice", 1)
+    local state = s:claim("twice")
     assert.are.equal("new", state)
   end)
 end)
@@ -127,7 +127,7 @@ describe("ack = after_handler in a full lua_shared_dict: the in-progress mark st
     -- the handler of sn 1 sleeps; meanwhile other deliveries fill the dict
     ng = host("{ dedupe = 'dedupe', dedupe_ttl = 3600, max_age = false, on_status = function(ev) " ..
               "ngx.shared.seen:incr('n', 1, 0) if ev.sn == 1 then ngx.sleep(1.5) end end }",
-              "lua_shared_dict dedupe 12k;")
+              "lua_shared_dict dedupe 12k; lua_shared_dict dedupe_busy 12k;")
   end)
   teardown(function()
     if ng then ng.stop() end

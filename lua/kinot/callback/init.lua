@@ -15,6 +15,8 @@ local scanner = require "kinot.callback.scanner"
 local errors = require "kinot.errors"
 local vocabulary = require "kinot.vocabulary"
 local rules = require "kinot.callback.rules"
+local freshness = require "kinot.callback.freshness"
+local validate = require "kinot.validate"
 
 ---@class kinot.callback
 ---@field MAX_BODY integer the default max_body, bytes (64 KiB)
@@ -38,7 +40,7 @@ end
 
 -- scan(raw) -> canonical, given sign | nil, err
 local function scan_body(raw)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 4) end
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
   local canonical, given, message = scan(raw)
   if not canonical then return refuse(given, "callback body refused: " .. message) end
   return canonical, given
@@ -58,25 +60,25 @@ end
 ---@return string|nil sign
 ---@return kinot.Error|nil
 function M.sign(raw, secret)
-  if type(secret) ~= "string" then error("kinot: callback secret must be a string", 2) end
+  if type(secret) ~= "string" then errors.misuse("callback secret must be a string") end
   local canonical, err = scan_body(raw)
   if not canonical then return nil, err end
   return digest_of(canonical, secret)
 end
 
 --- secrets(opts) -> list of secrets, checked once (misuse raises)
-local EMPTY = "kinot: a callback secret must not be empty (anyone could sign with it)"
-local function secrets_of(s, level)
-  if s == "" then error(EMPTY, level) end
+local EMPTY = "a callback secret must not be empty (anyone could sign with it)"
+local function secrets_of(s)
+  if s == "" then errors.misuse(EMPTY) end
   if type(s) == "string" then return { s } end
   if type(s) == "table" and #s > 0 then
     for i = 1, #s do
-      if type(s[i]) ~= "string" then error("kinot: secret[" .. i .. "] must be a string", level) end
-      if s[i] == "" then error(EMPTY, level) end
+      if type(s[i]) ~= "string" then errors.misuse("secret[" .. i .. "] must be a string") end
+      if s[i] == "" then errors.misuse(EMPTY) end
     end
     return s
   end
-  error("kinot: callback verification needs opts.secret (a string or a list of strings)", level)
+  errors.misuse("callback verification needs opts.secret (a string or a list of strings)")
 end
 M.secrets_of = secrets_of
 
@@ -194,7 +196,7 @@ end
 ---@return kinot.callback.Event|nil
 ---@return kinot.Error|nil
 function M.check(raw, secrets, max_body)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 3) end
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
   if #raw > max_body then
     return refuse("too_large", "callback body is " .. #raw .. " bytes, over the " .. max_body .. "-byte cap")
   end
@@ -229,7 +231,7 @@ end
 ---@return kinot.callback.Event|nil
 ---@return kinot.Error|nil
 function M.rebuild(raw, id)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 2) end
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
   local members, err = rules.members(raw)
   if not members then return nil, err end
   return M.event_of(members, id, nil)
@@ -242,14 +244,30 @@ end
 ---@param opts kinot.callback.VerifyOptions
 ---@return kinot.callback.Event|nil
 ---@return kinot.Error|nil kind "callback", err.reason says why
+local VERIFY_OPTIONS = validate.set { "secret", "sign_rule", "max_body", "max_age", "max_skew", "clock" }
+
 function M.verify(raw, opts)
-  local secrets = secrets_of(opts and opts.secret, 3)
+  validate.options(opts, VERIFY_OPTIONS, "callback.verify")
+  local secrets = secrets_of(opts and opts.secret)
   local max_body = (opts and opts.max_body) or M.MAX_BODY
   local rule = opts and opts.sign_rule
-  if rule ~= nil and not rules.is_default(rule) then
-    return M.check_rule(raw, secrets, rules.rule(rule, 2), max_body)
+  -- freshness (the receiver's rule, kinot.callback.freshness), only when
+  -- asked for: a body may be verified long after it came (a captured one,
+  -- a stored one).  Given max_skew alone, max_age is the receiver's default.
+  local fresh
+  if opts and (opts.max_age or opts.max_skew) then
+    fresh = freshness.new { max_age = opts.max_age, max_skew = opts.max_skew, out_of_order = false, now = opts.clock }
   end
-  local ev, err = M.check(raw, secrets, max_body)
+  local ev, err
+  if rule ~= nil and not rules.is_default(rule) then
+    ev, err = M.check_rule(raw, secrets, rules.rule(rule), max_body)
+  else
+    ev, err = M.check(raw, secrets, max_body)
+  end
+  if ev and fresh then
+    local ok, ferr = fresh:check(ev)
+    if not ok then return nil, ferr end
+  end
   return ev, err
 end
 
@@ -330,6 +348,9 @@ end
 ---@field secret string|string[] a string, or a list tried in order (rotation)
 ---@field sign_rule? kinot.callback.SignRule default "md5-key"
 ---@field max_body? integer bytes (default 65536)
+---@field max_age? number|false seconds; an older signed updated_at is refused as stale (verify: judged only when max_age or max_skew is given, then 172800 by default)
+---@field max_skew? number seconds an updated_at may be ahead of this clock (verify: judged only when given, or with max_age)
+---@field clock? fun(): number the time now, epoch seconds (default os.time)
 
 --- callback.receiver's options: the handler's, but ack, inbox, busy_ttl and a dict name for dedupe
 ---@class kinot.callback.ReceiverOptions: kinot.callback.VerifyOptions

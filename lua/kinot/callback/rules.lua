@@ -34,7 +34,7 @@ local M = {}
 M.DEFAULT = "md5-key"
 
 local byte, sub, find, char = string.byte, string.sub, string.find, string.char
-local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local concat, sort = table.concat, table.sort
 local digest_of, ct_equal = core.digest, core.ct_equal
 
@@ -50,7 +50,7 @@ local ENCODING = { upper = true, lower = true, base64 = true }
 --- the bases discover tries, in the order it reports them
 M.BASES = { "md5-key", "md5-secret", "md5-app_secret", "md5-bare", "hmac-md5", "hmac-sha1", "hmac-sha256" }
 
-local function misuse(msg, level) error("kinot: sign_rule: " .. msg, level + 1) end
+local function misuse(msg) errors.misuse("sign_rule: " .. msg) end
 
 --- name(rule) -> the rule's canonical name (rule: normalized parts)
 local function name_of(r)
@@ -309,7 +309,7 @@ end
 -- (canonical() keeps the list in key order as the field `sorted`)
 -- kind: "string", "integer", "number", "true", "false", "null", "object", "array"
 function M.members(raw)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 2) end
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
   local p = ws(raw, 1)
   if byte(raw, p) ~= 123 then return refuse("not_object", "callback body refused: body is not a JSON object") end
   p = p + 1
@@ -403,7 +403,7 @@ end
 
 --- sign(raw, secret, rule) -> the sign of the body under rule (any sign member ignored) | nil, err
 function M.sign(raw, secret, rule)
-  if type(secret) ~= "string" then error("kinot: callback secret must be a string", 2) end
+  if type(secret) ~= "string" then errors.misuse("callback secret must be a string") end
   rule = M.rule(rule, 2)
   local members, err = M.members(raw)
   if not members then return nil, err end
@@ -414,7 +414,7 @@ end
 -- id: the sign as computed (upper-case hex, or base64): a redelivery has
 -- the same.  Every secret is tried, so timing tells nothing.
 function M.check(raw, secrets, rule, max_body)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 3) end
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
   rule = M.rule(rule, 3)
   if max_body and #raw > max_body then
     return refuse("too_large", "callback body is " .. #raw .. " bytes, over the " .. max_body .. "-byte cap")
@@ -493,10 +493,10 @@ end
 function M.discover(raw, secrets, extra)
   if type(secrets) == "string" then secrets = { secrets } end
   if type(secrets) ~= "table" or #secrets == 0 then
-    error("kinot: discover needs the secret (a string or a list of strings)", 2)
+    errors.misuse("discover needs the secret (a string or a list of strings)")
   end
   for i = 1, #secrets do
-    if type(secrets[i]) ~= "string" then error("kinot: secret[" .. i .. "] must be a string", 2) end
+    if type(secrets[i]) ~= "string" then errors.misuse("secret[" .. i .. "] must be a string") end
   end
   local members, err = M.members(raw)
   if not members then return nil, err end

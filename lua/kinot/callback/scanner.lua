@@ -11,6 +11,7 @@
 -- through the FFI: the JIT compiles the call and the building of the data
 -- table, which the C API cannot offer (spec/callback_spec.lua checks both
 -- give the same).
+local errors = require "kinot.errors"
 local core = require "kinot.core"
 local lib = require "kinot.native"
 
@@ -48,7 +49,7 @@ local WANT = { int = "an int", float = "a float", string = "a string" }
 -- that raises half way never gives its box back.
 local function new_box()
   local sc = lib.kn_cb_scanner_new()
-  if sc == nil then error("kinot: out of memory creating the callback scanner") end
+  if sc == nil then error(errors.new("internal", "out of memory creating the callback scanner"), 0) end
   return {
     sc = ffi_gc(sc, lib.kn_cb_scanner_free),
     hex = ffi_new("char[33]"), index = ffi_new("int[1]"), why = ffi_new("char[200]"),
@@ -76,7 +77,7 @@ local function secret_array(secrets)
   local keep = { [0] = secrets }
   for i = 1, n do
     local s = secrets[i]
-    if type(s) ~= "string" then error("kinot: secret[" .. i .. "] must be a string", 3) end
+    if type(s) ~= "string" then errors.misuse("secret[" .. i .. "] must be a string") end
     arr[i - 1].p, arr[i - 1].n = s, #s
     keep[i] = s
   end
@@ -101,7 +102,7 @@ end
 -- the data of the members just scanned, or nil, message
 local function build(box, types)
   local sc, names = box.sc, box.names
-  if lib.kn_cb_convert(sc, box.members, box.count) ~= 0 then error("kinot: out of memory") end
+  if lib.kn_cb_convert(sc, box.members, box.count) ~= 0 then error(errors.new("internal", "out of memory"), 0) end
   local m, n = box.members[0], tonumber(box.count[0])
   local data, nested = new_tab(0, n), nil
   for i = 0, n - 1 do
@@ -149,15 +150,15 @@ local function build(box, types)
 end
 
 function M.verify(raw, secrets, types)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 2) end
-  if type(secrets) ~= "table" then error("kinot: callback secrets must be a list of strings", 2) end
-  if type(types) ~= "table" then error("kinot: callback field types must be a table", 2) end
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
+  if type(secrets) ~= "table" then errors.misuse("callback secrets must be a list of strings") end
+  if type(types) ~= "table" then errors.misuse("callback field types must be a table") end
   local box = spare or new_box()
   spare = nil
   local arr, n = secret_array(secrets)
   local verdict = lib.kn_cb_check(box.sc, raw, #raw, arr, n, box.hex, box.index, box.why, 200)
   if verdict ~= 0 then
-    if verdict == NOMEM then error("kinot: " .. ffi_string(box.why)) end
+    if verdict == NOMEM then error(errors.new("internal", ffi_string(box.why)), 0) end
     local why = ffi_string(box.why)
     spare = box
     return nil, REASON[verdict], why

@@ -16,6 +16,7 @@
 -- data.updated_at with the state you hold.
 local redis = require "kinot.redis"
 local callback = require "kinot.callback"
+local receiver = require "kinot.callback.receiver"
 local core = require "kinot.core"
 local errors = require "kinot.errors"
 local validate = require "kinot.validate"
@@ -184,16 +185,12 @@ function M:bury(entry, f, attempts, why, died)
     "consumer", self.consumer)
 end
 
--- run(ev) -> true | false, error text
+-- run_handler(ev) -> true | false, error text: the handler's outcome,
+-- judged as callback.handler judges it (kinot.callback.receiver)
 function M:run_handler(ev)
-  local fn = ev.kind == "command_resp" and self.on_command or self.on_status
-  if not fn then return true end
-  local ok, r1, r2 = pcall(fn, ev)
-  if not ok then return false, tostring(r1) end
-  -- nil, err, false, err or false: a failure, as callback.handler counts it
-  if (r1 == nil or r1 == false) and r2 ~= nil then return false, tostring(r2) end
-  if r1 == false then return false, "the handler returned false" end
-  return true
+  local ok, why = receiver.dispatch(self, ev)
+  if ok then return true end
+  return false, tostring(why)
 end
 
 --- handle(entry, fields list, deliveries) -> true | nil, err (a Redis error)
