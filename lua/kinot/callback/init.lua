@@ -348,7 +348,8 @@ end
 ---@field secret string|string[] a string, or a list tried in order (rotation)
 ---@field sign_rule? kinot.callback.SignRule default "md5-key"
 ---@field max_body? integer bytes (default 65536)
----@field max_age? number|false seconds; an older signed updated_at is refused as stale (verify: judged only when max_age or max_skew is given, then 172800 by default)
+---@field max_age? number|false seconds; an older signed updated_at is refused as stale
+--- (verify: judged only when max_age or max_skew is given, then 172800 by default)
 ---@field max_skew? number seconds an updated_at may be ahead of this clock (verify: judged only when given, or with max_age)
 ---@field clock? fun(): number the time now, epoch seconds (default os.time)
 

@@ -17,6 +17,12 @@ local lib = require "kinot.native"
 
 local M = { ffi = lib ~= false }
 
+-- members(raw) -> list of { key, kind, text } | nil, reason, message: the
+-- body's top-level members as the sign rules read them (kinot.callback.rules),
+-- from the same scanner, on both runtimes through the C API (it is not a
+-- hot path: the default rule never builds the list)
+M.members = core.callback_members
+
 if not lib then
   M.verify = core.callback_verify
   return M
