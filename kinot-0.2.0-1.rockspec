@@ -47,6 +47,7 @@ build = {
     ["kinot.client"] = "lua/kinot/client.lua",
     ["kinot.calendar"] = "lua/kinot/calendar.lua",
     ["kinot.callback"] = "lua/kinot/callback/init.lua",
+    ["kinot.callback.event"] = "lua/kinot/callback/event.lua",
     ["kinot.callback.handler"] = "lua/kinot/callback/handler.lua",
     ["kinot.callback.recent"] = "lua/kinot/callback/recent.lua",
     ["kinot.callback.freshness"] = "lua/kinot/callback/freshness.lua",

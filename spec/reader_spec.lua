@@ -65,6 +65,19 @@ describe("one reader of callback bodies #unit", function()
     assert.is_nil(text:find("read_container", 1, true))
   end)
 
+  it("kinot.callback is the front: no module under it requires it back", function()
+    local p = io.popen("ls lua/kinot/callback/*.lua")
+    for path in p:lines() do
+      if not path:find("init.lua", 1, true) then
+        local f = assert(io.open(path))
+        local text = f:read("*a")
+        f:close()
+        assert.is_nil(text:find('require%s*%(?%s*"kinot%.callback"'), path .. " requires kinot.callback")
+      end
+    end
+    p:close()
+  end)
+
   it("verify, every sign rule, discover and rebuild agree on 20,000 hostile bodies", function()
     local diff, verified, refused = {}, 0, 0
     local default = rules.rule("md5-key")

@@ -8,7 +8,7 @@
 --     here, the claim is settled with its outcome, and the answer is 200
 --     only once it returned normally (500 when it failed).
 -- The OpenResty handler (kinot.callback.handler) adapts it to nginx.
-local callback = require "kinot.callback"
+local event = require "kinot.callback.event"
 local freshness = require "kinot.callback.freshness"
 local stores = require "kinot.callback.stores"
 local errors = require "kinot.errors"
@@ -51,7 +51,7 @@ function M.new(opts, fname)
   for _, k in ipairs { "on_status", "on_command" } do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then errors.misuse(k .. " must be a function") end
   end
-  local max_body = opts.max_body or callback.MAX_BODY
+  local max_body = opts.max_body or event.MAX_BODY
   if type(max_body) ~= "number" or max_body < 1 then errors.misuse("max_body must be a positive number") end
   -- sign_rule and verify = "monitor" (kinot.callback.rules)
   local rule = opts.sign_rule ~= nil and not rules.is_default(opts.sign_rule) and rules.rule(opts.sign_rule) or nil
@@ -65,7 +65,7 @@ function M.new(opts, fname)
   local store = opts.store or stores.new(opts, ack == "after_handler")
   return setmetatable({
     rule = rule, monitor = opts.verify == "monitor", after = ack == "after_handler",
-    secrets = callback.secrets_of(opts.secret), on_status = opts.on_status, on_command = opts.on_command,
+    secrets = event.secrets_of(opts.secret), on_status = opts.on_status, on_command = opts.on_command,
     max_body = max_body, store = store,
     -- freshness (issue 12 §4): kinot.callback.freshness; nil when switched off.
     -- The newest times go in the dedupe dict when there is one (shared by the workers)
@@ -88,7 +88,7 @@ function M:unverified(raw, err)
     err.message = err.message .. "; it verifies under sign_rule " .. table.concat(err.rules, " or ")
   end
   local id = "unverified:" .. core.md5_hex(raw)
-  local ev, merr = callback.event_of(members, id, nil)
+  local ev, merr = event.event_of(members, id, nil)
   if not ev then return 400, err_body(400, merr), nil, merr end
   ev.verified = false
   return self:deliver(ev, raw, err)
@@ -102,9 +102,9 @@ end
 function M:receive(raw)
   local ev, err
   if self.rule then -- a sign_rule but the default: kinot.callback.rules
-    ev, err = callback.check_rule(raw, self.secrets, self.rule, self.max_body)
+    ev, err = event.check_rule(raw, self.secrets, self.rule, self.max_body)
   else
-    ev, err = callback.check(raw, self.secrets, self.max_body)
+    ev, err = event.check(raw, self.secrets, self.max_body)
   end
   if not ev then
     if self.monitor and (err.reason == "bad_sign" or err.reason == "no_sign") then return self:unverified(raw, err) end

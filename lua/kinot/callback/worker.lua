@@ -15,7 +15,7 @@
 -- side by side and a failed entry runs again later; compare the event's
 -- data.updated_at with the state you hold.
 local redis = require "kinot.redis"
-local callback = require "kinot.callback"
+local event = require "kinot.callback.event"
 local receiver = require "kinot.callback.receiver"
 local core = require "kinot.core"
 local errors = require "kinot.errors"
@@ -202,7 +202,7 @@ function M:handle(entry, list, deliveries)
   if deliveries > self.max_attempts then
     return self:bury(entry, f, deliveries - 1, "handler did not finish (its worker died or stalled)", true)
   end
-  local ev, why = callback.rebuild(f.body or "", f.id)
+  local ev, why = event.rebuild(f.body or "", f.id)
   if not ev then return self:bury(entry, f, deliveries, "entry unreadable: " .. tostring(why)) end
   ev.received_at, ev.attempt, ev.entry = tonumber(f.at), deliveries, entry
   local ok, err = self:run_handler(ev)
