@@ -14,6 +14,7 @@
 local errors = require "kinot.errors"
 local core = require "kinot.core"
 local lib = require "kinot.native"
+local whole = require("kinot.vocabulary").whole
 
 local M = { ffi = lib ~= false }
 
@@ -31,8 +32,7 @@ end
 local ffi = require "ffi"
 local ok_new, new_tab = pcall(require, "table.new")
 if not ok_new then new_tab = function() return {} end end
-local ffi_string, ffi_new, ffi_gc, type, error, tonumber, floor = ffi.string, ffi.new, ffi.gc, type, error, tonumber,
-  math.floor
+local ffi_string, ffi_new, ffi_gc, type, error, tonumber = ffi.string, ffi.new, ffi.gc, type, error, tonumber
 local find = string.find
 
 -- kn_cb_verdict and kn_cb_type, from the declarations (kinot.native)
@@ -42,7 +42,6 @@ local REASON = { [lib.KN_CB_NOT_JSON] = "not_json", [lib.KN_CB_NOT_OBJECT] = "no
 local NOMEM = lib.KN_CB_NOMEM
 local STRING, NUMBER, TRUE, FALSE, NULLV, OBJECT = lib.KN_CB_STRING, lib.KN_CB_NUMBER, lib.KN_CB_TRUE, lib.KN_CB_FALSE,
   lib.KN_CB_NULL, lib.KN_CB_OBJECT
-local INT_LIMIT = 2 ^ 53
 local KIND_OF = { [STRING] = "a string", [NUMBER] = "a number that is not whole, or beyond +-2^53", [TRUE] = "a boolean",
                   [FALSE] = "a boolean", [OBJECT] = "an object" }
 local WANT = { int = "an int", float = "a float", string = "a string" }
@@ -128,10 +127,9 @@ local function build(box, types)
     if t ~= NULLV and not (t == STRING and e.text.n == 0) and key ~= "sign" then
       local want, v = types[key]
       if want == "int" then
-        v = e.number
-        -- strictly within +-2^53, as kn_cb_whole: 2^53 + 1 reads as 2^53 in a double
-        if t ~= NUMBER or v ~= floor(v) or v >= INT_LIMIT or v <= -INT_LIMIT then return malformed(box, key, want, t) end
-        v = v + 0 -- -0.0 is the int 0, as the C API gives it
+        -- the int rule (kinot.vocabulary.whole; kn_cb_whole in C)
+        v = t == NUMBER and whole(e.number) or nil
+        if v == nil then return malformed(box, key, want, t) end
       elseif want == "float" then
         if t ~= NUMBER then return malformed(box, key, want, t) end
         v = e.number
