@@ -139,18 +139,11 @@ local coerce, NULL = vocabulary.coerce, json.null
 -- kinot.callback.rules signed, known fields typed as the C path types them
 -- (a known field of the wrong type refuses the body: malformed)
 local function signed_data(members, rule)
-  -- '&' or '=' in a name, '&' in a typed string: the signed string could
-  -- not tell the body from one recut (members moved into one another)
-  -- (a name in a message loses its control characters: under verify =
-  -- "monitor" it is anyone's, and the message goes to the error log)
+  -- the recut refusals (kinot.callback.scanner: one message in Lua, one in C)
   for _, m in ipairs(members) do
-    if m.key:find("[&=]") then
-      return refuse("malformed", "callback body refused: member name \"" .. m.key:sub(1, 40):gsub("%c", "?") ..
-        "\" holds '&' or '=', so the signed string cannot tell it from other members")
-    end
+    if m.key:find("[&=]") then return refuse("malformed", scanner.recut_name(m.key)) end
     if m.kind == "string" and FIELD_TYPES[m.key] == "string" and m.key ~= "sign" and m.text:find("&", 1, true) then
-      return refuse("malformed", "callback body refused: member \"" .. m.key:sub(1, 40) ..
-        "\" holds '&', so the signed string cannot tell it from the members after it")
+      return refuse("malformed", scanner.recut_value(m.key))
     end
   end
   local data = rules.data(members) -- every member but sign, as Lua values

@@ -24,6 +24,22 @@ local M = { ffi = lib ~= false }
 -- hot path: the default rule never builds the list)
 M.members = core.callback_members
 
+-- The recut refusals, in Lua once (the C API's are in lua_callback.c): '&'
+-- or '=' in a member name, '&' in a string the reference types: the signed
+-- string could not tell the body from one recut (members moved into one
+-- another).  A name in a message loses its control characters: under
+-- verify = "monitor" it is anyone's, and the message goes to the error log.
+local function shown(key) return (key:sub(1, 40):gsub("%c", "?")) end
+function M.recut_name(key)
+  return "callback body refused: member name \"" .. shown(key) ..
+    "\" holds '&' or '=', so the signed string cannot tell it from other members"
+end
+function M.recut_value(key)
+  return "callback body refused: member \"" .. shown(key) ..
+    "\" holds '&', so the signed string cannot tell it from the members after it"
+end
+local recut_name, recut_value = M.recut_name, M.recut_value
+
 if not lib then
   M.verify = core.callback_verify
   return M
@@ -98,10 +114,10 @@ local function malformed(box, key, want, t)
     " (the reference's type), not " .. (KIND_OF[t] or "an array")
 end
 
--- a body the signed string cannot tell from a recut one (see kinot_core.c)
-local function recut(box, what)
+-- a body the signed string cannot tell from a recut one (see M.recut_name)
+local function recut(box, message)
   box.names = {}
-  return nil, "callback body refused: " .. what
+  return nil, message
 end
 
 -- the data of the members just scanned, or nil, message
@@ -119,8 +135,7 @@ local function build(box, types)
       key = ffi_string(e.key.p, e.key.n)
       -- '&' or '=' in a name: the signed string could not tell it from
       -- other members (a name kept in `names` was checked when made)
-      if find(key, "[&=]") then return recut(box, "member name \"" .. key:sub(1, 40) ..
-        "\" holds '&' or '=', so the signed string cannot tell it from other members") end
+      if find(key, "[&=]") then return recut(box, recut_name(key)) end
       if slot ~= 0 then names[slot < 0 and -slot or slot] = key end
     end
     local t = e.type
@@ -136,8 +151,7 @@ local function build(box, types)
       elseif want == "string" then
         if t ~= STRING then return malformed(box, key, want, t) end
         v = ffi_string(e.text.p, e.text.n)
-        if find(v, "&", 1, true) then return recut(box, "member \"" .. key:sub(1, 40) ..
-          "\" holds '&', so the signed string cannot tell it from the members after it") end
+        if find(v, "&", 1, true) then return recut(box, recut_value(key)) end
       elseif t == STRING then v = ffi_string(e.text.p, e.text.n)
       elseif t == NUMBER then v = e.number
       elseif t == TRUE then v = true
