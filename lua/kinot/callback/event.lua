@@ -227,12 +227,4 @@ function M.rebuild(raw, id)
   return M.event_of(members, id, nil)
 end
 
---- verify(raw, opts) -> event | nil, err
--- opts.secret: string or list (rotation); opts.max_body (default 64 KiB);
--- opts.sign_rule: a rule of kinot.callback.rules (default "md5-key", in C)
----@param raw string the body exactly as received
----@param opts kinot.callback.VerifyOptions
----@return kinot.callback.Event|nil
----@return kinot.Error|nil kind "callback", err.reason says why
-
 return M

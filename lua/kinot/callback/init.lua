@@ -30,6 +30,15 @@ local VERIFY_OPTIONS = validate.set { "secret", "sign_rule", "max_body", "max_ag
 -- compile: it would take the whole verification out of the JIT)
 local checked = setmetatable({}, { __mode = "k" })
 
+--- verify(raw, opts) -> event | nil, err
+-- opts.secret: string or list (rotation); opts.max_body (default 64 KiB);
+-- opts.sign_rule: a rule of kinot.callback.rules (default "md5-key", in C);
+-- opts.max_age, opts.max_skew, opts.clock: the receiver's freshness rule,
+-- judged only when max_age or max_skew is given
+---@param raw string the body exactly as received
+---@param opts kinot.callback.VerifyOptions
+---@return kinot.callback.Event|nil
+---@return kinot.Error|nil kind "callback", err.reason says why
 function M.verify(raw, opts)
   if opts ~= nil and not checked[opts] then
     validate.options(opts, VERIFY_OPTIONS, "callback.verify")
