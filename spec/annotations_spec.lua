@@ -7,7 +7,9 @@
 -- parameters; every type named exists.
 local H = require "helpers"
 
-local PUBLIC = { "lua/kinot/init.lua", "lua/kinot/client.lua", "lua/kinot/callback/init.lua", "lua/kinot/errors.lua" }
+local PUBLIC = { "lua/kinot/init.lua", "lua/kinot/client.lua", "lua/kinot/callback/init.lua",
+                 -- the engine kinot.callback re-exports (canonical, sign, rebuild ...)
+                 "lua/kinot/callback/event.lua", "lua/kinot/errors.lua" }
 
 local function lines_of(path)
   local f = assert(io.open(H.root .. "/" .. path, "rb"))

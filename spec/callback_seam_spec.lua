@@ -148,15 +148,15 @@ describe("nothing is shared between two verifications #unit", function()
   local b111 = signed('{"guid":"AAAA1111","sn":111,"commnad_status":"succeeded","reason":"NULL","device_type":18}')
   local b222 = signed('{"sn":222,"locked":1,"voltage":3.5,"device_type":18}')
 
-  -- A dedupe store whose add() yields, as one on cosockets does (Redis,
+  -- A dedupe store whose claim() yields, as one on cosockets does (Redis,
   -- ngx.shared behind a lock...).  A coroutine stands for the nginx light
   -- thread here; the real thing runs in the nginx spec below.
   local function yielding_store()
-    return { add = function() coroutine.yield() return true end }
+    return { claim = function() coroutine.yield() return "new", true end, settle = function() return true end }
   end
 
   it("gives each delivery its own event when the dedupe store yields between", function()
-    local rcv = callback.receiver { secret = secret, seen = yielding_store() }
+    local rcv = callback.receiver { secret = secret, store = yielding_store() }
     local got = {}
     local a = coroutine.create(function() local _, _, ev = rcv:receive(b111) got.a = ev end)
     local b = coroutine.create(function() local _, _, ev = rcv:receive(b222) got.b = ev end)
@@ -172,11 +172,11 @@ describe("nothing is shared between two verifications #unit", function()
   it("gives the right event when a refused body is received in between", function()
     local inner
     local rcv
-    rcv = callback.receiver { secret = secret, seen = { add = function()
+    rcv = callback.receiver { secret = secret, store = { claim = function()
       -- another request, refused half way through its scan, in between
       inner = { rcv:receive('{"sn":333,"pad":"' .. string.rep("y", 300) .. '","locked":1,,}') }
-      return true
-    end } }
+      return "new", true
+    end, settle = function() return true end } }
     local status, _, ev = rcv:receive(b222)
     assert.are.equal(400, inner[1])
     assert.are.equal(200, status)
@@ -472,7 +472,8 @@ describe("callbacks in a real nginx worker (#gc) #nginx", function()
           local callback = require "kinot.callback"
           -- a dedupe store on cosockets: add() yields (here by sleeping)
           rcv = callback.receiver { secret = "]] .. secret .. [[",
-                                    seen = { add = function() ngx.sleep(0.01) return true end } }
+                                    store = { claim = function() ngx.sleep(0.01) return "new", true end,
+                                              settle = function() return true end } }
         }
       ]],
       server = [[

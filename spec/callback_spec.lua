@@ -220,6 +220,7 @@ describe("callback.handler in real nginx #nginx", function()
       workers = 2,
       http = [[
         lua_shared_dict dedupe 1m;
+        lua_shared_dict dedupe_busy 1m;
         lua_shared_dict seen 1m;
         init_by_lua_block {
           local callback = require "kinot.callback"

@@ -87,7 +87,7 @@ local function receiver(o)
     workers = o.workers,
     http = (o.http or "") .. [[
       lua_shared_dict tries 1m;
-      ]] .. (o.dedupe and "lua_shared_dict dedupe 2m;" or "") .. [[
+      ]] .. (o.dedupe and "lua_shared_dict dedupe 2m; lua_shared_dict dedupe_busy 1m;" or "") .. [[
       init_by_lua_block {
         ]] .. (o.init or "") .. [[
         local out = "]] .. out .. [["
@@ -420,8 +420,10 @@ end
 
 describe("callback.handler options #unit", function()
   it("refuses an unknown ack", function()
-    assert.has_error(function() callback.handler { secret = "s", ack = "later" } end,
-      'kinot: ack must be "after_handler" or "immediate"')
+    local ok, err = pcall(callback.handler, { secret = "s", ack = "later" })
+    assert.is_false(ok)
+    assert.is_true(require("kinot.errors").is_misuse(err))
+    assert.matches('ack must be "after_handler" or "immediate"', err.message, 1, true)
     assert.has_error(function() callback.handler { secret = "s", busy_ttl = 0 } end)
   end)
 end)

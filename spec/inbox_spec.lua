@@ -173,45 +173,48 @@ describe("the Redis dedupe store's two steps (for an acknowledgement after the h
   local r, store
   setup(function()
     r = R.start {}
-    store = require("kinot.callback.redis_store").new { redis = r.url, ttl = 60 }
+    store = require("kinot.callback.redis_store").new { redis = r.url, ttl = 60, lease = 5 }
   end)
   teardown(function() r.stop() end)
 
   it("claims, refuses a second claim while pending, forgets a failure, remembers a success", function()
-    local state, token = store:claim("id1", 5)
+    local state, token = store:claim("id1")
     assert.are.equal("new", state)
-    assert.are.equal("busy", store:claim("id1", 5))
-    assert.is_true(store:settle("id1", false, token)) -- a failure forgets its own claim (its token)
-    state, token = store:claim("id1", 5)
+    assert.are.equal("busy", store:claim("id1"))
+    assert.is_true(store:settle("id1", token, false)) -- a failure forgets its own claim (its token)
+    state, token = store:claim("id1")
     assert.are.equal("new", state)
-    assert.is_true(store:settle("id1", true, token))
-    assert.are.equal("duplicate", store:claim("id1", 5))
-    assert.is_false(store:add("id1"))
-    assert.is_true(store:add("id2"))
+    assert.is_true(store:settle("id1", token, true))
+    assert.are.equal("done", store:claim("id1"))
     -- a host that died holding a claim blocks nobody past its lease
-    assert.are.equal("new", store:claim("id3", 0.2))
+    local short = require("kinot.callback.redis_store").new { redis = r.url, ttl = 60, lease = 0.2 }
+    assert.are.equal("new", short:claim("id3"))
     core.sleep(0.3)
-    assert.are.equal("new", store:claim("id3", 5))
+    assert.are.equal("new", store:claim("id3"))
   end)
 
   it("with ack = after_handler, records a delivery only once its handler succeeded", function()
-    local gate = require("kinot.callback.shared").new {
-      ack = "after_handler", dedupe = { redis = r.url, ttl = 60, lease = 5 } }
-    local ev = { id = "after-1" }
-    local st, _, got = gate:accept("{}", ev)
+    local body = status_body(701)
+    local rcv, inner, fail
+    rcv = callback.receiver { secret = SECRET, ack = "after_handler", max_age = false,
+                              dedupe = { redis = r.url, ttl = 60, lease = 5 },
+                              on_status = function()
+                                -- the redelivery while the handler runs, on any host
+                                inner = { rcv:receive(body) }
+                                if fail then error("the handler fails") end
+                              end }
+    fail = true
+    assert.are.equal(500, (rcv:receive(body))) -- failed: the platform's redelivery runs it
+    assert.are.equal(503, inner[1])
+    fail, inner = false, nil
+    assert.are.equal(200, (rcv:receive(body)))
+    assert.are.equal(503, inner[1])
+    inner = nil
+    local st, _, ev, _, duplicate = rcv:receive(body)
     assert.are.equal(200, st)
-    assert.are.equal(ev, got)
-    st, _, got = gate:accept("{}", ev) -- the redelivery while the handler runs, on any host
-    assert.are.equal(503, st)
-    assert.is_nil(got)
-    assert.is_true(gate:settle(ev, false)) -- the handler failed: the platform's redelivery runs it
-    st, _, got = gate:accept("{}", ev)
-    assert.are.equal(200, st)
-    assert.are.equal(ev, got)
-    assert.is_true(gate:settle(ev, true))
-    st, _, got = gate:accept("{}", ev)
-    assert.are.equal(200, st)
-    assert.is_nil(got)
+    assert.is_nil(ev)
+    assert.is_true(duplicate)
+    assert.is_nil(inner)
   end)
 
   it("trims the inbox's stream near maxlen, each entry still deduped", function()
@@ -226,7 +229,7 @@ describe("the Redis dedupe store's two steps (for an acknowledgement after the h
 
   it("says network when Redis is gone", function()
     r.down()
-    local v, err = store:add("id4")
+    local v, err = store:claim("id4")
     assert.is_nil(v)
     assert.are.equal("network", err.kind)
     r.up()

@@ -1,5 +1,5 @@
-/* kinot.core's callback functions: callback_scan, callback_verify,
- * callback_digest over the callback scanner (cbscan.h). */
+/* kinot.core's callback functions: callback_scan, callback_members,
+ * callback_verify, callback_digest over the callback scanner (cbscan.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,6 +309,60 @@ static int l_callback_verify(lua_State *L) {
     return 4;
 }
 
+/* a member's kind as the sign rules read it (kinot.callback.rules) */
+static const char *member_kind(const kn_cb_member *m) {
+    switch (m->type) {
+    case KN_CB_STRING: return "string";
+    case KN_CB_NUMBER: return m->is_integer ? "integer" : "number";
+    case KN_CB_TRUE: return "true";
+    case KN_CB_FALSE: return "false";
+    case KN_CB_OBJECT: return "object";
+    case KN_CB_ARRAY: return "array";
+    default: return "null";
+    }
+}
+
+/* members(body) -> list of { key =, kind =, text = } in body order
+ *                | nil, reason, message
+ * The one reading of a body for every use but the default rule's fast
+ * path (which reads the same scanner's members in build_data): the other
+ * sign rules, discover, verify = "monitor", the worker's rebuild.  kind:
+ * "string", "integer" (no fraction or exponent, at most 18 digits),
+ * "number", "true", "false", "null", "object", "array"; text: a string
+ * decoded, anything else its raw text.  reason: "not_json", "not_object",
+ * "duplicate_key". */
+static int l_callback_members(lua_State *L) {
+    size_t n, i, count;
+    const char *s = kn_check_lstring(L, 1, "callback body", &n);
+    char why[200];
+    int verdict, ud;
+    kn_cb_scanner *sc;
+    lua_settop(L, 1);
+    sc = take_box(L)->sc;
+    ud = lua_gettop(L);
+    verdict = kn_cb_scan(sc, s, n, why, sizeof why);
+    if (verdict == KN_CB_NOMEM) return kn_fail(L, "%s", why);
+    if (verdict) {
+        give_back(L, ud);
+        return push_refusal(L, VERDICT[verdict], why);
+    }
+    count = kn_cb_count(sc);
+    lua_createtable(L, (int)count, 0);
+    for (i = 0; i < count; i++) {
+        const kn_cb_member *m = kn_cb_member_at(sc, i);
+        lua_createtable(L, 0, 3);
+        lua_pushlstring(L, m->key.p, m->key.n);
+        lua_setfield(L, -2, "key");
+        lua_pushstring(L, member_kind(m));
+        lua_setfield(L, -2, "kind");
+        lua_pushlstring(L, m->text.p, m->text.n);
+        lua_setfield(L, -2, "text");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    give_back(L, ud);
+    return 1;
+}
+
 /* digest(canonical, secret) -> 32 upper-case hex chars */
 static int l_callback_digest(lua_State *L) {
     size_t cn, sn;
@@ -329,6 +383,9 @@ void kn_open_callback(lua_State *L) {
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_callback_scan, 1);
     lua_setfield(L, -3, "callback_scan");
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, l_callback_members, 1);
+    lua_setfield(L, -3, "callback_members");
     lua_createtable(L, 256, 0); /* member names by kn_cb_convert's name_slot */
     lua_pushcclosure(L, l_callback_verify, 2);
     lua_setfield(L, -2, "callback_verify");

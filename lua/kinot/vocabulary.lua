@@ -12,7 +12,7 @@
 -- spelling or a fault-flag list: spec/vocabulary_spec.lua greps for them.
 local M = {}
 
-local type, floor, huge = type, math.floor, math.huge
+local type, floor = type, math.floor
 local tointeger = math.tointeger -- nil on LuaJIT / 5.1, where every number is a double
 
 --- device type codes (POST /notifications, callbacks' device_type)
@@ -127,6 +127,17 @@ local INT_LIMIT = 2 ^ 53 -- exact on every runtime
 
 local KINDS = { int = true, float = true, string = true, json = true }
 
+--- whole(v) -> the integer v is (an integer on Lua 5.3+, -0 as 0) when v
+-- is a whole number strictly within +-2^53; else nil.  The rule for every
+-- field the reference types int, in Lua once (src/cbscan.c's kn_cb_whole is
+-- the C side).  +-2^53 itself is out: 2^53 + 1 reads as 2^53 in a double,
+-- so only below it is a whole double the number that was written.
+local function whole(v)
+  if type(v) ~= "number" or v ~= floor(v) or v >= INT_LIMIT or v <= -INT_LIMIT then return nil end
+  return tointeger and tointeger(v) or v + 0
+end
+M.whole = whole
+
 --- coerce(kind, value) -> value of that kind | nil, why
 -- int: a whole number strictly within +-2^53 (an integer on Lua 5.3+); float: any
 -- number, always a float (3 -> 3.0); string: a string; json: any value.
@@ -144,12 +155,9 @@ function M.coerce(kind, v)
   if t ~= "number" then return nil, "a number is wanted, not a " .. t end
   if v ~= v then return nil, "not a number (NaN)" end
   if kind == "float" then return v * 1.0 end -- (-0.0 stays -0.0, as the C reader gives it)
-  -- +-2^53 itself is out: 2^53 + 1 reads as 2^53 in a double, so only
-  -- below it is a whole double the number that was written
-  if v ~= floor(v) or v >= INT_LIMIT or v <= -INT_LIMIT or v == huge or v == -huge then
-    return nil, "a whole number within +-2^53 is wanted"
-  end
-  return tointeger and tointeger(v) or v + 0 -- (-0 + 0 is 0, as the C reader gives it)
+  local n = whole(v)
+  if n == nil then return nil, "a whole number within +-2^53 is wanted" end
+  return n
 end
 
 return M

@@ -72,11 +72,11 @@ local function refuse(reason, message, fields)
   return nil, errors.new("callback", message, fields)
 end
 
-local function positive_or_false(v, name, default, level)
+local function positive_or_false(v, name, default)
   if v == nil then return default end
   if v == false then return false end
   if type(v) ~= "number" or v ~= v or v < 0 then
-    error("kinot: " .. name .. " must be a number of seconds >= 0, or false", level)
+    errors.misuse(name .. " must be a number of seconds >= 0, or false")
   end
   return v
 end
@@ -91,10 +91,10 @@ function M.new(opts, level)
   local order = opts.out_of_order
   if order == nil then order = "drop" end
   if order ~= "drop" and order ~= "flag" and order ~= false then
-    error('kinot: out_of_order must be "drop", "flag" or false', level)
+    errors.misuse('out_of_order must be "drop", "flag" or false')
   end
   local capacity = opts.capacity or M.CAPACITY
-  if type(capacity) ~= "number" or capacity < 1 then error("kinot: order_capacity must be a positive number", level) end
+  if type(capacity) ~= "number" or capacity < 1 then errors.misuse("order_capacity must be a positive number") end
   if not max_age and not order then return nil end
   return setmetatable({
     max_age = max_age, max_skew = max_skew, order = order, dict = opts.dict,

@@ -11,8 +11,9 @@
 --     afterwards in a timer, so a slow handler never delays the platform;
 --     what a raising handler, a reload or a kill -9 does to each: README.
 local receiver = require "kinot.callback.receiver"
-local recent = require "kinot.callback.recent"
-local shared = require "kinot.callback.shared"
+local stores = require "kinot.callback.stores"
+local errors = require "kinot.errors"
+local validate = require "kinot.validate"
 
 local ngx = ngx -- luacheck: ignore
 local M = {}
@@ -23,94 +24,10 @@ M.MAX_RUNNERS = 64
 -- load one timer takes a whole batch (setting up a timer costs about as
 -- much as verifying a callback); the platform has had its answer already
 M.BATCH_DELAY = 0.001
--- how long a delivery being handled (ack = "after_handler") keeps other
--- copies of it away: longer than a handler takes, short enough that a
--- delivery whose worker was killed is handled again soon after
-M.BUSY_TTL = 60
-
-local OK_BODY = receiver.OK_BODY
-local FAILED_BODY = '{"code":500,"message":"the callback handler failed; deliver this callback again"}'
-local BUSY_BODY = '{"code":503,"message":"this callback is being handled by an earlier delivery; deliver it again later"}'
+M.BUSY_TTL = stores.BUSY_TTL
 
 local function log_failure(ev, why)
   ngx.log(ngx.ERR, "kinot callback handler failed for sn ", tostring(ev.sn), ": ", tostring(why))
-end
-
--- pcall's results -> true | false, why: a handler fails when it raises,
--- returns nil (or false) and an error, or returns false (a handler that
--- says false has not done its work: acknowledging it would lose the event)
-local function outcome(ok, r1, r2)
-  if not ok then return false, r1 end
-  if (r1 == nil or r1 == false) and r2 ~= nil then return false, r2 end
-  if r1 == false then return false, "the handler returned false" end
-  return true
-end
-
--- The dedupe store.  add(key) is the receiver's question "is this delivery
--- new?", asked before the event is built: with ack = "immediate" it records
--- the delivery at once; with "after_handler" it only looks, and claim /
--- commit / release record it around the handler.
-
--- a lua_shared_dict: shared by every worker, and it outlives a worker
--- killed with SIGKILL (the in-progress mark then holds copies off for
--- busy_ttl seconds)
-local function dict_store(name, ttl, busy_ttl, after)
-  local dict = ngx.shared[name]
-  if not dict then error("kinot: dedupe names lua_shared_dict '" .. name .. "', which nginx.conf does not declare", 4) end
-  local marks = 0
-  local s = { dict = dict }
-  if after then
-    function s.add(_, key) return dict:get(key) ~= true end
-  else
-    function s.add(_, key)
-      local ok, err = dict:add(key, true, ttl)
-      if ok then return true end
-      if err == "exists" then return false end
-      return true -- a full dict must not lose a callback: process it
-    end
-  end
-  --- claim(key) -> token | nil, "done" | "busy"
-  function s.claim(_, key)
-    marks = marks + 1
-    local token = "busy:" .. ngx.worker.pid() .. ":" .. marks
-    local ok, err = dict:add(key, token, busy_ttl)
-    if ok then return token end
-    if err ~= "exists" then return token end -- no memory: handle it, unmarked
-    local v = dict:get(key)
-    if v == true then return nil, "done" end
-    if v == nil and dict:add(key, token, busy_ttl) then return token end -- expired just now
-    return nil, "busy"
-  end
-  function s.commit(_, key) dict:set(key, true, ttl) end
-  function s.release(_, key, token)
-    if dict:get(key) == token then dict:delete(key) end
-  end
-  return s
-end
-
--- without a dict: this worker's memory (kinot.callback.recent)
-local function local_store(seen, busy_ttl, after)
-  local busy = {}
-  local s = {}
-  if after then
-    function s.add(_, key) return not seen:has(key) end
-  else
-    function s.add(_, key) return seen:add(key) end
-  end
-  function s.claim(_, key)
-    if seen:has(key) then return nil, "done" end
-    local now = ngx.now()
-    local until_ = busy[key]
-    if until_ and until_ > now then return nil, "busy" end
-    busy[key] = now + busy_ttl
-    return key
-  end
-  function s.commit(_, key)
-    busy[key] = nil
-    seen:add(key)
-  end
-  function s.release(_, key) busy[key] = nil end
-  return s
 end
 
 -- ack = "immediate": events wait in a per-worker queue.  A timer (a
@@ -130,7 +47,7 @@ local function dispatcher(rcv, max_runners)
 
   local function dispatch(ev)
     blocked = blocked + 1
-    local ok, why = outcome(rcv:dispatch(ev))
+    local ok, why = rcv:dispatch(ev)
     blocked = blocked - 1
     if not ok then log_failure(ev, why) end
   end
@@ -214,81 +131,37 @@ local function read_body(max_body)
 end
 
 local NOT_HANDLED = { stale = true, out_of_order = true, future = true, malformed = true }
+-- the callback handler failed (500), the store could not say (503)
+local LOGGED = { handler_failed = true, unavailable = true }
+
+local OPTIONS = validate.set(receiver.OPTIONS)
 
 function M.new(opts)
-  if type(opts) ~= "table" then error("kinot: callback.handler needs a table of options", 3) end
+  if type(opts) ~= "table" then errors.misuse("callback.handler needs a table of options") end
+  validate.options(opts, OPTIONS, "callback.handler")
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
-  local ack = o.ack
-  if ack == nil then ack = "after_handler" end
-  if ack ~= "after_handler" and ack ~= "immediate" then
-    error('kinot: ack must be "after_handler" or "immediate"', 3)
+  if o.inbox ~= nil then
+    if o.ack ~= nil then
+      errors.misuse("ack does not apply with an inbox: its 200 means the event is stored, and kinot.callback.worker " ..
+        "runs the handlers")
+    end
+    if o.on_status ~= nil or o.on_command ~= nil then
+      errors.misuse("with an inbox, on_status and on_command belong to kinot.callback.worker, not the handler")
+    end
+    o.ack = "immediate" -- stored is acknowledged; nothing runs here
   end
-  if o.inbox ~= nil and opts.ack ~= nil then
-    error("kinot: ack does not apply with an inbox: its 200 means the event is stored, and kinot.callback.worker " ..
-      "runs the handlers", 3)
-  end
-  o.ack = ack
-  -- Redis: dedupe = { redis = url } and inbox = { redis = url } (kinot.callback.shared)
-  local gate = shared.new(o)
-  local after = ack == "after_handler"
-  local busy_ttl = o.busy_ttl or M.BUSY_TTL
-  if type(busy_ttl) ~= "number" or busy_ttl <= 0 then error("kinot: busy_ttl must be a positive number of seconds", 3) end
+  if o.ack == nil then o.ack = "after_handler" end
+  local after = o.ack == "after_handler"
   -- nginx's cached clock: no system call, and the JIT compiles it
   if o.clock == nil and ngx and ngx.time then o.clock = ngx.time end
-  local ttl = o.dedupe_ttl or 3600
-  local store
-  if gate then
-    store = { claim = function() return true end } -- Redis dedupes (kinot.callback.shared); see settled()
-  elseif o.dedupe ~= nil then
-    if type(o.dedupe) ~= "string" then
-      error("kinot: dedupe must name a lua_shared_dict or be { redis = url, ttl = s }", 3)
-    end
-    if ngx and ngx.shared then
-      store = dict_store(o.dedupe, ttl, busy_ttl, after)
-      o.order_dict = store.dict -- each device's newest updated_at, shared by the workers too
-    end
-  end
-  if not store then
-    store = local_store(recent.new(o.dedupe_capacity or 10000, ttl, o.clock), busy_ttl, after)
-  end
-  o.seen = gate and gate.pass or store
-  local rcv = receiver.new(o)
+  local rcv = receiver.new(o, "callback.handler")
   if o.verify == "monitor" and ngx and ngx.log then
     ngx.log(ngx.WARN, "kinot callback handler with verify = \"monitor\": callbacks that fail verification reach ",
       "the handlers (ev.verified = false); anyone can forge them until it is turned off")
   end
   local max_body = rcv.max_body
-  local hand_over = not after and dispatcher(rcv, M.MAX_RUNNERS)
-
-  -- ack = "after_handler": the answer is the handler's outcome
-  local function handle(ev)
-    local key = ev.id
-    local token, state = store:claim(key)
-    if not token then
-      if state == "done" then return 200, OK_BODY end
-      ngx.header["Retry-After"] = "5"
-      return 503, BUSY_BODY
-    end
-    local ok, why = outcome(rcv:dispatch(ev))
-    if ok then
-      store:commit(key)
-      return 200, OK_BODY
-    end
-    store:release(key, token)
-    log_failure(ev, why)
-    return 500, FAILED_BODY
-  end
-
-  -- ack = "after_handler" over Redis dedupe: the gate has claimed the
-  -- delivery; the handler runs, and the claim is settled by its outcome
-  local function settled(ev)
-    local ok, why = outcome(rcv:dispatch(ev))
-    gate:settle(ev, ok)
-    if ok then return 200, OK_BODY end
-    log_failure(ev, why)
-    return 500, FAILED_BODY
-  end
+  local hand_over = not after and (o.on_status or o.on_command) and dispatcher(rcv, M.MAX_RUNNERS)
 
   return function()
     ngx.header["Content-Type"] = "application/json"
@@ -311,16 +184,12 @@ function M.new(opts)
       end
       -- (one line per message, whatever a member name held)
       if err and NOT_HANDLED[err.reason] then ngx.log(ngx.WARN, (err.message:gsub("%c", "?"))) end
-      if ev and gate then
-        status, answer, ev = gate:accept(body, ev)
-        if ev and after then status, answer, ev = settled(ev) end
-      elseif ev and after then
-        status, answer, ev = handle(ev)
-      end
+      if err and LOGGED[err.reason] then ngx.log(ngx.ERR, "kinot ", (err.message:gsub("%c", "?"))) end
     end
+    if status == 503 then ngx.header["Retry-After"] = "5" end
     ngx.status = status
     ngx.print(answer)
-    if ev then hand_over(ev) end
+    if ev and hand_over and status == 200 then hand_over(ev) end
   end
 end
 

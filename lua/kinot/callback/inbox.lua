@@ -8,6 +8,8 @@
 -- script, so they happen together or not at all: a redelivery of a stored
 -- event is answered 200 without a second entry, on any host.
 local redis = require "kinot.redis"
+local errors = require "kinot.errors"
+local validate = require "kinot.validate"
 local store = require "kinot.callback.redis_store"
 
 local M = {}
@@ -29,26 +31,28 @@ end
 redis.call('SET', KEYS[1], 'done', 'EX', ARGV[1])
 return 1]]
 
---- options(inbox, dedupe, level): misuse raises
-function M.options(o, dedupe, level)
-  level = (level or 1) + 1
-  if type(o) ~= "table" then error("kinot: inbox must be a table { redis = url, stream = name, maxlen = n }", level) end
-  redis.parse(o.redis, level)
-  if o.stream ~= nil and (type(o.stream) ~= "string" or o.stream == "") then error("kinot: inbox.stream must be a name", level) end
-  if o.maxlen ~= nil and (type(o.maxlen) ~= "number" or o.maxlen < 1) then error("kinot: inbox.maxlen must be a positive number", level) end
+local OPTIONS = validate.set { "redis", "stream", "maxlen", "timeout", "connect_timeout" }
+
+--- options(inbox, dedupe): misuse raises
+function M.options(o, dedupe)
+  if type(o) ~= "table" then errors.misuse("inbox must be a table { redis = url, stream = name, maxlen = n }") end
+  validate.options(o, OPTIONS, "inbox")
+  redis.parse(o.redis)
+  if o.stream ~= nil and (type(o.stream) ~= "string" or o.stream == "") then errors.misuse("inbox.stream must be a name") end
+  if o.maxlen ~= nil and (type(o.maxlen) ~= "number" or o.maxlen < 1) then errors.misuse("inbox.maxlen must be a positive number") end
   if type(dedupe) == "table" then
-    store.options(dedupe, level)
+    store.options(dedupe)
     if dedupe.redis ~= o.redis then
-      error("kinot: dedupe.redis and inbox.redis must name the same Redis (the inbox dedupes as it appends)", level)
+      errors.misuse("dedupe.redis and inbox.redis must name the same Redis (the inbox dedupes as it appends)")
     end
   elseif dedupe ~= nil then
-    error("kinot: with an inbox, dedupe is the inbox's own: leave it out or give the same { redis = url, ttl = s }", level)
+    errors.misuse("with an inbox, dedupe is the inbox's own: leave it out or give the same { redis = url, ttl = s }")
   end
 end
 
 --- new(inbox, dedupe) -> inbox.  dedupe (optional): { ttl = s, prefix = ... }
 function M.new(o, dedupe)
-  M.options(o, dedupe, 2)
+  M.options(o, dedupe)
   dedupe = dedupe or {}
   return setmetatable({
     client = redis.new(o.redis, { timeout = o.timeout, connect_timeout = o.connect_timeout }),
@@ -64,5 +68,19 @@ function M:put(id, raw, at)
   if v == nil then return nil, err end
   return v == 1
 end
+
+-- The store contract (kinot.callback.stores): claiming is storing.  "new":
+-- stored now, "done": stored before; the workers run it either way, and
+-- the 200 goes once it is stored.  A lost answer is safe: the script
+-- dedupes as it appends, and a stored event is one a worker will run.
+local now = rawget(_G, "ngx") and ngx.now or os.time -- luacheck: ignore
+
+function M:claim(id, raw)
+  local stored, err = self:put(id, raw, now())
+  if stored == nil then return nil, err end
+  return stored and "new" or "done", true
+end
+
+function M.settle() return true end
 
 return M

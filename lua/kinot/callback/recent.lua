@@ -3,12 +3,14 @@
 -- the last `capacity` keys, oldest evicted first, each remembered for `ttl`
 -- seconds.  A ring of plain arrays, not a node per key: nothing is
 -- allocated per callback, and the collector has three arrays to walk.
+local errors = require "kinot.errors"
+
 local M = {}
 M.__index = M
 
 function M.new(capacity, ttl, clock)
   capacity = capacity or 10000
-  if type(capacity) ~= "number" or capacity < 1 then error("kinot: dedupe_capacity must be a positive number", 3) end
+  if type(capacity) ~= "number" or capacity < 1 then errors.misuse("dedupe_capacity must be a positive number") end
   return setmetatable({ cap = capacity, ttl = ttl, clock = clock or os.time, size = 0, at = 0,
                         slot = {}, keys = {}, times = {} }, M)
 end

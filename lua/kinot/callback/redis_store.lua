@@ -2,11 +2,18 @@
 -- of every receiver host, keyed by the event's id (its verified sign: a
 -- redelivery carries the same).  Selected by callback.handler's
 -- `dedupe = { redis = "redis://[:password@]host:port/db", ttl = 3600 }`.
---   add(id)         -> true (new, now recorded) | false (recorded before) | nil, err
---   claim(id, lease) / settle(id, ok): the two steps for an acknowledgement
---   given only after the handler ran (the pending mark expires after
---   `lease` seconds, so a host that died holding it blocks nobody for long)
+--   claim(id) -> "new", token | "done" | "busy" | nil, err
+--   settle(id, token, ok) -> true | nil, err
+-- (the store contract of kinot.callback.stores)
+-- Every delivery is claimed first: a pending mark naming its claim, which
+-- expires after `lease` seconds (a host that died holding it blocks nobody
+-- for long), then settled: "done" for ttl, or forgotten.  A claim whose
+-- answer was lost (Redis stalled past the timeout, and ran it later) is
+-- therefore never read as "done" by the redelivery: it is "busy" until its
+-- lease runs out, then new.
 local redis = require "kinot.redis"
+local errors = require "kinot.errors"
+local validate = require "kinot.validate"
 
 local ngx = rawget(_G, "ngx")
 
@@ -18,9 +25,12 @@ M.PREFIX = "kinot:seen:"
 -- the pending mark names its claim (ARGV[2]): a host whose lease ran out
 -- and whose handler then failed forgets its own claim, never the claim of
 -- the host that took the delivery over
+-- A claim that finds its own mark answers new: kinot.redis sends a command
+-- again when a kept connection died, and the first may have run.
 local CLAIM = [[
 local v = redis.call('GET', KEYS[1])
-if v == 'done' then return 'duplicate' end
+if v == 'done' then return 'done' end
+if v == 'pending:' .. ARGV[2] then return 'new' end
 if v then return 'busy' end
 redis.call('SET', KEYS[1], 'pending:' .. ARGV[2], 'PX', ARGV[1])
 return 'new']]
@@ -42,49 +52,49 @@ local HOST = (function()
   return h or "host"
 end)()
 
---- check(o, level) -> the options checked (misuse raises)
-function M.options(o, level)
-  level = (level or 1) + 1
-  if type(o) ~= "table" then error("kinot: dedupe must name a lua_shared_dict or be a table { redis = url, ttl = s }", level) end
-  redis.parse(o.redis, level)
-  if o.ttl ~= nil and (type(o.ttl) ~= "number" or o.ttl < 1) then error("kinot: dedupe.ttl must be a number of seconds >= 1", level) end
-  if o.prefix ~= nil and type(o.prefix) ~= "string" then error("kinot: dedupe.prefix must be a string", level) end
+local OPTIONS = validate.set { "redis", "ttl", "prefix", "lease", "timeout", "connect_timeout" }
+
+--- options(o) -> the options checked (misuse raises)
+function M.options(o)
+  if type(o) ~= "table" then errors.misuse("dedupe must name a lua_shared_dict or be a table { redis = url, ttl = s }") end
+  validate.options(o, OPTIONS, "dedupe")
+  redis.parse(o.redis)
+  if o.ttl ~= nil and (type(o.ttl) ~= "number" or o.ttl < 1) then errors.misuse("dedupe.ttl must be a number of seconds >= 1") end
+  if o.prefix ~= nil and type(o.prefix) ~= "string" then errors.misuse("dedupe.prefix must be a string") end
   -- (Redis refuses PX 0: a lease under a millisecond would be a 503 for every delivery)
   if o.lease ~= nil and (type(o.lease) ~= "number" or o.lease ~= o.lease or o.lease < 0.001) then
-    error("kinot: dedupe.lease must be a number of seconds >= 0.001", level)
+    errors.misuse("dedupe.lease must be a number of seconds >= 0.001")
   end
   return o
 end
 
+--- new(o) -> store.  o: redis (URL), ttl (s a delivery is remembered,
+-- default 3600), lease (s a claim stays pending at most, default 60),
+-- prefix, timeout, connect_timeout
 function M.new(o)
-  M.options(o, 2)
+  M.options(o)
   return setmetatable({
     client = redis.new(o.redis, { timeout = o.timeout, connect_timeout = o.connect_timeout }),
     ttl = math.floor(o.ttl or 3600), prefix = o.prefix or M.PREFIX,
+    lease = math.floor((o.lease or 60) * 1000),
   }, M)
 end
 
-function M:add(id)
-  local v, err = self.client:call("SET", self.prefix .. id, "done", "NX", "EX", self.ttl)
-  if v == nil then return nil, err end
-  return v ~= redis.null
-end
-
---- claim(id, lease) -> "new", token | "duplicate" | "busy" (another host has it in hand) | nil, err
-function M:claim(id, lease)
+--- claim(id) -> "new", token | "done" | "busy" (another host has it in hand) | nil, err
+function M:claim(id)
   claims = claims + 1
   -- this process (an nginx worker: its pid, read now, not in the master
   -- that built the store), this claim
   local token = string.format("%s:%s:%d:%d", HOST, ngx and ngx.worker and ngx.worker.pid() or PROCESS, claims,
                               math.random(0, 2 ^ 30))
-  local v, err = self.client:eval(CLAIM, 1, self.prefix .. id, math.floor((lease or 60) * 1000), token)
+  local v, err = self.client:eval(CLAIM, 1, self.prefix .. id, self.lease, token)
   if v == "new" then return v, token end
   return v, err
 end
 
---- settle(id, ok, token) -> true | nil, err: done for ttl, or (the claim
+--- settle(id, token, ok) -> true | nil, err: done for ttl, or (the claim
 -- `token` names, if still there) forgotten so a redelivery runs again
-function M:settle(id, ok, token)
+function M:settle(id, token, ok)
   local v, err = self.client:eval(SETTLE, 1, self.prefix .. id, ok and "ok" or "failed", self.ttl, token or "")
   if v == nil then return nil, err end
   return true

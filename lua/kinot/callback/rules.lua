@@ -33,10 +33,11 @@ local M = {}
 
 M.DEFAULT = "md5-key"
 
-local byte, sub, find, char = string.byte, string.sub, string.find, string.char
-local type, pairs, ipairs, tostring, tonumber, error = type, pairs, ipairs, tostring, tonumber, error
+local byte = string.byte
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local concat, sort = table.concat, table.sort
 local digest_of, ct_equal = core.digest, core.ct_equal
+local read_members = require("kinot.callback.scanner").members
 
 local SUFFIX_BY_NAME = { key = "&key=", secret = "&secret=", app_secret = "&app_secret=", bare = "" }
 local NAME_BY_SUFFIX = {}
@@ -50,7 +51,7 @@ local ENCODING = { upper = true, lower = true, base64 = true }
 --- the bases discover tries, in the order it reports them
 M.BASES = { "md5-key", "md5-secret", "md5-app_secret", "md5-bare", "hmac-md5", "hmac-sha1", "hmac-sha256" }
 
-local function misuse(msg, level) error("kinot: sign_rule: " .. msg, level + 1) end
+local function misuse(msg) errors.misuse("sign_rule: " .. msg) end
 
 --- name(rule) -> the rule's canonical name (rule: normalized parts)
 local function name_of(r)
@@ -167,179 +168,19 @@ end
 
 -- ------------------------------------------------------------ members
 
--- A body's top-level members with their raw lexemes: strings decoded,
--- numbers exactly as written, nested objects and arrays as their raw text.
--- The same reading as the C scanner: one trailing comma tolerated before a
--- closing bracket, duplicate top-level keys refused.
-
-local MAX_DEPTH = 64
-local ESC = { [34] = '"', [92] = "\\", [47] = "/", [98] = "\b", [102] = "\f", [110] = "\n", [114] = "\r", [116] = "\t" }
-
-local function utf8_of(cp)
-  if cp < 0x80 then return char(cp) end
-  if cp < 0x800 then return char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64) end
-  if cp < 0x10000 then
-    return char(0xE0 + math.floor(cp / 4096), 0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
-  end
-  return char(0xF0 + math.floor(cp / 262144), 0x80 + math.floor(cp / 4096) % 64, 0x80 + math.floor(cp / 64) % 64,
-    0x80 + cp % 64)
-end
-
-local function bad(why, at) return nil, why, at end
-
--- string at s[i] == '"' -> decoded, index after | nil, why, at
-local function read_string(s, i)
-  local j, run, parts = i + 1, i + 1, nil
-  while true do
-    local k = find(s, '[%c"\\]', j)
-    if not k then return bad("unterminated string", #s + 1) end
-    local c = byte(s, k)
-    if c == 34 then
-      if not parts then return sub(s, run, k - 1), k + 1 end
-      parts[#parts + 1] = sub(s, run, k - 1)
-      return concat(parts), k + 1
-    elseif c == 92 then
-      parts = parts or {}
-      parts[#parts + 1] = sub(s, run, k - 1)
-      local e = byte(s, k + 1)
-      if not e then return bad("unterminated escape", k + 1) end
-      if e == 117 then -- \uXXXX
-        local hex = sub(s, k + 2, k + 5)
-        if not hex:match("^%x%x%x%x$") then return bad("bad \\u escape", k + 1) end
-        local cp, nxt = tonumber(hex, 16), k + 6
-        if cp >= 0xD800 and cp <= 0xDBFF then
-          local lo = sub(s, k + 6, k + 7) == "\\u" and sub(s, k + 8, k + 11)
-          lo = lo and lo:match("^%x%x%x%x$") and tonumber(lo, 16)
-          if not lo or lo < 0xDC00 or lo > 0xDFFF then return bad("unpaired surrogate in \\u escape", k + 1) end
-          cp, nxt = 0x10000 + (cp - 0xD800) * 1024 + (lo - 0xDC00), k + 12
-        elseif cp >= 0xDC00 and cp <= 0xDFFF then
-          return bad("unpaired surrogate in \\u escape", k + 1)
-        end
-        parts[#parts + 1] = utf8_of(cp)
-        j = nxt
-      else
-        local d = ESC[e]
-        if not d then return bad("bad escape", k + 1) end
-        parts[#parts + 1] = d
-        j = k + 2
-      end
-      run = j
-    elseif c == 127 then
-      j = k + 1 -- DEL is a control character to %c, not to JSON
-    else
-      return bad("control character in a string", k)
-    end
-  end
-end
-
-local function read_number(s, i)
-  local _, e = find(s, "^-?0", i)
-  if not e then _, e = find(s, "^-?[1-9]%d*", i) end
-  if not e then return bad("bad number", i) end
-  local integer = true
-  local _, f = find(s, "^%.%d+", e + 1)
-  if f then e, integer = f, false elseif byte(s, e + 1) == 46 then return bad("bad number", e + 2) end
-  _, f = find(s, "^[eE][-+]?%d+", e + 1)
-  if f then e, integer = f, false elseif find(s, "^[eE]", e + 1) then return bad("bad number", e + 2) end
-  return e + 1, integer and e + 1 - i <= 18
-end
-
-local function ws(s, i) return find(s, "[^ \t\n\r]", i) or #s + 1 end
-
-local read_value
-
--- object or array at s[i]; -> index after | nil, why, at
-local function read_container(s, i, depth, close)
-  if depth > MAX_DEPTH then return bad("nesting too deep", i) end
-  local p, first = i + 1, true
-  while true do
-    p = ws(s, p)
-    local c = byte(s, p)
-    if c == close then return p + 1 end
-    if not first then
-      if c ~= 44 then return bad(close == 125 and "expected ',' or '}'" or "expected ',' or ']'", p) end
-      p = ws(s, p + 1)
-      if byte(s, p) == close then return p + 1 end -- the one tolerated trailing comma
-    end
-    first = false
-    if close == 125 then
-      if byte(s, p) ~= 34 then return bad("expected a key", p) end
-      local key, nxt, at = read_string(s, p)
-      if not key then return bad(nxt, at) end
-      p = ws(s, nxt)
-      if byte(s, p) ~= 58 then return bad("expected ':'", p) end
-      p = ws(s, p + 1)
-    end
-    local kind, why, nxt = read_value(s, p, depth + 1)
-    if not kind then return bad(why, nxt) end
-    p = nxt
-  end
-end
-
--- value at s[i] -> kind, text, index after | nil, why, at
-read_value = function(s, i, depth)
-  local c = byte(s, i)
-  if not c then return bad("unexpected end", i) end
-  if c == 34 then
-    local text, nxt, at = read_string(s, i)
-    if not text then return bad(nxt, at) end
-    return "string", text, nxt
-  elseif c == 123 or c == 91 then
-    local nxt, why, at = read_container(s, i, depth, c == 123 and 125 or 93)
-    if not nxt then return bad(why, at) end
-    return c == 123 and "object" or "array", sub(s, i, nxt - 1), nxt
-  elseif c == 116 or c == 102 or c == 110 then
-    for _, word in ipairs { "true", "false", "null" } do
-      if sub(s, i, i + #word - 1) == word then return word, word, i + #word end
-    end
-    return bad("unexpected character", i)
-  elseif c == 45 or (c >= 48 and c <= 57) then
-    local nxt, integer = read_number(s, i)
-    if not nxt then return bad(integer, i) end
-    return integer and "integer" or "number", sub(s, i, nxt - 1), nxt
-  end
-  return bad("unexpected character", i)
-end
-
 local function refuse(reason, message)
   return nil, errors.new("callback", message, { reason = reason })
 end
 
 --- members(raw) -> list of {key, kind, text} in body order | nil, err
 -- (canonical() keeps the list in key order as the field `sorted`)
--- kind: "string", "integer", "number", "true", "false", "null", "object", "array"
+-- kind: "string", "integer", "number", "true", "false", "null", "object", "array".
+-- The one reader of callback bodies: the C scanner (src/cbscan.c), which
+-- the default rule's fast path reads too (kinot.callback.scanner).
 function M.members(raw)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 2) end
-  local p = ws(raw, 1)
-  if byte(raw, p) ~= 123 then return refuse("not_object", "callback body refused: body is not a JSON object") end
-  p = p + 1
-  local list, seen, dup = {}, {}, nil
-  while true do
-    p = ws(raw, p)
-    local c = byte(raw, p)
-    if c == 125 then p = p + 1 break end
-    if #list > 0 then
-      if c ~= 44 then return refuse("not_json", "callback body refused: body is not valid JSON: expected ',' or '}' at byte " .. p) end
-      p = ws(raw, p + 1)
-      if byte(raw, p) == 125 then p = p + 1 break end
-    end
-    if byte(raw, p) ~= 34 then return refuse("not_json", "callback body refused: body is not valid JSON: expected a key at byte " .. p) end
-    local key, nxt, at = read_string(raw, p)
-    if not key then return refuse("not_json", "callback body refused: body is not valid JSON: " .. nxt .. " at byte " .. at) end
-    p = ws(raw, nxt)
-    if byte(raw, p) ~= 58 then return refuse("not_json", "callback body refused: body is not valid JSON: expected ':' at byte " .. p) end
-    p = ws(raw, p + 1)
-    local kind, text, after = read_value(raw, p, 1)
-    if not kind then return refuse("not_json", "callback body refused: body is not valid JSON: " .. text .. " at byte " .. after) end
-    if seen[key] and not dup then dup = key end -- refused once the whole body has been read, as C does
-    seen[key] = true
-    list[#list + 1] = { key = key, kind = kind, text = text }
-    p = after
-  end
-  if ws(raw, p) <= #raw then
-    return refuse("not_json", "callback body refused: body is not valid JSON: trailing characters after the object at byte " .. p)
-  end
-  if dup then return refuse("duplicate_key", "callback body refused: duplicate key \"" .. sub(dup, 1, 40) .. "\"") end
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
+  local list, reason, why = read_members(raw)
+  if not list then return refuse(reason, "callback body refused: " .. why) end
   return list
 end
 
@@ -403,7 +244,7 @@ end
 
 --- sign(raw, secret, rule) -> the sign of the body under rule (any sign member ignored) | nil, err
 function M.sign(raw, secret, rule)
-  if type(secret) ~= "string" then error("kinot: callback secret must be a string", 2) end
+  if type(secret) ~= "string" then errors.misuse("callback secret must be a string") end
   rule = M.rule(rule, 2)
   local members, err = M.members(raw)
   if not members then return nil, err end
@@ -414,7 +255,7 @@ end
 -- id: the sign as computed (upper-case hex, or base64): a redelivery has
 -- the same.  Every secret is tried, so timing tells nothing.
 function M.check(raw, secrets, rule, max_body)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 3) end
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
   rule = M.rule(rule, 3)
   if max_body and #raw > max_body then
     return refuse("too_large", "callback body is " .. #raw .. " bytes, over the " .. max_body .. "-byte cap")
@@ -493,10 +334,10 @@ end
 function M.discover(raw, secrets, extra)
   if type(secrets) == "string" then secrets = { secrets } end
   if type(secrets) ~= "table" or #secrets == 0 then
-    error("kinot: discover needs the secret (a string or a list of strings)", 2)
+    errors.misuse("discover needs the secret (a string or a list of strings)")
   end
   for i = 1, #secrets do
-    if type(secrets[i]) ~= "string" then error("kinot: secret[" .. i .. "] must be a string", 2) end
+    if type(secrets[i]) ~= "string" then errors.misuse("secret[" .. i .. "] must be a string") end
   end
   local members, err = M.members(raw)
   if not members then return nil, err end

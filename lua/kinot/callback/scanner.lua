@@ -11,10 +11,34 @@
 -- through the FFI: the JIT compiles the call and the building of the data
 -- table, which the C API cannot offer (spec/callback_spec.lua checks both
 -- give the same).
+local errors = require "kinot.errors"
 local core = require "kinot.core_loader"
 local lib = require "kinot.native"
+local whole = require("kinot.vocabulary").whole
 
 local M = { ffi = lib ~= false }
+
+-- members(raw) -> list of { key, kind, text } | nil, reason, message: the
+-- body's top-level members as the sign rules read them (kinot.callback.rules),
+-- from the same scanner, on both runtimes through the C API (it is not a
+-- hot path: the default rule never builds the list)
+M.members = core.callback_members
+
+-- The recut refusals, in Lua once (the C API's are in lua_callback.c): '&'
+-- or '=' in a member name, '&' in a string the reference types: the signed
+-- string could not tell the body from one recut (members moved into one
+-- another).  A name in a message loses its control characters: under
+-- verify = "monitor" it is anyone's, and the message goes to the error log.
+local function shown(key) return (key:sub(1, 40):gsub("%c", "?")) end
+function M.recut_name(key)
+  return "callback body refused: member name \"" .. shown(key) ..
+    "\" holds '&' or '=', so the signed string cannot tell it from other members"
+end
+function M.recut_value(key)
+  return "callback body refused: member \"" .. shown(key) ..
+    "\" holds '&', so the signed string cannot tell it from the members after it"
+end
+local recut_name, recut_value = M.recut_name, M.recut_value
 
 if not lib then
   M.verify = core.callback_verify
@@ -24,8 +48,7 @@ end
 local ffi = require "ffi"
 local ok_new, new_tab = pcall(require, "table.new")
 if not ok_new then new_tab = function() return {} end end
-local ffi_string, ffi_new, ffi_gc, type, error, tonumber, floor = ffi.string, ffi.new, ffi.gc, type, error, tonumber,
-  math.floor
+local ffi_string, ffi_new, ffi_gc, type, error, tonumber = ffi.string, ffi.new, ffi.gc, type, error, tonumber
 local find = string.find
 
 -- kn_cb_verdict and kn_cb_type, from the declarations (kinot.native)
@@ -35,7 +58,6 @@ local REASON = { [lib.KN_CB_NOT_JSON] = "not_json", [lib.KN_CB_NOT_OBJECT] = "no
 local NOMEM = lib.KN_CB_NOMEM
 local STRING, NUMBER, TRUE, FALSE, NULLV, OBJECT = lib.KN_CB_STRING, lib.KN_CB_NUMBER, lib.KN_CB_TRUE, lib.KN_CB_FALSE,
   lib.KN_CB_NULL, lib.KN_CB_OBJECT
-local INT_LIMIT = 2 ^ 53
 local KIND_OF = { [STRING] = "a string", [NUMBER] = "a number that is not whole, or beyond +-2^53", [TRUE] = "a boolean",
                   [FALSE] = "a boolean", [OBJECT] = "an object" }
 local WANT = { int = "an int", float = "a float", string = "a string" }
@@ -48,7 +70,7 @@ local WANT = { int = "an int", float = "a float", string = "a string" }
 -- that raises half way never gives its box back.
 local function new_box()
   local sc = lib.kn_cb_scanner_new()
-  if sc == nil then error("kinot: out of memory creating the callback scanner") end
+  if sc == nil then error(errors.new("internal", "out of memory creating the callback scanner"), 0) end
   return {
     sc = ffi_gc(sc, lib.kn_cb_scanner_free),
     hex = ffi_new("char[33]"), index = ffi_new("int[1]"), why = ffi_new("char[200]"),
@@ -76,7 +98,7 @@ local function secret_array(secrets)
   local keep = { [0] = secrets }
   for i = 1, n do
     local s = secrets[i]
-    if type(s) ~= "string" then error("kinot: secret[" .. i .. "] must be a string", 3) end
+    if type(s) ~= "string" then errors.misuse("secret[" .. i .. "] must be a string") end
     arr[i - 1].p, arr[i - 1].n = s, #s
     keep[i] = s
   end
@@ -92,16 +114,16 @@ local function malformed(box, key, want, t)
     " (the reference's type), not " .. (KIND_OF[t] or "an array")
 end
 
--- a body the signed string cannot tell from a recut one (see kinot_core.c)
-local function recut(box, what)
+-- a body the signed string cannot tell from a recut one (see M.recut_name)
+local function recut(box, message)
   box.names = {}
-  return nil, "callback body refused: " .. what
+  return nil, message
 end
 
 -- the data of the members just scanned, or nil, message
 local function build(box, types)
   local sc, names = box.sc, box.names
-  if lib.kn_cb_convert(sc, box.members, box.count) ~= 0 then error("kinot: out of memory") end
+  if lib.kn_cb_convert(sc, box.members, box.count) ~= 0 then error(errors.new("internal", "out of memory"), 0) end
   local m, n = box.members[0], tonumber(box.count[0])
   local data, nested = new_tab(0, n), nil
   for i = 0, n - 1 do
@@ -113,26 +135,23 @@ local function build(box, types)
       key = ffi_string(e.key.p, e.key.n)
       -- '&' or '=' in a name: the signed string could not tell it from
       -- other members (a name kept in `names` was checked when made)
-      if find(key, "[&=]") then return recut(box, "member name \"" .. key:sub(1, 40) ..
-        "\" holds '&' or '=', so the signed string cannot tell it from other members") end
+      if find(key, "[&=]") then return recut(box, recut_name(key)) end
       if slot ~= 0 then names[slot < 0 and -slot or slot] = key end
     end
     local t = e.type
     if t ~= NULLV and not (t == STRING and e.text.n == 0) and key ~= "sign" then
       local want, v = types[key]
       if want == "int" then
-        v = e.number
-        -- strictly within +-2^53, as kn_cb_whole: 2^53 + 1 reads as 2^53 in a double
-        if t ~= NUMBER or v ~= floor(v) or v >= INT_LIMIT or v <= -INT_LIMIT then return malformed(box, key, want, t) end
-        v = v + 0 -- -0.0 is the int 0, as the C API gives it
+        -- the int rule (kinot.vocabulary.whole; kn_cb_whole in C)
+        v = t == NUMBER and whole(e.number) or nil
+        if v == nil then return malformed(box, key, want, t) end
       elseif want == "float" then
         if t ~= NUMBER then return malformed(box, key, want, t) end
         v = e.number
       elseif want == "string" then
         if t ~= STRING then return malformed(box, key, want, t) end
         v = ffi_string(e.text.p, e.text.n)
-        if find(v, "&", 1, true) then return recut(box, "member \"" .. key:sub(1, 40) ..
-          "\" holds '&', so the signed string cannot tell it from the members after it") end
+        if find(v, "&", 1, true) then return recut(box, recut_value(key)) end
       elseif t == STRING then v = ffi_string(e.text.p, e.text.n)
       elseif t == NUMBER then v = e.number
       elseif t == TRUE then v = true
@@ -149,15 +168,15 @@ local function build(box, types)
 end
 
 function M.verify(raw, secrets, types)
-  if type(raw) ~= "string" then error("kinot: callback body must be a string", 2) end
-  if type(secrets) ~= "table" then error("kinot: callback secrets must be a list of strings", 2) end
-  if type(types) ~= "table" then error("kinot: callback field types must be a table", 2) end
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
+  if type(secrets) ~= "table" then errors.misuse("callback secrets must be a list of strings") end
+  if type(types) ~= "table" then errors.misuse("callback field types must be a table") end
   local box = spare or new_box()
   spare = nil
   local arr, n = secret_array(secrets)
   local verdict = lib.kn_cb_check(box.sc, raw, #raw, arr, n, box.hex, box.index, box.why, 200)
   if verdict ~= 0 then
-    if verdict == NOMEM then error("kinot: " .. ffi_string(box.why)) end
+    if verdict == NOMEM then error(errors.new("internal", ffi_string(box.why)), 0) end
     local why = ffi_string(box.why)
     spare = box
     return nil, REASON[verdict], why

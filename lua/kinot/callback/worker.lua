@@ -15,10 +15,15 @@
 -- side by side and a failed entry runs again later; compare the event's
 -- data.updated_at with the state you hold.
 local redis = require "kinot.redis"
-local callback = require "kinot.callback"
+local event = require "kinot.callback.event"
+local receiver = require "kinot.callback.receiver"
+local core = require "kinot.core"
+local errors = require "kinot.errors"
+local validate = require "kinot.validate"
 
 local ngx = rawget(_G, "ngx")
 local null = redis.null
+local unpack = table.unpack or unpack -- luacheck: ignore
 
 local M = {}
 M.__index = M
@@ -33,7 +38,9 @@ redis.call('HDEL', KEYS[2], ARGV[2])
 return 1]]
 
 -- KEYS: stream, errors hash, dead stream; ARGV: group, entry id, delete,
--- last error, then the dead entry's field / value pairs
+-- last error, "died" or "", dead_maxlen, then the dead entry's field /
+-- value pairs.  The dead-letter stream keeps its newest dead_maxlen
+-- entries (exactly: it is small, and read by people)
 local DEAD = [[
 local err = ARGV[4]
 if ARGV[5] == 'died' then
@@ -41,13 +48,19 @@ if ARGV[5] == 'died' then
   if before then err = err .. '; the attempt before failed with: ' .. before end
 end
 local f = { 'entry', ARGV[2] }
-for i = 6, #ARGV do f[#f + 1] = ARGV[i] end
+for i = 7, #ARGV do f[#f + 1] = ARGV[i] end
 f[#f + 1] = 'error'
 f[#f + 1] = err
-redis.call('XADD', KEYS[3], '*', unpack(f))
+redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], '*', unpack(f))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
 redis.call('HDEL', KEYS[2], ARGV[2])
+return 1]]
+
+-- KEYS: errors hash; ARGV: entry ids trimmed from the stream while
+-- pending (XAUTOCLAIM's third element): their last errors go with them
+local FORGET_ERRORS = [[
+for i = 1, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
 return 1]]
 
 -- KEYS: stream; ARGV: group, consumer: forgets a consumer holding nothing
@@ -61,19 +74,17 @@ return 1]]
 -- every `block` seconds); each worker forgets such names every TIDY_EVERY s
 M.FORGET_AFTER = 3600
 M.TIDY_EVERY = 600
+-- entries <stream>:dead keeps (dead_maxlen), the newest
+M.DEAD_MAXLEN = 10000
 
 local function sleep(s)
   if ngx and ngx.sleep then return ngx.sleep(s) end
   require("socket").sleep(s)
 end
 
-local function now()
-  if ngx and ngx.now then
-    ngx.update_time()
-    return ngx.now()
-  end
-  return require("socket").gettime()
-end
+-- schedules (next_claim, next_tidy) run on the monotonic clock: a wall
+-- clock stepped back would hold a failed entry for as long as it stepped
+local now = core.monotonic
 
 local function default_consumer()
   local host
@@ -96,9 +107,12 @@ end
 local function positive(o, k, default)
   local v = o[k]
   if v == nil then return default end
-  if type(v) ~= "number" or v <= 0 then error("kinot: worker option " .. k .. " must be a positive number", 4) end
+  if type(v) ~= "number" or v ~= v or v <= 0 then errors.misuse("callback.worker: " .. k .. " must be a positive number") end
   return v
 end
+
+local OPTIONS = validate.set { "redis", "stream", "group", "consumer", "on_status", "on_command", "claim_after",
+  "max_attempts", "block", "count", "delete", "timeout", "connect_timeout", "log", "dead_maxlen", "loops" }
 
 --- new(opts) -> worker.  opts: redis (URL, required), stream (default
 -- "kinot:callbacks"), group (default "kinot"), consumer (default
@@ -108,14 +122,17 @@ end
 -- log (function(level, message); level "error", or "info" for each entry
 -- handled; default ngx.log, or stderr for errors only)
 function M.new(opts)
-  if type(opts) ~= "table" then error("kinot: callback.worker needs a table of options", 2) end
+  if type(opts) ~= "table" then errors.misuse("callback.worker needs a table of options") end
+  validate.options(opts, OPTIONS, "callback.worker")
   redis.parse(opts.redis, 2)
   for _, k in ipairs { "on_status", "on_command", "log" } do
-    if opts[k] ~= nil and type(opts[k]) ~= "function" then error("kinot: worker option " .. k .. " must be a function", 2) end
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then errors.misuse("callback.worker: " .. k .. " must be a function") end
   end
-  if not opts.on_status and not opts.on_command then error("kinot: callback.worker needs on_status or on_command", 2) end
+  if not opts.on_status and not opts.on_command then errors.misuse("callback.worker needs on_status or on_command") end
   for _, k in ipairs { "stream", "group", "consumer" } do
-    if opts[k] ~= nil and (type(opts[k]) ~= "string" or opts[k] == "") then error("kinot: worker option " .. k .. " must be a name", 2) end
+    if opts[k] ~= nil and (type(opts[k]) ~= "string" or opts[k] == "") then
+      errors.misuse("callback.worker: " .. k .. " must be a name")
+    end
   end
   local block = positive(opts, "block", 2)
   local self = setmetatable({
@@ -124,6 +141,7 @@ function M.new(opts)
     on_status = opts.on_status, on_command = opts.on_command,
     claim_after = positive(opts, "claim_after", 60), max_attempts = math.floor(positive(opts, "max_attempts", 5)),
     block = block, count = math.floor(positive(opts, "count", 10)), delete = opts.delete ~= false and "1" or "0",
+    dead_maxlen = string.format("%d", positive(opts, "dead_maxlen", M.DEAD_MAXLEN)),
     log = opts.log, cursor = "0-0", next_claim = 0, next_tidy = 0, handled = 0, failed = 0, dead = 0,
   }, M)
   self.errors_key, self.dead_key = self.stream .. ":errors", self.stream .. ":dead"
@@ -164,20 +182,16 @@ function M:bury(entry, f, attempts, why, died)
   self.log("error", "entry " .. entry .. " (callback " .. tostring(f.id) .. ") moved to " .. self.dead_key ..
     " after " .. attempts .. " attempt(s)")
   return self.client:eval(DEAD, 3, self.stream, self.errors_key, self.dead_key, self.group, entry,
-    self.delete, why, died and "died" or "", "id", f.id or "", "body", f.body or "", "at", f.at or "", "attempts", attempts,
+    self.delete, why, died and "died" or "", self.dead_maxlen, "id", f.id or "", "body", f.body or "", "at", f.at or "", "attempts", attempts,
     "consumer", self.consumer)
 end
 
--- run(ev) -> true | false, error text
+-- run_handler(ev) -> true | false, error text: the handler's outcome,
+-- judged as callback.handler judges it (kinot.callback.receiver)
 function M:run_handler(ev)
-  local fn = ev.kind == "command_resp" and self.on_command or self.on_status
-  if not fn then return true end
-  local ok, r1, r2 = pcall(fn, ev)
-  if not ok then return false, tostring(r1) end
-  -- nil, err, false, err or false: a failure, as callback.handler counts it
-  if (r1 == nil or r1 == false) and r2 ~= nil then return false, tostring(r2) end
-  if r1 == false then return false, "the handler returned false" end
-  return true
+  local ok, why = receiver.dispatch(self, ev)
+  if ok then return true end
+  return false, tostring(why)
 end
 
 --- handle(entry, fields list, deliveries) -> true | nil, err (a Redis error)
@@ -189,7 +203,7 @@ function M:handle(entry, list, deliveries)
   if deliveries > self.max_attempts then
     return self:bury(entry, f, deliveries - 1, "handler did not finish (its worker died or stalled)", true)
   end
-  local ev, why = callback.rebuild(f.body or "", f.id)
+  local ev, why = event.rebuild(f.body or "", f.id)
   if not ev then return self:bury(entry, f, deliveries, "entry unreadable: " .. tostring(why)) end
   ev.received_at, ev.attempt, ev.entry = tonumber(f.at), deliveries, entry
   local ok, err = self:run_handler(ev)
@@ -222,6 +236,13 @@ function M:claim()
     math.floor(self.claim_after * 1000), self.cursor, "COUNT", self.count)
   if v == nil then return nil, err end
   self.cursor = v[1]
+  -- (Redis 7) entries trimmed while pending: dropped from the group by
+  -- XAUTOCLAIM itself; their last errors are forgotten here
+  local gone = v[3]
+  if type(gone) == "table" and #gone > 0 then
+    local ok, ferr = self.client:eval(FORGET_ERRORS, 1, self.errors_key, unpack(gone))
+    if not ok then return nil, ferr end
+  end
   if self.cursor == "0-0" then self.next_claim = now() + math.min(self.claim_after / 2, 5) end
   local n = 0
   for _, e in ipairs(v[2]) do
@@ -289,10 +310,14 @@ end
 
 --- run(until_fn) : steps until until_fn() is true (never, without one);
 -- a Redis failure is logged and tried again, waiting up to 2 s
+-- A step that raises (a reply kinot.redis could not read, a bug) is
+-- logged and the loop goes on, as after a Redis failure: one bad read must
+-- not end `kinot worker` or an nginx timer loop.
 function M:run(until_fn)
   local wait = 0.05
   while not (until_fn and until_fn()) do
-    local n, err = self:step()
+    local ok, n, err = pcall(self.step, self)
+    if not ok then n, err = nil, "callback.worker: a step raised: " .. tostring(n) end
     if n then
       wait = 0.05
     else
@@ -307,7 +332,7 @@ end
 -- in this nginx worker, until it exits; opts as new, plus loops (timers
 -- running side by side, default 1)
 function M.start(opts)
-  if not (ngx and ngx.timer) then error("kinot: callback.worker.start runs inside nginx; elsewhere use worker:run()", 2) end
+  if not (ngx and ngx.timer) then errors.misuse("callback.worker.start runs inside nginx; elsewhere use worker:run()") end
   local loops = opts.loops or 1
   local workers = {}
   for i = 1, loops do
@@ -320,7 +345,7 @@ function M.start(opts)
     local ok, err = ngx.timer.at(0, function()
       w:run(function() return ngx.worker.exiting() end)
     end)
-    if not ok then error("kinot: callback.worker.start could not start a timer: " .. tostring(err), 2) end
+    if not ok then errors.misuse("callback.worker.start could not start a timer: " .. tostring(err)) end
   end
   return workers[1], workers
 end

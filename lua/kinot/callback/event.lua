@@ -1,0 +1,230 @@
+-- The callback engine behind kinot.callback (the public front): a body ->
+-- its canonical string, its sign, its event, and clearly why a body is
+-- refused.  The body scan and MD5 are C (kinot.core; one reader, the C
+-- scanner, for every rule); this file turns the result into an event.
+--
+-- The event: kind ("status_changed" | "command_resp", by a signed guid),
+-- device ("lock" | "sensor" | "unknown"), device_why (nil when device_type
+-- is 18 or 34; else how the device was judged from the fields, or why it
+-- could not be), sn, guid, command_status (the platform spells it
+-- commnad_status), reason (a command_resp's reason; nil for the text
+-- "NULL"), data (the signed members only, known fields typed as
+-- kinot.vocabulary says, nested members decoded), secret_index, id.
+local core = require "kinot.core"
+local json = require "kinot.json"
+local scanner = require "kinot.callback.scanner"
+local errors = require "kinot.errors"
+local vocabulary = require "kinot.vocabulary"
+local rules = require "kinot.callback.rules"
+
+local M = {}
+
+M.MAX_BODY = 64 * 1024
+
+local scan, digest_of = core.callback_scan, core.callback_digest
+local verify_body = scanner.verify
+local type, pairs, ipairs = type, pairs, ipairs
+
+local FIELD_TYPES = vocabulary.fields.callback
+local DEVICE_BY_TYPE = vocabulary.device_types
+local LOCK_ONLY = vocabulary.lock_only
+local AS_SENT, NO_REASON = vocabulary.COMMAND_STATUS_AS_SENT, vocabulary.NO_REASON
+local CODES_TEXT = vocabulary.device_codes.lock .. " lock, " .. vocabulary.device_codes.sensor .. " sensor"
+
+local function refuse(reason, message)
+  return nil, errors.new("callback", message, { reason = reason })
+end
+
+-- scan(raw) -> canonical, given sign | nil, err
+local function scan_body(raw)
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
+  local canonical, given, message = scan(raw)
+  if not canonical then return refuse(given, "callback body refused: " .. message) end
+  return canonical, given
+end
+
+--- canonical(raw) -> the string that is signed, without the key | nil, err
+---@param raw string the body exactly as received
+---@return string|nil canonical
+---@return kinot.Error|nil
+function M.canonical(raw)
+  return scan_body(raw)
+end
+
+--- sign(raw, secret) -> 32 upper-case hex chars (any sign member ignored) | nil, err
+---@param raw string the body
+---@param secret string
+---@return string|nil sign
+---@return kinot.Error|nil
+function M.sign(raw, secret)
+  if type(secret) ~= "string" then errors.misuse("callback secret must be a string") end
+  local canonical, err = scan_body(raw)
+  if not canonical then return nil, err end
+  return digest_of(canonical, secret)
+end
+
+--- secrets(opts) -> list of secrets, checked once (misuse raises)
+local EMPTY = "a callback secret must not be empty (anyone could sign with it)"
+local function secrets_of(s)
+  if s == "" then errors.misuse(EMPTY) end
+  if type(s) == "string" then return { s } end
+  if type(s) == "table" and #s > 0 then
+    for i = 1, #s do
+      if type(s[i]) ~= "string" then errors.misuse("secret[" .. i .. "] must be a string") end
+      if s[i] == "" then errors.misuse(EMPTY) end
+    end
+    return s
+  end
+  errors.misuse("callback verification needs opts.secret (a string or a list of strings)")
+end
+M.secrets_of = secrets_of
+
+-- device, why: by device_type when it is one of the reference's codes;
+-- else judged from the fields, and why says so (nil when the code named it)
+local function device_of(data, kind)
+  local code = data.device_type
+  local by_type = DEVICE_BY_TYPE[code]
+  if by_type then return by_type end
+  local what = code == nil and "no device_type" or
+    ("device_type " .. tostring(code) .. " is not one of the reference's codes (" .. CODES_TEXT .. ")")
+  for _, k in ipairs(LOCK_ONLY) do
+    if data[k] ~= nil then return "lock", what .. ": a lock by its fields (" .. k .. ")" end
+  end
+  if kind == "status_changed" and (data.car_detected ~= nil or data.active ~= nil) then
+    return "sensor", what .. ": a sensor by its fields (car_detected and no lock-only field)"
+  end
+  if kind == "command_resp" then
+    return "unknown", what .. ", and a command_resp's fields are the same for a lock and a sensor"
+  end
+  return "unknown", what .. ", and no field tells a lock from a sensor"
+end
+
+-- the event of a verified body: it owns its data
+local function build(digest, index, data, nested)
+  if nested then
+    for k, text in pairs(nested) do
+      local v = json.decode(text)
+      if v ~= nil then data[k] = v end
+    end
+  end
+  local status = data.command_status
+  if status == nil then
+    status = data[AS_SENT]
+    data.command_status = status
+  end
+  local guid = data.guid
+  local kind = (guid ~= nil and guid ~= "") and "command_resp" or "status_changed"
+  local device, why = device_of(data, kind)
+  local reason = data.reason
+  if reason == NO_REASON then reason = nil end
+  return {
+    kind = kind,
+    device = device,
+    device_why = why,
+    sn = data.sn,
+    guid = data.guid,
+    command_status = status,
+    reason = reason,
+    data = data,
+    secret_index = index,
+    verified = true, -- false only under verify = "monitor" (receiver.lua)
+    -- the verified sign names the content: a redelivery carries the same
+    id = digest,
+  }
+end
+
+local coerce, NULL = vocabulary.coerce, json.null
+
+--- signed_data(members, rule) -> data | nil, err: the members a rule of
+-- kinot.callback.rules signed, known fields typed as the C path types them
+-- (a known field of the wrong type refuses the body: malformed)
+local function signed_data(members, rule)
+  -- the recut refusals (kinot.callback.scanner: one message in Lua, one in C)
+  for _, m in ipairs(members) do
+    if m.key:find("[&=]") then return refuse("malformed", scanner.recut_name(m.key)) end
+    if m.kind == "string" and FIELD_TYPES[m.key] == "string" and m.key ~= "sign" and m.text:find("&", 1, true) then
+      return refuse("malformed", scanner.recut_value(m.key))
+    end
+  end
+  local data = rules.data(members) -- every member but sign, as Lua values
+  for k, v in pairs(data) do
+    if (v == "" and rule.empty ~= "keep") or (v == NULL and rule.null == "skip") then data[k] = nil end
+  end
+  for k, v in pairs(data) do
+    local kind = FIELD_TYPES[k]
+    if kind and v ~= NULL then
+      local typed, why = coerce(kind, v)
+      if typed == nil then return refuse("malformed", "callback field " .. k .. ": " .. why) end
+      data[k] = typed
+    end
+  end
+  return data
+end
+
+--- event_of(members, id, index, rule) -> event | nil, err: the event of a
+-- body read by kinot.callback.rules (a sign_rule other than the default,
+-- or an unverified body under verify = "monitor")
+---@param members table[] the members kinot.callback.rules read
+---@param id string the event's id
+---@param index? integer which secret verified it
+---@param rule? table a rule of kinot.callback.rules (normalized)
+---@return kinot.callback.Event|nil
+---@return kinot.Error|nil
+function M.event_of(members, id, index, rule)
+  local data, err = signed_data(members, rule or rules.rule(nil))
+  if not data then return nil, err end
+  return build(id, index, data, nil)
+end
+
+--- check(raw, secrets, max_body) -> event | nil, err
+-- The whole verification with a list of secrets already checked
+-- (secrets_of): the event is built in the same call that scanned the body
+-- and owns everything it holds, so a caller may yield before reading it.
+---@param raw string
+---@param secrets string[] checked by secrets_of
+---@param max_body integer bytes
+---@return kinot.callback.Event|nil
+---@return kinot.Error|nil
+function M.check(raw, secrets, max_body)
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
+  if #raw > max_body then
+    return refuse("too_large", "callback body is " .. #raw .. " bytes, over the " .. max_body .. "-byte cap")
+  end
+  local digest, index, data, nested = verify_body(raw, secrets, FIELD_TYPES)
+  if not digest then
+    if index ~= "no_sign" and index ~= "bad_sign" and index ~= "malformed" then data = "callback body refused: " .. data end
+    return refuse(index, data)
+  end
+  return build(digest, index, data, nested)
+end
+
+--- check_rule(raw, secrets, rule, max_body) -> event | nil, err: check()
+-- under a sign rule other than the default (kinot.callback.rules, in Lua)
+---@param raw string
+---@param secrets string[]
+---@param rule table a normalized rule (kinot.callback.rules.rule)
+---@param max_body integer bytes
+---@return kinot.callback.Event|nil
+---@return kinot.Error|nil
+function M.check_rule(raw, secrets, rule, max_body)
+  local id, index, members = rules.check(raw, secrets, rule, max_body)
+  if not id then return nil, index end
+  return M.event_of(members, id, index, rule)
+end
+
+--- rebuild(raw, id) -> the event of a body verified earlier, built as
+-- verify() builds it (the default rule's signed members, typed) without
+-- checking the sign again | nil, err.  For the durable inbox's workers
+-- (kinot.callback.worker): they hold no secret.
+---@param raw string a body verified earlier
+---@param id string its event's id
+---@return kinot.callback.Event|nil
+---@return kinot.Error|nil
+function M.rebuild(raw, id)
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
+  local members, err = rules.members(raw)
+  if not members then return nil, err end
+  return M.event_of(members, id, nil)
+end
+
+return M
