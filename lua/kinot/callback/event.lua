@@ -10,7 +10,7 @@
 -- commnad_status), reason (a command_resp's reason; nil for the text
 -- "NULL"), data (the signed members only, known fields typed as
 -- kinot.vocabulary says, nested members decoded), secret_index, id.
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local json = require "kinot.json"
 local scanner = require "kinot.callback.scanner"
 local errors = require "kinot.errors"

@@ -17,7 +17,7 @@
 local redis = require "kinot.redis"
 local event = require "kinot.callback.event"
 local receiver = require "kinot.callback.receiver"
-local core = require "kinot.core"
+local core = require "kinot.core_loader"
 local errors = require "kinot.errors"
 local validate = require "kinot.validate"
 
