@@ -147,6 +147,38 @@ describe("kinot.fleet against the simulator #sim #redis #nginx", function()
     assert.are.equal("ignored", (twin:apply { kind = "command_resp", device = "lock", sn = sn, data = {} }))
   end)
 
+  it("is fed by a receiver given fleet = twin; a twin that cannot store fails the delivery (no 200)", function()
+    assert(client:set_notifications { device_type = "lock", status_changed_callback_url = rcv.url .. "/cb" })
+    local sn = 419600011
+    local start = #H.json("GET", rcv.url .. "/received")
+    sim.call("POST", "/devices/" .. sn, { car_detected = 1 })
+    local bodies = H.wait_for(function()
+      local all = H.json("GET", rcv.url .. "/received")
+      return #all > start and all
+    end, 5)
+    assert.is_table(bodies, "the simulator's callback did not arrive")
+    local body = bodies[start + 1]
+    -- the twin alone (no on_status), the handler's default ack
+    local twin = fleet.new { store = "table" }
+    local r = callback.receiver { secret = sim.app_secret, ack = "after_handler", fleet = twin }
+    local status = r:receive(body)
+    assert.are.equal(200, status)
+    assert.are.equal(1, twin:device(sn).state.car_detected)
+    assert.are.equal("callback", twin:device(sn).source)
+    -- a Redis twin whose server is gone: the delivery fails, on_status is not reached, nothing is acknowledged
+    local dead = R.start()
+    local broken = fleet.new { store = "redis", redis = dead.url, prefix = "wired:" }
+    dead.stop()
+    local called = false
+    r = callback.receiver { secret = sim.app_secret, ack = "after_handler", fleet = broken,
+                            on_status = function() called = true end }
+    status = r:receive(body)
+    assert.are.equal(500, status)
+    assert.is_false(called)
+    -- misuse: fleet must be a twin
+    assert.has_error(function() callback.receiver { secret = "s", fleet = {} } end)
+  end)
+
   it("marks a device the platform no longer lists as gone, and keeps it", function()
     local events = {}
     local twin = fleet.new { store = "table", on_change = function(ev) events[#events + 1] = ev end }

@@ -146,8 +146,8 @@ function M.new(opts)
       errors.misuse("ack does not apply with an inbox: its 200 means the event is stored, and kinot.callback.worker " ..
         "runs the handlers")
     end
-    if o.on_status ~= nil or o.on_command ~= nil then
-      errors.misuse("with an inbox, on_status and on_command belong to kinot.callback.worker, not the handler")
+    if o.on_status ~= nil or o.on_command ~= nil or o.fleet ~= nil then
+      errors.misuse("with an inbox, on_status, on_command and fleet belong to kinot.callback.worker, not the handler")
     end
     o.ack = "immediate" -- stored is acknowledged; nothing runs here
   end
@@ -161,7 +161,7 @@ function M.new(opts)
       "the handlers (ev.verified = false); anyone can forge them until it is turned off")
   end
   local max_body = rcv.max_body
-  local hand_over = not after and (o.on_status or o.on_command) and dispatcher(rcv, M.MAX_RUNNERS)
+  local hand_over = not after and (o.on_status or o.on_command or o.fleet) and dispatcher(rcv, M.MAX_RUNNERS)
 
   return function()
     ngx.header["Content-Type"] = "application/json"

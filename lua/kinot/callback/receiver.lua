@@ -36,7 +36,7 @@ end
 -- what the receiver takes; callback.handler takes these too
 M.OPTIONS = { "secret", "sign_rule", "max_body", "on_status", "on_command", "verify", "max_age", "max_skew",
   "out_of_order", "order_capacity", "order_dict", "dedupe", "dedupe_ttl", "dedupe_capacity", "busy_ttl",
-  "busy_dict", "inbox", "ack", "clock", "store" }
+  "busy_dict", "inbox", "ack", "clock", "store", "fleet" }
 local OPTIONS = validate.set(M.OPTIONS)
 
 local function log_error(...)
@@ -51,6 +51,7 @@ function M.new(opts, fname)
   for _, k in ipairs { "on_status", "on_command" } do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then errors.misuse(k .. " must be a function") end
   end
+  M.check_fleet(opts.fleet)
   local max_body = opts.max_body or event.MAX_BODY
   if type(max_body) ~= "number" or max_body < 1 then errors.misuse("max_body must be a positive number") end
   -- sign_rule and verify = "monitor" (kinot.callback.rules)
@@ -66,7 +67,7 @@ function M.new(opts, fname)
   return setmetatable({
     rule = rule, monitor = opts.verify == "monitor", after = ack == "after_handler",
     secrets = event.secrets_of(opts.secret), on_status = opts.on_status, on_command = opts.on_command,
-    max_body = max_body, store = store,
+    fleet = opts.fleet, max_body = max_body, store = store,
     -- freshness (issue 12 §4): kinot.callback.freshness; nil when switched off.
     -- The newest times go in the dedupe dict when there is one (shared by the workers)
     fresh = freshness.new({ max_age = opts.max_age, max_skew = opts.max_skew, out_of_order = opts.out_of_order,
@@ -169,10 +170,27 @@ local function outcome(ok, r1, r2)
   return true
 end
 
---- dispatch(event) -> true | false, why: calls on_command / on_status of
+--- check_fleet(twin): `fleet` is a live twin (kinot.fleet) or nil
+function M.check_fleet(twin)
+  if twin ~= nil and (type(twin) ~= "table" or type(twin.apply) ~= "function") then
+    errors.misuse("fleet must be a live twin made by kinot.fleet.new (got " .. type(twin) .. ")")
+  end
+end
+
+--- dispatch(event) -> true | false, why: feeds the live twin (`fleet`,
+-- kinot.fleet) with a status change, then calls on_command / on_status of
 -- self (a receiver, or any table holding them: kinot.callback.worker);
--- errors are returned, not raised
+-- errors are returned, not raised.  The twin goes first: a twin that could
+-- not store the change fails the delivery, which is then not acknowledged
+-- (redelivered, or run again by the worker); applying it twice is a
+-- "duplicate", never a second change.
 function M.dispatch(self, ev)
+  local twin = self.fleet
+  if twin and ev.kind ~= "command_resp" then
+    local ok, verdict, err = pcall(twin.apply, twin, ev)
+    if not ok then return false, "the live twin failed: " .. tostring(verdict) end
+    if verdict == nil then return false, err end
+  end
   local fn = ev.kind == "command_resp" and self.on_command or self.on_status
   if not fn then return true end
   return outcome(pcall(fn, ev))

@@ -111,12 +111,13 @@ local function positive(o, k, default)
   return v
 end
 
-local OPTIONS = validate.set { "redis", "stream", "group", "consumer", "on_status", "on_command", "claim_after",
+local OPTIONS = validate.set { "redis", "stream", "group", "consumer", "on_status", "on_command", "fleet", "claim_after",
   "max_attempts", "block", "count", "delete", "timeout", "connect_timeout", "log", "dead_maxlen", "loops" }
 
 --- new(opts) -> worker.  opts: redis (URL, required), stream (default
 -- "kinot:callbacks"), group (default "kinot"), consumer (default
--- host:pid), on_status, on_command, claim_after (s, default 60),
+-- host:pid), on_status, on_command, fleet (a live twin, kinot.fleet, fed
+-- each status change before on_status), claim_after (s, default 60),
 -- max_attempts (default 5), block (s, default 2), count (entries a read,
 -- default 10), delete (default true: a handled entry leaves the stream),
 -- log (function(level, message); level "error", or "info" for each entry
@@ -128,7 +129,10 @@ function M.new(opts)
   for _, k in ipairs { "on_status", "on_command", "log" } do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then errors.misuse("callback.worker: " .. k .. " must be a function") end
   end
-  if not opts.on_status and not opts.on_command then errors.misuse("callback.worker needs on_status or on_command") end
+  receiver.check_fleet(opts.fleet)
+  if not opts.on_status and not opts.on_command and not opts.fleet then
+    errors.misuse("callback.worker needs on_status, on_command or fleet")
+  end
   for _, k in ipairs { "stream", "group", "consumer" } do
     if opts[k] ~= nil and (type(opts[k]) ~= "string" or opts[k] == "") then
       errors.misuse("callback.worker: " .. k .. " must be a name")
@@ -138,7 +142,7 @@ function M.new(opts)
   local self = setmetatable({
     stream = opts.stream or "kinot:callbacks", group = opts.group or M.GROUP,
     consumer = opts.consumer or default_consumer(),
-    on_status = opts.on_status, on_command = opts.on_command,
+    on_status = opts.on_status, on_command = opts.on_command, fleet = opts.fleet,
     claim_after = positive(opts, "claim_after", 60), max_attempts = math.floor(positive(opts, "max_attempts", 5)),
     block = block, count = math.floor(positive(opts, "count", 10)), delete = opts.delete ~= false and "1" or "0",
     dead_maxlen = string.format("%d", positive(opts, "dead_maxlen", M.DEAD_MAXLEN)),

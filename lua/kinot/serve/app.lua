@@ -54,7 +54,7 @@ function M.init_worker()
   handler = require("kinot.callback").handler {
     secret = cfg.callback_secret or cfg.app_secret,
     dedupe = "kinot_serve_dedupe",
-    on_status = function(ev) return twin:apply(ev) end,
+    fleet = twin, -- each verified status change, before any on_status (kinot.callback.receiver)
   }
   if ngx.worker.id() == 0 then
     local ok, err = ngx.timer.at(0, loop)
