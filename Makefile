@@ -153,13 +153,31 @@ build/asan/5.4/kinot/simsignal.so: $(SIMSIGNAL_SRC) $(HDR)
 build/asan/5.1/kinot/simsignal.so: $(SIMSIGNAL_SRC) $(HDR)
 	@mkdir -p $(@D)
 	gcc $(ASAN_CFLAGS) $(WARN) -fPIC -shared -I$(LUAJIT_INC) -o $@ $(SIMSIGNAL_SRC)
-ASAN_SO := $(foreach v,5.4 5.1,build/asan/$(v)/kinot/core.so build/asan/$(v)/kinot/simsignal.so)
 
+# Only the Lua processes run under the sanitizers.  The runtimes are
+# preloaded by two wrappers, build/asan/bin/lua5.4 and build/asan/bin/luajit
+# (first in PATH during the run), together with build/asan/unpreload.so,
+# which takes LD_PRELOAD out of the process's environment again: what a
+# spec spawns (ps, nginx, openssl, redis-server, a shell) runs plain (`ps`
+# under a preloaded libasan never finishes), and a Lua child it starts as
+# `lua5.4` or `luajit` finds the wrapper and runs sanitized again.
 ASAN_RT := $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
-ASAN_ENV := LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ASAN_BIN := build/asan/bin
+build/asan/unpreload.so: spec/support/asan_unpreload.c
+	@mkdir -p $(@D)
+	gcc -O1 $(WARN) -fPIC -shared -o $@ $<
+# (the real interpreter: the first in PATH that is not a wrapper)
+$(ASAN_BIN)/lua5.4 $(ASAN_BIN)/luajit: build/asan/unpreload.so Makefile
+	@mkdir -p $(@D)
+	@real=$$(type -ap $(@F) | grep -v '/$(ASAN_BIN)/' | head -n 1); test -n "$$real" || { echo "$(@F) is missing: run make deps" >&2; exit 1; }; \
+	printf '#!/bin/sh\n# made by make (sanitize): %s under ASan + UBSan, see the Makefile\nLD_PRELOAD="%s %s" exec %s "$$@"\n' \
+	  "$(@F)" "$(ASAN_RT)" "$(CURDIR)/build/asan/unpreload.so" "$$real" > $@ && chmod +x $@
+ASAN_SO := $(foreach v,5.4 5.1,build/asan/$(v)/kinot/core.so build/asan/$(v)/kinot/simsignal.so)
+ASAN_TOOLS := $(ASAN_BIN)/lua5.4 $(ASAN_BIN)/luajit
+ASAN_ENV := PATH="$(CURDIR)/$(ASAN_BIN):$$PATH" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 GC_SPECS := spec/callback_seam_spec.lua spec/callback_spec.lua
 # make sanitize-gc: only the callback specs under the eager collector
-sanitize-gc: deps build $(ASAN_SO)
+sanitize-gc: deps build $(ASAN_SO) $(ASAN_TOOLS)
 	@mkdir -p build/test
 	@rc=0; \
 	$(ASAN_ENV) KINOT_GC_STRESS=1 lua5.4 /usr/bin/busted --cpath='build/asan/5.4/?.so' --exclude-tags=nosanitize -o plainTerminal $(GC_SPECS) 2>&1 | tee build/test/asan54-gc.log || rc=1; \
@@ -178,11 +196,11 @@ sanitize: sanitize-gc
 # start and end, then the same loop under LeakSanitizer.  The simulator
 # runs outside the sanitizer (started here, stopped however this ends).
 LEAK_N ?= 100000
-leakcheck: deps build build/asan/5.4/kinot/core.so
+leakcheck: deps build build/asan/5.4/kinot/core.so $(ASAN_BIN)/lua5.4
 	@pidf=$$(mktemp /tmp/kinot-leak.XXXXXX); trap 'lua5.4 bin/kinot sim stop --pid-file '$$pidf' >/dev/null' EXIT; \
 	lua5.4 bin/kinot --json sim --daemon --pid-file $$pidf --locks 50 > build/leak-sim.json && \
 	lua5.4 bench/leak.lua $(LEAK_N) build/5.4 build/leak-sim.json && \
-	LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=1 lua5.4 bench/leak.lua $(LEAK_N) build/asan/5.4 build/leak-sim.json && \
+	ASAN_OPTIONS=detect_leaks=1 $(ASAN_BIN)/lua5.4 bench/leak.lua $(LEAK_N) build/asan/5.4 build/leak-sim.json && \
 	echo "LeakSanitizer: no leak reported"
 
 # ---------------------------------------------------------------- release
