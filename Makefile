@@ -1,7 +1,7 @@
 # lua-kinot: every entry point a user or CI needs.
 #   make deps     install the Debian packages the project needs (only missing ones)
 #   make build    build kinot.core for Lua 5.4 and LuaJIT into build/
-#   make test     the whole busted suite under Lua 5.4 and LuaJIT
+#   make test     the whole busted suite under Lua 5.4 and LuaJIT (TEST_JOBS=4 busted processes at a time)
 #   make check    the fast unit specs (tag #unit: no server, no install) under both runtimes
 #   make demo     a simulator with a seeded fleet, a report and a command
 #   make bench    the benchmarks of bench/ (each against a named baseline)
@@ -65,25 +65,20 @@ build/5.1/kinot/simsignal.so: $(SIMSIGNAL_SRC) $(HDR)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -I$(LUAJIT_INC) -o $@ $(SIMSIGNAL_SRC)
 
 BUSTED_FLAGS ?=
-# Each runtime writes its own log; the summary sums both.
+# make test [TEST_JOBS=n]: every spec file under Lua 5.4 and under LuaJIT,
+# n busted processes at a time, one spec file each (spec/support/suite.sh:
+# the suite mostly waits on servers and timers); each run's log in
+# build/test/test/<runtime>/, a line per file as it ends, then each failed
+# file's failures, each runtime's count, and last "N passed, N failed"
+TEST_JOBS ?= 4
 test: deps build
-	@mkdir -p build/test
-	@rc=0; \
-	lua5.4 /usr/bin/busted --cpath='build/5.4/?.so' -o plainTerminal $(BUSTED_FLAGS) 2>&1 | tee build/test/lua54.log || rc=1; \
-	luajit /usr/bin/busted --cpath='build/5.1/?.so' -o plainTerminal $(BUSTED_FLAGS) 2>&1 | tee build/test/luajit.log || rc=1; \
-	lua5.4 spec/support/summary.lua build/test/lua54.log build/test/luajit.log || rc=1; \
-	exit $$rc
+	@bash spec/support/suite.sh test $(TEST_JOBS) $(BUSTED_FLAGS)
 
 # make check: the specs tagged #unit, and none tagged with what it starts
 # or needs (the tags: README, "Tests"); seconds, not minutes
 CHECK_TAGS := --tags=unit --exclude-tags=nginx,sim,redis,cli,install,slow,peer,lint,build,fuzz
 check: deps build
-	@mkdir -p build/test
-	@rc=0; \
-	lua5.4 /usr/bin/busted --cpath='build/5.4/?.so' -o plainTerminal $(CHECK_TAGS) $(BUSTED_FLAGS) 2>&1 | tee build/test/check54.log || rc=1; \
-	luajit /usr/bin/busted --cpath='build/5.1/?.so' -o plainTerminal $(CHECK_TAGS) $(BUSTED_FLAGS) 2>&1 | tee build/test/checkjit.log || rc=1; \
-	lua5.4 spec/support/summary.lua build/test/check54.log build/test/checkjit.log || rc=1; \
-	exit $$rc
+	@bash spec/support/suite.sh check $(TEST_JOBS) $(CHECK_TAGS) $(BUSTED_FLAGS)
 
 test-54: build
 	lua5.4 /usr/bin/busted --cpath='build/5.4/?.so' $(BUSTED_FLAGS)
