@@ -161,9 +161,11 @@ ASAN_BIN := build/asan/bin
 build/asan/unpreload.so: spec/support/asan_unpreload.c
 	@mkdir -p $(@D)
 	gcc -O1 $(WARN) -fPIC -shared -o $@ $<
-# (the real interpreter: the first in PATH that is not a wrapper)
+# (the real interpreter: the first in PATH that is not a wrapper; and
+# LuaRocks, which takes the Lua installation of the first lua5.4 in PATH,
+# finds its headers in build/asan/include)
 $(ASAN_BIN)/lua5.4 $(ASAN_BIN)/luajit: build/asan/unpreload.so Makefile
-	@mkdir -p $(@D)
+	@mkdir -p $(@D) build/asan/include && ln -sfn $(LUA54_INC) build/asan/include/lua5.4
 	@real=$$(type -ap $(@F) | grep -v '/$(ASAN_BIN)/' | head -n 1); test -n "$$real" || { echo "$(@F) is missing: run make deps" >&2; exit 1; }; \
 	printf '#!/bin/sh\n# made by make (sanitize): %s under ASan + UBSan, see the Makefile\nLD_PRELOAD="%s %s" exec %s "$$@"\n' \
 	  "$(@F)" "$(ASAN_RT)" "$(CURDIR)/build/asan/unpreload.so" "$$real" > $@ && chmod +x $@

@@ -36,6 +36,12 @@ local child = "-e 'local f = io.open(\"/proc/self/maps\") " ..
   "print(f:read(\"*a\"):find(\"libasan\", 1, true) and \"asan\" or \"plain\")'"
 print("lua5.4=" .. run("lua5.4 " .. child))
 print("luajit=" .. run("luajit " .. child))
+-- (LuaRocks takes the Lua installation of the first lua5.4 in PATH)
+local rocks = run("luarocks --lua-version=5.4 config variables 2>&1")
+local inc = rocks:match('LUA_INCDIR = "([^"]*)"')
+local h = inc and io.open(inc .. "/lua.h")
+print("luarocks_headers=" .. (h and "found" or ("missing " .. tostring(inc))))
+if h then h:close() end
 package.cpath = arg[1] .. "/?.so;" .. package.cpath
 local ok, core = pcall(require, "kinot.core")
 print("core=" .. (ok and package.searchpath("kinot.core", package.cpath) or tostring(core)))
@@ -80,6 +86,10 @@ describe("make sanitize: only the Lua processes run sanitized #build #slow #nosa
   it("a shell utility it spawns runs plain, without LD_PRELOAD", function()
     assert.are.equal("0", out:match("grep=(%d+)"), out)
     assert.are.equal("", out:match("sh=%[(.-)%]"), out)
+  end)
+
+  it("LuaRocks finds the Lua 5.4 headers (it takes the wrapper for a Lua installation)", function()
+    assert.are.equal("found", out:match("luarocks_headers=(%a+)"), out)
   end)
 
   it("a Lua child, lua5.4 or luajit, runs under the sanitizers again", function()

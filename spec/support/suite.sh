@@ -2,7 +2,8 @@
 # The whole suite (make test) or a part of it (make check): every spec file
 # under Lua 5.4 and under LuaJIT, JOBS busted processes at a time, one spec
 # file each, the longest first (the durations of the last run, in
-# build/test/NAME.durations; the largest files first when there are none).
+# build/test/NAME.durations; when there are none, the files tagged #install,
+# #fuzz or #slow, then the largest).
 # The suite mostly waits on servers and timers, so the runs overlap; every
 # server a spec starts listens on a port it picks, its files in a mktemp
 # directory.  Each run writes its own log, build/test/NAME/<runtime>/<file>.log;
@@ -41,7 +42,8 @@ queue=()
 for rt in lua54 luajit; do
   for f in "${files[@]}"; do
     secs=${took[$rt $f]:-}
-    [[ -n $secs ]] || secs=$(( $(stat -c %s "$f") / 1000 ))
+    # (none yet: the files that build or install first, then the largest)
+    [[ -n $secs ]] || secs=$(( $(stat -c %s "$f") / 1000 + $(grep -qE '#(install|fuzz|slow)' "$f" && echo 1000 || echo 0) ))
     queue+=("$secs $rt $f")
   done
 done
