@@ -273,6 +273,17 @@ function M.start(opts)
   return sim
 end
 
+--- running(pid) -> whether the process still runs.  One that has exited
+-- but is not reaped yet (a zombie) does not: a daemon's parent is init,
+-- and some inits reap only every second or two; `kill -0` alone would wait
+-- for them.  (Where there is no /proc, `kill -0` is all there is.)
+function M.running(pid)
+  if not run("kill -0 " .. pid .. " 2>/dev/null") then return false end
+  local stat = read("/proc/" .. pid .. "/stat")
+  if stat and stat:match("^%d+ %b() (%a)") == "Z" then return false end
+  return stat ~= nil or not exists("/proc/self/stat")
+end
+
 --- stop(prefix, graceful): TERM to nginx's master (QUIT when graceful:
 -- requests in flight finish and timers waiting run), wait for it to go
 function M.stop(prefix, graceful)
@@ -280,7 +291,7 @@ function M.stop(prefix, graceful)
   if not pid then return false end
   run("kill -" .. (graceful and "QUIT " or "TERM ") .. pid .. " 2>/dev/null")
   for _ = 1, 100 do
-    if not run("kill -0 " .. pid .. " 2>/dev/null") then break end
+    if not M.running(pid) then break end
     run("sleep 0.05")
   end
   return true
