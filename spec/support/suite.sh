@@ -33,7 +33,7 @@ done
 mapfile -t files < <(find "${roots[@]}" -type f -name '*_spec*.lua' | sort -u)
 if [[ ${#files[@]} -eq 0 ]]; then echo "suite.sh: no spec file in ${roots[*]}" >&2; exit 1; fi
 
-# the longest first: last run's seconds per runtime and file, else the size
+# the longest first: the seconds each runtime and file took when last run
 declare -A took=()
 if [[ -r $durations ]]; then
   while read -r secs rt file; do took[$rt $file]=$secs; done < "$durations"
@@ -73,7 +73,9 @@ printf '%s\n' "${queue[@]}" | sort -k1,1 -rn | while read -r _ rt f; do printf '
   xargs -0 -n 2 -P "$jobs" bash -c 'eval "SUITE_FLAGS=($SUITE_FLAGS_Q)"; run_one "$1" "$2"' _
 
 # durations for the next run's order; each runtime's tests of a second or more
-sort -k2,2 -k3,3 "$out/durations" >"$durations"
+# (this run's, then those of files it left out)
+{ cat "$out/durations"; [[ ! -r $durations ]] || cat "$durations"; } | awk '!seen[$2 " " $3]++' |
+  sort -k2,2 -k3,3 >"$durations.new" && mv "$durations.new" "$durations"
 for rt in lua54 luajit; do
   cat "$out/$rt"/*.times 2>/dev/null | sed -n '/^# tests/,/^# seconds/p' | grep -v '^#' | sort -rn >"$out/$rt.slow-tests"
 done
