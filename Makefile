@@ -1,7 +1,7 @@
 # lua-kinot: every entry point a user or CI needs.
 #   make deps     install the Debian packages the project needs (only missing ones)
 #   make build    build kinot.core for Lua 5.4 and LuaJIT into build/
-#   make test     the whole busted suite under Lua 5.4 and LuaJIT
+#   make test     the whole busted suite under Lua 5.4 and LuaJIT (TEST_JOBS=4 busted processes at a time)
 #   make check    the fast unit specs (tag #unit: no server, no install) under both runtimes
 #   make demo     a simulator with a seeded fleet, a report and a command
 #   make bench    the benchmarks of bench/ (each against a named baseline)
@@ -78,25 +78,20 @@ rock:
 	$(CC) $(CFLAGS) $(WARN) -fPIC $(LIBFLAG) -I$(LUA_INCDIR) -o $(ROCK_DIR)/kinot/simsignal.so $(SIMSIGNAL_SRC)
 
 BUSTED_FLAGS ?=
-# Each runtime writes its own log; the summary sums both.
+# make test [TEST_JOBS=n]: every spec file under Lua 5.4 and under LuaJIT,
+# n busted processes at a time, one spec file each (spec/support/suite.sh:
+# the suite mostly waits on servers and timers); each run's log in
+# build/test/test/<runtime>/, a line per file as it ends, then each failed
+# file's failures, each runtime's count, and last "N passed, N failed"
+TEST_JOBS ?= 4
 test: deps build
-	@mkdir -p build/test
-	@rc=0; \
-	lua5.4 /usr/bin/busted --cpath='build/5.4/?.so' -o plainTerminal $(BUSTED_FLAGS) 2>&1 | tee build/test/lua54.log || rc=1; \
-	luajit /usr/bin/busted --cpath='build/5.1/?.so' -o plainTerminal $(BUSTED_FLAGS) 2>&1 | tee build/test/luajit.log || rc=1; \
-	lua5.4 spec/support/summary.lua build/test/lua54.log build/test/luajit.log || rc=1; \
-	exit $$rc
+	@bash spec/support/suite.sh test $(TEST_JOBS) $(BUSTED_FLAGS)
 
 # make check: the specs tagged #unit, and none tagged with what it starts
 # or needs (the tags: README, "Tests"); seconds, not minutes
 CHECK_TAGS := --tags=unit --exclude-tags=nginx,sim,redis,cli,install,slow,peer,lint,build,fuzz
 check: deps build
-	@mkdir -p build/test
-	@rc=0; \
-	lua5.4 /usr/bin/busted --cpath='build/5.4/?.so' -o plainTerminal $(CHECK_TAGS) $(BUSTED_FLAGS) 2>&1 | tee build/test/check54.log || rc=1; \
-	luajit /usr/bin/busted --cpath='build/5.1/?.so' -o plainTerminal $(CHECK_TAGS) $(BUSTED_FLAGS) 2>&1 | tee build/test/checkjit.log || rc=1; \
-	lua5.4 spec/support/summary.lua build/test/check54.log build/test/checkjit.log || rc=1; \
-	exit $$rc
+	@bash spec/support/suite.sh check $(TEST_JOBS) $(CHECK_TAGS) $(BUSTED_FLAGS)
 
 test-54: build
 	lua5.4 /usr/bin/busted --cpath='build/5.4/?.so' $(BUSTED_FLAGS)
@@ -168,13 +163,33 @@ build/asan/5.4/kinot/simsignal.so: $(SIMSIGNAL_SRC) $(HDR)
 build/asan/5.1/kinot/simsignal.so: $(SIMSIGNAL_SRC) $(HDR)
 	@mkdir -p $(@D)
 	gcc $(ASAN_CFLAGS) $(WARN) -fPIC -shared -I$(LUAJIT_INC) -o $@ $(SIMSIGNAL_SRC)
-ASAN_SO := $(foreach v,5.4 5.1,build/asan/$(v)/kinot/core.so build/asan/$(v)/kinot/simsignal.so)
 
+# Only the Lua processes run under the sanitizers.  The runtimes are
+# preloaded by two wrappers, build/asan/bin/lua5.4 and build/asan/bin/luajit
+# (first in PATH during the run), together with build/asan/unpreload.so,
+# which takes LD_PRELOAD out of the process's environment again: what a
+# spec spawns (ps, nginx, openssl, redis-server, a shell) runs plain (`ps`
+# under a preloaded libasan never finishes), and a Lua child it starts as
+# `lua5.4` or `luajit` finds the wrapper and runs sanitized again.
 ASAN_RT := $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
-ASAN_ENV := LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ASAN_BIN := build/asan/bin
+build/asan/unpreload.so: spec/support/asan_unpreload.c
+	@mkdir -p $(@D)
+	gcc -O1 $(WARN) -fPIC -shared -o $@ $<
+# (the real interpreter: the first in PATH that is not a wrapper; and
+# LuaRocks, which takes the Lua installation of the first lua5.4 in PATH,
+# finds its headers in build/asan/include)
+$(ASAN_BIN)/lua5.4 $(ASAN_BIN)/luajit: build/asan/unpreload.so Makefile
+	@mkdir -p $(@D) build/asan/include && ln -sfn $(LUA54_INC) build/asan/include/lua5.4
+	@real=$$(type -ap $(@F) | grep -v '/$(ASAN_BIN)/' | head -n 1); test -n "$$real" || { echo "$(@F) is missing: run make deps" >&2; exit 1; }; \
+	printf '#!/bin/sh\n# made by make (sanitize): %s under ASan + UBSan, see the Makefile\nLD_PRELOAD="%s %s" exec %s "$$@"\n' \
+	  "$(@F)" "$(ASAN_RT)" "$(CURDIR)/build/asan/unpreload.so" "$$real" > $@ && chmod +x $@
+ASAN_SO := $(foreach v,5.4 5.1,build/asan/$(v)/kinot/core.so build/asan/$(v)/kinot/simsignal.so)
+ASAN_TOOLS := $(ASAN_BIN)/lua5.4 $(ASAN_BIN)/luajit
+ASAN_ENV := PATH="$(CURDIR)/$(ASAN_BIN):$$PATH" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 GC_SPECS := spec/callback_seam_spec.lua spec/callback_spec.lua
 # make sanitize-gc: only the callback specs under the eager collector
-sanitize-gc: deps build $(ASAN_SO)
+sanitize-gc: deps build $(ASAN_SO) $(ASAN_TOOLS)
 	@mkdir -p build/test
 	@rc=0; \
 	$(ASAN_ENV) KINOT_GC_STRESS=1 lua5.4 /usr/bin/busted --cpath='build/asan/5.4/?.so' --exclude-tags=nosanitize -o plainTerminal $(GC_SPECS) 2>&1 | tee build/test/asan54-gc.log || rc=1; \
@@ -193,11 +208,11 @@ sanitize: sanitize-gc
 # start and end, then the same loop under LeakSanitizer.  The simulator
 # runs outside the sanitizer (started here, stopped however this ends).
 LEAK_N ?= 100000
-leakcheck: deps build build/asan/5.4/kinot/core.so
+leakcheck: deps build build/asan/5.4/kinot/core.so $(ASAN_BIN)/lua5.4
 	@pidf=$$(mktemp /tmp/kinot-leak.XXXXXX); trap 'lua5.4 bin/kinot sim stop --pid-file '$$pidf' >/dev/null' EXIT; \
 	lua5.4 bin/kinot --json sim --daemon --pid-file $$pidf --locks 50 > build/leak-sim.json && \
 	lua5.4 bench/leak.lua $(LEAK_N) build/5.4 build/leak-sim.json && \
-	LD_PRELOAD="$(ASAN_RT)" ASAN_OPTIONS=detect_leaks=1 lua5.4 bench/leak.lua $(LEAK_N) build/asan/5.4 build/leak-sim.json && \
+	ASAN_OPTIONS=detect_leaks=1 $(ASAN_BIN)/lua5.4 bench/leak.lua $(LEAK_N) build/asan/5.4 build/leak-sim.json && \
 	echo "LeakSanitizer: no leak reported"
 
 # ---------------------------------------------------------------- release

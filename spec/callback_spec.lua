@@ -321,6 +321,9 @@ describe("callback.handler's runners in one worker #nginx", function()
       server = [[
         location = /cb { content_by_lua_block { receive() } }
         location = /done { content_by_lua_block { ngx.say(ngx.shared.seen:get("done") or 0) } }
+        location = /batch_delay {
+          content_by_lua_block { require("kinot.callback.handler").BATCH_DELAY = tonumber(ngx.var.arg_s) }
+        }
       ]],
     }
   end)
@@ -339,6 +342,9 @@ describe("callback.handler's runners in one worker #nginx", function()
   end)
 
   it("hands every one of a burst of callbacks to the handler, even after one fails", function()
+    -- (each POST here waits for its runner to start, BATCH_DELAY: at 0.2 s
+    -- the burst took a minute and proved nothing more than at 0.01 s)
+    assert.are.equal(200, H.raw("GET", ng.url .. "/batch_delay?s=0.01").status)
     local before = done()
     assert.are.equal(200, post(signed('{"sn":99,"fail":true}')).status)
     for i = 1, 300 do assert.are.equal(200, post(signed('{"sn":' .. (1000 + i) .. ',"locked":1}')).status) end

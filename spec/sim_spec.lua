@@ -433,12 +433,16 @@ describe("simulator sends strict JSON by default #sim", function()
 
   it("in every callback body it posts (status_changed and command_resp, locks and sensors)", function()
     -- the two commands have run their course: 3 command_resp each, and a status_changed
+    -- (the counters and the receiver read at one moment: under load a
+    -- command's last callbacks may still be on their way after the first read)
+    local bodies
     local sent = H.wait_for(function()
       local c = sim.counters().callbacks
-      return c.sent >= 11 and c.delivered == c.sent and c
-    end, 5)
+      if not (c.sent >= 11 and c.delivered == c.sent) then return false end
+      bodies = json.decode(H.raw("GET", rcv.url .. "/received").body)
+      return #bodies == c.sent and c
+    end, 10)
     assert.is_truthy(sent, "callbacks not all delivered")
-    local bodies = json.decode(H.raw("GET", rcv.url .. "/received").body)
     assert.are.equal(sent.sent, #bodies)
     local kinds = {}
     for _, b in ipairs(bodies) do

@@ -287,6 +287,17 @@ function M.start(opts)
   return sim
 end
 
+--- alive(pid) -> whether the process still runs.  One that has exited
+-- but is not reaped yet (a zombie) does not: a daemon's parent is init,
+-- and some inits reap only every second or two; `kill -0` alone would wait
+-- for them.  (Where there is no /proc, `kill -0` is all there is.)
+function M.alive(pid)
+  if not run("kill -0 " .. pid .. " 2>/dev/null") then return false end
+  local stat = read("/proc/" .. pid .. "/stat")
+  if stat and stat:match("^%d+ %b() (%a)") == "Z" then return false end
+  return stat ~= nil or not exists("/proc/self/stat")
+end
+
 --- running(prefix) -> pid, url | nil, why: the nginx master of the
 -- simulator started in prefix, when it still runs.  A pid alone proves
 -- nothing once its process is gone (the system hands it to another): the
@@ -295,6 +306,7 @@ end
 function M.running(prefix)
   local pid = tonumber(read(prefix .. "/nginx.pid") or "")
   if not pid then return nil, "no nginx.pid in " .. prefix end
+  if not M.alive(pid) then return nil, "its process " .. pid .. " is gone" end
   local cmdline = read("/proc/" .. pid .. "/cmdline")
   if not cmdline and not read("/proc/self/cmdline") then -- no /proc here
     local p = io.popen("ps -o args= -p " .. pid .. " 2>/dev/null")
@@ -318,7 +330,7 @@ function M.stop(prefix, graceful)
   if not pid then return false end
   run("kill -" .. (graceful and "QUIT " or "TERM ") .. pid .. " 2>/dev/null")
   for _ = 1, 100 do
-    if not run("kill -0 " .. pid .. " 2>/dev/null") then break end
+    if not M.alive(pid) then break end
     run("sleep 0.05")
   end
   return true
