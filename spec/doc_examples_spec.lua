@@ -98,6 +98,7 @@ end
 
 describe("the README's and docs' examples against kinot sim #sim #cli #slow", function()
   local tmp, sim, env
+  local serve_port = launcher.free_port()
 
   setup(function()
     local p = io.popen("mktemp -d /tmp/kinot-docs.XXXXXX")
@@ -113,7 +114,10 @@ describe("the README's and docs' examples against kinot sim #sim #cli #slow", fu
       " KINOT_APP_SECRET=" .. sim.app_secret ..
       " LUA_PATH='" .. H.root .. "/lua/?.lua;" .. H.root .. "/lua/?/init.lua;;'" ..
       " LUA_CPATH='" .. H.root .. "/build/5.1/?.so;;' LUA_CPATH_5_4='" .. H.root .. "/build/5.4/?.so;;'" ..
-      " KINOT_STAGE= KINOT_PROXY= HOME=" .. tmp .. "; cd " .. tmp .. "; " -- a docs line may write under ~
+      " KINOT_STAGE= KINOT_PROXY= HOME=" .. tmp .. -- a docs line may write under ~
+      -- a documented `kinot serve` listens here, not on 8080, which something else may hold
+      " KINOT_SERVE_LISTEN=127.0.0.1:" .. serve_port .. " KINOT_SERVE_URL=http://127.0.0.1:" .. serve_port ..
+      "; cd " .. tmp .. "; "
   end)
   teardown(function()
     if tmp then
@@ -127,8 +131,18 @@ describe("the README's and docs' examples against kinot sim #sim #cli #slow", fu
     assert.are.equal(200, res.status)
   end
 
+  -- the page's directory, and the defaults of `kinot sim --daemon` and `kinot serve --daemon` in it
+  local function in_page(file)
+    return "mkdir -p '" .. file .. "' && cd '" .. file .. "' && export KINOT_SIM_PID_FILE=\"$PWD/sim.pid\"" ..
+      " KINOT_SERVE_PID_FILE=\"$PWD/serve.pid\" && "
+  end
+
   for _, file in ipairs(FILES) do
     it(file .. ": every ```sh line and its ```lua blocks", function()
+      -- what the page started in the background stops with it, even when it fails
+      finally(function()
+        sh(env .. in_page(file) .. "kinot serve stop; kinot sim stop")
+      end)
       local md = assert(read(H.root .. "/" .. file), file)
       local program = {}
       for _, b in ipairs(blocks(md)) do
@@ -136,8 +150,9 @@ describe("the README's and docs' examples against kinot sim #sim #cli #slow", fu
           reset()
           for k, line in ipairs(b.lines) do
             if line:match("%S") and not skipped(file, line) then
-              -- each page in a directory of its own: one page's files (a batch's journal) are not another's
-              local ok, out = sh(env .. "mkdir -p '" .. file .. "' && cd '" .. file .. "' && " .. line)
+              -- each page in a directory of its own: one page's files (a batch's journal, the pid
+              -- files of the simulator and the server it starts in the background) are not another's
+              local ok, out = sh(env .. in_page(file) .. line)
               assert(ok, file .. ":" .. (b.line + k) .. ": " .. line .. "\n" .. out)
             end
           end
@@ -151,7 +166,7 @@ describe("the README's and docs' examples against kinot sim #sim #cli #slow", fu
         local f = assert(io.open(path, "wb"))
         f:write(table.concat(program, "\n"), "\nio.write('ran to the end')\n")
         f:close()
-        local ok, out = sh(env .. "mkdir -p '" .. file .. "' && cd '" .. file .. "' && " .. RUNTIME .. " " .. path)
+        local ok, out = sh(env .. in_page(file) .. RUNTIME .. " " .. path)
         assert(ok and out:find("ran to the end", 1, true), file .. "'s lua blocks (" .. path .. "):\n" .. out)
       end
     end)

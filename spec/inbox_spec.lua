@@ -61,12 +61,12 @@ describe("callback.handler's Redis options (misuse) #unit", function()
     assert.has_error(function() callback.handler { secret = "s", dedupe = { redis = "http://x" } } end)
     assert.has_error(function()
       callback.handler { secret = "s", inbox = { redis = "redis://127.0.0.1:1" }, on_status = print }
-    end, "kinot: with an inbox, on_status and on_command belong to kinot.callback.worker, not the handler")
+    end, "kinot: with an inbox, on_status, on_command and fleet belong to kinot.callback.worker, not the handler")
     assert.has_error(function()
       callback.handler { secret = "s", inbox = { redis = "redis://127.0.0.1:1" }, dedupe = { redis = "redis://127.0.0.1:2" } }
     end, "kinot: dedupe.redis and inbox.redis must name the same Redis (the inbox dedupes as it appends)")
     assert.has_error(function() worker.new { redis = "redis://127.0.0.1:1" } end,
-      "kinot: callback.worker needs on_status or on_command")
+      "kinot: callback.worker needs on_status, on_command or fleet")
   end)
 end)
 

@@ -72,7 +72,10 @@ describe("kinot.json.encode: numbers #unit", function()
   end)
 
   it("is the only encoder: nothing under lua/ encodes with lua-cjson or formats numbers to 14 digits", function()
-    local p = io.popen("cd '" .. H.root .. "' && grep -rlnE --include='*.lua' -e 'require *[(]?.cjson' -e '%[.]14g' lua")
+    -- but kinot/fleet/rule.lua, which also runs inside Redis, whose own
+    -- cjson keeps 14 digits: it compares numbers at that precision there
+    local p = io.popen("cd '" .. H.root .. "' && grep -rlnE --include='*.lua' -e 'require *[(]?.cjson' -e '%[.]14g' lua" ..
+      " | grep -v '^lua/kinot/fleet/rule.lua$'")
     local found = p:read("*a")
     p:close()
     assert.are.equal("", found)

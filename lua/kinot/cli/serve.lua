@@ -9,8 +9,10 @@ local errors = require "kinot.errors"
 
 local M = {}
 
-M.DEFAULT_PID_FILE = "/tmp/kinot-serve.pid"
-M.DEFAULT_LISTEN = "127.0.0.1:8080"
+-- $KINOT_SERVE_PID_FILE and $KINOT_SERVE_LISTEN change the defaults (a
+-- script, or a test, that runs the documented commands somewhere else)
+M.DEFAULT_PID_FILE = os.getenv("KINOT_SERVE_PID_FILE") or "/tmp/kinot-serve.pid"
+M.DEFAULT_LISTEN = os.getenv("KINOT_SERVE_LISTEN") or "127.0.0.1:8080"
 
 local function usage(msg) errors.misuse(msg) end
 
@@ -25,7 +27,7 @@ function M.define(p, ex)
                "KINOT_API_TOKEN, KINOT_REDIS_URL). The JSON API and the twin: docs/fleet.md."))
   s:command_target("serve_sub")
   s:require_command(false)
-  s:option("--listen", "Address:port to listen on", M.DEFAULT_LISTEN)
+  s:option("--listen", "Address:port to listen on (default $KINOT_SERVE_LISTEN, else 127.0.0.1:8080)", M.DEFAULT_LISTEN)
   s:option("--redis", "Keep the twin in Redis (many hosts), redis://[:password@]host:port/db " ..
     "(default $KINOT_REDIS_URL; none: a lua_shared_dict on this host)")
   s:option("--groups", "CSV or JSON file mapping serials to zone / level / bay")
@@ -36,10 +38,10 @@ function M.define(p, ex)
   s:option("--workers", "nginx worker processes", "2"):convert(tonumber)
   s:option("--dict-size", "The lua_shared_dict's size (~100m per 100,000 devices)", "128m")
   s:flag("--daemon", "Run in the background (stop with `kinot serve stop`)")
-  s:option("--pid-file", "Where --daemon records the server (default " .. M.DEFAULT_PID_FILE .. ")")
+  s:option("--pid-file", "Where --daemon records the server (default $KINOT_SERVE_PID_FILE, else /tmp/kinot-serve.pid)")
   local stop = s:command("stop", "Stop a server started with --daemon")
     :epilog(ex { "kinot serve stop", "kinot serve stop --pid-file /run/kinot-serve.pid" })
-  stop:option("--pid-file", "As given to --daemon (default " .. M.DEFAULT_PID_FILE .. ")")
+  stop:option("--pid-file", "As given to --daemon (default $KINOT_SERVE_PID_FILE, else /tmp/kinot-serve.pid)")
 end
 
 local function serialize(v)

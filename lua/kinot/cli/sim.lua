@@ -7,7 +7,7 @@ local errors = require "kinot.errors"
 
 local M = {}
 
-M.DEFAULT_PID_FILE = "/tmp/kinot-sim.pid"
+M.DEFAULT_PID_FILE = os.getenv("KINOT_SIM_PID_FILE") or "/tmp/kinot-sim.pid" -- $KINOT_SIM_PID_FILE: another default
 local FAULT_KINDS = "latency, reset, status, throttle, gateway_throttle, gateway, malformed, truncated, oversize"
 
 local function usage(msg) require("kinot.errors").misuse(msg) end
@@ -35,9 +35,9 @@ function M.define(p, ex)
   sim:option("--paging", "How `offset` is read: page0 (page index from 0), page1 (page index from 1), rows (row offset)",
     "page0"):choices { "page0", "page1", "rows" }
   sim:flag("--daemon", "Run in the background (stop with `kinot sim stop`)")
-  sim:option("--pid-file", "Where --daemon records the simulator (default " .. M.DEFAULT_PID_FILE .. ")")
+  sim:option("--pid-file", "Where --daemon records the simulator (default $KINOT_SIM_PID_FILE, else /tmp/kinot-sim.pid)")
   local stop = sim:command("stop", "Stop a simulator started with --daemon")
-  stop:option("--pid-file", "As given to --daemon (default " .. M.DEFAULT_PID_FILE .. ")")
+  stop:option("--pid-file", "As given to --daemon (default $KINOT_SIM_PID_FILE, else /tmp/kinot-sim.pid)")
   stop:epilog(ex { "kinot sim stop", "kinot sim stop --pid-file /tmp/sim.pid" })
 
   local function target(c)

@@ -119,7 +119,7 @@ function M.load(source, group_by)
     end
     local place = {}
     for k, v in pairs(row) do
-      if k ~= "sn" and k ~= "line" then place[k] = type(v) == "number" and string.format("%.14g", v) or tostring(v) end
+      if k ~= "sn" and k ~= "line" then place[k] = type(v) == "number" and json.encode(v) or tostring(v) end
     end
     local group = place.group
     if not group then
