@@ -564,6 +564,19 @@ local function exit_code(e)
   return EXIT.api
 end
 
+-- the text of what was raised as a person sees it: a line break inside the
+-- platform's message, request id ... or an argument escaped like any other
+-- control (it could forge a line of its own), the lines the error's text
+-- puts between its parts kept (a wrong secret's two strings-to-sign)
+local function shown(e)
+  if not errors.is(e) then return output.escape(tostring(e)) end
+  local c = {}
+  for k, v in pairs(e) do
+    c[k] = type(v) == "string" and output.escape(v, k:find("string_to_sign$") ~= nil) or v
+  end
+  return tostring(setmetatable(c, getmetatable(e)))
+end
+
 -- reports what was raised on stderr: "kinot: ..." once, or with --json one
 -- JSON object { kind, message, status, code, request_id }
 local function report(out, e)
@@ -583,7 +596,7 @@ local function report(out, e)
   for _, k in ipairs { "status", "code", "request_id" } do
     if doc[k] == nil then doc[k] = json.null end
   end
-  out:failure(doc, tostring(e))
+  out:failure(doc, shown(e))
   return exit_code(e)
 end
 
@@ -610,7 +623,7 @@ function M.main(argv, io_opts)
     for _, a in ipairs(argv or {}) do if a == "--json" or a == "--jsonl" then as_json = true end end
     local base = output.new { json = as_json, stdout = io_opts and io_opts.stdout, stderr = io_opts and io_opts.stderr }
     base:failure({ kind = "usage", message = failed.message, status = json.null, code = json.null, request_id = json.null },
-      "kinot: " .. failed.message)
+      "kinot: " .. output.escape(failed.message))
     if not as_json then base.err:write(failed.parser:get_usage(), "\n") end
     return EXIT.usage
   end
