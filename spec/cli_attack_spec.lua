@@ -141,6 +141,32 @@ describe("kinot's errors against the simulator under attack #cli #sim", function
   end)
 end)
 
+describe("kinot notifications, the device type either way, under attack #cli #sim", function()
+  local sim, env
+  setup(function()
+    sim = H.sim { locks = 2, sensors = 2, dtus = 1 }
+    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
+  end)
+  teardown(function() sim.stop() end)
+
+  it("takes the same type in its two spellings, as argument and option, and refuses what is neither", function()
+    for _, args in ipairs { "18 --device-type lock", "lock --device-type 18", "34 --device-type sensor", "all --device-type all" } do
+      local out, err, rc = kinot("--json notifications get " .. args, env)
+      assert.are.equal(0, rc, args .. ": " .. err)
+      assert.is_table(json.decode(out), args)
+    end
+    local _, err, rc = kinot("notifications get 18 --device-type sensor", env)
+    assert.are.equal(2, rc, err)
+    assert.matches("given twice", err, 1, true)
+    -- a number in another spelling is not a device type (0x12 is 18 to tonumber, not to a person)
+    for _, given in ipairs { "0x12", "18.0", "' 18'", "1e1", "LOCK" } do
+      _, err, rc = kinot("notifications set " .. given .. " --status-url https://example.com/s", env)
+      assert.are.equal(2, rc, given .. ": " .. err)
+      assert.matches("device type must be", err, 1, true)
+    end
+  end)
+end)
+
 describe("bin/kinot under Lua 5.1 (re-exec under LuaJIT) #cli", function()
   local function have_lua51()
     local ok = os.execute("command -v lua5.1 >/dev/null 2>&1")

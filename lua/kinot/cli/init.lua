@@ -327,21 +327,34 @@ end
 
 -- the device types a `notifications get/set` names: positional or
 -- --device-type, the same on both; `all` is both types
+-- the device type code a word names ("18" or "lock" ...; "all" is itself),
+-- or nil: a number only as its decimal digits (tonumber would take " 18",
+-- "18.0" and "0x12" too)
+local function device_type_code(word)
+  if word == "all" then return "all" end
+  local dt = word:match("^%d+$") and tonumber(word) or word
+  local ok, code = pcall(validate.device_type, dt)
+  return ok and code or nil
+end
+
 local function device_types_of(args, sub)
   local pos, opt = args.device_type_arg, args.device_type
-  if pos and opt and pos ~= opt then
+  for _, given in ipairs { pos or false, opt or false } do
+    if given and not device_type_code(given) then
+      misuse("notifications " .. sub .. ": the device type must be " .. DEVICE_TYPE_HELP .. ", or all (got '" .. given .. "')")
+    end
+  end
+  -- the same type in its two spellings is given once
+  if pos and opt and device_type_code(pos) ~= device_type_code(opt) then
     misuse("notifications " .. sub .. ": the device type is given twice ('" .. pos .. "' and --device-type '" .. opt .. "')")
   end
   local given = pos or opt
   if not given then
     misuse("notifications " .. sub .. " needs a device type: " .. DEVICE_TYPE_HELP .. ", or all (as an argument or --device-type)")
   end
-  if given == "all" then return { vocabulary.device_codes.lock, vocabulary.device_codes.sensor }, true end
-  local dt = tonumber(given) or given
-  if not pcall(validate.device_type, dt) then
-    misuse("--device-type must be " .. DEVICE_TYPE_HELP .. ", or all (got '" .. tostring(given) .. "')")
-  end
-  return { dt }, false
+  local code = device_type_code(given)
+  if code == "all" then return { vocabulary.device_codes.lock, vocabulary.device_codes.sensor }, true end
+  return { code }, false
 end
 
 local function show_notification(args, out, r)
