@@ -211,3 +211,52 @@ describe("bin/kinot under Lua 5.1 (re-exec under LuaJIT) #cli", function()
     assert.are.equal(2, urc, uerr)
   end)
 end)
+
+describe("kinot worker's lines under attack #redis #cli", function()
+  local R = require "redis_server"
+  local r, dir
+  setup(function()
+    r = R.start {}
+    local p = io.popen("mktemp -d /tmp/kinot-attack.XXXXXX")
+    dir = p:read("*l")
+    p:close()
+    -- a handler whose error carries a line break and terminal controls
+    local f = assert(io.open(dir .. "/attack_handler.lua", "w"))
+    f:write('return function(ev) error("bad\\n\\27]0;pwned\\7 sn " .. tostring(ev.sn), 0) end\n')
+    f:close()
+  end)
+  teardown(function()
+    r.stop()
+    if dir then os.execute("rm -rf " .. dir) end
+  end)
+
+  it("a burst of SIGUSR1 during a blocking read: alive, a line of counts after the read; a handler's error on one line", function()
+    local p = io.popen(string.format("cd %s && LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' exec %s bin/kinot worker " ..
+      "--handler attack_handler --block 3 --stats-every 600 --max-attempts 1 --verbose >%s/w.log 2>&1 & echo $!",
+      H.root, dir, r.url, LUA, dir))
+    local pid = tonumber(p:read("*l"))
+    p:close()
+    finally(function() os.execute("kill -KILL " .. pid .. " 2>/dev/null") end)
+    local function alive() local ok = os.execute("kill -0 " .. pid) return ok == true or ok == 0 end
+    local function log()
+      local f = io.open(dir .. "/w.log")
+      local s = f and f:read("*a") or ""
+      if f then f:close() end
+      return s
+    end
+    assert.is_truthy(H.wait_for(function() return log():find("kinot worker ", 1, true) end, 10), log())
+    os.execute("sleep 0.3; for i in $(seq 1 200); do kill -USR1 " .. pid .. "; done")
+    assert.is_true(alive(), log())
+    assert.is_truthy(H.wait_for(function() return log():find("counts:", 1, true) end, 6), log())
+    local _, counts = log():gsub("counts:", "")
+    assert.is_true(counts >= 1 and counts <= 3, log()) -- held signals are one, taken between two reads
+    -- an entry whose handler fails: its error on one line, escaped
+    local c = r.client()
+    c:call("XADD", "kinot:callbacks", "*", "body", '{"sn":7}', "kind", "status")
+    assert.is_truthy(H.wait_for(function() return log():find("sn 7", 1, true) end, 6), log())
+    local text = log()
+    assert.matches("bad\\x0a\\x1b]0;pwned\\x07 sn 7", text, 1, true)
+    assert.is_nil(text:find("\27", 1, true), text)
+    assert.is_true(alive(), text)
+  end)
+end)
