@@ -94,6 +94,17 @@ describe("kinot's JSON under attack #unit", function()
   end)
 end)
 
+describe("escape() under attack #unit", function()
+  it("escapes every Bidi_Control code point, U+061C (ARABIC LETTER MARK) too, as Trojan Source lists them", function()
+    -- U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069
+    for _, cp in ipairs { 0x061C, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069 } do
+      local s = utf8 and utf8.char(cp) or (cp < 0x800 and string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64)
+        or string.char(0xE0 + math.floor(cp / 4096), 0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64))
+      assert.are.equal(string.format("a\\u%04xb", cp), output.escape("a" .. s .. "b"))
+    end
+  end)
+end)
+
 describe("kinot's stderr under attack #unit", function()
   it("an argument's line break does not start a line of its own in argparse's message", function()
     local _, err, rc = main { "lock\nkinot: all good\r" }

@@ -17,8 +17,10 @@ local byte, format, concat, floor = string.byte, string.format, table.concat, ma
 -- ------------------------------------------------------------ escaping
 
 -- code points shown escaped beside C0, DEL and C1: the bidirectional
--- overrides and isolates, which reorder what a terminal shows
-local BIDI = { [0x200E] = true, [0x200F] = true, [0x2028] = true, [0x2029] = true }
+-- controls (marks, overrides, isolates: Unicode's Bidi_Control, the
+-- Trojan Source list), which reorder what a terminal shows, and the line
+-- and paragraph separators
+local BIDI = { [0x061C] = true, [0x200E] = true, [0x200F] = true, [0x2028] = true, [0x2029] = true }
 for cp = 0x202A, 0x202E do BIDI[cp] = true end
 for cp = 0x2066, 0x2069 do BIDI[cp] = true end
 
