@@ -343,21 +343,34 @@ end
 
 -- the device types a `notifications get/set` names: positional or
 -- --device-type, the same on both; `all` is both types
+-- the device type code a word names ("18" or "lock" ...; "all" is itself),
+-- or nil: a number only as its decimal digits (tonumber would take " 18",
+-- "18.0" and "0x12" too)
+local function device_type_code(word)
+  if word == "all" then return "all" end
+  local dt = word:match("^%d+$") and tonumber(word) or word
+  local ok, code = pcall(validate.device_type, dt)
+  return ok and code or nil
+end
+
 local function device_types_of(args, sub)
   local pos, opt = args.device_type_arg, args.device_type
-  if pos and opt and pos ~= opt then
+  for _, given in ipairs { pos or false, opt or false } do
+    if given and not device_type_code(given) then
+      misuse("notifications " .. sub .. ": the device type must be " .. DEVICE_TYPE_HELP .. ", or all (got '" .. given .. "')")
+    end
+  end
+  -- the same type in its two spellings is given once
+  if pos and opt and device_type_code(pos) ~= device_type_code(opt) then
     misuse("notifications " .. sub .. ": the device type is given twice ('" .. pos .. "' and --device-type '" .. opt .. "')")
   end
   local given = pos or opt
   if not given then
     misuse("notifications " .. sub .. " needs a device type: " .. DEVICE_TYPE_HELP .. ", or all (as an argument or --device-type)")
   end
-  if given == "all" then return { vocabulary.device_codes.lock, vocabulary.device_codes.sensor }, true end
-  local dt = tonumber(given) or given
-  if not pcall(validate.device_type, dt) then
-    misuse("--device-type must be " .. DEVICE_TYPE_HELP .. ", or all (got '" .. tostring(given) .. "')")
-  end
-  return { dt }, false
+  local code = device_type_code(given)
+  if code == "all" then return { vocabulary.device_codes.lock, vocabulary.device_codes.sensor }, true end
+  return { code }, false
 end
 
 local function show_notification(args, out, r)
@@ -582,6 +595,19 @@ local function exit_code(e)
   return EXIT.api
 end
 
+-- the text of what was raised as a person sees it: a line break inside the
+-- platform's message, request id ... or an argument escaped like any other
+-- control (it could forge a line of its own), the lines the error's text
+-- puts between its parts kept (a wrong secret's two strings-to-sign)
+local function shown(e)
+  if not errors.is(e) then return output.escape(tostring(e)) end
+  local c = {}
+  for k, v in pairs(e) do
+    c[k] = type(v) == "string" and output.escape(v, k:find("string_to_sign$") ~= nil) or v
+  end
+  return tostring(setmetatable(c, getmetatable(e)))
+end
+
 -- reports what was raised on stderr: "kinot: ..." once, or with --json one
 -- JSON object { kind, message, status, code, request_id }
 local function report(out, e)
@@ -601,7 +627,7 @@ local function report(out, e)
   for _, k in ipairs { "status", "code", "request_id" } do
     if doc[k] == nil then doc[k] = json.null end
   end
-  out:failure(doc, tostring(e))
+  out:failure(doc, shown(e))
   return exit_code(e)
 end
 
@@ -628,7 +654,7 @@ function M.main(argv, io_opts)
     for _, a in ipairs(argv or {}) do if a == "--json" or a == "--jsonl" then as_json = true end end
     local base = output.new { json = as_json, stdout = io_opts and io_opts.stdout, stderr = io_opts and io_opts.stderr }
     base:failure({ kind = "usage", message = failed.message, status = json.null, code = json.null, request_id = json.null },
-      "kinot: " .. failed.message)
+      "kinot: " .. output.escape(failed.message))
     if not as_json then base.err:write(failed.parser:get_usage(), "\n") end
     return EXIT.usage
   end

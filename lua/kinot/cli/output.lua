@@ -17,8 +17,10 @@ local byte, format, concat, floor = string.byte, string.format, table.concat, ma
 -- ------------------------------------------------------------ escaping
 
 -- code points shown escaped beside C0, DEL and C1: the bidirectional
--- overrides and isolates, which reorder what a terminal shows
-local BIDI = { [0x200E] = true, [0x200F] = true, [0x2028] = true, [0x2029] = true }
+-- controls (marks, overrides, isolates: Unicode's Bidi_Control, the
+-- Trojan Source list), which reorder what a terminal shows, and the line
+-- and paragraph separators
+local BIDI = { [0x061C] = true, [0x200E] = true, [0x200F] = true, [0x2028] = true, [0x2029] = true }
 for cp = 0x202A, 0x202E do BIDI[cp] = true end
 for cp = 0x2066, 0x2069 do BIDI[cp] = true end
 
@@ -270,6 +272,40 @@ local function unescape_slashes(text)
   return (text:gsub("(\\+)/", function(run) if #run % 2 == 1 then return run:sub(2) .. "/" end end))
 end
 
+local REPLACEMENT = "\239\191\189" -- U+FFFD
+
+-- s with each byte of invalid UTF-8 as U+FFFD: JSON text is UTF-8, and a
+-- strict reader refuses the line otherwise (the C decoder lets such bytes
+-- through from a body)
+local function valid_utf8(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, i, n, from = {}, 1, #s, 1
+  while i <= n do
+    local b = byte(s, i)
+    if b < 0x80 then
+      i = i + 1
+    else
+      local len = utf8_at(s, i, b)
+      if len then i = i + len
+      else
+        out[#out + 1] = s:sub(from, i - 1)
+        out[#out + 1] = REPLACEMENT
+        i = i + 1
+        from = i
+      end
+    end
+  end
+  if from == 1 then return s end
+  out[#out + 1] = s:sub(from)
+  return concat(out)
+end
+M.valid_utf8 = valid_utf8
+
+local function string_text(v)
+  if not v:find('[%c"\\/\128-\255]') then return '"' .. v .. '"' end
+  return unescape_slashes(json.encode(valid_utf8(v)))
+end
+
 local encode
 
 -- what JSON cannot carry raises misuse, as kinot.json.check says it
@@ -310,7 +346,7 @@ local function encode_table(t, shape, out, depth)
   out[#out + 1] = "{"
   for i, k in ipairs(keys) do
     if i > 1 then out[#out + 1] = "," end
-    out[#out + 1] = KEY_TEXT[k] or unescape_slashes(json.encode(k))
+    out[#out + 1] = KEY_TEXT[k] or string_text(k)
     out[#out + 1] = ":"
     encode(t[k], shape.fields and shape.fields[k], out, depth + 1)
   end
@@ -318,20 +354,32 @@ local function encode_table(t, shape, out, depth)
 end
 
 local INT_LIMIT = 2 ^ 53
+-- a number as JSON: a whole one within +-2^53 (or a Lua 5.4 integer) as
+-- its digits, any other float in the fewest digits that read back as the
+-- same double (lua-cjson's 14 would not), -0.0 as such ("-0" reads back as
+-- the integer 0); NaN and inf, which JSON cannot carry, came from a body
+-- (1e400 decodes to inf): the platform's answer is refused as undecodable
+-- (json_text names where)
+local NOT_FINITE = {}
+local function number_text(v)
+  if v ~= v or v == math.huge or v == -math.huge then error(NOT_FINITE, 0) end
+  if math.type and math.type(v) == "integer" then return format("%d", v) end
+  if v == floor(v) and v >= -INT_LIMIT and v <= INT_LIMIT then
+    if v == 0 and 1 / v < 0 then return "-0.0" end
+    return format("%d", v)
+  end
+  for digits = 15, 17 do
+    local s = format("%." .. digits .. "g", v)
+    if tonumber(s) == v then return s end
+  end
+end
 
 function encode(v, shape, out, depth)
   local t = type(v)
   if t == "table" then return encode_table(v, shape, out, depth) end
-  -- the common cases here (a string with nothing to escape, a whole
-  -- number within +-2^53: its exact digits); any other value as the SDK's
-  -- encoder writes it (kinot.json), "/" as it is
-  if t == "string" and not v:find('[%c"\\/]') then
-    out[#out + 1] = '"' .. v .. '"'
-  elseif t == "number" and v == floor(v) and v > -INT_LIMIT and v < INT_LIMIT and (v ~= 0 or 1 / v > 0) then
-    out[#out + 1] = format("%d", v)
-  else
-    out[#out + 1] = t == "string" and unescape_slashes(json.encode(v)) or json.encode(v)
-  end
+  if t == "string" then out[#out + 1] = string_text(v)
+  elseif t == "number" then out[#out + 1] = number_text(v)
+  else out[#out + 1] = json.encode(v) end -- true, false, null
 end
 
 --- json_text(v[, shape]) -> one line of JSON: keys in the shape's order (a
@@ -339,8 +387,20 @@ end
 function M.json_text(v, shape)
   if type(shape) == "string" then shape = assert(S[shape], "no JSON shape " .. shape) end
   local out = {}
-  encode(v, shape, out, 1)
-  return concat(out)
+  local ok, err = pcall(encode, v, shape, out, 1)
+  if ok then return concat(out) end
+  if err ~= NOT_FINITE then error(err, 0) end
+  -- where the first number JSON cannot carry is, for the message
+  local function find(x, where, depth)
+    if type(x) == "number" and (x ~= x or x == math.huge or x == -math.huge) then return where .. " (" .. tostring(x) .. ")" end
+    if type(x) ~= "table" or depth > 1000 then return nil end
+    for k, y in pairs(x) do
+      local found = find(y, where .. (type(k) == "string" and ("." .. k) or ("[" .. tostring(k) .. "]")), depth + 1)
+      if found then return found end
+    end
+  end
+  error(require("kinot.errors").new("decode", "the answer holds a number JSON cannot carry, at " ..
+    (find(v, "", 1) or "?"):gsub("^%.", "")), 0)
 end
 
 function M:emit_json(v, shape)
