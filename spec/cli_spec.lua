@@ -246,7 +246,7 @@ describe("kinot CLI #cli #sim", function()
     assert.matches("^kinot: %-%-status%-url must be an http", err)
     _, err, rc = run("notifications set --device-type car --command-url http://127.0.0.1:9/c")
     assert.are.equal(2, rc)
-    assert.matches("^kinot: %-%-device%-type must be", err)
+    assert.matches("^kinot: notifications set: the device type must be 18 / lock or 34 / sensor, or all %(got .car.%)", err)
     for _, bad in ipairs { "command send 419600001 --value abc", "lockers --limit ten", "sensors --offset x",
                            "command wait abc --wait-timeout soon", "--timeout long lockers",
                            "command send 419600001 --value 1e999" } do
