@@ -98,6 +98,72 @@ describe("send_commands attacks: one device, many spellings #unit", function()
   end)
 end)
 
+-- the journal and its C calls alone (no simulator, no shell: the block
+-- that runs under ASan, spec/batch_attack_spec.lua --tags=unit)
+describe("batch journal: its file, its lock, its repair #unit", function()
+  local journal = require "kinot.batch.journal"
+  local plan = { { sn = 419600001, value = 1 }, { sn = 419600002, value = 1 } }
+  local fp = journal.fingerprint(plan, "handle")
+
+  it("a new journal: its header on the disk, the lock held until close, then free", function()
+    local p = tmpname()
+    finally(function() cleanup(p) end)
+    local j = assert(journal.open(p, fp, 2, plan))
+    assert.matches('^{.*"journal":"kinot%-batch"', read(p))
+    local m = misuse_of(journal.open, p, fp, 2, plan)
+    assert.matches("in use by another run", m)
+    assert.is_true(j:write { { i = 1, sn = 419600001, at = "sending" } })
+    assert.is_true(j:write({ { i = 1, at = "created", guid = "G1", status = "sending" } }, false))
+    assert.is_true(j:sync())
+    j:close()
+    j:close() -- idempotent
+    local j2 = assert(journal.open(p, fp, 2, plan))
+    assert.are.equal("created", j2.found[1].at)
+    assert.is_nil(j2.found[2])
+    j2:close()
+  end)
+
+  it("a torn last line is cut off in place: the same file, still locked", function()
+    local p = tmpname()
+    finally(function() cleanup(p) end)
+    local j = assert(journal.open(p, fp, 2, plan))
+    assert(j:write { { i = 2, sn = 419600002, at = "sending" } })
+    j:close()
+    local whole = read(p)
+    append(p, '{"i":2,"at":"crea')
+    local j2 = assert(journal.open(p, fp, 2, plan))
+    assert.are.equal(whole, read(p))
+    assert.are.equal("sending", j2.found[2].at)
+    -- the file it cut is the file it locked
+    assert.matches("in use by another run", misuse_of(journal.open, p, fp, 2, plan))
+    j2:close()
+  end)
+
+  it("not a regular file, or nowhere: an error naming the path and why, before anything", function()
+    for path, why in pairs { ["/dev/null"] = "not a regular file", ["/tmp"] = "Is a directory",
+                             ["/nonexistent-dir/j"] = "No such file or directory" } do
+      local j, err = journal.open(path, fp, 2, plan)
+      assert.is_nil(j)
+      assert.matches(path:gsub("%-", "%%-") .. ": " .. why, err.message)
+    end
+  end)
+
+  it("the C calls refuse what they cannot take", function()
+    local ok, e = pcall(core.unlock_file, -1)
+    assert.is_false(ok)
+    assert.matches("lock_file", tostring(e.message or e))
+    ok, e = pcall(core.truncate_file, 0, -1)
+    assert.is_false(ok)
+    assert.matches("size", tostring(e.message or e))
+    local nok, msg = core.truncate_file(1048576, 0)
+    assert.is_nil(nok)
+    assert.matches("Bad file descriptor", msg)
+    nok, msg = core.append_durable("/nonexistent-dir/x", "a")
+    assert.is_nil(nok)
+    assert.matches("/nonexistent%-dir/x: No such file or directory", msg)
+  end)
+end)
+
 describe("send_commands attacks: hostile journals #sim", function()
   local sim, c
   setup(function()
