@@ -523,6 +523,100 @@ describe("send_commands attacks: timeouts and Retry-After #sim", function()
   end)
 end)
 
+describe("send_commands attacks: each command's record synced before its POST is written #sim", function()
+  local sim
+  setup(function() sim = H.sim { locks = 100, command_pace = 0.02 } end)
+  teardown(function() sim.stop() end)
+
+  it("seen by strace: the journal's write and fsync come before each POST /commands on the socket", function()
+    if not os.execute("command -v strace >/dev/null 2>&1") then pending("strace is not installed") return end
+    local j, trace, script = tmpname(), tmpname(), tmpname() .. ".lua"
+    finally(function() cleanup(j, trace, script) end)
+    local f = assert(io.open(script, "w"))
+    f:write(string.format([[
+      local c = require("kinot").new { app_key = %q, app_secret = %q, endpoint = %q }
+      local items = {}
+      for i = 1, 40 do items[i] = %d + i - 1 end
+      local _, s = c:send_commands(items, { parameter = { value = 1 }, concurrency = 8, journal = %q })
+      io.write(s.pending)
+    ]], sim.app_key, sim.app_secret, sim.endpoint, FIRST, j))
+    f:close()
+    local p = io.popen(string.format("cd %s && LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH=%q strace -f -qq -s 65536 " ..
+      "-e trace=openat,write,fsync,close,sendto,sendmsg,writev -o %s %s %s 2>&1", H.root, package.cpath, trace, LUA, script))
+    local out = p:read("*a")
+    p:close()
+    assert.are.equal("40", out)
+    local jfd, written, synced, posts = {}, {}, {}, 0
+    for line in read(trace):gmatch("[^\n]+") do
+      local pid, rest = line:match("^(%d+)%s+(.*)$")
+      rest = rest or line
+      local fd = rest:match('^openat%(AT_FDCWD, "' .. j:gsub("%p", "%%%0") .. '", O_WRONLY.-%) = (%d+)$')
+      if fd then jfd[pid .. ":" .. fd] = true end
+      local cfd = rest:match("^close%((%d+)%)")
+      if cfd then jfd[pid .. ":" .. cfd] = nil end
+      local wfd, data = rest:match('^write%((%d+), "(.*)", %d+%) = %d+$')
+      if wfd and jfd[pid .. ":" .. wfd] then
+        for sn in data:gmatch('\\"at\\":\\"sending\\",\\"i\\":%d+,\\"sn\\":(%d+)') do written[sn] = true end
+      end
+      local ffd = rest:match("^fsync%((%d+)%)%s+= 0")
+      if ffd and jfd[pid .. ":" .. ffd] then
+        for sn in pairs(written) do synced[sn] = true end
+      end
+      -- a POST on a socket (not a write to the journal): its body names the serial
+      local sfd = rest:match("^%a+%((%d+),")
+      if rest:find('\\"command\\":1', 1, true) and not jfd[pid .. ":" .. tostring(sfd)] then
+        local sn = rest:match('\\"sn\\":(%d+)')
+        posts = posts + 1
+        assert.is_true(synced[sn] == true, "POST for " .. tostring(sn) .. " before its record was synced: " ..
+          rest:sub(1, 200))
+      end
+    end
+    assert.are.equal(40, posts)
+  end)
+end)
+
+describe("send_commands attacks: abort_after while commands are in flight #sim", function()
+  local sim
+  setup(function() sim = H.sim { locks = 300, command_pace = 0.02 } end)
+  teardown(function() sim.stop() end)
+
+  it("under failures, resets and 429s: every item accounted for; resumed, the skipped ones go once", function()
+    local j = tmpname()
+    finally(function() cleanup(j) end)
+    sim.reset()
+    H.json("POST", sim.admin .. "/config", { failure_rate = 0.4 })
+    sim.fault { kind = "reset", after = true, share = 0.05, endpoint = "POST /commands" }
+    sim.fault { kind = "throttle", retry_after = 0, share = 0.1, endpoint = "POST /commands" }
+    local c = sim.client()
+    local items = serials(250)
+    local r1, s1 = c:send_commands(items, { parameter = { value = 1 }, concurrency = 16, wait = true, abort_after = 8,
+                                            journal = j, wait_timeout = 10 })
+    assert.matches("^abort_after", s1.aborted)
+    local count = { succeeded = 0, failed = 0, unknown = 0, skipped = 0, sent = 0 }
+    for _, r in ipairs(r1) do
+      assert.is_not_nil(count[r.outcome], "item without an outcome: " .. json.encode(r))
+      count[r.outcome] = count[r.outcome] + 1
+    end
+    assert.are.same({ succeeded = s1.succeeded, failed = s1.failed, unknown = s1.unknown, skipped = s1.skipped,
+                      sent = s1.pending }, count)
+    assert.are.equal(250, s1.succeeded + s1.failed + s1.unknown + s1.skipped + s1.pending)
+    assert.is_true(s1.skipped > 0)
+    local per, twice = created(sim)
+    assert.are.same({}, twice)
+    agrees(r1, per)
+    -- resumed without faults: what was skipped goes, once; nothing else
+    sim.call("DELETE", "/faults")
+    H.json("POST", sim.admin .. "/config", { failure_rate = 0 })
+    local r2, s2 = c:send_commands(items, { parameter = { value = 1 }, concurrency = 16, journal = j })
+    assert.are.equal(s1.skipped, s2.sent)
+    assert.are.equal(s1.unknown, s2.unknown)
+    per, twice = created(sim)
+    assert.are.same({}, twice)
+    agrees(r2, per)
+    c:close()
+  end)
+end)
+
 describe("kinot command wait --from: a guid the platform does not know #cli #sim", function()
   local sim
   setup(function() sim = H.sim { locks = 10, command_pace = 0.02 } end)
