@@ -214,6 +214,21 @@ describe("send_commands attacks: hostile journals #sim", function()
     return j
   end
 
+  it("a journal of another batch: the same serials in another order, another key, a value changed", function()
+    local j = first_run()
+    finally(function() cleanup(j) end)
+    local items = serials(5)
+    local reversed = {}
+    for i = 1, 5 do reversed[i] = items[6 - i] end
+    local changed = { items[1], items[2], { sn = items[3], value = 2 }, items[4], items[5] }
+    for _, case in ipairs { { reversed, { value = 1 } }, { items, { key = "bt_code", value = 1 } },
+                            { changed, { value = 1 } }, { items, { value = "1" } } } do
+      assert.matches("belongs to another batch",
+        misuse_of(c.send_commands, c, case[1], { parameter = case[2], journal = j }))
+    end
+    assert.are.equal(5, sim.counters().commands_created)
+  end)
+
   it("a record of a kind this version does not know, after 'sending': refused, not sent again", function()
     local j = first_run()
     finally(function() cleanup(j) end)
