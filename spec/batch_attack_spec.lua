@@ -480,6 +480,22 @@ describe("send_commands attacks: timeouts and Retry-After #sim", function()
     c:close()
   end)
 
+  it("rate: re-sends after 429s count too, so no more POSTs a second than asked", function()
+    local c = sim.client()
+    sim.fault { kind = "throttle", retry_after = 0, share = 0.3, endpoint = "POST /commands" }
+    local t0 = core.monotonic()
+    local results, s = c:send_commands(serials(20), { parameter = { value = 1 }, concurrency = 8, rate = 10 })
+    local took = core.monotonic() - t0
+    local posts = sim.counters().endpoints["POST /commands"]
+    assert.are.equal(20, s.pending)
+    assert.is_true(posts > 20)
+    assert.is_true(took >= (posts - 1) / 10, posts .. " POSTs at rate 10 in " .. took .. " s")
+    local per, twice = created(sim)
+    assert.are.same({}, twice)
+    agrees(results, per)
+    c:close()
+  end)
+
   it("Retry-After as an HTTP date: the batch holds until then", function()
     local c = sim.client()
     local now = os.time() + 3
@@ -652,5 +668,28 @@ describe("kinot command wait --from: a guid the platform does not know #cli #sim
     local line = json.decode(out:match("^[^\n]+"))
     assert.are.equal("not_found", line.error_kind, out)
     assert.are.equal("3", out:match("rc=(%d+)"), out)
+  end)
+
+  it("a wait that runs out is 6; the same commands followed to their end later, 0", function()
+    local list, out = tmpname(), tmpname()
+    finally(function() os.remove(list) os.remove(out) end)
+    local f = assert(io.open(list, "w"))
+    f:write("419600001\n419600002\n")
+    f:close()
+    H.json("POST", sim.admin .. "/config", { command_pace = 1 })
+    local env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret,
+      sim.endpoint)
+    local p = io.popen(string.format("cd %s && %s %s bin/kinot command send --from %s --wait --wait-timeout 0.5 " ..
+      "--jsonl > %s 2>/dev/null; echo rc=$?", H.root, env, LUA, list, out))
+    local rc = p:read("*a")
+    p:close()
+    assert.are.equal("6", rc:match("rc=(%d+)"), read(out))
+    H.json("POST", sim.admin .. "/config", { command_pace = 0.02 })
+    p = io.popen(string.format("cd %s && %s %s bin/kinot command wait --from %s --wait-timeout 20 >/dev/null " ..
+      "2>&1; echo rc=$?", H.root, env, LUA, out))
+    rc = p:read("*a")
+    p:close()
+    assert.are.equal("0", rc:match("rc=(%d+)"))
+    assert.are.equal(2, sim.counters().commands_created)
   end)
 end)
