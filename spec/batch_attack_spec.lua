@@ -496,6 +496,34 @@ describe("send_commands attacks: timeouts and Retry-After #sim", function()
     c:close()
   end)
 
+  it("concurrency: halved by 429s, grown back, never more requests in flight than asked (sends and polls)", function()
+    local inflight, most, limits = 0, 0, {}
+    local c = sim.client { on_event = function(ev)
+      if ev.type == "request" then
+        inflight = inflight + 1
+        if inflight > most then most = inflight end
+      elseif ev.type == "response" then
+        inflight = inflight - 1
+      end
+    end }
+    sim.fault { kind = "throttle", retry_after = 0, share = 0.2 }
+    local results, s = c:send_commands(serials(80), { parameter = { value = 1 }, concurrency = 4, wait = true,
+      wait_timeout = 20, on_progress = function(p) limits[#limits + 1] = p.concurrency end })
+    assert.are.equal(80, s.succeeded)
+    assert.are.equal(0, inflight)
+    assert.is_true(most <= 4, most .. " requests in flight at concurrency 4")
+    local low = math.huge
+    for _, l in ipairs(limits) do
+      assert.is_true(l >= 1 and l <= 4, l)
+      low = math.min(low, l)
+    end
+    assert.is_true(low < 4 and s.throttled > 0, "never halved")
+    local per, twice = created(sim)
+    assert.are.same({}, twice)
+    agrees(results, per)
+    c:close()
+  end)
+
   it("Retry-After as an HTTP date: the batch holds until then", function()
     local c = sim.client()
     local now = os.time() + 3
