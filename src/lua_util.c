@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -112,7 +113,7 @@ static int l_append_durable(lua_State *L) {
     int sync = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
     int fd, saved;
     do {
-        fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0600);
+        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) goto failed;
     while (done < n) {
@@ -138,25 +139,71 @@ failed:
     return 2;
 }
 
-/* lock_file(path) -> fd | nil, message, busy: an exclusive flock(2) on the
- * file (created 0600 if absent), held until unlock_file(fd) or the
- * process's end, a SIGKILL included (the kernel drops it): two runs of one
- * batch journal at once would both send.  busy: another holds it.  flock,
- * not POSIX's fcntl lock: that one belongs to the process (a second batch
- * in the same process would get it too) and goes with the first close of
- * any descriptor of the file, which append_durable makes at each record. */
-static int l_lock_file(lua_State *L) {
-    const char *path = kn_check_lstring(L, 1, "lock_file's path", NULL);
-    int fd, saved;
-    do {
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-        saved = errno;
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s: %s", path, strerror(saved));
-        return 2;
+/* the directory holding path, synced: a file just created there is on the
+ * disk under its name (an fsync of the file alone does not say so).  dir:
+ * room for path's length + 2. */
+static int sync_parent(const char *path, size_t n, char *dir) {
+    int dfd, rc, saved;
+    size_t k = n;
+    while (k > 0 && path[k - 1] != '/') k--;
+    while (k > 1 && path[k - 1] == '/') k--;
+    if (k == 0) {
+        dir[0] = '.';
+        k = 1;
+    } else {
+        memcpy(dir, path, k);
     }
+    dir[k] = '\0';
+    do {
+        dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    } while (dfd < 0 && errno == EINTR);
+    if (dfd < 0) return -1;
+    rc = fsync(dfd);
+    saved = errno;
+    close(dfd);
+    errno = saved;
+    return rc;
+}
+
+/* lock_file(path) -> fd | nil, message, busy: the file (created 0600 if
+ * absent, its directory synced then) opened read-write and an exclusive
+ * flock(2) taken on it, held until unlock_file(fd) or the process's end, a
+ * SIGKILL included (the kernel drops it): two runs of one batch journal at
+ * once would both send.  The lock is the file's (its inode's), so a second
+ * run reaching it through a symlink or a hard link is refused too.  Only a
+ * regular file: a FIFO would block its reader, /dev/null would swallow the
+ * journal.  busy: another holds it.  flock, not POSIX's fcntl lock: that
+ * one belongs to the process (a second batch in the same process would get
+ * it too) and goes with the first close of any descriptor of the file,
+ * which append_durable makes at each record. */
+static int l_lock_file(lua_State *L) {
+    size_t n;
+    const char *path = kn_check_lstring(L, 1, "lock_file's path", &n);
+    /* (allocated before any descriptor is open: an allocation error raises) */
+    char *dir = lua_newuserdata(L, n + 2);
+    int fd, saved, created = 0, tries = 0;
+    struct stat st;
+    const char *why = NULL;
+    /* (a dangling symlink: there and not there at once; given up on) */
+    for (; tries < 16; tries++) {
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NONBLOCK, 0600);
+        if (fd >= 0) {
+            created = 1;
+            break;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EEXIST) break;
+        fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+        if (fd >= 0 || (errno != EINTR && errno != ENOENT)) break;
+    }
+    if (fd < 0 && errno == EEXIST) errno = ENOENT;
+    if (fd < 0) goto failed;
+    if (fstat(fd, &st) != 0) goto failed_open;
+    if (!S_ISREG(st.st_mode)) {
+        why = "not a regular file";
+        goto failed_open;
+    }
+    if (created && sync_parent(path, n, dir) != 0) goto failed_open;
     while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno == EINTR) continue;
         saved = errno;
@@ -167,6 +214,38 @@ static int l_lock_file(lua_State *L) {
         return 3;
     }
     lua_pushinteger(L, fd);
+    return 1;
+failed_open:
+    saved = errno;
+    close(fd);
+    errno = saved;
+failed:
+    saved = errno;
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, why ? why : strerror(saved));
+    return 2;
+}
+
+/* truncate_file(fd, size) -> true | nil, message: the file of lock_file's
+ * fd cut to size bytes and synced (a journal's torn last line cut off in
+ * place: the file, and so its lock, stay the same) */
+static int l_truncate_file(lua_State *L) {
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    lua_Integer size = luaL_checkinteger(L, 2);
+    int rc, saved;
+    if (fd < 0 || fd > 1 << 30) return kn_misuse(L, "truncate_file expects what lock_file returned");
+    if (size < 0) return kn_misuse(L, "truncate_file's size must be >= 0");
+    do {
+        rc = ftruncate((int)fd, (off_t)size);
+    } while (rc != 0 && errno == EINTR);
+    if (rc == 0) rc = fsync((int)fd);
+    if (rc != 0) {
+        saved = errno;
+        lua_pushnil(L);
+        lua_pushfstring(L, "truncate: %s", strerror(saved));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -190,6 +269,7 @@ void kn_open_util(lua_State *L) {
                                      {"append_durable", l_append_durable},
                                      {"lock_file", l_lock_file},
                                      {"unlock_file", l_unlock_file},
+                                     {"truncate_file", l_truncate_file},
                                      {NULL, NULL}};
     luaL_setfuncs(L, funcs, 0);
 }

@@ -116,7 +116,7 @@ function M.run(client, items, opts, command)
   local journal
   if o.journal then
     local jerr
-    journal, jerr = journal_mod.open(o.journal, journal_mod.fingerprint(plan, o.key), #plan)
+    journal, jerr = journal_mod.open(o.journal, journal_mod.fingerprint(plan, o.key), #plan, plan)
     if not journal then return nil, jerr end -- the batch cannot start: nothing was sent
   end
   -- the journal's lock goes on every way out, an error raised by on_progress too
@@ -268,11 +268,12 @@ function drive(client, o, plan, command, guids, journal)
     local round, kinds, next_at = {}, {}, math.huge
     for i in pairs(polls) do
       local r = results[i]
-      if #round < limit and r.next_poll <= t then
+      local due = max(r.next_poll, hold_until) -- (a Retry-After holds the polls too)
+      if #round < limit and due <= t then
         local k = #round + 1
         round[k], kinds[k] = i, "poll"
       else
-        next_at = min(next_at, r.next_poll)
+        next_at = min(next_at, due)
       end
     end
     local allowed = limit - #round
@@ -407,6 +408,11 @@ function drive(client, o, plan, command, guids, journal)
               records[#records + 1] = { i = i, at = "final", guid = r.guid, status = cmd.command_status,
                                         reason = cmd.reason }
             end
+          elseif err.kind == "throttled" then
+            -- the batch slows down for a throttled poll as for a command
+            summary.throttled = summary.throttled + 1
+            throttled = true
+            if err.retry_after then after = max(after or 0, min(err.retry_after, client.max_retry_after)) end
           elseif not err.retryable then
             polls[i] = nil -- it was created; what became of it, the platform does not say
             r.error = err

@@ -38,16 +38,30 @@ end
 local Journal = {}
 Journal.__index = Journal
 
---- open(path, fingerprint, n) -> journal | nil, err.  journal.found[i]: the
--- last record of item i from an earlier run (nil: none).  A journal of
--- another batch raises misuse (the caller gave the wrong file, or changed
--- the items or their parameter).
-function M.open(path, fingerprint, n)
+-- what may follow what in one item's history (across runs): a command is
+-- journaled "sending" before it goes, and only an answer saying the
+-- platform did not act on it ("not_sent") lets it go again.  A history
+-- outside these (a record edited in, or of a kind this version does not
+-- know) is refused: read another way, it could send a command twice.
+local AFTER = {
+  sending = { [false] = true, not_sent = true },
+  not_sent = { sending = true }, created = { sending = true }, failed = { sending = true },
+  unknown = { sending = true }, final = { created = true },
+}
+
+--- open(path, fingerprint, n[, plan]) -> journal | nil, err.  journal.found[i]:
+-- the last record of item i from an earlier run (nil: none).  A journal of
+-- another batch, or one whose records cannot be read as this batch's
+-- (plan: its serials, checked against the "sending" records), raises
+-- misuse (the caller gave the wrong file, changed the items or their
+-- parameter, or the file was edited).
+function M.open(path, fingerprint, n, plan)
   local found = {}
   -- one run of a batch at a time: two would both send what neither had
-  -- journaled.  The lock is on a file beside the journal, which a repair
-  -- replaces (a new inode would not carry the lock)
-  local fd, lerr, busy = core.lock_file(path .. ".lock")
+  -- journaled.  The lock is the journal's own (its inode's: a run through
+  -- a symlink or a hard link meets it too), and a torn line is cut off in
+  -- place, so that the locked file stays the journal
+  local fd, lerr, busy = core.lock_file(path)
   if not fd then
     if busy then
       errors.misuse("journal " .. path .. " is in use by another run of this batch (two at once would send " ..
@@ -55,62 +69,71 @@ function M.open(path, fingerprint, n)
     end
     return nil, errors.new("internal", "the batch journal could not be written: " .. tostring(lerr))
   end
-  local ok, self, err = pcall(M.read, path, fingerprint, n, found, fd)
+  local ok, self, err = pcall(M.read, path, fingerprint, n, found, fd, plan)
   if not ok or not self then core.unlock_file(fd) end
   if not ok then error(self, 0) end
   return self, err
 end
 
 -- (open's second half, under the lock)
-function M.read(path, fingerprint, n, found, fd)
+function M.read(path, fingerprint, n, found, fd, plan)
   local any = false
-  local f = io.open(path, "rb")
-  if f then
-    local text = f:read("*a")
-    f:close()
-    local lines = {}
-    for line in text:gmatch("[^\n]*\n?") do
-      if line ~= "" then lines[#lines + 1] = line end
-    end
-    for ln, line in ipairs(lines) do
-      local complete = line:sub(-1) == "\n"
-      local rec = complete and json.decode(line:sub(1, -2))
-      if type(rec) ~= "table" then
-        -- a last line cut short: the batch died inside its write, before the
-        -- fsync returned, so before what it announced was done
-        if ln == #lines and not complete and ln > 1 then
-          -- cut it off (a new file in its place), or the next record would
-          -- join it into a line that reads as nothing
-          local kept = text:sub(1, #text - #line)
-          local tmp = path .. ".tmp"
-          os.remove(tmp)
-          local ok, msg = core.append_durable(tmp, kept)
-          if not ok or not os.rename(tmp, path) then
-            return nil, errors.new("internal", "the batch journal could not be repaired: " .. tostring(msg))
-          end
-          break
+  local f, ferr = io.open(path, "rb")
+  if not f then return nil, errors.new("internal", "the batch journal could not be read: " .. tostring(ferr)) end
+  local text = f:read("*a")
+  f:close()
+  local lines = {}
+  for line in text:gmatch("[^\n]*\n?") do
+    if line ~= "" then lines[#lines + 1] = line end
+  end
+  for ln, line in ipairs(lines) do
+    local complete = line:sub(-1) == "\n"
+    local rec = complete and json.decode(line:sub(1, -2))
+    if type(rec) ~= "table" then
+      -- a last line cut short: the batch died inside its write, before the
+      -- fsync returned, so before what it announced was done
+      if ln == #lines and not complete and ln > 1 then
+        -- cut it off, or the next record would join it into a line that
+        -- reads as nothing
+        local cut, msg = core.truncate_file(fd, #text - #line)
+        if not cut then
+          return nil, errors.new("internal", "the batch journal could not be repaired: " .. path .. ": " .. tostring(msg))
         end
-        if ln == 1 then
-          errors.misuse("journal " .. path .. " is not a kinot batch journal (one cut short in its first line " ..
-            "never sent anything: remove it)")
-        end
-        errors.misuse("journal " .. path .. " line " .. ln .. " is not a batch journal record")
+        break
       end
       if ln == 1 then
-        if rec.journal ~= MAGIC then errors.misuse("journal " .. path .. " is not a kinot batch journal") end
-        if rec.fingerprint ~= fingerprint or rec.items ~= n then
-          errors.misuse("journal " .. path .. " belongs to another batch (" .. tostring(rec.items) ..
-            " items, other serials or parameter than these " .. n .. "): give a new journal path for a new batch, " ..
-            "or the same items and parameter to resume that one")
-        end
-        any = true
-      else
-        local i = math.tointeger and math.tointeger(rec.i) or rec.i
-        if type(i) ~= "number" or i < 1 or i > n or type(rec.at) ~= "string" then
-          errors.misuse("journal " .. path .. " line " .. ln .. " names no item of this batch")
-        end
-        found[i] = rec
+        errors.misuse("journal " .. path .. " is not a kinot batch journal (one cut short in its first line " ..
+          "never sent anything: remove it)")
       end
+      errors.misuse("journal " .. path .. " line " .. ln .. " is not a batch journal record")
+    end
+    if ln == 1 then
+      if rec.journal ~= MAGIC then errors.misuse("journal " .. path .. " is not a kinot batch journal") end
+      if rec.version ~= 1 then
+        errors.misuse("journal " .. path .. " is of version " .. tostring(rec.version) .. ", which this kinot " ..
+          "does not read: resume it with the kinot that wrote it")
+      end
+      if rec.fingerprint ~= fingerprint or rec.items ~= n then
+        errors.misuse("journal " .. path .. " belongs to another batch (" .. tostring(rec.items) ..
+          " items, other serials or parameter than these " .. n .. "): give a new journal path for a new batch, " ..
+          "or the same items and parameter to resume that one")
+      end
+      any = true
+    else
+      local i = rec.i
+      if type(i) ~= "number" or i ~= math.floor(i) or i < 1 or i > n or type(rec.at) ~= "string" then
+        errors.misuse("journal " .. path .. " line " .. ln .. " names no item of this batch")
+      end
+      i = math.tointeger and math.tointeger(i) or i
+      local prev = found[i] and found[i].at or false
+      local allowed = AFTER[rec.at]
+      if not allowed or not allowed[prev] or
+         (rec.at == "sending" and plan and rec.sn ~= nil and rec.sn ~= plan[i].sn) then
+        errors.misuse("journal " .. path .. " line " .. ln .. ": a record this batch never writes there (" ..
+          json.encode(rec.at) .. (prev and (" after " .. json.encode(prev)) or " first") .. " for item " .. i ..
+          "): the journal was edited, or written by another kinot; nothing was sent")
+      end
+      found[i] = rec
     end
   end
   local self = setmetatable({ path = path, found = found, resumed = any, fd = fd }, Journal)

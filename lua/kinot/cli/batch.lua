@@ -206,9 +206,14 @@ local function show(args, out, results, summary, sending)
   end
 end
 
-local function exit_code(summary, waited, EXIT)
+local function exit_code(results, summary, waited, EXIT)
   if summary.unknown > 0 then return EXIT.unknown_outcome end
   if summary.failed > 0 or summary.skipped > 0 then return EXIT.api end
+  -- a wait that ended on a refusal (a guid the platform does not know), not
+  -- on the clock: a failure, not a wait that ran out
+  for _, r in ipairs(results) do
+    if r.outcome == "sent" and r.error and r.error.kind ~= "timeout" then return EXIT.api end
+  end
   if summary.pending > 0 and waited then return EXIT.wait_timeout end
   return EXIT.ok
 end
@@ -234,7 +239,7 @@ function M.run(args, out, client, EXIT)
   if not results then error(summary, 0) end
   if bar and last then bar(last, true) end
   show(args, out, results, summary, args.send)
-  return exit_code(summary, args.wait or not args.send, EXIT)
+  return exit_code(results, summary, args.wait or not args.send, EXIT)
 end
 
 return M
