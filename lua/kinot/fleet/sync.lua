@@ -8,9 +8,11 @@
 -- been listed to its end, the devices of that kind the twin holds and the
 -- platform no longer lists are marked gone (kept, not deleted); a scan cut
 -- short by an error marks nothing gone.  Then the sweep marks the devices
--- turned stale, and synced_at is set.
+-- turned stale, and the twin's settings (for a reader: twin:adopt_settings)
+-- and synced_at are set.
 local errors = require "kinot.errors"
 local validate = require "kinot.validate"
+local json = require "kinot.json"
 
 local M = {}
 
@@ -123,6 +125,8 @@ function M.run(twin, client, opts)
   report.stale = #events
   report.changes = report.changes + #events
   local ok
+  ok, err = twin.store:set_meta("settings", json.encode(twin:settings()))
+  if not ok then return fail(err) end
   ok, err = twin.store:set_meta("synced_at", iso(twin.clock()))
   if not ok then return fail(err) end
   report.duration = twin.clock() - started
