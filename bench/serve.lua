@@ -2,13 +2,15 @@
 -- the twin in its lua_shared_dict, 2 workers) over `kinot sim`'s 100,000
 -- devices (60,000 locks, 40,000 sensors), in one run:
 --   callback -> twin   wrk posts distinct signed lock callbacks (each a
---                      device's newer state) paced at RATE a second (each
---                      connection waits its share between two requests);
+--                      device's newer state) paced near RATE a second (each
+--                      of 40 connections waits 40 / (1.2 RATE) s between two
+--                      requests; the rate reached is printed);
 --                      meanwhile a prober posts a signed sensor callback
 --                      and reads GET /api/devices/{sn} until the twin shows
 --                      it: the time from posting to seeing, p50 / p99
 --   GET /api/fleet     its latency on the 100,000 devices (wrk --latency,
---                      4 connections) under the same callback load
+--                      4 connections, each a request every 10 ms) under the
+--                      same callback load
 --   baselines          the same two measured with no callback load, in the
 --                      same run (the prober; GET /api/fleet by wrk)
 --   luajit bench/serve.lua   (after make build; needs wrk)
@@ -23,7 +25,7 @@ local launcher = require "kinot.sim.launcher"
 local LOCKS, SENSORS = 60000, 40000
 local RATE = tonumber(os.getenv("BENCH_RATE") or "2000")
 local SECONDS = math.max(5, B.SECONDS * 2)
-local CONNS = 20
+local CONNS = 40
 local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
 
 local function sh(cmd)
@@ -64,7 +66,8 @@ local ok, err = pcall(function()
   local t0 = core.monotonic()
   repeat
     core.sleep(0.5)
-    local _, body = get("/api/fleet")
+    core.sleep(1)
+  local _, body = get("/api/fleet")
     local s = json.decode(body)
   until type(s) == "table" and type(s.synced_at) == "string" or core.monotonic() - t0 > 300
   print(string.format("kinot serve over %d devices (shared dict, 2 workers), %s; first sync done after %.1f s",
@@ -85,10 +88,18 @@ local ok, err = pcall(function()
   files[#files + 1] = script
   f = assert(io.open(script, "w"))
   f:write(string.format([[
-local requests, i = {}, 0
+local requests, i, threads = {}, 0, 0
+function setup(thread) -- each thread its own share of the bodies: every callback posted once
+  threads = threads + 1
+  thread:set("id", threads)
+end
 function init()
+  local k = 0
   for body in io.lines(%q) do
-    requests[#requests + 1] = wrk.format("POST", "/kinot/callback", { ["Content-Type"] = "application/json" }, body)
+    k = k + 1
+    if k %% 2 == id %% 2 then
+      requests[#requests + 1] = wrk.format("POST", "/kinot/callback", { ["Content-Type"] = "application/json" }, body)
+    end
   end
 end
 function delay() return %d end
@@ -96,9 +107,15 @@ function request()
   i = i %% #requests + 1
   return requests[i]
 end
-]], bodies, math.floor(CONNS * 1000 / RATE)))
+]], bodies, math.floor(CONNS * 1000 / (RATE * 1.2))))
   f:close()
 
+  -- GET /api/fleet paced too: 4 connections, each a request every 10 ms (at most 400 /s)
+  local fleet_script = os.tmpname()
+  files[#files + 1] = fleet_script
+  f = assert(io.open(fleet_script, "w"))
+  f:write('function delay() return 10 end\n')
+  f:close()
   local function wrk_start(args, out)
     files[#files + 1] = out
     local p = io.popen(string.format("wrk %s > %s 2>&1 & echo $!", args, out))
@@ -154,16 +171,16 @@ end
   print(string.format("callback -> GET /api/devices/{sn}, no load (baseline):   p50 %6.2f ms  p99 %6.2f ms  (%d probes)",
     p50, p99, n))
   local out_idle = os.tmpname()
-  local text = wrk_wait(wrk_start(string.format("-t1 -c4 -d%ds --latency %s/api/fleet", math.floor(SECONDS / 2), url),
+  local text = wrk_wait(wrk_start(string.format("-t1 -c4 -d%ds --latency -s %s %s/api/fleet", math.floor(SECONDS / 2), fleet_script, url),
     out_idle), out_idle)
-  print(string.format("GET /api/fleet, 4 connections, no load (baseline):       p50 %6.2f ms  p99 %6.2f ms  (%s /s)",
+  print(string.format("GET /api/fleet, paced, no load (baseline):               p50 %6.2f ms  p99 %6.2f ms  (%s /s)",
     wrk_latency(text, "50"), wrk_latency(text, "99"), text:match("Requests/sec:%s*([%d%.]+)")))
 
   -- under the callback load
   local out_cb, out_fleet = os.tmpname(), os.tmpname()
   local cb = wrk_start(string.format("-t2 -c%d -d%ds --latency -s %s %s", CONNS, SECONDS, script, url), out_cb)
   core.sleep(1)
-  local fl = wrk_start(string.format("-t1 -c4 -d%ds --latency %s/api/fleet", SECONDS - 3, url), out_fleet)
+  local fl = wrk_start(string.format("-t1 -c4 -d%ds --latency -s %s %s/api/fleet", SECONDS - 3, fleet_script, url), out_fleet)
   p50, p99, n = probes(SECONDS - 2)
   local cb_text, fl_text = wrk_wait(cb, out_cb), wrk_wait(fl, out_fleet)
   local rate = tonumber(cb_text:match("Requests/sec:%s*([%d%.]+)"))
@@ -172,12 +189,24 @@ end
     "%s not 2xx", rate, RATE, CONNS, wrk_latency(cb_text, "99"), non2xx))
   print(string.format("callback -> GET /api/devices/{sn}, under that load:      p50 %6.2f ms  p99 %6.2f ms  (%d probes)",
     p50, p99, n))
-  print(string.format("GET /api/fleet, 4 connections, under that load:          p50 %6.2f ms  p99 %6.2f ms  (%s /s)",
+  print(string.format("GET /api/fleet, paced, under that load:                  p50 %6.2f ms  p99 %6.2f ms  (%s /s)",
     wrk_latency(fl_text, "50"), wrk_latency(fl_text, "99"), fl_text:match("Requests/sec:%s*([%d%.]+)")))
+  core.sleep(1)
   local _, body = get("/api/fleet")
   local s = json.decode(body)
   print(string.format("the twin after: %d applied from callbacks, %d out of order, %d duplicates", s.updates.applied,
     s.updates.out_of_order, s.updates.duplicate))
+  -- what kinot serve refused, if anything (its log names each)
+  local prefix = io.open(pid_file):read("*l")
+  local log = io.open(prefix .. "/error.log"):read("*a")
+  local refusals, sample = 0, nil
+  for line in log:gmatch("[^\n]+") do
+    if line:find("%[warn%]") or line:find("%[error%]") then
+      refusals = refusals + 1
+      sample = sample or line:sub(1, 300)
+    end
+  end
+  print(string.format("kinot serve's log: %d warnings or errors%s", refusals, sample and (", the first: " .. sample) or ""))
 end)
 stop_all()
 if not ok then error(err, 0) end
