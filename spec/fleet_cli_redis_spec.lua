@@ -88,6 +88,23 @@ describe("kinot fleet over Redis and over kinot serve #cli #sim #nginx #redis", 
     assert.are.equal(3, doc.occupancy.groups["A/1"].total)
   end)
 
+  it("shows what the platform wrote escaped, never raw on the terminal", function()
+    local fleet = require "kinot.fleet"
+    local twin = fleet.new { store = "redis", redis = rs.client(), prefix = "hostile:" }
+    assert(twin:put("lock", { { sn = 419655555, car_detected = 1, locked = 0, bt_mac = "\27]0;owned\7",
+      bt_match_code = "\27[2J\27[31mred\r\nfake: line", updated_at = "2026-12-03T10:00:00+08:00" } }, "scan"))
+    for _, q in ipairs { "fleet device 419655555", "fleet devices --kind lock" } do
+      local out, rc = kinot("", q .. " --redis " .. rs.url .. " --prefix hostile:")
+      assert.are.equal(0, rc, out)
+      assert.is_nil(out:find("\27", 1, true), out)
+      assert.is_nil(out:find("\7", 1, true), out)
+      if q:find("device 4") then
+        assert.matches("\\x1b]0;owned\\x07", out, 1, true)
+        assert.matches("\\x1b[2J\\x1b[31mred\\x0d\\x0afake: line", out, 1, true)
+      end
+    end
+  end)
+
   it("says which Redis failed without its password, and refuses --url with --redis", function()
     local port = launcher.free_port()
     local out, rc = kinot("", "fleet summary --redis redis://:s3cret-pw@127.0.0.1:" .. port .. "/0")
