@@ -14,7 +14,11 @@
 --   summary   twin:summary() per second on the 100,000 devices (table,
 --             shared, redis), and GET /api/fleet's latency (p50, p99) from
 --             nginx holding them in its shared dict (kinot.serve.api)
+--   sync      a full sync at 20 ms a request (kinot sim's latency fault),
+--             concurrency 4, each store, against the limit (pages x 20 ms /
+--             concurrency) and paging alone measured in the same run
 --   luajit bench/fleet.lua   |   lua5.4 bench/fleet.lua   (after make build)
+--   BENCH_PART=sync luajit bench/fleet.lua   (only the sync)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
 local fleet = require "kinot.fleet"
@@ -44,6 +48,92 @@ local function fill(twin)
 end
 
 print(string.format("kinot.fleet at %d devices, %s", N, B.runtime))
+
+-- BENCH_PART=sync: only the sync section (the others take minutes)
+local PART = os.getenv("BENCH_PART")
+local function part(name) return PART == nil or PART == "" or PART == name end
+
+-- ------------------------------------------------------------ sync
+-- A full sync of the 100,000 devices from `kinot sim` answering each request
+-- after 20 ms (its latency fault), at concurrency 4 (kinot serve's): the
+-- limit is the platform's pages, pages x 20 ms / concurrency, and the
+-- baseline measured in the same run is paging alone (each_locker and
+-- each_sensor, nothing stored).  Each store: the table (a script: curl's
+-- pages, then the store, in turn), the shared dict and Redis inside nginx
+-- (kinot serve's case: the paging in a light thread beside the writes);
+-- a first sync (every device added) and a resync (every one a duplicate).
+if part("sync") then
+  local CONC, LAT = 4, 0.02
+  local sim_srv = H.sim { locks = LOCKS, sensors = SENSORS, dtus = 0 }
+  local rs_sync = R.start()
+  local ng = H.nginx {
+    http = "lua_shared_dict kinot_fleet 512m;\n init_by_lua_block { SIM = { key = '" .. sim_srv.app_key ..
+           "', secret = '" .. sim_srv.app_secret .. "', endpoint = '" .. sim_srv.endpoint .. "' } }",
+    server = [[
+      location = /sync { content_by_lua_block {
+        local a = ngx.req.get_uri_args()
+        local client = require("kinot").new { app_key = SIM.key, app_secret = SIM.secret, endpoint = SIM.endpoint,
+                                              timeout = 30 }
+        ngx.update_time()
+        local t0 = ngx.now()
+        if a.store == "none" then
+          local n = 0
+          for _, each in ipairs { client.each_locker, client.each_sensor } do
+            for _ in each(client, { limit = 100, concurrency = tonumber(a.c) }) do n = n + 1 end
+          end
+          ngx.update_time()
+          return ngx.say(ngx.now() - t0, " ", n)
+        end
+        local twin = require("kinot.fleet").new { store = a.store, redis = a.redis }
+        local report = assert(twin:sync(client, { concurrency = tonumber(a.c) }))
+        ngx.update_time()
+        ngx.say(ngx.now() - t0, " ", report.locks + report.sensors)
+      } }
+    ]],
+  }
+  B.guarded(function()
+    local npages = math.ceil(LOCKS / 100) + math.ceil(SENSORS / 100)
+    local limit = npages * LAT / CONC
+    assert(sim_srv.fault { kind = "latency", latency = LAT, share = 1 })
+    local http = core.http()
+    local function in_nginx(query)
+      local r = assert(http:request { method = "GET", url = ng.url .. "/sync?c=" .. CONC .. "&" .. query,
+                                      timeout = 600 })
+      assert(r.status == 200, r.body .. ng.log():sub(-2000))
+      local t, n = r.body:match("^(%S+) (%d+)")
+      assert(tonumber(n) == N, r.body)
+      return tonumber(t)
+    end
+    local function line(what, t)
+      print(string.format("sync    %-44s %6.2f s  (%.2fx the limit)", what, t, t / limit))
+    end
+    print(string.format("sync    the limit: %d pages x %.0f ms / concurrency %d = %.2f s", npages, LAT * 1000, CONC,
+      limit))
+    line("baseline: paging alone, in nginx", in_nginx("store=none"))
+    do -- a script: curl
+      local client = sim_srv.client { timeout = 30 }
+      local t0 = core.monotonic()
+      local n = 0
+      for _, each in ipairs { client.each_locker, client.each_sensor } do
+        for _ in each(client, { limit = 100, concurrency = CONC }) do n = n + 1 end
+      end
+      line("baseline: paging alone, a script (curl)", core.monotonic() - t0)
+      local twin = fleet.new { store = "table" }
+      for _, what in ipairs { "first sync", "resync" } do
+        t0 = core.monotonic()
+        assert(twin:sync(client, { concurrency = CONC }))
+        line("table store, a script, " .. what, core.monotonic() - t0)
+      end
+    end
+    for _, what in ipairs { "first sync", "resync" } do
+      line("shared dict, in nginx, " .. what, in_nginx("store=shared"))
+    end
+    for _, what in ipairs { "first sync", "resync" } do
+      line("redis, in nginx, " .. what, in_nginx("store=redis&redis=" .. rs_sync.url))
+    end
+  end, ng, rs_sync, sim_srv)
+end
+if PART == "sync" then return end
 
 -- ------------------------------------------------------------ memory
 

@@ -30,13 +30,17 @@ static int l_block_signals(lua_State *L) {
     return 0;
 }
 
-/* wait_signal(pid) -> "SIGINT" | "SIGTERM" | "SIGHUP" | "exited"; releases
- * the signals before returning */
+/* wait_signal(pid[, seconds]) -> "SIGINT" | "SIGTERM" | "SIGHUP" | "exited",
+ * or "timeout" once `seconds` have passed (the signals stay blocked then:
+ * `kinot serve` does a little work between two waits); releases the
+ * signals before returning anything else */
 static int l_wait_signal(lua_State *L) {
     pid_t pid = (pid_t)kn_check_number(L, 1, "wait_signal's pid");
+    double limit = lua_isnoneornil(L, 2) ? -1 : kn_check_number(L, 2, "wait_signal's seconds");
     sigset_t set;
     struct timespec tick = {0, 200000000};
     const char *what = "exited";
+    double waited = 0;
     stop_signals(&set);
     if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return kn_fail(L, "sigprocmask failed");
     for (;;) {
@@ -45,6 +49,11 @@ static int l_wait_signal(lua_State *L) {
         if (sig == SIGTERM) { what = "SIGTERM"; break; }
         if (sig == SIGHUP) { what = "SIGHUP"; break; }
         if (kill(pid, 0) != 0 && errno == ESRCH) break;
+        waited += 0.2;
+        if (limit >= 0 && waited >= limit) {
+            lua_pushstring(L, "timeout");
+            return 1;
+        }
     }
     sigprocmask(SIG_UNBLOCK, &set, NULL);
     lua_pushstring(L, what);

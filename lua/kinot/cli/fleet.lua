@@ -1,6 +1,7 @@
 -- `kinot fleet summary|devices|device SN|changes`: ask a running `kinot
--- serve` (its JSON API, kinot.serve.api) and show the answer as the CLI's
--- tables, or as it came with --json.  Hooked from cli/init.lua.
+-- serve` (its JSON API, kinot.serve.api), or read its twin in Redis
+-- directly (--redis), and show the answer as the CLI's tables, or as it
+-- came with --json.  Hooked from cli/init.lua.
 local json = require "kinot.json"
 local errors = require "kinot.errors"
 local vocabulary = require "kinot.vocabulary"
@@ -17,14 +18,20 @@ function M.define(p, ex)
     :epilog(ex({ "kinot fleet summary", "kinot fleet devices --kind lock --occupied false --limit 20",
                  "kinot --json fleet device 419631107", "kinot fleet changes --since 0" },
                "The server: --url (default $KINOT_SERVE_URL, else " .. M.DEFAULT_URL .. "); its token: --api-token " ..
-               "or $KINOT_API_TOKEN (needed from anywhere but loopback)."))
+               "or $KINOT_API_TOKEN (needed from anywhere but loopback). Or its twin in Redis: --redis URL (or " ..
+               "$KINOT_REDIS_URL without --url), the same answers."))
   f:command_target("fleet_sub")
   local function target(c)
     c:option("--url", "The kinot serve to ask")
     c:option("--api-token", "The API token (default $KINOT_API_TOKEN)")
+    c:option("--redis", "Read the twin in Redis instead, redis://[:password@]host:port/db (default " ..
+      "$KINOT_REDIS_URL when no --url)")
+    c:option("--prefix", "With --redis: the twin's key prefix (default kinot:fleet:)")
+    c:option("--groups", "With --redis: the groups file (default: the group names the last sync wrote)")
   end
   target(f:command("summary", "Devices, occupancy overall and by group, faults, batteries, signal, DTUs, missed")
-    :epilog(ex { "kinot fleet summary", "kinot --json fleet summary --url http://10.0.0.5:8080 --api-token T" }))
+    :epilog(ex { "kinot fleet summary", "kinot --json fleet summary --url http://10.0.0.5:8080 --api-token T",
+                 "kinot fleet summary --redis redis://127.0.0.1:6379/0   # its twin in Redis, no server needed" }))
   local d = f:command("devices", "List devices from the twin, filtered and paged")
     :epilog(ex { "kinot fleet devices --fault true", "kinot --jsonl fleet devices --group A/1 --limit 1000" })
   d:option("--kind", "lock, sensor or dtu")
@@ -46,18 +53,20 @@ function M.define(p, ex)
   target(ch)
 end
 
-local function get(args, path, query)
+-- the answer of the JSON API (kinot.serve.api) to GET path?query, from one
+-- of two places, the same rendering after: a running `kinot serve` over
+-- HTTP, or (--redis / $KINOT_REDIS_URL, without --url) the twin in Redis
+-- read here, through the same kinot.serve.api.handle the server answers with
+local function from_serve(args, path, q)
   local base = (args.url or os.getenv("KINOT_SERVE_URL") or M.DEFAULT_URL):gsub("/+$", "")
   if not base:match("^https?://[^/]+$") then usage("--url must look like http://127.0.0.1:8080 (got " .. base .. ")") end
-  local q = {}
-  for _, kv in ipairs(query or {}) do
-    if kv[2] ~= nil then
-      q[#q + 1] = kv[1] .. "=" .. tostring(kv[2]):gsub("[^%w%-_.~]", function(c)
-        return string.format("%%%02X", c:byte())
-      end)
-    end
+  local parts = {}
+  for _, kv in ipairs(q) do
+    parts[#parts + 1] = kv[1] .. "=" .. kv[2]:gsub("[^%w%-_.~]", function(c)
+      return string.format("%%%02X", c:byte())
+    end)
   end
-  local url = base .. path .. (#q > 0 and ("?" .. table.concat(q, "&")) or "")
+  local url = base .. path .. (#parts > 0 and ("?" .. table.concat(parts, "&")) or "")
   local token = args.api_token or os.getenv("KINOT_API_TOKEN")
   local h = require("kinot.core").http()
   local res, kind, msg = h:request { method = "GET", url = url, timeout = args.timeout or 10, connect_timeout = 3,
@@ -67,11 +76,41 @@ local function get(args, path, query)
     error(errors.new(errors.KINDS[kind] and kind or "network",
       "no kinot serve answers at " .. base .. " (" .. tostring(msg) .. "): is it running there?"), 0)
   end
-  local doc = json.decode(res.body or "")
-  if res.status ~= 200 or type(doc) ~= "table" then
-    local why = type(doc) == "table" and doc.error or res.body
-    error(errors.new(res.status == 404 and "not_found" or "api", "kinot serve answered " .. res.status .. " to " ..
-      path .. ": " .. tostring(why):sub(1, 200), { status = res.status }), 0)
+  return res.status, res.body, "kinot serve"
+end
+
+local function from_redis(args, url, path, q)
+  local redis = require "kinot.redis"
+  redis.parse(url) -- a wrong URL is a usage error, its password never shown
+  local twin = require("kinot.fleet").new { store = "redis", redis = redis.new(url), prefix = args.prefix,
+                                            groups = args.groups }
+  local where = "the twin in Redis at " .. redis.redact(url)
+  local ok, err = twin:adopt_settings()
+  if not ok then error(errors.new(err.kind or "network", where .. ": " .. tostring(err.message or err)), 0) end
+  local query = {}
+  for _, kv in ipairs(q) do query[kv[1]] = kv[2] end
+  local status, body = require("kinot.serve.api").handle(twin, { method = "GET", path = path, args = query,
+                                                                  remote_addr = "127.0.0.1" })
+  twin.store.c:close()
+  return status, body, where
+end
+
+local function get(args, path, query)
+  local q = {}
+  for _, kv in ipairs(query or {}) do
+    if kv[2] ~= nil then q[#q + 1] = { kv[1], tostring(kv[2]) } end
+  end
+  local redis_url = args.redis or (not args.url and os.getenv("KINOT_REDIS_URL"))
+  if redis_url == "" then redis_url = nil end
+  if args.redis and args.url then usage("give --url (a kinot serve) or --redis (its twin), not both") end
+  local status, text, who
+  if redis_url then status, text, who = from_redis(args, redis_url, path, q)
+  else status, text, who = from_serve(args, path, q) end
+  local doc = json.decode(text or "")
+  if status ~= 200 or type(doc) ~= "table" then
+    local why = type(doc) == "table" and doc.error or text
+    error(errors.new(status == 404 and "not_found" or "api", who .. " answered " .. status .. " to " ..
+      path .. ": " .. tostring(why):sub(1, 200), { status = status }), 0)
   end
   return doc
 end

@@ -33,6 +33,9 @@ function M.define(p, ex)
   s:option("--groups", "CSV or JSON file mapping serials to zone / level / bay")
   s:option("--dtus", "The DTUs to follow, serials separated by commas (the API has no list of them)")
   s:option("--sync-interval", "Seconds between reconciliation scans (0: only at start)", "300"):convert(tonumber)
+  s:option("--sweep-interval", "Seconds between the stale sweeps, a timer of its own (0: only with a sync)", "60")
+    :convert(tonumber)
+  s:option("--stale-after", "Seconds without an update before a device is stale", "86400"):convert(tonumber)
   s:option("--api-token", "Token the JSON API needs from anywhere but loopback (default $KINOT_API_TOKEN)")
   s:option("--callback-secret", "The callbacks' secret (default $KINOT_CALLBACK_SECRET, else the app secret)")
   s:option("--workers", "nginx worker processes", "2"):convert(tonumber)
@@ -151,6 +154,36 @@ local function start(cfg, o)
            stop = function() launcher.stop(prefix) os.execute("rm -rf " .. launcher.sh_quote(prefix)) end }
 end
 
+-- "2026/12/03 09:50:00 [notice] 12#12: *3 [lua] app.lua:31: sync_once(): kinot serve: sync: ..., context: ngx.timer"
+-- -> "2026/12/03 09:50:00", "sync: ..." (nil for the log's other lines)
+function M.log_line(line)
+  local at, text = line:match("^(%d+/%d+/%d+ %d+:%d+:%d+) .-kinot serve: (.*)$")
+  if not at then return nil end
+  text = text:gsub(", context: [%w%._]+$", "")
+  return at, text
+end
+
+--- follow_log(log, out): the sync lines (and the failures) written to the
+-- server's log since the last call, on the terminal: through out:print,
+-- escaped (a failure's text can hold what the platform answered)
+function M.follow_log(log, out)
+  local f = io.open(log.path, "rb")
+  if not f then return end
+  f:seek("set", log.pos)
+  local chunk = f:read("*a") or ""
+  log.pos = f:seek()
+  f:close()
+  local text = log.rest .. chunk
+  local last = 1
+  for line, after in text:gmatch("([^\n]*)\n()") do
+    last = after
+    local at, what = M.log_line(line)
+    if at then out:print(out:paint("dim", at), " ", what) end
+  end
+  log.rest = text:sub(last)
+  out.out:flush()
+end
+
 --- run(args, out, EXIT) -> exit code
 function M.run(args, out, EXIT)
   args.pid_file = args.pid_file or M.DEFAULT_PID_FILE
@@ -160,12 +193,15 @@ function M.run(args, out, EXIT)
     endpoint = args.endpoint or env("KINOT_ENDPOINT"),
     callback_secret = args.callback_secret or env("KINOT_CALLBACK_SECRET"),
     api_token = args.api_token or env("KINOT_API_TOKEN"), redis = args.redis or env("KINOT_REDIS_URL"),
-    sync_interval = args.sync_interval, dtus = {},
+    sync_interval = args.sync_interval, sweep_interval = args.sweep_interval, stale_after = args.stale_after,
+    dtus = {},
   }
   if not (cfg.app_key and cfg.app_secret and cfg.endpoint) then
     usage("serve needs KINOT_APP_KEY, KINOT_APP_SECRET and KINOT_ENDPOINT (or --app-key, --app-secret, --endpoint)")
   end
   if not args.sync_interval or args.sync_interval < 0 then usage("--sync-interval must be a number of seconds >= 0") end
+  if not args.sweep_interval or args.sweep_interval < 0 then usage("--sweep-interval must be a number of seconds >= 0") end
+  if not args.stale_after or args.stale_after <= 0 then usage("--stale-after must be a number of seconds > 0") end
   if not args.workers or args.workers < 1 or args.workers ~= math.floor(args.workers) then
     usage("--workers must be a whole number >= 1")
   end
@@ -207,7 +243,12 @@ function M.run(args, out, EXIT)
     if not args.json then out:print(out:paint("dim", "  stop with: kinot serve stop --pid-file " .. args.pid_file)) end
     return EXIT.ok
   end
-  local sig = signals.wait_signal(srv.pid)
+  local log = { path = info.log, pos = 0, rest = "" }
+  local sig
+  repeat
+    sig = signals.wait_signal(srv.pid, 1)
+    if not args.json then M.follow_log(log, out) end
+  until sig ~= "timeout"
   srv.stop()
   if not args.json then out.err:write("kinot serve stopped (", sig, ")\n") end
   return EXIT.ok

@@ -146,7 +146,7 @@ function Twin:record(kind, obj, source, now)
   end
   local place = self.places[sn]
   return { sn = sn, kind = kind, state = state, updated_at = obj.updated_at, t = t, seen_at = now,
-           source = source, group = place and place.group or nil }
+           source = source, group = place and place.group or nil, place = place }
 end
 
 --- put(kind, objs, source) -> results ({verdict, events} each) | nil, err:
@@ -200,7 +200,7 @@ local function view(self, rec)
   local v = {
     sn = sn, kind = kind, state = typed.object(copy(rec.state or {}), vocabulary.fields[kind] or {}),
     updated_at = rec.updated_at, seen_at = rec.seen_at, source = rec.source, group = rec.group,
-    place = copy(self.places[sn]), stale = rec.stale or false, gone = rec.gone or false,
+    place = copy(self.places[sn] or rec.place), stale = rec.stale or false, gone = rec.gone or false,
   }
   return v
 end
@@ -319,6 +319,37 @@ function Twin:gone(sns)
   if not events then return nil, err end
   emit(self, events)
   return events
+end
+
+--- settings() -> what a reader of this twin's store needs to answer as it
+-- does: { stale_after (false: never), weak_signal, groups = the group names }
+function Twin:settings()
+  return { stale_after = self.stale_after, weak_signal = self.weak_signal, groups = self.group_names }
+end
+
+--- adopt_settings() -> true | nil, err: a twin reading a store another
+-- process keeps (`kinot fleet --redis`) takes the settings its last sync
+-- wrote there (the summary's stale_after, weak_signal_below, the groups it
+-- counts); the group names stay this twin's own when it was given groups.
+-- A store no sync wrote yet keeps this twin's settings.
+function Twin:adopt_settings()
+  local text, err = self.store:get_meta("settings")
+  if text == nil then
+    if err then return nil, err end
+    return true
+  end
+  local s = require("kinot.json").decode(text)
+  if type(s) ~= "table" then return nil, errors.new("decode", "kinot.fleet: the store's settings are not JSON") end
+  if s.stale_after == false or type(s.stale_after) == "number" then self.stale_after = s.stale_after end
+  if type(s.weak_signal) == "number" then self.weak_signal = s.weak_signal end
+  if #self.group_names == 0 and type(s.groups) == "table" then
+    local names = {}
+    for _, g in ipairs(s.groups) do
+      if type(g) == "string" then names[#names + 1] = g end
+    end
+    self.group_names = names
+  end
+  return true
 end
 
 --- sync(client, {dtus = {sn...}, concurrency = 1, limit = 100}) -> report | nil, err (kinot.fleet.sync)

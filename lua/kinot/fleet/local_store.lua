@@ -19,11 +19,13 @@ local pairs, tostring, tonumber, concat, sort, find = pairs, tostring, tonumber,
 
 local M = {}
 
--- "|name|name|...|" of a flag set (in no order: the lists look names up)
-local function flags_text(flags)
+-- "|name|name|...|t=T|" of a flag set (in no order: the lists look names
+-- up) and the record's updated_at in seconds, T: the sweep reads it there
+-- without decoding the record
+local function flags_text(flags, t)
   local names = {}
   for name in pairs(flags) do names[#names + 1] = name end
-  return "|" .. concat(names, "|") .. "|"
+  return "|" .. concat(names, "|") .. "|t=" .. tostring(t) .. "|"
 end
 
 -- ------------------------------------------------------------ the table backend
@@ -177,7 +179,7 @@ end
 local function commit(self, sn, held, rec, delta, events, flags)
   local b = self.b
   if rec then
-    local ok, err = b:put(sn, rec, flags_text(flags))
+    local ok, err = b:put(sn, rec, flags_text(flags, rec.t))
     if not ok then return nil, err end
     if not held then
       ok, err = b:add_sn(sn)
@@ -260,16 +262,42 @@ end
 --- sweep(cfg) -> events | nil, err: devices turned stale since the last
 -- sweep, oldest updated_at first (Redis's order); a pass over every device:
 -- the local stores keep no index by time
+-- a pause for the other requests of this nginx worker, where one can be
+-- taken (a timer, a request), else nil
+local PAUSE_PHASES = { timer = true, content = true, rewrite = true, access = true }
+local function pause_of()
+  local ngx = rawget(_G, "ngx")
+  if ngx and ngx.sleep and ngx.get_phase and PAUSE_PHASES[ngx.get_phase()] then
+    return function() ngx.sleep(0) end
+  end
+end
+
 function Store:sweep(cfg)
   local b, due, t = self.b, {}, {}
   if not cfg.stale_after then return {} end
   local list = sorted(self)
+  local pause = pause_of()
   for i = 1, #list do
-    local rec = b:get(list[i])
-    if rec and not rec.stale and not rec.gone and cfg.now - rec.t >= cfg.stale_after then
-      due[#due + 1] = list[i]
-      t[list[i]] = rec.t
+    -- the flags text says stale, gone and updated_at: no record decoded but the due ones
+    -- (a text written before it held t= is decoded)
+    local sn = list[i]
+    local text = b:flags_of(sn)
+    local at = text and tonumber(text:match("|t=([^|]+)|"))
+    if at then
+      if not find(text, "|stale|", 1, true) and not find(text, "|gone|", 1, true) and cfg.now - at >= cfg.stale_after then
+        due[#due + 1] = sn
+        t[sn] = at
+      end
+    else
+      local rec = b:get(sn)
+      if rec and not rec.stale and not rec.gone and cfg.now - rec.t >= cfg.stale_after then
+        due[#due + 1] = sn
+        t[sn] = rec.t
+      end
     end
+    -- 100,000 devices take seconds: the worker answers others meanwhile
+    -- (mark reads each due record again under its lock)
+    if pause and i % 2000 == 0 then pause() end
   end
   sort(due, function(x, y)
     if t[x] ~= t[y] then return t[x] < t[y] end

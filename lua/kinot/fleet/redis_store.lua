@@ -2,7 +2,8 @@
 -- (EVALSHA through kinot.redis) that reads the held record, decides by the
 -- rule every store shares (kinot.fleet.rule's source, embedded whole), and
 -- writes the record, the indexes the lists read, the summary's counters and
--- the change stream, all at once: no host ever sees half an update.
+-- the change stream, all at once: no host ever sees half an update (the
+-- indexes and counters of a call's devices go in one write each, at its end).
 --
 -- Keys, under the prefix (default "kinot:fleet:"), all on one server
 -- (the script names keys it computes: not for Redis Cluster):
@@ -29,24 +30,72 @@ end)()
 local P = ARGV[1]
 local cfg = cjson.decode(ARGV[2])
 local op = ARGV[3]
+-- the indexes' and counters' writes of the whole call, made once at its
+-- end (flush): a page of 100 devices moves each counter by one HINCRBY and
+-- each index by one ZADD / ZREM, not one a device.  in_index[name][sn]:
+-- the last word for sn (true: in, false: out); t_score[sn]: its score in
+-- t, false: out.  Records and events are written as they come (a later
+-- device of the call reads its record).
+local counts, in_index, t_score = {}, {}, {}
 local function commit(sn, held, rec, delta, events)
   if rec then
     redis.call("SET", P .. "d:" .. sn, cjson.encode(rec))
     local before = held and R.flags(held, cfg) or {}
     local after = R.flags(rec, cfg)
     for name in pairs(before) do
-      if not after[name] then redis.call("ZREM", P .. "i:" .. name, sn) end
+      if not after[name] then
+        in_index[name] = in_index[name] or {}
+        in_index[name][sn] = false
+      end
     end
     for name in pairs(after) do
-      if not before[name] then redis.call("ZADD", P .. "i:" .. name, sn, sn) end
+      if not before[name] then
+        in_index[name] = in_index[name] or {}
+        in_index[name][sn] = true
+      end
     end
-    if rec.gone or rec.stale then redis.call("ZREM", P .. "t", sn) else redis.call("ZADD", P .. "t", rec.t, sn) end
+    if rec.gone or rec.stale then t_score[sn] = false else t_score[sn] = rec.t end
   end
-  for name, n in pairs(delta) do redis.call("HINCRBY", P .. "c", name, n) end
+  for name, n in pairs(delta) do counts[name] = (counts[name] or 0) + n end
   for i = 1, #events do
     local ev = events[i]
     ev.id = redis.call("XADD", P .. "x", "MAXLEN", "~", cfg.changes_max, "*", "e", cjson.encode(ev))
   end
+end
+-- cmd key a1 a2 ... in calls of at most 1000 arguments (Lua's unpack bound)
+local function each_chunk(cmd, key, args)
+  for first = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, first, math.min(#args, first + 999)))
+  end
+end
+local function flush()
+  for name, n in pairs(counts) do
+    if n ~= 0 then redis.call("HINCRBY", P .. "c", name, n) end
+  end
+  for name, members in pairs(in_index) do
+    local add, rem = {}, {}
+    for sn, inside in pairs(members) do
+      if inside then
+        add[#add + 1] = sn
+        add[#add + 1] = sn
+      else
+        rem[#rem + 1] = sn
+      end
+    end
+    each_chunk("ZADD", P .. "i:" .. name, add)
+    each_chunk("ZREM", P .. "i:" .. name, rem)
+  end
+  local add, rem = {}, {}
+  for sn, t in pairs(t_score) do
+    if t then
+      add[#add + 1] = t
+      add[#add + 1] = sn
+    else
+      rem[#rem + 1] = sn
+    end
+  end
+  each_chunk("ZADD", P .. "t", add)
+  each_chunk("ZREM", P .. "t", rem)
 end
 local function held_of(sn)
   local text = redis.call("GET", P .. "d:" .. sn)
@@ -65,6 +114,7 @@ for i = 4, #ARGV do
   commit(new.sn, held, rec, delta, events)
   out[#out + 1] = { verdict = verdict, events = events }
 end
+flush()
 return cjson.encode(out)
 ]]
 
@@ -79,6 +129,7 @@ for i = 4, #ARGV do
     end
   end
 end
+flush()
 return cjson.encode(out)
 ]]
 
@@ -94,9 +145,11 @@ for i = 1, #due do
     commit(held.sn, held, rec, delta, events)
     for k = 1, #events do out[#out + 1] = events[k] end
   else
-    redis.call("ZREM", P .. "t", due[i])
+    local gone_sn = due[i]
+    t_score[gone_sn] = false
   end
 end
+flush()
 return cjson.encode({ n = #due, events = out })
 ]]
 

@@ -8,7 +8,7 @@
 --
 -- A record: { sn, kind = "lock"|"sensor"|"dtu", state = {reference fields},
 --   updated_at (the platform's text), t (updated_at in seconds, UTC),
---   seen_at (our clock), source = "callback"|"scan", group (or nil),
+--   seen_at (our clock), source = "callback"|"scan", group (or nil), place (the groups file's row, or nil),
 --   stale (true when t is older than stale_after), gone (true when a scan no
 --   longer lists it) }
 -- cfg: { now, stale_after (s, or false), weak_signal (rs_si below it is
@@ -202,7 +202,7 @@ function R.decide(held, new, cfg)
     return verdict, nil, { [verdict] = 1 }, {}
   end
   local rec = { sn = new.sn, kind = new.kind, state = merged(held, new), updated_at = new.updated_at, t = new.t,
-                seen_at = new.seen_at, source = new.source, group = new.group }
+                seen_at = new.seen_at, source = new.source, group = new.group, place = new.place }
   if cfg.stale_after and cfg.now - rec.t >= cfg.stale_after then rec.stale = true end
   local d, before, after = delta(held, rec, cfg)
   d[verdict] = (d[verdict] or 0) + 1

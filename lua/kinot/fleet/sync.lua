@@ -1,16 +1,19 @@
 -- Reconciliation: the twin made true by a full scan of the platform.  Every
 -- lock and sensor comes through the client's each_locker / each_sensor
 -- (`concurrency` pages in flight), the DTUs the user names through
--- dtu_device (the API has no list of DTUs), a page at a time into the
--- store (one Redis script a page).  Where the platform is newer than the
+-- dtu_device (the API has no list of DTUs), 100 devices at a time into the
+-- store (one Redis script each); inside nginx the paging runs in a light
+-- thread of its own, overlapping the store's writes.  Where the platform is newer than the
 -- twin the rule applies it and counts it `missed` (a callback that never
 -- arrived; its changes are emitted with source = "scan").  Once a kind has
 -- been listed to its end, the devices of that kind the twin holds and the
 -- platform no longer lists are marked gone (kept, not deleted); a scan cut
 -- short by an error marks nothing gone.  Then the sweep marks the devices
--- turned stale, and synced_at is set.
+-- turned stale, and the twin's settings (for a reader: twin:adopt_settings)
+-- and synced_at are set.
 local errors = require "kinot.errors"
 local validate = require "kinot.validate"
+local json = require "kinot.json"
 
 local M = {}
 
@@ -56,6 +59,79 @@ local function feed(twin, kind, each, report, listed)
   return flush()
 end
 
+-- ngx and ngx.semaphore where light threads can run (a timer, a request),
+-- else nil: outside nginx the pages come, then go to the store, in turn
+local THREAD_PHASES = { timer = true, content = true, rewrite = true, access = true }
+local function threads()
+  local ngx = rawget(_G, "ngx")
+  if not (ngx and ngx.thread and ngx.get_phase and THREAD_PHASES[ngx.get_phase()]) then return nil end
+  local ok, semaphore = pcall(require, "ngx.semaphore")
+  if not ok then return nil end
+  return ngx, semaphore
+end
+
+-- feed, inside nginx: a light thread pages the platform (its `concurrency`
+-- pages in flight) while this one writes what came to the store, so that
+-- a sync takes the longer of the two, not their sum.  At most `depth`
+-- batches of 100 wait between them; a failure on either side stops both.
+local function feed_overlapped(ngx, semaphore, twin, kind, each, report, listed, depth)
+  local queue, head, tail = {}, 1, 0 -- the batches waiting: queue[head .. tail]
+  local ready, room = semaphore.new(0), semaphore.new(depth)
+  local done, stop, failed = false, false, nil
+  local producer = ngx.thread.spawn(function()
+    local ok, err = pcall(function()
+      local batch = {}
+      for obj in each do
+        if stop then return end
+        batch[#batch + 1] = obj
+        if #batch >= 100 then
+          while not room:wait(1) do
+            if stop then return end
+          end
+          if stop then return end
+          tail = tail + 1
+          queue[tail] = batch
+          batch = {}
+          ready:post(1)
+        end
+      end
+      if #batch > 0 then
+        tail = tail + 1
+        queue[tail] = batch
+      end
+    end)
+    if not ok then failed = err end
+    done = true
+    ready:post(1)
+  end)
+  local err
+  while true do
+    local batch = queue[head]
+    if batch then
+      queue[head] = nil
+      head = head + 1
+      room:post(1)
+      for i = 1, #batch do listed[batch[i].sn] = true end
+      report[kind .. "s"] = report[kind .. "s"] + #batch
+      local ok, e = put(twin, kind, batch, report)
+      if not ok then
+        err = e
+        break
+      end
+    elseif done then
+      break
+    else
+      ready:wait(1)
+    end
+  end
+  stop = true
+  room:post(depth)
+  ngx.thread.wait(producer)
+  if err then return nil, err end
+  if failed then return nil, failed end
+  return true
+end
+
 local function mark_gone(twin, kind, listed, report)
   local held, err = twin.store:sns(kind)
   if not held then return nil, err end
@@ -94,7 +170,14 @@ function M.run(twin, client, opts)
   for _, kind in ipairs { "lock", "sensor" } do
     local listed = {}
     local iterator = kind == "lock" and client:each_locker(each) or client:each_sensor(each)
-    local ok, err = feed(twin, kind, iterator, report, listed)
+    local ngx, semaphore = threads()
+    local ok, err
+    if ngx then
+      ok, err = feed_overlapped(ngx, semaphore, twin, kind, iterator, report, listed,
+        2 * each.concurrency * math.ceil(each.limit / 100))
+    else
+      ok, err = feed(twin, kind, iterator, report, listed)
+    end
     if not ok then return fail(err) end
     ok, err = mark_gone(twin, kind, listed, report)
     if not ok then return fail(err) end
@@ -123,6 +206,8 @@ function M.run(twin, client, opts)
   report.stale = #events
   report.changes = report.changes + #events
   local ok
+  ok, err = twin.store:set_meta("settings", json.encode(twin:settings()))
+  if not ok then return fail(err) end
   ok, err = twin.store:set_meta("synced_at", iso(twin.clock()))
   if not ok then return fail(err) end
   report.duration = twin.clock() - started

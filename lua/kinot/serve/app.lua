@@ -12,8 +12,8 @@ local M = {}
 local cfg, twin, handler, client
 
 --- configure(c) (init_by_lua): c = { app_key, app_secret, endpoint,
--- callback_secret, redis, groups, sync_interval, dtus, api_token,
--- stale_after, weak_signal, concurrency }
+-- callback_secret, redis, groups, sync_interval, sweep_interval, dtus,
+-- api_token, stale_after, weak_signal, concurrency }
 function M.configure(c)
   cfg = c
 end
@@ -43,7 +43,19 @@ local function loop(premature)
   end
 end
 
---- init_worker(): the twin, the client, the handler; worker 0 syncs
+-- the stale sweep on a timer of its own (a device turns stale with the
+-- time, not with a sync): every sweep_interval seconds, worker 0
+local function sweep_loop(premature)
+  if premature then return end
+  local ok, events, err = pcall(twin.sweep, twin)
+  if not ok then log(ngx.ERR, "sweep raised: ", tostring(events))
+  elseif not events then log(ngx.ERR, "sweep failed: ", tostring(err))
+  elseif #events > 0 then log(ngx.NOTICE, string.format("sweep: %d devices turned stale", #events)) end
+  local ok2, terr = ngx.timer.at(cfg.sweep_interval, sweep_loop)
+  if not ok2 then log(ngx.ERR, "cannot schedule the next sweep: ", tostring(terr)) end
+end
+
+--- init_worker(): the twin, the client, the handler; worker 0 syncs and sweeps
 function M.init_worker()
   local fleet = require "kinot.fleet"
   twin = fleet.new {
@@ -59,6 +71,10 @@ function M.init_worker()
   if ngx.worker.id() == 0 then
     local ok, err = ngx.timer.at(0, loop)
     if not ok then log(ngx.ERR, "cannot start the sync loop: ", tostring(err)) end
+    if cfg.sweep_interval and cfg.sweep_interval > 0 and twin.stale_after then
+      ok, err = ngx.timer.at(cfg.sweep_interval, sweep_loop)
+      if not ok then log(ngx.ERR, "cannot start the sweep: ", tostring(err)) end
+    end
   end
 end
 

@@ -300,7 +300,7 @@ local function tunnel(sock, proxy, hostport, deadline)
   return true
 end
 
---- new(opts) -> transport object with :send(request), :close()
+--- new(opts) -> transport object with :send(request), :send_many(list), :close()
 function M.new(opts)
   -- building a client in init_by_lua is fine (sending from there is not,
   -- and send says so); outside nginx there is nothing to build on
@@ -424,6 +424,31 @@ function M.new(opts)
     -- "close" among other tokens ("TE, close") ends the connection too
     if (conn and find(conn, "%f[%w]close%f[^%w]")) or once then sock:close() else sock:setkeepalive(idle, pool_size) end
     return { status = status, headers = headers, body = body }
+  end
+
+  --- send_many({req...}) -> { response | {error=, message=, not_sent=} ... }:
+  -- a batch's requests in flight together, a light thread each (as curl's
+  -- multi handle does outside nginx: each_locker's `concurrency` pages),
+  -- each answer in its request's place
+  function self.send_many(reqs)
+    local out = {}
+    local function one(i)
+      local res, kind, msg, not_sent = self.send(reqs[i])
+      out[i] = res or { error = kind, message = msg, not_sent = not_sent }
+    end
+    if #reqs <= 1 or not M.available() then
+      for i = 1, #reqs do one(i) end
+      return out
+    end
+    local threads = {}
+    for i = 1, #reqs do threads[i] = ngx.thread.spawn(one, i) end
+    local raised
+    for i = 1, #reqs do
+      local ok, err = ngx.thread.wait(threads[i])
+      if not ok and raised == nil then raised = err end
+    end
+    if raised ~= nil then error(raised, 0) end
+    return out
   end
 
   function self.close() end

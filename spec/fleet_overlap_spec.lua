@@ -1,0 +1,104 @@
+-- twin:sync inside nginx (kinot serve's case): the paging runs in a light
+-- thread while the store writes, and that overlap must lose nothing and
+-- stop cleanly: every device counted once, a platform failing mid-scan or
+-- a store failing mid-sync end the sync with an error (nothing marked
+-- gone, no thread left paging).  Real nginx, the real simulator, a real
+-- redis-server.
+local H = require "helpers"
+local R = require "redis_server"
+local json = require "kinot.json"
+local launcher = require "kinot.sim.launcher"
+
+describe("kinot.fleet's sync inside nginx, paging beside the store #nginx #sim #redis", function()
+  local sim, ng, rs
+  setup(function()
+    sim = H.sim { locks = 5000, sensors = 500, dtus = 2 }
+    rs = R.start()
+    ng = H.nginx {
+      http = "lua_shared_dict kinot_fleet 64m;\n init_by_lua_block { SIM = { key = '" .. sim.app_key ..
+             "', secret = '" .. sim.app_secret .. "', endpoint = '" .. sim.endpoint .. "' } }",
+      server = [[
+        location = /sync { content_by_lua_block {
+          local a = ngx.req.get_uri_args()
+          local fleet = require "kinot.fleet"
+          local twin = fleet.new { store = a.redis and "redis" or "shared", redis = a.redis, prefix = a.prefix }
+          local client = require("kinot").new { app_key = SIM.key, app_secret = SIM.secret, endpoint = SIM.endpoint,
+                                                retries = tonumber(a.retries or 2), paging = "page0" }
+          local report, err = twin:sync(client, { concurrency = 4, dtus = { 644200001 } })
+          local s = twin:summary()
+          ngx.say(require("kinot.json").encode {
+            report = report or (type(err) == "table" and err.report) or {}, error = err and tostring(err) or nil,
+            occupied = s and s.occupancy.occupied, locks = s and s.devices.locks, sensors = s and s.devices.sensors,
+            gone = s and s.devices.gone,
+          })
+        } }
+      ]],
+    }
+  end)
+  teardown(function()
+    if ng then ng.stop() end
+    if rs then rs.stop() end
+    if sim then sim.stop() end
+  end)
+
+  local function sync(query)
+    local res = H.raw("GET", ng.url .. "/sync?" .. (query or ""))
+    assert.are.equal(200, res.status, ng.log())
+    return json.decode(res.body)
+  end
+
+  local function scan_occupied()
+    local c, n = sim.client(), 0
+    for _, each in ipairs { c.each_locker, c.each_sensor } do
+      for d in each(c, { limit = 100, concurrency = 4 }) do n = n + d.car_detected end
+    end
+    return n
+  end
+
+  for _, store in ipairs { "shared", "redis" } do
+    it("counts every device once and agrees with a full scan (" .. store .. ")", function()
+      sim.reset()
+      local q = store == "redis" and ("redis=" .. rs.url .. "&prefix=ok:") or ""
+      local got = sync(q)
+      assert.is_nil(got.error)
+      assert.are.equal(5000, got.report.locks)
+      assert.are.equal(500, got.report.sensors)
+      assert.are.equal(5501, got.report.added)
+      assert.are.same({ 5000, 500, 0 }, { got.locks, got.sensors, got.gone })
+      assert.are.equal(scan_occupied(), got.occupied)
+      got = sync(q)
+      assert.are.equal(5501, got.report.duplicate, json.encode(got))
+      assert.are.same({ 0, 0, 0 }, { got.report.missed, got.report.added, got.report.gone })
+    end)
+  end
+
+  it("ends with an error, marks nothing gone, when pages fail mid-scan", function()
+    sim.reset()
+    local q = "redis=" .. rs.url .. "&prefix=pf:"
+    assert.is_nil(sync(q).error)
+    sim.fault { kind = "status", status = 500, share = 0.3, endpoint = "GET /lockers" }
+    local got = sync(q .. "&retries=0")
+    sim.call("DELETE", "/faults")
+    assert.is_string(got.error)
+    assert.are.equal(0, got.report.gone)
+    assert.are.same({ 5000, 0 }, { got.locks, got.gone })
+    got = sync(q)
+    assert.is_nil(got.error)
+    assert.are.same({ 5000, 0, 0 }, { got.locks, got.gone, got.report.missed })
+  end)
+
+  it("stops paging when the store fails, and says why", function()
+    sim.reset()
+    local function lockers_pages()
+      local e = sim.counters().endpoints
+      return type(e) == "table" and e["GET /lockers"] or 0
+    end
+    local before = lockers_pages()
+    local dead = "redis://127.0.0.1:" .. launcher.free_port() .. "/0"
+    local got = sync("redis=" .. dead)
+    assert.matches("redis", got.error)
+    local pages = lockers_pages() - before
+    -- 50 pages of locks in all: at most the first, the 8 batches waiting and a round of 4 in flight
+    assert.is_true(pages < 20, pages .. " pages fetched after the store failed")
+  end)
+end)
