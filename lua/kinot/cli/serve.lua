@@ -47,18 +47,6 @@ function M.define(p, ex)
   stop:option("--pid-file", "As given to --daemon (default $KINOT_SERVE_PID_FILE, else /tmp/kinot-serve.pid)")
 end
 
-local function serialize(v)
-  local t = type(v)
-  if t == "string" then return string.format("%q", v) end
-  if t == "number" or t == "boolean" then return tostring(v) end
-  if t == "table" then
-    local out = {}
-    for k, x in pairs(v) do out[#out + 1] = "[" .. serialize(k) .. "]=" .. serialize(x) end
-    return "{" .. table.concat(out, ",") .. "}"
-  end
-  return "nil"
-end
-
 local CONF = [[
 load_module ${mods}/ndk_http_module.so;
 load_module ${mods}/ngx_http_lua_module.so;
@@ -125,7 +113,7 @@ local function start(cfg, o)
   local prefix = p:read("*l")
   p:close()
   local f = assert(io.open(prefix .. "/serve_config.lua", "wb"))
-  f:write("return ", serialize(cfg), "\n")
+  f:write("return ", launcher.serialize(cfg), "\n")
   f:close()
   local conf = CONF:gsub("%${([%w_]+)}", {
     mods = mods, prefix = prefix, root = root, cpath = cpath, listen = o.listen, workers = tostring(o.workers),

@@ -87,6 +87,8 @@ local function nginx_bin()
 end
 M.find_modules, M.nginx_bin = find_modules, nginx_bin -- kinot serve starts its nginx alike (cli/serve.lua)
 
+--- serialize(v) -> Lua source that rebuilds v (strings, numbers, booleans,
+-- tables): the config an nginx it starts reads with dofile
 local function serialize(v)
   local t = type(v)
   if t == "string" then return string.format("%q", v) end
@@ -98,6 +100,8 @@ local function serialize(v)
   end
   return "nil"
 end
+
+M.serialize = serialize
 
 --- free_port() -> a TCP port on 127.0.0.1 that was free a moment ago
 function M.free_port()
