@@ -47,3 +47,32 @@ describe("Redis dedupe claim tokens do not collide between hosts #redis", functi
     assert.are.equal("busy\n", fresh(code)) -- host B's copy must wait
   end)
 end)
+
+describe("a handler running past busy_ttl (ack = after_handler) #unit", function()
+  -- The in-progress mark is a lease, not a lock: a copy that comes once it
+  -- has run out runs the handler beside the first.  docs/callbacks.md says
+  -- so (it said only "keeps the handler from running twice at once").
+  -- This spec holds the documented behaviour (it passed before: the fix was
+  -- to the docs).
+  it("runs the copy beside it", function()
+    local now = 1000
+    local body = signed('{"sn":419631107,"locked":1}')
+    local rcv
+    local inside, overlap, copy_status = 0, 0, nil
+    rcv = callback.receiver { secret = SECRET, ack = "after_handler", busy_ttl = 1, max_age = false,
+      clock = function() return now end,
+      on_status = function()
+        inside = inside + 1
+        if inside > 1 then overlap = overlap + 1 end
+        if inside == 1 then
+          now = now + 2 -- the first is slow: its lease runs out, the platform delivers again
+          copy_status = rcv:receive(body)
+        end
+        inside = inside - 1
+        return true
+      end }
+    assert.are.equal(200, (rcv:receive(body)))
+    assert.are.equal(200, copy_status)
+    assert.are.equal(1, overlap) -- twice at once: what the docs now say
+  end)
+end)
