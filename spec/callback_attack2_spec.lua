@@ -2,6 +2,8 @@
 -- wave): each spec here failed on the main it was written against (on the
 -- runtime it names), and says which promise it holds.
 local callback = require "kinot.callback"
+local rules = require "kinot.callback.rules"
+local worker = require "kinot.callback.worker"
 local R = require "redis_server"
 local H = require "helpers"
 
@@ -74,5 +76,45 @@ describe("a handler running past busy_ttl (ack = after_handler) #unit", function
     assert.are.equal(200, (rcv:receive(body)))
     assert.are.equal(200, copy_status)
     assert.are.equal(1, overlap) -- twice at once: what the docs now say
+  end)
+end)
+
+describe("the inbox's worker sees the event the receiver verified #redis", function()
+  -- A body goes through the inbox (the receiver stores it) and comes back
+  -- through a worker (rebuilt without the secret): the worker's event must
+  -- be the one the receiver verified, under whatever sign_rule and verify
+  -- mode the receiver had.  Real redis-server, the real inbox and worker.
+  local r
+  before_each(function() r = R.start() end)
+  after_each(function() r.stop() end)
+
+  local function through(ropts, body)
+    ropts.inbox = { redis = r.url, stream = "s" }
+    ropts.secret = SECRET
+    ropts.max_age = false
+    local rcv = callback.receiver(ropts)
+    local status, _, ev = rcv:receive(body)
+    assert.are.equal(200, status)
+    local seen
+    local w = worker.new { redis = r.url, stream = "s", block = 0.1, on_status = function(e) seen = e return true end }
+    assert(w:step())
+    assert.is_table(seen)
+    return ev, seen
+  end
+
+  it("under sign_rule keep-empty / null-as-text: the members that rule signed", function()
+    for _, rule in ipairs { "md5-key+keep-empty", "md5-key+null-as-text" } do
+      local raw = '{"sn":419631107,"locked":1,"note":"","x":null}'
+      local body = raw:gsub("}$", ',"sign":"' .. rules.sign(raw, SECRET, rules.rule(rule)) .. '"}')
+      local ev, seen = through({ sign_rule = rule }, body)
+      assert.are.same(ev.data, seen.data, rule)
+    end
+  end)
+
+  it('under verify = "monitor": a body that failed verification reaches the worker as unverified', function()
+    local body = '{"sn":419631107,"locked":0,"sign":"00000000000000000000000000000000"}' -- forged
+    local ev, seen = through({ verify = "monitor" }, body)
+    assert.is_false(ev.verified)
+    assert.is_false(seen.verified) -- was true: a forgery handed to the worker as verified
   end)
 end)

@@ -126,7 +126,12 @@ end
 -- claim, the acknowledgement `ack` says, the settlement
 function M:deliver(ev, raw, err)
   local store = self.store
-  local state, token = store:claim(ev.id, raw)
+  -- how the body was read, for a store that keeps it (the inbox): its
+  -- workers must rebuild this event, not the default rule's
+  local form
+  if ev.verified == false then form = { verified = false } -- read by the default rule (unverified)
+  elseif self.rule then form = { rule = self.rule.name } end
+  local state, token = store:claim(ev.id, raw, form)
   if state == "done" then return 200, OK_BODY, nil, err, true end -- a redelivery: acknowledged, not handed over
   if state == "busy" then return 503, BUSY_BODY, nil, err end -- being handled now: deliver again later
   if state == nil then

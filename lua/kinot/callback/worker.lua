@@ -182,8 +182,8 @@ function M:bury(entry, f, attempts, why, died)
   self.log("error", "entry " .. entry .. " (callback " .. tostring(f.id) .. ") moved to " .. self.dead_key ..
     " after " .. attempts .. " attempt(s)")
   return self.client:eval(DEAD, 3, self.stream, self.errors_key, self.dead_key, self.group, entry,
-    self.delete, why, died and "died" or "", self.dead_maxlen, "id", f.id or "", "body", f.body or "", "at", f.at or "", "attempts", attempts,
-    "consumer", self.consumer)
+    self.delete, why, died and "died" or "", self.dead_maxlen, "id", f.id or "", "body", f.body or "", "at", f.at or "",
+    "rule", f.rule or "", "verified", f.verified or "", "attempts", attempts, "consumer", self.consumer)
 end
 
 -- run_handler(ev) -> true | false, error text: the handler's outcome,
@@ -203,8 +203,11 @@ function M:handle(entry, list, deliveries)
   if deliveries > self.max_attempts then
     return self:bury(entry, f, deliveries - 1, "handler did not finish (its worker died or stalled)", true)
   end
-  local ev, why = event.rebuild(f.body or "", f.id)
+  -- (the sign_rule it was verified under; verified = "0": it was not,
+  -- under verify = "monitor", and the handler must be told)
+  local ev, why = event.rebuild(f.body or "", f.id, f.rule)
   if not ev then return self:bury(entry, f, deliveries, "entry unreadable: " .. tostring(why)) end
+  if f.verified == "0" then ev.verified = false end
   ev.received_at, ev.attempt, ev.entry = tonumber(f.at), deliveries, entry
   local ok, err = self:run_handler(ev)
   if ok then
