@@ -118,3 +118,47 @@ describe("the inbox's worker sees the event the receiver verified #redis", funct
     assert.is_false(seen.verified) -- was true: a forgery handed to the worker as verified
   end)
 end)
+
+describe("a worker whose slow handler fails after another worker handled the entry #redis", function()
+  -- Worker A's handler outlives claim_after; worker B claims the entry,
+  -- handles it, acknowledges it; then A's handler fails.  A must not leave
+  -- an error in <stream>:errors for an entry that is gone (nothing would
+  -- ever remove it), nor move a handled entry to <stream>:dead.
+  -- Real redis-server, the real inbox and workers (B runs inside A's
+  -- handler: the interleaving is the point).
+  local r
+  before_each(function() r = R.start() end)
+  after_each(function() r.stop() end)
+
+  local function race(max_attempts)
+    local rcv = callback.receiver { secret = SECRET, max_age = false, inbox = { redis = r.url, stream = "s" } }
+    assert.are.equal(200, (rcv:receive(signed('{"sn":419631107,"locked":1}'))))
+    local b = worker.new { redis = r.url, stream = "s", consumer = "b", block = 0.1, claim_after = 0.1,
+                           on_status = function() return true end }
+    local a = worker.new { redis = r.url, stream = "s", consumer = "a", block = 0.1, claim_after = 0.1,
+      max_attempts = max_attempts, log = function() end,
+      on_status = function()
+        require("kinot.core").sleep(0.3) -- slower than claim_after
+        assert.are.equal(1, b:step()) -- B takes it over and handles it
+        return nil, "failed late"
+      end }
+    assert(a:step())
+    local c = r.client()
+    local hlen = c:call("HLEN", "s:errors")
+    local dead = c:call("XLEN", "s:dead")
+    c:close()
+    return hlen, dead
+  end
+
+  it("leaves no error behind for it", function()
+    local hlen, dead = race(5)
+    assert.are.equal(0, hlen)
+    assert.are.equal(0, dead)
+  end)
+
+  it("does not move it to the dead-letter stream at its last attempt", function()
+    local hlen, dead = race(1)
+    assert.are.equal(0, hlen)
+    assert.are.equal(0, dead)
+  end)
+end)
