@@ -162,3 +162,36 @@ describe("a worker whose slow handler fails after another worker handled the ent
     assert.are.equal(0, dead)
   end)
 end)
+
+describe("callback misuse raises misuse when the options are read, not a Lua error later #unit", function()
+  local errors = require "kinot.errors"
+  local function misuse(f, pattern)
+    local ok, e = pcall(f)
+    assert.is_false(ok, "accepted")
+    assert.is_true(errors.is_misuse(e), "not a misuse: " .. tostring(e))
+    if pattern then assert.matches(pattern, tostring(e)) end
+  end
+  local BODY = '{"sn":1,"locked":1,"updated_at":"2019-03-13T10:42:39+08:00","sign":"x"}'
+
+  it("verify's max_body must be a positive number (was: attempt to compare string with number)", function()
+    misuse(function() callback.verify(BODY, { secret = SECRET, max_body = "10" }) end, "max_body")
+  end)
+
+  it("clock must be a function, in the receiver and in verify (was: accepted, then a Lua error per request)", function()
+    misuse(function() callback.receiver { secret = SECRET, clock = 5 } end, "clock")
+    misuse(function() callback.verify(BODY, { secret = SECRET, max_age = 10, clock = "x" }) end, "clock")
+  end)
+
+  it("order_dict must be a lua_shared_dict (was: accepted, then a Lua error per request)", function()
+    misuse(function() callback.receiver { secret = SECRET, order_dict = "x" } end, "order_dict")
+  end)
+
+  it("a worker's loops must be a positive whole number (was: accepted)", function()
+    misuse(function() worker.new { redis = "redis://127.0.0.1:1", on_status = print, loops = "x" } end, "loops")
+  end)
+
+  it("discover's extra rules are checked whatever the body (was: only when its sign is hex)", function()
+    misuse(function() callback.discover(BODY, SECRET, { { digest = "md5", bogus = 1 } }) end, "bogus")
+    misuse(function() callback.discover(BODY, SECRET, { bogus = 1 }) end, "list")
+  end)
+end)

@@ -63,6 +63,17 @@ function M.new(opts, fname)
     errors.misuse('ack must be "after_handler" or "immediate" (got ' .. tostring(ack) .. ")")
   end
   local store = opts.store or stores.new(opts, ack == "after_handler")
+  -- the newest time of each device: a lua_shared_dict (by name, or the
+  -- dict itself), else the dedupe dict, else this process's memory
+  local order_dict = opts.order_dict
+  if type(order_dict) == "string" then
+    order_dict = ngx and ngx.shared and ngx.shared[order_dict]
+    if not order_dict then
+      errors.misuse("order_dict names lua_shared_dict '" .. opts.order_dict .. "', which nginx.conf does not declare")
+    end
+  elseif order_dict ~= nil and not (type(order_dict) == "table" and order_dict.get and order_dict.set) then
+    errors.misuse("order_dict must name a lua_shared_dict (got " .. type(order_dict) .. ")")
+  end
   return setmetatable({
     rule = rule, monitor = opts.verify == "monitor", after = ack == "after_handler",
     secrets = event.secrets_of(opts.secret), on_status = opts.on_status, on_command = opts.on_command,
@@ -70,7 +81,7 @@ function M.new(opts, fname)
     -- freshness (issue 12 §4): kinot.callback.freshness; nil when switched off.
     -- The newest times go in the dedupe dict when there is one (shared by the workers)
     fresh = freshness.new({ max_age = opts.max_age, max_skew = opts.max_skew, out_of_order = opts.out_of_order,
-                            dict = opts.order_dict or store.dict, capacity = opts.order_capacity,
+                            dict = order_dict or store.dict, capacity = opts.order_capacity,
                             now = opts.clock }),
   }, M)
 end

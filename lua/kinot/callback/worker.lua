@@ -148,6 +148,8 @@ function M.new(opts)
     end
   end
   local block = positive(opts, "block", 2)
+  local loops = positive(opts, "loops", 1)
+  if loops ~= math.floor(loops) then errors.misuse("callback.worker: loops must be a whole number") end
   local self = setmetatable({
     stream = opts.stream or "kinot:callbacks", group = opts.group or M.GROUP,
     consumer = opts.consumer or default_consumer(),
