@@ -212,19 +212,27 @@ function M.check_rule(raw, secrets, rule, max_body)
   return M.event_of(members, id, index, rule)
 end
 
---- rebuild(raw, id) -> the event of a body verified earlier, built as
--- verify() builds it (the default rule's signed members, typed) without
--- checking the sign again | nil, err.  For the durable inbox's workers
--- (kinot.callback.worker): they hold no secret.
+--- rebuild(raw, id[, rule]) -> the event of a body verified earlier, built
+-- as verify() builds it (the signed members of `rule`, default the
+-- default rule, typed) without checking the sign again | nil, err.  For
+-- the durable inbox's workers (kinot.callback.worker): they hold no secret.
+-- A rule the SDK does not know is an error, not a misuse: it comes from
+-- a stored entry.
 ---@param raw string a body verified earlier
 ---@param id string its event's id
+---@param rule? string the sign_rule it was verified under (a name)
 ---@return kinot.callback.Event|nil
 ---@return kinot.Error|nil
-function M.rebuild(raw, id)
+function M.rebuild(raw, id, rule)
   if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
+  if rule ~= nil then
+    local ok, r = pcall(rules.rule, rule)
+    if not ok then return refuse("malformed", "unknown sign_rule " .. tostring(rule):sub(1, 80)) end
+    rule = r
+  end
   local members, err = rules.members(raw)
   if not members then return nil, err end
-  return M.event_of(members, id, nil)
+  return M.event_of(members, id, nil, rule)
 end
 
 return M

@@ -93,6 +93,9 @@ function M.new(opts, level)
   if order ~= "drop" and order ~= "flag" and order ~= false then
     errors.misuse('out_of_order must be "drop", "flag" or false')
   end
+  if opts.now ~= nil and type(opts.now) ~= "function" then
+    errors.misuse("clock must be a function returning the time in seconds")
+  end
   local capacity = opts.capacity or M.CAPACITY
   if type(capacity) ~= "number" or capacity < 1 then errors.misuse("order_capacity must be a positive number") end
   if not max_age and not order then return nil end

@@ -4,7 +4,10 @@
 -- kinot.callback.worker hands the entries to on_status / on_command.
 --
 -- An entry: id (the verified sign), body (the raw verified body), at (when
--- it was received, epoch seconds).  The append and the dedupe mark are one
+-- it was received, epoch seconds), and only when the receiver read it
+-- otherwise than by the default rule: rule (the sign_rule's name) or
+-- verified = "0" (verify = "monitor", not verified): the worker rebuilds
+-- the event the receiver verified, and says so when it was not.  The append and the dedupe mark are one
 -- script, so they happen together or not at all: a redelivery of a stored
 -- event is answered 200 without a second entry, on any host.
 local redis = require "kinot.redis"
@@ -17,17 +20,19 @@ M.__index = M
 
 M.STREAM = "kinot:callbacks"
 
--- KEYS: dedupe key, stream; ARGV: ttl, maxlen ("" for none), id, body, at.
+-- KEYS: dedupe key, stream; ARGV: ttl, maxlen ("" for none), id, body, at,
+-- rule ("" for the default), verified ("0" when not, else "").
 -- The mark is set after the append: a script that fails half way keeps
 -- what it wrote, and a mark without its entry would make the redelivery
 -- of an event never stored look like a duplicate.
 local PUT = [[
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if ARGV[2] ~= '' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[3], 'body', ARGV[4], 'at', ARGV[5])
-else
-  redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'body', ARGV[4], 'at', ARGV[5])
-end
+local a = { KEYS[2] }
+if ARGV[2] ~= '' then a[#a + 1] = 'MAXLEN'; a[#a + 1] = '~'; a[#a + 1] = ARGV[2] end
+for _, v in ipairs { '*', 'id', ARGV[3], 'body', ARGV[4], 'at', ARGV[5] } do a[#a + 1] = v end
+if ARGV[6] ~= '' then a[#a + 1] = 'rule'; a[#a + 1] = ARGV[6] end
+if ARGV[7] ~= '' then a[#a + 1] = 'verified'; a[#a + 1] = ARGV[7] end
+redis.call('XADD', unpack(a))
 redis.call('SET', KEYS[1], 'done', 'EX', ARGV[1])
 return 1]]
 
@@ -61,10 +66,13 @@ function M.new(o, dedupe)
   }, M)
 end
 
---- put(id, raw, at) -> true (stored now) | false (stored before: a redelivery) | nil, err
-function M:put(id, raw, at)
+--- put(id, raw, at[, form]) -> true (stored now) | false (stored before: a redelivery) | nil, err
+-- form: nil, or { rule = name, verified = false } (kinot.callback.stores)
+function M:put(id, raw, at, form)
+  local rule = form and form.rule or ""
+  local verified = form and form.verified == false and "0" or ""
   local v, err = self.client:eval(PUT, 2, self.prefix .. id, self.stream,
-                                  self.ttl, self.maxlen, id, raw, string.format("%.3f", at))
+                                  self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified)
   if v == nil then return nil, err end
   return v == 1
 end
@@ -75,8 +83,8 @@ end
 -- dedupes as it appends, and a stored event is one a worker will run.
 local now = rawget(_G, "ngx") and ngx.now or os.time -- luacheck: ignore
 
-function M:claim(id, raw)
-  local stored, err = self:put(id, raw, now())
+function M:claim(id, raw, form)
+  local stored, err = self:put(id, raw, now(), form)
   if stored == nil then return nil, err end
   return stored and "new" or "done", true
 end

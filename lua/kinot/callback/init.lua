@@ -6,6 +6,7 @@ local event = require "kinot.callback.event"
 local rules = require "kinot.callback.rules"
 local freshness = require "kinot.callback.freshness"
 local validate = require "kinot.validate"
+local errors = require "kinot.errors"
 local receiver = require "kinot.callback.receiver"
 local handler = require "kinot.callback.handler"
 local worker = require "kinot.callback.worker"
@@ -46,6 +47,7 @@ function M.verify(raw, opts)
   end
   local secrets = event.secrets_of(opts and opts.secret)
   local max_body = (opts and opts.max_body) or M.MAX_BODY
+  if type(max_body) ~= "number" or max_body < 1 then errors.misuse("max_body must be a positive number") end
   local rule = opts and opts.sign_rule
   -- freshness (the receiver's rule, kinot.callback.freshness), only when
   -- asked for: a body may be verified long after it came (a captured one,

@@ -64,6 +64,17 @@ function M.new(opts, fname)
     errors.misuse('ack must be "after_handler" or "immediate" (got ' .. tostring(ack) .. ")")
   end
   local store = opts.store or stores.new(opts, ack == "after_handler")
+  -- the newest time of each device: a lua_shared_dict (by name, or the
+  -- dict itself), else the dedupe dict, else this process's memory
+  local order_dict = opts.order_dict
+  if type(order_dict) == "string" then
+    order_dict = ngx and ngx.shared and ngx.shared[order_dict]
+    if not order_dict then
+      errors.misuse("order_dict names lua_shared_dict '" .. opts.order_dict .. "', which nginx.conf does not declare")
+    end
+  elseif order_dict ~= nil and not (type(order_dict) == "table" and order_dict.get and order_dict.set) then
+    errors.misuse("order_dict must name a lua_shared_dict (got " .. type(order_dict) .. ")")
+  end
   return setmetatable({
     rule = rule, monitor = opts.verify == "monitor", after = ack == "after_handler",
     secrets = event.secrets_of(opts.secret), on_status = opts.on_status, on_command = opts.on_command,
@@ -71,7 +82,7 @@ function M.new(opts, fname)
     -- freshness (issue 12 §4): kinot.callback.freshness; nil when switched off.
     -- The newest times go in the dedupe dict when there is one (shared by the workers)
     fresh = freshness.new({ max_age = opts.max_age, max_skew = opts.max_skew, out_of_order = opts.out_of_order,
-                            dict = opts.order_dict or store.dict, capacity = opts.order_capacity,
+                            dict = order_dict or store.dict, capacity = opts.order_capacity,
                             now = opts.clock }),
   }, M)
 end
@@ -127,7 +138,12 @@ end
 -- claim, the acknowledgement `ack` says, the settlement
 function M:deliver(ev, raw, err)
   local store = self.store
-  local state, token = store:claim(ev.id, raw)
+  -- how the body was read, for a store that keeps it (the inbox): its
+  -- workers must rebuild this event, not the default rule's
+  local form
+  if ev.verified == false then form = { verified = false } -- read by the default rule (unverified)
+  elseif self.rule then form = { rule = self.rule.name } end
+  local state, token = store:claim(ev.id, raw, form)
   if state == "done" then return 200, OK_BODY, nil, err, true end -- a redelivery: acknowledged, not handed over
   if state == "busy" then return 503, BUSY_BODY, nil, err end -- being handled now: deliver again later
   if state == nil then

@@ -14,8 +14,7 @@
 local redis = require "kinot.redis"
 local errors = require "kinot.errors"
 local validate = require "kinot.validate"
-
-local ngx = rawget(_G, "ngx")
+local core = require "kinot.core_loader"
 
 local M = {}
 M.__index = M
@@ -42,15 +41,6 @@ elseif redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[3] then
   redis.call('DEL', KEYS[1])
 end
 return 1]]
-
-local claims = 0
-local PROCESS = (tostring({}):match("(%x+)$") or "0") .. ":" .. os.time()
-local HOST = (function()
-  local f = io.open("/proc/sys/kernel/hostname")
-  local h = f and f:read("*l")
-  if f then f:close() end
-  return h or "host"
-end)()
 
 local OPTIONS = validate.set { "redis", "ttl", "prefix", "lease", "timeout", "connect_timeout" }
 
@@ -82,11 +72,12 @@ end
 
 --- claim(id) -> "new", token | "done" | "busy" (another host has it in hand) | nil, err
 function M:claim(id)
-  claims = claims + 1
-  -- this process (an nginx worker: its pid, read now, not in the master
-  -- that built the store), this claim
-  local token = string.format("%s:%s:%d:%d", HOST, ngx and ngx.worker and ngx.worker.pid() or PROCESS, claims,
-                              math.random(0, 2 ^ 30))
+  -- 122 bits from OpenSSL's generator: unique across hosts and processes.
+  -- (host:pid:counter:math.random was not: containers on one node share a
+  -- hostname and their workers' pids, and LuaJIT's math.random starts from
+  -- the same seed in every process, so two hosts made the same tokens and
+  -- each took the other's pending mark for its own claim)
+  local token = core.uuid()
   local v, err = self.client:eval(CLAIM, 1, self.prefix .. id, self.lease, token)
   if v == "new" then return v, token end
   return v, err

@@ -339,6 +339,18 @@ function M.discover(raw, secrets, extra)
   for i = 1, #secrets do
     if type(secrets[i]) ~= "string" then errors.misuse("secret[" .. i .. "] must be a string") end
   end
+  -- the caller's rules, checked whatever the body holds
+  if extra ~= nil then
+    if type(extra) ~= "table" or next(extra) ~= nil and #extra == 0 then
+      errors.misuse("discover's extra rules must be a list of sign rules")
+    end
+    for k in pairs(extra) do
+      if type(k) ~= "number" or k < 1 or k > #extra or k ~= math.floor(k) then
+        errors.misuse("discover's extra rules must be a list of sign rules")
+      end
+    end
+    for _, spec in ipairs(extra) do M.rule(spec, 2) end
+  end
   local members, err = M.members(raw)
   if not members then return nil, err end
   local canonical, given = M.canonical(members, M.DEFAULT)

@@ -37,18 +37,31 @@ if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
 redis.call('HDEL', KEYS[2], ARGV[2])
 return 1]]
 
+-- Failed (FAILED, DEAD): only while the entry is still this consumer's.
+-- A handler slower than claim_after may fail after another worker claimed
+-- the entry and handled it (acknowledged, deleted): its error would stay in
+-- the errors hash for ever, or a handled entry would go to the dead-letter
+-- stream.  The entry is then the other worker's to judge.
+
+-- KEYS: stream, errors hash; ARGV: group, entry id, consumer, error
+local FAILED = [[
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+return 1]]
+
 -- KEYS: stream, errors hash, dead stream; ARGV: group, entry id, delete,
--- last error, "died" or "", dead_maxlen, then the dead entry's field /
--- value pairs.  The dead-letter stream keeps its newest dead_maxlen
--- entries (exactly: it is small, and read by people)
+-- last error, "died" or "", dead_maxlen, consumer, then the dead entry's
+-- field / value pairs.  The dead-letter stream keeps its newest
+-- dead_maxlen entries (exactly: it is small, and read by people)
 local DEAD = [[
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[7]) == 0 then return 0 end
 local err = ARGV[4]
 if ARGV[5] == 'died' then
   local before = redis.call('HGET', KEYS[2], ARGV[2])
   if before then err = err .. '; the attempt before failed with: ' .. before end
 end
 local f = { 'entry', ARGV[2] }
-for i = 7, #ARGV do f[#f + 1] = ARGV[i] end
+for i = 8, #ARGV do f[#f + 1] = ARGV[i] end
 f[#f + 1] = 'error'
 f[#f + 1] = err
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], '*', unpack(f))
@@ -139,6 +152,8 @@ function M.new(opts)
     end
   end
   local block = positive(opts, "block", 2)
+  local loops = positive(opts, "loops", 1)
+  if loops ~= math.floor(loops) then errors.misuse("callback.worker: loops must be a whole number") end
   local self = setmetatable({
     stream = opts.stream or "kinot:callbacks", group = opts.group or M.GROUP,
     consumer = opts.consumer or default_consumer(),
@@ -182,12 +197,18 @@ function M:ack(entry)
 end
 
 function M:bury(entry, f, attempts, why, died)
+  local v, err = self.client:eval(DEAD, 3, self.stream, self.errors_key, self.dead_key, self.group, entry,
+    self.delete, why, died and "died" or "", self.dead_maxlen, self.consumer, "id", f.id or "", "body", f.body or "",
+    "at", f.at or "", "rule", f.rule or "", "verified", f.verified or "", "attempts", attempts, "consumer", self.consumer)
+  if v == nil then return nil, err end
+  if v == 0 then -- another worker claimed it meanwhile: its call
+    self.log("error", "entry " .. entry .. " was claimed by another worker while its handler ran here: left to it")
+    return v
+  end
   self.dead = self.dead + 1
   self.log("error", "entry " .. entry .. " (callback " .. tostring(f.id) .. ") moved to " .. self.dead_key ..
     " after " .. attempts .. " attempt(s)")
-  return self.client:eval(DEAD, 3, self.stream, self.errors_key, self.dead_key, self.group, entry,
-    self.delete, why, died and "died" or "", self.dead_maxlen, "id", f.id or "", "body", f.body or "", "at", f.at or "", "attempts", attempts,
-    "consumer", self.consumer)
+  return v
 end
 
 -- run_handler(ev) -> true | false, error text: the handler's outcome,
@@ -207,8 +228,11 @@ function M:handle(entry, list, deliveries)
   if deliveries > self.max_attempts then
     return self:bury(entry, f, deliveries - 1, "handler did not finish (its worker died or stalled)", true)
   end
-  local ev, why = event.rebuild(f.body or "", f.id)
+  -- (the sign_rule it was verified under; verified = "0": it was not,
+  -- under verify = "monitor", and the handler must be told)
+  local ev, why = event.rebuild(f.body or "", f.id, f.rule)
   if not ev then return self:bury(entry, f, deliveries, "entry unreadable: " .. tostring(why)) end
+  if f.verified == "0" then ev.verified = false end
   ev.received_at, ev.attempt, ev.entry = tonumber(f.at), deliveries, entry
   local ok, err = self:run_handler(ev)
   if ok then
@@ -223,7 +247,7 @@ function M:handle(entry, list, deliveries)
     self.max_attempts .. "): " .. err)
   if deliveries >= self.max_attempts then return self:bury(entry, f, deliveries, err) end
   -- left pending: claimed again after claim_after; the error goes with it
-  return self.client:call("HSET", self.errors_key, entry, err)
+  return self.client:eval(FAILED, 2, self.stream, self.errors_key, self.group, entry, self.consumer, err)
 end
 
 -- deliveries of one pending entry (XPENDING's count; 1 if it is gone)
