@@ -77,6 +77,7 @@ build = {
       ["kinot.cli.serve"] = "lua/kinot/cli/serve.lua",
       ["kinot.cli.fleet"] = "lua/kinot/cli/fleet.lua",
       ["kinot.cli.report"] = "lua/kinot/cli/report.lua",
+      ["kinot.cli.pidfile"] = "lua/kinot/cli/pidfile.lua",
       ["kinot.cli.sim"] = "lua/kinot/cli/sim.lua",
       ["kinot.cli.worker"] = "lua/kinot/cli/worker.lua",
       ["kinot.errors"] = "lua/kinot/errors.lua",
