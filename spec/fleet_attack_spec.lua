@@ -145,3 +145,116 @@ describe("kinot.fleet groups files, hostile #unit", function()
     refused(file(".json", '{"419600001": {"zone": ["A"]}}'), "zone")
   end)
 end)
+
+-- A lua_shared_dict too small for the fleet: updates must fail with an
+-- error naming the dict, never evict what the twin holds (nginx's add and
+-- incr with an initial value make room by dropping the least recently used
+-- keys), and never leave the counters apart from the records.
+local FILL = [[
+  location = /fill {
+    content_by_lua_block {
+      local fleet = require "kinot.fleet"
+      local cjson = require "cjson"
+      local twin = fleet.new { store = "shared", dict = "fleet_tiny", stale_after = false,
+                               groups = { ["1"] = { zone = "A", level = "1" } } }
+      local held, failed, first_err = {}, 0, nil
+      local function stamp(s) return os.date("!%Y-%m-%dT%H:%M:%S+00:00", 1796083200 + s) end
+      math.randomseed(5)
+      for round = 1, 6 do
+        for sn = 1, 400 do
+          local data = { sn = sn, car_detected = (sn + round) % 2, locked = (sn * round) % 2, low_battery = round % 2,
+                         coil_fault = (sn + round) % 3 == 0 and 1 or 0, voltage = 3.4, rs_si = -60 - round * 10,
+                         bt_mac = string.rep("ab", math.random(1, 40)), updated_at = stamp(round * 10) }
+          local v, err = twin:apply { kind = "status_changed", device = sn % 3 == 0 and "sensor" or "lock",
+                                      sn = sn, data = data, verified = true }
+          if v then held[sn] = true else
+            failed = failed + 1
+            first_err = first_err or tostring(err)
+          end
+        end
+      end
+      -- a recount of what the twin holds, against its counters
+      local s = twin:summary()
+      local n, locks, sensors, occupied, up, fault, low = 0, 0, 0, 0, 0, 0, 0
+      local lost = {}
+      for sn = 1, 400 do
+        local d = twin:device(sn)
+        if d then
+          n = n + 1
+          if d.kind == "lock" then locks = locks + 1 else sensors = sensors + 1 end
+          if d.state.car_detected == 1 then occupied = occupied + 1 end
+          if d.kind == "lock" and d.state.locked == 1 then up = up + 1 end
+          if d.state.coil_fault == 1 then fault = fault + 1 end
+          if d.state.low_battery == 1 then low = low + 1 end
+        elseif held[sn] then
+          lost[#lost + 1] = sn
+        end
+      end
+      local listed = twin:devices { limit = 1000 }
+      ngx.say(cjson.encode {
+        failed = failed, first_err = first_err, lost = lost,
+        recount = { n = n, locks = locks, sensors = sensors, occupied = occupied, up = up, fault = fault, low = low,
+                    listed = listed.total },
+        counted = { n = s.devices.locks + s.devices.sensors, locks = s.devices.locks, sensors = s.devices.sensors,
+                    occupied = s.occupancy.occupied, up = s.locks_up, fault = s.faults.devices, low = s.low_battery,
+                    listed = n },
+      })
+    }
+  }
+]]
+
+describe("kinot.fleet in a lua_shared_dict that fills up #nginx", function()
+  it("fails updates naming the dict, evicts nothing it held, keeps its counters equal to a recount", function()
+    local ng = H.nginx { http = "lua_shared_dict fleet_tiny 96k;", server = FILL }
+    finally(function() ng.stop() end)
+    local res = H.raw("GET", ng.url .. "/fill")
+    assert.are.equal(200, res.status, res.body .. ng.log())
+    local doc = require("kinot.json").decode(res.body)
+    assert.is_true(doc.failed > 0, "the dict never filled: make it smaller")
+    assert.matches("fleet_tiny is full", doc.first_err)
+    assert.are.same({}, doc.lost, "devices the twin held were evicted")
+    assert.are.same(doc.recount, doc.counted)
+  end)
+end)
+
+describe("kinot.fleet and a stamp from the future #unit", function()
+  local fleet = require "kinot.fleet"
+  local N = 1796292000 -- our clock
+  local function iso(t, offset)
+    return os.date("!%Y-%m-%dT%H:%M:%S", t + (offset or 0) * 3600) ..
+      (offset and string.format("%+03d:00", offset) or "+00:00")
+  end
+  local function ev(sn, at, car)
+    return { kind = "status_changed", device = "lock", sn = sn, verified = true,
+             data = { sn = sn, car_detected = car, locked = 0, updated_at = at } }
+  end
+
+  for _, bad in ipairs { "2099-01-01T00:00:00+00:00", "2099-01-01 00:00:00" } do
+    it("does not let a platform's stamp of 2099 freeze a device (" .. bad .. ")", function()
+      local now = N
+      local twin = fleet.new { store = "table", stale_after = 3600, clock = function() return now end }
+      assert.are.equal("added", (twin:apply(ev(419600001, bad, 1))))
+      assert.are.equal(bad, twin:device(419600001).updated_at) -- shown as the platform wrote it
+      -- once our clock is well past the allowed skew, the platform's true newer state applies
+      now = N + 15 * 3600
+      assert.are.equal("applied", (twin:apply(ev(419600001, iso(now - 5), 0))))
+      assert.are.equal(0, twin:device(419600001).state.car_detected)
+      -- an older one still never applies
+      assert.are.equal("older", (twin:apply(ev(419600001, iso(now - 60), 1))))
+      -- and the sweep still finds it silent
+      now = now + 3600
+      assert.are.equal(1, #twin:sweep())
+      assert.is_true(twin:device(419600001).stale)
+    end)
+  end
+
+  it("orders one time written in two zones as the same instant", function()
+    local now = N + 100
+    local twin = fleet.new { store = "table", stale_after = false, clock = function() return now end }
+    assert.are.equal("added", (twin:apply(ev(419600002, iso(N, 8), 1))))
+    assert.are.equal("duplicate", (twin:apply(ev(419600002, iso(N, -5), 1))))
+    assert.are.equal("duplicate", (twin:apply(ev(419600002, os.date("!%Y-%m-%dT%H:%M:%SZ", N), 1))))
+    assert.are.equal("older", (twin:apply(ev(419600002, iso(N - 1, 14), 0))))
+    assert.are.equal("applied", (twin:apply(ev(419600002, iso(N + 1, -12), 0))))
+  end)
+end)

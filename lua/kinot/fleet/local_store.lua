@@ -7,7 +7,7 @@
 -- ring of the last `changes_max` events, ids 1, 2, 3 ...).
 --
 -- The shared dict's workers run at once: each update holds a per-device
--- lock (dict:add of "l:SN", 2 s expiry should a worker die holding it)
+-- lock (dict:safe_add of "l:SN", 2 s expiry should a worker die holding it)
 -- while it reads, decides and writes; counters move by dict:incr, atomic.
 -- Inside one worker nothing here yields between the read and the write
 -- but the lock's wait.
@@ -97,22 +97,45 @@ function M.shared_backend(dict_name, changes_max)
   end
   return setmetatable({ dict = dict, name = dict_name, max = changes_max, ngx = ngx }, Shared)
 end
+-- a device is one key, "d:SN" = its flags text, a newline, its record's
+-- JSON (which holds no raw newline): one safe_set writes both or neither
 function Shared:get(sn)
   local text = self.dict:get("d:" .. sn)
   if not text then return nil end
-  return json.decode(text)
+  return json.decode(text:match("\n([^\n]*)$"))
 end
 function Shared:put(sn, rec, flags)
-  local ok, err = self.dict:safe_set("d:" .. sn, json.encode(rec))
-  if not ok then return full(self.name, err) end
-  ok, err = self.dict:safe_set("f:" .. sn, flags)
-  if not ok then return full(self.name, err) end
+  local key = "d:" .. sn
+  local old = self.dict:get(key)
+  local ok, err = self.dict:safe_set(key, flags .. "\n" .. json.encode(rec))
+  if not ok then
+    -- nginx drops the old value before it finds no room for a new one of
+    -- another size: put the old one back (it fits where it was)
+    if old then self.dict:safe_set(key, old) end
+    return full(self.name, err)
+  end
   return true
 end
-function Shared:flags_of(sn) return self.dict:get("f:" .. sn) end
-function Shared:incr(name, n)
-  local v, err = self.dict:incr("c:" .. name, n, 0)
+function Shared:flags_of(sn)
+  local text = self.dict:get("d:" .. sn)
+  return text and text:match("^(.*)\n")
+end
+-- dict:incr(key, n, 0) and dict:add make room by evicting the least recently
+-- used keys (records, counters): the counter is made by safe_add, never so
+local function incr(self, key, n)
+  local dict = self.dict
+  local v, err = dict:incr(key, n)
+  if not v and err == "not found" then
+    local ok, aerr = dict:safe_add(key, 0)
+    if not ok and aerr ~= "exists" then return full(self.name, aerr) end
+    v, err = dict:incr(key, n)
+  end
   if not v then return full(self.name, err) end
+  return v
+end
+function Shared:incr(name, n)
+  local v, err = incr(self, "c:" .. name, n)
+  if not v then return nil, err end
   return true
 end
 function Shared:counter(name) return self.dict:get("c:" .. name) or 0 end
@@ -120,7 +143,7 @@ function Shared:lock(sn)
   local key, dict, sleep, now = "l:" .. sn, self.dict, self.ngx.sleep, self.ngx.now
   local deadline, wait = now() + 5, 0.0005
   while true do
-    local ok, err = dict:add(key, true, 2)
+    local ok, err = dict:safe_add(key, true, 2)
     if ok then return true end
     if err ~= "exists" then return full(self.name, err) end
     if now() > deadline then
@@ -132,8 +155,8 @@ function Shared:lock(sn)
 end
 function Shared:unlock(sn) self.dict:delete("l:" .. sn) end
 function Shared:add_sn(sn)
-  local i, err = self.dict:incr("n", 1, 0)
-  if not i then return full(self.name, err) end
+  local i, err = incr(self, "n", 1)
+  if not i then return nil, err end
   local ok
   ok, err = self.dict:safe_set("i:" .. i, sn)
   if not ok then return full(self.name, err) end
@@ -142,8 +165,8 @@ end
 function Shared:count() return self.dict:get("n") or 0 end
 function Shared:sn_at(i) return self.dict:get("i:" .. i) end
 function Shared:log_event(ev)
-  local id, err = self.dict:incr("x", 1, 0)
-  if not id then return full(self.name, err) end
+  local id, err = incr(self, "x", 1)
+  if not id then return nil, err end
   ev.id = id
   local ok
   ok, err = self.dict:safe_set("x:" .. (id % self.max), json.encode(ev))
@@ -170,19 +193,27 @@ Store.__index = Store
 
 --- new(backend) -> store (the interface kinot.fleet calls; redis_store.lua has the same)
 function M.new(backend)
-  return setmetatable({ b = backend, sorted = {}, known = 0 }, Store)
+  return setmetatable({ b = backend, sorted = {}, known = 0, listed = {} }, Store)
 end
 
 -- keep what the rule decided: record, flags, counters, events
+-- in an order that a full shared dict cannot leave half done: the counters
+-- made first (at 0), a new serial listed (sorted() drops a repeat), then the
+-- record (one key: the commit), then the counters moved (existing numbers:
+-- nothing to allocate) and the change log
 local function commit(self, sn, held, rec, delta, events, flags)
   local b = self.b
-  if rec then
-    local ok, err = b:put(sn, rec, flags_text(flags))
+  for name in pairs(delta) do
+    local ok, err = b:incr(name, 0)
     if not ok then return nil, err end
+  end
+  if rec then
     if not held then
-      ok, err = b:add_sn(sn)
+      local ok, err = b:add_sn(sn)
       if not ok then return nil, err end
     end
+    local ok, err = b:put(sn, rec, flags_text(flags))
+    if not ok then return nil, err end
   end
   for name, n in pairs(delta) do
     local ok, err = b:incr(name, n)
@@ -241,18 +272,24 @@ end
 function Store:gone(sns, cfg) return mark(self, sns, cfg, "gone") end
 
 -- every serial, in serial order (a cache per process, grown from the
--- backend's list of serials in the order first seen)
+-- backend's list of serials in the order first seen).  A serial listed
+-- twice (an update the dict had no room for, tried again) is kept once; a
+-- hole (another worker writing it, or no room to) is read again next time.
 local function sorted(self)
-  local b, list = self.b, self.sorted
+  local b, list, listed = self.b, self.sorted, self.listed
   local n = b:count()
   if n > self.known then
+    local hole
     for i = self.known + 1, n do
       local sn = b:sn_at(i)
-      if sn == nil then n = i - 1 break end -- another worker is writing it
-      list[#list + 1] = sn
+      if sn == nil then hole = hole or i
+      elseif not listed[sn] then
+        listed[sn] = true
+        list[#list + 1] = sn
+      end
     end
     sort(list)
-    self.known = n
+    self.known = (hole or n + 1) - 1
   end
   return list
 end
