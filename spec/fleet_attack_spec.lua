@@ -258,3 +258,191 @@ describe("kinot.fleet and a stamp from the future #unit", function()
     assert.are.equal("applied", (twin:apply(ev(419600002, iso(N + 1, -12), 0))))
   end)
 end)
+
+-- Promise: the summary's counters equal a full recount after any sequence.
+-- A random sequence (seeded) of scans, callbacks, out-of-order and repeated
+-- stamps, devices changing kind, gone and back, stale and alive, a second
+-- twin with other groups over the same store; after each step the summary
+-- is held against a recount of every device the twin shows.
+local function recount(twin, sns)
+  local c = { locks = 0, sensors = 0, dtus = 0, gone = 0, occupied = 0, space = 0, up = 0, fault = 0, low = 0,
+              stale = 0, offline = 0, weak = 0, groups = {} }
+  for _, sn in ipairs(sns) do
+    local d = twin:device(sn)
+    if d and d.gone then c.gone = c.gone + 1
+    elseif d then
+      local s = d.state
+      c[d.kind .. "s"] = c[d.kind .. "s"] + 1
+      if d.kind ~= "dtu" then
+        c.space = c.space + 1
+        local g = d.group and (c.groups[d.group] or { occupied = 0, total = 0 })
+        if g then
+          c.groups[d.group] = g
+          g.total = g.total + 1
+        end
+        if s.car_detected == 1 then
+          c.occupied = c.occupied + 1
+          if g then g.occupied = g.occupied + 1 end
+        end
+        if d.kind == "lock" and s.locked == 1 then c.up = c.up + 1 end
+        if s.coil_fault == 1 or s.motor_fail == 1 then c.fault = c.fault + 1 end
+        if s.low_battery == 1 then c.low = c.low + 1 end
+        if type(s.rs_si) == "number" and s.rs_si < -110 then c.weak = c.weak + 1 end
+      elseif s.online ~= "online" then
+        c.offline = c.offline + 1
+      end
+      if d.stale then c.stale = c.stale + 1 end
+    end
+  end
+  return c
+end
+
+local function counted(s)
+  local groups = {}
+  for name, g in pairs(s.occupancy.groups) do
+    if g.total > 0 then groups[name] = { occupied = g.occupied, total = g.total } end
+  end
+  return { locks = s.devices.locks, sensors = s.devices.sensors, dtus = s.devices.dtus, gone = s.devices.gone,
+           occupied = s.occupancy.occupied, space = s.occupancy.total, up = s.locks_up, fault = s.faults.devices,
+           low = s.low_battery, stale = s.stale, offline = s.dtus_offline, weak = s.weak_signal, groups = groups }
+end
+
+local function differential(make, seed, steps)
+  local T = 1796083200
+  local sns = {}
+  for i = 1, 12 do sns[i] = 419600000 + i end
+  local groups_a, groups_b = {}, {}
+  for i, sn in ipairs(sns) do
+    groups_a[tostring(sn)] = { zone = i % 2 == 0 and "A" or "B", level = "1" }
+    groups_b[tostring(sn)] = { zone = i % 3 == 0 and "C" or "A", level = "2" }
+  end
+  local now = T + 1000
+  local twin = make { groups = groups_a, clock = function() return now end }
+  local rnd = math.random
+  math.randomseed(seed)
+  for step = 1, steps do
+    local op = rnd(10)
+    local sn = sns[rnd(#sns)]
+    local s = rnd(0, 60)
+    local kind = (sn % 3 == 0 and rnd(4) == 1) and "sensor" or (sn % 5 == 0 and rnd(6) == 1) and "dtu" or
+      (sn % 3 == 0 and "sensor" or "lock")
+    local obj
+    if kind == "dtu" then
+      obj = { sn = sn, online = rnd(2) == 1 and "online" or "offline", updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ", T + s) }
+    else
+      obj = { sn = sn, car_detected = rnd(0, 1), locked = rnd(0, 1), coil_fault = rnd(0, 1) * rnd(0, 1),
+              motor_fail = rnd(0, 1) * rnd(0, 1), low_battery = rnd(0, 1), rs_si = -90 - rnd(0, 40),
+              updated_at = os.date("!%Y-%m-%dT%H:%M:%S+00:00", T + s) }
+    end
+    local why = "seed " .. seed .. " step " .. step .. " op " .. op
+    if op <= 4 then
+      assert(twin:put(kind, { obj }, "scan"))
+    elseif op <= 7 and kind ~= "dtu" then
+      assert(twin:apply { kind = "status_changed", device = kind, sn = sn, data = obj, verified = true })
+    elseif op == 8 then
+      assert(twin:gone { sn, sns[rnd(#sns)] })
+    elseif op == 9 then
+      now = now + rnd(0, 50)
+      assert(twin:sweep())
+    elseif op == 10 and rnd(3) == 1 then
+      twin = make { groups = rnd(2) == 1 and groups_b or groups_a, clock = function() return now end }
+    end
+    local want, got = recount(twin, sns), counted(twin:summary())
+    -- groups of the current groups file only (the summary names those)
+    for name in pairs(want.groups) do if not twin.group_names_set[name] then want.groups[name] = nil end end
+    assert.are.same(want, got, why)
+  end
+end
+
+describe("kinot.fleet's counters against a recount, random sequences #redis", function()
+  local fleet = require "kinot.fleet"
+  local R = require "redis_server"
+  local function with_set(twin)
+    twin.group_names_set = {}
+    for _, g in ipairs(twin.group_names) do twin.group_names_set[g] = true end
+    return twin
+  end
+  it("on a Lua table", function()
+    for seed = 1, 20 do
+      local store
+      differential(function(o)
+        o.store, o.stale_after = "table", 120
+        local twin = with_set(fleet.new(o))
+        if store then twin.store = store else store = twin.store end -- one store, a second twin over it
+        return twin
+      end, seed, 150)
+    end
+  end)
+  it("on Redis", function()
+    local rs = R.start()
+    finally(function() rs.stop() end)
+    for seed = 1, 4 do
+      differential(function(o)
+        o.store, o.stale_after, o.redis, o.prefix = "redis", 120, rs.url, "diff" .. seed .. ":"
+        return with_set(fleet.new(o))
+      end, seed, 150)
+    end
+  end)
+end)
+
+describe("kinot serve's JSON API, attacked #redis", function()
+  local fleet = require "kinot.fleet"
+  local api = require "kinot.serve.api"
+  local R = require "redis_server"
+  local function twin_on(store, url)
+    local twin = fleet.new { store = store, redis = url, prefix = "api:" }
+    assert(twin:put("lock", { { sn = 419600001, car_detected = 1, updated_at = "2026-12-01T00:00:00+00:00" } },
+      "scan"))
+    return twin
+  end
+  local function ask(twin, path, args, remote, auth, token)
+    local status, body = api.handle(twin, { method = "GET", path = path, args = args or {},
+                                            remote_addr = remote or "127.0.0.1", authorization = auth },
+                                    { token = token })
+    return status, require("kinot.json").decode(body)
+  end
+
+  it("needs the token from anywhere but loopback, an IPv4-mapped loopback included", function()
+    local twin = twin_on("table")
+    for _, addr in ipairs { "::ffff:127.0.0.1", "10.0.0.1", "::2", "", "127.0.0.1.evil" } do
+      assert.are.equal(401, (ask(twin, "/api/fleet", nil, addr)), addr)
+      assert.are.equal(401, (ask(twin, "/api/fleet", nil, addr, "Bearer nope", "s3cret")), addr)
+      assert.are.equal(401, (ask(twin, "/api/fleet", nil, addr, "Bearer s3cre", "s3cret")), addr)
+      assert.are.equal(401, (ask(twin, "/api/fleet", nil, addr, "Bearer s3cret-", "s3cret")), addr)
+      assert.are.equal(200, (ask(twin, "/api/fleet", nil, addr, "Bearer s3cret", "s3cret")), addr)
+    end
+    assert.are.equal(200, (ask(twin, "/api/fleet", nil, "::1")))
+    assert.are.equal(200, (ask(twin, "/api/fleet", nil, "127.3.2.1")))
+  end)
+
+  it("bounds paging and refuses hostile queries with a JSON error", function()
+    local twin = twin_on("table")
+    for _, args in ipairs { { limit = "1e9" }, { offset = "-1" }, { limit = "0" }, { limit = "abc" },
+                            { offset = "1e300" }, { limit = "nan" }, { kind = "robot" }, { occupied = "maybe" },
+                            { limit = { "1", "2" } }, { ["x;drop"] = "1" } } do
+      local status, doc = ask(twin, "/api/devices", args)
+      assert.are.equal(400, status, require("kinot.json").encode(args))
+      assert.is_string(doc.error)
+    end
+    for _, sn in ipairs { "a;b", "9007199254740993", "0", "-1", "1.5", "1e400" } do
+      local status, doc = ask(twin, "/api/devices/" .. sn)
+      assert.are.equal(400, status, sn)
+      assert.is_string(doc.error)
+    end
+    assert.are.equal(400, (ask(twin, "/api/changes", { limit = "1e9" })))
+  end)
+
+  for _, store in ipairs { "table", "redis" } do
+    it("answers a cursor that is not one with 400, not a store failure (" .. store .. ")", function()
+      local rs = store == "redis" and R.start()
+      finally(function() if rs then rs.stop() end end)
+      local twin = twin_on(store, rs and rs.url)
+      for _, since in ipairs { "abc", "1-2-3", "-5", "1e999", string.rep("9", 400), "(0", "+" } do
+        local status, doc = ask(twin, "/api/changes", { since = since })
+        assert.are.equal(400, status, since .. ": " .. tostring(doc.error))
+        assert.matches("since", doc.error)
+      end
+      assert.are.equal(200, (ask(twin, "/api/changes", { since = "0" })))
+    end)
+  end
+end)

@@ -303,9 +303,21 @@ end
 
 --- changes(since, limit) -> { changes = events after the cursor, oldest first, next = cursor }
 -- since: nil (from the oldest kept) or a `next` an earlier call gave
+-- a cursor's shape: a number (the local stores) or a stream id "ms-seq" (Redis)
+local function cursor(v)
+  if v == nil or (type(v) == "number" and v >= 0 and v == math.floor(v)) then return true end
+  if type(v) ~= "string" then return false end
+  local a, b = v:match("^(%d+)%-(%d+)$")
+  if a then return #a <= 20 and #b <= 20 end
+  return v:match("^%d+$") ~= nil and #v <= 20
+end
+
 function Twin:changes(since, limit)
   limit = validate.integer(limit or 100, 1, M.MAX_LIMIT)
   if not limit then misuse("limit must be an integer from 1 to " .. M.MAX_LIMIT) end
+  if not cursor(since) then
+    misuse("since must be a cursor an earlier changes() gave as next (got " .. tostring(since):sub(1, 40) .. ")")
+  end
   local out, next_cursor = self.store:changes(since, limit)
   if not out then return nil, next_cursor end
   return { changes = out, next = next_cursor }
