@@ -130,6 +130,16 @@ describe("kinot.fleet groups files, hostile #unit", function()
     assert.are.equal("A/1", map[419600001].group)
   end)
 
+  it("reads a CSV whose lines end with CR alone (an old spreadsheet's export)", function()
+    local map = groups.load(file(".csv", "sn,zone,level\r419600001,A,1\r419600002,B,2\r"))
+    assert.are.equal("A/1", map[419600001].group)
+    assert.are.equal("B/2", map[419600002].group)
+  end)
+
+  it("refuses text after a closing quote instead of reading a garbled row", function()
+    refused(file(".csv", 'sn,zone,level\n419600001,"A"x,1\n'), "after a closing quote")
+  end)
+
   it("refuses a serial given twice, naming both lines", function()
     refused(file(".csv", "sn,zone,level\n419600001,A,1\n419600002,A,1\n419600001,B,2\n"),
       "419600001.*twice.*line 2.*line 4")
@@ -203,7 +213,31 @@ local FILL = [[
   }
 ]]
 
+local BIG = [[
+  location = /big {
+    content_by_lua_block {
+      local fleet = require "kinot.fleet"
+      local twin = fleet.new { store = "shared", dict = "fleet_big", stale_after = false }
+      local a, b = 9007199254740991, 9007199254740990
+      local at = "2026-12-01T00:00:00+00:00"
+      local v1 = twin:apply { kind = "status_changed", device = "lock", sn = a, verified = true,
+                              data = { sn = a, car_detected = 1, updated_at = at } }
+      local v2 = twin:apply { kind = "status_changed", device = "lock", sn = b, verified = true,
+                              data = { sn = b, car_detected = 0, updated_at = at } }
+      ngx.say(v1, " ", v2, " ", twin:device(a).state.car_detected, " ", twin:device(b).state.car_detected, " ",
+              twin:devices{}.total)
+    }
+  }
+]]
+
 describe("kinot.fleet in a lua_shared_dict that fills up #nginx", function()
+  it("keeps serials up to 2^53 - 1 apart (LuaJIT writes a number with 14 digits)", function()
+    local ng = H.nginx { http = "lua_shared_dict fleet_big 1m;", server = BIG }
+    finally(function() ng.stop() end)
+    local res = H.raw("GET", ng.url .. "/big")
+    assert.are.equal("added added 1 0 2\n", res.body, ng.log())
+  end)
+
   it("fails updates naming the dict, evicts nothing it held, keeps its counters equal to a recount", function()
     local ng = H.nginx { http = "lua_shared_dict fleet_tiny 96k;", server = FILL }
     finally(function() ng.stop() end)
@@ -445,4 +479,45 @@ describe("kinot serve's JSON API, attacked #redis", function()
       assert.are.equal(200, (ask(twin, "/api/changes", { since = "0" })))
     end)
   end
+end)
+
+describe("kinot.fleet's Redis script fed hostile values #redis", function()
+  local fleet = require "kinot.fleet"
+  local R = require "redis_server"
+  local rs
+  setup(function() rs = R.start() end)
+  teardown(function() if rs then rs.stop() end end)
+  local AT = "2026-12-01T00:00:00+00:00"
+
+  it("keeps serials up to 2^53 - 1 apart (cjson writes numbers with 14 digits)", function()
+    local twin = fleet.new { store = "redis", redis = rs.url, prefix = "big:", stale_after = false }
+    local a, b = 9007199254740991, 9007199254740990
+    assert.are.equal("added", (twin:apply { kind = "status_changed", device = "lock", sn = a, verified = true,
+                                            data = { sn = a, car_detected = 1, updated_at = AT } }))
+    local v, err = twin:apply { kind = "status_changed", device = "lock", sn = b, verified = true,
+                                data = { sn = b, car_detected = 0, updated_at = AT } }
+    assert.are.equal("added", v, tostring(err))
+    assert.are.equal(a, twin:device(a).sn)
+    assert.are.equal(1, twin:device(a).state.car_detected)
+    assert.are.equal(b, twin:device(b).sn)
+    assert.are.equal(0, twin:device(b).state.car_detected)
+    local list = twin:devices {}
+    assert.are.equal(2, list.total)
+    assert.are.same({ b, a }, { list.devices[1].sn, list.devices[2].sn })
+  end)
+
+  it("takes quotes, huge numbers and nested tables in a state without breaking the script", function()
+    local twin = fleet.new { store = "redis", redis = rs.url, prefix = "hostile:", stale_after = false }
+    local ref = fleet.new { store = "table", stale_after = false }
+    local data = { sn = 419600009, car_detected = 1, bt_mac = 'a"b\\c\'d]]==]\0e', bt_match_code = "]]", voltage = 1e308,
+                   rs_si = -1e300, frequency = { nested = { deeper = { "x", 'y"' } } }, locked = "1; redis.call('FLUSHALL')",
+                   updated_at = AT }
+    local ev = { kind = "status_changed", device = "lock", sn = 419600009, verified = true, data = data }
+    local v1, e1 = twin:apply(ev)
+    local v2 = ref:apply(ev)
+    assert.are.equal(v2, v1, tostring(e1))
+    assert.are.same(ref:device(419600009).state, twin:device(419600009).state)
+    assert.are.same(ref:summary().occupancy, twin:summary().occupancy)
+    assert.are.equal(1, twin:summary().devices.locks)
+  end)
 end)

@@ -34,6 +34,10 @@ local function split_csv_line(line)
           j = q + 2
         else
           i = q + 1
+          local after = line:sub(i, i)
+          if after ~= "," and after ~= "" then
+            misuse("kinot.fleet groups: text after a closing quote in CSV line: " .. line:sub(1, 60))
+          end
           break
         end
       end
@@ -51,9 +55,10 @@ end
 local function from_csv(text, where)
   local rows, header = {}, nil
   local ln = 0
+  -- CRLF, and CR alone (an old spreadsheet's export), end a line as LF does
+  text = text:gsub("\r\n?", "\n")
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     ln = ln + 1
-    line = line:gsub("\r$", "")
     if line:match("%S") and not line:match("^%s*#") then
       local cells = split_csv_line(line)
       if not header then

@@ -16,6 +16,7 @@ local json = require "kinot.json"
 local errors = require "kinot.errors"
 
 local pairs, tostring, tonumber, concat, sort, find = pairs, tostring, tonumber, table.concat, table.sort, string.find
+local format = string.format -- a key of a serial: "%d" (LuaJIT writes 2^53 - 1 with 14 digits)
 
 local M = {}
 
@@ -100,12 +101,12 @@ end
 -- a device is one key, "d:SN" = its flags text, a newline, its record's
 -- JSON (which holds no raw newline): one safe_set writes both or neither
 function Shared:get(sn)
-  local text = self.dict:get("d:" .. sn)
+  local text = self.dict:get("d:" .. format("%d", sn))
   if not text then return nil end
   return json.decode(text:match("\n([^\n]*)$"))
 end
 function Shared:put(sn, rec, flags)
-  local key = "d:" .. sn
+  local key = "d:" .. format("%d", sn)
   local old = self.dict:get(key)
   local ok, err = self.dict:safe_set(key, flags .. "\n" .. json.encode(rec))
   if not ok then
@@ -117,7 +118,7 @@ function Shared:put(sn, rec, flags)
   return true
 end
 function Shared:flags_of(sn)
-  local text = self.dict:get("d:" .. sn)
+  local text = self.dict:get("d:" .. format("%d", sn))
   return text and text:match("^(.*)\n")
 end
 -- dict:incr(key, n, 0) and dict:add make room by evicting the least recently
@@ -140,7 +141,7 @@ function Shared:incr(name, n)
 end
 function Shared:counter(name) return self.dict:get("c:" .. name) or 0 end
 function Shared:lock(sn)
-  local key, dict, sleep, now = "l:" .. sn, self.dict, self.ngx.sleep, self.ngx.now
+  local key, dict, sleep, now = "l:" .. format("%d", sn), self.dict, self.ngx.sleep, self.ngx.now
   local deadline, wait = now() + 5, 0.0005
   while true do
     local ok, err = dict:safe_add(key, true, 2)
@@ -153,7 +154,7 @@ function Shared:lock(sn)
     if wait < 0.01 then wait = wait * 2 end
   end
 end
-function Shared:unlock(sn) self.dict:delete("l:" .. sn) end
+function Shared:unlock(sn) self.dict:delete("l:" .. format("%d", sn)) end
 function Shared:add_sn(sn)
   local i, err = incr(self, "n", 1)
   if not i then return nil, err end
