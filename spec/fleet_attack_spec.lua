@@ -521,3 +521,84 @@ describe("kinot.fleet's Redis script fed hostile values #redis", function()
     assert.are.equal(1, twin:summary().devices.locks)
   end)
 end)
+
+describe("kinot serve's callback path and secrets, attacked #cli #nginx", function()
+  local callback = require "kinot.callback"
+  local SECRET, TOKEN = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b", "tok-7f3a9c2e51"
+  local function iso8(t) return os.date("!%Y-%m-%dT%H:%M:%S", t + 8 * 3600) .. "+08:00" end
+  local function signed(b, secret)
+    return (b:gsub("}$", ',"sign":"' .. assert(callback.sign(b, secret or SECRET)) .. '"}'))
+  end
+
+  it("keeps forged and replayed callbacks out of the twin, takes hostile values, shows no secret", function()
+    local p = io.popen("mktemp -d /tmp/kinot-attack.XXXXXX")
+    local dir = p:read("*l")
+    p:close()
+    local pid_file = dir .. "/serve.pid"
+    local port = launcher.free_port()
+    local env = "KINOT_ENDPOINT=http://127.0.0.1:9/open/lora/v1 KINOT_APP_KEY=k KINOT_APP_SECRET=appsecret-51c " ..
+      "KINOT_CALLBACK_SECRET=" .. SECRET .. " KINOT_API_TOKEN=" .. TOKEN .. " KINOT_REDIS_URL="
+    finally(function()
+      sh(string.format("cd %s && %s bin/kinot serve stop --pid-file %s", H.root, LUA, pid_file))
+      os.execute("rm -rf " .. dir)
+    end)
+    local out, rc = sh(string.format("cd %s && %s %s bin/kinot serve --daemon --sync-interval 0 --pid-file %s " ..
+      "--listen 127.0.0.1:%d", H.root, env, LUA, pid_file, port))
+    assert.are.equal(0, rc, out)
+    local prefix = io.open(pid_file):read("*l")
+    local url = "http://127.0.0.1:" .. port
+    local function post(body)
+      return H.raw("POST", url .. "/kinot/callback", body, { ["Content-Type"] = "application/json" })
+    end
+    local function device(sn) return H.raw("GET", url .. "/api/devices/" .. sn) end
+    local now = os.time()
+
+    -- forged: another secret, no sign, a sign of another body
+    local body = '{"sn":419600077,"locked":1,"car_detected":1,"updated_at":"' .. iso8(now) .. '","device_type":18}'
+    assert.is_true(post(signed(body, "not-the-secret")).status >= 400)
+    assert.is_true(post(body).status >= 400)
+    local other = signed((body:gsub('"locked":1', '"locked":0')))
+    assert.is_true(post(body:gsub("}$", ',"sign":"' .. other:match('"sign":"(%x+)"') .. '"}')).status >= 400)
+    assert.are.equal(404, device(419600077).status)
+
+    -- signed but a reference field of another type (nested tables): refused before the twin
+    local nested = '{"sn":419600077,"locked":1,"car_detected":1,"frequency":{"a":[1,{"b":"]]"}]},"updated_at":"' ..
+      iso8(now) .. '","device_type":18}'
+    assert.are.equal(400, post(signed(nested)).status)
+    assert.are.equal(404, device(419600077).status)
+    -- hostile values, signed: quotes, brackets that end a Lua long string, huge numbers
+    local hostile = '{"sn":419600077,"locked":1,"car_detected":1,"bt_mac":"a\\"b]]==]\'c","voltage":1e308,' ..
+      '"rs_si":-12345678901234567890,"updated_at":"' .. iso8(now) .. '","device_type":18}'
+    assert.are.equal(200, post(signed(hostile)).status)
+    local res = device(419600077)
+    assert.are.equal(200, res.status, res.body)
+    local d = require("kinot.json").decode(res.body)
+    assert.are.equal('a"b]]==]\'c', d.state.bt_mac)
+    assert.are.equal(1, d.state.car_detected)
+
+    -- replayed, and an older one: never applied
+    assert.is_true(post(signed(hostile)).status < 500)
+    local older = signed('{"sn":419600077,"locked":0,"car_detected":0,"updated_at":"' .. iso8(now - 30) ..
+      '","device_type":18}')
+    assert.is_true(post(older).status < 500)
+    d = require("kinot.json").decode(device(419600077).body)
+    assert.are.equal(1, d.state.car_detected)
+    local s = require("kinot.json").decode(H.raw("GET", url .. "/api/fleet").body)
+    assert.are.equal(1, s.updates.added)
+    assert.are.equal(0, s.updates.applied)
+    assert.are.equal(1, s.occupancy.occupied)
+
+    -- no secret in the process list, the log, or a file others may read
+    local ps = sh("ps -eo args")
+    for _, secret in ipairs { SECRET, TOKEN, "appsecret-51c" } do
+      assert.is_nil(ps:find(secret, 1, true), "in ps: " .. secret)
+      assert.is_nil((io.open(prefix .. "/error.log"):read("*a")):find(secret, 1, true), "in the log: " .. secret)
+    end
+    local mode = sh("stat -c %a " .. prefix)
+    assert.matches("^700", mode)
+    for _, f in ipairs { "nginx.conf", "serve_config.lua", "error.log" } do
+      local m = sh("stat -c %a " .. prefix .. "/" .. f)
+      assert.is_true(m:match("^%d%d(%d)") == "0" or mode:match("^700") ~= nil, f .. " " .. m)
+    end
+  end)
+end)
