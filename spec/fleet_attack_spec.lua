@@ -535,3 +535,26 @@ describe("kinot serve's callback path and secrets, attacked #cli #nginx", functi
     end
   end)
 end)
+
+describe("kinot.fleet and a device that changes kind #redis", function()
+  local fleet = require "kinot.fleet"
+  local R = require "redis_server"
+  it("keeps no field of its old kind in its state (table, Redis)", function()
+    local rs = R.start()
+    finally(function() rs.stop() end)
+    for _, o in ipairs { { store = "table" }, { store = "redis", redis = rs.url, prefix = "kind:" } } do
+      o.stale_after = false
+      local twin = fleet.new(o)
+      assert(twin:put("lock", { { sn = 419600055, locked = 1, car_detected = 1, bt_mac = "aa00",
+                                  updated_at = "2026-12-01T00:00:00+00:00" } }, "scan"))
+      assert(twin:put("sensor", { { sn = 419600055, car_detected = 0, active = 1,
+                                    updated_at = "2026-12-01T00:00:05+00:00" } }, "scan"))
+      local d = twin:device(419600055)
+      assert.are.equal("sensor", d.kind, o.store)
+      assert.is_nil(d.state.locked, o.store)
+      assert.is_nil(d.state.bt_mac, o.store)
+      assert.are.equal(0, twin:summary().locks_up, o.store)
+      assert.are.equal(1, twin:summary().devices.sensors, o.store)
+    end
+  end)
+end)
