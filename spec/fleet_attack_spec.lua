@@ -558,3 +558,44 @@ describe("kinot.fleet and a device that changes kind #redis", function()
     end
   end)
 end)
+
+-- A worker SIGKILLed while it held a device's lock: its lock key stays
+-- behind (with the 2 s expiry).  Here the key is left by a worker that is
+-- then killed for real (SIGKILL), mid-sleep, holding it.
+local HOLD = [[
+  location = /hold {
+    content_by_lua_block {
+      local dict = ngx.shared.fleet_kill
+      dict:safe_add("l:419600066", true, 2)
+      ngx.say(ngx.worker.pid())
+      ngx.flush(true)
+      ngx.sleep(30)
+    }
+  }
+  location = /apply {
+    content_by_lua_block {
+      local fleet = require "kinot.fleet"
+      local twin = fleet.new { store = "shared", dict = "fleet_kill", stale_after = false }
+      local t0 = ngx.now()
+      local v, err = twin:apply { kind = "status_changed", device = "lock", sn = 419600066, verified = true,
+                                  data = { sn = 419600066, car_detected = 1, updated_at = "2026-12-01T00:00:00Z" } }
+      ngx.update_time()
+      ngx.say(tostring(v or err), " ", string.format("%.1f", ngx.now() - t0))
+    }
+  }
+]]
+
+describe("kinot.fleet when a worker dies holding a device's lock #nginx", function()
+  it("applies the next update once the dead worker's lock expires (2 s), within the 5 s wait", function()
+    local ng = H.nginx { http = "lua_shared_dict fleet_kill 1m;", server = HOLD, workers = 2 }
+    finally(function() ng.stop() end)
+    local p = io.popen("curl -s -N --max-time 5 " .. ng.url .. "/hold")
+    local pid = tonumber(p:read("*l"))
+    assert.is_number(pid)
+    os.execute("kill -KILL " .. pid)
+    p:close()
+    local res = H.raw("GET", ng.url .. "/apply")
+    -- (a lock never freed would end in the 5 s wait's timeout error instead)
+    assert.are.equal("added", res.body:match("^(%S+)"), res.body .. ng.log())
+  end)
+end)
