@@ -599,3 +599,53 @@ describe("kinot.fleet when a worker dies holding a device's lock #nginx", functi
     assert.are.equal("added", res.body:match("^(%S+)"), res.body .. ng.log())
   end)
 end)
+
+-- A holder that stalls past the lock's 2 s expiry (here: the rule yields
+-- for 2.5 s in one request, an nginx cosocket wait standing in for a
+-- worker the OS does not run) must not write over the update that took
+-- the expired lock meanwhile.
+local STALL = [[
+  location = /stall {
+    content_by_lua_block {
+      local fleet = require "kinot.fleet"
+      local rule = require "kinot.fleet.rule"
+      local twin = fleet.new { store = "shared", dict = "fleet_stall", stale_after = false }
+      local s = tonumber(ngx.var.arg_s)
+      local decide = rule.decide
+      if ngx.var.arg_stall then
+        rule.decide = function(held, new, cfg)
+          if new.updated_at:find(":10Z", 1, true) then ngx.sleep(2.5) end
+          return decide(held, new, cfg)
+        end
+      end
+      local v, err = twin:apply { kind = "status_changed", device = "lock", sn = 419600088, verified = true,
+                                  data = { sn = 419600088, car_detected = s % 2,
+                                           updated_at = string.format("2026-12-01T00:00:%02dZ", s) } }
+      rule.decide = decide
+      ngx.say(tostring(v or err))
+    }
+  }
+  location = /state {
+    content_by_lua_block {
+      local fleet = require "kinot.fleet"
+      local twin = fleet.new { store = "shared", dict = "fleet_stall", stale_after = false }
+      local s = twin:summary()
+      ngx.say(twin:device(419600088).updated_at, " ", s.updates.added, " ", s.updates.applied)
+    }
+  }
+]]
+
+describe("kinot.fleet when a lock holder stalls past the lock's expiry #nginx", function()
+  it("never lets the stalled holder write over the newer update that came meanwhile", function()
+    local ng = H.nginx { http = "lua_shared_dict fleet_stall 1m;", server = STALL }
+    finally(function() ng.stop() end)
+    local p = io.popen("curl -s --max-time 10 '" .. ng.url .. "/stall?s=10&stall=1'")
+    os.execute("sleep 2.1")
+    local newer = H.raw("GET", ng.url .. "/stall?s=21").body
+    local stalled = p:read("*a")
+    p:close()
+    assert.are.equal("added\n", newer)
+    local state = H.raw("GET", ng.url .. "/state").body
+    assert.are.equal("2026-12-01T00:00:21Z 1 0\n", state, "the stalled holder answered " .. stalled)
+  end)
+end)

@@ -50,6 +50,7 @@ function Table:incr(name, n)
 end
 function Table:counter(name) return self.counters[name] or 0 end
 function Table.lock() return true end
+function Table.owns() return true end
 function Table.unlock() end
 function Table:add_sn(sn)
   self.n = self.n + 1
@@ -140,12 +141,17 @@ function Shared:incr(name, n)
   return true
 end
 function Shared:counter(name) return self.dict:get("c:" .. name) or 0 end
+-- the lock's value: this holder's own, so that a holder that outlived the
+-- 2 s expiry (a stalled worker) neither writes nor frees another's lock
+local lock_seq = 0
 function Shared:lock(sn)
   local key, dict, sleep, now = "l:" .. format("%d", sn), self.dict, self.ngx.sleep, self.ngx.now
   local deadline, wait = now() + 5, 0.0005
+  lock_seq = lock_seq + 1
+  local token = self.ngx.worker.pid() .. ":" .. lock_seq
   while true do
-    local ok, err = dict:safe_add(key, true, 2)
-    if ok then return true end
+    local ok, err = dict:safe_add(key, token, 2)
+    if ok then return token end
     if err ~= "exists" then return full(self.name, err) end
     if now() > deadline then
       return nil, errors.new("timeout", "kinot.fleet: device " .. tostring(sn) .. " stayed locked for 5 s")
@@ -154,7 +160,11 @@ function Shared:lock(sn)
     if wait < 0.01 then wait = wait * 2 end
   end
 end
-function Shared:unlock(sn) self.dict:delete("l:" .. format("%d", sn)) end
+function Shared:owns(sn, token) return self.dict:get("l:" .. format("%d", sn)) == token end
+function Shared:unlock(sn, token)
+  local key = "l:" .. format("%d", sn)
+  if self.dict:get(key) == token then self.dict:delete(key) end
+end
 function Shared:add_sn(sn)
   local i, err = incr(self, "n", 1)
   if not i then return nil, err end
@@ -230,14 +240,21 @@ end
 -- under the device's lock: fn(held) -> verdict, rec, delta, events, flags
 local function locked(self, sn, fn)
   local b = self.b
-  local ok, err = b:lock(sn)
-  if not ok then return nil, err end
+  local token, err = b:lock(sn)
+  if not token then return nil, err end
   local held = b:get(sn)
   local verdict, rec, delta, events, flags = fn(held)
+  local ok = true
+  -- held past the lock's expiry (a stalled worker): another may have written
+  -- since `held` was read; nothing here yields from this check to the writes
+  if delta and not b:owns(sn, token) then
+    return nil, errors.new("timeout", "kinot.fleet: device " .. tostring(sn) .. "'s lock expired (2 s) before its " ..
+      "update was written: not applied, try again")
+  end
   if delta then
     ok, err = commit(self, sn, held, rec, delta, events, flags)
   end
-  b:unlock(sn)
+  b:unlock(sn, token)
   if not ok then return nil, err end
   return verdict, events or {}
 end
