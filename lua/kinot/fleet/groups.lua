@@ -135,7 +135,7 @@ function M.load(source, group_by)
         ": sn must be a serial (got " .. tostring(row.sn) .. ")")
     end
     if line_of[sn] then
-      misuse("kinot.fleet groups: " .. where .. ": serial " .. string.format("%.14g", sn) .. " is given twice (" ..
+      misuse("kinot.fleet groups: " .. where .. ": serial " .. string.format("%d", sn) .. " is given twice (" ..
         line_of[sn] .. " and" .. at .. ")")
     end
     line_of[sn] = at
