@@ -130,7 +130,7 @@ function M.load(source, group_by)
     end
     local at = row.line and (" line " .. row.line) or (" row " .. i)
     local sn = tonumber(row.sn)
-    if not sn or sn ~= math.floor(sn) or sn < 1 then
+    if not sn or sn ~= math.floor(sn) or sn < 1 or sn >= 2 ^ 53 then
       misuse("kinot.fleet groups: " .. where .. (row.line and (" line " .. row.line) or "") ..
         ": sn must be a serial (got " .. tostring(row.sn) .. ")")
     end
