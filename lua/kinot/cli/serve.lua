@@ -74,15 +74,13 @@ http {
 }
 ]]
 
+-- one server per pid file (kinot.cli.pidfile: a live one refused, a stale
+-- one taken over, only a kinot serve's own directory ever removed)
+local PIDFILE = require("kinot.cli.pidfile").new { noun = "kinot serve", command = "kinot serve",
+                                                    marker = "serve_config.lua", path = "/api/fleet" }
+
 local function stop(args, out, EXIT)
-  local f = io.open(args.pid_file)
-  if not f then usage("no kinot serve recorded in " .. args.pid_file) end
-  local prefix = f:read("*l")
-  f:close()
-  launcher.stop(prefix)
-  os.remove(args.pid_file)
-  os.execute("rm -rf " .. launcher.sh_quote(prefix))
-  out:print("kinot serve stopped")
+  if PIDFILE:stop(args.pid_file, out) then out:print("kinot serve stopped") end
   return EXIT.ok
 end
 
@@ -209,12 +207,14 @@ function M.run(args, out, EXIT)
   if cfg.redis then require("kinot.redis").parse(cfg.redis) end
   local signals = not args.daemon and require "kinot.simsignal"
   if signals then signals.block_signals() end
+  local stale = args.daemon and PIDFILE:check(args.pid_file, out)
   local srv, err, why = start(cfg, { listen = args.listen, workers = args.workers, dict_size = args.dict_size })
   if not srv then
     if signals then signals.block_signals(false) end
     if why == "port_in_use" or why == "usage" then usage(err) end
     error(err, 0)
   end
+  if args.daemon then PIDFILE:record(args.pid_file, stale, srv.prefix) end
   local info = { url = srv.url, callback_url = srv.url .. "/kinot/callback", api = srv.url .. "/api/fleet",
                  prefix = srv.prefix, store = cfg.redis and "redis" or "shared", log = srv.prefix .. "/error.log" }
   if args.json then out:emit_json(info) else
@@ -225,9 +225,6 @@ function M.run(args, out, EXIT)
   end
   out.out:flush()
   if args.daemon then
-    local f = assert(io.open(args.pid_file, "w"))
-    f:write(srv.prefix, "\n")
-    f:close()
     if not args.json then out:print(out:paint("dim", "  stop with: kinot serve stop --pid-file " .. args.pid_file)) end
     return EXIT.ok
   end

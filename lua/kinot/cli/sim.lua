@@ -219,87 +219,14 @@ local function fleet_lines(out, fleet)
 end
 
 -- ------------------------------------------------------------ the pid file
--- One simulator per pid file: it records the simulator's prefix (whose
--- nginx.pid and nginx.conf give its pid and port).  A live one is refused,
--- a stale one (its nginx gone, or its pid now another program's:
--- launcher.running tells) is taken over.
+-- One simulator per pid file (kinot.cli.pidfile: a live one refused, a
+-- stale one taken over)
+local PIDFILE = require("kinot.cli.pidfile").new { noun = "simulator", command = "kinot sim",
+                                                    marker = "sim_config.lua", path = "/open/lora/v1" }
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function sh_ok(cmd)
-  local ok, _, code = os.execute(cmd)
-  if type(ok) == "number" then return ok == 0 end -- Lua 5.1 / LuaJIT
-  return ok == true and (code == 0 or code == nil)
-end
-
--- a prefix the launcher made (not whatever path a pid file names): removed with its simulator
-local function remove_prefix(prefix, launcher)
-  if prefix ~= "" and read(prefix .. "/sim_config.lua") and read(prefix .. "/nginx.conf") then
-    os.execute("rm -rf " .. launcher.sh_quote(prefix))
-  end
-end
-
-local function running_message(pid_file, pid, url)
-  return "a simulator is already running for the pid file " .. pid_file .. ": pid " .. pid .. ", " ..
-    (url and (url .. "/open/lora/v1") or "port unknown") .. "; stop it first (kinot sim stop --pid-file " ..
-    pid_file .. ") or give another --pid-file"
-end
-
--- before starting: refuses a live pid file; returns what a stale one held
-local function check_pid_file(pid_file, launcher, out)
-  local content = read(pid_file)
-  if not content then return nil end
-  local prefix = content:match("^[^\n]*")
-  local pid, url_or_why = launcher.running(prefix)
-  if pid then usage(running_message(pid_file, pid, url_or_why)) end
-  out.err:write("kinot: taking over the stale pid file ", pid_file, prefix == "" and " (it records no simulator)\n" or
-    (" (the simulator it records, " .. prefix .. ", is not running: " .. url_or_why .. ")\n"))
-  remove_prefix(prefix, launcher)
-  return content
-end
-
--- after starting: records sim, unless another kinot recorded its own
--- meanwhile; then this one stops and the other is named
-local function record(pid_file, stale, sim, launcher)
-  if stale and read(pid_file) == stale then os.remove(pid_file) end
-  -- created only when absent (noclobber: O_EXCL): of two started at once, one is recorded
-  if sh_ok("{ set -C; printf '%s\\n' " .. launcher.sh_quote(sim.prefix) .. " > " .. launcher.sh_quote(pid_file) ..
-           "; } 2>/dev/null") then
-    return
-  end
-  launcher.stop(sim.prefix)
-  remove_prefix(sim.prefix, launcher)
-  local other = read(pid_file)
-  if not other then
-    usage("cannot create the pid file " .. pid_file .. " (is its directory there and writable?); the simulator is stopped")
-  end
-  local pid, url = launcher.running(other:match("^[^\n]*"))
-  if pid then usage(running_message(pid_file, pid, url)) end
-  usage("the pid file " .. pid_file .. " was written by another kinot while this simulator started; " ..
-    "this one is stopped (kinot sim stop --pid-file " .. pid_file .. " first, or give another --pid-file)")
-end
-
-local function stop(args, out, EXIT, launcher)
-  local content = read(args.pid_file)
-  if not content then usage("no simulator recorded in " .. args.pid_file) end
-  local prefix = content:match("^[^\n]*")
-  local pid, why = launcher.running(prefix)
-  os.remove(args.pid_file)
-  if not pid then
-    -- nothing signalled: a pid the system gave to another program is not ours to kill
-    out.err:write("kinot: the simulator recorded in ", args.pid_file, " is not running (", why, "); pid file removed\n")
-    remove_prefix(prefix, launcher)
-    return EXIT.ok
-  end
-  launcher.stop(prefix)
-  remove_prefix(prefix, launcher)
-  out:print("simulator stopped (pid " .. pid .. ")")
+local function stop(args, out, EXIT)
+  local pid = PIDFILE:stop(args.pid_file, out)
+  if pid then out:print("simulator stopped (pid " .. pid .. ")") end
   return EXIT.ok
 end
 
@@ -310,7 +237,7 @@ function M.run(args, out, EXIT)
   if args.drift then return drift(args, out, EXIT) end
   local launcher = require "kinot.sim.launcher"
   args.pid_file = args.pid_file or M.DEFAULT_PID_FILE
-  if args.stop then return stop(args, out, EXIT, launcher) end
+  if args.stop then return stop(args, out, EXIT) end
   local opts = {
     port = args.port, app_key = args.app_key, app_secret = args.app_secret, locks = args.locks,
     sensors = args.sensors, dtus = args.dtus, seed = args.seed, command_pace = args.command_pace,
@@ -321,14 +248,14 @@ function M.run(args, out, EXIT)
   local signals = not args.daemon and require "kinot.simsignal"
   -- held from before nginx starts: a signal in between must not be lost
   if signals then signals.block_signals() end
-  local stale = args.daemon and check_pid_file(args.pid_file, launcher, out)
+  local stale = args.daemon and PIDFILE:check(args.pid_file, out)
   local sim, err, why = launcher.start(opts)
   if not sim then
     if signals then signals.block_signals(false) end
     if why == "port_in_use" then usage(err) end
     error(err, 0)
   end
-  if args.daemon then record(args.pid_file, stale, sim, launcher) end
+  if args.daemon then PIDFILE:record(args.pid_file, stale, sim.prefix) end
   local info = { url = sim.url, endpoint = sim.endpoint, admin = sim.admin, app_key = sim.app_key, pid = sim.pid,
                  app_secret = sim.app_secret, prefix = sim.prefix, port = sim.port, fleet = sim.fleet,
                  paging = sim.config.paging, quirks = sim.config.quirks, stage = args.stage, core = sim.core }

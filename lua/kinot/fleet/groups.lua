@@ -34,6 +34,10 @@ local function split_csv_line(line)
           j = q + 2
         else
           i = q + 1
+          local after = line:sub(i, i)
+          if after ~= "," and after ~= "" then
+            misuse("kinot.fleet groups: text after a closing quote in CSV line: " .. line:sub(1, 60))
+          end
           break
         end
       end
@@ -51,9 +55,10 @@ end
 local function from_csv(text, where)
   local rows, header = {}, nil
   local ln = 0
+  -- CRLF, and CR alone (an old spreadsheet's export), end a line as LF does
+  text = text:gsub("\r\n?", "\n")
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     ln = ln + 1
-    line = line:gsub("\r$", "")
     if line:match("%S") and not line:match("^%s*#") then
       local cells = split_csv_line(line)
       if not header then
@@ -70,6 +75,12 @@ local function from_csv(text, where)
     end
   end
   if not header then misuse("kinot.fleet groups: " .. where .. " is empty (a header line sn,zone,level,bay is wanted)") end
+  local has_sn = false
+  for _, name in ipairs(header) do has_sn = has_sn or name == "sn" end
+  if not has_sn then
+    misuse("kinot.fleet groups: " .. where .. " has no sn column (its header line: " .. concat(header, ","):sub(1, 60) ..
+      "; sn,zone,level,bay is wanted)")
+  end
   return rows
 end
 
@@ -99,6 +110,7 @@ function M.load(source, group_by)
     if not f then misuse("kinot.fleet groups: cannot read " .. source .. " (" .. tostring(err) .. ")") end
     local text = f:read("*a")
     f:close()
+    text = text:gsub("^\239\187\191", "") -- a UTF-8 BOM (a spreadsheet's export) is not the first column's name
     if source:lower():match("%.json$") or text:match("^%s*[%[{]") then
       rows = from_json(text, where)
     else
@@ -111,15 +123,31 @@ function M.load(source, group_by)
     misuse("kinot.fleet: groups must be a file path or a table (got " .. type(source) .. ")")
   end
   local map, seen, names = {}, {}, {}
-  for _, row in ipairs(rows) do
+  local line_of = {}
+  for i, row in ipairs(rows) do
+    if type(row) ~= "table" then
+      misuse("kinot.fleet groups: " .. where .. " row " .. i .. ": each row must be an object (got " .. type(row) .. ")")
+    end
+    local at = row.line and (" line " .. row.line) or (" row " .. i)
     local sn = tonumber(row.sn)
-    if not sn or sn ~= math.floor(sn) or sn < 1 then
+    if not sn or sn ~= math.floor(sn) or sn < 1 or sn >= 2 ^ 53 then
       misuse("kinot.fleet groups: " .. where .. (row.line and (" line " .. row.line) or "") ..
         ": sn must be a serial (got " .. tostring(row.sn) .. ")")
     end
+    if line_of[sn] then
+      misuse("kinot.fleet groups: " .. where .. ": serial " .. string.format("%d", sn) .. " is given twice (" ..
+        line_of[sn] .. " and" .. at .. ")")
+    end
+    line_of[sn] = at
     local place = {}
     for k, v in pairs(row) do
-      if k ~= "sn" and k ~= "line" then place[k] = type(v) == "number" and json.encode(v) or tostring(v) end
+      if k ~= "sn" and k ~= "line" then
+        if type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean" then
+          misuse("kinot.fleet groups: " .. where .. at .. ": " .. tostring(k) .. " must be a text or a number (got " ..
+            (type(v) == "table" and "a list or object" or type(v)) .. ")")
+        end
+        place[k] = type(v) == "number" and json.encode(v) or tostring(v)
+      end
     end
     local group = place.group
     if not group then

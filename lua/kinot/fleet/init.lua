@@ -30,6 +30,8 @@ M.WEAK_SIGNAL = -110
 M.CHANGES_MAX = 10000
 M.PREFIX = "kinot:fleet:"
 M.DICT = "kinot_fleet"
+M.MAX_AHEAD = require("kinot.callback.freshness").MAX_SKEW -- seconds a stamp may be ahead of our clock
+local ZONE_EAST = 14 * 3600
 
 local Twin = {}
 Twin.__index = Twin
@@ -135,11 +137,16 @@ function Twin:record(kind, obj, source, now)
   if type(sn) ~= "number" or sn < 1 or sn ~= math.floor(sn) then
     return nil, errors.new("decode", "kinot.fleet: a " .. kind .. " without a serial (sn " .. tostring(obj.sn) .. ")")
   end
-  local t = parse_time(obj.updated_at)
+  local t, zoned = parse_time(obj.updated_at)
   if not t then
     return nil, errors.new("decode", format("kinot.fleet: %s %d has no updated_at the twin can order (%s)", kind, sn,
       tostring(obj.updated_at):sub(1, 40)))
   end
+  -- a stamp ahead of our clock (a platform's clock gone wrong: 2099) is
+  -- ordered as no later than now + the skew allowed (without an offset,
+  -- UTC+14's too), else no true update would ever be newer than it
+  local ahead = now + M.MAX_AHEAD + (zoned and 0 or ZONE_EAST)
+  if t > ahead then t = ahead end
   local state = {}
   for _, k in ipairs(STATE_FIELDS[kind]) do
     if obj[k] ~= nil then state[k] = obj[k] end
@@ -296,9 +303,21 @@ end
 
 --- changes(since, limit) -> { changes = events after the cursor, oldest first, next = cursor }
 -- since: nil (from the oldest kept) or a `next` an earlier call gave
+-- a cursor's shape: a number (the local stores) or a stream id "ms-seq" (Redis)
+local function cursor(v)
+  if v == nil or (type(v) == "number" and v >= 0 and v == math.floor(v)) then return true end
+  if type(v) ~= "string" then return false end
+  local a, b = v:match("^(%d+)%-(%d+)$")
+  if a then return #a <= 20 and #b <= 20 end
+  return v:match("^%d+$") ~= nil and #v <= 20
+end
+
 function Twin:changes(since, limit)
   limit = validate.integer(limit or 100, 1, M.MAX_LIMIT)
   if not limit then misuse("limit must be an integer from 1 to " .. M.MAX_LIMIT) end
+  if not cursor(since) then
+    misuse("since must be a cursor an earlier changes() gave as next (got " .. tostring(since):sub(1, 40) .. ")")
+  end
   local out, next_cursor = self.store:changes(since, limit)
   if not out then return nil, next_cursor end
   return { changes = out, next = next_cursor }

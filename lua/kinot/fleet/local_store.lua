@@ -7,7 +7,7 @@
 -- ring of the last `changes_max` events, ids 1, 2, 3 ...).
 --
 -- The shared dict's workers run at once: each update holds a per-device
--- lock (dict:add of "l:SN", 2 s expiry should a worker die holding it)
+-- lock (dict:safe_add of "l:SN", 2 s expiry should a worker die holding it)
 -- while it reads, decides and writes; counters move by dict:incr, atomic.
 -- Inside one worker nothing here yields between the read and the write
 -- but the lock's wait.
@@ -16,6 +16,7 @@ local json = require "kinot.json"
 local errors = require "kinot.errors"
 
 local pairs, tostring, tonumber, concat, sort, find = pairs, tostring, tonumber, table.concat, table.sort, string.find
+local format = string.format -- a key of a serial: "%d" (LuaJIT writes 2^53 - 1 with 14 digits)
 
 local M = {}
 
@@ -51,6 +52,7 @@ function Table:incr(name, n)
 end
 function Table:counter(name) return self.counters[name] or 0 end
 function Table.lock() return true end
+function Table.owns() return true end
 function Table.unlock() end
 function Table:add_sn(sn)
   self.n = self.n + 1
@@ -99,31 +101,59 @@ function M.shared_backend(dict_name, changes_max)
   end
   return setmetatable({ dict = dict, name = dict_name, max = changes_max, ngx = ngx }, Shared)
 end
+-- a device is one key, "d:SN" = its flags text, a newline, its record's
+-- JSON (which holds no raw newline): one safe_set writes both or neither
 function Shared:get(sn)
-  local text = self.dict:get("d:" .. sn)
+  local text = self.dict:get("d:" .. format("%d", sn))
   if not text then return nil end
-  return json.decode(text)
+  return json.decode(text:match("\n([^\n]*)$"))
 end
 function Shared:put(sn, rec, flags)
-  local ok, err = self.dict:safe_set("d:" .. sn, json.encode(rec))
-  if not ok then return full(self.name, err) end
-  ok, err = self.dict:safe_set("f:" .. sn, flags)
-  if not ok then return full(self.name, err) end
+  local key = "d:" .. format("%d", sn)
+  local old = self.dict:get(key)
+  local ok, err = self.dict:safe_set(key, flags .. "\n" .. json.encode(rec))
+  if not ok then
+    -- nginx drops the old value before it finds no room for a new one of
+    -- another size: put the old one back (it fits where it was)
+    if old then self.dict:safe_set(key, old) end
+    return full(self.name, err)
+  end
   return true
 end
-function Shared:flags_of(sn) return self.dict:get("f:" .. sn) end
-function Shared:incr(name, n)
-  local v, err = self.dict:incr("c:" .. name, n, 0)
+function Shared:flags_of(sn)
+  local text = self.dict:get("d:" .. format("%d", sn))
+  return text and text:match("^(.*)\n")
+end
+-- dict:incr(key, n, 0) and dict:add make room by evicting the least recently
+-- used keys (records, counters): the counter is made by safe_add, never so
+local function incr(self, key, n)
+  local dict = self.dict
+  local v, err = dict:incr(key, n)
+  if not v and err == "not found" then
+    local ok, aerr = dict:safe_add(key, 0)
+    if not ok and aerr ~= "exists" then return full(self.name, aerr) end
+    v, err = dict:incr(key, n)
+  end
   if not v then return full(self.name, err) end
+  return v
+end
+function Shared:incr(name, n)
+  local v, err = incr(self, "c:" .. name, n)
+  if not v then return nil, err end
   return true
 end
 function Shared:counter(name) return self.dict:get("c:" .. name) or 0 end
+-- the lock's value: this holder's own, so that a holder that outlived the
+-- 2 s expiry (a stalled worker) neither writes nor frees another's lock
+local lock_seq = 0
 function Shared:lock(sn)
-  local key, dict, sleep, now = "l:" .. sn, self.dict, self.ngx.sleep, self.ngx.now
+  local key, dict, sleep, now = "l:" .. format("%d", sn), self.dict, self.ngx.sleep, self.ngx.now
   local deadline, wait = now() + 5, 0.0005
+  lock_seq = lock_seq + 1
+  local token = self.ngx.worker.pid() .. ":" .. lock_seq
   while true do
-    local ok, err = dict:add(key, true, 2)
-    if ok then return true end
+    local ok, err = dict:safe_add(key, token, 2)
+    if ok then return token end
     if err ~= "exists" then return full(self.name, err) end
     if now() > deadline then
       return nil, errors.new("timeout", "kinot.fleet: device " .. tostring(sn) .. " stayed locked for 5 s")
@@ -132,10 +162,14 @@ function Shared:lock(sn)
     if wait < 0.01 then wait = wait * 2 end
   end
 end
-function Shared:unlock(sn) self.dict:delete("l:" .. sn) end
+function Shared:owns(sn, token) return self.dict:get("l:" .. format("%d", sn)) == token end
+function Shared:unlock(sn, token)
+  local key = "l:" .. format("%d", sn)
+  if self.dict:get(key) == token then self.dict:delete(key) end
+end
 function Shared:add_sn(sn)
-  local i, err = self.dict:incr("n", 1, 0)
-  if not i then return full(self.name, err) end
+  local i, err = incr(self, "n", 1)
+  if not i then return nil, err end
   local ok
   ok, err = self.dict:safe_set("i:" .. i, sn)
   if not ok then return full(self.name, err) end
@@ -144,8 +178,8 @@ end
 function Shared:count() return self.dict:get("n") or 0 end
 function Shared:sn_at(i) return self.dict:get("i:" .. i) end
 function Shared:log_event(ev)
-  local id, err = self.dict:incr("x", 1, 0)
-  if not id then return full(self.name, err) end
+  local id, err = incr(self, "x", 1)
+  if not id then return nil, err end
   ev.id = id
   local ok
   ok, err = self.dict:safe_set("x:" .. (id % self.max), json.encode(ev))
@@ -172,19 +206,27 @@ Store.__index = Store
 
 --- new(backend) -> store (the interface kinot.fleet calls; redis_store.lua has the same)
 function M.new(backend)
-  return setmetatable({ b = backend, sorted = {}, known = 0 }, Store)
+  return setmetatable({ b = backend, sorted = {}, known = 0, listed = {} }, Store)
 end
 
 -- keep what the rule decided: record, flags, counters, events
+-- in an order that a full shared dict cannot leave half done: the counters
+-- made first (at 0), a new serial listed (sorted() drops a repeat), then the
+-- record (one key: the commit), then the counters moved (existing numbers:
+-- nothing to allocate) and the change log
 local function commit(self, sn, held, rec, delta, events, flags)
   local b = self.b
-  if rec then
-    local ok, err = b:put(sn, rec, flags_text(flags, rec.t))
+  for name in pairs(delta) do
+    local ok, err = b:incr(name, 0)
     if not ok then return nil, err end
+  end
+  if rec then
     if not held then
-      ok, err = b:add_sn(sn)
+      local ok, err = b:add_sn(sn)
       if not ok then return nil, err end
     end
+    local ok, err = b:put(sn, rec, flags_text(flags, rec.t))
+    if not ok then return nil, err end
   end
   for name, n in pairs(delta) do
     local ok, err = b:incr(name, n)
@@ -200,14 +242,21 @@ end
 -- under the device's lock: fn(held) -> verdict, rec, delta, events, flags
 local function locked(self, sn, fn)
   local b = self.b
-  local ok, err = b:lock(sn)
-  if not ok then return nil, err end
+  local token, err = b:lock(sn)
+  if not token then return nil, err end
   local held = b:get(sn)
   local verdict, rec, delta, events, flags = fn(held)
+  local ok = true
+  -- held past the lock's expiry (a stalled worker): another may have written
+  -- since `held` was read; nothing here yields from this check to the writes
+  if delta and not b:owns(sn, token) then
+    return nil, errors.new("timeout", "kinot.fleet: device " .. tostring(sn) .. "'s lock expired (2 s) before its " ..
+      "update was written: not applied, try again")
+  end
   if delta then
     ok, err = commit(self, sn, held, rec, delta, events, flags)
   end
-  b:unlock(sn)
+  b:unlock(sn, token)
   if not ok then return nil, err end
   return verdict, events or {}
 end
@@ -243,18 +292,24 @@ end
 function Store:gone(sns, cfg) return mark(self, sns, cfg, "gone") end
 
 -- every serial, in serial order (a cache per process, grown from the
--- backend's list of serials in the order first seen)
+-- backend's list of serials in the order first seen).  A serial listed
+-- twice (an update the dict had no room for, tried again) is kept once; a
+-- hole (another worker writing it, or no room to) is read again next time.
 local function sorted(self)
-  local b, list = self.b, self.sorted
+  local b, list, listed = self.b, self.sorted, self.listed
   local n = b:count()
   if n > self.known then
+    local hole
     for i = self.known + 1, n do
       local sn = b:sn_at(i)
-      if sn == nil then n = i - 1 break end -- another worker is writing it
-      list[#list + 1] = sn
+      if sn == nil then hole = hole or i
+      elseif not listed[sn] then
+        listed[sn] = true
+        list[#list + 1] = sn
+      end
     end
     sort(list)
-    self.known = n
+    self.known = (hole or n + 1) - 1
   end
   return list
 end

@@ -19,7 +19,7 @@ local rule = require "kinot.fleet.rule"
 local json = require "kinot.json"
 local redis = require "kinot.redis"
 
-local type, tostring, tonumber, ipairs = type, tostring, tonumber, ipairs
+local type, tostring, tonumber, ipairs, pairs = type, tostring, tonumber, ipairs, pairs
 
 local M = {}
 
@@ -206,20 +206,29 @@ end
 
 local unpack = table.unpack or unpack -- luacheck: ignore 143
 
---- apply(recs, cfg) -> { {verdict, events}, ... } | nil, err (one script for them all)
-function Store:apply(recs, cfg)
-  local args = {}
-  for i = 1, #recs do args[i] = json.encode(recs[i]) end
-  local out, err = run(self, "apply", cfg, unpack(args))
-  if not out then return nil, err end
-  for i = 1, #out do
-    if type(out[i].events) ~= "table" or out[i].events == json.null then out[i].events = {} end
-  end
-  return out
+-- Serials go into the script as text: Redis's cjson and Lua 5.1 write a
+-- number with 14 digits, which would make 9007199254740990 and
+-- 9007199254740991 one key.  They come back as numbers.
+local function sn_text(rec)
+  local c = {}
+  for k, v in pairs(rec) do c[k] = v end
+  c.sn = string.format("%d", rec.sn)
+  return c
 end
 
 local function events_of(out)
-  if type(out) ~= "table" then return {} end
+  if type(out) ~= "table" or out == json.null then return {} end
+  for i = 1, #out do out[i].sn = tonumber(out[i].sn) end
+  return out
+end
+
+--- apply(recs, cfg) -> { {verdict, events}, ... } | nil, err (one script for them all)
+function Store:apply(recs, cfg)
+  local args = {}
+  for i = 1, #recs do args[i] = json.encode(sn_text(recs[i])) end
+  local out, err = run(self, "apply", cfg, unpack(args))
+  if not out then return nil, err end
+  for i = 1, #out do out[i].events = events_of(out[i].events) end
   return out
 end
 
@@ -227,7 +236,9 @@ function Store:gone(sns, cfg)
   if #sns == 0 then return {} end
   local all = {}
   for first = 1, #sns, 500 do
-    local out, err = run(self, "gone", cfg, unpack(sns, first, math.min(#sns, first + 499)))
+    local texts = {}
+    for i = first, math.min(#sns, first + 499) do texts[#texts + 1] = string.format("%d", sns[i]) end
+    local out, err = run(self, "gone", cfg, unpack(texts))
     if not out then return nil, err end
     for _, ev in ipairs(events_of(out)) do all[#all + 1] = ev end
   end
@@ -246,7 +257,7 @@ function Store:sweep(cfg)
 end
 
 function Store:get(sn)
-  local text, err = self.c:call("GET", self.p .. "d:" .. sn)
+  local text, err = self.c:call("GET", self.p .. "d:" .. string.format("%d", sn))
   if not text then return nil, err end
   if text == redis.null then return nil end
   return json.decode(text)
@@ -285,6 +296,7 @@ function Store:changes(since, limit)
     local id, fields = got[i][1], got[i][2]
     local ev = json.decode(fields[2])
     ev.id = id
+    ev.sn = tonumber(ev.sn)
     out[i] = ev
   end
   return out, #out > 0 and out[#out].id or since

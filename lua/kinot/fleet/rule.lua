@@ -157,10 +157,11 @@ local function same_state(held, new)
 end
 
 -- held's state with new's fields over it: a callback carries fewer fields
--- than an answer (a lock's has no bt_match_code), which it must not erase
+-- than an answer (a lock's has no bt_match_code), which it must not erase.
+-- A device now of another kind keeps nothing of its old state.
 local function merged(held, new)
   local s = {}
-  if held then for k, v in pairs(held.state) do s[k] = v end end
+  if held and held.kind == new.kind then for k, v in pairs(held.state) do s[k] = v end end
   for k, v in pairs(new.state) do s[k] = v end
   return s
 end
