@@ -8,6 +8,7 @@ local M = {}
 local ngx = ngx -- luacheck: ignore (only present inside nginx)
 local tonumber, concat, lower, find = tonumber, table.concat, string.lower, string.find
 local sub, byte, floor = string.sub, string.byte, math.floor
+local unpack = table.unpack or unpack -- luacheck: ignore
 local dns = require "kinot.transport.dns"
 local misuse = require("kinot.errors").misuse
 
@@ -300,7 +301,7 @@ local function tunnel(sock, proxy, hostport, deadline)
   return true
 end
 
---- new(opts) -> transport object with :send(request), :close()
+--- new(opts) -> transport object with :send(request), :stream(...), :close()
 function M.new(opts)
   -- building a client in init_by_lua is fine (sending from there is not,
   -- and send says so); outside nginx there is nothing to build on
@@ -424,6 +425,54 @@ function M.new(opts)
     -- "close" among other tokens ("TE, close") ends the connection too
     if (conn and find(conn, "%f[%w]close%f[^%w]")) or once then sock:close() else sock:setkeepalive(idle, pool_size) end
     return { status = status, headers = headers, body = body }
+  end
+
+  --- stream(slots, take, done): as the curl transport's (kinot.request.stream),
+  -- over nginx light threads, one a request out: each slot is given the
+  -- next request as soon as its last one ended (ask: the stream's take).
+  -- An error raised by ask or done ends the stream: the threads still out are killed (what the
+  -- server made of their requests, no one knows), and it goes on.
+  function self.stream(slots, ask, done)
+    local spawn, wait, kill = ngx.thread.spawn, ngx.thread.wait, ngx.thread.kill
+    local running = {} -- threads out, in no order
+    local function one(req)
+      local res, kind, message, not_sent = self.send(req)
+      return req, res or { error = kind, message = message, not_sent = not_sent }
+    end
+    local ok, err = pcall(function()
+      local thread_of = {}
+      while true do
+        local reqs, delay
+        if #running < slots then reqs, delay = ask(slots - #running) end
+        for k = 1, reqs and #reqs or 0 do
+          local th = spawn(one, reqs[k])
+          running[#running + 1], thread_of[reqs[k]] = th, th
+        end
+        if #running == 0 then
+          if not delay then return end
+          ngx.sleep(delay)
+        else
+          -- the first to end, or the delay (a sleeping thread) first
+          local timer = delay and spawn(ngx.sleep, delay)
+          local okw, req, res
+          if timer then okw, req, res = wait(timer, unpack(running)) else okw, req, res = wait(unpack(running)) end
+          if timer then kill(timer) end
+          if not okw then error(req, 0) end
+          if req then
+            local th = thread_of[req]
+            thread_of[req] = nil
+            for k = 1, #running do
+              if running[k] == th then table.remove(running, k) break end
+            end
+            done(req, res)
+          end
+        end
+      end
+    end)
+    if not ok then
+      for _, th in ipairs(running) do kill(th) end
+      error(err, 0)
+    end
   end
 
   function self.close() end
