@@ -453,7 +453,7 @@ function M.new(opts)
           ngx.sleep(delay)
         else
           -- the first to end, or the delay (a sleeping thread) first
-          local timer = delay and spawn(ngx.sleep, delay)
+          local timer = delay and spawn(function() ngx.sleep(delay) end)
           local okw, req, res
           if timer then okw, req, res = wait(timer, unpack(running)) else okw, req, res = wait(unpack(running)) end
           if timer then kill(timer) end
