@@ -322,8 +322,11 @@ function drive(client, o, plan, command, guids, journal)
   -- delay it was given has passed): due polls first, then commands, as
   -- many as the free slots, `limit`, the rate and a Retry-After allow
   local function take(free)
+    -- the answers read so far go to the journal, then on_progress sees them
+    journal_write(false)
     if dirty then progress() end
-    if raised then journal_write(false) return {} end
+    -- (on_progress raised, or closed the client: nothing more goes out)
+    if raised or not client.signer then return {} end
     t = now()
     if stop_reason then skip_rest() end
     local room = min(free, limit - inflight)
@@ -363,11 +366,9 @@ function drive(client, o, plan, command, guids, journal)
         qhead = qhead + 1
       end
     end
-    -- 3. journal the commands, durably, before any is written
-    if #sends > 0 then
-      if journal then
-        for _, i in ipairs(sends) do records[#records + 1] = { i = i, sn = plan[i].sn, at = "sending" } end
-      end
+    -- 3. journal the commands, durably (one fsync for all), before any is written
+    if #sends > 0 and journal then
+      for _, i in ipairs(sends) do records[#records + 1] = { i = i, sn = plan[i].sn, at = "sending" } end
       local ok, jerr = journal_write(true)
       if not ok then
         -- none of these is sent; the batch stops
@@ -377,8 +378,6 @@ function drive(client, o, plan, command, guids, journal)
         end
         sends = {}
       end
-    else
-      journal_write(false)
     end
     for _, i in ipairs(sends) do
       local call = command.call(plan[i].sn, o.key, plan[i].value)
@@ -499,10 +498,15 @@ function drive(client, o, plan, command, guids, journal)
     check_abort()
   end
 
-  -- the batch, over the one concurrent path (request.stream)
-  request.stream(client, o.concurrency, take, on_answer)
-  if stop_reason then skip_rest() end
+  -- the batch, over the one concurrent path (request.stream); what was
+  -- read goes to the journal whichever way it ends
+  local streamed, serr = pcall(request.stream, client, o.concurrency, take, on_answer)
   journal_write(false)
+  if not streamed then
+    if journal then journal:sync() end
+    error(serr, 0)
+  end
+  if stop_reason then skip_rest() end
   if dirty then progress() end
 
   for i = 1, n do

@@ -1,6 +1,6 @@
 -- One API call, read top to bottom, one step a file:
 --   build.lua     the call -> the transport's request, signed
---   (transport)   client.transport.send / send_many
+--   (transport)   client.transport.send / stream
 --   classify.lua  the response or the transport's failure -> document | error table
 --   retry.lua     a failed attempt -> go again (when, after how long) or stop
 -- and here the loop that runs them, with the events (on_event).  Entry
@@ -116,7 +116,7 @@ end
 -- one attempt's answer in a stream (a response or the transport's
 -- {error, message, not_sent}) -> doc | nil, err.  A command whose outcome
 -- is unknown keeps perform's rule: it may have arrived.
-local function answer_of(client, call, signed, req, r, started)
+local function answer_of(client, transport, call, signed, req, r, started)
   local doc, err
   if r.error then
     err = classify.transport_error(r.error, r.message, r.not_sent, client.origin)
@@ -124,7 +124,7 @@ local function answer_of(client, call, signed, req, r, started)
     if client.on_event then
       emit(client, { type = "response", attempt = 1, method = req.method, url = redact.url(req.url),
                      status = r.status, request_id = header(r, "x-ca-request-id"),
-                     elapsed = client.transport.now() - started })
+                     elapsed = transport.now() - started })
     end
     doc, err = classify.response(r, signed, call)
   end
@@ -166,7 +166,12 @@ function M.stream(client, slots, take, on_answer)
   if not client.signer then errors.misuse("client is closed") end
   local transport = client.transport
   local pending = {} -- req -> {call, signed, started}
+  local closed = false
   local function take_reqs(free)
+    -- a client closed meanwhile (by on_answer, say): nothing more goes, the
+    -- calls out are read (the transport lets go of the handle after them)
+    if not client.signer then closed = true end
+    if closed then return {} end
     local calls, delay = take(free)
     local reqs = {}
     for k = 1, #calls do
@@ -185,10 +190,11 @@ function M.stream(client, slots, take, on_answer)
   local function done(req, r)
     local p = pending[req]
     pending[req] = nil
-    on_answer(p[1], answer_of(client, p[1], p[2], req, r, p[3]))
+    on_answer(p[1], answer_of(client, transport, p[1], p[2], req, r, p[3]))
   end
   local run = transport.stream or stream_one_by_one(transport)
   run(slots, take_reqs, done)
+  if closed then errors.misuse("client is closed") end
 end
 
 --- perform_many(client, calls[, opts]) -> list of {doc} | {nil, err}, the
