@@ -173,6 +173,7 @@ function M.stream(client, slots, take, on_answer)
     if not client.signer then closed = true end
     if closed then return {} end
     local calls, delay = take(free)
+    if not client.signer then closed = true end -- (closed inside take)
     local reqs = {}
     for k = 1, #calls do
       if not client.signer then errors.misuse("client is closed") end
