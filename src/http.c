@@ -1,4 +1,5 @@
 #include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,12 +9,33 @@
 #include "sign.h" /* kn_check_header */
 
 struct kn_http {
-    CURLSH *share;   /* one connection pool, DNS and TLS-session cache */
-    CURL *easy;      /* for single requests */
-    CURLM *multi;    /* for batches, made on first use */
-    CURL **pool;     /* easy handles for batches */
-    size_t npool;
-    /* per-slot header lists live only for one perform */
+    CURLSH *share;        /* one connection pool, DNS and TLS-session cache */
+    CURL *easy;           /* for single requests */
+    kn_http_stream *idle; /* the handles of the last stream, for the next */
+};
+
+/* one transfer of a stream, and the copy of its request it owns */
+typedef struct stream_slot {
+    CURL *easy;                  /* made on first use, kept with the stream */
+    struct curl_slist *headers;  /* live while the transfer runs */
+    kn_http_req req;             /* points into the copies below */
+    char *url, *proxy, *ca_file;
+    kn_buf body;
+    char errbuf[CURL_ERROR_SIZE];
+    kn_http_result result;
+    int state;                   /* FREE, RUNNING, ENDED (to be handed back) */
+} stream_slot;
+
+enum { SLOT_FREE = 0, SLOT_RUNNING, SLOT_ENDED };
+
+struct kn_http_stream {
+    kn_http *h;
+    CURLM *multi;
+    stream_slot *slot;
+    size_t cap;     /* slots allocated */
+    size_t nslots;  /* slots in use by this stream */
+    size_t running;
+    int ended;      /* slots ENDED and not yet handed back */
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -57,13 +79,15 @@ kn_http *kn_http_new(void) {
 }
 
 void kn_http_free(kn_http *h) {
-    size_t i;
     if (!h) return;
     /* easy handles go before the share they use */
     if (h->easy) curl_easy_cleanup(h->easy);
-    for (i = 0; i < h->npool; i++) curl_easy_cleanup(h->pool[i]);
-    free(h->pool);
-    if (h->multi) curl_multi_cleanup(h->multi);
+    if (h->idle) {
+        kn_http_stream *s = h->idle;
+        h->idle = NULL;
+        s->h = NULL; /* freed, not parked again */
+        kn_http_stream_free(s);
+    }
     if (h->share) curl_share_cleanup(h->share);
     free(h);
 }
@@ -434,97 +458,269 @@ int kn_http_perform(kn_http *h, const kn_http_req *req, kn_http_result *r) {
     return r->kind;
 }
 
-static int grow_pool(kn_http *h, size_t n) {
-    CURL **np;
-    if (n <= h->npool) return 0;
-    np = realloc(h->pool, n * sizeof *np);
-    if (!np) return -1;
-    h->pool = np;
-    while (h->npool < n) {
-        CURL *c = curl_easy_init();
-        if (!c) return -1;
-        h->pool[h->npool++] = c;
+/* ------------------------------------------------------------ streams */
+
+static void slot_release(stream_slot *sl) {
+    curl_slist_free_all(sl->headers);
+    sl->headers = NULL;
+    free(sl->url);
+    free(sl->proxy);
+    free(sl->ca_file);
+    sl->url = sl->proxy = sl->ca_file = NULL;
+    kn_buf_reset(&sl->body);
+    if (sl->easy) {
+        curl_easy_setopt(sl->easy, CURLOPT_ERRORBUFFER, NULL);
+        curl_easy_setopt(sl->easy, CURLOPT_HTTPHEADER, NULL);
+        curl_easy_setopt(sl->easy, CURLOPT_POSTFIELDS, NULL);
     }
+}
+
+kn_http_stream *kn_http_stream_new(kn_http *h, size_t slots) {
+    kn_http_stream *s = h->idle;
+    size_t i;
+    if (slots == 0) slots = 1;
+    if (s && s->cap >= slots) {
+        h->idle = NULL;
+    } else {
+        stream_slot *ns;
+        if (!s) {
+            s = calloc(1, sizeof *s);
+            if (!s) return NULL;
+            s->h = h;
+        } else {
+            h->idle = NULL;
+        }
+        ns = realloc(s->slot, slots * sizeof *ns);
+        if (!ns) {
+            kn_http_stream_free(s); /* parks it again: nothing lost */
+            return NULL;
+        }
+        s->slot = ns;
+        for (i = s->cap; i < slots; i++) {
+            memset(&ns[i], 0, sizeof ns[i]);
+            kn_buf_init(&ns[i].body);
+            kn_http_result_init(&ns[i].result);
+        }
+        s->cap = slots;
+    }
+    if (!s->multi && !(s->multi = curl_multi_init())) {
+        kn_http_stream_free(s);
+        return NULL;
+    }
+    s->nslots = slots;
+    s->running = 0;
+    s->ended = 0;
+    return s;
+}
+
+size_t kn_http_stream_slots(const kn_http_stream *s) { return s->nslots; }
+size_t kn_http_stream_running(const kn_http_stream *s) { return s->running; }
+
+kn_http_result *kn_http_stream_result(kn_http_stream *s, size_t slot) {
+    return slot < s->nslots ? &s->slot[slot].result : NULL;
+}
+
+static char *dup_or_null(const char *p) {
+    size_t n;
+    char *d;
+    if (!p) return NULL;
+    n = strlen(p) + 1;
+    d = malloc(n);
+    if (d) memcpy(d, p, n);
+    return d;
+}
+
+/* a request that could not start: ended at once, handed back by the next wait */
+static int slot_failed(kn_http_stream *s, stream_slot *sl) {
+    slot_release(sl);
+    sl->result.not_sent = 1; /* nothing of it reached libcurl's loop */
+    sl->state = SLOT_ENDED;
+    s->ended++;
+    return -1;
+}
+
+int kn_http_stream_add(kn_http_stream *s, size_t slot, const kn_http_req *req) {
+    stream_slot *sl;
+    kn_http_result *r;
+    if (slot >= s->nslots || s->slot[slot].state != SLOT_FREE) return -2; /* the caller's mistake */
+    sl = &s->slot[slot];
+    r = &sl->result;
+    r->kind = KN_HTTP_OK;
+    r->msg[0] = '\0';
+    r->not_sent = 1;
+    /* the copy: the caller's strings may go once this returns */
+    sl->req = *req;
+    sl->req.headers = NULL; /* read by make_headers below only */
+    sl->url = dup_or_null(req->url);
+    sl->proxy = dup_or_null(req->proxy);
+    sl->ca_file = dup_or_null(req->ca_file);
+    if (!sl->url || (req->proxy && !sl->proxy) || (req->ca_file && !sl->ca_file) ||
+        (req->body && kn_buf_add(&sl->body, req->body, req->body_len))) {
+        r->kind = KN_HTTP_NOMEM;
+        snprintf(r->msg, sizeof r->msg, "out of memory starting a request");
+        return slot_failed(s, sl);
+    }
+    sl->req.url = sl->url;
+    sl->req.proxy = sl->proxy;
+    sl->req.ca_file = sl->ca_file;
+    sl->req.body = req->body ? (sl->body.len ? sl->body.p : "") : NULL;
+    if (!sl->easy && !(sl->easy = curl_easy_init())) {
+        r->kind = KN_HTTP_NOMEM;
+        snprintf(r->msg, sizeof r->msg, "out of memory creating a connection");
+        return slot_failed(s, sl);
+    }
+    if (make_headers(req, &sl->headers, r)) return slot_failed(s, sl);
+    if (setup(s->h, sl->easy, &sl->req, r, sl->headers)) return slot_failed(s, sl);
+    sl->errbuf[0] = '\0';
+    curl_easy_setopt(sl->easy, CURLOPT_ERRORBUFFER, sl->errbuf);
+    curl_easy_setopt(sl->easy, CURLOPT_PRIVATE, (void *)sl);
+    if (curl_multi_add_handle(s->multi, sl->easy) != CURLM_OK) {
+        r->kind = KN_HTTP_NOMEM;
+        r->not_sent = 1;
+        snprintf(r->msg, sizeof r->msg, "libcurl refused to start this request");
+        return slot_failed(s, sl);
+    }
+    sl->state = SLOT_RUNNING;
+    s->running++;
     return 0;
+}
+
+static long ms_since(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long)((t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+/* a transfer ended: its result filled, its handle out of the multi */
+static void slot_end(kn_http_stream *s, stream_slot *sl, CURLcode rc) {
+    finish(sl->easy, rc, sl->errbuf, &sl->req, &sl->result);
+    curl_multi_remove_handle(s->multi, sl->easy);
+    slot_release(sl);
+    sl->state = SLOT_ENDED;
+    s->running--;
+    s->ended++;
+}
+
+/* hands back every ENDED slot */
+static int collect(kn_http_stream *s, size_t *done) {
+    size_t i;
+    int n = 0;
+    for (i = 0; i < s->nslots && s->ended; i++) {
+        if (s->slot[i].state != SLOT_ENDED) continue;
+        s->slot[i].state = SLOT_FREE;
+        s->ended--;
+        done[n++] = i;
+    }
+    return n;
+}
+
+int kn_http_stream_wait(kn_http_stream *s, long timeout_ms, size_t *done) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int running = 0, left;
+        CURLMsg *m;
+        if (s->running) {
+            CURLMcode mc = curl_multi_perform(s->multi, &running);
+            if (mc == CURLM_OK) {
+                while ((m = curl_multi_info_read(s->multi, &left))) {
+                    if (m->msg == CURLMSG_DONE) {
+                        stream_slot *sl = NULL;
+                        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&sl);
+                        slot_end(s, sl, m->data.result);
+                    }
+                }
+            } else {
+                /* the loop itself failed: every transfer ends with it */
+                size_t i;
+                for (i = 0; i < s->nslots; i++) {
+                    stream_slot *sl = &s->slot[i];
+                    if (sl->state != SLOT_RUNNING) continue;
+                    slot_end(s, sl, CURLE_OK);
+                    sl->result.kind = KN_HTTP_NOMEM;
+                    sl->result.not_sent = 0; /* it may have left */
+                    snprintf(sl->result.msg, sizeof sl->result.msg, "libcurl multi loop failed: %s",
+                             curl_multi_strerror(mc));
+                }
+            }
+        }
+        if (s->ended) return collect(s, done);
+        if (!s->running && timeout_ms < 0) return 0;
+        {
+            long left_ms = timeout_ms < 0 ? 1000 : timeout_ms - ms_since(&t0);
+            if (left_ms <= 0) return 0;
+            if (left_ms > 1000) left_ms = 1000;
+            /* (with no transfer, curl_multi_poll waits the whole time: a sleep) */
+            if (curl_multi_poll(s->multi, NULL, 0, (int)left_ms, NULL) != CURLM_OK && !s->running) return 0;
+        }
+    }
+}
+
+void kn_http_stream_free(kn_http_stream *s) {
+    size_t i;
+    kn_http *h;
+    if (!s) return;
+    for (i = 0; i < s->cap; i++) {
+        stream_slot *sl = &s->slot[i];
+        if (sl->state == SLOT_RUNNING) curl_multi_remove_handle(s->multi, sl->easy); /* abandoned */
+        slot_release(sl);
+        sl->state = SLOT_FREE;
+    }
+    s->running = 0;
+    s->ended = 0;
+    h = s->h;
+    /* kept warm for the next stream of this handle, the larger of two */
+    if (h && (!h->idle || h->idle->cap < s->cap)) {
+        kn_http_stream *old = h->idle;
+        h->idle = s;
+        s = old;
+        if (!s) return;
+        s->h = NULL;
+    }
+    for (i = 0; i < s->cap; i++) {
+        if (s->slot[i].easy) curl_easy_cleanup(s->slot[i].easy);
+        kn_buf_free(&s->slot[i].body);
+        kn_http_result_free(&s->slot[i].result);
+    }
+    free(s->slot);
+    if (s->multi) curl_multi_cleanup(s->multi);
+    free(s);
 }
 
 static void fail_all(kn_http_result *results, size_t n, const char *why) {
     size_t i;
     for (i = 0; i < n; i++) {
-        if (results[i].kind != KN_HTTP_OK) continue;
         results[i].kind = KN_HTTP_NOMEM;
+        results[i].not_sent = 1;
         snprintf(results[i].msg, sizeof results[i].msg, "%s", why);
     }
 }
 
 int kn_http_perform_many(kn_http *h, const kn_http_req *reqs, kn_http_result *results, size_t n) {
-    struct curl_slist **lists;
-    char (*errbufs)[CURL_ERROR_SIZE];
-    size_t i, added = 0;
-    int running = 0, rc = 0;
-
-    for (i = 0; i < n; i++) results[i].kind = KN_HTTP_OK;
+    kn_http_stream *s;
+    size_t i, *done, got = 0;
     if (n == 0) return 0;
-    if (!h->multi && !(h->multi = curl_multi_init())) {
-        fail_all(results, n, "could not create a libcurl multi handle");
-        return -1;
-    }
-    if (grow_pool(h, n)) {
-        fail_all(results, n, "out of memory creating connections");
-        return -1;
-    }
-    lists = calloc(n, sizeof *lists);
-    errbufs = calloc(n, sizeof *errbufs);
-    if (!lists || !errbufs) {
-        free(lists);
-        free(errbufs);
+    done = malloc(n * sizeof *done);
+    s = done ? kn_http_stream_new(h, n) : NULL;
+    if (!s) {
+        free(done);
         fail_all(results, n, "out of memory starting a batch");
         return -1;
     }
-    for (i = 0; i < n; i++) {
-        CURL *c = h->pool[i];
-        if (make_headers(&reqs[i], &lists[i], &results[i])) continue;
-        if (setup(h, c, &reqs[i], &results[i], lists[i])) continue;
-        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbufs[i]);
-        curl_easy_setopt(c, CURLOPT_PRIVATE, (void *)&results[i]);
-        if (curl_multi_add_handle(h->multi, c) != CURLM_OK) {
-            results[i].kind = KN_HTTP_NOMEM;
-            snprintf(results[i].msg, sizeof results[i].msg, "libcurl refused to start this request");
-            continue;
+    for (i = 0; i < n; i++) kn_http_stream_add(s, i, &reqs[i]);
+    while (got < n) {
+        int k = kn_http_stream_wait(s, -1, done), j;
+        if (k <= 0) break; /* (none running: cannot happen while got < n) */
+        for (j = 0; j < k; j++) {
+            /* the result moves to the caller; the slot keeps the caller's
+             * old buffers for its next use */
+            kn_http_result tmp = results[done[j]];
+            results[done[j]] = s->slot[done[j]].result;
+            s->slot[done[j]].result = tmp;
         }
-        added++;
+        got += (size_t)k;
     }
-    while (added) {
-        CURLMcode mc = curl_multi_perform(h->multi, &running);
-        CURLMsg *m;
-        int left;
-        if (mc != CURLM_OK) {
-            rc = -1;
-            break;
-        }
-        while ((m = curl_multi_info_read(h->multi, &left))) {
-            if (m->msg == CURLMSG_DONE) {
-                size_t k = 0;
-                kn_http_result *r = NULL;
-                curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
-                k = (size_t)(r - results);
-                finish(m->easy_handle, m->data.result, errbufs[k], &reqs[k], r);
-            }
-        }
-        if (!running) break;
-        if (curl_multi_poll(h->multi, NULL, 0, 1000, NULL) != CURLM_OK) {
-            rc = -1;
-            break;
-        }
-    }
-    for (i = 0; i < n; i++) {
-        curl_multi_remove_handle(h->multi, h->pool[i]); /* harmless if not added */
-        curl_easy_setopt(h->pool[i], CURLOPT_ERRORBUFFER, NULL);
-        curl_easy_setopt(h->pool[i], CURLOPT_HTTPHEADER, NULL);
-        curl_slist_free_all(lists[i]);
-    }
-    if (rc) fail_all(results, n, "libcurl multi loop failed");
-    free(lists);
-    free(errbufs);
-    return rc;
+    kn_http_stream_free(s);
+    free(done);
+    return 0;
 }

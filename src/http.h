@@ -65,8 +65,33 @@ void kn_http_result_free(kn_http_result *r);
 int kn_http_perform(kn_http *h, const kn_http_req *req, kn_http_result *r);
 
 /* Runs n requests at once; results[i] answers reqs[i].  Returns 0, or -1
- * when the batch could not run at all (each result then says why). */
+ * when the batch could not run at all (each result then says why).  A
+ * stream whose n requests all start at once (the one concurrent path). */
 int kn_http_perform_many(kn_http *h, const kn_http_req *reqs, kn_http_result *results, size_t n);
+
+/* A stream: up to `slots` transfers at once over curl-multi, each slot
+ * given a new request as soon as its last one ended (no round waits for
+ * its slowest).  The caller drives it:
+ *   add(slot, req)   starts req on a free slot.  Everything of req is
+ *                    copied: nothing it points to is read once add
+ *                    returns.  -1: it could not start; the slot's result
+ *                    says why (KN_HTTP_INVALID: the request is unacceptable,
+ *                    nothing sent) and the next wait hands it back.
+ *   wait(ms, done)   runs the transfers until one or more ended (their
+ *                    slots in done[], their results in result(slot)) or ms
+ *                    passed (0 back; ms < 0: no limit, but 0 at once when
+ *                    none runs).  A slot in done[] is free again.
+ *   free             a transfer still running is abandoned (its connection
+ *                    closed; what the server made of it, no one knows).
+ * One stream of a kn_http keeps its handles for the next (warm). */
+typedef struct kn_http_stream kn_http_stream;
+kn_http_stream *kn_http_stream_new(kn_http *h, size_t slots); /* NULL: out of memory */
+int kn_http_stream_add(kn_http_stream *s, size_t slot, const kn_http_req *req);
+int kn_http_stream_wait(kn_http_stream *s, long timeout_ms, size_t *done);
+kn_http_result *kn_http_stream_result(kn_http_stream *s, size_t slot);
+size_t kn_http_stream_slots(const kn_http_stream *s);
+size_t kn_http_stream_running(const kn_http_stream *s);
+void kn_http_stream_free(kn_http_stream *s);
 
 /* Removes from msg (NUL-terminated, cap bytes) the userinfo of every
  * "scheme://user:pw@..." it holds and every piece of the userinfo of `url`

@@ -46,6 +46,7 @@ KN_LOCAL void kn_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
 #define ERROR_MT "kinot.Error"            /* completed by lua/kinot/errors.lua */
 #define SIGNER_MT "kinot.core.signer"     /* lua_sign.c */
 #define HTTP_MT "kinot.core.http"         /* lua_http.c */
+#define HTTP_STREAM_MT "kinot.core.http_stream" /* lua_http.c */
 #define JSONBUF_MT "kinot.core.jsonbuf"   /* lua_json.c */
 #define SCANNER_MT "kinot.core.cbscanner" /* lua_callback.c */
 

@@ -15,11 +15,21 @@ typedef struct http_ud {
     kn_http_req *reqs;
     kn_kv *kv;
     size_t kvcap;
+    int streams; /* streams open on it: a close waits for the last */
+    int closing;
 } http_ud;
+
+/* a stream (http:stream): keeps its handle's userdata alive (ref) */
+typedef struct stream_ud {
+    kn_http_stream *s;
+    http_ud *owner;
+    int ref;
+    size_t *done;
+} stream_ud;
 
 static http_ud *check_http(lua_State *L) {
     http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
-    if (!u->h) kn_misuse(L, "http handle is closed");
+    if (!u->h || u->closing) kn_misuse(L, "http handle is closed");
     return u;
 }
 
@@ -34,8 +44,7 @@ static int http_new(lua_State *L) {
     return 1;
 }
 
-static int http_close(lua_State *L) {
-    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+static void http_release(http_ud *u) {
     size_t i;
     if (u->h) kn_http_free(u->h);
     kn_http_result_free(&u->one);
@@ -44,6 +53,17 @@ static int http_close(lua_State *L) {
     free(u->reqs);
     free(u->kv);
     memset(u, 0, sizeof *u);
+}
+
+/* close(): with a stream open, the handle is closed for new calls at once
+ * and freed when the last stream closes (its transfers use it) */
+static int http_close(lua_State *L) {
+    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+    if (u->streams > 0) {
+        u->closing = 1;
+        return 0;
+    }
+    http_release(u);
     return 0;
 }
 
@@ -177,6 +197,8 @@ static int http_request(lua_State *L) {
     return 1;
 }
 
+static void push_result(lua_State *L, const kn_http_result *r);
+
 /* request_many({req1, req2, ...}) -> {res1, res2, ...}; each res is a
  * response table, or {error = kind, message = ..., not_sent = bool} */
 static int http_request_many(lua_State *L) {
@@ -210,20 +232,122 @@ static int http_request_many(lua_State *L) {
     kn_http_perform_many(u->h, u->reqs, u->many, n);
     lua_createtable(L, (int)n, 0);
     for (i = 0; i < n; i++) {
-        const kn_http_result *r = &u->many[i];
-        if (r->kind == KN_HTTP_OK) {
-            push_response(L, r);
-        } else {
-            lua_createtable(L, 0, 3);
-            lua_pushstring(L, r->kind == KN_HTTP_INVALID ? "invalid" : kind_names[r->kind]);
-            lua_setfield(L, -2, "error");
-            lua_pushstring(L, r->msg);
-            lua_setfield(L, -2, "message");
-            lua_pushboolean(L, r->not_sent);
-            lua_setfield(L, -2, "not_sent");
-        }
+        push_result(L, &u->many[i]);
         lua_rawseti(L, -2, (int)i + 1);
     }
+    return 1;
+}
+
+/* ------------------------------------------------------------ streams */
+
+/* stream(slots) -> a stream of up to `slots` transfers at once (http.h) */
+static int http_stream(lua_State *L) {
+    http_ud *u = check_http(L);
+    lua_Number n = kn_check_number(L, 2, "stream's slots");
+    stream_ud *su;
+    if (!(n >= 1 && n <= 1024) || n != (lua_Number)(size_t)n) kn_misuse(L, "stream's slots must be an integer from 1 to 1024");
+    su = lua_newuserdata(L, sizeof *su);
+    memset(su, 0, sizeof *su);
+    su->ref = LUA_NOREF;
+    luaL_getmetatable(L, HTTP_STREAM_MT);
+    lua_setmetatable(L, -2);
+    su->done = malloc((size_t)n * sizeof *su->done);
+    if (!su->done) return kn_fail(L, "out of memory starting a stream");
+    su->s = kn_http_stream_new(u->h, (size_t)n);
+    if (!su->s) return kn_fail(L, "out of memory starting a stream");
+    su->owner = u;
+    u->streams++;
+    lua_pushvalue(L, 1);
+    su->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+static stream_ud *check_stream(lua_State *L) {
+    stream_ud *su = luaL_checkudata(L, 1, HTTP_STREAM_MT);
+    if (!su->s) kn_misuse(L, "stream is closed");
+    return su;
+}
+
+static int stream_close(lua_State *L) {
+    stream_ud *su = luaL_checkudata(L, 1, HTTP_STREAM_MT);
+    if (su->s) {
+        kn_http_stream_free(su->s);
+        su->s = NULL;
+        if (--su->owner->streams == 0 && su->owner->closing) http_release(su->owner);
+        luaL_unref(L, LUA_REGISTRYINDEX, su->ref);
+        su->ref = LUA_NOREF;
+    }
+    free(su->done);
+    su->done = NULL;
+    return 0;
+}
+
+/* add(slot, req) -> true (started) | false (ended at once: the next wait
+ * hands it back).  A request it cannot make raises, as request does. */
+static int stream_add(lua_State *L) {
+    stream_ud *su = check_stream(L);
+    lua_Number n = kn_check_number(L, 2, "slot");
+    kn_http_req req;
+    size_t at = 0, slot;
+    int rc;
+    if (!(n >= 1 && n <= (lua_Number)kn_http_stream_slots(su->s)) || n != (lua_Number)(size_t)n)
+        return kn_misuse(L, "slot must be an integer from 1 to %d", (int)kn_http_stream_slots(su->s));
+    slot = (size_t)n - 1;
+    lua_settop(L, 3);
+    read_req(L, su->owner, 3, &req, &at);
+    req.headers = su->owner->kv;
+    rc = kn_http_stream_add(su->s, slot, &req);
+    if (rc == -2) return kn_misuse(L, "slot %d is busy", (int)slot + 1);
+    lua_settop(L, 3); /* (the strings read above: copied, no longer needed) */
+    if (rc && kn_http_stream_result(su->s, slot)->kind == KN_HTTP_INVALID)
+        return kn_misuse(L, "%s", kn_http_stream_result(su->s, slot)->msg);
+    lua_pushboolean(L, rc == 0);
+    return 1;
+}
+
+static void push_result(lua_State *L, const kn_http_result *r) {
+    if (r->kind == KN_HTTP_OK) {
+        push_response(L, r);
+        return;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, r->kind == KN_HTTP_INVALID ? "invalid" : kind_names[r->kind]);
+    lua_setfield(L, -2, "error");
+    lua_pushstring(L, r->msg);
+    lua_setfield(L, -2, "message");
+    lua_pushboolean(L, r->not_sent);
+    lua_setfield(L, -2, "not_sent");
+}
+
+/* wait([seconds]) -> slots, results: the transfers that ended (a slot each,
+ * free again, and its response or {error, message, not_sent}); both empty
+ * when `seconds` passed first.  No seconds: until one ends (at once when
+ * none runs). */
+static int stream_wait(lua_State *L) {
+    stream_ud *su = check_stream(L);
+    long ms = -1;
+    int k, i;
+    if (!lua_isnoneornil(L, 2)) {
+        lua_Number sec = kn_check_number(L, 2, "wait's seconds");
+        if (!(sec >= 0 && sec <= 1e6)) kn_misuse(L, "wait's seconds must be a number from 0 to 1e6");
+        ms = (long)(sec * 1000.0 + 0.5);
+    }
+    k = kn_http_stream_wait(su->s, ms, su->done);
+    lua_createtable(L, k, 0);
+    lua_createtable(L, k, 0);
+    for (i = 0; i < k; i++) {
+        lua_pushinteger(L, (lua_Integer)su->done[i] + 1);
+        lua_rawseti(L, -3, i + 1);
+        push_result(L, kn_http_stream_result(su->s, su->done[i]));
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 2;
+}
+
+/* running() -> transfers under way */
+static int stream_running(lua_State *L) {
+    stream_ud *su = check_stream(L);
+    lua_pushinteger(L, (lua_Integer)kn_http_stream_running(su->s));
     return 1;
 }
 
@@ -234,9 +358,14 @@ static int l_curl_version(lua_State *L) {
 
 void kn_open_http(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"request", http_request}, {"request_many", http_request_many}, {"close", http_close}, {NULL, NULL}};
+        {"request", http_request}, {"request_many", http_request_many}, {"stream", http_stream},
+        {"close", http_close}, {NULL, NULL}};
+    static const luaL_Reg stream_methods[] = {
+        {"add", stream_add}, {"wait", stream_wait}, {"running", stream_running}, {"close", stream_close},
+        {NULL, NULL}};
     if (kn_http_global_init()) kn_fail(L, "libcurl global initialisation failed");
     kn_new_class(L, HTTP_MT, methods, http_close);
+    kn_new_class(L, HTTP_STREAM_MT, stream_methods, stream_close);
     lua_pushcfunction(L, http_new);
     lua_setfield(L, -2, "http");
     lua_pushcfunction(L, l_curl_version);

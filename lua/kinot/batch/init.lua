@@ -1,15 +1,18 @@
 -- client:send_commands(items, opts): many commands, each device commanded
--- at most once (docs/api.md "send_commands").  The batch runs in rounds over
--- the one concurrent path there is (request.perform_many: libcurl's multi
--- interface; one call after another where the transport has none, as
--- inside nginx): each round takes up to `limit` calls, the commands to send
--- and the polls of those sent (wait), journals the commands, sends them,
--- journals what came back.  Its pace: `rate` commands a second at most;
--- `limit` starts at `concurrency`, halves when the platform throttles and
--- grows by one a round when it does not, and after a throttled answer no
--- command goes before its Retry-After.  A command whose outcome is unknown
--- is never sent again (docs/RELIABILITY.md); one refused with 429 was not
--- acted on (the answer says so) and goes again later.
+-- at most once (docs/api.md "send_commands").  The batch streams over the
+-- one concurrent path there is (request.stream: libcurl's multi interface;
+-- nginx light threads inside nginx; one call after another where the
+-- transport has neither): up to `limit` calls out at once, the commands to
+-- send and the polls of those sent (wait), and each time calls end the
+-- stream asks for the next (take): the commands that go are journaled
+-- together, durably, before any is written, and what came back is
+-- journaled as it is read (on_answer).  Its pace: `rate` commands a second
+-- at most; `limit` starts at `concurrency`, halves when the platform
+-- throttles (once for the commands that were out together) and grows by
+-- one each `limit` answers that were not throttled, and after a throttled
+-- answer no command goes before its Retry-After.  A command whose outcome
+-- is unknown is never sent again (docs/RELIABILITY.md); one refused with
+-- 429 was not acted on (the answer says so) and goes again later.
 local request = require "kinot.request"
 local retry = require "kinot.request.retry"
 local validate = require "kinot.validate"
@@ -29,7 +32,7 @@ local RATIO_SAMPLE = 10
 -- throttled answers one command may get before it fails as throttled
 local MAX_THROTTLED = 50
 local FINAL = { succeeded = true, failed = true }
-local drive
+local drive, heap_push, heap_pop
 
 -- items -> plan { {sn, value} ... }; a serial twice is refused: it would be
 -- commanded twice
@@ -140,11 +143,42 @@ function M.follow(client, guids, opts, command)
   return drive(client, o, nil, command, list)
 end
 
--- the rounds: plan (commands to send) or guids (commands to follow)
+-- the polls' heap (wait): {at, i} entries, the earliest at first
+function heap_push(h, i, at)
+  local k = h.n + 1
+  h.n = k
+  while k > 1 do
+    local up = floor(k / 2)
+    if h[up].at <= at then break end
+    h[k] = h[up]
+    k = up
+  end
+  h[k] = { at = at, i = i }
+end
+
+function heap_pop(h)
+  local top, last, n = h[1], h[h.n], h.n - 1
+  h[h.n], h.n = nil, n
+  if n > 0 then
+    local k = 1
+    while true do
+      local c = 2 * k
+      if c > n then break end
+      if c < n and h[c + 1].at < h[c].at then c = c + 1 end
+      if h[c].at >= last.at then break end
+      h[k] = h[c]
+      k = c
+    end
+    h[k] = last
+  end
+  return top.i
+end
+
+-- the stream: plan (commands to send) or guids (commands to follow)
 function drive(client, o, plan, command, guids, journal)
   local n = plan and #plan or #guids
   local transport = client.transport
-  local now, sleep = transport.now, transport.sleep
+  local now = transport.now
   local started = now()
 
   local results, summary = {}, {
@@ -153,7 +187,7 @@ function drive(client, o, plan, command, guids, journal)
   }
   local queue, qhead = {}, 1 -- items to send, in order (a throttled one goes to `later`)
   local later = {}           -- {i, at}: sent again at or after `at`
-  local polls = {}           -- i -> true: created, followed until final (wait)
+  local polls = { n = 0 }    -- created, followed until final (wait): a heap of {at, i}, the next due first
 
   local function outcome(i, what)
     local r = results[i]
@@ -169,7 +203,7 @@ function drive(client, o, plan, command, guids, journal)
   local function follow(i, at)
     local r = results[i]
     r.next_poll, r.interval, r.deadline = at, 0.5, (r.deadline or (at + o.wait_timeout))
-    polls[i] = true
+    heap_push(polls, i, at)
   end
 
   for i = 1, n do
@@ -225,6 +259,12 @@ function drive(client, o, plan, command, guids, journal)
   local hold_until = 0  -- no command before this (Retry-After)
   local sent_now = 0    -- commands sent in this run (the rate counts them)
   local stop_reason     -- once set, nothing more is sent
+  local inflight = 0    -- calls out (sends and polls); at most `limit`
+  local item_of, kind_of, seq_of = {}, {}, {} -- a call out -> its item, "send" | "poll", its send's number
+  local seq, cut_at, grown = 0, 0, 0 -- sends so far; the last one out when the limit halved; answers since it grew
+  local records = {}    -- outcomes read, for the journal's next write
+  local dirty = false   -- answers since on_progress was last called
+  local raised          -- what on_progress raised: nothing more goes out, the calls out are read, then it goes on
 
   local function failures() return summary.failed + summary.unknown end
   local function check_abort()
@@ -241,210 +281,238 @@ function drive(client, o, plan, command, guids, journal)
   end
 
   local function progress()
-    if o.on_progress then
-      o.on_progress { total = n, sent = summary.sent, succeeded = summary.succeeded, failed = summary.failed,
-                      unknown = summary.unknown, skipped = summary.skipped, pending = summary.pending,
-                      concurrency = limit }
+    dirty = false
+    if o.on_progress and not raised then
+      local ok, e = pcall(o.on_progress, { total = n, sent = summary.sent, succeeded = summary.succeeded,
+        failed = summary.failed, unknown = summary.unknown, skipped = summary.skipped, pending = summary.pending,
+        concurrency = limit })
+      if not ok then raised = e end
     end
   end
   check_abort()
 
-  while true do
+  -- nothing more goes out; the polls of those sent go on
+  local function skip_rest()
+    for k = qhead, qtail do
+      local i = queue[k]
+      queue[k] = nil
+      results[i].error = errors.new("api", "not sent: the batch stopped (" .. stop_reason .. ")")
+      outcome(i, "skipped")
+    end
+    qhead = qtail + 1
+    for _, l in ipairs(later) do
+      results[l.i].error = errors.new("api", "not sent: the batch stopped (" .. stop_reason .. ")")
+      outcome(l.i, "skipped")
+    end
+    later = {}
+  end
+
+  -- the journal's next write: the outcomes read since the last, and the
+  -- "sending" records of the commands about to go, on the disk (one fsync
+  -- for all that go together) before any of them is written
+  local function journal_write(sync)
+    if not journal or #records == 0 then records = {} return true end
+    local ok, jerr = journal:write(records, sync)
+    records = {}
+    if not ok and not stop_reason then stop_reason = jerr.message end
+    return ok, jerr
+  end
+
+  -- the stream asks for what goes next each time calls end (and when the
+  -- delay it was given has passed): due polls first, then commands, as
+  -- many as the free slots, `limit`, the rate and a Retry-After allow
+  local function take(free)
+    -- the answers read so far go to the journal, then on_progress sees them
+    journal_write(false)
+    if dirty then progress() end
+    -- (on_progress raised, or closed the client: nothing more goes out)
+    if raised or not client.signer then return {} end
     t = now()
-    if stop_reason then -- nothing more goes out; the polls of those sent go on
-      for k = qhead, qtail do
-        local i = queue[k]
-        results[i].error = errors.new("api", "not sent: the batch stopped (" .. stop_reason .. ")")
-        outcome(i, "skipped")
-      end
-      qhead = qtail + 1
-      for _, l in ipairs(later) do
-        results[l.i].error = errors.new("api", "not sent: the batch stopped (" .. stop_reason .. ")")
-        outcome(l.i, "skipped")
-      end
-      later = {}
+    if stop_reason then skip_rest() end
+    local room = min(free, limit - inflight)
+    local calls, next_at = {}, nil
+    local function due(at) if not next_at or at < next_at then next_at = at end end
+    -- 1. polls that are due
+    -- (a Retry-After holds the polls too)
+    while #calls < room and polls.n > 0 and polls[1].at <= t and hold_until <= t do
+      local i = heap_pop(polls)
+      local call = command.poll(results[i].guid)
+      calls[#calls + 1], item_of[call], kind_of[call] = call, i, "poll"
     end
-    -- 1. this round: polls that are due, then commands
-    local round, kinds, next_at = {}, {}, math.huge
-    for i in pairs(polls) do
-      local r = results[i]
-      local due = max(r.next_poll, hold_until) -- (a Retry-After holds the polls too)
-      if #round < limit and due <= t then
-        local k = #round + 1
-        round[k], kinds[k] = i, "poll"
-      else
-        next_at = min(next_at, due)
-      end
-    end
-    local allowed = limit - #round
-    if o.rate then
-      local tokens = floor(o.rate * (t - started)) + 1 - sent_now
-      if tokens < 1 then next_at = min(next_at, started + (sent_now) / o.rate) end
-      allowed = min(allowed, tokens)
-    end
-    if hold_until > t then
-      if allowed > 0 and (qhead <= qtail or #later > 0) then next_at = min(next_at, hold_until) end
-      allowed = 0
-    end
+    if polls.n > 0 then due(max(polls[1].at, hold_until)) end
+    -- 2. commands
+    local allowed = room - #calls
     local sends = {}
-    if allowed > 0 and #later > 0 then -- those waiting for their turn again, first
-      local keep = {}
-      for _, l in ipairs(later) do
-        if #sends < allowed and l.at <= t then sends[#sends + 1] = l.i
-        else keep[#keep + 1] = l; next_at = min(next_at, l.at) end
+    if allowed > 0 and (qhead <= qtail or #later > 0) then
+      if o.rate then
+        local tokens = floor(o.rate * (t - started)) + 1 - sent_now
+        if tokens < 1 then due(started + sent_now / o.rate) end
+        allowed = min(allowed, tokens)
       end
-      later = keep
-    elseif #later > 0 then
-      for _, l in ipairs(later) do next_at = min(next_at, max(l.at, hold_until)) end
+      if hold_until > t then
+        due(hold_until)
+        allowed = 0
+      end
+      if #later > 0 then -- those waiting for their turn again, first
+        local keep = {}
+        for _, l in ipairs(later) do
+          if #sends < allowed and l.at <= t then sends[#sends + 1] = l.i
+          else keep[#keep + 1] = l; due(max(l.at, hold_until)) end
+        end
+        later = keep
+      end
+      while #sends < allowed and qhead <= qtail do
+        sends[#sends + 1] = queue[qhead]
+        queue[qhead] = nil
+        qhead = qhead + 1
+      end
     end
-    while #sends < allowed and qhead <= qtail do
-      sends[#sends + 1] = queue[qhead]
-      queue[qhead] = nil
-      qhead = qhead + 1
+    -- 3. journal the commands, durably (one fsync for all), before any is written
+    if #sends > 0 and journal then
+      for _, i in ipairs(sends) do records[#records + 1] = { i = i, sn = plan[i].sn, at = "sending" } end
+      local ok, jerr = journal_write(true)
+      if not ok then
+        -- none of these is sent; the batch stops
+        for _, i in ipairs(sends) do
+          results[i].error = jerr
+          outcome(i, "skipped")
+        end
+        sends = {}
+      end
     end
-    if #round == 0 and #sends == 0 then
-      if next_at == math.huge then break end -- nothing queued, nothing followed: done
-      sleep(max(0.001, next_at - now()))
-    else
-      -- 2. journal the commands, durably, before any is written
-      local calls, records = {}, {}
-      for _, i in ipairs(sends) do
-        local k = #round + 1
-        round[k], kinds[k] = i, "send"
-        records[#records + 1] = { i = i, sn = plan[i].sn, at = "sending" }
-      end
-      if journal then
-        local ok, jerr = journal:write(records)
-        if not ok then
-          -- nothing of this round is sent; the batch stops
-          stop_reason = jerr.message
-          for k = #round, 1, -1 do
-            if kinds[k] == "send" then
-              results[round[k]].error = jerr
-              outcome(round[k], "skipped")
-              round[k], kinds[k] = nil, nil
-            end
-          end
-        end
-      end
-      for k = 1, #round do
-        local i = round[k]
-        if kinds[k] == "send" then
-          calls[k] = command.call(plan[i].sn, o.key, plan[i].value)
-          results[i].attempts = results[i].attempts + 1
-          sent_now, summary.sent = sent_now + 1, summary.sent + 1
-        else
-          calls[k] = command.poll(results[i].guid)
-        end
-      end
-      -- 3. the round, over the one concurrent path
-      local answers = #calls > 0 and request.perform_many(client, calls, { requeue = true }) or {}
-      t = now()
-      local throttled, after = false, nil
-      records = {}
-      for k = 1, #calls do
-        local i, r = round[k], results[round[k]]
-        local doc, err = answers[k][1], answers[k][2]
-        if kinds[k] == "send" then
-          local cmd
-          if doc then cmd, err = command.answer(doc) end
-          if cmd then
-            r.guid, r.command_status, r.reason, r.error = cmd.guid, cmd.command_status, cmd.reason, nil
-            records[#records + 1] = { i = i, at = "created", guid = cmd.guid, status = cmd.command_status }
-            outcome(i, "sent")
-            if o.wait then
-              if FINAL[cmd.command_status] then
-                outcome(i, cmd.command_status)
-                records[#records + 1] = { i = i, at = "final", guid = cmd.guid, status = cmd.command_status,
-                                          reason = cmd.reason }
-              else
-                follow(i, t + 0.5)
-              end
-            end
-          elseif err.kind == "unknown_outcome" then
-            r.error = err
-            records[#records + 1] = { i = i, at = "unknown", cause = err.cause }
-            outcome(i, "unknown")
-          elseif err.kind == "throttled" then
-            -- an answer that refuses: the platform did not act on it
-            summary.throttled = summary.throttled + 1
-            r.throttles = (r.throttles or 0) + 1
-            throttled = true
-            local wait = err.retry_after
-            if wait and wait > client.max_retry_after or r.throttles > MAX_THROTTLED then
-              r.error = err
-              records[#records + 1] = failed_record(i, err)
-              outcome(i, "failed")
-            else
-              wait = wait or retry.backoff(client, min(r.throttles, 6))
-              after = max(after or 0, wait)
-              records[#records + 1] = { i = i, at = "not_sent" }
-              later[#later + 1] = { i = i, at = t + wait }
-            end
-          else
-            local action, delay = retry.decide(client, calls[k], err,
-              { attempt = r.attempts, max_attempts = 1 + client.retries, skew_retried = true, answered = false })
-            if action == "again" then
-              records[#records + 1] = { i = i, at = "not_sent" }
-              later[#later + 1] = { i = i, at = t + delay }
-            elseif action == "unknown" then
-              r.error = request.unknown_outcome(calls[k], err)
-              records[#records + 1] = { i = i, at = "unknown", cause = err.kind }
-              outcome(i, "unknown")
-            else
-              r.error = err
-              records[#records + 1] = failed_record(i, err)
-              outcome(i, "failed")
-            end
-          end
-        else -- a poll
-          local cmd
-          if doc then cmd, err = command.answer(doc) end
-          if cmd then
-            r.command_status, r.reason, r.error = cmd.command_status, cmd.reason, nil
-            if FINAL[cmd.command_status] then
-              polls[i] = nil
-              outcome(i, cmd.command_status)
-              records[#records + 1] = { i = i, at = "final", guid = r.guid, status = cmd.command_status,
-                                        reason = cmd.reason }
-            end
-          elseif err.kind == "throttled" then
-            -- the batch slows down for a throttled poll as for a command
-            summary.throttled = summary.throttled + 1
-            throttled = true
-            if err.retry_after then after = max(after or 0, min(err.retry_after, client.max_retry_after)) end
-          elseif not err.retryable then
-            polls[i] = nil -- it was created; what became of it, the platform does not say
-            r.error = err
-          end
-          if polls[i] then
-            if t >= r.deadline then
-              polls[i] = nil
-              r.error = errors.new("timeout", "command " .. tostring(r.guid) .. " still " ..
-                tostring(r.command_status) .. " after " .. o.wait_timeout .. " s", { retryable = true })
-            else
-              r.next_poll = min(t + r.interval, r.deadline)
-              r.interval = min(r.interval * 1.5, 5)
-            end
-          end
-        end
-      end
-      if journal then -- (on the disk with the next round's "sending" records)
-        local ok, jerr = journal:write(records, false)
-        if not ok and not stop_reason then stop_reason = jerr.message end
-      end
-      -- 4. the pace: halve when throttled (and hold every command until its
-      -- Retry-After), one more a round otherwise
-      if throttled then
-        limit = max(1, floor(limit / 2))
-        if after then hold_until = max(hold_until, t + after) end
-      elseif limit < o.concurrency and #sends > 0 then
-        limit = limit + 1
-      end
-      check_abort()
-      progress()
+    for _, i in ipairs(sends) do
+      local call = command.call(plan[i].sn, o.key, plan[i].value)
+      results[i].attempts = results[i].attempts + 1
+      sent_now, summary.sent, seq = sent_now + 1, summary.sent + 1, seq + 1
+      calls[#calls + 1], item_of[call], kind_of[call], seq_of[call] = call, i, "send", seq
+    end
+    inflight = inflight + #calls
+    -- asked again when a call ends, or when the next thing falls due
+    if #calls < room and next_at then return calls, max(0.001, next_at - t) end
+    return calls
+  end
+
+  -- 4. the pace: halve when throttled (once for the commands that were out
+  -- together), and hold every command until its Retry-After; one more each
+  -- `limit` commands sent since and answered without
+  local function throttled(call, wait)
+    if (seq_of[call] or seq) > cut_at then -- (a poll: as if sent now)
+      limit = max(1, floor(limit / 2))
+      cut_at, grown = seq, 0
+    end
+    hold_until = max(hold_until, t + wait)
+  end
+  local function not_throttled(call)
+    if limit < o.concurrency and seq_of[call] > cut_at then -- (sent after the cut: the new pace's own)
+      grown = grown + 1
+      if grown >= limit then limit, grown = limit + 1, 0 end
     end
   end
+
+  -- each answer, as it comes
+  local function on_answer(call, doc, err)
+    local i, kind = item_of[call], kind_of[call]
+    local r = results[i]
+    inflight, dirty, t = inflight - 1, true, now()
+    if kind == "send" then
+      local cmd
+      if doc then cmd, err = command.answer(doc) end
+      if cmd then
+        r.guid, r.command_status, r.reason, r.error = cmd.guid, cmd.command_status, cmd.reason, nil
+        records[#records + 1] = { i = i, at = "created", guid = cmd.guid, status = cmd.command_status }
+        outcome(i, "sent")
+        if o.wait then
+          if FINAL[cmd.command_status] then
+            outcome(i, cmd.command_status)
+            records[#records + 1] = { i = i, at = "final", guid = cmd.guid, status = cmd.command_status,
+                                      reason = cmd.reason }
+          else
+            follow(i, t + 0.5)
+          end
+        end
+        not_throttled(call)
+      elseif err.kind == "unknown_outcome" then
+        r.error = err
+        records[#records + 1] = { i = i, at = "unknown", cause = err.cause }
+        outcome(i, "unknown")
+        not_throttled(call)
+      elseif err.kind == "throttled" then
+        -- an answer that refuses: the platform did not act on it
+        summary.throttled = summary.throttled + 1
+        r.throttles = (r.throttles or 0) + 1
+        local wait = err.retry_after
+        if wait and wait > client.max_retry_after or r.throttles > MAX_THROTTLED then
+          r.error = err
+          records[#records + 1] = failed_record(i, err)
+          outcome(i, "failed")
+          throttled(call, 0)
+        else
+          wait = wait or retry.backoff(client, min(r.throttles, 6))
+          records[#records + 1] = { i = i, at = "not_sent" }
+          later[#later + 1] = { i = i, at = t + wait }
+          throttled(call, wait)
+        end
+      else
+        local action, delay = retry.decide(client, call, err,
+          { attempt = r.attempts, max_attempts = 1 + client.retries, skew_retried = true, answered = false })
+        if action == "again" then
+          records[#records + 1] = { i = i, at = "not_sent" }
+          later[#later + 1] = { i = i, at = t + delay }
+        elseif action == "unknown" then
+          r.error = request.unknown_outcome(call, err)
+          records[#records + 1] = { i = i, at = "unknown", cause = err.kind }
+          outcome(i, "unknown")
+        else
+          r.error = err
+          records[#records + 1] = failed_record(i, err)
+          outcome(i, "failed")
+        end
+        not_throttled(call)
+      end
+    else -- a poll
+      local cmd, final
+      if doc then cmd, err = command.answer(doc) end
+      if cmd then
+        r.command_status, r.reason, r.error = cmd.command_status, cmd.reason, nil
+        if FINAL[cmd.command_status] then
+          final = true
+          outcome(i, cmd.command_status)
+          records[#records + 1] = { i = i, at = "final", guid = r.guid, status = cmd.command_status,
+                                    reason = cmd.reason }
+        end
+      elseif err.kind == "throttled" then
+        -- the batch slows down for a throttled poll as for a command
+        summary.throttled = summary.throttled + 1
+        throttled(call, err.retry_after and min(err.retry_after, client.max_retry_after) or 0)
+      elseif not err.retryable then
+        final = true -- it was created; what became of it, the platform does not say
+        r.error = err
+      end
+      if not final then
+        if t >= r.deadline then
+          r.error = errors.new("timeout", "command " .. tostring(r.guid) .. " still " ..
+            tostring(r.command_status) .. " after " .. o.wait_timeout .. " s", { retryable = true })
+        else
+          r.next_poll = min(t + r.interval, r.deadline)
+          r.interval = min(r.interval * 1.5, 5)
+          heap_push(polls, i, r.next_poll)
+        end
+      end
+    end
+    item_of[call], kind_of[call], seq_of[call] = nil, nil, nil
+    check_abort()
+  end
+
+  -- the batch, over the one concurrent path (request.stream); what was
+  -- read goes to the journal whichever way it ends
+  local streamed, serr = pcall(request.stream, client, o.concurrency, take, on_answer)
+  journal_write(false)
+  if not streamed then
+    if journal then journal:sync() end
+    error(serr, 0)
+  end
+  if stop_reason then skip_rest() end
+  if dirty then progress() end
 
   for i = 1, n do
     local r = results[i]
@@ -458,6 +526,7 @@ function drive(client, o, plan, command, guids, journal)
     local ok, jerr = journal:sync()
     if not ok and not stop_reason then stop_reason = jerr.message end
   end
+  if raised then error(raised, 0) end
   summary.aborted = stop_reason or false
   summary.elapsed = now() - started
   summary.concurrency = limit

@@ -1,10 +1,11 @@
 -- A batch's journal (client:send_commands{journal = path}): one JSON
 -- record a line, appended with write(2) (core.append_durable) before the
 -- batch goes on.  A command's "sending" record is on the disk (fsync) before
--- its POST is written; its outcome is written when the answer is read (in
--- the file at once, on the disk with the next round's fsync).  A batch run
--- again with the same journal reads it back: what each item came to, so
--- that nothing sent (or perhaps sent) is sent again.
+-- its POST is handed to the transport (one fsync for the commands that
+-- start together); its outcome is written when the answer is read (in the
+-- file before the next command starts, on the disk with the next fsync).
+-- A batch run again with the same journal reads it back: what each item
+-- came to, so that nothing sent (or perhaps sent) is sent again.
 --
 -- Records:
 --   {"journal":"kinot-batch","version":1,"fingerprint":HEX,"items":N}  first line

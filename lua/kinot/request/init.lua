@@ -1,11 +1,12 @@
 -- One API call, read top to bottom, one step a file:
 --   build.lua     the call -> the transport's request, signed
---   (transport)   client.transport.send / send_many
+--   (transport)   client.transport.send / stream
 --   classify.lua  the response or the transport's failure -> document | error table
 --   retry.lua     a failed attempt -> go again (when, after how long) or stop
 -- and here the loop that runs them, with the events (on_event).  Entry
--- points: perform (one call, retried), perform_many (a round of GETs over
--- the transport's batch path), send (one attempt, raw: client:request).
+-- points: perform (one call, retried), stream (calls kept in flight, a new
+-- one as one ends: the transport's concurrent path), perform_many (a list
+-- of calls at once over stream), send (one attempt, raw: client:request).
 local build = require "kinot.request.build"
 local classify = require "kinot.request.classify"
 local retry = require "kinot.request.retry"
@@ -112,57 +113,126 @@ function M.perform(client, call)
   end
 end
 
---- perform_many(client, calls[, opts]) -> list of {doc} | {nil, err}, one
--- round of concurrent calls over the transport's batch path (or one by one
--- without it).  opts.requeue: a retryable failure comes back as it is, for
--- the caller to send again in a later round (kinot.batch: its waits and its
--- pace are the batch's), instead of going again alone at once.
+-- one attempt's answer in a stream (a response or the transport's
+-- {error, message, not_sent}) -> doc | nil, err.  A command whose outcome
+-- is unknown keeps perform's rule: it may have arrived.
+local function answer_of(client, transport, call, signed, req, r, started)
+  local doc, err
+  if r.error then
+    err = classify.transport_error(r.error, r.message, r.not_sent, client.origin)
+  else
+    if client.on_event then
+      emit(client, { type = "response", attempt = 1, method = req.method, url = redact.url(req.url),
+                     status = r.status, request_id = header(r, "x-ca-request-id"),
+                     elapsed = transport.now() - started })
+    end
+    doc, err = classify.response(r, signed, call)
+  end
+  if doc then return doc end
+  err.attempts = 1
+  if not call.idempotent and classify.outcome_unknown(err) then return nil, classify.unknown_outcome(call, err) end
+  return nil, err
+end
+
+-- a transport without a stream of its own: one request at a time
+local function stream_one_by_one(transport)
+  return function(_, take, done)
+    while true do
+      local reqs, delay = take(1)
+      local req = reqs[1]
+      if req then
+        local res, kind, message, not_sent = transport.send(req)
+        done(req, res or { error = kind, message = message, not_sent = not_sent })
+      elseif delay then
+        transport.sleep(delay)
+      else
+        return
+      end
+    end
+  end
+end
+
+--- stream(client, slots, take, on_answer): calls, up to `slots` at once,
+-- each slot given the next call as soon as its last one ended (no round
+-- waits for its slowest).  take(free) -> {call...} (at most free), delay:
+-- the calls to start now; asked again when one ends, or after `delay`
+-- seconds at the latest (nil: only when one ends; with none running, the
+-- stream is over).  Each call is built and signed in take's turn, right
+-- before it goes.  on_answer(call, doc, err): its one attempt, not retried
+-- (the caller decides what goes again, and when); a call that is not
+-- idempotent and may have arrived answers unknown_outcome.  The transport's
+-- stream (curl: curl-multi; resty: nginx light threads), or one at a time.
+function M.stream(client, slots, take, on_answer)
+  if not client.signer then errors.misuse("client is closed") end
+  local transport = client.transport
+  local pending = {} -- req -> {call, signed, started}
+  local closed = false
+  local function take_reqs(free)
+    -- a client closed meanwhile (by on_answer, say): nothing more goes, the
+    -- calls out are read (the transport lets go of the handle after them)
+    if not client.signer then closed = true end
+    if closed then return {} end
+    local calls, delay = take(free)
+    if not client.signer then closed = true end -- (closed inside take)
+    local reqs = {}
+    for k = 1, #calls do
+      if not client.signer then errors.misuse("client is closed") end
+      local call = calls[k]
+      local req, signed = build.build(client, call)
+      if client.on_event then
+        emit(client, { type = "request", attempt = 1, method = req.method, url = redact.url(req.url),
+                       headers = redacted_headers(req.headers) })
+      end
+      pending[req] = { call, signed, client.on_event and transport.now() }
+      reqs[k] = req
+    end
+    return reqs, delay
+  end
+  local function done(req, r)
+    local p = pending[req]
+    pending[req] = nil
+    on_answer(p[1], answer_of(client, transport, p[1], p[2], req, r, p[3]))
+  end
+  local run = transport.stream or stream_one_by_one(transport)
+  run(slots, take_reqs, done)
+  if closed then errors.misuse("client is closed") end
+end
+
+--- perform_many(client, calls[, opts]) -> list of {doc} | {nil, err}, the
+-- calls all at once over the transport's stream (or one by one, each
+-- under perform's retry policy, without one).  opts.requeue: a retryable
+-- failure comes back as it is, for the caller to send again later,
+-- instead of going again alone at once.
 function M.perform_many(client, calls, opts)
   local requeue = opts and opts.requeue
   if not client.signer then errors.misuse("client is closed") end
   local transport = client.transport
-  if not transport.send_many or #calls <= 1 then
+  if not transport.stream or #calls <= 1 then
     local out = {}
     for i = 1, #calls do out[i] = { M.perform(client, calls[i]) } end
     return out
   end
-  local reqs, signs = {}, {}
-  local hook = client.on_event
+  local at, given = {}, false -- call -> its positions (the same call twice answers in turn)
   for i = 1, #calls do
-    reqs[i], signs[i] = build.build(client, calls[i])
-    if hook then -- a batch's requests are events too, as perform's are
-      emit(client, { type = "request", attempt = 1, method = reqs[i].method, url = redact.url(reqs[i].url),
-                     headers = redacted_headers(reqs[i].headers) })
-    end
+    local c = calls[i]
+    at[c] = at[c] or {}
+    at[c][#at[c] + 1] = i
   end
-  local started = hook and transport.now()
-  local results = transport.send_many(reqs)
   local out = {}
+  M.stream(client, #calls, function()
+    if given then return {} end
+    given = true
+    return calls
+  end, function(call, doc, err)
+    local i = table.remove(at[call], 1)
+    out[i] = { doc, err }
+  end)
   for i = 1, #calls do
-    local r = results[i]
-    local doc, err
-    if r.error then
-      err = classify.transport_error(r.error, r.message, r.not_sent, client.origin)
-    else
-      if hook then
-        emit(client, { type = "response", attempt = 1, method = reqs[i].method, url = redact.url(reqs[i].url),
-                       status = r.status, request_id = header(r, "x-ca-request-id"), elapsed = transport.now() - started })
-      end
-      doc, err = classify.response(r, signs[i], calls[i])
-    end
-    if doc then
-      out[i] = { doc }
-    elseif not calls[i].idempotent and classify.outcome_unknown(err) then
-      -- a command in a batch keeps perform's rule: it may have arrived
-      out[i] = { nil, classify.unknown_outcome(calls[i], err) }
-    elseif requeue and err.retryable then
-      out[i] = { nil, err }
-    elseif retry.alone(err) then
+    local err = out[i][2]
+    if err and err.kind ~= "unknown_outcome" and not (requeue and err.retryable) and retry.alone(err) then
       -- a failed page goes again alone, under the full retry policy
       out[i] = { M.perform(client, calls[i]) }
       if out[i][2] then out[i][2].attempts = out[i][2].attempts + 1 end
-    else
-      out[i] = { nil, err }
     end
   end
   return out

@@ -4,7 +4,7 @@ local core = require "kinot.core_loader"
 
 local M = {}
 
---- new(opts) -> transport object with :send(request), :send_many(list), :close()
+--- new(opts) -> transport object with :send(request), :stream(...), :close()
 function M.new(opts)
   local http = core.http()
   local base = {
@@ -26,10 +26,47 @@ function M.new(opts)
     return http:request(fill(req))
   end
 
-  --- send_many({req...}) -> { response | {error=, message=, not_sent=} ... }
-  function self.send_many(reqs)
-    for i = 1, #reqs do fill(reqs[i]) end
-    return http:request_many(reqs)
+  --- stream(slots, take, done): up to `slots` requests at once, each slot
+  -- given the next as soon as its last one ended (kinot.request.stream).
+  -- take(free) -> {req...} (at most free), delay: asked again when one
+  -- ends, or after `delay` seconds at the latest (nil: only when one ends;
+  -- with none running, the stream is over).  done(req, res): res a
+  -- response or {error=, message=, not_sent=}.  An error raised by take or done ends the stream: what
+  -- was still running is abandoned (its connection closed), and it goes on.
+  function self.stream(slots, take, done)
+    local s = http:stream(slots)
+    local ok, err = pcall(function()
+      local slot_of, free, running = {}, {}, 0
+      for k = slots, 1, -1 do free[#free + 1] = k end
+      while true do
+        local reqs, delay
+        if running < slots then reqs, delay = take(slots - running) end
+        for k = 1, reqs and #reqs or 0 do
+          local req = fill(reqs[k])
+          local slot = free[#free]
+          free[#free] = nil
+          slot_of[slot] = req
+          running = running + 1
+          s:add(slot, req) -- (a request that could not start comes back from wait)
+        end
+        if running == 0 then
+          if not delay then return end
+          core.sleep(delay)
+        else
+          local ended, results = s:wait(delay)
+          for k = 1, #ended do
+            local slot = ended[k]
+            local req = slot_of[slot]
+            slot_of[slot] = nil
+            free[#free + 1] = slot
+            running = running - 1
+            done(req, results[k])
+          end
+        end
+      end
+    end)
+    s:close()
+    if not ok then error(err, 0) end
   end
 
   function self.close()

@@ -12,7 +12,7 @@ end
 -- what the transports read of the client's options (kinot.client passes them)
 local OPTIONS = validate.set { "verify_tls", "ca_file", "proxy", "max_body", "resolver" }
 
---- new(kind, opts) -> transport object {name, send, send_many?, sleep, now, close}
+--- new(kind, opts) -> transport object {name, send, stream?, sleep, now, close}
 function M.new(kind, opts)
   opts = validate.options(opts, OPTIONS, "transport.new") or {}
   kind = kind or "auto"

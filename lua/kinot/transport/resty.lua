@@ -8,6 +8,7 @@ local M = {}
 local ngx = ngx -- luacheck: ignore (only present inside nginx)
 local tonumber, concat, lower, find = tonumber, table.concat, string.lower, string.find
 local sub, byte, floor = string.sub, string.byte, math.floor
+local unpack = table.unpack or unpack -- luacheck: ignore
 local dns = require "kinot.transport.dns"
 local misuse = require("kinot.errors").misuse
 
@@ -300,7 +301,7 @@ local function tunnel(sock, proxy, hostport, deadline)
   return true
 end
 
---- new(opts) -> transport object with :send(request), :send_many(list), :close()
+--- new(opts) -> transport object with :send(request), :stream(...), :close()
 function M.new(opts)
   -- building a client in init_by_lua is fine (sending from there is not,
   -- and send says so); outside nginx there is nothing to build on
@@ -426,29 +427,52 @@ function M.new(opts)
     return { status = status, headers = headers, body = body }
   end
 
-  --- send_many({req...}) -> { response | {error=, message=, not_sent=} ... }:
-  -- a batch's requests in flight together, a light thread each (as curl's
-  -- multi handle does outside nginx: each_locker's `concurrency` pages),
-  -- each answer in its request's place
-  function self.send_many(reqs)
-    local out = {}
-    local function one(i)
-      local res, kind, msg, not_sent = self.send(reqs[i])
-      out[i] = res or { error = kind, message = msg, not_sent = not_sent }
+  --- stream(slots, take, done): as the curl transport's (kinot.request.stream),
+  -- over nginx light threads, one a request out: each slot is given the
+  -- next request as soon as its last one ended (ask: the stream's take).
+  -- An error raised by ask or done ends the stream: the threads still out are killed (what the
+  -- server made of their requests, no one knows), and it goes on.
+  function self.stream(slots, ask, done)
+    local spawn, wait, kill = ngx.thread.spawn, ngx.thread.wait, ngx.thread.kill
+    local running = {} -- threads out, in no order
+    local function one(req)
+      local res, kind, message, not_sent = self.send(req)
+      return req, res or { error = kind, message = message, not_sent = not_sent }
     end
-    if #reqs <= 1 or not M.available() then
-      for i = 1, #reqs do one(i) end
-      return out
+    local ok, err = pcall(function()
+      local thread_of = {}
+      while true do
+        local reqs, delay
+        if #running < slots then reqs, delay = ask(slots - #running) end
+        for k = 1, reqs and #reqs or 0 do
+          local th = spawn(one, reqs[k])
+          running[#running + 1], thread_of[reqs[k]] = th, th
+        end
+        if #running == 0 then
+          if not delay then return end
+          ngx.sleep(delay)
+        else
+          -- the first to end, or the delay (a sleeping thread) first
+          local timer = delay and spawn(function() ngx.sleep(delay) end)
+          local okw, req, res
+          if timer then okw, req, res = wait(timer, unpack(running)) else okw, req, res = wait(unpack(running)) end
+          if timer then kill(timer) end
+          if not okw then error(req, 0) end
+          if req then
+            local th = thread_of[req]
+            thread_of[req] = nil
+            for k = 1, #running do
+              if running[k] == th then table.remove(running, k) break end
+            end
+            done(req, res)
+          end
+        end
+      end
+    end)
+    if not ok then
+      for _, th in ipairs(running) do kill(th) end
+      error(err, 0)
     end
-    local threads = {}
-    for i = 1, #reqs do threads[i] = ngx.thread.spawn(one, i) end
-    local raised
-    for i = 1, #reqs do
-      local ok, err = ngx.thread.wait(threads[i])
-      if not ok and raised == nil then raised = err end
-    end
-    if raised ~= nil then error(raised, 0) end
-    return out
   end
 
   function self.close() end
