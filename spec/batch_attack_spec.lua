@@ -438,10 +438,13 @@ describe("send_commands attacks: SIGKILL at each point of a command's life #sim 
       assert.are.same({}, twice)
       agrees(results, per)
       assert.are.equal(64, s.pending + s.unknown)
-      -- what the killed run may have sent is unknown, and only that
-      local expect_unknown = ({ before_write = 0, before_fsync = 8, after_fsync = 8, mid_post = 8, after_answer = 8,
-                                after_outcome = 0 })[point]
-      assert.are.equal(expect_unknown, s.unknown, point)
+      -- what the killed run may have sent is unknown, and only that: the batch
+      -- streams, so commands sent before the kill point may be out too, but
+      -- never more than `concurrency` have a "sending" record and no outcome
+      assert.is_true(s.unknown <= 8, point .. ": " .. s.unknown .. " unknown")
+      if point == "before_fsync" or point == "after_fsync" or point == "mid_post" or point == "after_answer" then
+        assert.is_true(s.unknown >= 1, point .. ": the killed run's commands out are unknown")
+      end
       -- the resumed run sent all the rest, and the platform has one command for each but unknown ones it never got
       assert.are.equal(64 - s.resumed, s.sent)
       local never = 0
@@ -570,14 +573,17 @@ describe("send_commands attacks: timeouts and Retry-After #sim", function()
     local results = c:send_commands(serials(2), { parameter = { value = 1 } })
     local guids = { results[1].guid, results[2].guid }
     sim.fault { kind = "throttle", retry_after = 2, next = 1, endpoint = "GET /commands" }
+    local function gets() return sim.counters().endpoints["GET /commands"] or 0 end
+    local before = gets()
     local t0 = core.monotonic()
-    local polls = {}
+    local early = 0 -- polls the platform saw by an answer read within 1.9 s
     local w, ws = c:wait_commands(guids, { concurrency = 2, wait_timeout = 10,
-      on_progress = function() polls[#polls + 1] = core.monotonic() - t0 end })
+      on_progress = function()
+        if core.monotonic() - t0 < 1.9 then early = math.max(early, gets() - before) end
+      end })
     assert.are.equal(2, ws.succeeded, json.encode(w))
-    -- the round of the 429, then none before 2 s
-    assert.is_true(#polls >= 2)
-    assert.is_true(polls[2] >= 1.9, "polled again " .. polls[2] .. " s after a Retry-After of 2 s")
+    -- the first two polls (one of them throttled), then none before the 2 s
+    assert.are.equal(2, early, "polls seen within 1.9 s of a Retry-After of 2 s")
     c:close()
   end)
 end)
