@@ -46,7 +46,8 @@ KN_LOCAL void kn_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
 #define ERROR_MT "kinot.Error"            /* completed by lua/kinot/errors.lua */
 #define SIGNER_MT "kinot.core.signer"     /* lua_sign.c */
 #define HTTP_MT "kinot.core.http"         /* lua_http.c */
-#define JSONBUF_MT "kinot.core.jsonbuf"   /* lua_json.c */
+#define JSONBUF_MT "kinot.core.jsonbuf"   /* lua_json.c: the reader's scratch */
+#define JSONWRITER_MT "kinot.core.jsonwriter" /* lua_json.c: the writer's buffers */
 #define SCANNER_MT "kinot.core.cbscanner" /* lua_callback.c */
 
 /* ------------------------------------------------------------- errors

@@ -12,7 +12,7 @@ local vocabulary = require "kinot.vocabulary"
 
 local M = {}
 
-local byte, format, concat, floor = string.byte, string.format, table.concat, math.floor
+local byte, format, concat = string.byte, string.format, table.concat
 
 -- ------------------------------------------------------------ escaping
 
@@ -219,10 +219,10 @@ local function list(...)
   return t
 end
 
--- Shapes: the order of an object's keys (`order`; keys it does not name
--- follow, sorted), the shapes of its members (`fields`) or of a list's
--- items (`items`: an empty table is then []).  Orders are the reference's
--- (kinot.vocabulary.order).
+-- Shapes (kinot.json.encode's): the order of an object's keys (`order`;
+-- keys it does not name follow, sorted), the shapes of its members
+-- (`fields`) or of a list's items (`items`: an empty table is then []).
+-- Orders are the reference's (kinot.vocabulary.order).
 local O = vocabulary.order
 local S = {}
 S.lock, S.sensor, S.dtu = { order = O.lock }, { order = O.sensor }, { order = O.dtu }
@@ -249,98 +249,12 @@ S.faults = { items = { order = { "kind", "next", "share", "endpoint", "status", 
 S.fault = S.faults.items
 S.sns = { items = {} }
 M.SHAPES = S
--- the JSON text of every key some shape names, written once
-local KEY_TEXT = {}
-do
-  local seen = {}
-  local function keys_of(shape)
-    if type(shape) ~= "table" or seen[shape] then return end
-    seen[shape] = true
-    for _, k in ipairs(shape.order or {}) do KEY_TEXT[k] = KEY_TEXT[k] or json.encode(k) end
-    keys_of(shape.items)
-    for _, f in pairs(shape.fields or {}) do keys_of(f) end
-  end
-  for _, shape in pairs(S) do keys_of(shape) end
-end
-
--- cjson writes "/" as "\/": a run of backslashes before "/" is always odd
--- there (each "\" of the text is "\\"), its last one escapes the slash
-local function unescape_slashes(text)
-  if not text:find("\\/", 1, true) then return text end
-  return (text:gsub("(\\+)/", function(run) if #run % 2 == 1 then return run:sub(2) .. "/" end end))
-end
-
-local encode
-
--- what JSON cannot carry raises misuse, as kinot.json.check says it
-local function refuse(why) require("kinot.errors").misuse("output cannot be written as JSON (" .. why .. ")") end
-
-local function encode_table(t, shape, out, depth)
-  shape = shape or {}
-  if depth > 1000 then refuse("nested deeper than 1000, or it contains itself") end
-  if t[1] ~= nil or (next(t) == nil and shape.items) then
-    local n, count = #t, 0
-    for _ in pairs(t) do count = count + 1 end
-    if count ~= n then refuse("a table must be a list 1..n or have only string keys") end
-    out[#out + 1] = "["
-    for i = 1, n do
-      if i > 1 then out[#out + 1] = "," end
-      encode(t[i], shape.items, out, depth + 1)
-    end
-    out[#out + 1] = "]"
-    return
-  end
-  -- the shape's keys present, in its order; then the others, sorted
-  local keys, rank = {}, shape.rank
-  if not rank then -- once per shape
-    rank = {}
-    for i, k in ipairs(shape.order or {}) do rank[k] = i end
-    shape.rank = rank
-  end
-  local rest = {}
-  for k in pairs(t) do
-    if not rank[k] then
-      if type(k) ~= "string" then refuse("a table must be a list 1..n or have only string keys") end
-      rest[#rest + 1] = k
-    end
-  end
-  for _, k in ipairs(shape.order or {}) do if t[k] ~= nil then keys[#keys + 1] = k end end
-  table.sort(rest)
-  for _, k in ipairs(rest) do keys[#keys + 1] = k end
-  out[#out + 1] = "{"
-  for i, k in ipairs(keys) do
-    if i > 1 then out[#out + 1] = "," end
-    out[#out + 1] = KEY_TEXT[k] or unescape_slashes(json.encode(k))
-    out[#out + 1] = ":"
-    encode(t[k], shape.fields and shape.fields[k], out, depth + 1)
-  end
-  out[#out + 1] = "}"
-end
-
-local INT_LIMIT = 2 ^ 53
-
-function encode(v, shape, out, depth)
-  local t = type(v)
-  if t == "table" then return encode_table(v, shape, out, depth) end
-  -- the common cases here (a string with nothing to escape, a whole
-  -- number within +-2^53: its exact digits); any other value as the SDK's
-  -- encoder writes it (kinot.json), "/" as it is
-  if t == "string" and not v:find('[%c"\\/]') then
-    out[#out + 1] = '"' .. v .. '"'
-  elseif t == "number" and v == floor(v) and v > -INT_LIMIT and v < INT_LIMIT and (v ~= 0 or 1 / v > 0) then
-    out[#out + 1] = format("%d", v)
-  else
-    out[#out + 1] = t == "string" and unescape_slashes(json.encode(v)) or json.encode(v)
-  end
-end
-
---- json_text(v[, shape]) -> one line of JSON: keys in the shape's order (a
--- name in M.SHAPES, or a shape), the rest sorted; "/" unescaped
+--- json_text(v[, shape]) -> one line of JSON, kinot.json's: keys in the
+-- shape's order (a name in M.SHAPES, or a shape), the rest sorted; what
+-- JSON cannot carry raises misuse naming where in the output it is
 function M.json_text(v, shape)
   if type(shape) == "string" then shape = assert(S[shape], "no JSON shape " .. shape) end
-  local out = {}
-  encode(v, shape, out, 1)
-  return concat(out)
+  return json.encode(v, shape, "output")
 end
 
 function M:emit_json(v, shape)
