@@ -218,9 +218,10 @@ static int jw_refuse(jw *w, int depth, const char *why) {
         } else if (ident(p->s, p->n)) {
             bad |= kn_buf_addc(m, '.');
             bad |= kn_buf_add(m, p->s, p->n);
-        } else {
+        } else { /* (a NUL as \0: the message is a C string on its way) */
+            size_t i, n = p->n < 30 ? p->n : 30;
             bad |= kn_buf_add(m, "[\"", 2);
-            bad |= kn_buf_add(m, p->s, p->n < 30 ? p->n : 30);
+            for (i = 0; i < n; i++) bad |= p->s[i] ? kn_buf_addc(m, p->s[i]) : kn_buf_add(m, "\\0", 2);
             bad |= kn_buf_add(m, "\"]", 2);
         }
     }
