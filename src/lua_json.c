@@ -293,8 +293,11 @@ static int jw_rank(jw *w, int shape, int order, int depth, int *rank) {
 }
 
 static int key_less(const jw_key *a, const jw_key *b) {
-    int c = memcmp(a->s, b->s, a->n < b->n ? a->n : b->n);
-    return c < 0 || (c == 0 && a->n < b->n);
+    const unsigned char *x = (const unsigned char *)a->s, *y = (const unsigned char *)b->s;
+    size_t i, n = a->n < b->n ? a->n : b->n;
+    for (i = 0; i < n; i++) /* (names differ early: no memcmp call) */
+        if (x[i] != y[i]) return x[i] < y[i];
+    return a->n < b->n;
 }
 
 static int key_cmp(const void *a, const void *b) { return key_less(a, b) ? -1 : key_less(b, a); }
