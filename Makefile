@@ -128,7 +128,7 @@ bench: deps build build/bench/hmac_baseline
 	luajit bench/fleet.lua
 
 # ---------------------------------------------------------------- reliability
-FUZZ_TARGETS := sign cbscan headers json
+FUZZ_TARGETS := sign cbscan headers json jsonwrite
 FUZZ_SECONDS ?= 60
 # plain C only: no Lua binding file (src/lua_*.c, kinot_core.c) and no libcurl
 FUZZ_CORE := src/buf.c src/digest.c src/sign.c src/headers.c src/cbscan.c src/json.c src/jsonlex.c src/jsonwrite.c
@@ -136,7 +136,7 @@ FUZZ_CORE := src/buf.c src/digest.c src/sign.c src/headers.c src/cbscan.c src/js
 build/fuzz/%_fuzz: fuzz/%_fuzz.c $(FUZZ_CORE) $(HDR)
 	@mkdir -p $(@D)
 	clang -g -O1 -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -fsanitize=fuzzer,address,undefined \
-	  -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_CORE) -lcrypto
+	  -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_CORE) -lcrypto -lm
 
 build/fuzz/seeds: fuzz/seeds.lua spec/fixtures/*.json
 	rm -rf $@ && lua5.4 fuzz/seeds.lua $@
