@@ -139,6 +139,7 @@ local function poisoned(v)
 end
 
 -- ------------------------------------------------------------ comparing
+local message
 
 -- (as_read: kinot.json.decode reads a number of over 18 characters as a
 -- float, the nearest double, which a Lua 5.4 integer that long becomes)
@@ -156,7 +157,7 @@ local function equal(a, b, where, as_read)
   return false, string.format("%s: %s ~= %s", where, tostring(a), tostring(b))
 end
 
-local function message(f)
+function message(f)
   local ok, err = pcall(f)
   if ok then return nil end
   assert(type(err) == "table" and err.kind == "misuse", "not a misuse: " .. tostring(err))
@@ -291,5 +292,82 @@ describe("kinot.json.encode against python3, its own reader and the writers it r
       -- and the CLI's writer refused it too
       assert.is_string(message(function() output.json_text(v) end))
     end
+  end)
+end)
+
+describe("kinot.json.encode under attack #unit", function()
+  local function nested(n, shaped)
+    local v, shape = 1, nil
+    for _ = 1, n do
+      v = { x = v, y = "/" }
+      if shaped then shape = { order = { "y", "x" }, fields = { x = shape } } end
+    end
+    return v, shape
+  end
+
+  it("writes 1000 levels, with a shape at every one too, and refuses the 1001st naming where", function()
+    local v = nested(1000)
+    assert.are.equal(oracle.encode(v), json.encode(v))
+    local shape
+    v, shape = nested(1000, true)
+    local text = json.encode(v, shape)
+    assert.are.equal('{"y":"/","x":{"y":"/","x":', text:sub(1, 26))
+    assert.are.equal(oracle.json_text(v, shape), text)
+    local list = 1
+    for _ = 1, 1000 do list = { list } end
+    assert.are.equal(string.rep("[", 1000) .. "1" .. string.rep("]", 1000), json.encode(list))
+    v = nested(1001)
+    local err = message(function() json.encode(v, "doc") end)
+    assert.are.equal("doc" .. string.rep(".x", 1000) .. " cannot be sent as JSON (nested deeper than 1000)", err)
+  end)
+
+  it("is whole again after a refusal deep in a long text, and after a refusal at every place", function()
+    local page = json.decode(require("kinot.sim.fleet").new { locks = 2000 }:page_json("lock", 0, 2000))
+    local want = json.encode(page)
+    assert.is_true(#want > 400000)
+    for i = 1, 50 do
+      local lock = page.objects[1 + (i * 37) % 2000]
+      local keep = lock.voltage
+      lock.voltage = 0 / 0
+      assert.matches("^value%.objects%[%d+%]%.voltage cannot be sent as JSON %(%-?nan%)$",
+        message(function() json.encode(page) end))
+      lock.voltage = keep
+      assert.are.equal(want, json.encode(page))
+    end
+    assert.are.equal('{"a":[1,2.5,"x"]}', json.encode { a = { 1, 2.5, "x" } })
+  end)
+
+  it("gives each finalizer that encodes during a walk a writer of its own (the walk's text stays whole)", function()
+    -- Lua 5.4 runs finalizers inside the walk's allocations (a long name is
+    -- a new string each time it is looked up); LuaJIT interns every string,
+    -- so its walk allocates nothing and no finalizer runs inside it there
+    local inside, fired, wrong = false, 0, 0
+    local function bomb()
+      local function gc()
+        if not inside then return end
+        fired = fired + 1
+        if json.encode { a = { 1, 2.5, "x" }, [string.rep("k", 50)] = true } ~= '{"a":[1,2.5,"x"],"' ..
+          string.rep("k", 50) .. '":true}' then wrong = wrong + 1 end
+      end
+      if newproxy then
+        local p = newproxy(true)
+        getmetatable(p).__gc = gc
+      else
+        setmetatable({}, { __gc = gc })
+      end
+    end
+    local v = {}
+    for i = 1, 3000 do v[string.format("%060d", i)] = { i, i + 0.5, "s" .. i } end
+    local want = oracle.encode(v)
+    for _ = 1, 20 do
+      for _ = 1, 2000 do bomb() end
+      inside = true
+      local got = json.encode(v)
+      inside = false
+      assert.are.equal(want, got)
+    end
+    collectgarbage()
+    assert.are.equal(0, wrong)
+    if not rawget(_G, "jit") then assert.is_true(fired > 0, "no finalizer ran inside a walk") end
   end)
 end)

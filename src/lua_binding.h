@@ -3,7 +3,7 @@
  * libcurl and OpenSSL).  One binding file per concern:
  *   lua_sign.c      kinot.core.signer        (sign.h)
  *   lua_http.c      kinot.core.http          (http.h, headers.h)
- *   lua_json.c      json_decode              (json.h, jsonlex.h)
+ *   lua_json.c      json_decode, json_encode (json.h, jsonlex.h, jsonwrite.h)
  *   lua_callback.c  callback_scan / _verify / _digest (cbscan.h)
  *   lua_util.c      digests, uuid, clocks, sleep (digest.h)
  *   lua_binding.c   the error funnel, the argument checks, classes
