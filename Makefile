@@ -17,7 +17,7 @@ LIBS := $(shell pkg-config --libs libcurl openssl 2>/dev/null || echo -lcurl -ls
 
 # the plain C core, then its Lua binding: one file per concern, gathered by
 # kinot_core.c (only src/lua_*.c and kinot_core.c include Lua headers)
-CORE_C := src/buf.c src/digest.c src/sign.c src/headers.c src/http.c src/cbscan.c src/json.c src/jsonlex.c \
+CORE_C := src/buf.c src/digest.c src/sign.c src/headers.c src/http.c src/cbscan.c src/json.c src/jsonlex.c src/jsonwrite.c \
 	src/ffi_layout.c
 BINDING := src/lua_binding.c src/lua_sign.c src/lua_http.c src/lua_json.c src/lua_callback.c src/lua_util.c \
 	src/kinot_core.c
@@ -123,15 +123,15 @@ bench: deps build build/bench/hmac_baseline
 	luajit bench/fleet.lua
 
 # ---------------------------------------------------------------- reliability
-FUZZ_TARGETS := sign cbscan headers json
+FUZZ_TARGETS := sign cbscan headers json jsonwrite
 FUZZ_SECONDS ?= 60
 # plain C only: no Lua binding file (src/lua_*.c, kinot_core.c) and no libcurl
-FUZZ_CORE := src/buf.c src/digest.c src/sign.c src/headers.c src/cbscan.c src/json.c src/jsonlex.c
+FUZZ_CORE := src/buf.c src/digest.c src/sign.c src/headers.c src/cbscan.c src/json.c src/jsonlex.c src/jsonwrite.c
 
 build/fuzz/%_fuzz: fuzz/%_fuzz.c $(FUZZ_CORE) $(HDR)
 	@mkdir -p $(@D)
 	clang -g -O1 -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -fsanitize=fuzzer,address,undefined \
-	  -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_CORE) -lcrypto
+	  -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_CORE) -lcrypto -lm
 
 build/fuzz/seeds: fuzz/seeds.lua spec/fixtures/*.json
 	rm -rf $@ && lua5.4 fuzz/seeds.lua $@

@@ -1,7 +1,8 @@
--- The CLI's JSON output (kinot.cli.output.json_text: keys in the
--- reference's order, "/" unescaped) against the baseline of kinot.json.encode
--- (lua-cjson, keys in hash order) on the same lock: what --jsonl costs per
--- device.  Run: lua5.4 bench/cli_json.lua; luajit bench/cli_json.lua
+-- The CLI's JSON output (kinot.cli.output.json_text: kinot.json.encode
+-- with the lock's shape, keys in the reference's order) against the
+-- baseline of kinot.json.encode alone (keys sorted) on the same lock: what
+-- the order costs per device with --jsonl.
+--   lua5.4 bench/cli_json.lua; luajit bench/cli_json.lua
 local B = require "bench.support"
 local json = require "kinot.json"
 local output = require "kinot.cli.output"

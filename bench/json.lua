@@ -1,6 +1,7 @@
--- JSON writing: kinot.json.encode (exact integers, shortest round-trip
--- floats, sorted keys) against lua-cjson's encode (14 significant digits:
--- the baseline it replaced), on what the CLI writes most: a page of 100
+-- JSON writing: kinot.json.encode (the C core's writer: exact integers,
+-- shortest round-trip floats, sorted keys) against lua-cjson's encode (14
+-- significant digits, keys in hash order: the baseline it replaced), on
+-- what the CLI writes most: a page of 100
 -- locks as the simulator serves them (`kinot --json lockers --limit 100`),
 -- and a command body (`client:send_command`).
 --   lua5.4 bench/json.lua ; luajit bench/json.lua   (after make build)

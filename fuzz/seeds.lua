@@ -34,3 +34,8 @@ write("headers", "gateway", "HTTP/1.1 400 Bad Request\r\nX-Ca-Error-Message: Inv
 write("json", "quirks", '{"code":0,"objects":[{"sn":1,},],"s":",}",}')
 write("json", "escapes", '["caf\\u00e9 \\"q\\" \\\\ \\/ \\ud83d\\ude00", -0.5e3, 12345678901234567890, true, false, null]')
 for _, v in ipairs(cb.vectors) do write("json", v.id, v.body) end
+-- the writer's round trip: the reader's seeds, and readings a device sends
+write("jsonwrite", "quirks", '{"code":0,"objects":[{"sn":1,},],"s":",}",}')
+write("jsonwrite", "escapes", '["caf\\u00e9 \\"q\\" \\\\ \\/ \\ud83d\\ude00 \\u0001\\u007f", -0.5e3, 12345678901234567890, true, false, null]')
+write("jsonwrite", "readings", '[3.659,-48.1,0.30000000000000004,1e300,5e-324,9007199254740993,-0.0,0.0001,1e-05,123456789012345.6]')
+for _, v in ipairs(cb.vectors) do write("jsonwrite", v.id, v.body) end

@@ -18,7 +18,7 @@ describe("fuzz targets (brief run) #nosanitize #fuzz #slow", function()
     assert.are.equal(0, rc, out)
   end)
 
-  for _, t in ipairs { "sign", "cbscan", "headers", "json" } do
+  for _, t in ipairs { "sign", "cbscan", "headers", "json", "jsonwrite" } do
     it(t .. " executed inputs", function()
       local n = tonumber(out:match("== fuzz " .. t .. " %(3 s%)\n[^=]-stat::number_of_executed_units: (%d+)"))
       assert.is_truthy(n, out)

@@ -3,7 +3,7 @@
  * libcurl and OpenSSL).  One binding file per concern:
  *   lua_sign.c      kinot.core.signer        (sign.h)
  *   lua_http.c      kinot.core.http          (http.h, headers.h)
- *   lua_json.c      json_decode              (json.h, jsonlex.h)
+ *   lua_json.c      json_decode, json_encode (json.h, jsonlex.h, jsonwrite.h)
  *   lua_callback.c  callback_scan / _verify / _digest (cbscan.h)
  *   lua_util.c      digests, uuid, clocks, sleep (digest.h)
  *   lua_binding.c   the error funnel, the argument checks, classes
@@ -47,7 +47,8 @@ KN_LOCAL void kn_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
 #define SIGNER_MT "kinot.core.signer"     /* lua_sign.c */
 #define HTTP_MT "kinot.core.http"         /* lua_http.c */
 #define HTTP_STREAM_MT "kinot.core.http_stream" /* lua_http.c */
-#define JSONBUF_MT "kinot.core.jsonbuf"   /* lua_json.c */
+#define JSONBUF_MT "kinot.core.jsonbuf"   /* lua_json.c: the reader's scratch */
+#define JSONWRITER_MT "kinot.core.jsonwriter" /* lua_json.c: the writer's buffers */
 #define SCANNER_MT "kinot.core.cbscanner" /* lua_callback.c */
 
 /* ------------------------------------------------------------- errors

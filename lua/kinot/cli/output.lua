@@ -12,15 +12,13 @@ local vocabulary = require "kinot.vocabulary"
 
 local M = {}
 
-local byte, format, concat, floor = string.byte, string.format, table.concat, math.floor
+local byte, format, concat = string.byte, string.format, table.concat
 
 -- ------------------------------------------------------------ escaping
 
 -- code points shown escaped beside C0, DEL and C1: the bidirectional
--- controls (marks, overrides, isolates: Unicode's Bidi_Control, the
--- Trojan Source list), which reorder what a terminal shows, and the line
--- and paragraph separators
-local BIDI = { [0x061C] = true, [0x200E] = true, [0x200F] = true, [0x2028] = true, [0x2029] = true }
+-- overrides and isolates, which reorder what a terminal shows
+local BIDI = { [0x200E] = true, [0x200F] = true, [0x2028] = true, [0x2029] = true }
 for cp = 0x202A, 0x202E do BIDI[cp] = true end
 for cp = 0x2066, 0x2069 do BIDI[cp] = true end
 
@@ -221,10 +219,10 @@ local function list(...)
   return t
 end
 
--- Shapes: the order of an object's keys (`order`; keys it does not name
--- follow, sorted), the shapes of its members (`fields`) or of a list's
--- items (`items`: an empty table is then []).  Orders are the reference's
--- (kinot.vocabulary.order).
+-- Shapes (kinot.json.encode's): the order of an object's keys (`order`;
+-- keys it does not name follow, sorted), the shapes of its members
+-- (`fields`) or of a list's items (`items`: an empty table is then []).
+-- Orders are the reference's (kinot.vocabulary.order).
 local O = vocabulary.order
 local S = {}
 S.lock, S.sensor, S.dtu = { order = O.lock }, { order = O.sensor }, { order = O.dtu }
@@ -251,156 +249,35 @@ S.faults = { items = { order = { "kind", "next", "share", "endpoint", "status", 
 S.fault = S.faults.items
 S.sns = { items = {} }
 M.SHAPES = S
--- the JSON text of every key some shape names, written once
-local KEY_TEXT = {}
-do
-  local seen = {}
-  local function keys_of(shape)
-    if type(shape) ~= "table" or seen[shape] then return end
-    seen[shape] = true
-    for _, k in ipairs(shape.order or {}) do KEY_TEXT[k] = KEY_TEXT[k] or json.encode(k) end
-    keys_of(shape.items)
-    for _, f in pairs(shape.fields or {}) do keys_of(f) end
+--- json_text(v[, shape]) -> one line of JSON, kinot.json's: keys in the
+-- shape's order (a name in M.SHAPES, or a shape), the rest sorted; what
+-- JSON cannot carry raises misuse naming where in the output it is
+--
+-- NaN and inf, which JSON cannot carry, can only come from the platform's
+-- answer or a body (1e400 decodes to inf): the answer is refused as
+-- undecodable (kind decode, exit 3), naming where, not taken for a usage
+-- error
+local function not_finite(x, where, depth)
+  if type(x) == "number" and (x ~= x or x == math.huge or x == -math.huge) then
+    return where .. " (" .. tostring(x) .. ")"
   end
-  for _, shape in pairs(S) do keys_of(shape) end
-end
-
--- cjson writes "/" as "\/": a run of backslashes before "/" is always odd
--- there (each "\" of the text is "\\"), its last one escapes the slash
-local function unescape_slashes(text)
-  if not text:find("\\/", 1, true) then return text end
-  return (text:gsub("(\\+)/", function(run) if #run % 2 == 1 then return run:sub(2) .. "/" end end))
-end
-
-local REPLACEMENT = "\239\191\189" -- U+FFFD
-
--- s with each byte of invalid UTF-8 as U+FFFD: JSON text is UTF-8, and a
--- strict reader refuses the line otherwise (the C decoder lets such bytes
--- through from a body)
-local function valid_utf8(s)
-  if not s:find("[\128-\255]") then return s end
-  local out, i, n, from = {}, 1, #s, 1
-  while i <= n do
-    local b = byte(s, i)
-    if b < 0x80 then
-      i = i + 1
-    else
-      local len = utf8_at(s, i, b)
-      if len then i = i + len
-      else
-        out[#out + 1] = s:sub(from, i - 1)
-        out[#out + 1] = REPLACEMENT
-        i = i + 1
-        from = i
-      end
-    end
-  end
-  if from == 1 then return s end
-  out[#out + 1] = s:sub(from)
-  return concat(out)
-end
-M.valid_utf8 = valid_utf8
-
-local function string_text(v)
-  if not v:find('[%c"\\/\128-\255]') then return '"' .. v .. '"' end
-  return unescape_slashes(json.encode(valid_utf8(v)))
-end
-
-local encode
-
--- what JSON cannot carry raises misuse, as kinot.json.check says it
-local function refuse(why) require("kinot.errors").misuse("output cannot be written as JSON (" .. why .. ")") end
-
-local function encode_table(t, shape, out, depth)
-  shape = shape or {}
-  if depth > 1000 then refuse("nested deeper than 1000, or it contains itself") end
-  if t[1] ~= nil or (next(t) == nil and shape.items) then
-    local n, count = #t, 0
-    for _ in pairs(t) do count = count + 1 end
-    if count ~= n then refuse("a table must be a list 1..n or have only string keys") end
-    out[#out + 1] = "["
-    for i = 1, n do
-      if i > 1 then out[#out + 1] = "," end
-      encode(t[i], shape.items, out, depth + 1)
-    end
-    out[#out + 1] = "]"
-    return
-  end
-  -- the shape's keys present, in its order; then the others, sorted
-  local keys, rank = {}, shape.rank
-  if not rank then -- once per shape
-    rank = {}
-    for i, k in ipairs(shape.order or {}) do rank[k] = i end
-    shape.rank = rank
-  end
-  local rest = {}
-  for k in pairs(t) do
-    if not rank[k] then
-      if type(k) ~= "string" then refuse("a table must be a list 1..n or have only string keys") end
-      rest[#rest + 1] = k
-    end
-  end
-  for _, k in ipairs(shape.order or {}) do if t[k] ~= nil then keys[#keys + 1] = k end end
-  table.sort(rest)
-  for _, k in ipairs(rest) do keys[#keys + 1] = k end
-  out[#out + 1] = "{"
-  for i, k in ipairs(keys) do
-    if i > 1 then out[#out + 1] = "," end
-    out[#out + 1] = KEY_TEXT[k] or string_text(k)
-    out[#out + 1] = ":"
-    encode(t[k], shape.fields and shape.fields[k], out, depth + 1)
-  end
-  out[#out + 1] = "}"
-end
-
-local INT_LIMIT = 2 ^ 53
--- a number as JSON: a whole one within +-2^53 (or a Lua 5.4 integer) as
--- its digits, any other float in the fewest digits that read back as the
--- same double (lua-cjson's 14 would not), -0.0 as such ("-0" reads back as
--- the integer 0); NaN and inf, which JSON cannot carry, came from a body
--- (1e400 decodes to inf): the platform's answer is refused as undecodable
--- (json_text names where)
-local NOT_FINITE = {}
-local function number_text(v)
-  if v ~= v or v == math.huge or v == -math.huge then error(NOT_FINITE, 0) end
-  if math.type and math.type(v) == "integer" then return format("%d", v) end
-  if v == floor(v) and v >= -INT_LIMIT and v <= INT_LIMIT then
-    if v == 0 and 1 / v < 0 then return "-0.0" end
-    return format("%d", v)
-  end
-  for digits = 15, 17 do
-    local s = format("%." .. digits .. "g", v)
-    if tonumber(s) == v then return s end
+  if type(x) ~= "table" or depth > 1000 then return nil end
+  for k, y in pairs(x) do
+    local found = not_finite(y, where .. (type(k) == "string" and ("." .. k) or ("[" .. tostring(k) .. "]")), depth + 1)
+    if found then return found end
   end
 end
 
-function encode(v, shape, out, depth)
-  local t = type(v)
-  if t == "table" then return encode_table(v, shape, out, depth) end
-  if t == "string" then out[#out + 1] = string_text(v)
-  elseif t == "number" then out[#out + 1] = number_text(v)
-  else out[#out + 1] = json.encode(v) end -- true, false, null
-end
-
---- json_text(v[, shape]) -> one line of JSON: keys in the shape's order (a
--- name in M.SHAPES, or a shape), the rest sorted; "/" unescaped
 function M.json_text(v, shape)
   if type(shape) == "string" then shape = assert(S[shape], "no JSON shape " .. shape) end
-  local out = {}
-  local ok, err = pcall(encode, v, shape, out, 1)
-  if ok then return concat(out) end
-  if err ~= NOT_FINITE then error(err, 0) end
-  -- where the first number JSON cannot carry is, for the message
-  local function find(x, where, depth)
-    if type(x) == "number" and (x ~= x or x == math.huge or x == -math.huge) then return where .. " (" .. tostring(x) .. ")" end
-    if type(x) ~= "table" or depth > 1000 then return nil end
-    for k, y in pairs(x) do
-      local found = find(y, where .. (type(k) == "string" and ("." .. k) or ("[" .. tostring(k) .. "]")), depth + 1)
-      if found then return found end
-    end
+  local ok, text = pcall(json.encode, v, shape, "output")
+  if ok then return text end
+  local where = not_finite(v, "", 1)
+  if where then
+    error(require("kinot.errors").new("decode", "the answer holds a number JSON cannot carry, at " ..
+      where:gsub("^%.", "")), 0)
   end
-  error(require("kinot.errors").new("decode", "the answer holds a number JSON cannot carry, at " ..
-    (find(v, "", 1) or "?"):gsub("^%.", "")), 0)
+  error(text, 0)
 end
 
 function M:emit_json(v, shape)
