@@ -17,8 +17,10 @@ local byte, format, concat = string.byte, string.format, table.concat
 -- ------------------------------------------------------------ escaping
 
 -- code points shown escaped beside C0, DEL and C1: the bidirectional
--- overrides and isolates, which reorder what a terminal shows
-local BIDI = { [0x200E] = true, [0x200F] = true, [0x2028] = true, [0x2029] = true }
+-- controls (marks, overrides, isolates: Unicode's Bidi_Control, the
+-- Trojan Source list), which reorder what a terminal shows, and the line
+-- and paragraph separators
+local BIDI = { [0x061C] = true, [0x200E] = true, [0x200F] = true, [0x2028] = true, [0x2029] = true }
 for cp = 0x202A, 0x202E do BIDI[cp] = true end
 for cp = 0x2066, 0x2069 do BIDI[cp] = true end
 
@@ -249,10 +251,39 @@ S.faults = { items = { order = { "kind", "next", "share", "endpoint", "status", 
 S.fault = S.faults.items
 S.sns = { items = {} }
 M.SHAPES = S
---- json_text(v[, shape]) -> one line of JSON, kinot.json's: keys in the
--- shape's order (a name in M.SHAPES, or a shape), the rest sorted; what
--- JSON cannot carry raises misuse naming where in the output it is
---
+-- JSON text is UTF-8, and a strict reader refuses a line that is not: the C
+-- decoder lets such bytes through from a body, and kinot.json writes a
+-- string's bytes as they are, so the output shows each byte of invalid
+-- UTF-8 as U+FFFD (inside a JSON string only: everything else is ASCII)
+local REPLACEMENT = "\239\191\189" -- U+FFFD
+
+-- s with each byte of invalid UTF-8 as U+FFFD: JSON text is UTF-8, and a
+-- strict reader refuses the line otherwise (the C decoder lets such bytes
+-- through from a body)
+local function valid_utf8(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, i, n, from = {}, 1, #s, 1
+  while i <= n do
+    local b = byte(s, i)
+    if b < 0x80 then
+      i = i + 1
+    else
+      local len = utf8_at(s, i, b)
+      if len then i = i + len
+      else
+        out[#out + 1] = s:sub(from, i - 1)
+        out[#out + 1] = REPLACEMENT
+        i = i + 1
+        from = i
+      end
+    end
+  end
+  if from == 1 then return s end
+  out[#out + 1] = s:sub(from)
+  return concat(out)
+end
+M.valid_utf8 = valid_utf8
+
 -- NaN and inf, which JSON cannot carry, can only come from the platform's
 -- answer or a body (1e400 decodes to inf): the answer is refused as
 -- undecodable (kind decode, exit 3), naming where, not taken for a usage
@@ -268,10 +299,13 @@ local function not_finite(x, where, depth)
   end
 end
 
+--- json_text(v[, shape]) -> one line of JSON, kinot.json's: keys in the
+-- shape's order (a name in M.SHAPES, or a shape), the rest sorted; what
+-- JSON cannot carry raises misuse naming where in the output it is
 function M.json_text(v, shape)
   if type(shape) == "string" then shape = assert(S[shape], "no JSON shape " .. shape) end
   local ok, text = pcall(json.encode, v, shape, "output")
-  if ok then return text end
+  if ok then return valid_utf8(text) end
   local where = not_finite(v, "", 1)
   if where then
     error(require("kinot.errors").new("decode", "the answer holds a number JSON cannot carry, at " ..
