@@ -310,7 +310,7 @@ describe("the Lua member reader and the C scanner #unit", function()
       assert.are.equal(ev and "ok" or cerr.reason, id and "ok" or err.reason, v.id)
       if ev then
         assert.are.equal(ev.id, id)
-        local data = callback.event_of(members, id, 1).data
+        local data = callback.event_of(v.body, id, 1).data
         for k, x in pairs(ev.data) do
           if k ~= "sign" then
             if type(x) == "table" then assert.are.same(x, data[k], v.id .. " " .. k)
