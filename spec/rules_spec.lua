@@ -304,7 +304,7 @@ describe("the Lua member reader and the C scanner #unit", function()
 
   it("reads every vector as the C scanner does: same verdict, same canonical string, same values", function()
     for _, v in ipairs(vectors) do
-      local id, err, members = rules.check(v.body, { v.secret }, rules.rule { digest = "md5", suffix = "&key=", null = "skip",
+      local id, err = rules.check(v.body, { v.secret }, rules.rule { digest = "md5", suffix = "&key=", null = "skip",
                                                                                encoding = "upper", empty = "skip" }, nil)
       local ev, cerr = callback.verify(v.body, { secret = v.secret, max_body = math.huge })
       assert.are.equal(ev and "ok" or cerr.reason, id and "ok" or err.reason, v.id)
