@@ -28,7 +28,8 @@ local mtype = math.type
 --- decode(text) -> value | nil, reason
 M.decode = core.json_decode
 
-local SAFE = 2 ^ 53
+-- (bounds the doubles written as digits: kinot.vocabulary's integer rule)
+local SAFE = require("kinot.vocabulary").INT_LIMIT
 
 --- number_text(n) -> the JSON text of a finite number (nil for NaN, +-inf):
 -- exact digits for an integer (within +-2^53 for a float), else the

@@ -12,7 +12,7 @@ local vocabulary = require "kinot.vocabulary"
 
 local M = {}
 
-local byte, format, concat, floor = string.byte, string.format, table.concat, math.floor
+local byte, format, concat = string.byte, string.format, table.concat
 
 -- ------------------------------------------------------------ escaping
 
@@ -317,7 +317,7 @@ local function encode_table(t, shape, out, depth)
   out[#out + 1] = "}"
 end
 
-local INT_LIMIT = 2 ^ 53
+local whole = vocabulary.whole -- the integer rule
 
 function encode(v, shape, out, depth)
   local t = type(v)
@@ -327,7 +327,7 @@ function encode(v, shape, out, depth)
   -- encoder writes it (kinot.json), "/" as it is
   if t == "string" and not v:find('[%c"\\/]') then
     out[#out + 1] = '"' .. v .. '"'
-  elseif t == "number" and v == floor(v) and v > -INT_LIMIT and v < INT_LIMIT and (v ~= 0 or 1 / v > 0) then
+  elseif t == "number" and whole(v) and (v ~= 0 or 1 / v > 0) then
     out[#out + 1] = format("%d", v)
   else
     out[#out + 1] = t == "string" and unescape_slashes(json.encode(v)) or json.encode(v)
