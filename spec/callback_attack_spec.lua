@@ -234,6 +234,28 @@ describe('verify = "monitor" and the error log #unit', function()
   end)
 end)
 
+describe("a refusal message of a signed body #unit", function()
+  it("never holds a control character of a member name, on either path (C API and FFI)", function()
+    -- a body the platform's sign covers can still carry an attacker's
+    -- name (a relay, a leaked secret): the receiver answers the message and
+    -- the handler logs it.  A recut name, a typed field of the wrong type,
+    -- a typed string holding '&'
+    for _, body in ipairs {
+      '{"sn":7,"a&\\n2026/01/01 00:00:00 [emerg] 1#1: forged":1}',
+      '{"sn":7,"x\\n[emerg]=":1}',
+    } do
+      local ev, err = callback.verify(signed(body), { secret = SECRET })
+      assert.is_nil(ev)
+      assert.are.equal("malformed", err.reason)
+      assert.is_nil(err.message:find("%c"), err.message)
+      local data, reason, why = core.callback_data(body, vocabulary.fields.callback)
+      assert.is_nil(data)
+      assert.are.equal("malformed", reason)
+      assert.is_nil(why:find("%c"), why)
+    end
+  end)
+end)
+
 describe("an updated_at without an offset #unit", function()
   local now = 1764201600 -- 2025-11-27T00:00:00Z
   local function receive(stamp)

@@ -222,7 +222,7 @@ describe("a kinot/core.so whose layout does not match #build", function()
     local ok, out = luajit(tmp .. "/co/build/5.1", [[
       local ffi = require "ffi"
       pcall(require, "kinot.native") -- declares, then refuses
-      ffi.cdef "int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen);"
+      pcall(ffi.cdef, "int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen);")
       local lib = ffi.load(package.searchpath("kinot.core", package.cpath))
       local sc = lib.kn_cb_scanner_new()
       local why = ffi.new("char[200]")
@@ -241,7 +241,7 @@ describe("a kinot/core.so whose layout does not match #build", function()
     ok, out = luajit(H.root .. "/build/5.1", [[
       local ffi = require "ffi"
       local lib = require "kinot.native"
-      ffi.cdef "int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen);"
+      pcall(ffi.cdef, "int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen);")
       local sc = lib.kn_cb_scanner_new()
       local why = ffi.new("char[200]")
       local body = '{"voltage":3.5}'

@@ -304,13 +304,13 @@ describe("the Lua member reader and the C scanner #unit", function()
 
   it("reads every vector as the C scanner does: same verdict, same canonical string, same values", function()
     for _, v in ipairs(vectors) do
-      local id, err, members = rules.check(v.body, { v.secret }, rules.rule { digest = "md5", suffix = "&key=", null = "skip",
+      local id, err = rules.check(v.body, { v.secret }, rules.rule { digest = "md5", suffix = "&key=", null = "skip",
                                                                                encoding = "upper", empty = "skip" }, nil)
       local ev, cerr = callback.verify(v.body, { secret = v.secret, max_body = math.huge })
       assert.are.equal(ev and "ok" or cerr.reason, id and "ok" or err.reason, v.id)
       if ev then
         assert.are.equal(ev.id, id)
-        local data = callback.event_of(members, id, 1).data
+        local data = callback.event_of(v.body, id, 1).data
         for k, x in pairs(ev.data) do
           if k ~= "sign" then
             if type(x) == "table" then assert.are.same(x, data[k], v.id .. " " .. k)

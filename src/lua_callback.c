@@ -1,5 +1,5 @@
 /* kinot.core's callback functions: callback_scan, callback_members,
- * callback_verify, callback_digest over the callback scanner (cbscan.h). */
+ * callback_verify, callback_data, callback_digest over the callback scanner (cbscan.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,13 +169,41 @@ static unsigned char read_type(lua_State *L) {
     return t;
 }
 
-/* The data of a verified body at index 5 (made here), its nested members'
- * raw text at 6: the signed members only, each known field (types, index
- * 3: name -> "int" | "float" | "string" | ...) as its type says.  0, or 1
- * with why filled when a known field has another type. */
-static int build_data(lua_State *L, cb_box *b, const kn_cb_member *members, size_t count, char *why, size_t whylen) {
+/* A member name as a message shows it: its first 40 bytes, control
+ * characters as '?' (under verify = "monitor" the name is anyone's and the
+ * message goes to the error log; scanner.lua's shown() in Lua). */
+static const char *shown(const kn_cb_member *m, char out[41]) {
+    size_t i, n = m->key.n > 40 ? 40 : m->key.n;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)m->key.p[i];
+        out[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* Whether a member is in an event's data: the signed ones (kn_cb_is_signed),
+ * and under a sign rule that signs them (kinot.callback.rules) the "" and
+ * null members too; never "sign". */
+static int in_data(const kn_cb_member *m, int keep_empty, int keep_null) {
+    if (kn_cb_is_signed(m)) return 1;
+    if (m->key.n == 4 && memcmp(m->key.p, "sign", 4) == 0) return 0;
+    return m->type == KN_CB_NULL ? keep_null : keep_empty;
+}
+
+/* THE event builder of the C API (its twin for the FFI is build() in
+ * lua/kinot/callback/scanner.lua; every path reaches one of them through
+ * kinot.callback.scanner): the data of the members just scanned at index 5
+ * (made here), its nested members' raw text at 6: the members in_data
+ * keeps, each known field (types, index 3: name -> "int" | "float" |
+ * "string" | ...) as its type says, a kept null as json.null (a NULL
+ * lightuserdata) whatever its type.  0, or 1 with why filled when a known
+ * field has another type or the body could be recut. */
+static int build_data(lua_State *L, cb_box *b, const kn_cb_member *members, size_t count, int keep_empty,
+                      int keep_null, char *why, size_t whylen) {
     size_t i;
     int nested = 0;
+    char name[41];
     lua_createtable(L, 0, (int)count); /* 5: data */
     lua_pushnil(L);                    /* 6: nested, made on demand */
     for (i = 0; i < count; i++) {
@@ -189,12 +217,17 @@ static int build_data(lua_State *L, cb_box *b, const kn_cb_member *members, size
          * other members (docs/callback-sign.md) */
         if (memchr(m->key.p, '&', m->key.n) || memchr(m->key.p, '=', m->key.n)) {
             memset(b->type, TYPE_UNREAD, sizeof b->type);
-            snprintf(why, whylen, "callback body refused: member name \"%.*s\" holds '&' or '=', so the signed "
-                     "string cannot tell it from other members", (int)(m->key.n > 40 ? 40 : m->key.n), m->key.p);
+            snprintf(why, whylen, "callback body refused: member name \"%s\" holds '&' or '=', so the signed "
+                     "string cannot tell it from other members", shown(m, name));
             return 1;
         }
-        if (!kn_cb_is_signed(m)) continue;
+        if (!in_data(m, keep_empty, keep_null)) continue;
         push_name(L, m);
+        if (m->type == KN_CB_NULL) { /* kept by the rule: json.null, typed or not */
+            lua_pushlightuserdata(L, NULL);
+            lua_rawset(L, 5);
+            continue;
+        }
         t = slot ? b->type[slot] : TYPE_UNREAD;
         if (t == TYPE_UNREAD) {
             t = read_type(L);
@@ -214,8 +247,8 @@ static int build_data(lua_State *L, cb_box *b, const kn_cb_member *members, size
             if (!bad && memchr(m->text.p, '&', m->text.n)) {
                 /* a typed string holding '&' could hold the members after it */
                 memset(b->type, TYPE_UNREAD, sizeof b->type);
-                snprintf(why, whylen, "callback body refused: member \"%.*s\" holds '&', so the signed string "
-                         "cannot tell it from the members after it", (int)(m->key.n > 40 ? 40 : m->key.n), m->key.p);
+                snprintf(why, whylen, "callback body refused: member \"%s\" holds '&', so the signed string "
+                         "cannot tell it from the members after it", shown(m, name));
                 return 1;
             }
             if (!bad) lua_pushlstring(L, m->text.p, m->text.n);
@@ -244,8 +277,8 @@ static int build_data(lua_State *L, cb_box *b, const kn_cb_member *members, size
         if (bad) {
             /* the members after this one were never seen here: forget every type */
             memset(b->type, TYPE_UNREAD, sizeof b->type);
-            snprintf(why, whylen, "callback body refused: member \"%.*s\" must be %s (the reference's type), not %s",
-                     (int)(m->key.n > 40 ? 40 : m->key.n), m->key.p,
+            snprintf(why, whylen, "callback body refused: member \"%s\" must be %s (the reference's type), not %s",
+                     shown(m, name),
                      t == TYPE_INT ? "an int" : t == TYPE_FLOAT ? "a float" : "a string", kind_of(m));
             return 1;
         }
@@ -297,7 +330,7 @@ static int l_callback_verify(lua_State *L) {
     }
     if (kn_cb_convert(box->sc, &members, &count)) return kn_fail(L, "out of memory");
     use_types(L, box, ud, 3);
-    if (build_data(L, box, members, count, why, sizeof why)) {
+    if (build_data(L, box, members, count, 0, 0, why, sizeof why)) {
         give_back(L, ud);
         return push_refusal(L, "malformed", why);
     }
@@ -307,6 +340,46 @@ static int l_callback_verify(lua_State *L) {
     lua_pushvalue(L, 5);
     lua_pushvalue(L, 6);
     return 4;
+}
+
+/* data(body, types, keep_empty, keep_null) -> data, nested_or_nil
+ *                                          | nil, reason, message
+ * The same data verify() gives, of a body whose sign was checked elsewhere
+ * (a sign rule but the default, in Lua) or not at all (the worker's
+ * rebuild of a stored body, verify = "monitor"): one scan, then
+ * build_data.  keep_empty, keep_null: the rule signs "" / null members,
+ * so they are data.  reason: "not_json", "not_object", "duplicate_key",
+ * "malformed". */
+static int l_callback_data(lua_State *L) {
+    size_t n, count;
+    const char *s = kn_check_lstring(L, 1, "callback body", &n);
+    char why[200];
+    const kn_cb_member *members;
+    int verdict, ud, keep_empty, keep_null;
+    cb_box *box;
+    kn_check_table(L, 2, "callback field types");
+    keep_empty = lua_toboolean(L, 3);
+    keep_null = lua_toboolean(L, 4);
+    lua_settop(L, 2);
+    lua_pushvalue(L, 2); /* 3: the types, where build_data reads them */
+    box = take_box(L);
+    ud = lua_gettop(L); /* 4 */
+    verdict = kn_cb_scan(box->sc, s, n, why, sizeof why);
+    if (verdict == KN_CB_NOMEM) return kn_fail(L, "%s", why);
+    if (verdict) {
+        give_back(L, ud);
+        return push_refusal(L, VERDICT[verdict], why);
+    }
+    if (kn_cb_convert(box->sc, &members, &count)) return kn_fail(L, "out of memory");
+    use_types(L, box, ud, 3);
+    if (build_data(L, box, members, count, keep_empty, keep_null, why, sizeof why)) {
+        give_back(L, ud);
+        return push_refusal(L, "malformed", why);
+    }
+    give_back(L, ud);
+    lua_pushvalue(L, 5);
+    lua_pushvalue(L, 6);
+    return 2;
 }
 
 /* a member's kind as the sign rules read it (kinot.callback.rules) */
@@ -324,9 +397,9 @@ static const char *member_kind(const kn_cb_member *m) {
 
 /* members(body) -> list of { key =, kind =, text = } in body order
  *                | nil, reason, message
- * The one reading of a body for every use but the default rule's fast
- * path (which reads the same scanner's members in build_data): the other
- * sign rules, discover, verify = "monitor", the worker's rebuild.  kind:
+ * The members as the sign rules read them (the canonical strings of the
+ * rules but the default, discover); the data of an event is build_data's
+ * alone (callback_verify, callback_data).  kind:
  * "string", "integer" (no fraction or exponent, at most 18 digits),
  * "number", "true", "false", "null", "object", "array"; text: a string
  * decoded, anything else its raw text.  reason: "not_json", "not_object",
@@ -387,6 +460,10 @@ void kn_open_callback(lua_State *L) {
     lua_pushcclosure(L, l_callback_members, 1);
     lua_setfield(L, -3, "callback_members");
     lua_createtable(L, 256, 0); /* member names by kn_cb_convert's name_slot */
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, l_callback_data, 2);
+    lua_setfield(L, -4, "callback_data");
     lua_pushcclosure(L, l_callback_verify, 2);
     lua_setfield(L, -2, "callback_verify");
     lua_pushcfunction(L, l_callback_digest);

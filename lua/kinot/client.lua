@@ -7,6 +7,7 @@ local errors = require "kinot.errors"
 local signer = require "kinot.signer"
 local json = require "kinot.json"
 local redact = require "kinot.redact"
+local INT_LIMIT = require("kinot.vocabulary").INT_LIMIT -- 2^53: written exactly
 
 local misuse = errors.misuse
 
@@ -148,7 +149,7 @@ function Client:request(method, path, opts)
     for i, p in ipairs(query) do
       copy[i] = p
       if type(p) == "table" and type(p[2]) == "number" then
-        local n = validate.integer(p[2], -2 ^ 53, 2 ^ 53)
+        local n = validate.integer(p[2], -INT_LIMIT, INT_LIMIT)
         if not n then misuse("query " .. tostring(p[1]) .. " must be a string or an integer (got " .. tostring(p[2]) .. ")") end
         copy[i] = { p[1], validate.int_text(n) }
       end

@@ -76,6 +76,7 @@ kn_cb_scanner *kn_cb_scanner_new(void);
 void kn_cb_scanner_free(kn_cb_scanner *s);
 int kn_cb_check(kn_cb_scanner *s, const char *body, size_t n, const kn_str *secrets, size_t nsecrets,
                 char hex[33], int *index, char *why, size_t whylen);
+int kn_cb_scan(kn_cb_scanner *s, const char *body, size_t n, char *why, size_t whylen);
 int kn_cb_convert(kn_cb_scanner *s, const kn_cb_member **members, size_t *count);
 
 size_t kn_ffi_layout(char *buf, size_t cap);

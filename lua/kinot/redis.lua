@@ -195,8 +195,11 @@ end
 
 -- ------------------------------------------------------------ RESP2
 
+local whole = require("kinot.vocabulary").whole -- the integer rule
+
+-- a whole number as its digits (never "1e+15" or "3.0"), anything else as tostring
 local function arg_text(v)
-  if type(v) == "number" and v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return string.format("%d", v) end
+  if whole(v) then return string.format("%d", v) end
   return tostring(v)
 end
 

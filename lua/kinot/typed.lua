@@ -32,12 +32,11 @@ local number_text = require("kinot.json").number_text
 local M = {}
 
 local type, tonumber, pairs, format, find, match = type, tonumber, pairs, string.format, string.find, string.match
-local floor, huge = math.floor, math.huge
+local huge = math.huge
 local mtype, tointeger = math.type, math.tointeger -- nil on LuaJIT / 5.1
 
 local INT, FLOAT, STRING = 1, 2, 3
 local CODE = { int = INT, float = FLOAT, string = STRING } -- json: left as it came
-local LIMIT = 2 ^ 53
 
 -- field table -> { names = {...}, kinds = {...}, n }
 local function compile(...)
@@ -56,10 +55,8 @@ local function numeric(s)
   return find(s, "^%-?%d+%.?%d*$") or find(s, "^%-?%d+%.?%d*[eE][-+]?%d+$")
 end
 
--- an integral double within +-2^53 (NaN and the infinities are not)
-local function whole(n)
-  return n == floor(n) and n < LIMIT and n > -LIMIT
-end
+-- the integer rule (kinot.vocabulary.whole): the integer, or nil
+local whole = vocabulary.whole
 
 local function to_int(v)
   local t = type(v)
@@ -131,7 +128,7 @@ local function make(template, shape)
   end
   code[#code + 1] = "return o end"
   local chunk = assert((loadstring or load)(table.concat(code, "\n"), "=kinot.typed"))
-  return chunk(mtype, type, to_int, to_float, to_string, fail, LIMIT)
+  return chunk(mtype, type, to_int, to_float, to_string, fail, vocabulary.INT_LIMIT)
 end
 
 local function fast_all(fast, objs)

@@ -31,7 +31,7 @@ local function shown(v)
   return tostring(v)
 end
 
-local MAX_SN = 2 ^ 53 - 1
+local MAX_SN = vocabulary.INT_MAX -- the integer rule's largest (kinot.vocabulary)
 
 --- sn(v, name) -> integer sn; accepts a positive integer (10.0 is 10) or a string of digits
 function M.sn(v, name)

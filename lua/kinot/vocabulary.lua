@@ -123,7 +123,14 @@ M.faults = {
   sensor = { "coil_fault" },
 }
 
+-- The integer rule, in Lua once (src/cbscan.c's kn_cb_whole is the C
+-- side): INT_LIMIT = 2^53, the first integer a double cannot tell from its
+-- neighbour (2^53 + 1 reads as 2^53); INT_MAX = 2^53 - 1, the largest
+-- whole number (a serial's largest, kinot.validate).  A check of whether a
+-- number is written exactly (JSON text, a CLI option) bounds by INT_LIMIT;
+-- whether a value is a whole number, by whole() below.
 local INT_LIMIT = 2 ^ 53 -- exact on every runtime
+M.INT_LIMIT, M.INT_MAX = INT_LIMIT, INT_LIMIT - 1
 
 local KINDS = { int = true, float = true, string = true, json = true }
 

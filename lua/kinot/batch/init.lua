@@ -18,6 +18,7 @@ local retry = require "kinot.request.retry"
 local validate = require "kinot.validate"
 local errors = require "kinot.errors"
 local json = require "kinot.json"
+local INT_LIMIT = require("kinot.vocabulary").INT_LIMIT -- 2^53: a count held exactly
 local journal_mod = require "kinot.batch.journal"
 
 local M = {}
@@ -85,7 +86,7 @@ local function check_options(opts)
   local abort_after = opts.abort_after
   if abort_after ~= nil then
     local ok = type(abort_after) == "number" and abort_after > 0 and
-      (abort_after < 1 or validate.integer(abort_after, 1, 2 ^ 53) ~= nil)
+      (abort_after < 1 or validate.integer(abort_after, 1, INT_LIMIT) ~= nil)
     if not ok then
       misuse("abort_after must be a count of failures (an integer >= 1) or a ratio of them (0 < r < 1) (got " ..
         tostring(abort_after) .. ")")

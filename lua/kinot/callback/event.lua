@@ -1,7 +1,8 @@
 -- The callback engine behind kinot.callback (the public front): a body ->
 -- its canonical string, its sign, its event, and clearly why a body is
--- refused.  The body scan and MD5 are C (kinot.core; one reader, the C
--- scanner, for every rule); this file turns the result into an event.
+-- refused.  The body scan, the data's typing and MD5 are C (one reader and
+-- one data builder for every rule and use: kinot.callback.scanner); this
+-- file turns the data into an event (kind, device judgement: build below).
 --
 -- The event: kind ("status_changed" | "command_resp", by a signed guid),
 -- device ("lock" | "sensor" | "unknown"), device_why (nil when device_type
@@ -22,7 +23,7 @@ local M = {}
 M.MAX_BODY = 64 * 1024
 
 local scan, digest_of = core.callback_scan, core.callback_digest
-local verify_body = scanner.verify
+local verify_body, data_of = scanner.verify, scanner.data
 local type, pairs, ipairs = type, pairs, ipairs
 
 local FIELD_TYPES = vocabulary.fields.callback
@@ -133,47 +134,33 @@ local function build(digest, index, data, nested)
   }
 end
 
-local coerce, NULL = vocabulary.coerce, json.null
-
---- signed_data(members, rule) -> data | nil, err: the members a rule of
--- kinot.callback.rules signed, known fields typed as the C path types them
--- (a known field of the wrong type refuses the body: malformed)
-local function signed_data(members, rule)
-  -- the recut refusals (kinot.callback.scanner: one message in Lua, one in C)
-  for _, m in ipairs(members) do
-    if m.key:find("[&=]") then return refuse("malformed", scanner.recut_name(m.key)) end
-    if m.kind == "string" and FIELD_TYPES[m.key] == "string" and m.key ~= "sign" and m.text:find("&", 1, true) then
-      return refuse("malformed", scanner.recut_value(m.key))
-    end
+-- the refusal of a body the scanner refused (its message says what it saw)
+local function refused(reason, message)
+  if reason ~= "no_sign" and reason ~= "bad_sign" and reason ~= "malformed" then
+    message = "callback body refused: " .. message
   end
-  local data = rules.data(members) -- every member but sign, as Lua values
-  for k, v in pairs(data) do
-    if (v == "" and rule.empty ~= "keep") or (v == NULL and rule.null == "skip") then data[k] = nil end
-  end
-  for k, v in pairs(data) do
-    local kind = FIELD_TYPES[k]
-    if kind and v ~= NULL then
-      local typed, why = coerce(kind, v)
-      if typed == nil then return refuse("malformed", "callback field " .. k .. ": " .. why) end
-      data[k] = typed
-    end
-  end
-  return data
+  return refuse(reason, message)
 end
 
---- event_of(members, id, index, rule) -> event | nil, err: the event of a
--- body read by kinot.callback.rules (a sign_rule other than the default,
--- or an unverified body under verify = "monitor")
----@param members table[] the members kinot.callback.rules read
+--- event_of(raw, id, index, rule) -> event | nil, err: the event of a
+-- body whose sign was checked elsewhere (a sign_rule other than the
+-- default, kinot.callback.rules) or not at all (verify = "monitor", the
+-- worker's rebuild).  Its data comes from the one builder verify() uses
+-- (kinot.callback.scanner.data); a rule that signs "" or null members
+-- keeps them in the data.
+---@param raw string the body
 ---@param id string the event's id
 ---@param index? integer which secret verified it
----@param rule? table a rule of kinot.callback.rules (normalized)
+---@param rule? table a rule of kinot.callback.rules (normalized; default md5-key)
 ---@return kinot.callback.Event|nil
 ---@return kinot.Error|nil
-function M.event_of(members, id, index, rule)
-  local data, err = signed_data(members, rule or rules.rule(nil))
-  if not data then return nil, err end
-  return build(id, index, data, nil)
+function M.event_of(raw, id, index, rule)
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
+  local keep_empty, keep_null = false, false
+  if rule then keep_empty, keep_null = rule.empty == "keep", rule.null ~= "skip" end
+  local data, nested, why = data_of(raw, FIELD_TYPES, keep_empty, keep_null)
+  if not data then return refused(nested, why) end
+  return build(id, index, data, nested)
 end
 
 --- check(raw, secrets, max_body) -> event | nil, err
@@ -191,10 +178,7 @@ function M.check(raw, secrets, max_body)
     return refuse("too_large", "callback body is " .. #raw .. " bytes, over the " .. max_body .. "-byte cap")
   end
   local digest, index, data, nested = verify_body(raw, secrets, FIELD_TYPES)
-  if not digest then
-    if index ~= "no_sign" and index ~= "bad_sign" and index ~= "malformed" then data = "callback body refused: " .. data end
-    return refuse(index, data)
-  end
+  if not digest then return refused(index, data) end
   return build(digest, index, data, nested)
 end
 
@@ -207,9 +191,9 @@ end
 ---@return kinot.callback.Event|nil
 ---@return kinot.Error|nil
 function M.check_rule(raw, secrets, rule, max_body)
-  local id, index, members = rules.check(raw, secrets, rule, max_body)
+  local id, index = rules.check(raw, secrets, rule, max_body)
   if not id then return nil, index end
-  return M.event_of(members, id, index, rule)
+  return M.event_of(raw, id, index, rule)
 end
 
 --- rebuild(raw, id[, rule]) -> the event of a body verified earlier, built
@@ -230,9 +214,7 @@ function M.rebuild(raw, id, rule)
     if not ok then return refuse("malformed", "unknown sign_rule " .. tostring(rule):sub(1, 80)) end
     rule = r
   end
-  local members, err = rules.members(raw)
-  if not members then return nil, err end
-  return M.event_of(members, id, nil, rule)
+  return M.event_of(raw, id, nil, rule)
 end
 
 return M

@@ -91,17 +91,14 @@ end
 -- as ev.verified = false; err says why, and under which known rule (if
 -- any) it verifies (err.rules).  Anyone can forge callbacks meanwhile.
 function M:unverified(raw, err)
-  local members = rules.members(raw)
-  if not members then return 400, err_body(400, err), nil, err end
+  local ev, merr = event.event_of(raw, "unverified:" .. core.md5_hex(raw), nil)
+  if not ev then return 400, err_body(400, merr), nil, merr end
   local report = rules.discover(raw, self.secrets)
   if report and #report.matches > 0 then
     err.rules = {}
     for i, m in ipairs(report.matches) do err.rules[i] = m.name end
     err.message = err.message .. "; it verifies under sign_rule " .. table.concat(err.rules, " or ")
   end
-  local id = "unverified:" .. core.md5_hex(raw)
-  local ev, merr = event.event_of(members, id, nil)
-  if not ev then return 400, err_body(400, merr), nil, merr end
   ev.verified = false
   return self:deliver(ev, raw, err)
 end

@@ -5,7 +5,9 @@
 -- module names that rule and the credible others, verifies a body under any
 -- of them, and finds which of them a captured body was signed with
 -- (discover).  The default rule's fast path stays in C (src/cbscan.c);
--- this file serves the other rules, discover and `verify = "monitor"`.
+-- this file makes the other rules' canonical strings and signs, and
+-- discover.  It builds no event: an event's data comes from the one
+-- builder (kinot.callback.scanner.data, kinot.callback.event.event_of).
 --
 -- A rule is a name or a table of parts:
 --   digest   "md5" | "hmac-md5" | "hmac-sha1" | "hmac-sha256"
@@ -26,7 +28,6 @@
 -- e.g. "md5-key" (the default), "md5-secret+lower", "hmac-sha256+base64",
 -- "md5-bare+keep-empty+null-as-text".
 local core = require "kinot.core_loader"
-local json = require "kinot.json"
 local errors = require "kinot.errors"
 
 local M = {}
@@ -34,7 +35,7 @@ local M = {}
 M.DEFAULT = "md5-key"
 
 local byte = string.byte
-local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
+local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local concat, sort = table.concat, table.sort
 local digest_of, ct_equal = core.digest, core.ct_equal
 local read_members = require("kinot.callback.scanner").members
@@ -176,7 +177,8 @@ end
 -- (canonical() keeps the list in key order as the field `sorted`)
 -- kind: "string", "integer", "number", "true", "false", "null", "object", "array".
 -- The one reader of callback bodies: the C scanner (src/cbscan.c), which
--- the default rule's fast path reads too (kinot.callback.scanner).
+-- the default rule's fast path reads too (kinot.callback.scanner; through
+-- the FFI on LuaJIT, the C API on Lua 5.4).
 function M.members(raw)
   if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
   local list, reason, why = read_members(raw)
@@ -276,32 +278,6 @@ function M.check(raw, secrets, rule, max_body)
     return refuse("bad_sign", "callback sign does not match under rule " .. rule.name .. " (tampered body, wrong secret or wrong rule)")
   end
   return id, index, members
-end
-
---- data(members) -> the members as Lua values (numbers typed by their text,
--- null as json.null, nested values decoded), as the C path gives them; the
--- sign is left out
-function M.data(members)
-  local data = {}
-  for _, m in ipairs(members) do
-    local k, v = m.kind
-    if m.key == "sign" then k = "skip" end
-    if k == "string" then v = m.text
-    -- (as the C reader: "-0" is 0, "-0.0" stays -0.0; a fraction or an
-    -- exponent is a float on Lua 5.4 already)
-    elseif k == "integer" then v = math.tointeger and math.tointeger(tonumber(m.text)) or tonumber(m.text) + 0
-    elseif k == "number" then v = tonumber(m.text)
-    elseif k == "true" then v = true
-    elseif k == "false" then v = false
-    elseif k == "null" then v = json.null
-    elseif k == "skip" then v = nil
-    else
-      v = json.decode(m.text)
-      if v == nil then v = m.text end
-    end
-    data[m.key] = v
-  end
-  return data
 end
 
 -- ------------------------------------------------------------ discover

@@ -1,28 +1,35 @@
--- The C callback scanner (src/cbscan.c) for Lua, one call:
+-- The C callback scanner (src/cbscan.c) for Lua: the one reader of
+-- callback bodies and the one builder of an event's data, three calls:
 --   verify(raw, secrets, types) -> sign (upper hex), secret index, data, nested_or_nil
 --                                | nil, reason, message
--- data: the signed members (not "sign", null or ""), each field named in
--- types (name -> "int" | "float" | "string") of that type, the others
--- typed by their text; nested: the raw text of object and array members,
--- for the caller to decode.  reason: "not_json", "not_object",
--- "duplicate_key", "no_sign", "bad_sign", "malformed".
--- What it returns owns everything; nothing stays behind for a later call.
--- On Lua 5.4 it is the Lua C API binding (kinot.core).  On LuaJIT it goes
--- through the FFI: the JIT compiles the call and the building of the data
--- table, which the C API cannot offer (spec/callback_spec.lua checks both
--- give the same).
+--     the default rule ("md5-key") whole: scan, sign check, data
+--   data(raw, types[, keep_empty, keep_null]) -> data, nested_or_nil | nil, reason, message
+--     the same data of a body whose sign was checked elsewhere (another
+--     sign rule, in Lua: kinot.callback.rules) or not at all (the worker's
+--     rebuild, verify = "monitor"); keep_*: the rule signs "" / null
+--     members, so they are data (a null as json.null)
+--   members(raw) -> list of { key, kind, text } | nil, reason, message
+--     the members as the sign rules read them (their canonical strings)
+-- data: the members kept (signed: not "sign", null or ""), each field
+-- named in types (name -> "int" | "float" | "string") of that type, the
+-- others typed by their text; nested: the raw text of object and array
+-- members, for the caller to decode.  The '&'/'=' refusal, the typing and
+-- the int rule are done once per language: build_data in
+-- src/lua_callback.c (the C API), build() below (the FFI).  reason:
+-- "not_json", "not_object", "duplicate_key", "no_sign", "bad_sign",
+-- "malformed".  What a call returns owns everything; nothing stays behind
+-- for a later call.
+-- On Lua 5.4 the calls are the Lua C API binding (kinot.core).  On LuaJIT
+-- they go through the FFI: the JIT compiles the call and the building of
+-- the tables, which the C API cannot offer (spec/reader_spec.lua checks
+-- both give the same).
 local errors = require "kinot.errors"
 local core = require "kinot.core_loader"
 local lib = require "kinot.native"
 local whole = require("kinot.vocabulary").whole
+local NULL = require("kinot.json").null
 
 local M = { ffi = lib ~= false }
-
--- members(raw) -> list of { key, kind, text } | nil, reason, message: the
--- body's top-level members as the sign rules read them (kinot.callback.rules),
--- from the same scanner, on both runtimes through the C API (it is not a
--- hot path: the default rule never builds the list)
-M.members = core.callback_members
 
 -- The recut refusals, in Lua once (the C API's are in lua_callback.c): '&'
 -- or '=' in a member name, '&' in a string the reference types: the signed
@@ -41,7 +48,7 @@ end
 local recut_name, recut_value = M.recut_name, M.recut_value
 
 if not lib then
-  M.verify = core.callback_verify
+  M.verify, M.data, M.members = core.callback_verify, core.callback_data, core.callback_members
   return M
 end
 
@@ -110,7 +117,7 @@ end
 -- this call never reached, so the box's names start afresh.
 local function malformed(box, key, want, t)
   box.names = {}
-  return nil, "callback body refused: member \"" .. key:sub(1, 40) .. "\" must be " .. WANT[want] ..
+  return nil, "callback body refused: member \"" .. shown(key) .. "\" must be " .. WANT[want] ..
     " (the reference's type), not " .. (KIND_OF[t] or "an array")
 end
 
@@ -120,8 +127,11 @@ local function recut(box, message)
   return nil, message
 end
 
--- the data of the members just scanned, or nil, message
-local function build(box, types)
+-- THE event builder of the FFI (its twin for the C API is build_data in
+-- src/lua_callback.c): the data of the members just scanned, or nil,
+-- message.  keep_empty, keep_null: "" / null members are data (a sign
+-- rule that signs them); a kept null is json.null, typed or not.
+local function build(box, types, keep_empty, keep_null)
   local sc, names = box.sc, box.names
   if lib.kn_cb_convert(sc, box.members, box.count) ~= 0 then error(errors.new("internal", "out of memory"), 0) end
   local m, n = box.members[0], tonumber(box.count[0])
@@ -138,8 +148,14 @@ local function build(box, types)
       if find(key, "[&=]") then return recut(box, recut_name(key)) end
       if slot ~= 0 then names[slot < 0 and -slot or slot] = key end
     end
-    local t = e.type
-    if t ~= NULLV and not (t == STRING and e.text.n == 0) and key ~= "sign" then
+    local t, kept = e.type, true
+    if key == "sign" then kept = false
+    elseif t == NULLV then
+      kept = false
+      if keep_null then data[key] = NULL end
+    elseif t == STRING and e.text.n == 0 then kept = keep_empty
+    end
+    if kept then
       local want, v = types[key]
       if want == "int" then
         -- the int rule (kinot.vocabulary.whole; kn_cb_whole in C)
@@ -182,11 +198,63 @@ function M.verify(raw, secrets, types)
     return nil, REASON[verdict], why
   end
   local index = box.index[0]
-  local data, nested = build(box, types)
+  local data, nested = build(box, types, false, false)
   local digest = ffi_string(box.hex, 32)
   spare = box
   if not data then return nil, "malformed", nested end
   return digest, index, data, nested
+end
+
+-- the box with body scanned, or nil, reason, message (the box given back)
+local function scanned(raw, box)
+  local verdict = lib.kn_cb_scan(box.sc, raw, #raw, box.why, 200)
+  if verdict == 0 then return box end
+  if verdict == NOMEM then error(errors.new("internal", ffi_string(box.why)), 0) end
+  spare = box
+  return nil, REASON[verdict], ffi_string(box.why)
+end
+
+function M.data(raw, types, keep_empty, keep_null)
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
+  if type(types) ~= "table" then errors.misuse("callback field types must be a table") end
+  local taken = spare or new_box()
+  spare = nil
+  local box, reason, why = scanned(raw, taken)
+  if not box then return nil, reason, why end
+  local data, nested = build(box, types, keep_empty == true, keep_null == true)
+  spare = box
+  if not data then return nil, "malformed", nested end
+  return data, nested
+end
+
+local KIND = { [STRING] = "string", [TRUE] = "true", [FALSE] = "false", [NULLV] = "null", [OBJECT] = "object",
+               [lib.KN_CB_ARRAY] = "array" }
+
+function M.members(raw)
+  if type(raw) ~= "string" then errors.misuse("callback body must be a string") end
+  local taken = spare or new_box()
+  spare = nil
+  local box, reason, why = scanned(raw, taken)
+  if not box then return nil, reason, why end
+  if lib.kn_cb_convert(box.sc, box.members, box.count) ~= 0 then error(errors.new("internal", "out of memory"), 0) end
+  local m, n, names = box.members[0], tonumber(box.count[0]), box.names
+  local list = new_tab(n, 0)
+  for i = 0, n - 1 do
+    local e = m[i]
+    local slot, key = e.name_slot, nil
+    if slot > 0 then key = names[slot] end
+    if key == nil then
+      key = ffi_string(e.key.p, e.key.n)
+      -- build() takes a name it finds in `names` as checked: a new one
+      -- here (not checked for '&' or '=') only empties its slot
+      if slot < 0 then names[-slot] = nil end
+    end
+    local t = e.type
+    list[i + 1] = { key = key, kind = KIND[t] or (e.is_integer ~= 0 and "integer" or "number"),
+                    text = ffi_string(e.text.p, e.text.n) }
+  end
+  spare = box
+  return list
 end
 
 return M

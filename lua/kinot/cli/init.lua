@@ -27,6 +27,7 @@ local LOCK_COLUMNS = { { "sn", "SN" }, { "state", "LOCK" }, { "car", "CAR" }, { 
                        { "low_battery", "LOW" }, { "faults", "FAULTS" }, { "rs_si", "RS_SI" }, { "updated_at", "UPDATED" } }
 local SENSOR_COLUMNS = { { "sn", "SN" }, { "active", "ACTIVE" }, { "car", "CAR" }, { "voltage", "VOLT" },
                          { "low_battery", "LOW" }, { "faults", "FAULTS" }, { "rs_si", "RS_SI" }, { "updated_at", "UPDATED" } }
+local INT_LIMIT = vocabulary.INT_LIMIT -- 2^53: a number written exactly (the integer rule's bound)
 local FAULTS = vocabulary.faults.lock -- a sensor's one fault flag is a lock's too
 local DEVICE_TYPE_HELP = vocabulary.device_codes.lock .. " / lock or " .. vocabulary.device_codes.sensor .. " / sensor"
 
@@ -53,7 +54,7 @@ local function number(option)
       return nil, option .. " must be a number (got '" .. s .. "')"
     end
     local sign, digits = s:match("^%s*([-+]?)0*(%d-%d)%s*$")
-    if digits and (n > 2 ^ 53 or n < -2 ^ 53 or string.format("%d", n) ~= (sign == "-" and digits ~= "0" and "-" or "") .. digits) then
+    if digits and (n > INT_LIMIT or n < -INT_LIMIT or string.format("%d", n) ~= (sign == "-" and digits ~= "0" and "-" or "") .. digits) then
       return nil, option .. " " .. s .. " is an integer beyond +-2^53 (9007199254740992): it cannot be sent exactly"
     end
     return n

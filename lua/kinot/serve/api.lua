@@ -12,6 +12,7 @@
 -- and body out); nginx() is its content handler.
 local json = require "kinot.json"
 local errors = require "kinot.errors"
+local whole = require("kinot.vocabulary").whole
 
 local M = {}
 
@@ -105,8 +106,8 @@ local function devices(twin, args)
 end
 
 local function one(twin, sn)
-  local n = tonumber(sn)
-  if not n or n < 1 or n ~= math.floor(n) or n >= 2 ^ 53 then return problem(400, "a serial is wanted") end
+  local n = whole(tonumber(sn)) -- the integer rule (kinot.vocabulary)
+  if not n or n < 1 then return problem(400, "a serial is wanted") end
   local d, err = twin:device(n)
   if not d then
     if err then return problem(503, "the twin's store failed: " .. tostring(err)) end

@@ -77,10 +77,10 @@ end
 
 -- the serial a request names: an integer from 1 to 2^53 - 1 (validate.sn's
 -- range); beyond, a double may hold another serial than the one sent
-local MAX_SN = 2 ^ 53 - 1
+local MAX_SN = vocabulary.INT_MAX
 local function serial(v)
   local n = tonumber(v)
-  if not n or n < 1 or n > MAX_SN or n ~= math.floor(n) then return nil end
+  if not n or n < 1 or n > MAX_SN or n ~= math.floor(n) then return nil end -- (validate.sn's rule)
   return n
 end
 local NOT_A_SERIAL = "sn must be an integer from 1 to " .. json.number_text(MAX_SN)
