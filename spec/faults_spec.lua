@@ -514,15 +514,24 @@ local OTHER_ROWS = {
   { name = "proxy not answering (the proxy stopped)", world = "proxy", breaks = "proxy",
     get = { kind = "network", attempts = 3, not_sent = true },
     post = { kind = "network", attempts = 3, not_sent = true, arrived = 0 } },
+  -- warm, curl: the kept tunnel may still look alive when the POST goes
+  -- (the proxy has not yet passed on the endpoint's close: a race of the
+  -- spec's own proxy, seen once under a parallel suite); libcurl then writes
+  -- into it, the write is reset, and the no-replay rule cannot say it never
+  -- left: unknown_outcome, and nothing arrived.  Either answer keeps the
+  -- promise; a "not sent" for bytes written would not.
   { name = "proxy refuses the CONNECT tunnel (502: the https endpoint behind it gone)", world = "proxy+tls",
     breaks = "front",
     get = { kind = "network", attempts = 3 },
-    post = { kind = "network", attempts = 3, not_sent = true, arrived = 0 } },
+    post = { kind = "network", attempts = 3, not_sent = true, arrived = 0,
+             warm_curl_race = { kind = "unknown_outcome", attempts = 1, arrived = 0 } } },
 }
 local CALLS = { get = { "lockers" }, post = { "send_command", SIM_SN, { key = "handle", value = 1 } } }
 
 local function other_check(w, row, op, r, warm_curl)
   local want = warm_curl and row[op].warm_curl or row[op]
+  local race = warm_curl and row[op].warm_curl_race
+  if race and r.kind == race.kind then want = race end
   if want.ok then
     assert.is_true(r.ok, tostring(r.message))
     assert.are.equal(want.attempts, r.attempts)
