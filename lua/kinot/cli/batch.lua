@@ -9,18 +9,9 @@ local misuse = errors.misuse
 
 local M = {}
 
-local function number(option)
-  return function(s)
-    local n = tonumber(s)
-    if n == nil or n ~= n or n == math.huge or n == -math.huge then
-      return nil, option .. " must be a number (got '" .. s .. "')"
-    end
-    return n
-  end
-end
-
---- add(send, wait): the batch options of `command send` and `command wait`
-function M.add(send, wait)
+--- add(send, wait, number): the batch options of `command send` and
+-- `command wait`; number(option) is the CLI's one number converter
+function M.add(send, wait, number)
   send:option("--from", "Send to every device in FILE (- for stdin): a serial a line, or JSON lines {\"sn\": ..., \"value\": ...}")
   send:option("--concurrency", "Batch: commands at once (1..64; default 8)"):convert(number("--concurrency"))
   send:option("--rate", "Batch: commands a second at most"):convert(number("--rate"))

@@ -128,7 +128,7 @@ local function build_parser()
   wait:argument("guid", "Command guid (or --from FILE)"):args("?")
   wait:option("--wait-timeout", "Seconds to wait", "60"):convert(number("--wait-timeout"))
   wait:epilog(ex { "kinot command wait 6F1A... --wait-timeout 120", "kinot command wait --from results.jsonl" })
-  require("kinot.cli.batch").add(send, wait) -- batches: --from FILE (cli/batch.lua)
+  require("kinot.cli.batch").add(send, wait, number) -- batches: --from FILE (cli/batch.lua)
 
   local n = p:command("notifications", "Callback settings")
   n:command_target("sub")
