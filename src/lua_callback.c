@@ -95,23 +95,29 @@ static int push_refusal(lua_State *L, const char *reason, const char *why) {
     return 3;
 }
 
+/* the body scanned by sc (the box at ud taken): 0, or the refusal pushed
+ * (3 values) with the box given back; out of memory raises.  The one
+ * start of scan(), data() and members(). */
+static int scan_body(lua_State *L, kn_cb_scanner *sc, const char *s, size_t n, int ud) {
+    char why[200];
+    int verdict = kn_cb_scan(sc, s, n, why, sizeof why);
+    if (verdict == KN_CB_NOMEM) return kn_fail(L, "%s", why);
+    if (!verdict) return 0;
+    give_back(L, ud);
+    return push_refusal(L, VERDICT[verdict], why);
+}
+
 /* scan(body) -> canonical, sign_or_nil | nil, reason, message */
 static int l_callback_scan(lua_State *L) {
     size_t n;
     const char *s = kn_check_lstring(L, 1, "callback body", &n);
-    char why[200];
     kn_str canon, given;
-    int verdict, ud;
+    int refused, ud;
     kn_cb_scanner *sc;
     lua_settop(L, 1);
     sc = take_box(L)->sc;
     ud = lua_gettop(L);
-    verdict = kn_cb_scan(sc, s, n, why, sizeof why);
-    if (verdict == KN_CB_NOMEM) return kn_fail(L, "%s", why);
-    if (verdict) {
-        give_back(L, ud);
-        return push_refusal(L, VERDICT[verdict], why);
-    }
+    if ((refused = scan_body(L, sc, s, n, ud))) return refused;
     if (kn_cb_canonical(sc, &canon, &given)) return kn_fail(L, "out of memory");
     lua_pushlstring(L, canon.p, canon.n);
     if (given.p) lua_pushlstring(L, given.p, given.n);
@@ -287,6 +293,23 @@ static int build_data(lua_State *L, cb_box *b, const kn_cb_member *members, size
     return 0;
 }
 
+/* the data of the members sc scanned, typed by the table at 3, into 5 and
+ * 6 (build_data's): 0, or the refusal pushed (3 values); the box at ud
+ * given back either way.  The one end of verify() and data(). */
+static int scanned_data(lua_State *L, cb_box *box, int ud, int keep_empty, int keep_null) {
+    const kn_cb_member *members;
+    size_t count;
+    char why[200];
+    if (kn_cb_convert(box->sc, &members, &count)) return kn_fail(L, "out of memory");
+    use_types(L, box, ud, 3);
+    if (build_data(L, box, members, count, keep_empty, keep_null, why, sizeof why)) {
+        give_back(L, ud);
+        return push_refusal(L, "malformed", why);
+    }
+    give_back(L, ud);
+    return 0;
+}
+
 /* verify(body, secrets, types) -> sign, index, data, nested_or_nil
  *                               | nil, reason, message
  * The whole verification in one call: scan, canonical string, MD5 for each
@@ -300,8 +323,7 @@ static int l_callback_verify(lua_State *L) {
     const char *s = kn_check_lstring(L, 1, "callback body", &n);
     char why[200], hex[33];
     kn_str few[8], *secrets = few;
-    const kn_cb_member *members;
-    int index, verdict, ud;
+    int index, verdict, refused, ud;
     cb_box *box;
     kn_check_table(L, 2, "callback secrets");
     kn_check_table(L, 3, "callback field types");
@@ -328,13 +350,7 @@ static int l_callback_verify(lua_State *L) {
         give_back(L, ud);
         return push_refusal(L, VERDICT[verdict], why);
     }
-    if (kn_cb_convert(box->sc, &members, &count)) return kn_fail(L, "out of memory");
-    use_types(L, box, ud, 3);
-    if (build_data(L, box, members, count, 0, 0, why, sizeof why)) {
-        give_back(L, ud);
-        return push_refusal(L, "malformed", why);
-    }
-    give_back(L, ud);
+    if ((refused = scanned_data(L, box, ud, 0, 0))) return refused;
     lua_pushlstring(L, hex, 32);
     lua_pushinteger(L, index);
     lua_pushvalue(L, 5);
@@ -351,11 +367,9 @@ static int l_callback_verify(lua_State *L) {
  * so they are data.  reason: "not_json", "not_object", "duplicate_key",
  * "malformed". */
 static int l_callback_data(lua_State *L) {
-    size_t n, count;
+    size_t n;
     const char *s = kn_check_lstring(L, 1, "callback body", &n);
-    char why[200];
-    const kn_cb_member *members;
-    int verdict, ud, keep_empty, keep_null;
+    int refused, ud, keep_empty, keep_null;
     cb_box *box;
     kn_check_table(L, 2, "callback field types");
     keep_empty = lua_toboolean(L, 3);
@@ -364,19 +378,8 @@ static int l_callback_data(lua_State *L) {
     lua_pushvalue(L, 2); /* 3: the types, where build_data reads them */
     box = take_box(L);
     ud = lua_gettop(L); /* 4 */
-    verdict = kn_cb_scan(box->sc, s, n, why, sizeof why);
-    if (verdict == KN_CB_NOMEM) return kn_fail(L, "%s", why);
-    if (verdict) {
-        give_back(L, ud);
-        return push_refusal(L, VERDICT[verdict], why);
-    }
-    if (kn_cb_convert(box->sc, &members, &count)) return kn_fail(L, "out of memory");
-    use_types(L, box, ud, 3);
-    if (build_data(L, box, members, count, keep_empty, keep_null, why, sizeof why)) {
-        give_back(L, ud);
-        return push_refusal(L, "malformed", why);
-    }
-    give_back(L, ud);
+    if ((refused = scan_body(L, box->sc, s, n, ud))) return refused;
+    if ((refused = scanned_data(L, box, ud, keep_empty, keep_null))) return refused;
     lua_pushvalue(L, 5);
     lua_pushvalue(L, 6);
     return 2;
@@ -407,18 +410,12 @@ static const char *member_kind(const kn_cb_member *m) {
 static int l_callback_members(lua_State *L) {
     size_t n, i, count;
     const char *s = kn_check_lstring(L, 1, "callback body", &n);
-    char why[200];
-    int verdict, ud;
+    int refused, ud;
     kn_cb_scanner *sc;
     lua_settop(L, 1);
     sc = take_box(L)->sc;
     ud = lua_gettop(L);
-    verdict = kn_cb_scan(sc, s, n, why, sizeof why);
-    if (verdict == KN_CB_NOMEM) return kn_fail(L, "%s", why);
-    if (verdict) {
-        give_back(L, ud);
-        return push_refusal(L, VERDICT[verdict], why);
-    }
+    if ((refused = scan_body(L, sc, s, n, ud))) return refused;
     count = kn_cb_count(sc);
     lua_createtable(L, (int)count, 0);
     for (i = 0; i < count; i++) {
