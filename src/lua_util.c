@@ -100,6 +100,21 @@ static int l_sleep(lua_State *L) {
     return 0;
 }
 
+/* nil, "what: why" (why: strerror(err) when NULL): the failure of a file
+ * call, as append_durable, lock_file and truncate_file answer it */
+static int file_error(lua_State *L, const char *what, const char *why, int err) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", what, why ? why : strerror(err));
+    return 2;
+}
+
+/* the descriptor lock_file returned, argument i of fname */
+static int locked_fd(lua_State *L, int i, const char *fname) {
+    lua_Integer fd = luaL_checkinteger(L, i);
+    if (fd < 0 || fd > 1 << 30) kn_misuse(L, "%s expects what lock_file returned", fname);
+    return (int)fd;
+}
+
 /* append_durable(path, data[, sync]) -> true | nil, message: data appended
  * to the file (created 0600 if absent) with write(2), so that it outlives
  * the process (a SIGKILL) once this returns, and on the disk (fsync) unless
@@ -131,12 +146,9 @@ static int l_append_durable(lua_State *L) {
 failed_open:
     saved = errno;
     close(fd);
-    errno = saved;
+    return file_error(L, path, NULL, saved);
 failed:
-    saved = errno;
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", path, strerror(saved));
-    return 2;
+    return file_error(L, path, NULL, errno);
 }
 
 /* the directory holding path, synced: a file just created there is on the
@@ -208,8 +220,7 @@ static int l_lock_file(lua_State *L) {
         if (errno == EINTR) continue;
         saved = errno;
         close(fd);
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s: %s", path, strerror(saved));
+        file_error(L, path, NULL, saved);
         lua_pushboolean(L, saved == EWOULDBLOCK);
         return 3;
     }
@@ -218,42 +229,31 @@ static int l_lock_file(lua_State *L) {
 failed_open:
     saved = errno;
     close(fd);
-    errno = saved;
+    return file_error(L, path, why, saved);
 failed:
-    saved = errno;
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", path, why ? why : strerror(saved));
-    return 2;
+    return file_error(L, path, why, errno);
 }
 
 /* truncate_file(fd, size) -> true | nil, message: the file of lock_file's
  * fd cut to size bytes and synced (a journal's torn last line cut off in
  * place: the file, and so its lock, stay the same) */
 static int l_truncate_file(lua_State *L) {
-    lua_Integer fd = luaL_checkinteger(L, 1);
+    int fd = locked_fd(L, 1, "truncate_file");
     lua_Integer size = luaL_checkinteger(L, 2);
-    int rc, saved;
-    if (fd < 0 || fd > 1 << 30) return kn_misuse(L, "truncate_file expects what lock_file returned");
+    int rc;
     if (size < 0) return kn_misuse(L, "truncate_file's size must be >= 0");
     do {
-        rc = ftruncate((int)fd, (off_t)size);
+        rc = ftruncate(fd, (off_t)size);
     } while (rc != 0 && errno == EINTR);
-    if (rc == 0) rc = fsync((int)fd);
-    if (rc != 0) {
-        saved = errno;
-        lua_pushnil(L);
-        lua_pushfstring(L, "truncate: %s", strerror(saved));
-        return 2;
-    }
+    if (rc == 0) rc = fsync(fd);
+    if (rc != 0) return file_error(L, "truncate", NULL, errno);
     lua_pushboolean(L, 1);
     return 1;
 }
 
 /* unlock_file(fd): the lock of lock_file dropped, its descriptor closed */
 static int l_unlock_file(lua_State *L) {
-    lua_Integer fd = luaL_checkinteger(L, 1);
-    if (fd < 0 || fd > 1 << 30) return kn_misuse(L, "unlock_file expects what lock_file returned");
-    close((int)fd);
+    close(locked_fd(L, 1, "unlock_file"));
     return 0;
 }
 
