@@ -68,34 +68,27 @@ local function each_chunk(cmd, key, args)
     redis.call(cmd, key, unpack(args, first, math.min(#args, first + 999)))
   end
 end
-local function flush()
-  for name, n in pairs(counts) do
-    if n ~= 0 then redis.call("HINCRBY", P .. "c", name, n) end
-  end
-  for name, members in pairs(in_index) do
-    local add, rem = {}, {}
-    for sn, inside in pairs(members) do
-      if inside then
-        add[#add + 1] = sn
-        add[#add + 1] = sn
-      else
-        rem[#rem + 1] = sn
-      end
-    end
-    each_chunk("ZADD", P .. "i:" .. name, add)
-    each_chunk("ZREM", P .. "i:" .. name, rem)
-  end
+-- a sorted set made as `marks` says: ZADD each serial marked (scored by
+-- itself, by_sn, or by its mark, a time), ZREM each marked false
+local function sync_index(key, marks, by_sn)
   local add, rem = {}, {}
-  for sn, t in pairs(t_score) do
-    if t then
-      add[#add + 1] = t
+  for sn, mark in pairs(marks) do
+    if mark then
+      add[#add + 1] = by_sn and sn or mark
       add[#add + 1] = sn
     else
       rem[#rem + 1] = sn
     end
   end
-  each_chunk("ZADD", P .. "t", add)
-  each_chunk("ZREM", P .. "t", rem)
+  each_chunk("ZADD", key, add)
+  each_chunk("ZREM", key, rem)
+end
+local function flush()
+  for name, n in pairs(counts) do
+    if n ~= 0 then redis.call("HINCRBY", P .. "c", name, n) end
+  end
+  for name, members in pairs(in_index) do sync_index(P .. "i:" .. name, members, true) end
+  sync_index(P .. "t", t_score, false)
 end
 local function held_of(sn)
   local text = redis.call("GET", P .. "d:" .. sn)
