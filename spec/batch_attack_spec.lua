@@ -10,29 +10,11 @@ local core = require "kinot.core"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
 local H = require "helpers"
+local B = require "batch_support"
+local FIRST = B.FIRST
+local serials, tmpname, read, created, agrees = B.serials, B.tmpname, B.read, B.created, B.agrees
 
 local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
-local FIRST = 419600001
-
-local function serials(n)
-  local t = {}
-  for i = 1, n do t[i] = FIRST + i - 1 end
-  return t
-end
-
-local function tmpname()
-  local p = os.tmpname()
-  os.remove(p)
-  return p
-end
-
-local function read(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 local function append(p, s)
   local f = assert(io.open(p, "ab"))
@@ -42,34 +24,6 @@ end
 
 local function cleanup(...)
   for _, p in ipairs { ... } do os.remove(p) os.remove(p .. ".lock") os.remove(p .. ".tmp") end
-end
-
--- commands the simulator created per serial, and the serials given two or more
-local function created(sim)
-  local by = sim.counters().commands_by_sn
-  local per, twice = {}, {}
-  if by ~= json.null then
-    for sn, k in pairs(by) do
-      per[tonumber(sn)] = k
-      if k > 1 then twice[#twice + 1] = sn end
-    end
-  end
-  return per, twice
-end
-
--- every result agrees with the platform: a guid -> 1 command; unknown -> 0
--- or 1; refused or never sent -> 0
-local function agrees(results, per)
-  for _, r in ipairs(results) do
-    local k = per[r.sn] or 0
-    if r.outcome == "unknown" then
-      assert.is_true(k <= 1, r.sn .. ": " .. k)
-    elseif r.guid then
-      assert.are.equal(1, k, r.sn .. " " .. r.outcome)
-    else
-      assert.are.equal(0, k, r.sn .. " " .. tostring(r.outcome) .. " " .. tostring(r.error))
-    end
-  end
 end
 
 local function misuse_of(f, ...)

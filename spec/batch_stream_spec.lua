@@ -9,14 +9,8 @@ local core = require "kinot.core"
 local json = require "kinot.json"
 local request = require "kinot.request"
 local H = require "helpers"
-
-local FIRST = 419600001
-
-local function serials(n)
-  local t = {}
-  for i = 1, n do t[i] = FIRST + i - 1 end
-  return t
-end
+local B = require "batch_support"
+local serials = B.serials
 
 local function get_lockers()
   return { method = "GET", path = "/lockers", query = { page_index = 1, page_size = 1 }, idempotent = true }
