@@ -4,22 +4,8 @@
 local json = require "kinot.json"
 local H = require "helpers"
 
-local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
 
-local function kinot(args, env, stdin)
-  local errf = os.tmpname()
-  local cmd = string.format("cd %s && %s %s bin/kinot %s 2>%s; echo \"rc=$?\"", H.root, env or "", LUA, args, errf)
-  if stdin then cmd = "printf '%s' '" .. stdin .. "' | (" .. cmd .. ")" end
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  local f = io.open(errf)
-  local err = f:read("*a")
-  f:close()
-  os.remove(errf)
-  local rc = tonumber(out:match("rc=(%d+)\n?$"))
-  return out:gsub("rc=%d+\n?$", ""), err, rc
-end
+local kinot = H.kinot
 
 local function file(lines)
   local p = os.tmpname()

@@ -9,19 +9,7 @@ local output = require "kinot.cli.output"
 
 local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
 
-local function kinot(args, env)
-  local errf = os.tmpname()
-  local cmd = string.format("cd %s && %s %s bin/kinot %s 2>%s; echo \"rc=$?\"", H.root, env or "", LUA, args, errf)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  local f = io.open(errf)
-  local err = f:read("*a")
-  f:close()
-  os.remove(errf)
-  local rc = tonumber(out:match("rc=(%d+)\n?$"))
-  return (out:gsub("rc=%d+\n?$", "")), err, rc
-end
+local kinot = H.kinot
 
 -- the bytes a terminal would act on: C0 but newline, DEL, C1 as UTF-8 (and
 -- lone), and any byte of invalid UTF-8

@@ -5,19 +5,8 @@
 local json = require "kinot.json"
 local H = require "helpers"
 
-local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
 
-local function kinot(args, env)
-  local errf = os.tmpname()
-  local p = io.popen(string.format("cd %s && %s %s bin/kinot %s 2>%s; echo \"rc=$?\"", H.root, env, LUA, args, errf))
-  local out = p:read("*a")
-  p:close()
-  local f = io.open(errf)
-  local err = f:read("*a")
-  f:close()
-  os.remove(errf)
-  return out:gsub("rc=%d+\n?$", ""), err, tonumber(out:match("rc=(%d+)\n?$"))
-end
+local kinot = H.kinot
 
 describe("kinot --paging #cli #sim", function()
   local sim, env

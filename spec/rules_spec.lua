@@ -11,7 +11,6 @@ local core = require "kinot.core"
 local json = require "kinot.json"
 local H = require "helpers"
 
-local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
 local _ -- a sink for values a test does not look at
 local SECRET = "s3cr3t-K3y_9d4c"
 
@@ -397,19 +396,7 @@ end)
 
 -- ---------------------------------------------------------------- the CLI
 
-local function kinot(args, env)
-  local errf = os.tmpname()
-  local cmd = string.format("cd %s && %s %s bin/kinot %s 2>%s; echo \"rc=$?\"", H.root, env or "", LUA, args, errf)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  local f = io.open(errf)
-  local err = f:read("*a")
-  f:close()
-  os.remove(errf)
-  local rc = tonumber(out:match("rc=(%d+)\n?$"))
-  return (out:gsub("rc=%d+\n?$", "")), err, rc
-end
+local kinot = H.kinot
 
 local function tmpfile(text)
   local path = os.tmpname()

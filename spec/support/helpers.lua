@@ -202,6 +202,25 @@ function H.receiver()
   }
 end
 
+--- kinot(args[, env[, stdin]]) -> stdout, stderr, exit code: this
+-- checkout's bin/kinot under the runtime of the run, from the root; env:
+-- "VAR=value ..." before it; stdin: text piped in
+function H.kinot(args, env, stdin)
+  local errf = os.tmpname()
+  local lua = H.runtime == "luajit" and "luajit" or "lua5.4"
+  local cmd = string.format("cd %s && %s %s bin/kinot %s 2>%s; echo \"rc=$?\"", H.root, env or "", lua, args, errf)
+  if stdin then cmd = "printf '%s' '" .. stdin .. "' | (" .. cmd .. ")" end
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  p:close()
+  local f = io.open(errf)
+  local err = f:read("*a")
+  f:close()
+  os.remove(errf)
+  local rc = tonumber(out:match("rc=(%d+)\n?$"))
+  return (out:gsub("rc=%d+\n?$", "")), err, rc
+end
+
 --- wait until fn() is truthy (polling), up to `seconds`
 function H.wait_for(fn, seconds)
   local deadline = core.monotonic() + (seconds or 5)
