@@ -28,25 +28,9 @@ local function shell(cmd)
   return ok == true or ok == 0
 end
 
--- an nginx whose handler counts the events it runs (/seen)
-local function host(opts_lua, extra_http)
-  return H.nginx {
-    http = [[
-      lua_shared_dict seen 1m;
-      init_by_lua_block {
-        local o = ]] .. opts_lua .. [[
-        o.secret = "]] .. SECRET .. [["
-        receive = require("kinot.callback").handler(o)
-      }
-    ]] .. (extra_http or ""),
-    server = [[
-      location = /cb { content_by_lua_block { receive() } }
-      location = /seen { content_by_lua_block { ngx.say(ngx.shared.seen:get("n") or 0) } }
-    ]],
-  }
-end
-local function seen(ng) return tonumber(H.raw("GET", ng.url .. "/seen").body) end
-local COUNT = "function(ev) ngx.shared.seen:incr('n', 1, 0) end"
+local function host(opts_lua, extra_http) return H.handler_host(SECRET, opts_lua, extra_http) end
+local seen = H.seen
+local COUNT = H.COUNT_EVENT
 
 -- holds Redis's event loop `seconds` (a script spinning on TIME), from
 -- redis-cli in the background

@@ -36,25 +36,9 @@ local function entries(c, stream)
   return out
 end
 
--- an nginx "host" whose handler counts the events it runs (/seen)
-local function host(opts_lua, extra_http)
-  return H.nginx {
-    http = [[
-      lua_shared_dict seen 1m;
-      init_by_lua_block {
-        local o = ]] .. opts_lua .. [[
-        o.secret = "]] .. SECRET .. [["
-        receive = require("kinot.callback").handler(o)
-      }
-    ]] .. (extra_http or ""),
-    server = [[
-      location = /cb { content_by_lua_block { receive() } }
-      location = /seen { content_by_lua_block { ngx.say(ngx.shared.seen:get("n") or 0) } }
-    ]],
-  }
-end
-local COUNT = "function(ev) ngx.shared.seen:incr('n', 1, 0) end"
-local function seen(ng) return tonumber(H.raw("GET", ng.url .. "/seen").body) end
+local function host(opts_lua, extra_http) return H.handler_host(SECRET, opts_lua, extra_http) end
+local COUNT = H.COUNT_EVENT
+local seen = H.seen
 
 describe("callback.handler's Redis options (misuse) #unit", function()
   it("raises on a wrong URL, an inbox with local handlers, two Redis", function()

@@ -221,6 +221,29 @@ function H.kinot(args, env, stdin)
   return (out:gsub("rc=%d+\n?$", "")), err, rc
 end
 
+--- handler_host(secret, opts_lua[, extra_http]) -> nginx whose
+-- /cb is kinot.callback.handler(opts) (opts_lua: a Lua table's source, the
+-- secret added), and whose /seen answers how many events a handler counted
+-- with H.COUNT_EVENT (H.seen(ng))
+function H.handler_host(secret, opts_lua, extra_http)
+  return H.nginx {
+    http = [[
+      lua_shared_dict seen 1m;
+      init_by_lua_block {
+        local o = ]] .. opts_lua .. [[
+        o.secret = "]] .. secret .. [["
+        receive = require("kinot.callback").handler(o)
+      }
+    ]] .. (extra_http or ""),
+    server = [[
+      location = /cb { content_by_lua_block { receive() } }
+      location = /seen { content_by_lua_block { ngx.say(ngx.shared.seen:get("n") or 0) } }
+    ]],
+  }
+end
+H.COUNT_EVENT = "function(ev) ngx.shared.seen:incr('n', 1, 0) end"
+function H.seen(ng) return tonumber(H.raw("GET", ng.url .. "/seen").body) end
+
 --- wait until fn() is truthy (polling), up to `seconds`
 function H.wait_for(fn, seconds)
   local deadline = core.monotonic() + (seconds or 5)
