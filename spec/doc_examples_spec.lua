@@ -47,13 +47,7 @@ do
   p:close()
 end
 
-local function read(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = H.read
 
 local function sh(cmd)
   local p = io.popen("(" .. cmd .. "\n) 2>&1; echo \"rc=$?\"")

@@ -15,13 +15,7 @@ local function sh(cmd)
   return tonumber(out:match("rc=(%d+)%s*$")) == 0, out
 end
 
-local function read(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = H.read
 
 local function write(p, s)
   local f = assert(io.open(p, "wb"))

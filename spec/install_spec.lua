@@ -15,13 +15,7 @@ end
 
 local function pattern(s) return (s:gsub("%p", "%%%0")) end
 
-local function read(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = H.read
 
 describe("make install #install #slow", function()
   local tmp, tree, home, fake

@@ -26,13 +26,7 @@ local function kinot(args)
   return out:gsub("rc=%d+\n?$", ""), err, tonumber(out:match("rc=(%d+)\n?$"))
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = H.read
 
 local function write(path, text)
   local f = assert(io.open(path, "w"))

@@ -23,13 +23,7 @@ function M.tmpname()
 end
 
 --- read(p) -> the file's bytes, or nil
-function M.read(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+M.read = require("helpers").read
 
 --- created(sim) -> commands the simulator created per serial, and the
 -- serials given two or more

@@ -202,6 +202,15 @@ function H.receiver()
   }
 end
 
+--- read(path) -> the file's bytes, or nil when it cannot be opened
+function H.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
 --- kinot(args[, env[, stdin]]) -> stdout, stderr, exit code: this
 -- checkout's bin/kinot under the runtime of the run, from the root; env:
 -- "VAR=value ..." before it; stdin: text piped in
