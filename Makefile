@@ -29,7 +29,7 @@ HDR := $(wildcard src/*.h)
 LUA54_INC := /usr/include/lua5.4
 LUAJIT_INC := /usr/include/luajit-2.1
 
-DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev \
+DEB_PACKAGES := gcc make pkg-config lua5.1 lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev \
 	libcurl4-openssl-dev libssl-dev lua-cjson lua-busted lua-socket lua-argparse lua-check \
 	luarocks nginx libnginx-mod-http-lua wrk tmux openssl clang libclang-rt-14-dev valgrind python3 \
 	dnsmasq-base iproute2 redis-server zsh fish strace
