@@ -14,19 +14,7 @@ local M = {}
 
 local function usage(msg) errors.misuse(msg) end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function sh_ok(cmd)
-  local ok, _, code = os.execute(cmd)
-  if type(ok) == "number" then return ok == 0 end -- Lua 5.1 / LuaJIT
-  return ok == true and (code == 0 or code == nil)
-end
+local read, sh_ok = launcher.read, launcher.run
 
 local P = {}
 P.__index = P

@@ -29,6 +29,8 @@ local function read(p)
   f:close()
   return s
 end
+-- (the CLI's pid files use the same two: cli/pidfile.lua)
+M.run, M.read = run, read
 
 --- the directory that holds kinot/ (this checkout's lua/, or a rocks tree's
 -- share/lua/5.x): where this very file was loaded from
