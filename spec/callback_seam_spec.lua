@@ -100,18 +100,9 @@ describe("a verification inside another (#gc) #unit", function()
     local restore
     local hook, mask, count = debug.gethook()
     debug.sethook()
-    local fallback -- (5.4) a collector of another kind, when the first ran no finalizer inside
     if is54 then
       local mode = collectgarbage("generational")
-      restore = function()
-        collectgarbage("incremental", 200, 100) -- (5.4's defaults, should the fallback have run)
-        collectgarbage(mode)
-      end
-      -- in one long process (the whole suite under make sanitize) the
-      -- generational collector's minor cycles can fall outside every
-      -- verification for thousands of rounds: then an incremental one that
-      -- never pauses, which steps at each allocation
-      fallback = function() collectgarbage("incremental", 0, 1000) end
+      restore = function() collectgarbage(mode) end
     else
       local pause, mul = collectgarbage("setpause", 0), collectgarbage("setstepmul", 1000)
       -- LuaJIT runs no finalizer while compiled code runs: whether one ran
@@ -131,7 +122,6 @@ describe("a verification inside another (#gc) #unit", function()
       -- inside a verification (or give up after many rounds, and fail below)
       for round = 1, 5000 do
         if round > 200 and nested > 0 then break end
-        if round == 2500 and nested == 0 and fallback then fallback() end
         for _ = 1, 20 do finalized() end
         -- a pad of a size that changes each round, so that where a
         -- collection falls moves from round to round, whatever the heap
