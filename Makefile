@@ -32,7 +32,8 @@ LUAJIT_INC := /usr/include/luajit-2.1
 DEB_PACKAGES := gcc make pkg-config lua5.1 lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev \
 	libcurl4-openssl-dev libssl-dev lua-cjson lua-busted lua-socket lua-argparse lua-check \
 	luarocks nginx libnginx-mod-http-lua wrk tmux openssl clang libclang-rt-14-dev valgrind python3 \
-	dnsmasq-base iproute2 redis-server zsh fish strace
+	dnsmasq-base iproute2 redis-server zsh fish strace lua-sec redis-sentinel \
+	prometheus chromium chromium-driver nodejs
 
 .PHONY: rock deps build test check test-54 test-jit lint demo bench clean fuzz sanitize sanitize-gc leakcheck
 
@@ -45,6 +46,10 @@ deps:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
+	@# playwright-core drives Debian's chromium in the browser specs: from npm's
+	@# registry at the version package-lock.json pins; it downloads no browser
+	@test -f spec/browser/node_modules/playwright-core/package.json || \
+	  npm ci --prefix spec/browser --no-audit --no-fund --loglevel=error >/dev/null
 
 build: build/5.4/kinot/core.so build/5.1/kinot/core.so build/5.4/kinot/simsignal.so build/5.1/kinot/simsignal.so
 
