@@ -11,8 +11,9 @@
 -- Failures come back as `nil, err` with err from kinot.errors: kind
 -- "network" or "timeout" when the connection failed (retryable), kind
 -- "redis" when the server answered an error (err.code is its first word:
--- "NOGROUP", "BUSYGROUP", "WRONGPASS" ...).  No message ever contains the
--- password: messages name host:port only.
+-- "NOGROUP", "BUSYGROUP", "WRONGPASS" ...), kind "tls" when a rediss://
+-- server could not be verified (not retryable).  No message ever contains
+-- the password: messages name host:port only.
 local core = require "kinot.core_loader"
 local errors = require "kinot.errors"
 local validate = require "kinot.validate"
@@ -47,6 +48,11 @@ end
 function M.parse(url)
   if type(url) ~= "string" then misuse("redis must be a redis:// URL string") end
   local rest = url:match("^redis://(.*)$")
+  local tls = false
+  if not rest then -- rediss://: the same URL over TLS (docs/redis.md#tls)
+    rest = url:match("^rediss://(.*)$")
+    tls = rest ~= nil
+  end
   if not rest then misuse("redis URL must look like redis://[:password@]host:port/db (got " .. M.redact(url) .. ")") end
   local o = { port = 6379, db = 0 }
   local userinfo, hostpath = rest:match("^(.*)@([^@]*)$")
@@ -70,8 +76,140 @@ function M.parse(url)
     if not db then misuse("redis URL's path must be a database number, /0 to /15 (" .. M.redact(url) .. ")") end
     o.db = tonumber(db)
   end
+  if tls then o.tls = true end
   return o
 end
+
+-- ------------------------------------------------------------ TLS
+-- rediss:// is the same URL over TLS (Redis 6's --tls-port).  Its settings
+-- are one table wherever a client is built from a URL: redis.new's `tls`,
+-- the `redis_tls` of the inbox, the dedupe, the workers and the twin
+-- (docs/redis.md#tls).  The certificate chain and the host name are
+-- verified unless verify_tls = false says otherwise.  Inside nginx the
+-- trusted CAs are nginx's (lua_ssl_trusted_certificate): a cosocket cannot
+-- take a CA file of its own, so ca_file is refused there, as the resty
+-- HTTP transport refuses it.
+
+local TLS_KNOWN = validate.set { "ca_file", "verify_tls", "server_name", "cert_file", "key_file" }
+local SYSTEM_CAS = "/etc/ssl/certs" -- Debian's store, hashed (update-ca-certificates)
+
+local function in_nginx() return ngx and ngx.socket and ngx.socket.tcp and true or false end
+
+local function is_ip(host)
+  return host:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
+end
+
+local function readable(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+--- check(url, tls[, name]) -> the parsed URL, its TLS settings checked
+-- (misuse raises).  name: what the caller calls the table ("inbox.redis_tls")
+function M.check(url, tls, name)
+  local o = M.parse(url)
+  if tls == nil then return o end
+  name = name or "tls"
+  if type(tls) ~= "table" then misuse(name .. " must be a table { ca_file = path, verify_tls = false ... }") end
+  validate.options(tls, TLS_KNOWN, name)
+  if not o.tls then misuse(name .. " is for a rediss:// URL (TLS); this one is redis:// (" .. M.redact(url) .. ")") end
+  if tls.verify_tls ~= nil and type(tls.verify_tls) ~= "boolean" then misuse(name .. ".verify_tls must be true or false") end
+  for _, k in ipairs { "ca_file", "server_name", "cert_file", "key_file" } do
+    if tls[k] ~= nil and (type(tls[k]) ~= "string" or tls[k] == "") then
+      misuse(name .. "." .. k .. " must be a non-empty string")
+    end
+  end
+  if (tls.cert_file == nil) ~= (tls.key_file == nil) then misuse(name .. ": cert_file and key_file go together") end
+  if tls.ca_file and tls.verify_tls == false then
+    misuse(name .. ": ca_file with verify_tls = false (nothing would be verified against it)")
+  end
+  if tls.ca_file and in_nginx() then
+    misuse(name .. ".ca_file cannot be used inside nginx: nginx verifies TLS against lua_ssl_trusted_certificate " ..
+      "(set it, and lua_ssl_verify_depth, in nginx.conf)")
+  end
+  for _, k in ipairs { "ca_file", "cert_file", "key_file" } do
+    if tls[k] and not readable(tls[k]) then misuse(name .. "." .. k .. ": cannot read " .. tls[k]) end
+  end
+  return o
+end
+
+-- the settings new() keeps: verify, server_name (the name checked, and
+-- sent as SNI unless an IP address), and what each adapter needs
+local function tls_settings(o, t)
+  t = t or {}
+  local s = { verify = t.verify_tls ~= false, server_name = t.server_name or o.host }
+  if in_nginx() then
+    if t.cert_file then
+      local ssl = require "ngx.ssl"
+      local cert, err = ssl.parse_pem_cert(readable(t.cert_file))
+      if not cert then misuse("tls.cert_file " .. t.cert_file .. ": " .. tostring(err)) end
+      local key, kerr = ssl.parse_pem_priv_key(readable(t.key_file))
+      if not key then misuse("tls.key_file " .. t.key_file .. ": " .. tostring(kerr)) end
+      s.cert, s.key = cert, key
+    end
+    s.trusted = "nginx's lua_ssl_trusted_certificate, to lua_ssl_verify_depth"
+  else
+    local found, ssl = pcall(require, "ssl")
+    if not found then misuse("rediss:// outside nginx needs LuaSec (Debian: lua-sec)") end
+    local ctx, err = ssl.newcontext {
+      mode = "client", protocol = "any", options = { "all", "no_sslv3", "no_tlsv1", "no_tlsv1_1" },
+      verify = s.verify and { "peer", "fail_if_no_peer_cert" } or "none",
+      cafile = t.ca_file, capath = not t.ca_file and SYSTEM_CAS or nil,
+      certificate = t.cert_file, key = t.key_file,
+    }
+    if not ctx then misuse("redis TLS settings refused by LuaSec: " .. tostring(err)) end
+    s.ctx = ctx
+    s.sni = not is_ip(s.server_name) and s.server_name or nil
+    s.trusted = t.ca_file or ("the system's CAs, " .. SYSTEM_CAS .. "; a private CA needs ca_file")
+  end
+  return s
+end
+
+-- "*.example.com" matches one whole left-most label ("a.example.com", not
+-- "example.com" nor "a.b.example.com"); anything else, the name itself
+local function name_matches(pattern, host)
+  pattern = pattern:lower():gsub("%.$", "")
+  if pattern == host then return true end
+  local suffix = pattern:match("^%*(%.[^*]+%.[^*]+)$")
+  if not suffix then return false end
+  local first = host:match("^([^.]+)%.")
+  return first ~= nil and host:sub(#first + 1) == suffix
+end
+
+--- host_matches(cert, host) -> true | false, the names it holds: whether
+-- a LuaSec certificate names host: an IP address against its iPAddress
+-- entries, a name against its dNSName entries, or its common name when it
+-- has none (as OpenSSL's X509_check_ip / X509_check_host, which nginx uses)
+function M.host_matches(cert, host)
+  host = host:lower():gsub("%.$", "")
+  local san = (cert:extensions() or {})["2.5.29.17"] or {}
+  local held = {}
+  local function holds(list, match)
+    for _, name in ipairs(list) do
+      if match(name) then return true end
+      held[#held + 1] = name
+    end
+  end
+  if is_ip(host) then
+    if holds(san.iPAddress or {}, function(ip) return ip:lower() == host end) then return true end
+  elseif san.dNSName and #san.dNSName > 0 then
+    if holds(san.dNSName, function(d) return name_matches(d, host) end) then return true end
+  else
+    local cn = {}
+    for _, e in ipairs(cert:subject() or {}) do
+      if e.oid == "2.5.4.3" then cn[#cn + 1] = e.value end
+    end
+    if holds(cn, function(v) return name_matches(v, host) end) then return true end
+  end
+  return false, held
+end
+
+-- a handshake with no answer before the deadline: a stalled server, or a
+-- plain Redis on this port (it waits for the end of a line that never comes)
+local HANDSHAKE_LATE = "timeout (no TLS answer: is this Redis's --tls-port?)"
 
 -- ------------------------------------------------------------ sockets
 -- A call has ONE deadline: connecting, AUTH, SELECT, sending and every read
@@ -82,7 +220,7 @@ end
 -- on every byte), so both adapters only ever "take the bytes there are, at
 -- most n, waiting no later than the deadline", and the RESP reader buffers.
 --
---   open(self, deadline) -> sock, fresh | nil, err, "connect"
+--   open(self, deadline) -> sock, fresh | nil, err, step, kind   (a fresh rediss:// one after its handshake)
 --   some(sock, deadline, n) -> bytes | nil, err      ("timeout", "closed" ...)
 --   send(sock, data, deadline) -> true | nil, err
 --   release(self, sock, ok)
@@ -112,7 +250,40 @@ function cosocket.open(self, deadline)
   if not arm(sock, deadline, self.connect_ms) then return nil, "timeout", "connect" end
   local ok, err = sock:connect(self.host, self.port, self.pool_opts)
   if not ok then return nil, err, "connect" end
-  return sock, (sock:getreusedtimes() or 0) == 0
+  local fresh = (sock:getreusedtimes() or 0) == 0
+  if fresh and self.tls then -- a pooled one was verified when it was opened
+    local kind
+    ok, err, kind = cosocket.handshake(self, sock, deadline)
+    if not ok then
+      sock:close()
+      return nil, err, "TLS handshake", kind
+    end
+  end
+  return sock, fresh
+end
+
+-- The handshake's timer is the connect slot, armed with what is left of
+-- the deadline.  The last session is offered again (a resumed handshake
+-- skips the certificate's work); nginx verifies the chain against
+-- lua_ssl_trusted_certificate and the name with X509_check_host.
+function cosocket.handshake(self, sock, deadline)
+  if not arm(sock, deadline) then return nil, HANDSHAKE_LATE, "timeout" end
+  local t = self.tls
+  if t.cert and not sock:setclientcert(t.cert, t.key) then return nil, "the client certificate was refused", "tls" end
+  -- lua-resty-core 0.1.25 at times raises "assertion failed!" when a
+  -- handshake fails at once (openresty/lua-resty-core#499): a failure, never a raise
+  local done, sess, err = pcall(sock.sslhandshake, sock, self.session, t.server_name, t.verify)
+  if not done then sess, err = nil, "the handshake failed (" .. tostring(sess) .. ")" end
+  if not sess then
+    if err == "timeout" then return nil, HANDSHAKE_LATE, "timeout" end
+    local hint = "trusting " .. t.trusted
+    if err == "certificate host mismatch" and is_ip(t.server_name) then
+      hint = "nginx checks the name as a DNS name: give server_name, a name the certificate holds"
+    end
+    return nil, tostring(err) .. " (" .. hint .. ")", "tls"
+  end
+  self.session = sess
+  return true
 end
 
 function cosocket.some(sock, deadline, n)
@@ -149,14 +320,64 @@ function luasocket.open(self, deadline)
   local l = left(deadline)
   if not l then return nil, "timeout", "connect" end
   sock = socket.tcp()
-  sock:settimeout(min(self.connect_ms / 1000, l))
+  -- "t", total: one wait for the whole operation (every timeout here is
+  -- one; LuaSec's waits for a whole TLS record would re-arm a "b" one)
+  sock:settimeout(min(self.connect_ms / 1000, l), "t")
   local ok, err = sock:connect(self.host, self.port)
   if not ok then
     sock:close()
     return nil, err, "connect"
   end
   sock:setoption("tcp-nodelay", true)
+  if self.tls then
+    local kind
+    sock, err, kind = luasocket.handshake(self, sock, deadline)
+    if not sock then return nil, err, "TLS handshake", kind end
+  end
   return sock, true
+end
+
+-- LuaSec over the connected socket (which it takes over): the handshake
+-- before the deadline, then the host name, which LuaSec does not check
+function luasocket.handshake(self, sock, deadline)
+  local t = self.tls
+  local conn, err = require("ssl").wrap(sock, t.ctx)
+  if not conn then
+    sock:close()
+    return nil, tostring(err), "tls"
+  end
+  if t.sni then conn:sni(t.sni) end
+  local l = left(deadline)
+  local ok
+  if l then
+    conn:settimeout(l, "t")
+    ok, err = conn:dohandshake()
+  else
+    err = "timeout"
+  end
+  if not ok then
+    conn:close()
+    if err == "timeout" or err == "wantread" or err == "wantwrite" then return nil, HANDSHAKE_LATE, "timeout" end
+    return nil, tostring(err) .. " (trusting " .. t.trusted .. ")", "tls"
+  end
+  if t.verify then
+    local cert = conn:getpeercertificate()
+    local named, held = false, nil
+    if cert then named, held = M.host_matches(cert, t.server_name) end
+    if not named then
+      conn:close()
+      return nil, "the certificate does not name " .. t.server_name ..
+        (held and (" (it names " .. (#held > 0 and concat(held, ", ") or "no " .. (is_ip(t.server_name) and
+          "IP address" or "name")) .. ")") or ""), "tls"
+    end
+  end
+  return conn
+end
+
+-- LuaSec says "wantread" / "wantwrite" where LuaSocket says "timeout"
+local function plain(err)
+  if err == "wantread" or err == "wantwrite" then return "timeout" end
+  return err
 end
 
 -- the first byte waits (LuaSocket's own wait, bounded by what is left of
@@ -164,11 +385,11 @@ end
 function luasocket.some(sock, deadline, n)
   local l = left(deadline)
   if not l then return nil, "timeout" end
-  sock:settimeout(l)
+  sock:settimeout(l, "t")
   local first, err = sock:receive(1)
-  if not first then return nil, err end
+  if not first then return nil, plain(err) end
   if n == 1 then return first end
-  sock:settimeout(0)
+  sock:settimeout(0, "t")
   local data, _, partial = sock:receive(n - 1)
   data = data or partial
   if not data or data == "" then return first end
@@ -180,7 +401,7 @@ function luasocket.send(sock, data, deadline)
   if not l then return nil, "timeout" end
   sock:settimeout(l, "t") -- "total": the whole send, however the server reads it
   local ok, err = sock:send(data)
-  if not ok then return nil, err end
+  if not ok then return nil, plain(err) end
   return true
 end
 
@@ -353,17 +574,19 @@ end
 
 -- ------------------------------------------------------------ client
 
-local KNOWN = validate.set { "connect_timeout", "timeout", "keepalive", "pool_size", "max_reply" }
+local NUMBERS = { "connect_timeout", "timeout", "keepalive", "pool_size", "max_reply" }
+local KNOWN = validate.set { "connect_timeout", "timeout", "keepalive", "pool_size", "max_reply", "tls" }
 
 --- new(url, opts) -> client.  opts: connect_timeout (s, default 1),
 -- timeout (s, one deadline for each whole call, default 2), keepalive (s,
 -- idle time in nginx's pool, default 60), pool_size (default 32),
--- max_reply (bytes a reply may hold, default 64 MiB).
+-- max_reply (bytes a reply may hold, default 64 MiB), tls (a rediss://
+-- URL's: ca_file, verify_tls, server_name, cert_file, key_file).
 function M.new(url, opts)
-  local o = M.parse(url)
   validate.options(opts, KNOWN, "redis.new")
   opts = opts or {}
-  for k in pairs(KNOWN) do
+  local o = M.check(url, opts.tls, "tls")
+  for _, k in ipairs(NUMBERS) do
     if opts[k] ~= nil and (type(opts[k]) ~= "number" or opts[k] ~= opts[k] or opts[k] <= 0 or opts[k] == math.huge) then
       misuse("redis option " .. k .. " must be a positive number")
     end
@@ -374,12 +597,18 @@ function M.new(url, opts)
   o.pool_size = opts.pool_size or 32
   o.max_reply = floor(opts.max_reply or M.MAX_REPLY)
   o.where = o.host .. ":" .. o.port
+  if o.tls then o.tls = tls_settings(o, opts.tls) end
   if ngx and ngx.socket and ngx.socket.tcp then
     o.io = cosocket
     -- one pool per server, database and credentials: a connection
-    -- authenticated for one is never handed to another
+    -- authenticated for one is never handed to another; nor is a TLS one
+    -- to a client that would not have opened it (another name checked,
+    -- unverified, another client certificate)
     local cred = o.password and ngx.md5((o.username or "") .. ":" .. o.password) or "-"
-    o.pool_opts = { pool = "kinot-redis:" .. o.where .. "/" .. o.db .. ":" .. cred, pool_size = o.pool_size }
+    local t = o.tls
+    local tls = t and (" tls:" .. (t.verify and "verified:" or "unverified:") .. t.server_name ..
+      (t.cert and (":" .. ngx.md5(opts.tls.cert_file .. "\0" .. opts.tls.key_file)) or "")) or ""
+    o.pool_opts = { pool = "kinot-redis:" .. o.where .. "/" .. o.db .. ":" .. cred .. tls, pool_size = o.pool_size }
   else
     o.io = luasocket
   end
@@ -390,7 +619,8 @@ end
 M.MAX_REPLY = 64 * 1024 * 1024
 
 -- nil, err for a failure of the connection or of what the server sent;
--- kind: "timeout" and "network" (retryable), "decode", "too_large"
+-- kind: "timeout" and "network" (retryable), "decode", "too_large", "tls"
+-- (a server that could not be verified: it will not be on the next try)
 function M:fail(what, err, kind, timeout)
   kind = kind or (err == "timeout" and "timeout" or "network")
   local late = kind == "timeout" and timeout and " (the call's " .. timeout .. " s timeout)" or ""
@@ -450,8 +680,8 @@ function M:call_timeout(timeout, ...)
   local args = { ... }
   local deadline = now() + timeout
   for _ = 1, self.pool_size + 1 do
-    local sock, fresh, what = self.io.open(self, deadline)
-    if not sock then return self:fail(what, fresh, nil, timeout) end
+    local sock, fresh, what, why = self.io.open(self, deadline)
+    if not sock then return self:fail(what, fresh, why, timeout) end
     if fresh then
       local ok, err = hello(self, sock, deadline, timeout)
       if not ok then
