@@ -5,6 +5,10 @@
 --   local R = require "redis_server"    (spec/support is on the path)
 --   local r = R.start { aof = true, password = "pw" }
 --   r.url, r.port, r.client(), r.kill(), r.restart(), r.stop()
+--   R.start { tls = true }: TLS only (--port 0 --tls-port), with a CA made
+--   here (r.ca_file), a server certificate for localhost and 127.0.0.1
+--   signed by it, and a second CA that signed nothing (r.other_ca_file);
+--   r.url is rediss://, r.tls the client's settings ({ ca_file })
 local launcher = require "kinot.sim.launcher"
 local kredis = require "kinot.redis"
 local core = require "kinot.core"
@@ -24,6 +28,27 @@ local function read(p)
   return s
 end
 
+--- certificates(dir): with openssl, into dir: ca.pem/.key (a CA),
+-- server.pem/.key (localhost and 127.0.0.1, signed by it), client.pem/.key
+-- (signed by it), other-ca.pem/.key (a CA that signed nothing here)
+function M.certificates(dir)
+  local function run(cmd) assert(sh(cmd .. " >/dev/null 2>&1"), "openssl failed: " .. cmd) end
+  for _, ca in ipairs { "ca", "other-ca" } do
+    run("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=kinot-spec-" .. ca .. " -keyout " .. dir .. "/" ..
+      ca .. ".key -out " .. dir .. "/" .. ca .. ".pem")
+  end
+  local f = assert(io.open(dir .. "/ext.cnf", "w"))
+  f:write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+  f:close()
+  for _, who in ipairs { "server", "client" } do
+    run("openssl req -newkey rsa:2048 -nodes -subj /CN=" .. (who == "server" and "localhost" or "kinot-spec-client") ..
+      " -keyout " .. dir .. "/" .. who .. ".key -out " .. dir .. "/" .. who .. ".csr")
+    run("openssl x509 -req -in " .. dir .. "/" .. who .. ".csr -CA " .. dir .. "/ca.pem -CAkey " .. dir ..
+      "/ca.key -CAcreateserial -days 2" .. (who == "server" and (" -extfile " .. dir .. "/ext.cnf") or "") ..
+      " -out " .. dir .. "/" .. who .. ".pem")
+  end
+end
+
 function M.start(o)
   o = o or {}
   local port = o.port or launcher.free_port()
@@ -39,12 +64,26 @@ function M.start(o)
     conf[#conf + 1] = "appendfsync always"
   end
   if o.password then conf[#conf + 1] = "requirepass " .. o.password end
+  if o.tls then
+    M.certificates(dir)
+    conf[2] = "port 0" -- (conf[2] is "port N"): TLS only
+    for _, l in ipairs { "tls-port " .. port, "tls-cert-file " .. dir .. "/server.pem",
+                         "tls-key-file " .. dir .. "/server.key", "tls-ca-cert-file " .. dir .. "/ca.pem",
+                         "tls-auth-clients " .. (o.tls_auth_clients and "yes" or "no") } do
+      conf[#conf + 1] = l
+    end
+  end
   local f = assert(io.open(dir .. "/redis.conf", "w"))
   f:write(table.concat(conf, "\n"), "\n")
   f:close()
 
   local r = { port = port, dir = dir }
-  r.url = "redis://" .. (o.password and (":" .. o.password .. "@") or "") .. "127.0.0.1:" .. port .. "/" .. (o.db or 0)
+  if o.tls then
+    r.ca_file, r.other_ca_file = dir .. "/ca.pem", dir .. "/other-ca.pem"
+    r.client_cert, r.client_key = dir .. "/client.pem", dir .. "/client.key"
+    r.tls = { ca_file = r.ca_file }
+  end
+  r.url = (o.tls and "rediss://" or "redis://") .. (o.password and (":" .. o.password .. "@") or "") .. "127.0.0.1:" .. port .. "/" .. (o.db or 0)
   function r.pid() return tonumber((read(dir .. "/redis.pid") or ""):match("%d+")) end
   -- alive: not gone and not a zombie waiting for its reaper (a daemon's
   -- parent is PID 1, which may reap late)
@@ -61,7 +100,7 @@ function M.start(o)
     assert(sh("redis-server " .. dir .. "/redis.conf"), "redis-server failed to start: see " .. dir .. "/redis.log")
     launcher.wait_for_port(port)
     -- accepting connections is not loaded: wait for PING to answer PONG
-    local c = kredis.new(r.url, { timeout = 1 })
+    local c = kredis.new(r.url, { timeout = 1, tls = r.tls })
     local deadline = core.monotonic() + 10
     while core.monotonic() < deadline do
       if c:call("PING") == "PONG" then break end
@@ -92,7 +131,11 @@ function M.start(o)
     sh("rm -rf " .. dir)
   end
   --- client() -> a kinot.redis client (LuaSocket, this process)
-  function r.client(opts) return kredis.new(r.url, opts) end
+  function r.client(opts)
+    opts = opts or {}
+    if r.tls and opts.tls == nil then opts.tls = r.tls end
+    return kredis.new(r.url, opts)
+  end
   r.up()
   return r
 end

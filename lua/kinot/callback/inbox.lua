@@ -36,19 +36,30 @@ redis.call('XADD', unpack(a))
 redis.call('SET', KEYS[1], 'done', 'EX', ARGV[1])
 return 1]]
 
-local OPTIONS = validate.set { "redis", "stream", "maxlen", "timeout", "connect_timeout" }
+local OPTIONS = validate.set { "redis", "redis_tls", "stream", "maxlen", "timeout", "connect_timeout" }
+
+-- two TLS tables that say the same (nil and nil among them)
+local function same_tls(a, b)
+  if a == nil or b == nil then return a == b end
+  for k, v in pairs(a) do if b[k] ~= v then return false end end
+  for k, v in pairs(b) do if a[k] ~= v then return false end end
+  return true
+end
 
 --- options(inbox, dedupe): misuse raises
 function M.options(o, dedupe)
   if type(o) ~= "table" then errors.misuse("inbox must be a table { redis = url, stream = name, maxlen = n }") end
   validate.options(o, OPTIONS, "inbox")
-  redis.parse(o.redis)
+  redis.check(o.redis, o.redis_tls, "inbox.redis_tls")
   if o.stream ~= nil and (type(o.stream) ~= "string" or o.stream == "") then errors.misuse("inbox.stream must be a name") end
   if o.maxlen ~= nil and (type(o.maxlen) ~= "number" or o.maxlen < 1) then errors.misuse("inbox.maxlen must be a positive number") end
   if type(dedupe) == "table" then
     store.options(dedupe)
     if dedupe.redis ~= o.redis then
       errors.misuse("dedupe.redis and inbox.redis must name the same Redis (the inbox dedupes as it appends)")
+    end
+    if dedupe.redis_tls ~= nil and not same_tls(dedupe.redis_tls, o.redis_tls) then
+      errors.misuse("dedupe.redis_tls and inbox.redis_tls differ: the inbox's connection does the dedupe (leave dedupe's out)")
     end
   elseif dedupe ~= nil then
     errors.misuse("with an inbox, dedupe is the inbox's own: leave it out or give the same { redis = url, ttl = s }")
@@ -60,7 +71,7 @@ function M.new(o, dedupe)
   M.options(o, dedupe)
   dedupe = dedupe or {}
   return setmetatable({
-    client = redis.new(o.redis, { timeout = o.timeout, connect_timeout = o.connect_timeout }),
+    client = redis.new(o.redis, { timeout = o.timeout, connect_timeout = o.connect_timeout, tls = o.redis_tls }),
     stream = o.stream or M.STREAM, maxlen = o.maxlen and string.format("%d", o.maxlen) or "",
     ttl = math.floor(dedupe.ttl or 3600), prefix = dedupe.prefix or store.PREFIX,
   }, M)

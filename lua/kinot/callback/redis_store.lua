@@ -42,13 +42,13 @@ elseif redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[3] then
 end
 return 1]]
 
-local OPTIONS = validate.set { "redis", "ttl", "prefix", "lease", "timeout", "connect_timeout" }
+local OPTIONS = validate.set { "redis", "redis_tls", "ttl", "prefix", "lease", "timeout", "connect_timeout" }
 
 --- options(o) -> the options checked (misuse raises)
 function M.options(o)
   if type(o) ~= "table" then errors.misuse("dedupe must name a lua_shared_dict or be a table { redis = url, ttl = s }") end
   validate.options(o, OPTIONS, "dedupe")
-  redis.parse(o.redis)
+  redis.check(o.redis, o.redis_tls, "dedupe.redis_tls")
   if o.ttl ~= nil and (type(o.ttl) ~= "number" or o.ttl < 1) then errors.misuse("dedupe.ttl must be a number of seconds >= 1") end
   if o.prefix ~= nil and type(o.prefix) ~= "string" then errors.misuse("dedupe.prefix must be a string") end
   -- (Redis refuses PX 0: a lease under a millisecond would be a 503 for every delivery)
@@ -60,11 +60,12 @@ end
 
 --- new(o) -> store.  o: redis (URL), ttl (s a delivery is remembered,
 -- default 3600), lease (s a claim stays pending at most, default 60),
--- prefix, timeout, connect_timeout
+-- prefix, timeout, connect_timeout, redis_tls (a rediss:// URL's TLS
+-- settings: kinot.redis's tls)
 function M.new(o)
   M.options(o)
   return setmetatable({
-    client = redis.new(o.redis, { timeout = o.timeout, connect_timeout = o.connect_timeout }),
+    client = redis.new(o.redis, { timeout = o.timeout, connect_timeout = o.connect_timeout, tls = o.redis_tls }),
     ttl = math.floor(o.ttl or 3600), prefix = o.prefix or M.PREFIX,
     lease = math.floor((o.lease or 60) * 1000),
   }, M)

@@ -124,7 +124,7 @@ local function positive(o, k, default)
   return v
 end
 
-local OPTIONS = validate.set { "redis", "stream", "group", "consumer", "on_status", "on_command", "fleet", "claim_after",
+local OPTIONS = validate.set { "redis", "redis_tls", "stream", "group", "consumer", "on_status", "on_command", "fleet", "claim_after",
   "max_attempts", "block", "count", "delete", "timeout", "connect_timeout", "log", "dead_maxlen", "loops" }
 
 --- new(opts) -> worker.  opts: redis (URL, required), stream (default
@@ -134,11 +134,12 @@ local OPTIONS = validate.set { "redis", "stream", "group", "consumer", "on_statu
 -- max_attempts (default 5), block (s, default 2), count (entries a read,
 -- default 10), delete (default true: a handled entry leaves the stream),
 -- log (function(level, message); level "error", or "info" for each entry
--- handled; default ngx.log, or stderr for errors only)
+-- handled; default ngx.log, or stderr for errors only), redis_tls (a
+-- rediss:// URL's TLS settings: kinot.redis's tls)
 function M.new(opts)
   if type(opts) ~= "table" then errors.misuse("callback.worker needs a table of options") end
   validate.options(opts, OPTIONS, "callback.worker")
-  redis.parse(opts.redis, 2)
+  redis.check(opts.redis, opts.redis_tls, "callback.worker: redis_tls")
   for _, k in ipairs { "on_status", "on_command", "log" } do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then errors.misuse("callback.worker: " .. k .. " must be a function") end
   end
@@ -164,7 +165,8 @@ function M.new(opts)
     log = opts.log, cursor = "0-0", next_claim = 0, next_tidy = 0, handled = 0, failed = 0, dead = 0,
   }, M)
   self.errors_key, self.dead_key = self.stream .. ":errors", self.stream .. ":dead"
-  self.client = redis.new(opts.redis, { timeout = opts.timeout or 2, connect_timeout = opts.connect_timeout })
+  self.client = redis.new(opts.redis, { timeout = opts.timeout or 2, connect_timeout = opts.connect_timeout,
+                                        tls = opts.redis_tls })
   if not self.log then
     self.log = function(level, msg)
       if ngx and ngx.log then ngx.log(level == "error" and ngx.ERR or level == "info" and ngx.INFO or ngx.WARN, msg)

@@ -26,6 +26,7 @@ function M.define(p, ex)
     c:option("--api-token", "The API token (default $KINOT_API_TOKEN)")
     c:option("--redis", "Read the twin in Redis instead, redis://[:password@]host:port/db (default " ..
       "$KINOT_REDIS_URL when no --url)")
+    require("kinot.cli.redis_tls").add(c)
     c:option("--prefix", "With --redis: the twin's key prefix (default kinot:fleet:)")
     c:option("--groups", "With --redis: the groups file (default: the group names the last sync wrote)")
   end
@@ -81,8 +82,9 @@ end
 
 local function from_redis(args, url, path, q)
   local redis = require "kinot.redis"
-  redis.parse(url) -- a wrong URL is a usage error, its password never shown
-  local twin = require("kinot.fleet").new { store = "redis", redis = redis.new(url), prefix = args.prefix,
+  local tls = require("kinot.cli.redis_tls").of(args, url)
+  redis.check(url, tls, "--redis") -- a wrong URL is a usage error, its password never shown
+  local twin = require("kinot.fleet").new { store = "redis", redis = redis.new(url, { tls = tls }), prefix = args.prefix,
                                             groups = args.groups }
   local where = "the twin in Redis at " .. redis.redact(url)
   local ok, err = twin:adopt_settings()
@@ -103,6 +105,7 @@ local function get(args, path, query)
   local redis_url = args.redis or (not args.url and os.getenv("KINOT_REDIS_URL"))
   if redis_url == "" then redis_url = nil end
   if args.redis and args.url then usage("give --url (a kinot serve) or --redis (its twin), not both") end
+  if not redis_url then require("kinot.cli.redis_tls").of(args, nil) end -- (refuses them without --redis)
   local status, text, who
   if redis_url then status, text, who = from_redis(args, redis_url, path, q)
   else status, text, who = from_serve(args, path, q) end

@@ -16,6 +16,9 @@ M.DEFAULT_LISTEN = os.getenv("KINOT_SERVE_LISTEN") or "127.0.0.1:8080"
 
 local function usage(msg) errors.misuse(msg) end
 
+-- the CAs nginx trusts for a rediss:// Redis without --redis-ca-file (Debian's bundle)
+M.SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
+
 --- define(parser): the `serve` command
 function M.define(p, ex)
   local s = p:command("serve", "Run the live twin's receiver: callbacks in, the fleet's state out (nginx + Lua)")
@@ -29,7 +32,8 @@ function M.define(p, ex)
   s:require_command(false)
   s:option("--listen", "Address:port to listen on (default $KINOT_SERVE_LISTEN, else 127.0.0.1:8080)", M.DEFAULT_LISTEN)
   s:option("--redis", "Keep the twin in Redis (many hosts), redis://[:password@]host:port/db " ..
-    "(default $KINOT_REDIS_URL; none: a lua_shared_dict on this host)")
+    "(default $KINOT_REDIS_URL; none: a lua_shared_dict on this host); rediss:// for TLS")
+  require("kinot.cli.redis_tls").add(s)
   s:option("--groups", "CSV or JSON file mapping serials to zone / level / bay")
   s:option("--dtus", "The DTUs to follow, serials separated by commas (the API has no list of them)")
   s:option("--sync-interval", "Seconds between reconciliation scans (0: only at start)", "300"):convert(tonumber)
@@ -60,7 +64,7 @@ http {
   lua_package_path "${root}/?.lua;${root}/?/init.lua;;";
   lua_package_cpath "${cpath}/?.so;;";
   lua_socket_log_errors off;
-  lua_shared_dict kinot_fleet ${dict_size};
+${ssl}  lua_shared_dict kinot_fleet ${dict_size};
   lua_shared_dict kinot_serve_dedupe 16m;
   lua_shared_dict kinot_serve_dedupe_busy 1m;  # in-progress marks: never evicted (docs/callbacks.md)
   init_by_lua_block { require("kinot.serve.app").configure(dofile("${prefix}/serve_config.lua")) }
@@ -115,7 +119,7 @@ local function start(cfg, o)
   f:close()
   local conf = CONF:gsub("%${([%w_]+)}", {
     mods = mods, prefix = prefix, root = root, cpath = cpath, listen = o.listen, workers = tostring(o.workers),
-    dict_size = o.dict_size, user = launcher.user_directive(),
+    dict_size = o.dict_size, user = launcher.user_directive(), ssl = o.ssl or "",
   })
   f = assert(io.open(prefix .. "/nginx.conf", "wb"))
   f:write(conf)
@@ -204,11 +208,28 @@ function M.run(args, out, EXIT)
     cfg.groups = p:read("*l") or args.groups
     p:close()
   end
-  if cfg.redis then require("kinot.redis").parse(cfg.redis) end
+  cfg.redis_tls = require("kinot.cli.redis_tls").of(args, cfg.redis)
+  local ssl = ""
+  if cfg.redis then
+    local url = require("kinot.redis").check(cfg.redis, cfg.redis_tls, "--redis")
+    if url.tls then
+      -- inside nginx a rediss:// server is verified against nginx's own
+      -- CAs (kinot.redis refuses ca_file there): --redis-ca-file, else the
+      -- system's, to a depth that takes a chain with intermediates
+      local ca = cfg.redis_tls and cfg.redis_tls.ca_file or M.SYSTEM_CAS
+      local p = io.popen("realpath " .. launcher.sh_quote(ca))
+      ca = p:read("*l") or ca
+      p:close()
+      if ca:find('["\\%c]') then usage("--redis-ca-file: a path without quotes, backslashes or controls, please") end
+      ssl = "  lua_ssl_trusted_certificate \"" .. ca .. "\";\n  lua_ssl_verify_depth 5;\n"
+      if cfg.redis_tls then cfg.redis_tls.ca_file = nil end
+    end
+  end
   local signals = not args.daemon and require "kinot.simsignal"
   if signals then signals.block_signals() end
   local stale = args.daemon and PIDFILE:check(args.pid_file, out)
-  local srv, err, why = start(cfg, { listen = args.listen, workers = args.workers, dict_size = args.dict_size })
+  local srv, err, why = start(cfg, { listen = args.listen, workers = args.workers, dict_size = args.dict_size,
+                                     ssl = ssl })
   if not srv then
     if signals then signals.block_signals(false) end
     if why == "port_in_use" or why == "usage" then usage(err) end

@@ -13,7 +13,9 @@ local M = {}
 --- add(parser): the subcommand and its options
 function M.add(p, ex)
   local w = p:command("worker", "Run the callbacks stored in the inbox (a Redis stream) through a handler module")
-  w:option("--redis", "Redis URL, redis://[:password@]host:port/db (default $KINOT_REDIS_URL, which keeps the password out of ps)")
+  w:option("--redis", "Redis URL, redis://[:password@]host:port/db, rediss:// for TLS (default $KINOT_REDIS_URL, " ..
+    "which keeps the password out of ps)")
+  require("kinot.cli.redis_tls").add(w)
   w:option("--stream", "The inbox's stream", "kinot:callbacks")
   w:option("--group", "Consumer group", worker.GROUP)
   w:option("--consumer", "This worker's name in the group (default host:pid)")
@@ -40,7 +42,7 @@ function M.run(args, out)
   if not args.handler then error({ usage = "worker needs --handler MODULE" }, 0) end
   local ok, mod = pcall(require, args.handler)
   if not ok then error({ usage = "cannot load the handler module " .. args.handler .. ": " .. tostring(mod) }, 0) end
-  local opts = { redis = url, stream = args.stream, group = args.group, consumer = args.consumer,
+  local opts = { redis = url, redis_tls = require("kinot.cli.redis_tls").of(args, url), stream = args.stream, group = args.group, consumer = args.consumer,
                  claim_after = args.claim_after, max_attempts = args.max_attempts, block = args.block }
   if type(mod) == "function" then
     opts.on_status, opts.on_command = mod, mod

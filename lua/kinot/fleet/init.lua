@@ -75,7 +75,11 @@ local function store_of(o)
     return local_store.new(local_store.shared_backend(o.dict or M.DICT, o.changes_max)), kind
   elseif kind == "redis" then
     local client = o.redis
-    if type(client) == "string" then client = require("kinot.redis").new(client) end
+    if type(client) == "string" then
+      client = require("kinot.redis").new(client, { tls = o.redis_tls })
+    elseif o.redis_tls ~= nil then
+      misuse("kinot.fleet: redis_tls goes with a redis URL; a kinot.redis client has its own (redis.new's tls)")
+    end
     if type(client) ~= "table" or type(client.eval) ~= "function" then
       misuse("kinot.fleet: store = \"redis\" needs redis = a redis:// URL or a kinot.redis client")
     end
@@ -84,12 +88,13 @@ local function store_of(o)
   misuse("kinot.fleet: store must be \"table\", \"shared\" or \"redis\" (got " .. tostring(kind) .. ")")
 end
 
-local KNOWN = validate.set { "store", "dict", "redis", "prefix", "groups", "group_by", "stale_after", "weak_signal",
+local KNOWN = validate.set { "store", "dict", "redis", "redis_tls", "prefix", "groups", "group_by", "stale_after", "weak_signal",
                              "on_change", "changes_max", "clock" }
 
 --- new(opts) -> twin.  opts: store ("table" outside nginx, "shared" inside
 -- by default, or "redis"), dict (the lua_shared_dict, default kinot_fleet),
--- redis (URL or kinot.redis client), prefix (Redis keys, default
+-- redis (URL or kinot.redis client), redis_tls (a rediss:// URL's TLS
+-- settings: kinot.redis's tls), prefix (Redis keys, default
 -- "kinot:fleet:"), groups (a CSV or JSON file, or a table: serial -> zone /
 -- level / bay), group_by (default {"zone", "level"}), stale_after (seconds
 -- without an update, default 86400; false: never stale), weak_signal

@@ -59,7 +59,7 @@ end
 function M.init_worker()
   local fleet = require "kinot.fleet"
   twin = fleet.new {
-    store = cfg.redis and "redis" or "shared", redis = cfg.redis, groups = cfg.groups,
+    store = cfg.redis and "redis" or "shared", redis = cfg.redis, redis_tls = cfg.redis_tls, groups = cfg.groups,
     stale_after = cfg.stale_after, weak_signal = cfg.weak_signal,
   }
   client = require("kinot").new { app_key = cfg.app_key, app_secret = cfg.app_secret, endpoint = cfg.endpoint }
