@@ -262,6 +262,16 @@ function cosocket.open(self, deadline)
   return sock, fresh
 end
 
+-- the message nginx's last FFI call left in resty.core's error pointer
+local function last_ffi_error()
+  local ok, msg = pcall(function()
+    local ffi = require "ffi"
+    local p = require("resty.core.base").get_errmsg_ptr()
+    if p[0] ~= nil then return ffi.string(p[0]) end
+  end)
+  if ok and msg and msg ~= "" then return msg end
+end
+
 -- The handshake's timer is the connect slot, armed with what is left of
 -- the deadline.  The last session is offered again (a resumed handshake
 -- skips the certificate's work); nginx verifies the chain against
@@ -270,10 +280,12 @@ function cosocket.handshake(self, sock, deadline)
   if not arm(sock, deadline) then return nil, HANDSHAKE_LATE, "timeout" end
   local t = self.tls
   if t.cert and not sock:setclientcert(t.cert, t.key) then return nil, "the client certificate was refused", "tls" end
-  -- lua-resty-core 0.1.25 at times raises "assertion failed!" when a
-  -- handshake fails at once (openresty/lua-resty-core#499): a failure, never a raise
+  -- lua-resty-core 0.1.25 raises "assertion failed!" when a handshake
+  -- that did not have to wait fails (openresty/lua-resty-core#499): a
+  -- failure, never a raise, with nginx's reason when it left one where
+  -- resty.core keeps it (a nearby server's wrong name failed so)
   local done, sess, err = pcall(sock.sslhandshake, sock, self.session, t.server_name, t.verify)
-  if not done then sess, err = nil, "the handshake failed (" .. tostring(sess) .. ")" end
+  if not done then sess, err = nil, last_ffi_error() or ("the handshake failed (" .. tostring(sess) .. ")") end
   if not sess then
     if err == "timeout" then return nil, HANDSHAKE_LATE, "timeout" end
     local hint = "trusting " .. t.trusted
@@ -320,9 +332,7 @@ function luasocket.open(self, deadline)
   local l = left(deadline)
   if not l then return nil, "timeout", "connect" end
   sock = socket.tcp()
-  -- "t", total: one wait for the whole operation (every timeout here is
-  -- one; LuaSec's waits for a whole TLS record would re-arm a "b" one)
-  sock:settimeout(min(self.connect_ms / 1000, l), "t")
+  sock:settimeout(min(self.connect_ms / 1000, l))
   local ok, err = sock:connect(self.host, self.port)
   if not ok then
     sock:close()
@@ -385,11 +395,11 @@ end
 function luasocket.some(sock, deadline, n)
   local l = left(deadline)
   if not l then return nil, "timeout" end
-  sock:settimeout(l, "t")
+  sock:settimeout(l)
   local first, err = sock:receive(1)
   if not first then return nil, plain(err) end
   if n == 1 then return first end
-  sock:settimeout(0, "t")
+  sock:settimeout(0)
   local data, _, partial = sock:receive(n - 1)
   data = data or partial
   if not data or data == "" then return first end

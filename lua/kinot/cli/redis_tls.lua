@@ -25,8 +25,9 @@ function M.of(args, url)
   if args.redis_insecure and args.redis_ca_file then
     errors.misuse("--redis-insecure verifies nothing: leave out --redis-ca-file, or --redis-insecure")
   end
-  return { ca_file = args.redis_ca_file, server_name = args.redis_server_name,
-           verify_tls = args.redis_insecure and false or nil }
+  local tls = { ca_file = args.redis_ca_file, server_name = args.redis_server_name }
+  if args.redis_insecure then tls.verify_tls = false end
+  return tls
 end
 
 return M

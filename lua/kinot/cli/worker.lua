@@ -39,10 +39,11 @@ function M.run(args, out)
   signals.hold_signal("SIGUSR1")
   local url = args.redis or os.getenv("KINOT_REDIS_URL")
   if not url or url == "" then error({ usage = "worker needs --redis URL or KINOT_REDIS_URL" }, 0) end
+  local tls = require("kinot.cli.redis_tls").of(args, url)
   if not args.handler then error({ usage = "worker needs --handler MODULE" }, 0) end
   local ok, mod = pcall(require, args.handler)
   if not ok then error({ usage = "cannot load the handler module " .. args.handler .. ": " .. tostring(mod) }, 0) end
-  local opts = { redis = url, redis_tls = require("kinot.cli.redis_tls").of(args, url), stream = args.stream, group = args.group, consumer = args.consumer,
+  local opts = { redis = url, redis_tls = tls, stream = args.stream, group = args.group, consumer = args.consumer,
                  claim_after = args.claim_after, max_attempts = args.max_attempts, block = args.block }
   if type(mod) == "function" then
     opts.on_status, opts.on_command = mod, mod

@@ -76,7 +76,9 @@ local function store_of(o)
   elseif kind == "redis" then
     local client = o.redis
     if type(client) == "string" then
-      client = require("kinot.redis").new(client, { tls = o.redis_tls })
+      local redis = require "kinot.redis"
+      redis.check(client, o.redis_tls, "kinot.fleet: redis_tls")
+      client = redis.new(client, { tls = o.redis_tls })
     elseif o.redis_tls ~= nil then
       misuse("kinot.fleet: redis_tls goes with a redis URL; a kinot.redis client has its own (redis.new's tls)")
     end
