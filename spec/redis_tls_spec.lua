@@ -364,6 +364,33 @@ describe("rediss:// inside nginx (cosockets: the callback inbox, the pool, the s
     assert(ok, e)
   end)
 
+  it("a server that accepts and never answers the handshake cannot hold a call past its timeout", function()
+    local socket = require "socket"
+    local srv = assert(socket.bind("127.0.0.1", 0)) -- the kernel accepts; nobody answers
+    local _, port = srv:getsockname()
+    local ng = H.nginx {
+      http = "lua_ssl_trusted_certificate " .. r.ca_file .. ";",
+      server = [[location = /ping { content_by_lua_block {
+        local c = require("kinot.redis").new("rediss://127.0.0.1:]] .. port .. [[", { timeout = 0.5,
+          tls = { server_name = "localhost" } })
+        ngx.update_time()
+        local t0 = ngx.now()
+        local v, err = c:call("PING")
+        ngx.update_time()
+        ngx.say(string.format("%.2f ", ngx.now() - t0), tostring(v or err))
+      } }]],
+    }
+    local ok, e = pcall(function()
+      local body = H.raw("GET", ng.url .. "/ping").body
+      local took = tonumber(body:match("^([%d.]+) "))
+      assert.is_true(took >= 0.4 and took < 1, body)
+      assert.matches("kinot: timeout: redis 127.0.0.1:" .. port .. ": TLS handshake failed: timeout", body, 1, true)
+    end)
+    ng.stop()
+    srv:close()
+    assert(ok, e)
+  end)
+
   it("refuses ca_file inside nginx (nginx's CAs are lua_ssl_trusted_certificate): nginx does not start", function()
     local ng = H.nginx {
       may_fail = true,
@@ -484,5 +511,51 @@ end
     out = run(r.url, "--redis-ca-file " .. r.ca_file .. " --redis-insecure")
     assert.matches("verifies nothing.*rc=2", out)
     no_password(out)
+  end)
+end)
+
+describe("kinot serve and kinot fleet on a rediss:// Redis #redis #cli #sim #nginx", function()
+  local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
+  local function run(cmd)
+    local p = io.popen("cd " .. H.root .. " && env -u KINOT_REDIS_URL -u KINOT_SERVE_URL " .. cmd .. " 2>&1; echo \"rc=$?\"")
+    local out = p:read("*a")
+    p:close()
+    return out:gsub("rc=%d+%s*$", ""), tonumber(out:match("rc=(%d+)%s*$"))
+  end
+
+  it("kinot serve keeps its twin there (nginx trusting --redis-ca-file); kinot fleet reads it, and refuses the wrong CA", function()
+    local sim = H.sim { locks = 20, sensors = 5 }
+    local r = R.start { tls = true, password = PASSWORD }
+    local pid_file = os.tmpname()
+    local port = require("kinot.sim.launcher").free_port()
+    local ok, e = pcall(function()
+      local out, rc = run(string.format("KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_REDIS_URL='%s' " ..
+        "%s bin/kinot serve --daemon --pid-file %s --listen 127.0.0.1:%d --redis-ca-file %s --redis-server-name localhost",
+        sim.endpoint, sim.app_key, sim.app_secret, r.url, LUA, pid_file, port, r.ca_file))
+      assert.are.equal(0, rc, out)
+      no_password(out)
+      local url = "http://127.0.0.1:" .. port
+      assert.is_truthy(H.wait_for(function()
+        local doc = H.json("GET", url .. "/api/fleet")
+        return doc and type(doc.synced_at) == "string"
+      end, 15), "no first sync")
+      -- the twin is in the TLS Redis: read there directly, the same answer
+      local over_http = run(LUA .. " bin/kinot --json fleet summary --url " .. url)
+      local over_redis, rc2 = run(string.format("KINOT_REDIS_URL='%s' %s bin/kinot --json fleet summary " ..
+        "--redis-ca-file %s", r.url, LUA, r.ca_file))
+      assert.are.equal(0, rc2, over_redis)
+      assert.are.equal(over_http, over_redis)
+      assert.matches('"locks":20', over_redis, 1, true)
+      local wrong, rc3 = run(string.format("KINOT_REDIS_URL='%s' %s bin/kinot fleet summary --redis-ca-file %s",
+        r.url, LUA, r.other_ca_file))
+      assert.are.equal(4, rc3, wrong) -- a network error's exit code
+      assert.matches("certificate verify failed", wrong, 1, true)
+      no_password(wrong)
+    end)
+    run(LUA .. " bin/kinot serve stop --pid-file " .. pid_file)
+    os.remove(pid_file)
+    r.stop()
+    sim.stop()
+    assert(ok, e)
   end)
 end)
