@@ -466,10 +466,20 @@ local function reader(io, sock, deadline, max_reply)
   return { io = io, sock = sock, deadline = deadline, buf = "", pos = 1, budget = max_reply, max = max_reply }
 end
 
+-- the kind of a socket's failure: a TLS alert the server sent (LuaSec:
+-- "tlsv13 alert certificate required", "sslv3 alert bad certificate": a
+-- client certificate refused just after the handshake) is "tls", not a
+-- connection that died
+local function failure_kind(err)
+  if err == "timeout" then return "timeout" end
+  if type(err) == "string" and err:find(" alert ", 1, true) then return "tls" end
+  return "network"
+end
+
 -- reads more bytes into the buffer (at most n); true | nil, kind, message
 local function fill(rd, n)
   local data, err = rd.io.some(rd.sock, rd.deadline, n or CHUNK)
-  if not data then return nil, err == "timeout" and "timeout" or "network", err end
+  if not data then return nil, failure_kind(err), err end
   if rd.pos > #rd.buf then rd.buf = data else rd.buf = rd.buf:sub(rd.pos) .. data end
   rd.pos = 1
   return true
@@ -648,7 +658,7 @@ end
 -- value | nil, kind, message, step | nil, nil, redis_error_text
 local function roundtrip(self, sock, args, n, deadline)
   local ok, err = self.io.send(sock, encode(args, n), deadline)
-  if not ok then return nil, err == "timeout" and "timeout" or "network", err, "send" end
+  if not ok then return nil, failure_kind(err), err, "send" end
   local v, kind, msg = read(reader(self.io, sock, deadline, self.max_reply), 0)
   return v, kind, msg, "read"
 end

@@ -68,6 +68,7 @@ end
 
 local function store_of(o)
   local kind = o.store
+  if o.redis_tls ~= nil and kind ~= "redis" then misuse("kinot.fleet: redis_tls goes with store = \"redis\"") end
   if kind == nil then kind = (rawget(_G, "ngx") and ngx.shared) and "shared" or "table" end -- luacheck: ignore 113
   if kind == "table" then
     return local_store.new(local_store.table_backend(o.changes_max)), kind
