@@ -94,6 +94,47 @@ describe("rediss:// URLs and TLS settings #unit", function()
   end)
 end)
 
+describe("the host-name check outside nginx (certificates made by openssl) #unit", function()
+  local dir
+  setup(function()
+    local p = io.popen("mktemp -d /tmp/kinot-tls-names.XXXXXX")
+    dir = p:read("*l")
+    p:close()
+  end)
+  teardown(function() if dir then sh("rm -rf " .. dir) end end)
+
+  -- a self-signed certificate with this subject CN and these SANs, as LuaSec reads it
+  local function cert(name, cn, san)
+    assert(sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=" .. cn ..
+      (san and (" -addext subjectAltName=" .. san) or "") .. " -keyout " .. dir .. "/" .. name .. ".key -out " .. dir ..
+      "/" .. name .. ".pem >/dev/null 2>&1"))
+    local f = assert(io.open(dir .. "/" .. name .. ".pem"))
+    local pem = f:read("*a")
+    f:close()
+    return assert(require("ssl").loadcertificate(pem))
+  end
+
+  it("matches names as OpenSSL does: SANs first, one wildcard label, the CN only without DNS names", function()
+    local wild = cert("wild", "ignored.example", "DNS:*.redis.test,DNS:cache.example,IP:10.1.2.3,IP:::1")
+    for host, want in pairs {
+      ["a.redis.test"] = true, ["A.Redis.Test."] = true, ["redis.test"] = false, ["a.b.redis.test"] = false,
+      ["cache.example"] = true, ["xcache.example"] = false, ["ignored.example"] = false, -- (the CN: SANs say)
+      ["10.1.2.3"] = true, ["10.1.2.4"] = false, ["::1"] = true, ["cache.example.evil"] = false,
+    } do
+      assert.are.equal(want, (kredis.host_matches(wild, host)), host)
+    end
+    local _, held = kredis.host_matches(wild, "other.test")
+    assert.are.same({ "*.redis.test", "cache.example" }, held)
+    local cn_only = cert("cn", "redis.internal")
+    assert.is_true(kredis.host_matches(cn_only, "redis.internal"))
+    assert.is_false(kredis.host_matches(cn_only, "other.internal"))
+    assert.is_false(kredis.host_matches(cn_only, "127.0.0.1")) -- an address is never read from the CN
+    -- a wildcard may not stand for a whole domain
+    local broad = cert("broad", "x", "DNS:*.test")
+    assert.is_false(kredis.host_matches(broad, "redis.test"))
+  end)
+end)
+
 describe("kinot.redis over TLS, outside nginx (LuaSocket + LuaSec) #redis", function()
   local r, plain
   setup(function()
