@@ -138,7 +138,13 @@ function M.start(o)
     if r.tls and opts.tls == nil then opts.tls = r.tls end
     return kredis.new(r.url, opts)
   end
-  r.up()
+  -- a server started and then found unusable (no PONG, a client that
+  -- cannot be made) is stopped here: the spec never got r to stop it
+  local ok, err = pcall(r.up)
+  if not ok then
+    r.stop()
+    error(err, 0)
+  end
   return r
 end
 
