@@ -319,3 +319,68 @@ describe("kinot report --html #cli #sim", function()
     assert.are.same({}, parse(page).errors)
   end)
 end)
+
+describe("kinot report --html in chromium #cli #sim #browser", function()
+  local sim, env, dir
+  local RENDER = H.root .. "/spec/browser/report-render.js"
+  setup(function()
+    assert(H.read(H.root .. "/spec/browser/node_modules/playwright-core/package.json"),
+      "playwright-core is missing: `make deps` installs it into spec/browser/node_modules")
+    sim = H.sim { locks = 123, sensors = 45, dtus = 4 }
+    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+  end)
+  teardown(function()
+    sim.stop()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  local function render(page, shot)
+    local p = io.popen(string.format("cd %s/spec/browser && node %s %q %s 2>&1", H.root, RENDER, page, shot or ""))
+    local text = p:read("*a")
+    p:close()
+    local doc = json.decode(text)
+    assert(type(doc) == "table", "report-render.js: " .. text)
+    return doc
+  end
+
+  it("renders without a console error or a request, at a sane size, and prints", function()
+    local page = dir .. "/r.html"
+    local f = assert(io.open(dir .. "/bays.json", "wb"))
+    f:write('{"419600001": {"zone": "A", "level": 1}, "419600002": {"zone": "A", "level": 2}}')
+    f:close()
+    local _, err, rc = kinot("report --dtu 644200001 --groups " .. dir .. "/bays.json --html " .. page, env)
+    assert.are.equal(0, rc, err)
+    local got = render(page, dir .. "/r.png")
+    assert.are.same({}, got.console_errors)
+    assert.are.same({}, got.page_errors)
+    assert.are.same({}, got.requests)
+    assert.are.equal(0, got.scripts)
+    assert.matches("^Kinot fleet report", got.title)
+    -- no sideways scroll at 1200 px; the length of a report, not of a runaway
+    assert.is_true(got.width <= got.inner_width, json.encode(got))
+    assert.is_true(got.height > 900 and got.height < 6000, json.encode(got))
+    assert.are.equal(4, #got.charts)
+    for _, c in ipairs(got.charts) do
+      assert.is_true(c.width > 200 and c.height > 60 and c.right <= got.inner_width, json.encode(c))
+    end
+    assert.is_true(got.pdf_pages >= 1 and got.pdf_pages <= 4, json.encode(got))
+    local png = H.read(dir .. "/r.png")
+    assert.are.equal("\137PNG", png:sub(1, 4))
+    assert.is_true(#png > 20000, "a blank screenshot? " .. #png .. " bytes")
+  end)
+
+  it("would see a page that fetches or fails: the harness itself (a page made to)", function()
+    local page = dir .. "/bad.html"
+    local f = assert(io.open(page, "wb"))
+    f:write('<!DOCTYPE html><html><head><title>bad</title></head><body><img src="http://127.0.0.1:9/x.png">',
+      '<script>console.error("boom"); undefined_function();</script></body></html>')
+    f:close()
+    local got = render(page)
+    assert.are.same({ "http://127.0.0.1:9/x.png" }, got.requests)
+    assert.is_true(#got.console_errors >= 1)
+    assert.are.equal(1, #got.page_errors)
+  end)
+end)
