@@ -28,11 +28,11 @@ h1{font-size:24px;margin:0;letter-spacing:.2px}
 h2{font-size:16px;margin:0 0 10px}
 .meta{color:var(--muted);font-size:12.5px;text-align:right}
 .meta code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;color:var(--ink);word-break:break-all}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(138px,1fr));gap:12px;margin-bottom:18px}
-.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px 14px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(138px,1fr));gap:10px;margin-bottom:18px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px 12px}
 .card .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.6px}
 .card .v{font-size:26px;font-weight:650;margin-top:2px;font-variant-numeric:tabular-nums}
-.card .s{color:var(--muted);font-size:12.5px;font-variant-numeric:tabular-nums}
+.card .s{color:var(--muted);font-size:12px;font-variant-numeric:tabular-nums}
 .card.alert .v{color:var(--bad)}
 .card.good .v{color:var(--ok)}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:14px;margin-bottom:14px}
@@ -119,14 +119,14 @@ local function cards(r)
     dtu_value, dtu_sub = "-", "none checked (--dtu SN)"
   else
     dtu_value = fig("dtus.offline", #d.offline)
-    dtu_sub = "offline of " .. fig("dtus.total", d.total) .. " checked"
+    dtu_sub = "of " .. fig("dtus.total", d.total) .. " checked"
     dtu_class = #d.offline > 0 and "alert" or "good"
   end
   return concat {
     '<div class="cards">',
     card("Occupancy", pct(occ, spaces), fig("occupied", occ) .. " of " .. fig("spaces", spaces) .. " spaces"),
-    card("Devices", fig("devices", spaces), fig("locks.total", L.total) .. " locks, " .. fig("sensors.total", S.total) ..
-      " sensors"),
+    card("Devices", fig("devices", spaces), fig("locks.total", L.total) .. " locks &middot; " ..
+      fig("sensors.total", S.total) .. " sensors"),
     card("Locks", fig("locks.up", L.up) .. ' <span class="s">up</span>', fig("locks.down", L.down) .. " down"),
     card("Sensors frozen", fig("sensors.frozen", S.frozen), "of " .. S.total),
     card("Low battery", fig("low_battery", L.low_battery + S.low_battery), fig("locks.low_battery", L.low_battery) ..
