@@ -305,6 +305,31 @@ describe("kinot report --html #cli #sim", function()
     assert.is_nil(listing:find("failed", 1, true), listing)
   end)
 
+  it("handles a fleet of no device: figures of 0, no bar, the histograms say so", function()
+    local empty = H.sim { locks = 0, sensors = 0, dtus = 0 }
+    finally(function() empty.stop() end)
+    local page = dir .. "/empty.html"
+    local f = assert(io.open(dir .. "/one.csv", "wb"))
+    f:write("sn,zone,level\n419600001,A,1\n")
+    f:close()
+    local out, err, rc = kinot("--json report --groups " .. dir .. "/one.csv --html " .. page,
+      string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", empty.app_key, empty.app_secret, empty.endpoint))
+    assert.are.equal(0, rc, err)
+    local r = json.decode(out)
+    assert.are.same({ { group = "A/1", occupied = 0, free = 0, total = 0 } }, r.groups.groups)
+    local doc = parse(page)
+    assert.are.same({}, doc.errors)
+    for _, k in ipairs { "locks.total", "sensors.total", "occupied", "spaces", "battery.readings", "signal.readings" } do
+      assert.are.equal("0", doc.figures[k], k)
+    end
+    assert.are.equal(10 + 14, #doc.bars) -- the battery buckets and the signal ones, all drawn
+    for _, b in ipairs(doc.bars) do assert.are.same({ 0, 0 }, { b.count, b.height }) end
+    for _, s in ipairs(doc.segs) do assert.are.same({ 0, 0 }, { s.count, s.width }) end
+    local _, n = doc.text:gsub("no readings", "")
+    assert.are.equal(2, n)
+    assert.matches("No signal readings.", doc.text, 1, true)
+  end)
+
   it("shows the scan's progress on a terminal, as the text report does", function()
     local have = os.execute("command -v script >/dev/null 2>&1")
     if have ~= true and have ~= 0 then pending("util-linux `script` is missing: no pty to run kinot on") return end

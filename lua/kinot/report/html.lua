@@ -41,7 +41,7 @@ margin-bottom:14px;break-inside:avoid;page-break-inside:avoid}
 .grid section.panel{margin-bottom:0}
 .note{color:var(--muted);font-size:12.5px;margin:6px 0 0}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;margin-top:8px}
-th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);font-size:13px}
+th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);font-size:13px;overflow-wrap:anywhere}
 th{color:var(--muted);font-weight:600;font-size:11.5px;text-transform:uppercase;letter-spacing:.5px}
 td.n,th.n{text-align:right}
 svg.chart{display:block;max-width:100%;height:auto;margin:0 auto}
@@ -116,7 +116,7 @@ local function cards(r)
   local d = r.dtus
   local dtu_value, dtu_sub, dtu_class
   if d.total == 0 then
-    dtu_value, dtu_sub = "-", "none checked (--dtu SN)"
+    dtu_value, dtu_sub = "-", "none checked"
   else
     dtu_value = fig("dtus.offline", #d.offline)
     dtu_sub = "of " .. fig("dtus.total", d.total) .. " checked"
@@ -210,6 +210,12 @@ local function signal_rows(r)
   return top
 end
 
+local function weakest_table(r)
+  local rows = signal_rows(r)
+  if #rows == 0 then return '<p class="note">No signal readings.</p>' end
+  return table_of(rows, { { "device", "Device" }, { "sn", "SN" }, { "rs_si", "rs_si (dBm)", n = true } })
+end
+
 local function dtus_panel(r)
   local d = r.dtus
   local out = { '<section class="panel" id="dtus"><h2>DTUs</h2>' }
@@ -253,7 +259,7 @@ function M.render(r, meta)
     '</section></div>',
     '<div class="grid">', faults_panel(r),
     '<section class="panel" id="weakest"><h2>Weakest signal</h2>',
-    table_of(signal_rows(r), { { "device", "Device" }, { "sn", "SN" }, { "rs_si", "rs_si (dBm)", n = true } }),
+    weakest_table(r),
     '</section></div>',
     dtus_panel(r),
     '<footer>lua-kinot ', escape(meta.version or ""), ' &middot; <code>kinot report --html</code></footer>',
