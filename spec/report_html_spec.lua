@@ -286,6 +286,16 @@ describe("kinot report --html #cli #sim", function()
     assert.are.equal("", out)
     assert.matches("kinot: cannot write the HTML report to " .. dir .. "/no/such/dir/r.html", err, 1, true)
     assert.are.equal(json.null, sim.counters().endpoints, "it scanned first") -- no request at all
+    -- a groups file without serials: a usage error too, before the scan
+    local bad = assert(io.open(dir .. "/bad.csv", "wb"))
+    bad:write("zone,level\nA,1\n")
+    bad:close()
+    out, err, rc = run("report --groups " .. dir .. "/bad.csv --html " .. dir .. "/bad.html")
+    assert.are.equal(2, rc, err)
+    assert.are.equal("", out)
+    assert.matches("has no sn column", err, 1, true)
+    assert.are.equal(json.null, sim.counters().endpoints, "it scanned first")
+    assert.is_nil(H.read(dir .. "/bad.html"))
     -- a directory for FILE: found when the page is put in place
     out, err, rc = run("report --html " .. dir)
     assert.are.equal(2, rc, err)

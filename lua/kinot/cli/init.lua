@@ -159,7 +159,7 @@ local function build_parser()
   rep:option("--concurrency", "Pages in flight", "8"):convert(number("--concurrency"))
   rep:option("--dtu", "A DTU SN to check (repeatable; also $KINOT_DTUS=sn,sn)"):count("*")
   rep:option("--groups", "CSV or JSON file mapping serials to zone / level / bay (as `kinot serve` takes): " ..
-    "occupancy by group")
+    "occupancy by group"):argname("FILE")
   rep:option("--html", "Also write the report as one self-contained HTML page (charts, no script, offline) to FILE")
     :argname("FILE")
   rep:epilog(ex { "kinot report", "kinot report --dtu 644200001 --dtu 644200002", "kinot --json report",
