@@ -419,3 +419,57 @@ describe("kinot report --html in chromium #cli #sim #browser", function()
     assert.are.equal(1, #got.page_errors)
   end)
 end)
+
+describe("kinot report --from a kinot serve's twin #cli #sim #nginx", function()
+  local sim, env, dir, serve_url, pid_file
+  setup(function()
+    sim = H.sim { locks = 234, sensors = 56, dtus = 3 }
+    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    pid_file = dir .. "/serve.pid"
+    local port = require("kinot.sim.launcher").free_port()
+    local out, err, rc = kinot(string.format("serve --daemon --pid-file %s --listen 127.0.0.1:%d --dtus 644200001,644200002",
+      pid_file, port), env .. " KINOT_REDIS_URL=")
+    assert(rc == 0, out .. err)
+    serve_url = "http://127.0.0.1:" .. port
+    assert(H.wait_for(function()
+      local doc = H.json("GET", serve_url .. "/api/fleet")
+      return doc and type(doc.synced_at) == "string"
+    end, 15), "no first sync")
+  end)
+  teardown(function()
+    if pid_file then kinot("serve stop --pid-file " .. pid_file) end
+    if sim then sim.stop() end
+    if dir then os.execute("rm -rf " .. dir) end
+  end)
+
+  it("gives the platform's report from the twin: the same JSON, the serve's URL on the page, no credential needed", function()
+    local args = " report --dtu 644200001 --dtu 644200002"
+    local direct, err, rc = kinot("--json" .. args, env)
+    assert.are.equal(0, rc, err)
+    local page = dir .. "/twin.html"
+    local twin, terr, trc = kinot("--json" .. args .. " --from " .. serve_url .. " --html " .. page,
+      "KINOT_APP_KEY= KINOT_APP_SECRET= KINOT_API_TOKEN=")
+    assert.are.equal(0, trc, terr)
+    assert.are.same(json.decode(direct), json.decode(twin))
+    assert.are.equal(234, json.decode(twin).locks.total)
+    local doc = parse(page)
+    assert.are.same({}, doc.errors)
+    assert.are.equal(serve_url, doc.figures.endpoint)
+    assert.are.equal("234", doc.figures["locks.total"])
+  end)
+
+  it("a --from nothing answers at is a network error (exit 4); one that is no URL a usage error (exit 2)", function()
+    local port = require("kinot.sim.launcher").free_port()
+    local _, err, rc = kinot("report --from http://127.0.0.1:" .. port .. " --html " .. dir .. "/none.html", "")
+    assert.are.equal(4, rc, err)
+    assert.matches("no kinot serve answers at", err, 1, true)
+    assert.is_nil(H.read(dir .. "/none.html"))
+    _, err, rc = kinot("report --from ftp://user:pw@x", "")
+    assert.are.equal(2, rc, err)
+    assert.matches("--from must be", err, 1, true)
+    assert.is_nil(err:find("pw@", 1, true))
+  end)
+end)
