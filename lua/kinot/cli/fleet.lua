@@ -118,6 +118,56 @@ local function get(args, path, query)
   return doc
 end
 
+--- twin_source(from) -> a source for kinot.cli.report.build that reads the
+-- twin instead of the platform, through the same get as `kinot fleet`:
+-- from is a running `kinot serve`'s URL (its token: $KINOT_API_TOKEN) or
+-- the twin in Redis (redis://...).  It pages /api/devices as the client
+-- pages the platform (each_locker, each_sensor with on_page) and reads a
+-- DTU as /api/devices/SN; a device as the platform sends it (its state).
+function M.twin_source(from)
+  if not from:match("^rediss?://") and not from:match("^https?://[^/]+/*$") then
+    usage("--from must be a kinot serve's URL, like http://127.0.0.1:8080, or its twin in Redis, redis://... (got " ..
+      require("kinot.redact").url(from) .. ")")
+  end
+  local args = from:match("^rediss?://") and { redis = from } or { url = from }
+  local function each(kind)
+    return function(_, opts)
+      local page, total, offset, buf, i = 0, nil, 0, {}, 0
+      local limit = require("kinot.fleet").MAX_LIMIT
+      return function()
+        i = i + 1
+        if i > #buf then
+          if total and offset >= total then return nil end
+          local got = get(args, "/api/devices", { { "kind", kind }, { "offset", offset }, { "limit", limit } })
+          total, buf, i = got.total, got.devices, 1
+          offset = offset + #buf
+          page = page + 1
+          if opts.on_page then opts.on_page(page, math.max(1, math.ceil(total / limit))) end
+          if #buf == 0 then return nil end
+        end
+        local d = buf[i]
+        local dev = {}
+        for k, v in pairs(d.state or {}) do dev[k] = v end
+        dev.sn, dev.updated_at = d.sn, dev.updated_at or d.updated_at
+        return dev
+      end
+    end
+  end
+  return {
+    where = args.redis and require("kinot.redis").redact(args.redis) or args.url,
+    each_locker = each("lock"),
+    each_sensor = each("sensor"),
+    dtu_device = function(_, sn)
+      if not tostring(sn):match("^%d+$") then usage("--dtu needs a serial (got " .. tostring(sn) .. ")") end
+      local d = get(args, "/api/devices/" .. sn)
+      local dev = {}
+      for k, v in pairs(d.state or {}) do dev[k] = v end
+      dev.sn, dev.updated_at = d.sn, dev.updated_at or d.updated_at
+      return dev
+    end,
+  }
+end
+
 -- "coil_fault 3, motor_fail 1 ...": each fault flag a lock has (a sensor's are among them)
 local function fault_counts(faults)
   local parts = {}

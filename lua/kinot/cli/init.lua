@@ -158,7 +158,15 @@ local function build_parser()
   local rep = p:command("report", "Fleet health: occupancy, faults, low battery, weakest signal, offline DTUs")
   rep:option("--concurrency", "Pages in flight", "8"):convert(number("--concurrency"))
   rep:option("--dtu", "A DTU SN to check (repeatable; also $KINOT_DTUS=sn,sn)"):count("*")
-  rep:epilog(ex { "kinot report", "kinot report --dtu 644200001 --dtu 644200002", "kinot --json report" })
+  rep:option("--groups", "CSV or JSON file mapping serials to zone / level / bay (as `kinot serve` takes): " ..
+    "occupancy by group"):argname("FILE")
+  rep:option("--from", "Read the devices from a running `kinot serve`'s twin (its URL; token $KINOT_API_TOKEN) " ..
+    "or from the twin in Redis (redis://...), not from the platform"):argname("URL")
+  rep:option("--html", "Also write the report as one self-contained HTML page (charts, no script, offline) to FILE")
+    :argname("FILE")
+  rep:epilog(ex { "kinot report", "kinot report --dtu 644200001 --dtu 644200002", "kinot --json report",
+                  "kinot report --groups bays.csv --html report.html",
+                  "kinot report --from http://127.0.0.1:8080 --html report.html   # a kinot serve's twin" })
 
   local sign = p:command("sign", "Show the string-to-sign, signed headers and signature of a request (never the secret)")
   sign:option("--method", "HTTP method", "GET")
@@ -443,13 +451,30 @@ end
 
 run.report = function(args, out)
   local report = require "kinot.cli.report"
-  local c = client_of(args)
+  -- the platform (the API client), or a twin through `kinot fleet`'s source
+  local c = args.from and require("kinot.cli.fleet").twin_source(args.from) or client_of(args)
   local dtus = {}
   for _, s in ipairs(args.dtu or {}) do dtus[#dtus + 1] = s end
   for s in (os.getenv("KINOT_DTUS") or ""):gmatch("[^,%s]+") do dtus[#dtus + 1] = s end
-  local r = report.build(c, { concurrency = args.concurrency, dtus = dtus,
-                              on_page = function(kind, d, t) out:progress(d, t, kind) end })
+  -- the page's file is opened before the scan: a path that cannot be
+  -- written fails at once, not after it
+  local page = args.html and report.page_file(args.html)
+  local ok, r = pcall(report.build, c, { concurrency = args.concurrency, dtus = dtus, groups = args.groups,
+                                         on_page = function(kind, d, t) out:progress(d, t, kind) end })
+  if not ok then
+    if page then page:discard() end
+    error(r, 0)
+  end
+  if page then
+    page:commit(require("kinot.report.html").render(r, { generated_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+                                                          endpoint = c.endpoint or c.where,
+                                                          version = require "kinot.version" }))
+  end
   if args.json or args.jsonl then out:emit_json(r, "report") else report.print(out, r) end
+  if page and not (args.json or args.jsonl) then
+    out:print("")
+    out:print(out:paint("dim", "HTML report: " .. output.escape(args.html)))
+  end
   return EXIT.ok
 end
 

@@ -238,8 +238,12 @@ end
 S.notifications = { items = S.notification }
 local SECTION = { order = { "total", "occupied", "up", "down", "frozen", "low_battery", "faults", "weakest" },
                   fields = { faults = { order = vocabulary.faults.lock }, weakest = { items = { order = { "sn", "rs_si" } } } } }
-S.report = { order = { "locks", "sensors", "dtus", "occupancy" },
-             fields = { locks = SECTION, sensors = SECTION,
+local HISTOGRAM = { order = { "unit", "readings", "buckets" },
+                    fields = { buckets = { items = { order = { "from", "to", "count" } } } } }
+S.report = { order = { "locks", "sensors", "dtus", "occupancy", "groups", "battery", "signal" },
+             fields = { locks = SECTION, sensors = SECTION, battery = HISTOGRAM, signal = HISTOGRAM,
+                        groups = { order = { "groups", "ungrouped" },
+                                   fields = { groups = { items = { order = { "group", "occupied", "free", "total" } } } } },
                         dtus = { order = { "total", "offline" }, fields = { offline = { items = { order = { "sn", "host", "updated_at" } } } } } } }
 S.error = { order = { "kind", "message", "status", "code", "request_id", "server_string_to_sign", "client_string_to_sign" } }
 S.verify = { order = { "valid", "canonical", "reason", "message", "kind", "device", "sn" } }
