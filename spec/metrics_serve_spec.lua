@@ -6,7 +6,6 @@
 local H = require "helpers"
 local launcher = require "kinot.sim.launcher"
 local callback = require "kinot.callback"
-local json = require "kinot.json"
 
 local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
 
