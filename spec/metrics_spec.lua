@@ -140,14 +140,24 @@ describe("kinot.metrics #unit", function()
     local r, err = client:reset_bt_match_code(644200001)
     assert.is_nil(r)
     assert.are.equal("unknown_outcome", err.kind)
+    -- a command created, polled pending, then final: counted once by its final status, however often read
+    local cmd = '{"code":0,"message":"OK","objects":[{"guid":"g-1","sn":644200001,"command_status":"%s"}]}'
+    answers = { { status = 200, body = cmd:format("pending") } }
+    assert(client:reset_bt_match_code(644200001))
+    answers = { { status = 200, body = cmd:format("pending") }, { status = 200, body = cmd:format("succeeded") } }
+    assert.are.equal("succeeded", client:wait_command("g-1", { interval = 0.01 }).command_status)
+    answers = { { status = 200, body = cmd:format("succeeded") } }
+    assert(client:command("g-1"))
     local s = samples(m:render())
+    assert.are.equal(1, s['kinot_commands_total{status="succeeded"}'])
+    assert.are.equal(1, s.kinot_command_duration_seconds_count)
     assert.are.equal(2, s['kinot_api_requests_total{endpoint="/lockers/{sn}",status_class="2xx"}'])
     assert.are.equal(1, s['kinot_api_requests_total{endpoint="/lockers/{sn}",status_class="5xx"}'])
     assert.are.equal(1, s['kinot_api_requests_total{endpoint="/commands",status_class="error"}'])
     assert.are.equal(1, s['kinot_api_retries_total{endpoint="/lockers/{sn}"}'])
     assert.are.equal(1, s['kinot_api_unknown_outcomes_total{endpoint="/commands"}'])
     assert.are.equal(3, s['kinot_api_request_duration_seconds_count{endpoint="/lockers/{sn}"}'])
-    assert.are.equal(4, sent)
+    assert.are.equal(8, sent)
     -- no serial in any label
     assert.is_nil(m:render():find("644200001", 1, true))
   end)

@@ -5,7 +5,12 @@
 local M = {}
 M.__index = M
 
-local floor, gsub = math.floor, string.gsub
+local floor, gsub, type = math.floor, string.gsub, type
+local AS_SENT = require("kinot.vocabulary").COMMAND_STATUS_AS_SENT
+local FINAL = { succeeded = "succeeded", failed = "failed" }
+-- commands created and not yet seen final, kept at most (a guid a
+-- command: a client that never follows its commands must not grow)
+M.MAX_FOLLOWED = 100000
 
 -- "/lockers/644200001" -> "/lockers/{sn}"
 local function template(path)
@@ -13,9 +18,15 @@ local function template(path)
 end
 M.template = template
 
---- new(registry) -> recorder
-function M.new(reg)
+--- new(registry[, clock]) -> recorder
+function M.new(reg, clock)
   return setmetatable({
+    clock = clock or require("kinot.core").monotonic, sent = {}, followed = 0,
+    commands = reg:counter("kinot_commands_total",
+      "Commands this client created and then saw final, by final status (succeeded, failed)", { "status" }),
+    to_final = reg:histogram("kinot_command_duration_seconds",
+      "Time from a command's creation (its POST answered) to the answer that showed it final", nil,
+      { 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300 }),
     requests = reg:counter("kinot_api_requests_total",
       "API attempts answered or failed, by endpoint (path template) and status class (2xx, 4xx, 5xx, error)",
       { "endpoint", "status_class" }),
@@ -35,6 +46,33 @@ function M:attempt(call, status, seconds)
   local endpoint = template(call.path)
   self.requests:inc(1, endpoint, class)
   if seconds then self.latency:observe(seconds, endpoint) end
+end
+
+--- answered(call, doc): a decoded answer; a command's creation or its
+-- poll (POST or GET /commands) followed to its final status
+function M:answered(call, doc)
+  if call.path ~= "/commands" then return end
+  local cmd = type(doc.objects) == "table" and doc.objects[1]
+  if type(cmd) ~= "table" or cmd.guid == nil then return end
+  local guid = cmd.guid
+  local status = cmd.command_status
+  if status == nil then status = cmd[AS_SENT] end
+  local sent = self.sent
+  if call.method == "POST" then
+    if self.followed >= M.MAX_FOLLOWED then
+      sent = {} -- forgotten: those still out are not counted
+      self.sent, self.followed = sent, 0
+    end
+    sent[guid] = self.clock()
+    self.followed = self.followed + 1
+  end
+  local at = sent[guid]
+  if at and FINAL[status] then
+    sent[guid] = nil
+    self.followed = self.followed - 1
+    self.commands:inc(1, FINAL[status])
+    self.to_final:observe(self.clock() - at)
+  end
 end
 
 function M:retry(call) self.retries:inc(1, template(call.path)) end

@@ -89,7 +89,10 @@ function M.perform(client, call)
                        elapsed = transport.now() - started })
       end
       doc, err = classify.response(res, signed, call)
-      if doc then return doc end
+      if doc then
+        if mx then mx:answered(call, doc) end
+        return doc
+      end
     else
       err = classify.transport_error(kind, message, not_sent, client.origin)
     end
@@ -134,7 +137,10 @@ local function answer_of(client, transport, call, signed, req, r, started)
     end
     doc, err = classify.response(r, signed, call)
   end
-  if doc then return doc end
+  if doc then
+    if mx then mx:answered(call, doc) end
+    return doc
+  end
   err.attempts = 1
   if not call.idempotent and classify.outcome_unknown(err) then
     if mx then mx:unknown_outcome(call) end
