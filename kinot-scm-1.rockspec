@@ -97,6 +97,7 @@ build = {
       ["kinot.metrics.fleet"] = "lua/kinot/metrics/fleet.lua",
       ["kinot.serve.api"] = "lua/kinot/serve/api.lua",
       ["kinot.serve.app"] = "lua/kinot/serve/app.lua",
+      ["kinot.serve.metrics"] = "lua/kinot/serve/metrics.lua",
       ["kinot.signer"] = "lua/kinot/signer.lua",
       ["kinot.sim.fleet"] = "lua/kinot/sim/fleet.lua",
       ["kinot.sim.gateway"] = "lua/kinot/sim/gateway.lua",

@@ -161,4 +161,27 @@ describe("kinot.metrics #unit", function()
     -- no serial in any label
     assert.is_nil(m:render():find("644200001", 1, true))
   end)
+
+  it("GET /metrics of kinot serve: loopback free, elsewhere the API token, none configured: loopback only", function()
+    local serve = require "kinot.serve.metrics"
+    local m = metrics.new { store = "table" }
+    m:counter("kinot_x_total", "X")
+    local status, ctype, body = serve.handle(m, { method = "GET", remote_addr = "127.0.0.1" }, {})
+    local _
+    assert.are.equal(200, status)
+    assert.are.equal("text/plain; version=0.0.4; charset=utf-8", ctype)
+    assert.matches("kinot_x_total 0\n", body)
+    status = serve.handle(m, { method = "GET", remote_addr = "::1" }, { token = "t-1" })
+    assert.are.equal(200, status)
+    status, _, body = serve.handle(m, { method = "GET", remote_addr = "10.0.0.5" }, {})
+    assert.are.equal(401, status)
+    assert.matches("API token", body)
+    status = serve.handle(m, { method = "GET", remote_addr = "10.0.0.5", authorization = "Bearer t-2" }, { token = "t-1" })
+    assert.are.equal(401, status)
+    status, _, body = serve.handle(m, { method = "GET", remote_addr = "10.0.0.5", authorization = "Bearer t-1" },
+      { token = "t-1" })
+    assert.are.equal(200, status)
+    assert.matches("kinot_x_total 0\n", body)
+    assert.are.equal(405, (serve.handle(m, { method = "POST", remote_addr = "127.0.0.1" }, {})))
+  end)
 end)

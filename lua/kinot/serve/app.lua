@@ -93,15 +93,6 @@ function M.callback() return handler() end
 function M.api() return require("kinot.serve.api").nginx(twin, { token = cfg.api_token }) end
 
 --- metrics(): GET /metrics, under the JSON API's rule (loopback, else the API token)
-function M.metrics()
-  local ok, why = require("kinot.serve.api").allowed({ remote_addr = ngx.var.remote_addr,
-                                                       authorization = ngx.var.http_authorization }, cfg.api_token)
-  if not ok then
-    ngx.status = 401
-    ngx.header["WWW-Authenticate"] = 'Bearer realm="kinot"'
-    return ngx.print(why, "\n")
-  end
-  metrics:nginx()
-end
+function M.metrics() return require("kinot.serve.metrics").nginx(metrics, { token = cfg.api_token }) end
 
 return M
