@@ -90,6 +90,13 @@ describe("kinot.metrics with the callback handler in a user's nginx #nginx", fun
     v = samples(H.raw("GET", ng.url .. "/metrics").body)
     assert.are.equal(2, v.kinot_callback_handler_failures_total)
     assert.are.equal(0, v.kinot_callbacks_duplicate_total)
+    -- ack = "immediate": acknowledged at once, the handler fails later in a timer: counted all the same
+    assert.are.equal(200, H.raw("POST", ng.url .. "/cb_immediate", signed(status_body(419600666, os.time() + 1))).status)
+    v = H.wait_for(function()
+      local s = samples(H.raw("GET", ng.url .. "/metrics").body)
+      return s.kinot_callback_handler_failures_total == 3 and s
+    end, 3)
+    assert.is_table(v, "the immediate handler's failure was not counted")
   end)
 
   it("a full dict: every callback answered as it should be, one error line, the counts written once there is room",

@@ -32,7 +32,8 @@ function M.metrics(reg)
 end
 
 --- instrument(registry, rcv) -> observe(status, ev, err, duplicate, why):
--- the receiver's dispatch is wrapped to time the handler's call
+-- the receiver's dispatch is wrapped to time the handler's call and count
+-- its failures (under either acknowledgement)
 function M.instrument(reg, rcv)
   local m = M.metrics(reg)
   local received, refused, duplicate, failed, delay = m.received, m.refused, m.duplicate, m.failed, m.delay
@@ -44,13 +45,14 @@ function M.instrument(reg, rcv)
     if after then t0 = ngx.req.start_time() -- in the request
     else t0 = arrived[ev] arrived[ev] = nil end -- in a timer, later
     if t0 then delay:observe(ngx.now() - t0) end
-    return dispatch(self, ev)
+    local ok, why = dispatch(self, ev)
+    if not ok then failed:inc(1) end -- (ack = "immediate": in the timer, after the 200)
+    return ok, why
   end
   return function(status, ev, err, dup, why)
     if ev then
       received:inc(1, M.KINDS[ev.kind] or "other")
       if not after then arrived[ev] = ngx.req.start_time() end
-      if err and err.reason == "handler_failed" then failed:inc(1) end
     elseif dup then
       duplicate:inc(1)
     else
