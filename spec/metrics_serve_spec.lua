@@ -231,3 +231,48 @@ end
       moved("kinot_callbacks_duplicate_total") + moved('kinot_callbacks_refused_total{reason="busy"}'))
   end)
 end)
+
+describe("GET /metrics of kinot serve over a twin in Redis #cli #sim #nginx #redis", function()
+  local R = require "redis_server"
+  it("reads the summary from Redis at each scrape; a Redis gone shows as kinot_fleet_store_up 0, never a failed scrape",
+    function()
+      local sim = H.sim { locks = 60, sensors = 40, dtus = 0 }
+      local rs = R.start()
+      local dir = tmpdir()
+      local stopped = false
+      finally(function()
+        sh(string.format("cd %s && %s bin/kinot serve stop --pid-file %s/serve.pid", H.root, LUA, dir))
+        if not stopped then rs.stop() end
+        sim.stop()
+        os.execute("rm -rf " .. dir)
+      end)
+      local port = launcher.free_port()
+      local url = "http://127.0.0.1:" .. port
+      local out, rc = sh(string.format("cd %s && KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s %s bin/kinot " ..
+        "serve --daemon --pid-file %s/serve.pid --listen 127.0.0.1:%d --sync-interval 300 --redis %s", H.root,
+        sim.endpoint, sim.app_key, sim.app_secret, LUA, dir, port, rs.url))
+      assert.are.equal(0, rc, out)
+      assert(H.wait_for(function()
+        local doc = H.json("GET", url .. "/api/fleet")
+        return type(doc.synced_at) == "string"
+      end, 20), "no first sync")
+      local fleet = H.json("GET", url .. "/api/fleet")
+      local res = H.raw("GET", url .. "/metrics")
+      assert.are.equal(200, res.status)
+      write(dir .. "/m.txt", res.body)
+      local lint, lrc = sh("promtool check metrics < " .. dir .. "/m.txt")
+      assert.are.equal(0, lrc, lint)
+      local v = samples(res.body)
+      assert.are.equal(1, v.kinot_fleet_store_up)
+      assert.are.equal(fleet.occupancy.occupied, v.kinot_spaces_occupied)
+      assert.are.equal(100, v.kinot_spaces)
+      assert.are.equal(100, v['kinot_fleet_updates_total{verdict="added"}'])
+      rs.stop()
+      stopped = true
+      res = H.raw("GET", url .. "/metrics")
+      assert.are.equal(200, res.status, res.body)
+      v = samples(res.body)
+      assert.are.equal(0, v.kinot_fleet_store_up)
+      assert.are.equal(1, v['kinot_syncs_total{result="ok"}'])
+    end)
+end)
