@@ -62,8 +62,8 @@ http {
   lua_socket_log_errors off;
   lua_shared_dict kinot_fleet ${dict_size};
   lua_shared_dict kinot_serve_dedupe 16m;
-  lua_shared_dict kinot_serve_dedupe_busy 1m;
-  lua_shared_dict kinot_serve_metrics 1m;  # in-progress marks: never evicted (docs/callbacks.md)
+  lua_shared_dict kinot_serve_dedupe_busy 1m;  # in-progress marks: never evicted (docs/callbacks.md)
+  lua_shared_dict kinot_serve_metrics 1m;  # GET /metrics (docs/metrics.md)
   init_by_lua_block { require("kinot.serve.app").configure(dofile("${prefix}/serve_config.lua")) }
   init_worker_by_lua_block { require("kinot.serve.app").init_worker() }
   server {
