@@ -107,6 +107,13 @@ describe("kinot.metrics #unit", function()
     assert.has_error(function() metrics.new { stor = "table" } end, nil)
     assert.has_error(function() metrics.new { store = "table", flush_interval = 0 } end)
     assert.has_error(function() metrics.new { store = "shared", dict = "nope" } end)
+    -- metrics = something else than a registry, named where it was given
+    local ok, err = pcall(require("kinot").new, { app_key = "k", app_secret = "s", metrics = true })
+    assert.is_false(ok)
+    assert.matches("kinot.new: metrics must be a registry", tostring(err))
+    ok, err = pcall(require("kinot.callback").handler, { secret = "s", metrics = {} })
+    assert.is_false(ok)
+    assert.matches("callback.handler: metrics must be a registry", tostring(err))
   end)
 
   it("keeps at most MAX_SERIES label sets of one metric: a label fed something unbounded cannot grow it", function()

@@ -20,6 +20,7 @@ M.template = template
 
 --- new(registry[, clock]) -> recorder
 function M.new(reg, clock)
+  require("kinot.metrics").check(reg, "kinot.new")
   return setmetatable({
     clock = clock or require("kinot.core").monotonic, sent = {}, followed = 0,
     commands = reg:counter("kinot_commands_total",

@@ -35,6 +35,7 @@ end
 -- the receiver's dispatch is wrapped to time the handler's call and count
 -- its failures (under either acknowledgement)
 function M.instrument(reg, rcv)
+  require("kinot.metrics").check(reg, "callback.handler")
   local m = M.metrics(reg)
   local received, refused, duplicate, failed, delay = m.received, m.refused, m.duplicate, m.failed, m.delay
   local arrived = setmetatable({}, { __mode = "k" }) -- ack = "immediate": event -> its POST's time

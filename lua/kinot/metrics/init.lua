@@ -34,7 +34,7 @@ M.CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 local type, tostring, pairs, ipairs, format, concat, sort = type, tostring, pairs, ipairs, string.format, table.concat,
   table.sort
-local floor, huge, tonumber, next, pcall = math.floor, math.huge, tonumber, next, pcall
+local floor, huge, tonumber, next, pcall, getmetatable = math.floor, math.huge, tonumber, next, pcall, getmetatable
 local misuse = errors.misuse
 
 local SEP = "\1" -- a key: name SEP label text [SEP part]; no name or escaped label holds \1
@@ -206,6 +206,14 @@ function M.new(opts)
   end
   return setmetatable({ dict = dict, buf = {}, metrics = {}, names = {}, collectors = {}, timer = timer,
                         interval = interval, logged = {} }, Registry)
+end
+
+--- check(v, where) -> v: a registry made by new(), else misuse naming where it was given
+function M.check(v, where)
+  if getmetatable(v) ~= Registry then
+    misuse(where .. ": metrics must be a registry made by kinot.metrics.new (got " .. type(v) .. ")")
+  end
+  return v
 end
 
 -- an error logged once per worker (a full dict would say so at every flush)
