@@ -126,6 +126,7 @@ bench: deps build build/bench/hmac_baseline
 	lua5.4 bench/batch.lua
 	luajit bench/inbox.lua
 	luajit bench/fleet.lua
+	luajit bench/metrics.lua
 
 # ---------------------------------------------------------------- reliability
 FUZZ_TARGETS := sign cbscan headers json jsonwrite

@@ -33,7 +33,7 @@ local DEFAULT_ENDPOINT = "http://device.api.parks8.com/open/lora/v1"
 local OPTIONS = validate.set {
   "app_key", "app_secret", "endpoint", "stage", "timeout", "connect_timeout", "retries", "backoff",
   "max_retry_after", "signature_method", "transport", "paging", "verify_tls", "ca_file", "proxy",
-  "max_body", "resolver", "on_event",
+  "max_body", "resolver", "on_event", "metrics",
 }
 Client.OPTIONS = OPTIONS
 local BACKOFF = validate.set { "base", "max" }
@@ -103,6 +103,7 @@ function Client.new(o)
     max_retry_after = o.max_retry_after or 60,
     signature_method = o.signature_method or "HmacSHA256",
     on_event = o.on_event,
+    metrics = o.metrics and require("kinot.metrics.api").new(o.metrics), -- kinot.request counts its calls there
     paging = o.paging or "auto", -- how the platform reads `offset` (pager.lua); auto: asked once
     verify_tls = o.verify_tls ~= false,
     clock_offset_ms = 0,

@@ -135,6 +135,7 @@ local NOT_HANDLED = { stale = true, out_of_order = true, future = true, malforme
 local LOGGED = { handler_failed = true, unavailable = true }
 
 local OPTIONS = validate.set(receiver.OPTIONS)
+OPTIONS.metrics = true -- a kinot.metrics registry (kinot.metrics.callback): the handler's, not the receiver's
 
 function M.new(opts)
   if type(opts) ~= "table" then errors.misuse("callback.handler needs a table of options") end
@@ -152,6 +153,7 @@ function M.new(opts)
     o.ack = "immediate" -- stored is acknowledged; nothing runs here
   end
   if o.ack == nil then o.ack = "after_handler" end
+  o.metrics = nil
   local after = o.ack == "after_handler"
   -- nginx's cached clock: no system call, and the JIT compiles it
   if o.clock == nil and ngx and ngx.time then o.clock = ngx.time end
@@ -161,6 +163,7 @@ function M.new(opts)
       "the handlers (ev.verified = false); anyone can forge them until it is turned off")
   end
   local max_body = rcv.max_body
+  local observe = opts.metrics and require("kinot.metrics.callback").instrument(opts.metrics, rcv)
   local hand_over = not after and (o.on_status or o.on_command or o.fleet) and dispatcher(rcv, M.MAX_RUNNERS)
 
   return function()
@@ -170,13 +173,13 @@ function M.new(opts)
       return ngx.print('{"code":405,"message":"callbacks are POSTed"}')
     end
     local body, why = read_body(max_body)
-    local status, answer, ev, err
+    local status, answer, ev, err, dup
     if not body then
       status = why == "too_large" and 413 or 400
       answer = '{"code":' .. status .. ',"message":"callback body ' ..
         (why == "too_large" and ("over the " .. max_body .. "-byte cap") or "could not be read") .. '"}'
     else
-      status, answer, ev, err = rcv:receive(body)
+      status, answer, ev, err, dup = rcv:receive(body)
       -- verify = "monitor": say so for every body let through unverified
       if ev and ev.verified == false then
         ngx.log(ngx.WARN, "kinot callback accepted UNVERIFIED (verify = \"monitor\"), sn ",
@@ -189,6 +192,7 @@ function M.new(opts)
     if status == 503 then ngx.header["Retry-After"] = "5" end
     ngx.status = status
     ngx.print(answer)
+    if observe then observe(status, ev, err, dup, why) end
     if ev and hand_over and status == 200 then hand_over(ev) end
   end
 end

@@ -67,12 +67,14 @@ http {
 ${ssl}  lua_shared_dict kinot_fleet ${dict_size};
   lua_shared_dict kinot_serve_dedupe 16m;
   lua_shared_dict kinot_serve_dedupe_busy 1m;  # in-progress marks: never evicted (docs/callbacks.md)
+  lua_shared_dict kinot_serve_metrics 1m;  # GET /metrics (docs/metrics.md)
   init_by_lua_block { require("kinot.serve.app").configure(dofile("${prefix}/serve_config.lua")) }
   init_worker_by_lua_block { require("kinot.serve.app").init_worker() }
   server {
     listen ${listen};
     location = /kinot/callback { content_by_lua_block { require("kinot.serve.app").callback() } }
     location /api/ { content_by_lua_block { require("kinot.serve.app").api() } }
+    location = /metrics { content_by_lua_block { require("kinot.serve.app").metrics() } }
     location / { return 404 '{"error":"not a kinot serve path"}'; }
   }
 }

@@ -76,8 +76,10 @@ function M.perform(client, call)
                      headers = redacted_headers(req.headers) })
     end
     -- 2. send
-    local started = hook and transport.now()
+    local mx = client.metrics
+    local started = (hook or mx) and transport.now()
     local res, kind, message, not_sent = transport.send(req)
+    if mx then mx:attempt(call, res and res.status, transport.now() - started) end
     -- 3. classify
     local doc, err
     if res then
@@ -87,7 +89,10 @@ function M.perform(client, call)
                        elapsed = transport.now() - started })
       end
       doc, err = classify.response(res, signed, call)
-      if doc then return doc end
+      if doc then
+        if mx then mx:answered(call, doc) end
+        return doc
+      end
     else
       err = classify.transport_error(kind, message, not_sent, client.origin)
     end
@@ -102,11 +107,13 @@ function M.perform(client, call)
       if hook then emit(client, { type = "retry", attempt = attempt, reason = "clock skew", delay = 0, error = err.kind }) end
       state.max_attempts = state.max_attempts + 1
     elseif action == "unknown" then
+      if mx then mx:unknown_outcome(call) end
       return nil, classify.unknown_outcome(call, err)
     elseif action == "stop" then
       err.timestamp_error = nil
       return nil, err
     else
+      if mx then mx:retry(call) end
       if hook then emit(client, { type = "retry", attempt = attempt, reason = err.message, error = err.kind, delay = delay }) end
       transport.sleep(delay)
     end
@@ -118,6 +125,8 @@ end
 -- is unknown keeps perform's rule: it may have arrived.
 local function answer_of(client, transport, call, signed, req, r, started)
   local doc, err
+  local mx = client.metrics
+  if mx then mx:attempt(call, not r.error and r.status or nil, started and transport.now() - started) end
   if r.error then
     err = classify.transport_error(r.error, r.message, r.not_sent, client.origin)
   else
@@ -128,9 +137,15 @@ local function answer_of(client, transport, call, signed, req, r, started)
     end
     doc, err = classify.response(r, signed, call)
   end
-  if doc then return doc end
+  if doc then
+    if mx then mx:answered(call, doc) end
+    return doc
+  end
   err.attempts = 1
-  if not call.idempotent and classify.outcome_unknown(err) then return nil, classify.unknown_outcome(call, err) end
+  if not call.idempotent and classify.outcome_unknown(err) then
+    if mx then mx:unknown_outcome(call) end
+    return nil, classify.unknown_outcome(call, err)
+  end
   return nil, err
 end
 
@@ -183,7 +198,7 @@ function M.stream(client, slots, take, on_answer)
         emit(client, { type = "request", attempt = 1, method = req.method, url = redact.url(req.url),
                        headers = redacted_headers(req.headers) })
       end
-      pending[req] = { call, signed, client.on_event and transport.now() }
+      pending[req] = { call, signed, (client.on_event or client.metrics) and transport.now() }
       reqs[k] = req
     end
     return reqs, delay

@@ -60,6 +60,8 @@ local function allowed(req, token)
   return true
 end
 
+M.allowed = allowed -- (GET /metrics takes the same rule: kinot.serve.metrics)
+
 local BOOLEAN = { occupied = true, low_battery = true, weak_signal = true, offline = true, stale = true, gone = true,
                   up = true }
 local TRUTH = { ["true"] = true, ["1"] = true, ["false"] = false, ["0"] = false }

@@ -9,7 +9,7 @@
 local ngx = ngx -- luacheck: ignore
 local M = {}
 
-local cfg, twin, handler, client
+local cfg, twin, handler, client, metrics, observe_sync
 
 --- configure(c) (init_by_lua): c = { app_key, app_secret, endpoint,
 -- callback_secret, redis, groups, sync_interval, sweep_interval, dtus,
@@ -24,6 +24,7 @@ end
 
 local function sync_once()
   local report, err = twin:sync(client, { dtus = cfg.dtus, concurrency = cfg.concurrency or 4 })
+  observe_sync(report, err)
   if not report then
     log(ngx.ERR, "sync failed: ", tostring(err))
     return
@@ -62,11 +63,18 @@ function M.init_worker()
     store = cfg.redis and "redis" or "shared", redis = cfg.redis, redis_tls = cfg.redis_tls, groups = cfg.groups,
     stale_after = cfg.stale_after, weak_signal = cfg.weak_signal,
   }
-  client = require("kinot").new { app_key = cfg.app_key, app_secret = cfg.app_secret, endpoint = cfg.endpoint }
+  -- GET /metrics (docs/metrics.md): the twin's gauges at each scrape, the
+  -- syncs, the callbacks and the API calls counted as they come
+  metrics = require("kinot.metrics").new { dict = "kinot_serve_metrics" }
+  require("kinot.metrics.fleet").register(metrics, twin)
+  observe_sync = require("kinot.metrics.fleet").sync(metrics)
+  client = require("kinot").new { app_key = cfg.app_key, app_secret = cfg.app_secret, endpoint = cfg.endpoint,
+                                  metrics = metrics }
   handler = require("kinot.callback").handler {
     secret = cfg.callback_secret or cfg.app_secret,
     dedupe = "kinot_serve_dedupe",
     fleet = twin, -- each verified status change, before any on_status (kinot.callback.receiver)
+    metrics = metrics,
   }
   if ngx.worker.id() == 0 then
     local ok, err = ngx.timer.at(0, loop)
@@ -83,5 +91,8 @@ function M.callback() return handler() end
 
 --- api(): GET /api/...
 function M.api() return require("kinot.serve.api").nginx(twin, { token = cfg.api_token }) end
+
+--- metrics(): GET /metrics, under the JSON API's rule (loopback, else the API token)
+function M.metrics() return require("kinot.serve.metrics").nginx(metrics, { token = cfg.api_token }) end
 
 return M
