@@ -68,6 +68,7 @@ build = {
       ["kinot.cli.init"] = "lua/kinot/cli/init.lua",
       ["kinot.cli.output"] = "lua/kinot/cli/output.lua",
       ["kinot.cli.pidfile"] = "lua/kinot/cli/pidfile.lua",
+      ["kinot.cli.redis_tls"] = "lua/kinot/cli/redis_tls.lua",
       ["kinot.cli.report"] = "lua/kinot/cli/report.lua",
       ["kinot.cli.serve"] = "lua/kinot/cli/serve.lua",
       ["kinot.cli.sim"] = "lua/kinot/cli/sim.lua",
