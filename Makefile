@@ -94,7 +94,7 @@ test: deps build
 
 # make check: the specs tagged #unit, and none tagged with what it starts
 # or needs (the tags: README, "Tests"); seconds, not minutes
-CHECK_TAGS := --tags=unit --exclude-tags=nginx,sim,redis,cli,install,slow,peer,lint,build,fuzz
+CHECK_TAGS := --tags=unit --exclude-tags=nginx,sim,redis,cli,install,slow,peer,lint,build,fuzz,browser
 check: deps build
 	@bash spec/support/suite.sh check $(TEST_JOBS) $(CHECK_TAGS) $(BUSTED_FLAGS)
 

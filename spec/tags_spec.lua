@@ -4,7 +4,7 @@
 -- describes it filters, and start their servers).
 local H = require "helpers"
 
-local TAGS = { "unit", "nginx", "sim", "redis", "cli", "peer", "install", "lint", "build", "fuzz", "slow" }
+local TAGS = { "unit", "nginx", "sim", "redis", "cli", "peer", "install", "lint", "build", "fuzz", "slow", "browser" }
 
 local function read(path)
   local f = assert(io.open(H.root .. "/" .. path, "rb"))

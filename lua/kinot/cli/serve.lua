@@ -63,12 +63,15 @@ http {
   lua_shared_dict kinot_fleet ${dict_size};
   lua_shared_dict kinot_serve_dedupe 16m;
   lua_shared_dict kinot_serve_dedupe_busy 1m;  # in-progress marks: never evicted (docs/callbacks.md)
+  lua_shared_dict kinot_serve_commands 4m;  # the dashboard's commands: their records, one in course per device
   init_by_lua_block { require("kinot.serve.app").configure(dofile("${prefix}/serve_config.lua")) }
   init_worker_by_lua_block { require("kinot.serve.app").init_worker() }
   server {
     listen ${listen};
     location = /kinot/callback { content_by_lua_block { require("kinot.serve.app").callback() } }
     location /api/ { content_by_lua_block { require("kinot.serve.app").api() } }
+    location ~ ^/api/(devices/[^/]+/commands|commands/[^/]+)$ { content_by_lua_block { require("kinot.serve.app").commands() } }
+    location = / { content_by_lua_block { require("kinot.serve.app").dashboard() } }
     location / { return 404 '{"error":"not a kinot serve path"}'; }
   }
 }
