@@ -141,6 +141,7 @@ describe("kinot serve's commands #nginx #sim #cli", function()
     assert.are.equal("wrong", doc.reason)
     status, doc = post(s, 419600005, body, TOKEN:sub(1, -2))
     assert.are.equal(401, status)
+    assert.are.equal("wrong", doc.reason)
     -- misuse, each refused before anything goes
     assert.are.equal(409, (post(s, 419600005, { command = "activate", request_id = "wrong-kind-0000001" }, TOKEN)))
     assert.are.equal(404, (post(s, 419699999, body, TOKEN)))
