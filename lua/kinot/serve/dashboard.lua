@@ -39,6 +39,7 @@ width:190px;font:inherit}
 .card .v{font-size:22px;font-weight:650;margin-top:2px;font-variant-numeric:tabular-nums}
 .card .v small{font-size:13px;color:var(--muted);font-weight:400}
 .card.alert .v{color:#f87171}
+.card .sub{color:var(--muted);font-size:11px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;margin-top:2px}
 .card.amber .v{color:#fbbf24}
 .bar{height:5px;border-radius:3px;background:var(--free);margin-top:6px;overflow:hidden}
 .bar i{display:block;height:100%;background:var(--occ)}
@@ -54,6 +55,8 @@ border-bottom:1px solid var(--line);display:flex;gap:8px;align-items:center;font
 .legend{display:flex;gap:14px;margin-left:auto;text-transform:none;letter-spacing:0;font-weight:400}
 .legend span{display:flex;align-items:center;gap:5px}
 .legend i{width:12px;height:12px;border-radius:3px;display:inline-block}
+.legend i.dotl{width:8px;height:8px;border-radius:50%}
+.dotl.batt{background:#fbbf24}.dotl.sig{background:#c084fc}
 .group{padding:10px 12px;border-bottom:1px solid var(--line)}
 .group:last-child{border-bottom:0}
 .ghead{display:flex;align-items:baseline;gap:10px;margin-bottom:7px}
@@ -127,7 +130,9 @@ h4{margin:16px 0 8px;font-size:12px;color:var(--muted);text-transform:uppercase;
 .msg{margin-top:10px;padding:8px 10px;border-radius:7px;font-size:12px;background:#3b1114;border:1px solid #7f1d1d;
 color:#fecaca}
 .msg.info{background:#132247;border-color:#1e3a8a;color:#bfdbfe}
-.course{list-style:none;margin:10px 0 0;padding:0}
+.course{list-style:none;margin:4px 0 0;padding:0}
+.chead{display:flex;gap:8px;align-items:center;margin-top:12px;font-weight:600}
+.chead .chip{margin-left:auto}.chead .n{margin-left:auto;color:var(--muted);font-weight:400}
 .course li{display:flex;gap:8px;align-items:center;padding:3px 0;font-size:12px}
 .course li .t{color:var(--muted);font-variant-numeric:tabular-nums;width:64px}
 .course li .r{color:var(--muted);font-size:11px;word-break:break-word}
@@ -164,6 +169,8 @@ var COMMANDS={lock:[{c:"reset_bt_match_code",label:"Reset BlueTooth match code",
   sensor:[{c:"activate",label:"Activate",danger:false,ask:"The sensor is activated: it reports occupancy again."},
   {c:"freeze",label:"Freeze",danger:true,ask:"The sensor is frozen: it stops reporting until it is activated."}]};
 var FAULTS=["coil_fault","bar_position_error","motor_fail","shell_opened"];
+var SHORT={coil_fault:"coil",bar_position_error:"bar",motor_fail:"motor",shell_opened:"shell"};
+var LABEL={reset_bt_match_code:"Reset BlueTooth match code",activate:"Activate",freeze:"Freeze"};
 
 function headers(json){var h={};if(S.token)h.Authorization="Bearer "+S.token;
   if(json)h["Content-Type"]="application/json";return h;}
@@ -235,8 +242,8 @@ function renderSummary(s){S.summary=s;var o=s.occupancy||{};
   setText("occ-occupied",o.occupied);setText("occ-total",o.total);setText("occ-free",o.free);
   $("occ-bar").style.width=(o.total?Math.round(100*o.occupied/o.total):0)+"%";
   var f=s.faults||{};setText("faults",f.devices||0);$("c-faults").classList.toggle("alert",(f.devices||0)>0);
-  var parts=[];FAULTS.forEach(function(k){if(f[k])parts.push(f[k]+" "+k.replace(/_/g," "));});
-  setText("faults-by",parts.join(", ")||"none");
+  var parts=[];FAULTS.forEach(function(k){if(f[k])parts.push(f[k]+" "+SHORT[k]);});
+  setText("faults-by",parts.join(" \u00b7 ")||"none");
   setText("low-battery",s.low_battery||0);$("c-batt").classList.toggle("amber",(s.low_battery||0)>0);
   setText("weak-signal",s.weak_signal||0);$("c-sig").classList.toggle("amber",(s.weak_signal||0)>0);
   var dv=s.devices||{};setText("dtus-offline",s.dtus_offline||0);setText("dtus-total",dv.dtus||0);
@@ -352,6 +359,8 @@ function renderCommands(d,box){var list=COMMANDS[d.kind];if(!list)return;
 function courseView(cur){var w=el("div","cmd-course");w.dataset.command=cur.command;
   if(cur.error){var m=el("div","msg",cur.error);m.setAttribute("role","alert");w.appendChild(m);}
   var rec=cur.rec;if(!rec||!rec.course)return w;
+  var head=el("div","chead",LABEL[cur.command]||cur.command);if(rec.final)head.appendChild(el("span","chip "+
+    String(rec.status),rec.status));else head.appendChild(el("span","n","in course\u2026"));w.appendChild(head);
   var ul=el("ul","course");rec.course.forEach(function(s){var li=el("li");li.appendChild(el("span","t",time(s.at)));
     li.appendChild(el("span","chip "+String(s.status),s.status));ul.appendChild(li);});
   w.appendChild(ul);if(rec.reason)w.appendChild(el("div","note",rec.reason));
@@ -427,7 +436,7 @@ local BODY = [==[
     <small>of <span id="occ-total">&ndash;</span></small></div><div class="bar"><i id="occ-bar"></i></div></div>
   <div class="card"><div class="k">Free spaces</div><div class="v" id="occ-free">&ndash;</div></div>
   <div class="card" id="c-faults"><div class="k">Faults</div><div class="v" id="faults">&ndash;</div>
-    <div class="k" id="faults-by"></div></div>
+    <div class="sub" id="faults-by"></div></div>
   <div class="card" id="c-batt"><div class="k">Low battery</div><div class="v" id="low-battery">&ndash;</div></div>
   <div class="card" id="c-sig"><div class="k">Weak signal</div><div class="v" id="weak-signal">&ndash;</div></div>
   <div class="card" id="c-dtu"><div class="k">DTUs offline</div><div class="v"><span id="dtus-offline">&ndash;</span>
@@ -439,7 +448,8 @@ local BODY = [==[
     <h2>Occupancy by group <span id="groups-n"></span>
       <span class="legend"><span><i class="bay free"></i>free</span><span><i class="bay occupied"></i>occupied</span>
       <span><i class="bay fault"></i>fault</span><span><i class="bay stale"></i>stale</span>
-      <span><i class="bay gone"></i>gone</span></span></h2>
+      <span><i class="bay gone"></i>gone</span><span><i class="dotl batt"></i>low battery</span>
+      <span><i class="dotl sig"></i>weak signal</span></span></h2>
     <div class="scroll" id="groups-body"><div class="empty">Loading&hellip;</div></div>
   </section>
   <div class="col">
