@@ -33,7 +33,7 @@ end
 
 local LEVELS = { { "North", 1, "N1", 24 }, { "North", 2, "N2", 24 }, { "South", 1, "S1", 24 }, { "South", 2, "S2", 24 } }
 local LOTS = { { "Surface", "A", "SA", 32 }, { "Surface", "B", "SB", 24 } }
-local LOCKS, SENSORS, LOOSE = 96, 64, 8
+local LOCKS, SENSORS = 96, 64 -- the lots take 56 sensors: 8 are in no group (the "Ungrouped" area)
 
 local sim = assert(launcher.start { locks = LOCKS, sensors = SENSORS, dtus = 4, seed = 7, examples = false,
                                     command_pace = 0.4 })
