@@ -219,10 +219,13 @@ function M.run(args, out, EXIT)
   end
   if args.daemon then PIDFILE:record(args.pid_file, stale, srv.prefix) end
   local info = { url = srv.url, callback_url = srv.url .. "/kinot/callback", api = srv.url .. "/api/fleet",
-                 prefix = srv.prefix, store = cfg.redis and "redis" or "shared", log = srv.prefix .. "/error.log" }
+                 prefix = srv.prefix, store = cfg.redis and "redis" or "shared", log = srv.prefix .. "/error.log",
+                 dashboard = srv.url .. "/" }
   if args.json then out:emit_json(info) else
     out:print(info.callback_url)
     out:print(out:paint("dim", string.format("  the twin: %s (store %s); log %s", info.api, info.store, info.log)))
+    out:print(out:paint("dim", "  the dashboard: " .. info.dashboard .. (cfg.api_token and "" or
+      " (its commands are off: no API token, --api-token or KINOT_API_TOKEN)")))
     out:print(out:paint("dim", "  point the platform's callbacks here: kinot notifications set --device-type lock " ..
       "--status-url " .. info.callback_url))
   end
