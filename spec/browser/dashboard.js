@@ -32,8 +32,10 @@ async function main() {
     });
     page.on('dialog', async (d) => { out.dialogs += 1; await d.dismiss(); });
     page.on('pageerror', (e) => out.console.push('pageerror: ' + e.message));
+    const t0 = Date.now();
     await page.goto(cfg.url + '/', { waitUntil: 'load' });
-    await page.waitForSelector('body[data-ready="1"]', { timeout: 15000 });
+    await page.waitForSelector('body[data-ready="1"]', { timeout: cfg.ready_ms || 15000 });
+    out.ready_ms = Date.now() - t0; // the page asked, every device read and drawn
     if (cfg.token !== undefined) await page.fill('#token', cfg.token);
     await SCENARIOS[cfg.scenario](page, cfg, out);
     out.pwned = await page.evaluate(() => window.__pwned === undefined ? null : window.__pwned);

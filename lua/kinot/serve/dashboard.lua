@@ -281,13 +281,15 @@ function addFeed(evs){var box=$("feed-body");var e=box.querySelector(".empty");i
   evs.forEach(function(ev){box.insertBefore(feedItem(ev),box.firstChild);});
   while(box.childNodes.length>80)box.removeChild(box.lastChild);}
 
-// the device list, page by page (1,000 a page)
+// the device list, 1,000 a page: the first, then the others four at a time
 function loadDevices(){var all=new Map();
   function page(off){return api("/api/devices?limit=1000&offset="+off).then(function(r){
     if(r.status!==200){readFailed(r);throw new Error("devices "+r.status);}
-    r.body.devices.forEach(function(d){all.set(d.sn,d);});var next=off+r.body.devices.length;
-    if(r.body.devices.length&&next<r.body.total)return page(next);});}
-  return page(0).then(function(){S.devices=all;S.loaded=true;renderGroups();renderDtus();});}
+    r.body.devices.forEach(function(d){all.set(d.sn,d);});return r.body.total;});}
+  return page(0).then(function(total){var offs=[];for(var o=1000;o<total;o+=1000)offs.push(o);
+    function lane(){var o=offs.shift();return o===undefined?null:page(o).then(lane);}
+    return Promise.all([lane(),lane(),lane(),lane()]);
+  }).then(function(){S.devices=all;S.loaded=true;renderGroups();renderDtus();});}
 function loadSummary(){return api("/api/fleet").then(function(r){if(r.status!==200){readFailed(r);
   throw new Error("fleet "+r.status);}banner(null);renderSummary(r.body);});}
 // the feed's end: the cursor after the newest change kept, the last ones shown
@@ -392,7 +394,11 @@ function post(cur,tries){api("/api/devices/"+encodeURIComponent(cur.sn)+"/comman
   }).catch(function(){if(tries<4)setTimeout(function(){post(cur,tries+1);},500*(tries+1));
     else{cur.error="The server did not answer: the command may have gone out; this page will not send it again.";
       redraw(cur.sn);}});}
-function follow(cur){setTimeout(function(){api("/api/commands/"+encodeURIComponent(cur.id)).then(function(r){
+// the course as the server follows it (its timer gives up after 120 s; this page after 150 s)
+function follow(cur){if(!cur.since)cur.since=Date.now();
+  if(Date.now()-cur.since>150000){cur.error="No final status came from the server in 150 s: it is not sent again.";
+    redraw(cur.sn);return;}
+  setTimeout(function(){api("/api/commands/"+encodeURIComponent(cur.id)).then(function(r){
     if(r.status===200){cur.rec=r.body;redraw(cur.sn);}if(!(r.status===200&&r.body.final)&&r.status!==404)follow(cur);
   }).catch(function(){follow(cur);});},500);}
 function redraw(sn){if(S.sel===sn)showDevice(S.devices.get(sn));}
