@@ -62,14 +62,18 @@ function M.follow(ctx, id)
   local dict, now = ctx.dict, ctx.now
   local rec = load(dict, id)
   if not rec or rec.final then return end
-  local cmd, err = ctx.client:wait_command(rec.guid, { timeout = ctx.wait or M.WAIT, on_status = function(c)
-    step(rec, c.command_status, now(), c.command_status == "failed" and c.reason or nil)
-    if not FINAL[c.command_status] then save(dict, rec) end
-  end })
+  local ok, cmd, err = pcall(ctx.client.wait_command, ctx.client, rec.guid, { timeout = ctx.wait or M.WAIT,
+    on_status = function(c)
+      step(rec, c.command_status, now(), c.command_status == "failed" and c.reason or nil)
+      if not FINAL[c.command_status] then save(dict, rec) end
+    end })
+  if not ok then -- a guid the SDK refuses (an answer without one): the record ends, the device is free
+    cmd, err = nil, cmd
+  end
   if not cmd then
-    local last = err and err.command
+    local last = type(err) == "table" and err.command
     if last then step(rec, last.command_status, now()) end
-    step(rec, err and err.kind == "timeout" and "timeout" or "error", now(), tostring(err))
+    step(rec, type(err) == "table" and err.kind == "timeout" and "timeout" or "error", now(), tostring(err))
   end
   finish(dict, rec)
 end
