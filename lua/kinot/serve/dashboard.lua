@@ -308,11 +308,26 @@ function poll(){if(polling)return;polling=true;
     if(r.status!==200){live(false);readFailed(r);return;}live(true);
     var evs=r.body.changes;if(r.body.next!==null)S.cursor=r.body.next;if(!evs.length)return;
     addFeed(evs);var sns=Array.from(new Set(evs.map(function(e){return e.sn;})));
+    // the tiles at once from the twin's events, then from its records (the whole truth) and its summary
+    evs.forEach(applyEvent);sns.forEach(function(sn){var d=S.devices.get(sn);if(d)updateTile(d);});
     var work=sns.length>200?loadDevices():Promise.all(sns.map(function(sn){
       return api("/api/devices/"+encodeURIComponent(sn)).then(function(d){if(d.status===200)updateTile(d.body);});}));
-    return work.then(function(){if(S.sel!==null&&sns.indexOf(S.sel)>=0)showDevice(S.devices.get(S.sel));
-      return loadSummary();}).then(function(){if(evs.length===1000)setTimeout(poll,0);});
+    return Promise.all([work,loadSummary()]).then(function(){
+      if(S.sel!==null&&sns.indexOf(S.sel)>=0)showDevice(S.devices.get(S.sel));
+      if(evs.length===1000)setTimeout(poll,0);});
   }).catch(function(){live(false);}).then(function(){polling=false;});}
+// a change event laid over the device held (a copy): what it says changed
+var FLAG={occupied:["car_detected",1],free:["car_detected",0],up:["locked",1],down:["locked",0],
+  battery_low:["low_battery",1],battery_normal:["low_battery",0]};
+function applyEvent(ev){var d=S.devices.get(ev.sn);if(!d)return;
+  var c=Object.assign({},d,{state:Object.assign({},d.state||{})});var f=FLAG[ev.change];
+  if(f)c.state[f[0]]=f[1];
+  else if(ev.change==="fault_raised"||ev.change==="fault_cleared"){
+    if(FAULTS.indexOf(ev.fault)>=0)c.state[ev.fault]=ev.change==="fault_raised"?1:0;}
+  else if(ev.change==="stale"||ev.change==="alive")c.stale=ev.change==="stale";
+  else if(ev.change==="gone"||ev.change==="back")c.gone=ev.change==="gone";
+  else if(ev.change==="offline"||ev.change==="online")c.state.online=ev.change;
+  S.devices.set(ev.sn,c);}
 function live(on){var l=$("live");l.className="live "+(on?"on":"off");
   $("live-t").textContent=on?"live":"no answer: retrying";}
 
@@ -417,7 +432,7 @@ function start(){$("token").value=S.token;tokenState();
   $("m-send").addEventListener("click",send);
   document.addEventListener("keydown",function(e){if(e.key==="Escape"){if(pending)cancel();else closeDevice();}});
   function boot(){return findCursor().then(loadSummary).then(loadDevices).then(loadSummary).then(function(){
-      live(true);document.body.dataset.ready="1";setInterval(poll,800);
+      live(true);document.body.dataset.ready="1";setInterval(poll,500);
       setInterval(function(){loadSummary().catch(function(){});},10000);
       setInterval(function(){loadDevices().catch(function(){});},60000);})
     .catch(function(){live(false);setTimeout(boot,2000);});}
