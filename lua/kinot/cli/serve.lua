@@ -24,7 +24,8 @@ function M.define(p, ex)
                  "kinot serve --redis redis://127.0.0.1:6379/0 --listen 127.0.0.1:8081   # many hosts, one twin",
                  "kinot serve stop" },
                "Credentials from KINOT_APP_KEY, KINOT_APP_SECRET, KINOT_ENDPOINT (and KINOT_CALLBACK_SECRET, " ..
-               "KINOT_API_TOKEN, KINOT_REDIS_URL). The JSON API and the twin: docs/fleet.md."))
+               "KINOT_API_TOKEN, KINOT_REDIS_URL). The JSON API and the twin: docs/fleet.md. The dashboard, GET / " ..
+               "(open the printed URL in a browser; its commands need the API token): docs/dashboard.md."))
   s:command_target("serve_sub")
   s:require_command(false)
   s:option("--listen", "Address:port to listen on (default $KINOT_SERVE_LISTEN, else 127.0.0.1:8080)", M.DEFAULT_LISTEN)
@@ -36,7 +37,8 @@ function M.define(p, ex)
   s:option("--sweep-interval", "Seconds between the stale sweeps, a timer of its own (0: only with a sync)", "60")
     :convert(tonumber)
   s:option("--stale-after", "Seconds without an update before a device is stale", "86400"):convert(tonumber)
-  s:option("--api-token", "Token the JSON API needs from anywhere but loopback (default $KINOT_API_TOKEN)")
+  s:option("--api-token", "Token the JSON API needs from anywhere but loopback, and every command, from loopback " ..
+    "too (default $KINOT_API_TOKEN)")
   s:option("--callback-secret", "The callbacks' secret (default $KINOT_CALLBACK_SECRET, else the app secret)")
   s:option("--workers", "nginx worker processes", "2"):convert(tonumber)
   s:option("--dict-size", "The lua_shared_dict's size (~100m per 100,000 devices)", "128m")
