@@ -22,8 +22,10 @@ local function sh(cmd)
   return (out:gsub("rc=%d+%s*$", "")), tonumber(out:match("rc=(%d+)%s*$"))
 end
 
--- run(cfg) -> what spec/browser/dashboard.js saw (one chromium a call)
+-- browse(cfg) -> what spec/browser/dashboard.js saw (one chromium a call)
 local function browse(cfg)
+  assert(H.read(H.root .. "/spec/browser/node_modules/playwright-core/package.json"),
+    "spec/browser/node_modules/playwright-core is missing: run make deps (npm ci, pinned by spec/browser/package-lock.json)")
   local arg = json.encode(cfg)
   local out, rc = sh(string.format("cd %s && node spec/browser/dashboard.js %s", H.root, launcher.sh_quote(arg)))
   local doc = json.decode(out:match("([^\n]+)\n*$") or "{}") -- the last line: the script's answer

@@ -167,6 +167,8 @@ const SCENARIOS = {
         await page.waitForSelector('#d-body .cmd-course[data-final]', { timeout: 15000 });
       }
     }
+    await page.mouse.move(1, 790); // no tile under the pointer (hovered)
+    await page.evaluate(() => { document.getElementById('d-body').scrollTop = 0; });
     await page.waitForTimeout(cfg.settle_ms || 1500);
     await page.screenshot({ path: cfg.path });
     out.path = cfg.path;
