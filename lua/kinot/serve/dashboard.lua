@@ -354,7 +354,9 @@ function showDevice(d){if(!d)return;
   if(fault(d))FAULTS.forEach(function(f){if(d.state[f]===1)chips.appendChild(el("span","chip fault_raised",f));});
   if(d.state&&d.state.low_battery===1)chips.appendChild(el("span","chip battery_low","low battery"));
   if(weak(d))chips.appendChild(el("span","chip battery_low","weak signal"));
-  if(d.stale)chips.appendChild(el("span","chip stale","stale"));if(d.gone)chips.appendChild(el("span","chip gone","gone"));
+  var shown=space(d)?look(d):null;
+  if(d.stale&&shown!=="stale")chips.appendChild(el("span","chip stale","stale"));
+  if(d.gone&&shown!=="gone")chips.appendChild(el("span","chip gone","gone"));
   b.appendChild(chips);
   var cmdBox=el("div");b.appendChild(cmdBox);renderCommands(d,cmdBox);
   b.appendChild(el("h4","","State"));var t=el("table","kv");
@@ -401,7 +403,7 @@ function post(cur,tries){api("/api/devices/"+encodeURIComponent(cur.sn)+"/comman
     if(r.status===401||r.status===403){cur.error=r.status===403?"Not sent: "+r.body.error:
       (r.body.reason==="wrong"?"Not sent: the API token is wrong. Check the Token field.":
       "Not sent: a command needs the API token. Type it in the Token field at the top.");
-      tokenState(r.status===403?"need":(r.body.reason==="wrong"?"bad":"need"),r.body.error);
+      tokenState(r.status===403?"off":(r.body.reason==="wrong"?"bad":"need"),r.body.error);
       cur.rec=null;redraw(cur.sn);return;}
     if(r.body&&r.body.course){cur.rec=r.body;if(r.status===409)cur.error="Not sent: "+(r.body.reason||"refused");
       if(r.status===202||r.status===200)tokenState("ok");redraw(cur.sn);if(!r.body.final)follow(cur);return;}
@@ -421,7 +423,9 @@ function redraw(sn){if(S.sel===sn)showDevice(S.devices.get(sn));}
 function tokenState(st,why){var t=$("tok");t.classList.remove("need","bad");var s=$("token-state");
   if(st==="need"){t.classList.add("need");s.textContent=S.token?"token refused":"token needed";}
   else if(st==="bad"){t.classList.add("bad");s.textContent="wrong token";}
-  else if(st==="ok"){s.textContent="token accepted";}else s.textContent=S.token?"token set":"no token";
+  else if(st==="ok"){s.textContent="token accepted";}
+  else if(st==="off"){t.classList.add("need");s.textContent="commands off here";}
+  else s.textContent=S.token?"token set":"no token";
   if(why)s.title=why;}
 
 function start(){$("token").value=S.token;tokenState();
