@@ -22,7 +22,7 @@ header h1{font-size:16px;margin:0;font-weight:650;letter-spacing:.2px}
 header h1 span{color:var(--muted);font-weight:400}
 .live{display:flex;align-items:center;gap:6px;color:var(--muted);font-size:12px}
 .dot{width:9px;height:9px;border-radius:50%;background:var(--stale)}
-.live.on .dot{background:var(--ok);box-shadow:0 0 0 3px rgba(34,197,94,.18)}
+.live.on .dot{background:var(--ok);box-shadow:0 0 0 3px #22c55e2e}
 .live.off .dot{background:var(--fault)}
 .spacer{flex:1}
 .token{display:flex;align-items:center;gap:8px;font-size:12px;color:var(--muted)}
@@ -168,7 +168,7 @@ var COMMANDS={lock:[{c:"reset_bt_match_code",label:"Reset BlueTooth match code",
   ask:"A new BlueTooth match code is made for this lock: phones paired with the old one must pair again."}],
   sensor:[{c:"activate",label:"Activate",danger:false,ask:"The sensor is activated: it reports occupancy again."},
   {c:"freeze",label:"Freeze",danger:true,ask:"The sensor is frozen: it stops reporting until it is activated."}]};
-var FAULTS=["coil_fault","bar_position_error","motor_fail","shell_opened"];
+var FAULTS=/*FAULTS*/[];
 var SHORT={coil_fault:"coil",bar_position_error:"bar",motor_fail:"motor",shell_opened:"shell"};
 var LABEL={reset_bt_match_code:"Reset BlueTooth match code",activate:"Activate",freeze:"Freeze"};
 
@@ -242,7 +242,7 @@ function renderSummary(s){S.summary=s;var o=s.occupancy||{};
   setText("occ-occupied",o.occupied);setText("occ-total",o.total);setText("occ-free",o.free);
   $("occ-bar").style.width=(o.total?Math.round(100*o.occupied/o.total):0)+"%";
   var f=s.faults||{};setText("faults",f.devices||0);$("c-faults").classList.toggle("alert",(f.devices||0)>0);
-  var parts=[];FAULTS.forEach(function(k){if(f[k])parts.push(f[k]+" "+SHORT[k]);});
+  var parts=[];FAULTS.forEach(function(k){if(f[k])parts.push(f[k]+" "+(SHORT[k]||k.replace(/_/g," ")));});
   setText("faults-by",parts.join(" \u00b7 ")||"none");
   setText("low-battery",s.low_battery||0);$("c-batt").classList.toggle("amber",(s.low_battery||0)>0);
   setText("weak-signal",s.weak_signal||0);$("c-sig").classList.toggle("amber",(s.weak_signal||0)>0);
@@ -494,6 +494,13 @@ local BODY = [==[
   <div class="row"><button class="btn plain" id="m-cancel">Cancel</button><button class="btn" id="m-send">Send command</button></div>
 </div></div>
 ]==]
+
+-- the fault flags, as kinot.vocabulary spells them (a lock's list holds every one)
+do
+  local names = {}
+  for i, f in ipairs(require("kinot.vocabulary").faults.lock) do names[i] = '"' .. f .. '"' end
+  SCRIPT = SCRIPT:gsub("/%*FAULTS%*/%[%]", function() return "[" .. table.concat(names, ",") .. "]" end)
+end
 
 M.STYLE, M.SCRIPT = STYLE, SCRIPT
 
