@@ -119,10 +119,9 @@ const SCENARIOS = {
       const now = Date.now();
       let ok = Object.keys(once).every((sn) => tiles[sn] === once[sn]);
       if (ok) {
-        for (const sn of Object.keys(flips)) {
-          const d = await (await fetch(`${cfg.url}/api/devices/${sn}`)).json();
-          if (tiles[sn] !== String(d.state.car_detected)) ok = false;
-        }
+        const twin = await Promise.all(Object.keys(flips).map(async (sn) =>
+          [sn, (await (await fetch(`${cfg.url}/api/devices/${sn}`)).json()).state.car_detected]));
+        for (const [sn, car] of twin) if (tiles[sn] !== String(car)) ok = false;
       }
       if (ok && now <= deadline) { out.updated = true; break; }
       if (Date.now() > deadline) break;
