@@ -5,6 +5,7 @@
 #   make check    the fast unit specs (tag #unit: no server, no install) under both runtimes
 #   make demo     a simulator with a seeded fleet, a report and a command
 #   make bench    the benchmarks of bench/ (each against a named baseline)
+#   make screenshots  the docs' pictures of the dashboard (docs/img/), in headless chromium
 #   make install  LuaRocks install for LuaJIT, then Lua 5.4 (TREE=/usr/local; TREE=dir for another tree)
 #   make uninstall  the same, removed
 
@@ -35,7 +36,7 @@ DEB_PACKAGES := gcc make pkg-config lua5.1 lua5.4 liblua5.4-dev luajit2 libluaji
 	dnsmasq-base iproute2 redis-server zsh fish strace lua-sec redis-sentinel \
 	prometheus chromium chromium-driver nodejs
 
-.PHONY: rock deps build test check test-54 test-jit lint demo bench clean fuzz sanitize sanitize-gc leakcheck
+.PHONY: rock deps build test check test-54 test-jit lint demo bench clean fuzz sanitize sanitize-gc leakcheck screenshots
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -127,6 +128,13 @@ bench: deps build build/bench/hmac_baseline
 	luajit bench/inbox.lua
 	luajit bench/fleet.lua
 	luajit bench/metrics.lua
+
+# make screenshots: the pictures of the docs, made in Debian's chromium
+# (headless) over `kinot sim` (docs/img/dashboard.png, dashboard-command.png,
+# report.png)
+screenshots: deps build
+	lua5.4 spec/browser/dashboard_screenshot.lua docs/img
+	lua5.4 examples/report_screenshot.lua docs/img/report.png
 
 # ---------------------------------------------------------------- reliability
 FUZZ_TARGETS := sign cbscan headers json jsonwrite

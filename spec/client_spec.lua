@@ -52,6 +52,21 @@ describe("client methods #sim", function()
     assert.are.equal(2, assert(c:freeze_sensor(419800001)).parameter.value)
   end)
 
+  it("wait_command's on_status sees each state read, in order, the final one last", function()
+    sim.call("POST", "/config", { command_pace = 0.1 })
+    local cmd = assert(c:send_command(419600003, { key = "handle", value = 1 }))
+    local seen = {}
+    local done = assert(c:wait_command(cmd.guid, { timeout = 5, interval = 0.02,
+      on_status = function(s) seen[#seen + 1] = s.command_status end }))
+    sim.call("POST", "/config", { command_pace = 0.03 })
+    assert.are.equal("succeeded", done.command_status)
+    assert.are.equal("succeeded", seen[#seen])
+    local order = { sending = 1, pending = 2, arrived = 3, succeeded = 4 }
+    for i = 2, #seen do assert.is_true(order[seen[i - 1]] <= order[seen[i]], table.concat(seen, ",")) end
+    assert.is_true(#seen >= 3, table.concat(seen, ","))
+    assert.has_error(function() c:wait_command(cmd.guid, { on_status = "x" }) end)
+  end)
+
   it("times out wait_command with the last state", function()
     sim.call("POST", "/config", { command_pace = 30 })
     local cmd = assert(c:send_command(419600002, { key = "handle", value = 1 }))

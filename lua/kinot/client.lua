@@ -41,7 +41,7 @@ local BACKOFF = validate.set { "base", "max" }
 local REQUEST = validate.set { "query", "body" }
 local PAGE = validate.set { "offset", "limit" }
 local EACH = validate.set { "limit", "concurrency", "on_page" }
-local WAIT = validate.set { "timeout", "interval" }
+local WAIT = validate.set { "timeout", "interval", "on_status" }
 local NOTIFICATIONS = validate.set {
   "device_type", "status_changed_callback_url", "command_resp_callback_url", "commandResp_callback_url",
 }
@@ -308,7 +308,8 @@ end
 
 local FINAL = { succeeded = true, failed = true }
 
---- wait_command(guid, {timeout = 60, interval = 0.5}) -> command in a final state
+--- wait_command(guid, {timeout = 60, interval = 0.5, on_status = fn}) -> command in a final state;
+--- on_status(cmd) is called with each state read (the course: pending, arrived ... then the final one)
 ---@param guid string
 ---@param opts? kinot.WaitOptions
 ---@return kinot.Command|nil
@@ -318,6 +319,8 @@ function Client:wait_command(guid, opts)
   opts = validate.options(opts, WAIT, "wait_command") or {}
   local timeout = validate.positive(opts.timeout, "timeout", true) or 60
   local interval = validate.positive(opts.interval, "interval") or 0.5
+  local on_status = opts.on_status
+  if on_status ~= nil and type(on_status) ~= "function" then misuse("on_status must be a function") end
   -- 0 would poll the platform without a pause until the timeout
   if interval < 0.01 then misuse("interval must be at least 0.01 s (got " .. tostring(interval) .. ")") end
   local now, sleep = self.transport.now, self.transport.sleep
@@ -327,6 +330,7 @@ function Client:wait_command(guid, opts)
     local cmd, err = self:command(guid)
     if not cmd then return nil, err end
     last = cmd
+    if on_status then on_status(cmd) end
     if FINAL[cmd.command_status] then return cmd end
     local left = deadline - now()
     if left <= 0 then
@@ -451,6 +455,7 @@ end
 ---@class kinot.WaitOptions
 ---@field timeout? number seconds (default 60; math.huge waits for ever)
 ---@field interval? number seconds between polls, growing by half each time up to 5 (default 0.5)
+---@field on_status? fun(cmd: kinot.Command) called with each state read, the final one included
 
 ---@class kinot.RequestOptions
 ---@field query? string[][] ordered {name, value} pairs

@@ -27,7 +27,8 @@ function M.define(p, ex)
                  "kinot serve --redis redis://127.0.0.1:6379/0 --listen 127.0.0.1:8081   # many hosts, one twin",
                  "kinot serve stop" },
                "Credentials from KINOT_APP_KEY, KINOT_APP_SECRET, KINOT_ENDPOINT (and KINOT_CALLBACK_SECRET, " ..
-               "KINOT_API_TOKEN, KINOT_REDIS_URL). The JSON API and the twin: docs/fleet.md."))
+               "KINOT_API_TOKEN, KINOT_REDIS_URL). The JSON API and the twin: docs/fleet.md. The dashboard, GET / " ..
+               "(open the printed URL in a browser; its commands need the API token): docs/dashboard.md."))
   s:command_target("serve_sub")
   s:require_command(false)
   s:option("--listen", "Address:port to listen on (default $KINOT_SERVE_LISTEN, else 127.0.0.1:8080)", M.DEFAULT_LISTEN)
@@ -40,7 +41,8 @@ function M.define(p, ex)
   s:option("--sweep-interval", "Seconds between the stale sweeps, a timer of its own (0: only with a sync)", "60")
     :convert(tonumber)
   s:option("--stale-after", "Seconds without an update before a device is stale", "86400"):convert(tonumber)
-  s:option("--api-token", "Token the JSON API needs from anywhere but loopback (default $KINOT_API_TOKEN)")
+  s:option("--api-token", "Token the JSON API needs from anywhere but loopback, and every command, from loopback " ..
+    "too (default $KINOT_API_TOKEN)")
   s:option("--callback-secret", "The callbacks' secret (default $KINOT_CALLBACK_SECRET, else the app secret)")
   s:option("--workers", "nginx worker processes", "2"):convert(tonumber)
   s:option("--dict-size", "The lua_shared_dict's size (~100m per 100,000 devices)", "128m")
@@ -68,6 +70,7 @@ ${ssl}  lua_shared_dict kinot_fleet ${dict_size};
   lua_shared_dict kinot_serve_dedupe 16m;
   lua_shared_dict kinot_serve_dedupe_busy 1m;  # in-progress marks: never evicted (docs/callbacks.md)
   lua_shared_dict kinot_serve_metrics 1m;  # GET /metrics (docs/metrics.md)
+  lua_shared_dict kinot_serve_commands 4m;  # the dashboard's commands: their records, one in course per device
   init_by_lua_block { require("kinot.serve.app").configure(dofile("${prefix}/serve_config.lua")) }
   init_worker_by_lua_block { require("kinot.serve.app").init_worker() }
   server {
@@ -75,6 +78,8 @@ ${ssl}  lua_shared_dict kinot_fleet ${dict_size};
     location = /kinot/callback { content_by_lua_block { require("kinot.serve.app").callback() } }
     location /api/ { content_by_lua_block { require("kinot.serve.app").api() } }
     location = /metrics { content_by_lua_block { require("kinot.serve.app").metrics() } }
+    location ~ ^/api/(devices/[^/]+/commands|commands/[^/]+)$ { content_by_lua_block { require("kinot.serve.app").commands() } }
+    location = / { content_by_lua_block { require("kinot.serve.app").dashboard() } }
     location / { return 404 '{"error":"not a kinot serve path"}'; }
   }
 }
@@ -239,10 +244,13 @@ function M.run(args, out, EXIT)
   end
   if args.daemon then PIDFILE:record(args.pid_file, stale, srv.prefix) end
   local info = { url = srv.url, callback_url = srv.url .. "/kinot/callback", api = srv.url .. "/api/fleet",
-                 prefix = srv.prefix, store = cfg.redis and "redis" or "shared", log = srv.prefix .. "/error.log" }
+                 prefix = srv.prefix, store = cfg.redis and "redis" or "shared", log = srv.prefix .. "/error.log",
+                 dashboard = srv.url .. "/" }
   if args.json then out:emit_json(info) else
     out:print(info.callback_url)
     out:print(out:paint("dim", string.format("  the twin: %s (store %s); log %s", info.api, info.store, info.log)))
+    out:print(out:paint("dim", "  the dashboard: " .. info.dashboard .. (cfg.api_token and "" or
+      " (its commands are off: no API token, --api-token or KINOT_API_TOKEN)")))
     out:print(out:paint("dim", "  point the platform's callbacks here: kinot notifications set --device-type lock " ..
       "--status-url " .. info.callback_url))
   end

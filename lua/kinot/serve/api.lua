@@ -50,12 +50,17 @@ local function same_secret(a, b)
   return diff == 0
 end
 
+-- the token a request gives (Authorization: Bearer TOKEN) | nil
+local function bearer(req)
+  return type(req.authorization) == "string" and req.authorization:match("^[Bb]earer%s+(%S+)%s*$") or nil
+end
+
 local function allowed(req, token)
   if loopback(req.remote_addr) then return true end
   if not token or token == "" then
     return false, "this API answers only loopback until it has an API token (--api-token or KINOT_API_TOKEN)"
   end
-  local given = type(req.authorization) == "string" and req.authorization:match("^[Bb]earer%s+(%S+)%s*$")
+  local given = bearer(req)
   if not given or not same_secret(given, token) then return false, "a valid API token is needed (Authorization: Bearer ...)" end
   return true
 end
@@ -148,6 +153,23 @@ function M.handle(twin, req, opts)
   local sn = path:match("^/api/devices/([^/]+)$")
   if sn then return one(twin, sn) end
   return problem(404, "no such API path")
+end
+
+--- allowed(req, token) -> true | false, why: the reading rule (loopback, or
+-- the token), for the other routes of `kinot serve` (kinot.serve.commands)
+M.allowed = allowed
+
+--- token_given(req, token) -> true | false, why: the token itself, from
+-- loopback too (what can send a command needs it; kinot.serve.commands)
+function M.token_given(req, token)
+  if not token or token == "" then
+    return false, "no_token", "commands are off: this server has no API token (start kinot serve with --api-token " ..
+      "or KINOT_API_TOKEN); anything that can send a command needs it"
+  end
+  local given = bearer(req)
+  if not given then return false, "missing", "a command needs the API token (Authorization: Bearer ...)" end
+  if not same_secret(given, token) then return false, "wrong", "the API token is wrong" end
+  return true
 end
 
 --- nginx(twin, opts): answers the request in a content handler
