@@ -28,3 +28,51 @@ describe("kinot.fleet's sweep over the local stores #unit", function()
     assert.are.equal(2, twin:summary().stale)
   end)
 end)
+
+describe("kinot.fleet's sweep in nginx's shared dict #nginx", function()
+  local H = require "helpers"
+
+  it("pauses for the worker's other requests without a warning in the log for each pause", function()
+    -- 6,000 devices, 3 of them old: the pass over the 6,000 takes well
+    -- over the 2 ms after which it pauses (it paused every 2,000 devices
+    -- with ngx.sleep(0), which Debian's nginx runs, without the
+    -- delayed-events patch, logging a warning each time)
+    local ng = H.nginx {
+      http = "lua_shared_dict kinot_fleet 64m; lua_shared_dict out 1m;",
+      server = [[
+        location = /sweep { content_by_lua_block {
+          local now = 1796083200
+          local function twin(at)
+            return require("kinot.fleet").new { store = "shared", stale_after = 100, clock = function() return at end }
+          end
+          local t = twin(now)
+          for first = 1, 6000, 100 do
+            local page = {}
+            for i = first, first + 99 do
+              page[#page + 1] = { sn = 419600000 + i, car_detected = 0, locked = 1,
+                                  updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ", now - (i % 2000 == 0 and 50 or 0)) }
+            end
+            assert(t:put("lock", page, "scan"))
+          end
+          assert(ngx.timer.at(0, function()
+            local events, err = twin(now + 60):sweep() -- the three 50 s old are 110 s old
+            local got = {}
+            for _, ev in ipairs(events or {}) do got[#got + 1] = ev.sn .. " " .. ev.change end
+            ngx.shared.out:set("swept", events and table.concat(got, ",") or ("failed: " .. tostring(err)))
+          end))
+          ngx.say("started")
+        } }
+        location = /swept { content_by_lua_block { ngx.say(ngx.shared.out:get("swept") or "") } }
+      ]],
+    }
+    finally(function() ng.stop() end)
+    assert.are.equal(200, H.raw("GET", ng.url .. "/sweep").status)
+    local swept
+    H.wait_for(function()
+      swept = H.raw("GET", ng.url .. "/swept").body:gsub("\n$", "")
+      return swept ~= ""
+    end, 20)
+    assert.are.equal("419602000 stale,419604000 stale,419606000 stale", swept, ng.log())
+    assert.is_nil(ng.log():find("ngx.sleep(0)", 1, true), ng.log())
+  end)
+end)

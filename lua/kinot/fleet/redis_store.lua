@@ -272,11 +272,16 @@ function Store:list(want, without, offset, limit, cfg)
   return out, got[1]
 end
 
-function Store:sns(kind)
+--- sns(kind, except) -> every serial of that kind held (its index), but those in the set `except`
+function Store:sns(kind, except)
   local got, err = self.c:call("ZRANGE", self.p .. "i:kind=" .. kind, 0, -1)
   if not got then return nil, err end
-  for i = 1, #got do got[i] = tonumber(got[i]) end
-  return got
+  local out = {}
+  for i = 1, #got do
+    local sn = tonumber(got[i])
+    if not (except and except[sn]) then out[#out + 1] = sn end
+  end
+  return out
 end
 
 --- changes(since, limit) -> events after the stream id `since`, next cursor
