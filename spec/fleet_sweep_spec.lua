@@ -76,3 +76,39 @@ describe("kinot.fleet's sweep in nginx's shared dict #nginx", function()
     assert.is_nil(ng.log():find("ngx.sleep(0)", 1, true), ng.log())
   end)
 end)
+
+describe("kinot.fleet's sweep cache in nginx's shared dict #nginx", function()
+  local H = require "helpers"
+
+  it("finds a device another worker's scan brought back with an older updated_at", function()
+    -- two twins over one dict, as two workers hold them: A's sweep skips a
+    -- device whose updated_at it knows to be young, and a gone device a
+    -- scan brings back is the one way a record's updated_at goes down
+    local ng = H.nginx {
+      http = "lua_shared_dict kinot_fleet 8m;",
+      server = [[
+        location = /back { content_by_lua_block {
+          local fleet = require "kinot.fleet"
+          local now = 1796083200
+          local clock = now
+          local a = fleet.new { store = "shared", stale_after = 100, clock = function() return clock end }
+          local b = fleet.new { store = "shared", stale_after = 100, clock = function() return clock end }
+          local function lock(sn, age)
+            return { sn = sn, car_detected = 0, locked = 1, updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ", now - age) }
+          end
+          assert(a:put("lock", { lock(419600001, 10), lock(419600002, 10) }, "scan"))
+          assert(#assert(a:sweep()) == 0)           -- A knows both 10 s old
+          assert(a:gone { 419600001 })
+          local out = assert(b:put("lock", { lock(419600001, 90) }, "scan")) -- back, 90 s old: not stale yet
+          clock = now + 20                           -- 110 s old now; A last saw it 30 s old
+          local got = {}
+          for _, ev in ipairs(assert(a:sweep())) do got[#got + 1] = ev.sn .. " " .. ev.change end
+          ngx.say(out[1].verdict, ": ", table.concat(got, ","), "; ", a:device(419600001).stale)
+        } }
+      ]],
+    }
+    finally(function() ng.stop() end)
+    local res = H.raw("GET", ng.url .. "/back")
+    assert.are.equal("applied: 419600001 stale; true\n", res.body, ng.log())
+  end)
+end)

@@ -223,7 +223,7 @@ Store.__index = Store
 
 --- new(backend) -> store (the interface kinot.fleet calls; redis_store.lua has the same)
 function M.new(backend)
-  return setmetatable({ b = backend, sorted = {}, known = 0, listed = {} }, Store)
+  return setmetatable({ b = backend, sorted = {}, known = 0, listed = {}, t_of = {}, t_epoch = 0 }, Store)
 end
 
 -- keep what the rule decided: record, flags, counters, events
@@ -233,6 +233,10 @@ end
 -- nothing to allocate) and the change log
 local function commit(self, sn, held, held_text, rec, delta, events, flags)
   local b = self.b
+  -- a gone device a scan brings back with an older updated_at (the one way
+  -- a record's t goes down) is counted: each worker's sweep cache (sweep,
+  -- below) holds t as a floor, and starts again when this count moves
+  if rec and held and rec.t < held.t then delta.t_back = (delta.t_back or 0) + 1 end
   for name in pairs(delta) do
     local ok, err = b:made(name)
     if not ok then return nil, err end
@@ -273,6 +277,8 @@ local function locked(self, sn, fn)
   if delta then
     ok, err = commit(self, sn, held, held_text, rec, delta, events, flags)
   end
+  -- what this worker now knows of the device's updated_at (the sweep's floor)
+  if ok and rec then self.t_of[sn] = rec.t elseif held then self.t_of[sn] = held.t end
   b:unlock(sn, token)
   if not ok then return nil, err end
   return verdict, events or {}
@@ -364,22 +370,37 @@ function Store:sweep(cfg)
   if not cfg.stale_after then return {} end
   local list = sorted(self)
   local pause = pause_of()
+  -- t_of[sn]: an updated_at this worker has read or written for the device.
+  -- A record's t never goes down (an older update is not applied) but when a
+  -- scan brings a gone device back (counted as t_back): while that count
+  -- stands, t_of is a floor of each t, and a device whose floor is younger
+  -- than stale_after is not due, its text not read.  The count read here
+  -- and a device brought back meanwhile: the next sweep finds it.
+  local epoch = b:counter("t_back")
+  if epoch ~= self.t_epoch then self.t_of, self.t_epoch = {}, epoch end
+  local t_of = self.t_of
   for i = 1, #list do
-    -- the flags text says stale, gone and updated_at: no record decoded but the due ones
-    -- (a text written before it held t= is decoded)
     local sn = list[i]
-    local text = b:flags_of(sn)
-    local at = text and tonumber(text:match("|t=([^|]+)|"))
-    if at then
-      if not find(text, "|stale|", 1, true) and not find(text, "|gone|", 1, true) and cfg.now - at >= cfg.stale_after then
-        due[#due + 1] = sn
-        t[sn] = at
-      end
-    else
-      local rec = b:get(sn)
-      if rec and not rec.stale and not rec.gone and cfg.now - rec.t >= cfg.stale_after then
-        due[#due + 1] = sn
-        t[sn] = rec.t
+    local floor = t_of[sn]
+    if not (floor and cfg.now - floor < cfg.stale_after) then
+      -- the flags text says stale, gone and updated_at: no record decoded but the due ones
+      -- (a text written before it held t= is decoded)
+      local text = b:flags_of(sn)
+      local at = text and tonumber(text:match("|t=([^|]+)|"))
+      if at then
+        t_of[sn] = at
+        if not find(text, "|stale|", 1, true) and not find(text, "|gone|", 1, true) and
+           cfg.now - at >= cfg.stale_after then
+          due[#due + 1] = sn
+          t[sn] = at
+        end
+      else
+        local rec = b:get(sn)
+        if rec then t_of[sn] = rec.t end
+        if rec and not rec.stale and not rec.gone and cfg.now - rec.t >= cfg.stale_after then
+          due[#due + 1] = sn
+          t[sn] = rec.t
+        end
       end
     end
     -- 100,000 devices take a second: the worker answers others meanwhile
