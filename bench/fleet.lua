@@ -235,6 +235,23 @@ do -- shared dict, in nginx
           require("kinot.serve.api").nginx(twin)
         }
       }
+      location = /sweep {
+        content_by_lua_block {
+          -- the devices' stamps are of March 2019: a clock of 1 April 2019 and
+          -- 40 days' stale_after make none of them due (the pass, not the marking)
+          local twin = require("kinot.fleet").new { store = "shared", stale_after = 40 * 86400,
+                                                    clock = function() return 1554076800 end }
+          twin:devices { limit = 1 } -- this worker's list of serials, made once, not timed
+          ngx.update_time()
+          local t0 = ngx.now()
+          local events = assert(twin:sweep()) -- reads every device's flags
+          ngx.update_time()
+          local t1 = ngx.now()
+          assert(twin:sweep()) -- the next: this worker knows each updated_at (the sweep's floor)
+          ngx.update_time()
+          ngx.say(t1 - t0, " ", #events, " ", ngx.now() - t1)
+        }
+      }
       location = /summary {
         content_by_lua_block {
           local twin = require("kinot.fleet").new { store = "shared" }
@@ -265,6 +282,9 @@ do -- shared dict, in nginx
     print(string.format("memory  shared  %7.0f bytes/device  (%.1f MB of the dict; give it ~%d MB per 100,000 " ..
       "devices, with room for the change log)", used / N, used / 1e6, math.ceil(used / 1e6 * 1.25)))
     print(string.format("summary shared  %9.0f /s", rate))
+    local sweep_s, stale, again = H.raw("GET", ng.url .. "/sweep").body:match("^(%S+) (%d+) (%S+)")
+    print(string.format("sweep   shared  %.2f s over the %d devices (%s turned stale), pausing 1 ms each 2 ms; " ..
+      "the next sweep of that worker %.3f s", tonumber(sweep_s), N, stale, tonumber(again)))
     -- GET /api/fleet over HTTP, one request at a time: the time a client waits
     local http = core.http()
     local times = {}
