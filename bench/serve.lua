@@ -11,9 +11,14 @@
 --   GET /api/fleet     its latency on the 100,000 devices (wrk --latency,
 --                      4 connections, each a request every 10 ms) under the
 --                      same callback load
---   baselines          the same two measured with no callback load, in the
---                      same run (the prober; GET /api/fleet by wrk)
+--   the floor          GET /api/none beside GET /api/fleet, at the same pace
+--                      at the same time: the API's 404 (the same nginx, Lua
+--                      handler and token check, all but the summary)
+--   CPU                the nginx workers' (/proc) a GET and a callback
+--   baselines          the same measured with no callback load, in the
+--                      same run (the prober; GET /api/fleet and /api/none by wrk)
 --   luajit bench/serve.lua   (after make build; needs wrk)
+--   BENCH_SERVE_ARGS="--workers 4" luajit bench/serve.lua   (more kinot serve options)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
 local H = require "helpers"
