@@ -18,7 +18,8 @@
 --             concurrency 4, each store, against the limit (pages x 20 ms /
 --             concurrency) and paging alone measured in the same run
 --   luajit bench/fleet.lua   |   lua5.4 bench/fleet.lua   (after make build)
---   BENCH_PART=sync luajit bench/fleet.lua   (only the sync)
+--   BENCH_PART=sync luajit bench/fleet.lua     (only the sync)
+--   BENCH_PART=memory luajit bench/fleet.lua   (all but the sync and apply())
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
 local fleet = require "kinot.fleet"
@@ -49,7 +50,8 @@ end
 
 print(string.format("kinot.fleet at %d devices, %s", N, B.runtime))
 
--- BENCH_PART=sync: only the sync section (the others take minutes)
+-- BENCH_PART=sync: only the sync section (the others take minutes);
+-- BENCH_PART=memory: the memory, summary and resync sections, not apply()
 local PART = os.getenv("BENCH_PART")
 local function part(name) return PART == nil or PART == "" or PART == name end
 
@@ -77,12 +79,22 @@ if part("sync") then
         ngx.update_time()
         local t0 = ngx.now()
         if a.store == "none" then
-          local n = 0
+          local n, c, batches, last = 0, tonumber(a.c), {}, nil
+          local function on_page(i) -- a batch of c pages arrives at once: its time from the last
+            if i % c == 1 then
+              ngx.update_time()
+              if last and i > 1 then batches[#batches + 1] = ngx.now() - last end
+              last = ngx.now()
+            end
+          end
           for _, each in ipairs { client.each_locker, client.each_sensor } do
-            for _ in each(client, { limit = 100, concurrency = tonumber(a.c) }) do n = n + 1 end
+            last = nil
+            for _ in each(client, { limit = 100, concurrency = c, on_page = on_page }) do n = n + 1 end
           end
           ngx.update_time()
-          return ngx.say(ngx.now() - t0, " ", n)
+          table.sort(batches)
+          return ngx.say(ngx.now() - t0, " ", n, " ", batches[math.ceil(#batches * 0.5)], " ",
+            batches[math.ceil(#batches * 0.9)])
         end
         local twin = require("kinot.fleet").new { store = a.store, redis = a.redis }
         local report = assert(twin:sync(client, { concurrency = tonumber(a.c) }))
@@ -94,42 +106,84 @@ if part("sync") then
   B.guarded(function()
     local npages = math.ceil(LOCKS / 100) + math.ceil(SENSORS / 100)
     local limit = npages * LAT / CONC
+    -- the simulator renders a page once and keeps its JSON: every page
+    -- rendered before anything is measured (else the first run alone pays
+    -- the rendering, ~2 s of the simulator's one worker, one page after another)
+    do
+      local client = sim_srv.client { timeout = 30 }
+      for _, each in ipairs { client.each_locker, client.each_sensor } do
+        for _ in each(client, { limit = 100, concurrency = CONC }) do end -- luacheck: ignore 512
+      end
+    end
     assert(sim_srv.fault { kind = "latency", latency = LAT, share = 1 })
     local http = core.http()
+    -- the CPU the nginx worker and the simulator spent (/proc)
+    local ng_master = tonumber(io.open(ng.prefix .. "/nginx.pid"):read("*l"))
+    local cpu_ng, cpu_sim
+    local function cpu_start() cpu_ng, cpu_sim = B.cpu_of_children(ng_master), B.cpu_of_children(sim_srv.pid) end
+    local function cpu_text(with_ng)
+      return string.format("CPU: %ssimulator %.1f s", with_ng and string.format("nginx worker %.1f s, ",
+        B.cpu_of_children(ng_master) - cpu_ng) or "", B.cpu_of_children(sim_srv.pid) - cpu_sim)
+    end
     local function in_nginx(query)
+      cpu_start()
       local r = assert(http:request { method = "GET", url = ng.url .. "/sync?c=" .. CONC .. "&" .. query,
                                       timeout = 600 })
       assert(r.status == 200, r.body .. ng.log():sub(-2000))
-      local t, n = r.body:match("^(%S+) (%d+)")
+      local t, n, p50, p90 = r.body:match("^(%S+) (%d+) ?(%S*) ?(%S*)")
       assert(tonumber(n) == N, r.body)
-      return tonumber(t)
+      return tonumber(t), tonumber(p50), tonumber(p90)
     end
-    local function line(what, t)
-      print(string.format("sync    %-44s %6.2f s  (%.2fx the limit)", what, t, t / limit))
+    local function line(what, t, note)
+      print(string.format("sync    %-44s %6.2f s  (%.2fx the limit)%s", what, t, t / limit, note and ("  " .. note) or ""))
+    end
+    local function batch_text(p50, p90)
+      return string.format("a batch of %d pages p50 %.0f ms, p90 %.0f ms", CONC, p50 * 1000, p90 * 1000)
     end
     print(string.format("sync    the limit: %d pages x %.0f ms / concurrency %d = %.2f s", npages, LAT * 1000, CONC,
       limit))
-    line("baseline: paging alone, in nginx", in_nginx("store=none"))
+    local t, p50, p90 = in_nginx("store=none")
+    line("baseline: paging alone, in nginx", t, batch_text(p50, p90) .. "; " .. cpu_text(true))
     do -- a script: curl
       local client = sim_srv.client { timeout = 30 }
+      cpu_start()
       local t0 = core.monotonic()
-      local n = 0
-      for _, each in ipairs { client.each_locker, client.each_sensor } do
-        for _ in each(client, { limit = 100, concurrency = CONC }) do n = n + 1 end
+      local n, batches, last = 0, {}, nil
+      local function on_page(i)
+        if i % CONC == 1 then
+          local now = core.monotonic()
+          if last and i > 1 then batches[#batches + 1] = now - last end
+          last = now
+        end
       end
-      line("baseline: paging alone, a script (curl)", core.monotonic() - t0)
+      for _, each in ipairs { client.each_locker, client.each_sensor } do
+        last = nil
+        for _ in each(client, { limit = 100, concurrency = CONC, on_page = on_page }) do n = n + 1 end
+      end
+      table.sort(batches)
+      line("baseline: paging alone, a script (curl)", core.monotonic() - t0,
+        batch_text(batches[math.ceil(#batches * 0.5)], batches[math.ceil(#batches * 0.9)]) .. "; " .. cpu_text(false))
       local twin = fleet.new { store = "table" }
       for _, what in ipairs { "first sync", "resync" } do
+        cpu_start()
         t0 = core.monotonic()
         assert(twin:sync(client, { concurrency = CONC }))
-        line("table store, a script, " .. what, core.monotonic() - t0)
+        line("table store, a script, " .. what, core.monotonic() - t0, cpu_text(false))
       end
     end
     for _, what in ipairs { "first sync", "resync" } do
-      line("shared dict, in nginx, " .. what, in_nginx("store=shared"))
+      line("shared dict, in nginx, " .. what, in_nginx("store=shared"), cpu_text(true))
+    end
+    -- and the CPU redis-server spent (INFO cpu): its scripts' share
+    local rc = rs_sync.client()
+    local function redis_cpu()
+      local info = rc:call("INFO", "cpu")
+      return tonumber(info:match("used_cpu_user:([%d%.]+)")) + tonumber(info:match("used_cpu_sys:([%d%.]+)"))
     end
     for _, what in ipairs { "first sync", "resync" } do
-      line("redis, in nginx, " .. what, in_nginx("store=redis&redis=" .. rs_sync.url))
+      local r0 = redis_cpu()
+      local took = in_nginx("store=redis&redis=" .. rs_sync.url)
+      line("redis, in nginx, " .. what, took, cpu_text(true) .. string.format(", redis-server %.1f s", redis_cpu() - r0))
     end
   end, ng, rs_sync, sim_srv)
 end
@@ -181,6 +235,23 @@ do -- shared dict, in nginx
           require("kinot.serve.api").nginx(twin)
         }
       }
+      location = /sweep {
+        content_by_lua_block {
+          -- the devices' stamps are of March 2019: a clock of 1 April 2019 and
+          -- 40 days' stale_after make none of them due (the pass, not the marking)
+          local twin = require("kinot.fleet").new { store = "shared", stale_after = 40 * 86400,
+                                                    clock = function() return 1554076800 end }
+          twin:devices { limit = 1 } -- this worker's list of serials, made once, not timed
+          ngx.update_time()
+          local t0 = ngx.now()
+          local events = assert(twin:sweep()) -- reads every device's flags
+          ngx.update_time()
+          local t1 = ngx.now()
+          assert(twin:sweep()) -- the next: this worker knows each updated_at (the sweep's floor)
+          ngx.update_time()
+          ngx.say(t1 - t0, " ", #events, " ", ngx.now() - t1)
+        }
+      }
       location = /summary {
         content_by_lua_block {
           local twin = require("kinot.fleet").new { store = "shared" }
@@ -211,6 +282,9 @@ do -- shared dict, in nginx
     print(string.format("memory  shared  %7.0f bytes/device  (%.1f MB of the dict; give it ~%d MB per 100,000 " ..
       "devices, with room for the change log)", used / N, used / 1e6, math.ceil(used / 1e6 * 1.25)))
     print(string.format("summary shared  %9.0f /s", rate))
+    local sweep_s, stale, again = H.raw("GET", ng.url .. "/sweep").body:match("^(%S+) (%d+) (%S+)")
+    print(string.format("sweep   shared  %.2f s over the %d devices (%s turned stale), pausing 1 ms each 2 ms; " ..
+      "the next sweep of that worker %.3f s", tonumber(sweep_s), N, stale, tonumber(again)))
     -- GET /api/fleet over HTTP, one request at a time: the time a client waits
     local http = core.http()
     local times = {}
@@ -238,12 +312,23 @@ B.guarded(function()
   local bytes = used() - before
   print(string.format("memory  redis   %7.0f bytes/device  (%.1f MB used_memory; filled in %.1f s, pages of 100)",
     bytes / N, bytes / 1e6, fill_s))
+  -- of which the records: MEMORY USAGE of every 100th device's key (the rest: the indexes, counters, stream)
+  local rec_bytes, k = 0, 0
+  for i = 1, LOCKS, 100 do
+    rec_bytes, k = rec_bytes + c:call("MEMORY", "USAGE", "kinot:fleet:d:" .. (419600000 + i)), k + 1
+  end
+  for i = 1, SENSORS, 100 do
+    rec_bytes, k = rec_bytes + c:call("MEMORY", "USAGE", "kinot:fleet:d:" .. (419800000 + i)), k + 1
+  end
+  print(string.format("memory  redis   %7.0f bytes/device are its record's key (MEMORY USAGE, 1 device in 100); " ..
+    "the rest its index entries", rec_bytes / k))
   -- a sync that finds nothing new: every device a duplicate
   t0 = core.monotonic()
   fill(twin)
   print(string.format("resync  redis   %.1f s for %d unchanged devices (%.0f /s)", core.monotonic() - t0, N,
     N / (core.monotonic() - t0)))
 
+  if PART == "memory" then return end
   -- ---------------------------------------------------------- apply()
   local T0 = 1796083200
   local function event(i)

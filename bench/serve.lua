@@ -11,9 +11,14 @@
 --   GET /api/fleet     its latency on the 100,000 devices (wrk --latency,
 --                      4 connections, each a request every 10 ms) under the
 --                      same callback load
---   baselines          the same two measured with no callback load, in the
---                      same run (the prober; GET /api/fleet by wrk)
+--   the floor          GET /api/none beside GET /api/fleet, at the same pace
+--                      at the same time: the API's 404 (the same nginx, Lua
+--                      handler and token check, all but the summary)
+--   CPU                the nginx workers' (/proc) a GET and a callback
+--   baselines          the same measured with no callback load, in the
+--                      same run (the prober; GET /api/fleet and /api/none by wrk)
 --   luajit bench/serve.lua   (after make build; needs wrk)
+--   BENCH_SERVE_ARGS="--workers 4" luajit bench/serve.lua   (more kinot serve options)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
 local H = require "helpers"
@@ -55,8 +60,8 @@ end
 
 local ok, err = pcall(function()
   print(sh(string.format("KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s %s bin/kinot serve --daemon " ..
-    "--pid-file %s --listen 127.0.0.1:%d --dict-size 256m --sync-interval 0", sim.endpoint, sim.app_key, secret, LUA,
-    pid_file, port)))
+    "--pid-file %s --listen 127.0.0.1:%d --dict-size 256m --sync-interval 0 %s", sim.endpoint, sim.app_key, secret,
+    LUA, pid_file, port, os.getenv("BENCH_SERVE_ARGS") or "")))
   local http = core.http()
   local function get(path)
     local r = assert(http:request { method = "GET", url = url .. path, timeout = 10 })
@@ -65,9 +70,8 @@ local ok, err = pcall(function()
   -- the first sync: all 100,000 devices in the twin
   local t0 = core.monotonic()
   repeat
-    core.sleep(0.5)
     core.sleep(1)
-  local _, body = get("/api/fleet")
+    local _, body = get("/api/fleet")
     local s = json.decode(body)
   until type(s) == "table" and type(s.synced_at) == "string" or core.monotonic() - t0 > 300
   print(string.format("kinot serve over %d devices (shared dict, 2 workers), %s; first sync done after %.1f s",
@@ -166,31 +170,60 @@ end
     return times[math.ceil(#times * 0.5)] * 1000, times[math.ceil(#times * 0.99)] * 1000, #times
   end
 
+  -- the CPU time the nginx workers spent (utime + stime, /proc), in seconds
+  local master = tonumber(io.open(io.open(pid_file):read("*l") .. "/nginx.pid"):read("*l"))
+  local function cpu() return B.cpu_of_children(master) end
+
+  -- GET /api/fleet and, beside it at the same pace, GET /api/none (the
+  -- API's 404: the same nginx, the same Lua handler and token check, all
+  -- but the summary): the floor any /api/fleet can reach on this machine,
+  -- under the same load at the same time
+  local function reads(seconds)
+    local out_f, out_n = os.tmpname(), os.tmpname()
+    local f_pid = wrk_start(string.format("-t1 -c4 -d%ds --latency -s %s %s/api/fleet", seconds, fleet_script, url),
+      out_f)
+    local n_pid = wrk_start(string.format("-t1 -c4 -d%ds --latency -s %s %s/api/none", seconds, fleet_script, url),
+      out_n)
+    return function() return wrk_wait(f_pid, out_f), wrk_wait(n_pid, out_n) end
+  end
+  local function count(text) return tonumber(text:match("(%d+) requests in")) end
+  local function reads_line(what, f_text, n_text)
+    print(string.format("GET /api/fleet, paced, %-33s p50 %6.2f ms  p99 %6.2f ms  (%s /s)", what .. ":",
+      wrk_latency(f_text, "50"), wrk_latency(f_text, "99"), f_text:match("Requests/sec:%s*([%d%.]+)")))
+    print(string.format("GET /api/none beside it (the floor: the API's 404): p50 %6.2f ms  p99 %6.2f ms  (%s /s)",
+      wrk_latency(n_text, "50"), wrk_latency(n_text, "99"), n_text:match("Requests/sec:%s*([%d%.]+)")))
+  end
+
   -- baselines: no callback load
   local p50, p99, n = probes(SECONDS / 2)
   print(string.format("callback -> GET /api/devices/{sn}, no load (baseline):   p50 %6.2f ms  p99 %6.2f ms  (%d probes)",
     p50, p99, n))
-  local out_idle = os.tmpname()
-  local text = wrk_wait(wrk_start(string.format("-t1 -c4 -d%ds --latency -s %s %s/api/fleet", math.floor(SECONDS / 2), fleet_script, url),
-    out_idle), out_idle)
-  print(string.format("GET /api/fleet, paced, no load (baseline):               p50 %6.2f ms  p99 %6.2f ms  (%s /s)",
-    wrk_latency(text, "50"), wrk_latency(text, "99"), text:match("Requests/sec:%s*([%d%.]+)")))
+  local cpu0 = cpu()
+  local f_text, n_text = reads(math.floor(SECONDS / 2))()
+  local read_cpu = (cpu() - cpu0) / (count(f_text) + count(n_text))
+  reads_line("no load (baseline)", f_text, n_text)
+  print(string.format("  the workers' CPU a GET: %.0f us", read_cpu * 1e6))
 
   -- under the callback load
-  local out_cb, out_fleet = os.tmpname(), os.tmpname()
+  local out_cb = os.tmpname()
+  cpu0 = cpu()
   local cb = wrk_start(string.format("-t2 -c%d -d%ds --latency -s %s %s", CONNS, SECONDS, script, url), out_cb)
   core.sleep(1)
-  local fl = wrk_start(string.format("-t1 -c4 -d%ds --latency -s %s %s/api/fleet", SECONDS - 3, fleet_script, url), out_fleet)
+  local wait_reads = reads(SECONDS - 3)
   p50, p99, n = probes(SECONDS - 2)
-  local cb_text, fl_text = wrk_wait(cb, out_cb), wrk_wait(fl, out_fleet)
+  local cb_text = wrk_wait(cb, out_cb)
+  f_text, n_text = wait_reads()
+  local load_cpu = cpu() - cpu0
   local rate = tonumber(cb_text:match("Requests/sec:%s*([%d%.]+)"))
   local non2xx = cb_text:match("Non%-2xx or 3xx responses:%s*(%d+)") or "0"
   print(string.format("callbacks posted by wrk: %.0f /s (paced at %d /s, %d connections), p99 %.2f ms to their 200, " ..
     "%s not 2xx", rate, RATE, CONNS, wrk_latency(cb_text, "99"), non2xx))
+  local ncb, nget = count(cb_text), count(f_text) + count(n_text)
+  print(string.format("  the workers' CPU a callback: %.0f us (%.2f s in all for %d callbacks, %d GETs, the probes)",
+    (load_cpu - nget * read_cpu) / ncb * 1e6, load_cpu, ncb, nget))
   print(string.format("callback -> GET /api/devices/{sn}, under that load:      p50 %6.2f ms  p99 %6.2f ms  (%d probes)",
     p50, p99, n))
-  print(string.format("GET /api/fleet, paced, under that load:                  p50 %6.2f ms  p99 %6.2f ms  (%s /s)",
-    wrk_latency(fl_text, "50"), wrk_latency(fl_text, "99"), fl_text:match("Requests/sec:%s*([%d%.]+)")))
+  reads_line("under that load", f_text, n_text)
   core.sleep(1)
   local _, body = get("/api/fleet")
   local s = json.decode(body)

@@ -32,6 +32,24 @@ function M.guarded(fn, ...)
   if not ok then error(err, 0) end
 end
 
+--- cpu_of_children(pid) -> seconds of CPU (user + system, /proc) the
+-- children of process pid have spent: an nginx master's workers
+function M.cpu_of_children(pid)
+  local total = 0
+  local p = io.popen("ps -o pid= --ppid " .. math.floor(pid))
+  for child in p:read("*a"):gmatch("%d+") do
+    local f = io.open("/proc/" .. child .. "/stat")
+    if f then
+      local fields = {}
+      for v in f:read("*a"):match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = v end
+      f:close()
+      total = total + (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- utime, stime (clock ticks)
+    end
+  end
+  p:close()
+  return total
+end
+
 function M.peak_rss_kb()
   local f = io.open("/proc/self/status")
   local s = f:read("*a")

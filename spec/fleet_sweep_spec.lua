@@ -28,3 +28,87 @@ describe("kinot.fleet's sweep over the local stores #unit", function()
     assert.are.equal(2, twin:summary().stale)
   end)
 end)
+
+describe("kinot.fleet's sweep in nginx's shared dict #nginx", function()
+  local H = require "helpers"
+
+  it("pauses for the worker's other requests without a warning in the log for each pause", function()
+    -- 6,000 devices, 3 of them old: the pass over the 6,000 takes well
+    -- over the 2 ms after which it pauses (it paused every 2,000 devices
+    -- with ngx.sleep(0), which Debian's nginx runs, without the
+    -- delayed-events patch, logging a warning each time)
+    local ng = H.nginx {
+      http = "lua_shared_dict kinot_fleet 64m; lua_shared_dict out 1m;",
+      server = [[
+        location = /sweep { content_by_lua_block {
+          local now = 1796083200
+          local function twin(at)
+            return require("kinot.fleet").new { store = "shared", stale_after = 100, clock = function() return at end }
+          end
+          local t = twin(now)
+          for first = 1, 6000, 100 do
+            local page = {}
+            for i = first, first + 99 do
+              page[#page + 1] = { sn = 419600000 + i, car_detected = 0, locked = 1,
+                                  updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ", now - (i % 2000 == 0 and 50 or 0)) }
+            end
+            assert(t:put("lock", page, "scan"))
+          end
+          assert(ngx.timer.at(0, function()
+            local events, err = twin(now + 60):sweep() -- the three 50 s old are 110 s old
+            local got = {}
+            for _, ev in ipairs(events or {}) do got[#got + 1] = ev.sn .. " " .. ev.change end
+            ngx.shared.out:set("swept", events and table.concat(got, ",") or ("failed: " .. tostring(err)))
+          end))
+          ngx.say("started")
+        } }
+        location = /swept { content_by_lua_block { ngx.say(ngx.shared.out:get("swept") or "") } }
+      ]],
+    }
+    finally(function() ng.stop() end)
+    assert.are.equal(200, H.raw("GET", ng.url .. "/sweep").status)
+    local swept
+    H.wait_for(function()
+      swept = H.raw("GET", ng.url .. "/swept").body:gsub("\n$", "")
+      return swept ~= ""
+    end, 20)
+    assert.are.equal("419602000 stale,419604000 stale,419606000 stale", swept, ng.log())
+    assert.is_nil(ng.log():find("ngx.sleep(0)", 1, true), ng.log())
+  end)
+end)
+
+describe("kinot.fleet's sweep cache in nginx's shared dict #nginx", function()
+  local H = require "helpers"
+
+  it("finds a device another worker's scan brought back with an older updated_at", function()
+    -- two twins over one dict, as two workers hold them: A's sweep skips a
+    -- device whose updated_at it knows to be young, and a gone device a
+    -- scan brings back is the one way a record's updated_at goes down
+    local ng = H.nginx {
+      http = "lua_shared_dict kinot_fleet 8m;",
+      server = [[
+        location = /back { content_by_lua_block {
+          local fleet = require "kinot.fleet"
+          local now = 1796083200
+          local clock = now
+          local a = fleet.new { store = "shared", stale_after = 100, clock = function() return clock end }
+          local b = fleet.new { store = "shared", stale_after = 100, clock = function() return clock end }
+          local function lock(sn, age)
+            return { sn = sn, car_detected = 0, locked = 1, updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ", now - age) }
+          end
+          assert(a:put("lock", { lock(419600001, 10), lock(419600002, 10) }, "scan"))
+          assert(#assert(a:sweep()) == 0)           -- A knows both 10 s old
+          assert(a:gone { 419600001 })
+          local out = assert(b:put("lock", { lock(419600001, 90) }, "scan")) -- back, 90 s old: not stale yet
+          clock = now + 20                           -- 110 s old now; A last saw it 30 s old
+          local got = {}
+          for _, ev in ipairs(assert(a:sweep())) do got[#got + 1] = ev.sn .. " " .. ev.change end
+          ngx.say(out[1].verdict, ": ", table.concat(got, ","), "; ", a:device(419600001).stale)
+        } }
+      ]],
+    }
+    finally(function() ng.stop() end)
+    local res = H.raw("GET", ng.url .. "/back")
+    assert.are.equal("applied: 419600001 stale; true\n", res.body, ng.log())
+  end)
+end)

@@ -15,7 +15,8 @@ local rule = require "kinot.fleet.rule"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
 
-local pairs, tostring, tonumber, concat, sort, find = pairs, tostring, tonumber, table.concat, table.sort, string.find
+local pairs, tostring, tonumber, concat, sort, find, sub = pairs, tostring, tonumber, table.concat, table.sort,
+  string.find, string.sub
 local format = string.format -- a key of a serial: "%d" (LuaJIT writes 2^53 - 1 with 14 digits)
 
 local M = {}
@@ -51,6 +52,7 @@ function Table:incr(name, n)
   return true
 end
 function Table:counter(name) return self.counters[name] or 0 end
+function Table:made(name) return self:incr(name, 0) end
 function Table.lock() return true end
 function Table.owns() return true end
 function Table.unlock() end
@@ -99,18 +101,19 @@ function M.shared_backend(dict_name, changes_max)
     errors.misuse("kinot.fleet: store = \"shared\" needs nginx's lua_shared_dict " .. tostring(dict_name) ..
       " (lua_shared_dict " .. tostring(dict_name) .. " 64m; in the http block)")
   end
-  return setmetatable({ dict = dict, name = dict_name, max = changes_max, ngx = ngx }, Shared)
+  return setmetatable({ dict = dict, name = dict_name, max = changes_max, ngx = ngx, known = {} }, Shared)
 end
 -- a device is one key, "d:SN" = its flags text, a newline, its record's
 -- JSON (which holds no raw newline): one safe_set writes both or neither
+-- get(sn) -> the record, and its key's text (put's `old`: read under the device's lock)
 function Shared:get(sn)
   local text = self.dict:get("d:" .. format("%d", sn))
   if not text then return nil end
-  return json.decode(text:match("\n([^\n]*)$"))
+  return json.decode(sub(text, find(text, "\n", 1, true) + 1)), text
 end
-function Shared:put(sn, rec, flags)
+-- put(sn, rec, flags, old): old, the key's text as get gave it under this lock
+function Shared:put(sn, rec, flags, old)
   local key = "d:" .. format("%d", sn)
-  local old = self.dict:get(key)
   local ok, err = self.dict:safe_set(key, flags .. "\n" .. json.encode(rec))
   if not ok then
     -- nginx drops the old value before it finds no room for a new one of
@@ -122,7 +125,9 @@ function Shared:put(sn, rec, flags)
 end
 function Shared:flags_of(sn)
   local text = self.dict:get("d:" .. format("%d", sn))
-  return text and text:match("^(.*)\n")
+  if not text then return nil end
+  local nl = find(text, "\n", 1, true) -- the flags end at the first newline (a match of "^(.*)\n" went to the end and back)
+  return sub(text, 1, nl - 1)
 end
 -- dict:incr(key, n, 0) and dict:add make room by evicting the least recently
 -- used keys (records, counters): the counter is made by safe_add, never so
@@ -140,6 +145,18 @@ end
 function Shared:incr(name, n)
   local v, err = incr(self, "c:" .. name, n)
   if not v then return nil, err end
+  return true
+end
+-- made(name) -> the counter exists (commit's first step: a counter, once
+-- made, is never evicted, as every write here is a safe_ one that evicts
+-- nothing, so this worker remembers it and asks the dict no more;
+-- incr still makes one that went, should someone flush the dict)
+function Shared:made(name)
+  local known = self.known
+  if known[name] then return true end
+  local ok, err = self:incr(name, 0)
+  if not ok then return nil, err end
+  known[name] = true
   return true
 end
 function Shared:counter(name) return self.dict:get("c:" .. name) or 0 end
@@ -206,7 +223,7 @@ Store.__index = Store
 
 --- new(backend) -> store (the interface kinot.fleet calls; redis_store.lua has the same)
 function M.new(backend)
-  return setmetatable({ b = backend, sorted = {}, known = 0, listed = {} }, Store)
+  return setmetatable({ b = backend, sorted = {}, known = 0, listed = {}, t_of = {}, t_epoch = 0 }, Store)
 end
 
 -- keep what the rule decided: record, flags, counters, events
@@ -214,10 +231,14 @@ end
 -- made first (at 0), a new serial listed (sorted() drops a repeat), then the
 -- record (one key: the commit), then the counters moved (existing numbers:
 -- nothing to allocate) and the change log
-local function commit(self, sn, held, rec, delta, events, flags)
+local function commit(self, sn, held, held_text, rec, delta, events, flags)
   local b = self.b
+  -- a gone device a scan brings back with an older updated_at (the one way
+  -- a record's t goes down) is counted: each worker's sweep cache (sweep,
+  -- below) holds t as a floor, and starts again when this count moves
+  if rec and held and rec.t < held.t then delta.t_back = (delta.t_back or 0) + 1 end
   for name in pairs(delta) do
-    local ok, err = b:incr(name, 0)
+    local ok, err = b:made(name)
     if not ok then return nil, err end
   end
   if rec then
@@ -225,7 +246,7 @@ local function commit(self, sn, held, rec, delta, events, flags)
       local ok, err = b:add_sn(sn)
       if not ok then return nil, err end
     end
-    local ok, err = b:put(sn, rec, flags_text(flags, rec.t))
+    local ok, err = b:put(sn, rec, flags_text(flags, rec.t), held_text)
     if not ok then return nil, err end
   end
   for name, n in pairs(delta) do
@@ -244,7 +265,7 @@ local function locked(self, sn, fn)
   local b = self.b
   local token, err = b:lock(sn)
   if not token then return nil, err end
-  local held = b:get(sn)
+  local held, held_text = b:get(sn)
   local verdict, rec, delta, events, flags = fn(held)
   local ok = true
   -- held past the lock's expiry (a stalled worker): another may have written
@@ -254,8 +275,10 @@ local function locked(self, sn, fn)
       "update was written: not applied, try again")
   end
   if delta then
-    ok, err = commit(self, sn, held, rec, delta, events, flags)
+    ok, err = commit(self, sn, held, held_text, rec, delta, events, flags)
   end
+  -- what this worker now knows of the device's updated_at (the sweep's floor)
+  if ok and rec then self.t_of[sn] = rec.t elseif held then self.t_of[sn] = held.t end
   b:unlock(sn, token)
   if not ok then return nil, err end
   return verdict, events or {}
@@ -318,12 +341,27 @@ end
 -- sweep, oldest updated_at first (Redis's order); a pass over every device:
 -- the local stores keep no index by time
 -- a pause for the other requests of this nginx worker, where one can be
--- taken (a timer, a request), else nil
+-- taken (a timer, a request), else nil: pause() sleeps 1 ms once the pass
+-- has run M.PAUSE_AFTER seconds since the last, so that no request waits
+-- behind it longer than that (a pause every 2,000 devices blocked the worker
+-- 13 ms a time, more on a loaded machine; and Debian's nginx logs a warning
+-- for each ngx.sleep(0), which it runs without the delayed-events patch)
+M.PAUSE_AFTER = 0.002
 local PAUSE_PHASES = { timer = true, content = true, rewrite = true, access = true }
 local function pause_of()
   local ngx = rawget(_G, "ngx")
   if ngx and ngx.sleep and ngx.get_phase and PAUSE_PHASES[ngx.get_phase()] then
-    return function() ngx.sleep(0) end
+    local update, now, sleep = ngx.update_time, ngx.now, ngx.sleep
+    update()
+    local last = now()
+    return function()
+      update()
+      if now() - last >= M.PAUSE_AFTER then
+        sleep(0.001)
+        update()
+        last = now()
+      end
+    end
   end
 end
 
@@ -332,27 +370,42 @@ function Store:sweep(cfg)
   if not cfg.stale_after then return {} end
   local list = sorted(self)
   local pause = pause_of()
+  -- t_of[sn]: an updated_at this worker has read or written for the device.
+  -- A record's t never goes down (an older update is not applied) but when a
+  -- scan brings a gone device back (counted as t_back): while that count
+  -- stands, t_of is a floor of each t, and a device whose floor is younger
+  -- than stale_after is not due, its text not read.  The count read here
+  -- and a device brought back meanwhile: the next sweep finds it.
+  local epoch = b:counter("t_back")
+  if epoch ~= self.t_epoch then self.t_of, self.t_epoch = {}, epoch end
+  local t_of = self.t_of
   for i = 1, #list do
-    -- the flags text says stale, gone and updated_at: no record decoded but the due ones
-    -- (a text written before it held t= is decoded)
     local sn = list[i]
-    local text = b:flags_of(sn)
-    local at = text and tonumber(text:match("|t=([^|]+)|"))
-    if at then
-      if not find(text, "|stale|", 1, true) and not find(text, "|gone|", 1, true) and cfg.now - at >= cfg.stale_after then
-        due[#due + 1] = sn
-        t[sn] = at
-      end
-    else
-      local rec = b:get(sn)
-      if rec and not rec.stale and not rec.gone and cfg.now - rec.t >= cfg.stale_after then
-        due[#due + 1] = sn
-        t[sn] = rec.t
+    local floor = t_of[sn]
+    if not (floor and cfg.now - floor < cfg.stale_after) then
+      -- the flags text says stale, gone and updated_at: no record decoded but the due ones
+      -- (a text written before it held t= is decoded)
+      local text = b:flags_of(sn)
+      local at = text and tonumber(text:match("|t=([^|]+)|"))
+      if at then
+        t_of[sn] = at
+        if not find(text, "|stale|", 1, true) and not find(text, "|gone|", 1, true) and
+           cfg.now - at >= cfg.stale_after then
+          due[#due + 1] = sn
+          t[sn] = at
+        end
+      else
+        local rec = b:get(sn)
+        if rec then t_of[sn] = rec.t end
+        if rec and not rec.stale and not rec.gone and cfg.now - rec.t >= cfg.stale_after then
+          due[#due + 1] = sn
+          t[sn] = rec.t
+        end
       end
     end
-    -- 100,000 devices take seconds: the worker answers others meanwhile
+    -- 100,000 devices take a second: the worker answers others meanwhile
     -- (mark reads each due record again under its lock)
-    if pause and i % 2000 == 0 then pause() end
+    if pause and i % 100 == 0 then pause() end
   end
   sort(due, function(x, y)
     if t[x] ~= t[y] then return t[x] < t[y] end
@@ -395,13 +448,19 @@ function Store:list(want, without, offset, limit)
   return out, total
 end
 
---- sns(kind) -> every serial of that kind held, gone ones too
-function Store:sns(kind)
+--- sns(kind, except) -> every serial of that kind held, gone ones too, but
+-- those in the set `except` (a sync's listed ones: a pass over the
+-- devices reads only the flags of those it did not list)
+function Store:sns(kind, except)
   local b, out, flag = self.b, {}, "|kind=" .. kind .. "|"
   local list = sorted(self)
+  except = except or {}
   for i = 1, #list do
-    local text = b:flags_of(list[i])
-    if text and find(text, flag, 1, true) then out[#out + 1] = list[i] end
+    local sn = list[i]
+    if not except[sn] then
+      local text = b:flags_of(sn)
+      if text and find(text, flag, 1, true) then out[#out + 1] = sn end
+    end
   end
   return out
 end

@@ -37,11 +37,11 @@ local op = ARGV[3]
 -- t, false: out.  Records and events are written as they come (a later
 -- device of the call reads its record).
 local counts, in_index, t_score = {}, {}, {}
-local function commit(sn, held, rec, delta, events)
+-- after, before: rec's and held's flags as the rule found them
+local function commit(sn, held, rec, delta, events, after, before)
   if rec then
     redis.call("SET", P .. "d:" .. sn, cjson.encode(rec))
-    local before = held and R.flags(held, cfg) or {}
-    local after = R.flags(rec, cfg)
+    before = before or {}
     for name in pairs(before) do
       if not after[name] then
         in_index[name] = in_index[name] or {}
@@ -103,8 +103,8 @@ SCRIPTS.apply = PRELUDE .. [[
 for i = 4, #ARGV do
   local new = cjson.decode(ARGV[i])
   local held = held_of(new.sn)
-  local verdict, rec, delta, events = R.decide(held, new, cfg)
-  commit(new.sn, held, rec, delta, events)
+  local verdict, rec, delta, events, after, before = R.decide(held, new, cfg)
+  commit(new.sn, held, rec, delta, events, after, before)
   out[#out + 1] = { verdict = verdict, events = events }
 end
 flush()
@@ -115,9 +115,9 @@ SCRIPTS.gone = PRELUDE .. [[
 for i = 4, #ARGV do
   local held = held_of(ARGV[i])
   if held then
-    local rec, delta, events = R.gone(held, cfg)
+    local rec, delta, events, after, before = R.gone(held, cfg)
     if rec then
-      commit(held.sn, held, rec, delta, events)
+      commit(held.sn, held, rec, delta, events, after, before)
       for k = 1, #events do out[#out + 1] = events[k] end
     end
   end
@@ -132,10 +132,10 @@ local due = redis.call("ZRANGEBYSCORE", P .. "t", "-inf", cfg.now - cfg.stale_af
                        "LIMIT", 0, tonumber(ARGV[4]))
 for i = 1, #due do
   local held = held_of(due[i])
-  local rec, delta, events = nil, nil, nil
-  if held then rec, delta, events = R.sweep(held, cfg) end
+  local rec, delta, events, after, before = nil, nil, nil, nil, nil
+  if held then rec, delta, events, after, before = R.sweep(held, cfg) end
   if rec then
-    commit(held.sn, held, rec, delta, events)
+    commit(held.sn, held, rec, delta, events, after, before)
     for k = 1, #events do out[#out + 1] = events[k] end
   else
     local gone_sn = due[i]
@@ -272,11 +272,16 @@ function Store:list(want, without, offset, limit, cfg)
   return out, got[1]
 end
 
-function Store:sns(kind)
+--- sns(kind, except) -> every serial of that kind held (its index), but those in the set `except`
+function Store:sns(kind, except)
   local got, err = self.c:call("ZRANGE", self.p .. "i:kind=" .. kind, 0, -1)
   if not got then return nil, err end
-  for i = 1, #got do got[i] = tonumber(got[i]) end
-  return got
+  local out = {}
+  for i = 1, #got do
+    local sn = tonumber(got[i])
+    if not (except and except[sn]) then out[#out + 1] = sn end
+  end
+  return out
 end
 
 --- changes(since, limit) -> events after the stream id `since`, next cursor

@@ -166,7 +166,7 @@ local function merged(held, new)
   return s
 end
 
---- decide(held, new, cfg) -> verdict, rec, delta, events, flags (rec's)
+--- decide(held, new, cfg) -> verdict, rec, delta, events, flags (rec's), held's flags
 -- verdict: "added" (first sight), "applied", "missed" (a scan found the
 -- platform newer than what a callback had brought: one never arrived),
 -- "older" (not applied: the twin never goes backward), "duplicate" (the
@@ -207,7 +207,7 @@ function R.decide(held, new, cfg)
   if cfg.stale_after and cfg.now - rec.t >= cfg.stale_after then rec.stale = true end
   local d, before, after = delta(held, rec, cfg)
   d[verdict] = (d[verdict] or 0) + 1
-  return verdict, rec, d, events(held, rec, before, after, new.source), after
+  return verdict, rec, d, events(held, rec, before, after, new.source), after, before
 end
 
 -- a copy of rec with `field` set, and its delta and events
@@ -217,10 +217,10 @@ local function mark(held, field, value, cfg, source, now)
   rec[field] = value
   if now then rec.seen_at = now end
   local d, before, after = delta(held, rec, cfg)
-  return rec, d, events(held, rec, before, after, source), after
+  return rec, d, events(held, rec, before, after, source), after, before
 end
 
---- gone(held, cfg) -> rec, delta, events, flags | nil (already gone): a scan no longer lists it
+--- gone(held, cfg) -> rec, delta, events, flags, held's flags | nil (already gone): a scan no longer lists it
 function R.gone(held, cfg)
   if held.gone then return nil end
   return mark(held, "gone", true, cfg, "scan", cfg.now)

@@ -133,12 +133,8 @@ local function feed_overlapped(ngx, semaphore, twin, kind, each, report, listed,
 end
 
 local function mark_gone(twin, kind, listed, report)
-  local held, err = twin.store:sns(kind)
-  if not held then return nil, err end
-  local gone = {}
-  for i = 1, #held do
-    if not listed[held[i]] then gone[#gone + 1] = held[i] end
-  end
+  local gone, err = twin.store:sns(kind, listed) -- those held the platform no longer lists
+  if not gone then return nil, err end
   local events
   events, err = twin:gone(gone)
   if not events then return nil, err end
