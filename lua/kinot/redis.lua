@@ -594,6 +594,17 @@ end
 
 -- ------------------------------------------------------------ client
 
+-- the parts of a pool's name, each after its length ("1:a3:b:c"): no two
+-- different lists of parts spell the same name
+local function spelled(...)
+  local out = {}
+  for i = 1, select("#", ...) do
+    local part = tostring((select(i, ...)))
+    out[i] = #part .. ":" .. part
+  end
+  return concat(out)
+end
+
 local NUMBERS = { "connect_timeout", "timeout", "keepalive", "pool_size", "max_reply" }
 local KNOWN = validate.set { "connect_timeout", "timeout", "keepalive", "pool_size", "max_reply", "tls" }
 
@@ -624,11 +635,14 @@ function M.new(url, opts)
     -- authenticated for one is never handed to another; nor is a TLS one
     -- to a client that would not have opened it (another name checked,
     -- unverified, another client certificate)
-    local cred = o.password and ngx.md5((o.username or "") .. ":" .. o.password) or "-"
+    -- (each part spelled with its length: user "a" with password "b:c"
+    -- and user "a:b" with password "c", or a server_name holding a ":",
+    -- once spelled the same pool)
+    local cred = o.password and ngx.md5(spelled(o.username or "", o.password)) or "-"
     local t = o.tls
-    local tls = t and (" tls:" .. (t.verify and "verified:" or "unverified:") .. t.server_name ..
-      (t.cert and (":" .. ngx.md5(opts.tls.cert_file .. "\0" .. opts.tls.key_file)) or "")) or ""
-    o.pool_opts = { pool = "kinot-redis:" .. o.where .. "/" .. o.db .. ":" .. cred .. tls, pool_size = o.pool_size }
+    local tls = t and spelled(t.verify and "verified" or "unverified", t.server_name,
+      t.cert and ngx.md5(spelled(opts.tls.cert_file, opts.tls.key_file)) or "") or "plain"
+    o.pool_opts = { pool = "kinot-redis:" .. spelled(o.host, o.port, o.db, cred, tls), pool_size = o.pool_size }
   else
     o.io = luasocket
   end

@@ -1,0 +1,242 @@
+-- rediss:// attacked: certificates that must be refused (expired, not yet
+-- valid, for another name, self-signed), a server that offers only TLS
+-- 1.0, a pooled connection that must not pass to a client with other
+-- settings, a handshake dripped inside nginx.  Real parts: Debian's
+-- redis-server on a free 127.0.0.1 port with certificates made here by
+-- openssl (spec/support/redis_server.lua), a real nginx; every server is
+-- stopped by the spec that started it.
+local kredis = require "kinot.redis"
+local errors = require "kinot.errors"
+local core = require "kinot.core"
+local R = require "redis_server"
+local H = require "helpers"
+
+local PASSWORD = "att4ck-S3cret/pw"
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+
+local function no_password(s)
+  assert.is_nil(tostring(s):find(PASSWORD, 1, true), "the password shows in: " .. tostring(s))
+end
+
+-- a PING that must fail with this kind; its error
+local function refused(c, kind)
+  local v, err = c:call("PING")
+  assert.is_nil(v, "accepted: " .. tostring(v))
+  assert.is_true(errors.is(err), tostring(err))
+  assert.are.equal(kind, err.kind, tostring(err))
+  no_password(err)
+  return err
+end
+
+describe("rediss:// certificates that must be refused, outside nginx (LuaSec) #redis", function()
+  it("an expired certificate and a not yet valid one, from the trusted CA and naming the host: kind tls", function()
+    for _, case in ipairs {
+      -- (LuaSec closes the connection on a failed verification without
+      -- keeping OpenSSL's reason: the message is the generic one)
+      { "expired", { from = "20200101000000Z", to = "20200201000000Z" }, "certificate verify failed" },
+      { "future", { from = "20300101000000Z", to = "20300201000000Z" }, "certificate verify failed" },
+    } do
+      local r = R.start { tls = true, password = PASSWORD, server = case[1], sign = case[2] }
+      local ok, e = pcall(function()
+        local c = kredis.new(r.url, { tls = { ca_file = r.ca_file }, timeout = 1 })
+        local err = refused(c, "tls")
+        assert.is_false(err.retryable)
+        assert.matches(case[3], err.message, 1, true)
+        c:close()
+        -- (the same server, unverified, answers: it is the certificate)
+        c = kredis.new(r.url, { tls = { verify_tls = false }, timeout = 1 })
+        assert.are.equal("PONG", c:call("PING"))
+        c:close()
+      end)
+      r.stop()
+      assert(ok, e)
+    end
+  end)
+
+  it("a self-signed certificate: refused with the system's CAs or another CA; pinned by ca_file, still name-checked", function()
+    local r = R.start { tls = true, password = PASSWORD, server = "self", sign = { self_signed = true } }
+    local ok, e = pcall(function()
+      for _, tls in ipairs { {}, { ca_file = r.ca_file } } do
+        local c = kredis.new(r.url, { tls = tls, timeout = 1 })
+        assert.matches("certificate", refused(c, "tls").message)
+        c:close()
+      end
+      local pinned = r.dir .. "/self.pem"
+      local c = kredis.new(r.url, { tls = { ca_file = pinned }, timeout = 1 })
+      assert.are.equal("PONG", c:call("PING"))
+      c:close()
+      c = kredis.new(r.url, { tls = { ca_file = pinned, server_name = "other.test" }, timeout = 1 })
+      assert.matches("does not name other.test", refused(c, "tls").message, 1, true)
+      c:close()
+    end)
+    r.stop()
+    assert(ok, e)
+  end)
+
+  it("a certificate for another name from the trusted CA: a wildcard of two labels, a DNS name for an address", function()
+    -- *.redis.test does not cover redis.test, nor a.b.redis.test; DNS:127.0.0.1
+    -- is not the address 127.0.0.1 (RFC 6125: addresses from IP entries only)
+    local r = R.start { tls = true, password = PASSWORD, server = "wild",
+                        sign = { cn = "localhost", san = "DNS:*.redis.test,DNS:127.0.0.1" } }
+    local ok, e = pcall(function()
+      for _, name in ipairs { "redis.test", "a.b.redis.test", "127.0.0.1", "localhost" } do
+        local c = kredis.new(r.url, { tls = { ca_file = r.ca_file, server_name = name }, timeout = 1 })
+        assert.matches("does not name " .. name, refused(c, "tls").message, 1, true)
+        c:close()
+      end
+      local c = kredis.new(r.url, { tls = { ca_file = r.ca_file, server_name = "A.Redis.Test" }, timeout = 1 })
+      assert.are.equal("PONG", c:call("PING"))
+      c:close()
+    end)
+    r.stop()
+    assert(ok, e)
+  end)
+
+  it("a server that offers only TLS 1.0 / 1.1 (and would speak them) is refused: kind tls", function()
+    -- SECLEVEL=0: the server's OpenSSL would really speak TLS 1.0 (its
+    -- own default refuses it); shown by openssl s_client below
+    local r = R.start { tls = true, password = PASSWORD, tls_protocols = "TLSv1 TLSv1.1",
+                        tls_ciphers = "DEFAULT@SECLEVEL=0", server = "old", sign = {} }
+    local ok, e = pcall(function()
+      assert.is_true(sh("echo | openssl s_client -connect 127.0.0.1:" .. r.port .. " -tls1 -cipher DEFAULT@SECLEVEL=0" ..
+        " -CAfile " .. r.ca_file .. " 2>/dev/null | grep -q 'Protocol *: TLSv1$'"), "the server does not speak TLS 1.0")
+      local c = kredis.new(r.url, { tls = { ca_file = r.ca_file }, timeout = 1 })
+      refused(c, "tls")
+      c:close()
+      -- not even when nothing is verified
+      c = kredis.new(r.url, { tls = { verify_tls = false }, timeout = 1 })
+      refused(c, "tls")
+      c:close()
+    end)
+    r.stop()
+    assert(ok, e)
+  end)
+end)
+
+describe("rediss:// attacked inside nginx (cosockets) #redis #nginx", function()
+  -- an nginx trusting `ca` whose /t runs `code` (Lua, in a content handler)
+  local function inside(ca, code)
+    return H.nginx {
+      http = "lua_ssl_trusted_certificate " .. ca .. ";\nlua_ssl_verify_depth 2;",
+      server = "location = /t { content_by_lua_block { local redis = require('kinot.redis')\n" .. code .. "\n} }",
+    }
+  end
+  local function run(ng) return H.raw("GET", ng.url .. "/t").body end
+
+  it("a pooled connection never passes to a client that would not have opened it", function()
+    local r = R.start { tls = true, password = PASSWORD }
+    local ng
+    local ok, e = pcall(function()
+      local function say(a, b)
+        return string.format([[
+          local one = redis.new(%q, { tls = %s, timeout = 1 })
+          local two = redis.new(%q, { tls = %s, timeout = 1 })
+          local a, aerr = one:call("PING")
+          local b, berr = two:call("PING")
+          ngx.say(tostring(a or aerr.kind), " | ", tostring(b or berr.kind), " | ", tostring(berr))
+        ]], r.url, a, r.url, b)
+      end
+      -- opened unverified (nginx trusts a CA that did not sign it), then asked for verified
+      ng = inside(r.other_ca_file, say("{ verify_tls = false, server_name = 'localhost' }",
+                                       "{ server_name = 'localhost' }"))
+      local body = run(ng)
+      assert.matches("^PONG | tls | ", body)
+      no_password(body)
+      ng.stop()
+      -- opened for one name, asked for another the certificate does not hold
+      ng = inside(r.ca_file, say("{ server_name = 'localhost' }", "{ server_name = 'redis.example' }"))
+      assert.matches("^PONG | tls | .*certificate host mismatch", run(ng))
+      ng.stop()
+      -- opened with a client certificate for localhost, asked for a name
+      -- that spells the same pool's text ("localhost:" and the md5 of the
+      -- client certificate's paths): a name the certificate does not hold
+      local cert = string.format("{ server_name = 'localhost', cert_file = %q, key_file = %q }", r.client_cert,
+        r.client_key)
+      local forged = string.format("{ server_name = 'localhost:' .. ngx.md5(%q) }", r.client_cert .. "\0" .. r.client_key)
+      ng = inside(r.ca_file, say(cert, forged))
+      assert.matches("^PONG | tls | .*certificate host mismatch", run(ng))
+    end)
+    if ng then ng.stop() end
+    r.stop()
+    assert(ok, e)
+  end)
+
+  it("a pooled connection never passes to other credentials that spell the same text (user a:b vs password b:c)", function()
+    local r = R.start { tls = true, password = PASSWORD }
+    local ng
+    local ok, e = pcall(function()
+      local c = r.client()
+      assert.are.equal("OK", c:call("ACL", "SETUSER", "a", "on", ">b:c", "~*", "+@all"))
+      c:close()
+      local port = r.port
+      -- user "a" with password "b:c"; then user "a:b" with password "c" (no such user)
+      ng = inside(r.ca_file, string.format([[
+        local one = redis.new("rediss://a:b%%3Ac@127.0.0.1:%d", { tls = { server_name = "localhost" }, timeout = 1 })
+        local two = redis.new("rediss://a%%3Ab:c@127.0.0.1:%d", { tls = { server_name = "localhost" }, timeout = 1 })
+        local a, aerr = one:call("PING")
+        local b, berr = two:call("PING")
+        ngx.say(tostring(a or aerr), " | ", tostring(b or berr.code))
+      ]], port, port))
+      assert.are.equal("PONG | WRONGPASS\n", run(ng))
+    end)
+    if ng then ng.stop() end
+    r.stop()
+    assert(ok, e)
+  end)
+
+  it("an expired certificate, and a server that offers only TLS 1.0 / 1.1: kind tls", function()
+    for _, o in ipairs {
+      { server = "expired", sign = { from = "20200101000000Z", to = "20200201000000Z" } },
+      { server = "old", sign = {}, tls_protocols = "TLSv1 TLSv1.1", tls_ciphers = "DEFAULT@SECLEVEL=0" },
+    } do
+      o.tls, o.password = true, PASSWORD
+      local r = R.start(o)
+      local ng
+      local ok, e = pcall(function()
+        ng = inside(r.ca_file, string.format([[
+          local c = redis.new(%q, { tls = { server_name = "localhost" }, timeout = 1 })
+          local v, err = c:call("PING")
+          ngx.say(tostring(v or err))
+        ]], r.url))
+        local body = run(ng)
+        assert.matches("^kinot: tls: ", body)
+        no_password(body)
+        no_password(ng.log())
+      end)
+      if ng then ng.stop() end
+      r.stop()
+      assert(ok, e)
+    end
+  end)
+
+  it("a handshake that drips a byte every 0.2 s ends at the call's deadline (a FAKE link: a paced proxy)", function()
+    local r = R.start { tls = true, password = PASSWORD }
+    local p = assert(io.popen("exec python3 " .. H.root .. "/spec/support/drip_proxy.py " .. r.port .. " handshake"))
+    local port, pid = p:read("*n", "*n")
+    local ng
+    local ok, e = pcall(function()
+      ng = inside(r.ca_file, string.format([[
+        local c = redis.new("rediss://:%s@127.0.0.1:%d", { tls = { server_name = "localhost" }, timeout = 1 })
+        ngx.update_time()
+        local t0 = ngx.now()
+        local v, err = c:call("PING")
+        ngx.update_time()
+        ngx.say(string.format("%%.2f ", ngx.now() - t0), tostring(v or err))
+      ]], PASSWORD, port))
+      local body = run(ng)
+      local took = tonumber(body:match("^([%d.]+) "))
+      assert.is_true(took >= 0.9 and took < 1.5, body)
+      assert.matches("kinot: timeout: ", body, 1, true)
+      no_password(body)
+    end)
+    if ng then ng.stop() end
+    sh("kill " .. pid .. " 2>/dev/null")
+    p:close()
+    r.stop()
+    assert(ok, e)
+  end)
+end)
