@@ -7,7 +7,6 @@
 -- stopped by the spec that started it.
 local kredis = require "kinot.redis"
 local errors = require "kinot.errors"
-local core = require "kinot.core"
 local R = require "redis_server"
 local H = require "helpers"
 
