@@ -239,3 +239,62 @@ describe("rediss:// attacked inside nginx (cosockets) #redis #nginx", function()
     assert(ok, e)
   end)
 end)
+
+describe("kinot serve --redis-ca-file: the path nginx is given #redis #cli #nginx", function()
+  local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
+  local launcher = require "kinot.sim.launcher"
+  local function run(cmd)
+    local p = io.popen("cd " .. H.root .. " && env -u KINOT_REDIS_URL -u KINOT_SERVE_URL " .. cmd .. " 2>&1; echo \"rc=$?\"")
+    local out = p:read("*a")
+    p:close()
+    return out:gsub("rc=%d+%s*$", ""), tonumber(out:match("rc=(%d+)%s*$"))
+  end
+  -- kinot serve on a free port with this --redis-ca-file (the endpoint is
+  -- nowhere: only the twin in Redis is looked at); its output, exit code,
+  -- the JSON API's URL, and stop()
+  local function serve(r, ca)
+    local pid_file = os.tmpname()
+    local port = launcher.free_port()
+    local out, rc = run(string.format("KINOT_ENDPOINT=http://127.0.0.1:1 KINOT_APP_KEY=k KINOT_APP_SECRET=s " ..
+      "KINOT_REDIS_URL=%s %s bin/kinot serve --daemon --sync-interval 0 --pid-file %s --listen 127.0.0.1:%d " ..
+      "--redis-server-name localhost --redis-ca-file %s", launcher.sh_quote(r.url), LUA, pid_file, port,
+      launcher.sh_quote(ca)))
+    return out, rc, "http://127.0.0.1:" .. port .. "/api/fleet", function()
+      run(LUA .. " bin/kinot serve stop --pid-file " .. pid_file)
+      os.remove(pid_file)
+    end
+  end
+
+  it("a path with spaces, ; ' $ { } # in it is the file nginx trusts; one with a newline is refused (exit 2)", function()
+    local r = R.start { tls = true, password = PASSWORD }
+    local dir = r.dir .. "/we ird;dir'x$y{z}#"
+    local stop
+    local ok, e = pcall(function()
+      assert.is_true(sh("mkdir -p " .. launcher.sh_quote(dir)))
+      -- the right CA: the twin in Redis answers; the wrong one at the same odd path: it does not
+      for _, case in ipairs { { r.ca_file, 200 }, { r.other_ca_file, 503 } } do
+        assert.is_true(sh("cp " .. case[1] .. " " .. launcher.sh_quote(dir .. "/ca.pem")))
+        local out, rc, api
+        out, rc, api, stop = serve(r, dir .. "/ca.pem")
+        assert.are.equal(0, rc, out)
+        no_password(out)
+        assert.are.equal(case[2], H.raw("GET", api).status, case[1])
+        stop()
+        stop = nil
+      end
+      -- "<dir>/x\ny.pem": realpath's first line, "<dir>/x", is another file
+      assert.is_true(sh("cp " .. r.other_ca_file .. " " .. launcher.sh_quote(dir .. "/x")))
+      local f = assert(io.open(dir .. "/x\ny.pem", "w"))
+      f:write(H.read(r.ca_file))
+      f:close()
+      local out, rc
+      out, rc, _, stop = serve(r, dir .. "/x\ny.pem")
+      assert.are.equal(2, rc, out)
+      assert.matches("without quotes, backslashes or controls", out, 1, true)
+      stop = nil
+    end)
+    if stop then stop() end
+    r.stop()
+    assert(ok, e)
+  end)
+end)
