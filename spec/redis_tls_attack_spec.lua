@@ -287,7 +287,7 @@ describe("kinot serve --redis-ca-file: the path nginx is given #redis #cli #ngin
       local f = assert(io.open(dir .. "/x\ny.pem", "w"))
       f:write(H.read(r.ca_file))
       f:close()
-      local out, rc
+      local out, rc, _
       out, rc, _, stop = serve(r, dir .. "/x\ny.pem")
       assert.are.equal(2, rc, out)
       assert.matches("without quotes, backslashes or controls", out, 1, true)
