@@ -298,3 +298,59 @@ describe("kinot serve --redis-ca-file: the path nginx is given #redis #cli #ngin
     assert(ok, e)
   end)
 end)
+
+describe("redis.host_matches never accepts a name OpenSSL's X509_check_host / X509_check_ip refuses #unit", function()
+  local dir
+  setup(function()
+    local p = io.popen("mktemp -d /tmp/kinot-tls-diff.XXXXXX")
+    dir = p:read("*l")
+    p:close()
+  end)
+  teardown(function() if dir then sh("rm -rf " .. dir) end end)
+
+  -- what `openssl x509 -checkhost` / `-checkip` says of this certificate and name
+  local function openssl_says(pem, host, ip)
+    local p = io.popen("openssl x509 -in " .. pem .. " -noout " .. (ip and "-checkip " or "-checkhost ") ..
+      "'" .. host .. "' 2>&1")
+    local out = p:read("*a")
+    p:close()
+    assert.matches("match", out)
+    return out:find("does match", 1, true) ~= nil
+  end
+
+  it("wildcards (partial, bare, two labels, IDNA), case, a CN beside SANs, addresses and names that look like them", function()
+    local certs = {
+      odd = { "ignored.test", "DNS:f*.example.com,DNS:*,DNS:*.*.test,DNS:a*b.example.org,DNS:*.co.uk," ..
+        "DNS:xn--*.example.net,DNS:*.xn--bcher-kva.test,DNS:*.Wild.Test,DNS:*.0.0.1,DNS:127.0.0.2" },
+      ips = { "10.9.9.9", "IP:10.0.0.1,IP:::1,IP:fe80::1" },
+      cn = { "cn.test" }, cn_wild = { "*.cnw.test" }, cn_ip = { "127.0.0.1" },
+    }
+    local hosts = { "foo.example.com", "f.example.com", "x.y.test", "a.b.test", "axb.example.org", "foo.co.uk", "co.uk",
+      "x.xn--bcher-kva.test", "xn--a.example.net", "a.wild.test", "A.WILD.TEST", "wild.test", "a.b.wild.test",
+      "127.0.0.1", "127.0.0.2", "10.0.0.1", "10.9.9.9", "::1", "fe80::1", "cn.test", "CN.TEST", "x.cn.test",
+      "a.cnw.test", "cnw.test", "a.b.cnw.test", "ignored.test", "example.com", "test" }
+    local ours_only, accepted = {}, {}
+    for name, c in pairs(certs) do
+      local pem = dir .. "/" .. name .. ".pem"
+      assert.is_true(sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj " ..
+        "'/CN=" .. c[1] .. "'" .. (c[2] and (" -addext subjectAltName=" .. c[2]) or "") .. " -keyout " .. dir .. "/" ..
+        name .. ".key -out " .. pem .. " >/dev/null 2>&1"))
+      local cert = require("ssl").loadcertificate(H.read(pem))
+      for _, host in ipairs(hosts) do
+        local ip = host:find("^[%d.]+$") or host:find(":", 1, true)
+        -- (an address is checked only against IP entries: as X509_check_ip)
+        if kredis.host_matches(cert, host) == true then
+          accepted[#accepted + 1] = name .. " " .. host
+          if not openssl_says(pem, host, ip) then ours_only[#ours_only + 1] = name .. " " .. host end
+        end
+      end
+    end
+    assert.are.same({}, ours_only)
+    -- what it does accept (a check that refused everything would pass the
+    -- above): not f*.example.com's foo (OpenSSL takes partial wildcards),
+    -- not 127.0.0.1 from a CN or from DNS:*.0.0.1 (nginx's X509_check_host would)
+    table.sort(accepted)
+    assert.are.same({ "cn CN.TEST", "cn cn.test", "cn_wild a.cnw.test", "ips 10.0.0.1", "ips ::1", "ips fe80::1",
+      "odd A.WILD.TEST", "odd a.wild.test", "odd foo.co.uk", "odd x.xn--bcher-kva.test" }, accepted)
+  end)
+end)
