@@ -354,3 +354,38 @@ describe("redis.host_matches never accepts a name OpenSSL's X509_check_host / X5
       "odd A.WILD.TEST", "odd a.wild.test", "odd foo.co.uk", "odd x.xn--bcher-kva.test" }, accepted)
   end)
 end)
+
+describe("a connection closed during the TLS handshake is a network failure, not a certificate's #redis #nginx", function()
+  it("a Redis at maxclients (it closes new connections): kind network, retryable outside nginx; inside, said", function()
+    local r = R.start { tls = true, password = PASSWORD }
+    local held, ng
+    local ok, e = pcall(function()
+      held = r.client()
+      assert.are.equal("OK", held:call("CONFIG", "SET", "maxclients", "1"))
+      local c = kredis.new(r.url, { tls = { ca_file = r.ca_file }, timeout = 1 })
+      local err = refused(c, "network")
+      assert.is_true(err.retryable)
+      assert.is_nil(err.message:find("trusting", 1, true), err.message) -- (no certificate to look at)
+      c:close()
+      ng = H.nginx {
+        http = "lua_ssl_trusted_certificate " .. r.ca_file .. ";",
+        server = string.format([[location = /t { content_by_lua_block {
+          local c = require("kinot.redis").new(%q, { tls = { server_name = "localhost" }, timeout = 1 })
+          local v, err = c:call("PING")
+          ngx.say(tostring(v or err.kind), " ", tostring(err and err.retryable), " ", tostring(err))
+        } }]], r.url),
+      }
+      -- inside nginx the cosocket says only "handshake failed" (so does a
+      -- server that shares no TLS version with nginx): kind tls, not
+      -- retried, but saying what it may be, and not blaming the CAs
+      local body = H.raw("GET", ng.url .. "/t").body
+      assert.matches("^tls false .*TLS handshake failed: handshake failed %(the server closed the connection", body)
+      assert.is_nil(body:find("trusting", 1, true), body)
+      no_password(body)
+    end)
+    if ng then ng.stop() end
+    if held then held:close() end
+    r.stop()
+    assert(ok, e)
+  end)
+end)

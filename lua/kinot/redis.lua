@@ -211,6 +211,21 @@ end
 -- plain Redis on this port (it waits for the end of a line that never comes)
 local HANDSHAKE_LATE = "timeout (no TLS answer: is this Redis's --tls-port?)"
 
+-- a handshake's failure: message, kind.  The connection closed or reset
+-- before the handshake was done is the network's ("network", retryable:
+-- a Redis at maxclients closes new connections, a restarting one too),
+-- not the certificate's: it was once "tls", not retryable, and named the
+-- CAs trusted as if they were the cause
+local function handshake_failure(err, hint)
+  local e = tostring(err):lower()
+  if e == "timeout" or e == "wantread" or e == "wantwrite" then return HANDSHAKE_LATE, "timeout" end
+  if e == "closed" or e:find("unexpected eof", 1, true) or e:find("reset by peer", 1, true)
+     or e:find("broken pipe", 1, true) then
+    return "the server closed the connection (" .. tostring(err) .. ")", "network"
+  end
+  return tostring(err) .. " (" .. hint .. ")", "tls"
+end
+
 -- ------------------------------------------------------------ sockets
 -- A call has ONE deadline: connecting, AUTH, SELECT, sending and every read
 -- of the reply get only what is left of it (as the HTTP transports,
@@ -287,12 +302,18 @@ function cosocket.handshake(self, sock, deadline)
   local done, sess, err = pcall(sock.sslhandshake, sock, self.session, t.server_name, t.verify)
   if not done then sess, err = nil, last_ffi_error() or ("the handshake failed (" .. tostring(sess) .. ")") end
   if not sess then
-    if err == "timeout" then return nil, HANDSHAKE_LATE, "timeout" end
     local hint = "trusting " .. t.trusted
     if err == "certificate host mismatch" and is_ip(t.server_name) then
       hint = "nginx checks the name as a DNS name: give server_name, a name the certificate holds"
+    elseif err == "handshake failed" then
+      -- nginx says only this, before any certificate is looked at (its
+      -- verification's failures have their own words): the server closed
+      -- the connection (a Redis at maxclients), or the two share no TLS
+      -- version or cipher.  Not told apart, so kind tls, not retried
+      hint = "the server closed the connection, or it and nginx share no TLS version or cipher; " ..
+        "the certificate was not looked at"
     end
-    return nil, tostring(err) .. " (" .. hint .. ")", "tls"
+    return nil, handshake_failure(err, hint)
   end
   self.session = sess
   return true
@@ -367,8 +388,7 @@ function luasocket.handshake(self, sock, deadline)
   end
   if not ok then
     conn:close()
-    if err == "timeout" or err == "wantread" or err == "wantwrite" then return nil, HANDSHAKE_LATE, "timeout" end
-    return nil, tostring(err) .. " (trusting " .. t.trusted .. ")", "tls"
+    return nil, handshake_failure(err, "trusting " .. t.trusted)
   end
   if t.verify then
     local cert = conn:getpeercertificate()
