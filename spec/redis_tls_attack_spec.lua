@@ -12,6 +12,8 @@ local H = require "helpers"
 
 local PASSWORD = "att4ck-S3cret/pw"
 
+local launcher_quote = require("kinot.sim.launcher").sh_quote
+
 local function sh(cmd)
   local ok = os.execute(cmd)
   return ok == true or ok == 0
@@ -387,5 +389,57 @@ describe("a connection closed during the TLS handshake is a network failure, not
     if held then held:close() end
     r.stop()
     assert(ok, e)
+  end)
+end)
+
+describe("an encrypted key_file (a passphrase OpenSSL would ask for on the terminal) #redis #nginx", function()
+  local dir
+  setup(function()
+    local p = io.popen("mktemp -d /tmp/kinot-tls-enc.XXXXXX")
+    dir = p:read("*l")
+    p:close()
+    R.certificates(dir)
+    -- the client key, encrypted both ways PEM has (PKCS#8, and the older Proc-Type header)
+    assert.is_true(sh("openssl pkey -in " .. dir .. "/client.key -aes256 -passout pass:hunter2 -out " .. dir ..
+      "/pkcs8.key >/dev/null 2>&1"))
+    assert.is_true(sh("openssl ec -in " .. dir .. "/client.key -aes256 -passout pass:hunter2 -out " .. dir ..
+      "/traditional.key >/dev/null 2>&1"))
+  end)
+  teardown(function() if dir then sh("rm -rf " .. dir) end end)
+
+  it("is refused at once by name outside nginx, even on a terminal (it once sat at 'Enter PEM pass phrase:')", function()
+    for _, key in ipairs { "pkcs8", "traditional" } do
+      local script = dir .. "/new.lua"
+      local f = assert(io.open(script, "w"))
+      f:write(string.format([[
+package.path = %q .. "/lua/?.lua;" .. %q .. "/lua/?/init.lua;" .. package.path
+local ok, err = pcall(require("kinot.redis").new, "rediss://127.0.0.1:1",
+  { tls = { ca_file = %q, cert_file = %q, key_file = %q } })
+io.write(ok and "MADE" or tostring(err), "\n")
+]], H.root, H.root, dir .. "/ca.pem", dir .. "/client.pem", dir .. "/" .. key .. ".key"))
+      f:close()
+      -- on a terminal of its own (script(1)), as a person starting `kinot worker`
+      local p = io.popen(string.format("cd %s && timeout 5 script -qec %s /dev/null </dev/null 2>&1; echo \"rc=$?\"",
+        H.root, launcher_quote(string.format("%s -e \"package.cpath='%s/build/%s/?.so;'..package.cpath\" %s",
+          rawget(_G, "jit") and "luajit" or "lua5.4", H.root, rawget(_G, "jit") and "5.1" or "5.4", script))))
+      local out = p:read("*a")
+      p:close()
+      assert.is_nil(out:find("pass phrase", 1, true), out)
+      assert.matches("rc=0", out, 1, true)
+      assert.matches("key_file " .. dir .. "/" .. key .. ".key is encrypted", out, 1, true)
+    end
+  end)
+
+  it("is refused inside nginx by name: nginx does not start (nor asks)", function()
+    local ng = H.nginx {
+      may_fail = true,
+      http = string.format("init_by_lua_block { require('kinot.redis').new('rediss://127.0.0.1:1', { tls = { " ..
+        "cert_file = %q, key_file = %q } }) }", dir .. "/client.pem", dir .. "/pkcs8.key"),
+    }
+    local started = ng.started
+    local said = ng.log() .. ng.stderr()
+    if started then ng.stop() end
+    assert.is_false(started)
+    assert.matches("key_file " .. dir .. "/pkcs8.key is encrypted", said, 1, true)
   end)
 end)

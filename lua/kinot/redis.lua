@@ -133,6 +133,14 @@ function M.check(url, tls, name)
   for _, k in ipairs { "ca_file", "cert_file", "key_file" } do
     if tls[k] and not readable(tls[k]) then misuse(name .. "." .. k .. ": cannot read " .. tls[k]) end
   end
+  -- an encrypted key would have OpenSSL ask for its passphrase on the
+  -- terminal (LuaSec's and nginx's both), and wait there: "-----BEGIN
+  -- ENCRYPTED PRIVATE KEY" (PKCS#8) or "Proc-Type: 4,ENCRYPTED"
+  local key = tls.key_file and readable(tls.key_file)
+  if key and (key:find("-----BEGIN ENCRYPTED PRIVATE KEY-----", 1, true) or key:find("Proc-Type: 4,ENCRYPTED", 1, true)) then
+    misuse(name .. ".key_file " .. tls.key_file .. " is encrypted: give the key without its passphrase " ..
+      "(openssl pkey -in it -out another), readable only by this user")
+  end
   return o
 end
 
@@ -159,6 +167,7 @@ local function tls_settings(o, t)
       verify = s.verify and { "peer", "fail_if_no_peer_cert" } or "none",
       cafile = t.ca_file, capath = not t.ca_file and SYSTEM_CAS or nil,
       certificate = t.cert_file, key = t.key_file,
+      password = function() end, -- (never the terminal's prompt: check refused an encrypted key)
     }
     if not ctx then misuse("redis TLS settings refused by LuaSec: " .. tostring(err)) end
     s.ctx = ctx
