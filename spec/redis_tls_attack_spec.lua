@@ -355,6 +355,23 @@ describe("redis.host_matches never accepts a name OpenSSL's X509_check_host / X5
     assert.are.same({ "cn CN.TEST", "cn cn.test", "cn_wild a.cnw.test", "ips 10.0.0.1", "ips ::1", "ips fe80::1",
       "odd A.WILD.TEST", "odd a.wild.test", "odd foo.co.uk", "odd x.xn--bcher-kva.test" }, accepted)
   end)
+  it("a NUL byte inside a DNS name (good.test\\0.evil.test) names neither good.test nor evil.test", function()
+    -- the SAN's DER by hand (openssl's config cannot spell a NUL): SEQUENCE { [2] IA5String }
+    local name = "good.test\0.evil.test"
+    local der = string.format("30%02x82%02x", #name + 2, #name) .. name:gsub(".", function(c)
+      return string.format("%02x", c:byte())
+    end)
+    local pem = dir .. "/nul.pem"
+    assert.is_true(sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 " ..
+      "-subj /CN=good.test -addext 2.5.29.17=DER:" .. der .. " -keyout " .. dir .. "/nul.key -out " .. pem ..
+      " >/dev/null 2>&1"))
+    local cert = require("ssl").loadcertificate(H.read(pem))
+    assert.are.same({ name }, cert:extensions()["2.5.29.17"].dNSName) -- (LuaSec keeps the whole name)
+    for _, host in ipairs { "good.test", "evil.test", "x.evil.test" } do
+      assert.is_false((kredis.host_matches(cert, host)), host) -- (and not the CN: a DNS name is there)
+      assert.is_false(openssl_says(pem, host), host)
+    end
+  end)
 end)
 
 describe("a connection closed during the TLS handshake is a network failure, not a certificate's #redis #nginx", function()
