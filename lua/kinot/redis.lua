@@ -133,6 +133,14 @@ function M.check(url, tls, name)
   for _, k in ipairs { "ca_file", "cert_file", "key_file" } do
     if tls[k] and not readable(tls[k]) then misuse(name .. "." .. k .. ": cannot read " .. tls[k]) end
   end
+  -- an encrypted key would have OpenSSL ask for its passphrase on the
+  -- terminal (LuaSec's and nginx's both), and wait there: "-----BEGIN
+  -- ENCRYPTED PRIVATE KEY" (PKCS#8) or "Proc-Type: 4,ENCRYPTED"
+  local key = tls.key_file and readable(tls.key_file)
+  if key and (key:find("-----BEGIN ENCRYPTED PRIVATE KEY-----", 1, true) or key:find("Proc-Type: 4,ENCRYPTED", 1, true)) then
+    misuse(name .. ".key_file " .. tls.key_file .. " is encrypted: give the key without its passphrase " ..
+      "(openssl pkey -in it -out another), readable only by this user")
+  end
   return o
 end
 
@@ -159,6 +167,7 @@ local function tls_settings(o, t)
       verify = s.verify and { "peer", "fail_if_no_peer_cert" } or "none",
       cafile = t.ca_file, capath = not t.ca_file and SYSTEM_CAS or nil,
       certificate = t.cert_file, key = t.key_file,
+      password = function() end, -- (never the terminal's prompt: check refused an encrypted key)
     }
     if not ctx then misuse("redis TLS settings refused by LuaSec: " .. tostring(err)) end
     s.ctx = ctx
@@ -210,6 +219,21 @@ end
 -- a handshake with no answer before the deadline: a stalled server, or a
 -- plain Redis on this port (it waits for the end of a line that never comes)
 local HANDSHAKE_LATE = "timeout (no TLS answer: is this Redis's --tls-port?)"
+
+-- a handshake's failure: message, kind.  The connection closed or reset
+-- before the handshake was done is the network's ("network", retryable:
+-- a Redis at maxclients closes new connections, a restarting one too),
+-- not the certificate's: it was once "tls", not retryable, and named the
+-- CAs trusted as if they were the cause
+local function handshake_failure(err, hint)
+  local e = tostring(err):lower()
+  if e == "timeout" or e == "wantread" or e == "wantwrite" then return HANDSHAKE_LATE, "timeout" end
+  if e == "closed" or e:find("unexpected eof", 1, true) or e:find("reset by peer", 1, true)
+     or e:find("broken pipe", 1, true) then
+    return "the server closed the connection (" .. tostring(err) .. ")", "network"
+  end
+  return tostring(err) .. " (" .. hint .. ")", "tls"
+end
 
 -- ------------------------------------------------------------ sockets
 -- A call has ONE deadline: connecting, AUTH, SELECT, sending and every read
@@ -287,12 +311,18 @@ function cosocket.handshake(self, sock, deadline)
   local done, sess, err = pcall(sock.sslhandshake, sock, self.session, t.server_name, t.verify)
   if not done then sess, err = nil, last_ffi_error() or ("the handshake failed (" .. tostring(sess) .. ")") end
   if not sess then
-    if err == "timeout" then return nil, HANDSHAKE_LATE, "timeout" end
     local hint = "trusting " .. t.trusted
     if err == "certificate host mismatch" and is_ip(t.server_name) then
       hint = "nginx checks the name as a DNS name: give server_name, a name the certificate holds"
+    elseif err == "handshake failed" then
+      -- nginx says only this, before any certificate is looked at (its
+      -- verification's failures have their own words): the server closed
+      -- the connection (a Redis at maxclients), or the two share no TLS
+      -- version or cipher.  Not told apart, so kind tls, not retried
+      hint = "the server closed the connection, or it and nginx share no TLS version or cipher; " ..
+        "the certificate was not looked at"
     end
-    return nil, tostring(err) .. " (" .. hint .. ")", "tls"
+    return nil, handshake_failure(err, hint)
   end
   self.session = sess
   return true
@@ -367,8 +397,7 @@ function luasocket.handshake(self, sock, deadline)
   end
   if not ok then
     conn:close()
-    if err == "timeout" or err == "wantread" or err == "wantwrite" then return nil, HANDSHAKE_LATE, "timeout" end
-    return nil, tostring(err) .. " (trusting " .. t.trusted .. ")", "tls"
+    return nil, handshake_failure(err, "trusting " .. t.trusted)
   end
   if t.verify then
     local cert = conn:getpeercertificate()
@@ -594,6 +623,17 @@ end
 
 -- ------------------------------------------------------------ client
 
+-- the parts of a pool's name, each after its length ("1:a3:b:c"): no two
+-- different lists of parts spell the same name
+local function spelled(...)
+  local out = {}
+  for i = 1, select("#", ...) do
+    local part = tostring((select(i, ...)))
+    out[i] = #part .. ":" .. part
+  end
+  return concat(out)
+end
+
 local NUMBERS = { "connect_timeout", "timeout", "keepalive", "pool_size", "max_reply" }
 local KNOWN = validate.set { "connect_timeout", "timeout", "keepalive", "pool_size", "max_reply", "tls" }
 
@@ -624,11 +664,14 @@ function M.new(url, opts)
     -- authenticated for one is never handed to another; nor is a TLS one
     -- to a client that would not have opened it (another name checked,
     -- unverified, another client certificate)
-    local cred = o.password and ngx.md5((o.username or "") .. ":" .. o.password) or "-"
+    -- (each part spelled with its length: user "a" with password "b:c"
+    -- and user "a:b" with password "c", or a server_name holding a ":",
+    -- once spelled the same pool)
+    local cred = o.password and ngx.md5(spelled(o.username or "", o.password)) or "-"
     local t = o.tls
-    local tls = t and (" tls:" .. (t.verify and "verified:" or "unverified:") .. t.server_name ..
-      (t.cert and (":" .. ngx.md5(opts.tls.cert_file .. "\0" .. opts.tls.key_file)) or "")) or ""
-    o.pool_opts = { pool = "kinot-redis:" .. o.where .. "/" .. o.db .. ":" .. cred .. tls, pool_size = o.pool_size }
+    local tls = t and spelled(t.verify and "verified" or "unverified", t.server_name,
+      t.cert and ngx.md5(spelled(opts.tls.cert_file, opts.tls.key_file)) or "") or "plain"
+    o.pool_opts = { pool = "kinot-redis:" .. spelled(o.host, o.port, o.db, cred, tls), pool_size = o.pool_size }
   else
     o.io = luasocket
   end

@@ -50,6 +50,41 @@ function M.certificates(dir)
   end
 end
 
+--- sign(dir, name, o): dir/name.pem and .key, a server certificate signed
+-- by dir's CA (M.certificates first) with o.cn (default localhost), o.san
+-- (an openssl subjectAltName value; default DNS:localhost,IP:127.0.0.1)
+-- and, when given, o.from / o.to (openssl's YYYYMMDDHHMMSSZ: an expired
+-- or a not yet valid certificate; openssl ca, which takes past dates);
+-- o.self_signed: signed by its own key instead
+function M.sign(dir, name, o)
+  o = o or {}
+  local function run(cmd) assert(sh(cmd .. " >/dev/null 2>&1"), "openssl failed: " .. cmd) end
+  local ca = dir .. "/" .. name .. "-ca"
+  run("mkdir -p " .. ca)
+  for file, text in pairs { ["index.txt"] = "", serial = "01\n" } do
+    local w = assert(io.open(ca .. "/" .. file, "w"))
+    w:write(text)
+    w:close()
+  end
+  local f = assert(io.open(ca .. "/ca.cnf", "w"))
+  f:write(table.concat({ "[ca]", "default_ca = d", "[d]", "database = " .. ca .. "/index.txt",
+    "new_certs_dir = " .. ca, "serial = " .. ca .. "/serial", "default_md = sha256", "policy = p",
+    "x509_extensions = e", "unique_subject = no", "default_days = 2", "[p]", "commonName = supplied", "[e]",
+    "subjectAltName = " .. (o.san or "DNS:localhost,IP:127.0.0.1") }, "\n"), "\n")
+  f:close()
+  if o.self_signed then -- (signed by its own key: no CA at all)
+    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=" ..
+      (o.cn or "localhost") .. " -addext subjectAltName=" .. (o.san or "DNS:localhost,IP:127.0.0.1") .. " -keyout " ..
+      dir .. "/" .. name .. ".key -out " .. dir .. "/" .. name .. ".pem")
+    return
+  end
+  run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=" .. (o.cn or "localhost") ..
+    " -keyout " .. dir .. "/" .. name .. ".key -out " .. ca .. "/req.csr")
+  run("openssl ca -batch -config " .. ca .. "/ca.cnf -cert " .. dir .. "/ca.pem -keyfile " .. dir .. "/ca.key -in " ..
+    ca .. "/req.csr -out " .. dir .. "/" .. name .. ".pem" .. (o.from and (" -startdate " .. o.from) or "") ..
+    (o.to and (" -enddate " .. o.to) or ""))
+end
+
 function M.start(o)
   o = o or {}
   local port = o.port or launcher.free_port()
@@ -68,8 +103,17 @@ function M.start(o)
   if o.tls then
     M.certificates(dir)
     conf[2] = "port 0" -- (conf[2] is "port N"): TLS only
-    for _, l in ipairs { "tls-port " .. port, "tls-cert-file " .. dir .. "/server.pem",
-                         "tls-key-file " .. dir .. "/server.key", "tls-ca-cert-file " .. dir .. "/ca.pem",
+    -- o.server: the name of a certificate M.sign made in dir (o.sign: its
+    -- settings) served instead of server.pem; o.tls_protocols, o.tls_ciphers: redis's own
+    local server = "server"
+    if o.server then
+      M.sign(dir, o.server, o.sign)
+      server = o.server
+    end
+    if o.tls_protocols then conf[#conf + 1] = "tls-protocols \"" .. o.tls_protocols .. "\"" end
+    if o.tls_ciphers then conf[#conf + 1] = "tls-ciphers \"" .. o.tls_ciphers .. "\"" end
+    for _, l in ipairs { "tls-port " .. port, "tls-cert-file " .. dir .. "/" .. server .. ".pem",
+                         "tls-key-file " .. dir .. "/" .. server .. ".key", "tls-ca-cert-file " .. dir .. "/ca.pem",
                          "tls-auth-clients " .. (o.tls_auth_clients and "yes" or "no") } do
       conf[#conf + 1] = l
     end
@@ -102,7 +146,8 @@ function M.start(o)
     assert(sh("redis-server " .. dir .. "/redis.conf"), "redis-server failed to start: see " .. dir .. "/redis.log")
     launcher.wait_for_port(port)
     -- accepting connections is not loaded: wait for PING to answer PONG
-    local c = kredis.new(r.url, { timeout = 1, tls = r.tls })
+    -- (a certificate made to be refused, o.server's, is not verified here)
+    local c = kredis.new(r.url, { timeout = 1, tls = (o.tls and o.server) and { verify_tls = false } or r.tls })
     local deadline = core.monotonic() + 10
     while core.monotonic() < deadline do
       if c:call("PING") == "PONG" then break end

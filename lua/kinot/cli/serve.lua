@@ -223,11 +223,18 @@ function M.run(args, out, EXIT)
       -- inside nginx a rediss:// server is verified against nginx's own
       -- CAs (kinot.redis refuses ca_file there): --redis-ca-file, else the
       -- system's, to a depth that takes a chain with intermediates
+      -- (the path as given is checked, then the one realpath prints, all
+      -- of it: its first line alone named another file when the path held
+      -- a newline)
       local ca = cfg.redis_tls and cfg.redis_tls.ca_file or M.SYSTEM_CAS
-      local p = io.popen("realpath " .. launcher.sh_quote(ca))
-      ca = p:read("*l") or ca
+      local function plain(path)
+        if path:find('["\\%c]') then usage("--redis-ca-file: a path without quotes, backslashes or controls, please") end
+        return path
+      end
+      local p = io.popen("realpath " .. launcher.sh_quote(plain(ca)))
+      local real = (p:read("*a") or ""):gsub("\n$", "")
       p:close()
-      if ca:find('["\\%c]') then usage("--redis-ca-file: a path without quotes, backslashes or controls, please") end
+      ca = plain(real ~= "" and real or ca)
       ssl = "  lua_ssl_trusted_certificate \"" .. ca .. "\";\n  lua_ssl_verify_depth 5;\n"
       if cfg.redis_tls then cfg.redis_tls.ca_file = nil end
     end
