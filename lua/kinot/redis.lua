@@ -37,8 +37,9 @@ function M.redact(url)
   -- "scheme://" (none, or a mistyped one) everything before it
   local s, n = tostring(url):gsub("^(%a[%w+.-]*://).*@", "%1***@")
   if n == 0 then s = s:gsub("^.*@", "***@") end
-  -- (redis+sentinel://: the Sentinels' password is a query parameter)
-  s = s:gsub("([?&]sentinel_password=)[^&]*", "%1***")
+  -- (redis+sentinel://: the Sentinels' password is a query parameter;
+  -- every value is hidden, a misspelt name's too)
+  s = s:gsub("([?&][^=&]*=)[^&]*", "%1***")
   return s
 end
 
@@ -553,19 +554,22 @@ end
 -- Sentinels again.
 local function follow(self, deadline, timeout, args, n, wait)
   local s = self.sentinel
-  local nap = 0.02
+  local nap, last = 0.02, nil
   while true do
     local host, port = sentinel.known(s)
     local v, err, unsent
     if not host then
       host, port = sentinel.find(s, deadline, self.connect_ms / 1000, self.sentinel_client, confirm(self, timeout))
-      if not host then err, unsent = port, true end
+      if not host then
+        err, unsent = port or last or select(2, self:fail("asking Sentinel", "timeout", "timeout", timeout)), true
+      end
     end
     if host then
       aim(self, host, port)
       v, err, unsent = exchange(self, deadline, timeout, args, n, wait)
       if v ~= nil then return v, err end
     end
+    last = err
     local code = err.code
     if not (unsent or code == "READONLY" or code == "MASTERDOWN") then
       if err.kind == "network" or err.kind == "timeout" then sentinel.forget(s) end

@@ -114,7 +114,7 @@ local function sentinel_clients(s, client_of)
   return s.clients
 end
 
---- find(s, deadline, client_of, confirm) -> host, port | nil, err.
+--- find(s, deadline, per, client_of, confirm) -> host, port | nil, err | nil (no time left to ask).
 -- client_of(parts) -> a kinot.redis client; confirm(host, port, deadline)
 -- -> true | nil, err (ROLE on the address says "master").  The
 -- Sentinels are asked in turn, each within at most `per` seconds of what
@@ -139,7 +139,7 @@ function M.find(s, deadline, per, client_of, confirm)
       why[#why + 1] = tostring(err.message)
     end
   end
-  if #why == 0 then why[1] = "the call's deadline passed" end
+  if #why == 0 then return nil end -- the deadline passed before any was asked
   return nil, errors.new("network", "redis Sentinel: no master " .. s.master .. " found (" .. table.concat(why, "; ") .. ")",
                          { retryable = true })
 end

@@ -36,16 +36,15 @@ end
 function M.start(o)
   o = o or {}
   local k = { servers = {}, sentinels = {} }
-  local auth = o.password and { "masterauth " .. o.password } or {}
   -- (Redis 7 waits 5 s before a diskless full sync, for more replicas to join)
-  local common = { "repl-diskless-sync-delay 0" }
+  -- (every server, the master too: demoted, it must sync with the new one)
+  local common = { "repl-diskless-sync-delay 0", o.password and ("masterauth " .. o.password) or nil }
   for _, l in ipairs(o.conf or {}) do common[#common + 1] = l end
   local ok, err = pcall(function()
     local master = R.start { password = o.password, conf = common }
     k.servers[1] = master
     for i = 1, o.replicas or 2 do
       local conf = { "replicaof 127.0.0.1 " .. master.port }
-      for _, l in ipairs(auth) do conf[#conf + 1] = l end
       for _, l in ipairs(common) do conf[#conf + 1] = l end
       k.servers[i + 1] = R.start { password = o.password, conf = conf }
     end
