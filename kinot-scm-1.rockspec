@@ -87,6 +87,7 @@ build = {
       ["kinot.pager"] = "lua/kinot/pager.lua",
       ["kinot.redact"] = "lua/kinot/redact.lua",
       ["kinot.redis"] = "lua/kinot/redis.lua",
+      ["kinot.redis_sentinel"] = "lua/kinot/redis_sentinel.lua",
       ["kinot.request.build"] = "lua/kinot/request/build.lua",
       ["kinot.request.classify"] = "lua/kinot/request/classify.lua",
       ["kinot.request.init"] = "lua/kinot/request/init.lua",
