@@ -13,7 +13,8 @@ local M = {}
 --- add(parser): the subcommand and its options
 function M.add(p, ex)
   local w = p:command("worker", "Run the callbacks stored in the inbox (a Redis stream) through a handler module")
-  w:option("--redis", "Redis URL, redis://[:password@]host:port/db (default $KINOT_REDIS_URL, which keeps the password out of ps)")
+  w:option("--redis", "Redis URL, redis://[:password@]host:port/db, or behind Sentinel redis+sentinel://[:password@]host:port" ..
+    "[,host:port...]/mastername/db (default $KINOT_REDIS_URL, which keeps the password out of ps)")
   w:option("--stream", "The inbox's stream", "kinot:callbacks")
   w:option("--group", "Consumer group", worker.GROUP)
   w:option("--consumer", "This worker's name in the group (default host:pid)")
