@@ -268,6 +268,48 @@ describe("a Redis behind Sentinel #redis #slow", function()
     assert(ok, e)
   end)
 
+  -- the Sentinels before the real one are FAKES (spec/support/redis_hostile.py):
+  -- a real Sentinel cannot be made to drip, or to name a port "abc"
+  it("passes over a Sentinel that drips, names no usable address, or is down, for the next", function()
+    local fakes = {}
+    local ok, e = pcall(function()
+      for _, mode in ipairs { "drip", "badaddr", "deep" } do
+        local p = assert(io.popen("exec python3 " .. H.root .. "/spec/support/redis_hostile.py " .. mode))
+        local port, pid = (p:read("*l") or ""):match("^(%d+) (%d+)$")
+        fakes[#fakes + 1] = { port = port, pid = pid, p = p }
+      end
+      local down = launcher.free_port()
+      local url = k.url:gsub("@", "@127.0.0.1:" .. fakes[1].port .. ",127.0.0.1:" .. fakes[2].port .. ",127.0.0.1:" ..
+        fakes[3].port .. ",127.0.0.1:" .. down .. ",", 1)
+      local c = kredis.new(url, { timeout = 3, connect_timeout = 0.5 })
+      sentinel.forget(c.sentinel)
+      local t0 = core.monotonic()
+      assert.are.equal("PONG", c:call("PING"))
+      assert.is_true(core.monotonic() - t0 < 1.5, "the dripping Sentinel held the call " .. (core.monotonic() - t0) .. " s")
+      assert.are.equal("127.0.0.1:" .. k.master_port(), c.where)
+      c:close()
+      -- only the fakes: an error naming each, in time
+      -- (no Sentinel password: each fake's bad answer goes to SENTINEL, not to AUTH)
+      local only = "redis+sentinel://127.0.0.1:" .. fakes[1].port .. ",127.0.0.1:" .. fakes[2].port .. ",127.0.0.1:" ..
+        fakes[3].port .. ",127.0.0.1:" .. down .. "/" .. S.NAME .. "/0"
+      c = kredis.new(only, { timeout = 1.5, connect_timeout = 0.3 })
+      t0 = core.monotonic()
+      local v, err = c:call("PING")
+      assert.is_nil(v)
+      assert.is_true(core.monotonic() - t0 < 2.5)
+      assert.are.equal("network", err.kind)
+      assert.matches("127.0.0.1:" .. fakes[2].port .. " answered no address", err.message, 1, true)
+      assert.matches("127.0.0.1:" .. fakes[3].port .. ": .*nested deeper", err.message)
+      assert.is_nil(err.message:find("Pw", 1, true))
+      c:close()
+    end)
+    for _, f in ipairs(fakes) do
+      os.execute("kill " .. f.pid .. " 2>/dev/null")
+      f.p:close()
+    end
+    assert(ok, e)
+  end)
+
   it("kinot worker --redis redis+sentinel://... runs the stored events, and shows neither password", function()
     local p = io.popen("mktemp -d /tmp/kinot-sentinel-worker.XXXXXX")
     local dir = p:read("*l")

@@ -478,16 +478,18 @@ end
 -- "What a retry may repeat": the inbox's script dedupes before it
 -- appends, the dedupe's claim is named by its token, XACK).
 local function exchange(self, deadline, timeout, args, n, wait)
+  local sent = false -- (on a kept connection found dead, before a fresh one failed)
   for _ = 1, self.pool_size + 1 do
     local sock, fresh, what = self.io.open(self, deadline)
-    if not sock then return nil, select(2, self:fail(what, fresh, nil, timeout)), true end
+    if not sock then return nil, select(2, self:fail(what, fresh, nil, timeout)), not sent end
     if fresh then
       local ok, err = hello(self, sock, deadline, timeout)
       if not ok then
         self.io.release(self, sock, false)
-        return nil, err, err.kind ~= "redis"
+        return nil, err, not sent and err.kind ~= "redis"
       end
     end
+    sent = true
     local v, kind, msg, step = roundtrip(self, sock, args, n, deadline)
     if v ~= nil and wait then
       local acked
@@ -554,7 +556,7 @@ end
 -- Sentinels again.
 local function follow(self, deadline, timeout, args, n, wait)
   local s = self.sentinel
-  local nap, last = 0.02, nil
+  local nap, last, asked = 0.02, nil, nil
   while true do
     local host, port = sentinel.known(s)
     local v, err, unsent
@@ -562,6 +564,8 @@ local function follow(self, deadline, timeout, args, n, wait)
       host, port = sentinel.find(s, deadline, self.connect_ms / 1000, self.sentinel_client, confirm(self, timeout))
       if not host then
         err, unsent = port or last or select(2, self:fail("asking Sentinel", "timeout", "timeout", timeout)), true
+        -- (the first round's reasons: the last round may have been cut short by the deadline)
+        asked = asked or err
       end
     end
     if host then
@@ -572,12 +576,13 @@ local function follow(self, deadline, timeout, args, n, wait)
     last = err
     local code = err.code
     if not (unsent or code == "READONLY" or code == "MASTERDOWN") then
-      if err.kind == "network" or err.kind == "timeout" then sentinel.forget(s) end
+      -- (too few replicas may be an old master whose replicas left it)
+      if err.kind == "network" or err.kind == "timeout" or code == "NOREPLICAS" then sentinel.forget(s) end
       return nil, err
     end
     sentinel.forget(s)
     local l = left(deadline)
-    if not l then return nil, err end
+    if not l then return nil, host and err or asked end
     pause(min(nap, l))
     nap = min(nap * 2, 0.25)
   end

@@ -125,16 +125,19 @@ function M.find(s, deadline, per, client_of, confirm)
     local left = deadline - clock()
     if left <= 0 then break end
     local v, err = c:call_timeout(math.min(left, per), "SENTINEL", "get-master-addr-by-name", s.master)
-    if type(v) == "table" and v[1] and v[2] then
-      local host, port = tostring(v[1]), tonumber(v[2])
+    local host, port
+    if type(v) == "table" and type(v[1]) == "string" and v[1] ~= "" then host, port = v[1], tonumber(v[2]) end
+    if port and port >= 1 and port <= 65535 and port == math.floor(port) then
       local ok, cerr = confirm(host, port, deadline)
       if ok then
         remember(s, host, port)
         return host, port
       end
       why[#why + 1] = c.where .. " named " .. host .. ":" .. tostring(port) .. ", " .. tostring(cerr and cerr.message or cerr)
-    elseif v ~= nil then
+    elseif v == require("kinot.redis").null then
       why[#why + 1] = c.where .. " knows no master of that name"
+    elseif v ~= nil then
+      why[#why + 1] = c.where .. " answered no address"
     else
       why[#why + 1] = tostring(err.message)
     end
