@@ -97,8 +97,8 @@ local H = require "helpers"
 --   sentinel   inbox = { redis = "redis+sentinel://..." }      (the master found through Sentinel)
 --   wait 1     the same with wait = { replicas = 1 }           (WAIT 1 before each 200)
 --   wait 2     the same with wait = { replicas = 2 }           (every replica)
--- Answered per second only (no worker runs: the stream is flushed between
--- runs).  BENCH_ROUNDS (3), BENCH_ONLY=name: that path alone.
+-- Answered per second (no worker runs: the stream is flushed between
+-- runs), and the time of one put at a time from this process (LuaSocket).  BENCH_ROUNDS (3), BENCH_ONLY=name: that path alone.
 local function wait_cost()
   local S = require "sentinel_cluster"
   local k = S.start {}
@@ -123,7 +123,9 @@ local function wait_cost()
       location = /wait2 { content_by_lua_block { receive_wait2() } }
     ]],
   }
-  local rates = {}
+  local rates, lat = {}, {}
+  local boxes = { direct = { redis = master.url }, sentinel = { redis = k.url },
+                  ["wait 1"] = { redis = k.url, wait = { replicas = 1 } }, ["wait 2"] = { redis = k.url, wait = { replicas = 2 } } }
   local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3")
   B.guarded(function()
     for round = 1, ROUNDS do
@@ -142,6 +144,13 @@ local function wait_cost()
         local rate = assert(tonumber(out:match("Requests/sec:%s*([%d.]+)")), out)
         rates[p[1]] = rates[p[1]] or {}
         rates[p[1]][round] = rate
+        -- and one at a time from this process (LuaSocket): the time a put takes
+        local box = require("kinot.callback.inbox").new(boxes[p[1]])
+        local t0 = core.monotonic()
+        for i = 1, 1000 do assert(box:put("seq" .. round .. ":" .. i, "{}", 1)) end
+        lat[p[1]] = lat[p[1]] or {}
+        lat[p[1]][round] = (core.monotonic() - t0) / 1000
+        box.client:close()
         io.stderr:write(string.format("  round %d %-9s %6.0f answered/s\n", round, p[1], rate))
         ::next::
       end
@@ -161,10 +170,11 @@ local function wait_cost()
     for round, v in pairs(r) do
       if rates.direct and rates.direct[round] then ratios[#ratios + 1] = v / rates.direct[round] end
     end
-    local list = {}
+    local list, one = {}, {}
     for _, v in pairs(r) do list[#list + 1] = v end
-    print(string.format("            %-9s %8.0f answered/s  %5.2fx direct (the median of the rounds' ratios)", p[1],
-      median(list), median(ratios)))
+    for _, v in pairs(lat[p[1]] or {}) do one[#one + 1] = v end
+    print(string.format("            %-9s %8.0f answered/s  %5.2fx direct (the median of the rounds' ratios);" ..
+      " one at a time %6.0f us a put", p[1], median(list), median(ratios), median(one) * 1e6))
   end
 end
 if arg and arg[1] == "wait" then return wait_cost() end
