@@ -1,6 +1,7 @@
 -- The durable inbox: callback.handler's `inbox = { redis = url, stream =
--- "kinot:callbacks", maxlen = n }` appends each verified delivery to a
--- Redis stream before the platform gets its 200, so a 200 means stored;
+-- "kinot:callbacks", maxlen = n, wait = { replicas = n, timeout = s } }`
+-- appends each verified delivery to a Redis stream before the platform
+-- gets its 200 (with wait: once that many replicas have it), so a 200 means stored;
 -- kinot.callback.worker hands the entries to on_status / on_command.
 --
 -- An entry: id (the verified sign), body (the raw verified body), at (when
