@@ -106,7 +106,7 @@ describe("redis+sentinel:// URLs and the wait option #unit", function()
   end)
 end)
 
-describe("a Redis behind Sentinel #redis #slow", function()
+describe("a Redis behind Sentinel #redis #nginx #slow", function()
   local k
   local PASSWORD, SPASSWORD = "master/Pw@1", "sentinel:Pw&2"
   setup(function()
@@ -308,6 +308,34 @@ describe("a Redis behind Sentinel #redis #slow", function()
       os.execute("kill " .. f.pid .. " 2>/dev/null")
       f.p:close()
     end
+    assert(ok, e)
+  end)
+
+  it("inside nginx asks a Sentinel about once a second per worker, not once a request", function()
+    k.wait_ready()
+    local ng = H.handler_host(SECRET, "{ inbox = { redis = '" .. k.url .. "', stream = 'cached' } }")
+    local ok, e = pcall(function()
+      -- commands the first Sentinel (the one asked first) has run: the
+      -- other Sentinels PING it every second, and this INFO counts too
+      local function processed()
+        local c = k.sentinel_client(1)
+        local info = assert(c:call("INFO", "stats"))
+        c:close()
+        return tonumber(info:match("total_commands_processed:(%d+)"))
+      end
+      local before, t0 = processed(), core.monotonic()
+      for i = 1, 300 do
+        assert.are.equal(200, H.raw("POST", ng.url .. "/cb", status_body(5000 + i),
+          { ["Content-Type"] = "application/json" }).status)
+      end
+      local took = core.monotonic() - t0
+      local asked = processed() - before
+      -- at most: a lookup (AUTH, SENTINEL) a second, 2 PINGs a second, 2 INFO, and slack
+      local bound = math.ceil(took + 1) * 4 + 10
+      assert.is_true(bound < 300, "posting took " .. took .. " s: too slow for the count to tell")
+      assert.is_true(asked <= bound, asked .. " commands at the Sentinel for 300 callbacks in " .. took .. " s")
+    end)
+    ng.stop()
     assert(ok, e)
   end)
 
