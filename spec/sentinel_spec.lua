@@ -22,6 +22,14 @@ local function shell(cmd)
   local ok = os.execute(cmd)
   return ok == true or ok == 0
 end
+-- ROLE of the server a client talks to now ("master", "slave")
+local function role_of(k, c)
+  local d = k.server(tonumber(c.where:match(":(%d+)$"))).client()
+  local role = d:call("ROLE")
+  d:close()
+  return type(role) == "table" and role[1] or tostring(role)
+end
+
 local function raises(fn, expected)
   local ok, e = pcall(fn)
   assert.is_false(ok, "did not raise")
@@ -193,17 +201,19 @@ describe("a Redis behind Sentinel #redis #nginx #slow", function()
       assert.are.equal("OK", s:call("SENTINEL", "FAILOVER", S.NAME))
       s:close()
       k.wait_master(old)
-      H.wait_for(function() -- the old master has turned replica
+      -- the old master has turned replica (Sentinel looks at it every 10 s)
+      assert.is_truthy(H.wait_for(function()
         local d = k.server(old).client()
         local role = d:call("ROLE")
         d:close()
         return type(role) == "table" and role[1] == "slave"
-      end, 10)
+      end, 25), "Sentinel never demoted the old master")
       -- a new client (no kept connection): the process's cache names the old master, which answers READONLY
       local c2 = kredis.new(k.url, { timeout = 3 })
       assert.are.equal(old, select(2, sentinel.known(c2.sentinel)))
       assert.are.equal("OK", c2:call("SET", "a", "2"))
-      assert.are.equal("127.0.0.1:" .. k.master_port(), c2.where)
+      assert.are_not.equal("127.0.0.1:" .. old, c2.where)
+      assert.are.equal("master", role_of(k, c2))
       assert.are_not.equal(old, select(2, sentinel.known(c2.sentinel)))
       c2:close()
     end)
@@ -378,5 +388,41 @@ end
     if pid then shell("kill -KILL " .. pid .. " 2>/dev/null") end
     shell("rm -rf " .. dir)
     assert(ok, e)
+  end)
+  -- last: it leaves the old master to Sentinel to mend
+  it("goes from a master turned stale replica's MASTERDOWN to the master Sentinel promotes next", function()
+    k.wait_ready()
+    local old_ttl = sentinel.TTL
+    sentinel.TTL = 60 -- (so that the client meets MASTERDOWN, not a lookup of its own)
+    local c = kredis.new(k.url, { timeout = 8 })
+    sentinel.forget(c.sentinel)
+    local ok0, e0 = pcall(c.call, c, "SET", "m", "1")
+    sentinel.TTL = old_ttl
+    assert(ok0, e0)
+    assert.are.equal("OK", e0)
+    local old = k.master_port()
+    assert.are.equal("127.0.0.1:" .. old, c.where)
+    -- the master becomes the replica of nothing, and refuses to serve stale data
+    local a = k.server(old).client()
+    assert.are.equal("OK", a:call("CONFIG", "SET", "replica-serve-stale-data", "no"))
+    assert.are.equal("OK", a:call("REPLICAOF", "127.0.0.1", tostring(launcher.free_port())))
+    local _, err = a:call("GET", "m")
+    assert.are.equal("MASTERDOWN", err.code)
+    -- the client still knows it as the master: MASTERDOWN, then Sentinel
+    -- names it (ROLE says slave: not taken) until the failover asked now
+    -- (Sentinel would itself, after 20 s) promotes another
+    local s = k.sentinel_client(3)
+    assert.are.equal("OK", s:call("SENTINEL", "FAILOVER", S.NAME))
+    s:close()
+    local v
+    v, err = c:call("SET", "m", "2")
+    assert.are.equal("OK", v, tostring(err))
+    assert.are_not.equal("127.0.0.1:" .. old, c.where)
+    assert.are.equal("master", role_of(k, c))
+    local d = k.server(tonumber(c.where:match(":(%d+)$"))).client()
+    assert.are.equal("2", d:call("GET", "m"))
+    d:close()
+    a:close()
+    c:close()
   end)
 end)
