@@ -92,6 +92,7 @@ build = {
       ["kinot.report.escape"] = "lua/kinot/report/escape.lua",
       ["kinot.report.html"] = "lua/kinot/report/html.lua",
       ["kinot.report.svg"] = "lua/kinot/report/svg.lua",
+      ["kinot.redis_sentinel"] = "lua/kinot/redis_sentinel.lua",
       ["kinot.request.build"] = "lua/kinot/request/build.lua",
       ["kinot.request.classify"] = "lua/kinot/request/classify.lua",
       ["kinot.request.init"] = "lua/kinot/request/init.lua",

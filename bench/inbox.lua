@@ -18,6 +18,7 @@
 -- handler's start (p50, p99, from every handled callback).  Redis runs on
 -- this machine: its CPU is shared with nginx and wrk.
 --   luajit bench/inbox.lua   (after make build; BENCH_SECONDS=3 by default)
+--   luajit bench/inbox.lua wait   (the wait option's cost instead: wait_cost below)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
 local callback = require "kinot.callback"
@@ -88,6 +89,96 @@ end
 
 local R = require "redis_server"
 local H = require "helpers"
+
+-- `luajit bench/inbox.lua wait`: the cost of the inbox's wait option, on
+-- a master with two replicas behind three Sentinels (spec/support), one
+-- nginx worker, wrk as above, each path in the same run, 3 rounds:
+--   direct     inbox = { redis = "redis://master" }            (the baseline)
+--   sentinel   inbox = { redis = "redis+sentinel://..." }      (the master found through Sentinel)
+--   wait 1     the same with wait = { replicas = 1 }           (WAIT 1 before each 200)
+--   wait 2     the same with wait = { replicas = 2 }           (every replica)
+-- Answered per second (no worker runs: the stream is flushed between
+-- runs), and the time of one put at a time from this process (LuaSocket).  BENCH_ROUNDS (3), BENCH_ONLY=name: that path alone.
+local function wait_cost()
+  local S = require "sentinel_cluster"
+  local k = S.start {}
+  k.wait_ready()
+  local master = k.master()
+  local paths = { { "direct", "/direct" }, { "sentinel", "/sentinel" }, { "wait 1", "/wait1" }, { "wait 2", "/wait2" } }
+  local ng = H.nginx {
+    http = [[
+      init_by_lua_block {
+        local callback = require "kinot.callback"
+        local s = "]] .. secret .. [["
+        receive_direct = callback.handler { secret = s, inbox = { redis = "]] .. master.url .. [[" } }
+        receive_sentinel = callback.handler { secret = s, inbox = { redis = "]] .. k.url .. [[" } }
+        receive_wait1 = callback.handler { secret = s, inbox = { redis = "]] .. k.url .. [[", wait = { replicas = 1 } } }
+        receive_wait2 = callback.handler { secret = s, inbox = { redis = "]] .. k.url .. [[", wait = { replicas = 2 } } }
+      }
+    ]],
+    server = [[
+      location = /direct { content_by_lua_block { receive_direct() } }
+      location = /sentinel { content_by_lua_block { receive_sentinel() } }
+      location = /wait1 { content_by_lua_block { receive_wait1() } }
+      location = /wait2 { content_by_lua_block { receive_wait2() } }
+    ]],
+  }
+  local rates, lat = {}, {}
+  local boxes = { direct = { redis = master.url }, sentinel = { redis = k.url },
+                  ["wait 1"] = { redis = k.url, wait = { replicas = 1 } }, ["wait 2"] = { redis = k.url, wait = { replicas = 2 } } }
+  local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3")
+  B.guarded(function()
+    for round = 1, ROUNDS do
+      -- each round in another order (a machine that slows down mid-run
+      -- does not always weigh on the same path); ratios to direct per round
+      for j = 1, #paths do
+        local p = paths[(j + round - 2) % #paths + 1]
+        if os.getenv("BENCH_ONLY") and not p[1]:find(os.getenv("BENCH_ONLY"), 1, true) then goto next end
+        local c = master.client()
+        c:call("FLUSHALL")
+        c:close()
+        local wp = io.popen("wrk -t1 -c16 -d" .. B.SECONDS .. "s -s " .. script .. " " .. ng.url .. p[2])
+        local out = wp:read("*a")
+        wp:close()
+        assert(not out:match("Non%-2xx or 3xx responses: (%d+)"), p[1] .. " answered non-2xx: " .. out)
+        local rate = assert(tonumber(out:match("Requests/sec:%s*([%d.]+)")), out)
+        rates[p[1]] = rates[p[1]] or {}
+        rates[p[1]][round] = rate
+        -- and one at a time from this process (LuaSocket): the time a put takes
+        local box = require("kinot.callback.inbox").new(boxes[p[1]])
+        local t0 = core.monotonic()
+        for i = 1, 1000 do assert(box:put("seq" .. round .. ":" .. i, "{}", 1)) end
+        lat[p[1]] = lat[p[1]] or {}
+        lat[p[1]][round] = (core.monotonic() - t0) / 1000
+        box.client:close()
+        io.stderr:write(string.format("  round %d %-9s %6.0f answered/s\n", round, p[1], rate))
+        ::next::
+      end
+    end
+  end, ng, k)
+  os.remove(bodies)
+  os.remove(script)
+  print(string.format("inbox wait  %s, nginx (1 worker), wrk 16 connections, %d s a run, medians of %d rounds;", B.runtime,
+    B.SECONDS, ROUNDS))
+  print("            a master, two replicas, three Sentinels, all on this machine:")
+  local function median(t)
+    table.sort(t)
+    return t[math.ceil(#t / 2)] or 0
+  end
+  for _, p in ipairs(paths) do
+    local r, ratios = rates[p[1]] or {}, {}
+    for round, v in pairs(r) do
+      if rates.direct and rates.direct[round] then ratios[#ratios + 1] = v / rates.direct[round] end
+    end
+    local list, one = {}, {}
+    for _, v in pairs(r) do list[#list + 1] = v end
+    for _, v in pairs(lat[p[1]] or {}) do one[#one + 1] = v end
+    print(string.format("            %-9s %8.0f answered/s  %5.2fx direct (the median of the rounds' ratios);" ..
+      " one at a time %6.0f us a put", p[1], median(list), median(ratios), median(one) * 1e6))
+  end
+end
+if arg and arg[1] == "wait" then return wait_cost() end
+
 local plain, aof = R.start {}, R.start { aof = true }
 
 local ng = H.nginx {

@@ -16,6 +16,7 @@
 -- the password: messages name host:port only.
 local core = require "kinot.core_loader"
 local errors = require "kinot.errors"
+local sentinel = require "kinot.redis_sentinel"
 local validate = require "kinot.validate"
 local misuse = errors.misuse
 
@@ -28,7 +29,8 @@ M.__index = M
 --- the nil of a Redis reply (a missing key, a refused SET NX, a BLOCK that timed out)
 M.null = setmetatable({}, { __tostring = function() return "redis.null" end })
 
-local RETRYABLE_CODES = { LOADING = true, BUSY = true, TRYAGAIN = true, MASTERDOWN = true }
+local RETRYABLE_CODES = { LOADING = true, BUSY = true, TRYAGAIN = true, MASTERDOWN = true, READONLY = true,
+                          NOREPLICAS = true }
 
 --- redact(url) -> the URL with its userinfo replaced by ***
 function M.redact(url)
@@ -36,6 +38,9 @@ function M.redact(url)
   -- "scheme://" (none, or a mistyped one) everything before it
   local s, n = tostring(url):gsub("^(%a[%w+.-]*://).*@", "%1***@")
   if n == 0 then s = s:gsub("^.*@", "***@") end
+  -- (redis+sentinel://: the Sentinels' password is a query parameter;
+  -- every value is hidden, a misspelt name's too)
+  s = s:gsub("([?&][^=&]*=)[^&]*", "%1***")
   return s
 end
 
@@ -47,6 +52,10 @@ end
 -- (a second argument, once a hand-counted level, is ignored: kinot.errors finds the caller)
 function M.parse(url)
   if type(url) ~= "string" then misuse("redis must be a redis:// URL string") end
+  if url:find("^redis%+sentinel://") then
+    -- { sentinel = {...}, db, username, password } (kinot.redis_sentinel)
+    return sentinel.parse(url, M.redact)
+  end
   local rest = url:match("^redis://(.*)$")
   local tls = false
   if not rest then -- rediss://: the same URL over TLS (docs/redis.md#tls)
@@ -642,6 +651,53 @@ local KNOWN = validate.set { "connect_timeout", "timeout", "keepalive", "pool_si
 -- idle time in nginx's pool, default 60), pool_size (default 32),
 -- max_reply (bytes a reply may hold, default 64 MiB), tls (a rediss://
 -- URL's: ca_file, verify_tls, server_name, cert_file, key_file).
+-- the server a client talks to: set when it is made, and again each time
+-- Sentinel names another master
+local function aim(self, host, port)
+  if self.host == host and self.port == port and self.where then return end
+  if self.sock then -- (LuaSocket) the kept connection is to the old one
+    self.sock:close()
+    self.sock = nil
+  end
+  self.session = nil -- (a TLS session is the old server's)
+  self.host, self.port, self.where = host, port, host .. ":" .. port
+  if self.io == cosocket then
+    -- one pool per server, database and credentials: a connection
+    -- authenticated for one is never handed to another; nor is a TLS one
+    -- to a client that would not have opened it (another name checked,
+    -- unverified, another client certificate)
+    -- (each part spelled with its length: user "a" with password "b:c"
+    -- and user "a:b" with password "c", or a server_name holding a ":",
+    -- once spelled the same pool)
+    local cred = self.password and ngx.md5(spelled(self.username or "", self.password)) or "-"
+    local t = self.tls
+    local tls = t and spelled(t.verify and "verified" or "unverified", t.server_name, t.cert_id or "") or "plain"
+    self.pool_opts = { pool = "kinot-redis:" .. spelled(host, port, self.db, cred, tls), pool_size = self.pool_size }
+  end
+end
+
+-- a client of parsed parts (M.parse's) and checked options
+local function build(o, opts)
+  o.connect_ms = (opts.connect_timeout or 1) * 1000
+  o.timeout = opts.timeout or 2
+  o.keepalive_ms = (opts.keepalive or 60) * 1000
+  o.pool_size = opts.pool_size or 32
+  o.max_reply = floor(opts.max_reply or M.MAX_REPLY)
+  o.io = (ngx and ngx.socket and ngx.socket.tcp) and cosocket or luasocket
+  if o.tls then
+    o.tls = tls_settings(o, opts.tls)
+    if o.tls.cert and o.io == cosocket then o.tls.cert_id = ngx.md5(spelled(opts.tls.cert_file, opts.tls.key_file)) end
+  end
+  if o.sentinel then
+    o.where = o.sentinel.master .. " (Sentinel)" -- until a master is found
+    -- the Sentinels' clients: the same options, their own credentials
+    o.sentinel_client = function(parts) return build(parts, opts) end
+  else
+    aim(o, o.host, o.port)
+  end
+  return setmetatable(o, M)
+end
+
 function M.new(url, opts)
   validate.options(opts, KNOWN, "redis.new")
   opts = opts or {}
@@ -651,31 +707,7 @@ function M.new(url, opts)
       misuse("redis option " .. k .. " must be a positive number")
     end
   end
-  o.connect_ms = (opts.connect_timeout or 1) * 1000
-  o.timeout = opts.timeout or 2
-  o.keepalive_ms = (opts.keepalive or 60) * 1000
-  o.pool_size = opts.pool_size or 32
-  o.max_reply = floor(opts.max_reply or M.MAX_REPLY)
-  o.where = o.host .. ":" .. o.port
-  if o.tls then o.tls = tls_settings(o, opts.tls) end
-  if ngx and ngx.socket and ngx.socket.tcp then
-    o.io = cosocket
-    -- one pool per server, database and credentials: a connection
-    -- authenticated for one is never handed to another; nor is a TLS one
-    -- to a client that would not have opened it (another name checked,
-    -- unverified, another client certificate)
-    -- (each part spelled with its length: user "a" with password "b:c"
-    -- and user "a:b" with password "c", or a server_name holding a ":",
-    -- once spelled the same pool)
-    local cred = o.password and ngx.md5(spelled(o.username or "", o.password)) or "-"
-    local t = o.tls
-    local tls = t and spelled(t.verify and "verified" or "unverified", t.server_name,
-      t.cert and ngx.md5(spelled(opts.tls.cert_file, opts.tls.key_file)) or "") or "plain"
-    o.pool_opts = { pool = "kinot-redis:" .. spelled(o.host, o.port, o.db, cred, tls), pool_size = o.pool_size }
-  else
-    o.io = luasocket
-  end
-  return setmetatable(o, M)
+  return build(o, opts)
 end
 
 --- the default of max_reply: 64 MiB (Redis itself allows a bulk string of 512 MiB)
@@ -729,30 +761,47 @@ local function hello(self, sock, deadline, timeout)
   return true
 end
 
---- call_timeout(seconds, cmd, ...) -> reply | nil, err: as call, with this
--- deadline (for blocking commands: XREADGROUP ... BLOCK).  `seconds` bounds
--- the whole call: connecting, AUTH, SELECT, sending, reading.  A kept
--- connection found dead (the server restarted, or closed it idle) is
--- dropped and the command sent again on a fresh one, once: so a command
--- may run twice when a connection dies between the server's work and its
--- reply.  The SDK's commands are all safe to repeat (SET NX, XACK, the
--- inbox's script that dedupes before it appends).
-function M:call_timeout(timeout, ...)
-  local n = select("#", ...)
-  if n == 0 then misuse("redis call needs a command") end
-  local args = { ... }
-  local deadline = now() + timeout
+-- One command on the server the client aims at, before the deadline; with
+-- `wait` ({ replicas, timeout }), then WAIT on the same connection (WAIT
+-- counts the replicas that have this connection's writes: on another
+-- connection it would count for another client's).
+-- -> reply[, acked replicas] | nil, err, unsent (unsent: the command never
+-- left this process: connecting, or AUTH / SELECT over the wire, failed).
+-- A kept connection found dead (the server restarted, or closed it idle)
+-- is dropped and the command sent again on a fresh one, once: so a
+-- command may run twice when a connection dies between the server's work
+-- and its reply.  The SDK's commands are all safe to repeat (docs/redis.md
+-- "What a retry may repeat": the inbox's script dedupes before it
+-- appends, the dedupe's claim is named by its token, XACK).
+local function exchange(self, deadline, timeout, args, n, wait)
+  local sent = false -- (on a kept connection found dead, before a fresh one failed)
   for _ = 1, self.pool_size + 1 do
     local sock, fresh, what, why = self.io.open(self, deadline)
-    if not sock then return self:fail(what, fresh, why, timeout) end
+    if not sock then return nil, select(2, self:fail(what, fresh, why, timeout)), not sent end
     if fresh then
       local ok, err = hello(self, sock, deadline, timeout)
       if not ok then
         self.io.release(self, sock, false)
-        return nil, err
+        return nil, err, not sent and err.kind ~= "redis"
       end
     end
+    sent = true
     local v, kind, msg, step = roundtrip(self, sock, args, n, deadline)
+    if v ~= nil and wait then
+      local acked
+      acked, kind, msg, step = roundtrip(self, sock, { "WAIT", wait.replicas, wait.ms }, 3, deadline)
+      self.io.release(self, sock, acked ~= nil or kind == nil)
+      if acked == nil then
+        if kind then return self:fail("WAIT " .. step, msg, kind, timeout) end
+        return reply_error(self, msg)
+      end
+      if type(acked) ~= "number" or acked < wait.replicas then
+        return nil, errors.new("redis", "redis " .. self.where .. ": " .. tostring(args[1]) .. " done, but WAIT: " ..
+          tostring(acked) .. " of " .. wait.replicas .. " replica(s) acknowledged it within " .. wait.ms .. " ms",
+          { code = "NOREPLICAS", retryable = true, acked = acked })
+      end
+      return v, acked
+    end
     if v ~= nil or kind == nil then
       self.io.release(self, sock, true)
       if v == nil then return reply_error(self, msg) end
@@ -768,15 +817,116 @@ function M:call_timeout(timeout, ...)
   return self:fail("connect", "no live connection")
 end
 
+local function pause(s)
+  if ngx and ngx.sleep then return ngx.sleep(s) end
+  core.sleep(s)
+end
+
+-- ROLE on the address Sentinel named: a Sentinel that has not yet seen
+-- the failover names the old master, which may be back as a replica
+local function confirm(self, timeout)
+  return function(host, port, deadline)
+    aim(self, host, port)
+    local role, err = exchange(self, deadline, timeout, { "ROLE" }, 1)
+    if role == nil then return nil, err end
+    if type(role) ~= "table" or role[1] ~= "master" then
+      return nil, "its ROLE is " .. tostring(type(role) == "table" and role[1] or role)
+    end
+    return true
+  end
+end
+
+-- Behind Sentinel: the command on the master this process knows (asking
+-- the Sentinels when it knows none), following a failover while the
+-- deadline lasts.  Sent again ONLY where it cannot have run: the
+-- connection was refused (or timed out connecting), or the server
+-- answered READONLY (a replica, maybe the old master demoted) or
+-- MASTERDOWN (a replica cut from its master), which it does before
+-- running anything (a script's first write fails on a replica, so nothing
+-- of it was written).  A connection lost after the command went out (the
+-- master killed mid-call) is NOT sent again here: the command may have
+-- run, and whether it reached the replica that is now master cannot be
+-- known; the error goes to the caller (the handler answers 503, the
+-- platform delivers again, and the inbox's script finds its own mark if
+-- the first run survived).  Every such sign makes the next call ask the
+-- Sentinels again.
+local function follow(self, deadline, timeout, args, n, wait)
+  local s = self.sentinel
+  local nap, last, asked = 0.02, nil, nil
+  while true do
+    local host, port = sentinel.known(s)
+    local v, err, unsent
+    if not host then
+      host, port = sentinel.find(s, deadline, self.connect_ms / 1000, self.sentinel_client, confirm(self, timeout))
+      if not host then
+        err, unsent = port or last or select(2, self:fail("asking Sentinel", "timeout", "timeout", timeout)), true
+        -- (the first round's reasons: the last round may have been cut short by the deadline)
+        asked = asked or err
+      end
+    end
+    if host then
+      aim(self, host, port)
+      v, err, unsent = exchange(self, deadline, timeout, args, n, wait)
+      if v ~= nil then return v, err end
+    end
+    last = err
+    local code = err.code
+    if not (unsent or code == "READONLY" or code == "MASTERDOWN") then
+      -- (too few replicas may be an old master whose replicas left it)
+      if err.kind == "network" or err.kind == "timeout" or code == "NOREPLICAS" then sentinel.forget(s) end
+      return nil, err
+    end
+    sentinel.forget(s)
+    local l = left(deadline)
+    if not l then return nil, host and err or asked end
+    pause(min(nap, l))
+    nap = min(nap * 2, 0.25)
+  end
+end
+
+local function run(self, timeout, wait, ...)
+  local n = select("#", ...)
+  if n == 0 then misuse("redis call needs a command") end
+  local args = { ... }
+  local deadline = now() + timeout + (wait and wait.ms / 1000 or 0)
+  if self.sentinel then return follow(self, deadline, timeout, args, n, wait) end
+  return exchange(self, deadline, timeout, args, n, wait)
+end
+
+--- call_timeout(seconds, cmd, ...) -> reply | nil, err: as call, with this
+-- deadline (for blocking commands: XREADGROUP ... BLOCK).  `seconds` bounds
+-- the whole call: connecting, AUTH, SELECT, sending, reading (behind
+-- Sentinel: asking the Sentinels too, and following a failover).
+function M:call_timeout(timeout, ...)
+  local v, err = run(self, timeout, nil, ...) -- (not exchange's third value)
+  return v, err
+end
+
+--- wait_option(w, where) -> { replicas, ms } | nil: the `wait = { replicas
+-- = n, timeout = s }` option of the inbox and the Redis dedupe, checked
+-- (misuse raises)
+function M.wait_option(w, where)
+  if w == nil then return nil end
+  if type(w) ~= "table" then misuse(where .. ".wait must be a table { replicas = n, timeout = seconds }") end
+  validate.options(w, validate.set { "replicas", "timeout" }, where .. ".wait")
+  local r, t = w.replicas, w.timeout == nil and 1 or w.timeout
+  if not whole(r) or r < 1 then misuse(where .. ".wait.replicas must be a whole number >= 1") end
+  -- (WAIT n 0 would block for ever)
+  if type(t) ~= "number" or t ~= t or t < 0.001 or t > 3600 then
+    misuse(where .. ".wait.timeout must be a number of seconds, 0.001 to 3600")
+  end
+  return { replicas = r, ms = floor(t * 1000) }
+end
+
 --- call(cmd, ...) -> reply | nil, err.  Replies: strings, integers,
 -- arrays (tables), redis.null; an error inside an array is a ReplyError.
 function M:call(...)
   return self:call_timeout(self.timeout, ...)
 end
 
---- eval(script, numkeys, keys and args ...) -> reply | nil, err: EVALSHA of
--- the script, loaded once per client (and again after the server lost it)
-function M:eval(script, ...)
+-- EVALSHA of the script, loaded once per client (and again after the
+-- server lost it: a restart, a failover to a replica that never saw it)
+local function eval(self, wait, script, ...)
   local shas = self.shas
   if not shas then
     shas = {}
@@ -784,13 +934,29 @@ function M:eval(script, ...)
   end
   local sha = shas[script]
   if sha then
-    local v, err = self:call("EVALSHA", sha, ...)
+    local v, err = run(self, self.timeout, wait, "EVALSHA", sha, ...)
     if v ~= nil or err.code ~= "NOSCRIPT" then return v, err end
   end
   local loaded, err = self:call("SCRIPT", "LOAD", script)
   if not loaded then return nil, err end
   shas[script] = loaded
-  return self:call("EVALSHA", loaded, ...)
+  return run(self, self.timeout, wait, "EVALSHA", loaded, ...)
+end
+
+--- eval(script, numkeys, keys and args ...) -> reply | nil, err: EVALSHA of
+-- the script, loaded once per client (and again after the server lost it)
+function M:eval(script, ...)
+  local v, err = eval(self, nil, script, ...)
+  return v, err
+end
+
+--- eval_wait(wait, script, numkeys, ...) -> reply, acked | nil, err: as
+-- eval, then `WAIT wait.replicas wait.ms` on the same connection
+-- (M.wait_option makes `wait`); fewer replicas than asked is an error of
+-- kind "redis", code NOREPLICAS (retryable): the script ran, and its
+-- writes are on the master, but a failover now could lose them
+function M:eval_wait(wait, script, ...)
+  return eval(self, wait, script, ...)
 end
 
 --- close(): drops the kept connection (outside nginx; in nginx the pool keeps them)
@@ -799,6 +965,7 @@ function M:close()
     self.sock:close()
     self.sock = nil
   end
+  for _, c in ipairs(self.sentinel and self.sentinel.clients or {}) do c:close() end
 end
 
 return M

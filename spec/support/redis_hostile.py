@@ -11,6 +11,7 @@ command it receives with one bad reply, chosen by MODE:
   wide   an array announced as 4,000,000,000 elements, then ":1\r\n"s
          (at most 64 MiB of them)
   line   a simple string that never ends: "+" and 64 MiB of "x", no CRLF
+  badaddr  a Sentinel's answer naming no usable address: ["127.0.0.1", "abc"]
 
 Listens on 127.0.0.1, on a port the kernel picks; prints "PORT PID" and
 serves until killed (the spec that started it kills it)."""
@@ -42,6 +43,8 @@ def serve(conn):
             ones = b":1\r\n" * 16384
             for _ in range(1024):
                 conn.sendall(ones)
+        elif MODE == "badaddr":
+            conn.sendall(b"*2\r\n$9\r\n127.0.0.1\r\n$3\r\nabc\r\n")
         elif MODE == "line":
             conn.sendall(b"+")
             xs = b"x" * 65536

@@ -3,7 +3,7 @@
 -- spec fails: call stop() in teardown / finally).  The system's service on
 -- 6379, if any, is never touched.
 --   local R = require "redis_server"    (spec/support is on the path)
---   local r = R.start { aof = true, password = "pw" }
+--   local r = R.start { aof = true, password = "pw", conf = { "replicaof 127.0.0.1 6390" } }
 --   r.url, r.port, r.client(), r.kill(), r.restart(), r.stop()
 --   R.start { tls = true }: TLS only (--port 0 --tls-port), with a CA made
 --   here (r.ca_file), a server certificate for localhost and 127.0.0.1
@@ -118,6 +118,8 @@ function M.start(o)
       conf[#conf + 1] = l
     end
   end
+  -- o.conf: more lines (a replica's replicaof, masterauth ...; appendfsync everysec)
+  for _, l in ipairs(o.conf or {}) do conf[#conf + 1] = l end
   local f = assert(io.open(dir .. "/redis.conf", "w"))
   f:write(table.concat(conf, "\n"), "\n")
   f:close()

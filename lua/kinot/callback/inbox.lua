@@ -1,6 +1,7 @@
 -- The durable inbox: callback.handler's `inbox = { redis = url, stream =
--- "kinot:callbacks", maxlen = n }` appends each verified delivery to a
--- Redis stream before the platform gets its 200, so a 200 means stored;
+-- "kinot:callbacks", maxlen = n, wait = { replicas = n, timeout = s } }`
+-- appends each verified delivery to a Redis stream before the platform
+-- gets its 200 (with wait: once that many replicas have it), so a 200 means stored;
 -- kinot.callback.worker hands the entries to on_status / on_command.
 --
 -- An entry: id (the verified sign), body (the raw verified body), at (when
@@ -36,7 +37,7 @@ redis.call('XADD', unpack(a))
 redis.call('SET', KEYS[1], 'done', 'EX', ARGV[1])
 return 1]]
 
-local OPTIONS = validate.set { "redis", "redis_tls", "stream", "maxlen", "timeout", "connect_timeout" }
+local OPTIONS = validate.set { "redis", "redis_tls", "stream", "maxlen", "timeout", "connect_timeout", "wait" }
 
 -- two TLS tables that say the same (nil and nil among them)
 local function same_tls(a, b)
@@ -53,8 +54,10 @@ function M.options(o, dedupe)
   redis.check(o.redis, o.redis_tls, "inbox.redis_tls")
   if o.stream ~= nil and (type(o.stream) ~= "string" or o.stream == "") then errors.misuse("inbox.stream must be a name") end
   if o.maxlen ~= nil and (type(o.maxlen) ~= "number" or o.maxlen < 1) then errors.misuse("inbox.maxlen must be a positive number") end
+  redis.wait_option(o.wait, "inbox")
   if type(dedupe) == "table" then
     store.options(dedupe)
+    if dedupe.wait ~= nil then errors.misuse("with an inbox, give wait in inbox = { wait = ... }: it waits for the entry") end
     if dedupe.redis ~= o.redis then
       errors.misuse("dedupe.redis and inbox.redis must name the same Redis (the inbox dedupes as it appends)")
     end
@@ -74,6 +77,7 @@ function M.new(o, dedupe)
     client = redis.new(o.redis, { timeout = o.timeout, connect_timeout = o.connect_timeout, tls = o.redis_tls }),
     stream = o.stream or M.STREAM, maxlen = o.maxlen and string.format("%d", o.maxlen) or "",
     ttl = math.floor(dedupe.ttl or 3600), prefix = dedupe.prefix or store.PREFIX,
+    wait = redis.wait_option(o.wait, "inbox"),
   }, M)
 end
 
@@ -82,8 +86,16 @@ end
 function M:put(id, raw, at, form)
   local rule = form and form.rule or ""
   local verified = form and form.verified == false and "0" or ""
-  local v, err = self.client:eval(PUT, 2, self.prefix .. id, self.stream,
-                                  self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified)
+  local v, err
+  if self.wait then
+    -- the 200 goes once `replicas` replicas have the entry (WAIT on the
+    -- script's connection), a redelivery's too (docs/redis.md)
+    v, err = self.client:eval_wait(self.wait, PUT, 2, self.prefix .. id, self.stream,
+                                   self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified)
+  else
+    v, err = self.client:eval(PUT, 2, self.prefix .. id, self.stream,
+                              self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified)
+  end
   if v == nil then return nil, err end
   return v == 1
 end

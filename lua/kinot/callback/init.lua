@@ -171,17 +171,23 @@ end
 ---@field inbox? kinot.callback.Inbox store each verified event in a Redis stream before answering; workers run them
 
 ---@class kinot.callback.RedisDedupe
----@field redis string redis://[[user]:password@]host:port/db
+---@field redis string redis://[[user]:password@]host:port/db, or redis+sentinel://...host:port[,host:port...]/mastername/db
 ---@field ttl? number seconds a delivery is remembered (default 3600)
 ---@field lease? number seconds at most a delivery is "pending" while its handler runs (default 60)
+---@field wait? kinot.callback.Wait WAIT for replicas after each "done" mark (a shortfall is logged)
+
+---@class kinot.callback.Wait
+---@field replicas integer replicas that must have the write
+---@field timeout? number seconds WAIT waits for them (default 1)
 
 ---@class kinot.callback.Inbox
----@field redis string redis://[[user]:password@]host:port/db
+---@field redis string redis://[[user]:password@]host:port/db, or redis+sentinel://...host:port[,host:port...]/mastername/db
 ---@field stream? string default "kinot:callbacks"
 ---@field maxlen? integer trims the oldest entries, handled or not (default none)
+---@field wait? kinot.callback.Wait answer 200 only once that many replicas have the event (503 otherwise)
 
 ---@class kinot.callback.WorkerOptions
----@field redis string redis://[[user]:password@]host:port/db (required)
+---@field redis string redis://[[user]:password@]host:port/db, or redis+sentinel://... (required)
 ---@field stream? string default "kinot:callbacks"
 ---@field group? string the consumer group (default "kinot")
 ---@field consumer? string this worker's name (default host:pid)

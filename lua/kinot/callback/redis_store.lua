@@ -42,7 +42,7 @@ elseif redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[3] then
 end
 return 1]]
 
-local OPTIONS = validate.set { "redis", "redis_tls", "ttl", "prefix", "lease", "timeout", "connect_timeout" }
+local OPTIONS = validate.set { "redis", "redis_tls", "ttl", "prefix", "lease", "timeout", "connect_timeout", "wait" }
 
 --- options(o) -> the options checked (misuse raises)
 function M.options(o)
@@ -55,6 +55,7 @@ function M.options(o)
   if o.lease ~= nil and (type(o.lease) ~= "number" or o.lease ~= o.lease or o.lease < 0.001) then
     errors.misuse("dedupe.lease must be a number of seconds >= 0.001")
   end
+  redis.wait_option(o.wait, "dedupe")
   return o
 end
 
@@ -68,6 +69,7 @@ function M.new(o)
     client = redis.new(o.redis, { timeout = o.timeout, connect_timeout = o.connect_timeout, tls = o.redis_tls }),
     ttl = math.floor(o.ttl or 3600), prefix = o.prefix or M.PREFIX,
     lease = math.floor((o.lease or 60) * 1000),
+    wait = redis.wait_option(o.wait, "dedupe"),
   }, M)
 end
 
@@ -86,8 +88,20 @@ end
 
 --- settle(id, token, ok) -> true | nil, err: done for ttl, or (the claim
 -- `token` names, if still there) forgotten so a redelivery runs again
+-- With `wait`, a "done" is WAITed for: a mark that reached `replicas`
+-- replicas survives a failover, so a redelivery after it is not run again.
+-- Fewer replicas is a settle error (the receiver logs it) and NOT a 5xx:
+-- the dedupe keeps marks, not events, so nothing answered 200 can be lost
+-- through it; the event was handed over (ack = "immediate") or handled
+-- (ack = "after_handler") already, and a 5xx now would only bring the
+-- redelivery that the mark exists to keep from running twice.
 function M:settle(id, token, ok)
-  local v, err = self.client:eval(SETTLE, 1, self.prefix .. id, ok and "ok" or "failed", self.ttl, token or "")
+  local v, err
+  if ok and self.wait then
+    v, err = self.client:eval_wait(self.wait, SETTLE, 1, self.prefix .. id, "ok", self.ttl, token or "")
+  else
+    v, err = self.client:eval(SETTLE, 1, self.prefix .. id, ok and "ok" or "failed", self.ttl, token or "")
+  end
   if v == nil then return nil, err end
   return true
 end

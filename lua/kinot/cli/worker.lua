@@ -13,7 +13,8 @@ local M = {}
 --- add(parser): the subcommand and its options
 function M.add(p, ex)
   local w = p:command("worker", "Run the callbacks stored in the inbox (a Redis stream) through a handler module")
-  w:option("--redis", "Redis URL, redis://[:password@]host:port/db, rediss:// for TLS (default $KINOT_REDIS_URL, " ..
+  w:option("--redis", "Redis URL, redis://[:password@]host:port/db, rediss:// for TLS, or behind Sentinel " ..
+    "redis+sentinel://[:password@]host:port[,host:port...]/mastername/db (default $KINOT_REDIS_URL, " ..
     "which keeps the password out of ps)")
   require("kinot.cli.redis_tls").add(w)
   w:option("--stream", "The inbox's stream", "kinot:callbacks")
