@@ -342,23 +342,25 @@ describe("workers #redis #cli", function()
     if dir then shell("rm -rf " .. dir) end
   end)
 
-  local function spawn(name)
+  local function spawn(name, extra)
     local cmd = string.format("cd %s && LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' exec %s bin/kinot worker --stream %s " ..
-      "--group g --consumer %s --handler spec_inbox_handler --claim-after 0.5 --block 0.2 >%s/%s.log 2>&1 & echo $!",
-      H.root, dir, r.url, H.runtime == "luajit" and "luajit" or "lua5.4", STREAM, name, dir, name)
+      "--group g --consumer %s --handler spec_inbox_handler --claim-after 0.5 --block 0.2 %s >%s/%s.log 2>&1 & echo $!",
+      H.root, dir, r.url, H.runtime == "luajit" and "luajit" or "lua5.4", STREAM, name, extra or "", dir, name)
     local p = io.popen(cmd)
     local pid = tonumber(p:read("*l"))
     p:close()
     return pid
   end
 
+  -- --count 1: each entry is acknowledged before the next runs, so none
+  -- that finished runs again (a batch's run again when killed: below)
   it("a worker killed (SIGKILL) in the middle of a handler: another claims its entry; nothing acknowledged is lost", function()
     local pids = {}
     local ok, e = pcall(function()
       for i = 1, 3 do assert.are.equal(200, post(ng, status_body(500 + i)).status) end
       assert.are.equal(200, post(ng, status_body(504, ',"slow":true')).status)
       for i = 5, 7 do assert.are.equal(200, post(ng, status_body(500 + i)).status) end
-      pids[1] = spawn("w1")
+      pids[1] = spawn("w1", "--count 1")
       assert.is_truthy(H.wait_for(function()
         for _, l in ipairs(lines(dir .. "/started")) do if l == "504 1" then return true end end
       end, 10), "the first worker never started the slow event")
@@ -385,6 +387,67 @@ describe("workers #redis #cli", function()
     end)
     for _, pid in pairs(pids) do shell("kill -KILL " .. pid .. " 2>/dev/null") end
     assert(ok, e)
+  end)
+
+  -- the default count: a batch of 30 read at once, killed in its 15th
+  -- handler.  Nothing is lost; what ran twice is only what had finished
+  -- in the killed worker's batch and was not yet acknowledged.
+  it("a worker killed (SIGKILL) mid-batch: nothing lost, only its unacknowledged finished entries run again", function()
+    local pids = {}
+    os.remove(dir .. "/started")
+    os.remove(dir .. "/done")
+    local ok, e = pcall(function()
+      c:call("DEL", STREAM)
+      for i = 1, 30 do
+        assert.are.equal(200, post(ng, status_body(800 + i, i == 15 and ',"slow":true' or "")).status)
+      end
+      pids[1] = spawn("w3")
+      assert.is_truthy(H.wait_for(function()
+        for _, l in ipairs(lines(dir .. "/started")) do if l == "815 1" then return true end end
+      end, 10), "the first worker never started the slow event")
+      assert.is_true(shell("kill -KILL " .. pids[1]))
+      local before = {}
+      for _, l in ipairs(lines(dir .. "/done")) do before[l] = true end
+      pids[2] = spawn("w4")
+      assert.is_truthy(H.wait_for(function()
+        return tonumber(c:call("XPENDING", STREAM, "g")[1]) == 0 and tonumber(c:call("XLEN", STREAM)) == 0
+      end, 15), "entries left: " .. tostring(c:call("XLEN", STREAM)))
+      local done = {}
+      for _, l in ipairs(lines(dir .. "/done")) do done[l] = (done[l] or 0) + 1 end
+      for i = 1, 30 do
+        local sn = tostring(800 + i)
+        assert.is_truthy(done[sn], sn .. " never handled")
+        -- twice only if it had finished in the killed worker, unacknowledged
+        assert.is_true(done[sn] == 1 or (done[sn] == 2 and before[sn] == true), sn .. " ran " .. done[sn] .. " times")
+      end
+    end)
+    for _, pid in pairs(pids) do shell("kill -KILL " .. pid .. " 2>/dev/null") end
+    assert(ok, e)
+  end)
+
+  -- one failure in the middle of a batch: the others are acknowledged in
+  -- the batch, the failed one is not, and runs again
+  it("a handler failing in the middle of a batch: the rest acknowledged, that one left pending and run again", function()
+    c:call("DEL", STREAM)
+    for i = 1, 20 do assert.are.equal(200, post(ng, status_body(900 + i)).status) end
+    local runs, acked_before_retry = {}, nil
+    local w = worker.new { redis = r.url, stream = STREAM, group = "g5", consumer = "b", block = 0.1, claim_after = 0.3,
+                           log = function() end,
+                           on_status = function(ev)
+                             runs[ev.sn] = (runs[ev.sn] or 0) + 1
+                             if ev.sn == 910 and ev.attempt == 1 then error("fails in the middle") end
+                             if ev.sn == 910 then
+                               -- the retry: every other entry is gone from the stream by now
+                               acked_before_retry = tonumber(c:call("XLEN", STREAM))
+                             end
+                           end }
+    local t0 = core.monotonic()
+    w:run(function() return (runs[910] or 0) >= 2 or core.monotonic() - t0 > 5 end)
+    for i = 1, 20 do assert.are.equal(i == 10 and 2 or 1, runs[900 + i], 900 + i) end
+    assert.are.equal(1, acked_before_retry)
+    assert.are.equal(0, tonumber(c:call("XPENDING", STREAM, "g5")[1]))
+    assert.are.equal(0, tonumber(c:call("XLEN", STREAM)))
+    assert.are.equal(19 + 1, w.handled)
   end)
 
   it("moves an entry whose handler always raises to <stream>:dead after max_attempts, with its error", function()

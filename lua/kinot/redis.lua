@@ -475,6 +475,74 @@ function M:call_timeout(timeout, ...)
   return self:fail("connect", "no live connection")
 end
 
+--- pipeline(cmds[, timeout]) -> replies | nil, err: many commands in one
+-- round trip.  cmds: a list of commands, each a list { "CMD", arg, ... }.
+-- All are written at once on one connection, then their replies read in
+-- order; replies[i] is the i-th command's reply, or a ReplyError (its
+-- text, and .code its first word) when the server refused that one: the
+-- others still ran.  One deadline (`timeout`, default the client's) for
+-- the whole exchange.  As call: a kept connection found dead is replaced
+-- once and every command sent again, so a pipeline holds only commands
+-- safe to repeat; a connection that fails part way (the server may have
+-- run some, all or none of them) ends the call with nil, err.
+function M:pipeline(cmds, timeout)
+  local n = type(cmds) == "table" and #cmds or 0
+  if n == 0 then misuse("redis pipeline needs a list of commands") end
+  local parts = {}
+  for i = 1, n do
+    local c = cmds[i]
+    if type(c) ~= "table" or c[1] == nil then misuse("redis pipeline: command " .. i .. " must be a list { \"CMD\", ... }") end
+    parts[i] = encode(c, #c)
+  end
+  local data = concat(parts)
+  timeout = timeout or self.timeout
+  local deadline = now() + timeout
+  for _ = 1, self.pool_size + 1 do
+    local sock, fresh, what = self.io.open(self, deadline)
+    if not sock then return self:fail(what, fresh, nil, timeout) end
+    if fresh then
+      local ok, err = hello(self, sock, deadline, timeout)
+      if not ok then
+        self.io.release(self, sock, false)
+        return nil, err
+      end
+    end
+    local ok, serr = self.io.send(sock, data, deadline)
+    local kind, msg, step = nil, serr, "send"
+    if ok then
+      local rd = reader(self.io, sock, deadline, self.max_reply)
+      local replies = {}
+      for i = 1, n do
+        local v, k, m = read(rd, 0)
+        if v == nil then
+          if k then
+            kind, msg, step = k, m, "read"
+            -- a reply already read means this connection was alive: the
+            -- server ran at least the first command, so none goes again
+            if i > 1 then fresh = true end
+            break
+          end
+          local e = setmetatable({ text = m }, ReplyError)
+          e.code = m:match("^(%u+)") or "ERR"
+          v = e
+        end
+        replies[i] = v
+      end
+      if not kind then
+        self.io.release(self, sock, true)
+        return replies
+      end
+    else
+      kind = serr == "timeout" and "timeout" or "network"
+    end
+    self.io.release(self, sock, false) -- a half-read reply poisons the connection
+    if fresh or kind ~= "network" or not left(deadline) then
+      return self:fail("pipeline of " .. n .. " (" .. tostring(cmds[1][1]) .. " ...) " .. step, msg, kind, timeout)
+    end
+  end
+  return self:fail("connect", "no live connection")
+end
+
 --- call(cmd, ...) -> reply | nil, err.  Replies: strings, integers,
 -- arrays (tables), redis.null; an error inside an array is a ReplyError.
 function M:call(...)
