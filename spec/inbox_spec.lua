@@ -290,6 +290,113 @@ describe("the durable inbox #redis", function()
   end)
 end)
 
+-- Inside nginx the puts of requests that arrive together go to Redis as
+-- one pipeline (kinot.callback.inbox's group commit): many POSTs at once
+-- on one nginx worker (64 at a time, from Python threads: real HTTP), and
+-- Redis killed part way.  Each request's 200 must still follow its own
+-- event's append.
+describe("the inbox's group commit (many requests at once on one nginx worker) #redis #nginx #slow", function()
+  local r, ng, c, dir
+  local STREAM = "kinot:gc"
+  setup(function()
+    r = R.start { aof = true }
+    ng = host("{ inbox = { redis = '" .. r.url .. "', stream = '" .. STREAM .. "' } }")
+    c = r.client()
+    local p = io.popen("mktemp -d /tmp/kinot-gc.XXXXXX")
+    dir = p:read("*l")
+    p:close()
+  end)
+  teardown(function()
+    if ng then ng.stop() end
+    r.stop()
+    if dir then shell("rm -rf " .. dir) end
+  end)
+
+  -- posts bodies (a list) 64 at a time; after `kill_after` answers, kills
+  -- `pid` (SIGKILL); -> status by body index
+  local function post_all(bodies, kill_after, pid)
+    local f = assert(io.open(dir .. "/bodies", "w"))
+    for _, b in ipairs(bodies) do f:write(b, "\n") end
+    f:close()
+    local py = io.open(dir .. "/post.py", "w")
+    py:write([[
+import os, signal, sys, threading, urllib.request, urllib.error
+from concurrent.futures import ThreadPoolExecutor
+url, path, kill_after, pid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+bodies = open(path).read().splitlines()
+lock, answered = threading.Lock(), [0]
+def post(i):
+    req = urllib.request.Request(url, data=bodies[i].encode(), headers={"Content-Type": "application/json"})
+    try:
+        st = urllib.request.urlopen(req, timeout=10).status
+    except urllib.error.HTTPError as e:
+        st = e.code
+    except Exception:
+        st = 0
+    with lock:
+        answered[0] += 1
+        if answered[0] == kill_after and pid > 0:
+            os.kill(pid, signal.SIGKILL)
+    return i, st
+with ThreadPoolExecutor(64) as ex:
+    for i, st in ex.map(post, range(len(bodies))):
+        print(i + 1, st)
+]])
+    py:close()
+    local p = io.popen(string.format("python3 %s/post.py %s/cb %s/bodies %d %d", dir, ng.url, dir, kill_after or 0, pid or 0))
+    local st = {}
+    for l in p:lines() do
+      local i, s = l:match("^(%d+) (%d+)$")
+      st[tonumber(i)] = tonumber(s)
+    end
+    p:close()
+    return st
+  end
+
+  it("stores 1,500 callbacks posted 64 at a time, each once, duplicates among them included", function()
+    c:call("DEL", STREAM)
+    local bodies = {}
+    for i = 1, 1500 do bodies[i] = status_body(20000 + (i <= 1200 and i or i - 300)) end -- the last 300: redeliveries
+    local st = post_all(bodies)
+    for i = 1, 1500 do assert.are.equal(200, st[i], i) end
+    local have = {}
+    for _, e in ipairs(entries(c, STREAM)) do have[e.body] = (have[e.body] or 0) + 1 end
+    for i = 1, 1200 do assert.are.equal(1, have[bodies[i]], i) end
+    assert.are.equal(1200, tonumber(c:call("XLEN", STREAM)))
+    -- the script lost (SCRIPT FLUSH: a restart without it): loaded again, nothing refused
+    c:call("SCRIPT", "FLUSH")
+    bodies = {}
+    for i = 1, 300 do bodies[i] = status_body(30000 + i) end
+    st = post_all(bodies)
+    for i = 1, 300 do assert.are.equal(200, st[i], i) end
+    assert.are.equal(1500, tonumber(c:call("XLEN", STREAM)))
+  end)
+
+  it("loses none answered 200 when Redis is killed (SIGKILL) in the middle of the batches (appendfsync always)", function()
+    c:call("DEL", STREAM)
+    local bodies = {}
+    for i = 1, 1500 do bodies[i] = status_body(40000 + i) end
+    local st = post_all(bodies, 500, r.pid())
+    local told, refused = {}, {}
+    for i = 1, 1500 do
+      if st[i] == 200 then told[#told + 1] = bodies[i]
+      else
+        assert.are.equal(503, st[i], i)
+        refused[#refused + 1] = bodies[i]
+      end
+    end
+    assert.is_true(#told >= 500 and #refused > 0, #told .. " stored, " .. #refused .. " refused")
+    r.up()
+    local have = {}
+    for _, e in ipairs(entries(c, STREAM)) do have[e.body] = (have[e.body] or 0) + 1 end
+    for _, body in ipairs(told) do assert.are.equal(1, have[body], body) end
+    -- the platform delivers the refused ones again: all stored now, once each
+    st = post_all(refused)
+    for i = 1, #refused do assert.are.equal(200, st[i], i) end
+    assert.are.equal(1500, tonumber(c:call("XLEN", STREAM)))
+  end)
+end)
+
 -- a handler module for `kinot worker` processes: it notes each start and
 -- each finish in files of dir; an event with data.slow hangs on its first
 -- attempt (the spec kills that worker there)

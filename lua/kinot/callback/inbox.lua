@@ -66,13 +66,118 @@ function M.new(o, dedupe)
   }, M)
 end
 
+-- ------------------------------------------------------------ group commit
+-- Inside nginx, the puts of one worker's requests go to Redis together:
+-- a request whose put finds none in flight sends its own at once (the
+-- leader); those that come meanwhile wait (a semaphore each), and when the
+-- leader's reply is read the first of them sends all that waited, as one
+-- pipeline of PUT scripts: one round trip for many requests, and never a
+-- wait for a batch to fill.  Each request still gets its own script's
+-- reply: its 200 follows its own event's append.  A batch that fails
+-- (the connection died part way) fails each of its requests (503: the
+-- platform delivers again, and the script dedupes what was stored).
+local ngx = rawget(_G, "ngx")
+local unpack = table.unpack or unpack -- luacheck: ignore
+local semaphore = ngx and ngx.get_phase and (function()
+  local ok, sem = pcall(require, "ngx.semaphore")
+  return ok and sem or nil
+end)()
+-- the phases where a request may wait on a semaphore
+local YIELDS = { rewrite = true, access = true, content = true, timer = true }
+local BATCH = 200 -- puts a pipeline at most
+
+-- the batch's round trip: true | nil, err (each item gets v or err)
+local function send(self, batch)
+  local sha = self.sha
+  if not sha then
+    local loaded, err = self.client:call("SCRIPT", "LOAD", PUT)
+    if not loaded then return nil, err end
+    sha, self.sha = loaded, loaded
+  end
+  local cmds = {}
+  for i, item in ipairs(batch) do cmds[i] = { "EVALSHA", sha, unpack(item.args) } end
+  local replies, err = self.client:pipeline(cmds)
+  if not replies then return nil, err end
+  for i, item in ipairs(batch) do
+    local v = replies[i]
+    if getmetatable(v) ~= redis.ReplyError then
+      item.v = v
+    elseif v.code == "NOSCRIPT" then -- the server lost it (a restart, SCRIPT FLUSH): eval loads it again
+      self.sha = nil
+      item.v, item.err = self.client:eval(PUT, unpack(item.args))
+    else
+      item.err = errors.new("redis", "redis " .. self.client.where .. ": " .. v.text,
+                            { code = v.code, retryable = false })
+    end
+  end
+  return true
+end
+
+-- sends the queued puts (at most BATCH), resolves each, hands the lead on
+local function flush(self)
+  local q = self.queue
+  local batch = q
+  if #q > BATCH then
+    batch = { unpack(q, 1, BATCH) }
+    self.queue = { unpack(q, BATCH + 1) }
+  else
+    self.queue = {}
+  end
+  local ran, ok, err = pcall(send, self, batch)
+  if not ran then ok, err = nil, errors.new("redis", "inbox: storing raised: " .. tostring(ok)) end
+  for _, item in ipairs(batch) do
+    if not ok then item.v, item.err = nil, err end
+    item.done = true
+    if item.sema then item.sema:post(1) end
+  end
+  local nxt = self.queue[1]
+  if nxt then
+    nxt.lead = true
+    nxt.sema:post(1)
+  else
+    self.flushing = false
+  end
+end
+
+-- store(args) -> the PUT script's reply | nil, err: alone (outside
+-- nginx), or in this worker's group commit
+function M:store(args)
+  if not semaphore or not YIELDS[ngx.get_phase()] then return self.client:eval(PUT, unpack(args)) end
+  local item = { args = args }
+  if self.flushing then
+    item.sema = semaphore.new()
+    self.queue[#self.queue + 1] = item
+    -- at most the batch in flight, then this one's: each within the client's timeout
+    local wait = 2 * self.client.timeout + 1
+    if not item.sema:wait(wait) and not item.done and not item.lead then
+      local q = self.queue
+      for i = 1, #q do
+        if q[i] == item then
+          table.remove(q, i)
+          break
+        end
+      end
+      -- still queued: never sent; or sent and not yet answered: the
+      -- platform delivers again either way, and the script dedupes
+      return nil, errors.new("timeout", "inbox: not stored within " .. wait .. " s", { retryable = true })
+    end
+    if item.done then return item.v, item.err end
+  else
+    self.flushing = true
+    self.queue = self.queue or {}
+    self.queue[#self.queue + 1] = item
+  end
+  flush(self) -- the lead: this put and all that queued meanwhile
+  return item.v, item.err
+end
+
 --- put(id, raw, at[, form]) -> true (stored now) | false (stored before: a redelivery) | nil, err
 -- form: nil, or { rule = name, verified = false } (kinot.callback.stores)
 function M:put(id, raw, at, form)
   local rule = form and form.rule or ""
   local verified = form and form.verified == false and "0" or ""
-  local v, err = self.client:eval(PUT, 2, self.prefix .. id, self.stream,
-                                  self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified)
+  local v, err = self:store { 2, self.prefix .. id, self.stream,
+                              self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified }
   if v == nil then return nil, err end
   return v == 1
 end
@@ -81,7 +186,7 @@ end
 -- stored now, "done": stored before; the workers run it either way, and
 -- the 200 goes once it is stored.  A lost answer is safe: the script
 -- dedupes as it appends, and a stored event is one a worker will run.
-local now = rawget(_G, "ngx") and ngx.now or os.time -- luacheck: ignore
+local now = ngx and ngx.now or os.time
 
 function M:claim(id, raw, form)
   local stored, err = self:put(id, raw, now(), form)
