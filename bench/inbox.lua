@@ -355,10 +355,21 @@ end
       p:close()
       local ok = H.wait_for(function() return tonumber(c:call("XLEN", "kinot:callbacks")) == 0 end, 120)
       local t = core.monotonic() - t0
+      -- its own count of handlers run (SIGUSR1: a line of counts)
+      os.execute("kill -USR1 " .. pid)
+      local handled
+      H.wait_for(function()
+        handled = tonumber((H.read(log) or ""):match("counts: (%d+) handled"))
+        return handled
+      end, 5)
       os.execute("kill " .. pid)
+      assert(handled == n, "the worker ran " .. tostring(handled) .. " handlers of " .. n .. ": " .. (H.read(log) or ""))
       assert(ok, "the worker left " .. c:call("XLEN", "kinot:callbacks") .. " entries: " .. (H.read(log) or ""))
       local pending = tonumber(c:call("XPENDING", "kinot:callbacks", "kinot")[1])
       assert(pending == 0, pending .. " entries left pending")
+      -- every one ran its handler: none went to the dead-letter stream
+      local dead = tonumber(c:call("XLEN", "kinot:callbacks:dead"))
+      assert(dead == 0, dead .. " entries went to the dead-letter stream: " .. (H.read(log) or ""))
       c:close()
       out[#out + 1] = { count = count, rate = n / t, t = t }
       io.stderr:write(string.format("  drain --count %s: %d events in %.2f s\n", count, n, t))

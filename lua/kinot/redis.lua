@@ -252,17 +252,23 @@ local function spend(rd, n)
   return true
 end
 
--- one CRLF-ended line, without it; line | nil, kind, message
+local byte, find, sub = string.byte, string.find, string.sub
+
+-- one CRLF-ended line: its first byte (the reply's type; 0 for an empty
+-- line) and the rest, without the CRLF (no copy of the whole line: a
+-- reply of a thousand entries has thousands of them);
+-- type, rest | nil, kind, message
 local function line_of(rd)
   while true do
-    local e = rd.buf:find("\r\n", rd.pos, true)
+    local buf, pos = rd.buf, rd.pos
+    local e = find(buf, "\r\n", pos, true)
     if e then
-      if e - rd.pos > LINE_MAX then break end
-      local l = rd.buf:sub(rd.pos, e - 1)
+      if e - pos > LINE_MAX then break end
       rd.pos = e + 2
-      local ok, kind, msg = spend(rd, #l + 2)
+      local ok, kind, msg = spend(rd, e - pos + 2)
       if not ok then return nil, kind, msg end
-      return l
+      if e == pos then return 0, "" end
+      return byte(buf, pos), sub(buf, pos + 1, e - 1)
     end
     if #rd.buf - rd.pos + 1 > LINE_MAX + 1 then break end
     local ok, kind, err = fill(rd)
@@ -294,32 +300,35 @@ local function length(text)
   if text:find("^%d+$") and #text <= 15 then return tonumber(text) end
 end
 
+local PLUS, MINUS, COLON, DOLLAR, STAR = byte("+-:$*", 1, 5)
+
 -- read(rd, depth) -> value | nil, kind, message | nil, nil, redis_error_text
 local function read(rd, depth)
-  local line, kind, msg = line_of(rd)
-  if not line then return nil, kind, msg end
-  local p, rest = line:sub(1, 1), line:sub(2)
-  if p == "+" then return rest end
-  if p == "-" then return nil, nil, rest end
-  if p == ":" then
+  local p, rest, msg = line_of(rd)
+  if not p then return nil, rest, msg end
+  local kind
+  if p == PLUS then return rest end
+  if p == MINUS then return nil, nil, rest end
+  if p == COLON then
     local v = tonumber(rest)
     if not v then return nil, "decode", "protocol error: bad integer" end
     return v
   end
-  if p == "$" then
+  if p == DOLLAR then
     local n = length(rest)
     if not n then return nil, "decode", "protocol error: bad bulk length" end
     if n < 0 then return M.null end
     local ok
     ok, kind, msg = spend(rd, n + 2)
     if not ok then return nil, kind, msg end
-    local at = rd.pos
-    if #rd.buf - at + 1 >= n + 2 then -- all there already (the common case)
-      if rd.buf:sub(at + n, at + n + 1) ~= "\r\n" then
+    local at, buf = rd.pos, rd.buf
+    if #buf - at + 1 >= n + 2 then -- all there already (the common case)
+      local cr, lf = byte(buf, at + n, at + n + 1)
+      if cr ~= 13 or lf ~= 10 then
         return nil, "decode", "protocol error: a bulk string not ended by CRLF"
       end
       rd.pos = at + n + 2
-      return rd.buf:sub(at, at + n - 1)
+      return sub(buf, at, at + n - 1)
     end
     local data
     data, kind, msg = take(rd, n + 2)
@@ -327,7 +336,7 @@ local function read(rd, depth)
     if data:sub(-2) ~= "\r\n" then return nil, "decode", "protocol error: a bulk string not ended by CRLF" end
     return data:sub(1, n)
   end
-  if p == "*" then
+  if p == STAR then
     local n = length(rest)
     if not n then return nil, "decode", "protocol error: bad array length" end
     if n < 0 then return M.null end
@@ -348,7 +357,7 @@ local function read(rd, depth)
     end
     return arr
   end
-  return nil, "decode", "protocol error: unexpected reply type " .. string.format("%q", p)
+  return nil, "decode", "protocol error: unexpected reply type " .. string.format("%q", p == 0 and "" or string.char(p))
 end
 
 -- ------------------------------------------------------------ client
