@@ -295,12 +295,16 @@ end)
 -- on one nginx worker (64 at a time, from Python threads: real HTTP), and
 -- Redis killed part way.  Each request's 200 must still follow its own
 -- event's append.
-describe("the inbox's group commit (many requests at once on one nginx worker) #redis #nginx #slow", function()
+for _, flying in ipairs { 1, 3 } do
+-- (many requests at once on one nginx worker)
+describe("the inbox's group commit, " .. flying .. " pipeline(s) in flight #redis #nginx #slow", function()
   local r, ng, c, dir
   local STREAM = "kinot:gc"
   setup(function()
     r = R.start { aof = true }
-    ng = host("{ inbox = { redis = '" .. r.url .. "', stream = '" .. STREAM .. "' } }")
+    -- (IN_FLIGHT: pipelines at once in the worker, set before the handler is made)
+    ng = host("(function() require('kinot.callback.inbox').IN_FLIGHT = " .. flying .. " return { inbox = { redis = '" ..
+      r.url .. "', stream = '" .. STREAM .. "' } } end)()")
     c = r.client()
     local p = io.popen("mktemp -d /tmp/kinot-gc.XXXXXX")
     dir = p:read("*l")
@@ -396,6 +400,7 @@ with ThreadPoolExecutor(64) as ex:
     assert.are.equal(1500, tonumber(c:call("XLEN", STREAM)))
   end)
 end)
+end
 
 -- a handler module for `kinot worker` processes: it notes each start and
 -- each finish in files of dir; an event with data.slow hangs on its first
