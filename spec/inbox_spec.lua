@@ -402,6 +402,54 @@ with ThreadPoolExecutor(64) as ex:
 end)
 end
 
+-- The group commit's slot is held by a request: one ended under it
+-- (here a light thread killed while its pipeline waits on a stopped
+-- Redis; lua_check_client_abort does the same) must not leave every later
+-- store of that worker waiting for it.
+describe("the inbox's group commit when the request holding its slot is killed #redis #nginx", function()
+  local r, ng
+  setup(function()
+    r = R.start {}
+    ng = H.nginx {
+      http = [[
+        init_by_lua_block {
+          box = require("kinot.callback.inbox").new { redis = "]] .. r.url .. [[", stream = "kinot:sw", timeout = 0.5 }
+        }
+      ]],
+      server = [[
+        location = /lead { content_by_lua_block {
+          local t = ngx.thread.spawn(function() return box:put("lead", "{}", ngx.now()) end)
+          ngx.sleep(0.2)
+          ngx.say(tostring(ngx.thread.kill(t)))
+        } }
+        location = /put { content_by_lua_block {
+          local v, err = box:put(ngx.var.arg_id, "{}", ngx.now())
+          ngx.say(tostring(v), " ", err and err.kind or "")
+        } }
+      ]],
+    }
+  end)
+  teardown(function()
+    if ng then ng.stop() end
+    r.stop()
+  end)
+
+  it("takes the slot back once it is older than a pipeline can last, and stores again", function()
+    assert.are.equal("true \n", H.raw("GET", ng.url .. "/put?id=before").body)
+    local pid = r.pid()
+    assert.is_true(shell("kill -STOP " .. pid))
+    local killed = H.raw("GET", ng.url .. "/lead").body
+    assert.is_true(shell("kill -CONT " .. pid))
+    assert.are.equal("1\n", killed) -- ngx.thread.kill: 1, killed
+    -- the first store after it may wait its turn in vain (timeout: 503),
+    -- then the slot is taken back: the next one is stored
+    local first = H.raw("GET", ng.url .. "/put?id=a").body
+    assert.is_truthy(first == "true \n" or first == "nil timeout\n", first)
+    assert.are.equal("true \n", H.raw("GET", ng.url .. "/put?id=b").body)
+    assert.are.equal("true \n", H.raw("GET", ng.url .. "/put?id=c").body)
+  end)
+end)
+
 -- a handler module for `kinot worker` processes: it notes each start and
 -- each finish in files of dir; an event with data.slow hangs on its first
 -- attempt (the spec kills that worker there)

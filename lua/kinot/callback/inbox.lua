@@ -119,12 +119,19 @@ local function send(self, batch)
   return true
 end
 
--- a pipeline ended: its slot goes to the first queued put not already
--- handed one (it sends all that queued), or is freed
-local function handoff(self)
+-- The slots (IN_FLIGHT of them) are held by puts: self.slots[item] = when
+-- it got one.  A pipeline ended: its slot goes to the first queued put not
+-- already handed one (it sends all that queued), or is freed.  A slot held
+-- longer than a pipeline can last is taken back (sweep): its request was
+-- ended under it (lua_check_client_abort, a killed light thread), and
+-- without that every later put of this worker would wait for it in vain.
+local function handoff(self, from)
+  if not self.slots[from] then return end -- taken back meanwhile (sweep)
+  self.slots[from] = nil
   for _, item in ipairs(self.queue) do
     if not item.lead then
       item.lead = true
+      self.slots[item] = ngx.now()
       item.sema:post(1)
       return
     end
@@ -132,8 +139,19 @@ local function handoff(self)
   self.flying = self.flying - 1
 end
 
--- sends the queued puts (at most BATCH), resolves each, hands the slot on
-local function flush(self)
+local function sweep(self, older)
+  local t = ngx.now()
+  for holder, since in pairs(self.slots) do
+    if t - since > older then
+      self.slots[holder] = nil
+      self.flying = self.flying - 1
+    end
+  end
+end
+
+-- sends the queued puts (at most BATCH), resolves each, hands on the slot
+-- of `holder` (the put that sends them)
+local function flush(self, holder)
   local q = self.queue
   local batch = q
   if #q > BATCH then
@@ -149,7 +167,7 @@ local function flush(self)
     item.done = true
     if item.sema then item.sema:post(1) end
   end
-  handoff(self)
+  handoff(self, holder)
 end
 
 -- store(args) -> the PUT script's reply | nil, err: alone (outside
@@ -157,11 +175,12 @@ end
 function M:store(args)
   if not semaphore or not YIELDS[ngx.get_phase()] then return self.client:eval(PUT, unpack(args)) end
   local item = { args = args }
-  self.queue = self.queue or {}
+  if not self.queue then self.queue, self.slots, self.flying = {}, {}, 0 end
   self.queue[#self.queue + 1] = item
-  if (self.flying or 0) < M.IN_FLIGHT then
-    self.flying = (self.flying or 0) + 1
-    flush(self) -- this put, and any waiting
+  if self.flying < M.IN_FLIGHT then
+    self.flying = self.flying + 1
+    self.slots[item] = ngx.now()
+    flush(self, item) -- this put, and any waiting
     return item.v, item.err
   end
   item.sema = semaphore.new()
@@ -174,7 +193,7 @@ function M:store(args)
       -- handed a slot: send what waits (this put, unless another
       -- pipeline took it meanwhile: then wait for that one's reply)
       item.lead = false
-      if #self.queue > 0 then flush(self) else handoff(self) end
+      if #self.queue > 0 then flush(self, item) else handoff(self, item) end
     elseif not posted and not item.done then
       local q = self.queue
       for i = 1, #q do
@@ -185,13 +204,14 @@ function M:store(args)
       end
       -- still queued: never sent; or sent and not yet answered: the
       -- platform delivers again either way, and the script dedupes
+      sweep(self, wait)
       return nil, errors.new("timeout", "inbox: not stored within " .. wait .. " s", { retryable = true })
     end
   end
   -- sent by another pipeline after this one was handed a slot: pass it on
   if item.lead then
     item.lead = false
-    handoff(self)
+    handoff(self, item)
   end
   return item.v, item.err
 end
