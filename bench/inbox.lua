@@ -17,9 +17,19 @@
 -- second over the same time, and the time from the POST's arrival to the
 -- handler's start (p50, p99, from every handled callback).  Redis runs on
 -- this machine: its CPU is shared with nginx and wrk.
---   luajit bench/inbox.lua   (after make build; BENCH_SECONDS=3 by default)
+-- Then, in the same run:
+--   paced       the inbox at a steady half of its median answered/s (wrk's
+--               delay() paces each connection: one POST every c/rate
+--               seconds after the last answer, so the rate is held, never
+--               exceeded), POST -> handler p50 / p99 from every event;
+--   drain       `kinot worker` (a plain process, trivial handler) draining
+--               a stream filled beforehand with BENCH_DRAIN events (100,000),
+--               timed from its start to an empty stream (its --count, and
+--               count 10, the default before 0.2.0).
+--   luajit bench/inbox.lua [all|wrk|drain]   (after make build; BENCH_SECONDS=3 by default)
 --   luajit bench/inbox.lua wait   (the wait option's cost instead: wait_cost below)
 package.path = "./?.lua;" .. package.path
+local MODE = arg and arg[1] or "all"
 local B = require "bench.support"
 local callback = require "kinot.callback"
 local core = require "kinot.core"
@@ -32,6 +42,8 @@ local function stamp(i)
   return os.date("!%Y-%m-%dT%H:%M:%S", NOW - i % 600 + 8 * 3600) .. "+08:00"
 end
 local secret = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
+local R = require "redis_server"
+local H = require "helpers"
 
 local function succeeds(cmd)
   local r = os.execute(cmd)
@@ -83,12 +95,20 @@ request = function()
   i = i %% #requests + 1
   return requests[i]
 end
+-- paced (PACE_MS set): each connection waits PACE_MS (fractions carried
+-- over) after each answer before its next POST
+local pace, carried = tonumber(os.getenv("PACE_MS")), 0
+if pace then
+  function delay()
+    carried = carried + pace
+    local d = math.floor(carried)
+    carried = carried - d
+    return d
+  end
+end
 ]], bodies))
   f:close()
 end
-
-local R = require "redis_server"
-local H = require "helpers"
 
 -- `luajit bench/inbox.lua wait`: the cost of the inbox's wait option, on
 -- a master with two replicas behind three Sentinels (spec/support), one
@@ -177,161 +197,281 @@ local function wait_cost()
       " one at a time %6.0f us a put", p[1], median(list), median(ratios), median(one) * 1e6))
   end
 end
-if arg and arg[1] == "wait" then return wait_cost() end
 
-local plain, aof = R.start {}, R.start { aof = true }
+local function throughput()
+  local plain, aof = R.start {}, R.start { aof = true }
 
-local ng = H.nginx {
-  http = [[
-    lua_max_running_timers 1024;
-    init_by_lua_block {
-      local callback = require "kinot.callback"
-      -- the POST's arrival, by sn (the instrumentation, the same on every path)
-      posted = {}
-      samples = { memory = {}, after_handler = {}, inbox = {}, ["inbox+aof"] = {} }
-      local function handler_for(name, from_entry)
-        return function(ev)
-          ngx.update_time()
-          local t0 = from_entry and ev.received_at or posted[ev.sn]
-          local s = samples[name]
-          if t0 then s[#s + 1] = ngx.now() - t0 end
-          posted[ev.sn] = nil
-          local data = ev.data -- what a receiver typically looks at
-          local _ = data.low_battery == 1 or data.car_detected == 1 or ev.command_status == "succeeded"
+  local ng = H.nginx {
+    http = [[
+      lua_max_running_timers 1024;
+      init_by_lua_block {
+        local callback = require "kinot.callback"
+        -- the POST's arrival, by sn (the instrumentation, the same on every path)
+        posted = {}
+        samples = { memory = {}, after_handler = {}, inbox = {}, ["inbox+aof"] = {} }
+        local function handler_for(name, from_entry)
+          return function(ev)
+            ngx.update_time()
+            local t0 = from_entry and ev.received_at or posted[ev.sn]
+            local s = samples[name]
+            if t0 then s[#s + 1] = ngx.now() - t0 end
+            posted[ev.sn] = nil
+            local data = ev.data -- what a receiver typically looks at
+            local _ = data.low_battery == 1 or data.car_detected == 1 or ev.command_status == "succeeded"
+          end
         end
-      end
-      local mem = handler_for("memory")
-      receive_mem = callback.handler { secret = "]] .. secret .. [[", ack = "immediate", on_status = mem, on_command = mem }
-      local after = handler_for("after_handler")
-      receive_after = callback.handler { secret = "]] .. secret .. [[", ack = "after_handler", on_status = after,
-                                         on_command = after }
-      receive_inbox = callback.handler { secret = "]] .. secret .. [[", inbox = { redis = "]] .. plain.url .. [[" } }
-      receive_aof = callback.handler { secret = "]] .. secret .. [[", inbox = { redis = "]] .. aof.url .. [[" } }
-      run_inbox, run_aof = handler_for("inbox", true), handler_for("inbox+aof", true)
-    }
-    init_worker_by_lua_block {
-      local worker = require "kinot.callback.worker"
-      for _, w in ipairs {
-        { "]] .. plain.url .. [[", run_inbox }, { "]] .. aof.url .. [[", run_aof } } do
-        worker.start { redis = w[1], on_status = w[2], on_command = w[2], loops = 4, count = 50, block = 0.5 }
-      end
-    }
-  ]],
-  server = [[
-    location = /memory { content_by_lua_block {
-      ngx.req.read_body()
-      posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
-      receive_mem()
-    } }
-    location = /after_handler { content_by_lua_block {
-      ngx.req.read_body()
-      posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
-      receive_after()
-    } }
-    location = /inbox { content_by_lua_block {
-      ngx.req.read_body()
-      posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
-      receive_inbox()
-    } }
-    location = /inbox_aof { content_by_lua_block {
-      ngx.req.read_body()
-      posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
-      receive_aof()
-    } }
-    location = /stats { content_by_lua_block {
-      local name = ngx.unescape_uri(ngx.var.arg_name)
-      local s = samples[name]
-      table.sort(s)
-      local n = #s
-      local function q(p) return n > 0 and s[math.max(1, math.ceil(n * p))] or -1 end
-      ngx.say(n, " ", q(0.5), " ", q(0.99))
-      samples[name] = {}
-    } }
-  ]],
-}
+        local mem = handler_for("memory")
+        receive_mem = callback.handler { secret = "]] .. secret .. [[", ack = "immediate", on_status = mem, on_command = mem }
+        local after = handler_for("after_handler")
+        receive_after = callback.handler { secret = "]] .. secret .. [[", ack = "after_handler", on_status = after,
+                                           on_command = after }
+        receive_inbox = callback.handler { secret = "]] .. secret .. [[", inbox = { redis = "]] .. plain.url .. [[" } }
+        receive_aof = callback.handler { secret = "]] .. secret .. [[", inbox = { redis = "]] .. aof.url .. [[" } }
+        run_inbox, run_aof = handler_for("inbox", true), handler_for("inbox+aof", true)
+      }
+      init_worker_by_lua_block {
+        local worker = require "kinot.callback.worker"
+        for _, w in ipairs {
+          { "]] .. plain.url .. [[", run_inbox }, { "]] .. aof.url .. [[", run_aof } } do
+          worker.start { redis = w[1], on_status = w[2], on_command = w[2], loops = 4, count = 50, block = 0.5 }
+        end
+      }
+    ]],
+    server = [[
+      location = /memory { content_by_lua_block {
+        ngx.req.read_body()
+        posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
+        receive_mem()
+      } }
+      location = /after_handler { content_by_lua_block {
+        ngx.req.read_body()
+        posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
+        receive_after()
+      } }
+      location = /inbox { content_by_lua_block {
+        ngx.req.read_body()
+        posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
+        receive_inbox()
+      } }
+      location = /inbox_aof { content_by_lua_block {
+        ngx.req.read_body()
+        posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
+        receive_aof()
+      } }
+      location = /stats { content_by_lua_block {
+        local name = ngx.unescape_uri(ngx.var.arg_name)
+        local s = samples[name]
+        table.sort(s)
+        local n = #s
+        local function q(p) return n > 0 and s[math.max(1, math.ceil(n * p))] or -1 end
+        ngx.say(n, " ", q(0.5), " ", q(0.99))
+        samples[name] = {}
+      } }
+    ]],
+  }
 
-local function wrk(path)
-  local p = io.popen("wrk -t1 -c16 -d" .. B.SECONDS .. "s -s " .. script .. " " .. ng.url .. path)
-  local out = p:read("*a")
-  p:close()
-  local non2xx = out:match("Non%-2xx or 3xx responses: (%d+)")
-  assert(not non2xx, path .. " answered non-2xx: " .. out)
-  local reqs = assert(tonumber(out:match("(%d+) requests in")), out)
-  assert(path == "/memory" or path == "/after_handler" or reqs < N, "a run posted more callbacks than there are distinct bodies: raise BENCH_INBOX_BODIES")
-  return assert(tonumber(out:match("Requests/sec:%s*([%d.]+)")), out), reqs
-end
+  local function wrk(path, pace_ms, seconds)
+    local p = io.popen((pace_ms and string.format("PACE_MS=%.4f ", pace_ms) or "") .. "wrk -t1 -c16 -d" ..
+      (seconds or B.SECONDS) .. "s -s " .. script .. " " .. ng.url .. path)
+    local out = p:read("*a")
+    p:close()
+    local non2xx = out:match("Non%-2xx or 3xx responses: (%d+)")
+    assert(not non2xx, path .. " answered non-2xx: " .. out)
+    local reqs = assert(tonumber(out:match("(%d+) requests in")), out)
+    assert(path == "/memory" or path == "/after_handler" or reqs < N, "a run posted more callbacks than there are distinct bodies: raise BENCH_INBOX_BODIES")
+    return assert(tonumber(out:match("Requests/sec:%s*([%d.]+)")), out), reqs
+  end
 
--- handled so far: a run's samples, once its backlog is drained
-local function stats(name)
-  local n, p50, p99 = H.raw("GET", ng.url .. "/stats?name=" .. name:gsub("%+", "%%2B")).body:match("(%S+) (%S+) (%S+)")
-  return tonumber(n), tonumber(p50), tonumber(p99)
-end
-local function backlog(r)
-  local c = r.client()
-  local len = tonumber(c:call("XLEN", "kinot:callbacks")) or 0
-  c:close()
-  return len
-end
+  -- handled so far: a run's samples, once its backlog is drained
+  local function stats(name)
+    local n, p50, p99 = H.raw("GET", ng.url .. "/stats?name=" .. name:gsub("%+", "%%2B")).body:match("(%S+) (%S+) (%S+)")
+    return tonumber(n), tonumber(p50), tonumber(p99)
+  end
+  local function backlog(r)
+    local c = r.client()
+    local len = tonumber(c:call("XLEN", "kinot:callbacks")) or 0
+    c:close()
+    return len
+  end
 
-local runs = { { "memory", "/memory" }, { "after_handler", "/after_handler" }, { "inbox", "/inbox", plain },
-               { "inbox+aof", "/inbox_aof", aof } }
-local results = {}
-B.guarded(function()
-  for round = 1, 3 do
-    for _, run in ipairs(runs) do
-      for _, r in ipairs { plain, aof } do
-        local c = r.client()
-        c:call("FLUSHALL")
-        c:close()
+  local runs = { { "memory", "/memory" }, { "after_handler", "/after_handler" }, { "inbox", "/inbox", plain },
+                 { "inbox+aof", "/inbox_aof", aof } }
+  local results = {}
+  B.guarded(function()
+    for round = 1, 3 do
+      for _, run in ipairs(runs) do
+        for _, r in ipairs { plain, aof } do
+          local c = r.client()
+          c:call("FLUSHALL")
+          c:close()
+        end
+        local rate, reqs = wrk(run[2])
+        -- handled during the run: all posted but the backlog left at its
+        -- end; then the rest drains, so the next run starts with idle workers
+        local left = run[3] and backlog(run[3]) or 0
+        local t0 = core.monotonic()
+        if run[3] and not H.wait_for(function() return backlog(run[3]) == 0 end, 60) then
+          error(run[1] .. ": the workers left " .. backlog(run[3]) .. " entries for a minute; nginx's log ends with:\n" ..
+            ng.log():sub(-3000))
+        end
+        local drain = core.monotonic() - t0
+        core.sleep(0.3)
+        local n, p50, p99 = stats(run[1])
+        -- (the memory paths dedupe in memory: a body posted again within its window is not handled again)
+        assert(n >= math.min(reqs, N) * 0.99, run[1] .. ": " .. n .. " handled of " .. reqs .. " posted")
+        results[run[1]] = results[run[1]] or {}
+        table.insert(results[run[1]], { rate = rate, handled = (reqs - left) / B.SECONDS, n = n, reqs = reqs,
+                                        p50 = p50, p99 = p99, round = round, drain = drain })
+        io.stderr:write(string.format("  round %d %-13s %6.0f answered/s, %6d posted, %6d left at the end (drained in %.1f s)\n",
+          round, run[1], rate, reqs, left, drain))
       end
-      local rate, reqs = wrk(run[2])
-      -- handled during the run: all posted but the backlog left at its
-      -- end; then the rest drains, so the next run starts with idle workers
-      local left = run[3] and backlog(run[3]) or 0
-      local t0 = core.monotonic()
-      if run[3] and not H.wait_for(function() return backlog(run[3]) == 0 end, 60) then
-        error(run[1] .. ": the workers left " .. backlog(run[3]) .. " entries for a minute; nginx's log ends with:\n" ..
-          ng.log():sub(-3000))
+    end
+    -- at light load: one callback at a time, so no backlog stands between
+    -- the POST and the handler
+    for k, run in ipairs(runs) do
+      for i = 1, 1000 do
+        assert(H.raw("POST", ng.url .. run[2], body_of(N + k * 1000 + i), { ["Content-Type"] = "application/json" }).status == 200)
       end
-      local drain = core.monotonic() - t0
+      if run[3] then H.wait_for(function() return backlog(run[3]) == 0 end, 60) end
       core.sleep(0.3)
       local n, p50, p99 = stats(run[1])
-      -- (the memory paths dedupe in memory: a body posted again within its window is not handled again)
-      assert(n >= math.min(reqs, N) * 0.99, run[1] .. ": " .. n .. " handled of " .. reqs .. " posted")
-      results[run[1]] = results[run[1]] or {}
-      table.insert(results[run[1]], { rate = rate, handled = (reqs - left) / B.SECONDS, n = n, reqs = reqs,
-                                      p50 = p50, p99 = p99, round = round, drain = drain })
-      io.stderr:write(string.format("  round %d %-13s %6.0f answered/s, %6d posted, %6d left at the end (drained in %.1f s)\n",
-        round, run[1], rate, reqs, left, drain))
+      results[run[1]].light = { n = n, p50 = p50, p99 = p99 }
     end
-  end
-  -- at light load: one callback at a time, so no backlog stands between
-  -- the POST and the handler
-  for k, run in ipairs(runs) do
-    for i = 1, 1000 do
-      assert(H.raw("POST", ng.url .. run[2], body_of(N + k * 1000 + i), { ["Content-Type"] = "application/json" }).status == 200)
+    -- paced: half the inbox's median answered/s, held steady for twice a
+    -- run; a 1 s run first finds the answer time wrk's delay() adds to
+    -- each connection's period
+    local rates = {}
+    for i, x in ipairs(results.inbox) do rates[i] = x.rate end
+    table.sort(rates)
+    local target = rates[2] / 2
+    local function flush()
+      local c = plain.client()
+      c:call("FLUSHALL")
+      c:close()
     end
-    if run[3] then H.wait_for(function() return backlog(run[3]) == 0 end, 60) end
+    flush()
+    local pace = 16 * 1000 / target
+    local got = wrk("/inbox", pace, 1)
+    pace = math.max(0, pace - (16 * 1000 / got - pace))
+    H.wait_for(function() return backlog(plain) == 0 end, 60)
     core.sleep(0.3)
-    local n, p50, p99 = stats(run[1])
-    results[run[1]].light = { n = n, p50 = p50, p99 = p99 }
-  end
-end, ng, plain, aof)
-os.remove(bodies)
-os.remove(script)
+    stats("inbox")
+    flush()
+    local seconds = 2 * B.SECONDS
+    local rate, reqs = wrk("/inbox", pace, seconds)
+    local left = backlog(plain)
+    H.wait_for(function() return backlog(plain) == 0 end, 60)
+    core.sleep(0.3)
+    local n, p50, p99 = stats("inbox")
+    assert(n >= reqs * 0.99, "paced: " .. n .. " handled of " .. reqs .. " posted")
+    results.paced = { target = target, rate = rate, handled = (reqs - left) / seconds, n = n, p50 = p50, p99 = p99,
+                      left = left, seconds = seconds }
+  end, ng, plain, aof)
+  os.remove(bodies)
+  os.remove(script)
 
-local function median(list, key)
-  local t = {}
-  for i, x in ipairs(list) do t[i] = x[key] end
-  table.sort(t)
-  return t[2]
+  local function median(list, key)
+    local t = {}
+    for i, x in ipairs(list) do t[i] = x[key] end
+    table.sort(t)
+    return t[2]
+  end
+  print(string.format("inbox  %s, nginx (1 worker), wrk 16 connections, %d s a run, medians of 3 rounds:", B.runtime, B.SECONDS))
+  print("       (memory: the in-memory queue, ack = \"immediate\"; after_handler: the handler in the request, in memory)")
+  print("       path            answered/s   handled/s   POST->handler p50, p99   one at a time: p50, p99   (ngx.now: 1 ms steps)")
+  for _, run in ipairs(runs) do
+    local list = results[run[1]]
+    print(string.format("       %-13s %11.0f %11.0f %12.1f ms %7.1f ms %12.1f ms %7.1f ms", run[1], median(list, "rate"),
+      median(list, "handled"), 1000 * median(list, "p50"), 1000 * median(list, "p99"),
+      1000 * list.light.p50, 1000 * list.light.p99))
+  end
+  local pc = results.paced
+  print(string.format("       paced inbox: %.0f posted/s held for %d s (target %.0f: half the inbox's median answered/s), " ..
+    "%.0f handled/s, %d left at the end; POST->handler p50 %.1f ms, p99 %.1f ms (%d events)",
+    pc.rate, pc.seconds, pc.target, pc.handled, pc.left, 1000 * pc.p50, 1000 * pc.p99, pc.n))
 end
-print(string.format("inbox  %s, nginx (1 worker), wrk 16 connections, %d s a run, medians of 3 rounds:", B.runtime, B.SECONDS))
-print("       (memory: the in-memory queue, ack = \"immediate\"; after_handler: the handler in the request, in memory)")
-print("       path            answered/s   handled/s   POST->handler p50, p99   one at a time: p50, p99   (ngx.now: 1 ms steps)")
-for _, run in ipairs(runs) do
-  local list = results[run[1]]
-  print(string.format("       %-13s %11.0f %11.0f %12.1f ms %7.1f ms %12.1f ms %7.1f ms", run[1], median(list, "rate"),
-    median(list, "handled"), 1000 * median(list, "p50"), 1000 * median(list, "p99"),
-    1000 * list.light.p50, 1000 * list.light.p99))
+
+-- drain: `kinot worker`, a plain process under this runtime, with a
+-- handler that looks at the event and returns, against a stream filled
+-- beforehand as the inbox fills it (id, body, at); timed from the
+-- process's start until the stream is empty (every entry acknowledged
+-- and deleted).  BENCH_DRAIN_COUNTS: the --count of each run ("default"
+-- for none; default,10 by default: 10 was the default before 0.2.0); the
+-- checkout's own bin/kinot unless BENCH_KINOT_ROOT names another tree (a
+-- commit to compare with, e.g. BENCH_DRAIN_COUNTS=default).
+local function drain()
+  local n = tonumber(os.getenv("BENCH_DRAIN") or "100000")
+  local root = os.getenv("BENCH_KINOT_ROOT") or H.root
+  local lua = rawget(_G, "jit") and "luajit" or "lua5.4"
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  do
+    local f = assert(io.open(dir .. "/bench_drain_handler.lua", "w"))
+    f:write([[
+return function(ev)
+  local data = ev.data -- what a receiver typically looks at
+  local _ = data.low_battery == 1 or data.car_detected == 1 or ev.command_status == "succeeded"
 end
+]])
+    f:close()
+  end
+  local r = R.start {}
+  local out = {}
+  B.guarded(function()
+    local counts = {}
+    for x in (os.getenv("BENCH_DRAIN_COUNTS") or "default,10"):gmatch("[^,]+") do counts[#counts + 1] = x end
+    for _, count in ipairs(counts) do
+      local c = r.client { timeout = 30 }
+      c:call("FLUSHALL")
+      local at = string.format("%.3f", os.time())
+      for i = 1, n, 1000 do
+        local cmds = {}
+        for j = i, math.min(n, i + 999) do
+          local body = body_of(j)
+          cmds[#cmds + 1] = { "XADD", "kinot:callbacks", "*", "id", body:match('"sign":"(%x+)"'), "body", body, "at", at }
+        end
+        assert(c:pipeline(cmds))
+      end
+      assert(tonumber(c:call("XLEN", "kinot:callbacks")) == n)
+      local log = dir .. "/worker.log"
+      local cmd = string.format("cd %s && LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' exec %s bin/kinot worker " ..
+        "--handler bench_drain_handler --block 0.2 %s >%s 2>&1 & echo $!", root, dir, r.url, lua,
+        count == "default" and "" or ("--count " .. count), log)
+      local t0 = core.monotonic()
+      local p = io.popen(cmd)
+      local pid = assert(tonumber(p:read("*l")))
+      p:close()
+      local ok = H.wait_for(function() return tonumber(c:call("XLEN", "kinot:callbacks")) == 0 end, 120)
+      local t = core.monotonic() - t0
+      -- its own count of handlers run (SIGUSR1: a line of counts)
+      os.execute("kill -USR1 " .. pid)
+      local handled
+      H.wait_for(function()
+        handled = tonumber((H.read(log) or ""):match("counts: (%d+) handled"))
+        return handled
+      end, 5)
+      os.execute("kill " .. pid)
+      assert(handled == n, "the worker ran " .. tostring(handled) .. " handlers of " .. n .. ": " .. (H.read(log) or ""))
+      assert(ok, "the worker left " .. c:call("XLEN", "kinot:callbacks") .. " entries: " .. (H.read(log) or ""))
+      local pending = tonumber(c:call("XPENDING", "kinot:callbacks", "kinot")[1])
+      assert(pending == 0, pending .. " entries left pending")
+      -- every one ran its handler: none went to the dead-letter stream
+      local dead = tonumber(c:call("XLEN", "kinot:callbacks:dead"))
+      assert(dead == 0, dead .. " entries went to the dead-letter stream: " .. (H.read(log) or ""))
+      c:close()
+      out[#out + 1] = { count = count, rate = n / t, t = t }
+      io.stderr:write(string.format("  drain --count %s: %d events in %.2f s\n", count, n, t))
+    end
+  end, r)
+  os.execute("rm -rf " .. dir)
+  print(string.format("drain  %s, `kinot worker` (%s), trivial handler, %d stored events, from its start to an empty stream:",
+    B.runtime, root == H.root and "this checkout" or root, n))
+  for _, x in ipairs(out) do
+    print(string.format("       --count %-8s %9.0f events/s  (%.2f s)", x.count, x.rate, x.t))
+  end
+end
+
+if MODE == "wait" then wait_cost() end
+if MODE == "all" or MODE == "wrk" then throughput() end
+if MODE == "all" or MODE == "drain" then drain() end

@@ -154,3 +154,26 @@ describe("kinot.redis bounded against a hostile server, inside nginx (cosockets)
     assert.is_true(r.took < 1, "took " .. r.took .. " s")
   end)
 end)
+
+-- a pipeline whose connection drops after the commands were written: the
+-- server may have run some, all or none, so the call fails (kind network)
+-- and sends nothing again; the worker's batch stays pending (inbox_spec)
+describe("kinot.redis pipeline on a connection dropped between its writes and its reads #peer", function()
+  for _, mode in ipairs { "close", "half" } do
+    it("fails with kind network, without sending the commands again (" .. mode .. ")", function()
+      local peer = hostile(mode)
+      finally(peer.stop)
+      local c = kredis.new(peer.url, { timeout = 3 })
+      local t0 = core.monotonic()
+      local v, err = c:pipeline { { "XACK", "s", "g", "1-1" }, { "XACK", "s", "g", "1-2" }, { "PING" } }
+      assert.is_nil(v)
+      assert.is_true(errors.is(err))
+      assert.are.equal("network", err.kind)
+      assert.is_true(err.retryable)
+      assert.matches("pipeline of 3 (XACK ...) read failed", err.message, 1, true)
+      assert.is_true(core.monotonic() - t0 < 2, "it waited for its deadline")
+      c:close()
+    end)
+  end
+end)
+

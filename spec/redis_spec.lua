@@ -120,6 +120,44 @@ describe("kinot.redis against redis-server #redis", function()
   end)
 end)
 
+describe("kinot.redis pipeline against redis-server #redis", function()
+  local r
+  setup(function() r = R.start { password = PASSWORD } end)
+  teardown(function() r.stop() end)
+
+  it("sends many commands in one round trip, replies in order; a refused one is a ReplyError, the others ran", function()
+    local c = r.client()
+    local v = assert(c:pipeline { { "SET", "p1", "a" }, { "INCR", "p1" }, { "SET", "p2", 42 }, { "GET", "p2" },
+                                  { "GET", "missing" } })
+    assert.are.equal("OK", v[1])
+    assert.are.equal(kredis.ReplyError, getmetatable(v[2]))
+    assert.are.equal("ERR", v[2].code)
+    assert.matches("not an integer", tostring(v[2]))
+    assert.are.same({ "OK", "42" }, { v[3], v[4] })
+    assert.are.equal(kredis.null, v[5])
+    -- the connection is still good after the refused one
+    assert.are.equal("a", c:call("GET", "p1"))
+    local big = {}
+    for i = 1, 5000 do big[i] = { "RPUSH", "plist", i } end
+    v = assert(c:pipeline(big))
+    assert.are.equal(5000, #v)
+    assert.are.equal(5000, v[5000])
+    c:close()
+  end)
+
+  it("replaces a kept connection found dead once (a restarted server), and refuses an empty list", function()
+    local c = r.client()
+    assert(c:pipeline { { "PING" } })
+    r.restart()
+    local v, err = c:pipeline { { "SET", "after", "1" }, { "GET", "after" } }
+    assert(v, err)
+    assert.are.same({ "OK", "1" }, v)
+    assert.has_error(function() c:pipeline {} end, "kinot: redis pipeline needs a list of commands")
+    assert.has_error(function() c:pipeline { "PING" } end)
+    c:close()
+  end)
+end)
+
 describe("kinot.redis failures #unit", function()
   it("says network, retryable, when nothing listens; never the password", function()
     local port = require("kinot.sim.launcher").free_port()

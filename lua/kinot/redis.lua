@@ -531,17 +531,23 @@ local function spend(rd, n)
   return true
 end
 
--- one CRLF-ended line, without it; line | nil, kind, message
+local byte, find, sub = string.byte, string.find, string.sub
+
+-- one CRLF-ended line: its first byte (the reply's type; 0 for an empty
+-- line) and the rest, without the CRLF (no copy of the whole line: a
+-- reply of a thousand entries has thousands of them);
+-- type, rest | nil, kind, message
 local function line_of(rd)
   while true do
-    local e = rd.buf:find("\r\n", rd.pos, true)
+    local buf, pos = rd.buf, rd.pos
+    local e = find(buf, "\r\n", pos, true)
     if e then
-      if e - rd.pos > LINE_MAX then break end
-      local l = rd.buf:sub(rd.pos, e - 1)
+      if e - pos > LINE_MAX then break end
       rd.pos = e + 2
-      local ok, kind, msg = spend(rd, #l + 2)
+      local ok, kind, msg = spend(rd, e - pos + 2)
       if not ok then return nil, kind, msg end
-      return l
+      if e == pos then return 0, "" end
+      return byte(buf, pos), sub(buf, pos + 1, e - 1)
     end
     if #rd.buf - rd.pos + 1 > LINE_MAX + 1 then break end
     local ok, kind, err = fill(rd)
@@ -573,32 +579,35 @@ local function length(text)
   if text:find("^%d+$") and #text <= 15 then return tonumber(text) end
 end
 
+local PLUS, MINUS, COLON, DOLLAR, STAR = byte("+-:$*", 1, 5)
+
 -- read(rd, depth) -> value | nil, kind, message | nil, nil, redis_error_text
 local function read(rd, depth)
-  local line, kind, msg = line_of(rd)
-  if not line then return nil, kind, msg end
-  local p, rest = line:sub(1, 1), line:sub(2)
-  if p == "+" then return rest end
-  if p == "-" then return nil, nil, rest end
-  if p == ":" then
+  local p, rest, msg = line_of(rd)
+  if not p then return nil, rest, msg end
+  local kind
+  if p == PLUS then return rest end
+  if p == MINUS then return nil, nil, rest end
+  if p == COLON then
     local v = tonumber(rest)
     if not v then return nil, "decode", "protocol error: bad integer" end
     return v
   end
-  if p == "$" then
+  if p == DOLLAR then
     local n = length(rest)
     if not n then return nil, "decode", "protocol error: bad bulk length" end
     if n < 0 then return M.null end
     local ok
     ok, kind, msg = spend(rd, n + 2)
     if not ok then return nil, kind, msg end
-    local at = rd.pos
-    if #rd.buf - at + 1 >= n + 2 then -- all there already (the common case)
-      if rd.buf:sub(at + n, at + n + 1) ~= "\r\n" then
+    local at, buf = rd.pos, rd.buf
+    if #buf - at + 1 >= n + 2 then -- all there already (the common case)
+      local cr, lf = byte(buf, at + n, at + n + 1)
+      if cr ~= 13 or lf ~= 10 then
         return nil, "decode", "protocol error: a bulk string not ended by CRLF"
       end
       rd.pos = at + n + 2
-      return rd.buf:sub(at, at + n - 1)
+      return sub(buf, at, at + n - 1)
     end
     local data
     data, kind, msg = take(rd, n + 2)
@@ -606,7 +615,7 @@ local function read(rd, depth)
     if data:sub(-2) ~= "\r\n" then return nil, "decode", "protocol error: a bulk string not ended by CRLF" end
     return data:sub(1, n)
   end
-  if p == "*" then
+  if p == STAR then
     local n = length(rest)
     if not n then return nil, "decode", "protocol error: bad array length" end
     if n < 0 then return M.null end
@@ -627,7 +636,7 @@ local function read(rd, depth)
     end
     return arr
   end
-  return nil, "decode", "protocol error: unexpected reply type " .. string.format("%q", p)
+  return nil, "decode", "protocol error: unexpected reply type " .. string.format("%q", p == 0 and "" or string.char(p))
 end
 
 -- ------------------------------------------------------------ client
@@ -795,11 +804,7 @@ local function exchange(self, deadline, timeout, args, n, wait)
         if kind then return self:fail("WAIT " .. step, msg, kind, timeout) end
         return reply_error(self, msg)
       end
-      if type(acked) ~= "number" or acked < wait.replicas then
-        return nil, errors.new("redis", "redis " .. self.where .. ": " .. tostring(args[1]) .. " done, but WAIT: " ..
-          tostring(acked) .. " of " .. wait.replicas .. " replica(s) acknowledged it within " .. wait.ms .. " ms",
-          { code = "NOREPLICAS", retryable = true, acked = acked })
-      end
+      if type(acked) ~= "number" or acked < wait.replicas then return nil, self:unreplicated(args[1], wait, acked) end
       return v, acked
     end
     if v ~= nil or kind == nil then
@@ -902,6 +907,14 @@ function M:call_timeout(timeout, ...)
   return v, err
 end
 
+--- unreplicated(what, wait, acked) -> err: the error of a write done whose
+-- WAIT counted fewer than wait.replicas replicas (code NOREPLICAS, retryable)
+function M:unreplicated(what, wait, acked)
+  return errors.new("redis", "redis " .. self.where .. ": " .. tostring(what) .. " done, but WAIT: " ..
+    tostring(acked) .. " of " .. wait.replicas .. " replica(s) acknowledged it within " .. wait.ms .. " ms",
+    { code = "NOREPLICAS", retryable = true, acked = acked })
+end
+
 --- wait_option(w, where) -> { replicas, ms } | nil: the `wait = { replicas
 -- = n, timeout = s }` option of the inbox and the Redis dedupe, checked
 -- (misuse raises)
@@ -916,6 +929,89 @@ function M.wait_option(w, where)
     misuse(where .. ".wait.timeout must be a number of seconds, 0.001 to 3600")
   end
   return { replicas = r, ms = floor(t * 1000) }
+end
+
+--- pipeline(cmds[, timeout]) -> replies | nil, err: many commands in one
+-- round trip.  cmds: a list of commands, each a list { "CMD", arg, ... }.
+-- All are written at once on one connection, then their replies read in
+-- order; replies[i] is the i-th command's reply, or a ReplyError (its
+-- text, and .code its first word) when the server refused that one: the
+-- others still ran.  One deadline (`timeout`, default the client's) for
+-- the whole exchange.  As call: a kept connection found dead is replaced
+-- once and every command sent again, so a pipeline holds only commands
+-- safe to repeat; a connection that fails part way (the server may have
+-- run some, all or none of them) ends the call with nil, err.
+function M:pipeline(cmds, timeout)
+  local n = type(cmds) == "table" and #cmds or 0
+  if n == 0 then misuse("redis pipeline needs a list of commands") end
+  local parts = {}
+  for i = 1, n do
+    local c = cmds[i]
+    if type(c) ~= "table" or c[1] == nil then misuse("redis pipeline: command " .. i .. " must be a list { \"CMD\", ... }") end
+    parts[i] = encode(c, #c)
+  end
+  local data = concat(parts)
+  timeout = timeout or self.timeout
+  local deadline = now() + timeout
+  local s = self.sentinel
+  if s then -- behind Sentinel: the master this process knows, else asked for
+    local host, port = sentinel.known(s)
+    if not host then
+      host, port = sentinel.find(s, deadline, self.connect_ms / 1000, self.sentinel_client, confirm(self, timeout))
+      if not host then return nil, port or select(2, self:fail("asking Sentinel", "timeout", "timeout", timeout)) end
+    end
+    aim(self, host, port)
+  end
+  for _ = 1, self.pool_size + 1 do
+    local sock, fresh, what, why = self.io.open(self, deadline)
+    if not sock then
+      if s then sentinel.forget(s) end
+      return self:fail(what, fresh, why, timeout)
+    end
+    if fresh then
+      local ok, err = hello(self, sock, deadline, timeout)
+      if not ok then
+        self.io.release(self, sock, false)
+        return nil, err
+      end
+    end
+    local ok, serr = self.io.send(sock, data, deadline)
+    local kind, msg, step = nil, serr, "send"
+    if ok then
+      local rd = reader(self.io, sock, deadline, self.max_reply)
+      local replies = {}
+      for i = 1, n do
+        local v, k, m = read(rd, 0)
+        if v == nil then
+          if k then
+            kind, msg, step = k, m, "read"
+            -- a reply already read means this connection was alive: the
+            -- server ran at least the first command, so none goes again
+            if i > 1 then fresh = true end
+            break
+          end
+          local e = setmetatable({ text = m }, ReplyError)
+          e.code = m:match("^(%u+)") or "ERR"
+          -- (a replica, or a master cut from its own: ask Sentinel next time)
+          if s and (e.code == "READONLY" or e.code == "MASTERDOWN") then sentinel.forget(s) end
+          v = e
+        end
+        replies[i] = v
+      end
+      if not kind then
+        self.io.release(self, sock, true)
+        return replies
+      end
+    else
+      kind = failure_kind(serr)
+    end
+    self.io.release(self, sock, false) -- a half-read reply poisons the connection
+    if s then sentinel.forget(s) end
+    if fresh or kind ~= "network" or not left(deadline) then
+      return self:fail("pipeline of " .. n .. " (" .. tostring(cmds[1][1]) .. " ...) " .. step, msg, kind, timeout)
+    end
+  end
+  return self:fail("connect", "no live connection")
 end
 
 --- call(cmd, ...) -> reply | nil, err.  Replies: strings, integers,

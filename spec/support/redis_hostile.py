@@ -12,6 +12,9 @@ command it receives with one bad reply, chosen by MODE:
          (at most 64 MiB of them)
   line   a simple string that never ends: "+" and 64 MiB of "x", no CRLF
   badaddr  a Sentinel's answer naming no usable address: ["127.0.0.1", "abc"]
+  close  reads what comes (a whole pipeline), then closes without a word
+  half   reads what comes, answers "+OK\r\n" once, then closes (a
+         connection dropped part way through a pipeline's replies)
 
 Listens on 127.0.0.1, on a port the kernel picks; prints "PORT PID" and
 serves until killed (the spec that started it kills it)."""
@@ -50,6 +53,11 @@ def serve(conn):
             xs = b"x" * 65536
             for _ in range(1024):
                 conn.sendall(xs)
+        elif MODE == "close":
+            return
+        elif MODE == "half":
+            conn.sendall(b"+OK\r\n")
+            return
         # hold the connection until the client closes it
         while conn.recv(65536):
             pass

@@ -81,21 +81,180 @@ function M.new(o, dedupe)
   }, M)
 end
 
+-- ------------------------------------------------------------ group commit
+-- Inside nginx, the puts of one worker's requests go to Redis together:
+-- a request whose put finds fewer than IN_FLIGHT pipelines in flight sends
+-- its own at once; those that come while all are in flight wait (a
+-- semaphore each), and when a pipeline's replies are read the first of
+-- them sends all that waited, as one pipeline of PUT scripts: one round
+-- trip for many requests, and never a wait for a batch to fill.  Each request still gets its own script's
+-- reply: its 200 follows its own event's append.  A batch that fails
+-- (the connection died part way) fails each of its requests (503: the
+-- platform delivers again, and the script dedupes what was stored).
+local ngx = rawget(_G, "ngx")
+local unpack = table.unpack or unpack -- luacheck: ignore
+local semaphore = ngx and ngx.get_phase and (function()
+  local ok, sem = pcall(require, "ngx.semaphore")
+  return ok and sem or nil
+end)()
+-- the phases where a request may wait on a semaphore
+local YIELDS = { rewrite = true, access = true, content = true, timer = true }
+local BATCH = 200 -- puts a pipeline at most
+-- pipelines in flight at once in a worker (each on its own pooled
+-- connection): a request that finds fewer sends at once, with whatever
+-- waits; past it, requests queue for the next pipeline.  One measured
+-- best (bench/inbox.lua's load, 2 cores: 1, 4 and 16 side by side in one
+-- run, 4 and 16 slower by 5-35%): the waiting requests make bigger batches
+M.IN_FLIGHT = 1
+
+-- the batch's round trip: true | nil, err (each item gets v or err)
+local function send(self, batch)
+  local sha = self.sha
+  if not sha then
+    local loaded, err = self.client:call("SCRIPT", "LOAD", PUT)
+    if not loaded then return nil, err end
+    sha, self.sha = loaded, loaded
+  end
+  local cmds = {}
+  for i, item in ipairs(batch) do cmds[i] = { "EVALSHA", sha, unpack(item.args) } end
+  local w = self.wait
+  -- with wait: one WAIT after the batch, on its connection, counts the
+  -- replicas that have every entry of it (a redelivery's too)
+  if w then cmds[#cmds + 1] = { "WAIT", w.replicas, w.ms } end
+  local replies, err = self.client:pipeline(cmds, w and self.client.timeout + w.ms / 1000 or nil)
+  if not replies then return nil, err end
+  local short
+  if w and (type(replies[#cmds]) ~= "number" or replies[#cmds] < w.replicas) then
+    short = self.client:unreplicated("PUT", w, replies[#cmds])
+  end
+  for i, item in ipairs(batch) do
+    local v = replies[i]
+    if getmetatable(v) ~= redis.ReplyError then
+      if short then item.err = short else item.v = v end
+    elseif v.code == "NOSCRIPT" then -- the server lost it (a restart, SCRIPT FLUSH): eval loads it again
+      self.sha = nil
+      if w then
+        item.v, item.err = self.client:eval_wait(w, PUT, unpack(item.args))
+      else
+        item.v, item.err = self.client:eval(PUT, unpack(item.args))
+      end
+    else
+      item.err = errors.new("redis", "redis " .. self.client.where .. ": " .. v.text,
+                            { code = v.code, retryable = false })
+    end
+  end
+  return true
+end
+
+-- The slots (IN_FLIGHT of them) are held by puts: self.slots[item] = when
+-- it got one.  A pipeline ended: its slot goes to the first queued put not
+-- already handed one (it sends all that queued), or is freed.  A slot held
+-- longer than a pipeline can last is taken back (sweep): its request was
+-- ended under it (lua_check_client_abort, a killed light thread), and
+-- without that every later put of this worker would wait for it in vain.
+local function handoff(self, from)
+  if not self.slots[from] then return end -- taken back meanwhile (sweep)
+  self.slots[from] = nil
+  for _, item in ipairs(self.queue) do
+    if not item.lead then
+      item.lead = true
+      self.slots[item] = ngx.now()
+      item.sema:post(1)
+      return
+    end
+  end
+  self.flying = self.flying - 1
+end
+
+local function sweep(self, older)
+  local t = ngx.now()
+  for holder, since in pairs(self.slots) do
+    if t - since > older then
+      self.slots[holder] = nil
+      self.flying = self.flying - 1
+    end
+  end
+end
+
+-- sends the queued puts (at most BATCH), resolves each, hands on the slot
+-- of `holder` (the put that sends them)
+local function flush(self, holder)
+  local q = self.queue
+  local batch = q
+  if #q > BATCH then
+    batch = { unpack(q, 1, BATCH) }
+    self.queue = { unpack(q, BATCH + 1) }
+  else
+    self.queue = {}
+  end
+  local ran, ok, err = pcall(send, self, batch)
+  if not ran then ok, err = nil, errors.new("redis", "inbox: storing raised: " .. tostring(ok)) end
+  for _, item in ipairs(batch) do
+    if not ok then item.v, item.err = nil, err end
+    item.done = true
+    if item.sema then item.sema:post(1) end
+  end
+  handoff(self, holder)
+end
+
+-- store(args) -> the PUT script's reply | nil, err: alone (outside
+-- nginx), or in this worker's group commit
+function M:store(args)
+  if not semaphore or not YIELDS[ngx.get_phase()] then
+    -- (with wait: the 200 goes once `replicas` replicas have the entry,
+    -- a redelivery's too: docs/redis.md)
+    if self.wait then return self.client:eval_wait(self.wait, PUT, unpack(args)) end
+    return self.client:eval(PUT, unpack(args))
+  end
+  local item = { args = args }
+  if not self.queue then self.queue, self.slots, self.flying = {}, {}, 0 end
+  self.queue[#self.queue + 1] = item
+  if self.flying < M.IN_FLIGHT then
+    self.flying = self.flying + 1
+    self.slots[item] = ngx.now()
+    flush(self, item) -- this put, and any waiting
+    return item.v, item.err
+  end
+  item.sema = semaphore.new()
+  -- at most the pipelines in flight, then this one's: each within the client's timeout
+  local wait = 2 * (self.client.timeout + (self.wait and self.wait.ms / 1000 or 0)) + 1
+  local deadline = ngx.now() + wait
+  while not item.done do
+    local posted = item.sema:wait(math.max(0.001, deadline - ngx.now()))
+    if item.lead and not item.done then
+      -- handed a slot: send what waits (this put, unless another
+      -- pipeline took it meanwhile: then wait for that one's reply)
+      item.lead = false
+      if #self.queue > 0 then flush(self, item) else handoff(self, item) end
+    elseif not posted and not item.done then
+      local q = self.queue
+      for i = 1, #q do
+        if q[i] == item then
+          table.remove(q, i)
+          break
+        end
+      end
+      -- still queued: never sent; or sent and not yet answered: the
+      -- platform delivers again either way, and the script dedupes
+      sweep(self, wait)
+      return nil, errors.new("timeout", "inbox: not stored within " .. wait .. " s", { retryable = true })
+    end
+  end
+  -- sent by another pipeline after this one was handed a slot: pass it on
+  if item.lead then
+    item.lead = false
+    handoff(self, item)
+  end
+  return item.v, item.err
+end
+
 --- put(id, raw, at[, form]) -> true (stored now) | false (stored before: a redelivery) | nil, err
 -- form: nil, or { rule = name, verified = false } (kinot.callback.stores)
 function M:put(id, raw, at, form)
   local rule = form and form.rule or ""
   local verified = form and form.verified == false and "0" or ""
-  local v, err
-  if self.wait then
-    -- the 200 goes once `replicas` replicas have the entry (WAIT on the
-    -- script's connection), a redelivery's too (docs/redis.md)
-    v, err = self.client:eval_wait(self.wait, PUT, 2, self.prefix .. id, self.stream,
-                                   self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified)
-  else
-    v, err = self.client:eval(PUT, 2, self.prefix .. id, self.stream,
-                              self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified)
-  end
+  local v, err = self:store { 2, self.prefix .. id, self.stream,
+                              self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified }
   if v == nil then return nil, err end
   return v == 1
 end
@@ -104,7 +263,7 @@ end
 -- stored now, "done": stored before; the workers run it either way, and
 -- the 200 goes once it is stored.  A lost answer is safe: the script
 -- dedupes as it appends, and a stored event is one a worker will run.
-local now = rawget(_G, "ngx") and ngx.now or os.time -- luacheck: ignore
+local now = ngx and ngx.now or os.time
 
 function M:claim(id, raw, form)
   local stored, err = self:put(id, raw, now(), form)

@@ -30,12 +30,17 @@ M.__index = M
 
 M.GROUP = "kinot"
 
--- KEYS: stream, errors hash; ARGV: group, entry id, delete ("1"/"0")
+-- KEYS: stream, errors hash; ARGV: group, delete ("1"/"0"), then the
+-- entry ids (a batch: one round trip acknowledges every entry a read
+-- gave that its handler ran; at most ACK_BATCH of them, within the
+-- unpack bound of Redis's Lua)
 local ACK = [[
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
-redis.call('HDEL', KEYS[2], ARGV[2])
-return 1]]
+local ids = { unpack(ARGV, 3) }
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+if ARGV[2] == '1' then redis.call('XDEL', KEYS[1], unpack(ids)) end
+redis.call('HDEL', KEYS[2], unpack(ids))
+return #ids]]
+local ACK_BATCH = 1000
 
 -- Failed (FAILED, DEAD): only while the entry is still this consumer's.
 -- A handler slower than claim_after may fail after another worker claimed
@@ -89,6 +94,8 @@ M.FORGET_AFTER = 3600
 M.TIDY_EVERY = 600
 -- entries <stream>:dead keeps (dead_maxlen), the newest
 M.DEAD_MAXLEN = 10000
+-- entries a read (count): a batch, acknowledged in one round trip
+M.COUNT = 100
 
 local function sleep(s)
   if ngx and ngx.sleep then return ngx.sleep(s) end
@@ -132,7 +139,7 @@ local OPTIONS = validate.set { "redis", "redis_tls", "stream", "group", "consume
 -- host:pid), on_status, on_command, fleet (a live twin, kinot.fleet, fed
 -- each status change before on_status), claim_after (s, default 60),
 -- max_attempts (default 5), block (s, default 2), count (entries a read,
--- default 10), delete (default true: a handled entry leaves the stream),
+-- default 100, acknowledged together), delete (default true: a handled entry leaves the stream),
 -- log (function(level, message); level "error", or "info" for each entry
 -- handled; default ngx.log, or stderr for errors only), redis_tls (a
 -- rediss:// URL's TLS settings: kinot.redis's tls)
@@ -160,7 +167,7 @@ function M.new(opts)
     consumer = opts.consumer or default_consumer(),
     on_status = opts.on_status, on_command = opts.on_command, fleet = opts.fleet,
     claim_after = positive(opts, "claim_after", 60), max_attempts = math.floor(positive(opts, "max_attempts", 5)),
-    block = block, count = math.floor(positive(opts, "count", 10)), delete = opts.delete ~= false and "1" or "0",
+    block = block, count = math.floor(positive(opts, "count", M.COUNT)), delete = opts.delete ~= false and "1" or "0",
     dead_maxlen = string.format("%d", positive(opts, "dead_maxlen", M.DEAD_MAXLEN)),
     log = opts.log, cursor = "0-0", next_claim = 0, next_tidy = 0, handled = 0, failed = 0, dead = 0,
   }, M)
@@ -194,8 +201,15 @@ local function fields_of(list)
   return f
 end
 
-function M:ack(entry)
-  return self.client:eval(ACK, 2, self.stream, self.errors_key, self.group, entry, self.delete)
+--- ack(ids) -> true | nil, err: acknowledges (and deletes) these entries,
+-- each one whose handler returned normally, ACK_BATCH to a round trip
+function M:ack(ids)
+  for i = 1, #ids, ACK_BATCH do
+    local v, err = self.client:eval(ACK, 2, self.stream, self.errors_key, self.group, self.delete,
+                                    unpack(ids, i, math.min(#ids, i + ACK_BATCH - 1)))
+    if v == nil then return nil, err end
+  end
+  return true
 end
 
 function M:bury(entry, f, attempts, why, died)
@@ -221,19 +235,25 @@ function M:run_handler(ev)
   return false, tostring(why)
 end
 
---- handle(entry, fields list, deliveries) -> true | nil, err (a Redis error)
+--- handle(entry, fields list, deliveries) -> "ack" (handled, or nothing
+-- left to run: to be acknowledged, with its batch) | true (failed: left
+-- pending, or moved to the dead-letter stream) | nil, err (a Redis error)
 function M:handle(entry, list, deliveries)
   if list == null or list == nil then -- trimmed or deleted meanwhile: nothing left to run
-    return self:ack(entry)
+    return "ack"
   end
   local f = fields_of(list)
   if deliveries > self.max_attempts then
-    return self:bury(entry, f, deliveries - 1, "handler did not finish (its worker died or stalled)", true)
+    local v, err = self:bury(entry, f, deliveries - 1, "handler did not finish (its worker died or stalled)", true)
+    return v and true, err
   end
   -- (the sign_rule it was verified under; verified = "0": it was not,
   -- under verify = "monitor", and the handler must be told)
   local ev, why = event.rebuild(f.body or "", f.id, f.rule)
-  if not ev then return self:bury(entry, f, deliveries, "entry unreadable: " .. tostring(why)) end
+  if not ev then
+    local v, err = self:bury(entry, f, deliveries, "entry unreadable: " .. tostring(why))
+    return v and true, err
+  end
   if f.verified == "0" then ev.verified = false end
   ev.received_at, ev.attempt, ev.entry = tonumber(f.at), deliveries, entry
   local ok, err = self:run_handler(ev)
@@ -241,23 +261,77 @@ function M:handle(entry, list, deliveries)
     self.handled = self.handled + 1
     self.log("info", "handled entry " .. entry .. " (" .. tostring(ev.kind) .. ", " .. tostring(ev.device) .. " " ..
       tostring(ev.sn) .. ", attempt " .. deliveries .. ")")
-    return self:ack(entry)
+    return "ack"
   end
   self.failed = self.failed + 1
   err = err:sub(1, 2000)
   self.log("error", "handler failed for entry " .. entry .. " (attempt " .. deliveries .. " of " ..
     self.max_attempts .. "): " .. err)
-  if deliveries >= self.max_attempts then return self:bury(entry, f, deliveries, err) end
-  -- left pending: claimed again after claim_after; the error goes with it
-  return self.client:eval(FAILED, 2, self.stream, self.errors_key, self.group, entry, self.consumer, err)
+  local v, rerr
+  if deliveries >= self.max_attempts then
+    v, rerr = self:bury(entry, f, deliveries, err)
+  else
+    -- left pending: claimed again after claim_after; the error goes with it
+    v, rerr = self.client:eval(FAILED, 2, self.stream, self.errors_key, self.group, entry, self.consumer, err)
+  end
+  return v and true, rerr
 end
 
--- deliveries of one pending entry (XPENDING's count; 1 if it is gone)
-function M:deliveries(entry)
-  local v, err = self.client:call("XPENDING", self.stream, self.group, entry, entry, 1)
+-- run_batch(entries, deliveries_of) -> entries run | nil, err.  entries:
+-- XREADGROUP's or XAUTOCLAIM's { id, fields } pairs.  The handled ones are
+-- acknowledged together (one round trip a batch, and at least every
+-- second while handlers are slow); a failed one is not among them.  Only
+-- entries read less than claim_after / 2 ago are run: past that another
+-- worker may claim one still waiting here, and run it beside this one; the
+-- rest stay pending, for the claim (this worker's or another's).  Killed
+-- mid-batch, the entries not yet acknowledged run again after claim_after.
+function M:run_batch(entries, deliveries_of)
+  local read_at = now()
+  local cutoff, done, flushed, n = read_at + self.claim_after / 2, {}, read_at, 0
+  for _, e in ipairs(entries) do
+    if type(e) == "table" then
+      local t = now()
+      if t >= cutoff then break end
+      if #done > 0 and t - flushed >= 1 then
+        local ok, err = self:ack(done)
+        if not ok then return nil, err end
+        done, flushed = {}, t
+      end
+      local r, herr = self:handle(e[1], e[2], deliveries_of and deliveries_of[e[1]] or 1)
+      if r == nil then
+        if #done > 0 then self:ack(done) end -- those did run: the Redis error is reported either way
+        return nil, herr
+      end
+      if r == "ack" then done[#done + 1] = e[1] end
+      n = n + 1
+    end
+  end
+  if #done > 0 then
+    local ok, err = self:ack(done)
+    if not ok then return nil, err end
+  end
+  return n
+end
+
+-- deliveries of the entries just claimed: { [id] = XPENDING's count }
+-- (an entry missing there counts 1), one round trip for the batch
+function M:deliveries(entries)
+  local cmds = {}
+  for i, e in ipairs(entries) do cmds[i] = { "XPENDING", self.stream, self.group, e[1], e[1], 1 } end
+  local counts = {}
+  if #cmds == 0 then return counts end
+  local v, err = self.client:pipeline(cmds)
   if v == nil then return nil, err end
-  local row = v[1]
-  return type(row) == "table" and tonumber(row[4]) or 1
+  for i, e in ipairs(entries) do
+    local reply = v[i]
+    if getmetatable(reply) == redis.ReplyError then
+      return nil, errors.new("redis", "redis " .. self.client.where .. ": " .. reply.text,
+                             { code = reply.code, retryable = false })
+    end
+    local row = type(reply) == "table" and reply[1]
+    counts[e[1]] = type(row) == "table" and tonumber(row[4]) or 1
+  end
+  return counts
 end
 
 -- entries idle over claim_after: their worker died, or their handler failed
@@ -274,17 +348,13 @@ function M:claim()
     if not ok then return nil, ferr end
   end
   if self.cursor == "0-0" then self.next_claim = now() + math.min(self.claim_after / 2, 5) end
-  local n = 0
+  local entries = {}
   for _, e in ipairs(v[2]) do
-    if type(e) == "table" then
-      local d, derr = self:deliveries(e[1])
-      if not d then return nil, derr end
-      local ok, herr = self:handle(e[1], e[2], d)
-      if not ok then return nil, herr end
-      n = n + 1
-    end
+    if type(e) == "table" then entries[#entries + 1] = e end
   end
-  return n
+  local counts, derr = self:deliveries(entries)
+  if not counts then return nil, derr end
+  return self:run_batch(entries, counts)
 end
 
 -- default consumer names are host:pid: forget those of workers long gone
@@ -320,13 +390,7 @@ local function step(self)
     "COUNT", self.count, "BLOCK", math.floor(self.block * 1000), "STREAMS", self.stream, ">")
   if v == nil then return nil, err end
   if v == null then return 0 end
-  local n = 0
-  for _, e in ipairs(v[1][2]) do
-    local ok, herr = self:handle(e[1], e[2], 1)
-    if not ok then return nil, herr end
-    n = n + 1
-  end
-  return n
+  return self:run_batch(v[1][2])
 end
 
 --- step() -> entries run (0 when none came within `block`) | nil, err

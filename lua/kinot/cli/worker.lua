@@ -25,6 +25,8 @@ function M.add(p, ex)
     :convert(tonumber)
   w:option("--max-attempts", "Attempts before an entry moves to <stream>:dead with its last error", "5"):convert(tonumber)
   w:option("--block", "Seconds one read waits for new entries", "2"):convert(tonumber)
+  w:option("--count", "Entries a read, acknowledged together once their handlers returned (killed mid-batch, " ..
+    "those not yet acknowledged run again)", tostring(worker.COUNT)):convert(tonumber)
   w:flag("--verbose", "A line for each entry handled (errors always have one)")
   w:option("--stats-every", "Seconds between two lines of counts (SIGUSR1: one now)", "60"):convert(tonumber)
   w:epilog(ex({ "kinot worker --handler myapp.callbacks              # Redis from $KINOT_REDIS_URL",
@@ -45,7 +47,8 @@ function M.run(args, out)
   local ok, mod = pcall(require, args.handler)
   if not ok then error({ usage = "cannot load the handler module " .. args.handler .. ": " .. tostring(mod) }, 0) end
   local opts = { redis = url, redis_tls = tls, stream = args.stream, group = args.group, consumer = args.consumer,
-                 claim_after = args.claim_after, max_attempts = args.max_attempts, block = args.block }
+                 claim_after = args.claim_after, max_attempts = args.max_attempts, block = args.block,
+                 count = args.count }
   if type(mod) == "function" then
     opts.on_status, opts.on_command = mod, mod
   elseif type(mod) == "table" then
