@@ -24,7 +24,7 @@
 -- the last two for each acknowledgement: ack = "immediate" (200 at once,
 -- the handler in a timer) and ack = "after_handler" (the default: the
 -- handler in the request, 200 once it returned).  Dedupe is a
--- lua_shared_dict for both (dedupe = "kinot_dedupe"), as for by hand.
+-- lua_shared_dict for each (dedupe = "kinot_<ack>"), as for by hand.
 -- Each runs BENCH_SECONDS, in three interleaved rounds; medians are shown,
 -- and the issue's two ratios for after_handler, distinct.
 --   make bench   (or: luajit bench/callback.lua after make build)
@@ -120,8 +120,10 @@ local ng = H.nginx {
   http = [[
     # dedupe dicts holding fewer marks than the 50,000 distinct bodies: a
     # body comes round again forgotten, as a new delivery (shown below)
-    lua_shared_dict kinot_dedupe 1m;
-    lua_shared_dict kinot_dedupe_busy 1m;
+    # (one for each ack: a body one handled is not a duplicate for the other)
+    lua_shared_dict kinot_immediate 1m;
+    lua_shared_dict kinot_after_handler 1m;
+    lua_shared_dict kinot_after_handler_busy 1m;
     lua_shared_dict hand_dedupe 1m;
     init_by_lua_block {
       -- what a receiver typically does: look at the new state, keep a count
@@ -138,7 +140,7 @@ local ng = H.nginx {
       local callback = require('kinot.callback')
       for _, ack in ipairs { "immediate", "after_handler" } do
         _G["receive_" .. ack] = callback.handler {
-          secret = ']] .. secret .. [[', ack = ack, dedupe = "kinot_dedupe",
+          secret = ']] .. secret .. [[', ack = ack, dedupe = "kinot_" .. ack,
           on_status = function(ev) runs[ack] = runs[ack] + 1 on_status(ev.data) end,
           on_command = function(ev) runs[ack] = runs[ack] + 1 on_command(ev.command_status) end,
         }
