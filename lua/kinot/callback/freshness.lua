@@ -45,6 +45,10 @@ local function two(text, i)
 end
 
 local DASH, COLON, DOT, PLUS, T, SPACE, Z, LOWER_Z = 45, 58, 46, 43, 84, 32, 90, 122
+-- where each part of the time is
+local LAYOUT = "YYYY-MM-DDThh:mm:ss"
+local function at(part) return (LAYOUT:find(part, 1, true)) end
+local MONTH, DAY, HOUR, MINUTE, SECOND = at("MM"), at("DD"), at("hh"), at("mm"), at("ss")
 
 --- parse(text) -> seconds since the epoch (UTC), zoned | nil
 -- ISO 8601 as the platform writes it: "2019-03-13T10:42:39+08:00"; also a
@@ -55,16 +59,17 @@ function M.parse(text)
   if text == last_text then return last_t, last_zoned end
   if type(text) ~= "string" then return nil end
   -- YYYY-MM-DD[T ]hh:mm:ss
-  local c, y = two(text, 1), two(text, 3)
-  local mo, d, h, mi, s = two(text, 6), two(text, 9), two(text, 12), two(text, 15), two(text, 18)
-  if not (c and y and mo and d and h and mi and s) or byte(text, 5) ~= DASH or byte(text, 8) ~= DASH or
-    byte(text, 14) ~= COLON or byte(text, 17) ~= COLON then
+  local c, y = two(text, 1), two(text, 3) -- century, year
+  local mo, d, h = two(text, MONTH), two(text, DAY), two(text, HOUR)
+  local mi, s = two(text, MINUTE), two(text, SECOND)
+  if not (c and y and mo and d and h and mi and s) or byte(text, MONTH - 1) ~= DASH or byte(text, DAY - 1) ~= DASH or
+    byte(text, MINUTE - 1) ~= COLON or byte(text, SECOND - 1) ~= COLON then
     return nil
   end
-  local sep = byte(text, 11)
+  local sep = byte(text, HOUR - 1)
   if sep ~= T and sep ~= SPACE then return nil end
   if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or s > 60 then return nil end
-  local i, n = 20, #text
+  local i, n = #LAYOUT + 1, #text
   -- a fraction of a second: '.' and at least one digit, ignored
   if byte(text, i) == DOT then
     i = i + 1
