@@ -26,7 +26,9 @@
 -- handler in the request, 200 once it returned).  Dedupe is a
 -- lua_shared_dict for each (dedupe = "kinot_<ack>"), as for by hand.
 -- Each runs BENCH_SECONDS, in three interleaved rounds; medians are shown,
--- and the issue's two ratios for after_handler, distinct.
+-- and the issue's two ratios for after_handler, distinct: by the rates, and
+-- by the nginx worker's CPU time a request (/proc), which the other work
+-- of a shared machine disturbs far less than the rates.
 --   make bench   (or: luajit bench/callback.lua after make build)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
@@ -213,6 +215,24 @@ local function handler_runs()
   local i, a, h = got:match(" (%d+) (%d+) (%d+)%s*$")
   return { ["/immediate"] = tonumber(i), ["/after_handler"] = tonumber(a), ["/hand"] = tonumber(h) }
 end
+-- the nginx worker's CPU seconds so far (user + system, /proc): its cost
+-- per request, which other work on a shared machine changes far less than
+-- its rate
+local function read_all(cmd)
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+local worker = read_all("pgrep -P " .. read_all("cat " .. ng.prefix .. "/nginx.pid"):match("%d+")):match("%d+")
+local TICK = tonumber(read_all("getconf CLK_TCK"):match("%d+"))
+local function worker_cpu()
+  local f = io.open("/proc/" .. worker .. "/stat")
+  local stat = f and f:read("*a") or ""
+  if f then f:close() end
+  local utime, stime = stat:match("%) %S+" .. string.rep(" %S+", 10) .. " (%d+) (%d+)")
+  return utime and (tonumber(utime) + tonumber(stime)) / TICK
+end
 -- -> requests per second, requests answered
 local function wrk(path, script)
   local p = io.popen("wrk -t1 -c16 -d" .. B.SECONDS .. "s -s " .. script .. " " .. ng.url .. path)
@@ -227,15 +247,18 @@ local runs = {
   { "immediate, one body", "/immediate", "one" }, { "immediate, distinct", "/immediate", "many" },
   { "after_handler, one body", "/after_handler", "one" }, { "after_handler, distinct", "/after_handler", "many" },
 }
-local rates, answered, reached = {}, {}, {}
+local rates, answered, reached, cpu = {}, {}, {}, {}
 local hand_refused, hand_total
 B.guarded(function()
   for _ = 1, 3 do
     for _, r in ipairs(runs) do
       rates[r[1]] = rates[r[1]] or {}
-      local before = handler_runs()[r[2]]
+      local before, cpu0 = handler_runs()[r[2]], worker_cpu()
       local rate, n = wrk(r[2], scripts[r[3]])
+      local cpu1 = worker_cpu()
       table.insert(rates[r[1]], rate)
+      cpu[r[1]] = cpu[r[1]] or {}
+      if cpu0 and cpu1 then table.insert(cpu[r[1]], (cpu1 - cpu0) / n * 1e6) end
       if before then -- (immediate: its last handlers may still be running; a few are missed)
         answered[r[1]] = (answered[r[1]] or 0) + n
         reached[r[1]] = (reached[r[1]] or 0) + handler_runs()[r[2]] - before
@@ -259,11 +282,18 @@ for _, r in ipairs(runs) do
   for i, x in ipairs(rates[r[1]]) do rounds[i] = string.format("%.0f", x) end
   local rate = median(rates[r[1]])
   local share = answered[r[1]] and string.format("  handled %3.0f%%", 100 * reached[r[1]] / answered[r[1]]) or ""
-  print(string.format("      %-23s %8.0f req/s  %4.0f%% of bare%s   (rounds: %s)", r[1], rate, 100 * rate / bare,
-    share, table.concat(rounds, ", ")))
+  local us = #cpu[r[1]] == 3 and string.format("  %5.1f us CPU/req", median(cpu[r[1]])) or ""
+  print(string.format("      %-23s %8.0f req/s  %4.0f%% of bare%s%s   (rounds: %s)", r[1], rate, 100 * rate / bare,
+    us, share, table.concat(rounds, ", ")))
 end
 local kinot, hand = median(rates["after_handler, distinct"]), median(rates["by hand"])
 print(string.format("      callback.handler (after_handler, dict dedupe, distinct): %.2fx bare, %.2fx by hand",
   kinot / bare, kinot / hand))
+if #cpu.bare == 3 then
+  -- nginx's CPU a request: what the rates would say with the worker alone on its core
+  local c_bare, c_hand, c_kinot = median(cpu.bare), median(cpu["by hand"]), median(cpu["after_handler, distinct"])
+  print(string.format("      the same by the worker's CPU a request (bare %.1f us, by hand %.1f, callback.handler %.1f):" ..
+    " %.2fx bare, %.2fx by hand", c_bare, c_hand, c_kinot, c_bare / c_kinot, c_hand / c_kinot))
+end
 print(string.format("      by hand: %d of its %d deliveries (%.0f%%) did not verify (tostring(3.400) is 3.4: the lexeme" ..
   " is lost)", hand_refused, hand_total, 100 * hand_refused / hand_total))
