@@ -5,7 +5,12 @@
 --     fresh one) is never read as "already seen" on the redelivery;
 --   * the in-progress mark of ack = "after_handler" in a lua_shared_dict is
 --     never evicted by other deliveries filling the dict: a copy of an
---     event never runs beside the first.
+--     event never runs beside the first;
+--   * the dict store's claim (its mark first, then one look at the handled
+--     deliveries): copies arriving together on two workers run the handler
+--     once, never side by side; a redelivery of a handled event is
+--     acknowledged and leaves no mark behind, even when the dict of marks
+--     is full.
 local callback = require "kinot.callback"
 local core = require "kinot.core"
 local store = require "kinot.callback.redis_store"
@@ -137,5 +142,118 @@ describe("ack = after_handler in a full lua_shared_dict: the in-progress mark st
     assert.are.equal("200", code)
     -- sn 1 ran once; each other once
     assert.are.equal(1 + 401, seen(ng))
+  end)
+end)
+
+-- nginx with two workers whose /cb is callback.handler (ack = "after_handler",
+-- dedupe in lua_shared_dicts); its handler counts each run of an event, and
+-- how often one began while another run of the same event was under way
+local function two_workers(busy_size)
+  return H.nginx {
+    workers = 2,
+    http = [[
+      lua_shared_dict dedupe 1m;
+      lua_shared_dict dedupe_busy ]] .. busy_size .. [[;
+      lua_shared_dict runs 1m;
+      init_by_lua_block {
+        local runs = ngx.shared.runs
+        receive = require("kinot.callback").handler {
+          secret = "]] .. SECRET .. [[", dedupe = "dedupe", max_age = false,
+          on_status = function(ev)
+            if runs:incr("in:" .. ev.sn, 1, 0) > 1 then runs:incr("overlap", 1, 0) end
+            runs:incr("run:" .. ev.sn, 1, 0)
+            ngx.sleep(0.05) -- a handler that yields: copies come while it runs
+            runs:incr("in:" .. ev.sn, -1)
+          end,
+        }
+      }
+    ]],
+    server = [[
+      location = /cb { content_by_lua_block { receive() } }
+      location = /runs { content_by_lua_block {
+        local sn = tonumber(ngx.var.arg_sn)
+        ngx.say(ngx.shared.runs:get(sn and "run:" .. sn or "overlap") or 0)
+      } }
+      location = /marks { content_by_lua_block { ngx.say(#ngx.shared.dedupe_busy:get_keys(0)) } }
+      location = /fill { content_by_lua_block {
+        -- the dict of in-progress marks full, as under many handlers at once
+        local busy, i = ngx.shared.dedupe_busy, 0
+        repeat i = i + 1 until not busy:safe_add("filler " .. i, true)
+        ngx.say(i - 1)
+      } }
+      location = /unfill { content_by_lua_block { ngx.shared.dedupe_busy:flush_all() ngx.say("ok") } }
+    ]],
+  }
+end
+local function get(ng, what) return tonumber(H.raw("GET", ng.url .. what).body) end
+
+describe("ack = after_handler, dedupe in lua_shared_dicts, copies at once on two workers #nginx", function()
+  local ng
+  setup(function() ng = two_workers("1m") end)
+  teardown(function() if ng then ng.stop() end end)
+
+  it("runs each event once, never two runs of one event side by side, and leaves no mark behind", function()
+    local files, args = {}, {}
+    for sn = 1, 20 do
+      files[sn] = os.tmpname()
+      local f = assert(io.open(files[sn], "w"))
+      f:write(status_body(500 + sn))
+      f:close()
+    end
+    -- 8 copies of each of 20 events, 32 at a time, interleaved
+    for _ = 1, 8 do
+      for sn = 1, 20 do
+        args[#args + 1] = (#args > 0 and "--next " or "") .. "-s -o /dev/null -w '%{http_code}\\n' " ..
+          "-H 'Content-Type: application/json' --data-binary @" .. files[sn] .. " " .. ng.url .. "/cb"
+      end
+    end
+    local p = io.popen("curl -s -Z --parallel-max 32 " .. table.concat(args, " ") .. " 2>/dev/null")
+    local out = p:read("*a")
+    p:close()
+    local codes = {}
+    for code in out:gmatch("%d+") do codes[code] = (codes[code] or 0) + 1 end
+    assert.are.equal(160, (codes["200"] or 0) + (codes["503"] or 0), out)
+    -- (copies did come while the first ran: the claim was attacked)
+    assert.is_true((codes["503"] or 0) > 0, out)
+    -- the platform delivers each again until it gets 200
+    for sn = 1, 20 do
+      local f = io.open(files[sn])
+      local body = f:read("*a")
+      f:close()
+      os.remove(files[sn])
+      assert.are.equal(200, deliver_until_ok(ng, body, 5).status)
+      assert.are.equal(1, get(ng, "/runs?sn=" .. (500 + sn)), "sn " .. (500 + sn))
+    end
+    assert.are.equal(0, get(ng, "/runs"), "two runs of one event side by side")
+    assert.are.equal(0, get(ng, "/marks"))
+  end)
+
+  it("acknowledges a redelivery of a handled event without running it, and leaves no mark behind", function()
+    local body = status_body(601)
+    assert.are.equal(200, post(ng, body).status)
+    for _ = 1, 5 do
+      local res = post(ng, body)
+      assert.are.equal(200, res.status)
+      assert.are.equal('{"code":0,"message":"OK"}', res.body)
+    end
+    assert.are.equal(1, get(ng, "/runs?sn=601"))
+    assert.are.equal(0, get(ng, "/marks"))
+  end)
+
+  it("acknowledges a redelivery of a handled event when the dict of marks is full; a new one gets 503", function()
+    local handled, fresh = status_body(701), status_body(702)
+    assert.are.equal(200, post(ng, handled).status)
+    assert.is_true(get(ng, "/fill") > 0)
+    local res = post(ng, handled)
+    assert.are.equal(200, res.status)
+    assert.are.equal('{"code":0,"message":"OK"}', res.body)
+    res = post(ng, fresh)
+    assert.are.equal(503, res.status)
+    assert.matches("callback store is unavailable", res.body)
+    assert.are.equal(0, get(ng, "/runs?sn=702"))
+    H.raw("GET", ng.url .. "/unfill")
+    assert.are.equal(200, post(ng, fresh).status)
+    assert.are.equal(1, get(ng, "/runs?sn=701"))
+    assert.are.equal(1, get(ng, "/runs?sn=702"))
   end)
 end)

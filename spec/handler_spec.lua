@@ -179,6 +179,68 @@ describe("freshness.parse #unit", function()
       assert.is_nil(freshness.parse(bad), bad)
     end
   end)
+
+  -- parse reads bytes (string.match would leave LuaJIT's JIT); the
+  -- reading it must keep, written with patterns, is the oracle here
+  local function by_pattern(text)
+    if type(text) ~= "string" then return nil end
+    local y, mo, d, h, mi, s, rest = text:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[T ](%d%d):(%d%d):(%d%d)(.*)$")
+    if not y then return nil end
+    y, mo, d, h, mi, s = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(s)
+    if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or s > 60 then return nil end
+    local frac = rest:match("^%.%d+")
+    if frac then rest = rest:sub(#frac + 1) end
+    local offset, zoned = 0, true
+    if rest == "Z" or rest == "z" then
+      offset = 0
+    elseif rest == "" then
+      zoned = false
+    else
+      local sign, oh, om = rest:match("^([+-])(%d%d):?(%d?%d?)$")
+      if not sign or (#om ~= 0 and #om ~= 2) then return nil end
+      oh, om = tonumber(oh), tonumber(om) or 0
+      if oh > 23 or om > 59 then return nil end
+      offset = (oh * 3600 + om * 60) * (sign == "-" and -1 or 1)
+    end
+    return require("kinot.calendar").days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset, zoned
+  end
+
+  it("reads every time exactly as the ISO 8601 pattern does, and refuses what it refuses", function()
+    local seeds = { "2019-03-13T10:42:39+08:00", "2019-03-13 10:42:39", "2019-03-13T10:42:39Z",
+      "2019-03-13T10:42:39.5+0800", "2019-03-13T10:42:39+08", "2019-03-13T10:42:39+08:", "2019-03-13T10:42:39+08:0",
+      "2019-03-13T10:42:39.+08:00", "2019-03-13T23:59:60-23:59", "1999-12-31T00:00:00z", "2019-03-13T10:42:39Zx" }
+    local pieces = { "-", ":", "+", ".", "Z", "T", " ", "0", "9", "00", "08", "24", "60", "13", "32", "x", "\0", "١" }
+    local rnd = 12345 -- a fixed sequence: a failure can be replayed
+    local function random(n)
+      rnd = (rnd * 1103515245 + 12345) % 2147483648
+      return rnd % n + 1
+    end
+    local tried = 0
+    local function same(text)
+      tried = tried + 1
+      local t1, z1 = by_pattern(text)
+      local t2, z2 = freshness.parse(text)
+      assert.are.same({ t1, z1 }, { t2, z2 }, string.format("%q", text))
+    end
+    for _, text in ipairs(seeds) do same(text) end
+    for _ = 1, 20000 do
+      local text = seeds[random(#seeds)]
+      for _ = 1, random(3) do
+        local at, how = random(#text + 1), random(3)
+        if how == 1 then
+          text = text:sub(1, at - 1) .. pieces[random(#pieces)] .. text:sub(at)
+        elseif how == 2 then
+          text = text:sub(1, at - 1) .. text:sub(at + random(3))
+        else
+          text = text:sub(1, at - 1) .. string.char(random(95) + 31) .. text:sub(at + 1)
+        end
+      end
+      same(text)
+    end
+    same(nil)
+    same(5)
+    assert.are.equal(#seeds + 20000 + 2, tried)
+  end)
 end)
 
 describe("freshness in callback.receiver #unit", function()

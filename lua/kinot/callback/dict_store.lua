@@ -19,6 +19,10 @@ local ngx = ngx -- luacheck: ignore
 local M = {}
 M.__index = M
 
+-- a claim's token: this worker's pid and a count, as one number (no
+-- string made per delivery); unique within the host's dicts, which is all
+-- a token is compared within
+local MARKS = 2 ^ 30
 local marks = 0
 
 --- new(done dict, busy dict or nil, ttl, lease, name) -> store.
@@ -29,29 +33,29 @@ end
 
 function M:claim(id)
   local done = self.dict
-  if not self.busy then
+  local busy = self.busy
+  if not busy then
     local ok, err = done:add(id, true, self.ttl)
     if ok then return "new", true end
     if err == "exists" then return "done" end
     return "new", true -- no memory even by evicting: handle it, unrecorded
   end
-  if done:get(id) then return "done" end
-  marks = marks + 1
-  local token = ngx.worker.pid() .. ":" .. marks
-  local busy = self.busy
+  marks = marks % MARKS + 1
+  local token = ngx.worker.pid() * MARKS + marks
+  -- the mark first, then one look at `done`: a delivery handled and
+  -- settled at any time before that look is seen there (settle writes
+  -- done before it lets the mark go), so two dict operations for a new
+  -- delivery; a redelivery of a handled one also makes and drops a mark
   local ok, err = busy:safe_add(id, token, self.lease)
   if not ok and err ~= "exists" then -- no memory: let expired marks go, once
     busy:flush_expired(100)
     ok, err = busy:safe_add(id, token, self.lease)
   end
-  if ok then
-    -- handled and settled between our two looks: not new
-    if done:get(id) then
-      busy:delete(id)
-      return "done"
-    end
-    return "new", token
+  if done:get(id) then
+    if ok then busy:delete(id) end
+    return "done"
   end
+  if ok then return "new", token end
   if err == "exists" then return "busy" end
   return nil, errors.new("callback", "the lua_shared_dict " .. self.name .. " of in-progress marks is full (" ..
     tostring(err) .. "): make it bigger", { reason = "unavailable" })

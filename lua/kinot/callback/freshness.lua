@@ -25,8 +25,7 @@ M.MAX_AGE = 48 * 3600
 M.MAX_SKEW = 300
 M.CAPACITY = 100000
 
-local type, tonumber, floor = type, tonumber, math.floor
-local match = string.match
+local type, floor, byte = type, math.floor, string.byte
 
 local days_from_civil = require("kinot.calendar").days_from_civil
 
@@ -34,6 +33,22 @@ local days_from_civil = require("kinot.calendar").days_from_civil
 local ZONE_WEST, ZONE_EAST = 12 * 3600, 14 * 3600
 
 local last_text, last_t, last_zoned -- most callbacks of a burst share their second
+
+-- the value of the two ASCII digits at i, or nil.  parse reads bytes, not
+-- patterns: LuaJIT compiles string.byte, while string.match leaves the
+-- JIT for the interpreter (a third of a callback's freshness check); and
+-- no loop: a trace through a loop called six times a callback gives up
+local function two(text, i)
+  local a, b = byte(text, i, i + 1)
+  if a == nil or b == nil or a < 48 or a > 57 or b < 48 or b > 57 then return nil end
+  return a * 10 + b - 528 -- (48 * 10 + 48)
+end
+
+local DASH, COLON, DOT, PLUS, T, SPACE, Z, LOWER_Z = 45, 58, 46, 43, 84, 32, 90, 122
+-- where each part of the time is
+local LAYOUT = "YYYY-MM-DDThh:mm:ss"
+local function at(part) return (LAYOUT:find(part, 1, true)) end
+local MONTH, DAY, HOUR, MINUTE, SECOND = at("MM"), at("DD"), at("hh"), at("mm"), at("ss")
 
 --- parse(text) -> seconds since the epoch (UTC), zoned | nil
 -- ISO 8601 as the platform writes it: "2019-03-13T10:42:39+08:00"; also a
@@ -43,25 +58,51 @@ local last_text, last_t, last_zoned -- most callbacks of a burst share their sec
 function M.parse(text)
   if text == last_text then return last_t, last_zoned end
   if type(text) ~= "string" then return nil end
-  local y, mo, d, h, mi, s, rest = match(text, "^(%d%d%d%d)%-(%d%d)%-(%d%d)[T ](%d%d):(%d%d):(%d%d)(.*)$")
-  if not y then return nil end
-  y, mo, d, h, mi, s = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(s)
-  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or s > 60 then return nil end
-  local frac = match(rest, "^%.%d+")
-  if frac then rest = rest:sub(#frac + 1) end
-  local offset, zoned = 0, true
-  if rest == "Z" or rest == "z" then
-    offset = 0
-  elseif rest == "" then
-    zoned = false
-  else
-    local sign, oh, om = match(rest, "^([+-])(%d%d):?(%d?%d?)$")
-    if not sign or (#om ~= 0 and #om ~= 2) then return nil end
-    oh, om = tonumber(oh), tonumber(om) or 0
-    if oh > 23 or om > 59 then return nil end
-    offset = (oh * 3600 + om * 60) * (sign == "-" and -1 or 1)
+  -- YYYY-MM-DD[T ]hh:mm:ss
+  local c, y = two(text, 1), two(text, 3) -- century, year
+  local mo, d, h = two(text, MONTH), two(text, DAY), two(text, HOUR)
+  local mi, s = two(text, MINUTE), two(text, SECOND)
+  if not (c and y and mo and d and h and mi and s) or byte(text, MONTH - 1) ~= DASH or byte(text, DAY - 1) ~= DASH or
+    byte(text, MINUTE - 1) ~= COLON or byte(text, SECOND - 1) ~= COLON then
+    return nil
   end
-  local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset
+  local sep = byte(text, HOUR - 1)
+  if sep ~= T and sep ~= SPACE then return nil end
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or s > 60 then return nil end
+  local i, n = #LAYOUT + 1, #text
+  -- a fraction of a second: '.' and at least one digit, ignored
+  if byte(text, i) == DOT then
+    i = i + 1
+    local f = byte(text, i)
+    if f == nil or f < 48 or f > 57 then return nil end
+    repeat
+      i = i + 1
+      f = byte(text, i)
+    until f == nil or f < 48 or f > 57
+  end
+  local offset, zoned = 0, true
+  local z = byte(text, i)
+  if z == nil then
+    zoned = false
+  elseif (z == Z or z == LOWER_Z) and i == n then
+    offset = 0
+  elseif z == PLUS or z == DASH then
+    -- +hh, +hhmm, +hh:mm (and +hh: as +hh)
+    local oh, om = two(text, i + 1), 0
+    if not oh then return nil end
+    i = i + 3
+    if byte(text, i) == COLON then i = i + 1 end
+    if i <= n then
+      if n - i ~= 1 then return nil end
+      om = two(text, i)
+      if not om then return nil end
+    end
+    if oh > 23 or om > 59 then return nil end
+    offset = (oh * 3600 + om * 60) * (z == DASH and -1 or 1)
+  else
+    return nil
+  end
+  local t = days_from_civil(c * 100 + y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset
   last_text, last_t, last_zoned = text, t, zoned
   return t, zoned
 end

@@ -190,7 +190,8 @@ function M.new(opts)
       if err and LOGGED[err.reason] then ngx.log(ngx.ERR, "kinot ", (err.message:gsub("%c", "?"))) end
     end
     if status == 503 then ngx.header["Retry-After"] = "5" end
-    ngx.status = status
+    -- (200 is nginx's own: setting ngx.status is a C call the JIT cannot compile)
+    if status ~= 200 then ngx.status = status end
     ngx.print(answer)
     if observe then observe(status, ev, err, dup, why) end
     if ev and hand_over and status == 200 then hand_over(ev) end
