@@ -85,7 +85,11 @@ local function number_text(v)
   if v == huge then return "+Inf" end
   if v == -huge then return "-Inf" end
   if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format("%d", v) end
-  return format("%.15g", v)
+  -- 15 digits where they say the same number (0.1, not 0.10000000000000001),
+  -- else 17: a count past 2^53 or a sum as the dict holds it, every digit
+  local text = format("%.15g", v)
+  if tonumber(text) ~= v then text = format("%.17g", v) end
+  return text
 end
 M.number_text = number_text
 
@@ -139,8 +143,12 @@ local function histogram_keys(self, labels)
   return keys
 end
 
---- counter:inc([n = 1], label values...): n >= 0
+--- counter:inc([n = 1], label values...): n >= 0 (a counter never moves
+-- down, and a NaN or an infinity would stay in it for ever: misuse)
 function Metric:inc(n, a, b)
+  if n ~= nil and (type(n) ~= "number" or not (n >= 0 and n < huge)) then
+    misuse("kinot.metrics: " .. self.name .. ":inc needs a finite number >= 0 (got " .. tostring(n) .. ")")
+  end
   local keys = keys_of(self, a, b)
   if not keys then return end
   local buf = self.buf
@@ -160,8 +168,15 @@ function Metric:set(v, a, b)
   if not ok then self.registry:once("cannot set " .. self.name .. ": " .. tostring(err)) end
 end
 
---- histogram:observe(v, label values...)
+--- histogram:observe(v, label values...): a NaN or an infinity (a clock
+-- gone wrong) is dropped, logged once: in the sum it would stay for ever
 function Metric:observe(v, a, b)
+  if type(v) ~= "number" then misuse("kinot.metrics: " .. self.name .. ":observe needs a number (got " ..
+    type(v) .. ")") end
+  if v ~= v or v == huge or v == -huge then
+    self.registry:once("metric " .. self.name .. " was given " .. tostring(v) .. ": dropped")
+    return
+  end
   local keys = keys_of(self, a, b)
   if not keys then return end
   local bounds = self.buckets
@@ -238,12 +253,24 @@ function Registry:flush()
   end
 end
 
--- the flush timer: started by the first increment (not in init_by_lua)
+-- the flush timer: started by the first increment (not in init_by_lua).
+-- A worker told to exit (nginx reloaded or stopped gracefully) runs it once
+-- more, premature: it flushes and forgets the timer, so that an increment
+-- made after (a request still running) flushes at once, here: nothing
+-- buffered is left behind by a graceful exit.  A worker killed (SIGKILL,
+-- a crash) loses what it buffered: flush_interval's worth at most.
 function Registry:start_timer()
   local ngx = rawget(_G, "ngx")
   if not (ngx and ngx.timer and ngx.get_phase) or ngx.get_phase() == "init" then return end
+  if ngx.worker and ngx.worker.exiting and ngx.worker.exiting() then
+    self:flush()
+    return
+  end
   self.timer = "starting"
-  local ok, err = ngx.timer.every(self.interval, function() self:flush() end)
+  local ok, err = ngx.timer.every(self.interval, function(premature)
+    self:flush()
+    if premature then self.timer = nil end
+  end)
   if ok then self.timer = "running"
   else
     self.timer = nil
