@@ -127,3 +127,38 @@ describe("kinot.metrics when nginx reloads #nginx", function()
     assert.are.equal(1, s.kinot_attack_slow_seconds_count)
   end)
 end)
+
+-- two registries over one dict: two workers, or one worker before and after a reload
+local CAP = [[
+  location = /many {
+    content_by_lua_block {
+      local metrics = require "kinot.metrics"
+      local reg = metrics.new { dict = "metrics" }
+      local c = reg:counter("kinot_attack_many_total", "Many", { "endpoint" })
+      local g = reg:gauge("kinot_attack_many_gauge", "Many", { "group" })
+      local from = tonumber(ngx.var.arg_from)
+      for i = from, from + metrics.MAX_SERIES + 199 do
+        c:inc(1, "/p" .. i)
+        g:set(i, "g" .. i)
+      end
+      reg:flush()
+      local text = reg:render()
+      local _, n = text:gsub("\nkinot_attack_many_total{", "")
+      local _, m = text:gsub("\nkinot_attack_many_gauge{", "")
+      ngx.say(n, " ", m)
+    }
+  }
+]]
+
+describe("kinot.metrics's cap of label sets across workers and reloads #nginx", function()
+  it("holds MAX_SERIES label sets of a metric in the dict, however many registries write it", function()
+    local ng = H.nginx { http = "lua_shared_dict metrics 8m;", server = CAP }
+    finally(function() ng.stop() end)
+    local max = metrics.MAX_SERIES
+    assert.are.equal(max .. " " .. max .. "\n", H.raw("GET", ng.url .. "/many?from=1").body, ng.log())
+    -- another registry (another worker, the same worker after a reload), other values: no more series
+    assert.are.equal(max .. " " .. max .. "\n", H.raw("GET", ng.url .. "/many?from=5001").body, ng.log())
+    -- a label set already held is still counted by the second registry
+    assert.are.equal(max .. " " .. max .. "\n", H.raw("GET", ng.url .. "/many?from=1").body, ng.log())
+  end)
+end)

@@ -62,6 +62,7 @@ function TableDict:safe_set(k, n)
   return true
 end
 function TableDict:get(k) return self.v[k] end
+function TableDict:delete(k) self.v[k] = nil end
 function TableDict:get_keys()
   local out = {}
   for k in pairs(self.v) do out[#out + 1] = k end
@@ -105,6 +106,32 @@ end
 local Metric = {}
 Metric.__index = Metric
 
+-- claim(metric, labels) -> may the label set be kept: the cap holds in the
+-- dict, across every worker and reload (a worker's own count alone let each
+-- worker, and each reload, add MAX_SERIES more).  "#s" SEP name SEP labels
+-- marks a label set held, "#n" SEP name counts them ("#" starts no metric
+-- name: render skips them).  A dict too full for the mark: the label set is
+-- kept unmarked (its counts wait in the worker as any other's).
+local function claim(self, labels)
+  local dict = self.registry.dict
+  if not dict:safe_add("#s" .. SEP .. self.name .. SEP .. labels, 1) then
+    return true -- "exists": marked by another registry; else no room for the mark
+  end
+  local key = "#n" .. SEP .. self.name
+  local n, err = dict:incr(key, 1)
+  if not n and err == "not found" then
+    local ok, aerr = dict:safe_add(key, 1)
+    if ok then n = 1 elseif aerr == "exists" then n = dict:incr(key, 1) end
+  end
+  if not n then return true end
+  if n > M.MAX_SERIES then
+    dict:incr(key, -1)
+    dict:delete("#s" .. SEP .. self.name .. SEP .. labels)
+    return false
+  end
+  return true
+end
+
 -- the keys of a label set (cached: the hot path builds no string), nil
 -- past MAX_SERIES.  A metric's part keys: {""} (a counter, a gauge) or
 -- the buckets', then "sum" (a histogram)
@@ -115,13 +142,13 @@ local function keys_of(self, a, b)
   local at = cache[a]
   if n == 2 and at then at = at[b] end
   if at then return at end
-  if self.series >= M.MAX_SERIES then
+  if a == nil or (n == 2 and b == nil) then misuse(self.name .. " needs " .. n .. " label value(s)") end
+  local labels = label_text(self.labels, { a, b })
+  if self.series >= M.MAX_SERIES or not claim(self, labels) then
     self.registry:once("metric " .. self.name .. " has " .. M.MAX_SERIES .. " label sets: more are dropped")
     return nil
   end
-  local values = { a, b }
-  if a == nil or (n == 2 and b == nil) then misuse(self.name .. " needs " .. n .. " label value(s)") end
-  local keys = self:make_keys(label_text(self.labels, values))
+  local keys = self:make_keys(labels)
   self.series = self.series + 1
   if n == 1 then cache[a] = keys
   else
