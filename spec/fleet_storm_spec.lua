@@ -58,45 +58,66 @@ local SERVER = [[
 local HTTP = [[
   lua_shared_dict fleet_storm 4m;
   init_by_lua_block {
+    REDIS = ${redis}
     STALE = 100
     SNS = {}
     for i = 1, 12 do SNS[i] = 419700000 + i end
     local twin
     function storm_twin()
       -- the twin's clock: nginx's, moved by the spec (the "skew" key)
-      twin = twin or require("kinot.fleet").new { store = "shared", dict = "fleet_storm", stale_after = STALE,
+      twin = twin or require("kinot.fleet").new { store = REDIS and "redis" or "shared", redis = REDIS,
+        dict = "fleet_storm", stale_after = STALE,
         clock = function() return ngx.now() + (ngx.shared.fleet_storm:get("skew") or 0) end }
       return twin
     end
   }
 ]]
 
+-- storm(held, redis_url): held.ng, the nginx (the caller's finally stops it)
+local function storm(held, redis_url)
+  local http = HTTP:gsub("%${redis}", redis_url and ("%q"):format(redis_url) or "nil")
+  local ng = H.nginx { http = http, server = (SERVER:gsub("%${root}", H.root)), workers = 2 }
+  held.ng = ng
+  local json = require "kinot.json"
+  for round = 1, 6 do
+    -- 24 requests of 150 steps, 8 at a time, spread over both workers
+    local cmd = "seq " .. (round * 100 + 1) .. " " .. (round * 100 + 24) .. " | xargs -P 8 -I{} curl -s '" ..
+      ng.url .. "/storm?steps=150&seed={}'"
+    local p = io.popen(cmd)
+    local out = p:read("*a")
+    p:close()
+    local _, oks = out:gsub("ok\n", "")
+    assert.are.equal(24, oks, out .. ng.log())
+    -- checks until both workers have swept (nginx gives a connection to either), 40 at most
+    local pids, seen = {}, 0
+    for i = 1, 40 do
+      if i > 12 and seen >= 2 then break end
+      -- the clock 40 s on at the first check of a round, back 1 s at the third
+      local skew = i == 1 and "?skew=40" or i == 3 and "?skew=-1" or ""
+      local doc = json.decode(H.raw("GET", ng.url .. "/check" .. skew).body)
+      if not pids[doc.pid] then seen = seen + 1 end
+      pids[doc.pid] = true
+      assert.are.same({}, doc.missed, "worker " .. doc.pid .. "'s sweep left silent devices not stale")
+      assert.are.same(doc.recount, doc.summary)
+    end
+  end
+end
+
 describe("kinot.fleet in a shared dict under a storm from two workers #nginx #slow", function()
   it("keeps the summary equal to a recount, and every worker's sweep finds every silent device", function()
-    local ng = H.nginx { http = HTTP, server = (SERVER:gsub("%${root}", H.root)), workers = 2 }
-    finally(function() ng.stop() end)
-    local json = require "kinot.json"
-    for round = 1, 6 do
-      -- 24 requests of 150 steps, 8 at a time, spread over both workers
-      local cmd = "seq " .. (round * 100 + 1) .. " " .. (round * 100 + 24) .. " | xargs -P 8 -I{} curl -s '" ..
-        ng.url .. "/storm?steps=150&seed={}'"
-      local p = io.popen(cmd)
-      local out = p:read("*a")
-      p:close()
-      local _, oks = out:gsub("ok\n", "")
-      assert.are.equal(24, oks, out .. ng.log())
-      -- checks until both workers have swept (nginx gives a connection to either), 40 at most
-      local pids, seen = {}, 0
-      for i = 1, 40 do
-        if i > 12 and seen >= 2 then break end
-        -- the clock 40 s on at the first check of a round, back 1 s at the third
-        local skew = i == 1 and "?skew=40" or i == 3 and "?skew=-1" or ""
-        local doc = json.decode(H.raw("GET", ng.url .. "/check" .. skew).body)
-        if not pids[doc.pid] then seen = seen + 1 end
-        pids[doc.pid] = true
-        assert.are.same({}, doc.missed, "worker " .. doc.pid .. "'s sweep left silent devices not stale")
-        assert.are.same(doc.recount, doc.summary)
-      end
-    end
+    local held = {}
+    finally(function() if held.ng then held.ng.stop() end end)
+    storm(held)
+  end)
+end)
+
+describe("kinot.fleet in Redis under a storm from two workers #nginx #redis #slow", function()
+  it("keeps the summary equal to a recount, and every worker's sweep finds every silent device", function()
+    local rs, held = require("redis_server").start(), {}
+    finally(function()
+      if held.ng then held.ng.stop() end
+      rs.stop()
+    end)
+    storm(held, rs.url)
   end)
 end)
