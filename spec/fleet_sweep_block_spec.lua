@@ -72,4 +72,58 @@ describe("kinot.fleet's sweep marking 20,000 devices stale at once #nginx #slow"
     assert.are.equal("20000", swept, ng.log())
     assert.is_true(tonumber(gap) < 0.4, "the worker was held " .. gap .. " s at a time")
   end)
+
+  it("finishes a sweep a reload (HUP) interrupts: the old worker completes it, its counts exact", function()
+    local ng = H.nginx {
+      http = "lua_shared_dict kinot_fleet 64m;",
+      server = [[
+        location = /sweep { content_by_lua_block {
+          local now, n = 1796083200, 20000
+          local function twin(at)
+            return require("kinot.fleet").new { store = "shared", stale_after = 100, clock = function() return at end }
+          end
+          local t = twin(now)
+          for first = 1, n, 100 do
+            local page = {}
+            for i = first, first + 99 do
+              page[#page + 1] = { sn = 419600000 + i, car_detected = i % 2, locked = 1,
+                                  updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ", now) }
+            end
+            assert(t:put("lock", page, "scan"))
+          end
+          assert(ngx.timer.at(0, function()
+            local events, err = twin(now + 200):sweep()
+            ngx.log(ngx.WARN, "swept: ", events and #events or tostring(err))
+          end))
+          ngx.say(ngx.worker.pid())
+        } }
+        location = /summary { content_by_lua_block {
+          local twin = require("kinot.fleet").new { store = "shared", stale_after = 100 }
+          local s = twin:summary()
+          ngx.say(ngx.worker.pid(), " ", s.stale, " ", twin:devices { stale = true, limit = 1 }.total, " ",
+                  s.occupancy.occupied, " ", s.devices.locks)
+        } }
+      ]],
+    }
+    finally(function() ng.stop() end)
+    local old = H.raw("GET", ng.url .. "/sweep").body:gsub("\n$", "")
+    H.wait_for(function() return false end, 0.3) -- the sweep is under way
+    local f = assert(io.open(ng.prefix .. "/nginx.pid"))
+    local master = f:read("*l")
+    f:close()
+    local sent = os.execute("kill -HUP " .. master)
+    assert.is_true(sent == true or sent == 0)
+    -- the old worker's sweep ended (its log line), then the summary read by a new worker
+    local ended = H.wait_for(function() return ng.log():find("swept: ", 1, true) end, 60)
+    assert.is_truthy(ended, ng.log())
+    assert.matches("swept: 20000", ng.log(), 1, true)
+    local got = H.wait_for(function()
+      local pid, stale, listed, occupied, locks = H.raw("GET", ng.url .. "/summary").body:match(
+        "^(%d+) (%d+) (%d+) (%d+) (%d+)")
+      return pid and pid ~= old and
+        { stale = tonumber(stale), listed = tonumber(listed), occupied = tonumber(occupied), locks = tonumber(locks) }
+    end, 10)
+    assert.is_table(got, ng.log())
+    assert.are.same({ stale = 20000, listed = 20000, occupied = 10000, locks = 20000 }, got)
+  end)
 end)
