@@ -315,7 +315,6 @@ local function mark(self, sns, cfg, how, pause)
   return all
 end
 
-
 -- every serial, in serial order (a cache per process, grown from the
 -- backend's list of serials in the order first seen).  A serial listed
 -- twice (an update the dict had no room for, tried again) is kept once; a
