@@ -104,4 +104,5 @@ end
 
 
 M.differential = differential
+M.recount, M.counted = recount, counted
 return M

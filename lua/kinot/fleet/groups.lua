@@ -157,8 +157,11 @@ function M.load(source, group_by)
       end
       if #parts > 0 then group = concat(parts, "/") end
     end
-    if group and group:find("[|@]") then
-      misuse("kinot.fleet groups: " .. where .. ": a group name cannot hold | or @ (" .. group .. ")")
+    -- | and @ part the flags a store matches; a control character (a newline
+    -- above all) would cut the shared dict's "flags\nrecord" text short
+    if group and group:find("[|@%c]") then
+      misuse("kinot.fleet groups: " .. where .. ": a group name cannot hold |, @ or a control character (" ..
+        group:gsub("%c", "?") .. ")")
     end
     place.group = group
     map[sn] = place

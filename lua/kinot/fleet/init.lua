@@ -340,9 +340,14 @@ function Twin:sweep(now)
   return events
 end
 
---- gone(sns) -> events | nil, err: these devices are no longer listed by the platform
-function Twin:gone(sns)
-  local events, err = self.store:gone(sns, self:cfg())
+--- gone(sns[, listed_at]) -> events | nil, err: these devices are no longer
+-- listed by the platform; listed_at (the twin's clock): when that listing
+-- began, a device updated since is left as it is (kinot.fleet.rule's gone)
+function Twin:gone(sns, listed_at)
+  if listed_at ~= nil and type(listed_at) ~= "number" then misuse("kinot.fleet: gone's listed_at must be a time") end
+  local cfg = self:cfg()
+  cfg.listed_at = listed_at
+  local events, err = self.store:gone(sns, cfg)
   if not events then return nil, err end
   emit(self, events)
   return events

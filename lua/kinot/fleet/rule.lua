@@ -220,9 +220,15 @@ local function mark(held, field, value, cfg, source, now)
   return rec, d, events(held, rec, before, after, source), after, before
 end
 
---- gone(held, cfg) -> rec, delta, events, flags, held's flags | nil (already gone): a scan no longer lists it
+--- gone(held, cfg) -> rec, delta, events, flags, held's flags | nil (already
+-- gone, or updated since the listing began): a scan no longer lists it.
+-- cfg.listed_at (our clock): when the listing that left it out began; a
+-- device updated since (a callback that came during the sync: a device the
+-- platform registered after its pages were read) is not judged by it, the
+-- next sync's listing is
 function R.gone(held, cfg)
   if held.gone then return nil end
+  if cfg.listed_at and type(held.seen_at) == "number" and held.seen_at >= cfg.listed_at then return nil end
   return mark(held, "gone", true, cfg, "scan", cfg.now)
 end
 

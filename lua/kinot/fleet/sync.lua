@@ -132,11 +132,13 @@ local function feed_overlapped(ngx, semaphore, twin, kind, each, report, listed,
   return true
 end
 
-local function mark_gone(twin, kind, listed, report)
+-- listed_at: when the listing began (a device a callback brought since is
+-- not judged by it: the platform may have registered it after its page)
+local function mark_gone(twin, kind, listed, report, listed_at)
   local gone, err = twin.store:sns(kind, listed) -- those held the platform no longer lists
   if not gone then return nil, err end
   local events
-  events, err = twin:gone(gone)
+  events, err = twin:gone(gone, listed_at)
   if not events then return nil, err end
   report.gone = report.gone + #events
   report.changes = report.changes + #events
@@ -164,7 +166,7 @@ function M.run(twin, client, opts)
     return nil, err
   end
   for _, kind in ipairs { "lock", "sensor" } do
-    local listed = {}
+    local listed, listed_at = {}, twin.clock()
     local iterator = kind == "lock" and client:each_locker(each) or client:each_sensor(each)
     local ngx, semaphore = threads()
     local ok, err
@@ -175,10 +177,10 @@ function M.run(twin, client, opts)
       ok, err = feed(twin, kind, iterator, report, listed)
     end
     if not ok then return fail(err) end
-    ok, err = mark_gone(twin, kind, listed, report)
+    ok, err = mark_gone(twin, kind, listed, report, listed_at)
     if not ok then return fail(err) end
   end
-  local found, missing = {}, {}
+  local found, missing, dtus_at = {}, {}, twin.clock()
   for i = 1, #dtus do
     local d, err = client:dtu_device(dtus[i])
     if d then
@@ -194,7 +196,7 @@ function M.run(twin, client, opts)
     local ok, err = put(twin, "dtu", found, report)
     if not ok then return fail(err) end
   end
-  local events, err = twin:gone(missing)
+  local events, err = twin:gone(missing, dtus_at)
   if not events then return fail(err) end
   report.gone = report.gone + #events
   events, err = twin:sweep()

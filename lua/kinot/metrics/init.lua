@@ -62,6 +62,7 @@ function TableDict:safe_set(k, n)
   return true
 end
 function TableDict:get(k) return self.v[k] end
+function TableDict:delete(k) self.v[k] = nil end
 function TableDict:get_keys()
   local out = {}
   for k in pairs(self.v) do out[#out + 1] = k end
@@ -85,7 +86,11 @@ local function number_text(v)
   if v == huge then return "+Inf" end
   if v == -huge then return "-Inf" end
   if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return format("%d", v) end
-  return format("%.15g", v)
+  -- 15 digits where they say the same number (0.1, not 0.10000000000000001),
+  -- else 17: a count past 2^53 or a sum as the dict holds it, every digit
+  local text = format("%.15g", v)
+  if tonumber(text) ~= v then text = format("%.17g", v) end
+  return text
 end
 M.number_text = number_text
 
@@ -101,6 +106,32 @@ end
 local Metric = {}
 Metric.__index = Metric
 
+-- claim(metric, labels) -> may the label set be kept: the cap holds in the
+-- dict, across every worker and reload (a worker's own count alone let each
+-- worker, and each reload, add MAX_SERIES more).  "#s" SEP name SEP labels
+-- marks a label set held, "#n" SEP name counts them ("#" starts no metric
+-- name: render skips them).  A dict too full for the mark: the label set is
+-- kept unmarked (its counts wait in the worker as any other's).
+local function claim(self, labels)
+  local dict = self.registry.dict
+  if not dict:safe_add("#s" .. SEP .. self.name .. SEP .. labels, 1) then
+    return true -- "exists": marked by another registry; else no room for the mark
+  end
+  local key = "#n" .. SEP .. self.name
+  local n, err = dict:incr(key, 1)
+  if not n and err == "not found" then
+    local ok, aerr = dict:safe_add(key, 1)
+    if ok then n = 1 elseif aerr == "exists" then n = dict:incr(key, 1) end
+  end
+  if not n then return true end
+  if n > M.MAX_SERIES then
+    dict:incr(key, -1)
+    dict:delete("#s" .. SEP .. self.name .. SEP .. labels)
+    return false
+  end
+  return true
+end
+
 -- the keys of a label set (cached: the hot path builds no string), nil
 -- past MAX_SERIES.  A metric's part keys: {""} (a counter, a gauge) or
 -- the buckets', then "sum" (a histogram)
@@ -111,13 +142,13 @@ local function keys_of(self, a, b)
   local at = cache[a]
   if n == 2 and at then at = at[b] end
   if at then return at end
-  if self.series >= M.MAX_SERIES then
+  if a == nil or (n == 2 and b == nil) then misuse(self.name .. " needs " .. n .. " label value(s)") end
+  local labels = label_text(self.labels, { a, b })
+  if self.series >= M.MAX_SERIES or not claim(self, labels) then
     self.registry:once("metric " .. self.name .. " has " .. M.MAX_SERIES .. " label sets: more are dropped")
     return nil
   end
-  local values = { a, b }
-  if a == nil or (n == 2 and b == nil) then misuse(self.name .. " needs " .. n .. " label value(s)") end
-  local keys = self:make_keys(label_text(self.labels, values))
+  local keys = self:make_keys(labels)
   self.series = self.series + 1
   if n == 1 then cache[a] = keys
   else
@@ -139,8 +170,12 @@ local function histogram_keys(self, labels)
   return keys
 end
 
---- counter:inc([n = 1], label values...): n >= 0
+--- counter:inc([n = 1], label values...): n >= 0 (a counter never moves
+-- down, and a NaN or an infinity would stay in it for ever: misuse)
 function Metric:inc(n, a, b)
+  if n ~= nil and (type(n) ~= "number" or not (n >= 0 and n < huge)) then
+    misuse("kinot.metrics: " .. self.name .. ":inc needs a finite number >= 0 (got " .. tostring(n) .. ")")
+  end
   local keys = keys_of(self, a, b)
   if not keys then return end
   local buf = self.buf
@@ -160,8 +195,15 @@ function Metric:set(v, a, b)
   if not ok then self.registry:once("cannot set " .. self.name .. ": " .. tostring(err)) end
 end
 
---- histogram:observe(v, label values...)
+--- histogram:observe(v, label values...): a NaN or an infinity (a clock
+-- gone wrong) is dropped, logged once: in the sum it would stay for ever
 function Metric:observe(v, a, b)
+  if type(v) ~= "number" then misuse("kinot.metrics: " .. self.name .. ":observe needs a number (got " ..
+    type(v) .. ")") end
+  if v ~= v or v == huge or v == -huge then
+    self.registry:once("metric " .. self.name .. " was given " .. tostring(v) .. ": dropped")
+    return
+  end
   local keys = keys_of(self, a, b)
   if not keys then return end
   local bounds = self.buckets
@@ -238,12 +280,24 @@ function Registry:flush()
   end
 end
 
--- the flush timer: started by the first increment (not in init_by_lua)
+-- the flush timer: started by the first increment (not in init_by_lua).
+-- A worker told to exit (nginx reloaded or stopped gracefully) runs it once
+-- more, premature: it flushes and forgets the timer, so that an increment
+-- made after (a request still running) flushes at once, here: nothing
+-- buffered is left behind by a graceful exit.  A worker killed (SIGKILL,
+-- a crash) loses what it buffered: flush_interval's worth at most.
 function Registry:start_timer()
   local ngx = rawget(_G, "ngx")
   if not (ngx and ngx.timer and ngx.get_phase) or ngx.get_phase() == "init" then return end
+  if ngx.worker and ngx.worker.exiting and ngx.worker.exiting() then
+    self:flush()
+    return
+  end
   self.timer = "starting"
-  local ok, err = ngx.timer.every(self.interval, function() self:flush() end)
+  local ok, err = ngx.timer.every(self.interval, function(premature)
+    self:flush()
+    if premature then self.timer = nil end
+  end)
   if ok then self.timer = "running"
   else
     self.timer = nil
