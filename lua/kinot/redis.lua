@@ -855,7 +855,7 @@ end
 -- platform delivers again, and the inbox's script finds its own mark if
 -- the first run survived).  Every such sign makes the next call ask the
 -- Sentinels again.
-local function follow(self, deadline, timeout, args, n, wait)
+local function follow(self, deadline, timeout, attempt, ...)
   local s = self.sentinel
   local nap, last, asked = 0.02, nil, nil
   while true do
@@ -871,7 +871,7 @@ local function follow(self, deadline, timeout, args, n, wait)
     end
     if host then
       aim(self, host, port)
-      v, err, unsent = exchange(self, deadline, timeout, args, n, wait)
+      v, err, unsent = attempt(self, deadline, timeout, ...)
       if v ~= nil then return v, err end
     end
     last = err
@@ -894,7 +894,7 @@ local function run(self, timeout, wait, ...)
   if n == 0 then misuse("redis call needs a command") end
   local args = { ... }
   local deadline = now() + timeout + (wait and wait.ms / 1000 or 0)
-  if self.sentinel then return follow(self, deadline, timeout, args, n, wait) end
+  if self.sentinel then return follow(self, deadline, timeout, exchange, args, n, wait) end
   return exchange(self, deadline, timeout, args, n, wait)
 end
 
@@ -941,45 +941,26 @@ end
 -- once and every command sent again, so a pipeline holds only commands
 -- safe to repeat; a connection that fails part way (the server may have
 -- run some, all or none of them) ends the call with nil, err.
-function M:pipeline(cmds, timeout)
-  local n = type(cmds) == "table" and #cmds or 0
-  if n == 0 then misuse("redis pipeline needs a list of commands") end
-  local parts = {}
-  for i = 1, n do
-    local c = cmds[i]
-    if type(c) ~= "table" or c[1] == nil then misuse("redis pipeline: command " .. i .. " must be a list { \"CMD\", ... }") end
-    parts[i] = encode(c, #c)
-  end
-  local data = concat(parts)
-  timeout = timeout or self.timeout
-  local deadline = now() + timeout
-  local s = self.sentinel
-  if s then -- behind Sentinel: the master this process knows, else asked for
-    local host, port = sentinel.known(s)
-    if not host then
-      host, port = sentinel.find(s, deadline, self.connect_ms / 1000, self.sentinel_client, confirm(self, timeout))
-      if not host then return nil, port or select(2, self:fail("asking Sentinel", "timeout", "timeout", timeout)) end
-    end
-    aim(self, host, port)
-  end
+-- the pipeline on the server the client aims at: replies | nil, err, unsent
+-- (as exchange: unsent when the commands never left this process)
+local function pipe(self, deadline, timeout, data, cmds, n)
+  local sent = false -- (on a kept connection found dead, before a fresh one failed)
   for _ = 1, self.pool_size + 1 do
     local sock, fresh, what, why = self.io.open(self, deadline)
-    if not sock then
-      if s then sentinel.forget(s) end
-      return self:fail(what, fresh, why, timeout)
-    end
+    if not sock then return nil, select(2, self:fail(what, fresh, why, timeout)), not sent end
     if fresh then
       local ok, err = hello(self, sock, deadline, timeout)
       if not ok then
         self.io.release(self, sock, false)
-        return nil, err
+        return nil, err, not sent and err.kind ~= "redis"
       end
     end
+    sent = true
     local ok, serr = self.io.send(sock, data, deadline)
     local kind, msg, step = nil, serr, "send"
     if ok then
       local rd = reader(self.io, sock, deadline, self.max_reply)
-      local replies = {}
+      local replies, refused = {}, 0
       for i = 1, n do
         local v, k, m = read(rd, 0)
         if v == nil then
@@ -992,26 +973,67 @@ function M:pipeline(cmds, timeout)
           end
           local e = setmetatable({ text = m }, ReplyError)
           e.code = m:match("^(%u+)") or "ERR"
-          -- (a replica, or a master cut from its own: ask Sentinel next time)
-          if s and (e.code == "READONLY" or e.code == "MASTERDOWN") then sentinel.forget(s) end
+          if e.code == "READONLY" or e.code == "MASTERDOWN" then refused = refused + 1 end
           v = e
         end
         replies[i] = v
       end
       if not kind then
         self.io.release(self, sock, true)
+        -- a replica (or a master cut from its own) refused the first and
+        -- wrote nothing: to the caller as its error, which behind Sentinel
+        -- is followed to the new master
+        -- (every command refused so; a trailing WAIT, which a replica
+        -- refuses in words of its own, with them)
+        if refused == n or (refused == n - 1 and refused > 0 and getmetatable(replies[n]) == ReplyError
+                            and getmetatable(replies[1]) == ReplyError and replies[1].code ~= "ERR") then
+          return reply_error(self, replies[1].text)
+        end
         return replies
       end
     else
       kind = failure_kind(serr)
     end
     self.io.release(self, sock, false) -- a half-read reply poisons the connection
-    if s then sentinel.forget(s) end
     if fresh or kind ~= "network" or not left(deadline) then
       return self:fail("pipeline of " .. n .. " (" .. tostring(cmds[1][1]) .. " ...) " .. step, msg, kind, timeout)
     end
   end
   return self:fail("connect", "no live connection")
+end
+
+--- pipeline(cmds[, timeout]) -> replies | nil, err: many commands in one
+-- round trip.  cmds: a list of commands, each a list { "CMD", arg, ... }.
+-- All are written at once on one connection, then their replies read in
+-- order; replies[i] is the i-th command's reply, or a ReplyError (its
+-- text, and .code its first word) when the server refused that one: the
+-- others still ran.  One deadline (`timeout`, default the client's) for
+-- the whole exchange.  As call: a kept connection found dead is replaced
+-- once and every command sent again, so a pipeline holds only commands
+-- safe to repeat; a connection that fails part way (the server may have
+-- run some, all or none of them) ends the call with nil, err.  Behind
+-- Sentinel it follows a failover as call does (sent again only where
+-- nothing can have run: a refused connection, READONLY or MASTERDOWN for
+-- every command).
+function M:pipeline(cmds, timeout)
+  local n = type(cmds) == "table" and #cmds or 0
+  if n == 0 then misuse("redis pipeline needs a list of commands") end
+  local parts = {}
+  for i = 1, n do
+    local c = cmds[i]
+    if type(c) ~= "table" or c[1] == nil then misuse("redis pipeline: command " .. i .. " must be a list { \"CMD\", ... }") end
+    parts[i] = encode(c, #c)
+  end
+  local data = concat(parts)
+  timeout = timeout or self.timeout
+  local deadline = now() + timeout
+  local v, err
+  if self.sentinel then
+    v, err = follow(self, deadline, timeout, pipe, data, cmds, n)
+  else
+    v, err = pipe(self, deadline, timeout, data, cmds, n)
+  end
+  return v, err
 end
 
 --- call(cmd, ...) -> reply | nil, err.  Replies: strings, integers,
