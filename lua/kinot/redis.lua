@@ -33,15 +33,36 @@ local RETRYABLE_CODES = { LOADING = true, BUSY = true, TRYAGAIN = true, MASTERDO
                           NOREPLICAS = true }
 
 --- redact(url) -> the URL with its userinfo replaced by ***
+local QUERY_NAMES = { sentinel_password = true, sentinel_username = true }
+
 function M.redact(url)
+  url = tostring(url)
+  -- redis+sentinel://: the Sentinels' password is a query parameter, and
+  -- the query starts at the first ? (as redis_sentinel.parse reads it):
+  -- an unescaped @ in it is the password's, not the end of a userinfo
+  local query = ""
+  if url:find("^redis%+sentinel://") then
+    local q = url:find("?", 1, true)
+    if q then url, query = url:sub(1, q - 1), url:sub(q) end
+    -- before it, no /mastername: that ? was inside the master's password
+    -- (a URL parse refuses), and what is on either side of it may be secret
+    if q and not url:find("^redis%+sentinel://[^/]*/") then return "redis+sentinel://***" end
+  end
   -- up to the last @: a password may hold an unescaped / or @; without a
   -- "scheme://" (none, or a mistyped one) everything before it
-  local s, n = tostring(url):gsub("^(%a[%w+.-]*://).*@", "%1***@")
+  local s, n = url:gsub("^(%a[%w+.-]*://).*@", "%1***@")
   if n == 0 then s = s:gsub("^.*@", "***@") end
-  -- (redis+sentinel://: the Sentinels' password is a query parameter;
-  -- every value is hidden, a misspelt name's too)
-  s = s:gsub("([?&][^=&]*=)[^&]*", "%1***")
-  return s
+  if query == "" then
+    s, query = s:match("^([^?]*)(.*)$")
+  end
+  -- every value hidden, and a piece that is not name=value wholly (an
+  -- unescaped & in a password cuts it: its tail is no name); only the
+  -- names the query takes are shown
+  query = query:gsub("([?&])([^&]*)", function(sep, pair)
+    local name = pair:match("^([^=]*)=")
+    return sep .. (name and QUERY_NAMES[name] and (name .. "=***") or "***")
+  end)
+  return s .. query
 end
 
 local function unescape(s)

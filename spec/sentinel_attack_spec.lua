@@ -1,0 +1,118 @@
+-- Attacks on Redis behind Sentinel and the `wait` option (kinot.redis,
+-- kinot.redis_sentinel, the inbox): each tries to get an event answered
+-- 200 that a failover could lose, or a secret into a message.  Real parts:
+-- Debian's redis-server, a master and a replica started and stopped here.
+local callback = require "kinot.callback"
+local kredis = require "kinot.redis"
+local R = require "redis_server"
+local H = require "helpers"
+
+local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
+local function signed(body)
+  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, SECRET)) .. '"}'))
+end
+local function status_body(sn)
+  return signed(string.format('{"sn":%d,"locked":1,"car_detected":0,"device_type":18}', sn))
+end
+local function shell(cmd)
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+
+local function raises(fn)
+  local ok, e = pcall(fn)
+  assert.is_false(ok, "did not raise")
+  return tostring(e)
+end
+
+describe("a Sentinel URL's passwords, unescaped #unit", function()
+  -- a password pasted as it is (not percent-escaped) may hold & @ ? #:
+  -- neither redact (kinot worker prints its URL so) nor a misuse message
+  -- may show any piece of it
+  local urls = {
+    "redis+sentinel://127.0.0.1:1/m?sentinel_password=SEC&RET",        -- an & cuts it in two
+    "redis+sentinel://127.0.0.1:1/m?sentinel_password=SEC&R=ET",
+    "redis+sentinel://127.0.0.1:1/m?sentinel_password=S#E@CRET",       -- an @ in the query
+    "redis+sentinel://:MA@STER@127.0.0.1:1/m?sentinel_password=S@CRET",
+    "redis+sentinel://:MA&S?TER@127.0.0.1:1/m/0",                      -- a ? in the master's
+    "redis+sentinel://127.0.0.1:1/m?sentinel_username=US&ER&sentinel_password=SECRET",
+  }
+  it("redact shows no piece of either password, and still the Sentinels", function()
+    for _, url in ipairs(urls) do
+      local shown = kredis.redact(url)
+      for _, piece in ipairs { "SEC", "RET", "CRET", "ET", "MA", "STER", "TER", "US", "ER" } do
+        assert.is_nil(shown:find(piece, 1, true), url .. " shown as " .. shown)
+      end
+    end
+    assert.are.equal("redis+sentinel://127.0.0.1:1/m?sentinel_password=***",
+      kredis.redact("redis+sentinel://127.0.0.1:1/m?sentinel_password=S#E@CRET"))
+    assert.are.equal("redis+sentinel://***@127.0.0.1:1/m?sentinel_password=***",
+      kredis.redact("redis+sentinel://:MA@STER@127.0.0.1:1/m?sentinel_password=S@CRET"))
+    -- (redis://: the userinfo runs to the last @, a ? in it included)
+    assert.are.equal("redis://***@127.0.0.1:1/0", kredis.redact("redis://:P?W@127.0.0.1:1/0"))
+  end)
+
+  it("a misuse names no piece of either password", function()
+    for _, url in ipairs(urls) do
+      local ok, e = pcall(kredis.new, url)
+      if not ok then
+        e = tostring(e)
+        for _, piece in ipairs { "SEC", "RET", "CRET", "ET", "MA", "STER", "TER", "US", "ER" } do
+          assert.is_nil(e:find(piece, 1, true), e)
+        end
+      end
+    end
+    raises(function() kredis.new(urls[1]) end)
+  end)
+end)
+
+describe("the inbox's wait against a replica that has nothing #redis", function()
+  -- WAIT counts the replicas that have THIS connection's last write.  A
+  -- redelivery found stored writes nothing: on another connection than
+  -- the first delivery's (another nginx worker, another pooled
+  -- connection, a receiver started since) WAIT has nothing to wait for
+  -- and answered at once with every replica connected, though none had
+  -- the event: 200, and a failover then lost it.
+  it("a redelivery found stored, on another connection, is 503 while no replica has the entry", function()
+    local master, replica
+    finally(function()
+      if replica then
+        local pid = replica.pid()
+        if pid then shell("kill -CONT " .. pid) end
+        replica.stop()
+      end
+      if master then master.stop() end
+    end)
+    master = R.start { conf = { "repl-diskless-sync-delay 0" } }
+    replica = R.start { conf = { "replicaof 127.0.0.1 " .. master.port } }
+    local function online()
+      local c = master.client { timeout = 1 }
+      local info = tostring(c:call("INFO", "replication"))
+      c:close()
+      return info:find("state=online", 1, true) ~= nil
+    end
+    assert.is_truthy(H.wait_for(online, 10))
+    local inbox = { redis = master.url, stream = "waited", wait = { replicas = 1, timeout = 0.3 } }
+    local first = callback.receiver { secret = SECRET, max_age = false, inbox = inbox }
+    -- another worker, which took an event of its own before (its
+    -- connection's last write is one the replica has)
+    local other = callback.receiver { secret = SECRET, max_age = false, inbox = inbox }
+    assert.is_truthy(H.wait_for(function() return (first:receive(status_body(1))) == 200 end, 5))
+    assert.is_truthy(H.wait_for(function() return (other:receive(status_body(3))) == 200 end, 5))
+    shell("kill -STOP " .. replica.pid())
+    local body = status_body(2)
+    local st, res, _, err = first:receive(body)
+    assert.are.equal(503, st, res)
+    assert.matches("0 of 1 replica", tostring(err))
+    -- the platform delivers again; the other worker's connection takes it
+    st, res, _, err = other:receive(body)
+    assert.are.equal(503, st, res)
+    assert.matches("0 of 1 replica", tostring(err))
+    shell("kill -CONT " .. replica.pid())
+    -- (the replica catches up: then the redelivery is 200, on either)
+    assert.is_truthy(H.wait_for(function() return (other:receive(body)) == 200 end, 10))
+    local c = kredis.new(master.url)
+    assert.are.equal(3, tonumber(c:call("XLEN", "waited")))
+    c:close()
+  end)
+end)
