@@ -111,8 +111,63 @@ describe("the inbox's wait against a replica that has nothing #redis", function(
     shell("kill -CONT " .. replica.pid())
     -- (the replica catches up: then the redelivery is 200, on either)
     assert.is_truthy(H.wait_for(function() return (other:receive(body)) == 200 end, 10))
+    -- Redis 7.2 and later move a connection's WAIT offset only on a
+    -- command that wrote (this machine's 7.0 on every command, so the 503
+    -- above held here either way): a redelivery that waits must write,
+    -- and the replica runs that write (its SET count moves)
+    local function sets()
+      local c = replica.client { timeout = 1 }
+      local info = tostring(c:call("INFO", "commandstats"))
+      c:close()
+      return tonumber(info:match("cmdstat_set:calls=(%d+)")) or 0
+    end
+    local before = sets()
+    assert.are.equal(200, (other:receive(body)))
+    assert.are.equal(before + 1, sets(), "the redelivery's script wrote nothing for WAIT to count")
     local c = kredis.new(master.url)
     assert.are.equal(3, tonumber(c:call("XLEN", "waited")))
     c:close()
+  end)
+end)
+
+describe("the Sentinels asked, in which order #redis #slow", function()
+  -- A Sentinel host that is down in a way that costs time (it takes the
+  -- connection and never answers, or its packets are dropped) was asked
+  -- first on every lookup: once a second per process (the TTL), and on
+  -- every sign of a failover, each lookup spent connect_timeout there
+  -- before the next Sentinel.  The Sentinel clients' guidelines: the one
+  -- that answered goes first.
+  it("asks the Sentinel that answered first next time, not the one that stalled", function()
+    local S = require "sentinel_cluster"
+    local sentinel = require "kinot.redis_sentinel"
+    local socket = require "socket"
+    local k, stall
+    finally(function()
+      if stall then stall:close() end
+      if k then k.stop() end
+    end)
+    k = S.start { replicas = 1, sentinels = 1 }
+    k.wait_ready()
+    -- listening, never accepting: a connection is made (the kernel's), a
+    -- command sent, and no answer ever comes
+    stall = assert(socket.bind("127.0.0.1", 0, 64))
+    local _, port = stall:getsockname()
+    local url = k.url:gsub("://", "://127.0.0.1:" .. port .. ",", 1)
+    local c = kredis.new(url, { timeout = 2, connect_timeout = 0.3 })
+    assert.are.equal("PONG", c:call("PING"))
+    for _ = 1, 3 do
+      sentinel.forget(c.sentinel) -- (the TTL ran out, or a failover's sign)
+      assert.are.equal("PONG", c:call("PING"))
+    end
+    c:close()
+    stall:settimeout(0)
+    local asked = 0
+    while true do
+      local conn = stall:accept()
+      if not conn then break end
+      conn:close()
+      asked = asked + 1
+    end
+    assert.are.equal(1, asked, "the stalled Sentinel was asked on " .. asked .. " of 4 lookups")
   end)
 end)

@@ -118,10 +118,12 @@ end
 -- client_of(parts) -> a kinot.redis client; confirm(host, port, deadline)
 -- -> true | nil, err (ROLE on the address says "master").  The
 -- Sentinels are asked in turn, each within at most `per` seconds of what
--- is left; the first confirmed address is remembered.
+-- is left; the first confirmed address is remembered, and the Sentinel
+-- that named it is asked first from then on.
 function M.find(s, deadline, per, client_of, confirm)
   local why = {}
-  for _, c in ipairs(sentinel_clients(s, client_of)) do
+  local clients = sentinel_clients(s, client_of)
+  for i, c in ipairs(clients) do
     local left = deadline - clock()
     if left <= 0 then break end
     local v, err = c:call_timeout(math.min(left, per), "SENTINEL", "get-master-addr-by-name", s.master)
@@ -131,6 +133,11 @@ function M.find(s, deadline, per, client_of, confirm)
       local ok, cerr = confirm(host, port, deadline)
       if ok then
         remember(s, host, port)
+        -- the one that answered is asked first next time (as Redis's
+        -- guidelines for Sentinel clients say): a Sentinel down in a way
+        -- that costs time (it never answers, its packets are dropped) once
+        -- cost `per` seconds on every lookup, once a second
+        if i > 1 then table.insert(clients, 1, table.remove(clients, i)) end
         return host, port
       end
       why[#why + 1] = c.where .. " named " .. host .. ":" .. tostring(port) .. ", " .. tostring(cerr and cerr.message or cerr)
