@@ -66,6 +66,33 @@ describe("a Sentinel URL's passwords, unescaped #unit", function()
   end)
 end)
 
+describe("TLS behind Sentinel #unit #cli", function()
+  -- not built: a Sentinel URL with TLS is refused saying so, never read as
+  -- a plain redis:// one nor taken without its TLS
+  it("is refused by name, as a rediss+sentinel:// URL and as tls with redis+sentinel://", function()
+    local e = raises(function() kredis.new("rediss+sentinel://:SECRET@127.0.0.1:26379/m/0") end)
+    assert.matches("TLS behind Sentinel is not supported", e, 1, true)
+    assert.is_nil(e:find("SECRET", 1, true), e)
+    e = raises(function() kredis.new("redis+sentinel://:SECRET@127.0.0.1:26379/m/0", { tls = { verify_tls = false } }) end)
+    assert.matches("TLS behind Sentinel is not supported", e, 1, true)
+    assert.is_nil(e:find("SECRET", 1, true), e)
+    e = raises(function()
+      callback.handler { secret = "s", inbox = { redis = "redis+sentinel://127.0.0.1/m/0", redis_tls = { verify_tls = false } } }
+    end)
+    assert.matches("inbox.redis_tls: TLS behind Sentinel is not supported", e, 1, true)
+    assert.are.equal("rediss+sentinel://127.0.0.1:1/m?sentinel_password=***",
+      kredis.redact("rediss+sentinel://127.0.0.1:1/m?sentinel_password=S@CRET"))
+  end)
+
+  it("kinot worker with a Sentinel URL and --redis-insecure: exit 2, saying so", function()
+    local out, err, code = H.kinot("worker --redis 'redis+sentinel://:SECRET@127.0.0.1:1/m' --redis-insecure " ..
+                                   "--handler x", "KINOT_REDIS_URL=")
+    assert.are.equal(2, code, out .. err)
+    assert.matches("TLS behind Sentinel is not supported", err, 1, true)
+    assert.is_nil((out .. err):find("SECRET", 1, true), err)
+  end)
+end)
+
 describe("the inbox's wait against a replica that has nothing #redis", function()
   -- WAIT counts the replicas that have THIS connection's last write.  A
   -- redelivery found stored writes nothing: on another connection than

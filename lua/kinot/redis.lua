@@ -41,12 +41,13 @@ function M.redact(url)
   -- the query starts at the first ? (as redis_sentinel.parse reads it):
   -- an unescaped @ in it is the password's, not the end of a userinfo
   local query = ""
-  if url:find("^redis%+sentinel://") then
+  local scheme = url:match("^(rediss?%+sentinel://)")
+  if scheme then
     local q = url:find("?", 1, true)
     if q then url, query = url:sub(1, q - 1), url:sub(q) end
     -- before it, no /mastername: that ? was inside the master's password
     -- (a URL parse refuses), and what is on either side of it may be secret
-    if q and not url:find("^redis%+sentinel://[^/]*/") then return "redis+sentinel://***" end
+    if q and not url:find("^rediss?%+sentinel://[^/]*/") then return scheme .. "***" end
   end
   -- up to the last @: a password may hold an unescaped / or @; without a
   -- "scheme://" (none, or a mistyped one) everything before it
@@ -73,6 +74,10 @@ end
 -- (a second argument, once a hand-counted level, is ignored: kinot.errors finds the caller)
 function M.parse(url)
   if type(url) ~= "string" then misuse("redis must be a redis:// URL string") end
+  if url:find("^rediss%+sentinel://") then
+    misuse("redis: TLS behind Sentinel is not supported (redis+sentinel:// is plain TCP, to the Sentinels " ..
+      "and to the master): " .. M.redact(url))
+  end
   if url:find("^redis%+sentinel://") then
     -- { sentinel = {...}, db, username, password } (kinot.redis_sentinel)
     return sentinel.parse(url, M.redact)
@@ -145,6 +150,10 @@ function M.check(url, tls, name)
   name = name or "tls"
   if type(tls) ~= "table" then misuse(name .. " must be a table { ca_file = path, verify_tls = false ... }") end
   validate.options(tls, TLS_KNOWN, name)
+  if o.sentinel then
+    misuse(name .. ": TLS behind Sentinel is not supported (redis+sentinel:// is plain TCP, to the Sentinels " ..
+      "and to the master): " .. M.redact(url))
+  end
   if not o.tls then misuse(name .. " is for a rediss:// URL (TLS); this one is redis:// (" .. M.redact(url) .. ")") end
   if tls.verify_tls ~= nil and type(tls.verify_tls) ~= "boolean" then misuse(name .. ".verify_tls must be true or false") end
   for _, k in ipairs { "ca_file", "server_name", "cert_file", "key_file" } do
