@@ -198,3 +198,62 @@ describe("the Sentinels asked, in which order #redis #slow", function()
     assert.are.equal(1, asked, "the stalled Sentinel was asked on " .. asked .. " of 4 lookups")
   end)
 end)
+
+describe("one kinot.callback.worker through a failover #redis #slow", function()
+  -- The worker's kept connection (LuaSocket) is to the master SIGKILLed
+  -- while it blocks in XREADGROUP; the same worker object must find the
+  -- new master, its consumer group there, and go on: every event the
+  -- inbox answered 200 (wait 1), before or after, handled.
+  it("keeps handling after the master is SIGKILLed mid-BLOCK, nothing answered 200 left behind", function()
+    local S = require "sentinel_cluster"
+    local worker = require "kinot.callback.worker"
+    local core = require "kinot.core"
+    local k
+    finally(function() if k then k.stop() end end)
+    k = S.start {}
+    k.wait_ready()
+    local rcv = callback.receiver { secret = SECRET, max_age = false,
+                                    inbox = { redis = k.url, timeout = 3, wait = { replicas = 1, timeout = 1 } } }
+    local handled, logged = {}, {}
+    local w = worker.new { redis = k.url, block = 0.5, claim_after = 1, timeout = 2,
+                           log = function(level, msg) logged[#logged + 1] = level .. ": " .. msg end,
+                           on_status = function(ev) handled[ev.sn] = (handled[ev.sn] or 0) + 1 end }
+    local answered, count = {}, 0 -- set of sn answered 200
+    local function post(from, to)
+      for sn = from, to do
+        if not answered[sn] and (rcv:receive(status_body(sn))) == 200 then
+          answered[sn], count = true, count + 1
+        end
+      end
+    end
+    local function drain(seconds)
+      local t0 = core.monotonic()
+      w:run(function()
+        for sn in pairs(answered) do if not handled[sn] then return core.monotonic() - t0 > seconds end end
+        return true
+      end)
+    end
+    post(1, 50)
+    assert.are.equal(50, count)
+    drain(10)
+    local old = k.master_port()
+    -- the worker is blocked in XREADGROUP on the master when it dies
+    local killer = io.popen("sleep 0.2; kill -KILL " .. k.master().pid(), "r")
+    local n, err = w:step()
+    killer:close()
+    assert.is_nil(n, "the step went on past the master's death")
+    assert.are.equal("network", err.kind)
+    k.wait_master(old, 20)
+    -- what the platform posts next, and delivers again (a 503 is redelivered)
+    for _ = 1, 5 do
+      post(51, 100)
+      if count == 100 then break end
+    end
+    drain(20)
+    local missing = {}
+    for sn in pairs(answered) do if not handled[sn] then missing[#missing + 1] = sn end end
+    assert.are.same({}, missing, table.concat(logged, "\n"))
+    assert.are.equal(100, count) -- (each was posted again until answered 200)
+    w.client:close()
+  end)
+end)
