@@ -257,3 +257,37 @@ describe("one kinot.callback.worker through a failover #redis #slow", function()
     w.client:close()
   end)
 end)
+
+describe("a Sentinel that names another Redis #redis #slow", function()
+  -- A Sentinel misconfigured (or in an attacker's hands: one without
+  -- requirepass takes SENTINEL MONITOR from anyone) names a standalone
+  -- Redis under the master's name.  ROLE says master there: the client
+  -- cannot tell it from the real one.  With wait, its WAIT finds no
+  -- replica and nothing is answered 200; without, the event is stored on
+  -- a server the platform's events were never meant to reach.
+  it("with inbox wait, an event stored on a master with no replicas is 503", function()
+    local S = require "sentinel_cluster"
+    local k, other
+    finally(function()
+      if other then other.stop() end
+      if k then k.stop() end
+    end)
+    k = S.start { replicas = 1, sentinels = 1 }
+    k.wait_ready()
+    other = R.start {}
+    local sc = k.sentinel_client(1)
+    assert.are.equal("OK", sc:call("SENTINEL", "REMOVE", S.NAME))
+    assert.are.equal("OK", sc:call("SENTINEL", "MONITOR", S.NAME, "127.0.0.1", other.port, 1))
+    sc:close()
+    local rcv = callback.receiver { secret = SECRET, max_age = false,
+                                    inbox = { redis = k.url, wait = { replicas = 1, timeout = 0.3 } } }
+    local st, res, _, err = rcv:receive(status_body(1))
+    assert.are.equal(503, st, res)
+    assert.matches("127.0.0.1:" .. other.port .. ": EVALSHA done, but WAIT: 0 of 1 replica", tostring(err), 1, true)
+    local plain = callback.receiver { secret = SECRET, max_age = false, inbox = { redis = k.url, stream = "plain" } }
+    assert.are.equal(200, (plain:receive(status_body(2))))
+    local c = other.client()
+    assert.are.equal(1, tonumber(c:call("XLEN", "plain"))) -- (where it went)
+    c:close()
+  end)
+end)
