@@ -291,3 +291,38 @@ describe("a Sentinel that names another Redis #redis #slow", function()
     c:close()
   end)
 end)
+
+describe("a Sentinel that names a hung server #redis #slow", function()
+  -- A Sentinel that has not yet seen the failover of a master that hangs
+  -- (SIGSTOP here; a machine swapping, a disk stalled in life) names it.
+  -- The address is confirmed with ROLE, which such a server never
+  -- answers: that ROLE once had the whole call's time, and the next
+  -- Sentinel, which names the live master, was never asked.
+  it("asks the next Sentinel once ROLE at the named address takes longer than connect_timeout", function()
+    local S = require "sentinel_cluster"
+    local sentinel = require "kinot.redis_sentinel"
+    local k, hung
+    finally(function()
+      if hung then
+        local pid = hung.pid()
+        if pid then shell("kill -CONT " .. pid) end
+        hung.stop()
+      end
+      if k then k.stop() end
+    end)
+    k = S.start { replicas = 1, sentinels = 2 }
+    k.wait_ready()
+    hung = R.start {}
+    local sc = k.sentinel_client(1)
+    assert.are.equal("OK", sc:call("SENTINEL", "REMOVE", S.NAME))
+    assert.are.equal("OK", sc:call("SENTINEL", "MONITOR", S.NAME, "127.0.0.1", hung.port, 1))
+    sc:close()
+    shell("kill -STOP " .. hung.pid())
+    local c = kredis.new(k.url, { timeout = 2, connect_timeout = 0.3 })
+    sentinel.forget(c.sentinel)
+    local v, err = c:call("PING")
+    assert.are.equal("PONG", v, err and err.message)
+    assert.are.equal("127.0.0.1:" .. k.master_port(2), c.where)
+    c:close()
+  end)
+end)

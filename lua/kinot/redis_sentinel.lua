@@ -118,7 +118,7 @@ end
 -- client_of(parts) -> a kinot.redis client; confirm(host, port, deadline)
 -- -> true | nil, err (ROLE on the address says "master").  The
 -- Sentinels are asked in turn, each within at most `per` seconds of what
--- is left; the first confirmed address is remembered, and the Sentinel
+-- is left (and the address it names confirmed within `per` more); the first confirmed address is remembered, and the Sentinel
 -- that named it is asked first from then on.
 function M.find(s, deadline, per, client_of, confirm)
   local why = {}
@@ -130,7 +130,9 @@ function M.find(s, deadline, per, client_of, confirm)
     local host, port
     if type(v) == "table" and type(v[1]) == "string" and v[1] ~= "" then host, port = v[1], tonumber(v[2]) end
     if port and port >= 1 and port <= 65535 and port == math.floor(port) then
-      local ok, cerr = confirm(host, port, deadline)
+      -- (ROLE gets `per` too: a hung server there, the old master a
+      -- Sentinel has not yet seen fail over, once held the whole call)
+      local ok, cerr = confirm(host, port, math.min(deadline, clock() + per))
       if ok then
         remember(s, host, port)
         -- the one that answered is asked first next time (as Redis's
