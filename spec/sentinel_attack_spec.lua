@@ -326,3 +326,36 @@ describe("a Sentinel that names a hung server #redis #slow", function()
     c:close()
   end)
 end)
+
+describe("a wrong password behind Sentinel #redis #slow", function()
+  -- The master's password wrong (or the Sentinels'): as with redis://, a
+  -- "redis" error naming it (WRONGPASS, not retryable), at once; it was
+  -- "network" (retryable) after the call's whole timeout spent asking
+  -- the Sentinels again and again, on every call (a kinot worker logged
+  -- "no master found" for ever)
+  it("is kind redis, code WRONGPASS, not retryable, without waiting out the call", function()
+    local S = require "sentinel_cluster"
+    local core = require "kinot.core"
+    local k
+    finally(function() if k then k.stop() end end)
+    k = S.start { replicas = 1, sentinels = 1, password = "RIGHTmaster", sentinel_password = "RIGHTsentinel" }
+    k.wait_ready()
+    for _, url in ipairs {
+      k.url:gsub("RIGHTmaster", "WRONGmaster", 1),
+      (k.url:gsub("RIGHTsentinel", "WRONGsentinel", 1)),
+    } do
+      local c = kredis.new(url, { timeout = 3 })
+      local t0 = core.monotonic()
+      local v, err = c:call("PING")
+      local took = core.monotonic() - t0
+      c:close()
+      assert.is_nil(v)
+      assert.are.equal("redis", err.kind, err.message)
+      assert.are.equal("WRONGPASS", err.code, err.message)
+      assert.is_false(err.retryable)
+      assert.is_true(took < 1.5, "took " .. took .. " s of the call's 3")
+      assert.is_nil(err.message:find("RIGHT", 1, true), err.message)
+      assert.is_nil(err.message:find("WRONG[ms]", 1), err.message)
+    end
+  end)
+end)

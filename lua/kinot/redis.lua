@@ -889,6 +889,8 @@ local function follow(self, deadline, timeout, args, n, wait)
     if not host then
       host, port = sentinel.find(s, deadline, self.connect_ms / 1000, self.sentinel_client, confirm(self, timeout))
       if not host then
+        -- (a password refused: at once, not retried)
+        if port and port.retryable == false then return nil, port end
         err, unsent = port or last or select(2, self:fail("asking Sentinel", "timeout", "timeout", timeout)), true
         -- (the first round's reasons: the last round may have been cut short by the deadline)
         asked = asked or err
