@@ -359,3 +359,47 @@ describe("a wrong password behind Sentinel #redis #slow", function()
     end
   end)
 end)
+
+describe("nginx's pool through a failover #redis #nginx #slow", function()
+  -- Inside nginx the connections to the old master stay in the keepalive
+  -- pool (named by host:port), and each worker knows the old master for up
+  -- to a second.  Once Sentinel has demoted it (a manual failover: it still
+  -- runs), a pooled connection to it meets READONLY: the call goes on to
+  -- the new master, and the platform sees no 503.
+  it("answers 200 once the old master is a replica, with pooled connections to it", function()
+    local S = require "sentinel_cluster"
+    local k, ng
+    finally(function()
+      if ng then ng.stop() end
+      if k then k.stop() end
+    end)
+    k = S.start { replicas = 1, sentinels = 3 }
+    k.wait_ready()
+    ng = H.handler_host(SECRET, "{ inbox = { redis = '" .. k.url .. "', stream = 'pooled', timeout = 3 } }")
+    local function post(sn)
+      return H.raw("POST", ng.url .. "/cb", status_body(sn), { ["Content-Type"] = "application/json" }).status
+    end
+    for sn = 1, 40 do assert.are.equal(200, post(sn)) end -- (connections to the old master pooled)
+    local old = k.master_port()
+    local sc = k.sentinel_client(1)
+    assert.are.equal("OK", sc:call("SENTINEL", "FAILOVER", S.NAME))
+    sc:close()
+    k.wait_master(old, 20)
+    -- until Sentinel has made the old master a replica (it looks every second or so)
+    assert.is_truthy(H.wait_for(function()
+      local c = k.server(old).client { timeout = 1 }
+      local role = c:call("ROLE")
+      c:close()
+      return type(role) == "table" and role[1] == "slave"
+    end, 20))
+    local statuses = {}
+    for sn = 41, 80 do
+      local st = post(sn)
+      statuses[st] = (statuses[st] or 0) + 1
+    end
+    assert.are.same({ [200] = 40 }, statuses)
+    local c = kredis.new(k.url)
+    assert.are.equal(80, tonumber(c:call("XLEN", "pooled")))
+    c:close()
+  end)
+end)
