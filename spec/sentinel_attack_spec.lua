@@ -403,3 +403,45 @@ describe("nginx's pool through a failover #redis #nginx #slow", function()
     c:close()
   end)
 end)
+
+describe("a wait that falls short, and the Sentinels #redis #slow", function()
+  -- Each WAIT that fell short (a replica down, wait = every replica) made
+  -- the client forget the master: every request then asked a Sentinel
+  -- (SENTINEL, then AUTH and ROLE at the master), as many lookups as
+  -- requests, the Sentinels loaded in proportion to the callbacks. The
+  -- 1 s the master is kept for already bounds how long an old master cut
+  -- from its replicas is used (and its WAIT fails all that time: 503).
+  it("asks a Sentinel about once a second, not once a request", function()
+    local S = require "sentinel_cluster"
+    local k, stopped
+    finally(function()
+      if stopped then shell("kill -CONT " .. stopped) end
+      if k then k.stop() end
+    end)
+    k = S.start { replicas = 1, sentinels = 1 }
+    k.wait_ready()
+    local rcv = callback.receiver { secret = SECRET, max_age = false,
+                                    inbox = { redis = k.url, wait = { replicas = 1, timeout = 0.05 } } }
+    assert.is_truthy(H.wait_for(function() return (rcv:receive(status_body(1))) == 200 end, 5))
+    for _, r in ipairs(k.servers) do if r.port ~= k.master_port() then stopped = r.pid() end end
+    shell("kill -STOP " .. stopped)
+    -- commands the only Sentinel ran (a Sentinel's INFO has no
+    -- commandstats; alone, no other Sentinel sends it any)
+    local function lookups()
+      local c = k.sentinel_client(1)
+      local info = tostring(c:call("INFO", "stats"))
+      c:close()
+      return assert(tonumber(info:match("total_commands_processed:(%d+)")), info)
+    end
+    local before = lookups()
+    local core = require "kinot.core"
+    local t0 = core.monotonic()
+    for sn = 2, 41 do
+      local st = rcv:receive(status_body(sn))
+      assert.are.equal(503, st)
+    end
+    local took = core.monotonic() - t0
+    local asked = lookups() - before - 1 -- (this count's own lookup is not one: INFO is)
+    assert.is_true(asked <= math.ceil(took) + 2, asked .. " lookups for 40 requests in " .. took .. " s")
+  end)
+end)

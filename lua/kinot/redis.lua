@@ -904,8 +904,11 @@ local function follow(self, deadline, timeout, args, n, wait)
     last = err
     local code = err.code
     if not (unsent or code == "READONLY" or code == "MASTERDOWN") then
-      -- (too few replicas may be an old master whose replicas left it)
-      if err.kind == "network" or err.kind == "timeout" or code == "NOREPLICAS" then sentinel.forget(s) end
+      -- (too few replicas, NOREPLICAS, may be an old master whose replicas
+      -- left it, but it is kept: its WAIT fails, 503, until the master
+      -- found expires within the second.  Forgotten, every request while
+      -- a replica is down asked a Sentinel, and AUTH and ROLE the master)
+      if err.kind == "network" or err.kind == "timeout" then sentinel.forget(s) end
       return nil, err
     end
     sentinel.forget(s)
