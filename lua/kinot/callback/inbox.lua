@@ -30,10 +30,12 @@ M.STREAM = "kinot:callbacks"
 -- its mark as it is (same value, same expiry), so that this connection's
 -- last write comes after the entry and WAIT counts the replicas that have
 -- it.  Redis 7.2 and later move a connection's WAIT offset only on a
--- command that wrote: without a write here, a redelivery on a connection
--- that last wrote before the entry was appended (another nginx worker's,
--- another pooled one) was answered by WAIT at once, though no replica had
--- the entry (Redis 6.2 to 7.0 move it on every command).
+-- command that wrote (their call(): "right after its last command that
+-- resulted in propagation"): without a write here, a redelivery on a
+-- connection that last wrote before the entry was appended (another nginx
+-- worker's, another pooled one) would have its WAIT answered at once,
+-- though no replica had the entry (Redis 6.2 to 7.0 move it on every
+-- command: sentinel_attack_spec's 503 holds on 7.0 either way).
 local PUT = [[
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if ARGV[8] == '1' then redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]), 'KEEPTTL') end
