@@ -1,7 +1,10 @@
 -- Attacks on Redis behind Sentinel and the `wait` option (kinot.redis,
 -- kinot.redis_sentinel, the inbox): each tries to get an event answered
--- 200 that a failover could lose, or a secret into a message.  Real parts:
--- Debian's redis-server, a master and a replica started and stopped here.
+-- 200 that a failover could lose, a secret into a message, or a call held
+-- or misreported.  Real parts: Debian's redis-server and redis-sentinel
+-- (spec/support/sentinel_cluster.lua), nginx, kinot.callback.worker, all
+-- started and stopped here; the one fake is a listening socket that never
+-- answers (a Sentinel that stalls: a real one cannot be made to).
 local callback = require "kinot.callback"
 local kredis = require "kinot.redis"
 local R = require "redis_server"
