@@ -33,15 +33,37 @@ local RETRYABLE_CODES = { LOADING = true, BUSY = true, TRYAGAIN = true, MASTERDO
                           NOREPLICAS = true }
 
 --- redact(url) -> the URL with its userinfo replaced by ***
+local QUERY_NAMES = { sentinel_password = true, sentinel_username = true }
+
 function M.redact(url)
+  url = tostring(url)
+  -- redis+sentinel://: the Sentinels' password is a query parameter, and
+  -- the query starts at the first ? (as redis_sentinel.parse reads it):
+  -- an unescaped @ in it is the password's, not the end of a userinfo
+  local query = ""
+  local scheme = url:match("^(rediss?%+sentinel://)")
+  if scheme then
+    local q = url:find("?", 1, true)
+    if q then url, query = url:sub(1, q - 1), url:sub(q) end
+    -- before it, no /mastername: that ? was inside the master's password
+    -- (a URL parse refuses), and what is on either side of it may be secret
+    if q and not url:find("^rediss?%+sentinel://[^/]*/") then return scheme .. "***" end
+  end
   -- up to the last @: a password may hold an unescaped / or @; without a
   -- "scheme://" (none, or a mistyped one) everything before it
-  local s, n = tostring(url):gsub("^(%a[%w+.-]*://).*@", "%1***@")
+  local s, n = url:gsub("^(%a[%w+.-]*://).*@", "%1***@")
   if n == 0 then s = s:gsub("^.*@", "***@") end
-  -- (redis+sentinel://: the Sentinels' password is a query parameter;
-  -- every value is hidden, a misspelt name's too)
-  s = s:gsub("([?&][^=&]*=)[^&]*", "%1***")
-  return s
+  if query == "" then
+    s, query = s:match("^([^?]*)(.*)$")
+  end
+  -- every value hidden, and a piece that is not name=value wholly (an
+  -- unescaped & in a password cuts it: its tail is no name); only the
+  -- names the query takes are shown
+  query = query:gsub("([?&])([^&]*)", function(sep, pair)
+    local name = pair:match("^([^=]*)=")
+    return sep .. (name and QUERY_NAMES[name] and (name .. "=***") or "***")
+  end)
+  return s .. query
 end
 
 local function unescape(s)
@@ -52,6 +74,10 @@ end
 -- (a second argument, once a hand-counted level, is ignored: kinot.errors finds the caller)
 function M.parse(url)
   if type(url) ~= "string" then misuse("redis must be a redis:// URL string") end
+  if url:find("^rediss%+sentinel://") then
+    misuse("redis: TLS behind Sentinel is not supported (redis+sentinel:// is plain TCP, to the Sentinels " ..
+      "and to the master): " .. M.redact(url))
+  end
   if url:find("^redis%+sentinel://") then
     -- { sentinel = {...}, db, username, password } (kinot.redis_sentinel)
     return sentinel.parse(url, M.redact)
@@ -124,6 +150,10 @@ function M.check(url, tls, name)
   name = name or "tls"
   if type(tls) ~= "table" then misuse(name .. " must be a table { ca_file = path, verify_tls = false ... }") end
   validate.options(tls, TLS_KNOWN, name)
+  if o.sentinel then
+    misuse(name .. ": TLS behind Sentinel is not supported (redis+sentinel:// is plain TCP, to the Sentinels " ..
+      "and to the master): " .. M.redact(url))
+  end
   if not o.tls then misuse(name .. " is for a rediss:// URL (TLS); this one is redis:// (" .. M.redact(url) .. ")") end
   if tls.verify_tls ~= nil and type(tls.verify_tls) ~= "boolean" then misuse(name .. ".verify_tls must be true or false") end
   for _, k in ipairs { "ca_file", "server_name", "cert_file", "key_file" } do
@@ -864,6 +894,8 @@ local function follow(self, deadline, timeout, attempt, ...)
     if not host then
       host, port = sentinel.find(s, deadline, self.connect_ms / 1000, self.sentinel_client, confirm(self, timeout))
       if not host then
+        -- (a password refused: at once, not retried)
+        if port and port.retryable == false then return nil, port end
         err, unsent = port or last or select(2, self:fail("asking Sentinel", "timeout", "timeout", timeout)), true
         -- (the first round's reasons: the last round may have been cut short by the deadline)
         asked = asked or err
@@ -877,8 +909,11 @@ local function follow(self, deadline, timeout, attempt, ...)
     last = err
     local code = err.code
     if not (unsent or code == "READONLY" or code == "MASTERDOWN") then
-      -- (too few replicas may be an old master whose replicas left it)
-      if err.kind == "network" or err.kind == "timeout" or code == "NOREPLICAS" then sentinel.forget(s) end
+      -- (too few replicas, NOREPLICAS, may be an old master whose replicas
+      -- left it, but it is kept: its WAIT fails, 503, until the master
+      -- found expires within the second.  Forgotten, every request while
+      -- a replica is down asked a Sentinel, and AUTH and ROLE the master)
+      if err.kind == "network" or err.kind == "timeout" then sentinel.forget(s) end
       return nil, err
     end
     sentinel.forget(s)

@@ -114,23 +114,46 @@ local function sentinel_clients(s, client_of)
   return s.clients
 end
 
+-- the error, when it is a server refusing the credentials given
+local REFUSED = { WRONGPASS = true, NOAUTH = true, NOPERM = true }
+local function credentials_refused(err)
+  if type(err) == "table" and err.kind == "redis" and REFUSED[err.code] then return err end
+end
+
 --- find(s, deadline, per, client_of, confirm) -> host, port | nil, err | nil (no time left to ask).
 -- client_of(parts) -> a kinot.redis client; confirm(host, port, deadline)
 -- -> true | nil, err (ROLE on the address says "master").  The
 -- Sentinels are asked in turn, each within at most `per` seconds of what
--- is left; the first confirmed address is remembered.
+-- is left (and the address it names confirmed within `per` more); the
+-- first confirmed address is remembered, and the Sentinel that named it is
+-- asked first from then on.  None found: the error of a password refused
+-- (kind "redis", WRONGPASS ..., not retryable) if one was, else "network".
 function M.find(s, deadline, per, client_of, confirm)
-  local why = {}
-  for _, c in ipairs(sentinel_clients(s, client_of)) do
+  local why, refused = {}, nil
+  local clients = sentinel_clients(s, client_of)
+  -- (a copy: inside nginx another request may reorder them meanwhile)
+  local order = {}
+  for i, c in ipairs(clients) do order[i] = c end
+  for _, c in ipairs(order) do
     local left = deadline - clock()
     if left <= 0 then break end
     local v, err = c:call_timeout(math.min(left, per), "SENTINEL", "get-master-addr-by-name", s.master)
     local host, port
     if type(v) == "table" and type(v[1]) == "string" and v[1] ~= "" then host, port = v[1], tonumber(v[2]) end
     if port and port >= 1 and port <= 65535 and port == math.floor(port) then
-      local ok, cerr = confirm(host, port, deadline)
+      -- (ROLE gets `per` too: a hung server there, the old master a
+      -- Sentinel has not yet seen fail over, once held the whole call)
+      local ok, cerr = confirm(host, port, math.min(deadline, clock() + per))
+      refused = refused or credentials_refused(cerr)
       if ok then
         remember(s, host, port)
+        -- the one that answered is asked first next time (as Redis's
+        -- guidelines for Sentinel clients say): a Sentinel down in a way
+        -- that costs time (it never answers, its packets are dropped) once
+        -- cost `per` seconds on every lookup, once a second
+        for i = 2, #clients do
+          if clients[i] == c then table.insert(clients, 1, table.remove(clients, i)) break end
+        end
         return host, port
       end
       why[#why + 1] = c.where .. " named " .. host .. ":" .. tostring(port) .. ", " .. tostring(cerr and cerr.message or cerr)
@@ -140,9 +163,13 @@ function M.find(s, deadline, per, client_of, confirm)
       why[#why + 1] = c.where .. " answered no address"
     else
       why[#why + 1] = tostring(err.message)
+      refused = refused or credentials_refused(err)
     end
   end
   if #why == 0 then return nil end -- the deadline passed before any was asked
+  -- a password refused (the master's, or the Sentinels'): the caller's
+  -- error, as with redis://, not the network's; asking again will not help
+  if refused then return nil, refused end
   return nil, errors.new("network", "redis Sentinel: no master " .. s.master .. " found (" .. table.concat(why, "; ") .. ")",
                          { retryable = true })
 end

@@ -22,12 +22,25 @@ M.__index = M
 M.STREAM = "kinot:callbacks"
 
 -- KEYS: dedupe key, stream; ARGV: ttl, maxlen ("" for none), id, body, at,
--- rule ("" for the default), verified ("0" when not, else "").
+-- rule ("" for the default), verified ("0" when not, else ""), waited.
 -- The mark is set after the append: a script that fails half way keeps
 -- what it wrote, and a mark without its entry would make the redelivery
 -- of an event never stored look like a duplicate.
+-- ARGV[8]: "1" when the caller WAITs: a delivery found stored rewrites
+-- its mark as it is (same value, same expiry), so that this connection's
+-- last write comes after the entry and WAIT counts the replicas that have
+-- it.  Redis 7.2 and later move a connection's WAIT offset only on a
+-- command that wrote (their call(): "right after its last command that
+-- resulted in propagation"): without a write here, a redelivery on a
+-- connection that last wrote before the entry was appended (another nginx
+-- worker's, another pooled one) would have its WAIT answered at once,
+-- though no replica had the entry (Redis 6.2 to 7.0 move it on every
+-- command: sentinel_attack_spec's 503 holds on 7.0 either way).
 local PUT = [[
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[8] == '1' then redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]), 'KEEPTTL') end
+  return 0
+end
 local a = { KEYS[2] }
 if ARGV[2] ~= '' then a[#a + 1] = 'MAXLEN'; a[#a + 1] = '~'; a[#a + 1] = ARGV[2] end
 for _, v in ipairs { '*', 'id', ARGV[3], 'body', ARGV[4], 'at', ARGV[5] } do a[#a + 1] = v end
@@ -253,8 +266,10 @@ end
 function M:put(id, raw, at, form)
   local rule = form and form.rule or ""
   local verified = form and form.verified == false and "0" or ""
+  -- (with wait, ARGV[8] "1": a delivery found stored writes its mark again, see PUT)
   local v, err = self:store { 2, self.prefix .. id, self.stream,
-                              self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified }
+                              self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified,
+                              self.wait and "1" or "" }
   if v == nil then return nil, err end
   return v == 1
 end

@@ -19,6 +19,10 @@ end
 -- when they cannot go together or with this URL
 function M.of(args, url)
   if not (args.redis_ca_file or args.redis_server_name or args.redis_insecure) then return nil end
+  if type(url) == "string" and url:match("^redis%+sentinel://") then
+    errors.misuse("--redis-ca-file, --redis-server-name and --redis-insecure: TLS behind Sentinel is not supported " ..
+      "(redis+sentinel:// is plain TCP)")
+  end
   if type(url) ~= "string" or not url:match("^rediss://") then
     errors.misuse("--redis-ca-file, --redis-server-name and --redis-insecure go with a rediss:// URL (TLS)")
   end
