@@ -101,16 +101,30 @@ local function reading_of(client, path)
   return "page0", true
 end
 
---- iterate(client, path, limit, concurrency, on_page) -> iterator over every device
+--- iterate(client, path, limit, concurrency, on_page) -> iterator, nil, nil, closer
+-- over every device, in order.  The pages go through request.stream (the
+-- transport's concurrent path: curl-multi, or nginx light threads), run in
+-- a coroutine that hands each page over as it comes in turn: `concurrency`
+-- pages always in flight or waiting for their turn (a sliding window, no
+-- round waiting for its slowest), at most `concurrency` held at once.
+-- Page 0 goes alone (its `count` sizes the list): no page past the end is
+-- asked while the count holds.  closer:close() (the generic for's closing
+-- value under Lua 5.4: a `break` calls it) ends the pages still out.
 function M.iterate(client, path, limit, concurrency, on_page)
   local request = require "kinot.request"
+  local retry = require "kinot.request.retry"
   local forced = client.paging ~= "auto"
   local reading, guess -- found on the first call of the iterator
   local count, pages
-  local buffer, bi = {}, 0         -- devices of the pages in hand
-  local next_page = 0
+  local buffer, bi = {}, 0         -- devices of the page in hand
+  local next_page = 0               -- the next page to ask for
+  local turn = 0                    -- the next page to hand over
+  local answers = {}                -- page -> {doc, err}, come before their turn
+  local index_of = {}               -- call -> page
   local prev_sns = {}               -- sn set of the page before: bounded by limit
   local done_pages = 0
+  local co, finished = nil, false
+  local STOP = {}                   -- raised at the yield to end the stream
 
   -- a page that does not add up: a paging mix-up, or the fleet changed?
   -- The platform is asked again (M.probe); a reading other than ours names
@@ -125,9 +139,16 @@ function M.iterate(client, path, limit, concurrency, on_page)
         "\" or \"auto\" in kinot.new, and start the iteration again", { paging = reading, platform_paging = found }), 0)
     end
   end
-  local function anomaly(msg)
-    diagnose(msg)
-    changed(msg)
+  -- an anomaly found in the stream ends it first (what is out is killed
+  -- or closed), then the iterator asks the platform again, outside it
+  local ANOMALY = {}
+  local function anomaly(msg, err)
+    if not err then
+      local ok, e = pcall(changed, msg)
+      assert(not ok)
+      err = e
+    end
+    error({ [ANOMALY] = true, msg = msg, err = err }, 0)
   end
 
   local function check_page(page, doc)
@@ -154,10 +175,11 @@ function M.iterate(client, path, limit, concurrency, on_page)
     return objs
   end
 
-  local function fill()
-    buffer, bi = {}, 0
-    if not reading then reading, guess = reading_of(client, path) end
-    if pages and next_page >= pages then return false end
+  -- take(free): the next pages, while the window (the pages asked and not
+  -- yet handed over) has room; page 0 alone, until its count is known
+  local function take(free)
+    local calls = {}
+    if next_page > 0 and (pages == nil or next_page >= pages) then return calls end -- (the end, or page 0 out)
     if guess and next_page > 0 then
       -- the fleet held at most one device when we asked; it grew since
       local found = M.probe(client, path)
@@ -165,31 +187,89 @@ function M.iterate(client, path, limit, concurrency, on_page)
       reading, guess = found, false
       client.paging_found = found
     end
-    local batch = {}
-    local n = pages and min(concurrency, pages - next_page) or 1
-    for i = 1, n do batch[i] = call(path, M.offset_of(reading, next_page + i - 1, limit), limit) end
-    local results = request.perform_many(client, batch)
-    for i = 1, n do
-      local doc, err = results[i][1], results[i][2]
+    local last = pages and min(pages, turn + concurrency) or 1
+    while #calls < free and next_page < last do
+      local c = call(path, M.offset_of(reading, next_page, limit), limit)
+      index_of[c] = next_page
+      calls[#calls + 1] = c
+      next_page = next_page + 1
+    end
+    return calls
+  end
+
+  -- on_answer: kept until its turn; each page whose turn it is is checked
+  -- and handed over (the coroutine yields it), in order.  A failed page
+  -- goes again alone, under the full retry policy, when its turn comes (as
+  -- perform_many's); an error raised here ends the stream (what is still
+  -- out is killed or closed by the transport) and the iteration.
+  local function on_answer(asked, doc, err)
+    answers[index_of[asked]] = { doc, err, asked }
+    index_of[asked] = nil
+    while answers[turn] do
+      local a = answers[turn]
+      answers[turn] = nil
+      doc, err = a[1], a[2]
+      if not doc and err.kind ~= "unknown_outcome" and retry.alone(err) then
+        doc, err = request.perform(client, a[3])
+        if err then err.attempts = err.attempts + 1 end
+      end
       if not doc then
         -- an offset the platform refuses (its bound is (count/limit)+1) may be ours misread
-        if err.kind == "api" then diagnose("offset " .. batch[i].query[1][2] .. " refused: " .. tostring(err.api_message or err.message)) end
+        if err.kind == "api" then
+          anomaly("offset " .. a[3].query[1][2] .. " refused: " .. tostring(err.api_message or err.message), err)
+        end
         error(err, 0)
       end
-      local objs = check_page(next_page + i - 1, doc)
-      for j = 1, #objs do buffer[#buffer + 1] = objs[j] end
+      local objs = check_page(turn, doc)
+      turn = turn + 1
+      if coroutine.yield(objs) == STOP then error(STOP, 0) end
     end
-    next_page = next_page + n
-    return true
+  end
+
+  local function run()
+    reading, guess = reading_of(client, path)
+    request.stream(client, concurrency, take, on_answer)
+  end
+
+  -- closer: ends the pages still out (the coroutine raises STOP at its
+  -- yield: the transport kills its light threads or closes its transfers)
+  local closer = setmetatable({}, { __close = function(self) self:close() end, __index = {
+    close = function()
+      if finished or not co then finished = true return end
+      finished = true
+      buffer, bi = {}, 0
+      local ok, err = coroutine.resume(co, STOP)
+      if not ok and err ~= STOP then error(err, 0) end
+    end } })
+
+  local function next_objs()
+    if finished then return nil end
+    co = co or coroutine.create(run)
+    local ok, objs = coroutine.resume(co)
+    if not ok then
+      finished = true
+      if type(objs) == "table" and objs[ANOMALY] then
+        diagnose(objs.msg)
+        objs = objs.err
+      end
+      error(objs, 0)
+    end
+    if coroutine.status(co) == "dead" then
+      finished = true
+      return nil
+    end
+    return objs
   end
 
   return function()
     while bi >= #buffer do
-      if not fill() then return nil end
+      local objs = next_objs()
+      if not objs then return nil end
+      buffer, bi = objs, 0
     end
     bi = bi + 1
     return buffer[bi]
-  end
+  end, nil, nil, closer
 end
 
 return M
