@@ -439,7 +439,9 @@ function M.new(opts)
   -- coroutine.yield: the pager hands its pages over from inside done).
   -- Each ended thread is reaped (ngx.thread.wait on a dead one returns at
   -- once).
-  function self.stream(slots, ask, done)
+  -- wake(poke), when given, is handed a function that makes the stream ask
+  -- again now (the pager's caller has handed a page over: room for one).
+  function self.stream(slots, ask, done, wake)
     local spawn, wait, kill = ngx.thread.spawn, ngx.thread.wait, ngx.thread.kill
     local ended = require("ngx.semaphore").new(0)
     local running, nrunning = {}, 0 -- thread -> req, the threads out
@@ -451,6 +453,7 @@ function M.new(opts)
       if not okc then error(res, 0) end
       return req, res or { error = kind, message = message, not_sent = not_sent }
     end
+    if wake then wake(function() ended:post(1) end) end
     local ok, err = pcall(function()
       while true do
         local reqs, delay
@@ -465,8 +468,8 @@ function M.new(opts)
         else
           -- the first to end, or the delay first
           local got = ended:wait(delay or 86400)
-          if got then
-            local th = table.remove(finished, 1)
+          local th = got and table.remove(finished, 1) -- (none: a poke)
+          if th then
             local okw, req, res = wait(th) -- (dead: at once)
             running[th] = nil
             nrunning = nrunning - 1
