@@ -204,6 +204,7 @@ describe("pager's sliding window #sim #nginx", function()
               on_page = function() if a.gc then collectgarbage() end end }
             for d in iter do
               if a.gc then collectgarbage("step", 1) end
+              if a.sleepy and d.sn % 10 == 0 then ngx.sleep(0.03) end -- (behind the pages: the thread ends, starts again)
               list[#list + 1] = d.sn
               if a.stop and #list == tonumber(a.stop) then break end
             end
@@ -277,6 +278,11 @@ describe("pager's sliding window #sim #nginx", function()
       assert.are.equal(LOCKS .. " true ok", (each("conc=" .. conc .. "&gc=1")))
       assert.are.equal(PAGES, lockers_asked() - before)
     end
+    -- a loop slower than the pages: the stream stops with its window full
+    -- and starts again, each page still asked once
+    local before = lockers_asked()
+    assert.are.equal(LOCKS .. " true ok", (each("conc=4&sleepy=1")))
+    assert.are.equal(PAGES, lockers_asked() - before)
     -- the last of the first window slow (0.6 s): the other three handed
     -- over, and as many pages asked, before it is in
     sim.fault { kind = "latency", latency = 0, next = 4, endpoint = "GET /lockers" }
