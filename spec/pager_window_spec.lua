@@ -41,26 +41,36 @@ describe("pager's sliding window #sim #nginx", function()
       -- simulator takes are quick, the fourth takes 0.6 s.  Rounds of 4
       -- (the pager before) ask nothing more until the slow one is in (5
       -- requests); a window asks one for each page handed over before it.
-      local c = sim.client { paging = "page0" }
-      local events = {}
-      c.on_event = function(ev)
-        if ev.type == "request" or ev.type == "response" then events[#events + 1] = ev end
-      end
-      local list = {}
-      for d in c:each_locker { limit = LIMIT, concurrency = 4, on_page = function(done)
-        if done == 1 then
-          sim.fault { kind = "latency", latency = 0, next = 3, endpoint = "GET /lockers" }
-          sim.fault { kind = "latency", latency = 0.6, next = 1, endpoint = "GET /lockers" }
+      -- (which of the four the simulator takes last is the network's: when
+      -- it is page 1, the window waits for it too; up to three tries, where
+      -- rounds of 4 give 5 every time)
+      local tries = {}
+      for _ = 1, 3 do
+        local c = sim.client { paging = "page0" }
+        local events = {}
+        c.on_event = function(ev)
+          if ev.type == "request" or ev.type == "response" then events[#events + 1] = ev end
         end
-      end } do list[#list + 1] = d.sn end
-      c:close()
-      in_order(list, LOCKS)
-      local asked = 0
-      for _, ev in ipairs(events) do
-        if ev.type == "request" then asked = asked + 1 end
-        if ev.type == "response" and ev.elapsed >= 0.5 then break end
+        local list = {}
+        for d in c:each_locker { limit = LIMIT, concurrency = 4, on_page = function(done)
+          if done == 1 then
+            sim.fault { kind = "latency", latency = 0, next = 3, endpoint = "GET /lockers" }
+            sim.fault { kind = "latency", latency = 0.6, next = 1, endpoint = "GET /lockers" }
+          end
+        end } do list[#list + 1] = d.sn end
+        c:close()
+        in_order(list, LOCKS)
+        local asked = 0
+        for _, ev in ipairs(events) do
+          if ev.type == "request" then asked = asked + 1 end
+          if ev.type == "response" and ev.elapsed >= 0.5 then break end
+        end
+        tries[#tries + 1] = asked
+        if asked > 5 then break end
       end
-      assert.is_true(asked > 5, "requests before the slow page was in: " .. asked)
+      local asked = tries[#tries]
+      asked = asked > 5 and asked or 0
+      assert.is_true(asked > 5, "requests before the slow page was in, each try: " .. table.concat(tries, ", "))
     end)
 
   for _, conc in ipairs { 1, 4, 7, 24, 64 } do
@@ -285,10 +295,15 @@ describe("pager's sliding window #sim #nginx", function()
     assert.are.equal(PAGES, lockers_asked() - before)
     -- the last of the first window slow (0.6 s): the other three handed
     -- over, and as many pages asked, before it is in
-    sim.fault { kind = "latency", latency = 0, next = 4, endpoint = "GET /lockers" }
-    sim.fault { kind = "latency", latency = 0.6, next = 1, endpoint = "GET /lockers" }
-    local slow = each("conc=4&slow=1")
-    local asked = tonumber(slow:match(" asked=(%d+)"))
+    -- (up to three tries, as in a script)
+    local slow, asked
+    for _ = 1, 3 do
+      sim.fault { kind = "latency", latency = 0, next = 4, endpoint = "GET /lockers" }
+      sim.fault { kind = "latency", latency = 0.6, next = 1, endpoint = "GET /lockers" }
+      slow = each("conc=4&slow=1")
+      asked = tonumber(slow:match(" asked=(%d+)"))
+      if asked and asked > 5 then break end
+    end
     assert.is_true(asked and asked > 5, slow)
     -- a slow first page of the window: order
     sim.fault { kind = "latency", latency = 0, next = 1, endpoint = "GET /lockers" }
