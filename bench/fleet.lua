@@ -80,7 +80,7 @@ if part("sync") then
         local t0 = ngx.now()
         if a.store == "none" then
           local n, c, batches, last = 0, tonumber(a.c), {}, nil
-          local function on_page(i) -- a batch of c pages arrives at once: its time from the last
+          local function on_page(i) -- the time c pages take to come in turn (c in flight)
             if i % c == 1 then
               ngx.update_time()
               if last and i > 1 then batches[#batches + 1] = ngx.now() - last end
@@ -138,7 +138,7 @@ if part("sync") then
       print(string.format("sync    %-44s %6.2f s  (%.2fx the limit)%s", what, t, t / limit, note and ("  " .. note) or ""))
     end
     local function batch_text(p50, p90)
-      return string.format("a batch of %d pages p50 %.0f ms, p90 %.0f ms", CONC, p50 * 1000, p90 * 1000)
+      return string.format("%d pages in turn p50 %.0f ms, p90 %.0f ms", CONC, p50 * 1000, p90 * 1000)
     end
     print(string.format("sync    the limit: %d pages x %.0f ms / concurrency %d = %.2f s", npages, LAT * 1000, CONC,
       limit))

@@ -101,16 +101,49 @@ local function reading_of(client, path)
   return "page0", true
 end
 
---- iterate(client, path, limit, concurrency, on_page) -> iterator over every device
+-- the stream's driver: inside nginx (a phase with light threads) a light
+-- thread, which pages while the caller's loop runs; elsewhere a coroutine
+-- the iterator resumes (curl's transfers go on in its turns)
+local THREAD_PHASES = { timer = true, content = true, rewrite = true, access = true }
+local function nginx_threads()
+  local ngx = rawget(_G, "ngx")
+  if not (ngx and ngx.thread and ngx.get_phase and THREAD_PHASES[ngx.get_phase()]) then return nil end
+  local ok, semaphore = pcall(require, "ngx.semaphore")
+  return ok and ngx or nil, ok and semaphore or nil
+end
+
+--- iterate(client, path, limit, concurrency, on_page) -> iterator, nil, nil, closer
+-- over every device, in order.  The pages go through request.stream (the
+-- transport's concurrent path: curl-multi, or nginx light threads), a
+-- sliding window: `concurrency` pages in flight or waiting their turn, the
+-- next asked as soon as one is handed over (no round waits for its
+-- slowest), at most `concurrency` held at once.  Page 0 goes alone (its
+-- `count` sizes the list): no page past the end is asked while the count
+-- holds.  Each page is checked, retried and handed over here, in the
+-- caller's turn; the stream only asks and keeps the answers.  It ends
+-- whenever it has nothing out and no room (the caller is behind, or gone:
+-- a loop left by `break`) and starts again from where it was when the
+-- caller comes back.  closer:close() (the generic for's closing value
+-- under Lua 5.4: a `break` calls it) ends the pages still out.
 function M.iterate(client, path, limit, concurrency, on_page)
   local request = require "kinot.request"
+  local retry = require "kinot.request.retry"
   local forced = client.paging ~= "auto"
   local reading, guess -- found on the first call of the iterator
   local count, pages
-  local buffer, bi = {}, 0         -- devices of the pages in hand
-  local next_page = 0
+  local buffer, bi = {}, 0         -- devices of the page in hand
+  local next_page = 0               -- the next page to ask for
+  local turn = 0                    -- the next page to hand over
+  local answers = {}                -- page -> {doc, err, call}, come before their turn
+  local index_of = {}               -- call -> page
   local prev_sns = {}               -- sn set of the page before: bounded by limit
   local done_pages = 0
+  local finished = false
+  local STOP = {}                   -- raised in take: ends the stream, kills what is out
+  local ngx, semaphore = nginx_threads()
+  local ready = ngx and semaphore.new(0) -- posted by the stream thread: an answer, or its end
+  local runner, running, stopping, stream_err = nil, false, false, nil
+  local poke -- nginx: wakes the stream thread (room for a page)
 
   -- a page that does not add up: a paging mix-up, or the fleet changed?
   -- The platform is asked again (M.probe); a reading other than ours names
@@ -125,16 +158,95 @@ function M.iterate(client, path, limit, concurrency, on_page)
         "\" or \"auto\" in kinot.new, and start the iteration again", { paging = reading, platform_paging = found }), 0)
     end
   end
+
+  -- take(free): the next pages, while the window (the pages asked and not
+  -- yet handed over) has room; page 0 alone, until its count is known.
+  -- With no room: asked again when a page out comes in, or (nginx) when
+  -- the caller hands one over (poke); with nothing out, the stream ends.
+  local function take(free)
+    if stopping then error(STOP, 0) end
+    local calls = {}
+    if next_page > 0 and (pages == nil or next_page >= pages) then return calls end -- (the end, or page 0 out)
+    if guess and next_page > 0 then
+      -- the fleet held at most one device when we asked; it grew since
+      local found = M.probe(client, path)
+      if not found then changed("count went from " .. count .. " to more") end
+      reading, guess = found, false
+      client.paging_found = found
+    end
+    local last = pages and min(pages, turn + concurrency) or 1
+    while #calls < free and next_page < last do
+      local c = call(path, M.offset_of(reading, next_page, limit), limit)
+      index_of[c] = next_page
+      calls[#calls + 1] = c
+      next_page = next_page + 1
+    end
+    return calls
+  end
+
+  -- on_answer: kept for its turn; the caller is told (nginx) or given the
+  -- hand (a coroutine's yield) when the page whose turn it is has come
+  local function on_answer(asked, doc, err)
+    answers[index_of[asked]] = { doc, err, asked }
+    index_of[asked] = nil
+    if ready then ready:post(1)
+    elseif answers[turn] then coroutine.yield() end
+  end
+
+  local function run()
+    local ok, e = pcall(request.stream, client, concurrency, take, on_answer, function(p) poke = p end)
+    if not ok and e ~= STOP then stream_err = e end
+    running = false
+    if ready then ready:post(1) end
+  end
+
+  local function start()
+    running = true
+    if ngx then runner = ngx.thread.spawn(run) else runner = coroutine.create(run) end
+  end
+
+  -- the caller's turn: wait for an answer or the stream's end
+  local function step()
+    if ngx then ready:wait(3600) return end
+    local ok, e = coroutine.resume(runner)
+    if not ok then running, stream_err = false, e end
+  end
+
+  -- ends the stream: what is out is killed or closed (nginx: when the
+  -- first of them ends, at most one request's time; a script: at once)
+  local function stop()
+    finished = true
+    buffer, bi = {}, 0
+    if not runner then return end
+    stopping = true
+    if running and poke then poke() end -- (take raises STOP at once)
+    if ngx then
+      while running do ready:wait(3600) end
+      ngx.thread.wait(runner) -- (dead: reaped at once)
+    elseif coroutine.status(runner) == "suspended" then
+      coroutine.resume(runner) -- (take raises STOP: the transfers out are closed)
+    end
+    runner = nil
+  end
+
+  local function fail(err, msg)
+    stop()
+    if msg then diagnose(msg) end
+    error(err, 0)
+  end
   local function anomaly(msg)
-    diagnose(msg)
-    changed(msg)
+    local _, err = pcall(changed, msg)
+    fail(err, msg)
   end
 
   local function check_page(page, doc)
     local objs = doc.objects or {}
     local c = tonumber(doc.count)
-    if not c then error(errors.new("decode", "a page came back without a count"), 0) end
-    if count and c ~= count then changed("count went from " .. count .. " to " .. c) end
+    if not c then fail(errors.new("decode", "a page came back without a count")) end
+    if count and c ~= count then
+      local _, err = pcall(changed, "count went from " .. count .. " to " .. c)
+      fail(err)
+    end
     count = c
     pages = pages or ceil(c / limit)
     local expected = page < pages - 1 and limit or (c - (pages - 1) * limit)
@@ -154,42 +266,57 @@ function M.iterate(client, path, limit, concurrency, on_page)
     return objs
   end
 
-  local function fill()
-    buffer, bi = {}, 0
+  -- the next page's devices, in turn | nil at the end
+  local function next_objs()
     if not reading then reading, guess = reading_of(client, path) end
-    if pages and next_page >= pages then return false end
-    if guess and next_page > 0 then
-      -- the fleet held at most one device when we asked; it grew since
-      local found = M.probe(client, path)
-      if not found then changed("count went from " .. count .. " to more") end
-      reading, guess = found, false
-      client.paging_found = found
-    end
-    local batch = {}
-    local n = pages and min(concurrency, pages - next_page) or 1
-    for i = 1, n do batch[i] = call(path, M.offset_of(reading, next_page + i - 1, limit), limit) end
-    local results = request.perform_many(client, batch)
-    for i = 1, n do
-      local doc, err = results[i][1], results[i][2]
-      if not doc then
-        -- an offset the platform refuses (its bound is (count/limit)+1) may be ours misread
-        if err.kind == "api" then diagnose("offset " .. batch[i].query[1][2] .. " refused: " .. tostring(err.api_message or err.message)) end
-        error(err, 0)
+    while true do
+      local a = answers[turn]
+      if a then
+        answers[turn] = nil
+        local doc, err = a[1], a[2]
+        if not doc and err.kind ~= "unknown_outcome" and retry.alone(err) then
+          -- a failed page goes again alone, under the full retry policy
+          doc, err = request.perform(client, a[3])
+          if err then err.attempts = err.attempts + 1 end
+        end
+        if not doc then
+          -- an offset the platform refuses (its bound is (count/limit)+1) may be ours misread
+          fail(err, err.kind == "api" and ("offset " .. a[3].query[1][2] .. " refused: " ..
+            tostring(err.api_message or err.message)) or nil)
+        end
+        local objs = check_page(turn, doc)
+        turn = turn + 1
+        if running and poke then poke() end
+        return objs
       end
-      local objs = check_page(next_page + i - 1, doc)
-      for j = 1, #objs do buffer[#buffer + 1] = objs[j] end
+      if stream_err then fail(stream_err) end
+      if pages and turn >= math.max(pages, 1) then
+        stop()
+        return nil
+      end
+      if running then
+        step()
+      else
+        if runner and ngx then ngx.thread.wait(runner) end -- (the last stream thread, dead: reaped)
+        start()
+        if not ngx then step() end
+      end
     end
-    next_page = next_page + n
-    return true
   end
+
+  local closer = setmetatable({}, { __close = function(self) self:close() end, __index = {
+    close = function() if not finished then stop() end end } })
 
   return function()
     while bi >= #buffer do
-      if not fill() then return nil end
+      if finished then return nil end
+      local objs = next_objs()
+      if not objs then return nil end
+      buffer, bi = objs, 0
     end
     bi = bi + 1
     return buffer[bi]
-  end
+  end, nil, nil, closer
 end
 
 return M

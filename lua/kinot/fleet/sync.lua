@@ -36,6 +36,14 @@ local function put(twin, kind, batch, report)
   return true
 end
 
+-- paging(client, kind, each) -> iterator, closer (a no-op for an
+-- iterator without one: a source other than kinot's client)
+local NO_CLOSER = { close = function() end }
+local function paging(client, kind, each)
+  local got = { (kind == "lock" and client.each_locker or client.each_sensor)(client, each) }
+  return got[1], got[4] or NO_CLOSER
+end
+
 local function feed(twin, kind, each, report, listed)
   local batch = {}
   local function flush()
@@ -74,7 +82,7 @@ end
 -- pages in flight) while this one writes what came to the store, so that
 -- a sync takes the longer of the two, not their sum.  At most `depth`
 -- batches of 100 wait between them; a failure on either side stops both.
-local function feed_overlapped(ngx, semaphore, twin, kind, each, report, listed, depth)
+local function feed_overlapped(ngx, semaphore, twin, kind, each, closer, report, listed, depth)
   local queue, head, tail = {}, 1, 0 -- the batches waiting: queue[head .. tail]
   local ready, room = semaphore.new(0), semaphore.new(depth)
   local done, stop, failed = false, false, nil
@@ -100,6 +108,7 @@ local function feed_overlapped(ngx, semaphore, twin, kind, each, report, listed,
         queue[tail] = batch
       end
     end)
+    closer:close() -- in this thread, the one that started the paging (nginx: its light threads)
     if not ok then failed = err end
     done = true
     ready:post(1)
@@ -167,14 +176,16 @@ function M.run(twin, client, opts)
   end
   for _, kind in ipairs { "lock", "sensor" } do
     local listed, listed_at = {}, twin.clock()
-    local iterator = kind == "lock" and client:each_locker(each) or client:each_sensor(each)
+    -- (closer: a store that fails stops the paging with the pages still out)
+    local iterator, closer = paging(client, kind, each)
     local ngx, semaphore = threads()
     local ok, err
     if ngx then
-      ok, err = feed_overlapped(ngx, semaphore, twin, kind, iterator, report, listed,
+      ok, err = feed_overlapped(ngx, semaphore, twin, kind, iterator, closer, report, listed,
         2 * each.concurrency * math.ceil(each.limit / 100))
     else
       ok, err = feed(twin, kind, iterator, report, listed)
+      closer:close()
     end
     if not ok then return fail(err) end
     ok, err = mark_gone(twin, kind, listed, report, listed_at)

@@ -177,7 +177,10 @@ end
 -- (the caller decides what goes again, and when); a call that is not
 -- idempotent and may have arrived answers unknown_outcome.  The transport's
 -- stream (curl: curl-multi; resty: nginx light threads), or one at a time.
-function M.stream(client, slots, take, on_answer)
+-- wake(poke), optional: given a function that makes the stream call take
+-- now, where the transport waits apart from its caller (resty: the pager's
+-- caller frees room in another light thread); not called elsewhere.
+function M.stream(client, slots, take, on_answer, wake)
   if not client.signer then errors.misuse("client is closed") end
   local transport = client.transport
   local pending = {} -- req -> {call, signed, started}
@@ -209,7 +212,7 @@ function M.stream(client, slots, take, on_answer)
     on_answer(p[1], answer_of(client, transport, p[1], p[2], req, r, p[3]))
   end
   local run = transport.stream or stream_one_by_one(transport)
-  run(slots, take_reqs, done)
+  run(slots, take_reqs, done, wake)
   if closed then errors.misuse("client is closed") end
 end
 

@@ -432,45 +432,55 @@ function M.new(opts)
   -- next request as soon as its last one ended (ask: the stream's take).
   -- An error raised by ask or done ends the stream: the threads still out are killed (what the
   -- server made of their requests, no one knows), and it goes on.
-  function self.stream(slots, ask, done)
+  -- A thread that ends posts a semaphore, which the stream waits on: no
+  -- ngx.thread.wait on several threads, which leaves those not returned
+  -- marked as waited for, and one that ends later would resume this
+  -- coroutine wherever it then waits (a cosocket, a semaphore, a
+  -- coroutine.yield: the pager hands its pages over from inside done).
+  -- Each ended thread is reaped (ngx.thread.wait on a dead one returns at
+  -- once).
+  -- wake(poke), when given, is handed a function that makes the stream ask
+  -- again now (the pager's caller has handed a page over: room for one).
+  function self.stream(slots, ask, done, wake)
     local spawn, wait, kill = ngx.thread.spawn, ngx.thread.wait, ngx.thread.kill
-    local running = {} -- threads out, in no order
+    local ended = require("ngx.semaphore").new(0)
+    local running, nrunning = {}, 0 -- thread -> req, the threads out
+    local finished = {}             -- threads ended, not yet reaped (in the order they ended)
     local function one(req)
-      local res, kind, message, not_sent = self.send(req)
+      local okc, res, kind, message, not_sent = pcall(self.send, req)
+      finished[#finished + 1] = coroutine.running()
+      ended:post(1) -- (always: the stream waits on it)
+      if not okc then error(res, 0) end
       return req, res or { error = kind, message = message, not_sent = not_sent }
     end
+    if wake then wake(function() ended:post(1) end) end
     local ok, err = pcall(function()
-      local thread_of = {}
       while true do
         local reqs, delay
-        if #running < slots then reqs, delay = ask(slots - #running) end
+        if nrunning < slots then reqs, delay = ask(slots - nrunning) end
         for k = 1, reqs and #reqs or 0 do
-          local th = spawn(one, reqs[k])
-          running[#running + 1], thread_of[reqs[k]] = th, th
+          running[spawn(one, reqs[k])] = reqs[k]
+          nrunning = nrunning + 1
         end
-        if #running == 0 then
+        if nrunning == 0 then
           if not delay then return end
           ngx.sleep(delay)
         else
-          -- the first to end, or the delay (a sleeping thread) first
-          local timer = delay and spawn(function() ngx.sleep(delay) end)
-          local okw, req, res
-          if timer then okw, req, res = wait(timer, unpack(running)) else okw, req, res = wait(unpack(running)) end
-          if timer then kill(timer) end
-          if not okw then error(req, 0) end
-          if req then
-            local th = thread_of[req]
-            thread_of[req] = nil
-            for k = 1, #running do
-              if running[k] == th then table.remove(running, k) break end
-            end
+          -- the first to end, or the delay first
+          local got = ended:wait(delay or 86400)
+          local th = got and table.remove(finished, 1) -- (none: a poke)
+          if th then
+            local okw, req, res = wait(th) -- (dead: at once)
+            running[th] = nil
+            nrunning = nrunning - 1
+            if not okw then error(req, 0) end
             done(req, res)
           end
         end
       end
     end)
     if not ok then
-      for _, th in ipairs(running) do kill(th) end
+      for th in pairs(running) do kill(th) end
       error(err, 0)
     end
   end
