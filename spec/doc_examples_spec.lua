@@ -29,6 +29,7 @@ local SKIP = {
     "the default pid file (/tmp/kinot-sim.pid), which another simulator on this machine may hold" },
   { "README.md", "^kinot verify ", "body.json: a callback body the platform sent (spec/cli_spec.lua verifies some)" },
   { "docs/callback-sign.md", "^kinot verify ", "body.json: a callback body the platform sent" },
+  { "README.md", "^kinot report %-%-from ", "a kinot serve on 127.0.0.1:8080 (spec/report_html_spec.lua reads one with --from)" },
   { "README.md", "^kinot worker ", "redis-server and the reader's handler module (spec/redis_spec.lua runs the worker)" },
   { "docs/redis.md", "^KINOT_REDIS_URL=", "a redis-server at 10.0.0.7 and the reader's handler module" },
   { "README.md", "^local callback = require \"kinot.callback\"\nlocal ev, err = callback.verify%(raw_body",
