@@ -160,7 +160,7 @@ end
 
 --- handle(ctx, req) -> status, body (JSON).  ctx: { twin, client, dict (a
 -- lua_shared_dict), token, now, spawn(id) (follow it in a timer), wait };
--- req: { method, path, body, remote_addr, authorization }
+-- req: { method, path, body, remote_addr, host, authorization }
 function M.handle(ctx, req)
   local sn = req.path:match("^/api/devices/([^/]+)/commands$")
   if sn then
@@ -185,7 +185,7 @@ function M.nginx(ctx)
   end
   local status, text = M.handle(ctx, {
     method = ngx.req.get_method(), path = ngx.var.uri, body = body,
-    remote_addr = ngx.var.remote_addr, authorization = ngx.var.http_authorization,
+    remote_addr = ngx.var.remote_addr, host = ngx.var.host, authorization = ngx.var.http_authorization,
   })
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"

@@ -1,0 +1,118 @@
+-- kinot serve's dashboard API and commands, attacked (over real HTTP against
+-- `kinot serve` in front of `kinot sim`, whose counters say what was sent):
+-- a browser page of another site reaching the loopback-trusted API through
+-- DNS rebinding (a Host that is not this server's), and a storm of commands
+-- in course that used to take every running timer of a worker (the 257th
+-- command's follow, and the sync loop, silently dropped by nginx).
+local H = require "helpers"
+local json = require "kinot.json"
+local launcher = require "kinot.sim.launcher"
+
+local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
+local TOKEN = "attack-spec-token-5e1d"
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
+  local out = p:read("*a")
+  p:close()
+  return (out:gsub("rc=%d+%s*$", "")), tonumber(out:match("rc=(%d+)%s*$"))
+end
+
+-- serve(sim, token, extra) -> { url, port, stop() }: a `kinot serve --daemon` over the simulator, synced
+local function serve(sim, token, extra)
+  local port, pid_file = launcher.free_port(), os.tmpname()
+  local out, rc = sh(string.format("cd %s && KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s %s %s " ..
+    "bin/kinot serve --daemon --pid-file %s --listen 127.0.0.1:%d %s", H.root, sim.endpoint,
+    sim.app_key, sim.app_secret, token and ("KINOT_API_TOKEN=" .. token) or "", LUA, pid_file, port, extra or ""))
+  assert.are.equal(0, rc, out)
+  local s = { url = "http://127.0.0.1:" .. port, port = port }
+  function s.stop()
+    sh(string.format("cd %s && %s bin/kinot serve stop --pid-file %s", H.root, LUA, pid_file))
+    os.remove(pid_file)
+  end
+  assert.is_truthy(H.wait_for(function()
+    return type((H.json("GET", s.url .. "/api/fleet")).synced_at) == "string"
+  end, 15), "no sync")
+  return s
+end
+
+describe("kinot serve's API from a rebound name #nginx #sim #cli", function()
+  local sim
+  setup(function() sim = H.sim { locks = 3, sensors = 2, dtus = 1 } end)
+  teardown(function() if sim then sim.stop() end end)
+
+  it("trusts loopback only when the request names this server (Host), not a page's rebound name", function()
+    local s = serve(sim, nil)
+    finally(function() s.stop() end)
+    -- what a browser sends after evil.example's DNS turned to 127.0.0.1: the connection is loopback,
+    -- the page's origin (and its Host) is the attacker's, who may read what the answer holds
+    for _, path in ipairs { "/api/fleet", "/api/devices", "/api/changes", "/metrics", "/api/commands/some-id-0000000001" } do
+      local res = H.raw("GET", s.url .. path, nil, { Host = "evil.example:" .. s.port })
+      assert.are.equal(401, res.status, path .. ": " .. res.body)
+    end
+    -- the names of this machine still answer from loopback without a token
+    for _, host in ipairs { "127.0.0.1:" .. s.port, "localhost:" .. s.port, "127.0.0.1", "localhost", "[::1]:" ..
+                            s.port, "LocalHost:" .. s.port } do
+      local res = H.raw("GET", s.url .. "/api/fleet", nil, { Host = host })
+      assert.are.equal(200, res.status, host .. ": " .. res.body)
+    end
+  end)
+
+  it("answers a rebound name with the token (a reverse proxy's own name is given the token too)", function()
+    local s = serve(sim, TOKEN)
+    finally(function() s.stop() end)
+    local res = H.raw("GET", s.url .. "/api/fleet", nil, { Host = "parking.example", Authorization = "Bearer " .. TOKEN })
+    assert.are.equal(200, res.status, res.body)
+    res = H.raw("GET", s.url .. "/api/fleet", nil, { Host = "parking.example" })
+    assert.are.equal(401, res.status, res.body)
+  end)
+end)
+
+describe("kinot serve's commands in a storm #nginx #sim #cli #slow", function()
+  local N = 300 -- more than lua_max_running_timers (256) in course at once on one worker
+  local sim
+  setup(function() sim = H.sim { locks = N, sensors = 1, dtus = 1, command_pace = 5 } end)
+  teardown(function() if sim then sim.stop() end end)
+
+  it("follows every one of 300 commands in course at once to its end, and the sync loop keeps going", function()
+    local s = serve(sim, TOKEN, "--workers 1 --sync-interval 1")
+    finally(function() s.stop() end)
+    local devices = H.json("GET", s.url .. "/api/devices?kind=lock&limit=1000").devices
+    assert.are.equal(N, #devices)
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    local lines = {}
+    for i, d in ipairs(devices) do
+      lines[i] = string.format("%d %05d", d.sn, i)
+    end
+    local f = assert(io.open(dir .. "/jobs", "wb"))
+    f:write(table.concat(lines, "\n"), "\n")
+    f:close()
+    -- 300 POSTs, 40 at a time
+    local out = sh(string.format("cd %s && xargs -P 40 -L 1 sh -c 'curl -s -o /dev/null -w \"%%{http_code}\\n\" " ..
+      "-H \"Authorization: Bearer %s\" -H \"Content-Type: application/json\" " ..
+      "--data-binary \"{\\\"command\\\":\\\"reset_bt_match_code\\\",\\\"request_id\\\":\\\"storm-request-$1\\\"}\" " ..
+      "%s/api/devices/$0/commands' < jobs", dir, TOKEN, s.url))
+    os.execute("rm -rf " .. dir)
+    local accepted = select(2, out:gsub("202", ""))
+    assert.are.equal(N, accepted, out)
+    local storm_at = (H.json("GET", s.url .. "/api/fleet")).synced_at
+    -- every command final, each sent once
+    local unfinished
+    local all = H.wait_for(function()
+      unfinished = {}
+      for i = 1, N do
+        local doc = H.json("GET", s.url .. string.format("/api/commands/storm-request-%05d", i))
+        if not doc.final then unfinished[#unfinished + 1] = i end
+      end
+      return #unfinished == 0
+    end, 40)
+    assert.is_truthy(all, #unfinished .. " commands never final")
+    assert.are.equal(N, sim.counters().commands_created)
+    -- the sync loop (a timer of worker 0) survived the storm
+    assert.is_truthy(H.wait_for(function()
+      return (H.json("GET", s.url .. "/api/fleet")).synced_at ~= storm_at
+    end, 10), "the sync loop died in the storm")
+  end)
+end)
