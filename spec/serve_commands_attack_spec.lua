@@ -25,7 +25,7 @@ local function serve(sim, token, extra)
     "bin/kinot serve --daemon --pid-file %s --listen 127.0.0.1:%d %s", H.root, sim.endpoint,
     sim.app_key, sim.app_secret, token and ("KINOT_API_TOKEN=" .. token) or "", LUA, pid_file, port, extra or ""))
   assert.are.equal(0, rc, out)
-  local s = { url = "http://127.0.0.1:" .. port, port = port }
+  local s = { url = "http://127.0.0.1:" .. port, port = port, prefix = H.read(pid_file):match("^(%S+)") }
   function s.stop()
     sh(string.format("cd %s && %s bin/kinot serve stop --pid-file %s", H.root, LUA, pid_file))
     os.remove(pid_file)
@@ -35,6 +35,29 @@ local function serve(sim, token, extra)
   end, 15), "no sync")
   return s
 end
+
+describe("kinot serve's token compared #unit", function()
+  it("by the core's constant-time comparison, over digests of one length whatever the token's", function()
+    local core = require "kinot.core"
+    local api = require "kinot.serve.api"
+    local calls = {}
+    local real = core.ct_equal
+    core.ct_equal = function(a, b)
+      calls[#calls + 1] = { #a, #b }
+      return real(a, b)
+    end
+    finally(function() core.ct_equal = real end)
+    local secret = "the-real-token-0123456789"
+    for _, given in ipairs { "x", secret:sub(1, -2), secret .. "x", ("y"):rep(#secret), secret } do
+      local ok = api.allowed({ remote_addr = "10.1.2.3", authorization = "Bearer " .. given }, secret)
+      assert.are.equal(given == secret, ok == true, given)
+      ok = api.token_given({ remote_addr = "127.0.0.1", authorization = "Bearer " .. given }, secret)
+      assert.are.equal(given == secret, ok == true, given)
+    end
+    assert.are.equal(10, #calls)
+    for _, c in ipairs(calls) do assert.are.same({ 32, 32 }, c) end
+  end)
+end)
 
 describe("kinot serve's API from a rebound name #nginx #sim #cli", function()
   local sim
@@ -114,5 +137,32 @@ describe("kinot serve's commands in a storm #nginx #sim #cli #slow", function()
     assert.is_truthy(H.wait_for(function()
       return (H.json("GET", s.url .. "/api/fleet")).synced_at ~= storm_at
     end, 10), "the sync loop died in the storm")
+  end)
+end)
+
+describe("kinot serve's commands across a reload #nginx #sim #cli #slow", function()
+  local sim
+  setup(function() sim = H.sim { locks = 2, sensors = 1, dtus = 1, command_pace = 2 } end)
+  teardown(function() if sim then sim.stop() end end)
+
+  it("follows a command to its end when nginx reloads (HUP) while it is in course", function()
+    local s = serve(sim, TOKEN, "--workers 1")
+    finally(function() s.stop() end)
+    local lock = H.json("GET", s.url .. "/api/devices?kind=lock").devices[1].sn
+    local res = H.raw("POST", s.url .. "/api/devices/" .. lock .. "/commands",
+      '{"command":"reset_bt_match_code","request_id":"reload-request-00001"}',
+      { ["Content-Type"] = "application/json", Authorization = "Bearer " .. TOKEN })
+    assert.are.equal(202, res.status, res.body)
+    assert.is_false(json.decode(res.body).final)
+    local pid = tonumber(H.read(s.prefix .. "/nginx.pid"))
+    assert(os.execute("kill -HUP " .. pid))
+    local last
+    local final = H.wait_for(function()
+      last = H.json("GET", s.url .. "/api/commands/reload-request-00001")
+      return last.final
+    end, 30)
+    assert.is_truthy(final, "never final after the reload: " .. json.encode(last))
+    assert.are.equal("succeeded", last.status)
+    assert.are.equal(1, sim.counters().commands_created)
   end)
 end)

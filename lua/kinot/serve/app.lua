@@ -110,8 +110,10 @@ local function commands()
   local ctx = { twin = twin, client = client, dict = ngx.shared.kinot_serve_commands, token = cfg.api_token,
                 now = ngx.now }
   local queue, head, tail, followers = {}, 1, 0, 0
-  local function follower(premature)
-    while not premature and head <= tail do
+  -- premature (the worker exits, nginx -s reload): the queue still
+  -- followed to its end, the old worker stays until then
+  local function follower()
+    while head <= tail do
       local id = queue[head]
       queue[head], head = nil, head + 1
       local ok, err = pcall(mod.follow, ctx, id)
