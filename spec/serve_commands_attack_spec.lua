@@ -166,3 +166,59 @@ describe("kinot serve's commands across a reload #nginx #sim #cli #slow", functi
     assert.are.equal(1, sim.counters().commands_created)
   end)
 end)
+
+-- the commands' records in a lua_shared_dict that fills: real nginx, a real
+-- dict (small, so that it fills in a few hundred commands), the real client
+-- against the simulator; the twin is a stand-in (every serial is a lock: the
+-- twin is not what is attacked here)
+describe("kinot serve's commands when their dict is full #nginx #sim", function()
+  local N = 400
+  local sim
+  setup(function() sim = H.sim { locks = N, sensors = 1, dtus = 1, command_pace = 0.2 } end)
+  teardown(function() if sim then sim.stop() end end)
+
+  it("never sends a command twice for one request_id, even after the dict has filled", function()
+    local ng = H.nginx {
+      http = "lua_shared_dict cmds 48k;\n" ..
+        "init_worker_by_lua_block {\n" ..
+        "  local mod = require 'kinot.serve.commands'\n" ..
+        "  CTX = { dict = ngx.shared.cmds, token = '" .. TOKEN .. "', now = ngx.now,\n" ..
+        "    twin = { device = function(_, sn) return { sn = sn, kind = 'lock' } end },\n" ..
+        "    client = require('kinot').new { app_key = '" .. sim.app_key .. "', app_secret = '" .. sim.app_secret ..
+        "', endpoint = '" .. sim.endpoint .. "' } }\n" ..
+        "  function CTX.spawn(id) ngx.timer.at(0, function() mod.follow(CTX, id) end) end\n" ..
+        "}",
+      server = "location / { content_by_lua_block { require('kinot.serve.commands').nginx(CTX) } }",
+    }
+    finally(function() ng.stop() end)
+    local locks = {}
+    for i = 1, N do locks[i] = 419600000 + i end -- the simulator's locks
+    local function post(i)
+      return H.raw("POST", ng.url .. "/api/devices/" .. locks[i] .. "/commands",
+        string.format('{"command":"reset_bt_match_code","request_id":"full-dict-request-%05d"}', i),
+        { ["Content-Type"] = "application/json", Authorization = "Bearer " .. TOKEN }).status
+    end
+    -- twenty commands, followed to their end: their records the oldest in the dict
+    for i = 1, 20 do assert.are.equal(202, post(i)) end
+    os.execute("sleep 2")
+    -- then as many as the dict takes, and more: refused (503) once it is full, each followed as it goes
+    local seen, refused = {}, {}
+    for i = 21, N do
+      local st = post(i)
+      seen[st] = (seen[st] or 0) + 1
+      if st ~= 202 then refused[#refused + 1] = locks[i] end
+    end
+    local shown = {}
+    for st, n in pairs(seen) do shown[#shown + 1] = st .. ": " .. n end
+    assert.is_truthy(seen[503], "the dict never filled: " .. table.concat(shown, ", "))
+    os.execute("sleep 2") -- every command followed to its end (their records grown)
+    -- the first twenty again, as a page's retry would: each answered its record, nothing sent
+    for i = 1, 20 do assert.are.equal(200, post(i)) end
+    local by_sn = sim.counters().commands_by_sn
+    local twice = {}
+    for sn, n in pairs(by_sn) do if n > 1 then twice[#twice + 1] = sn .. " x" .. n end end
+    assert.are.same({}, twice)
+    -- and what the dict could not record was not sent
+    for _, sn in ipairs(refused) do assert.is_nil(by_sn[tostring(sn)], sn) end
+  end)
+end)
