@@ -222,3 +222,81 @@ describe("kinot serve's commands when their dict is full #nginx #sim", function(
     for _, sn in ipairs(refused) do assert.is_nil(by_sn[tostring(sn)], sn) end
   end)
 end)
+
+describe("kinot serve's commands, hostile requests #nginx #sim #cli", function()
+  local sim
+  setup(function() sim = H.sim { locks = 3, sensors = 1, dtus = 1, command_pace = 0.1 } end)
+  teardown(function() if sim then sim.stop() end end)
+
+  local function command(s, sn, body, headers)
+    headers = headers or {}
+    if headers["Content-Type"] == nil then headers["Content-Type"] = "application/json" end
+    return H.raw("POST", s.url .. "/api/devices/" .. sn .. "/commands", body, headers)
+  end
+
+  it("takes the Authorization scheme in any case (RFC 7235), never the token from the query", function()
+    local s = serve(sim, TOKEN)
+    finally(function() s.stop() end)
+    local res = command(s, 419600001, '{"command":"reset_bt_match_code","request_id":"scheme-case-000001"}',
+      { Authorization = "BEARER " .. TOKEN })
+    assert.are.equal(202, res.status, res.body)
+    res = H.raw("POST", s.url .. "/api/devices/419600002/commands?access_token=" .. TOKEN .. "&token=" .. TOKEN,
+      '{"command":"reset_bt_match_code","request_id":"query-token-000001"}', { ["Content-Type"] = "application/json" })
+    assert.are.equal(401, res.status, res.body)
+    assert.are.equal(1, sim.counters().commands_created)
+  end)
+
+  it("answers a body too large for memory 413, before any token check reads it to disk", function()
+    local s = serve(sim, TOKEN)
+    finally(function() s.stop() end)
+    -- a valid command padded to 20 KB: nginx put it in a file, read as no body ("must be a JSON object")
+    local before = sim.counters().commands_created
+    local body = '{"command":"reset_bt_match_code","request_id":"padded-body-000001"' .. (" "):rep(20000) .. "}"
+    local res = command(s, 419600003, body, { Authorization = "Bearer " .. TOKEN })
+    assert.are.equal(413, res.status, res.body)
+    res = command(s, 419600003, body)
+    assert.are.equal(413, res.status, res.body)
+    assert.are.equal(before, sim.counters().commands_created)
+  end)
+
+  it("says nosniff on every JSON answer (an error echoes the path or the query)", function()
+    local s = serve(sim, TOKEN)
+    finally(function() s.stop() end)
+    for _, path in ipairs { "/api/devices?%3Cimg%20src=x%20onerror=alert(1)%3E=1", "/api/commands/%3Cscript%3E",
+                            "/api/fleet", "/metrics" } do
+      local res = H.raw("GET", s.url .. path)
+      assert.are.equal("nosniff", res.headers["x-content-type-options"], path)
+    end
+    local res = command(s, 419600001, "{}")
+    assert.are.equal(401, res.status)
+    assert.are.equal("nosniff", res.headers["x-content-type-options"])
+  end)
+end)
+
+describe("kinot serve --api-token #cli #nginx #sim", function()
+  local sim
+  setup(function() sim = H.sim { locks = 1, sensors = 1, dtus = 1 } end)
+  teardown(function() if sim then sim.stop() end end)
+  local function env(token)
+    return string.format("KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_API_TOKEN=%s",
+      sim.endpoint, sim.app_key, sim.app_secret, launcher.sh_quote(token))
+  end
+
+  it("refuses a token no Authorization header can carry (a space, a control), before starting", function()
+    for _, token in ipairs { "two words", "tab\tinside", " " } do
+      local out, err, rc = H.kinot("serve --listen 127.0.0.1:" .. launcher.free_port(), env(token))
+      assert.are_not.equal(0, rc, out .. err)
+      assert.matches("api%-token", err)
+      assert.is_nil(out:match("/kinot/callback"), out)
+    end
+  end)
+
+  it("says the commands are off when the token given is empty", function()
+    local pid_file = os.tmpname()
+    local out, err, rc = H.kinot("serve --daemon --pid-file " .. pid_file .. " --listen 127.0.0.1:" ..
+      launcher.free_port() .. " --api-token ''", env(""))
+    finally(function() H.kinot("serve stop --pid-file " .. pid_file) os.remove(pid_file) end)
+    assert.are.equal(0, rc, out .. err)
+    assert.matches("commands are off", out)
+  end)
+end)

@@ -60,9 +60,12 @@ local function same_secret(a, b)
   return core.ct_equal(core.digest("sha256", a, nil, "raw"), core.digest("sha256", b, nil, "raw"))
 end
 
--- the token a request gives (Authorization: Bearer TOKEN) | nil
+-- the token a request gives (Authorization: Bearer TOKEN, the scheme in
+-- any case: RFC 7235) | nil
 local function bearer(req)
-  return type(req.authorization) == "string" and req.authorization:match("^[Bb]earer%s+(%S+)%s*$") or nil
+  local scheme, token
+  if type(req.authorization) == "string" then scheme, token = req.authorization:match("^(%a+)%s+(%S+)%s*$") end
+  return scheme and scheme:lower() == "bearer" and token or nil
 end
 
 local function allowed(req, token)
@@ -192,6 +195,7 @@ function M.nginx(twin, opts)
   }, opts)
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
+  ngx.header["X-Content-Type-Options"] = "nosniff" -- an error echoes the path or the query
   if status == 401 then ngx.header["WWW-Authenticate"] = 'Bearer realm="kinot"' end
   ngx.print(text, "\n")
 end

@@ -190,6 +190,7 @@ function M.nginx(ctx)
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
   ngx.header["Cache-Control"] = "no-store"
+  ngx.header["X-Content-Type-Options"] = "nosniff" -- an error echoes the path
   if status == 401 then ngx.header["WWW-Authenticate"] = 'Bearer realm="kinot"' end
   ngx.print(text, "\n")
 end

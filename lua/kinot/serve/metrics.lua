@@ -25,6 +25,7 @@ function M.nginx(registry, opts)
   }, opts)
   ngx.status = status
   ngx.header["Content-Type"] = ctype
+  ngx.header["X-Content-Type-Options"] = "nosniff"
   if status == 401 then ngx.header["WWW-Authenticate"] = 'Bearer realm="kinot"' end
   ngx.print(body)
 end
