@@ -300,3 +300,43 @@ describe("kinot serve --api-token #cli #nginx #sim", function()
     assert.matches("commands are off", out)
   end)
 end)
+
+-- serials past 10^14, each its own device: inside nginx (LuaJIT) a number
+-- is written with 14 digits, so "sn:" .. sn made 100000000000001 and
+-- 100000000000002 one key. The simulator has no such serial: the twin and
+-- the client are stand-ins (a command in course for 2 s, then succeeded),
+-- the dict and nginx real.
+describe("kinot serve's commands, one in course per device, for long serials #nginx", function()
+  it("keeps the devices 100000000000001 and 100000000000002 apart", function()
+    local ng = H.nginx {
+      http = "lua_shared_dict cmds 1m;\n" ..
+        "init_worker_by_lua_block {\n" ..
+        "  local mod = require 'kinot.serve.commands'\n" ..
+        "  local client = { reset_bt_match_code = function(_, sn)\n" ..
+        "      return { guid = string.format('%032d', sn), command_status = 'sending' } end,\n" ..
+        "    wait_command = function(_, guid, o) ngx.sleep(2)\n" ..
+        "      local c = { guid = guid, command_status = 'succeeded' } o.on_status(c) return c end }\n" ..
+        "  CTX = { dict = ngx.shared.cmds, token = '" .. TOKEN .. "', now = ngx.now, client = client,\n" ..
+        "    twin = { device = function(_, sn) return { sn = sn, kind = 'lock' } end } }\n" ..
+        "  function CTX.spawn(id) ngx.timer.at(0, function() mod.follow(CTX, id) end) end\n" ..
+        "}",
+      server = "location / { content_by_lua_block { require('kinot.serve.commands').nginx(CTX) } }",
+    }
+    finally(function() ng.stop() end)
+    local function post(sn, id)
+      local res = H.raw("POST", ng.url .. "/api/devices/" .. sn .. "/commands",
+        '{"command":"reset_bt_match_code","request_id":"' .. id .. '"}',
+        { ["Content-Type"] = "application/json", Authorization = "Bearer " .. TOKEN })
+      return res.status, json.decode(res.body)
+    end
+    local status, doc = post("100000000000001", "long-serial-000001")
+    assert.are.equal(202, status)
+    assert.is_false(doc.final)
+    status, doc = post("100000000000002", "long-serial-000002")
+    assert.are.equal(202, status, json.encode(doc))
+    -- the same device still refused while in course
+    status, doc = post("100000000000001", "long-serial-000003")
+    assert.are.equal(409, status)
+    assert.are.equal("refused", doc.status)
+  end)
+end)

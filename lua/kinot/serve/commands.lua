@@ -26,6 +26,13 @@ M.KEEP = 3600     -- seconds a command's record is kept
 M.WAIT = 120      -- seconds a command is followed to its final status
 local FINAL = { succeeded = true, failed = true }
 
+-- a serial as text: "%d", never tostring (inside nginx, LuaJIT writes a
+-- number with 14 digits: 100000000000001 and 100000000000002 read "1e+14")
+local function serial(sn) return string.format("%d", sn) end
+
+-- the key marking the device's command in course
+local function in_course(sn) return "sn:" .. serial(sn) end
+
 local function problem(status, message, reason)
   return status, json.encode { error = message, reason = reason }
 end
@@ -54,7 +61,7 @@ end
 local function finish(dict, rec)
   rec.final = true
   save(dict, rec)
-  if dict:get("sn:" .. rec.sn) == rec.id then dict:delete("sn:" .. rec.sn) end
+  if dict:get(in_course(rec.sn)) == rec.id then dict:delete(in_course(rec.sn)) end
 end
 
 --- follow(ctx, id): in a timer, the command followed to its final status
@@ -109,11 +116,11 @@ local function post(ctx, req, sn_text)
   local device, derr = ctx.twin:device(sn)
   if not device then
     if derr then return problem(503, "the twin's store failed: " .. tostring(derr)) end
-    return problem(404, "the twin has never seen device " .. sn)
+    return problem(404, "the twin has never seen device " .. serial(sn))
   end
   local spec = M.COMMANDS[doc.command]
   if device.kind ~= spec.kind then
-    return problem(409, doc.command .. " is for a " .. spec.kind .. "; device " .. sn .. " is a " .. device.kind,
+    return problem(409, doc.command .. " is for a " .. spec.kind .. "; device " .. serial(sn) .. " is a " .. device.kind,
       "wrong_kind")
   end
   local rec = { id = id, sn = sn, command = doc.command, kind = device.kind, course = {}, final = false }
@@ -123,10 +130,10 @@ local function post(ctx, req, sn_text)
     if aerr == "exists" then return 200, json.encode(load(dict, id)) end -- the same id, at the same moment
     return problem(503, "no room to record the command (" .. tostring(aerr) .. "): nothing sent")
   end
-  local free, ferr = dict:safe_add("sn:" .. sn, id, (ctx.wait or M.WAIT) + 30)
+  local free, ferr = dict:safe_add(in_course(sn), id, (ctx.wait or M.WAIT) + 30)
   if not free then
-    local other = ferr == "exists" and dict:get("sn:" .. sn)
-    step(rec, "refused", now(), other and ("a command for device " .. sn .. " is in course (" .. other .. ")")
+    local other = ferr == "exists" and dict:get(in_course(sn))
+    step(rec, "refused", now(), other and ("a command for device " .. serial(sn) .. " is in course (" .. other .. ")")
       or ("no room to record the command (" .. tostring(ferr) .. ")"))
     rec.final = true
     save(dict, rec)
