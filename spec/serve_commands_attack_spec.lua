@@ -340,3 +340,41 @@ describe("kinot serve's commands, one in course per device, for long serials #ng
     assert.are.equal("refused", doc.status)
   end)
 end)
+
+-- one request_id given to two devices at the same moment (two workers): the
+-- one that claims it second must hear request_id_taken, not the record of the
+-- other device's command as if it were its own. The moment between the
+-- id's check and its claim is out of reach of a real race in a spec: the
+-- twin's read stands for it (a stand-in twin whose device() lets the other
+-- worker claim the id; the dict a stand-in with the shared dict's calls).
+describe("kinot serve's commands, one id claimed twice at once #unit", function()
+  it("answers the second claim 409 request_id_taken when the first was for another device", function()
+    local commands = require "kinot.serve.commands"
+    local store = {}
+    local dict = {
+      get = function(_, k) return store[k] end,
+      set = function(_, k, v) store[k] = v return true end,
+      safe_add = function(_, k, v) if store[k] then return false, "exists" end store[k] = v return true end,
+      delete = function(_, k) store[k] = nil end,
+    }
+    local sent = 0
+    local ctx
+    ctx = { dict = dict, token = TOKEN, now = os.time, spawn = function() end,
+      client = { reset_bt_match_code = function() sent = sent + 1 return { guid = ("a"):rep(32),
+                 command_status = "sending" } end },
+      twin = { device = function(_, sn)
+        if sn == 419600002 and not store["req:same-moment-000001"] then
+          -- the other worker, for another device, claims the id now
+          assert.are.equal(202, (commands.handle(ctx, { method = "POST", path = "/api/devices/419600001/commands",
+            body = '{"command":"reset_bt_match_code","request_id":"same-moment-000001"}',
+            authorization = "Bearer " .. TOKEN })))
+        end
+        return { sn = sn, kind = "lock" }
+      end } }
+    local status, body = commands.handle(ctx, { method = "POST", path = "/api/devices/419600002/commands",
+      body = '{"command":"reset_bt_match_code","request_id":"same-moment-000001"}', authorization = "Bearer " .. TOKEN })
+    assert.are.equal(409, status, body)
+    assert.are.equal("request_id_taken", json.decode(body).reason)
+    assert.are.equal(1, sent)
+  end)
+end)

@@ -98,6 +98,15 @@ local function read_command(body)
   return doc
 end
 
+-- the answer to a request_id already claimed: the first one's record
+-- (a retry, a double click), or 409 when it was for another device or command
+local function claimed(held, sn, command)
+  if held.sn ~= sn or held.command ~= command then
+    return problem(409, "request_id " .. held.id .. " was given to another command", "request_id_taken")
+  end
+  return 200, json.encode(held) -- nothing sent
+end
+
 local function post(ctx, req, sn_text)
   local ok, reason, why = api.token_given(req, ctx.token)
   if not ok then return problem(reason == "no_token" and 403 or 401, why, reason) end
@@ -107,12 +116,7 @@ local function post(ctx, req, sn_text)
   if not doc then return problem(400, bad) end
   local dict, now, id = ctx.dict, ctx.now, doc.request_id
   local held = load(dict, id)
-  if held then
-    if held.sn ~= sn or held.command ~= doc.command then
-      return problem(409, "request_id " .. id .. " was given to another command", "request_id_taken")
-    end
-    return 200, json.encode(held) -- a retry, a double click: the first one's record, nothing sent
-  end
+  if held then return claimed(held, sn, doc.command) end
   local device, derr = ctx.twin:device(sn)
   if not device then
     if derr then return problem(503, "the twin's store failed: " .. tostring(derr)) end
@@ -127,7 +131,11 @@ local function post(ctx, req, sn_text)
   step(rec, "queued", now())
   local added, aerr = dict:safe_add("req:" .. id, json.encode(rec), M.KEEP)
   if not added then
-    if aerr == "exists" then return 200, json.encode(load(dict, id)) end -- the same id, at the same moment
+    if aerr == "exists" then -- the same id, at the same moment
+      held = load(dict, id)
+      if held then return claimed(held, sn, doc.command) end
+      return problem(409, "request_id " .. id .. " is being claimed: send it again", "request_id_taken")
+    end
     return problem(503, "no room to record the command (" .. tostring(aerr) .. "): nothing sent")
   end
   local free, ferr = dict:safe_add(in_course(sn), id, (ctx.wait or M.WAIT) + 30)
