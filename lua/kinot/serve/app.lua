@@ -127,7 +127,7 @@ local function commands()
     if followers >= M.FOLLOWERS then return end -- a follower running takes it when it is done with its own
     local ok, err = ngx.timer.at(0, follower)
     if ok then followers = followers + 1
-    else log(ngx.ERR, "cannot start a follower for command ", id, " (", tostring(err), "): the next one's takes it") end
+    else log(ngx.ERR, "cannot start a follower for command ", id, " (", tostring(err), "): queued for the next follower") end
   end
   commands_ctx = ctx
   return ctx

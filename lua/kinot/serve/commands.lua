@@ -134,7 +134,7 @@ local function post(ctx, req, sn_text)
     if aerr == "exists" then -- the same id, at the same moment
       held = load(dict, id)
       if held then return claimed(held, sn, doc.command) end
-      return problem(409, "request_id " .. id .. " is being claimed: send it again", "request_id_taken")
+      return problem(409, "request_id " .. id .. " was claimed at the same moment", "request_id_taken")
     end
     return problem(503, "no room to record the command (" .. tostring(aerr) .. "): nothing sent")
   end
