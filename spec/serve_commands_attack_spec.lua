@@ -378,3 +378,47 @@ describe("kinot serve's commands, one id claimed twice at once #unit", function(
     assert.are.equal(1, sent)
   end)
 end)
+
+-- a command waiting in a worker's queue of follows (its followers all busy
+-- with commands the platform is slow to end) keeps its device's mark: the
+-- mark lasted 150 s from the POST, so a command queued longer left its
+-- device open to a second one while it was still in course. nginx and the
+-- dict real; the twin and the client stand-ins (the simulator cannot hold a
+-- command for half a minute): device 1's command is followed for 32 s.
+describe("kinot serve's commands queued behind slow ones #nginx #slow", function()
+  it("refuses a second command for a device whose first waits in the queue past the mark's old life", function()
+    local ng = H.nginx {
+      http = "lua_shared_dict cmds 1m;\n" ..
+        "init_worker_by_lua_block {\n" ..
+        "  local mod = require 'kinot.serve.commands'\n" ..
+        "  local client = { reset_bt_match_code = function(_, sn)\n" ..
+        "      return { guid = string.format('%032d', sn), command_status = 'sending' } end,\n" ..
+        "    wait_command = function(_, guid, o) ngx.sleep(tonumber(guid) == 1 and 32 or 0.2)\n" ..
+        "      local c = { guid = guid, command_status = 'succeeded' } o.on_status(c) return c end }\n" ..
+        "  CTX = { dict = ngx.shared.cmds, token = '" .. TOKEN .. "', now = ngx.now, client = client, wait = 1,\n" ..
+        "    twin = { device = function(_, sn) return { sn = sn, kind = 'lock' } end } }\n" ..
+        "  CTX.spawn = mod.followers(CTX, 1, function(msg) ngx.log(ngx.ERR, msg) end)\n" ..
+        "}",
+      server = "location / { content_by_lua_block { require('kinot.serve.commands').nginx(CTX) } }",
+    }
+    finally(function() ng.stop() end)
+    local function post(sn, id)
+      local res = H.raw("POST", ng.url .. "/api/devices/" .. sn .. "/commands",
+        '{"command":"reset_bt_match_code","request_id":"' .. id .. '"}',
+        { ["Content-Type"] = "application/json", Authorization = "Bearer " .. TOKEN })
+      return res.status, json.decode(res.body)
+    end
+    assert.are.equal(202, (post(1, "slow-one-00000001")))
+    assert.are.equal(202, (post(2, "queued-one-000001"))) -- behind the slow one: the only follower is busy
+    os.execute("sleep 31.5")
+    local status, doc = post(2, "second-for-two-001")
+    assert.are.equal(409, status, json.encode(doc))
+    assert.are.equal("refused", doc.status)
+    -- once followed to its end, the device takes another
+    local done = H.wait_for(function()
+      return H.json("GET", ng.url .. "/api/commands/queued-one-000001").final
+    end, 10)
+    assert.is_truthy(done)
+    assert.are.equal(202, (post(2, "after-the-queue-01")))
+  end)
+end)

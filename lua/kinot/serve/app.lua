@@ -96,39 +96,14 @@ function M.api() return require("kinot.serve.api").nginx(twin, { token = cfg.api
 function M.metrics() return require("kinot.serve.metrics").nginx(metrics, { token = cfg.api_token }) end
 
 -- the commands' context: the twin, the client, their records' dict, the
--- token. The commands sent are followed by at most FOLLOWERS timers of this
--- worker, each taking the next from the worker's queue until it is empty:
--- nginx runs lua_max_running_timers (256) at once and drops, with a log line
--- only, a timer due beyond that; one timer per command in course took them
--- all in a storm of commands, and the 257th's follow, the sync loop and the
--- sweep were dropped for good (serve_commands_attack_spec).
-M.FOLLOWERS = 32
+-- token; the commands sent are followed by kinot.serve.commands' followers
 local commands_ctx
 local function commands()
   if commands_ctx then return commands_ctx end
   local mod = require "kinot.serve.commands"
   local ctx = { twin = twin, client = client, dict = ngx.shared.kinot_serve_commands, token = cfg.api_token,
                 now = ngx.now }
-  local queue, head, tail, followers = {}, 1, 0, 0
-  -- premature (the worker exits, nginx -s reload): the queue still
-  -- followed to its end, the old worker stays until then
-  local function follower()
-    while head <= tail do
-      local id = queue[head]
-      queue[head], head = nil, head + 1
-      local ok, err = pcall(mod.follow, ctx, id)
-      if not ok then log(ngx.ERR, "following command ", id, " raised: ", tostring(err)) end
-    end
-    followers = followers - 1
-  end
-  function ctx.spawn(id)
-    tail = tail + 1
-    queue[tail] = id
-    if followers >= M.FOLLOWERS then return end -- a follower running takes it when it is done with its own
-    local ok, err = ngx.timer.at(0, follower)
-    if ok then followers = followers + 1
-    else log(ngx.ERR, "cannot start a follower for command ", id, " (", tostring(err), "): queued for the next follower") end
-  end
+  ctx.spawn = mod.followers(ctx, mod.FOLLOWERS, function(msg) log(ngx.ERR, msg) end)
   commands_ctx = ctx
   return ctx
 end

@@ -24,6 +24,7 @@ M.COMMANDS = {
 }
 M.KEEP = 3600     -- seconds a command's record is kept
 M.WAIT = 120      -- seconds a command is followed to its final status
+M.FOLLOWERS = 32  -- timers of a worker following commands (M.followers)
 local FINAL = { succeeded = true, failed = true }
 
 -- a serial as text: "%d", never tostring (inside nginx, LuaJIT writes a
@@ -69,6 +70,10 @@ function M.follow(ctx, id)
   local dict, now = ctx.dict, ctx.now
   local rec = load(dict, id)
   if not rec or rec.final then return end
+  -- the device's mark, held while the command waited in the queue, now
+  -- lasts the follow (and a margin: a worker that dies frees it)
+  local mark = in_course(rec.sn)
+  if dict:get(mark) == id then dict:safe_set(mark, id, (ctx.wait or M.WAIT) + 30) end
   local ok, cmd, err = pcall(ctx.client.wait_command, ctx.client, rec.guid, { timeout = ctx.wait or M.WAIT,
     on_status = function(c)
       step(rec, c.command_status, now(), c.command_status == "failed" and c.reason or nil)
@@ -83,6 +88,36 @@ function M.follow(ctx, id)
     step(rec, type(err) == "table" and err.kind == "timeout" and "timeout" or "error", now(), tostring(err))
   end
   finish(dict, rec)
+end
+
+--- followers(ctx, n, log) -> spawn(id): the commands sent, followed by at
+-- most n timers of this worker, each taking the next id from the worker's
+-- queue until it is empty. nginx runs lua_max_running_timers (256) at once
+-- and drops, with a log line only, a timer due beyond that: one timer per
+-- command in course took them all in a storm of commands, and the 257th's
+-- follow, the sync loop and the sweep were dropped for good
+-- (serve_commands_attack_spec). When the worker exits (nginx -s reload) a
+-- follower still follows its queue to the end: the old worker stays until then.
+function M.followers(ctx, n, log)
+  local ngx = rawget(_G, "ngx")
+  local queue, head, tail, running = {}, 1, 0, 0
+  local function follower()
+    while head <= tail do
+      local id = queue[head]
+      queue[head], head = nil, head + 1
+      local ok, err = pcall(M.follow, ctx, id)
+      if not ok then log("following command " .. id .. " raised: " .. tostring(err)) end
+    end
+    running = running - 1
+  end
+  return function(id)
+    tail = tail + 1
+    queue[tail] = id
+    if running >= n then return end -- a follower running takes it when it is done with its own
+    local ok, err = ngx.timer.at(0, follower)
+    if ok then running = running + 1
+    else log("cannot start a follower for command " .. id .. " (" .. tostring(err) .. "): queued for the next") end
+  end
 end
 
 local function read_command(body)
@@ -138,7 +173,9 @@ local function post(ctx, req, sn_text)
     end
     return problem(503, "no room to record the command (" .. tostring(aerr) .. "): nothing sent")
   end
-  local free, ferr = dict:safe_add(in_course(sn), id, (ctx.wait or M.WAIT) + 30)
+  -- the device's mark: until the follow starts (M.follow then gives it
+  -- the follow's length), however long the command waits in the queue
+  local free, ferr = dict:safe_add(in_course(sn), id, M.KEEP)
   if not free then
     local other = ferr == "exists" and dict:get(in_course(sn))
     step(rec, "refused", now(), other and ("a command for device " .. serial(sn) .. " is in course (" .. other .. ")")
