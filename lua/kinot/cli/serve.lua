@@ -78,7 +78,13 @@ ${ssl}  lua_shared_dict kinot_fleet ${dict_size};
     location = /kinot/callback { content_by_lua_block { require("kinot.serve.app").callback() } }
     location /api/ { content_by_lua_block { require("kinot.serve.app").api() } }
     location = /metrics { content_by_lua_block { require("kinot.serve.app").metrics() } }
-    location ~ ^/api/(devices/[^/]+/commands|commands/[^/]+)$ { content_by_lua_block { require("kinot.serve.app").commands() } }
+    # a command's body is a few dozen bytes: one larger than memory holds
+    # (nginx would write it to a file, before the token is checked) is 413
+    location ~ ^/api/(devices/[^/]+/commands|commands/[^/]+)$ {
+      client_max_body_size 8k;
+      client_body_buffer_size 8k;
+      content_by_lua_block { require("kinot.serve.app").commands() }
+    }
     location = / { content_by_lua_block { require("kinot.serve.app").dashboard() } }
     location / { return 404 '{"error":"not a kinot serve path"}'; }
   }
@@ -193,6 +199,11 @@ function M.run(args, out, EXIT)
     sync_interval = args.sync_interval, sweep_interval = args.sweep_interval, stale_after = args.stale_after,
     dtus = {},
   }
+  if cfg.api_token == "" then cfg.api_token = nil end -- --api-token '': none, the commands off
+  if cfg.api_token and not cfg.api_token:match("^[\33-\126]+$") then
+    usage("--api-token (or KINOT_API_TOKEN) must be printable ASCII without spaces: it travels in an " ..
+      "Authorization header")
+  end
   if not (cfg.app_key and cfg.app_secret and cfg.endpoint) then
     usage("serve needs KINOT_APP_KEY, KINOT_APP_SECRET and KINOT_ENDPOINT (or --app-key, --app-secret, --endpoint)")
   end

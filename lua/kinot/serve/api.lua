@@ -6,7 +6,8 @@
 --                               &offset=&limit=  (booleans: true / false / 1 / 0)
 --   GET /api/devices/{sn}       one device, 404 when the twin never saw it
 --   GET /api/changes            ?since=&limit=   the change events after the cursor
--- A request from another host than loopback needs the API token
+-- A request from another host than loopback, or sent to another name than
+-- this machine's (a rebound DNS name), needs the API token
 -- (`Authorization: Bearer TOKEN`); without a token configured, only
 -- loopback is answered.  handle() is plain Lua (a request table in, status
 -- and body out); nginx() is its content handler.
@@ -40,25 +41,38 @@ local function loopback(addr)
   return addr ~= nil and (LOOPBACK[addr] or addr:match("^127%.%d+%.%d+%.%d+$") ~= nil)
 end
 
--- the two texts, compared without stopping at the first difference
-local function same_secret(a, b)
-  if #a ~= #b then return false end
-  local diff = 0
-  for i = 1, #a do
-    if a:byte(i) ~= b:byte(i) then diff = diff + 1 end
-  end
-  return diff == 0
+-- the name the request was sent to (Host, nginx's $host: lower case, no
+-- port) is this machine's own: a loopback address or localhost. A page of
+-- another site whose name the attacker turned to 127.0.0.1 (DNS rebinding)
+-- connects from loopback too, but under its own name: it is not trusted.
+-- No name at all (HTTP/1.0, plain Lua callers) is no browser's request.
+local function local_name(host)
+  if host == nil or host == "" then return true end
+  host = host:lower():gsub(":%d+$", "")
+  return host == "localhost" or host == "[::1]" or host == "::1" or loopback(host)
 end
 
--- the token a request gives (Authorization: Bearer TOKEN) | nil
+-- the two texts compared in constant time, their lengths too: the core's
+-- comparison (kinot.core.ct_equal, CRYPTO_memcmp) over their SHA-256, so
+-- that neither a first difference nor a length shows in the time taken
+local core = require "kinot.core"
+local function same_secret(a, b)
+  return core.ct_equal(core.digest("sha256", a, nil, "raw"), core.digest("sha256", b, nil, "raw"))
+end
+
+-- the token a request gives (Authorization: Bearer TOKEN, the scheme in
+-- any case: RFC 7235) | nil
 local function bearer(req)
-  return type(req.authorization) == "string" and req.authorization:match("^[Bb]earer%s+(%S+)%s*$") or nil
+  local scheme, token
+  if type(req.authorization) == "string" then scheme, token = req.authorization:match("^(%a+)%s+(%S+)%s*$") end
+  return scheme and scheme:lower() == "bearer" and token or nil
 end
 
 local function allowed(req, token)
-  if loopback(req.remote_addr) then return true end
+  if loopback(req.remote_addr) and local_name(req.host) then return true end
   if not token or token == "" then
-    return false, "this API answers only loopback until it has an API token (--api-token or KINOT_API_TOKEN)"
+    return false, "this API answers only loopback, under this machine's name (127.0.0.1, localhost), until it " ..
+      "has an API token (--api-token or KINOT_API_TOKEN)"
   end
   local given = bearer(req)
   if not given or not same_secret(given, token) then return false, "a valid API token is needed (Authorization: Bearer ...)" end
@@ -139,7 +153,7 @@ local function changes(twin, args)
 end
 
 --- handle(twin, req, opts) -> status, body (JSON text).  req: { method,
--- path, args (the query, decoded), remote_addr, authorization }; opts:
+-- path, args (the query, decoded), remote_addr, host, authorization }; opts:
 -- { token }
 function M.handle(twin, req, opts)
   local ok, why = allowed(req, opts and opts.token)
@@ -177,10 +191,11 @@ function M.nginx(twin, opts)
   local ngx = rawget(_G, "ngx")
   local status, text = M.handle(twin, {
     method = ngx.req.get_method(), path = ngx.var.uri, args = ngx.req.get_uri_args(),
-    remote_addr = ngx.var.remote_addr, authorization = ngx.var.http_authorization,
+    remote_addr = ngx.var.remote_addr, host = ngx.var.host, authorization = ngx.var.http_authorization,
   }, opts)
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
+  ngx.header["X-Content-Type-Options"] = "nosniff" -- an error echoes the path or the query
   if status == 401 then ngx.header["WWW-Authenticate"] = 'Bearer realm="kinot"' end
   ngx.print(text, "\n")
 end

@@ -96,22 +96,14 @@ function M.api() return require("kinot.serve.api").nginx(twin, { token = cfg.api
 function M.metrics() return require("kinot.serve.metrics").nginx(metrics, { token = cfg.api_token }) end
 
 -- the commands' context: the twin, the client, their records' dict, the
--- token; each command sent is followed in a timer of its own
+-- token; the commands sent are followed by kinot.serve.commands' followers
 local commands_ctx
 local function commands()
   if commands_ctx then return commands_ctx end
   local mod = require "kinot.serve.commands"
   local ctx = { twin = twin, client = client, dict = ngx.shared.kinot_serve_commands, token = cfg.api_token,
                 now = ngx.now }
-  local function follow(premature, id)
-    if premature then return end
-    local ok, err = pcall(mod.follow, ctx, id)
-    if not ok then log(ngx.ERR, "following command ", id, " raised: ", tostring(err)) end
-  end
-  function ctx.spawn(id)
-    local ok, err = ngx.timer.at(0, follow, id)
-    if not ok then log(ngx.ERR, "cannot follow command ", id, ": ", tostring(err)) end
-  end
+  ctx.spawn = mod.followers(ctx, mod.FOLLOWERS, function(msg) log(ngx.ERR, msg) end)
   commands_ctx = ctx
   return ctx
 end

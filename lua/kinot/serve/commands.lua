@@ -24,7 +24,15 @@ M.COMMANDS = {
 }
 M.KEEP = 3600     -- seconds a command's record is kept
 M.WAIT = 120      -- seconds a command is followed to its final status
+M.FOLLOWERS = 32  -- timers of a worker following commands (M.followers)
 local FINAL = { succeeded = true, failed = true }
+
+-- a serial as text: "%d", never tostring (inside nginx, LuaJIT writes a
+-- number with 14 digits: 100000000000001 and 100000000000002 read "1e+14")
+local function serial(sn) return string.format("%d", sn) end
+
+-- the key marking the device's command in course
+local function in_course(sn) return "sn:" .. serial(sn) end
 
 local function problem(status, message, reason)
   return status, json.encode { error = message, reason = reason }
@@ -54,7 +62,7 @@ end
 local function finish(dict, rec)
   rec.final = true
   save(dict, rec)
-  if dict:get("sn:" .. rec.sn) == rec.id then dict:delete("sn:" .. rec.sn) end
+  if dict:get(in_course(rec.sn)) == rec.id then dict:delete(in_course(rec.sn)) end
 end
 
 --- follow(ctx, id): in a timer, the command followed to its final status
@@ -62,6 +70,10 @@ function M.follow(ctx, id)
   local dict, now = ctx.dict, ctx.now
   local rec = load(dict, id)
   if not rec or rec.final then return end
+  -- the device's mark, held while the command waited in the queue, now
+  -- lasts the follow (and a margin: a worker that dies frees it)
+  local mark = in_course(rec.sn)
+  if dict:get(mark) == id then dict:safe_set(mark, id, (ctx.wait or M.WAIT) + 30) end
   local ok, cmd, err = pcall(ctx.client.wait_command, ctx.client, rec.guid, { timeout = ctx.wait or M.WAIT,
     on_status = function(c)
       step(rec, c.command_status, now(), c.command_status == "failed" and c.reason or nil)
@@ -78,6 +90,36 @@ function M.follow(ctx, id)
   finish(dict, rec)
 end
 
+--- followers(ctx, n, log) -> spawn(id): the commands sent, followed by at
+-- most n timers of this worker, each taking the next id from the worker's
+-- queue until it is empty. nginx runs lua_max_running_timers (256) at once
+-- and drops, with a log line only, a timer due beyond that: one timer per
+-- command in course took them all in a storm of commands, and the 257th's
+-- follow, the sync loop and the sweep were dropped for good
+-- (serve_commands_attack_spec). When the worker exits (nginx -s reload) a
+-- follower still follows its queue to the end: the old worker stays until then.
+function M.followers(ctx, n, log)
+  local ngx = rawget(_G, "ngx")
+  local queue, head, tail, running = {}, 1, 0, 0
+  local function follower()
+    while head <= tail do
+      local id = queue[head]
+      queue[head], head = nil, head + 1
+      local ok, err = pcall(M.follow, ctx, id)
+      if not ok then log("following command " .. id .. " raised: " .. tostring(err)) end
+    end
+    running = running - 1
+  end
+  return function(id)
+    tail = tail + 1
+    queue[tail] = id
+    if running >= n then return end -- a follower running takes it when it is done with its own
+    local ok, err = ngx.timer.at(0, follower)
+    if ok then running = running + 1
+    else log("cannot start a follower for command " .. id .. " (" .. tostring(err) .. "): queued for the next") end
+  end
+end
+
 local function read_command(body)
   local ok, doc = pcall(json.decode, body or "")
   if not ok or type(doc) ~= "table" then return nil, "the body must be a JSON object {command, request_id}" end
@@ -91,6 +133,15 @@ local function read_command(body)
   return doc
 end
 
+-- the answer to a request_id already claimed: the first one's record
+-- (a retry, a double click), or 409 when it was for another device or command
+local function claimed(held, sn, command)
+  if held.sn ~= sn or held.command ~= command then
+    return problem(409, "request_id " .. held.id .. " was given to another command", "request_id_taken")
+  end
+  return 200, json.encode(held) -- nothing sent
+end
+
 local function post(ctx, req, sn_text)
   local ok, reason, why = api.token_given(req, ctx.token)
   if not ok then return problem(reason == "no_token" and 403 or 401, why, reason) end
@@ -100,33 +151,34 @@ local function post(ctx, req, sn_text)
   if not doc then return problem(400, bad) end
   local dict, now, id = ctx.dict, ctx.now, doc.request_id
   local held = load(dict, id)
-  if held then
-    if held.sn ~= sn or held.command ~= doc.command then
-      return problem(409, "request_id " .. id .. " was given to another command", "request_id_taken")
-    end
-    return 200, json.encode(held) -- a retry, a double click: the first one's record, nothing sent
-  end
+  if held then return claimed(held, sn, doc.command) end
   local device, derr = ctx.twin:device(sn)
   if not device then
     if derr then return problem(503, "the twin's store failed: " .. tostring(derr)) end
-    return problem(404, "the twin has never seen device " .. sn)
+    return problem(404, "the twin has never seen device " .. serial(sn))
   end
   local spec = M.COMMANDS[doc.command]
   if device.kind ~= spec.kind then
-    return problem(409, doc.command .. " is for a " .. spec.kind .. "; device " .. sn .. " is a " .. device.kind,
+    return problem(409, doc.command .. " is for a " .. spec.kind .. "; device " .. serial(sn) .. " is a " .. device.kind,
       "wrong_kind")
   end
   local rec = { id = id, sn = sn, command = doc.command, kind = device.kind, course = {}, final = false }
   step(rec, "queued", now())
   local added, aerr = dict:safe_add("req:" .. id, json.encode(rec), M.KEEP)
   if not added then
-    if aerr == "exists" then return 200, json.encode(load(dict, id)) end -- the same id, at the same moment
+    if aerr == "exists" then -- the same id, at the same moment
+      held = load(dict, id)
+      if held then return claimed(held, sn, doc.command) end
+      return problem(409, "request_id " .. id .. " was claimed at the same moment", "request_id_taken")
+    end
     return problem(503, "no room to record the command (" .. tostring(aerr) .. "): nothing sent")
   end
-  local free, ferr = dict:safe_add("sn:" .. sn, id, (ctx.wait or M.WAIT) + 30)
+  -- the device's mark: until the follow starts (M.follow then gives it
+  -- the follow's length), however long the command waits in the queue
+  local free, ferr = dict:safe_add(in_course(sn), id, M.KEEP)
   if not free then
-    local other = ferr == "exists" and dict:get("sn:" .. sn)
-    step(rec, "refused", now(), other and ("a command for device " .. sn .. " is in course (" .. other .. ")")
+    local other = ferr == "exists" and dict:get(in_course(sn))
+    step(rec, "refused", now(), other and ("a command for device " .. serial(sn) .. " is in course (" .. other .. ")")
       or ("no room to record the command (" .. tostring(ferr) .. ")"))
     rec.final = true
     save(dict, rec)
@@ -160,7 +212,7 @@ end
 
 --- handle(ctx, req) -> status, body (JSON).  ctx: { twin, client, dict (a
 -- lua_shared_dict), token, now, spawn(id) (follow it in a timer), wait };
--- req: { method, path, body, remote_addr, authorization }
+-- req: { method, path, body, remote_addr, host, authorization }
 function M.handle(ctx, req)
   local sn = req.path:match("^/api/devices/([^/]+)/commands$")
   if sn then
@@ -185,11 +237,12 @@ function M.nginx(ctx)
   end
   local status, text = M.handle(ctx, {
     method = ngx.req.get_method(), path = ngx.var.uri, body = body,
-    remote_addr = ngx.var.remote_addr, authorization = ngx.var.http_authorization,
+    remote_addr = ngx.var.remote_addr, host = ngx.var.host, authorization = ngx.var.http_authorization,
   })
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
   ngx.header["Cache-Control"] = "no-store"
+  ngx.header["X-Content-Type-Options"] = "nosniff" -- an error echoes the path
   if status == 401 then ngx.header["WWW-Authenticate"] = 'Bearer realm="kinot"' end
   ngx.print(text, "\n")
 end

@@ -8,7 +8,7 @@ local metrics = require "kinot.metrics"
 local M = {}
 
 --- handle(registry, req, opts) -> status, content type, body.  req: {
--- method, remote_addr, authorization }; opts: { token }
+-- method, remote_addr, host, authorization }; opts: { token }
 function M.handle(registry, req, opts)
   local ok, why = api.allowed(req, opts and opts.token)
   if not ok then return 401, "text/plain", why .. "\n" end
@@ -20,10 +20,12 @@ end
 function M.nginx(registry, opts)
   local ngx = rawget(_G, "ngx")
   local status, ctype, body = M.handle(registry, {
-    method = ngx.req.get_method(), remote_addr = ngx.var.remote_addr, authorization = ngx.var.http_authorization,
+    method = ngx.req.get_method(), remote_addr = ngx.var.remote_addr, host = ngx.var.host,
+    authorization = ngx.var.http_authorization,
   }, opts)
   ngx.status = status
   ngx.header["Content-Type"] = ctype
+  ngx.header["X-Content-Type-Options"] = "nosniff"
   if status == 401 then ngx.header["WWW-Authenticate"] = 'Bearer realm="kinot"' end
   ngx.print(body)
 end
