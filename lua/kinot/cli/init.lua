@@ -466,9 +466,15 @@ run.report = function(args, out)
     error(r, 0)
   end
   if page then
-    page:commit(require("kinot.report.html").render(r, { generated_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
-                                                          endpoint = c.endpoint or c.where,
-                                                          version = require "kinot.version" }))
+    -- the page made, or no file left behind (its temp file neither)
+    local made, text = pcall(require("kinot.report.html").render, r, { generated_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+                                                                       endpoint = c.endpoint or c.where,
+                                                                       version = require "kinot.version" })
+    if not made then
+      page:discard()
+      error(text, 0)
+    end
+    page:commit(text)
   end
   if args.json or args.jsonl then out:emit_json(r, "report") else report.print(out, r) end
   if page and not (args.json or args.jsonl) then

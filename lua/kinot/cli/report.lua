@@ -14,9 +14,12 @@ local function new_section()
 end
 
 -- keeps the `n` weakest signals (most negative rs_si) in a small sorted list
+-- (a reading as the histogram takes it: a finite number, -0.0 as 0, which is
+-- what --json writes; -1e400 reads as -inf and is no reading)
 local function note_signal(list, dev, n)
   local rs = tonumber(dev.rs_si)
-  if not rs then return end
+  if not rs or rs ~= rs or rs == math.huge or rs == -math.huge then return end
+  rs = rs + 0 -- -0.0 + 0 is 0.0
   if #list == n and rs >= list[n].rs_si then return end
   list[#list + 1] = { sn = dev.sn, rs_si = rs }
   table.sort(list, function(a, b) return a.rs_si < b.rs_si end)
@@ -146,6 +149,14 @@ end
 -- when written; discard() removes it (the scan failed)
 function M.page_file(path)
   local errors = require "kinot.errors"
+  -- a directory where the page goes: the rename would fail, after the
+  -- scan (PATH/. opens only when PATH is a directory; FILE itself is not
+  -- opened: a FIFO would block)
+  local dir = io.open(path .. "/.", "rb")
+  if dir then
+    dir:close()
+    errors.misuse("cannot write the HTML report to " .. path .. " (it is a directory)")
+  end
   local tmp = path .. ".tmp-" .. require("kinot.core_loader").uuid():sub(1, 8)
   local f, why = io.open(tmp, "wb")
   if not f then
