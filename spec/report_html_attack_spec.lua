@@ -264,3 +264,36 @@ describe("kinot report --html: credentials, FILE, null members #cli #sim", funct
     p:close()
   end)
 end)
+
+describe("kinot report --html interrupted #cli #sim", function()
+  local sim, env, dir
+  setup(function()
+    sim = H.sim { locks = 12, sensors = 5, dtus = 2 }
+    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
+    dir = tmpdir()
+  end)
+  teardown(function()
+    if sim then sim.stop() end
+    if dir then os.execute("rm -rf " .. dir) end
+  end)
+
+  it("a SIGINT mid-scan leaves no page and no temp file", function()
+    sim.fault { kind = "latency", latency = 3, next = 1, endpoint = "GET /sensors" }
+    local lua = H.runtime == "luajit" and "luajit" or "lua5.4"
+    local p = io.popen(string.format("cd %s && %s %s bin/kinot report --html %s/int.html >%s/out 2>%s/err & echo $!",
+      H.root, env, lua, dir, dir, dir))
+    local pid = p:read("*l")
+    p:close()
+    finally(function() os.execute("kill " .. pid .. " 2>/dev/null") end)
+    -- the locks scanned, the sensors' page under way: the temp file is there
+    assert(H.wait_for(function() return listing(dir):find("int.html.tmp-", 1, true) ~= nil and
+      (sim.counters().endpoints or {})["GET /sensors"] ~= nil end, 10), listing(dir))
+    os.execute("kill -INT " .. pid)
+    assert(H.wait_for(function()
+      local alive = os.execute("kill -0 " .. pid .. " 2>/dev/null")
+      return not (alive == true or alive == 0) -- 5.4 or LuaJIT's os.execute
+    end, 10), "still running")
+    assert.are.equal("err\nout", (listing(dir):gsub("%s+$", "")))
+    assert.matches("interrupted", H.read(dir .. "/err"), 1, true)
+  end)
+end)
