@@ -241,6 +241,11 @@ describe("kinot report --html: credentials, FILE, null members #cli #sim", funct
     assert.matches("cannot write the HTML report to " .. dir .. "/d/adir (it is a directory)", err, 1, true)
     assert.are.equal(json.null, sim.counters().endpoints, "it scanned first")
     assert.are.equal("adir", (listing(dir .. "/d"):gsub("%s+$", "")))
+    -- no name at all: the current directory was FILE
+    out, err, rc = kinot("report --html ''", env)
+    assert.are.equal(2, rc, err)
+    assert.matches("--html needs a file name", err, 1, true)
+    assert.are.equal(json.null, sim.counters().endpoints, "it scanned first")
     -- a FIFO is no directory: replaced by the page, never opened (it would block)
     os.execute("mkfifo " .. dir .. "/d/fifo.html")
     local _

@@ -296,7 +296,7 @@ describe("kinot report --html #cli #sim", function()
     assert.matches("has no sn column", err, 1, true)
     assert.are.equal(json.null, sim.counters().endpoints, "it scanned first")
     assert.is_nil(H.read(dir .. "/bad.html"))
-    -- a directory for FILE: found when the page is put in place
+    -- a directory for FILE: a usage error too (report_html_attack_spec: before the scan)
     out, err, rc = run("report --html " .. dir)
     assert.are.equal(2, rc, err)
     assert.are.equal("", out)

@@ -149,6 +149,7 @@ end
 -- when written; discard() removes it (the scan failed)
 function M.page_file(path)
   local errors = require "kinot.errors"
+  if path == "" then errors.misuse("--html needs a file name") end
   -- a directory where the page goes: the rename would fail, after the
   -- scan (PATH/. opens only when PATH is a directory; FILE itself is not
   -- opened: a FIFO would block)
