@@ -246,6 +246,7 @@ describe("kinot report --html: credentials, FILE, null members #cli #sim", funct
     assert.are.equal(2, rc, err)
     assert.matches("--html needs a file name", err, 1, true)
     assert.are.equal(json.null, sim.counters().endpoints, "it scanned first")
+    assert.are.equal("", out)
     -- a FIFO is no directory: replaced by the page, never opened (it would block)
     os.execute("mkfifo " .. dir .. "/d/fifo.html")
     local _
