@@ -303,3 +303,53 @@ describe("kinot report --html interrupted #cli #sim", function()
     assert.matches("interrupted", H.read(dir .. "/err"), 1, true)
   end)
 end)
+
+describe("kinot report --from a kinot serve whose twin holds hostile values #cli #sim #nginx", function()
+  local sim, env, dir, serve_url, pid_file
+  local HOSTILE = [[</style></svg>]] .. "]]><script>alert('x')</script>\"&amp;\194\133\226\128\174\255"
+  setup(function()
+    sim = H.sim { locks = 20, sensors = 6, dtus = 2 }
+    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
+    -- before the serve's first sync: its twin takes them as the platform sends them
+    -- (not updated_at = null: the twin's sync refuses the whole fleet for it,
+    -- "dtu ... has no updated_at the twin can order": a matter of kinot.fleet)
+    sim.call("POST", "/devices/644200002", { host = HOSTILE, online = "offline" })
+    sim.call("POST", "/devices/644200001", { host = json.null, online = "offline" })
+    dir = tmpdir()
+    pid_file = dir .. "/serve.pid"
+    local port = require("kinot.sim.launcher").free_port()
+    local out, err, rc = kinot(string.format("serve --daemon --pid-file %s --listen 127.0.0.1:%d --dtus 644200001,644200002",
+      pid_file, port), env .. " KINOT_REDIS_URL=")
+    assert(rc == 0, out .. err)
+    serve_url = "http://127.0.0.1:" .. port
+    assert(H.wait_for(function()
+      local doc = H.json("GET", serve_url .. "/api/fleet")
+      return doc and type(doc.synced_at) == "string"
+    end, 15), "no first sync")
+  end)
+  teardown(function()
+    if pid_file then kinot("serve stop --pid-file " .. pid_file) end
+    if sim then sim.stop() end
+    if dir then os.execute("rm -rf " .. dir) end
+  end)
+
+  it("gives the platform's figures and shows the hostile values as text", function()
+    local args = " report --dtu 644200001 --dtu 644200002"
+    local direct, err, rc = kinot("--json" .. args, env)
+    assert.are.equal(0, rc, err)
+    local page = dir .. "/twin.html"
+    local twin, terr, trc = kinot("--json" .. args .. " --from " .. serve_url .. " --html " .. page,
+      "KINOT_APP_KEY= KINOT_APP_SECRET= KINOT_API_TOKEN=")
+    assert.are.equal(0, trc, terr)
+    assert.are.same(json.decode(direct), json.decode(twin))
+    assert.are.equal(2, #json.decode(twin).dtus.offline)
+    local doc = parse(page)
+    assert.are.same({}, doc.errors)
+    assert.is_nil(doc.tags.script)
+    local raw = H.read(page)
+    assert.is_nil(raw:find("userdata", 1, true))
+    assert.is_nil(raw:find("\194\133", 1, true), "a raw C1 control")
+    assert.is_nil(raw:find("\226\128\174", 1, true), "a raw bidi override")
+    assert.matches("</style></svg>]]><script>alert('x')</script>\"&amp;", doc.text, 1, true)
+  end)
+end)
