@@ -172,6 +172,13 @@ describe("kinot report --from a server answering hostile JSON #cli", function()
     assert.are.equal(0, rc, err)
     local r = json.decode(out)
     assert.are.same({ 1, 1 }, { r.locks.total, r.sensors.total })
+    -- a serve that used a smaller limit than asked (it says so): its full
+    -- pages are no short ones, the scan goes on to the total
+    answer('{"total":4,"limit":2,"offset":0,"devices":[{"sn":1,"state":{}},{"sn":2,"state":{}}]}')
+    out, err, rc = report("--json")
+    assert.are.equal(0, rc, err)
+    r = json.decode(out)
+    assert.are.same({ 4, 4 }, { r.locks.total, r.sensors.total })
   end)
 
   it("writes the page for devices the page once failed on, and leaves no temp file", function()

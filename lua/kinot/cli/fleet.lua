@@ -148,14 +148,14 @@ function M.twin_source(from)
   local args = from:match("^rediss?://") and { redis = from } or { url = from }
   local function each(kind)
     return function(_, opts)
-      local page, total, offset, buf, i, who = 0, nil, 0, {}, 0, nil
+      local page, total, offset, buf, i, who, used = 0, nil, 0, {}, 0, nil, nil
       local limit = require("kinot.fleet").MAX_LIMIT
       return function()
         i = i + 1
         if i > #buf then
           -- the end: the total reached, or a short page (a total that
           -- never comes, from a broken server, ends no scan otherwise)
-          if total and (offset >= total or #buf < limit) then return nil end
+          if total and (offset >= total or #buf < used) then return nil end
           local got
           got, who = get(args, "/api/devices", { { "kind", kind }, { "offset", offset }, { "limit", limit } })
           local t, list = got.total, got.devices
@@ -166,6 +166,9 @@ function M.twin_source(from)
               type(t) .. ", devices: " .. type(list) .. ")", { status = 200 }), 0)
           end
           total, buf, i = t, list, 1
+          -- the limit the serve says it used (kinot.fleet's query echoes it),
+          -- when it is below the one asked: its short page, not ours
+          used = (type(got.limit) == "number" and got.limit >= 1 and got.limit < limit) and got.limit or limit
           offset = offset + #buf
           page = page + 1
           if opts.on_page then opts.on_page(page, math.max(1, math.ceil(total / limit))) end
