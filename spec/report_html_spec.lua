@@ -368,8 +368,8 @@ describe("kinot report --html in chromium #cli #sim #browser", function()
     assert(os.execute("mkdir -p " .. dir))
   end)
   teardown(function()
-    sim.stop()
-    os.execute("rm -rf " .. dir)
+    if sim then sim.stop() end -- (a setup that failed started none)
+    if dir then os.execute("rm -rf " .. dir) end
   end)
 
   local function render(page, shot)
