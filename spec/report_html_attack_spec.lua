@@ -165,6 +165,19 @@ describe("kinot report --from a server answering hostile JSON #cli", function()
     end
   end)
 
+  it("never shows the API token, even from a server that sends it back", function()
+    -- a --from pointing at some other service, one that echoes the request
+    answer('"GET /api/devices HTTP/1.1 Authorization: Bearer tok-s3cr3t-123 Host: x"')
+    local out, err, rc = kinot(string.format("report --from http://127.0.0.1:%d", port),
+      "KINOT_API_TOKEN=tok-s3cr3t-123")
+    assert.are.equal(3, rc, err)
+    assert.matches("kinot serve answered 200 to /api/devices", err, 1, true)
+    assert.is_nil((out .. err):find("tok-s3cr3t-123", 1, true), err)
+    out, err, rc = kinot(string.format("--json fleet summary --url http://127.0.0.1:%d --api-token tok-s3cr3t-123", port))
+    assert.are.equal(3, rc, err)
+    assert.is_nil((out .. err):find("tok-s3cr3t-123", 1, true), err)
+  end)
+
   it("ends a scan whose total never comes: a short page is the last", function()
     -- a total far ahead, one device a page: the page of one is the last
     answer('{"total":4000000000000,"devices":[{"sn":1,"state":{"rs_si":-90,"car_detected":1}}]}')

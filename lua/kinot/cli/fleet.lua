@@ -80,7 +80,7 @@ local function from_serve(args, path, q)
     error(errors.new(errors.KINDS[kind] and kind or "network",
       "no kinot serve answers at " .. shown .. " (" .. redact.text(tostring(msg), base) .. "): is it running there?"), 0)
   end
-  return res.status, res.body, "kinot serve"
+  return res.status, res.body, "kinot serve", token
 end
 
 local function from_redis(args, url, path, q)
@@ -109,14 +109,17 @@ local function get(args, path, query)
   if redis_url == "" then redis_url = nil end
   if args.redis and args.url then usage("give --url (a kinot serve) or --redis (its twin), not both") end
   if not redis_url then require("kinot.cli.redis_tls").of(args, nil) end -- (refuses them without --redis)
-  local status, text, who
+  local status, text, who, token
   if redis_url then status, text, who = from_redis(args, redis_url, path, q)
-  else status, text, who = from_serve(args, path, q) end
+  else status, text, who, token = from_serve(args, path, q) end
   local doc = json.decode(text or "")
   if status ~= 200 or type(doc) ~= "table" then
-    local why = type(doc) == "table" and doc.error or text
+    local why = tostring(type(doc) == "table" and doc.error or text)
+    -- a server that sends the request back (some other service at that
+    -- URL) sends the token too: never shown
+    if token and #token > 0 then why = why:gsub(token:gsub("%W", "%%%0"), redact.MARK) end
     error(errors.new(status == 404 and "not_found" or "api", who .. " answered " .. status .. " to " ..
-      path .. ": " .. tostring(why):sub(1, 200), { status = status }), 0)
+      path .. ": " .. why:sub(1, 200), { status = status }), 0)
   end
   return doc, who
 end
