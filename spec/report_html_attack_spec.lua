@@ -275,6 +275,18 @@ describe("kinot report --html: credentials, FILE, null members #cli #sim", funct
     assert.matches("^<!DOCTYPE html>", H.read(dir .. "/d/fifo.html"))
   end)
 
+  it("a --dtu (or $KINOT_DTUS) that is no serial is a usage error before the scan, no page", function()
+    for _, case in ipairs { { "--dtu abc", "" }, { "--dtu 1.5", "" }, { "--dtu ''", "" }, { "", "KINOT_DTUS=644200001,x7" } } do
+      sim.reset()
+      local out, err, rc = kinot("report --html " .. dir .. "/dtu.html " .. case[1], env .. " " .. case[2])
+      assert.are.equal(2, rc, err)
+      assert.are.equal("", out)
+      assert.matches("--dtu must be a positive integer", err, 1, true)
+      assert.are.equal(json.null, sim.counters().endpoints, "it scanned first: " .. case[1] .. case[2])
+      assert.is_nil(H.read(dir .. "/dtu.html"))
+    end
+  end)
+
   it("replaces a FILE that is a symlink with the page, never writing through it", function()
     local target = dir .. "/elsewhere.txt"
     local f = assert(io.open(target, "wb"))

@@ -456,6 +456,8 @@ run.report = function(args, out)
   local dtus = {}
   for _, s in ipairs(args.dtu or {}) do dtus[#dtus + 1] = s end
   for s in (os.getenv("KINOT_DTUS") or ""):gmatch("[^,%s]+") do dtus[#dtus + 1] = s end
+  -- each a serial, known before the scan (the DTUs are read after it)
+  for i, s in ipairs(dtus) do dtus[i] = validate.sn_text(validate.sn(s, "--dtu")) end
   -- the page's file is opened before the scan: a path that cannot be
   -- written fails at once, not after it
   local page = args.html and report.page_file(args.html)
