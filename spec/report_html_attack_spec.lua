@@ -287,6 +287,15 @@ describe("kinot report --html: credentials, FILE, null members #cli #sim", funct
     end
   end)
 
+  it("writes a FILE whose name is as long as a name may be (its temp file's too)", function()
+    local name = string.rep("r", 250) .. ".html" -- 255 bytes: NAME_MAX
+    os.execute("mkdir -p " .. dir .. "/long")
+    local _, err, rc = kinot("report --html " .. dir .. "/long/" .. name, env)
+    assert.are.equal(0, rc, err)
+    assert.matches("^<!DOCTYPE html>", H.read(dir .. "/long/" .. name))
+    assert.are.equal(name, (listing(dir .. "/long"):gsub("%s+$", "")))
+  end)
+
   it("replaces a FILE that is a symlink with the page, never writing through it", function()
     local target = dir .. "/elsewhere.txt"
     local f = assert(io.open(target, "wb"))
@@ -324,7 +333,7 @@ describe("kinot report --html interrupted #cli #sim", function()
     p:close()
     finally(function() os.execute("kill " .. pid .. " 2>/dev/null") end)
     -- the locks scanned, the sensors' page under way: the temp file is there
-    assert(H.wait_for(function() return listing(dir):find("int.html.tmp-", 1, true) ~= nil and
+    assert(H.wait_for(function() return listing(dir):find(".kinot-report.tmp-", 1, true) ~= nil and
       (sim.counters().endpoints or {})["GET /sensors"] ~= nil end, 10), listing(dir))
     os.execute("kill -INT " .. pid)
     assert(H.wait_for(function()

@@ -144,9 +144,10 @@ function M.bucket_label(b, decimals)
 end
 
 --- page_file(path) -> { commit(text), discard() }: FILE written whole or
--- not at all: the page goes to FILE.tmp-PID, opened now (an unwritable path
--- is a usage error at once, exit 2, as a pid file's is), renamed over FILE
--- when written; discard() removes it (the scan failed)
+-- not at all: the page goes to .kinot-report.tmp-RANDOM beside it, opened
+-- now (an unwritable path is a usage error at once, exit 2, as a pid
+-- file's is), renamed over FILE when written; discard() removes it (the
+-- scan failed)
 function M.page_file(path)
   local errors = require "kinot.errors"
   if path == "" then errors.misuse("--html needs a file name") end
@@ -158,7 +159,9 @@ function M.page_file(path)
     dir:close()
     errors.misuse("cannot write the HTML report to " .. path .. " (it is a directory)")
   end
-  local tmp = path .. ".tmp-" .. require("kinot.core_loader").uuid():sub(1, 8)
+  -- the temp file: in FILE's directory (the rename stays on one file
+  -- system), a name of its own length (FILE's own may be NAME_MAX long)
+  local tmp = (path:match("^(.*/)[^/]*$") or "") .. ".kinot-report.tmp-" .. require("kinot.core_loader").uuid():sub(1, 8)
   local f, why = io.open(tmp, "wb")
   if not f then
     errors.misuse("cannot write the HTML report to " .. path .. " (" .. tostring(why):gsub("^[^:]*: ", "") ..
