@@ -267,12 +267,7 @@ describe("kinot report --html: credentials, FILE, null members #cli #sim", funct
     assert.matches("--html needs a file name", err, 1, true)
     assert.are.equal(json.null, sim.counters().endpoints, "it scanned first")
     assert.are.equal("", out)
-    -- a FIFO is no directory: replaced by the page, never opened (it would block)
-    os.execute("mkfifo " .. dir .. "/d/fifo.html")
-    local _
-    _, err, rc = kinot("report --html " .. dir .. "/d/fifo.html", env .. " timeout 30")
-    assert.are.equal(0, rc, err)
-    assert.matches("^<!DOCTYPE html>", H.read(dir .. "/d/fifo.html"))
+
   end)
 
   it("a --dtu (or $KINOT_DTUS) that is no serial is a usage error before the scan, no page", function()
@@ -294,6 +289,40 @@ describe("kinot report --html: credentials, FILE, null members #cli #sim", funct
     assert.are.equal(0, rc, err)
     assert.matches("^<!DOCTYPE html>", H.read(dir .. "/long/" .. name))
     assert.are.equal(name, (listing(dir .. "/long"):gsub("%s+$", "")))
+  end)
+
+  it("writes into a FILE that is no file (a pipe, a device): never replaces the node", function()
+    local function kind(path)
+      local p = io.popen("stat -L -c %F " .. path)
+      local k = p:read("*l")
+      p:close()
+      return k
+    end
+    os.execute("mkdir -p " .. dir .. "/n")
+    -- a pipe with a reader: the page goes through it, the pipe stays
+    os.execute("mkfifo " .. dir .. "/n/fifo.html")
+    local p = io.popen(string.format("cat %s/n/fifo.html > %s/n/read.html 2>/dev/null </dev/null & echo $!", dir, dir))
+    local reader = p:read("*l")
+    p:close()
+    finally(function() os.execute("kill " .. reader .. " 2>/dev/null") end)
+    local _, err, rc = kinot("report --html " .. dir .. "/n/fifo.html", env .. " timeout 30")
+    assert.are.equal(0, rc, err)
+    assert(H.wait_for(function() return (H.read(dir .. "/n/read.html") or ""):find("</html>", 1, true) end, 5))
+    assert.are.equal("fifo", kind(dir .. "/n/fifo.html"))
+    -- a device node (a null device of this spec's own, not /dev/null)
+    assert(os.execute("mknod " .. dir .. "/n/null c 1 3"), "mknod")
+    _, err, rc = kinot("report --html " .. dir .. "/n/null", env)
+    assert.are.equal(0, rc, err)
+    assert.are.equal("character special file", kind(dir .. "/n/null"))
+    assert.are.equal("", H.read(dir .. "/n/null"))
+    -- the shell's process substitution: /dev/fd/N, a pipe
+    p = io.popen(string.format("cd %s && %s bash -c '%s bin/kinot report --html >(cat > %s/n/sub.html) " ..
+      ">/dev/null 2>%s/n/sub.err; echo $?'", H.root, env, H.runtime == "luajit" and "luajit" or "lua5.4", dir, dir))
+    local code = p:read("*l")
+    p:close()
+    assert.are.equal("0", code, H.read(dir .. "/n/sub.err"))
+    assert(H.wait_for(function() return (H.read(dir .. "/n/sub.html") or ""):find("</html>", 1, true) end, 5))
+    assert.is_nil(listing(dir .. "/n"):find("tmp", 1, true))
   end)
 
   it("replaces a FILE that is a symlink with the page, never writing through it", function()

@@ -147,17 +147,30 @@ end
 -- not at all: the page goes to .kinot-report.tmp-RANDOM beside it, opened
 -- now (an unwritable path is a usage error at once, exit 2, as a pid
 -- file's is), renamed over FILE when written; discard() removes it (the
--- scan failed)
+-- scan failed).  A FILE that is no file (a pipe, a device) is written into
+-- instead.
 function M.page_file(path)
   local errors = require "kinot.errors"
   if path == "" then errors.misuse("--html needs a file name") end
-  -- a directory where the page goes: the rename would fail, after the
-  -- scan (PATH/. opens only when PATH is a directory; FILE itself is not
-  -- opened: a FIFO would block)
-  local dir = io.open(path .. "/.", "rb")
-  if dir then
-    dir:close()
-    errors.misuse("cannot write the HTML report to " .. path .. " (it is a directory)")
+  local kind = require("kinot.core_loader").file_kind(path)
+  -- a directory where the page goes: the rename would fail, after the scan
+  if kind == "directory" then errors.misuse("cannot write the HTML report to " .. path .. " (it is a directory)") end
+  -- a pipe (the shell's >(...)), a device: the page is written into it
+  -- when made (opened then: a pipe's open waits for its reader); a rename
+  -- would replace the node itself (/dev/null by a file, as root)
+  if kind and kind ~= "file" then
+    return {
+      commit = function(_, text)
+        local f, why = io.open(path, "wb")
+        local ok, err = f ~= nil, why
+        if f then
+          ok, err = f:write(text)
+          if ok then ok, err = f:close() else f:close() end
+        end
+        if not ok then errors.misuse("cannot write the HTML report to " .. path .. " (" .. tostring(err) .. ")") end
+      end,
+      discard = function() end,
+    }
   end
   -- the temp file: in FILE's directory (the rename stays on one file
   -- system), a name of its own length (FILE's own may be NAME_MAX long)
