@@ -257,6 +257,31 @@ static int l_unlock_file(lua_State *L) {
     return 0;
 }
 
+/* file_kind(path) -> "file" | "directory" | "fifo" | "char" | "block" |
+ * "socket" | "other", of what path names (a symlink followed), or nil,
+ * message (absent: "absent").  kinot report --html replaces a file (or a
+ * path that is none yet) by a rename, and writes into anything else: a
+ * rename over /dev/null or a pipe would replace the node itself. */
+static int l_file_kind(lua_State *L) {
+    size_t n;
+    const char *path = kn_check_lstring(L, 1, "file_kind's path", &n);
+    struct stat st;
+    const char *kind = "other";
+    if (strlen(path) != n) return kn_misuse(L, "file_kind's path holds a NUL byte");
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT) return file_error(L, "stat", "absent", 0);
+        return file_error(L, "stat", NULL, errno);
+    }
+    if (S_ISREG(st.st_mode)) kind = "file";
+    else if (S_ISDIR(st.st_mode)) kind = "directory";
+    else if (S_ISFIFO(st.st_mode)) kind = "fifo";
+    else if (S_ISCHR(st.st_mode)) kind = "char";
+    else if (S_ISBLK(st.st_mode)) kind = "block";
+    else if (S_ISSOCK(st.st_mode)) kind = "socket";
+    lua_pushstring(L, kind);
+    return 1;
+}
+
 void kn_open_util(lua_State *L) {
     static const luaL_Reg funcs[] = {{"content_md5", l_content_md5},
                                      {"md5_hex", l_md5_hex},
@@ -270,6 +295,7 @@ void kn_open_util(lua_State *L) {
                                      {"lock_file", l_lock_file},
                                      {"unlock_file", l_unlock_file},
                                      {"truncate_file", l_truncate_file},
+                                     {"file_kind", l_file_kind},
                                      {NULL, NULL}};
     luaL_setfuncs(L, funcs, 0);
 }

@@ -5,6 +5,7 @@
 local json = require "kinot.json"
 local errors = require "kinot.errors"
 local vocabulary = require "kinot.vocabulary"
+local redact = require "kinot.redact"
 
 local M = {}
 
@@ -60,7 +61,9 @@ end
 -- read here, through the same kinot.serve.api.handle the server answers with
 local function from_serve(args, path, q)
   local base = (args.url or os.getenv("KINOT_SERVE_URL") or M.DEFAULT_URL):gsub("/+$", "")
-  if not base:match("^https?://[^/]+$") then usage("--url must look like http://127.0.0.1:8080 (got " .. base .. ")") end
+  -- base is shown in messages without its userinfo (a password in the URL)
+  local shown = redact.url(base)
+  if not base:match("^https?://[^/?#]+$") then usage("--url must look like http://127.0.0.1:8080 (got " .. shown .. ")") end
   local parts = {}
   for _, kv in ipairs(q) do
     parts[#parts + 1] = kv[1] .. "=" .. kv[2]:gsub("[^%w%-_.~]", function(c)
@@ -75,9 +78,9 @@ local function from_serve(args, path, q)
   h:close()
   if not res then
     error(errors.new(errors.KINDS[kind] and kind or "network",
-      "no kinot serve answers at " .. base .. " (" .. tostring(msg) .. "): is it running there?"), 0)
+      "no kinot serve answers at " .. shown .. " (" .. redact.text(tostring(msg), base) .. "): is it running there?"), 0)
   end
-  return res.status, res.body, "kinot serve"
+  return res.status, res.body, "kinot serve", token
 end
 
 local function from_redis(args, url, path, q)
@@ -106,16 +109,32 @@ local function get(args, path, query)
   if redis_url == "" then redis_url = nil end
   if args.redis and args.url then usage("give --url (a kinot serve) or --redis (its twin), not both") end
   if not redis_url then require("kinot.cli.redis_tls").of(args, nil) end -- (refuses them without --redis)
-  local status, text, who
+  local status, text, who, token
   if redis_url then status, text, who = from_redis(args, redis_url, path, q)
-  else status, text, who = from_serve(args, path, q) end
+  else status, text, who, token = from_serve(args, path, q) end
   local doc = json.decode(text or "")
   if status ~= 200 or type(doc) ~= "table" then
-    local why = type(doc) == "table" and doc.error or text
+    local why = tostring(type(doc) == "table" and doc.error or text)
+    -- a server that sends the request back (some other service at that
+    -- URL) sends the token too: never shown
+    if token and #token > 0 then why = why:gsub(token:gsub("%W", "%%%0"), redact.MARK) end
     error(errors.new(status == 404 and "not_found" or "api", who .. " answered " .. status .. " to " ..
-      path .. ": " .. tostring(why):sub(1, 200), { status = status }), 0)
+      path .. ": " .. why:sub(1, 200), { status = status }), 0)
   end
-  return doc
+  return doc, who
+end
+
+-- a device of the API's answer, as the platform sends it (its state), or
+-- the error of an answer that is none (a hostile or broken server)
+local function platform_device(d, who, path)
+  if type(d) ~= "table" or (d.state ~= nil and (type(d.state) ~= "table" or d.state[1] ~= nil)) then
+    error(errors.new("api", who .. " answered 200 to " .. path .. ": not a device (" .. type(d) ..
+      (type(d) == "table" and (", state: " .. type(d.state)) or "") .. ")", { status = 200 }), 0)
+  end
+  local dev = {}
+  for k, v in pairs(d.state or {}) do dev[k] = v end
+  dev.sn, dev.updated_at = d.sn, dev.updated_at or d.updated_at
+  return dev
 end
 
 --- twin_source(from) -> a source for kinot.cli.report.build that reads the
@@ -125,31 +144,40 @@ end
 -- pages the platform (each_locker, each_sensor with on_page) and reads a
 -- DTU as /api/devices/SN; a device as the platform sends it (its state).
 function M.twin_source(from)
-  if not from:match("^rediss?://") and not from:match("^https?://[^/]+/*$") then
+  if not from:match("^rediss?://") and not from:match("^https?://[^/?#]+/*$") then
     usage("--from must be a kinot serve's URL, like http://127.0.0.1:8080, or its twin in Redis, redis://... (got " ..
       require("kinot.redact").url(from) .. ")")
   end
   local args = from:match("^rediss?://") and { redis = from } or { url = from }
   local function each(kind)
     return function(_, opts)
-      local page, total, offset, buf, i = 0, nil, 0, {}, 0
+      local page, total, offset, buf, i, who, used = 0, nil, 0, {}, 0, nil, nil
       local limit = require("kinot.fleet").MAX_LIMIT
       return function()
         i = i + 1
         if i > #buf then
-          if total and offset >= total then return nil end
-          local got = get(args, "/api/devices", { { "kind", kind }, { "offset", offset }, { "limit", limit } })
-          total, buf, i = got.total, got.devices, 1
+          -- the end: the total reached, or a short page (a total that
+          -- never comes, from a broken server, ends no scan otherwise)
+          if total and (offset >= total or #buf < used) then return nil end
+          local got
+          got, who = get(args, "/api/devices", { { "kind", kind }, { "offset", offset }, { "limit", limit } })
+          local t, list = got.total, got.devices
+          -- a count (NaN, 1e400, -1, "1" are none) and a list
+          if type(t) ~= "number" or not (t >= 0 and t < 2 ^ 53) or t ~= math.floor(t) or type(list) ~= "table" or
+            (next(list) ~= nil and list[1] == nil) then
+            error(errors.new("api", who .. " answered 200 to /api/devices: not a page of devices (total: " ..
+              type(t) .. ", devices: " .. type(list) .. ")", { status = 200 }), 0)
+          end
+          total, buf, i = t, list, 1
+          -- the limit the serve says it used (kinot.fleet's query echoes it),
+          -- when it is below the one asked: its short page, not ours
+          used = (type(got.limit) == "number" and got.limit >= 1 and got.limit < limit) and got.limit or limit
           offset = offset + #buf
           page = page + 1
           if opts.on_page then opts.on_page(page, math.max(1, math.ceil(total / limit))) end
           if #buf == 0 then return nil end
         end
-        local d = buf[i]
-        local dev = {}
-        for k, v in pairs(d.state or {}) do dev[k] = v end
-        dev.sn, dev.updated_at = d.sn, dev.updated_at or d.updated_at
-        return dev
+        return platform_device(buf[i], who, "/api/devices")
       end
     end
   end
@@ -159,11 +187,8 @@ function M.twin_source(from)
     each_sensor = each("sensor"),
     dtu_device = function(_, sn)
       if not tostring(sn):match("^%d+$") then usage("--dtu needs a serial (got " .. tostring(sn) .. ")") end
-      local d = get(args, "/api/devices/" .. sn)
-      local dev = {}
-      for k, v in pairs(d.state or {}) do dev[k] = v end
-      dev.sn, dev.updated_at = d.sn, dev.updated_at or d.updated_at
-      return dev
+      local d, who = get(args, "/api/devices/" .. sn)
+      return platform_device(d, who, "/api/devices/" .. sn)
     end,
   }
 end

@@ -456,6 +456,8 @@ run.report = function(args, out)
   local dtus = {}
   for _, s in ipairs(args.dtu or {}) do dtus[#dtus + 1] = s end
   for s in (os.getenv("KINOT_DTUS") or ""):gmatch("[^,%s]+") do dtus[#dtus + 1] = s end
+  -- each a serial, known before the scan (the DTUs are read after it)
+  for i, s in ipairs(dtus) do dtus[i] = validate.sn_text(validate.sn(s, "--dtu")) end
   -- the page's file is opened before the scan: a path that cannot be
   -- written fails at once, not after it
   local page = args.html and report.page_file(args.html)
@@ -466,9 +468,15 @@ run.report = function(args, out)
     error(r, 0)
   end
   if page then
-    page:commit(require("kinot.report.html").render(r, { generated_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
-                                                          endpoint = c.endpoint or c.where,
-                                                          version = require "kinot.version" }))
+    -- the page made, or no file left behind (its temp file neither)
+    local made, text = pcall(require("kinot.report.html").render, r, { generated_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+                                                                       endpoint = c.endpoint or c.where,
+                                                                       version = require "kinot.version" })
+    if not made then
+      page:discard()
+      error(text, 0)
+    end
+    page:commit(text)
   end
   if args.json or args.jsonl then out:emit_json(r, "report") else report.print(out, r) end
   if page and not (args.json or args.jsonl) then

@@ -14,9 +14,12 @@ local function new_section()
 end
 
 -- keeps the `n` weakest signals (most negative rs_si) in a small sorted list
+-- (a reading as the histogram takes it: a finite number, -0.0 as 0, which is
+-- what --json writes; -1e400 reads as -inf and is no reading)
 local function note_signal(list, dev, n)
   local rs = tonumber(dev.rs_si)
-  if not rs then return end
+  if not rs or rs ~= rs or rs == math.huge or rs == -math.huge then return end
+  rs = rs + 0 -- -0.0 + 0 is 0.0
   if #list == n and rs >= list[n].rs_si then return end
   list[#list + 1] = { sn = dev.sn, rs_si = rs }
   table.sort(list, function(a, b) return a.rs_si < b.rs_si end)
@@ -141,12 +144,37 @@ function M.bucket_label(b, decimals)
 end
 
 --- page_file(path) -> { commit(text), discard() }: FILE written whole or
--- not at all: the page goes to FILE.tmp-PID, opened now (an unwritable path
--- is a usage error at once, exit 2, as a pid file's is), renamed over FILE
--- when written; discard() removes it (the scan failed)
+-- not at all: the page goes to .kinot-report.tmp-RANDOM beside it, opened
+-- now (an unwritable path is a usage error at once, exit 2, as a pid
+-- file's is), renamed over FILE when written; discard() removes it (the
+-- scan failed).  A FILE that is no file (a pipe, a device) is written into
+-- instead.
 function M.page_file(path)
   local errors = require "kinot.errors"
-  local tmp = path .. ".tmp-" .. require("kinot.core_loader").uuid():sub(1, 8)
+  if path == "" then errors.misuse("--html needs a file name") end
+  local kind = require("kinot.core_loader").file_kind(path)
+  -- a directory where the page goes: the rename would fail, after the scan
+  if kind == "directory" then errors.misuse("cannot write the HTML report to " .. path .. " (it is a directory)") end
+  -- a pipe (the shell's >(...)), a device: the page is written into it
+  -- when made (opened then: a pipe's open waits for its reader); a rename
+  -- would replace the node itself (/dev/null by a file, as root)
+  if kind and kind ~= "file" then
+    return {
+      commit = function(_, text)
+        local f, why = io.open(path, "wb")
+        local ok, err = f ~= nil, why
+        if f then
+          ok, err = f:write(text)
+          if ok then ok, err = f:close() else f:close() end
+        end
+        if not ok then errors.misuse("cannot write the HTML report to " .. path .. " (" .. tostring(err) .. ")") end
+      end,
+      discard = function() end,
+    }
+  end
+  -- the temp file: in FILE's directory (the rename stays on one file
+  -- system), a name of its own length (FILE's own may be NAME_MAX long)
+  local tmp = (path:match("^(.*/)[^/]*$") or "") .. ".kinot-report.tmp-" .. require("kinot.core_loader").uuid():sub(1, 8)
   local f, why = io.open(tmp, "wb")
   if not f then
     errors.misuse("cannot write the HTML report to " .. path .. " (" .. tostring(why):gsub("^[^:]*: ", "") ..

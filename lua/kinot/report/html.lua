@@ -10,6 +10,8 @@ local escape = require "kinot.report.escape"
 local report = require "kinot.cli.report"
 local vocabulary = require "kinot.vocabulary"
 local redact = require "kinot.redact"
+local output = require "kinot.cli.output"
+local json = require "kinot.json"
 
 local M = {}
 
@@ -82,6 +84,14 @@ local function card(title, value, sub, class)
     class and (" " .. class) or "", escape(title), value, sub or "")
 end
 
+-- a cell as the text report's table shows it (kinot.cli.output: nil and
+-- null as nothing, a number in its field's decimals), escaped
+local function cell(field, v)
+  if v == nil or v == json.null then return "" end
+  if type(v) == "number" then v = output.number_text(field, v) end
+  return escape(v)
+end
+
 local function table_of(rows, cols)
   local out = { "<table><thead><tr>" }
   for _, c in ipairs(cols) do out[#out + 1] = format('<th%s>%s</th>', c.n and ' class="n"' or "", escape(c[2])) end
@@ -89,8 +99,7 @@ local function table_of(rows, cols)
   for _, r in ipairs(rows) do
     out[#out + 1] = "<tr>"
     for _, c in ipairs(cols) do
-      local v = r[c[1]]
-      out[#out + 1] = format('<td%s>%s</td>', c.n and ' class="n"' or "", v == nil and "" or escape(v))
+      out[#out + 1] = format('<td%s>%s</td>', c.n and ' class="n"' or "", cell(c[1], r[c[1]]))
     end
     out[#out + 1] = "</tr>"
   end
@@ -202,11 +211,7 @@ local function signal_rows(r)
   end
   table.sort(weak, function(a, b) return a.rs_si < b.rs_si end)
   local top = {}
-  for i = 1, math.min(5, #weak) do
-    top[i] = weak[i]
-    top[i].rs_si = format("%.1f", weak[i].rs_si)
-    top[i].sn = format("%d", weak[i].sn)
-  end
+  for i = 1, math.min(5, #weak) do top[i] = weak[i] end
   return top
 end
 
