@@ -165,20 +165,40 @@ function Twin:record(kind, obj, source, now)
 end
 
 --- put(kind, objs, source) -> results ({verdict, events} each) | nil, err:
--- objects as the API answers them ("lock" | "sensor" | "dtu"), one call to the store
+-- objects as the API answers them ("lock" | "sensor" | "dtu"), one call to
+-- the store; results[i] is objs[i]'s.  An object the twin cannot order (no
+-- serial, an updated_at null or unparsable) fails a callback's put (nil,
+-- err: its caller decides); in a scan (source "scan") it is left out,
+-- results[i] = { verdict = "unordered", events = {}, err = err }, and the
+-- rest of the batch is applied: one odd device must not blind a scan to
+-- the whole fleet.
 function Twin:put(kind, objs, source)
   if not KINDS[kind] then misuse("kinot.fleet: kind must be lock, sensor or dtu (got " .. tostring(kind) .. ")") end
+  source = source or "scan"
   local now = self.clock()
-  local recs = {}
+  local recs, at, odd = {}, {}, nil -- at[j]: the index in objs of recs[j]; odd[i]: objs[i]'s error
   for i = 1, #objs do
-    local rec, err = self:record(kind, objs[i], source or "scan", now)
-    if not rec then return nil, err end
-    recs[i] = rec
+    local rec, err = self:record(kind, objs[i], source, now)
+    if rec then
+      recs[#recs + 1] = rec
+      at[#recs] = i
+    elseif source == "scan" then
+      odd = odd or {}
+      odd[i] = err
+    else
+      return nil, err
+    end
   end
-  if #recs == 0 then return {} end
-  local out, err = self.store:apply(recs, self:cfg(now))
-  if not out then return nil, err end
-  for i = 1, #out do emit(self, out[i].events) end
+  local out = {}
+  if #recs > 0 then
+    local got, err = self.store:apply(recs, self:cfg(now))
+    if not got then return nil, err end
+    for j = 1, #got do
+      emit(self, got[j].events)
+      out[at[j]] = got[j]
+    end
+  end
+  for i, err in pairs(odd or {}) do out[i] = { verdict = "unordered", events = {}, err = err } end
   return out
 end
 

@@ -14,6 +14,7 @@
 local errors = require "kinot.errors"
 local validate = require "kinot.validate"
 local json = require "kinot.json"
+local typed = require "kinot.typed"
 
 local M = {}
 
@@ -23,8 +24,10 @@ local function iso(now)
   return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(now))
 end
 
--- feed(twin, kind, iterator, report) -> true | nil, err: a page of
--- objects into the store at a time; listed[sn] = true for each
+-- put(twin, kind, batch, report) -> true | nil, err: a batch into the
+-- store, its verdicts counted; a device the twin cannot order is left out
+-- (counted `unordered`, the first UNORDERED_NAMED of their serials named)
+local UNORDERED_NAMED = 10
 local function put(twin, kind, batch, report)
   local out, err = twin:put(kind, batch, "scan")
   if not out then return nil, err end
@@ -32,6 +35,10 @@ local function put(twin, kind, batch, report)
     local v = out[i].verdict
     report[v] = (report[v] or 0) + 1
     report.changes = report.changes + #out[i].events
+    if v == "unordered" and #report.unordered_sns < UNORDERED_NAMED then
+      local sn = typed.to_int(batch[i].sn)
+      if type(sn) == "number" then report.unordered_sns[#report.unordered_sns + 1] = sn end
+    end
   end
   return true
 end
@@ -55,7 +62,7 @@ local function feed(twin, kind, each, report, listed)
   local ok, err = pcall(function()
     for obj in each do
       batch[#batch + 1] = obj
-      listed[obj.sn] = true
+      if obj.sn ~= nil then listed[obj.sn] = true end -- (one without a serial: counted unordered)
       report[kind .. "s"] = report[kind .. "s"] + 1
       if #batch >= 100 then
         local fine, e = flush()
@@ -120,7 +127,9 @@ local function feed_overlapped(ngx, semaphore, twin, kind, each, closer, report,
       queue[head] = nil
       head = head + 1
       room:post(1)
-      for i = 1, #batch do listed[batch[i].sn] = true end
+      for i = 1, #batch do
+        if batch[i].sn ~= nil then listed[batch[i].sn] = true end -- (one without a serial: counted unordered)
+      end
       report[kind .. "s"] = report[kind .. "s"] + #batch
       local ok, e = put(twin, kind, batch, report)
       if not ok then
@@ -156,7 +165,9 @@ end
 
 --- run(twin, client, opts) -> report | nil, err (err.report: what was done)
 -- report: { locks, sensors, dtus (devices read), added, applied, missed,
--- older, duplicate, gone, stale, changes, started_at, duration }
+-- older, duplicate, unordered (left out: no serial or no updated_at to
+-- order), unordered_sns (the first 10 of their serials), gone, stale,
+-- changes, started_at, duration }
 function M.run(twin, client, opts)
   opts = validate.options(opts or {}, KNOWN, "kinot.fleet: sync")
   if type(client) ~= "table" or type(client.each_locker) ~= "function" then
@@ -168,7 +179,7 @@ function M.run(twin, client, opts)
   local each = { concurrency = opts.concurrency or 1, limit = opts.limit or 100 }
   local started = twin.clock()
   local report = { locks = 0, sensors = 0, dtus = 0, added = 0, applied = 0, missed = 0, older = 0, duplicate = 0,
-                   gone = 0, stale = 0, changes = 0, started_at = iso(started) }
+                   unordered = 0, unordered_sns = {}, gone = 0, stale = 0, changes = 0, started_at = iso(started) }
   local function fail(err)
     report.duration = twin.clock() - started
     if type(err) == "table" then err.report = report end

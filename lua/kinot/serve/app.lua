@@ -29,9 +29,15 @@ local function sync_once()
     log(ngx.ERR, "sync failed: ", tostring(err))
     return
   end
-  log(ngx.NOTICE, string.format("sync: %d locks, %d sensors, %d dtus read; %d added, %d missed, %d gone, " ..
-    "%d stale, %d changes in %.2f s", report.locks, report.sensors, report.dtus, report.added, report.missed,
-    report.gone, report.stale, report.changes, report.duration))
+  -- the devices left out (no updated_at the twin can order), named: the platform's to put right
+  local unordered = ""
+  if report.unordered > 0 then
+    unordered = "; unordered: " .. table.concat(report.unordered_sns, " ")
+      .. (report.unordered > #report.unordered_sns and " ..." or "")
+  end
+  log(ngx.NOTICE, string.format("sync: %d locks, %d sensors, %d dtus read; %d added, %d missed, %d unordered, " ..
+    "%d gone, %d stale, %d changes in %.2f s%s", report.locks, report.sensors, report.dtus, report.added,
+    report.missed, report.unordered, report.gone, report.stale, report.changes, report.duration, unordered))
 end
 
 local function loop(premature)
