@@ -800,6 +800,22 @@ local function hello(self, sock, deadline, timeout)
   return true
 end
 
+-- a connection to the server the client aims at, a fresh one past AUTH and
+-- SELECT: sock, fresh | nil, err, unsent (unsent: nothing of the caller's
+-- can have run; `sent`: something went out on an earlier connection)
+local function ready(self, deadline, timeout, sent)
+  local sock, fresh, what, why = self.io.open(self, deadline)
+  if not sock then return nil, select(2, self:fail(what, fresh, why, timeout)), not sent end
+  if fresh then
+    local ok, err = hello(self, sock, deadline, timeout)
+    if not ok then
+      self.io.release(self, sock, false)
+      return nil, err, not sent and err.kind ~= "redis"
+    end
+  end
+  return sock, fresh
+end
+
 -- One command on the server the client aims at, before the deadline; with
 -- `wait` ({ replicas, timeout }), then WAIT on the same connection (WAIT
 -- counts the replicas that have this connection's writes: on another
@@ -815,15 +831,8 @@ end
 local function exchange(self, deadline, timeout, args, n, wait)
   local sent = false -- (on a kept connection found dead, before a fresh one failed)
   for _ = 1, self.pool_size + 1 do
-    local sock, fresh, what, why = self.io.open(self, deadline)
-    if not sock then return nil, select(2, self:fail(what, fresh, why, timeout)), not sent end
-    if fresh then
-      local ok, err = hello(self, sock, deadline, timeout)
-      if not ok then
-        self.io.release(self, sock, false)
-        return nil, err, not sent and err.kind ~= "redis"
-      end
-    end
+    local sock, fresh, unsent = ready(self, deadline, timeout, sent)
+    if not sock then return nil, fresh, unsent end
     sent = true
     local v, kind, msg, step = roundtrip(self, sock, args, n, deadline)
     if v ~= nil and wait then
@@ -966,30 +975,13 @@ function M.wait_option(w, where)
   return { replicas = r, ms = floor(t * 1000) }
 end
 
---- pipeline(cmds[, timeout]) -> replies | nil, err: many commands in one
--- round trip.  cmds: a list of commands, each a list { "CMD", arg, ... }.
--- All are written at once on one connection, then their replies read in
--- order; replies[i] is the i-th command's reply, or a ReplyError (its
--- text, and .code its first word) when the server refused that one: the
--- others still ran.  One deadline (`timeout`, default the client's) for
--- the whole exchange.  As call: a kept connection found dead is replaced
--- once and every command sent again, so a pipeline holds only commands
--- safe to repeat; a connection that fails part way (the server may have
--- run some, all or none of them) ends the call with nil, err.
 -- the pipeline on the server the client aims at: replies | nil, err, unsent
 -- (as exchange: unsent when the commands never left this process)
 local function pipe(self, deadline, timeout, data, cmds, n)
   local sent = false -- (on a kept connection found dead, before a fresh one failed)
   for _ = 1, self.pool_size + 1 do
-    local sock, fresh, what, why = self.io.open(self, deadline)
-    if not sock then return nil, select(2, self:fail(what, fresh, why, timeout)), not sent end
-    if fresh then
-      local ok, err = hello(self, sock, deadline, timeout)
-      if not ok then
-        self.io.release(self, sock, false)
-        return nil, err, not sent and err.kind ~= "redis"
-      end
-    end
+    local sock, fresh, unsent = ready(self, deadline, timeout, sent)
+    if not sock then return nil, fresh, unsent end
     sent = true
     local ok, serr = self.io.send(sock, data, deadline)
     local kind, msg, step = nil, serr, "send"
