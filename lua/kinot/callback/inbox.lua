@@ -149,17 +149,21 @@ local function send(self, batch, again)
     local v = replies[i]
     if getmetatable(v) ~= redis.ReplyError then
       if short then item.err = short else item.v = v end
-    elseif v.code == "NOSCRIPT" and not again then -- the server lost it (a restart, SCRIPT FLUSH)
+    elseif not again and (v.code == "NOSCRIPT" or v.code == "READONLY" or v.code == "MASTERDOWN") then
+      -- the server lost the script (a restart, SCRIPT FLUSH), or is a
+      -- replica now (an old master demoted, on a pooled connection) and
+      -- refused this one while another's script only read (a redelivery
+      -- found stored, without wait): nothing of it ran, it goes again
+      -- (behind Sentinel, refused as a whole, to the new master)
       lost[#lost + 1] = item
+      if v.code == "NOSCRIPT" and self.sha == sha then self.sha = nil end
     else
       item.err = errors.new("redis", "redis " .. self.client.where .. ": " .. v.text,
                             { code = v.code, retryable = false })
     end
   end
   if #lost > 0 then
-    -- (loaded again, and a WAIT of their own: the batch's counted
-    -- nothing of theirs)
-    if self.sha == sha then self.sha = nil end
+    -- (with a WAIT of their own: the batch's counted nothing of theirs)
     local ok, lerr = send(self, lost, true)
     if not ok then
       for _, item in ipairs(lost) do item.err = lerr end
