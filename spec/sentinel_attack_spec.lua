@@ -525,3 +525,54 @@ describe("the inbox's group commit, wait, and a script flushed mid-batch #redis 
     assert.are.equal(12, n, body)
   end)
 end)
+
+describe("the inbox's group commit on a replica #redis #nginx", function()
+  -- A real replica (7.0) runs the PUT script until its first write: a
+  -- redelivery found stored, without wait, only reads and answers 0
+  -- between the READONLYs of the new events of its batch.  The stored one
+  -- is "stored before" (the replica has its mark, so the master had its
+  -- entry); the new ones are tried again as their own pipeline, refused as
+  -- a whole (behind Sentinel: followed), and fail, each, here.
+  it("answers the redelivery found stored, and fails each new event", function()
+    local master, replica, ng
+    finally(function()
+      if ng then ng.stop() end
+      if replica then replica.stop() end
+      if master then master.stop() end
+    end)
+    master = R.start { conf = { "repl-diskless-sync-delay 0" } }
+    replica = R.start { conf = { "replicaof 127.0.0.1 " .. master.port } }
+    local stored = require("kinot.callback.inbox").new { redis = master.url, stream = "ro" }
+    assert.is_true(stored:put("old", "{}", 1))
+    assert.is_truthy(H.wait_for(function()
+      local c = replica.client { timeout = 1 }
+      local n = c:call("EXISTS", "kinot:seen:old")
+      c:close()
+      return n == 1
+    end, 10))
+    ng = H.nginx {
+      http = [[
+        init_by_lua_block {
+          box = require("kinot.callback.inbox").new { redis = "]] .. replica.url .. [[", stream = "ro" }
+        }
+      ]],
+      server = [[
+        location = /batch { content_by_lua_block {
+          local threads = {}
+          for i, id in ipairs { "lead", "new1", "old", "new2" } do
+            threads[i] = ngx.thread.spawn(function()
+              local v, err = box:put(id, "{}", ngx.now())
+              return id .. " " .. tostring(v) .. " " .. (err and err.code or "")
+            end)
+          end
+          for i = 1, #threads do
+            local _, line = ngx.thread.wait(threads[i])
+            ngx.say(line)
+          end
+        } }
+      ]],
+    }
+    assert.are.equal("lead nil READONLY\nnew1 nil READONLY\nold false \nnew2 nil READONLY\n",
+                     H.raw("GET", ng.url .. "/batch").body)
+  end)
+end)
