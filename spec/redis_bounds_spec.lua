@@ -177,3 +177,22 @@ describe("kinot.redis pipeline on a connection dropped between its writes and it
   end
 end)
 
+
+describe("kinot.redis pipeline with one command run between two refused #peer", function()
+  -- READONLY for every command means nothing ran (behind Sentinel the
+  -- pipeline goes again, to the new master); one that ran among them (the
+  -- FAKE's :1 between two READONLY) makes the pipeline's replies the
+  -- caller's, never an error that has it sent again.  (The merge counted
+  -- n - 1 refusals as all, whichever one was not.)
+  it("gives each command's reply, not READONLY for the whole", function()
+    local peer = hostile("mixed")
+    finally(peer.stop)
+    local c = kredis.new(peer.url, { timeout = 3 })
+    local v, err = c:pipeline { { "EVALSHA", "x", "0" }, { "EVALSHA", "x", "0" }, { "EVALSHA", "x", "0" } }
+    assert.is_table(v, tostring(err))
+    assert.are.equal("READONLY", v[1].code)
+    assert.are.equal(1, v[2])
+    assert.are.equal("READONLY", v[3].code)
+    c:close()
+  end)
+end)

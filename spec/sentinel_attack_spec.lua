@@ -448,3 +448,136 @@ describe("a wait that falls short, and the Sentinels #redis #slow", function()
     assert.is_true(asked <= math.ceil(took) + 2, asked .. " lookups for 40 requests in " .. took .. " s")
   end)
 end)
+
+describe("the inbox's group commit, wait, and a script flushed mid-batch #redis #nginx", function()
+  -- A batch whose EVALSHAs all find the script gone (SCRIPT FLUSH, a
+  -- restart) while a replica is stopped: each of its puts fell back to an
+  -- EVAL and a WAIT of its own, one after the other, so the request that
+  -- sent the batch waited wait.timeout once per put (200 puts of a 10 s
+  -- wait: over half an hour), far past the bound every other request of
+  -- the batch is given.  Every put must be answered within that bound.
+  it("answers every put of the batch within 2 * (timeout + wait) + 1 s", function()
+    local master, replica, ng
+    finally(function()
+      if ng then ng.stop() end
+      if replica then
+        local pid = replica.pid()
+        if pid then shell("kill -CONT " .. pid) end
+        replica.stop()
+      end
+      if master then master.stop() end
+    end)
+    master = R.start { conf = { "repl-diskless-sync-delay 0" } }
+    replica = R.start { conf = { "replicaof 127.0.0.1 " .. master.port } }
+    assert.is_truthy(H.wait_for(function()
+      local c = master.client { timeout = 1 }
+      local info = tostring(c:call("INFO", "replication"))
+      c:close()
+      return info:find("state=online", 1, true) ~= nil
+    end, 10))
+    ng = H.nginx {
+      http = [[
+        init_by_lua_block {
+          box = require("kinot.callback.inbox").new { redis = "]] .. master.url .. [[", stream = "flushed",
+                                                     timeout = 0.5, wait = { replicas = 1, timeout = 0.4 } }
+        }
+      ]],
+      server = [[
+        location = /put { content_by_lua_block {
+          local v, err = box:put("warm", "{}", ngx.now())
+          ngx.say(tostring(v), " ", err and err.kind or "")
+        } }
+        location = /batch { content_by_lua_block {
+          local redis = require "kinot.redis"
+          local threads = {}
+          for i = 1, 12 do
+            threads[i] = ngx.thread.spawn(function()
+              local t0 = ngx.now()
+              local v, err = box:put("b" .. i, "{}", ngx.now())
+              ngx.update_time()
+              return string.format("%s %s %.2f", tostring(v), err and (err.code or err.kind) or "", ngx.now() - t0)
+            end)
+          end
+          -- the first put's pipeline waits on the stopped replica, the
+          -- other eleven queued behind it: the script goes meanwhile
+          ngx.sleep(0.1)
+          local c = redis.new("]] .. master.url .. [[")
+          c:call("SCRIPT", "FLUSH")
+          for i = 1, 12 do
+            local _, line = ngx.thread.wait(threads[i])
+            ngx.say(line)
+          end
+        } }
+      ]],
+    }
+    -- (the script loaded, its sha kept; a loaded machine's replica may be
+    -- late for the first WAIT: then its redelivery is "false")
+    assert.is_truthy(H.wait_for(function()
+      local b = H.raw("GET", ng.url .. "/put").body
+      return b == "true \n" or b == "false \n"
+    end, 10))
+    assert.is_true(shell("kill -STOP " .. replica.pid()))
+    local body = H.raw("GET", ng.url .. "/batch").body
+    local bound = 2 * (0.5 + 0.4) + 1
+    local n = 0
+    for v, why, took in body:gmatch("(%S+) (%S*) ([%d.]+)\n") do
+      n = n + 1
+      -- (the replica stopped: nothing is 200)
+      assert.are.equal("nil", v, body)
+      assert.is_truthy(why == "NOREPLICAS" or why == "timeout", body)
+      assert.is_true(tonumber(took) <= bound + 0.3, "a put took " .. took .. " s, bound " .. bound .. " s:\n" .. body)
+    end
+    assert.are.equal(12, n, body)
+  end)
+end)
+
+describe("the inbox's group commit on a replica #redis #nginx", function()
+  -- A real replica (7.0) runs the PUT script until its first write: a
+  -- redelivery found stored, without wait, only reads and answers 0
+  -- between the READONLYs of the new events of its batch.  The stored one
+  -- is "stored before" (the replica has its mark, so the master had its
+  -- entry); the new ones are tried again as their own pipeline, refused as
+  -- a whole (behind Sentinel: followed), and fail, each, here.
+  it("answers the redelivery found stored, and fails each new event", function()
+    local master, replica, ng
+    finally(function()
+      if ng then ng.stop() end
+      if replica then replica.stop() end
+      if master then master.stop() end
+    end)
+    master = R.start { conf = { "repl-diskless-sync-delay 0" } }
+    replica = R.start { conf = { "replicaof 127.0.0.1 " .. master.port } }
+    local stored = require("kinot.callback.inbox").new { redis = master.url, stream = "ro" }
+    assert.is_true(stored:put("old", "{}", 1))
+    assert.is_truthy(H.wait_for(function()
+      local c = replica.client { timeout = 1 }
+      local n = c:call("EXISTS", "kinot:seen:old")
+      c:close()
+      return n == 1
+    end, 10))
+    ng = H.nginx {
+      http = [[
+        init_by_lua_block {
+          box = require("kinot.callback.inbox").new { redis = "]] .. replica.url .. [[", stream = "ro" }
+        }
+      ]],
+      server = [[
+        location = /batch { content_by_lua_block {
+          local threads = {}
+          for i, id in ipairs { "lead", "new1", "old", "new2" } do
+            threads[i] = ngx.thread.spawn(function()
+              local v, err = box:put(id, "{}", ngx.now())
+              return id .. " " .. tostring(v) .. " " .. (err and err.code or "")
+            end)
+          end
+          for i = 1, #threads do
+            local _, line = ngx.thread.wait(threads[i])
+            ngx.say(line)
+          end
+        } }
+      ]],
+    }
+    assert.are.equal("lead nil READONLY\nnew1 nil READONLY\nold false \nnew2 nil READONLY\n",
+                     H.raw("GET", ng.url .. "/batch").body)
+  end)
+end)

@@ -1011,9 +1011,13 @@ local function pipe(self, deadline, timeout, data, cmds, n)
         -- wrote nothing: to the caller as its error, which behind Sentinel
         -- is followed to the new master
         -- (every command refused so; a trailing WAIT, which a replica
-        -- refuses in words of its own, with them)
-        if refused == n or (refused == n - 1 and refused > 0 and getmetatable(replies[n]) == ReplyError
-                            and getmetatable(replies[1]) == ReplyError and replies[1].code ~= "ERR") then
+        -- refuses in words of its own, with them: then the n - 1 refused
+        -- are all the others.  One reply that ran among them, and the
+        -- replies are the caller's: sent again, it would run twice)
+        local last = replies[n]
+        if refused == n or (refused == n - 1 and refused > 0 and tostring(cmds[n][1]):upper() == "WAIT"
+                            and getmetatable(last) == ReplyError
+                            and last.code ~= "READONLY" and last.code ~= "MASTERDOWN") then
           return reply_error(self, replies[1].text)
         end
         return replies

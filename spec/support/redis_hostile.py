@@ -15,6 +15,10 @@ command it receives with one bad reply, chosen by MODE:
   close  reads what comes (a whole pipeline), then closes without a word
   half   reads what comes, answers "+OK\r\n" once, then closes (a
          connection dropped part way through a pipeline's replies)
+  mixed  reads what comes (a pipeline of three), answers READONLY, :1,
+         READONLY: a pipeline whose second command ran between two
+         refused (a real server cannot change role between two commands
+         of one connection's pipeline)
 
 Listens on 127.0.0.1, on a port the kernel picks; prints "PORT PID" and
 serves until killed (the spec that started it kills it)."""
@@ -55,6 +59,9 @@ def serve(conn):
                 conn.sendall(xs)
         elif MODE == "close":
             return
+        elif MODE == "mixed":
+            ro = b"-READONLY You can't write against a read only replica.\r\n"
+            conn.sendall(ro + b":1\r\n" + ro)
         elif MODE == "half":
             conn.sendall(b"+OK\r\n")
             return

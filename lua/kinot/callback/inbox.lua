@@ -120,8 +120,12 @@ local BATCH = 200 -- puts a pipeline at most
 -- run, 4 and 16 slower by 5-35%): the waiting requests make bigger batches
 M.IN_FLIGHT = 1
 
--- the batch's round trip: true | nil, err (each item gets v or err)
-local function send(self, batch)
+-- the batch's round trip: true | nil, err (each item gets v or err).
+-- Items whose EVALSHA found the script gone go again once, together, as
+-- a pipeline of their own (with its own WAIT): one EVAL and WAIT each, one
+-- after the other, made the request sending the batch wait wait.timeout
+-- once per item when a replica was down (`again`: that second round)
+local function send(self, batch, again)
   local sha = self.sha
   if not sha then
     local loaded, err = self.client:call("SCRIPT", "LOAD", PUT)
@@ -140,20 +144,29 @@ local function send(self, batch)
   if w and (type(replies[#cmds]) ~= "number" or replies[#cmds] < w.replicas) then
     short = self.client:unreplicated("PUT", w, replies[#cmds])
   end
+  local lost = {}
   for i, item in ipairs(batch) do
     local v = replies[i]
     if getmetatable(v) ~= redis.ReplyError then
       if short then item.err = short else item.v = v end
-    elseif v.code == "NOSCRIPT" then -- the server lost it (a restart, SCRIPT FLUSH): eval loads it again
-      self.sha = nil
-      if w then
-        item.v, item.err = self.client:eval_wait(w, PUT, unpack(item.args))
-      else
-        item.v, item.err = self.client:eval(PUT, unpack(item.args))
-      end
+    elseif not again and (v.code == "NOSCRIPT" or v.code == "READONLY" or v.code == "MASTERDOWN") then
+      -- the server lost the script (a restart, SCRIPT FLUSH), or is a
+      -- replica now (an old master demoted, on a pooled connection) and
+      -- refused this one while another's script only read (a redelivery
+      -- found stored, without wait): nothing of it ran, it goes again
+      -- (behind Sentinel, refused as a whole, to the new master)
+      lost[#lost + 1] = item
+      if v.code == "NOSCRIPT" and self.sha == sha then self.sha = nil end
     else
       item.err = errors.new("redis", "redis " .. self.client.where .. ": " .. v.text,
                             { code = v.code, retryable = false })
+    end
+  end
+  if #lost > 0 then
+    -- (with a WAIT of their own: the batch's counted nothing of theirs)
+    local ok, lerr = send(self, lost, true)
+    if not ok then
+      for _, item in ipairs(lost) do item.err = lerr end
     end
   end
   return true
