@@ -90,8 +90,9 @@ describe("kinot sim --daemon and its pid file #cli #sim", function()
     local first = json.decode(out)
     -- the simulator dies without `kinot sim stop` (SIGKILL: nginx leaves its pid file);
     -- its workers with it, as in a crash of the host: a worker outliving its
-    -- master keeps the port, and nothing would ever stop it
-    os.execute("pkill -KILL -P " .. first.pid .. "; kill -KILL " .. first.pid)
+    -- master keeps the port, and nothing would ever stop it.  The master is
+    -- stopped first: running, it would start a new worker for each one killed
+    os.execute("kill -STOP " .. first.pid .. "; pkill -KILL -P " .. first.pid .. "; kill -KILL " .. first.pid)
     assert.is_true(H.wait_for(function() return not alive(first.pid) end, 5))
     local out2, err2, rc2 = kinot("--json sim --daemon --locks 3 --pid-file " .. pidf)
     started(prefixes, out2)
