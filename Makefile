@@ -1,7 +1,7 @@
 # lua-kinot: every entry point a user or CI needs.
 #   make deps     install the Debian packages the project needs (only missing ones)
 #   make build    build kinot.core for Lua 5.4 and LuaJIT into build/
-#   make test     the whole busted suite under Lua 5.4 and LuaJIT (TEST_JOBS=4 busted processes at a time)
+#   make test     the whole busted suite under Lua 5.4 and LuaJIT (TEST_JOBS=2 busted processes at a time)
 #   make check    the fast unit specs (tag #unit: no server, no install) under both runtimes
 #   make demo     a simulator with a seeded fleet, a report and a command
 #   make bench    the benchmarks of bench/ (each against a named baseline)
@@ -89,7 +89,11 @@ BUSTED_FLAGS ?=
 # the suite mostly waits on servers and timers); each run's log in
 # build/test/test/<runtime>/, a line per file as it ends, then each failed
 # file's failures, each runtime's count, and last "N passed, N failed"
-TEST_JOBS ?= 4
+# 2, one a core: at 4 the timing specs (deadlines, failovers, workers
+# handling within seconds) failed one in two clean-clone runs on this
+# 2-core machine, each time another, once the browser, prometheus and
+# failover specs joined the suite
+TEST_JOBS ?= 2
 test: deps build
 	@bash spec/support/suite.sh test $(TEST_JOBS) $(BUSTED_FLAGS)
 

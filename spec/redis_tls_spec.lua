@@ -552,7 +552,7 @@ end
     assert(ok, e)
     pid = spawn("insecure", "--redis-insecure")
     ok, e = pcall(function()
-      assert.is_truthy(H.wait_for(function() return #lines(dir .. "/handled") == 1 end, 10),
+      assert.is_truthy(H.wait_for(function() return #lines(dir .. "/handled") == 1 end, 30),
         table.concat(lines(dir .. "/insecure.log"), "\n"))
     end)
     sh("kill " .. pid)
