@@ -146,16 +146,30 @@ function M.start(o)
   function r.up()
     os.remove(dir .. "/redis.pid")
     assert(sh("redis-server " .. dir .. "/redis.conf"), "redis-server failed to start: see " .. dir .. "/redis.log")
-    launcher.wait_for_port(port)
+    local listening = launcher.wait_for_port(port)
+    -- a server held to old TLS versions (o.tls_protocols) is one this
+    -- client refuses to speak to: listening is all that can be seen
+    if o.tls_protocols then
+      if not listening then error("redis-server on 127.0.0.1:" .. port .. " is not listening", 0) end
+      return
+    end
     -- accepting connections is not loaded: wait for PING to answer PONG
     -- (a certificate made to be refused, o.server's, is not verified here)
     local c = kredis.new(r.url, { timeout = 1, tls = (o.tls and o.server) and { verify_tls = false } or r.tls })
-    local deadline = core.monotonic() + 10
+    local deadline, ready = core.monotonic() + 10, false
     while core.monotonic() < deadline do
-      if c:call("PING") == "PONG" then break end
+      if c:call("PING") == "PONG" then ready = true break end
       core.sleep(0.05)
     end
     c:close()
+    -- a server that never answered (its port taken meanwhile by another
+    -- process: free_port only found it free) fails here, with its log,
+    -- not later in the spec as a refused connection
+    if not ready then
+      local log = read(dir .. "/redis.log") or ""
+      error("redis-server on 127.0.0.1:" .. port .. " did not answer PING within 10 s; its log ends:\n" ..
+            log:sub(-800), 0)
+    end
   end
   local function wait_gone(pid)
     local deadline = core.monotonic() + 10
