@@ -6,6 +6,7 @@
 #include "lua_binding.h"
 #include "http.h"
 #include "headers.h"
+#include "interrupt.h"
 
 typedef struct http_ud {
     kn_http *h;
@@ -175,7 +176,8 @@ static void push_response(lua_State *L, const kn_http_result *r) {
     lua_setfield(L, -2, "time");
 }
 
-static const char *const kind_names[] = {"ok", "network", "timeout", "tls", "too_large", "invalid", "nomem"};
+static const char *const kind_names[] = {"ok", "network", "timeout", "tls", "too_large", "invalid", "nomem",
+                                         "interrupted"};
 
 static int http_request(lua_State *L) {
     http_ud *u = check_http(L);
@@ -186,6 +188,7 @@ static int http_request(lua_State *L) {
     req.headers = u->kv;
     kn_http_perform(u->h, &req, &u->one);
     if (u->one.kind == KN_HTTP_INVALID) return kn_misuse(L, "%s", u->one.msg);
+    if (u->one.kind == KN_HTTP_INTERRUPTED) return kn_interrupt_error(L);
     if (u->one.kind != KN_HTTP_OK) {
         lua_pushnil(L);
         lua_pushstring(L, kind_names[u->one.kind]);
@@ -230,6 +233,7 @@ static int http_request_many(lua_State *L) {
         at += u->reqs[i].nheaders;
     }
     kn_http_perform_many(u->h, u->reqs, u->many, n);
+    if (kn_interrupted()) return kn_interrupt_error(L);
     lua_createtable(L, (int)n, 0);
     for (i = 0; i < n; i++) {
         push_result(L, &u->many[i]);
@@ -333,6 +337,7 @@ static int stream_wait(lua_State *L) {
         ms = (long)(sec * 1000.0 + 0.5);
     }
     k = kn_http_stream_wait(su->s, ms, su->done);
+    if (k < 0) return kn_interrupt_error(L); /* (the caller's close abandons what runs) */
     lua_createtable(L, k, 0);
     lua_createtable(L, k, 0);
     for (i = 0; i < k; i++) {

@@ -105,6 +105,7 @@ local function progress_bar(out)
       out:paint("green", "succeeded"), p.succeeded, out:paint("red", "failed"), p.failed,
       out:paint("yellow", "unknown"), p.unknown))
     if final then out.err:write("\r\27[K") end
+    out.bar_open = not final
     out.err:flush()
   end
 end

@@ -1,0 +1,139 @@
+-- Ctrl-C (SIGINT) in `kinot`, as a person at a terminal sends it, to a real
+-- process against the simulator: no traceback and no "internal error", one
+-- line on stderr, exit 130 (128 + SIGINT), at once rather than when the
+-- transfer out ends, and nothing lost: a batch's journal resumes without
+-- sending any command twice, a foreground simulator's nginx goes with it.
+local json = require "kinot.json"
+local H = require "helpers"
+local B = require "background"
+local batch = require "batch_support"
+
+-- a transfer out stays this long: a stop "at once" is far under it
+local LATENCY = 20
+
+describe("Ctrl-C in kinot #cli #sim", function()
+  local sim, env
+  setup(function()
+    sim = H.sim { locks = 300, sensors = 20, command_pace = 0.02 }
+    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret,
+      sim.endpoint)
+  end)
+  teardown(function() sim.stop() end)
+  before_each(function() sim.reset() end)
+
+  local function arrived(endpoint, n)
+    return H.wait_for(function()
+      local e = sim.counters().endpoints
+      return e ~= json.null and (e[endpoint] or 0) >= (n or 1)
+    end, 10)
+  end
+
+  -- signals proc once `endpoint` got n requests; -> exit status, seconds it took
+  local function interrupt(proc, endpoint, n)
+    assert.truthy(arrived(endpoint, n), "no " .. endpoint .. " came: " .. proc.err())
+    local t0 = B.now()
+    proc.signal("INT")
+    local rc = proc.wait(LATENCY / 2)
+    return rc, B.now() - t0
+  end
+
+  for _, case in ipairs {
+    { "lockers --all --concurrency 4", "GET /lockers", "the pages out of a scan (curl-multi)" },
+    { "locker 419600001", "GET /lockers/{sn}", "one request (curl_easy_perform)" },
+    { "report --concurrency 4", "GET /lockers", "the report's scan" },
+  } do
+    it("stops " .. case[3] .. " at once: 'kinot: interrupted', exit 130", function()
+      sim.fault { kind = "latency", latency = LATENCY, share = 1 }
+      local proc = B.kinot("--timeout " .. (LATENCY + 10) .. " " .. case[1], env)
+      finally(proc.kill)
+      local rc, took = interrupt(proc, case[2])
+      assert.are.equal(130, rc, proc.err())
+      assert.are.equal("kinot: interrupted\n", proc.err())
+      assert.are.equal("", proc.out())
+      assert.is_true(took < LATENCY / 4, "took " .. took .. " s: the transfer ran out")
+    end)
+  end
+
+  it("says so as the JSON error object with --json", function()
+    sim.fault { kind = "latency", latency = LATENCY, share = 1 }
+    local proc = B.kinot("--json --timeout " .. (LATENCY + 10) .. " lockers --all", env)
+    finally(proc.kill)
+    assert.are.equal(130, (interrupt(proc, "GET /lockers")), proc.err())
+    local doc = json.decode(proc.err())
+    assert.are.equal("interrupted", doc.kind)
+    assert.are.equal(json.null, doc.status)
+  end)
+
+  it("leaves a batch's journal whole: run again, it resumes and no command goes twice", function()
+    local sns = batch.serials(20)
+    local list = os.tmpname()
+    local f = assert(io.open(list, "w"))
+    f:write(table.concat(sns, "\n"), "\n")
+    f:close()
+    local journal = batch.tmpname()
+    local latency = 2
+    sim.fault { kind = "latency", latency = latency, share = 1, endpoint = "POST /commands" }
+    local args = "command send --from " .. list .. " --concurrency 4 --journal " .. journal
+    local proc = B.kinot("--timeout 30 " .. args, env)
+    finally(function()
+      proc.kill()
+      os.remove(list)
+      os.remove(journal)
+    end)
+    -- the first 4 answered, the next 4 out
+    local rc = interrupt(proc, "POST /commands", 5)
+    assert.are.equal(130, rc, proc.err())
+    assert.are.equal("kinot: interrupted\n", proc.err())
+    -- every line of the journal whole
+    local text = assert(batch.read(journal))
+    assert.matches("\n$", text)
+    for line in text:gmatch("[^\n]+") do assert.is_table(json.decode(line), line) end
+    -- the POSTs left out come to the simulator's handler all the same (it
+    -- does not stop on a closed connection): the command is made
+    local before = sim.counters().endpoints["POST /commands"]
+    assert.truthy(H.wait_for(function() return sim.counters().commands_created >= before end, latency + 5))
+    sim.call("DELETE", "/faults")
+    local out, err, rc2 = H.kinot(args .. " --jsonl", env)
+    assert.are.equal(5, rc2, err) -- those out when it stopped: unknown, never sent again
+    local created, twice = batch.created(sim)
+    assert.are.same({}, twice)
+    local unknown, sent = 0, 0
+    for l in out:gmatch("[^\n]+") do
+      local r = json.decode(l)
+      if r.outcome == "unknown" then
+        unknown = unknown + 1
+        assert.is_true(r.resumed)
+      else
+        assert.are.equal("sent", r.outcome, l)
+        sent = sent + 1
+      end
+      assert.are.equal(1, created[r.sn], l)
+    end
+    assert.are.equal(20, unknown + sent)
+    assert.is_true(unknown >= 1 and unknown <= 4, unknown .. " unknown")
+    -- one POST a serial over both runs
+    assert.are.equal(20, sim.counters().endpoints["POST /commands"])
+  end)
+end)
+
+describe("Ctrl-C in kinot sim in the foreground #cli #sim", function()
+  local launcher = require "kinot.sim.launcher"
+  local socket = require "socket"
+  for _, case in ipairs { { "INT", 130 }, { "TERM", 0 } } do
+    it("stops nginx on SIG" .. case[1] .. ", exit " .. case[2], function()
+      local port = launcher.free_port()
+      local proc = B.kinot("sim --port " .. port .. " --locks 3")
+      finally(proc.kill)
+      assert.is_true(launcher.wait_for_port(port))
+      assert.truthy(H.wait_for(function() return proc.out():find("/open/lora/v1", 1, true) end, 5), proc.err())
+      proc.signal(case[1])
+      assert.are.equal(case[2], proc.wait(10), proc.err())
+      assert.are.equal("simulator stopped (SIG" .. case[1] .. ")\n", proc.err())
+      local c = socket.tcp()
+      c:settimeout(0.5)
+      local up = c:connect("127.0.0.1", port)
+      c:close()
+      assert.is_falsy(up, "nginx still answers")
+    end)
+  end
+end)
