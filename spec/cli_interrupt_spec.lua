@@ -137,3 +137,84 @@ describe("Ctrl-C in kinot sim in the foreground #cli #sim", function()
     end)
   end
 end)
+
+describe("Ctrl-C in kinot worker #cli #redis", function()
+  local callback = require "kinot.callback"
+  local inbox = require "kinot.callback.inbox"
+  local worker = require "kinot.callback.worker"
+  local R = require "redis_server"
+  local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
+  local r, dir
+  setup(function()
+    r = R.start {}
+    local p = io.popen("mktemp -d /tmp/kinot-ctrlc.XXXXXX")
+    dir = p:read("*l")
+    p:close()
+    -- each entry: a wait of the C core (an API call would be one), then
+    -- its serial noted: one stopped by the Ctrl-C is never noted
+    local f = assert(io.open(dir .. "/ctrlc_handler.lua", "w"))
+    f:write([[
+      local core = require "kinot.core"
+      return function(ev)
+        core.sleep(0.4)
+        local out = assert(io.open(os.getenv("KINOT_SPEC_HANDLED"), "a"))
+        out:write(tostring(ev.sn), "\n")
+        out:close()
+      end
+    ]])
+    f:close()
+  end)
+  teardown(function()
+    r.stop()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  local function handled()
+    local t = {}
+    for sn in (H.read(dir .. "/handled") or ""):gmatch("%d+") do t[#t + 1] = tonumber(sn) end
+    return t
+  end
+
+  it("stops within the read in hand: those run acknowledged, the others left pending and run once, later", function()
+    local box = inbox.new { redis = r.url, stream = "ctrlc" }
+    for sn = 1, 6 do
+      local body = string.format('{"sn":%d,"locked":1,"device_type":18}', sn)
+      body = body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, SECRET)) .. '"}')
+      local ev = assert(callback.verify(body, { secret = SECRET }))
+      assert.is_true(box:put(ev.id, body, os.time()))
+    end
+    box.client:close()
+    local proc = B.kinot("worker --handler ctrlc_handler --stream ctrlc --count 6 --block 1 --claim-after 60",
+      string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' KINOT_SPEC_HANDLED='%s/handled'", dir, r.url, dir))
+    finally(proc.kill)
+    assert.truthy(H.wait_for(function() return #handled() >= 1 end, 15), proc.err())
+    proc.signal("INT")
+    assert.are.equal(130, proc.wait(10), proc.err())
+    local err = proc.err()
+    assert.matches("\nkinot: interrupted\n$", err)
+    assert.is_nil(err:find("internal", 1, true), err)
+    assert.is_nil(err:find("handler failed", 1, true), err) -- one line for the stop, not one an entry
+    local first = #handled()
+    assert.is_true(first >= 1 and first < 6, first .. " handled before the Ctrl-C came through")
+    local c = r.client()
+    finally(function() c:close() proc.kill() end) -- (busted keeps an it's last finally: both here)
+    local pending = c:call("XPENDING", "ctrlc", worker.GROUP)
+    assert.are.equal(6 - first, tonumber(pending[1]))
+    -- another worker claims them once they are idle long enough: each run once
+    local w = worker.new { redis = r.url, stream = "ctrlc", consumer = "after", block = 0.1, claim_after = 0.3,
+                           log = function() end, on_status = function(ev)
+                             local out = assert(io.open(dir .. "/handled", "a"))
+                             out:write(tostring(ev.sn), "\n")
+                             out:close()
+                           end }
+    local t0 = B.now()
+    w:run(function() return #handled() >= 6 or B.now() - t0 > 15 end)
+    local seen, twice = {}, {}
+    for _, sn in ipairs(handled()) do
+      if seen[sn] then twice[#twice + 1] = sn end
+      seen[sn] = true
+    end
+    assert.are.same({}, twice)
+    for sn = 1, 6 do assert.is_true(seen[sn], "entry of sn " .. sn .. " never run") end
+  end)
+end)
