@@ -17,8 +17,20 @@ typedef struct http_ud {
     kn_kv *kv;
     size_t kvcap;
     int streams; /* streams open on it: a close waits for the last */
+    int collect_at; /* streams open at which the next one collects first (0: STREAMS_COLLECT) */
     int closing;
 } http_ud;
+
+/* A stream left open (a pager loop left by `break` under LuaJIT, which has
+ * no to-be-closed variables, its closer not called) holds its curl multi's
+ * socket pair and the connections of its transfers out until the GC
+ * collects it, and the GC paces itself by Lua memory alone: with a large
+ * heap, hundreds could pile up (EMFILE).  So a new stream on a handle
+ * with STREAMS_COLLECT others open runs a full collection first (each one
+ * unreachable is closed by its __gc), and the next one only once twice as
+ * many as were left are open: streams a program holds open on purpose cost
+ * a collection at each doubling, not at each stream. */
+#define STREAMS_COLLECT 4
 
 /* a stream (http:stream): keeps its handle's userdata alive (ref) */
 typedef struct stream_ud {
@@ -250,6 +262,10 @@ static int http_stream(lua_State *L) {
     lua_Number n = kn_check_number(L, 2, "stream's slots");
     stream_ud *su;
     if (!(n >= 1 && n <= 1024) || n != (lua_Number)(size_t)n) kn_misuse(L, "stream's slots must be an integer from 1 to 1024");
+    if (u->streams >= (u->collect_at ? u->collect_at : STREAMS_COLLECT)) {
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        u->collect_at = u->streams * 2 > STREAMS_COLLECT ? u->streams * 2 : STREAMS_COLLECT;
+    }
     su = lua_newuserdata(L, sizeof *su);
     memset(su, 0, sizeof *su);
     su->ref = LUA_NOREF;
