@@ -218,3 +218,75 @@ describe("Ctrl-C in kinot worker #cli #redis", function()
     for sn = 1, 6 do assert.is_true(seen[sn], "entry of sn " .. sn .. " never run") end
   end)
 end)
+
+describe("Ctrl-C in kinot, as the shell sees it #cli #sim", function()
+  local sim, env
+  setup(function()
+    sim = H.sim { locks = 20, sensors = 5 }
+    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret,
+      sim.endpoint)
+  end)
+  teardown(function() sim.stop() end)
+  before_each(function() sim.reset() end)
+
+  -- a shell reads exit(130) as "it handled the Ctrl-C: go on" and runs the
+  -- rest of a script's loop; a process that died of SIGINT stops it.  The
+  -- shell's $? is 130 either way: Python's wait status tells them apart
+  it("dies of SIGINT once its line is said, so that a script's loop around it stops", function()
+    sim.fault { kind = "latency", latency = LATENCY, share = 1 }
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir " .. dir)
+    finally(function() os.execute("rm -rf " .. dir) end)
+    local lua = H.runtime == "luajit" and "luajit" or "lua5.4"
+    local py = [[
+import os, signal, subprocess, sys, time
+d = sys.argv[1]
+p = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=open(d + "/err", "w"))
+while not os.path.exists(d + "/go"):
+    time.sleep(0.05)
+p.send_signal(signal.SIGINT)
+try:
+    rc = p.wait(timeout=10)
+except subprocess.TimeoutExpired:
+    p.kill()
+    rc = "still running"
+open(d + "/rc", "w").write(str(rc))
+]]
+    local f = assert(io.open(dir .. "/ctrlc.py", "w"))
+    f:write(py)
+    f:close()
+    os.execute(string.format("cd %s && env %s python3 %s/ctrlc.py %s %s bin/kinot --timeout %d locker 419600001 " ..
+      ">/dev/null 2>&1 &", H.root, env, dir, dir, lua, LATENCY + 10))
+    finally(function()
+      os.execute("touch " .. dir .. "/go")
+      H.wait_for(function() return H.read(dir .. "/rc") end, 12)
+      os.execute("rm -rf " .. dir)
+    end)
+    assert.truthy(H.wait_for(function()
+      local e = sim.counters().endpoints
+      return e ~= json.null and e["GET /lockers/{sn}"]
+    end, 10))
+    os.execute("touch " .. dir .. "/go")
+    local rc = H.wait_for(function() return H.read(dir .. "/rc") end, 12)
+    assert.are.equal("-2", rc) -- killed by signal 2, SIGINT
+    assert.are.equal("kinot: interrupted\n", H.read(dir .. "/err"))
+  end)
+
+  it("stops before the batch when Ctrl-C came while its list was read: no journal, nothing sent", function()
+    local journal = batch.tmpname()
+    -- (the feeding subshell ignores the Ctrl-C, as a slow producer upstream would go on)
+    local proc = B.kinot("command send --from - --journal " .. journal, env,
+      "trap '' INT; sleep 2; seq 419600001 419600005")
+    finally(function()
+      proc.kill()
+      os.remove(journal)
+    end)
+    require("kinot.core").sleep(0.5)
+    proc.signal("INT")
+    assert.are.equal(130, proc.wait(10), proc.err())
+    assert.are.equal("kinot: interrupted\n", proc.err())
+    assert.is_nil(batch.read(journal))
+    assert.are.equal(json.null, sim.counters().endpoints)
+  end)
+end)

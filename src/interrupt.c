@@ -21,9 +21,13 @@ int kn_interrupt_catch(struct sigaction *old) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
-    /* no SA_RESTART: a blocking poll or sleep returns EINTR and looks at
-     * the flag; SA_RESETHAND: a second Ctrl-C is the default action */
-    sa.sa_flags = SA_RESETHAND;
+    /* SA_RESTART, as lua.c's own handler (signal()) has it: a read of
+     * stdin or a file goes on (an EINTR there would read as the input's
+     * end: a batch from a part of its list).  poll(), nanosleep() are never
+     * restarted (signal(7)): libcurl's wait and core.sleep see the EINTR
+     * and look at the flag.  SA_RESETHAND: a second Ctrl-C is the default
+     * action */
+    sa.sa_flags = SA_RESTART | SA_RESETHAND;
     interrupted = 0;
     return sigaction(SIGINT, &sa, old);
 }
@@ -35,3 +39,16 @@ int kn_interrupt_release(const struct sigaction *old) {
 }
 
 int kn_interrupted(void) { return interrupted != 0; }
+
+void kn_interrupt_die(void) {
+    struct sigaction sa;
+    sigset_t set;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    raise(SIGINT);
+}

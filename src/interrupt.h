@@ -19,4 +19,9 @@ int kn_interrupt_release(const struct sigaction *old);
 /* nonzero once SIGINT came under the handler */
 int kn_interrupted(void);
 
+/* ends the process of SIGINT (its default action), as a program Ctrl-C
+ * stopped should once it has cleaned up: the shell then stops a script's
+ * loop around it too (an exit(130) reads as "handled, go on") */
+void kn_interrupt_die(void);
+
 #endif

@@ -123,6 +123,13 @@ static int l_release_interrupt(lua_State *L) {
     return 0;
 }
 
+/* die_of_interrupt(): the process ends of SIGINT (stdio flushed first by
+ * the caller: nothing else is) */
+static int l_die_of_interrupt(lua_State *L) {
+    kn_interrupt_die();
+    return kn_fail(L, "SIGINT did not end the process");
+}
+
 static int l_interrupted(lua_State *L) {
     lua_pushboolean(L, kn_interrupted());
     return 1;
@@ -322,6 +329,7 @@ void kn_open_util(lua_State *L) {
                                      {"catch_interrupt", l_catch_interrupt},
                                      {"release_interrupt", l_release_interrupt},
                                      {"interrupted", l_interrupted},
+                                     {"die_of_interrupt", l_die_of_interrupt},
                                      {"append_durable", l_append_durable},
                                      {"lock_file", l_lock_file},
                                      {"unlock_file", l_unlock_file},

@@ -7,17 +7,19 @@ local H = require "helpers"
 
 local M = {}
 
---- kinot(args[, env]) -> proc { pid, signal(name), wait(seconds) -> rc | nil,
+--- kinot(args[, env[, feed]]) -> proc { pid, signal(name), wait(seconds) -> rc | nil,
 -- out(), err(), kill() }: this checkout's bin/kinot under the runtime of the
--- run, from the root; env "VAR=value ..." before it.  (A shell's `&` starts
--- it with SIGINT ignored; kinot, as lua.c and luajit.c, sets its own.)
-function M.kinot(args, env)
+-- run, from the root; env "VAR=value ..." before it; feed: a shell command
+-- whose output is its stdin (else /dev/null).  (A shell's `&` starts it with
+-- SIGINT ignored; kinot, as lua.c and luajit.c, sets its own.)
+function M.kinot(args, env, feed)
   local p = io.popen("mktemp -d /tmp/kinot-bg.XXXXXX")
   local dir = p:read("*l")
   p:close()
   local lua = H.runtime == "luajit" and "luajit" or "lua5.4"
-  os.execute(string.format("cd %s && { %s %s bin/kinot %s >%s/out 2>%s/err </dev/null & echo $! >%s/pid; " ..
-    "wait $!; echo $? >%s/rc; } >/dev/null 2>&1 &", H.root, env or "", lua, args, dir, dir, dir, dir))
+  os.execute(string.format("cd %s && { %s %s %s bin/kinot %s >%s/out 2>%s/err %s & echo $! >%s/pid; " ..
+    "wait $!; echo $? >%s/rc; } >/dev/null 2>&1 &", H.root, feed and ("{ " .. feed .. "; } |") or "", env or "", lua,
+    args, dir, dir, feed and "" or "</dev/null", dir, dir))
   local proc = { dir = dir }
   proc.pid = H.wait_for(function()
     local s = H.read(dir .. "/pid")

@@ -712,7 +712,8 @@ local function run_main(argv, io_opts)
   local okr, res = pcall(run[args.cmd], args, out)
   -- a Ctrl-C the command did not wait after (it came while Lua ran): the
   -- user asked to stop all the same
-  if okr and core.interrupted() then okr, res = false, errors.new("interrupted", "interrupted") end
+  -- (and what failed after a Ctrl-C failed of it: stdin cut short, say)
+  if core.interrupted() and not M.is_interrupt(res) then okr, res = false, errors.new("interrupted", "interrupted") end
   if okr then return res end
   return report(out, res)
 end
