@@ -290,3 +290,27 @@ open(d + "/rc", "w").write(str(rc))
     assert.are.equal(json.null, sim.counters().endpoints)
   end)
 end)
+
+describe("Ctrl-C in kinot serve in the foreground #cli #sim #nginx", function()
+  local launcher = require "kinot.sim.launcher"
+  local socket = require "socket"
+  local sim
+  setup(function() sim = H.sim { locks = 20, sensors = 5 } end)
+  teardown(function() sim.stop() end)
+
+  it("stops its nginx: 'kinot serve stopped (SIGINT)', exit 130", function()
+    local port = launcher.free_port()
+    local proc = B.kinot("serve --listen 127.0.0.1:" .. port .. " --sync-interval 0", string.format(
+      "KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint))
+    finally(proc.kill)
+    assert.truthy(H.wait_for(function() return proc.out():find("sync: ", 1, true) end, 20), proc.out() .. proc.err())
+    proc.signal("INT")
+    assert.are.equal(130, proc.wait(15), proc.err())
+    assert.are.equal("kinot serve stopped (SIGINT)\n", proc.err())
+    local c = socket.tcp()
+    c:settimeout(0.5)
+    local up = c:connect("127.0.0.1", port)
+    c:close()
+    assert.is_falsy(up, "nginx still answers")
+  end)
+end)
