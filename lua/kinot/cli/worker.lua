@@ -67,7 +67,7 @@ function M.run(args, out)
     local handler = opts[k]
     if handler then
       opts[k] = function(...)
-        if core.interrupted() then error("interrupted (Ctrl-C): not run, left for redelivery", 0) end
+        if core.interrupted() then error("interrupted (Ctrl-C) before it ran", 0) end
         return handler(...)
       end
     end
