@@ -18,7 +18,7 @@ LIBS := $(shell pkg-config --libs libcurl openssl 2>/dev/null || echo -lcurl -ls
 
 # the plain C core, then its Lua binding: one file per concern, gathered by
 # kinot_core.c (only src/lua_*.c and kinot_core.c include Lua headers)
-CORE_C := src/buf.c src/digest.c src/sign.c src/headers.c src/http.c src/cbscan.c src/json.c src/jsonlex.c src/jsonwrite.c \
+CORE_C := src/buf.c src/interrupt.c src/digest.c src/sign.c src/headers.c src/http.c src/cbscan.c src/json.c src/jsonlex.c src/jsonwrite.c \
 	src/ffi_layout.c
 BINDING := src/lua_binding.c src/lua_sign.c src/lua_http.c src/lua_json.c src/lua_callback.c src/lua_util.c \
 	src/kinot_core.c

@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include "http.h"
 #include "sign.h" /* kn_check_header */
+#include "interrupt.h"
 
 struct kn_http {
     CURLSH *share;        /* one connection pool, DNS and TLS-session cache */
@@ -179,6 +180,15 @@ static int on_prereq(void *ud, char *ip, char *local_ip, int port, int local_por
     return r->once && r->prereqs > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
+/* libcurl calls this at least about once a second, and often while bytes
+ * move: a Ctrl-C under the CLI's handler (interrupt.h) stops the transfer
+ * (curl_easy_perform would otherwise poll again after the signal's EINTR,
+ * to the transfer's end or its timeout) */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+    (void)ud, (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return kn_interrupted() ? 1 : 0;
+}
+
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
     kn_http_result *r = ud;
     size_t n = size * nmemb;
@@ -315,6 +325,8 @@ static int setup(kn_http *h, CURL *c, const kn_http_req *req, kn_http_result *r,
      * warm connection is kept: no extra connect per command */
     SET(CURLOPT_PREREQFUNCTION, on_prereq);
     SET(CURLOPT_PREREQDATA, r);
+    SET(CURLOPT_XFERINFOFUNCTION, on_progress);
+    SET(CURLOPT_NOPROGRESS, 0L);
     /* an explicit empty proxy also disables the *_proxy environment */
     SET(CURLOPT_PROXY, req->proxy ? req->proxy : "");
     if (req->ca_file) SET(CURLOPT_CAINFO, req->ca_file);
@@ -390,6 +402,7 @@ static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *
         r->head_limit = "a header line longer than libcurl's 100 KiB limit";
     }
     r->kind = kind_of(rc);
+    if (rc == CURLE_ABORTED_BY_CALLBACK && kn_interrupted()) r->kind = KN_HTTP_INTERRUPTED;
     if (rc == CURLE_OK) return;
     /* libcurl counts the bytes it handed to the socket: none means the
      * server cannot have seen this request.  For one that is not
@@ -397,6 +410,10 @@ static void finish(CURL *c, CURLcode rc, const char *errbuf, const kn_http_req *
      * counts as not sent: a stricter test, which does not depend on what
      * that count holds after libcurl's own retry on a new connection. */
     r->not_sent = r->once ? r->prereqs == 0 : reqsize == 0;
+    if (r->kind == KN_HTTP_INTERRUPTED) {
+        snprintf(r->msg, sizeof r->msg, "interrupted");
+        return;
+    }
     if (r->once && r->prereqs > 1 && rc == CURLE_ABORTED_BY_CALLBACK) {
         snprintf(r->msg, sizeof r->msg,
                  "the connection closed after the request was written, before any answer "
@@ -620,6 +637,7 @@ int kn_http_stream_wait(kn_http_stream *s, long timeout_ms, size_t *done) {
     for (;;) {
         int running = 0, left;
         CURLMsg *m;
+        if (kn_interrupted()) return -1; /* (Ctrl-C: the caller frees what runs) */
         if (s->running) {
             CURLMcode mc = curl_multi_perform(s->multi, &running);
             if (mc == CURLM_OK) {
@@ -710,7 +728,7 @@ int kn_http_perform_many(kn_http *h, const kn_http_req *reqs, kn_http_result *re
     for (i = 0; i < n; i++) kn_http_stream_add(s, i, &reqs[i]);
     while (got < n) {
         int k = kn_http_stream_wait(s, -1, done), j;
-        if (k <= 0) break; /* (none running: cannot happen while got < n) */
+        if (k <= 0) break; /* (none running: cannot happen while got < n; or Ctrl-C: the binding raises) */
         for (j = 0; j < k; j++) {
             /* the result moves to the caller; the slot keeps the caller's
              * old buffers for its next use */

@@ -15,7 +15,8 @@ enum kn_http_kind {
     KN_HTTP_TLS,
     KN_HTTP_TOO_LARGE,
     KN_HTTP_INVALID, /* the request itself is unacceptable (bad header, ...) */
-    KN_HTTP_NOMEM
+    KN_HTTP_NOMEM,
+    KN_HTTP_INTERRUPTED /* Ctrl-C under the CLI's handler (interrupt.h): stopped, not finished */
 };
 
 typedef struct kn_http_req {
@@ -61,7 +62,9 @@ void kn_http_free(kn_http *h);
 void kn_http_result_init(kn_http_result *r);
 void kn_http_result_free(kn_http_result *r);
 
-/* Returns r->kind; r->status, head and body are filled on KN_HTTP_OK. */
+/* Returns r->kind; r->status, head and body are filled on KN_HTTP_OK.
+ * KN_HTTP_INTERRUPTED: SIGINT came under the CLI's handler (interrupt.h)
+ * and the transfer was stopped (within libcurl's next progress call). */
 int kn_http_perform(kn_http *h, const kn_http_req *req, kn_http_result *r);
 
 /* Runs n requests at once; results[i] answers reqs[i].  Returns 0, or -1
@@ -81,6 +84,9 @@ int kn_http_perform_many(kn_http *h, const kn_http_req *reqs, kn_http_result *re
  *                    slots in done[], their results in result(slot)) or ms
  *                    passed (0 back; ms < 0: no limit, but 0 at once when
  *                    none runs).  A slot in done[] is free again.
+ *                    -1: SIGINT came under the CLI's handler (interrupt.h),
+ *                    before or during the wait: nothing handed back, the
+ *                    transfers still running are left to free.
  *   free             a transfer still running is abandoned (its connection
  *                    closed; what the server made of it, no one knows).
  * One stream of a kn_http keeps its handles for the next (warm). */

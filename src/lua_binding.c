@@ -72,6 +72,11 @@ int kn_fail(lua_State *L, const char *fmt, ...) {
     return kn_raise(L, ERROR_MT, "internal");
 }
 
+int kn_interrupt_error(lua_State *L) {
+    lua_pushliteral(L, "interrupted");
+    return kn_raise(L, ERROR_MT, "interrupted");
+}
+
 const char *kn_check_lstring(lua_State *L, int idx, const char *what, size_t *n) {
     if (!lua_isstring(L, idx)) kn_misuse(L, "%s must be a string (got %s)", what, luaL_typename(L, idx));
     return lua_tolstring(L, idx, n);

@@ -57,11 +57,16 @@ KN_LOCAL void kn_setfuncs(lua_State *L, const luaL_Reg *l, int nup);
  *   kn_misuse(L, fmt, ...)  the caller's mistake: a kinot.Misuse object
  *                           { kind = "misuse", message, where };
  *   kn_fail(L, fmt, ...)    the machine failed (memory, OpenSSL, libcurl's
- *                           setup): a kinot.Error of kind "internal".
+ *                           setup): a kinot.Error of kind "internal";
+ *   kn_interrupt_error(L)   Ctrl-C (the CLI's): kind "interrupted".
  * Messages carry no "kinot: " prefix: tostring adds it, once.  Neither
  * returns; both are typed int so that `return kn_misuse(...)` reads well. */
 KN_LOCAL int kn_misuse(lua_State *L, const char *fmt, ...);
 KN_LOCAL int kn_fail(lua_State *L, const char *fmt, ...);
+/* Ctrl-C under the CLI's handler (interrupt.h) stopped a wait: a kinot.Error
+ * of kind "interrupted", raised, never returned (no caller may take it for
+ * a failed request and go on: the CLI ends with exit 130) */
+KN_LOCAL int kn_interrupt_error(lua_State *L);
 
 /* makes the two metatables (once per state: a second module's call keeps
  * what errors.lua made of them) */

@@ -6,6 +6,7 @@
 #include "lua_binding.h"
 #include "http.h"
 #include "headers.h"
+#include "interrupt.h"
 
 typedef struct http_ud {
     kn_http *h;
@@ -16,8 +17,20 @@ typedef struct http_ud {
     kn_kv *kv;
     size_t kvcap;
     int streams; /* streams open on it: a close waits for the last */
+    int collect_at; /* streams open at which the next one collects first (0: STREAMS_COLLECT) */
     int closing;
 } http_ud;
+
+/* A stream left open (a pager loop left by `break` under LuaJIT, which has
+ * no to-be-closed variables, its closer not called) holds its curl multi's
+ * socket pair and the connections of its transfers out until the GC
+ * collects it, and the GC paces itself by Lua memory alone: with a large
+ * heap, hundreds could pile up (EMFILE).  So a new stream on a handle
+ * with STREAMS_COLLECT others open runs a full collection first (each one
+ * unreachable is closed by its __gc), and the next one only once twice as
+ * many as were left are open: streams a program holds open on purpose cost
+ * a collection at each doubling, not at each stream. */
+#define STREAMS_COLLECT 4
 
 /* a stream (http:stream): keeps its handle's userdata alive (ref) */
 typedef struct stream_ud {
@@ -175,7 +188,8 @@ static void push_response(lua_State *L, const kn_http_result *r) {
     lua_setfield(L, -2, "time");
 }
 
-static const char *const kind_names[] = {"ok", "network", "timeout", "tls", "too_large", "invalid", "nomem"};
+static const char *const kind_names[] = {"ok", "network", "timeout", "tls", "too_large", "invalid", "nomem",
+                                         "interrupted"};
 
 static int http_request(lua_State *L) {
     http_ud *u = check_http(L);
@@ -186,6 +200,7 @@ static int http_request(lua_State *L) {
     req.headers = u->kv;
     kn_http_perform(u->h, &req, &u->one);
     if (u->one.kind == KN_HTTP_INVALID) return kn_misuse(L, "%s", u->one.msg);
+    if (u->one.kind == KN_HTTP_INTERRUPTED) return kn_interrupt_error(L);
     if (u->one.kind != KN_HTTP_OK) {
         lua_pushnil(L);
         lua_pushstring(L, kind_names[u->one.kind]);
@@ -230,6 +245,7 @@ static int http_request_many(lua_State *L) {
         at += u->reqs[i].nheaders;
     }
     kn_http_perform_many(u->h, u->reqs, u->many, n);
+    if (kn_interrupted()) return kn_interrupt_error(L);
     lua_createtable(L, (int)n, 0);
     for (i = 0; i < n; i++) {
         push_result(L, &u->many[i]);
@@ -246,6 +262,10 @@ static int http_stream(lua_State *L) {
     lua_Number n = kn_check_number(L, 2, "stream's slots");
     stream_ud *su;
     if (!(n >= 1 && n <= 1024) || n != (lua_Number)(size_t)n) kn_misuse(L, "stream's slots must be an integer from 1 to 1024");
+    if (u->streams >= (u->collect_at ? u->collect_at : STREAMS_COLLECT)) {
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        u->collect_at = u->streams * 2 > STREAMS_COLLECT ? u->streams * 2 : STREAMS_COLLECT;
+    }
     su = lua_newuserdata(L, sizeof *su);
     memset(su, 0, sizeof *su);
     su->ref = LUA_NOREF;
@@ -333,6 +353,7 @@ static int stream_wait(lua_State *L) {
         ms = (long)(sec * 1000.0 + 0.5);
     }
     k = kn_http_stream_wait(su->s, ms, su->done);
+    if (k < 0) return kn_interrupt_error(L); /* (the caller's close abandons what runs) */
     lua_createtable(L, k, 0);
     lua_createtable(L, k, 0);
     for (i = 0; i < k; i++) {

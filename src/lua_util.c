@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "lua_binding.h"
 #include "digest.h"
+#include "interrupt.h"
 
 static int l_content_md5(lua_State *L) {
     size_t n;
@@ -96,8 +97,42 @@ static int l_sleep(lua_State *L) {
     ts.tv_sec = (time_t)s;
     ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
     while (nanosleep(&ts, &ts) != 0) {
+        if (errno == EINTR && kn_interrupted()) return kn_interrupt_error(L);
     }
     return 0;
+}
+
+/* ------------------------------------------------------------ Ctrl-C
+ * The CLI's (interrupt.h): catch_interrupt() -> token, release_interrupt(token),
+ * interrupted() -> boolean.  The SDK itself never calls them. */
+#define INTERRUPT_MT "kinot.core.interrupt_catch"
+
+static int l_catch_interrupt(lua_State *L) {
+    struct sigaction *old = lua_newuserdata(L, sizeof *old);
+    memset(old, 0, sizeof *old);
+    luaL_getmetatable(L, INTERRUPT_MT);
+    lua_setmetatable(L, -2);
+    if (kn_interrupt_catch(old) != 0) return kn_fail(L, "sigaction(SIGINT) failed: %s", strerror(errno));
+    return 1;
+}
+
+static int l_release_interrupt(lua_State *L) {
+    const struct sigaction *old = luaL_testudata(L, 1, INTERRUPT_MT);
+    if (!old) return kn_misuse(L, "release_interrupt expects what catch_interrupt returned");
+    if (kn_interrupt_release(old) != 0) return kn_fail(L, "sigaction(SIGINT) failed: %s", strerror(errno));
+    return 0;
+}
+
+/* die_of_interrupt(): the process ends of SIGINT (stdio flushed first by
+ * the caller: nothing else is) */
+static int l_die_of_interrupt(lua_State *L) {
+    kn_interrupt_die();
+    return kn_fail(L, "SIGINT did not end the process");
+}
+
+static int l_interrupted(lua_State *L) {
+    lua_pushboolean(L, kn_interrupted());
+    return 1;
 }
 
 /* nil, "what: why" (why: strerror(err) when NULL): the failure of a file
@@ -291,6 +326,10 @@ void kn_open_util(lua_State *L) {
                                      {"now_ms", l_now_ms},
                                      {"monotonic", l_monotonic},
                                      {"sleep", l_sleep},
+                                     {"catch_interrupt", l_catch_interrupt},
+                                     {"release_interrupt", l_release_interrupt},
+                                     {"interrupted", l_interrupted},
+                                     {"die_of_interrupt", l_die_of_interrupt},
                                      {"append_durable", l_append_durable},
                                      {"lock_file", l_lock_file},
                                      {"unlock_file", l_unlock_file},
@@ -298,4 +337,6 @@ void kn_open_util(lua_State *L) {
                                      {"file_kind", l_file_kind},
                                      {NULL, NULL}};
     luaL_setfuncs(L, funcs, 0);
+    luaL_newmetatable(L, INTERRUPT_MT); /* (a token of catch_interrupt: no methods) */
+    lua_pop(L, 1);
 }

@@ -26,6 +26,9 @@ local KINDS = {
   -- a request that is not idempotent may or may not have been acted on
   unknown_outcome = true,
   redis = true, -- an error answered by a Redis server (kinot.redis)
+  -- Ctrl-C under the CLI's SIGINT handler (core.catch_interrupt): raised by
+  -- the C core's waits, never returned; the SDK alone never sees it
+  interrupted = true,
 }
 M.KINDS = KINDS
 

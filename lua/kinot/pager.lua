@@ -190,7 +190,7 @@ function M.iterate(client, path, limit, concurrency, on_page)
     answers[index_of[asked]] = { doc, err, asked }
     index_of[asked] = nil
     if ready then ready:post(1)
-    elseif answers[turn] then coroutine.yield() end
+    elseif answers[turn] and not stopping then coroutine.yield() end
   end
 
   local function run()
@@ -223,8 +223,12 @@ function M.iterate(client, path, limit, concurrency, on_page)
     if ngx then
       while running do ready:wait(3600) end
       ngx.thread.wait(runner) -- (dead: reaped at once)
-    elseif coroutine.status(runner) == "suspended" then
-      coroutine.resume(runner) -- (take raises STOP: the transfers out are closed)
+    else
+      -- (take raises STOP: the transfers out are closed).  Resumed until it
+      -- ends: once was not enough when more answers than one had come
+      -- together (on_answer yielded again for the next in turn, and the
+      -- stream, its multi and its connections stayed open until the GC)
+      while coroutine.status(runner) == "suspended" do coroutine.resume(runner) end
     end
     runner = nil
   end

@@ -4,6 +4,7 @@
 -- as a table, JSON lines or CSV.
 local json = require "kinot.json"
 local errors = require "kinot.errors"
+local core = require "kinot.core_loader"
 
 local misuse = errors.misuse
 
@@ -105,6 +106,7 @@ local function progress_bar(out)
       out:paint("green", "succeeded"), p.succeeded, out:paint("red", "failed"), p.failed,
       out:paint("yellow", "unknown"), p.unknown))
     if final then out.err:write("\r\27[K") end
+    out.bar_open = not final
     out.err:flush()
   end
 end
@@ -217,7 +219,11 @@ function M.run(args, out, client, EXIT)
   local results, summary
   if args.send then
     if args.sn then misuse("command send takes a SN or --from FILE, not both") end
-    results, summary = client:send_commands(items_of(args.from, args.value), {
+    local items = items_of(args.from, args.value)
+    -- a Ctrl-C while the list was read (stdin from a slow pipe): it stops
+    -- here, before a journal is made or anything journaled
+    if core.interrupted() then error(errors.new("interrupted", "interrupted"), 0) end
+    results, summary = client:send_commands(items, {
       parameter = { key = args.key, value = args.value }, concurrency = args.concurrency, rate = args.rate,
       wait = args.wait, wait_timeout = args.wait_timeout, abort_after = args.abort_after,
       journal = args.journal, on_progress = on_progress,

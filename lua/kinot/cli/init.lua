@@ -8,6 +8,7 @@
 -- Which one is decided by the error's type (kinot.errors), never its text.
 local argparse = require "argparse"
 local kinot = require "kinot"
+local core = require "kinot.core_loader"
 local errors = require "kinot.errors"
 local json = require "kinot.json"
 local output = require "kinot.cli.output"
@@ -19,7 +20,8 @@ local misuse = errors.misuse
 
 local M = {}
 
-local EXIT = { ok = 0, check = 1, usage = 2, api = 3, network = 4, unknown_outcome = 5, wait_timeout = 6 }
+local EXIT = { ok = 0, check = 1, usage = 2, api = 3, network = 4, unknown_outcome = 5, wait_timeout = 6,
+               interrupted = 130 }
 M.EXIT = EXIT
 local NETWORK_KINDS = { network = true, timeout = true, tls = true }
 
@@ -72,7 +74,7 @@ local function build_parser()
                  "source <(kinot completion bash)" },
             "Credentials: --app-key/--app-secret or KINOT_APP_KEY/KINOT_APP_SECRET; endpoint: --endpoint or KINOT_ENDPOINT.\n" ..
             "Exit codes: 0 ok, 1 check failed, 2 usage, 3 API error, 4 network error, 5 command outcome unknown,\n" ..
-            "6 wait for a command timed out."))
+            "6 wait for a command timed out, 130 interrupted (Ctrl-C)."))
   p:option("--app-key", "AppKey (default $KINOT_APP_KEY)")
   p:option("--app-secret", "AppSecret (default $KINOT_APP_SECRET)")
   p:option("--endpoint", "API base URL (default $KINOT_ENDPOINT or the platform's)")
@@ -86,7 +88,6 @@ local function build_parser()
   p:mutex(p:flag("--json", "One JSON document on stdout"), p:flag("--jsonl", "One JSON object a line (fleet listings)"))
   p:flag("--no-color", "No colour even on a terminal")
   p:flag("--version", "lua-kinot, Lua and libcurl versions"):action(function()
-    local core = require "kinot.core_loader"
     print("kinot " .. require("kinot.version") .. " (" .. (rawget(_G, "jit") and jit.version or _VERSION) .. "; " .. core.curl_version() .. ")")
     os.exit(0)
   end)
@@ -487,7 +488,6 @@ run.report = function(args, out)
 end
 
 run.sign = function(args, out)
-  local core = require "kinot.core_loader"
   local secret = args.app_secret or os.getenv("KINOT_APP_SECRET")
   if not secret then misuse("sign needs the secret: --app-secret or KINOT_APP_SECRET (it is never printed)") end
   local headers = {}
@@ -621,12 +621,22 @@ run.fleet = function(a, o) return require("kinot.cli.fleet").run(a, o, EXIT) end
 -- the exit code of what was raised, by its type
 local function exit_code(e)
   if errors.is_misuse(e) then return EXIT.usage end
+  if M.is_interrupt(e) then return EXIT.interrupted end
   if errors.is(e) then
     if e.kind == "unknown_outcome" then return EXIT.unknown_outcome end
     if e.kind == "timeout" and e.command ~= nil then return EXIT.wait_timeout end -- wait_command's own timeout
     if NETWORK_KINDS[e.kind] then return EXIT.network end
   end
   return EXIT.api
+end
+
+--- is_interrupt(e) -> true for Ctrl-C: the C core's kinot.Error of kind
+-- "interrupted" (a wait stopped under main's SIGINT handler), or the error
+-- the standalone interpreter (lua.c, luajit.c) raises from its own handler,
+-- "...: interrupted!", where main's was not installed yet
+function M.is_interrupt(e)
+  if errors.is(e) then return e.kind == "interrupted" end
+  return type(e) == "string" and e:find("interrupted!$") ~= nil
 end
 
 -- the text of what was raised as a person sees it: a line break inside the
@@ -646,7 +656,11 @@ end
 -- JSON object { kind, message, status, code, request_id }
 local function report(out, e)
   local doc
-  if errors.is(e) then
+  if M.is_interrupt(e) then -- Ctrl-C: one line, no traceback, nothing "internal"
+    out:failure({ kind = "interrupted", message = "interrupted", status = json.null, code = json.null,
+                  request_id = json.null }, "kinot: interrupted")
+    return EXIT.interrupted
+  elseif errors.is(e) then
     doc = { kind = e.kind, message = e.message, status = e.status, code = e.code, request_id = e.request_id,
             server_string_to_sign = e.server_string_to_sign, client_string_to_sign = e.client_string_to_sign }
   elseif errors.is_misuse(e) then
@@ -680,7 +694,8 @@ end
 
 M.build_parser = build_parser -- (the specs walk its commands)
 
-function M.main(argv, io_opts)
+-- (main's body, under its SIGINT handler)
+local function run_main(argv, io_opts)
   local parser = build_parser()
   local args, failed = parse(parser, argv)
   if not args then
@@ -695,8 +710,27 @@ function M.main(argv, io_opts)
   local out = output.new { json = args.json, jsonl = args.jsonl, no_color = args.no_color,
                            stdout = io_opts and io_opts.stdout, stderr = io_opts and io_opts.stderr }
   local okr, res = pcall(run[args.cmd], args, out)
+  -- a Ctrl-C the command did not wait after (it came while Lua ran): the
+  -- user asked to stop all the same
+  -- (and what failed after a Ctrl-C failed of it: stdin cut short, say)
+  if core.interrupted() and not M.is_interrupt(res) then okr, res = false, errors.new("interrupted", "interrupted") end
   if okr then return res end
   return report(out, res)
+end
+
+--- main(argv[, io_opts]) -> exit code.  Ctrl-C (SIGINT) raises a flag the
+-- C core's waits read (core.catch_interrupt): a transfer, a sleep stops at
+-- once and raises "interrupted", which unwinds like any error (a batch's
+-- journal written and synced on the way, a stream's transfers closed) and
+-- ends as one line, exit 130.  A second Ctrl-C before that ends the process
+-- at once (the default action).  The handler that was there before is put
+-- back on the way out (main runs inside the specs' process too).
+function M.main(argv, io_opts)
+  local catch = core.catch_interrupt()
+  local ok, code = pcall(run_main, argv, io_opts)
+  core.release_interrupt(catch)
+  if not ok then error(code, 0) end
+  return code
 end
 
 return M

@@ -344,6 +344,9 @@ function M:failure(doc, text)
     return
   end
   text = M.escape(text, true)
+  -- a progress bar drawn and not finished (a scan stopped midway): cleared first
+  if self.bar_open and self.tty_err then self.err:write("\r\27[K") end
+  self.bar_open = false
   if self.color and self.tty_err then text = text:gsub("^kinot: ", "\27[31mkinot: \27[0m", 1) end
   self.err:write(text, "\n")
 end
@@ -356,6 +359,7 @@ function M:progress(done, total, label)
   self.err:write(string.format("\r%s [%s%s] %d/%d pages", label, string.rep("#", filled),
     string.rep(".", cols - filled), done, total))
   if done >= total then self.err:write("\r" .. string.rep(" ", cols + #label + 24) .. "\r") end
+  self.bar_open = done < total
   self.err:flush()
 end
 

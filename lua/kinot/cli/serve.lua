@@ -285,7 +285,9 @@ function M.run(args, out, EXIT)
   until sig ~= "timeout"
   srv.stop()
   if not args.json then out.err:write("kinot serve stopped (", sig, ")\n") end
-  return EXIT.ok
+  -- Ctrl-C ends it as it ends any command: 130 (128 + SIGINT); SIGTERM or
+  -- SIGHUP (a supervisor): 0
+  return sig == "SIGINT" and EXIT.interrupted or EXIT.ok
 end
 
 return M

@@ -284,7 +284,9 @@ function M.run(args, out, EXIT)
   launcher.stop(sim.prefix)
   os.execute("rm -rf " .. launcher.sh_quote(sim.prefix))
   if not args.json then out:note("simulator stopped (", sig, ")") end
-  return EXIT.ok
+  -- Ctrl-C ends it as it ends any command: 130 (128 + SIGINT); asked by
+  -- SIGTERM or SIGHUP (a supervisor), it stopped as it should: 0
+  return sig == "SIGINT" and EXIT.interrupted or EXIT.ok
 end
 
 return M

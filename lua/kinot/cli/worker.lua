@@ -5,6 +5,7 @@
 -- another worker after --claim-after seconds.  On stderr: errors, each
 -- entry with --verbose, and a line of counts every --stats-every seconds
 -- and on SIGUSR1 (held, and taken between two reads: kinot.simsignal).
+-- Ctrl-C stops it between two reads too (exit 130: kinot.cli's main).
 local worker = require "kinot.callback.worker"
 local redis = require "kinot.redis"
 
@@ -57,13 +58,27 @@ function M.run(args, out)
     error({ usage = "the handler module " .. args.handler .. " must return a function or { on_status, on_command }" }, 0)
   end
   if not args.stats_every or args.stats_every <= 0 then error({ usage = "--stats-every must be a number of seconds > 0" }, 0) end
+  local core = require "kinot.core_loader"
+  -- after a Ctrl-C, the entries of the read in hand are not run: each
+  -- fails (is not acknowledged) and stays pending, for redelivery after
+  -- --claim-after; a handler stopped inside a wait of the C core (an API
+  -- call, core.sleep) fails the same way
+  for _, k in ipairs { "on_status", "on_command" } do
+    local handler = opts[k]
+    if handler then
+      opts[k] = function(...)
+        if core.interrupted() then error("interrupted (Ctrl-C) before it ran", 0) end
+        return handler(...)
+      end
+    end
+  end
   local function stamp() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
   opts.log = function(level, msg)
+    if core.interrupted() then return end -- (those entries left pending: main's one line says why)
     if level ~= "info" or args.verbose then out:note(stamp(), " ", level == "info" and "" or (level .. ": "), msg) end
   end
   local w = worker.new(opts)
   out:note(string.format("kinot worker %s: %s, group %s, on %s", w.consumer, w.stream, w.group, redis.redact(url)))
-  local core = require "kinot.core_loader"
   local since, last = core.monotonic(), { handled = 0, failed = 0, dead = 0 }
   local function counts()
     local now = core.monotonic()
@@ -72,8 +87,12 @@ function M.run(args, out)
       now - since))
     since, last = now, { handled = w.handled, failed = w.failed, dead = w.dead }
   end
-  -- asked between two reads of the stream (each at most --block seconds)
+  -- asked between two reads of the stream (each at most --block seconds).
+  -- Ctrl-C (main's handler raises core's flag) ends the loop there, once
+  -- the read in hand is through (its entries run before the Ctrl-C
+  -- acknowledged, the others pending); main then says "interrupted", exit 130
   w:run(function()
+    if core.interrupted() then return true end
     if signals.take_signal("SIGUSR1") or core.monotonic() - since >= args.stats_every then counts() end
     return false
   end)
