@@ -31,6 +31,80 @@ function H.json(method, url, doc)
   return json.decode(res.body), res
 end
 
+-- ---------------------------------------------------------------- shell and files
+
+--- sh(cmd) -> its output (stdout and stderr), its exit code
+function H.sh(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
+  local out = p:read("*a")
+  p:close()
+  return (out:gsub("rc=%d+%s*$", "")), tonumber(out:match("rc=(%d+)%s*$"))
+end
+
+--- execute(cmd) -> true when it exited 0 (os.execute's answer under Lua 5.4
+-- and LuaJIT alike)
+function H.execute(cmd)
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+
+--- tmpdir([name]) -> a new directory /tmp/kinot-<name>.XXXXXX (the caller
+-- removes it: rm -rf)
+function H.tmpdir(name)
+  local p = io.popen("mktemp -d /tmp/kinot-" .. (name or "spec") .. ".XXXXXX")
+  local dir = p:read("*l")
+  p:close()
+  return dir
+end
+
+--- write(path, text): the file holds text, and only it
+function H.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+--- using(thing, fn): fn(thing), then thing.stop() however fn ended (an error or a failed assertion raised again after).
+-- For a server an `it` starts and stops before it starts another, where a
+-- busted finally (one an it, the last registered kept) cannot stop both.
+function H.using(thing, fn)
+  local ok, err = pcall(fn, thing)
+  thing.stop()
+  if not ok then error(err, 0) end
+end
+
+-- ---------------------------------------------------------------- callbacks
+
+--- signed(body, secret) -> body (a JSON object's text) with its "sign"
+-- member added last, as the platform sends a callback
+function H.signed(body, secret)
+  return (body:gsub("}$", ',"sign":"' .. assert(require("kinot.callback").sign(body, secret)) .. '"}'))
+end
+
+--- lock_status(sn, secret[, locked]) -> a signed status_changed callback of
+-- lock sn (locked: 1 unless given, no car, device_type 18)
+function H.lock_status(sn, secret, locked)
+  return H.signed(string.format('{"sn":%d,"locked":%d,"car_detected":0,"device_type":18}', sn, locked or 1), secret)
+end
+
+--- iso8(t) -> t (epoch seconds) as the platform writes a time: ISO 8601 at +08:00
+function H.iso8(t) return os.date("!%Y-%m-%dT%H:%M:%S", t + 8 * 3600) .. "+08:00" end
+
+-- ---------------------------------------------------------------- metrics
+
+--- samples(text) -> the samples of a Prometheus exposition text:
+-- "name{labels}" -> its value (a number; the text when not one)
+function H.samples(text)
+  local out = {}
+  for line in text:gmatch("[^\n]+") do
+    if not line:match("^#") then
+      local series, v = line:match("^(.-) (%S+)$")
+      out[series] = tonumber(v) or v
+    end
+  end
+  return out
+end
+
 -- ---------------------------------------------------------------- simulator
 
 --- sim(opts) -> running simulator with admin helpers; call :stop()
@@ -40,6 +114,9 @@ function H.sim(opts)
   opts = opts or {}
   if opts.examples == nil then opts.examples = false end
   local sim = assert(launcher.start(opts))
+  -- the environment a `kinot` command needs to reach it (H.kinot's env)
+  sim.env = string.format("KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s", sim.endpoint, sim.app_key,
+    sim.app_secret)
   function sim.call(method, what, doc)
     return H.json(method, sim.admin .. what, doc)
   end
@@ -69,9 +146,7 @@ end
 -- `server` is the body of a server block listening on 127.0.0.1:port.
 function H.nginx(o)
   local port = o.port or launcher.free_port()
-  local p = io.popen("mktemp -d /tmp/kinot-spec.XXXXXX")
-  local prefix = p:read("*l")
-  p:close()
+  local prefix = H.tmpdir("spec")
   local conf = table.concat({
     "load_module " .. mods() .. "/ndk_http_module.so;",
     "load_module " .. mods() .. "/ngx_http_lua_module.so;",
@@ -127,9 +202,7 @@ end
 -- fresh self-signed certificate for name (an IP address or a DNS name):
 -- its path is .cert; stop() also removes it
 function H.tls_nginx(name)
-  local p = io.popen("mktemp -d /tmp/kinot-tls.XXXXXX")
-  local dir = p:read("*l")
-  p:close()
+  local dir = H.tmpdir("tls")
   local san = (name:match("^[%d.]+$") and "IP:" or "DNS:") .. name
   assert(os.execute("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=" .. name ..
     " -addext subjectAltName=" .. san .. " -keyout " .. dir .. "/key.pem -out " .. dir .. "/cert.pem >/dev/null 2>&1"))
@@ -228,6 +301,41 @@ function H.kinot(args, env, stdin)
   os.remove(errf)
   local rc = tonumber(out:match("rc=(%d+)\n?$"))
   return (out:gsub("rc=%d+\n?$", "")), err, rc
+end
+
+--- serve(sim, o) -> { url, port, prefix, pid_file, stop() }: this
+-- checkout's `kinot serve --daemon` over the simulator sim, listening on a
+-- free 127.0.0.1 port, its first sync done (within o.sync_within seconds,
+-- 15 unless given). o.token: its KINOT_API_TOKEN (none otherwise), o.args:
+-- more arguments, o.env: more of the environment ("VAR=value ..."),
+-- o.pid_file: where (a temporary file otherwise, removed by stop()).
+-- The caller stops it (finally, teardown); one that started but never
+-- synced is stopped here before the error.
+function H.serve(sim, o)
+  o = o or {}
+  local port = launcher.free_port()
+  local pid_file = o.pid_file or os.tmpname()
+  local s = { port = port, url = "http://127.0.0.1:" .. port, pid_file = pid_file }
+  function s.stop()
+    H.kinot("serve stop --pid-file " .. pid_file)
+    if not o.pid_file then os.remove(pid_file) end
+  end
+  local out, err, rc = H.kinot(string.format("serve --daemon --pid-file %s --listen 127.0.0.1:%d %s", pid_file, port,
+    o.args or ""), sim.env .. (o.token and (" KINOT_API_TOKEN=" .. o.token) or "") .. " " .. (o.env or ""))
+  if rc ~= 0 then
+    s.stop()
+    error("kinot serve --daemon exited " .. tostring(rc) .. ": " .. out .. err, 2)
+  end
+  s.prefix = (H.read(pid_file) or ""):match("^(%S+)")
+  local ok, synced = pcall(H.wait_for, function()
+    local doc = H.json("GET", s.url .. "/api/fleet")
+    return doc and type(doc.synced_at) == "string"
+  end, o.sync_within or 15)
+  if not (ok and synced) then
+    s.stop()
+    error(ok and ("kinot serve: no first sync within " .. (o.sync_within or 15) .. " s") or synced, 2)
+  end
+  return s
 end
 
 --- handler_host(secret, opts_lua[, extra_http]) -> nginx whose
