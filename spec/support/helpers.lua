@@ -64,12 +64,15 @@ function H.write(path, text)
   f:close()
 end
 
---- using(thing, fn): fn(thing), then thing.stop() however fn ended (an error or a failed assertion raised again after).
--- For a server an `it` starts and stops before it starts another, where a
--- busted finally (one an it, the last registered kept) cannot stop both.
-function H.using(thing, fn)
-  local ok, err = pcall(fn, thing)
-  thing.stop()
+--- guarded(fn, server...): runs fn, then stops every server (its stop())
+-- however fn ended, and raises fn's error (a failed assertion) again.
+-- For servers an `it` starts and stops before it starts others, where a
+-- busted finally (one an it: the last registered is kept) cannot stop
+-- them all; the benchmarks' guard too (bench/support.lua)
+function H.guarded(fn, ...)
+  local servers = { ... }
+  local ok, err = pcall(fn)
+  for _, s in ipairs(servers) do s.stop() end
   if not ok then error(err, 0) end
 end
 
@@ -103,6 +106,19 @@ function H.samples(text)
     end
   end
   return out
+end
+
+-- ---------------------------------------------------------------- pages
+
+--- parse_report_html(path) -> kinot report --html's page at path as
+-- Python's HTML parser reads it (spec/support/report_html.py's JSON)
+function H.parse_report_html(path)
+  local p = io.popen(string.format("python3 %s/spec/support/report_html.py %q 2>&1", H.root, path))
+  local text = p:read("*a")
+  p:close()
+  local doc = json.decode(text)
+  assert(type(doc) == "table", "report_html.py: " .. text)
+  return doc
 end
 
 -- ---------------------------------------------------------------- simulator
