@@ -31,7 +31,6 @@
 package.path = "./?.lua;" .. package.path
 local MODE = arg and arg[1] or "all"
 local B = require "bench.support"
-local callback = require "kinot.callback"
 local core = require "kinot.core"
 
 local floor = math.floor
@@ -45,18 +44,12 @@ local secret = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
 local R = require "redis_server"
 local H = require "helpers"
 
-local function succeeds(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0
-end
-if not succeeds("command -v wrk >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1") then
+if not H.execute("command -v wrk >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1") then
   print("inbox: wrk or redis-server missing (make deps)")
   return
 end
 
-local function signed(body)
-  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, secret)) .. '"}'))
-end
+local function signed(body) return H.signed(body, secret) end
 local function body_of(i)
   local t = '"updated_at":"' .. stamp(i) .. '"'
   local r = i % 10
@@ -81,22 +74,9 @@ do
   for i = 1, N do f:write(body_of(i), "\n") end
   f:close()
 end
-local script = os.tmpname()
-do
-  local f = assert(io.open(script, "w"))
-  f:write(string.format([[
-local requests, i = {}, 0
-function init()
-  for body in io.lines(%q) do
-    requests[#requests + 1] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, body)
-  end
-end
-request = function()
-  i = i %% #requests + 1
-  return requests[i]
-end
 -- paced (PACE_MS set): each connection waits PACE_MS (fractions carried
 -- over) after each answer before its next POST
+local script = B.wrk_post_script(bodies, [[
 local pace, carried = tonumber(os.getenv("PACE_MS")), 0
 if pace then
   function delay()
@@ -106,9 +86,7 @@ if pace then
     return d
   end
 end
-]], bodies))
-  f:close()
-end
+]])
 
 -- `luajit bench/inbox.lua wait`: the cost of the inbox's wait option, on
 -- a master with two replicas behind three Sentinels (spec/support), one

@@ -24,16 +24,36 @@ function M.rate(fn, seconds, batch)
 end
 
 --- guarded(fn, server...): runs fn, then stops every server even when fn
--- fails, so a broken benchmark leaves no nginx behind
-function M.guarded(fn, ...)
-  local servers = { ... }
-  local ok, err = pcall(fn)
-  for _, s in ipairs(servers) do s.stop() end
-  if not ok then error(err, 0) end
-end
+-- fails, so a broken benchmark leaves no nginx behind (the specs' guard:
+-- spec/support/helpers.lua)
+function M.guarded(fn, ...) return require("helpers").guarded(fn, ...) end
 
 --- cpu_of_children(pid) -> seconds of CPU (user + system, /proc) the
 -- children of process pid have spent: an nginx master's workers
+--- wrk_post_script(bodies[, more]) -> the path of a wrk script (the caller
+-- removes it) that POSTs the lines of the file bodies in turn, each
+-- preformatted once in init(): wrk's own work per request the same for
+-- every handler and as small as it can be; more: Lua appended to it
+-- (wrk's delay(), say)
+function M.wrk_post_script(bodies, more)
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write(string.format([[
+local requests, i = {}, 0
+function init() -- wrk knows the URL's path only from here on
+  for body in io.lines(%q) do
+    requests[#requests + 1] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, body)
+  end
+end
+request = function()
+  i = i %% #requests + 1
+  return requests[i]
+end
+]], bodies), more or "")
+  f:close()
+  return script
+end
+
 function M.cpu_of_children(pid)
   local total = 0
   local p = io.popen("ps -o pid= --ppid " .. math.floor(pid))
