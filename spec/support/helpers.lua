@@ -42,11 +42,8 @@ function H.sh(cmd)
 end
 
 --- execute(cmd) -> true when it exited 0 (os.execute's answer under Lua 5.4
--- and LuaJIT alike)
-function H.execute(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
+-- and LuaJIT alike: the launcher's, which the CLI uses too)
+H.execute = launcher.run
 
 --- tmpdir([name]) -> a new directory /tmp/kinot-<name>.XXXXXX (the caller
 -- removes it: rm -rf)
@@ -110,15 +107,21 @@ end
 
 -- ---------------------------------------------------------------- pages
 
---- parse_report_html(path) -> kinot report --html's page at path as
--- Python's HTML parser reads it (spec/support/report_html.py's JSON)
-function H.parse_report_html(path)
-  local p = io.popen(string.format("python3 %s/spec/support/report_html.py %q 2>&1", H.root, path))
+--- json_of(cmd, what) -> the JSON object a command writes (its stderr
+-- with it: an error is shown, named what, when it is not one)
+function H.json_of(cmd, what)
+  local p = io.popen(cmd .. " 2>&1")
   local text = p:read("*a")
   p:close()
   local doc = json.decode(text)
-  assert(type(doc) == "table", "report_html.py: " .. text)
+  assert(type(doc) == "table", what .. ": " .. text)
   return doc
+end
+
+--- parse_report_html(path) -> kinot report --html's page at path as
+-- Python's HTML parser reads it (spec/support/report_html.py's JSON)
+function H.parse_report_html(path)
+  return H.json_of(string.format("python3 %s/spec/support/report_html.py %q", H.root, path), "report_html.py")
 end
 
 -- ---------------------------------------------------------------- simulator
@@ -236,6 +239,24 @@ function H.tls_nginx(name)
   return ng
 end
 
+--- fake(script, args) -> { port, pid, stop() }: a FAKE peer,
+-- spec/support/<script> under python3 with args, listening on a port of
+-- its own (spec/support/fake_server.py: it prints "PORT PID"); the caller
+-- stops it
+function H.fake(script, args)
+  local p = assert(io.popen("exec python3 " .. H.root .. "/spec/support/" .. script .. " " .. (args or "")))
+  local line = p:read("*l")
+  local port, pid = (line or ""):match("^(%d+) (%d+)$")
+  if not port then
+    p:close()
+    error(script .. " did not start: " .. tostring(line), 2)
+  end
+  return { port = tonumber(port), pid = tonumber(pid), stop = function()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    p:close()
+  end }
+end
+
 --- proxy() -> a forward HTTP proxy (spec/support/proxy.lua, its own
 -- process) with url, lines() (what it was asked, a line a connection) and
 -- stop()
@@ -249,14 +270,7 @@ function H.proxy()
   launcher.wait_for_port(port)
   return {
     url = "http://127.0.0.1:" .. port, port = port,
-    lines = function()
-      local out, f = {}, io.open(log)
-      if f then
-        for l in f:lines() do out[#out + 1] = l end
-        f:close()
-      end
-      return out
-    end,
+    lines = function() return H.lines(log) end,
     stop = function()
       os.execute("kill " .. pid .. " 2>/dev/null")
       os.remove(log)
@@ -291,14 +305,9 @@ function H.receiver()
   }
 end
 
---- read(path) -> the file's bytes, or nil when it cannot be opened
-function H.read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+--- read(path) -> the file's bytes, or nil when it cannot be opened (the
+-- launcher's, which the CLI uses too)
+H.read = launcher.read
 
 --- kinot(args[, env[, stdin]]) -> stdout, stderr, exit code: this
 -- checkout's bin/kinot under the runtime of the run, from the root; env:
@@ -352,6 +361,45 @@ function H.serve(sim, o)
     error(ok and ("kinot serve: no first sync within " .. (o.sync_within or 15) .. " s") or synced, 2)
   end
   return s
+end
+
+--- kinot_spawn(args[, env[, out[, err]]]) -> pid: this checkout's bin/kinot
+-- started in the background (exec'd: pid is kinot's own) under the
+-- runtime of the run, from the root; env: "VAR=value ..." before it; its
+-- output to the file out (/dev/null unless given), stderr to err (with
+-- the output unless given). The caller kills it (finally).
+function H.kinot_spawn(args, env, out, err)
+  local lua = H.runtime == "luajit" and "luajit" or "lua5.4"
+  local p = io.popen(string.format("cd %s && %s exec %s bin/kinot %s >%s 2>%s & echo $!", H.root, env or "", lua, args,
+    out or "/dev/null", err or "&1"))
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  return pid
+end
+
+--- sn_handler(name) -> dir: a new temporary directory holding name.lua, a
+-- `kinot worker --handler name` module (LUA_PATH='dir/?.lua;;') that
+-- appends each event's sn to dir/handled, a line each (H.lines reads it)
+function H.sn_handler(name)
+  local dir = H.tmpdir(name)
+  H.write(dir .. "/" .. name .. ".lua", string.format([[
+return function(ev)
+  local f = assert(io.open(%q, "a"))
+  f:write(ev.sn, "\n")
+  f:close()
+end
+]], dir .. "/handled"))
+  return dir
+end
+
+--- lines(path) -> the lines of the file ({} when there is none)
+function H.lines(path)
+  local out, f = {}, io.open(path)
+  if f then
+    for l in f:lines() do out[#out + 1] = l end
+    f:close()
+  end
+  return out
 end
 
 --- handler_host(secret, opts_lua[, extra_http]) -> nginx whose
