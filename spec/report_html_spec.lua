@@ -361,12 +361,8 @@ describe("kinot report --html in chromium #cli #sim #browser", function()
   end)
 
   local function render(page, shot)
-    local p = io.popen(string.format("cd %s/spec/browser && node %s %q %s 2>&1", H.root, RENDER, page, shot or ""))
-    local text = p:read("*a")
-    p:close()
-    local doc = json.decode(text)
-    assert(type(doc) == "table", "report-render.js: " .. text)
-    return doc
+    return H.json_of(string.format("cd %s/spec/browser && node %s %q %s", H.root, RENDER, page, shot or ""),
+      "report-render.js")
   end
 
   it("renders without a console error or a request, at a sane size, and prints", function()
