@@ -33,9 +33,11 @@ end
 
 -- ---------------------------------------------------------------- shell and files
 
---- sh(cmd) -> its output (stdout and stderr), its exit code
+--- sh(cmd) -> its output (stdout and stderr, of every command in it), its
+-- exit code (cmd runs in a subshell of its own: a trailing comment in it
+-- ends at its line)
 function H.sh(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
+  local p = io.popen("(" .. cmd .. "\n) 2>&1; echo \"rc=$?\"")
   local out = p:read("*a")
   p:close()
   return (out:gsub("rc=%d+%s*$", "")), tonumber(out:match("rc=(%d+)%s*$"))
@@ -217,17 +219,30 @@ function H.nginx(o)
   return ng
 end
 
+--- self_signed(dir, name, o): dir/name.pem and dir/name.key, a
+-- certificate signed by its own key (openssl): o.cn (localhost unless
+-- given), o.san (an openssl subjectAltName value, DNS:localhost,IP:127.0.0.1
+-- unless given; false: none at all), o.key ("ec": prime256v1, the default;
+-- "rsa": 2048 bits)
+function H.self_signed(dir, name, o)
+  o = o or {}
+  local san = o.san == nil and "DNS:localhost,IP:127.0.0.1" or o.san
+  local cmd = "openssl req -x509 -newkey " .. (o.key == "rsa" and "rsa:2048" or "ec -pkeyopt ec_paramgen_curve:prime256v1") ..
+    " -nodes -days 2 -subj " .. launcher.sh_quote("/CN=" .. (o.cn or "localhost")) ..
+    (san and (" -addext " .. launcher.sh_quote("subjectAltName=" .. san)) or "") ..
+    " -keyout " .. dir .. "/" .. name .. ".key -out " .. dir .. "/" .. name .. ".pem"
+  assert(H.execute(cmd .. " >/dev/null 2>&1"), "openssl failed: " .. cmd)
+end
+
 --- tls_nginx(name) -> an https nginx answering 'secure' everywhere, with a
 -- fresh self-signed certificate for name (an IP address or a DNS name):
 -- its path is .cert; stop() also removes it
 function H.tls_nginx(name)
   local dir = H.tmpdir("tls")
-  local san = (name:match("^[%d.]+$") and "IP:" or "DNS:") .. name
-  assert(os.execute("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=" .. name ..
-    " -addext subjectAltName=" .. san .. " -keyout " .. dir .. "/key.pem -out " .. dir .. "/cert.pem >/dev/null 2>&1"))
+  H.self_signed(dir, "cert", { cn = name, san = (name:match("^[%d.]+$") and "IP:" or "DNS:") .. name, key = "rsa" })
   local ng = H.nginx {
     ssl = true,
-    server = "ssl_certificate " .. dir .. "/cert.pem; ssl_certificate_key " .. dir .. "/key.pem;\n" ..
+    server = "ssl_certificate " .. dir .. "/cert.pem; ssl_certificate_key " .. dir .. "/cert.key;\n" ..
              "location / { return 200 'secure'; }",
   }
   ng.cert = dir .. "/cert.pem"
@@ -237,6 +252,29 @@ function H.tls_nginx(name)
     os.execute("rm -rf " .. dir)
   end
   return ng
+end
+
+--- never_accepting([port]) -> { port, stop() }: a listener on 127.0.0.1
+-- (on port, or one the kernel picks) whose accept queue is full: the
+-- kernel drops further SYNs, a connect never completes
+function H.never_accepting(port)
+  local socket = require "socket"
+  local srv = socket.tcp4() -- (socket.tcp() has no descriptor to set an option on before bind)
+  assert(srv:setoption("reuseaddr", true)) -- (a stopped server's FIN-WAIT-2 ends may still hold the port)
+  assert(srv:bind("127.0.0.1", port or 0))
+  assert(srv:listen(0))
+  local _, bound = srv:getsockname()
+  local fillers = {}
+  for i = 1, 4 do
+    fillers[i] = socket.tcp()
+    fillers[i]:settimeout(0)
+    fillers[i]:connect("127.0.0.1", bound)
+  end
+  socket.sleep(0.1)
+  return { port = tonumber(bound), stop = function()
+    for _, f in ipairs(fillers) do f:close() end
+    srv:close()
+  end }
 end
 
 --- fake(script, args) -> { port, pid, stop() }: a FAKE peer,
@@ -257,16 +295,23 @@ function H.fake(script, args)
   end }
 end
 
+--- lua_peer(script, args) -> pid: spec/support/<script>, a peer in Lua
+-- (LuaSocket, under lua5.4), started in the background with args (its
+-- port first); the caller kills it
+function H.lua_peer(script, args)
+  local p = io.popen("lua5.4 " .. H.root .. "/spec/support/" .. script .. " " .. args .. " >/dev/null 2>&1 & echo $!")
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  return pid
+end
+
 --- proxy() -> a forward HTTP proxy (spec/support/proxy.lua, its own
 -- process) with url, lines() (what it was asked, a line a connection) and
 -- stop()
 function H.proxy()
   local port = launcher.free_port()
   local log = os.tmpname()
-  local p = io.popen("lua5.4 " .. H.root .. "/spec/support/proxy.lua " .. port .. " " .. log ..
-    " >/dev/null 2>&1 & echo $!")
-  local pid = tonumber(p:read("*l"))
-  p:close()
+  local pid = H.lua_peer("proxy.lua", port .. " " .. log)
   launcher.wait_for_port(port)
   return {
     url = "http://127.0.0.1:" .. port, port = port,
@@ -278,10 +323,11 @@ function H.proxy()
   }
 end
 
---- receiver(secret) -> nginx that records callbacks it gets at /cb and
--- hands them back from /received (a JSON list of raw bodies)
+--- receiver() -> nginx that records callbacks it gets at /cb and
+-- hands them back from /received (a JSON list of raw bodies: its
+-- received() decodes it)
 function H.receiver()
-  return H.nginx {
+  local ng = H.nginx {
     http = "lua_shared_dict received 8m;",
     server = [[
       location = /cb {
@@ -303,6 +349,8 @@ function H.receiver()
       }
     ]],
   }
+  function ng.received() return json.decode(H.raw("GET", ng.url .. "/received").body) end
+  return ng
 end
 
 --- read(path) -> the file's bytes, or nil when it cannot be opened (the
@@ -313,16 +361,20 @@ H.read = launcher.read
 -- checkout's bin/kinot under the runtime of the run, from the root; env:
 -- "VAR=value ..." before it; stdin: text piped in
 function H.kinot(args, env, stdin)
-  local errf = os.tmpname()
   local lua = H.runtime == "luajit" and "luajit" or "lua5.4"
-  local cmd = string.format("cd %s && %s %s bin/kinot %s 2>%s; echo \"rc=$?\"", H.root, env or "", lua, args, errf)
+  return H.capture(string.format("cd %s && %s %s bin/kinot %s", H.root, env or "", lua, args), stdin)
+end
+
+--- capture(cmd[, stdin]) -> stdout, stderr, exit code of a shell command
+-- (stdin: text piped in)
+function H.capture(cmd, stdin)
+  local errf = os.tmpname()
+  cmd = string.format("%s 2>%s; echo \"rc=$?\"", cmd, errf)
   if stdin then cmd = "printf '%s' '" .. stdin .. "' | (" .. cmd .. ")" end
   local p = io.popen(cmd)
   local out = p:read("*a")
   p:close()
-  local f = io.open(errf)
-  local err = f:read("*a")
-  f:close()
+  local err = H.read(errf) or ""
   os.remove(errf)
   local rc = tonumber(out:match("rc=(%d+)\n?$"))
   return (out:gsub("rc=%d+\n?$", "")), err, rc

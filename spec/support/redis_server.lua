@@ -50,14 +50,7 @@ end
 function M.sign(dir, name, o)
   o = o or {}
   local function run(cmd) assert(sh(cmd .. " >/dev/null 2>&1"), "openssl failed: " .. cmd) end
-  if o.self_signed then -- (signed by its own key: no CA at all)
-    local san = o.san == nil and "DNS:localhost,IP:127.0.0.1" or o.san
-    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj " ..
-      launcher.sh_quote("/CN=" .. (o.cn or "localhost")) .. (san and (" -addext " ..
-      launcher.sh_quote("subjectAltName=" .. san)) or "") .. " -keyout " .. dir .. "/" .. name .. ".key -out " ..
-      dir .. "/" .. name .. ".pem")
-    return
-  end
+  if o.self_signed then return H.self_signed(dir, name, o) end -- (signed by its own key: no CA at all)
   local ca = dir .. "/" .. name .. "-ca"
   run("mkdir -p " .. ca)
   for file, text in pairs { ["index.txt"] = "", serial = "01\n" } do
