@@ -9,11 +9,9 @@ local H = require "helpers"
 local ABI = H.runtime == "luajit" and "5.1" or "5.4"
 local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
 
-local function sh(cmd)
-  local p = io.popen("cd " .. H.root .. " && " .. cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return tonumber(out:match("rc=(%d+)%s*$")), out
+local function sh(cmd) -- -> its exit code, its output (from the checkout's root)
+  local out, rc = H.sh("cd " .. H.root .. " && " .. cmd)
+  return rc, out
 end
 
 -- the probe: which processes carry the sanitizers' runtime (a process's own
