@@ -360,11 +360,10 @@ describe("kinot report --html interrupted #cli #sim", function()
 end)
 
 describe("kinot report --from a kinot serve whose twin holds hostile values #cli #sim #nginx", function()
-  local sim, env, dir, serve_url, serve
+  local sim, dir, serve_url, serve
   local HOSTILE = [[</style></svg>]] .. "]]><script>alert('x')</script>\"&amp;\194\133\226\128\174\255"
   setup(function()
     sim = H.sim { locks = 20, sensors = 6, dtus = 2 }
-    env = sim.env
     -- before the serve's first sync: its twin takes them as the platform sends them
     -- (not updated_at = null: the twin's sync refuses the whole fleet for it,
     -- "dtu ... has no updated_at the twin can order": a matter of kinot.fleet)
@@ -382,15 +381,9 @@ describe("kinot report --from a kinot serve whose twin holds hostile values #cli
   end)
 
   it("gives the platform's figures and shows the hostile values as text", function()
-    local args = " report --dtu 644200001 --dtu 644200002"
-    local direct, err, rc = kinot("--json" .. args, env)
-    assert.are.equal(0, rc, err)
     local page = dir .. "/twin.html"
-    local twin, terr, trc = kinot("--json" .. args .. " --from " .. serve_url .. " --html " .. page,
-      "KINOT_APP_KEY= KINOT_APP_SECRET= KINOT_API_TOKEN=")
-    assert.are.equal(0, trc, terr)
-    assert.are.same(json.decode(direct), json.decode(twin))
-    assert.are.equal(2, #json.decode(twin).dtus.offline)
+    local twin = H.twin_report(sim, serve_url, page, " report --dtu 644200001 --dtu 644200002")
+    assert.are.equal(2, #twin.dtus.offline)
     local doc = parse(page)
     assert.are.same({}, doc.errors)
     assert.is_nil(doc.tags.script)

@@ -405,10 +405,9 @@ describe("kinot report --html in chromium #cli #sim #browser", function()
 end)
 
 describe("kinot report --from a kinot serve's twin #cli #sim #nginx", function()
-  local sim, env, dir, serve_url, serve
+  local sim, dir, serve_url, serve
   setup(function()
     sim = H.sim { locks = 234, sensors = 56, dtus = 3 }
-    env = sim.env
     dir = H.tmpdir("report")
     serve = H.serve(sim, { env = "KINOT_REDIS_URL=", pid_file = dir .. "/serve.pid",
                            args = "--dtus 644200001,644200002" })
@@ -421,15 +420,9 @@ describe("kinot report --from a kinot serve's twin #cli #sim #nginx", function()
   end)
 
   it("gives the platform's report from the twin: the same JSON, the serve's URL on the page, no credential needed", function()
-    local args = " report --dtu 644200001 --dtu 644200002"
-    local direct, err, rc = kinot("--json" .. args, env)
-    assert.are.equal(0, rc, err)
     local page = dir .. "/twin.html"
-    local twin, terr, trc = kinot("--json" .. args .. " --from " .. serve_url .. " --html " .. page,
-      "KINOT_APP_KEY= KINOT_APP_SECRET= KINOT_API_TOKEN=")
-    assert.are.equal(0, trc, terr)
-    assert.are.same(json.decode(direct), json.decode(twin))
-    assert.are.equal(234, json.decode(twin).locks.total)
+    local twin = H.twin_report(sim, serve_url, page, " report --dtu 644200001 --dtu 644200002")
+    assert.are.equal(234, twin.locks.total)
     local doc = parse(page)
     assert.are.same({}, doc.errors)
     assert.are.equal(serve_url, doc.figures.endpoint)

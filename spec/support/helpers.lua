@@ -126,6 +126,22 @@ function H.parse_report_html(path)
   return H.json_of(string.format("python3 %s/spec/support/report_html.py %q", H.root, path), "report_html.py")
 end
 
+--- twin_report(sim, serve_url, page, args) -> what `kinot --json <args>
+-- --from serve_url --html page` answers (decoded; no credential given),
+-- after checking (luassert: a failure is the spec's) that it and the same
+-- report from the platform (sim.env) both exit 0 and are the same report
+function H.twin_report(sim, serve_url, page, args)
+  local luassert = require "luassert" -- (a support module sees the global assert, not busted's)
+  local direct, err, rc = H.kinot("--json" .. args, sim.env)
+  luassert.are.equal(0, rc, err)
+  local twin, terr, trc = H.kinot("--json" .. args .. " --from " .. serve_url .. " --html " .. page,
+    "KINOT_APP_KEY= KINOT_APP_SECRET= KINOT_API_TOKEN=")
+  luassert.are.equal(0, trc, terr)
+  local doc = json.decode(twin)
+  luassert.are.same(json.decode(direct), doc)
+  return doc
+end
+
 -- ---------------------------------------------------------------- simulator
 
 --- sim(opts) -> running simulator with admin helpers; call :stop()
