@@ -32,38 +32,16 @@
 --   make bench   (or: luajit bench/callback.lua after make build)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
+local H = require "helpers"
 local callback = require "kinot.callback"
 local cjson = require "cjson"
 
-local floor = math.floor
-local NOW = os.time()
--- updated_at within the last 10 minutes, as the platform writes it (+08:00)
-local function stamp(i)
-  return os.date("!%Y-%m-%dT%H:%M:%S", NOW - i % 600 + 8 * 3600) .. "+08:00"
-end
 local secret = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
 
--- the reference's bodies, with the fields that vary from one device and
--- moment to the next; signed as the platform signs them
-local function signed(body)
-  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, secret)) .. '"}'))
-end
-local function lock_status(i)
-  return signed(string.format('{"sn":%d,"voltage":%.3f,"frequency":37.919,"locked":%d,"car_detected":%d,' ..
-    '"shell_opened":0,"low_battery":%d,"coil_fault":0,"bar_position_error":0,"motor_fail":0,"rs_si":%d,' ..
-    '"updated_at":"%s","device_type":18}',
-    419600000 + i, 3.4 + (i % 300) / 1000, i % 2, floor(i / 2) % 2, i % 7 == 0 and 1 or 0, i % 5, stamp(i)))
-end
-local function sensor_status(i)
-  return signed(string.format('{"sn":%d,"voltage":%.3f,"car_detected":%d,"low_battery":0,"rs_si":%d,' ..
-    '"updated_at":"%s","device_type":34}',
-    419700000 + i, 3.5 + (i % 200) / 1000, i % 2, i % 5, stamp(i)))
-end
-local function command_result(i)
-  return signed(string.format('{"guid":"%032X","sn":%d,"commnad_status":"succeeded","reason":"NULL",' ..
-    '"updated_at":"%s","device_type":18}',
-    i, 419600000 + i, stamp(i)))
-end
+-- the reference's bodies (bench/support.lua), signed as the platform signs them
+local function lock_status(i) return H.signed(B.lock_status_body(419600000 + i, i), secret) end
+local function sensor_status(i) return H.signed(B.sensor_status_body(419700000 + i, i), secret) end
+local function command_result(i) return H.signed(B.command_result_body(419600000 + i, i), secret) end
 
 local body = lock_status(1)
 assert(callback.verify(body, { secret = secret }))
@@ -77,11 +55,7 @@ print(string.format("verify %-21s callback.verify %9.0f/s   cjson.decode alone %
   B.runtime, v, d, 100 * v / d))
 
 -- wrk: only once (from LuaJIT, nginx's own Lua), and only where wrk exists
-local function succeeds(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0 -- 5.4 says true, LuaJIT 0
-end
-if not rawget(_G, "jit") or not succeeds("command -v wrk >/dev/null 2>&1") then return end
+if not rawget(_G, "jit") or not H.execute("command -v wrk >/dev/null 2>&1") then return end
 
 local N = 50000
 local function write_bodies(path, n)
@@ -92,32 +66,12 @@ local function write_bodies(path, n)
   end
   f:close()
 end
--- every request preformatted once: wrk's own work per request is the same
--- for every handler and as small as it can be
-local function wrk_script(bodies)
-  local script = os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write(string.format([[
-local requests, i = {}, 0
-function init() -- wrk knows the URL's path only from here on
-  for body in io.lines(%q) do
-    requests[#requests + 1] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, body)
-  end
-end
-request = function()
-  i = i %% #requests + 1
-  return requests[i]
-end
-]], bodies))
-  f:close()
-  return script
-end
+local wrk_script = B.wrk_post_script -- (every request preformatted once)
 local many, one = os.tmpname(), os.tmpname()
 write_bodies(many, N)
 write_bodies(one, 1)
 local scripts = { many = wrk_script(many), one = wrk_script(one) }
 
-local H = require "helpers"
 local ng = H.nginx {
   http = [[
     # dedupe dicts holding fewer marks than the 50,000 distinct bodies: a

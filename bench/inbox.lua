@@ -31,45 +31,24 @@
 package.path = "./?.lua;" .. package.path
 local MODE = arg and arg[1] or "all"
 local B = require "bench.support"
-local callback = require "kinot.callback"
 local core = require "kinot.core"
 
-local floor = math.floor
-local NOW = os.time()
--- updated_at within the last 10 minutes, as the platform writes it (+08:00):
--- older than max_age (48 h by default) the handler would acknowledge and drop it
-local function stamp(i)
-  return os.date("!%Y-%m-%dT%H:%M:%S", NOW - i % 600 + 8 * 3600) .. "+08:00"
-end
 local secret = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
 local R = require "redis_server"
 local H = require "helpers"
 
-local function succeeds(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0
-end
-if not succeeds("command -v wrk >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1") then
+if not H.execute("command -v wrk >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1") then
   print("inbox: wrk or redis-server missing (make deps)")
   return
 end
 
-local function signed(body)
-  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, secret)) .. '"}'))
-end
+-- the reference's bodies (bench/support.lua: updated_at within the last
+-- 10 minutes), signed: 7 in 10 a lock's status, 2 a sensor's, 1 a command's result
 local function body_of(i)
-  local t = '"updated_at":"' .. stamp(i) .. '"'
-  local r = i % 10
-  if r < 7 then
-    return signed(string.format('{"sn":%d,"voltage":%.3f,"frequency":37.919,"locked":%d,"car_detected":%d,' ..
-      '"shell_opened":0,"low_battery":%d,"coil_fault":0,"bar_position_error":0,"motor_fail":0,"rs_si":%d,%s,"device_type":18}',
-      400000000 + i, 3.4 + (i % 300) / 1000, i % 2, floor(i / 2) % 2, i % 7 == 0 and 1 or 0, i % 5, t))
-  elseif r < 9 then
-    return signed(string.format('{"sn":%d,"voltage":%.3f,"car_detected":%d,"low_battery":0,"rs_si":%d,%s,"device_type":34}',
-      400000000 + i, 3.5 + (i % 200) / 1000, i % 2, i % 5, t))
-  end
-  return signed(string.format('{"guid":"%032X","sn":%d,"commnad_status":"succeeded","reason":"NULL",%s,"device_type":18}',
-    i, 400000000 + i, t))
+  local r, sn = i % 10, 400000000 + i
+  local body = r < 7 and B.lock_status_body(sn, i) or r < 9 and B.sensor_status_body(sn, i) or
+    B.command_result_body(sn, i)
+  return H.signed(body, secret)
 end
 
 -- more distinct bodies than any run posts: every one is new to Redis's
@@ -81,22 +60,9 @@ do
   for i = 1, N do f:write(body_of(i), "\n") end
   f:close()
 end
-local script = os.tmpname()
-do
-  local f = assert(io.open(script, "w"))
-  f:write(string.format([[
-local requests, i = {}, 0
-function init()
-  for body in io.lines(%q) do
-    requests[#requests + 1] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, body)
-  end
-end
-request = function()
-  i = i %% #requests + 1
-  return requests[i]
-end
 -- paced (PACE_MS set): each connection waits PACE_MS (fractions carried
 -- over) after each answer before its next POST
+local script = B.wrk_post_script(bodies, [[
 local pace, carried = tonumber(os.getenv("PACE_MS")), 0
 if pace then
   function delay()
@@ -106,9 +72,7 @@ if pace then
     return d
   end
 end
-]], bodies))
-  f:close()
-end
+]])
 
 -- `luajit bench/inbox.lua wait`: the cost of the inbox's wait option, on
 -- a master with two replicas behind three Sentinels (spec/support), one

@@ -13,7 +13,6 @@ package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
 local H = require "helpers"
 local core = require "kinot.core"
-local callback = require "kinot.callback"
 local json = require "kinot.json"
 local launcher = require "kinot.sim.launcher"
 
@@ -21,12 +20,7 @@ local LOCKS, SENSORS, GROUPS = 60000, 40000, 100
 local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
 local PROBES = tonumber(os.getenv("BENCH_PROBES") or "400")
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local function sh(cmd) return (H.sh(cmd)) end
 
 local function quantile(sorted, q) return sorted[math.max(1, math.ceil(#sorted * q))] end
 
@@ -113,24 +107,11 @@ local function handler_bench()
     local body = string.format('{"sn":%d,"voltage":3.412,"locked":%d,"car_detected":%d,"low_battery":0,' ..
       '"rs_si":-71,"updated_at":"%s","device_type":18}', 419600000 + i, i % 2, (i + 1) % 2,
       os.date("!%Y-%m-%dT%H:%M:%S", now + 8 * 3600) .. "+08:00")
-    f:write((body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, secret)) .. '"}')), "\n")
+    f:write(H.signed(body, secret), "\n")
   end
   f:close()
-  local script = tmp()
-  f = assert(io.open(script, "w"))
-  f:write(string.format([[
-local requests, i = {}, 0
-function init()
-  for body in io.lines(%q) do
-    requests[#requests + 1] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, body)
-  end
-end
-request = function()
-  i = i %% #requests + 1
-  return requests[i]
-end
-]], bodies))
-  f:close()
+  local script = B.wrk_post_script(bodies)
+  files[#files + 1] = script
   local ng = H.nginx {
     http = [[
       lua_shared_dict metrics 1m;

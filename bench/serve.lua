@@ -23,7 +23,6 @@ package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
 local H = require "helpers"
 local core = require "kinot.core"
-local callback = require "kinot.callback"
 local json = require "kinot.json"
 local launcher = require "kinot.sim.launcher"
 
@@ -33,12 +32,7 @@ local SECONDS = math.max(5, B.SECONDS * 2)
 local CONNS = 40
 local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local function sh(cmd) return (H.sh(cmd)) end
 
 local sim = H.sim { locks = LOCKS, sensors = SENSORS, dtus = 0 }
 local secret = sim.app_secret
@@ -54,9 +48,7 @@ local function stop_all()
 end
 
 local function stamp(t) return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(t) + 8 * 3600) .. "+08:00" end
-local function signed(body)
-  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, secret)) .. '"}'))
-end
+local function signed(body) return H.signed(body, secret) end
 
 local ok, err = pcall(function()
   print(sh(string.format("KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s %s bin/kinot serve --daemon " ..

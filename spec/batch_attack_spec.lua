@@ -687,23 +687,9 @@ describe("send_commands attacks over resty inside nginx #nginx #sim", function()
   local sim, ng
   setup(function()
     sim = H.sim { locks = 300, command_pace = 0.02 }
-    ng = H.nginx {
-      server = [[
-        location = /batch { content_by_lua_block {
-          local json = require "kinot.json"
-          ngx.req.read_body()
-          local a = json.decode(ngx.req.get_body_data())
-          local c = require("kinot").new { app_key = a.app_key, app_secret = a.app_secret, endpoint = a.endpoint,
-            transport = "resty", timeout = a.timeout, backoff = { base = 0.01, max = 0.05 } }
-          local items = {}
-          for i = 1, a.n do items[i] = 419600000 + i end
-          local results, summary = c:send_commands(items, { parameter = { value = 1 }, concurrency = 8 })
-          local out = {}
-          for i, r in ipairs(results) do out[i] = { sn = r.sn, outcome = r.outcome, guid = r.guid or json.null } end
-          ngx.say(json.encode { results = out, summary = summary })
-        } }
-      ]],
-    }
+    ng = B.resty_host { client = "timeout = a.timeout, backoff = { base = 0.01, max = 0.05 }", send = [[
+          local results, summary = c:send_commands(items, { parameter = { value = 1 }, concurrency = 8 })]] ..
+      B.RESULTS }
   end)
   teardown(function()
     ng.stop()
@@ -715,8 +701,7 @@ describe("send_commands attacks over resty inside nginx #nginx #sim", function()
     sim.fault { kind = "reset", share = 0.05, endpoint = "POST /commands" }
     sim.fault { kind = "reset", after = true, share = 0.05, endpoint = "POST /commands" }
     sim.fault { kind = "throttle", retry_after = 0, share = 0.1, endpoint = "POST /commands" }
-    local doc = H.json("POST", ng.url .. "/batch", { app_key = sim.app_key, app_secret = sim.app_secret,
-                                                     endpoint = sim.endpoint, n = 200, timeout = 0.5 })
+    local doc = B.batch(ng, sim, 200, 0.5)
     assert.is_table(doc, "nginx: " .. ng.log())
     core.sleep(1.5) -- the simulator acts on the slow ones after the client gave up
     sim.call("DELETE", "/faults")

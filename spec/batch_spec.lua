@@ -352,23 +352,9 @@ describe("send_commands over resty inside nginx #nginx #sim", function()
   local sim, ng
   setup(function()
     sim = H.sim { locks = 2100, command_pace = 0.02 }
-    ng = H.nginx {
-      server = [[
-        location = /batch { content_by_lua_block {
-          local json = require "kinot.json"
-          ngx.req.read_body()
-          local a = json.decode(ngx.req.get_body_data())
-          local c = require("kinot").new { app_key = a.app_key, app_secret = a.app_secret, endpoint = a.endpoint,
-            transport = "resty", timeout = 5, backoff = { base = 0.01, max = 0.05 } }
-          local items = {}
-          for i = 1, a.n do items[i] = 419600000 + i end
-          local results, summary = c:send_commands(items, { parameter = { value = 1 }, concurrency = 16 })
-          local out = {}
-          for i, r in ipairs(results) do out[i] = { sn = r.sn, outcome = r.outcome, guid = r.guid or json.null } end
-          ngx.say(json.encode { results = out, summary = summary })
-        } }
-      ]],
-    }
+    ng = B.resty_host { client = "timeout = 5, backoff = { base = 0.01, max = 0.05 }", send = [[
+          local results, summary = c:send_commands(items, { parameter = { value = 1 }, concurrency = 16 })]] ..
+      B.RESULTS }
   end)
   teardown(function()
     ng.stop()
@@ -379,8 +365,7 @@ describe("send_commands over resty inside nginx #nginx #sim", function()
     sim.fault { kind = "reset", after = true, share = 0.05, endpoint = "POST /commands" }
     sim.fault { kind = "throttle", retry_after = 0, share = 0.05, endpoint = "POST /commands" }
     sim.fault { kind = "gateway_throttle", share = 0.05, endpoint = "POST /commands" }
-    local doc = H.json("POST", ng.url .. "/batch", { app_key = sim.app_key, app_secret = sim.app_secret,
-                                                     endpoint = sim.endpoint, n = 2000 })
+    local doc = B.batch(ng, sim, 2000)
     assert.is_table(doc, "nginx: " .. ng.log())
     assert.is_table(doc.results, json.encode(doc))
     for _, r in ipairs(doc.results) do assert.is_string(r.outcome, json.encode(r) .. json.encode(doc.summary)) end

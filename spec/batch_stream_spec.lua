@@ -219,16 +219,7 @@ describe("send_commands streams over resty inside nginx (light threads) #nginx #
   local sim, ng
   setup(function()
     sim = H.sim { locks = 400, command_pace = 0.02 }
-    ng = H.nginx {
-      server = [[
-        location = /batch { content_by_lua_block {
-          local json = require "kinot.json"
-          ngx.req.read_body()
-          local a = json.decode(ngx.req.get_body_data())
-          local c = require("kinot").new { app_key = a.app_key, app_secret = a.app_secret, endpoint = a.endpoint,
-            transport = "resty", timeout = 5 }
-          local items = {}
-          for i = 1, a.n do items[i] = 419600000 + i end
+    ng = B.resty_host { client = "timeout = 5", send = [[
           ngx.update_time()
           local t0, by_1s = ngx.now(), 0
           local _, summary = c:send_commands(items, { parameter = { value = 1 }, concurrency = 4,
@@ -236,10 +227,7 @@ describe("send_commands streams over resty inside nginx (light threads) #nginx #
               ngx.update_time()
               if ngx.now() - t0 < 1 then by_1s = p.sent end
             end })
-          ngx.say(json.encode { summary = summary, by_1s = by_1s })
-        } }
-      ]],
-    }
+          ngx.say(json.encode { summary = summary, by_1s = by_1s })]] }
   end)
   teardown(function()
     ng.stop()
@@ -248,8 +236,7 @@ describe("send_commands streams over resty inside nginx (light threads) #nginx #
 
   it("a slow command holds its own light thread only: the rest goes on meanwhile", function()
     sim.fault { kind = "latency", latency = 2, next = 1, endpoint = "POST /commands" }
-    local doc = H.json("POST", ng.url .. "/batch", { app_key = sim.app_key, app_secret = sim.app_secret,
-                                                     endpoint = sim.endpoint, n = 200 })
+    local doc = B.batch(ng, sim, 200)
     assert.is_table(doc, "nginx: " .. ng.log())
     assert.are.equal(200, doc.summary.pending, json.encode(doc))
     -- one after another, the slow first command would hold all for 2 s

@@ -15,12 +15,7 @@ local TOKEN = "dashboard-spec-token-7f3a"
 local HOSTILE_GROUP = [[<img src=x onerror="window.__pwned='group'">]]
 local HOSTILE_BAY = [[<script>window.__pwned='bay'</script>]]
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return (out:gsub("rc=%d+%s*$", "")), tonumber(out:match("rc=(%d+)%s*$"))
-end
+local sh = H.sh
 
 -- browse(cfg) -> what spec/browser/dashboard.js saw (one chromium a call)
 local function browse(cfg)

@@ -417,21 +417,10 @@ describe("the request deadline and bounded reads #nginx #slow", function()
   end)
 
   it("resty: a connect to a peer that never accepts fails at the deadline, not after connect_timeout", function()
-    -- a listener whose accept queue is full: the kernel drops further SYNs
-    local srv = socket.tcp()
-    assert(srv:bind("127.0.0.1", 0))
-    assert(srv:listen(0))
-    local _, port = srv:getsockname()
-    local fillers = {}
-    for i = 1, 4 do
-      fillers[i] = socket.tcp()
-      fillers[i]:settimeout(0)
-      fillers[i]:connect("127.0.0.1", port)
-    end
-    socket.sleep(0.1)
+    local never = H.never_accepting() -- (the kernel drops further SYNs)
+    local port = never.port
     local ok, r = pcall(resty, "http://127.0.0.1:" .. port .. "/", { timeout = 1, connect_timeout = 5 })
-    for _, f in ipairs(fillers) do f:close() end
-    srv:close()
+    never.stop()
     assert(ok, r)
     assert.are.equal("timeout", r.kind, tostring(r.msg))
     assert.is_true(r.took < 1 + MARGIN, "took " .. r.took .. " s with timeout = 1")

@@ -11,7 +11,6 @@
 --     once, never side by side; a redelivery of a handled event is
 --     acknowledged and leaves no mark behind, even when the dict of marks
 --     is full.
-local callback = require "kinot.callback"
 local core = require "kinot.core"
 local store = require "kinot.callback.redis_store"
 local R = require "redis_server"
@@ -19,19 +18,11 @@ local H = require "helpers"
 
 local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
 
-local function signed(body)
-  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, SECRET)) .. '"}'))
-end
-local function status_body(sn)
-  return signed(string.format('{"sn":%d,"locked":1,"car_detected":0,"device_type":18}', sn))
-end
+local function status_body(sn) return H.lock_status(sn, SECRET) end
 local function post(ng, body)
   return H.raw("POST", ng.url .. "/cb", body, { ["Content-Type"] = "application/json" })
 end
-local function shell(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
+local shell = H.execute
 
 local function host(opts_lua, extra_http) return H.handler_host(SECRET, opts_lua, extra_http) end
 local seen = H.seen

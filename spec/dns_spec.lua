@@ -14,9 +14,7 @@ describe("the resty resolver against a hostile nameserver #nginx #peer", functio
   local ns_pid, ns_port, client
   setup(function()
     ns_port = launcher.free_port()
-    local p = io.popen("lua5.4 " .. H.root .. "/spec/support/dns_hostile.lua " .. ns_port .. " >/dev/null 2>&1 & echo $!")
-    ns_pid = tonumber(p:read("*l"))
-    p:close()
+    ns_pid = H.lua_peer("dns_hostile.lua", ns_port)
     require("kinot.core").sleep(0.3) -- (UDP: nothing to wait for but the bind)
     client = H.nginx { server = [[
       location = /resolve { content_by_lua_block {

@@ -50,12 +50,9 @@ end
 
 local read = H.read
 
-local function sh(cmd)
-  local p = io.popen("(" .. cmd .. "\n) 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  local rc = tonumber(out:match("rc=(%d+)%s*$"))
-  return rc == 0, (out:gsub("rc=%d+%s*$", ""))
+local function sh(cmd) -- -> true when it exited 0, its output
+  local out, rc = H.sh(cmd)
+  return rc == 0, out
 end
 
 --- blocks(md) -> { {lang = "sh"|"lua", text = ..., line = n} ... } in order

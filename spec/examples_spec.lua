@@ -17,11 +17,7 @@ end
 
 local read = H.read
 
-local function write(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
+local write = H.write
 
 --- the ```sh blocks of a markdown text, in order
 local function sh_blocks(md)

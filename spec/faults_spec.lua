@@ -266,9 +266,7 @@ describe("a raw peer that takes the POST and hangs up (LuaSocket) #peer", functi
   local port, pid, url
   setup(function()
     port = launcher.free_port()
-    local p = io.popen("lua5.4 " .. H.root .. "/spec/support/closer.lua " .. port .. " >/dev/null 2>&1 & echo $!")
-    pid = tonumber(p:read("*l"))
-    p:close()
+    pid = H.lua_peer("closer.lua", port)
     launcher.wait_for_port(port)
     url = "http://127.0.0.1:" .. port
   end)
@@ -375,9 +373,7 @@ describe("resty: a command never rides a pooled connection #nginx #peer", functi
   local port, pid, ng
   setup(function()
     port = launcher.free_port()
-    local p = io.popen("lua5.4 " .. H.root .. "/spec/support/closer.lua " .. port .. " >/dev/null 2>&1 & echo $!")
-    pid = tonumber(p:read("*l"))
-    p:close()
+    pid = H.lua_peer("closer.lua", port)
     launcher.wait_for_port(port)
     ng = H.nginx {
       server = [[
@@ -457,17 +453,8 @@ describe("the CLI and an unknown outcome #cli #sim", function()
 
   it("`kinot command send` exits 5 and says how to find out", function()
     sim.fault { endpoint = "POST /commands", kind = "reset", after = true, next = 1 }
-    local lua = H.runtime == "luajit" and "luajit" or "lua5.4"
-    local errf = os.tmpname()
-    local p = io.popen(string.format("cd %s && KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s %s bin/kinot " ..
-      "command send %d 2>%s; echo rc=$?", H.root, sim.app_key, sim.app_secret, sim.endpoint, lua, SN, errf))
-    local out = p:read("*a")
-    p:close()
-    local f = io.open(errf)
-    local err = f:read("*a")
-    f:close()
-    os.remove(errf)
-    assert.are.equal("5", out:match("rc=(%d+)"), err)
+    local _, err, rc = H.kinot("command send " .. SN, sim.env)
+    assert.are.equal(5, rc, err)
     assert.matches("unknown_outcome", err)
     assert.matches("may or may not have reached the platform", err)
     assert.matches("kinot command get GUID", err)

@@ -102,23 +102,12 @@ describe("kinot.core http against real nginx #nginx", function()
   end)
 
   it("gives up after the connect timeout when the connection is never accepted", function()
-    -- a listener whose accept queue is full: the kernel drops further SYNs
-    local srv = socket.tcp()
-    assert(srv:bind("127.0.0.1", 0))
-    assert(srv:listen(0))
-    local _, port = srv:getsockname()
-    local fillers = {}
-    for i = 1, 4 do
-      fillers[i] = socket.tcp()
-      fillers[i]:settimeout(0)
-      fillers[i]:connect("127.0.0.1", port)
-    end
-    socket.sleep(0.1)
+    local never = H.never_accepting() -- (the kernel drops further SYNs)
+    local port = never.port
     local t0 = core.monotonic()
     local res, kind, msg, not_sent = http:request { url = "http://127.0.0.1:" .. port .. "/", connect_timeout = 0.3, timeout = 5 }
     local took = core.monotonic() - t0
-    for _, f in ipairs(fillers) do f:close() end
-    srv:close()
+    never.stop()
     assert.is_nil(res)
     assert.are.equal("timeout", kind)
     assert.matches("connect", msg:lower())

@@ -17,16 +17,9 @@ local function python()
 end
 
 local function run(sim)
-  local errf = os.tmpname()
-  local p = io.popen(string.format("%s %s/spec/support/gateway_client.py %s %s %s 2>%s; echo \"rc=$?\"", python(),
-    H.root, sim.endpoint, sim.app_key, sim.app_secret, errf))
-  local out = p:read("*a")
-  p:close()
-  local f = io.open(errf)
-  local err = f:read("*a")
-  f:close()
-  os.remove(errf)
-  return tonumber(out:match("rc=(%d+)\n?$")), out:gsub("rc=%d+\n?$", ""), err
+  local out, err, rc = H.capture(string.format("%s %s/spec/support/gateway_client.py %s %s %s", python(), H.root,
+    sim.endpoint, sim.app_key, sim.app_secret))
+  return rc, out, err
 end
 
 describe("a Python client with its own signature #sim", function()

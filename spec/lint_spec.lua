@@ -2,11 +2,9 @@
 -- compiling without a warning under -Wall -Wextra for both runtimes.
 local H = require "helpers"
 
-local function sh(cmd)
-  local p = io.popen("cd " .. H.root .. " && " .. cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return tonumber(out:match("rc=(%d+)%s*$")), out
+local function sh(cmd) -- -> its exit code, its output (from the checkout's root)
+  local out, rc = H.sh("cd " .. H.root .. " && " .. cmd)
+  return rc, out
 end
 
 describe("lint #lint", function()

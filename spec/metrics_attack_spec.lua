@@ -7,16 +7,7 @@
 local H = require "helpers"
 local metrics = require "kinot.metrics"
 
-local function samples(text)
-  local out = {}
-  for line in text:gmatch("[^\n]+") do
-    if not line:match("^#") then
-      local series, v = line:match("^(.-) (%S+)$")
-      out[series] = tonumber(v) or v
-    end
-  end
-  return out
-end
+local samples = H.samples
 
 describe("kinot.metrics fed hostile numbers #unit", function()
   it("drops an observation of NaN or an infinity: the sum and every bucket stay what the others made them", function()

@@ -5,27 +5,15 @@
 -- should be, the error logged once, and the counts written once there is
 -- room again (nothing lost).
 local H = require "helpers"
-local callback = require "kinot.callback"
 
 local SECRET = "5e2b9c1d7a3f4e6b8c0d2e4f6a8b0c1d"
-local function signed(body, secret)
-  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, secret or SECRET)) .. '"}'))
-end
-local function iso8(t) return os.date("!%Y-%m-%dT%H:%M:%S", t + 8 * 3600) .. "+08:00" end
+local function signed(body, secret) return H.signed(body, secret or SECRET) end
+local iso8 = H.iso8
 local function status_body(sn, t)
   return '{"sn":' .. sn .. ',"locked":1,"car_detected":0,"updated_at":"' .. iso8(t or os.time()) .. '"}'
 end
 
-local function samples(text)
-  local out = {}
-  for line in text:gmatch("[^\n]+") do
-    if not line:match("^#") then
-      local series, v = line:match("^(.-) (%S+)$")
-      out[series] = tonumber(v)
-    end
-  end
-  return out
-end
+local samples = H.samples
 
 local function host(dict_size)
   return H.nginx {

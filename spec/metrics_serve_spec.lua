@@ -5,43 +5,9 @@
 -- the counts exact under wrk at two workers.
 local H = require "helpers"
 local launcher = require "kinot.sim.launcher"
-local callback = require "kinot.callback"
 
-local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
-
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return (out:gsub("rc=%d+%s*$", "")), tonumber(out:match("rc=(%d+)%s*$"))
-end
-
-local function tmpdir()
-  local p = io.popen("mktemp -d /tmp/kinot-metrics.XXXXXX")
-  local d = p:read("*l")
-  p:close()
-  return d
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
--- the samples of an exposition text: "name{labels}" -> number
-local function samples(text)
-  local out = {}
-  for line in text:gmatch("[^\n]+") do
-    if not line:match("^#") then
-      local series, v = line:match("^(.-) (%S+)$")
-      out[series] = tonumber(v)
-    end
-  end
-  return out
-end
-
-local function iso8(t) return os.date("!%Y-%m-%dT%H:%M:%S", t + 8 * 3600) .. "+08:00" end
+local sh, write, samples, iso8 = H.sh, H.write, H.samples, H.iso8
+local function tmpdir() return H.tmpdir("metrics") end
 
 describe("GET /metrics of kinot serve #cli #sim #nginx", function()
   local sim, dir, s
@@ -57,24 +23,14 @@ describe("GET /metrics of kinot serve #cli #sim #nginx", function()
       rows[#rows + 1] = string.format('%d,%s,1', d.sn, n % 2 == 0 and "A" or '"Q""\\z"')
     end
     write(dir .. "/groups.csv", table.concat(rows, "\n") .. "\n")
-    local port = launcher.free_port()
-    local env = string.format("KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_API_TOKEN=tok-1 " ..
-      "KINOT_REDIS_URL=", sim.endpoint, sim.app_key, sim.app_secret)
-    local out, rc = sh(string.format("cd %s && %s %s bin/kinot serve --daemon --pid-file %s/serve.pid " ..
-      "--listen 127.0.0.1:%d --dtus 644200001,644200002 --sync-interval 300 --workers 2 --groups %s/groups.csv",
-      H.root, env, LUA, dir, port, dir))
-    assert.are.equal(0, rc, out)
-    s = { url = "http://127.0.0.1:" .. port, port = port }
-    assert(H.wait_for(function()
-      local doc = H.json("GET", s.url .. "/api/fleet")
-      return type(doc.synced_at) == "string"
-    end, 20), "no first sync")
+    s = H.serve(sim, { token = "tok-1", env = "KINOT_REDIS_URL=", pid_file = dir .. "/serve.pid", sync_within = 20,
+      args = "--dtus 644200001,644200002 --sync-interval 300 --workers 2 --groups " .. dir .. "/groups.csv" })
     for _, kind in ipairs { "lock", "sensor" } do
       assert(client:set_notifications { device_type = kind, status_changed_callback_url = s.url .. "/kinot/callback" })
     end
   end)
   teardown(function()
-    if s then sh(string.format("cd %s && %s bin/kinot serve stop --pid-file %s/serve.pid", H.root, LUA, dir)) end
+    if s then s.stop() end
     if sim then sim.stop() end
     if dir then os.execute("rm -rf " .. dir) end
   end)
@@ -141,8 +97,8 @@ describe("GET /metrics of kinot serve #cli #sim #nginx", function()
     local function n(v, k) return v[k] or 0 end
     local lock = sim.client():lockers { limit = 10 }.objects[1]
     local body = '{"sn":' .. lock.sn .. ',"locked":1,"car_detected":0,"updated_at":"' .. iso8(os.time()) .. '"}'
-    local good = body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, sim.app_secret)) .. '"}')
-    local forged = body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, "not-the-secret")) .. '"}')
+    local good = H.signed(body, sim.app_secret)
+    local forged = H.signed(body, "not-the-secret")
     assert.are.equal(200, H.raw("POST", s.url .. "/kinot/callback", good).status)
     assert.are.equal(200, H.raw("POST", s.url .. "/kinot/callback", good).status) -- the duplicate
     assert.are.equal(401, H.raw("POST", s.url .. "/kinot/callback", forged).status)
@@ -203,8 +159,8 @@ scrape_configs:
     local before = samples(scrape())
     local sensor = sim.client():sensors { limit = 10 }.objects[1]
     local body = '{"sn":' .. sensor.sn .. ',"car_detected":1,"updated_at":"' .. iso8(os.time() + 1) .. '"}'
-    local good = body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, sim.app_secret)) .. '"}')
-    local forged = body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, "forged")) .. '"}')
+    local good = H.signed(body, sim.app_secret)
+    local forged = H.signed(body, "forged")
     -- one connection a thread: a thread stopped after its 2,000th answer
     -- leaves no request in flight; it alternates a forged and a good body
     local script = dir .. "/wrk.lua"
@@ -244,23 +200,15 @@ describe("GET /metrics of kinot serve over a twin in Redis #cli #sim #nginx #red
       local sim = H.sim { locks = 60, sensors = 40, dtus = 0 }
       local rs = R.start()
       local dir = tmpdir()
-      local stopped = false
+      local stopped, srv = false, nil
       finally(function()
-        sh(string.format("cd %s && %s bin/kinot serve stop --pid-file %s/serve.pid", H.root, LUA, dir))
+        if srv then srv.stop() end
         if not stopped then rs.stop() end
         sim.stop()
         os.execute("rm -rf " .. dir)
       end)
-      local port = launcher.free_port()
-      local url = "http://127.0.0.1:" .. port
-      local out, rc = sh(string.format("cd %s && KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s %s bin/kinot " ..
-        "serve --daemon --pid-file %s/serve.pid --listen 127.0.0.1:%d --sync-interval 300 --redis %s", H.root,
-        sim.endpoint, sim.app_key, sim.app_secret, LUA, dir, port, rs.url))
-      assert.are.equal(0, rc, out)
-      assert(H.wait_for(function()
-        local doc = H.json("GET", url .. "/api/fleet")
-        return type(doc.synced_at) == "string"
-      end, 20), "no first sync")
+      srv = H.serve(sim, { pid_file = dir .. "/serve.pid", sync_within = 20, args = "--sync-interval 300 --redis " .. rs.url })
+      local url = srv.url
       local fleet = H.json("GET", url .. "/api/fleet")
       local res = H.raw("GET", url .. "/metrics")
       assert.are.equal(200, res.status)

@@ -6,18 +6,9 @@
 -- told (a fake: the point is what the pipeline counts, the sim spec
 -- covers the real server).
 local metrics = require "kinot.metrics"
+local H = require "helpers"
 
--- the samples of a text: "name{labels}" -> value
-local function samples(text)
-  local out = {}
-  for line in text:gmatch("[^\n]+") do
-    if not line:match("^#") then
-      local series, v = line:match("^(.-) (%S+)$")
-      out[series] = tonumber(v) or v
-    end
-  end
-  return out
-end
+local samples = H.samples
 
 describe("kinot.metrics #unit", function()
   it("renders counters, gauges and histograms with HELP and TYPE, a counter never moved as 0", function()

@@ -14,17 +14,9 @@ local H = require "helpers"
 
 -- starts the fake in `mode`; -> {port, url, stop()}
 local function hostile(mode)
-  local p = assert(io.popen("exec python3 " .. H.root .. "/spec/support/redis_hostile.py " .. mode))
-  local line = p:read("*l")
-  local port, pid = (line or ""):match("^(%d+) (%d+)$")
-  assert(port, "the fake Redis did not start: " .. tostring(line))
-  return {
-    port = tonumber(port), url = "redis://127.0.0.1:" .. port,
-    stop = function()
-      os.execute("kill " .. pid .. " 2>/dev/null")
-      p:close()
-    end,
-  }
+  local peer = H.fake("redis_hostile.py", mode)
+  peer.url = "redis://127.0.0.1:" .. peer.port
+  return peer
 end
 
 describe("kinot.redis bounded against a hostile server, outside nginx (LuaSocket) #peer", function()

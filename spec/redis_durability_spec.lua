@@ -12,22 +12,9 @@ local S = require "sentinel_cluster"
 local H = require "helpers"
 
 local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
-local function signed(body)
-  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, SECRET)) .. '"}'))
-end
-local function status_body(sn)
-  return signed(string.format('{"sn":%d,"locked":%d,"car_detected":0,"device_type":18}', sn, sn % 2))
-end
-local function shell(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
-local function tmpdir()
-  local p = io.popen("mktemp -d /tmp/kinot-durability.XXXXXX")
-  local d = p:read("*l")
-  p:close()
-  return d
-end
+local function status_body(sn) return H.lock_status(sn, SECRET, sn % 2) end
+local shell = H.execute
+local function tmpdir() return H.tmpdir("durability") end
 
 -- drains the stream at url into a set of sn, until `want` (a set) is all
 -- in it or nothing new came for `quiet` seconds, at most `seconds`
@@ -99,14 +86,14 @@ describe("the inbox through a Redis failover, under load #redis #nginx #slow", f
       local replicas = {}
       if cut then
         for _, r in ipairs(k.servers) do if r ~= old then replicas[#replicas + 1] = r end end
-        for _, r in ipairs(replicas) do shell("kill -STOP " .. r.pid()) end
+        for _, r in ipairs(replicas) do r.pause() end
         local c = old.client()
         assert(c:call("CLIENT", "KILL", "TYPE", "replica"))
         c:close()
         core.sleep(cut)
       end
       old.kill() -- SIGKILL, mid-load
-      for _, r in ipairs(replicas) do shell("kill -CONT " .. r.pid()) end
+      for _, r in ipairs(replicas) do r.resume() end
       local killed_at = select(2, answers())
       assert.is_truthy(H.wait_for(function() return select(2, answers()) == N end, 60), "the posters did not finish")
       local st = answers()

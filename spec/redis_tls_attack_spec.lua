@@ -14,10 +14,7 @@ local PASSWORD = "att4ck-S3cret/pw"
 
 local launcher_quote = require("kinot.sim.launcher").sh_quote
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
+local sh = H.execute
 
 local function no_password(s)
   assert.is_nil(tostring(s):find(PASSWORD, 1, true), "the password shows in: " .. tostring(s))
@@ -42,7 +39,7 @@ describe("rediss:// certificates that must be refused, outside nginx (LuaSec) #r
       { "future", { from = "20300101000000Z", to = "20300201000000Z" }, "certificate verify failed" },
     } do
       local r = R.start { tls = true, password = PASSWORD, server = case[1], sign = case[2] }
-      local ok, e = pcall(function()
+      H.guarded(function()
         local c = kredis.new(r.url, { tls = { ca_file = r.ca_file }, timeout = 1 })
         local err = refused(c, "tls")
         assert.is_false(err.retryable)
@@ -52,15 +49,13 @@ describe("rediss:// certificates that must be refused, outside nginx (LuaSec) #r
         c = kredis.new(r.url, { tls = { verify_tls = false }, timeout = 1 })
         assert.are.equal("PONG", c:call("PING"))
         c:close()
-      end)
-      r.stop()
-      assert(ok, e)
+      end, r)
     end
   end)
 
   it("a self-signed certificate: refused with the system's CAs or another CA; pinned by ca_file, still name-checked", function()
     local r = R.start { tls = true, password = PASSWORD, server = "self", sign = { self_signed = true } }
-    local ok, e = pcall(function()
+    H.guarded(function()
       for _, tls in ipairs { {}, { ca_file = r.ca_file } } do
         local c = kredis.new(r.url, { tls = tls, timeout = 1 })
         assert.matches("certificate", refused(c, "tls").message)
@@ -73,9 +68,7 @@ describe("rediss:// certificates that must be refused, outside nginx (LuaSec) #r
       c = kredis.new(r.url, { tls = { ca_file = pinned, server_name = "other.test" }, timeout = 1 })
       assert.matches("does not name other.test", refused(c, "tls").message, 1, true)
       c:close()
-    end)
-    r.stop()
-    assert(ok, e)
+    end, r)
   end)
 
   it("a certificate for another name from the trusted CA: a wildcard of two labels, a DNS name for an address", function()
@@ -83,7 +76,7 @@ describe("rediss:// certificates that must be refused, outside nginx (LuaSec) #r
     -- is not the address 127.0.0.1 (RFC 6125: addresses from IP entries only)
     local r = R.start { tls = true, password = PASSWORD, server = "wild",
                         sign = { cn = "localhost", san = "DNS:*.redis.test,DNS:127.0.0.1" } }
-    local ok, e = pcall(function()
+    H.guarded(function()
       for _, name in ipairs { "redis.test", "a.b.redis.test", "127.0.0.1", "localhost" } do
         local c = kredis.new(r.url, { tls = { ca_file = r.ca_file, server_name = name }, timeout = 1 })
         assert.matches("does not name " .. name, refused(c, "tls").message, 1, true)
@@ -92,9 +85,7 @@ describe("rediss:// certificates that must be refused, outside nginx (LuaSec) #r
       local c = kredis.new(r.url, { tls = { ca_file = r.ca_file, server_name = "A.Redis.Test" }, timeout = 1 })
       assert.are.equal("PONG", c:call("PING"))
       c:close()
-    end)
-    r.stop()
-    assert(ok, e)
+    end, r)
   end)
 
   it("a server that offers only TLS 1.0 / 1.1 (and would speak them) is refused: kind tls", function()
@@ -102,7 +93,7 @@ describe("rediss:// certificates that must be refused, outside nginx (LuaSec) #r
     -- own default refuses it); shown by openssl s_client below
     local r = R.start { tls = true, password = PASSWORD, tls_protocols = "TLSv1 TLSv1.1",
                         tls_ciphers = "DEFAULT@SECLEVEL=0", server = "old", sign = {} }
-    local ok, e = pcall(function()
+    H.guarded(function()
       assert.is_true(sh("echo | openssl s_client -connect 127.0.0.1:" .. r.port .. " -tls1 -cipher DEFAULT@SECLEVEL=0" ..
         " -CAfile " .. r.ca_file .. " 2>/dev/null | grep -q 'Protocol *: TLSv1$'"), "the server does not speak TLS 1.0")
       local c = kredis.new(r.url, { tls = { ca_file = r.ca_file }, timeout = 1 })
@@ -112,9 +103,7 @@ describe("rediss:// certificates that must be refused, outside nginx (LuaSec) #r
       c = kredis.new(r.url, { tls = { verify_tls = false }, timeout = 1 })
       refused(c, "tls")
       c:close()
-    end)
-    r.stop()
-    assert(ok, e)
+    end, r)
   end)
 end)
 
@@ -216,8 +205,7 @@ describe("rediss:// attacked inside nginx (cosockets) #redis #nginx", function()
 
   it("a handshake that drips a byte every 0.2 s ends at the call's deadline (a FAKE link: a paced proxy)", function()
     local r = R.start { tls = true, password = PASSWORD }
-    local p = assert(io.popen("exec python3 " .. H.root .. "/spec/support/drip_proxy.py " .. r.port .. " handshake"))
-    local port, pid = p:read("*n", "*n")
+    local px = R.drip_proxy(r, "handshake")
     local ng
     local ok, e = pcall(function()
       ng = inside(r.ca_file, string.format([[
@@ -227,7 +215,7 @@ describe("rediss:// attacked inside nginx (cosockets) #redis #nginx", function()
         local v, err = c:call("PING")
         ngx.update_time()
         ngx.say(string.format("%%.2f ", ngx.now() - t0), tostring(v or err))
-      ]], PASSWORD, port))
+      ]], PASSWORD, px.port))
       local body = run(ng)
       local took = tonumber(body:match("^([%d.]+) "))
       assert.is_true(took >= 0.9 and took < 1.5, body)
@@ -235,8 +223,7 @@ describe("rediss:// attacked inside nginx (cosockets) #redis #nginx", function()
       no_password(body)
     end)
     if ng then ng.stop() end
-    sh("kill " .. pid .. " 2>/dev/null")
-    p:close()
+    px.stop()
     r.stop()
     assert(ok, e)
   end)
@@ -304,9 +291,7 @@ end)
 describe("redis.host_matches never accepts a name OpenSSL's X509_check_host / X509_check_ip refuses #unit", function()
   local dir
   setup(function()
-    local p = io.popen("mktemp -d /tmp/kinot-tls-diff.XXXXXX")
-    dir = p:read("*l")
-    p:close()
+    dir = H.tmpdir("tls-diff")
   end)
   teardown(function() if dir then sh("rm -rf " .. dir) end end)
 
@@ -334,9 +319,7 @@ describe("redis.host_matches never accepts a name OpenSSL's X509_check_host / X5
     local ours_only, accepted = {}, {}
     for name, c in pairs(certs) do
       local pem = dir .. "/" .. name .. ".pem"
-      assert.is_true(sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj " ..
-        "'/CN=" .. c[1] .. "'" .. (c[2] and (" -addext subjectAltName=" .. c[2]) or "") .. " -keyout " .. dir .. "/" ..
-        name .. ".key -out " .. pem .. " >/dev/null 2>&1"))
+      R.sign(dir, name, { self_signed = true, cn = c[1], san = c[2] or false })
       local cert = require("ssl").loadcertificate(H.read(pem))
       for _, host in ipairs(hosts) do
         local ip = host:find("^[%d.]+$") or host:find(":", 1, true)
@@ -412,9 +395,7 @@ end)
 describe("an encrypted key_file (a passphrase OpenSSL would ask for on the terminal) #redis #nginx", function()
   local dir
   setup(function()
-    local p = io.popen("mktemp -d /tmp/kinot-tls-enc.XXXXXX")
-    dir = p:read("*l")
-    p:close()
+    dir = H.tmpdir("tls-enc")
     R.certificates(dir)
     -- the client key, encrypted both ways PEM has (PKCS#8, and the older Proc-Type header)
     assert.is_true(sh("openssl pkey -in " .. dir .. "/client.key -aes256 -passout pass:hunter2 -out " .. dir ..

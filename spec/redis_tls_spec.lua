@@ -15,10 +15,7 @@ local H = require "helpers"
 local PASSWORD = "tls-S3cret/Pa55@word"
 local SECRET = "5e1f0c9a2b7d4e3f8a6b1c0d9e8f7a6b"
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
+local sh = H.execute
 
 local function no_password(s)
   assert.is_nil(tostring(s):find(PASSWORD, 1, true), "the password shows in: " .. tostring(s))
@@ -35,12 +32,7 @@ local function refused(c, kind)
   return err
 end
 
-local function signed(body)
-  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, SECRET)) .. '"}'))
-end
-local function status_body(sn)
-  return signed(string.format('{"sn":%d,"locked":1,"car_detected":0,"device_type":18}', sn))
-end
+local function status_body(sn) return H.lock_status(sn, SECRET) end
 
 describe("rediss:// URLs and TLS settings #unit", function()
   it("reads rediss:// as redis:// over TLS; redis:// is unchanged", function()
@@ -97,21 +89,14 @@ end)
 describe("the host-name check outside nginx (certificates made by openssl) #unit", function()
   local dir
   setup(function()
-    local p = io.popen("mktemp -d /tmp/kinot-tls-names.XXXXXX")
-    dir = p:read("*l")
-    p:close()
+    dir = H.tmpdir("tls-names")
   end)
   teardown(function() if dir then sh("rm -rf " .. dir) end end)
 
   -- a self-signed certificate with this subject CN and these SANs, as LuaSec reads it
   local function cert(name, cn, san)
-    assert(sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=" .. cn ..
-      (san and (" -addext subjectAltName=" .. san) or "") .. " -keyout " .. dir .. "/" .. name .. ".key -out " .. dir ..
-      "/" .. name .. ".pem >/dev/null 2>&1"))
-    local f = assert(io.open(dir .. "/" .. name .. ".pem"))
-    local pem = f:read("*a")
-    f:close()
-    return assert(require("ssl").loadcertificate(pem))
+    R.sign(dir, name, { self_signed = true, cn = cn, san = san or false })
+    return assert(require("ssl").loadcertificate(H.read(dir .. "/" .. name .. ".pem")))
   end
 
   it("matches names as OpenSSL does: SANs first, one wildcard label, the CN only without DNS names", function()
@@ -216,35 +201,23 @@ describe("kinot.redis over TLS, outside nginx (LuaSocket + LuaSec) #redis", func
   end)
 
   describe("behind a link that drips the server's bytes (a FAKE: a proxy of the real server, paced)", function()
-    local function proxy(mode)
-      local p = assert(io.popen("exec python3 " .. H.root .. "/spec/support/drip_proxy.py " .. r.port .. " " .. mode))
-      local port, pid = p:read("*n", "*n")
-      return port, pid, p
-    end
-    local function stop(pid, p)
-      sh("kill " .. pid .. " 2>/dev/null")
-      p:close()
-    end
-
     it("a handshake that drips a byte every 0.2 s ends at the call's deadline", function()
-      local port, pid, p = proxy("handshake")
-      local ok, e = pcall(function()
-        local c = kredis.new("rediss://:" .. PASSWORD .. "@127.0.0.1:" .. port,
+      local px = R.drip_proxy(r, "handshake")
+      H.guarded(function()
+        local c = kredis.new("rediss://:" .. PASSWORD .. "@127.0.0.1:" .. px.port,
           { timeout = 1, tls = { ca_file = r.ca_file, server_name = "localhost" } })
         local t0 = core.monotonic()
         refused(c, "timeout")
         local took = core.monotonic() - t0
         assert.is_true(took >= 0.9 and took < 1.6, "it took " .. took .. " s")
         c:close()
-      end)
-      stop(pid, p)
-      assert(ok, e)
+      end, px)
     end)
 
     it("a reply that drips inside TLS records ends at the call's deadline (a whole record is waited for)", function()
-      local port, pid, p = proxy("later")
-      local ok, e = pcall(function()
-        local c = kredis.new("rediss://:" .. PASSWORD .. "@127.0.0.1:" .. port .. "/2",
+      local px = R.drip_proxy(r, "later")
+      H.guarded(function()
+        local c = kredis.new("rediss://:" .. PASSWORD .. "@127.0.0.1:" .. px.port .. "/2",
           { timeout = 1, tls = { ca_file = r.ca_file, server_name = "localhost" } })
         assert.are.equal("PONG", c:call("PING")) -- at full speed, its first half second
         core.sleep(0.6)
@@ -253,9 +226,7 @@ describe("kinot.redis over TLS, outside nginx (LuaSocket + LuaSec) #redis", func
         local took = core.monotonic() - t0
         assert.is_true(took >= 0.9 and took < 1.6, "it took " .. took .. " s")
         c:close()
-      end)
-      stop(pid, p)
-      assert(ok, e)
+      end, px)
     end)
   end)
 
@@ -365,65 +336,56 @@ describe("rediss:// inside nginx (cosockets: the callback inbox, the pool, the s
     return n
   end
 
+  -- sn's callback posted to ng: answered status, and then stored n times
+  local function delivered(ng, sn, status, n)
+    assert.are.equal(status, post(ng, status_body(sn)).status)
+    assert.are.equal(n, stored(sn))
+  end
+
   it("with the right CA: the inbox stores a callback (200), the pool keeps the connection, a restart is survived", function()
     local ng = host(r.ca_file, "{ server_name = 'localhost' }")
-    local ok, e = pcall(function()
-      assert.are.equal(200, post(ng, status_body(7001)).status)
-      assert.are.equal(1, stored(7001))
+    H.guarded(function()
+      delivered(ng, 7001, 200, 1)
       local a = H.raw("GET", ng.url .. "/id").body
       assert.are.equal(a, H.raw("GET", ng.url .. "/id").body) -- the same connection, from the pool
       r.restart() -- the pooled TLS connections die with it
       assert.matches("^%d+\n$", H.raw("GET", ng.url .. "/id").body)
-      assert.are.equal(200, post(ng, status_body(7002)).status)
-      assert.are.equal(1, stored(7002))
+      delivered(ng, 7002, 200, 1)
       no_password(ng.log())
-    end)
-    ng.stop()
-    assert(ok, e)
+    end, ng)
   end)
 
   it("with a CA that did not sign the server's certificate: 503, kind tls, and nothing stored", function()
     local ng = host(r.other_ca_file, "{ server_name = 'localhost' }")
-    local ok, e = pcall(function()
-      assert.are.equal(503, post(ng, status_body(7101)).status)
-      assert.are.equal(0, stored(7101))
+    H.guarded(function()
+      delivered(ng, 7101, 503, 0)
       local said = H.raw("GET", ng.url .. "/id").body
       assert.matches("^kinot: tls: redis 127.0.0.1:" .. r.port .. ": TLS handshake failed: ", said)
       assert.matches("lua_ssl_trusted_certificate", said, 1, true)
       no_password(said)
       no_password(ng.log())
-    end)
-    ng.stop()
-    assert(ok, e)
+    end, ng)
   end)
 
   it("refuses a wrong host name, and an IP address nginx cannot check as a name (saying to give server_name)", function()
     local ng = host(r.ca_file, "{ server_name = 'redis.example' }")
-    local ok, e = pcall(function()
-      assert.are.equal(503, post(ng, status_body(7201)).status)
-      assert.are.equal(0, stored(7201))
+    H.guarded(function()
+      delivered(ng, 7201, 503, 0)
       assert.matches("^kinot: tls: .*certificate host mismatch", H.raw("GET", ng.url .. "/id").body)
-    end)
-    ng.stop()
-    assert(ok, e)
+    end, ng)
     ng = host(r.ca_file, "nil")
-    ok, e = pcall(function()
+    H.guarded(function()
       assert.are.equal(503, post(ng, status_body(7202)).status)
       assert.matches("certificate host mismatch %(nginx checks the name as a DNS name: give server_name",
         H.raw("GET", ng.url .. "/id").body)
-    end)
-    ng.stop()
-    assert(ok, e)
+    end, ng)
   end)
 
   it("with verify_tls = false, connects to the server nginx's CAs cannot verify", function()
     local ng = host(r.other_ca_file, "{ verify_tls = false }")
-    local ok, e = pcall(function()
-      assert.are.equal(200, post(ng, status_body(7301)).status)
-      assert.are.equal(1, stored(7301))
-    end)
-    ng.stop()
-    assert(ok, e)
+    H.guarded(function()
+      delivered(ng, 7301, 200, 1)
+    end, ng)
   end)
 
   it("a server that accepts and never answers the handshake cannot hold a call past its timeout", function()
@@ -473,39 +435,17 @@ describe("kinot worker against a rediss:// Redis #redis #cli", function()
   local r, dir
   setup(function()
     r = R.start { tls = true, password = PASSWORD }
-    local p = io.popen("mktemp -d /tmp/kinot-tls-worker.XXXXXX")
-    dir = p:read("*l")
-    p:close()
-    local f = assert(io.open(dir .. "/spec_tls_handler.lua", "w"))
-    f:write(string.format([[
-return function(ev)
-  local f = assert(io.open(%q, "a"))
-  f:write(ev.sn, "\n")
-  f:close()
-end
-]], dir .. "/handled"))
-    f:close()
+    dir = H.sn_handler("spec_tls_handler") -- (its events' sn in dir/handled)
   end)
   teardown(function()
     if r then r.stop() end
     if dir then sh("rm -rf " .. dir) end
   end)
 
-  local function lines(path)
-    local out, f = {}, io.open(path)
-    if f then
-      for l in f:lines() do out[#out + 1] = l end
-      f:close()
-    end
-    return out
-  end
+  local lines = H.lines
   local function spawn(name, args)
-    local p = io.popen(string.format("cd %s && LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' exec %s bin/kinot worker " ..
-      "--stream kinot:tlsw --group g --handler spec_tls_handler --block 0.2 %s >%s/%s.log 2>&1 & echo $!",
-      H.root, dir, r.url, H.runtime == "luajit" and "luajit" or "lua5.4", args, dir, name))
-    local pid = tonumber(p:read("*l"))
-    p:close()
-    return pid
+    return H.kinot_spawn("worker --stream kinot:tlsw --group g --handler spec_tls_handler --block 0.2 " .. args,
+      "LUA_PATH='" .. dir .. "/?.lua;;' KINOT_REDIS_URL='" .. r.url .. "'", dir .. "/" .. name .. ".log")
   end
   local function put(sn)
     local c = r.client()

@@ -9,28 +9,13 @@ local H = require "helpers"
 
 local kinot = H.kinot
 
--- the page as Python's parser reads it (spec/support/report_html.py)
-local function parse(path)
-  local p = io.popen(string.format("python3 %s/spec/support/report_html.py %q 2>&1", H.root, path))
-  local text = p:read("*a")
-  p:close()
-  local doc = json.decode(text)
-  assert(type(doc) == "table", "report_html.py: " .. text)
-  return doc
-end
+local parse = H.parse_report_html -- (the page as Python's parser reads it)
 
 local function listing(dir)
   local p = io.popen("ls -A " .. dir)
   local text = p:read("*a")
   p:close()
   return text
-end
-
-local function tmpdir()
-  local p = io.popen("mktemp -d /tmp/kinot-spec.XXXXXX")
-  local dir = p:read("*l")
-  p:close()
-  return dir
 end
 
 -- a source for kinot.cli.report.build (the seam the client and the twin
@@ -111,7 +96,7 @@ describe("kinot report --from a server answering hostile JSON #cli", function()
   -- a temp file behind
   local dir, port, pid, body_file
   setup(function()
-    dir = tmpdir()
+    dir = H.tmpdir("report")
     body_file = dir .. "/body.json"
     local f = assert(io.open(body_file, "wb"))
     f:write("{}")
@@ -214,8 +199,8 @@ describe("kinot report --html: credentials, FILE, null members #cli #sim", funct
   local sim, env, dir
   setup(function()
     sim = H.sim { locks = 12, sensors = 5, dtus = 2 }
-    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
-    dir = tmpdir()
+    env = sim.env
+    dir = H.tmpdir("report")
   end)
   teardown(function()
     if sim then sim.stop() end
@@ -345,8 +330,8 @@ describe("kinot report --html interrupted #cli #sim", function()
   local sim, env, dir
   setup(function()
     sim = H.sim { locks = 12, sensors = 5, dtus = 2 }
-    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
-    dir = tmpdir()
+    env = sim.env
+    dir = H.tmpdir("report")
   end)
   teardown(function()
     if sim then sim.stop() end
@@ -375,44 +360,30 @@ describe("kinot report --html interrupted #cli #sim", function()
 end)
 
 describe("kinot report --from a kinot serve whose twin holds hostile values #cli #sim #nginx", function()
-  local sim, env, dir, serve_url, pid_file
+  local sim, dir, serve_url, serve
   local HOSTILE = [[</style></svg>]] .. "]]><script>alert('x')</script>\"&amp;\194\133\226\128\174\255"
   setup(function()
     sim = H.sim { locks = 20, sensors = 6, dtus = 2 }
-    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
     -- before the serve's first sync: its twin takes them as the platform sends them
     -- (not updated_at = null: the twin's sync refuses the whole fleet for it,
     -- "dtu ... has no updated_at the twin can order": a matter of kinot.fleet)
     sim.call("POST", "/devices/644200002", { host = HOSTILE, online = "offline" })
     sim.call("POST", "/devices/644200001", { host = json.null, online = "offline" })
-    dir = tmpdir()
-    pid_file = dir .. "/serve.pid"
-    local port = require("kinot.sim.launcher").free_port()
-    local out, err, rc = kinot(string.format("serve --daemon --pid-file %s --listen 127.0.0.1:%d --dtus 644200001,644200002",
-      pid_file, port), env .. " KINOT_REDIS_URL=")
-    assert(rc == 0, out .. err)
-    serve_url = "http://127.0.0.1:" .. port
-    assert(H.wait_for(function()
-      local doc = H.json("GET", serve_url .. "/api/fleet")
-      return doc and type(doc.synced_at) == "string"
-    end, 15), "no first sync")
+    dir = H.tmpdir("report")
+    serve = H.serve(sim, { env = "KINOT_REDIS_URL=", pid_file = dir .. "/serve.pid",
+                           args = "--dtus 644200001,644200002" })
+    serve_url = serve.url
   end)
   teardown(function()
-    if pid_file then kinot("serve stop --pid-file " .. pid_file) end
+    if serve then serve.stop() end
     if sim then sim.stop() end
     if dir then os.execute("rm -rf " .. dir) end
   end)
 
   it("gives the platform's figures and shows the hostile values as text", function()
-    local args = " report --dtu 644200001 --dtu 644200002"
-    local direct, err, rc = kinot("--json" .. args, env)
-    assert.are.equal(0, rc, err)
     local page = dir .. "/twin.html"
-    local twin, terr, trc = kinot("--json" .. args .. " --from " .. serve_url .. " --html " .. page,
-      "KINOT_APP_KEY= KINOT_APP_SECRET= KINOT_API_TOKEN=")
-    assert.are.equal(0, trc, terr)
-    assert.are.same(json.decode(direct), json.decode(twin))
-    assert.are.equal(2, #json.decode(twin).dtus.offline)
+    local twin = H.twin_report(sim, serve_url, page, " report --dtu 644200001 --dtu 644200002")
+    assert.are.equal(2, #twin.dtus.offline)
     local doc = parse(page)
     assert.are.same({}, doc.errors)
     assert.is_nil(doc.tags.script)

@@ -10,15 +10,7 @@ local H = require "helpers"
 local kinot = H.kinot
 local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
 
--- the page as Python's parser reads it (report_html.py's JSON)
-local function parse(path)
-  local p = io.popen(string.format("python3 %s/spec/support/report_html.py %q 2>&1", H.root, path))
-  local text = p:read("*a")
-  p:close()
-  local doc = json.decode(text)
-  assert(type(doc) == "table", "report_html.py: " .. text)
-  return doc
-end
+local parse = H.parse_report_html -- (the page as Python's parser reads it)
 
 -- the svg elements of a page's text, the charts parsed alone
 local function svg_page(svg)
@@ -126,10 +118,8 @@ describe("kinot report --html #cli #sim", function()
   local HOSTILE = [[<script>alert("x")</script><img src=x onerror=alert(1)>' &amp; ]] .. "\27]0;pwned\7"
   setup(function()
     sim = H.sim { locks = 123, sensors = 45, dtus = 4, command_pace = 0.02 }
-    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
+    env = sim.env
+    dir = H.tmpdir("report")
     -- a car park: two levels of two zones for the locks, the sensors in one
     -- zone of their own, a group of 1, three locks in no group
     local f = assert(io.open(dir .. "/bays.csv", "wb"))
@@ -362,10 +352,8 @@ describe("kinot report --html in chromium #cli #sim #browser", function()
     assert(H.read(H.root .. "/spec/browser/node_modules/playwright-core/package.json"),
       "playwright-core is missing: `make deps` installs it into spec/browser/node_modules")
     sim = H.sim { locks = 123, sensors = 45, dtus = 4 }
-    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
+    env = sim.env
+    dir = H.tmpdir("report")
   end)
   teardown(function()
     if sim then sim.stop() end -- (a setup that failed started none)
@@ -373,12 +361,8 @@ describe("kinot report --html in chromium #cli #sim #browser", function()
   end)
 
   local function render(page, shot)
-    local p = io.popen(string.format("cd %s/spec/browser && node %s %q %s 2>&1", H.root, RENDER, page, shot or ""))
-    local text = p:read("*a")
-    p:close()
-    local doc = json.decode(text)
-    assert(type(doc) == "table", "report-render.js: " .. text)
-    return doc
+    return H.json_of(string.format("cd %s/spec/browser && node %s %q %s", H.root, RENDER, page, shot or ""),
+      "report-render.js")
   end
 
   it("renders without a console error or a request, at a sane size, and prints", function()
@@ -421,40 +405,24 @@ describe("kinot report --html in chromium #cli #sim #browser", function()
 end)
 
 describe("kinot report --from a kinot serve's twin #cli #sim #nginx", function()
-  local sim, env, dir, serve_url, pid_file
+  local sim, dir, serve_url, serve
   setup(function()
     sim = H.sim { locks = 234, sensors = 56, dtus = 3 }
-    env = string.format("KINOT_APP_KEY=%s KINOT_APP_SECRET=%s KINOT_ENDPOINT=%s", sim.app_key, sim.app_secret, sim.endpoint)
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
-    pid_file = dir .. "/serve.pid"
-    local port = require("kinot.sim.launcher").free_port()
-    local out, err, rc = kinot(string.format("serve --daemon --pid-file %s --listen 127.0.0.1:%d --dtus 644200001,644200002",
-      pid_file, port), env .. " KINOT_REDIS_URL=")
-    assert(rc == 0, out .. err)
-    serve_url = "http://127.0.0.1:" .. port
-    assert(H.wait_for(function()
-      local doc = H.json("GET", serve_url .. "/api/fleet")
-      return doc and type(doc.synced_at) == "string"
-    end, 15), "no first sync")
+    dir = H.tmpdir("report")
+    serve = H.serve(sim, { env = "KINOT_REDIS_URL=", pid_file = dir .. "/serve.pid",
+                           args = "--dtus 644200001,644200002" })
+    serve_url = serve.url
   end)
   teardown(function()
-    if pid_file then kinot("serve stop --pid-file " .. pid_file) end
+    if serve then serve.stop() end
     if sim then sim.stop() end
     if dir then os.execute("rm -rf " .. dir) end
   end)
 
   it("gives the platform's report from the twin: the same JSON, the serve's URL on the page, no credential needed", function()
-    local args = " report --dtu 644200001 --dtu 644200002"
-    local direct, err, rc = kinot("--json" .. args, env)
-    assert.are.equal(0, rc, err)
     local page = dir .. "/twin.html"
-    local twin, terr, trc = kinot("--json" .. args .. " --from " .. serve_url .. " --html " .. page,
-      "KINOT_APP_KEY= KINOT_APP_SECRET= KINOT_API_TOKEN=")
-    assert.are.equal(0, trc, terr)
-    assert.are.same(json.decode(direct), json.decode(twin))
-    assert.are.equal(234, json.decode(twin).locks.total)
+    local twin = H.twin_report(sim, serve_url, page, " report --dtu 644200001 --dtu 644200002")
+    assert.are.equal(234, twin.locks.total)
     local doc = parse(page)
     assert.are.same({}, doc.errors)
     assert.are.equal(serve_url, doc.figures.endpoint)

@@ -9,11 +9,9 @@ local H = require "helpers"
 local ABI = H.runtime == "luajit" and "5.1" or "5.4"
 local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
 
-local function sh(cmd)
-  local p = io.popen("cd " .. H.root .. " && " .. cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return tonumber(out:match("rc=(%d+)%s*$")), out
+local function sh(cmd) -- -> its exit code, its output (from the checkout's root)
+  local out, rc = H.sh("cd " .. H.root .. " && " .. cmd)
+  return rc, out
 end
 
 -- the probe: which processes carry the sanitizers' runtime (a process's own
@@ -59,7 +57,7 @@ describe("make sanitize: only the Lua processes run sanitized #build #slow #nosa
     rc, vars = sh("make -s --no-print-directory --eval 'kinot-asan-vars: ; $(info $(ASAN_ENV))$(info $(ASAN_TOOLS))' " ..
       "kinot-asan-vars")
     assert(rc == 0, vars)
-    local env, tools = vars:match("^([^\n]*)\n([^\n]*)\nrc=%d+%s*$")
+    local env, tools = vars:match("^([^\n]*)\n([^\n]*)%s*$") -- (H.sh leaves out its rc= line)
     assert(env, vars)
     -- (both runtimes' suites may run at once: one make at a time here)
     local built

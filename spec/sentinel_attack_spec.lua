@@ -11,16 +11,7 @@ local R = require "redis_server"
 local H = require "helpers"
 
 local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
-local function signed(body)
-  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, SECRET)) .. '"}'))
-end
-local function status_body(sn)
-  return signed(string.format('{"sn":%d,"locked":1,"car_detected":0,"device_type":18}', sn))
-end
-local function shell(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
+local function status_body(sn) return H.lock_status(sn, SECRET) end
 
 local function raises(fn)
   local ok, e = pcall(fn)
@@ -106,22 +97,10 @@ describe("the inbox's wait against a replica that has nothing #redis", function(
   it("a redelivery found stored, on another connection, is 503 while no replica has the entry", function()
     local master, replica
     finally(function()
-      if replica then
-        local pid = replica.pid()
-        if pid then shell("kill -CONT " .. pid) end
-        replica.stop()
-      end
+      if replica then replica.stop() end -- (stopped, paused or not)
       if master then master.stop() end
     end)
-    master = R.start { conf = { "repl-diskless-sync-delay 0" } }
-    replica = R.start { conf = { "replicaof 127.0.0.1 " .. master.port } }
-    local function online()
-      local c = master.client { timeout = 1 }
-      local info = tostring(c:call("INFO", "replication"))
-      c:close()
-      return info:find("state=online", 1, true) ~= nil
-    end
-    assert.is_truthy(H.wait_for(online, 10))
+    master, replica = R.pair() -- (the replica in sync)
     local inbox = { redis = master.url, stream = "waited", wait = { replicas = 1, timeout = 0.3 } }
     local first = callback.receiver { secret = SECRET, max_age = false, inbox = inbox }
     -- another worker, which took an event of its own before (its
@@ -129,7 +108,7 @@ describe("the inbox's wait against a replica that has nothing #redis", function(
     local other = callback.receiver { secret = SECRET, max_age = false, inbox = inbox }
     assert.is_truthy(H.wait_for(function() return (first:receive(status_body(1))) == 200 end, 5))
     assert.is_truthy(H.wait_for(function() return (other:receive(status_body(3))) == 200 end, 5))
-    shell("kill -STOP " .. replica.pid())
+    replica.pause()
     local body = status_body(2)
     local st, res, _, err = first:receive(body)
     assert.are.equal(503, st, res)
@@ -138,7 +117,7 @@ describe("the inbox's wait against a replica that has nothing #redis", function(
     st, res, _, err = other:receive(body)
     assert.are.equal(503, st, res)
     assert.matches("0 of 1 replica", tostring(err))
-    shell("kill -CONT " .. replica.pid())
+    replica.resume()
     -- (the replica catches up: then the redelivery is 200, on either)
     assert.is_truthy(H.wait_for(function() return (other:receive(body)) == 200 end, 10))
     -- Redis 7.2 and later move a connection's WAIT offset only on a
@@ -278,10 +257,7 @@ describe("a Sentinel that names another Redis #redis #slow", function()
     k = S.start { replicas = 1, sentinels = 1 }
     k.wait_ready()
     other = R.start {}
-    local sc = k.sentinel_client(1)
-    assert.are.equal("OK", sc:call("SENTINEL", "REMOVE", S.NAME))
-    assert.are.equal("OK", sc:call("SENTINEL", "MONITOR", S.NAME, "127.0.0.1", other.port, 1))
-    sc:close()
+    k.monitor(1, other.port)
     local rcv = callback.receiver { secret = SECRET, max_age = false,
                                     inbox = { redis = k.url, wait = { replicas = 1, timeout = 0.3 } } }
     local st, res, _, err = rcv:receive(status_body(1))
@@ -306,21 +282,14 @@ describe("a Sentinel that names a hung server #redis #slow", function()
     local sentinel = require "kinot.redis_sentinel"
     local k, hung
     finally(function()
-      if hung then
-        local pid = hung.pid()
-        if pid then shell("kill -CONT " .. pid) end
-        hung.stop()
-      end
+      if hung then hung.stop() end -- (stopped, paused or not)
       if k then k.stop() end
     end)
     k = S.start { replicas = 1, sentinels = 2 }
     k.wait_ready()
     hung = R.start {}
-    local sc = k.sentinel_client(1)
-    assert.are.equal("OK", sc:call("SENTINEL", "REMOVE", S.NAME))
-    assert.are.equal("OK", sc:call("SENTINEL", "MONITOR", S.NAME, "127.0.0.1", hung.port, 1))
-    sc:close()
-    shell("kill -STOP " .. hung.pid())
+    k.monitor(1, hung.port)
+    hung.pause()
     local c = kredis.new(k.url, { timeout = 2, connect_timeout = 0.3 })
     sentinel.forget(c.sentinel)
     local v, err = c:call("PING")
@@ -416,18 +385,14 @@ describe("a wait that falls short, and the Sentinels #redis #slow", function()
   -- from its replicas is used (and its WAIT fails all that time: 503).
   it("asks a Sentinel about once a second, not once a request", function()
     local S = require "sentinel_cluster"
-    local k, stopped
-    finally(function()
-      if stopped then shell("kill -CONT " .. stopped) end
-      if k then k.stop() end
-    end)
+    local k
+    finally(function() if k then k.stop() end end) -- (a paused replica too)
     k = S.start { replicas = 1, sentinels = 1 }
     k.wait_ready()
     local rcv = callback.receiver { secret = SECRET, max_age = false,
                                     inbox = { redis = k.url, wait = { replicas = 1, timeout = 0.05 } } }
     assert.is_truthy(H.wait_for(function() return (rcv:receive(status_body(1))) == 200 end, 5))
-    for _, r in ipairs(k.servers) do if r.port ~= k.master_port() then stopped = r.pid() end end
-    shell("kill -STOP " .. stopped)
+    for _, r in ipairs(k.replicas()) do r.pause() end
     -- commands the only Sentinel ran (a Sentinel's INFO has no
     -- commandstats; alone, no other Sentinel sends it any)
     local function lookups()
@@ -460,21 +425,10 @@ describe("the inbox's group commit, wait, and a script flushed mid-batch #redis 
     local master, replica, ng
     finally(function()
       if ng then ng.stop() end
-      if replica then
-        local pid = replica.pid()
-        if pid then shell("kill -CONT " .. pid) end
-        replica.stop()
-      end
+      if replica then replica.stop() end -- (stopped, paused or not)
       if master then master.stop() end
     end)
-    master = R.start { conf = { "repl-diskless-sync-delay 0" } }
-    replica = R.start { conf = { "replicaof 127.0.0.1 " .. master.port } }
-    assert.is_truthy(H.wait_for(function()
-      local c = master.client { timeout = 1 }
-      local info = tostring(c:call("INFO", "replication"))
-      c:close()
-      return info:find("state=online", 1, true) ~= nil
-    end, 10))
+    master, replica = R.pair() -- (the replica in sync)
     ng = H.nginx {
       http = [[
         init_by_lua_block {
@@ -516,7 +470,7 @@ describe("the inbox's group commit, wait, and a script flushed mid-batch #redis 
       local b = H.raw("GET", ng.url .. "/put").body
       return b == "true \n" or b == "false \n"
     end, 10))
-    assert.is_true(shell("kill -STOP " .. replica.pid()))
+    replica.pause()
     local body = H.raw("GET", ng.url .. "/batch").body
     local bound = 2 * (0.5 + 0.4) + 1
     local n = 0
@@ -545,8 +499,7 @@ describe("the inbox's group commit on a replica #redis #nginx", function()
       if replica then replica.stop() end
       if master then master.stop() end
     end)
-    master = R.start { conf = { "repl-diskless-sync-delay 0" } }
-    replica = R.start { conf = { "replicaof 127.0.0.1 " .. master.port } }
+    master, replica = R.pair()
     local stored = require("kinot.callback.inbox").new { redis = master.url, stream = "ro" }
     assert.is_true(stored:put("old", "{}", 1))
     assert.is_truthy(H.wait_for(function()

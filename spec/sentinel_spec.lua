@@ -12,16 +12,7 @@ local S = require "sentinel_cluster"
 local H = require "helpers"
 
 local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
-local function signed(body)
-  return (body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, SECRET)) .. '"}'))
-end
-local function status_body(sn)
-  return signed(string.format('{"sn":%d,"locked":1,"car_detected":0,"device_type":18}', sn))
-end
-local function shell(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
+local function status_body(sn) return H.lock_status(sn, SECRET) end
 -- ROLE of the server a client talks to now ("master", "slave")
 local function role_of(k, c)
   local d = k.server(tonumber(c.where:match(":(%d+)$"))).client()
@@ -228,10 +219,9 @@ describe("a Redis behind Sentinel #redis #nginx #slow", function()
     local plain = callback.receiver { secret = SECRET, max_age = false, inbox = { redis = k.url, stream = "waited" } }
     -- (a loaded machine may keep a replica's acknowledgement past 0.3 s now and then)
     assert.is_truthy(H.wait_for(function() return (rcv:receive(status_body(1))) == 200 end, 5))
-    local replicas = {}
-    for _, r in ipairs(k.servers) do if r.port ~= k.master_port() then replicas[#replicas + 1] = r end end
+    local replicas = k.replicas()
     assert.are.equal(2, #replicas)
-    for _, r in ipairs(replicas) do shell("kill -STOP " .. r.pid()) end
+    for _, r in ipairs(replicas) do r.pause() end
     local ok, e = pcall(function()
       local body = status_body(2)
       local st, res, _, err = rcv:receive(body)
@@ -244,7 +234,7 @@ describe("a Redis behind Sentinel #redis #nginx #slow", function()
       -- without wait, the same is answered 200 at once
       assert.are.equal(200, (plain:receive(status_body(3))))
     end)
-    for _, r in ipairs(replicas) do shell("kill -CONT " .. r.pid()) end
+    for _, r in ipairs(replicas) do r.resume() end
     assert(ok, e)
     -- (the replicas catch up on what they missed while stopped)
     assert.is_truthy(H.wait_for(function() return (rcv:receive(status_body(2))) == 200 end, 10))
@@ -260,9 +250,8 @@ describe("a Redis behind Sentinel #redis #nginx #slow", function()
     local state, token = store:claim("d1")
     assert.are.equal("new", state)
     assert.is_true(store:settle("d1", token, true))
-    local replicas = {}
-    for _, r in ipairs(k.servers) do if r.port ~= k.master_port() then replicas[#replicas + 1] = r end end
-    for _, r in ipairs(replicas) do shell("kill -STOP " .. r.pid()) end
+    local replicas = k.replicas()
+    for _, r in ipairs(replicas) do r.pause() end
     local ok, e = pcall(function()
       state, token = store:claim("d2")
       assert.are.equal("new", state)
@@ -275,7 +264,7 @@ describe("a Redis behind Sentinel #redis #nginx #slow", function()
       state, token = store:claim("d3")
       assert.is_true(store:settle("d3", token, false))
     end)
-    for _, r in ipairs(replicas) do shell("kill -CONT " .. r.pid()) end
+    for _, r in ipairs(replicas) do r.resume() end
     assert(ok, e)
   end)
 
@@ -285,9 +274,7 @@ describe("a Redis behind Sentinel #redis #nginx #slow", function()
     local fakes = {}
     local ok, e = pcall(function()
       for _, mode in ipairs { "drip", "badaddr", "deep" } do
-        local p = assert(io.popen("exec python3 " .. H.root .. "/spec/support/redis_hostile.py " .. mode))
-        local port, pid = (p:read("*l") or ""):match("^(%d+) (%d+)$")
-        fakes[#fakes + 1] = { port = port, pid = pid, p = p }
+        fakes[#fakes + 1] = H.fake("redis_hostile.py", mode)
       end
       local down = launcher.free_port()
       local url = k.url:gsub("@", "@127.0.0.1:" .. fakes[1].port .. ",127.0.0.1:" .. fakes[2].port .. ",127.0.0.1:" ..
@@ -314,10 +301,7 @@ describe("a Redis behind Sentinel #redis #nginx #slow", function()
       assert.is_nil(err.message:find("Pw", 1, true))
       c:close()
     end)
-    for _, f in ipairs(fakes) do
-      os.execute("kill " .. f.pid .. " 2>/dev/null")
-      f.p:close()
-    end
+    for _, f in ipairs(fakes) do f.stop() end
     assert(ok, e)
   end)
 
@@ -350,18 +334,7 @@ describe("a Redis behind Sentinel #redis #nginx #slow", function()
   end)
 
   it("kinot worker --redis redis+sentinel://... runs the stored events, and shows neither password", function()
-    local p = io.popen("mktemp -d /tmp/kinot-sentinel-worker.XXXXXX")
-    local dir = p:read("*l")
-    p:close()
-    local f = assert(io.open(dir .. "/sentinel_handler.lua", "w"))
-    f:write(string.format([[
-return function(ev)
-  local f = assert(io.open(%q, "a"))
-  f:write(ev.sn, "\n")
-  f:close()
-end
-]], dir .. "/done"))
-    f:close()
+    local dir = H.sn_handler("sentinel_handler")
     local box = require("kinot.callback.inbox").new { redis = k.url, stream = "cli" }
     for sn = 1, 5 do
       local body = status_body(100 + sn)
@@ -370,23 +343,19 @@ end
     box.client:close()
     local pid
     local ok, e = pcall(function()
-      local cmd = string.format("cd %s && LUA_PATH='%s/?.lua;;' exec %s bin/kinot worker --redis '%s' --stream cli " ..
-        "--handler sentinel_handler --block 0.2 >%s/log 2>&1 & echo $!", H.root, dir,
-        H.runtime == "luajit" and "luajit" or "lua5.4", k.url, dir)
-      local pp = io.popen(cmd)
-      pid = tonumber(pp:read("*l"))
-      pp:close()
+      pid = H.kinot_spawn("worker --redis '" .. k.url .. "' --stream cli --handler sentinel_handler --block 0.2",
+        "LUA_PATH='" .. dir .. "/?.lua;;'", dir .. "/log")
       assert.is_truthy(H.wait_for(function()
-        local d = H.read(dir .. "/done")
+        local d = H.read(dir .. "/handled")
         return d and select(2, d:gsub("\n", "")) == 5
-      end, 10), "the worker ran: " .. tostring(H.read(dir .. "/done")) .. "\n" .. tostring(H.read(dir .. "/log")))
+      end, 10), "the worker ran: " .. tostring(H.read(dir .. "/handled")) .. "\n" .. tostring(H.read(dir .. "/log")))
       local log = H.read(dir .. "/log")
       assert.matches("on redis+sentinel://***@127.0.0.1:", log, 1, true)
       assert.matches("sentinel_password=***", log, 1, true)
       assert.is_nil(log:find("Pw", 1, true), log)
     end)
-    if pid then shell("kill -KILL " .. pid .. " 2>/dev/null") end
-    shell("rm -rf " .. dir)
+    if pid then H.execute("kill -KILL " .. pid .. " 2>/dev/null") end
+    H.execute("rm -rf " .. dir)
     assert(ok, e)
   end)
   -- last: it leaves the old master to Sentinel to mend

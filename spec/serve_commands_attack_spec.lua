@@ -8,32 +8,40 @@ local H = require "helpers"
 local json = require "kinot.json"
 local launcher = require "kinot.sim.launcher"
 
-local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
 local TOKEN = "attack-spec-token-5e1d"
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return (out:gsub("rc=%d+%s*$", "")), tonumber(out:match("rc=(%d+)%s*$"))
+local sh = H.sh
+
+-- serve(sim, token, extra) -> { url, port, prefix, stop() }: a `kinot serve --daemon` over the simulator, synced
+local function serve(sim, token, extra) return H.serve(sim, { token = token, args = extra }) end
+
+-- commands_host(o) -> nginx serving kinot.serve.commands alone: its records in a dict of o.dict (a size), its
+-- client o.client (Lua source), more CTX fields o.ctx (source), CTX.spawn o.spawn (source; a timer a follow unless
+-- given); the twin a stand-in (every serial a lock)
+local function commands_host(o)
+  return H.nginx {
+    http = "lua_shared_dict cmds " .. o.dict .. ";\n" ..
+      "init_worker_by_lua_block {\n" ..
+      "  local mod = require 'kinot.serve.commands'\n" ..
+      "  local client = " .. o.client .. "\n" ..
+      "  CTX = { dict = ngx.shared.cmds, token = '" .. TOKEN .. "', now = ngx.now, client = client," .. (o.ctx or "") ..
+      "\n    twin = { device = function(_, sn) return { sn = sn, kind = 'lock' } end } }\n" ..
+      (o.spawn or "  function CTX.spawn(id) ngx.timer.at(0, function() mod.follow(CTX, id) end) end\n") ..
+      "}",
+    server = "location / { content_by_lua_block { require('kinot.serve.commands').nginx(CTX) } }",
+  }
 end
 
--- serve(sim, token, extra) -> { url, port, stop() }: a `kinot serve --daemon` over the simulator, synced
-local function serve(sim, token, extra)
-  local port, pid_file = launcher.free_port(), os.tmpname()
-  local out, rc = sh(string.format("cd %s && KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s %s %s " ..
-    "bin/kinot serve --daemon --pid-file %s --listen 127.0.0.1:%d %s", H.root, sim.endpoint,
-    sim.app_key, sim.app_secret, token and ("KINOT_API_TOKEN=" .. token) or "", LUA, pid_file, port, extra or ""))
-  assert.are.equal(0, rc, out)
-  local s = { url = "http://127.0.0.1:" .. port, port = port, prefix = H.read(pid_file):match("^(%S+)") }
-  function s.stop()
-    sh(string.format("cd %s && %s bin/kinot serve stop --pid-file %s", H.root, LUA, pid_file))
-    os.remove(pid_file)
-  end
-  assert.is_truthy(H.wait_for(function()
-    return type((H.json("GET", s.url .. "/api/fleet")).synced_at) == "string"
-  end, 15), "no sync")
-  return s
+-- post_reset(url, sn, request_id) -> the answer to a POST of reset_bt_match_code for sn, with the token
+local function post_reset(url, sn, id)
+  return H.raw("POST", url .. "/api/devices/" .. sn .. "/commands",
+    '{"command":"reset_bt_match_code","request_id":"' .. id .. '"}',
+    { ["Content-Type"] = "application/json", Authorization = "Bearer " .. TOKEN })
+end
+-- post_reset_doc(url, sn, request_id) -> its status, its body decoded
+local function post_reset_doc(url, sn, id)
+  local res = post_reset(url, sn, id)
+  return res.status, json.decode(res.body)
 end
 
 describe("kinot serve's token compared #unit", function()
@@ -149,9 +157,7 @@ describe("kinot serve's commands across a reload #nginx #sim #cli #slow", functi
     local s = serve(sim, TOKEN, "--workers 1")
     finally(function() s.stop() end)
     local lock = H.json("GET", s.url .. "/api/devices?kind=lock").devices[1].sn
-    local res = H.raw("POST", s.url .. "/api/devices/" .. lock .. "/commands",
-      '{"command":"reset_bt_match_code","request_id":"reload-request-00001"}',
-      { ["Content-Type"] = "application/json", Authorization = "Bearer " .. TOKEN })
+    local res = post_reset(s.url, lock, "reload-request-00001")
     assert.are.equal(202, res.status, res.body)
     assert.is_false(json.decode(res.body).final)
     local pid = tonumber(H.read(s.prefix .. "/nginx.pid"))
@@ -178,26 +184,12 @@ describe("kinot serve's commands when their dict is full #nginx #sim", function(
   teardown(function() if sim then sim.stop() end end)
 
   it("never sends a command twice for one request_id, even after the dict has filled", function()
-    local ng = H.nginx {
-      http = "lua_shared_dict cmds 48k;\n" ..
-        "init_worker_by_lua_block {\n" ..
-        "  local mod = require 'kinot.serve.commands'\n" ..
-        "  CTX = { dict = ngx.shared.cmds, token = '" .. TOKEN .. "', now = ngx.now,\n" ..
-        "    twin = { device = function(_, sn) return { sn = sn, kind = 'lock' } end },\n" ..
-        "    client = require('kinot').new { app_key = '" .. sim.app_key .. "', app_secret = '" .. sim.app_secret ..
-        "', endpoint = '" .. sim.endpoint .. "' } }\n" ..
-        "  function CTX.spawn(id) ngx.timer.at(0, function() mod.follow(CTX, id) end) end\n" ..
-        "}",
-      server = "location / { content_by_lua_block { require('kinot.serve.commands').nginx(CTX) } }",
-    }
+    local ng = commands_host { dict = "48k", client = "require('kinot').new { app_key = '" .. sim.app_key ..
+      "', app_secret = '" .. sim.app_secret .. "', endpoint = '" .. sim.endpoint .. "' }" }
     finally(function() ng.stop() end)
     local locks = {}
     for i = 1, N do locks[i] = 419600000 + i end -- the simulator's locks
-    local function post(i)
-      return H.raw("POST", ng.url .. "/api/devices/" .. locks[i] .. "/commands",
-        string.format('{"command":"reset_bt_match_code","request_id":"full-dict-request-%05d"}', i),
-        { ["Content-Type"] = "application/json", Authorization = "Bearer " .. TOKEN }).status
-    end
+    local function post(i) return post_reset(ng.url, locks[i], string.format("full-dict-request-%05d", i)).status end
     -- twenty commands, followed to their end: their records the oldest in the dict
     for i = 1, 20 do assert.are.equal(202, post(i)) end
     os.execute("sleep 2")
@@ -308,27 +300,12 @@ end)
 -- the dict and nginx real.
 describe("kinot serve's commands, one in course per device, for long serials #nginx", function()
   it("keeps the devices 100000000000001 and 100000000000002 apart", function()
-    local ng = H.nginx {
-      http = "lua_shared_dict cmds 1m;\n" ..
-        "init_worker_by_lua_block {\n" ..
-        "  local mod = require 'kinot.serve.commands'\n" ..
-        "  local client = { reset_bt_match_code = function(_, sn)\n" ..
-        "      return { guid = string.format('%032d', sn), command_status = 'sending' } end,\n" ..
-        "    wait_command = function(_, guid, o) ngx.sleep(2)\n" ..
-        "      local c = { guid = guid, command_status = 'succeeded' } o.on_status(c) return c end }\n" ..
-        "  CTX = { dict = ngx.shared.cmds, token = '" .. TOKEN .. "', now = ngx.now, client = client,\n" ..
-        "    twin = { device = function(_, sn) return { sn = sn, kind = 'lock' } end } }\n" ..
-        "  function CTX.spawn(id) ngx.timer.at(0, function() mod.follow(CTX, id) end) end\n" ..
-        "}",
-      server = "location / { content_by_lua_block { require('kinot.serve.commands').nginx(CTX) } }",
-    }
+    local ng = commands_host { dict = "1m", client = "{ reset_bt_match_code = function(_, sn)\n" ..
+      "      return { guid = string.format('%032d', sn), command_status = 'sending' } end,\n" ..
+      "    wait_command = function(_, guid, o) ngx.sleep(2)\n" ..
+      "      local c = { guid = guid, command_status = 'succeeded' } o.on_status(c) return c end }" }
     finally(function() ng.stop() end)
-    local function post(sn, id)
-      local res = H.raw("POST", ng.url .. "/api/devices/" .. sn .. "/commands",
-        '{"command":"reset_bt_match_code","request_id":"' .. id .. '"}',
-        { ["Content-Type"] = "application/json", Authorization = "Bearer " .. TOKEN })
-      return res.status, json.decode(res.body)
-    end
+    local function post(sn, id) return post_reset_doc(ng.url, sn, id) end
     local status, doc = post("100000000000001", "long-serial-000001")
     assert.are.equal(202, status)
     assert.is_false(doc.final)
@@ -387,27 +364,13 @@ end)
 -- command for half a minute): device 1's command is followed for 32 s.
 describe("kinot serve's commands queued behind slow ones #nginx #slow", function()
   it("refuses a second command for a device whose first waits in the queue past the mark's old life", function()
-    local ng = H.nginx {
-      http = "lua_shared_dict cmds 1m;\n" ..
-        "init_worker_by_lua_block {\n" ..
-        "  local mod = require 'kinot.serve.commands'\n" ..
-        "  local client = { reset_bt_match_code = function(_, sn)\n" ..
-        "      return { guid = string.format('%032d', sn), command_status = 'sending' } end,\n" ..
-        "    wait_command = function(_, guid, o) ngx.sleep(tonumber(guid) == 1 and 32 or 0.2)\n" ..
-        "      local c = { guid = guid, command_status = 'succeeded' } o.on_status(c) return c end }\n" ..
-        "  CTX = { dict = ngx.shared.cmds, token = '" .. TOKEN .. "', now = ngx.now, client = client, wait = 1,\n" ..
-        "    twin = { device = function(_, sn) return { sn = sn, kind = 'lock' } end } }\n" ..
-        "  CTX.spawn = mod.followers(CTX, 1, function(msg) ngx.log(ngx.ERR, msg) end)\n" ..
-        "}",
-      server = "location / { content_by_lua_block { require('kinot.serve.commands').nginx(CTX) } }",
-    }
+    local ng = commands_host { dict = "1m", ctx = " wait = 1,", client = "{ reset_bt_match_code = function(_, sn)\n" ..
+      "      return { guid = string.format('%032d', sn), command_status = 'sending' } end,\n" ..
+      "    wait_command = function(_, guid, o) ngx.sleep(tonumber(guid) == 1 and 32 or 0.2)\n" ..
+      "      local c = { guid = guid, command_status = 'succeeded' } o.on_status(c) return c end }",
+      spawn = "  CTX.spawn = mod.followers(CTX, 1, function(msg) ngx.log(ngx.ERR, msg) end)\n" }
     finally(function() ng.stop() end)
-    local function post(sn, id)
-      local res = H.raw("POST", ng.url .. "/api/devices/" .. sn .. "/commands",
-        '{"command":"reset_bt_match_code","request_id":"' .. id .. '"}',
-        { ["Content-Type"] = "application/json", Authorization = "Bearer " .. TOKEN })
-      return res.status, json.decode(res.body)
-    end
+    local function post(sn, id) return post_reset_doc(ng.url, sn, id) end
     assert.are.equal(202, (post(1, "slow-one-00000001")))
     assert.are.equal(202, (post(2, "queued-one-000001"))) -- behind the slow one: the only follower is busy
     os.execute("sleep 31.5")

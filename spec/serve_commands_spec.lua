@@ -9,15 +9,9 @@ local H = require "helpers"
 local json = require "kinot.json"
 local launcher = require "kinot.sim.launcher"
 
-local LUA = rawget(_G, "jit") and "luajit" or "lua5.4"
 local TOKEN = "commands-spec-token-91c2"
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return (out:gsub("rc=%d+%s*$", "")), tonumber(out:match("rc=(%d+)%s*$"))
-end
+local sh = H.sh
 
 describe("kinot serve's commands #nginx #sim #cli", function()
   local sim
@@ -26,22 +20,7 @@ describe("kinot serve's commands #nginx #sim #cli", function()
   teardown(function() if sim then sim.stop() end end)
 
   -- serve(token) -> { url, stop() }: a `kinot serve --daemon` over the simulator, synced
-  local function serve(token)
-    local port, pid_file = launcher.free_port(), os.tmpname()
-    local out, rc = sh(string.format("cd %s && KINOT_ENDPOINT=%s KINOT_APP_KEY=%s KINOT_APP_SECRET=%s %s %s " ..
-      "bin/kinot serve --daemon --pid-file %s --listen 127.0.0.1:%d --dtus 644200001", H.root, sim.endpoint,
-      sim.app_key, sim.app_secret, token and ("KINOT_API_TOKEN=" .. token) or "", LUA, pid_file, port))
-    assert.are.equal(0, rc, out)
-    local s = { url = "http://127.0.0.1:" .. port }
-    function s.stop()
-      sh(string.format("cd %s && %s bin/kinot serve stop --pid-file %s", H.root, LUA, pid_file))
-      os.remove(pid_file)
-    end
-    assert.is_truthy(H.wait_for(function()
-      return type((H.json("GET", s.url .. "/api/fleet")).synced_at) == "string"
-    end, 15), "no sync")
-    return s
-  end
+  local function serve(token) return H.serve(sim, { token = token, args = "--dtus 644200001" }) end
 
   local function post(s, sn, doc, token)
     local res = H.raw("POST", s.url .. "/api/devices/" .. sn .. "/commands", json.encode(doc),

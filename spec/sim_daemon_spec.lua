@@ -16,23 +16,11 @@ local function sh(cmd)
   return out
 end
 
-local function kinot(args)
-  local errf = os.tmpname()
-  local out = sh(string.format("cd %s && %s bin/kinot %s 2>%s; echo \"rc=$?\"", H.root, LUA, args, errf))
-  local f = io.open(errf)
-  local err = f:read("*a")
-  f:close()
-  os.remove(errf)
-  return out:gsub("rc=%d+\n?$", ""), err, tonumber(out:match("rc=(%d+)\n?$"))
-end
+local function kinot(args) return H.kinot(args) end
 
 local read = H.read
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write = H.write
 
 local function alive(pid)
   return sh("kill -0 " .. pid .. " 2>/dev/null && echo yes") == "yes\n"

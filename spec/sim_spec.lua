@@ -189,9 +189,7 @@ describe("simulator commands and callbacks #sim", function()
     rcv.stop()
   end)
 
-  local function received()
-    return json.decode(H.raw("GET", rcv.url .. "/received").body)
-  end
+  local function received() return rcv.received() end
 
   it("runs sending => pending => arrived => succeeded, posting a signed callback at each step", function()
     local c = sim.client()
@@ -439,7 +437,7 @@ describe("simulator sends strict JSON by default #sim", function()
     local sent = H.wait_for(function()
       local c = sim.counters().callbacks
       if not (c.sent >= 11 and c.delivered == c.sent) then return false end
-      bodies = json.decode(H.raw("GET", rcv.url .. "/received").body)
+      bodies = rcv.received()
       return #bodies == c.sent and c
     end, 10)
     assert.is_truthy(sent, "callbacks not all delivered")
@@ -544,20 +542,7 @@ end)
 
 -- ------------------------------------------------------------ the simulator as a tool (issue 13 §6)
 
-local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
-
-local function kinot_cli(args, env)
-  local errf = os.tmpname()
-  local p = io.popen(string.format("cd %s && %s %s bin/kinot %s 2>%s; echo \"rc=$?\"", H.root, env or "", LUA, args, errf))
-  local out = p:read("*a")
-  p:close()
-  local f = io.open(errf)
-  local err = f:read("*a")
-  f:close()
-  os.remove(errf)
-  local rc = tonumber(out:match("rc=(%d+)\n?$"))
-  return (out:gsub("rc=%d+\n?$", "")), err, rc
-end
+local function kinot_cli(args, env) return H.kinot(args, env) end
 
 describe("kinot sim as a tool #sim #cli", function()
   local launcher = require "kinot.sim.launcher"
@@ -647,9 +632,7 @@ describe("kinot sim as a tool #sim #cli", function()
       sim.stop()
       rcv.stop()
     end)
-    local function received()
-      return json.decode(H.raw("GET", rcv.url .. "/received").body)
-    end
+    local function received() return rcv.received() end
 
     it("trigger status SN: the device changes and its status_changed callback goes out", function()
       local before = #received()

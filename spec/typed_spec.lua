@@ -43,18 +43,7 @@ local LOCK_INTS = { "sn", "locked", "car_detected", "shell_opened", "low_battery
                     "motor_fail" }
 local SENSOR_INTS = { "sn", "car_detected", "low_battery", "coil_fault" }
 
-local LUA = H.runtime == "luajit" and "luajit" or "lua5.4"
-local function kinot_cli(args, env)
-  local errf = os.tmpname()
-  local p = io.popen(string.format("cd %s && %s %s bin/kinot %s 2>%s; echo \"rc=$?\"", H.root, env, LUA, args, errf))
-  local out = p:read("*a")
-  p:close()
-  local f = io.open(errf)
-  local err = f:read("*a")
-  f:close()
-  os.remove(errf)
-  return out:gsub("rc=%d+\n?$", ""), err, tonumber(out:match("rc=(%d+)\n?$"))
-end
+local function kinot_cli(args, env) return H.kinot(args, env) end
 
 -- --------------------------------------------------------------- hand-written answers
 

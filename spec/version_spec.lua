@@ -11,11 +11,9 @@ local function read(p)
   return s
 end
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return tonumber(out:match("rc=(%d+)%s*$")) == 0, out
+local function sh(cmd) -- -> true when it exited 0, its output
+  local out, rc = H.sh(cmd)
+  return rc == 0, out
 end
 
 -- a rockspec is Lua assignments: run it in an empty environment

@@ -17,12 +17,7 @@ local launcher = require "kinot.sim.launcher"
 local OUT = arg[1] or "docs/img"
 local TOKEN = "screenshot-token"
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return (out:gsub("rc=%d+%s*$", "")), tonumber(out:match("rc=(%d+)%s*$"))
-end
+local sh = require("helpers").sh -- (spec/support/helpers.lua)
 
 local http = core.http()
 local function call(method, url, doc)

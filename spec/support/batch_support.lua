@@ -39,6 +39,38 @@ function M.created(sim)
   return per, twice
 end
 
+--- resty_host(o) -> an nginx whose POST /batch ({ app_key, app_secret,
+-- endpoint, n[, timeout] }: M.batch posts it) makes a client over resty
+-- (o.client: more of kinot.new's options, Lua source) and runs o.send
+-- (Lua source, with c the client and items the simulator's first n locks)
+M.RESULTS = [[
+          local out = {}
+          for i, r in ipairs(results) do out[i] = { sn = r.sn, outcome = r.outcome, guid = r.guid or json.null } end
+          ngx.say(json.encode { results = out, summary = summary })]]
+function M.resty_host(o)
+  return require("helpers").nginx {
+    server = [[
+        location = /batch { content_by_lua_block {
+          local json = require "kinot.json"
+          ngx.req.read_body()
+          local a = json.decode(ngx.req.get_body_data())
+          local c = require("kinot").new { app_key = a.app_key, app_secret = a.app_secret, endpoint = a.endpoint,
+            transport = "resty", ]] .. o.client .. [[ }
+          local items = {}
+          for i = 1, a.n do items[i] = ]] .. (M.FIRST - 1) .. [[ + i end
+]] .. o.send .. [[
+
+        } }
+      ]],
+  }
+end
+
+--- batch(ng, sim, n[, timeout]) -> what ng's POST /batch answered (M.resty_host)
+function M.batch(ng, sim, n, timeout)
+  return require("helpers").json("POST", ng.url .. "/batch", { app_key = sim.app_key, app_secret = sim.app_secret,
+                                                               endpoint = sim.endpoint, n = n, timeout = timeout })
+end
+
 --- agrees(results, per): every result agrees with the platform: a guid ->
 -- 1 command; unknown -> 0 or 1; refused or never sent -> 0
 function M.agrees(results, per)

@@ -11,11 +11,12 @@ What it forwards is the real server's (a real redis-server's TLS); only
 the pace is this proxy's.  Listens on 127.0.0.1, on a port the kernel
 picks; prints "PORT PID" and serves until killed (the spec that started
 it kills it)."""
-import os
 import socket
 import sys
 import threading
 import time
+
+import fake_server
 
 UPSTREAM = int(sys.argv[1])
 MODE = sys.argv[2]
@@ -50,15 +51,4 @@ def serve(client):
     threading.Thread(target=pump, args=(up, client, slow_after), daemon=True).start()
 
 
-def main():
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    print(srv.getsockname()[1], os.getpid(), flush=True)
-    while True:
-        conn, _ = srv.accept()
-        serve(conn)
-
-
-main()
+fake_server.serve_forever(serve)

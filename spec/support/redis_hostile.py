@@ -22,11 +22,10 @@ command it receives with one bad reply, chosen by MODE:
 
 Listens on 127.0.0.1, on a port the kernel picks; prints "PORT PID" and
 serves until killed (the spec that started it kills it)."""
-import os
-import socket
 import sys
-import threading
 import time
+
+import fake_server
 
 MODE = sys.argv[1]
 
@@ -74,16 +73,5 @@ def serve(conn):
         conn.close()
 
 
-def main():
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    print(srv.getsockname()[1], os.getpid(), flush=True)
-    while True:
-        conn, _ = srv.accept()
-        threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-
 if __name__ == "__main__":
-    main()
+    fake_server.serve_forever(serve)

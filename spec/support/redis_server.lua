@@ -4,7 +4,8 @@
 -- 6379, if any, is never touched.
 --   local R = require "redis_server"    (spec/support is on the path)
 --   local r = R.start { aof = true, password = "pw", conf = { "replicaof 127.0.0.1 6390" } }
---   r.url, r.port, r.client(), r.kill(), r.restart(), r.stop()
+--   r.url, r.port, r.client(), r.kill(), r.restart(), r.pause(), r.resume(), r.stop()
+--   local master, replica = R.pair()   (a master and its replica, in sync)
 --   R.start { tls = true }: TLS only (--port 0 --tls-port), with a CA made
 --   here (r.ca_file), a server certificate for localhost and 127.0.0.1
 --   signed by it, and a second CA that signed nothing (r.other_ca_file);
@@ -12,21 +13,11 @@
 local launcher = require "kinot.sim.launcher"
 local kredis = require "kinot.redis"
 local core = require "kinot.core"
+local H = require "helpers"
 
 local M = {}
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
-
-local function read(p)
-  local f = io.open(p)
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local sh, read = H.execute, H.read
 
 --- certificates(dir): with openssl, into dir: ca.pem/.key (a CA),
 -- server.pem/.key (localhost and 127.0.0.1, signed by it), client.pem/.key
@@ -55,10 +46,11 @@ end
 -- (an openssl subjectAltName value; default DNS:localhost,IP:127.0.0.1)
 -- and, when given, o.from / o.to (openssl's YYYYMMDDHHMMSSZ: an expired
 -- or a not yet valid certificate; openssl ca, which takes past dates);
--- o.self_signed: signed by its own key instead
+-- o.self_signed: signed by its own key instead (o.san = false: none at all)
 function M.sign(dir, name, o)
   o = o or {}
   local function run(cmd) assert(sh(cmd .. " >/dev/null 2>&1"), "openssl failed: " .. cmd) end
+  if o.self_signed then return H.self_signed(dir, name, o) end -- (signed by its own key: no CA at all)
   local ca = dir .. "/" .. name .. "-ca"
   run("mkdir -p " .. ca)
   for file, text in pairs { ["index.txt"] = "", serial = "01\n" } do
@@ -72,12 +64,6 @@ function M.sign(dir, name, o)
     "x509_extensions = e", "unique_subject = no", "default_days = 2", "[p]", "commonName = supplied", "[e]",
     "subjectAltName = " .. (o.san or "DNS:localhost,IP:127.0.0.1") }, "\n"), "\n")
   f:close()
-  if o.self_signed then -- (signed by its own key: no CA at all)
-    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=" ..
-      (o.cn or "localhost") .. " -addext subjectAltName=" .. (o.san or "DNS:localhost,IP:127.0.0.1") .. " -keyout " ..
-      dir .. "/" .. name .. ".key -out " .. dir .. "/" .. name .. ".pem")
-    return
-  end
   run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=" .. (o.cn or "localhost") ..
     " -keyout " .. dir .. "/" .. name .. ".key -out " .. ca .. "/req.csr")
   run("openssl ca -batch -config " .. ca .. "/ca.cnf -cert " .. dir .. "/ca.pem -keyfile " .. dir .. "/ca.key -in " ..
@@ -88,9 +74,7 @@ end
 function M.start(o)
   o = o or {}
   local port = o.port or launcher.free_port()
-  local p = io.popen("mktemp -d /tmp/kinot-redis.XXXXXX")
-  local dir = p:read("*l")
-  p:close()
+  local dir = H.tmpdir("redis")
   local conf = {
     "bind 127.0.0.1", "port " .. port, "dir " .. dir, "daemonize yes", "pidfile " .. dir .. "/redis.pid",
     "logfile " .. dir .. "/redis.log", "save \"\"", "protected-mode yes",
@@ -189,9 +173,26 @@ function M.start(o)
     r.down(signal)
     r.up()
   end
+  --- pause(), resume(): SIGSTOP, SIGCONT (a server that hangs: connections
+  -- taken, nothing answered)
+  function r.pause() assert(sh("kill -STOP " .. assert(r.pid(), "no redis-server to pause"))) end
+  function r.resume()
+    local pid = r.pid()
+    if pid then sh("kill -CONT " .. pid .. " 2>/dev/null") end
+  end
+  --- stop(): killed (a paused one too) and its directory removed
   function r.stop()
+    r.resume()
     r.down("KILL")
     sh("rm -rf " .. dir)
+  end
+  --- replicas_online() -> how many replicas the server says are in sync
+  -- (INFO replication's state=online)
+  function r.replicas_online()
+    local c = r.client { timeout = 1 }
+    local info = c:call("INFO", "replication")
+    c:close()
+    return select(2, tostring(info or ""):gsub("state=online", ""))
   end
   --- client() -> a kinot.redis client (LuaSocket, this process)
   function r.client(opts)
@@ -207,6 +208,44 @@ function M.start(o)
     error(err, 0)
   end
   return r
+end
+
+--- drip_proxy(r, mode) -> { port, stop() }: a FAKE link to the server r
+-- (spec/support/drip_proxy.py) that drips r's bytes: mode "handshake" (a
+-- byte every 0.2 s from the first), "later" (at full speed for half a
+-- second, then dripped); the caller stops it
+function M.drip_proxy(r, mode) return H.fake("drip_proxy.py", r.port .. " " .. mode) end
+
+--- pair(o) -> master, replica: a master (o: M.start's options, and no
+-- delay before a diskless sync) and one replica of it, in sync (within 10
+-- s); the caller stops both. One that cannot be had stops what started.
+function M.pair(o)
+  o = o or {}
+  local conf = { "repl-diskless-sync-delay 0" }
+  for _, l in ipairs(o.conf or {}) do conf[#conf + 1] = l end
+  local function with(lines)
+    local c = {}
+    for k, v in pairs(o) do c[k] = v end
+    c.conf = lines
+    return c
+  end
+  local master = M.start(with(conf))
+  local ok, replica = pcall(function()
+    local rconf = { "replicaof 127.0.0.1 " .. master.port }
+    for _, l in ipairs(conf) do rconf[#rconf + 1] = l end
+    if o.password then rconf[#rconf + 1] = "masterauth " .. o.password end
+    local r = M.start(with(rconf))
+    if not H.wait_for(function() return master.replicas_online() == 1 end, 10) then
+      r.stop()
+      error("the replica on " .. r.port .. " was not in sync with its master within 10 s", 0)
+    end
+    return r
+  end)
+  if not ok then
+    master.stop()
+    error(replica, 0)
+  end
+  return master, replica
 end
 
 return M

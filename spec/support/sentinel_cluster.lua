@@ -11,23 +11,13 @@ local R = require "redis_server"
 local launcher = require "kinot.sim.launcher"
 local kredis = require "kinot.redis"
 local core = require "kinot.core"
+local H = require "helpers"
 
 local M = {}
 
 M.NAME = "kinotmaster"
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
-
-local function read(p)
-  local f = io.open(p)
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local sh, read = H.execute, H.read
 
 local function escape(s)
   return (s:gsub("[^%w%-._~]", function(c) return string.format("%%%02X", c:byte()) end))
@@ -50,9 +40,7 @@ function M.start(o)
     end
     for i = 1, o.sentinels or 3 do
       local port = launcher.free_port()
-      local p = io.popen("mktemp -d /tmp/kinot-sentinel.XXXXXX")
-      local dir = p:read("*l")
-      p:close()
+      local dir = H.tmpdir("sentinel")
       local conf = {
         "bind 127.0.0.1", "port " .. port, "dir " .. dir, "daemonize yes", "pidfile " .. dir .. "/sentinel.pid",
         "logfile " .. dir .. "/sentinel.log",
@@ -113,6 +101,23 @@ function M.start(o)
     for _, r in ipairs(k.servers) do if r.port == port then return r end end
   end
   function k.master() return k.server(k.master_port()) end
+  --- replicas() -> the redis_server handles of every server but the master now
+  function k.replicas()
+    local master, out = k.master_port(), {}
+    for _, r in ipairs(k.servers) do if r.port ~= master then out[#out + 1] = r end end
+    return out
+  end
+  --- monitor(i, port): Sentinel i told that the master (M.NAME) is the
+  -- Redis on port, quorum 1 (a Sentinel misconfigured, or in an
+  -- attacker's hands: SENTINEL REMOVE, then MONITOR)
+  function k.monitor(i, port)
+    local sc = k.sentinel_client(i)
+    local removed = sc:call("SENTINEL", "REMOVE", M.NAME)
+    local monitored = sc:call("SENTINEL", "MONITOR", M.NAME, "127.0.0.1", port, 1)
+    sc:close()
+    assert(removed == "OK" and monitored == "OK", "SENTINEL REMOVE, MONITOR: " .. tostring(removed) .. ", " ..
+      tostring(monitored))
+  end
   --- wait_ready(seconds): every Sentinel knows both replicas and the other Sentinels (a failover needs them)
   function k.wait_ready(seconds)
     local deadline = core.monotonic() + (seconds or 10)
@@ -128,14 +133,8 @@ function M.start(o)
           ready = false
         end
       end
-      if ready then
-        -- and the master has every replica online (synced)
-        local c = k.master().client { timeout = 1 }
-        local info = c:call("INFO", "replication") or ""
-        c:close()
-        local _, online = tostring(info):gsub("state=online", "")
-        ready = online == #k.servers - 1
-      end
+      -- and the master has every replica online (synced)
+      if ready then ready = k.master().replicas_online() == #k.servers - 1 end
       if ready then return true end
       core.sleep(0.1)
     end

@@ -11,30 +11,20 @@ local H = require "helpers"
 
 local M = {}
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == true or ok == 0
-end
+local sh = H.execute
 
 --- certs() -> dir holding a.pem/a.key and b.pem/b.key: two self-signed
 -- certificates for "localhost" (the resty transport checks a name, not an
 -- IP address); a trusts the first, never the second
 function M.certs()
-  local p = io.popen("mktemp -d /tmp/kinot-worlds.XXXXXX")
-  local dir = p:read("*l")
-  p:close()
-  for _, n in ipairs { "a", "b" } do
-    assert(sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost" ..
-      " -keyout " .. dir .. "/" .. n .. ".key -out " .. dir .. "/" .. n .. ".pem >/dev/null 2>&1"))
-  end
+  local dir = H.tmpdir("worlds")
+  for _, n in ipairs { "a", "b" } do H.self_signed(dir, n, { cn = "localhost", san = "DNS:localhost", key = "rsa" }) end
   return dir
 end
 
 -- an https nginx in front of the simulator, serving certificate a
 local function front(sim, certs)
-  local p = io.popen("mktemp -d /tmp/kinot-front.XXXXXX")
-  local dir = p:read("*l")
-  p:close()
+  local dir = H.tmpdir("front")
   assert(sh("cp " .. certs .. "/a.pem " .. dir .. "/cert.pem && cp " .. certs .. "/a.key " .. dir .. "/key.pem"))
   local ng = H.nginx {
     ssl = true,
@@ -69,23 +59,8 @@ local function swap_certificate(ng, certs)
 end
 
 -- the port stops accepting: a listener on it whose accept queue is full
--- (the kernel drops further SYNs), as http_spec's "connect timeout"
 local function never_accepting(port, w)
-  local srv = socket.tcp4() -- (socket.tcp() has no descriptor to set an option on before bind)
-  assert(srv:setoption("reuseaddr", true)) -- the stopped server's FIN-WAIT-2 ends still hold the port
-  assert(srv:bind("127.0.0.1", port))
-  assert(srv:listen(0))
-  local fillers = {}
-  for i = 1, 4 do
-    fillers[i] = socket.tcp()
-    fillers[i]:settimeout(0)
-    fillers[i]:connect("127.0.0.1", port)
-  end
-  socket.sleep(0.1)
-  w.cleanups[#w.cleanups + 1] = function()
-    for _, f in ipairs(fillers) do f:close() end
-    srv:close()
-  end
+  w.cleanups[#w.cleanups + 1] = H.never_accepting(port).stop
 end
 
 --- world(row, shared) -> w = { sim, opts (client options), pool (the resty
