@@ -348,7 +348,8 @@ describe("kinot report --html interrupted #cli #sim", function()
     finally(function() os.execute("kill " .. pid .. " 2>/dev/null") end)
     -- the locks scanned, the sensors' page under way: the temp file is there
     assert(H.wait_for(function() return listing(dir):find(".kinot-report.tmp-", 1, true) ~= nil and
-      (sim.counters().endpoints or {})["GET /sensors"] ~= nil end, 10), listing(dir))
+      type(sim.counters().endpoints) == "table" and sim.counters().endpoints["GET /sensors"] ~= nil end, 10),
+      listing(dir)) -- (endpoints is json.null before the first request: a userdata)
     os.execute("kill -INT " .. pid)
     assert(H.wait_for(function()
       local alive = os.execute("kill -0 " .. pid .. " 2>/dev/null")
