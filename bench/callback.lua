@@ -25,10 +25,13 @@
 -- the handler in a timer) and ack = "after_handler" (the default: the
 -- handler in the request, 200 once it returned).  Dedupe is a
 -- lua_shared_dict for each (dedupe = "kinot_<ack>"), as for by hand.
--- Each runs BENCH_SECONDS, in three interleaved rounds; medians are shown,
--- and the issue's two ratios for after_handler, distinct: by the rates, and
--- by the nginx worker's CPU time a request (/proc), which the other work
--- of a shared machine disturbs far less than the rates.
+-- Each runs BENCH_SECONDS, in BENCH_ROUNDS interleaved rounds (default 3),
+-- each round's paths in another order (rotated: no path always runs
+-- right after the same one); medians and ranges are shown, with the load
+-- average before and after, and the issue's two ratios for after_handler,
+-- distinct: by the rates, and by the nginx worker's CPU time a request
+-- (/proc), which the other work of a shared machine disturbs far less than
+-- the rates.  BENCH_ONLY=wrk: the wrk part alone (no callback.verify loop).
 --   make bench   (or: luajit bench/callback.lua after make build)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
@@ -68,13 +71,17 @@ end
 local body = lock_status(1)
 assert(callback.verify(body, { secret = secret }))
 
-local opts = { secret = secret }
-local verify = callback.verify
-local v = B.rate(function() verify(body, opts) end, B.SECONDS, 1000)
-local decode = cjson.decode
-local d = B.rate(function() decode(body) end, B.SECONDS, 1000)
-print(string.format("verify %-21s callback.verify %9.0f/s   cjson.decode alone %9.0f/s   %.0f%%",
-  B.runtime, v, d, 100 * v / d))
+if os.getenv("BENCH_ONLY") ~= "wrk" then
+  local opts = { secret = secret }
+  local verify = callback.verify
+  local v = B.rate(function() verify(body, opts) end, B.SECONDS, 1000)
+  local decode = cjson.decode
+  local d = B.rate(function() decode(body) end, B.SECONDS, 1000)
+  print(string.format("verify %-21s callback.verify %9.0f/s   cjson.decode alone %9.0f/s   %.0f%%",
+    B.runtime, v, d, 100 * v / d))
+end
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3")
+assert(ROUNDS and ROUNDS >= 1, "BENCH_ROUNDS must be a number >= 1")
 
 -- wrk: only once (from LuaJIT, nginx's own Lua), and only where wrk exists
 local function succeeds(cmd)
@@ -249,9 +256,17 @@ local runs = {
 }
 local rates, answered, reached, cpu = {}, {}, {}, {}
 local hand_refused, hand_total
+local function load_average()
+  local f = io.open("/proc/loadavg")
+  local l = f and f:read("*l") or "?"
+  if f then f:close() end
+  return l:match("^(%S+ %S+ %S+)") or l
+end
+local load_before, load_after = load_average(), nil
 B.guarded(function()
-  for _ = 1, 3 do
-    for _, r in ipairs(runs) do
+  for round = 1, ROUNDS do
+    for k = 1, #runs do
+      local r = runs[(k + round - 2) % #runs + 1]
       rates[r[1]] = rates[r[1]] or {}
       local before, cpu0 = handler_runs()[r[2]], worker_cpu()
       local rate, n = wrk(r[2], scripts[r[3]])
@@ -265,6 +280,7 @@ B.guarded(function()
       end
     end
   end
+  load_after = load_average()
   local got = H.raw("GET", ng.url .. "/handled").body
   assert(tonumber(got:match("^%d+")) > 0, "the handlers never ran")
   hand_refused, hand_total = got:match(" (%d+) (%d+)")
@@ -272,24 +288,38 @@ B.guarded(function()
 end, ng)
 for _, f in ipairs { many, one, scripts.many, scripts.one } do os.remove(f) end
 local function median(t)
-  table.sort(t)
-  return t[2]
+  local s = {}
+  for i, x in ipairs(t) do s[i] = x end
+  table.sort(s)
+  local n = #s
+  return n % 2 == 1 and s[(n + 1) / 2] or (s[n / 2] + s[n / 2 + 1]) / 2
+end
+local function range(t, fmt)
+  return string.format(fmt .. "-" .. fmt, math.min((table.unpack or unpack)(t)), math.max((table.unpack or unpack)(t)))
 end
 local bare = median(rates.bare)
-print(string.format("wrk   nginx (1 worker), 16 connections, medians of 3 rounds of %d s:", B.SECONDS))
+print(string.format("wrk   nginx (1 worker), 16 connections, medians of %d rounds of %d s (load average %s before, %s " ..
+  "after):", ROUNDS, B.SECONDS, load_before, load_after))
 for _, r in ipairs(runs) do
-  local rounds = {}
-  for i, x in ipairs(rates[r[1]]) do rounds[i] = string.format("%.0f", x) end
   local rate = median(rates[r[1]])
   local share = answered[r[1]] and string.format("  handled %3.0f%%", 100 * reached[r[1]] / answered[r[1]]) or ""
-  local us = #cpu[r[1]] == 3 and string.format("  %5.1f us CPU/req", median(cpu[r[1]])) or ""
-  print(string.format("      %-23s %8.0f req/s  %4.0f%% of bare%s%s   (rounds: %s)", r[1], rate, 100 * rate / bare,
-    us, share, table.concat(rounds, ", ")))
+  local us = #cpu[r[1]] == ROUNDS and string.format("  %5.1f us CPU/req (%s)", median(cpu[r[1]]),
+    range(cpu[r[1]], "%.1f")) or ""
+  print(string.format("      %-23s %8.0f req/s (%s)  %4.0f%% of bare%s%s", r[1], rate, range(rates[r[1]], "%.0f"),
+    100 * rate / bare, us, share))
 end
 local kinot, hand = median(rates["after_handler, distinct"]), median(rates["by hand"])
 print(string.format("      callback.handler (after_handler, dict dedupe, distinct): %.2fx bare, %.2fx by hand",
   kinot / bare, kinot / hand))
-if #cpu.bare == 3 then
+-- the ratios round by round (each round's paths ran within seconds of each other)
+local by_round, by_round_hand = {}, {}
+for i = 1, ROUNDS do
+  by_round[i] = rates["after_handler, distinct"][i] / rates.bare[i]
+  by_round_hand[i] = rates["after_handler, distinct"][i] / rates["by hand"][i]
+end
+print(string.format("      the ratios round by round: %s bare (median %.2f), %s by hand (median %.2f)",
+  range(by_round, "%.2f"), median(by_round), range(by_round_hand, "%.2f"), median(by_round_hand)))
+if #cpu.bare == ROUNDS then
   -- nginx's CPU a request: what the rates would say with the worker alone on its core
   local c_bare, c_hand, c_kinot = median(cpu.bare), median(cpu["by hand"]), median(cpu["after_handler, distinct"])
   print(string.format("      the same by the worker's CPU a request (bare %.1f us, by hand %.1f, callback.handler %.1f):" ..
