@@ -32,6 +32,10 @@
 -- distinct: by the rates, and by the nginx worker's CPU time a request
 -- (/proc), which the other work of a shared machine disturbs far less than
 -- the rates.  BENCH_ONLY=wrk: the wrk part alone (no callback.verify loop).
+-- Where the time goes, in the nginx worker, during the after_handler,
+-- distinct rounds only: BENCH_PROFILE=<jit.p mode> (e.g. Fl, vF: LuaJIT's
+-- sampling profiler; its top lines are printed) and BENCH_JITV=1 (LuaJIT's
+-- trace log: the aborted traces, counted, are printed).
 --   make bench   (or: luajit bench/callback.lua after make build)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
@@ -210,6 +214,14 @@ local ng = H.nginx {
       ngx.header["Content-Type"] = "application/json"
       ngx.print('{"code":0,"message":"OK"}')
     } }
+    location = /jit { content_by_lua_block {
+      -- the profiler / trace log of this worker, around the rounds measured
+      local on, what, file = ngx.var.arg_on == "1", ngx.var.arg_what, ngx.var.arg_file
+      if what == "p" then
+        if on then require("jit.p").start(ngx.var.arg_mode, file) else require("jit.p").stop() end
+      elseif on then require("jit.v").on(file) else require("jit.v").off() end
+      ngx.say("ok")
+    } }
     location = /handled { content_by_lua_block {
       ngx.say(handled.low_battery + handled.occupied + handled.commands, " ", handled.hand_refused, " ", handled.hand,
         " ", handled.runs.immediate, " ", handled.runs.after_handler, " ", handled.runs.hand)
@@ -263,14 +275,26 @@ local function load_average()
   return l:match("^(%S+ %S+ %S+)") or l
 end
 local load_before, load_after = load_average(), nil
+local PROFILE, JITV = os.getenv("BENCH_PROFILE"), os.getenv("BENCH_JITV") == "1"
+local profile_file, jitv_file = os.tmpname(), os.tmpname()
+local function jit_switch(on)
+  local flag = on and "1" or "0"
+  if PROFILE then
+    H.raw("GET", ng.url .. "/jit?what=p&on=" .. flag .. "&mode=" .. PROFILE .. "&file=" .. profile_file)
+  end
+  if JITV then H.raw("GET", ng.url .. "/jit?what=v&on=" .. flag .. "&file=" .. jitv_file) end
+end
 B.guarded(function()
   for round = 1, ROUNDS do
     for k = 1, #runs do
       local r = runs[(k + round - 2) % #runs + 1]
       rates[r[1]] = rates[r[1]] or {}
+      local traced = r[1] == "after_handler, distinct"
+      if traced then jit_switch(true) end
       local before, cpu0 = handler_runs()[r[2]], worker_cpu()
       local rate, n = wrk(r[2], scripts[r[3]])
       local cpu1 = worker_cpu()
+      if traced then jit_switch(false) end
       table.insert(rates[r[1]], rate)
       cpu[r[1]] = cpu[r[1]] or {}
       if cpu0 and cpu1 then table.insert(cpu[r[1]], (cpu1 - cpu0) / n * 1e6) end
@@ -325,5 +349,17 @@ if #cpu.bare == ROUNDS then
   print(string.format("      the same by the worker's CPU a request (bare %.1f us, by hand %.1f, callback.handler %.1f):" ..
     " %.2fx bare, %.2fx by hand", c_bare, c_hand, c_kinot, c_bare / c_kinot, c_hand / c_kinot))
 end
+-- (the files are the nginx worker's: it may run as another user)
+if PROFILE then
+  print("jit.p " .. PROFILE .. " of the nginx worker, after_handler, distinct (top lines):")
+  print((read_all("head -40 " .. profile_file):gsub("\n$", "")))
+end
+if JITV then
+  print("jit.v of the nginx worker, after_handler, distinct: traces aborted (count, reason):")
+  print((read_all("grep -E -e '--' " .. jitv_file .. " | sed 's/^\\[TRACE *//' | sort | uniq -c | sort -rn | head -20")
+    :gsub("\n$", "")))
+end
+os.remove(profile_file)
+os.remove(jitv_file)
 print(string.format("      by hand: %d of its %d deliveries (%.0f%%) did not verify (tostring(3.400) is 3.4: the lexeme" ..
   " is lost)", hand_refused, hand_total, 100 * hand_refused / hand_total))
