@@ -34,8 +34,13 @@
 -- the rates.  BENCH_ONLY=wrk: the wrk part alone (no callback.verify loop).
 -- Where the time goes, in the nginx worker, during the after_handler,
 -- distinct rounds only: BENCH_PROFILE=<jit.p mode> (e.g. Fl, vF: LuaJIT's
--- sampling profiler; its top lines are printed) and BENCH_JITV=1 (LuaJIT's
--- trace log: the aborted traces, counted, are printed).
+-- sampling profiler, the last round; its top lines are printed) and
+-- BENCH_JITV=1 (LuaJIT's trace log, the first round: the aborted traces,
+-- counted, are printed).  BENCH_BUDGET=1:
+-- after the rounds, the same worker times each step of a delivery alone,
+-- in a loop over the distinct bodies (no HTTP), with dicts of its own as
+-- full as the bench's: the microseconds of each step, the best of 3 passes
+-- over 10,000 bodies each.
 --   make bench   (or: luajit bench/callback.lua after make build)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
@@ -138,6 +143,12 @@ local ng = H.nginx {
     lua_shared_dict kinot_after_handler 1m;
     lua_shared_dict kinot_after_handler_busy 1m;
     lua_shared_dict hand_dedupe 1m;
+    # the budget's own (BENCH_BUDGET): the same sizes as the handler's
+    lua_shared_dict budget_order 1m;
+    lua_shared_dict budget 1m;
+    lua_shared_dict budget_busy 1m;
+    lua_shared_dict budget_whole 1m;
+    lua_shared_dict budget_whole_busy 1m;
     init_by_lua_block {
       -- what a receiver typically does: look at the new state, keep a count
       local counts = { low_battery = 0, occupied = 0, commands = 0, hand = 0, hand_refused = 0,
@@ -214,6 +225,53 @@ local ng = H.nginx {
       ngx.header["Content-Type"] = "application/json"
       ngx.print('{"code":0,"message":"OK"}')
     } }
+    location = /budget { content_by_lua_block {
+      -- each step of a delivery alone, as callback.handler runs it
+      local monotonic = require("kinot.core").monotonic
+      local event = require "kinot.callback.event"
+      local freshness = require "kinot.callback.freshness"
+      local receiver = require "kinot.callback.receiver"
+      local secrets = { "]] .. secret .. [[" }
+      local bodies = {}
+      for line in io.lines(ngx.var.arg_bodies) do bodies[#bodies + 1] = line end
+      local K, n = 10000, 0
+      local rcv = receiver.new({ secret = secrets[1], ack = "after_handler", dedupe = "budget_whole", clock = ngx.time,
+        on_status = function(ev) n = n + (ev.data.low_battery or 0) end,
+        on_command = function(ev) if ev.command_status == "succeeded" then n = n + 1 end end }, "callback.handler")
+      local fresh = freshness.new { dict = ngx.shared.budget_order, now = ngx.time }
+      local store = require("kinot.callback.dict_store").new(ngx.shared.budget, ngx.shared.budget_busy, 3600, 60, "b")
+      local big, busy = ngx.shared.budget, ngx.shared.budget_busy
+      local evs, ids, keys = {}, {}, {}
+      for i = 1, #bodies do
+        evs[i] = assert(event.check(bodies[i], secrets, 65536))
+        ids[i] = evs[i].id
+        keys[i] = "budget:" .. i
+      end
+      local steps = {
+        { "verify: event.check (C scan, canonical string, MD5; the data and event tables)",
+          function(i) event.check(bodies[i], secrets, 65536) end },
+        { "freshness and order: fresh:check (a get and a set in a full dict)", function(i) fresh:check(evs[i]) end },
+        { "dedupe: store:claim + store:settle (safe_add, get; set, get, delete)", function(i)
+          local _, token = store:claim(ids[i]) store:settle(ids[i], token, true) end },
+        { "handing over: rcv:dispatch (pcall of on_status / on_command)", function(i) rcv:dispatch(evs[i]) end },
+        { "the whole receive (all of the above and the glue)", function(i) rcv:receive(bodies[i]) end },
+        { "  one get in the full dict", function(i) big:get(keys[i]) end },
+        { "  one set in the full dict (evicting)", function(i) big:set(keys[i], i, 3600) end },
+        { "  safe_add + delete in the dict of marks", function(i) busy:safe_add(ids[i], i, 60) busy:delete(ids[i]) end },
+        { "  one get in the dict of marks", function(i) busy:get(ids[i]) end },
+      }
+      for _, step in ipairs(steps) do
+        local best = math.huge
+        for pass = 0, 2 do
+          local from = (pass * K) % #bodies -- other bodies each pass: new to the dicts
+          collectgarbage()
+          local fn, t0 = step[2], monotonic()
+          for i = from + 1, from + K do fn(i) end
+          best = math.min(best, (monotonic() - t0) / K * 1e6)
+        end
+        ngx.say(string.format("%6.2f us  %s", best, step[1]))
+      end
+    } }
     location = /jit { content_by_lua_block {
       -- the profiler / trace log of this worker, around the rounds measured
       local on, what, file = ngx.var.arg_on == "1", ngx.var.arg_what, ngx.var.arg_file
@@ -274,15 +332,22 @@ local function load_average()
   if f then f:close() end
   return l:match("^(%S+ %S+ %S+)") or l
 end
-local load_before, load_after = load_average(), nil
+local load_before, load_after, budget = load_average(), nil, nil
 local PROFILE, JITV = os.getenv("BENCH_PROFILE"), os.getenv("BENCH_JITV") == "1"
 local profile_file, jitv_file = os.tmpname(), os.tmpname()
+-- (each start truncates the file: jit.p writes its samples at the stop, of
+-- the last round; jit.v logs as traces are made, in the first round, so
+-- it runs in that round only)
+local jitv_rounds = 0
 local function jit_switch(on)
   local flag = on and "1" or "0"
   if PROFILE then
     H.raw("GET", ng.url .. "/jit?what=p&on=" .. flag .. "&mode=" .. PROFILE .. "&file=" .. profile_file)
   end
-  if JITV then H.raw("GET", ng.url .. "/jit?what=v&on=" .. flag .. "&file=" .. jitv_file) end
+  if JITV and jitv_rounds < 1 then
+    H.raw("GET", ng.url .. "/jit?what=v&on=" .. flag .. "&file=" .. jitv_file)
+    if not on then jitv_rounds = jitv_rounds + 1 end
+  end
 end
 B.guarded(function()
   for round = 1, ROUNDS do
@@ -305,6 +370,11 @@ B.guarded(function()
     end
   end
   load_after = load_average()
+  if os.getenv("BENCH_BUDGET") == "1" then
+    local res = H.raw("GET", ng.url .. "/budget?bodies=" .. many)
+    assert(res.status == 200, res.body)
+    budget = res.body
+  end
   local got = H.raw("GET", ng.url .. "/handled").body
   assert(tonumber(got:match("^%d+")) > 0, "the handlers never ran")
   hand_refused, hand_total = got:match(" (%d+) (%d+)")
@@ -348,6 +418,12 @@ if #cpu.bare == ROUNDS then
   local c_bare, c_hand, c_kinot = median(cpu.bare), median(cpu["by hand"]), median(cpu["after_handler, distinct"])
   print(string.format("      the same by the worker's CPU a request (bare %.1f us, by hand %.1f, callback.handler %.1f):" ..
     " %.2fx bare, %.2fx by hand", c_bare, c_hand, c_kinot, c_bare / c_kinot, c_hand / c_kinot))
+end
+if os.getenv("BENCH_BUDGET") == "1" then
+  -- (after the rounds: the whole worker is the budget's)
+  print("budget: each step alone in the nginx worker, the best of 3 passes over 10,000 distinct bodies (" ..
+    load_average() .. "):")
+  print((budget:gsub("\n$", "")))
 end
 -- (the files are the nginx worker's: it may run as another user)
 if PROFILE then
