@@ -90,7 +90,6 @@ M.secrets_of = secrets_of
 -- compile, "trace too long", and falling back to the interpreter)
 local K = { device_type = "device_type", command_status = "command_status", guid = "guid", reason = "reason",
             sn = "sn", as_sent = AS_SENT }
-M.DATA_KEYS = K
 
 -- device, why: by device_type when it is one of the reference's codes;
 -- else judged from the fields, and why says so (nil when the code named it)

@@ -199,8 +199,8 @@ end
 -- without updated_at passes: nothing to judge it by (every body in the
 -- platform's reference carries one).
 -- (a key read from a table: data[UPDATED.at] is a plain hash lookup to
--- LuaJIT, not one compiled for one kind of body's layout: see
--- kinot.callback.event, DATA_KEYS)
+-- LuaJIT, not one compiled for one kind of body's layout: see the names
+-- of data's members in kinot.callback.event)
 local UPDATED = { at = "updated_at" }
 
 function M:check(ev)
