@@ -25,10 +25,22 @@
 -- the handler in a timer) and ack = "after_handler" (the default: the
 -- handler in the request, 200 once it returned).  Dedupe is a
 -- lua_shared_dict for each (dedupe = "kinot_<ack>"), as for by hand.
--- Each runs BENCH_SECONDS, in three interleaved rounds; medians are shown,
--- and the issue's two ratios for after_handler, distinct: by the rates, and
--- by the nginx worker's CPU time a request (/proc), which the other work
--- of a shared machine disturbs far less than the rates.
+-- Each runs BENCH_SECONDS, in BENCH_ROUNDS interleaved rounds (default 3),
+-- each round's paths in another order (rotated: no path always runs
+-- right after the same one); medians and ranges are shown, with the load
+-- average before and after, and the issue's two ratios for after_handler,
+-- distinct: by the rates, and by the nginx worker's CPU time a request
+-- (/proc), which the other work of a shared machine disturbs far less than
+-- the rates.  BENCH_ONLY=wrk: the wrk part alone (no callback.verify loop).
+-- Where the time goes, in the nginx worker, during the after_handler,
+-- distinct rounds only: BENCH_PROFILE=<jit.p mode> (e.g. Fl, vF: LuaJIT's
+-- sampling profiler, the last round; its top lines are printed) and
+-- BENCH_JITV=1 (LuaJIT's trace log, the first round: the aborted traces,
+-- counted, are printed).  BENCH_BUDGET=1:
+-- after the rounds, the same worker times each step of a delivery alone,
+-- in a loop over the distinct bodies (no HTTP), with dicts of its own as
+-- full as the bench's: the microseconds of each step, the best of 3 passes
+-- over 10,000 bodies each.
 --   make bench   (or: luajit bench/callback.lua after make build)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
@@ -46,13 +58,17 @@ local function command_result(i) return H.signed(B.command_result_body(419600000
 local body = lock_status(1)
 assert(callback.verify(body, { secret = secret }))
 
-local opts = { secret = secret }
-local verify = callback.verify
-local v = B.rate(function() verify(body, opts) end, B.SECONDS, 1000)
-local decode = cjson.decode
-local d = B.rate(function() decode(body) end, B.SECONDS, 1000)
-print(string.format("verify %-21s callback.verify %9.0f/s   cjson.decode alone %9.0f/s   %.0f%%",
-  B.runtime, v, d, 100 * v / d))
+if os.getenv("BENCH_ONLY") ~= "wrk" then
+  local opts = { secret = secret }
+  local verify = callback.verify
+  local v = B.rate(function() verify(body, opts) end, B.SECONDS, 1000)
+  local decode = cjson.decode
+  local d = B.rate(function() decode(body) end, B.SECONDS, 1000)
+  print(string.format("verify %-21s callback.verify %9.0f/s   cjson.decode alone %9.0f/s   %.0f%%",
+    B.runtime, v, d, 100 * v / d))
+end
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3")
+assert(ROUNDS and ROUNDS >= 1, "BENCH_ROUNDS must be a number >= 1")
 
 -- wrk: only once (from LuaJIT, nginx's own Lua), and only where wrk exists
 if not rawget(_G, "jit") or not H.execute("command -v wrk >/dev/null 2>&1") then return end
@@ -81,6 +97,12 @@ local ng = H.nginx {
     lua_shared_dict kinot_after_handler 1m;
     lua_shared_dict kinot_after_handler_busy 1m;
     lua_shared_dict hand_dedupe 1m;
+    # the budget's own (BENCH_BUDGET): the same sizes as the handler's
+    lua_shared_dict budget_order 1m;
+    lua_shared_dict budget 1m;
+    lua_shared_dict budget_busy 1m;
+    lua_shared_dict budget_whole 1m;
+    lua_shared_dict budget_whole_busy 1m;
     init_by_lua_block {
       -- what a receiver typically does: look at the new state, keep a count
       local counts = { low_battery = 0, occupied = 0, commands = 0, hand = 0, hand_refused = 0,
@@ -157,6 +179,61 @@ local ng = H.nginx {
       ngx.header["Content-Type"] = "application/json"
       ngx.print('{"code":0,"message":"OK"}')
     } }
+    location = /budget { content_by_lua_block {
+      -- each step of a delivery alone, as callback.handler runs it
+      local monotonic = require("kinot.core").monotonic
+      local event = require "kinot.callback.event"
+      local freshness = require "kinot.callback.freshness"
+      local receiver = require "kinot.callback.receiver"
+      local secrets = { "]] .. secret .. [[" }
+      local bodies = {}
+      for line in io.lines(ngx.var.arg_bodies) do bodies[#bodies + 1] = line end
+      local K, n = 10000, 0
+      local rcv = receiver.new({ secret = secrets[1], ack = "after_handler", dedupe = "budget_whole", clock = ngx.time,
+        on_status = function(ev) n = n + (ev.data.low_battery or 0) end,
+        on_command = function(ev) if ev.command_status == "succeeded" then n = n + 1 end end }, "callback.handler")
+      local fresh = freshness.new { dict = ngx.shared.budget_order, now = ngx.time }
+      local store = require("kinot.callback.dict_store").new(ngx.shared.budget, ngx.shared.budget_busy, 3600, 60, "b")
+      local big, busy = ngx.shared.budget, ngx.shared.budget_busy
+      local evs, ids, keys = {}, {}, {}
+      for i = 1, #bodies do
+        evs[i] = assert(event.check(bodies[i], secrets, 65536))
+        ids[i] = evs[i].id
+        keys[i] = "budget:" .. i
+      end
+      local steps = {
+        { "verify: event.check (C scan, canonical string, MD5; the data and event tables)",
+          function(i) event.check(bodies[i], secrets, 65536) end },
+        { "freshness and order: fresh:check (a get and a set in a full dict)", function(i) fresh:check(evs[i]) end },
+        { "dedupe: store:claim + store:settle (safe_add, get; set, get, delete)", function(i)
+          local _, token = store:claim(ids[i]) store:settle(ids[i], token, true) end },
+        { "handing over: rcv:dispatch (pcall of on_status / on_command)", function(i) rcv:dispatch(evs[i]) end },
+        { "the whole receive (all of the above and the glue)", function(i) rcv:receive(bodies[i]) end },
+        { "  one get in the full dict", function(i) big:get(keys[i]) end },
+        { "  one set in the full dict (evicting)", function(i) big:set(keys[i], i, 3600) end },
+        { "  safe_add + delete in the dict of marks", function(i) busy:safe_add(ids[i], i, 60) busy:delete(ids[i]) end },
+        { "  one get in the dict of marks", function(i) busy:get(ids[i]) end },
+      }
+      for _, step in ipairs(steps) do
+        local best = math.huge
+        for pass = 0, 2 do
+          local from = (pass * K) % #bodies -- other bodies each pass: new to the dicts
+          collectgarbage()
+          local fn, t0 = step[2], monotonic()
+          for i = from + 1, from + K do fn(i) end
+          best = math.min(best, (monotonic() - t0) / K * 1e6)
+        end
+        ngx.say(string.format("%6.2f us  %s", best, step[1]))
+      end
+    } }
+    location = /jit { content_by_lua_block {
+      -- the profiler / trace log of this worker, around the rounds measured
+      local on, what, file = ngx.var.arg_on == "1", ngx.var.arg_what, ngx.var.arg_file
+      if what == "p" then
+        if on then require("jit.p").start(ngx.var.arg_mode, file) else require("jit.p").stop() end
+      elseif on then require("jit.v").on(file) else require("jit.v").off() end
+      ngx.say("ok")
+    } }
     location = /handled { content_by_lua_block {
       ngx.say(handled.low_battery + handled.occupied + handled.commands, " ", handled.hand_refused, " ", handled.hand,
         " ", handled.runs.immediate, " ", handled.runs.after_handler, " ", handled.runs.hand)
@@ -203,13 +280,40 @@ local runs = {
 }
 local rates, answered, reached, cpu = {}, {}, {}, {}
 local hand_refused, hand_total
+local function load_average()
+  local f = io.open("/proc/loadavg")
+  local l = f and f:read("*l") or "?"
+  if f then f:close() end
+  return l:match("^(%S+ %S+ %S+)") or l
+end
+local load_before, load_after, budget = load_average(), nil, nil
+local PROFILE, JITV = os.getenv("BENCH_PROFILE"), os.getenv("BENCH_JITV") == "1"
+local profile_file, jitv_file = os.tmpname(), os.tmpname()
+-- (each start truncates the file: jit.p writes its samples at the stop, of
+-- the last round; jit.v logs as traces are made, in the first round, so
+-- it runs in that round only)
+local jitv_rounds = 0
+local function jit_switch(on)
+  local flag = on and "1" or "0"
+  if PROFILE then
+    H.raw("GET", ng.url .. "/jit?what=p&on=" .. flag .. "&mode=" .. PROFILE .. "&file=" .. profile_file)
+  end
+  if JITV and jitv_rounds < 1 then
+    H.raw("GET", ng.url .. "/jit?what=v&on=" .. flag .. "&file=" .. jitv_file)
+    if not on then jitv_rounds = jitv_rounds + 1 end
+  end
+end
 B.guarded(function()
-  for _ = 1, 3 do
-    for _, r in ipairs(runs) do
+  for round = 1, ROUNDS do
+    for k = 1, #runs do
+      local r = runs[(k + round - 2) % #runs + 1]
       rates[r[1]] = rates[r[1]] or {}
+      local traced = r[1] == "after_handler, distinct"
+      if traced then jit_switch(true) end
       local before, cpu0 = handler_runs()[r[2]], worker_cpu()
       local rate, n = wrk(r[2], scripts[r[3]])
       local cpu1 = worker_cpu()
+      if traced then jit_switch(false) end
       table.insert(rates[r[1]], rate)
       cpu[r[1]] = cpu[r[1]] or {}
       if cpu0 and cpu1 then table.insert(cpu[r[1]], (cpu1 - cpu0) / n * 1e6) end
@@ -219,6 +323,12 @@ B.guarded(function()
       end
     end
   end
+  load_after = load_average()
+  if os.getenv("BENCH_BUDGET") == "1" then
+    local res = H.raw("GET", ng.url .. "/budget?bodies=" .. many)
+    assert(res.status == 200, res.body)
+    budget = res.body
+  end
   local got = H.raw("GET", ng.url .. "/handled").body
   assert(tonumber(got:match("^%d+")) > 0, "the handlers never ran")
   hand_refused, hand_total = got:match(" (%d+) (%d+)")
@@ -226,28 +336,60 @@ B.guarded(function()
 end, ng)
 for _, f in ipairs { many, one, scripts.many, scripts.one } do os.remove(f) end
 local function median(t)
-  table.sort(t)
-  return t[2]
+  local s = {}
+  for i, x in ipairs(t) do s[i] = x end
+  table.sort(s)
+  local n = #s
+  return n % 2 == 1 and s[(n + 1) / 2] or (s[n / 2] + s[n / 2 + 1]) / 2
+end
+local function range(t, fmt)
+  return string.format(fmt .. "-" .. fmt, math.min((table.unpack or unpack)(t)), math.max((table.unpack or unpack)(t)))
 end
 local bare = median(rates.bare)
-print(string.format("wrk   nginx (1 worker), 16 connections, medians of 3 rounds of %d s:", B.SECONDS))
+print(string.format("wrk   nginx (1 worker), 16 connections, medians of %d rounds of %d s (load average %s before, %s " ..
+  "after):", ROUNDS, B.SECONDS, load_before, load_after))
 for _, r in ipairs(runs) do
-  local rounds = {}
-  for i, x in ipairs(rates[r[1]]) do rounds[i] = string.format("%.0f", x) end
   local rate = median(rates[r[1]])
   local share = answered[r[1]] and string.format("  handled %3.0f%%", 100 * reached[r[1]] / answered[r[1]]) or ""
-  local us = #cpu[r[1]] == 3 and string.format("  %5.1f us CPU/req", median(cpu[r[1]])) or ""
-  print(string.format("      %-23s %8.0f req/s  %4.0f%% of bare%s%s   (rounds: %s)", r[1], rate, 100 * rate / bare,
-    us, share, table.concat(rounds, ", ")))
+  local us = #cpu[r[1]] == ROUNDS and string.format("  %5.1f us CPU/req (%s)", median(cpu[r[1]]),
+    range(cpu[r[1]], "%.1f")) or ""
+  print(string.format("      %-23s %8.0f req/s (%s)  %4.0f%% of bare%s%s", r[1], rate, range(rates[r[1]], "%.0f"),
+    100 * rate / bare, us, share))
 end
 local kinot, hand = median(rates["after_handler, distinct"]), median(rates["by hand"])
 print(string.format("      callback.handler (after_handler, dict dedupe, distinct): %.2fx bare, %.2fx by hand",
   kinot / bare, kinot / hand))
-if #cpu.bare == 3 then
+-- the ratios round by round (each round's paths ran within seconds of each other)
+local by_round, by_round_hand = {}, {}
+for i = 1, ROUNDS do
+  by_round[i] = rates["after_handler, distinct"][i] / rates.bare[i]
+  by_round_hand[i] = rates["after_handler, distinct"][i] / rates["by hand"][i]
+end
+print(string.format("      the ratios round by round: %s bare (median %.2f), %s by hand (median %.2f)",
+  range(by_round, "%.2f"), median(by_round), range(by_round_hand, "%.2f"), median(by_round_hand)))
+if #cpu.bare == ROUNDS then
   -- nginx's CPU a request: what the rates would say with the worker alone on its core
   local c_bare, c_hand, c_kinot = median(cpu.bare), median(cpu["by hand"]), median(cpu["after_handler, distinct"])
   print(string.format("      the same by the worker's CPU a request (bare %.1f us, by hand %.1f, callback.handler %.1f):" ..
     " %.2fx bare, %.2fx by hand", c_bare, c_hand, c_kinot, c_bare / c_kinot, c_hand / c_kinot))
 end
+if os.getenv("BENCH_BUDGET") == "1" then
+  -- (after the rounds: the whole worker is the budget's)
+  print("budget: each step alone in the nginx worker, the best of 3 passes over 10,000 distinct bodies (" ..
+    load_average() .. "):")
+  print((budget:gsub("\n$", "")))
+end
+-- (the files are the nginx worker's: it may run as another user)
+if PROFILE then
+  print("jit.p " .. PROFILE .. " of the nginx worker, after_handler, distinct (top lines):")
+  print((read_all("head -40 " .. profile_file):gsub("\n$", "")))
+end
+if JITV then
+  print("jit.v of the nginx worker, after_handler, distinct: traces aborted (count, reason):")
+  print((read_all("grep -E -e '--' " .. jitv_file .. " | sed 's/^\\[TRACE *//' | sort | uniq -c | sort -rn | head -20")
+    :gsub("\n$", "")))
+end
+os.remove(profile_file)
+os.remove(jitv_file)
 print(string.format("      by hand: %d of its %d deliveries (%.0f%%) did not verify (tostring(3.400) is 3.4: the lexeme" ..
   " is lost)", hand_refused, hand_total, 100 * hand_refused / hand_total))

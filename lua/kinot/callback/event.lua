@@ -80,10 +80,21 @@ local function secrets_of(s)
 end
 M.secrets_of = secrets_of
 
+-- The names of data's members, read from a table: to LuaJIT a key read
+-- from a table is no constant, so data[K.sn] compiles to a plain hash
+-- lookup.  data.sn would compile to a read of the slot where the first
+-- body compiled had its sn: data's layout differs from one kind of body to
+-- the next (a lock's members, a sensor's, a command result's), and each
+-- other layout would leave the compiled code there, at every delivery,
+-- for the interpreter (nginx: jit.v showed these side exits failing to
+-- compile, "trace too long", and falling back to the interpreter)
+local K = { device_type = "device_type", command_status = "command_status", guid = "guid", reason = "reason",
+            sn = "sn", as_sent = AS_SENT }
+
 -- device, why: by device_type when it is one of the reference's codes;
 -- else judged from the fields, and why says so (nil when the code named it)
 local function device_of(data, kind)
-  local code = data.device_type
+  local code = data[K.device_type]
   local by_type = DEVICE_BY_TYPE[code]
   if by_type then return by_type end
   local what = code == nil and "no device_type" or
@@ -108,30 +119,42 @@ local function build(digest, index, data, nested)
       if v ~= nil then data[k] = v end
     end
   end
-  local status = data.command_status
+  local status = data[K.command_status]
   if status == nil then
-    status = data[AS_SENT]
-    data.command_status = status
+    status = data[K.as_sent]
+    if status ~= nil then data[K.command_status] = status end
   end
-  local guid = data.guid
+  local guid = data[K.guid]
   local kind = (guid ~= nil and guid ~= "") and "command_resp" or "status_changed"
   local device, why = device_of(data, kind)
-  local reason = data.reason
+  local reason = data[K.reason]
   if reason == NO_REASON then reason = nil end
-  return {
-    kind = kind,
-    device = device,
-    device_why = why,
-    sn = data.sn,
-    guid = data.guid,
-    command_status = status,
-    reason = reason,
-    data = data,
-    secret_index = index,
+  -- Every event has the same keys in the same slots, whichever are nil:
+  -- made from one template of constants (LuaJIT copies it whole), then
+  -- filled in (a nil set keeps its key's slot).  A constructor of the
+  -- values themselves leaves out the nil ones, so a status and a command
+  -- result would lay their keys out differently, and each compiled read
+  -- of ev.data (freshness, the receiver, a handler) is specialized for the
+  -- slot it first saw: the other layout leaves the compiled code at that
+  -- read, for the interpreter, at every delivery
+  local ev = {
+    kind = false, device = false, device_why = false, sn = false, guid = false, command_status = false,
+    reason = false, data = false, secret_index = false,
     verified = true, -- false only under verify = "monitor" (receiver.lua)
-    -- the verified sign names the content: a redelivery carries the same
-    id = digest,
+    id = false,
   }
+  ev.kind = kind
+  ev.device = device
+  ev.device_why = why
+  ev.sn = data[K.sn]
+  ev.guid = guid
+  ev.command_status = status
+  ev.reason = reason
+  ev.data = data
+  ev.secret_index = index
+  -- the verified sign names the content: a redelivery carries the same
+  ev.id = digest
+  return ev
 end
 
 -- the refusal of a body the scanner refused (its message says what it saw)
@@ -179,7 +202,8 @@ function M.check(raw, secrets, max_body)
   end
   local digest, index, data, nested = verify_body(raw, secrets, FIELD_TYPES)
   if not digest then return refused(index, data) end
-  return build(digest, index, data, nested)
+  local ev = build(digest, index, data, nested) -- (not a tail call: kinot.callback.freshness, newest)
+  return ev
 end
 
 --- check_rule(raw, secrets, rule, max_body) -> event | nil, err: check()

@@ -128,7 +128,9 @@ function M:receive(raw)
     local ok, ferr = self.fresh:check(ev)
     if not ok then return M.refusal(ferr) end
   end
-  return self:deliver(ev, raw, nil)
+  -- (not a tail call: see freshness.newest)
+  local status, answer, event_, derr, dup = self:deliver(ev, raw, nil)
+  return status, answer, event_, derr, dup
 end
 
 --- deliver(ev, raw, err) -> status, body, event, err, duplicate: the
@@ -206,7 +208,8 @@ function M.dispatch(self, ev)
   end
   local fn = ev.kind == "command_resp" and self.on_command or self.on_status
   if not fn then return true end
-  return outcome(pcall(fn, ev))
+  local ok, why = outcome(pcall(fn, ev)) -- (not a tail call: see freshness.newest)
+  return ok, why
 end
 
 return M

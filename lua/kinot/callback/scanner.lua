@@ -198,8 +198,13 @@ function M.verify(raw, secrets, types)
     return nil, REASON[verdict], why
   end
   local index = box.index[0]
-  local data, nested = build(box, types, false, false)
+  -- (the digest before the data: a body's last member is usually its sign,
+  -- whose iteration leaves build's compiled loop by a side exit that LuaJIT
+  -- could not compile (the rest of a delivery is too long for one trace),
+  -- so what follows the loop runs in the interpreter up to the next
+  -- compiled function: it should hold no FFI call)
   local digest = ffi_string(box.hex, 32)
+  local data, nested = build(box, types, false, false)
   spare = box
   if not data then return nil, "malformed", nested end
   return digest, index, data, nested
