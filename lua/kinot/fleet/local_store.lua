@@ -19,6 +19,17 @@ local pairs, tostring, tonumber, concat, sort, find, sub = pairs, tostring, tonu
   string.find, string.sub
 local format = string.format -- a key of a serial: "%d" (LuaJIT writes 2^53 - 1 with 14 digits)
 
+-- the keys of a serial, "d:SN" and "l:SN": an update asks for them five
+-- times (lock, get, owns, put, unlock), made once
+local key_sn, key_d, key_l
+local function keys(sn)
+  if sn ~= key_sn then
+    local text = format("%d", sn)
+    key_sn, key_d, key_l = sn, "d:" .. text, "l:" .. text
+  end
+  return key_d, key_l
+end
+
 local M = {}
 
 -- "|name|name|...|t=T|" of a flag set (in no order: the lists look names
@@ -107,13 +118,13 @@ end
 -- JSON (which holds no raw newline): one safe_set writes both or neither
 -- get(sn) -> the record, and its key's text (put's `old`: read under the device's lock)
 function Shared:get(sn)
-  local text = self.dict:get("d:" .. format("%d", sn))
+  local text = self.dict:get((keys(sn)))
   if not text then return nil end
   return json.decode(sub(text, find(text, "\n", 1, true) + 1)), text
 end
 -- put(sn, rec, flags, old): old, the key's text as get gave it under this lock
 function Shared:put(sn, rec, flags, old)
-  local key = "d:" .. format("%d", sn)
+  local key = keys(sn)
   local ok, err = self.dict:safe_set(key, flags .. "\n" .. json.encode(rec))
   if not ok then
     -- nginx drops the old value before it finds no room for a new one of
@@ -124,7 +135,7 @@ function Shared:put(sn, rec, flags, old)
   return true
 end
 function Shared:flags_of(sn)
-  local text = self.dict:get("d:" .. format("%d", sn))
+  local text = self.dict:get((keys(sn)))
   if not text then return nil end
   local nl = find(text, "\n", 1, true) -- the flags end at the first newline (a match of "^(.*)\n" went to the end and back)
   return sub(text, 1, nl - 1)
@@ -164,7 +175,8 @@ function Shared:counter(name) return self.dict:get("c:" .. name) or 0 end
 -- 2 s expiry (a stalled worker) neither writes nor frees another's lock
 local lock_seq = 0
 function Shared:lock(sn)
-  local key, dict, sleep, now = "l:" .. format("%d", sn), self.dict, self.ngx.sleep, self.ngx.now
+  local _, key = keys(sn)
+  local dict, sleep, now = self.dict, self.ngx.sleep, self.ngx.now
   local deadline, wait = now() + 5, 0.0005
   lock_seq = lock_seq + 1
   local token = self.ngx.worker.pid() .. ":" .. lock_seq
@@ -179,10 +191,13 @@ function Shared:lock(sn)
     if wait < 0.01 then wait = wait * 2 end
   end
 end
-function Shared:owns(sn, token) return self.dict:get("l:" .. format("%d", sn)) == token end
+function Shared:owns(sn, token)
+  local _, key = keys(sn)
+  return self.dict:get(key) == token
+end
 -- owned: the caller knows it holds the lock (owns said so, nothing yielded since)
 function Shared:unlock(sn, token, owned)
-  local key = "l:" .. format("%d", sn)
+  local _, key = keys(sn)
   if owned or self.dict:get(key) == token then self.dict:delete(key) end
 end
 function Shared:add_sn(sn)

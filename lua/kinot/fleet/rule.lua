@@ -164,10 +164,12 @@ end
 
 -- held's state with new's fields over it: a callback carries fewer fields
 -- than an answer (a lock's has no bt_match_code), which it must not erase.
--- A device now of another kind keeps nothing of its old state.
+-- A device now of another kind keeps nothing of its old state: its state
+-- is new's own table (new is the caller's, made for this update, not kept)
 local function merged(held, new)
+  if not (held and held.kind == new.kind) then return new.state end
   local s = {}
-  if held and held.kind == new.kind then for k, v in pairs(held.state) do s[k] = v end end
+  for k, v in pairs(held.state) do s[k] = v end
   for k, v in pairs(new.state) do s[k] = v end
   return s
 end
