@@ -1,9 +1,12 @@
 -- The twin's store in Redis, for many hosts: every change is one script
--- (EVALSHA through kinot.redis) that reads the held record, decides by the
--- rule every store shares (kinot.fleet.rule's source, embedded whole), and
--- writes the record, the indexes the lists read, the summary's counters and
--- the change stream, all at once: no host ever sees half an update (the
--- indexes and counters of a call's devices go in one write each, at its end).
+-- (EVALSHA through kinot.redis) that writes the record, the indexes the
+-- lists read, the summary's counters and the change stream, all at once:
+-- no host ever sees half an update (the indexes and counters of a call's
+-- devices go in one write each, at its end).  What it writes is decided by
+-- the rule every store shares (kinot.fleet.rule's source, embedded whole):
+-- for one device (a callback) in the script, against the record it reads;
+-- for a batch (a scan's page) here, against the records an MGET read, the
+-- script writing that plan only if none of them changed since (Store:apply).
 --
 -- Keys, under the prefix (default "kinot:fleet:"), all on one server
 -- (the script names keys it computes: not for Redis Cluster):

@@ -2,7 +2,7 @@
 -- lock and sensor comes through the client's each_locker / each_sensor
 -- (`concurrency` pages in flight), the DTUs the user names through
 -- dtu_device (the API has no list of DTUs), 100 devices at a time into the
--- store (one Redis script each); inside nginx the paging runs in a light
+-- store (with Redis: one MGET and one script each); inside nginx the paging runs in a light
 -- thread of its own, overlapping the store's writes.  Where the platform is newer than the
 -- twin the rule applies it and counts it `missed` (a callback that never
 -- arrived; its changes are emitted with source = "scan").  Once a kind has
