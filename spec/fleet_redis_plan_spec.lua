@@ -195,6 +195,24 @@ describe("kinot.fleet's Redis store, a batch decided by the client #redis", func
     assert.are.equal(20, s.locks_up)
   end)
 
+  it("takes a batch of PLAN_MAX devices as a plan, and a larger one in one script", function()
+    local clock = { now = T0 + 100 }
+    local t = twin("big:", clock)
+    local rnd = function() return 2 end -- occupied
+    for _, n in ipairs { 1000, 1001 } do
+      local page = {}
+      for i = 1, n do page[i] = device("sensor", 419800000 + (n - 1000) * 5000 + i, 10, rnd) end
+      local got = assert(t:put("sensor", page, "scan"))
+      assert.are.equal(n, #got)
+      for i = 1, n do assert.are.equal("added", got[i].verdict) end
+      got = assert(t:put("sensor", page, "scan"))
+      for i = 1, n do assert.are.equal("duplicate", got[i].verdict) end
+    end
+    local s = assert(t:summary())
+    assert.are.same({ 2001, 2001, 2001 }, { s.devices.sensors, s.occupancy.total, s.occupancy.occupied })
+    assert.are.equal(1000, require("kinot.fleet.redis_store").PLAN_MAX)
+  end)
+
   it("fails the put, writing nothing, when Redis stalls past the client's timeout mid-batch", function()
     local clock = { now = T0 + 100 }
     local t = fleet.new { store = "redis", redis = require("kinot.redis").new(rs.url, { timeout = 0.5 }),

@@ -329,9 +329,12 @@ end
 -- its records read (MGET) and decided here, then one script that writes
 -- the plan if no record changed since the MGET (else the batch goes again
 -- through the first way): Redis's one thread writes, the client's CPU
--- decides (SCRIPTS.apply_plan).
+-- decides (SCRIPTS.apply_plan).  A batch of more than PLAN_MAX devices
+-- goes the first way, one script as before (3 arguments a device would
+-- pass what Lua can unpack into one call).
+M.PLAN_MAX = 1000
 function Store:apply(recs, cfg)
-  local news, keys, seen, twice = {}, {}, {}, #recs < 2
+  local news, keys, seen, twice = {}, {}, {}, #recs < 2 or #recs > M.PLAN_MAX
   for i = 1, #recs do
     local new = sn_text(recs[i])
     news[i] = new
