@@ -154,7 +154,7 @@ local function feed_overlapped(ngx, semaphore, twin, kind, each, closer, report,
       end
     end)
     if not ok then -- (a raised error, a bug: the sync fails with it, not a batch silently lost)
-      err = err or raised
+      err = err or (type(raised) == "table" and raised or errors.new("internal", "kinot.fleet: sync: " .. tostring(raised)))
       ready:post(APPLIERS)
     end
   end
