@@ -239,3 +239,70 @@ describe("kinot.fleet's Redis store, a batch decided by the client #redis", func
     assert.are.same({ 30, 30, 30 }, { s.devices.sensors, s.occupancy.total, s.occupancy.occupied })
   end)
 end)
+
+-- two batches in flight at once (a sync's two appliers in nginx), sharing
+-- devices (a page shift lists a device on two pages): whichever script runs
+-- second finds a record changed since its MGET, or reads it, and the newer
+-- state wins either way; the counters equal a recount
+describe("kinot.fleet's Redis store, two batches at once sharing devices #redis #nginx", function()
+  local H = require "helpers"
+  it("keeps the newer state of each shared device and exact counters", function()
+    local rs = R.start()
+    finally(function() rs.stop() end)
+    local ng = H.nginx { server = [[
+      location = /race { content_by_lua_block {
+        local fleet = require "kinot.fleet"
+        local json = require "kinot.json"
+        local a = ngx.req.get_uri_args()
+        local twin = fleet.new { store = "redis", redis = a.redis, prefix = a.prefix, stale_after = false }
+        local eval, changed = twin.store.c.eval, 0
+        twin.store.c.eval = function(self, ...)
+          local got, err = eval(self, ...)
+          if type(got) == "string" and got:find('"changed":true', 1, true) then changed = changed + 1 end
+          return got, err
+        end
+        local function lock(sn, s, occupied)
+          return { sn = sn, car_detected = occupied, locked = 0, voltage = 3.5,
+                   updated_at = os.date("!%Y-%m-%dT%H:%M:%S+00:00", 1796083200 + s) }
+        end
+        -- page 1: devices 1..100 at second 10, free; page 2: 51..150 at second 20, taken
+        local p1, p2 = {}, {}
+        for i = 1, 100 do p1[#p1 + 1] = lock(419600000 + i, 10, 0) end
+        for i = 51, 150 do p2[#p2 + 1] = lock(419600000 + i, 20, 1) end
+        local r = {}
+        local t1 = ngx.thread.spawn(function() r[1] = { twin:put("lock", p1, "scan") } end)
+        local t2 = ngx.thread.spawn(function() r[2] = { twin:put("lock", p2, "scan") } end)
+        ngx.thread.wait(t1)
+        ngx.thread.wait(t2)
+        local verdicts = {}
+        for k = 1, 2 do
+          assert(r[k][1], tostring(r[k][2]))
+          for _, o in ipairs(r[k][1]) do verdicts[o.verdict] = (verdicts[o.verdict] or 0) + 1 end
+        end
+        local occupied, wrong = 0, {}
+        for i = 1, 150 do
+          local d = twin:device(419600000 + i)
+          occupied = occupied + d.state.car_detected
+          if (i > 50) ~= (d.state.car_detected == 1) then wrong[#wrong + 1] = i end
+        end
+        local s = twin:summary()
+        ngx.say(json.encode { changed = changed, verdicts = verdicts, occupied = occupied, wrong = wrong, locks = s.devices.locks,
+                              summary_occupied = s.occupancy.occupied, total = s.occupancy.total })
+      } }
+    ]] }
+    finally(function() ng.stop() end)
+    local conflicts = 0
+    for round = 1, 12 do
+      local res = H.raw("GET", ng.url .. "/race?redis=" .. rs.url .. "&prefix=race" .. round .. ":")
+      assert.are.equal(200, res.status, ng.log())
+      local got = json.decode(res.body)
+      assert.are.same({}, got.wrong, res.body)
+      assert.are.same({ 150, 150, 100, 100 }, { got.locks, got.total, got.occupied, got.summary_occupied }, res.body)
+      assert.are.equal(150, got.verdicts.added, res.body)
+      assert.are.equal(50, (got.verdicts.missed or 0) + (got.verdicts.older or 0), res.body)
+      conflicts = conflicts + got.changed
+    end
+    -- both MGETs go out before either script: the second plan is refused
+    assert.is_true(conflicts >= 6, conflicts .. " plans refused in 12 rounds")
+  end)
+end)
