@@ -21,7 +21,16 @@ describe("kinot.fleet's sync inside nginx, paging beside the store #nginx #sim #
         location = /sync { content_by_lua_block {
           local a = ngx.req.get_uri_args()
           local fleet = require "kinot.fleet"
-          local twin = fleet.new { store = a.redis and "redis" or "shared", redis = a.redis, prefix = a.prefix }
+          local redis = a.redis and a.rto and require("kinot.redis").new(a.redis, { timeout = tonumber(a.rto) }) or a.redis
+          local twin = fleet.new { store = a.redis and "redis" or "shared", redis = redis, prefix = a.prefix }
+          if a.raise then -- a store that raises (a bug) on its 5th batch, while others are out
+            local apply, n = twin.store.apply, 0
+            twin.store.apply = function(...)
+              n = n + 1
+              if n == 5 then error("store raised on batch 5") end
+              return apply(...)
+            end
+          end
           local client = require("kinot").new { app_key = SIM.key, app_secret = SIM.secret, endpoint = SIM.endpoint,
                                                 retries = tonumber(a.retries or 2), paging = "page0" }
           local report, err = twin:sync(client, { concurrency = 4, dtus = { 644200001 } })
@@ -105,6 +114,53 @@ describe("kinot.fleet's sync inside nginx, paging beside the store #nginx #sim #
     assert.is_nil(got.error)
     assert.are.same({ 5000, 0, 0 }, { got.locks, got.gone, got.report.missed })
   end)
+
+  -- Redis stops answering (SIGSTOP) while pages are out and batches wait to
+  -- be written: the sync ends with Redis's error, marks nothing gone; the
+  -- next, Redis back, is whole and exact (a batch the stalled Redis wrote
+  -- late, or not at all, changes nothing: each write is all or nothing)
+  it("ends with an error, marks nothing gone, when Redis stalls mid-sync; the next sync is exact", function()
+    sim.reset()
+    local q = "redis=" .. rs.url .. "&prefix=stall:&rto=0.5"
+    assert.is_nil(sync(q).error)
+    sim.fault { kind = "latency", latency = 0.05, share = 1 }
+    finally(function()
+      os.execute("kill -CONT " .. rs.pid() .. " 2>/dev/null")
+      sim.call("DELETE", "/faults")
+    end)
+    -- 55 pages at 50 ms, 4 at a time: ~0.7 s; Redis stopped 0.3 s in, for 1.5 s
+    os.execute("(sleep 0.3; kill -STOP " .. rs.pid() .. "; sleep 1.5; kill -CONT " .. rs.pid() .. ") &")
+    local got = sync(q)
+    assert.is_string(got.error)
+    assert.matches("[Rr]edis", got.error)
+    assert.matches("timeout", got.error)
+    assert.are.equal(0, got.report.gone)
+    assert.is_true(got.report.locks < 5000, json.encode(got.report))
+    sim.call("DELETE", "/faults")
+    local deadline = os.time() + 10
+    repeat got = sync(q) until not got.error or os.time() > deadline
+    assert.is_nil(got.error)
+    assert.are.same({ 5000, 500, 0, 0 }, { got.locks, got.sensors, got.gone, got.report.gone })
+    assert.are.equal(scan_occupied(), got.occupied)
+  end)
+
+  -- an error raised in one of the appliers (a bug), the other's batch out:
+  -- the sync fails with it (no batch silently lost), marks nothing gone
+  for _, store in ipairs { "shared", "redis" } do
+    it("fails with the error a store raises mid-sync, marks nothing gone (" .. store .. ")", function()
+      sim.reset()
+      local q = (store == "redis" and ("redis=" .. rs.url .. "&prefix=raise:") or "") .. "&raise=1"
+      local got = sync(q)
+      assert.is_string(got.error)
+      assert.matches("store raised on batch 5", got.error)
+      assert.are.equal(0, got.report.gone)
+      assert.is_true(got.report.locks < 5000, json.encode(got.report))
+      got = sync(q:gsub("&raise=1", ""))
+      assert.is_nil(got.error)
+      assert.are.same({ 5000, 500, 0 }, { got.locks, got.sensors, got.gone })
+      assert.are.equal(scan_occupied(), got.occupied)
+    end)
+  end
 
   it("stops paging when the store fails, and says why", function()
     sim.reset()

@@ -32,6 +32,12 @@ M.PREFIX = "kinot:fleet:"
 M.DICT = "kinot_fleet"
 M.MAX_AHEAD = require("kinot.callback.freshness").MAX_SKEW -- seconds a stamp may be ahead of our clock
 local ZONE_EAST = 14 * 3600
+-- a table with room for n named keys (LuaJIT's table.new; else an empty one)
+local new_table = (function()
+  local ok, new = pcall(require, "table.new")
+  if ok then return new end
+  return function() return {} end
+end)()
 
 local Twin = {}
 Twin.__index = Twin
@@ -155,9 +161,12 @@ function Twin:record(kind, obj, source, now)
   -- UTC+14's too), else no true update would ever be newer than it
   local ahead = now + M.MAX_AHEAD + (zoned and 0 or ZONE_EAST)
   if t > ahead then t = ahead end
-  local state = {}
-  for _, k in ipairs(STATE_FIELDS[kind]) do
-    if obj[k] ~= nil then state[k] = obj[k] end
+  local fields = STATE_FIELDS[kind]
+  local state = new_table(0, #fields) -- (grown a key at a time, it was rehashed 4 times)
+  for i = 1, #fields do
+    local k = fields[i]
+    local v = obj[k]
+    if v ~= nil then state[k] = v end
   end
   local place = self.places[sn]
   return { sn = sn, kind = kind, state = state, updated_at = obj.updated_at, t = t, seen_at = now,

@@ -88,29 +88,38 @@ local function event(rec, change, source, extra)
            at = rec.seen_at, group = rec.group, fault = extra }
 end
 
+-- d's counters of each flag (and of the flag in the group) moved by n.
+-- No closure made in a call, here or below: LuaJIT 2.1 compiles no code
+-- that makes one (FNEW), and ran the whole decision in its interpreter
+local function add(d, flags, group, n)
+  local at = group and AT[group]
+  for name in pairs(flags) do
+    d[name] = (d[name] or 0) + n
+    if at then
+      local g = at[name]
+      d[g] = (d[g] or 0) + n
+    end
+  end
+end
+
 -- delta(old, new, old_group, new_group) -> { counter = +-n }, zeros left out
 local function delta(held, rec, cfg)
   local d = {}
-  local function add(flags, group, n)
-    local at = group and AT[group]
-    for name in pairs(flags) do
-      d[name] = (d[name] or 0) + n
-      if at then
-        local g = at[name]
-        d[g] = (d[g] or 0) + n
-      end
-    end
-  end
   local before, after = {}, R.flags(rec, cfg)
   if held then
     before = R.flags(held, cfg)
-    add(before, held.group, -1)
+    add(d, before, held.group, -1)
   end
-  add(after, rec.group, 1)
+  add(d, after, rec.group, 1)
   for name, n in pairs(d) do
     if n == 0 then d[name] = nil end
   end
   return d, before, after
+end
+
+local function by_change(a, b)
+  if a.change ~= b.change then return a.change < b.change end
+  return (a.fault or "") < (b.fault or "")
 end
 
 -- the change events between two flag sets (none for a first sight)
@@ -135,10 +144,7 @@ local function events(held, rec, before, after, source)
     if fault and not after[name] then out[#out + 1] = event(rec, "fault_cleared", source, fault) end
   end
   if #out > 1 then
-    table.sort(out, function(a, b)
-      if a.change ~= b.change then return a.change < b.change end
-      return (a.fault or "") < (b.fault or "")
-    end)
+    table.sort(out, by_change)
   end
   return out
 end
@@ -158,10 +164,12 @@ end
 
 -- held's state with new's fields over it: a callback carries fewer fields
 -- than an answer (a lock's has no bt_match_code), which it must not erase.
--- A device now of another kind keeps nothing of its old state.
+-- A device now of another kind keeps nothing of its old state: its state
+-- is new's own table (new is the caller's, made for this update, not kept)
 local function merged(held, new)
+  if not (held and held.kind == new.kind) then return new.state end
   local s = {}
-  if held and held.kind == new.kind then for k, v in pairs(held.state) do s[k] = v end end
+  for k, v in pairs(held.state) do s[k] = v end
   for k, v in pairs(new.state) do s[k] = v end
   return s
 end

@@ -2,7 +2,7 @@
 -- lock and sensor comes through the client's each_locker / each_sensor
 -- (`concurrency` pages in flight), the DTUs the user names through
 -- dtu_device (the API has no list of DTUs), 100 devices at a time into the
--- store (one Redis script each); inside nginx the paging runs in a light
+-- store (with Redis: one MGET and one script each); inside nginx the paging runs in a light
 -- thread of its own, overlapping the store's writes.  Where the platform is newer than the
 -- twin the rule applies it and counts it `missed` (a callback that never
 -- arrived; its changes are emitted with source = "scan").  Once a kind has
@@ -86,9 +86,17 @@ local function threads()
 end
 
 -- feed, inside nginx: a light thread pages the platform (its `concurrency`
--- pages in flight) while this one writes what came to the store, so that
--- a sync takes the longer of the two, not their sum.  At most `depth`
+-- pages in flight) while APPLIERS others write what came to the store, so
+-- that a sync takes the longer of the two, not their sum.  At most `depth`
 -- batches of 100 wait between them; a failure on either side stops both.
+-- Two appliers: a Redis store's batch is two round trips (its MGET, its
+-- script) with the client's decision between them; one applier left Redis
+-- and this worker each idle while the other worked, and a loaded machine's
+-- scheduling lengthened every round trip.  Two batches in flight keep both
+-- busy; their scripts run in Redis one at a time, and a device in both (a
+-- page shift) is decided by the compare-and-set (kinot.fleet.redis_store).
+-- The local stores' writes never wait: one applier runs at a time.
+local APPLIERS = 2
 local function feed_overlapped(ngx, semaphore, twin, kind, each, closer, report, listed, depth)
   local queue, head, tail = {}, 1, 0 -- the batches waiting: queue[head .. tail]
   local ready, room = semaphore.new(0), semaphore.new(depth)
@@ -118,30 +126,42 @@ local function feed_overlapped(ngx, semaphore, twin, kind, each, closer, report,
     closer:close() -- in this thread, the one that started the paging (nginx: its light threads)
     if not ok then failed = err end
     done = true
-    ready:post(1)
+    ready:post(APPLIERS)
   end)
   local err
-  while true do
-    local batch = queue[head]
-    if batch then
-      queue[head] = nil
-      head = head + 1
-      room:post(1)
-      for i = 1, #batch do
-        if batch[i].sn ~= nil then listed[batch[i].sn] = true end -- (one without a serial: counted unordered)
+  local function applier()
+    local ok, raised = pcall(function()
+      while not err do
+        local batch = queue[head]
+        if batch then
+          queue[head] = nil
+          head = head + 1
+          room:post(1)
+          for i = 1, #batch do
+            if batch[i].sn ~= nil then listed[batch[i].sn] = true end -- (one without a serial: counted unordered)
+          end
+          report[kind .. "s"] = report[kind .. "s"] + #batch
+          local fine, e = put(twin, kind, batch, report)
+          if not fine then
+            err = err or e
+            ready:post(APPLIERS) -- (the other applier, waiting, stops)
+          end
+        elseif done then
+          return
+        else
+          ready:wait(1)
+        end
       end
-      report[kind .. "s"] = report[kind .. "s"] + #batch
-      local ok, e = put(twin, kind, batch, report)
-      if not ok then
-        err = e
-        break
-      end
-    elseif done then
-      break
-    else
-      ready:wait(1)
+    end)
+    if not ok then -- (a raised error, a bug: the sync fails with it, not a batch silently lost)
+      err = err or (type(raised) == "table" and raised or errors.new("internal", "kinot.fleet: sync: " .. tostring(raised)))
+      ready:post(APPLIERS)
     end
   end
+  local others = {}
+  for i = 2, APPLIERS do others[i - 1] = ngx.thread.spawn(applier) end
+  applier()
+  for i = 1, #others do ngx.thread.wait(others[i]) end
   stop = true
   room:post(depth)
   ngx.thread.wait(producer)
