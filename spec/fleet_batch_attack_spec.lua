@@ -95,3 +95,126 @@ describe("kinot.fleet's shared dict, a batch attacked half way #nginx", function
     assert.are.same(doc.recount, doc.summary)
   end)
 end)
+
+-- kinot.fleet's Redis store, a page planned by the client (MGET, then a
+-- compare-and-set script) attacked between its two steps and inside its
+-- script.  A real redis-server.
+describe("kinot.fleet's Redis store, a planned page attacked half way #redis", function()
+  local fleet = require "kinot.fleet"
+  local model = require "fleet_model"
+  local R = require "redis_server"
+  local T0 = 1796083200 -- 2026-12-01T00:00:00Z
+  local function stamp(s) return os.date("!%Y-%m-%dT%H:%M:%S+00:00", T0 + s) end
+  local SNS = {}
+  for i = 1, 10 do SNS[i] = 419800000 + i end
+  local rs
+  setup(function() rs = R.start() end)
+  teardown(function() if rs then rs.stop() end end)
+
+  local function twin(prefix, clock)
+    return fleet.new { store = "redis", redis = rs.url, prefix = prefix, stale_after = false,
+                       clock = function() return clock.now end }
+  end
+  local function page(s, occupied)
+    local out = {}
+    for i, sn in ipairs(SNS) do out[i] = { sn = sn, car_detected = occupied, updated_at = stamp(s) } end
+    return out
+  end
+  -- the stream's events of each change
+  local function streamed(c, prefix)
+    local n = {}
+    for _, entry in ipairs(c:call("XRANGE", prefix .. "x", "-", "+")) do
+      local ev = json.decode(entry[2][2])
+      n[ev.change] = (n[ev.change] or 0) + 1
+    end
+    return n
+  end
+  local function agrees(t)
+    assert.are.same(model.recount(t, SNS), model.counted(assert(t:summary())))
+  end
+
+  it("writes nothing of a plan whose script fails on an index of the wrong type", function()
+    local clock = { now = T0 + 100 }
+    local t, c = twin("wt:", clock), rs.client()
+    assert(t:put("sensor", page(10, 0), "scan"))
+    -- someone else's value where the occupied index goes
+    c:call("SET", "wt:i:occupied", "not a sorted set")
+    local ok, err = t:put("sensor", page(20, 1), "scan")
+    assert.is_nil(ok)
+    assert.matches("WRONGTYPE", tostring(err))
+    c:call("DEL", "wt:i:occupied")
+    -- the page again: the changes it brings, each once, in the stream too
+    local got = assert(t:put("sensor", page(20, 1), "scan"))
+    for i = 1, #SNS do assert.are.equal("missed", got[i].verdict) end
+    assert.are.equal(10, streamed(c, "wt:").occupied)
+    assert.are.equal(10, assert(t:devices { occupied = true }).total)
+    agrees(t)
+  end)
+
+  it("writes nothing of a plan Redis refuses for memory (maxmemory), the page again makes it whole", function()
+    local clock = { now = T0 + 100 }
+    local t, c = twin("oom:", clock), rs.client()
+    assert(t:put("sensor", page(10, 0), "scan"))
+    c:call("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    c:call("CONFIG", "SET", "maxmemory", "1")
+    local ok, err = t:put("sensor", page(20, 1), "scan")
+    c:call("CONFIG", "SET", "maxmemory", "0")
+    assert.is_nil(ok)
+    assert.matches("OOM", tostring(err))
+    local got = assert(t:put("sensor", page(20, 1), "scan"))
+    for i = 1, #SNS do assert.are.equal("missed", got[i].verdict) end
+    assert.are.equal(10, streamed(c, "oom:").occupied)
+    agrees(t)
+  end)
+
+  it("writes a plan over a record gone and back to the same bytes between its MGET and its script (ABA)", function()
+    local clock = { now = T0 + 100 }
+    local t, other, c = twin("aba:", clock), twin("aba:", clock), rs.client()
+    -- each device alone: the script writes it, as it writes device 3 back below
+    for _, obj in ipairs(page(10, 0)) do assert(t:put("sensor", { obj }, "scan")) end
+    local before = c:call("GET", "aba:d:419800003")
+    local call, answers = t.store.c.call, {}
+    t.store.c.call = function(self, cmd, ...)
+      local r, e = call(self, cmd, ...)
+      if cmd == "MGET" then
+        -- device 3 marked gone, then brought back by the same page (the clock stands still)
+        assert(other:gone { 419800003 })
+        assert.are.equal("applied", assert(other:put("sensor", { page(10, 0)[3] }, "scan"))[1].verdict)
+        answers.same = c:call("GET", "aba:d:419800003") == before
+      end
+      return r, e
+    end
+    local got = assert(t:put("sensor", page(20, 1), "scan"))
+    t.store.c.call = call
+    for i = 1, #SNS do assert.are.equal("missed", got[i].verdict) end
+    assert.are.same({ occupied = 10, gone = 1, back = 1 }, streamed(c, "aba:"))
+    agrees(t)
+    assert.is_true(answers.same) -- the record came back byte for byte: the compare let the plan through
+  end)
+
+  it("keeps one twin when a device in a page and one outside it change between its MGET and its script", function()
+    local clock = { now = T0 + 100 }
+    local t, other, c = twin("two:", clock), twin("two:", clock), rs.client()
+    assert(t:put("sensor", page(10, 0), "scan"))
+    assert(t:put("sensor", { { sn = 419800099, car_detected = 0, updated_at = stamp(10) } }, "scan"))
+    local call = t.store.c.call
+    t.store.c.call = function(self, cmd, ...)
+      local r, e = call(self, cmd, ...)
+      if cmd == "MGET" then
+        for _, sn in ipairs { 419800099, 419800004 } do
+          assert.are.equal("applied", (other:apply { kind = "status_changed", device = "sensor", sn = sn,
+            verified = true, data = { sn = sn, car_detected = 1, updated_at = stamp(30) } }))
+        end
+      end
+      return r, e
+    end
+    local got = assert(t:put("sensor", page(20, 0), "scan"))
+    t.store.c.call = call
+    assert.are.equal("older", got[4].verdict)
+    assert.are.equal(1, assert(t:device(419800004)).state.car_detected)
+    assert.are.equal(2, streamed(c, "two:").occupied)
+    SNS[#SNS + 1] = 419800099
+    finally(function() SNS[#SNS] = nil end)
+    agrees(t)
+  end)
+end)
