@@ -221,7 +221,7 @@ end)
 
 -- Three processes (three hosts) on one Redis prefix at once: overlapping
 -- pages (planned by each client, written by compare-and-set), callbacks,
--- stamps older, equal and newer.  After it: the summary equals a recount,
+-- stamps older, equal and newer, each host with other groups.  After it: the summary equals a recount,
 -- and each device's stream of occupied / free and up / down alternates (a
 -- change emitted twice would repeat) and ends where its record is.
 describe("kinot.fleet's Redis store, three hosts writing overlapping pages at once #redis #slow", function()
@@ -240,7 +240,15 @@ describe("kinot.fleet's Redis store, three hosts writing overlapping pages at on
       local url, seed = arg[1], tonumber(arg[2])
       local T0 = 1796083200
       local fleet = require "kinot.fleet"
-      local t = fleet.new { store = "redis", redis = url, prefix = "many:", stale_after = false,
+      -- each host its own groups file (as one reloaded mid-sync on one host): a device's group moves
+      local groups = {}
+      for i = 1, 31 do
+        if (i + seed) % 3 ~= 0 then
+          groups[tostring(419600000 + i)] = { zone = "Z" .. (i + seed) % 3, level = "1" }
+          groups[tostring(419600100 + i)] = { zone = "Z" .. seed, level = "2" }
+        end
+      end
+      local t = fleet.new { store = "redis", redis = url, prefix = "many:", stale_after = false, groups = groups,
                             clock = function() return T0 + 1000 end }
       local refused, eval = 0, t.store.c.eval
       t.store.c.eval = function(self, ...)
@@ -282,13 +290,23 @@ describe("kinot.fleet's Redis store, three hosts writing overlapping pages at on
     assert.are.equal(3, oks, out)
     assert.is_true(refused > 0, "no plan was refused: the hosts never overlapped") -- (a few dozen here)
     local fleet = require "kinot.fleet"
-    local t = fleet.new { store = "redis", redis = rs.url, prefix = "many:", stale_after = false }
+    -- a reader whose groups file names every group the hosts' do (its summary lists those), on no serial here
+    local names, k = {}, 0
+    for zone = 0, 3 do
+      for level = 1, 2 do
+        k = k + 1
+        names[tostring(100 + k)] = { zone = "Z" .. zone, level = tostring(level) }
+      end
+    end
+    local t = fleet.new { store = "redis", redis = rs.url, prefix = "many:", stale_after = false, groups = names }
     local sns = {}
     for i = 1, 31 do
       sns[#sns + 1] = 419600000 + i
       sns[#sns + 1] = 419600100 + i
     end
-    assert.are.same(model.recount(t, sns), model.counted(assert(t:summary())))
+    local want = model.recount(t, sns)
+    assert.is_not_nil(next(want.groups))
+    assert.are.same(want, model.counted(assert(t:summary())))
     local c, last = rs.client(), {}
     local pairs_of = { occupied = "occ", free = "occ", up = "lock", down = "lock" }
     for _, entry in ipairs(c:call("XRANGE", "many:x", "-", "+")) do
@@ -308,5 +326,39 @@ describe("kinot.fleet's Redis store, three hosts writing overlapping pages at on
         assert.are.equal(d.state.locked == 1 and "up" or "down", last[sn .. "lock"], "device " .. sn)
       end
     end
+  end)
+end)
+
+-- The table store keeps a first sight's state table without a copy: what
+-- the caller holds after the put (its objects, the results' events, the
+-- events its on_change hook got) must not reach into the twin.
+describe("kinot.fleet's table store, what a put hands back #unit", function()
+  it("keeps the twin whole when the caller mutates its page, the results and the hook's events", function()
+    local fleet = require "kinot.fleet"
+    local hooked = {}
+    local now = 1796083300
+    local t = fleet.new { store = "table", stale_after = false, clock = function() return now end,
+                          on_change = function(ev) hooked[#hooked + 1] = ev end }
+    local page = {}
+    for i = 1, 3 do page[i] = { sn = 419800000 + i, car_detected = 0, updated_at = "2026-12-01T00:00:00Z" } end
+    assert(t:put("sensor", page, "scan")) -- first sight: the state tables kept as made
+    now = now + 10
+    for i = 1, 3 do page[i].car_detected, page[i].updated_at = 1, "2026-12-01T00:00:05Z" end
+    local got = assert(t:put("sensor", page, "scan"))
+    local before = { t:device(419800001), t:summary(), t:changes(0) }
+    -- the caller's rows reused for another page, its results and events scribbled on
+    for i = 1, 3 do
+      page[i].car_detected, page[i].sn, page[i].updated_at = 0, 1, "2027-01-01T00:00:00Z"
+      for _, ev in ipairs(got[i].events) do ev.change, ev.sn = "free", 2 end
+    end
+    for _, ev in ipairs(hooked) do ev.change, ev.group = "gone", "X" end
+    local d = t:device(419800001)
+    d.state.car_detected = 0
+    assert.are.same(before, { t:device(419800001), t:summary(), t:changes(0) })
+    -- and the next update decides against what the twin held, not the scribbles
+    now = now + 10
+    local again = assert(t:put("sensor", { { sn = 419800001, car_detected = 1, updated_at = "2026-12-01T00:00:05Z" } },
+      "scan"))
+    assert.are.equal("duplicate", again[1].verdict)
   end)
 end)
