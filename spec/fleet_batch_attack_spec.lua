@@ -151,6 +151,21 @@ describe("kinot.fleet's Redis store, a planned page attacked half way #redis", f
     agrees(t)
   end)
 
+  it("writes nothing of a plan whose script fails on a counter that is no integer", function()
+    local clock = { now = T0 + 100 }
+    local t, c = twin("nan:", clock), rs.client()
+    assert(t:put("sensor", page(10, 0), "scan"))
+    c:call("HSET", "nan:c", "occupied", "many")
+    local ok, err = t:put("sensor", page(20, 1), "scan")
+    assert.is_nil(ok)
+    assert.matches("integer", tostring(err))
+    c:call("HSET", "nan:c", "occupied", "0")
+    local got = assert(t:put("sensor", page(20, 1), "scan"))
+    for i = 1, #SNS do assert.are.equal("missed", got[i].verdict) end
+    assert.are.equal(10, streamed(c, "nan:").occupied)
+    agrees(t)
+  end)
+
   it("writes nothing of a plan Redis refuses for memory (maxmemory), the page again makes it whole", function()
     local clock = { now = T0 + 100 }
     local t, c = twin("oom:", clock), rs.client()
