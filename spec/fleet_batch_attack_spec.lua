@@ -86,6 +86,45 @@ describe("kinot.fleet's shared dict, a batch attacked half way #nginx", function
     assert.are.same(doc.recount, doc.summary)
   end)
 
+  it("keeps the counters equal to a recount when the dict fills up mid-batch", function()
+    local ng = H.nginx { http = "lua_shared_dict fleet_tiny 96k;", server = ([[
+      location = /fill {
+        content_by_lua_block {
+          package.path = "${root}/spec/support/?.lua;" .. package.path
+          local model = require "fleet_model"
+          local twin = require("kinot.fleet").new { store = "shared", dict = "fleet_tiny", stale_after = false }
+          local sns, failed, first_err = {}, 0, nil
+          for sn = 1, 400 do sns[sn] = 419600000 + sn end
+          math.randomseed(7)
+          for round = 1, 6 do
+            for first = 1, 400, 50 do
+              local page = {}
+              for sn = first, first + 49 do
+                page[#page + 1] = { sn = 419600000 + sn, car_detected = (sn + round) % 2, locked = (sn * round) % 2,
+                  low_battery = round % 2, bt_mac = string.rep("ab", math.random(1, 40)),
+                  updated_at = os.date("!%Y-%m-%dT%H:%M:%S+00:00", 1796083200 + round * 10) }
+              end
+              local ok, err = twin:put("lock", page, "scan")
+              if not ok then
+                failed = failed + 1
+                first_err = first_err or tostring(err)
+              end
+            end
+          end
+          ngx.say(require("kinot.json").encode { failed = failed, first_err = first_err,
+            recount = model.recount(twin, sns), summary = model.counted(twin:summary()) })
+        }
+      }]]):gsub("%${root}", H.root) }
+    finally(function() ng.stop() end)
+    local res = H.raw("GET", (ng.url .. "/fill"))
+    assert.are.equal(200, res.status, res.body .. ng.log())
+    local doc = json.decode(res.body)
+    assert.is_true(doc.failed > 0, "the dict never filled: make it smaller")
+    assert.matches("fleet_tiny is full", doc.first_err)
+    assert.is_true(doc.recount.locks > 50)
+    assert.are.same(doc.recount, doc.summary)
+  end)
+
   it("keeps the counters equal to a recount when a device raises mid-batch", function()
     local ng = start()
     finally(function() ng.stop() end)
