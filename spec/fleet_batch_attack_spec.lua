@@ -142,6 +142,7 @@ describe("kinot.fleet's Redis store, a planned page attacked half way #redis", f
   local fleet = require "kinot.fleet"
   local model = require "fleet_model"
   local R = require "redis_server"
+  local unpack = table.unpack or unpack -- luacheck: ignore 143
   local T0 = 1796083200 -- 2026-12-01T00:00:00Z
   local function stamp(s) return os.date("!%Y-%m-%dT%H:%M:%S+00:00", T0 + s) end
   local SNS = {}
@@ -171,6 +172,39 @@ describe("kinot.fleet's Redis store, a planned page attacked half way #redis", f
   local function agrees(t)
     assert.are.same(model.recount(t, SNS), model.counted(assert(t:summary())))
   end
+
+  it("keeps the tie rule at an equal updated_at alike in a plan, in the script and in the table store", function()
+    local clock = { now = T0 + 100 }
+    local red, tab = twin("tie:", clock), fleet.new { store = "table", stale_after = false,
+                                                      clock = function() return clock.now end }
+    local function both(fn)
+      local a, b = fn(red), fn(tab)
+      local va, vb = {}, {}
+      for i = 1, #a do va[i], vb[i] = a[i].verdict, b[i].verdict end
+      assert.are.same(vb, va)
+      return va
+    end
+    local function cb(t, sn, occ, s)
+      local v = t:apply { kind = "status_changed", device = "sensor", sn = sn, verified = true,
+                          data = { sn = sn, car_detected = occ, updated_at = stamp(s) } }
+      return { { verdict = v } }
+    end
+    -- devices 1-5 by a scan (a plan), 6-10 by callbacks (the script), all at second 10
+    local first = page(10, 0)
+    both(function(t) return assert(t:put("sensor", { unpack(first, 1, 5) }, "scan")) end)
+    for i = 6, 10 do both(function(t) return cb(t, SNS[i], 0, 10) end) end
+    -- the same second: a callback after a scan is older, a scan after a callback applies (missed)
+    assert.are.same({ "older" }, both(function(t) return cb(t, SNS[1], 1, 10) end))
+    local got = both(function(t) return assert(t:put("sensor", page(10, 1), "scan")) end)
+    assert.are.same({ "missed", "missed", "missed", "missed", "missed", "missed", "missed", "missed", "missed", "missed" },
+      got)
+    -- the same state at the same second: a duplicate, through the plan and through the script
+    assert.are.same({ "duplicate" }, both(function(t) return cb(t, SNS[7], 1, 10) end))
+    got = both(function(t) return assert(t:put("sensor", page(10, 1), "scan")) end)
+    for i = 1, #SNS do assert.are.equal("duplicate", got[i]) end
+    assert.are.same(model.counted(assert(tab:summary())), model.counted(assert(red:summary())))
+    agrees(red)
+  end)
 
   it("writes nothing of a plan whose script fails on an index of the wrong type", function()
     local clock = { now = T0 + 100 }
