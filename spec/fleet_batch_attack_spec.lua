@@ -280,6 +280,37 @@ describe("kinot.fleet's Redis store, a planned page attacked half way #redis", f
     assert.is_true(answers.same) -- the record came back byte for byte: the compare let the plan through
   end)
 
+  it("refuses a plan when a device of the page is marked gone between its MGET and its script", function()
+    local clock = { now = T0 + 100 }
+    local t, other, c = twin("gone:", clock), twin("gone:", clock), rs.client()
+    local tab = fleet.new { store = "table", stale_after = false, clock = function() return clock.now end }
+    assert(t:put("sensor", page(10, 0), "scan"))
+    assert(tab:put("sensor", page(10, 0), "scan"))
+    local call = t.store.c.call
+    t.store.c.call = function(self, cmd, ...)
+      local r, e = call(self, cmd, ...)
+      if cmd == "MGET" then assert.are.equal(1, #assert(other:gone { 419800006 })) end
+      return r, e
+    end
+    local got = assert(t:put("sensor", page(20, 1), "scan"))
+    t.store.c.call = call
+    assert(tab:gone { 419800006 })
+    local want = assert(tab:put("sensor", page(20, 1), "scan"))
+    local function changes(results)
+      local out = {}
+      for i, r in ipairs(results) do
+        out[i] = { r.verdict }
+        for _, ev in ipairs(r.events) do out[i][#out[i] + 1] = ev.change end
+      end
+      return out
+    end
+    assert.are.same(changes(want), changes(got))
+    assert.are.same({ "applied", "back" }, changes(got)[6]) -- back from gone: applied, one event (rule.lua)
+    assert.are.same({ occupied = 9, gone = 1, back = 1 }, streamed(c, "gone:"))
+    assert.are.same(model.counted(assert(tab:summary())), model.counted(assert(t:summary())))
+    agrees(t)
+  end)
+
   it("keeps one twin when a device in a page and one outside it change between its MGET and its script", function()
     local clock = { now = T0 + 100 }
     local t, other, c = twin("two:", clock), twin("two:", clock), rs.client()
