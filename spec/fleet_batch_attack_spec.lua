@@ -311,6 +311,28 @@ describe("kinot.fleet's Redis store, a planned page attacked half way #redis", f
     agrees(t)
   end)
 
+  it("refuses a plan that writes nothing when one of its devices changes between its MGET and its script", function()
+    local clock = { now = T0 + 100 }
+    local t, other = twin("dup:", clock), twin("dup:", clock)
+    assert(t:put("sensor", page(10, 0), "scan"))
+    local call = t.store.c.call
+    t.store.c.call = function(self, cmd, ...)
+      local r, e = call(self, cmd, ...)
+      if cmd == "MGET" then
+        assert.are.equal("applied", (other:apply { kind = "status_changed", device = "sensor", sn = SNS[3],
+          verified = true, data = { sn = SNS[3], car_detected = 1, updated_at = stamp(30) } }))
+      end
+      return r, e
+    end
+    -- the page as the twin holds it: every device a duplicate, the plan writes no record
+    local got = assert(t:put("sensor", page(10, 0), "scan"))
+    t.store.c.call = call
+    for i = 1, #SNS do assert.are.equal(i == 3 and "older" or "duplicate", got[i].verdict) end
+    local s = assert(t:summary())
+    assert.are.same({ 1, 9, 1 }, { s.occupancy.occupied, s.updates.duplicate, s.updates.out_of_order })
+    agrees(t)
+  end)
+
   it("keeps one twin when a device in a page and one outside it change between its MGET and its script", function()
     local clock = { now = T0 + 100 }
     local t, other, c = twin("two:", clock), twin("two:", clock), rs.client()
