@@ -173,8 +173,11 @@ end
 function Shared:counter(name) return self.dict:get("c:" .. name) or 0 end
 -- the lock's value: this holder's own, so that a holder that outlived the
 -- 2 s expiry (a stalled worker) neither writes nor frees another's lock
+-- before_wait(a1, a2) (or nil), called once before it first waits: a
+-- batch's counters, made before a wait that another worker's lock may
+-- stretch to 5 s (a worker killed meanwhile would lose them for good)
 local lock_seq = 0
-function Shared:lock(sn)
+function Shared:lock(sn, before_wait, a1, a2)
   local _, key = keys(sn)
   local dict, sleep, now = self.dict, self.ngx.sleep, self.ngx.now
   local deadline, wait = now() + 5, 0.0005
@@ -186,6 +189,10 @@ function Shared:lock(sn)
     if err ~= "exists" then return full(self.name, err) end
     if now() > deadline then
       return nil, errors.new("timeout", "kinot.fleet: device " .. tostring(sn) .. " stayed locked for 5 s")
+    end
+    if before_wait then
+      before_wait(a1, a2)
+      before_wait = nil
     end
     sleep(wait)
     if wait < 0.01 then wait = wait * 2 end
@@ -284,9 +291,10 @@ end
 -- under the device's lock: fn(held, a, b) -> verdict, rec, delta, events,
 -- flags (a function and its arguments, not a closure made for each
 -- device: LuaJIT 2.1 compiles no loop that makes one)
+local flush
 local function locked(self, sn, fn, a, b_arg, pending)
   local b = self.b
-  local token, err = b:lock(sn)
+  local token, err = b:lock(sn, pending and flush, self, pending)
   if not token then return nil, err end
   local held, held_text = b:get(sn)
   local verdict, rec, delta, events, flags = fn(held, a, b_arg)
@@ -309,8 +317,10 @@ end
 
 -- the counters a batch moved, made: one incr a counter, not one a device
 -- (a page of 100 first seen moved ~10 counters each: half the dict's work)
-local function flush(self, pending)
+-- (made: taken out of pending)
+function flush(self, pending)
   for name, n in pairs(pending) do
+    pending[name] = nil
     if n ~= 0 then
       local ok, err = self.b:incr(name, n)
       if not ok then return nil, err end
@@ -323,20 +333,25 @@ end
 -- counters move once for the batch, after its records (also when a device
 -- fails it: those written before are counted): a reader meanwhile may see
 -- a record whose counts are still to come, never the other way
-function Store:apply(recs, cfg)
-  local out, pending = {}, {}
+local function each(self, recs, cfg, out, pending)
   local decide = rule.decide
   for i = 1, #recs do
     local new = recs[i]
     local verdict, events = locked(self, new.sn, decide, new, cfg, pending)
-    if not verdict then
-      flush(self, pending)
-      return nil, events
-    end
+    if not verdict then return nil, events end
     out[i] = { verdict = verdict, events = events }
   end
-  local ok, err = flush(self, pending)
+  return true
+end
+function Store:apply(recs, cfg)
+  local out, pending = {}, {}
+  -- a device that raises (a number JSON cannot carry: the platform's
+  -- 1e999) after others were written: theirs are counted, then it raises
+  local ran, ok, err = pcall(each, self, recs, cfg, out, pending)
+  local made, made_err = flush(self, pending)
+  if not ran then error(ok, 0) end
   if not ok then return nil, err end
+  if not made then return nil, made_err end
   return out
 end
 

@@ -149,6 +149,34 @@ for first = 1, n, 1000 do
   end
 end
 local plan = cjson.decode(ARGV[4])
+-- a key of another type (someone else's, under the prefix) fails the plan
+-- before its first write: Redis keeps what a script wrote before an error,
+-- which left records and counters written and their events never streamed
+local function wrong(key, want)
+  local kind = redis.call("TYPE", key).ok
+  if kind ~= "none" and kind ~= want then
+    return redis.error_reply("WRONGTYPE kinot.fleet: " .. key .. " is a " .. kind .. ", not a " .. want)
+  end
+end
+local bad = wrong(P .. "c", "hash") or wrong(P .. "t", "zset") or wrong(P .. "x", "stream")
+for name in pairs(plan.i) do bad = bad or wrong(P .. "i:" .. name, "zset") end
+for name in pairs(plan.o) do bad = bad or wrong(P .. "i:" .. name, "zset") end
+-- and a counter that holds no integer (HINCRBY's error) the same way
+local names = {}
+for name, by in pairs(plan.c) do
+  if by ~= 0 then names[#names + 1] = name end
+end
+for first = 1, #names, 1000 do
+  local last = math.min(#names, first + 999)
+  local held = redis.call("HMGET", P .. "c", unpack(names, first, last))
+  for k = 1, #held do
+    local v = held[k]
+    if v and not (#v <= 19 and string.match(v, "^%-?%d+$")) then
+      bad = bad or redis.error_reply("ERR kinot.fleet: counter " .. names[first + k - 1] .. " is not an integer")
+    end
+  end
+end
+if bad then return bad end
 each_chunk("MSET", nil, sets)
 for name, by in pairs(plan.c) do
   if by ~= 0 then redis.call("HINCRBY", P .. "c", name, by) end
