@@ -502,15 +502,18 @@ local function arg_text(v)
   return tostring(v)
 end
 
+-- (a string as it is; the lengths as numbers, which table.concat writes as
+-- digits: no string made for each header)
 local function encode(args, n)
-  local out = { "*" .. n .. "\r\n" }
+  local out = { "*", n, "\r\n" }
+  local k = 3
   for i = 1, n do
-    local s = arg_text(args[i])
-    out[#out + 1] = "$" .. #s .. "\r\n"
-    out[#out + 1] = s
-    out[#out + 1] = "\r\n"
+    local s = args[i]
+    if type(s) ~= "string" then s = arg_text(s) end
+    out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5] = "$", #s, "\r\n", s, "\r\n"
+    k = k + 5
   end
-  return concat(out)
+  return concat(out, "", 1, k)
 end
 
 -- A Redis error inside an array (a script's or EXEC's) is kept as this
