@@ -516,7 +516,8 @@ local function encode(args, n)
   return concat(out, "", 1, k)
 end
 
--- A Redis error inside an array (a script's or EXEC's) is kept as this
+-- A Redis error inside an array (a script's or EXEC's) is kept as this:
+-- .text, and .code its first word
 local ReplyError = {}
 ReplyError.__index = ReplyError
 ReplyError.__tostring = function(e) return e.text end
@@ -663,7 +664,7 @@ local function read(rd, depth)
       local v, k, m = read(rd, depth + 1)
       if v == nil then
         if k then return nil, k, m end
-        v = setmetatable({ text = m }, ReplyError)
+        v = setmetatable({ text = m, code = m:match("^(%u+)") or "ERR" }, ReplyError)
       end
       arr[i] = v
     end

@@ -27,7 +27,13 @@ M.STREAM = "kinot:callbacks"
 -- KEYS: the stream, then each delivery's dedupe key; ARGV: ttl, maxlen
 -- ("" for none), waited, then for each delivery (KEYS[i + 1]) five: id,
 -- body, at, rule ("" for the default), verified ("0" when not, else "").
--- Returns each delivery's answer, in order: 1 stored now, 0 stored before.
+-- Returns each delivery's answer, in order: 1 stored now, 0 stored before,
+-- or the error its append met (READONLY on a replica, OOM ...): nothing of
+-- that delivery was written, and the others still get theirs (a
+-- redelivery found stored, which only reads, is answered on a replica).
+-- Every delivery refused READONLY: the call itself is that error, so that
+-- the client sees a call a replica refused (behind Sentinel: followed to
+-- the new master, kinot.redis).
 -- A mark is set after its append: a script that fails half way keeps
 -- what it wrote, and a mark without its entry would make the redelivery
 -- of an event never stored look like a duplicate.
@@ -47,7 +53,7 @@ local stream, ttl, maxlen, waited = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
 local a, base = { stream }, 1
 if maxlen ~= '' then a[2] = 'MAXLEN'; a[3] = '~'; a[4] = maxlen; base = 4 end
 a[base + 1] = '*'; a[base + 2] = 'id'; a[base + 4] = 'body'; a[base + 6] = 'at'
-local out = {}
+local out, refused = {}, 0
 for i = 1, #KEYS - 1 do
   local key, j = KEYS[i + 1], 3 + (i - 1) * 5
   if redis.call('EXISTS', key) == 1 then
@@ -58,11 +64,17 @@ for i = 1, #KEYS - 1 do
     local n = base + 7
     if ARGV[j + 4] ~= '' then a[n + 1] = 'rule'; a[n + 2] = ARGV[j + 4]; n = n + 2 end
     if ARGV[j + 5] ~= '' then a[n + 1] = 'verified'; a[n + 2] = ARGV[j + 5]; n = n + 2 end
-    redis.call('XADD', unpack(a, 1, n))
-    redis.call('SET', key, 'done', 'EX', ttl)
-    out[i] = 1
+    local r = redis.pcall('XADD', unpack(a, 1, n))
+    if type(r) == 'table' and r.err then
+      out[i] = r
+      if string.sub(r.err, 1, 8) == 'READONLY' then refused = refused + 1 end
+    else
+      redis.call('SET', key, 'done', 'EX', ttl)
+      out[i] = 1
+    end
   end
 end
+if refused == #KEYS - 1 then return out[1] end
 return out]]
 
 local OPTIONS = validate.set { "redis", "redis_tls", "stream", "maxlen", "timeout", "connect_timeout", "wait" }
@@ -157,7 +169,8 @@ local function script_args(self, batch, head)
   return args, k
 end
 
--- the script's reply for n deliveries: the list | nil, err
+-- the script's reply for n deliveries: the list (1, 0 or a ReplyError
+-- each) | nil, err
 local function answers(self, v, n)
   if type(v) == "table" and getmetatable(v) == nil and #v == n then return v end
   return nil, errors.new("decode", "redis " .. self.client.where .. ": the inbox's script answered " ..
@@ -167,10 +180,13 @@ end
 -- the batch's round trip: true | nil, err (each item gets v or err).
 -- One EVALSHA of the script for the whole batch (then, with wait, one
 -- WAIT on its connection).  A script the server lost (NOSCRIPT: a
--- restart, SCRIPT FLUSH), or a batch refused by a replica (READONLY,
--- MASTERDOWN: an old master demoted, on a pooled connection; its first
--- write refused, so nothing of it was written) goes again once
--- (`again`: that second round), the script loaded anew
+-- restart, SCRIPT FLUSH) or a call refused whole (MASTERDOWN: a replica
+-- cut from its master) goes again once, the script loaded anew; the
+-- deliveries whose append a replica refused (READONLY: an old master
+-- demoted, on a pooled connection; nothing of them was written) go again
+-- once, together, as a batch of their own (with its own WAIT): behind
+-- Sentinel, refused as a whole, to the new master (`again`: that second
+-- round)
 local function send(self, batch, again)
   local sha = self.sha
   if not sha then
@@ -201,8 +217,27 @@ local function send(self, batch, again)
   if w and (type(replies[2]) ~= "number" or replies[2] < w.replicas) then
     short = self.client:unreplicated("PUT", w, replies[2])
   end
+  local lost = {}
   for i, item in ipairs(batch) do
-    if short then item.err = short else item.v = list[i] end
+    local x = list[i]
+    if getmetatable(x) == redis.ReplyError then
+      if not again and (x.code == "READONLY" or x.code == "MASTERDOWN") then
+        lost[#lost + 1] = item
+      else
+        item.err = errors.new("redis", "redis " .. self.client.where .. ": " .. x.text,
+                              { code = x.code, retryable = false })
+      end
+    elseif short then
+      item.err = short
+    else
+      item.v = x
+    end
+  end
+  if #lost > 0 then
+    local ok, serr = send(self, lost, true)
+    if not ok then
+      for _, item in ipairs(lost) do item.err = serr end
+    end
   end
   return true
 end
@@ -273,7 +308,13 @@ function M:store(item)
     end
     if v == nil then return nil, err end
     v, err = answers(self, v, 1)
-    return v and v[1], err
+    if not v then return nil, err end
+    local x = v[1]
+    if getmetatable(x) == redis.ReplyError then
+      return nil, errors.new("redis", "redis " .. self.client.where .. ": " .. x.text,
+                             { code = x.code, retryable = redis.RETRYABLE_CODES[x.code] or false })
+    end
+    return x
   end
   if not self.queue then self.queue, self.slots, self.flying = {}, {}, 0 end
   self.queue[#self.queue + 1] = item
