@@ -27,11 +27,13 @@
 --               timed from its start to an empty stream (its --count, and
 --               count 10, the default before 0.2.0).
 --   luajit bench/inbox.lua [all|wrk|drain]   (after make build; BENCH_SECONDS=3, BENCH_ROUNDS=3 by default;
---   the inbox / memory ratio of each round, and their median, last)
+--   the inbox / memory ratio of each round, and their median, last; BENCH_LOOPS=4: the worker's loops)
 --   luajit bench/inbox.lua wait   (the wait option's cost instead: wait_cost below)
 package.path = "./?.lua;" .. package.path
 local MODE = arg and arg[1] or "all"
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3") -- (wrk and wait: rounds of every path)
+-- the worker's timer loops in the nginx worker (wrk)
+local LOOPS = math.floor(tonumber(os.getenv("BENCH_LOOPS") or "4"))
 local B = require "bench.support"
 local callback = require "kinot.callback"
 local core = require "kinot.core"
@@ -234,7 +236,8 @@ local function throughput()
         local worker = require "kinot.callback.worker"
         for _, w in ipairs {
           { "]] .. plain.url .. [[", run_inbox }, { "]] .. aof.url .. [[", run_aof } } do
-          worker.start { redis = w[1], on_status = w[2], on_command = w[2], loops = 4, count = 50, block = 0.5 }
+          worker.start { redis = w[1], on_status = w[2], on_command = w[2], loops = ]] .. LOOPS .. [[, count = 50,
+                         block = 0.5 }
         end
       }
     ]],
@@ -377,8 +380,8 @@ local function throughput()
     table.sort(t)
     return t[math.ceil(#t / 2)]
   end
-  print(string.format("inbox  %s, nginx (1 worker), wrk 16 connections, %d s a run, medians of %d rounds:", B.runtime,
-    B.SECONDS, ROUNDS))
+  print(string.format("inbox  %s, nginx (1 worker), wrk 16 connections, %d s a run, medians of %d rounds, %d worker loop(s):",
+    B.runtime, B.SECONDS, ROUNDS, LOOPS))
   print("       (memory: the in-memory queue, ack = \"immediate\"; after_handler: the handler in the request, in memory)")
   print("       path            answered/s   handled/s   POST->handler p50, p99   one at a time: p50, p99   (ngx.now: 1 ms steps)")
   for _, run in ipairs(runs) do
