@@ -169,6 +169,12 @@ local function script_args(self, batch, head)
   return args, k
 end
 
+-- the error the script answered for one delivery (its append refused)
+local function delivery_error(self, x)
+  return errors.new("redis", "redis " .. self.client.where .. ": " .. x.text,
+                    { code = x.code, retryable = redis.RETRYABLE_CODES[x.code] or false })
+end
+
 -- the script's reply for n deliveries: the list (1, 0 or a ReplyError
 -- each) | nil, err
 local function answers(self, v, n)
@@ -224,8 +230,7 @@ local function send(self, batch, again)
       if not again and (x.code == "READONLY" or x.code == "MASTERDOWN") then
         lost[#lost + 1] = item
       else
-        item.err = errors.new("redis", "redis " .. self.client.where .. ": " .. x.text,
-                              { code = x.code, retryable = false })
+        item.err = delivery_error(self, x)
       end
     elseif short then
       item.err = short
@@ -310,10 +315,7 @@ function M:store(item)
     v, err = answers(self, v, 1)
     if not v then return nil, err end
     local x = v[1]
-    if getmetatable(x) == redis.ReplyError then
-      return nil, errors.new("redis", "redis " .. self.client.where .. ": " .. x.text,
-                             { code = x.code, retryable = redis.RETRYABLE_CODES[x.code] or false })
-    end
+    if getmetatable(x) == redis.ReplyError then return nil, delivery_error(self, x) end
     return x
   end
   if not self.queue then self.queue, self.slots, self.flying = {}, {}, 0 end
