@@ -26,10 +26,14 @@
 --               a stream filled beforehand with BENCH_DRAIN events (100,000),
 --               timed from its start to an empty stream (its --count, and
 --               count 10, the default before 0.2.0).
---   luajit bench/inbox.lua [all|wrk|drain]   (after make build; BENCH_SECONDS=3 by default)
+--   luajit bench/inbox.lua [all|wrk|drain]   (after make build; BENCH_SECONDS=3, BENCH_ROUNDS=3 by default;
+--   the inbox / memory ratio of each round, and their median, last; BENCH_LOOPS=4: the worker's loops)
 --   luajit bench/inbox.lua wait   (the wait option's cost instead: wait_cost below)
 package.path = "./?.lua;" .. package.path
 local MODE = arg and arg[1] or "all"
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3") -- (wrk and wait: rounds of every path)
+-- the worker's timer loops in the nginx worker (wrk)
+local LOOPS = math.floor(tonumber(os.getenv("BENCH_LOOPS") or "4"))
 local B = require "bench.support"
 local core = require "kinot.core"
 
@@ -110,7 +114,6 @@ local function wait_cost()
   local rates, lat = {}, {}
   local boxes = { direct = { redis = master.url }, sentinel = { redis = k.url },
                   ["wait 1"] = { redis = k.url, wait = { replicas = 1 } }, ["wait 2"] = { redis = k.url, wait = { replicas = 2 } } }
-  local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3")
   B.guarded(function()
     for round = 1, ROUNDS do
       -- each round in another order (a machine that slows down mid-run
@@ -197,7 +200,8 @@ local function throughput()
         local worker = require "kinot.callback.worker"
         for _, w in ipairs {
           { "]] .. plain.url .. [[", run_inbox }, { "]] .. aof.url .. [[", run_aof } } do
-          worker.start { redis = w[1], on_status = w[2], on_command = w[2], loops = 4, count = 50, block = 0.5 }
+          worker.start { redis = w[1], on_status = w[2], on_command = w[2], loops = ]] .. LOOPS .. [[, count = 50,
+                         block = 0.5 }
         end
       }
     ]],
@@ -262,7 +266,7 @@ local function throughput()
                  { "inbox+aof", "/inbox_aof", aof } }
   local results = {}
   B.guarded(function()
-    for round = 1, 3 do
+    for round = 1, ROUNDS do
       for _, run in ipairs(runs) do
         for _, r in ipairs { plain, aof } do
           local c = r.client()
@@ -307,7 +311,7 @@ local function throughput()
     local rates = {}
     for i, x in ipairs(results.inbox) do rates[i] = x.rate end
     table.sort(rates)
-    local target = rates[2] / 2
+    local target = rates[math.ceil(#rates / 2)] / 2
     local function flush()
       local c = plain.client()
       c:call("FLUSHALL")
@@ -338,9 +342,10 @@ local function throughput()
     local t = {}
     for i, x in ipairs(list) do t[i] = x[key] end
     table.sort(t)
-    return t[2]
+    return t[math.ceil(#t / 2)]
   end
-  print(string.format("inbox  %s, nginx (1 worker), wrk 16 connections, %d s a run, medians of 3 rounds:", B.runtime, B.SECONDS))
+  print(string.format("inbox  %s, nginx (1 worker), wrk 16 connections, %d s a run, medians of %d rounds, %d worker loop(s):",
+    B.runtime, B.SECONDS, ROUNDS, LOOPS))
   print("       (memory: the in-memory queue, ack = \"immediate\"; after_handler: the handler in the request, in memory)")
   print("       path            answered/s   handled/s   POST->handler p50, p99   one at a time: p50, p99   (ngx.now: 1 ms steps)")
   for _, run in ipairs(runs) do
@@ -349,6 +354,15 @@ local function throughput()
       median(list, "handled"), 1000 * median(list, "p50"), 1000 * median(list, "p99"),
       1000 * list.light.p50, 1000 * list.light.p99))
   end
+  -- the inbox against memory round by round (each round's runs one after
+  -- the other: on a shared machine the load moves between rounds)
+  local ratios, shown = {}, {}
+  for i, x in ipairs(results.inbox) do
+    ratios[i] = { r = x.rate / results.memory[i].rate }
+    shown[i] = string.format("%.0f%%", 100 * ratios[i].r)
+  end
+  print(string.format("       inbox / memory answered/s, round by round: %s; median %.0f%%", table.concat(shown, ", "),
+    100 * median(ratios, "r")))
   local pc = results.paced
   print(string.format("       paced inbox: %.0f posted/s held for %d s (target %.0f: half the inbox's median answered/s), " ..
     "%.0f handled/s, %d left at the end; POST->handler p50 %.1f ms, p99 %.1f ms (%d events)",

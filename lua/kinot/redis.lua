@@ -31,6 +31,8 @@ M.null = setmetatable({}, { __tostring = function() return "redis.null" end })
 
 local RETRYABLE_CODES = { LOADING = true, BUSY = true, TRYAGAIN = true, MASTERDOWN = true, READONLY = true,
                           NOREPLICAS = true }
+--- the error codes worth a retry (err.retryable of a Redis error)
+M.RETRYABLE_CODES = RETRYABLE_CODES
 
 --- redact(url) -> the URL with its userinfo replaced by ***
 local QUERY_NAMES = { sentinel_password = true, sentinel_username = true }
@@ -502,18 +504,22 @@ local function arg_text(v)
   return tostring(v)
 end
 
+-- (a string as it is; the lengths as numbers, which table.concat writes as
+-- digits: no string made for each header)
 local function encode(args, n)
-  local out = { "*" .. n .. "\r\n" }
+  local out = { "*", n, "\r\n" }
+  local k = 3
   for i = 1, n do
-    local s = arg_text(args[i])
-    out[#out + 1] = "$" .. #s .. "\r\n"
-    out[#out + 1] = s
-    out[#out + 1] = "\r\n"
+    local s = args[i]
+    if type(s) ~= "string" then s = arg_text(s) end
+    out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5] = "$", #s, "\r\n", s, "\r\n"
+    k = k + 5
   end
-  return concat(out)
+  return concat(out, "", 1, k)
 end
 
--- A Redis error inside an array (a script's or EXEC's) is kept as this
+-- A Redis error inside an array (a script's or EXEC's) is kept as this:
+-- .text, and .code its first word
 local ReplyError = {}
 ReplyError.__index = ReplyError
 ReplyError.__tostring = function(e) return e.text end
@@ -566,8 +572,10 @@ local byte, find, sub = string.byte, string.find, string.sub
 -- one CRLF-ended line: its first byte (the reply's type; 0 for an empty
 -- line) and the rest, without the CRLF (no copy of the whole line: a
 -- reply of a thousand entries has thousands of them);
--- type, rest | nil, kind, message
-local function line_of(rd)
+-- type, rest | nil, kind, message.  A line already in the buffer is taken
+-- without a loop (line_of: LuaJIT compiles it into its caller's trace);
+-- one not yet all there waits for more (wait_line)
+local function wait_line(rd)
   while true do
     local buf, pos = rd.buf, rd.pos
     local e = find(buf, "\r\n", pos, true)
@@ -584,6 +592,18 @@ local function line_of(rd)
     if not ok then return nil, kind, err end
   end
   return nil, "decode", "protocol error: a line longer than " .. LINE_MAX .. " bytes"
+end
+
+local function line_of(rd)
+  local buf, pos = rd.buf, rd.pos
+  local e = find(buf, "\r\n", pos, true)
+  if not e or e - pos > LINE_MAX then return wait_line(rd) end
+  rd.pos = e + 2
+  local budget = rd.budget - (e - pos + 2)
+  rd.budget = budget
+  if budget < 0 then return nil, "too_large", "reply larger than the " .. rd.max .. "-byte cap (max_reply)" end
+  if e == pos then return 0, "" end
+  return byte(buf, pos), sub(buf, pos + 1, e - 1)
 end
 
 -- exactly n bytes (the budget already spent); bytes | nil, kind, message
@@ -611,11 +631,9 @@ end
 
 local PLUS, MINUS, COLON, DOLLAR, STAR = byte("+-:$*", 1, 5)
 
--- read(rd, depth) -> value | nil, kind, message | nil, nil, redis_error_text
-local function read(rd, depth)
-  local p, rest, msg = line_of(rd)
-  if not p then return nil, rest, msg end
-  local kind
+-- one reply that is not an array (p: its type byte, rest: its line's
+-- rest) -> value | nil, kind, message | nil, nil, redis_error_text
+local function scalar(rd, p, rest)
   if p == PLUS then return rest end
   if p == MINUS then return nil, nil, rest end
   if p == COLON then
@@ -627,8 +645,7 @@ local function read(rd, depth)
     local n = length(rest)
     if not n then return nil, "decode", "protocol error: bad bulk length" end
     if n < 0 then return M.null end
-    local ok
-    ok, kind, msg = spend(rd, n + 2)
+    local ok, kind, msg = spend(rd, n + 2)
     if not ok then return nil, kind, msg end
     local at, buf = rd.pos, rd.buf
     if #buf - at + 1 >= n + 2 then -- all there already (the common case)
@@ -645,28 +662,68 @@ local function read(rd, depth)
     if data:sub(-2) ~= "\r\n" then return nil, "decode", "protocol error: a bulk string not ended by CRLF" end
     return data:sub(1, n)
   end
-  if p == STAR then
-    local n = length(rest)
-    if not n then return nil, "decode", "protocol error: bad array length" end
-    if n < 0 then return M.null end
-    if depth >= MAX_DEPTH then
-      return nil, "decode", "protocol error: a reply nested deeper than " .. MAX_DEPTH .. " arrays"
-    end
-    local ok
-    ok, kind, msg = spend(rd, n * ELEMENT)
-    if not ok then return nil, kind, msg end
-    local arr = {}
-    for i = 1, n do
-      local v, k, m = read(rd, depth + 1)
-      if v == nil then
-        if k then return nil, k, m end
-        v = setmetatable({ text = m }, ReplyError)
-      end
-      arr[i] = v
-    end
-    return arr
-  end
   return nil, "decode", "protocol error: unexpected reply type " .. string.format("%q", p == 0 and "" or string.char(p))
+end
+
+-- read(rd) -> value | nil, kind, message | nil, nil, redis_error_text.
+-- Arrays are filled in a loop with a stack of the arrays still open (no
+-- recursion, which LuaJIT does not compile: a reply of many entries is
+-- read in one compiled loop); an error inside an array is a ReplyError
+local function read(rd)
+  local arr, n, i = nil, 0, 0 -- the array being filled
+  local open, sa, sn, si = 0, nil, nil, nil -- arrays open, and the stack of those around arr
+  while true do
+    local p, rest, msg = line_of(rd)
+    if not p then return nil, rest, msg end
+    local v, kind
+    if p == STAR then
+      local len = length(rest)
+      if not len then return nil, "decode", "protocol error: bad array length" end
+      if len < 0 then
+        v = M.null
+      else
+        if open >= MAX_DEPTH then
+          return nil, "decode", "protocol error: a reply nested deeper than " .. MAX_DEPTH .. " arrays"
+        end
+        local ok
+        ok, kind, msg = spend(rd, len * ELEMENT)
+        if not ok then return nil, kind, msg end
+        v = {}
+        if len > 0 then -- opened: its elements come next
+          if arr then
+            if not sa then sa, sn, si = {}, {}, {} end
+            sa[open], sn[open], si[open] = arr, n, i
+          end
+          open = open + 1
+          arr, n, i = v, len, 0
+          v = nil
+        end
+      end
+    else
+      v, kind, msg = scalar(rd, p, rest)
+      if v == nil then
+        if kind then return nil, kind, msg end
+        if not arr then return nil, nil, msg end
+        v = setmetatable({ text = msg, code = msg:match("^(%u+)") or "ERR" }, ReplyError)
+      end
+    end
+    -- v: a whole value, placed in the array open (which, full, is itself
+    -- placed in the one around it ...), or the reply
+    while v ~= nil do
+      if not arr then return v end
+      i = i + 1
+      arr[i] = v
+      if i < n then break end
+      v = arr
+      open = open - 1
+      if open == 0 then
+        arr = nil
+      else
+        arr, n, i = sa[open], sn[open], si[open]
+        sa[open] = nil
+      end
+    end
+  end
 end
 
 -- ------------------------------------------------------------ client
@@ -773,7 +830,7 @@ end
 local function roundtrip(self, sock, args, n, deadline)
   local ok, err = self.io.send(sock, encode(args, n), deadline)
   if not ok then return nil, failure_kind(err), err, "send" end
-  local v, kind, msg = read(reader(self.io, sock, deadline, self.max_reply), 0)
+  local v, kind, msg = read(reader(self.io, sock, deadline, self.max_reply))
   return v, kind, msg, "read"
 end
 
@@ -989,7 +1046,7 @@ local function pipe(self, deadline, timeout, data, cmds, n)
       local rd = reader(self.io, sock, deadline, self.max_reply)
       local replies, refused = {}, 0
       for i = 1, n do
-        local v, k, m = read(rd, 0)
+        local v, k, m = read(rd)
         if v == nil then
           if k then
             kind, msg, step = k, m, "read"

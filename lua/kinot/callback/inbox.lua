@@ -21,12 +21,23 @@ M.__index = M
 
 M.STREAM = "kinot:callbacks"
 
--- KEYS: dedupe key, stream; ARGV: ttl, maxlen ("" for none), id, body, at,
--- rule ("" for the default), verified ("0" when not, else ""), waited.
--- The mark is set after the append: a script that fails half way keeps
+-- One script stores a batch of deliveries (inside nginx, a worker's group
+-- commit; outside, one): one call, so Redis's cost of a script call is paid
+-- once a batch, not once a delivery.
+-- KEYS: the stream, then each delivery's dedupe key; ARGV: ttl, maxlen
+-- ("" for none), waited, then for each delivery (KEYS[i + 1]) five: id,
+-- body, at, rule ("" for the default), verified ("0" when not, else "").
+-- Returns each delivery's answer, in order: 1 stored now, 0 stored before,
+-- or the error its append met (READONLY on a replica, OOM ...): nothing of
+-- that delivery was written, and the others still get theirs (a
+-- redelivery found stored, which only reads, is answered on a replica).
+-- Every delivery refused READONLY: the call itself is that error, so that
+-- the client sees a call a replica refused (behind Sentinel: followed to
+-- the new master, kinot.redis).
+-- A mark is set after its append: a script that fails half way keeps
 -- what it wrote, and a mark without its entry would make the redelivery
 -- of an event never stored look like a duplicate.
--- ARGV[8]: "1" when the caller WAITs: a delivery found stored rewrites
+-- ARGV[3]: "1" when the caller WAITs: a delivery found stored rewrites
 -- its mark as it is (same value, same expiry), so that this connection's
 -- last write comes after the entry and WAIT counts the replicas that have
 -- it.  Redis 7.2 and later move a connection's WAIT offset only on a
@@ -36,19 +47,35 @@ M.STREAM = "kinot:callbacks"
 -- worker's, another pooled one) would have its WAIT answered at once,
 -- though no replica had the entry (Redis 6.2 to 7.0 move it on every
 -- command: sentinel_attack_spec's 503 holds on 7.0 either way).
+-- (The XADD's arguments are one table, refilled for each delivery.)
 local PUT = [[
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if ARGV[8] == '1' then redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]), 'KEEPTTL') end
-  return 0
+local stream, ttl, maxlen, waited = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
+local a, base = { stream }, 1
+if maxlen ~= '' then a[2] = 'MAXLEN'; a[3] = '~'; a[4] = maxlen; base = 4 end
+a[base + 1] = '*'; a[base + 2] = 'id'; a[base + 4] = 'body'; a[base + 6] = 'at'
+local out, refused = {}, 0
+for i = 1, #KEYS - 1 do
+  local key, j = KEYS[i + 1], 3 + (i - 1) * 5
+  if redis.call('EXISTS', key) == 1 then
+    if waited then redis.call('SET', key, redis.call('GET', key), 'KEEPTTL') end
+    out[i] = 0
+  else
+    a[base + 3] = ARGV[j + 1]; a[base + 5] = ARGV[j + 2]; a[base + 7] = ARGV[j + 3]
+    local n = base + 7
+    if ARGV[j + 4] ~= '' then a[n + 1] = 'rule'; a[n + 2] = ARGV[j + 4]; n = n + 2 end
+    if ARGV[j + 5] ~= '' then a[n + 1] = 'verified'; a[n + 2] = ARGV[j + 5]; n = n + 2 end
+    local r = redis.pcall('XADD', unpack(a, 1, n))
+    if type(r) == 'table' and r.err then
+      out[i] = r
+      if string.sub(r.err, 1, 8) == 'READONLY' then refused = refused + 1 end
+    else
+      redis.call('SET', key, 'done', 'EX', ttl)
+      out[i] = 1
+    end
+  end
 end
-local a = { KEYS[2] }
-if ARGV[2] ~= '' then a[#a + 1] = 'MAXLEN'; a[#a + 1] = '~'; a[#a + 1] = ARGV[2] end
-for _, v in ipairs { '*', 'id', ARGV[3], 'body', ARGV[4], 'at', ARGV[5] } do a[#a + 1] = v end
-if ARGV[6] ~= '' then a[#a + 1] = 'rule'; a[#a + 1] = ARGV[6] end
-if ARGV[7] ~= '' then a[#a + 1] = 'verified'; a[#a + 1] = ARGV[7] end
-redis.call('XADD', unpack(a))
-redis.call('SET', KEYS[1], 'done', 'EX', ARGV[1])
-return 1]]
+if refused == #KEYS - 1 then return out[1] end
+return out]]
 
 local OPTIONS = validate.set { "redis", "redis_tls", "stream", "maxlen", "timeout", "connect_timeout", "wait" }
 
@@ -99,9 +126,10 @@ end
 -- a request whose put finds fewer than IN_FLIGHT pipelines in flight sends
 -- its own at once; those that come while all are in flight wait (a
 -- semaphore each), and when a pipeline's replies are read the first of
--- them sends all that waited, as one pipeline of PUT scripts: one round
--- trip for many requests, and never a wait for a batch to fill.  Each request still gets its own script's
--- reply: its 200 follows its own event's append.  A batch that fails
+-- them sends all that waited, as one call of the PUT script: one round
+-- trip and one script call for many requests, and never a wait for a
+-- batch to fill.  Each request still gets its own answer from the script:
+-- its 200 follows its own event's append.  A batch that fails
 -- (the connection died part way) fails each of its requests (503: the
 -- platform delivers again, and the script dedupes what was stored).
 local ngx = rawget(_G, "ngx")
@@ -120,11 +148,51 @@ local BATCH = 200 -- puts a pipeline at most
 -- run, 4 and 16 slower by 5-35%): the waiting requests make bigger batches
 M.IN_FLIGHT = 1
 
+-- the PUT script's keys and arguments for these deliveries (a list of
+-- puts: { key, id, raw, at, rule, verified }), after `head` (the command
+-- and the script's sha, or nothing)
+local function script_args(self, batch, head)
+  local n = #batch
+  local args, k = head or {}, head and #head or 0
+  args[k + 1], args[k + 2] = n + 1, self.stream
+  k = k + 2
+  for i = 1, n do args[k + i] = batch[i].key end
+  k = k + n
+  args[k + 1], args[k + 2], args[k + 3] = self.ttl, self.maxlen, self.wait and "1" or ""
+  k = k + 3
+  for i = 1, n do
+    local item = batch[i]
+    args[k + 1], args[k + 2], args[k + 3], args[k + 4], args[k + 5] = item.id, item.raw, item.at, item.rule,
+      item.verified
+    k = k + 5
+  end
+  return args, k
+end
+
+-- the error the script answered for one delivery (its append refused)
+local function delivery_error(self, x)
+  return errors.new("redis", "redis " .. self.client.where .. ": " .. x.text,
+                    { code = x.code, retryable = redis.RETRYABLE_CODES[x.code] or false })
+end
+
+-- the script's reply for n deliveries: the list (1, 0 or a ReplyError
+-- each) | nil, err
+local function answers(self, v, n)
+  if type(v) == "table" and getmetatable(v) == nil and #v == n then return v end
+  return nil, errors.new("decode", "redis " .. self.client.where .. ": the inbox's script answered " ..
+    (type(v) == "table" and (#v .. " answers for " .. n .. " deliveries") or type(v)), { retryable = true })
+end
+
 -- the batch's round trip: true | nil, err (each item gets v or err).
--- Items whose EVALSHA found the script gone go again once, together, as
--- a pipeline of their own (with its own WAIT): one EVAL and WAIT each, one
--- after the other, made the request sending the batch wait wait.timeout
--- once per item when a replica was down (`again`: that second round)
+-- One EVALSHA of the script for the whole batch (then, with wait, one
+-- WAIT on its connection).  A script the server lost (NOSCRIPT: a
+-- restart, SCRIPT FLUSH) or a call refused whole (MASTERDOWN: a replica
+-- cut from its master) goes again once, the script loaded anew; the
+-- deliveries whose append a replica refused (READONLY: an old master
+-- demoted, on a pooled connection; nothing of them was written) go again
+-- once, together, as a batch of their own (with its own WAIT): behind
+-- Sentinel, refused as a whole, to the new master (`again`: that second
+-- round)
 local function send(self, batch, again)
   local sha = self.sha
   if not sha then
@@ -132,41 +200,48 @@ local function send(self, batch, again)
     if not loaded then return nil, err end
     sha, self.sha = loaded, loaded
   end
-  local cmds = {}
-  for i, item in ipairs(batch) do cmds[i] = { "EVALSHA", sha, unpack(item.args) } end
+  local cmds = { (script_args(self, batch, { "EVALSHA", sha })) }
   local w = self.wait
-  -- with wait: one WAIT after the batch, on its connection, counts the
+  -- with wait: one WAIT after the script, on its connection, counts the
   -- replicas that have every entry of it (a redelivery's too)
-  if w then cmds[#cmds + 1] = { "WAIT", w.replicas, w.ms } end
+  if w then cmds[2] = { "WAIT", w.replicas, w.ms } end
   local replies, err = self.client:pipeline(cmds, w and self.client.timeout + w.ms / 1000 or nil)
   if not replies then return nil, err end
+  local v = replies[1]
+  if getmetatable(v) == redis.ReplyError then
+    if not again and (v.code == "NOSCRIPT" or v.code == "READONLY" or v.code == "MASTERDOWN") then
+      if v.code == "NOSCRIPT" and self.sha == sha then self.sha = nil end
+      return send(self, batch, true)
+    end
+    -- the script failed part way (out of memory ...): what it stored
+    -- stays, and the platform's next delivery finds it
+    return nil, errors.new("redis", "redis " .. self.client.where .. ": " .. v.text, { code = v.code, retryable = false })
+  end
+  local list, lerr = answers(self, v, #batch)
+  if not list then return nil, lerr end
   local short
-  if w and (type(replies[#cmds]) ~= "number" or replies[#cmds] < w.replicas) then
-    short = self.client:unreplicated("PUT", w, replies[#cmds])
+  if w and (type(replies[2]) ~= "number" or replies[2] < w.replicas) then
+    short = self.client:unreplicated("PUT", w, replies[2])
   end
   local lost = {}
   for i, item in ipairs(batch) do
-    local v = replies[i]
-    if getmetatable(v) ~= redis.ReplyError then
-      if short then item.err = short else item.v = v end
-    elseif not again and (v.code == "NOSCRIPT" or v.code == "READONLY" or v.code == "MASTERDOWN") then
-      -- the server lost the script (a restart, SCRIPT FLUSH), or is a
-      -- replica now (an old master demoted, on a pooled connection) and
-      -- refused this one while another's script only read (a redelivery
-      -- found stored, without wait): nothing of it ran, it goes again
-      -- (behind Sentinel, refused as a whole, to the new master)
-      lost[#lost + 1] = item
-      if v.code == "NOSCRIPT" and self.sha == sha then self.sha = nil end
+    local x = list[i]
+    if getmetatable(x) == redis.ReplyError then
+      if not again and (x.code == "READONLY" or x.code == "MASTERDOWN") then
+        lost[#lost + 1] = item
+      else
+        item.err = delivery_error(self, x)
+      end
+    elseif short then
+      item.err = short
     else
-      item.err = errors.new("redis", "redis " .. self.client.where .. ": " .. v.text,
-                            { code = v.code, retryable = false })
+      item.v = x
     end
   end
   if #lost > 0 then
-    -- (with a WAIT of their own: the batch's counted nothing of theirs)
-    local ok, lerr = send(self, lost, true)
+    local ok, serr = send(self, lost, true)
     if not ok then
-      for _, item in ipairs(lost) do item.err = lerr end
+      for _, item in ipairs(lost) do item.err = serr end
     end
   end
   return true
@@ -223,16 +298,26 @@ local function flush(self, holder)
   handoff(self, holder)
 end
 
--- store(args) -> the PUT script's reply | nil, err: alone (outside
--- nginx), or in this worker's group commit
-function M:store(args)
+-- store(item) -> the PUT script's answer for this put (1 | 0) | nil, err:
+-- alone (outside nginx), or in this worker's group commit
+function M:store(item)
   if not semaphore or not YIELDS[ngx.get_phase()] then
     -- (with wait: the 200 goes once `replicas` replicas have the entry,
     -- a redelivery's too: docs/redis.md)
-    if self.wait then return self.client:eval_wait(self.wait, PUT, unpack(args)) end
-    return self.client:eval(PUT, unpack(args))
+    local args, n = script_args(self, { item })
+    local v, err
+    if self.wait then
+      v, err = self.client:eval_wait(self.wait, PUT, unpack(args, 1, n))
+    else
+      v, err = self.client:eval(PUT, unpack(args, 1, n))
+    end
+    if v == nil then return nil, err end
+    v, err = answers(self, v, 1)
+    if not v then return nil, err end
+    local x = v[1]
+    if getmetatable(x) == redis.ReplyError then return nil, delivery_error(self, x) end
+    return x
   end
-  local item = { args = args }
   if not self.queue then self.queue, self.slots, self.flying = {}, {}, 0 end
   self.queue[#self.queue + 1] = item
   if self.flying < M.IN_FLIGHT then
@@ -277,12 +362,9 @@ end
 --- put(id, raw, at[, form]) -> true (stored now) | false (stored before: a redelivery) | nil, err
 -- form: nil, or { rule = name, verified = false } (kinot.callback.stores)
 function M:put(id, raw, at, form)
-  local rule = form and form.rule or ""
-  local verified = form and form.verified == false and "0" or ""
-  -- (with wait, ARGV[8] "1": a delivery found stored writes its mark again, see PUT)
-  local v, err = self:store { 2, self.prefix .. id, self.stream,
-                              self.ttl, self.maxlen, id, raw, string.format("%.3f", at), rule, verified,
-                              self.wait and "1" or "" }
+  -- (with wait, the script's waited "1": a delivery found stored writes its mark again, see PUT)
+  local v, err = self:store { key = self.prefix .. id, id = id, raw = raw, at = string.format("%.3f", at),
+                              rule = form and form.rule or "", verified = form and form.verified == false and "0" or "" }
   if v == nil then return nil, err end
   return v == 1
 end
