@@ -371,7 +371,7 @@ end
 
 --- read(path) -> the file's bytes, or nil when it cannot be opened (the
 -- launcher's, which the CLI uses too)
-H.read = launcher.read
+H.read = require("kinot.file").read
 
 --- kinot(args[, env[, stdin]]) -> stdout, stderr, exit code: this
 -- checkout's bin/kinot under the runtime of the run, from the root; env:

@@ -1,6 +1,8 @@
 -- Starts and stops the simulator: writes an nginx config into a temporary
 -- prefix and runs nginx with the Lua module on 127.0.0.1.  Used by
 -- `kinot sim`, by `make demo` and by the specs (spec/support/sim.lua).
+local read = require("kinot.file").read
+
 local M = {}
 
 local MODULE_DIRS = { "/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/usr/local/openresty/nginx/modules" }
@@ -22,15 +24,8 @@ local function run(cmd)
   return ok == true and (code == 0 or code == nil)
 end
 
-local function read(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
--- (the CLI's pid files use the same two: cli/pidfile.lua)
-M.run, M.read = run, read
+-- (the CLI's pid files run commands the same way: cli/pidfile.lua)
+M.run = run
 
 --- the directory that holds kinot/ (this checkout's lua/, or a rocks tree's
 -- share/lua/5.x): where this very file was loaded from
