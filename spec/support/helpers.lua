@@ -171,39 +171,23 @@ end
 
 -- ---------------------------------------------------------------- nginx
 
-local function mods()
-  for _, d in ipairs { "/usr/lib/nginx/modules", "/usr/share/nginx/modules" } do
-    local f = io.open(d .. "/ngx_http_lua_module.so")
-    if f then f:close() return d end
-  end
-  error("nginx's Lua module is missing: run make deps")
-end
-
 --- nginx{http = "...", server = "...", port = n} -> {url, port, prefix, stop()}
--- `server` is the body of a server block listening on 127.0.0.1:port.
+-- `server` is the body of a server block listening on 127.0.0.1:port.  The
+-- rest of nginx.conf is the launcher's, as for the simulator and `kinot serve`.
 function H.nginx(o)
   local port = o.port or launcher.free_port()
   local prefix = H.tmpdir("spec")
-  local conf = table.concat({
-    "load_module " .. mods() .. "/ndk_http_module.so;",
-    "load_module " .. mods() .. "/ngx_http_lua_module.so;",
-    launcher.user_directive(),
-    "worker_processes " .. (o.workers or 1) .. ";",
-    "pid " .. prefix .. "/nginx.pid;",
-    "error_log " .. prefix .. "/error.log warn;",
-    "events { worker_connections 1024; }",
-    "http {",
-    "  access_log off;",
-    '  lua_package_path "' .. H.root .. "/lua/?.lua;" .. H.root .. '/lua/?/init.lua;;";',
-    '  lua_package_cpath "' .. H.root .. '/build/5.1/?.so;;";',
-    "  lua_socket_log_errors off;",
+  local parts = assert(launcher.nginx_parts())
+  -- the caller's text goes in as a value: nginx_conf fills ${names} in its
+  -- template only, never in what a value brings
+  local conf = launcher.nginx_conf(parts, { prefix = prefix, workers = o.workers, own = table.concat({
     o.http or "",
     "  server {",
     "    listen 127.0.0.1:" .. port .. (o.ssl and " ssl" or "") .. ";",
     o.server or "",
     "  }",
-    "}",
-  }, "\n")
+    "",
+  }, "\n") }, "${own}")
   local f = assert(io.open(prefix .. "/nginx.conf", "w"))
   f:write(conf)
   f:close()
@@ -215,18 +199,8 @@ function H.nginx(o)
   local ng = {
     port = port, prefix = prefix, url = scheme .. "://127.0.0.1:" .. port, started = started,
     stop = function(graceful) launcher.stop(prefix, graceful) end,
-    log = function()
-      local lf = io.open(prefix .. "/error.log")
-      local s = lf and lf:read("*a") or ""
-      if lf then lf:close() end
-      return s
-    end,
-    stderr = function()
-      local lf = io.open(prefix .. "/stderr")
-      local s = lf and lf:read("*a") or ""
-      if lf then lf:close() end
-      return s
-    end,
+    log = function() return H.read(prefix .. "/error.log") or "" end,
+    stderr = function() return H.read(prefix .. "/stderr") or "" end,
   }
   -- o.may_fail: the spec looks at a refusal to start itself (ng.started)
   if o.may_fail and not started then return ng end
