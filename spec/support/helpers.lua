@@ -191,21 +191,19 @@ function H.nginx(o)
   local f = assert(io.open(prefix .. "/nginx.conf", "w"))
   f:write(conf)
   f:close()
-  -- stderr too: what nginx says when it refuses to start
-  local ok = os.execute("nginx -p " .. prefix .. " -c nginx.conf -e " .. prefix .. "/error.log 2>" ..
-    prefix .. "/stderr")
-  local started = ok == true or ok == 0
+  -- as the launcher starts the simulator's (its stdout and stderr, what
+  -- nginx says when it refuses to start, in start.log), waiting for the port
+  local started = launcher.start_nginx(parts, prefix, port) == true
   local scheme = o.ssl and "https" or "http"
   local ng = {
     port = port, prefix = prefix, url = scheme .. "://127.0.0.1:" .. port, started = started,
     stop = function(graceful) launcher.stop(prefix, graceful) end,
     log = function() return H.read(prefix .. "/error.log") or "" end,
-    stderr = function() return H.read(prefix .. "/stderr") or "" end,
+    stderr = function() return H.read(prefix .. "/start.log") or "" end,
   }
   -- o.may_fail: the spec looks at a refusal to start itself (ng.started)
   if o.may_fail and not started then return ng end
   assert(started, "nginx failed to start: see " .. prefix .. "/error.log")
-  launcher.wait_for_port(port)
   return ng
 end
 
