@@ -188,12 +188,9 @@ function H.nginx(o)
     "  }",
     "",
   }, "\n") }, "${own}")
-  local f = assert(io.open(prefix .. "/nginx.conf", "w"))
-  f:write(conf)
-  f:close()
   -- as the launcher starts the simulator's (its stdout and stderr, what
   -- nginx says when it refuses to start, in start.log), waiting for the port
-  local started = launcher.start_nginx(parts, prefix, port) == true
+  local started = launcher.start_nginx(parts, prefix, port, conf) == true
   local scheme = o.ssl and "https" or "http"
   local ng = {
     port = port, prefix = prefix, url = scheme .. "://127.0.0.1:" .. port, started = started,

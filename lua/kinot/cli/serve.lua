@@ -118,10 +118,7 @@ local function start(cfg, o)
     prefix = prefix, listen = o.listen, workers = o.workers, log_level = "notice", dict_size = o.dict_size,
     ssl = o.ssl or "",
   }, HTTP)
-  f = assert(io.open(prefix .. "/nginx.conf", "wb"))
-  f:write(conf)
-  f:close()
-  local started, pid_or_log = launcher.start_nginx(parts, prefix, port)
+  local started, pid_or_log = launcher.start_nginx(parts, prefix, port, conf)
   if not started then
     os.execute("rm -rf " .. launcher.sh_quote(prefix))
     return nil, "nginx did not start: " .. pid_or_log

@@ -183,11 +183,17 @@ function M.nginx_conf(parts, o, http)
   })
 end
 
---- start_nginx(parts, prefix, port) -> true, pid | nil, what nginx said:
+--- start_nginx(parts, prefix, port[, conf]) -> true, pid | nil, what nginx
+-- said: writes conf (nginx_conf's text) to prefix/nginx.conf when given,
 -- runs the nginx of prefix/nginx.conf, waits for 127.0.0.1:port.  nginx's Lua is
 -- LuaJIT: a 5.4 LUA_PATH / LUA_CPATH in our environment (`luarocks path`
 -- sets them) must not reach its ";;" defaults.
-function M.start_nginx(parts, prefix, port)
+function M.start_nginx(parts, prefix, port, conf)
+  if conf then
+    local f = assert(io.open(prefix .. "/nginx.conf", "wb"))
+    f:write(conf)
+    f:close()
+  end
   local cmd = "env -u LUA_PATH -u LUA_CPATH -u LUA_INIT " .. sh_quote(parts.nginx) .. " -p " .. sh_quote(prefix) ..
     " -c nginx.conf -e " .. sh_quote(prefix .. "/error.log")
   if not run(cmd .. " >" .. sh_quote(prefix .. "/start.log") .. " 2>&1") then
@@ -314,9 +320,6 @@ function M.start(opts)
   f:write("return ", serialize(cfg), "\n")
   f:close()
   local conf = M.nginx_conf(parts, { prefix = prefix, port = port, log_level = opts.log_level }, SIM_HTTP)
-  f = assert(io.open(prefix .. "/nginx.conf", "wb"))
-  f:write(conf)
-  f:close()
   local base = "http://127.0.0.1:" .. port
   local sim = {
     port = port, prefix = prefix, url = base, endpoint = base .. "/open/lora/v1",
@@ -324,7 +327,7 @@ function M.start(opts)
     config = cfg, fleet = M.fleet_summary(cfg), core = parts.cpath .. "/kinot/core.so",
   }
   function sim.stop() return M.stop(prefix) end
-  local started, pid_or_log = M.start_nginx(parts, prefix, port)
+  local started, pid_or_log = M.start_nginx(parts, prefix, port, conf)
   if not started then
     local log = pid_or_log
     if not opts.prefix then run("rm -rf " .. sh_quote(prefix)) end
