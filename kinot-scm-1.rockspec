@@ -76,6 +76,7 @@ build = {
       ["kinot.client"] = "lua/kinot/client.lua",
       ["kinot.core_loader"] = "lua/kinot/core_loader.lua",
       ["kinot.errors"] = "lua/kinot/errors.lua",
+      ["kinot.file"] = "lua/kinot/file.lua",
       ["kinot.fleet.groups"] = "lua/kinot/fleet/groups.lua",
       ["kinot.fleet.init"] = "lua/kinot/fleet/init.lua",
       ["kinot.fleet.local_store"] = "lua/kinot/fleet/local_store.lua",

@@ -58,4 +58,18 @@ describe("a kinot/core.so of another Lua ABI #build", function()
       assert.matches("^" .. pattern(case[3]) .. "\n", out)
     end
   end)
+
+  -- package.searchpath takes a directory named kinot/core.so for the file
+  -- (fopen opens a directory for reading); the loader then read it for its
+  -- ABI stamp and raised "attempt to index a nil value", hiding why.
+  it("a directory named kinot/core.so first on the cpath: the loader's own error, in both runtimes", function()
+    assert(sh("mkdir -p " .. tmp .. "/dir/kinot/core.so"))
+    for _, runtime in ipairs { "lua5.4", "luajit" } do
+      local ok, out = load_kinot(runtime, tmp .. "/dir")
+      assert.is_false(ok, out)
+      assert.matches("kinot/core%.so", out)
+      assert.matches("error loading module 'kinot%.core'", out) -- require's own words
+      assert.is_nil(out:find("nil value", 1, true), out)
+    end
+  end)
 end)

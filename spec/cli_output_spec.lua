@@ -283,6 +283,21 @@ describe("kinot's output against the simulator #cli #sim", function()
   end)
 end)
 
+describe("kinot verify FILE that cannot be read #cli", function()
+  -- a directory was read as nil and reported as "callback body must be a
+  -- string"; a missing file named its path twice
+  it("says which file and why, once, exit 2", function()
+    local dir = H.tmpdir("verify")
+    finally(function() os.execute("rm -rf " .. dir) end)
+    local _, err, rc = kinot("verify " .. dir .. " --secret s")
+    assert.are.equal(2, rc, err)
+    assert.are.equal("kinot: cannot read " .. dir .. ": Is a directory\n", err)
+    _, err, rc = kinot("verify " .. dir .. "/absent --secret s")
+    assert.are.equal(2, rc, err)
+    assert.are.equal("kinot: cannot read " .. dir .. "/absent: No such file or directory\n", err)
+  end)
+end)
+
 describe("kinot --help and completion #cli", function()
   it("shows examples in the --help of every command", function()
     -- every command of the parser, however many there come to be

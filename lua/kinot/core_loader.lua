@@ -7,19 +7,19 @@
 -- lua_tonumber".  The core states its ABI twice: core.abi once loaded, and
 -- the text "kinot-core-abi=<abi>;" in the file (src/kinot_core.c), read only
 -- when the file could not be loaded at all.
+local read = require("kinot.file").read -- plain Lua: loads before the core
+
 local RUNNING = rawget(_G, "jit") and "5.1" or _VERSION:match("%d+%.%d+")
 
 local function name(abi)
   return abi == "5.1" and "Lua 5.1 (LuaJIT)" or ("Lua " .. abi)
 end
 
--- the ABI stamped into the file at path, or nil
+-- the ABI stamped into the file at path, or nil (nor for a directory that
+-- package.searchpath took for the file)
 local function stamped_abi(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local data = f:read("*a")
-  f:close()
-  return data:match("kinot%-core%-abi=([%d.]+);")
+  local data = read(path)
+  return data and data:match("kinot%-core%-abi=([%d.]+);")
 end
 
 local function refuse(path, abi)

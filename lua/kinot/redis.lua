@@ -136,13 +136,7 @@ local function is_ip(host)
   return host:find("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
 end
 
-local function readable(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local readable = require("kinot.file").read -- nil for a missing file
 
 --- check(url, tls[, name]) -> the parsed URL, its TLS settings checked
 -- (misuse raises).  name: what the caller calls the table ("inbox.redis_tls")

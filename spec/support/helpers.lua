@@ -171,67 +171,36 @@ end
 
 -- ---------------------------------------------------------------- nginx
 
-local function mods()
-  for _, d in ipairs { "/usr/lib/nginx/modules", "/usr/share/nginx/modules" } do
-    local f = io.open(d .. "/ngx_http_lua_module.so")
-    if f then f:close() return d end
-  end
-  error("nginx's Lua module is missing: run make deps")
-end
-
 --- nginx{http = "...", server = "...", port = n} -> {url, port, prefix, stop()}
--- `server` is the body of a server block listening on 127.0.0.1:port.
+-- `server` is the body of a server block listening on 127.0.0.1:port.  The
+-- rest of nginx.conf is the launcher's, as for the simulator and `kinot serve`.
 function H.nginx(o)
   local port = o.port or launcher.free_port()
   local prefix = H.tmpdir("spec")
-  local conf = table.concat({
-    "load_module " .. mods() .. "/ndk_http_module.so;",
-    "load_module " .. mods() .. "/ngx_http_lua_module.so;",
-    launcher.user_directive(),
-    "worker_processes " .. (o.workers or 1) .. ";",
-    "pid " .. prefix .. "/nginx.pid;",
-    "error_log " .. prefix .. "/error.log warn;",
-    "events { worker_connections 1024; }",
-    "http {",
-    "  access_log off;",
-    '  lua_package_path "' .. H.root .. "/lua/?.lua;" .. H.root .. '/lua/?/init.lua;;";',
-    '  lua_package_cpath "' .. H.root .. '/build/5.1/?.so;;";',
-    "  lua_socket_log_errors off;",
+  local parts = assert(launcher.nginx_parts())
+  -- the caller's text goes in as a value: nginx_conf fills ${names} in its
+  -- template only, never in what a value brings
+  local conf = launcher.nginx_conf(parts, { prefix = prefix, workers = o.workers, own = table.concat({
     o.http or "",
     "  server {",
     "    listen 127.0.0.1:" .. port .. (o.ssl and " ssl" or "") .. ";",
     o.server or "",
     "  }",
-    "}",
-  }, "\n")
-  local f = assert(io.open(prefix .. "/nginx.conf", "w"))
-  f:write(conf)
-  f:close()
-  -- stderr too: what nginx says when it refuses to start
-  local ok = os.execute("nginx -p " .. prefix .. " -c nginx.conf -e " .. prefix .. "/error.log 2>" ..
-    prefix .. "/stderr")
-  local started = ok == true or ok == 0
+    "",
+  }, "\n") }, "${own}")
+  -- as the launcher starts the simulator's (its stdout and stderr, what
+  -- nginx says when it refuses to start, in start.log), waiting for the port
+  local started = launcher.start_nginx(parts, prefix, port, conf) == true
   local scheme = o.ssl and "https" or "http"
   local ng = {
     port = port, prefix = prefix, url = scheme .. "://127.0.0.1:" .. port, started = started,
     stop = function(graceful) launcher.stop(prefix, graceful) end,
-    log = function()
-      local lf = io.open(prefix .. "/error.log")
-      local s = lf and lf:read("*a") or ""
-      if lf then lf:close() end
-      return s
-    end,
-    stderr = function()
-      local lf = io.open(prefix .. "/stderr")
-      local s = lf and lf:read("*a") or ""
-      if lf then lf:close() end
-      return s
-    end,
+    log = function() return H.read(prefix .. "/error.log") or "" end,
+    stderr = function() return H.read(prefix .. "/start.log") or "" end,
   }
   -- o.may_fail: the spec looks at a refusal to start itself (ng.started)
   if o.may_fail and not started then return ng end
   assert(started, "nginx failed to start: see " .. prefix .. "/error.log")
-  launcher.wait_for_port(port)
   return ng
 end
 
@@ -371,7 +340,7 @@ end
 
 --- read(path) -> the file's bytes, or nil when it cannot be opened (the
 -- launcher's, which the CLI uses too)
-H.read = launcher.read
+H.read = require("kinot.file").read
 
 --- kinot(args[, env[, stdin]]) -> stdout, stderr, exit code: this
 -- checkout's bin/kinot under the runtime of the run, from the root; env:

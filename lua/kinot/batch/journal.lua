@@ -20,6 +20,7 @@
 local core = require "kinot.core_loader"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
+local read_file = require("kinot.file").read
 
 local M = {}
 
@@ -79,10 +80,8 @@ end
 -- (open's second half, under the lock)
 function M.read(path, fingerprint, n, found, fd, plan)
   local any = false
-  local f, ferr = io.open(path, "rb")
-  if not f then return nil, errors.new("internal", "the batch journal could not be read: " .. tostring(ferr)) end
-  local text = f:read("*a")
-  f:close()
+  local text, ferr = read_file(path)
+  if not text then return nil, errors.new("internal", "the batch journal could not be read: " .. tostring(ferr)) end
   local lines = {}
   for line in text:gmatch("[^\n]*\n?") do
     if line ~= "" then lines[#lines + 1] = line end

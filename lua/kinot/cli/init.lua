@@ -14,6 +14,7 @@ local json = require "kinot.json"
 local output = require "kinot.cli.output"
 local validate = require "kinot.validate"
 local redact = require "kinot.redact"
+local read_file = require("kinot.file").read
 local vocabulary = require "kinot.vocabulary"
 
 local misuse = errors.misuse
@@ -228,11 +229,9 @@ local function check(v, err)
 end
 
 local function read_all(path)
-  local f, e
-  if path == "-" then f = io.stdin else f, e = io.open(path, "rb") end
-  if not f then misuse("cannot read " .. path .. ": " .. tostring(e)) end
-  local s = f:read("*a")
-  if f ~= io.stdin then f:close() end
+  if path == "-" then return io.stdin:read("*a") end
+  local s, e = read_file(path)
+  if not s then misuse("cannot read " .. tostring(e)) end -- e: "<path>: why"
   return s
 end
 

@@ -9,12 +9,13 @@
 --                                                     marker = "sim_config.lua", path = "/open/lora/v1" }
 local errors = require "kinot.errors"
 local launcher = require "kinot.sim.launcher"
+local read = require("kinot.file").read
 
 local M = {}
 
 local function usage(msg) errors.misuse(msg) end
 
-local read, sh_ok = launcher.read, launcher.run
+local sh_ok = launcher.run
 
 local P = {}
 P.__index = P

@@ -143,6 +143,35 @@ function M.bucket_label(b, decimals)
   return n(b.from) .. " to " .. n(b.to)
 end
 
+--- pct(a, b) -> "12.5%" of a in b, "-" when b is 0
+function M.pct(a, b) return b > 0 and string.format("%.1f%%", 100 * a / b) or "-" end
+
+--- fault_rows(r) -> { {device, fault, count} ... }: the locks' faults then
+-- the sensors', each by kind in order (the terminal's table and the page's)
+function M.fault_rows(r)
+  local rows = {}
+  for _, sec in ipairs { { "lock", r.locks }, { "sensor", r.sensors } } do
+    local kinds = {}
+    for k in pairs(sec[2].faults) do kinds[#kinds + 1] = k end
+    table.sort(kinds)
+    for _, k in ipairs(kinds) do rows[#rows + 1] = { device = sec[1], fault = k, count = sec[2].faults[k] } end
+  end
+  return rows
+end
+
+--- weakest_rows(r) -> { {device, sn, rs_si} ... }: the five weakest
+-- signals, locks' and sensors' together, weakest first
+function M.weakest_rows(r)
+  local weak = {}
+  for _, sec in ipairs { { "lock", r.locks }, { "sensor", r.sensors } } do
+    for _, w in ipairs(sec[2].weakest) do weak[#weak + 1] = { device = sec[1], sn = w.sn, rs_si = w.rs_si } end
+  end
+  table.sort(weak, function(a, b) return a.rs_si < b.rs_si end)
+  local top = {}
+  for i = 1, math.min(5, #weak) do top[i] = weak[i] end
+  return top
+end
+
 --- page_file(path) -> { commit(text), discard() }: FILE written whole or
 -- not at all: the page goes to .kinot-report.tmp-RANDOM beside it, opened
 -- now (an unwritable path is a usage error at once, exit 2, as a pid
@@ -197,7 +226,7 @@ function M.page_file(path)
   }
 end
 
-local function pct(a, b) return b > 0 and string.format("%.1f%%", 100 * a / b) or "-" end
+local pct = M.pct
 
 --- print(out, r): the human form
 function M.print(out, r)
@@ -220,13 +249,7 @@ function M.print(out, r)
       out:print(out:paint("dim", string.format("%d devices in no group of the groups file", r.groups.ungrouped)))
     end
   end
-  local rows = {}
-  for _, sec in ipairs { { "lock", L }, { "sensor", S } } do
-    local kinds = {}
-    for k in pairs(sec[2].faults) do kinds[#kinds + 1] = k end
-    table.sort(kinds)
-    for _, k in ipairs(kinds) do rows[#rows + 1] = { device = sec[1], fault = k, count = sec[2].faults[k] } end
-  end
+  local rows = M.fault_rows(r)
   out:print("")
   if #rows > 0 then
     out:print(out:paint("bold", "Faults"))
@@ -234,16 +257,9 @@ function M.print(out, r)
   else
     out:print(out:paint("green", "No faults."))
   end
-  local weak = {}
-  for _, sec in ipairs { { "lock", L }, { "sensor", S } } do
-    for _, w in ipairs(sec[2].weakest) do weak[#weak + 1] = { device = sec[1], sn = w.sn, rs_si = w.rs_si } end
-  end
-  table.sort(weak, function(a, b) return a.rs_si < b.rs_si end)
   out:print("")
   out:print(out:paint("bold", "Weakest signal"))
-  local top = {}
-  for i = 1, math.min(5, #weak) do top[i] = weak[i] end
-  out:table(top, { { "device", "DEVICE" }, { "sn", "SN" }, { "rs_si", "RS_SI" } })
+  out:table(M.weakest_rows(r), { { "device", "DEVICE" }, { "sn", "SN" }, { "rs_si", "RS_SI" } })
   out:print("")
   if r.dtus.total == 0 then
     out:print(out:paint("dim", "DTUs: none checked (pass --dtu SN, or set KINOT_DTUS=sn,sn)"))

@@ -53,19 +53,9 @@ function M.define(p, ex)
   stop:option("--pid-file", "As given to --daemon (default $KINOT_SERVE_PID_FILE, else /tmp/kinot-serve.pid)")
 end
 
-local CONF = [[
-load_module ${mods}/ndk_http_module.so;
-load_module ${mods}/ngx_http_lua_module.so;
-${user}
-worker_processes ${workers};
-pid ${prefix}/nginx.pid;
-error_log ${prefix}/error.log notice;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  lua_package_path "${root}/?.lua;${root}/?/init.lua;;";
-  lua_package_cpath "${cpath}/?.so;;";
-  lua_socket_log_errors off;
+-- inside the launcher's nginx.conf (launcher.nginx_conf: the module, the
+-- pid, the logs, the Lua paths)
+local HTTP = [[
 ${ssl}  lua_shared_dict kinot_fleet ${dict_size};
   lua_shared_dict kinot_serve_dedupe 16m;
   lua_shared_dict kinot_serve_dedupe_busy 1m;  # in-progress marks: never evicted (docs/callbacks.md)
@@ -88,7 +78,6 @@ ${ssl}  lua_shared_dict kinot_fleet ${dict_size};
     location = / { content_by_lua_block { require("kinot.serve.app").dashboard() } }
     location / { return 404 '{"error":"not a kinot serve path"}'; }
   }
-}
 ]]
 
 -- one server per pid file (kinot.cli.pidfile: a live one refused, a stale
@@ -109,13 +98,8 @@ end
 
 --- start(cfg, opts) -> server {url, prefix, pid, stop()} | nil, err, why
 local function start(cfg, o)
-  local root = launcher.lua_root()
-  local cpath, err = launcher.luajit_cpath(root)
-  if not cpath then return nil, err end
-  local mods, merr = launcher.find_modules()
-  if not mods then return nil, merr end
-  local nginx, nerr = launcher.nginx_bin()
-  if not nginx then return nil, nerr end
+  local parts, err = launcher.nginx_parts()
+  if not parts then return nil, err end
   local host, port = o.listen:match("^(.+):(%d+)$")
   port = tonumber(port)
   if not port then return nil, "--listen must be address:port (got " .. o.listen .. ")", "usage" end
@@ -130,28 +114,16 @@ local function start(cfg, o)
   local f = assert(io.open(prefix .. "/serve_config.lua", "wb"))
   f:write("return ", launcher.serialize(cfg), "\n")
   f:close()
-  local conf = CONF:gsub("%${([%w_]+)}", {
-    mods = mods, prefix = prefix, root = root, cpath = cpath, listen = o.listen, workers = tostring(o.workers),
-    dict_size = o.dict_size, user = launcher.user_directive(), ssl = o.ssl or "",
-  })
-  f = assert(io.open(prefix .. "/nginx.conf", "wb"))
-  f:write(conf)
-  f:close()
-  local cmd = "env -u LUA_PATH -u LUA_CPATH -u LUA_INIT " .. launcher.sh_quote(nginx) .. " -p " ..
-    launcher.sh_quote(prefix) .. " -c nginx.conf -e " .. launcher.sh_quote(prefix .. "/error.log") ..
-    " >" .. launcher.sh_quote(prefix .. "/start.log") .. " 2>&1"
-  local ok = os.execute(cmd)
-  if not (ok == true or ok == 0) then
-    local lf = io.open(prefix .. "/error.log")
-    local log = lf and lf:read("*a") or ""
-    if lf then lf:close() end
+  local conf = launcher.nginx_conf(parts, {
+    prefix = prefix, listen = o.listen, workers = o.workers, log_level = "notice", dict_size = o.dict_size,
+    ssl = o.ssl or "",
+  }, HTTP)
+  local started, pid_or_log = launcher.start_nginx(parts, prefix, port, conf)
+  if not started then
     os.execute("rm -rf " .. launcher.sh_quote(prefix))
-    return nil, "nginx did not start: " .. log
+    return nil, "nginx did not start: " .. pid_or_log
   end
-  launcher.wait_for_port(port, prefix .. "/nginx.pid")
-  local pf = io.open(prefix .. "/nginx.pid")
-  local pid = pf and tonumber(pf:read("*l"))
-  if pf then pf:close() end
+  local pid = pid_or_log
   local shown = (host == "0.0.0.0" or host == "[::]") and "127.0.0.1" or host
   return { url = "http://" .. shown .. ":" .. port, prefix = prefix, pid = pid,
            stop = function() launcher.stop(prefix) os.execute("rm -rf " .. launcher.sh_quote(prefix)) end }

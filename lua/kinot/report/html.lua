@@ -72,7 +72,7 @@ footer{color:var(--muted);font-size:12px;margin-top:18px;text-align:center}
 .grid{grid-template-columns:1fr 1fr}.split{grid-template-columns:3fr 2fr}.card,section.panel{border-color:#bbb}}
 ]]
 
-local function pct(a, b) return b > 0 and format("%.1f%%", 100 * a / b) or "-" end
+local pct = report.pct
 
 -- a figure: its text, and the path of the number in --json it shows
 local function fig(path, v)
@@ -181,16 +181,10 @@ end
 
 local function faults_panel(r)
   local L, S = r.locks, r.sensors
-  local rows, trows = {}, {}
+  local rows, trows = {}, report.fault_rows(r)
   for _, k in ipairs(vocabulary.faults.lock) do
     local l, s = L.faults[k] or 0, S.faults[k] or 0
     rows[#rows + 1] = { label = k, counts = { l, s }, note = format("%d", l + s) }
-  end
-  for _, sec in ipairs { { "lock", L }, { "sensor", S } } do
-    local kinds = {}
-    for k in pairs(sec[2].faults) do kinds[#kinds + 1] = k end
-    table.sort(kinds)
-    for _, k in ipairs(kinds) do trows[#trows + 1] = { device = sec[1], fault = k, count = sec[2].faults[k] } end
   end
   local out = { '<section class="panel" id="faults"><h2>Faults by kind</h2>',
     svg.hbars { title = "Faults by kind", x_label = "devices with the fault", class = "hbars faults",
@@ -204,19 +198,8 @@ local function faults_panel(r)
   return concat(out)
 end
 
-local function signal_rows(r)
-  local weak = {}
-  for _, sec in ipairs { { "lock", r.locks }, { "sensor", r.sensors } } do
-    for _, w in ipairs(sec[2].weakest) do weak[#weak + 1] = { device = sec[1], sn = w.sn, rs_si = w.rs_si } end
-  end
-  table.sort(weak, function(a, b) return a.rs_si < b.rs_si end)
-  local top = {}
-  for i = 1, math.min(5, #weak) do top[i] = weak[i] end
-  return top
-end
-
 local function weakest_table(r)
-  local rows = signal_rows(r)
+  local rows = report.weakest_rows(r)
   if #rows == 0 then return '<p class="note">No signal readings.</p>' end
   return table_of(rows, { { "device", "Device" }, { "sn", "SN" }, { "rs_si", "rs_si (dBm)", n = true } })
 end

@@ -1,6 +1,8 @@
 -- Starts and stops the simulator: writes an nginx config into a temporary
 -- prefix and runs nginx with the Lua module on 127.0.0.1.  Used by
 -- `kinot sim`, by `make demo` and by the specs (spec/support/sim.lua).
+local read = require("kinot.file").read
+
 local M = {}
 
 local MODULE_DIRS = { "/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/usr/local/openresty/nginx/modules" }
@@ -22,15 +24,8 @@ local function run(cmd)
   return ok == true and (code == 0 or code == nil)
 end
 
-local function read(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
--- (the CLI's pid files use the same two: cli/pidfile.lua)
-M.run, M.read = run, read
+-- (the CLI's pid files run commands the same way: cli/pidfile.lua)
+M.run = run
 
 --- the directory that holds kinot/ (this checkout's lua/, or a rocks tree's
 -- share/lua/5.x): where this very file was loaded from
@@ -127,20 +122,88 @@ function M.user_directive()
   return uid == "0" and "user root;" or ""
 end
 
-local CONF = [[
+-- what every nginx the launcher starts shares (nginx_conf); the caller's
+-- http-level directives and server blocks go at ${http}
+local PREAMBLE = [[
 load_module ${mods}/ndk_http_module.so;
 load_module ${mods}/ngx_http_lua_module.so;
 ${user}
-worker_processes 1;
+worker_processes ${workers};
 master_process on;
 pid ${prefix}/nginx.pid;
 error_log ${prefix}/error.log ${log_level};
 events { worker_connections 1024; }
 http {
   access_log off;
+  # a body larger than its buffer is written here, in the private prefix
+  # removed with the server, not in nginx's /var/lib/nginx (root's)
+  client_body_temp_path ${prefix}/client_body_temp;
+  proxy_temp_path ${prefix}/proxy_temp;
+  fastcgi_temp_path ${prefix}/fastcgi_temp;
+  uwsgi_temp_path ${prefix}/uwsgi_temp;
+  scgi_temp_path ${prefix}/scgi_temp;
   lua_package_path "${root}/?.lua;${root}/?/init.lua;;";
   lua_package_cpath "${cpath}/?.so;;";
   lua_socket_log_errors off;
+${http}}
+]]
+
+--- nginx_parts() -> {root, cpath, mods, nginx} | nil, err: what starting an
+-- nginx with these Lua modules needs (the modules' root, the LuaJIT core's
+-- directory, nginx's module directory, the nginx binary), or what is missing
+function M.nginx_parts()
+  local root = lua_root()
+  local cpath, err = M.luajit_cpath(root)
+  if not cpath then return nil, err end
+  local mods, merr = find_modules()
+  if not mods then return nil, merr end
+  local nginx, nerr = nginx_bin()
+  if not nginx then return nil, nerr end
+  return { root = root, cpath = cpath, mods = mods, nginx = nginx }
+end
+
+--- nginx_conf(parts, o, http) -> the nginx.conf of a server the launcher
+-- starts (the simulator, `kinot serve`): the shared part (the Lua module,
+-- `user root;` when we are root, the pid, log and temp files in o.prefix,
+-- these Lua modules and the LuaJIT core) around http, the caller's own
+-- http-level directives and server blocks.  ${name} in http is o[name];
+-- o: prefix, workers (1), log_level ("warn"), and what http names.
+function M.nginx_conf(parts, o, http)
+  local function fill(template, values)
+    return (template:gsub("%${([%w_]+)}", function(k)
+      local v = values[k]
+      if v == nil then error("kinot.sim.launcher.nginx_conf: no value for ${" .. k .. "}", 3) end
+      return tostring(v)
+    end))
+  end
+  local own = fill(http, o)
+  return fill(PREAMBLE, {
+    mods = parts.mods, root = parts.root, cpath = parts.cpath, user = M.user_directive(), prefix = o.prefix,
+    workers = o.workers or 1, log_level = o.log_level or "warn", http = own,
+  })
+end
+
+--- start_nginx(parts, prefix, port[, conf]) -> true, pid | nil, what nginx
+-- said: writes conf (nginx_conf's text) to prefix/nginx.conf when given,
+-- runs the nginx of prefix/nginx.conf, waits for 127.0.0.1:port.  nginx's Lua is
+-- LuaJIT: a 5.4 LUA_PATH / LUA_CPATH in our environment (`luarocks path`
+-- sets them) must not reach its ";;" defaults.
+function M.start_nginx(parts, prefix, port, conf)
+  if conf then
+    local f = assert(io.open(prefix .. "/nginx.conf", "wb"))
+    f:write(conf)
+    f:close()
+  end
+  local cmd = "env -u LUA_PATH -u LUA_CPATH -u LUA_INIT " .. sh_quote(parts.nginx) .. " -p " .. sh_quote(prefix) ..
+    " -c nginx.conf -e " .. sh_quote(prefix .. "/error.log")
+  if not run(cmd .. " >" .. sh_quote(prefix .. "/start.log") .. " 2>&1") then
+    return nil, (read(prefix .. "/start.log") or "") .. (read(prefix .. "/error.log") or "")
+  end
+  M.wait_for_port(port, prefix .. "/nginx.pid")
+  return true, tonumber(read(prefix .. "/nginx.pid") or "")
+end
+
+local SIM_HTTP = [[
   client_body_buffer_size 1m;
   client_max_body_size 8m;
   keepalive_requests 100000;
@@ -159,7 +222,6 @@ http {
     }
     location / { return 404 '{"message":"not a Kinot API path"}'; }
   }
-}
 ]]
 
 --- port_busy(port) -> true, why when something already listens on
@@ -236,13 +298,8 @@ function M.start(opts)
   if opts.paging ~= nil and opts.paging ~= "page0" and opts.paging ~= "page1" and opts.paging ~= "rows" then
     require("kinot.errors").misuse("paging must be \"page0\", \"page1\" or \"rows\" (got " .. tostring(opts.paging) .. ")")
   end
-  local root = lua_root()
-  local cpath, err = M.luajit_cpath(root)
-  if not cpath then return nil, err end
-  local mods, merr = find_modules()
-  if not mods then return nil, merr end
-  local nginx, nerr = nginx_bin()
-  if not nginx then return nil, nerr end
+  local parts, err = M.nginx_parts()
+  if not parts then return nil, err end
   local port = opts.port or M.free_port()
   local busy, why = M.port_busy(port)
   if busy then return nil, busy_message(port, why), "port_in_use" end
@@ -262,34 +319,23 @@ function M.start(opts)
   local f = assert(io.open(prefix .. "/sim_config.lua", "wb"))
   f:write("return ", serialize(cfg), "\n")
   f:close()
-  local conf = CONF:gsub("%${([%w_]+)}", {
-    mods = mods, prefix = prefix, root = root, cpath = cpath, port = tostring(port),
-    log_level = opts.log_level or "warn",
-    user = M.user_directive(),
-  })
-  f = assert(io.open(prefix .. "/nginx.conf", "wb"))
-  f:write(conf)
-  f:close()
+  local conf = M.nginx_conf(parts, { prefix = prefix, port = port, log_level = opts.log_level }, SIM_HTTP)
   local base = "http://127.0.0.1:" .. port
   local sim = {
     port = port, prefix = prefix, url = base, endpoint = base .. "/open/lora/v1",
     admin = base .. "/__kinot_sim", app_key = cfg.app_key, app_secret = cfg.app_secret,
-    config = cfg, fleet = M.fleet_summary(cfg), core = cpath .. "/kinot/core.so",
+    config = cfg, fleet = M.fleet_summary(cfg), core = parts.cpath .. "/kinot/core.so",
   }
-  -- nginx's Lua is LuaJIT: a 5.4 LUA_PATH / LUA_CPATH in our environment
-  -- (`luarocks path` sets them) must not reach its ";;" defaults
-  local cmd = "env -u LUA_PATH -u LUA_CPATH -u LUA_INIT " .. sh_quote(nginx) .. " -p " .. sh_quote(prefix) ..
-    " -c nginx.conf -e " .. sh_quote(prefix .. "/error.log")
   function sim.stop() return M.stop(prefix) end
-  if not run(cmd .. " >" .. sh_quote(prefix .. "/start.log") .. " 2>&1") then
-    local log = (read(prefix .. "/start.log") or "") .. (read(prefix .. "/error.log") or "")
+  local started, pid_or_log = M.start_nginx(parts, prefix, port, conf)
+  if not started then
+    local log = pid_or_log
     if not opts.prefix then run("rm -rf " .. sh_quote(prefix)) end
     -- taken between our check and nginx's bind
     if log:find("Address already in use", 1, true) then return nil, busy_message(port, "bind"), "port_in_use" end
     return nil, "nginx did not start: " .. log
   end
-  M.wait_for_port(port, prefix .. "/nginx.pid")
-  sim.pid = tonumber(read(prefix .. "/nginx.pid") or "")
+  sim.pid = pid_or_log
   return sim
 end
 

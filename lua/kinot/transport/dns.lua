@@ -30,13 +30,7 @@ local function now()
   return ngx.now()
 end
 
-local function read_file(path)
-  local f = io.open(path, "r")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = require("kinot.file").read
 
 local function is_ipv4(s)
   return s:match("^%d+%.%d+%.%d+%.%d+$") ~= nil
