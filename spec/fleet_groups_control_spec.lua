@@ -39,3 +39,18 @@ describe("kinot.fleet groups with a control character in a name #unit", function
     assert.are.equal("Niveau -1 é/1", map[419600001].group)
   end)
 end)
+
+describe("kinot.fleet groups read from a path that is no file #unit", function()
+  it("refuses a directory and a missing path as misuse naming the path (a directory raised 'attempt to index a nil value')", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    finally(function() os.execute("rm -rf " .. dir) end)
+    for _, path in ipairs { dir, dir .. "/missing.csv" } do
+      local ok, err = pcall(groups.load, path)
+      assert.is_false(ok, "accepted " .. path)
+      assert.is_true(errors.is_misuse(err), tostring(err))
+      assert.matches("cannot read " .. path, tostring(err), 1, true)
+    end
+  end)
+end)

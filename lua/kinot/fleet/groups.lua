@@ -11,6 +11,7 @@
 --         or [{"sn": 419600001, "zone": "A", ...}, ...]
 local json = require "kinot.json"
 local errors = require "kinot.errors"
+local file = require "kinot.file"
 
 local M = {}
 
@@ -106,10 +107,8 @@ function M.load(source, group_by)
   local rows, where
   if type(source) == "string" then
     where = source
-    local f, err = io.open(source, "rb")
-    if not f then misuse("kinot.fleet groups: cannot read " .. source .. " (" .. tostring(err) .. ")") end
-    local text = f:read("*a")
-    f:close()
+    local text, err = file.read(source)
+    if not text then misuse("kinot.fleet groups: cannot read " .. source .. " (" .. tostring(err) .. ")") end
     text = text:gsub("^\239\187\191", "") -- a UTF-8 BOM (a spreadsheet's export) is not the first column's name
     if source:lower():match("%.json$") or text:match("^%s*[%[{]") then
       rows = from_json(text, where)
