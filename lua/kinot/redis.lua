@@ -31,6 +31,7 @@ M.null = setmetatable({}, { __tostring = function() return "redis.null" end })
 
 local RETRYABLE_CODES = { LOADING = true, BUSY = true, TRYAGAIN = true, MASTERDOWN = true, READONLY = true,
                           NOREPLICAS = true }
+M.RETRYABLE_CODES = RETRYABLE_CODES
 
 --- redact(url) -> the URL with its userinfo replaced by ***
 local QUERY_NAMES = { sentinel_password = true, sentinel_username = true }

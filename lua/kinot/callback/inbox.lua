@@ -177,6 +177,12 @@ local function answers(self, v, n)
     (type(v) == "table" and (#v .. " answers for " .. n .. " deliveries") or type(v)), { retryable = true })
 end
 
+-- the error for a delivery the script refused (x: its ReplyError)
+local function refusal(self, x)
+  return errors.new("redis", "redis " .. self.client.where .. ": " .. x.text,
+                    { code = x.code, retryable = redis.RETRYABLE_CODES[x.code] or false })
+end
+
 -- the batch's round trip: true | nil, err (each item gets v or err).
 -- One EVALSHA of the script for the whole batch (then, with wait, one
 -- WAIT on its connection).  A script the server lost (NOSCRIPT: a
@@ -224,8 +230,7 @@ local function send(self, batch, again)
       if not again and (x.code == "READONLY" or x.code == "MASTERDOWN") then
         lost[#lost + 1] = item
       else
-        item.err = errors.new("redis", "redis " .. self.client.where .. ": " .. x.text,
-                              { code = x.code, retryable = false })
+        item.err = refusal(self, x)
       end
     elseif short then
       item.err = short
@@ -311,8 +316,7 @@ function M:store(item)
     if not v then return nil, err end
     local x = v[1]
     if getmetatable(x) == redis.ReplyError then
-      return nil, errors.new("redis", "redis " .. self.client.where .. ": " .. x.text,
-                             { code = x.code, retryable = redis.RETRYABLE_CODES[x.code] or false })
+      return nil, refusal(self, x)
     end
     return x
   end
