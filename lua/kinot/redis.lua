@@ -636,7 +636,9 @@ local function scalar(rd, p, rest)
   if p == PLUS then return rest end
   if p == MINUS then return nil, nil, rest end
   if p == COLON then
-    local v = tonumber(rest)
+    -- (digits only, as Redis writes them: tonumber alone takes "0x10",
+    -- "1e3", " 5", "+5")
+    local v = #rest <= 20 and find(rest, "^%-?%d+$") and tonumber(rest)
     if not v then return nil, "decode", "protocol error: bad integer" end
     return v
   end
