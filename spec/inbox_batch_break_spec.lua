@@ -42,3 +42,164 @@ describe("the inbox outside nginx: a delivery the script refuses is nil, err #re
     assert.are.equal(1, c:call("XLEN", "kinot:str"))
   end)
 end)
+
+-- ------------------------------------------------------------ in nginx
+local callback = require "kinot.callback"
+local H = require "helpers"
+
+local SECRET = "5e1f0c2d3b4a59687766554433221100"
+
+local function body_of(sn)
+  local b = string.format('{"sn":%d,"locked":1,"car_detected":0,"device_type":18}', sn)
+  return (b:gsub("}$", ',"sign":"' .. assert(callback.sign(b, SECRET)) .. '"}'))
+end
+
+-- bodies posted 64 at a time (Python threads, real HTTP) -> status by index
+local function post_all(url, bodies)
+  local dir = os.tmpname()
+  local f = assert(io.open(dir, "w"))
+  for _, b in ipairs(bodies) do f:write(b, "\n") end
+  f:close()
+  local p = io.popen("python3 -c '" .. [[
+import sys, urllib.request, urllib.error
+from concurrent.futures import ThreadPoolExecutor
+bodies = open(sys.argv[2]).read().splitlines()
+def post(i):
+    req = urllib.request.Request(sys.argv[1], data=bodies[i].encode(), headers={"Content-Type": "application/json"})
+    try:
+        return urllib.request.urlopen(req, timeout=20).status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except Exception:
+        return 0
+with ThreadPoolExecutor(64) as ex:
+    for i, st in enumerate(ex.map(post, range(len(bodies)))):
+        print(i + 1, st)
+]] .. "' " .. url .. " " .. dir)
+  local st = {}
+  for l in p:lines() do
+    local i, s = l:match("^(%d+) (%d+)$")
+    st[tonumber(i)] = tonumber(s)
+  end
+  p:close()
+  os.remove(dir)
+  return st
+end
+
+-- body -> entries holding it, in `stream`
+local function stored(c, stream)
+  local have = {}
+  for _, e in ipairs(assert(c:call("XRANGE", stream, "-", "+"))) do
+    for i = 1, #e[2], 2 do
+      if e[2][i] == "body" then have[e[2][i + 1]] = (have[e[2][i + 1]] or 0) + 1 end
+    end
+  end
+  return have
+end
+
+local function host(url, stream, extra)
+  return H.nginx {
+    workers = 2,
+    http = [[
+      init_by_lua_block {
+        receive = require("kinot.callback").handler { secret = "]] .. SECRET .. [[",
+          inbox = { redis = "]] .. url .. [[", stream = "]] .. stream .. [[", timeout = 0.5]] .. (extra or "") .. [[ } }
+      }
+    ]],
+    server = "location = /cb { content_by_lua_block { receive() } }",
+  }
+end
+
+describe("the inbox's batch on a replica and with a replica down (2 nginx workers) #redis #nginx #slow", function()
+  local master, replica, mc
+  setup(function()
+    master = R.start {}
+    replica = R.start { conf = { "replicaof 127.0.0.1 " .. master.port } }
+    mc = master.client()
+    assert(H.wait_for(function()
+      return (mc:call("INFO", "replication") or ""):match("slave0:[^\r\n]*state=online") ~= nil
+    end, 10), "the replica never came online")
+  end)
+  teardown(function()
+    mc:close()
+    replica.stop()
+    master.stop()
+  end)
+
+  it("pointed at a replica: a batch mixing redeliveries and new events answers each its own (200 / 503), writes nothing",
+     function()
+    local ng = host(master.url, "kinot:rep")
+    local rng = host(replica.url, "kinot:rep")
+    finally(function()
+      ng.stop()
+      rng.stop()
+    end)
+    local old, mixed = {}, {}
+    for i = 1, 150 do old[i] = body_of(810000 + i) end
+    local st = post_all(ng.url .. "/cb", old)
+    for i = 1, 150 do assert.are.equal(200, st[i], "stored first " .. i) end
+    local rc = replica.client()
+    assert(H.wait_for(function() return rc:call("XLEN", "kinot:rep") == 150 end, 10))
+    rc:close()
+    for i = 1, 150 do
+      mixed[#mixed + 1] = body_of(820000 + i) -- new
+      mixed[#mixed + 1] = old[i] -- a redelivery
+      if i % 3 == 0 then mixed[#mixed + 1] = body_of(820000 + i) end -- the new one twice
+    end
+    st = post_all(rng.url .. "/cb", mixed)
+    local have = stored(mc, "kinot:rep")
+    local olds = {}
+    for _, b in ipairs(old) do olds[b] = true end
+    local n200, n503 = 0, 0
+    for i, b in ipairs(mixed) do
+      if olds[b] then
+        assert.are.equal(200, st[i], "a redelivery, post " .. i)
+        n200 = n200 + 1
+      else
+        assert.are.equal(503, st[i], "a new event on a replica, post " .. i)
+        assert.is_nil(have[b])
+        n503 = n503 + 1
+      end
+    end
+    assert.are.equal(150, mc:call("XLEN", "kinot:rep"))
+    io.stderr:write("  (on a replica: " .. n200 .. " redeliveries 200, " .. n503 .. " new 503)\n")
+  end)
+
+  it("wait = { replicas = 1 } with the replica down: no 200; back up, each redelivered event stored once, then 200",
+     function()
+    local ng = host(master.url, "kinot:wait", ", wait = { replicas = 1, timeout = 0.3 }")
+    finally(function()
+      ng.stop()
+      if not replica.running() then replica.up() end
+    end)
+    local old = {}
+    for i = 1, 100 do old[i] = body_of(830000 + i) end
+    local st = post_all(ng.url .. "/cb", old)
+    for i = 1, 100 do assert.are.equal(200, st[i], "stored first " .. i) end
+    replica.down()
+    local mixed, distinct = {}, {}
+    for i = 1, 100 do
+      mixed[#mixed + 1] = body_of(840000 + i)
+      mixed[#mixed + 1] = old[i]
+      if i % 4 == 0 then mixed[#mixed + 1] = body_of(840000 + i) end
+    end
+    for _, b in ipairs(mixed) do distinct[b] = true end
+    st = post_all(ng.url .. "/cb", mixed)
+    for i = 1, #mixed do assert.are.equal(503, st[i], "replica down, post " .. i) end
+    replica.up()
+    assert(H.wait_for(function()
+      return (mc:call("INFO", "replication") or ""):match("slave0:[^\r\n]*state=online") ~= nil
+    end, 10), "the replica never came back")
+    st = post_all(ng.url .. "/cb", mixed)
+    for i = 1, #mixed do assert.are.equal(200, st[i], "replica back, post " .. i) end
+    local have, n = stored(mc, "kinot:wait"), 0
+    for b in pairs(distinct) do
+      assert.are.equal(1, have[b])
+      n = n + 1
+    end
+    assert.are.equal(n, mc:call("XLEN", "kinot:wait"))
+    local rc = replica.client()
+    assert(H.wait_for(function() return rc:call("XLEN", "kinot:wait") == n end, 10))
+    rc:close()
+  end)
+end)
