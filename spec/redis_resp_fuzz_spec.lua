@@ -45,7 +45,7 @@ local function diff(a, b)
   return string.format("differ at byte %d: got %q, want %q", i, a:sub(i, i + 40), b:sub(i, i + 40))
 end
 
-describe("kinot.redis's RESP reader fuzzed against a reference parse #peer", function()
+describe("kinot.redis's RESP reader fuzzed against a reference parse #peer #nginx", function()
   local seed = tonumber(os.getenv("RESP_FUZZ_SEED") or "") or os.time()
 
   it("reads each random valid reply, cut anywhere, exactly (LuaSocket; seed " .. seed .. ")", function()
@@ -139,5 +139,75 @@ describe("kinot.redis's RESP reader refuses a malformed reply #peer", function()
       assert.are.equal("decode", err.kind, string.format("%q: %s", w, tostring(err)))
     end
     c:close()
+  end)
+end)
+
+describe("kinot.redis's RESP reader at its bounds: nesting, a connection closed mid-reply #peer #nginx", function()
+  -- each: wire (a leading "CLOSE:": the FAKE closes the connection after
+  -- it), and the kind of error it must be, or "ok"
+  local CASES = {
+    { ("*1\r\n"):rep(32) .. ":7\r\n", "ok" },
+    { ("*1\r\n"):rep(33) .. ":7\r\n", "decode" },
+    { "CLOSE:*3\r\n:1\r\n", "network" },
+    { "CLOSE:*2\r\n*2\r\n$3\r\nabc\r\n", "network" },
+    { "CLOSE:$10\r\nabc", "network" },
+    { "CLOSE:$3\r\nabc", "network" },
+    { "CLOSE:+OK", "network" },
+    { "CLOSE:", "network" },
+  }
+  local path, peer
+  setup(function()
+    local parts = {}
+    for _, c in ipairs(CASES) do parts[#parts + 1] = #c[1] .. "\n" .. c[1] end
+    path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write(table.concat(parts))
+    f:close()
+    peer = replay(path, 1)
+  end)
+  teardown(function()
+    peer.stop()
+    os.remove(path)
+  end)
+
+  local function outcome(v, err)
+    if v ~= nil then return "ok" end
+    return err.kind
+  end
+
+  it("32 arrays deep read, 33 refused, a reply cut by a close an error of kind network, at once (LuaSocket)", function()
+    for i, case in ipairs(CASES) do
+      local c = kredis.new(peer.url, { timeout = 3 })
+      local t0 = os.time()
+      local v, err = c:call("PING")
+      assert.are.equal(case[2], outcome(v, err), "case " .. i .. ": " .. tostring(err))
+      assert.is_true(os.time() - t0 <= 1, "case " .. i .. " waited")
+      c:close()
+    end
+  end)
+
+  it("the same inside nginx (cosockets)", function()
+    local ng = H.nginx { server = [[
+      location = /bound { content_by_lua_block {
+        local kredis = require "kinot.redis"
+        for _ = 1, tonumber(ngx.var.arg_n) do
+          local c = kredis.new("]] .. peer.url .. [[", { timeout = 3 })
+          local t0 = ngx.now()
+          local v, err = c:call("PING")
+          ngx.update_time()
+          ngx.say(v ~= nil and "ok" or err.kind, " ", ngx.now() - t0)
+          c:close()
+        end
+      } }
+    ]] }
+    finally(ng.stop)
+    local body = H.raw("GET", ng.url .. "/bound?n=" .. #CASES).body
+    local i = 0
+    for kind, took in body:gmatch("(%S+) (%S+)\n") do
+      i = i + 1
+      assert.are.equal(CASES[i][2], kind, "case " .. i)
+      assert.is_true(tonumber(took) < 1, "case " .. i .. " took " .. took)
+    end
+    assert.are.equal(#CASES, i)
   end)
 end)

@@ -6,7 +6,8 @@ bytes), a seed.  Serves one connection at a time; each command read (one
 recv: the client sends one small command and waits) is answered with the
 next reply of the file, cut at random (whole; pieces of 1 to 4096 bytes
 with pauses between them so that they reach the client as separate reads;
-or, for small replies, one byte at a time).  Listens on 127.0.0.1 on a
+or, for small replies, one byte at a time).  A reply starting "CLOSE:" is
+sent without that mark, whole, and the connection is closed after it.  Listens on 127.0.0.1 on a
 port the kernel picks; prints "PORT PID" and serves until killed."""
 import os
 import random
@@ -36,6 +37,9 @@ while True:
         while conn.recv(65536):
             r = replies[k % len(replies)]
             k += 1
+            if r.startswith(b"CLOSE:"):
+                conn.sendall(r[6:])
+                break
             how = rng.random()
             if how < 0.3:
                 conn.sendall(r)
