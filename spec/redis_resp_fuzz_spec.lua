@@ -145,7 +145,7 @@ end)
 describe("kinot.redis's RESP reader at its bounds: nesting, a connection closed mid-reply #peer #nginx", function()
   -- each: wire (a leading "CLOSE:": the FAKE closes the connection after
   -- it), and the kind of error it must be, or "ok"
-  local CASES = {
+  local BOUNDS = {
     { ("*1\r\n"):rep(32) .. ":7\r\n", "ok" },
     { ("*1\r\n"):rep(33) .. ":7\r\n", "decode" },
     { "CLOSE:*3\r\n:1\r\n", "network" },
@@ -158,7 +158,7 @@ describe("kinot.redis's RESP reader at its bounds: nesting, a connection closed 
   local path, peer
   setup(function()
     local parts = {}
-    for _, c in ipairs(CASES) do parts[#parts + 1] = #c[1] .. "\n" .. c[1] end
+    for _, c in ipairs(BOUNDS) do parts[#parts + 1] = #c[1] .. "\n" .. c[1] end
     path = os.tmpname()
     local f = assert(io.open(path, "wb"))
     f:write(table.concat(parts))
@@ -176,7 +176,7 @@ describe("kinot.redis's RESP reader at its bounds: nesting, a connection closed 
   end
 
   it("32 arrays deep read, 33 refused, a reply cut by a close an error of kind network, at once (LuaSocket)", function()
-    for i, case in ipairs(CASES) do
+    for i, case in ipairs(BOUNDS) do
       local c = kredis.new(peer.url, { timeout = 3 })
       local t0 = os.time()
       local v, err = c:call("PING")
