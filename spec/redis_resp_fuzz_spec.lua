@@ -201,13 +201,13 @@ describe("kinot.redis's RESP reader at its bounds: nesting, a connection closed 
       } }
     ]] }
     finally(ng.stop)
-    local body = H.raw("GET", ng.url .. "/bound?n=" .. #CASES).body
+    local body = H.raw("GET", ng.url .. "/bound?n=" .. #BOUNDS).body
     local i = 0
     for kind, took in body:gmatch("(%S+) (%S+)\n") do
       i = i + 1
-      assert.are.equal(CASES[i][2], kind, "case " .. i)
+      assert.are.equal(BOUNDS[i][2], kind, "case " .. i)
       assert.is_true(tonumber(took) < 1, "case " .. i .. " took " .. took)
     end
-    assert.are.equal(#CASES, i)
+    assert.are.equal(#BOUNDS, i)
   end)
 end)
