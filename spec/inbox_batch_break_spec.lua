@@ -203,3 +203,94 @@ describe("the inbox's batch on a replica and with a replica down (2 nginx worker
     rc:close()
   end)
 end)
+
+describe("the inbox's batch when its script fails part way or Redis stalls (2 nginx workers) #redis #nginx #slow", function()
+  local master, replica, mc
+  setup(function()
+    master = R.start {}
+    replica = R.start { conf = { "replicaof 127.0.0.1 " .. master.port } }
+    mc = master.client()
+    assert(H.wait_for(function()
+      return (mc:call("INFO", "replication") or ""):match("slave0:[^\r\n]*state=online") ~= nil
+    end, 10), "the replica never came online")
+  end)
+  teardown(function()
+    mc:close()
+    replica.stop()
+    master.stop()
+  end)
+
+  -- every 200 stored once; every other answer 503; the 503s delivered
+  -- again (after `mend()`) all 200; every event stored once
+  local function check(ng, stream, bodies, st, mend)
+    local have, refused, distinct = stored(mc, stream), {}, {}
+    for i, b in ipairs(bodies) do
+      distinct[b] = true
+      if st[i] == 200 then
+        assert.are.equal(1, have[b], "answered 200, stored " .. tostring(have[b]) .. " times: post " .. i)
+      else
+        assert.are.equal(503, st[i], "post " .. i)
+        assert.is_true((have[b] or 0) <= 1, "stored twice")
+        refused[#refused + 1] = b
+      end
+    end
+    if mend then mend() end
+    local again = post_all(ng.url .. "/cb", refused)
+    for i = 1, #refused do assert.are.equal(200, again[i], "delivered again " .. i) end
+    have = stored(mc, stream)
+    local n = 0
+    for b in pairs(distinct) do
+      assert.are.equal(1, have[b], "stored " .. tostring(have[b]) .. " times")
+      n = n + 1
+    end
+    assert.are.equal(n, mc:call("XLEN", stream))
+    return #refused
+  end
+
+  it("with wait, one dedupe mark of the wrong type (the script raises part way): every 200 stored once", function()
+    local ng = host(master.url, "kinot:wrong", ", wait = { replicas = 1, timeout = 1 }")
+    finally(ng.stop)
+    local old = {}
+    for i = 1, 100 do old[i] = body_of(850000 + i) end
+    -- old[37] stored alone first: the one mark then is its
+    assert.are.equal(200, post_all(ng.url .. "/cb", { old[37] })[1])
+    local keys = assert(mc:call("KEYS", "kinot:seen:*"))
+    assert.are.equal(1, #keys)
+    local poisoned = keys[1]
+    local st = post_all(ng.url .. "/cb", old)
+    for i = 1, 100 do assert.are.equal(200, st[i], "stored first " .. i) end
+    -- its mark made a hash: a redelivery's GET of it raises WRONGTYPE,
+    -- ending the script after what it wrote
+    assert(mc:call("DEL", poisoned))
+    assert(mc:call("HSET", poisoned, "f", "v"))
+    local bodies = {}
+    for i = 1, 300 do bodies[#bodies + 1] = body_of(860000 + i) end
+    for i = 1, 100 do bodies[#bodies + 1] = old[i] end
+    for i = 1, 60 do bodies[#bodies + 1] = bodies[i * 5] end
+    -- (Redis paused for 0.3 s near the start, under the client's timeout:
+    -- the requests meanwhile make big batches, the poisoned one in some)
+    for i = 1, 300, 10 do table.insert(bodies, i, old[37]) end
+    assert(os.execute("(sleep 0.2; redis-cli -p " .. master.port .. " CLIENT PAUSE 300 ALL) >/dev/null 2>&1 &"))
+    st = post_all(ng.url .. "/cb", bodies)
+    local refused = check(ng, "kinot:wrong", bodies, st, function()
+      assert(mc:call("DEL", poisoned))
+      assert(mc:call("SET", poisoned, "done", "EX", 3600))
+    end)
+    io.stderr:write("  (a wrong-type mark: " .. refused .. " refused, then delivered again)\n")
+    assert.is_true(refused > 0)
+  end)
+
+  it("Redis stalled 0.2 s into the load (CLIENT PAUSE 1.2 s, past the 0.5 s timeout) mid-load: every 200 stored once", function()
+    local ng = host(master.url, "kinot:sleep")
+    finally(ng.stop)
+    local bodies = {}
+    for i = 1, 1900 do bodies[#bodies + 1] = body_of(870000 + i) end
+    for i = 1, 100 do bodies[#bodies + 1] = bodies[i * 7] end
+    -- (DEBUG is refused by Redis 7's default enable-debug-command no:
+    -- CLIENT PAUSE stalls every client's commands the same way)
+    assert(os.execute("(sleep 0.2; redis-cli -p " .. master.port .. " CLIENT PAUSE 1200 ALL) >/dev/null 2>&1 &"))
+    local st = post_all(ng.url .. "/cb", bodies)
+    local refused = check(ng, "kinot:sleep", bodies, st)
+    io.stderr:write("  (CLIENT PAUSE: " .. refused .. " refused, then delivered again)\n")
+  end)
+end)
