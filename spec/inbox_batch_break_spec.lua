@@ -294,3 +294,73 @@ describe("the inbox's batch when its script fails part way or Redis stalls (2 ng
     io.stderr:write("  (CLIENT PAUSE: " .. refused .. " refused, then delivered again)\n")
   end)
 end)
+
+describe("the inbox's batch: each entry holds its own delivery's fields #redis #nginx", function()
+  local r, c
+  setup(function()
+    r = R.start {}
+    c = r.client()
+  end)
+  teardown(function()
+    c:close()
+    r.stop()
+  end)
+
+  it("a batch of 60 puts from light threads, mixing rules, unverified ones, maxlen, a redelivery and an id twice",
+     function()
+    local ng = H.nginx { server = [[
+      location = /puts { content_by_lua_block {
+        local box = require("kinot.callback.inbox").new { redis = "]] .. r.url .. [[", stream = "kinot:fields",
+                                                          maxlen = 100000 }
+        assert(box:put("pre-1", "body pre-1", 1700000000.5))
+        local threads, out = {}, {}
+        for i = 1, 60 do
+          local id = i % 20 == 0 and "pre-1" or i % 15 == 0 and ("id-" .. (i - 1)) or ("id-" .. i)
+          local form = (i % 3 == 0 and { rule = "rule-" .. i }) or (i % 3 == 1 and { verified = false }) or nil
+          if i % 7 == 0 then form = { rule = "r7-" .. i, verified = false } end
+          threads[i] = ngx.thread.spawn(function()
+            local v, err = box:put(id, "body " .. id .. (i % 15 == 0 and " copy" or ""), 1700000000 + i, form)
+            out[i] = id .. " " .. tostring(v) .. " " .. tostring(err and err.message)
+          end)
+        end
+        for i = 1, 60 do ngx.thread.wait(threads[i]) end
+        ngx.print(table.concat(out, "\n"))
+      } }
+    ]] }
+    finally(ng.stop)
+    local answers = H.raw("GET", ng.url .. "/puts").body
+    local calls = tonumber(assert(c:call("INFO", "commandstats")):match("cmdstat_evalsha:calls=(%d+)") or 0)
+    local got = {}
+    for line in answers:gmatch("[^\n]+") do
+      local id, v = line:match("^(%S+) (%S+)")
+      got[#got + 1] = { id = id, v = v }
+    end
+    assert.are.equal(60, #got, answers)
+    local entries = {}
+    for _, e in ipairs(assert(c:call("XRANGE", "kinot:fields", "-", "+"))) do
+      local f = {}
+      for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end
+      assert.is_nil(entries[f.id], "two entries for " .. tostring(f.id))
+      entries[f.id] = f
+    end
+    for i, g in ipairs(got) do
+      local id = i % 20 == 0 and "pre-1" or i % 15 == 0 and ("id-" .. (i - 1)) or ("id-" .. i)
+      assert.are.equal(id, g.id)
+      if i % 20 == 0 or i % 15 == 0 then
+        assert.are.equal("false", g.v, "post " .. i .. " (stored before)")
+      else
+        assert.are.equal("true", g.v, "post " .. i)
+        local e = entries[id]
+        assert.are.equal("body " .. id, e.body, id)
+        assert.are.equal(string.format("%.3f", 1700000000 + i), e.at, id)
+        local rule = i % 7 == 0 and "r7-" .. i or i % 3 == 0 and "rule-" .. i or nil
+        local verified = (i % 7 == 0 or (i % 3 == 1)) and "0" or nil
+        assert.are.equal(rule, e.rule, id .. " rule")
+        assert.are.equal(verified, e.verified, id .. " verified")
+      end
+    end
+    assert.are.equal("body pre-1", entries["pre-1"].body)
+    -- (fewer script calls than puts: they went as batches)
+    assert.is_true(calls < 61, calls .. " script calls")
+  end)
+end)
