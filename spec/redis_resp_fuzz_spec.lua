@@ -211,3 +211,38 @@ describe("kinot.redis's RESP reader at its bounds: nesting, a connection closed 
     assert.are.equal(#BOUNDS, i)
   end)
 end)
+
+describe("kinot.redis's RESP reader holds about what max_reply allows #peer", function()
+  -- A reply of 700,000 empty arrays ("*0": 4 bytes each, 2.8 MB) is within
+  -- a 16 MiB max_reply as counted (its header, ELEMENT bytes an element),
+  -- but each empty array is a Lua table (56 bytes and more): read, it
+  -- held ~55 MB.  A reply must either be refused (too_large) or held in
+  -- at most twice the cap.
+  it("a wide reply of empty arrays is refused or held within twice max_reply", function()
+    local n = 700000
+    local wire = "*" .. n .. "\r\n" .. ("*0\r\n"):rep(n)
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write(#wire, "\n", wire)
+    f:close()
+    wire = nil -- luacheck: ignore
+    local peer = replay(path, 1)
+    finally(function()
+      peer.stop()
+      os.remove(path)
+    end)
+    local cap = 16 * 1024 * 1024
+    local c = kredis.new(peer.url, { timeout = 20, max_reply = cap })
+    collectgarbage()
+    collectgarbage()
+    local before = collectgarbage("count") * 1024
+    local v, err = c:call("PING")
+    local held = collectgarbage("count") * 1024 - before
+    c:close()
+    if v == nil then
+      assert.are.equal("too_large", err.kind, tostring(err))
+    else
+      assert.is_true(held <= 2 * cap, string.format("read, and held %.0f MB for a %d MB cap", held / 2 ^ 20, cap / 2 ^ 20))
+    end
+  end)
+end)
