@@ -524,9 +524,11 @@ M.ReplyError = ReplyError
 -- XAUTOCLAIM's, is 4; a reader that recursed without a bound ended in
 -- "stack overflow"), lines (+, -, :, and the headers) of at most LINE_MAX
 -- bytes, and at most `max_reply` bytes in all, each array element counted
--- as ELEMENT bytes beside its text (what it costs in memory): a declared
--- length past what is left is refused before anything is read.
-local MAX_DEPTH, LINE_MAX, ELEMENT = 32, 64 * 1024, 16
+-- as ELEMENT bytes beside its text (what it costs in memory), and each
+-- array TABLE bytes more (a Lua table, even empty: a reply of "*0"s,
+-- 4 bytes each, held 14 times its count): a declared length past what is
+-- left is refused before anything is read.
+local MAX_DEPTH, LINE_MAX, ELEMENT, TABLE = 32, 64 * 1024, 16, 64
 M.MAX_DEPTH, M.LINE_MAX = MAX_DEPTH, LINE_MAX
 
 -- the reply reader: a buffer over io.some, its deadline, its byte budget
@@ -631,7 +633,9 @@ local function scalar(rd, p, rest)
   if p == PLUS then return rest end
   if p == MINUS then return nil, nil, rest end
   if p == COLON then
-    local v = tonumber(rest)
+    -- (digits only, as Redis writes them: tonumber alone takes "0x10",
+    -- "1e3", " 5", "+5")
+    local v = #rest <= 20 and find(rest, "^%-?%d+$") and tonumber(rest)
     if not v then return nil, "decode", "protocol error: bad integer" end
     return v
   end
@@ -680,7 +684,7 @@ local function read(rd)
           return nil, "decode", "protocol error: a reply nested deeper than " .. MAX_DEPTH .. " arrays"
         end
         local ok
-        ok, kind, msg = spend(rd, len * ELEMENT)
+        ok, kind, msg = spend(rd, len * ELEMENT + TABLE)
         if not ok then return nil, kind, msg end
         v = {}
         if len > 0 then -- opened: its elements come next
