@@ -68,9 +68,6 @@ function M.redact(url)
   return s .. query
 end
 
-local function unescape(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
 
 --- parse(url) -> { host, port, db, username, password } (misuse raises, never showing the password)
 -- (a second argument, once a hand-counted level, is ignored: kinot.errors finds the caller)
@@ -92,18 +89,9 @@ function M.parse(url)
   end
   if not rest then misuse("redis URL must look like redis://[:password@]host:port/db (got " .. M.redact(url) .. ")") end
   local o = { port = 6379, db = 0 }
-  local userinfo, hostpath = rest:match("^(.*)@([^@]*)$")
-  if userinfo then
-    local user, pass = userinfo:match("^([^:]*):(.*)$")
-    if not user then misuse("redis URL's userinfo must be :password or user:password (" .. M.redact(url) .. ")") end
-    o.username = user ~= "" and unescape(user) or nil
-    o.password = unescape(pass)
-  else
-    hostpath = rest
-  end
+  local hostpath = sentinel.credentials(rest, o, M.redact(url))
   local hostport, path = hostpath:match("^([^/]*)(.*)$")
-  local host, port = hostport:match("^%[([^%]]+)%]:?(%d*)$")
-  if not host then host, port = hostport:match("^([^:]+):?(%d*)$") end
+  local host, port = sentinel.address(hostport)
   if not host or host == "" then misuse("redis URL has no host (" .. M.redact(url) .. ")") end
   o.host = host
   if port ~= "" then o.port = tonumber(port) end

@@ -30,6 +30,31 @@ local function unescape(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
+-- The parts every Redis URL shares (redis://, rediss://, redis+sentinel://),
+-- read here once: kinot.redis's parse uses them too.
+
+--- credentials(rest, o, shown) -> rest after its userinfo; o.username and
+-- o.password set from it (percent-decoded).  The userinfo runs to the last
+-- @: a password may hold an unescaped @ or /.  shown: the URL redacted, for
+-- the misuse message
+function M.credentials(rest, o, shown)
+  local userinfo, hostpath = rest:match("^(.*)@([^@]*)$")
+  if not userinfo then return rest end
+  local user, pass = userinfo:match("^([^:]*):(.*)$")
+  if not user then misuse("redis URL's userinfo must be :password or user:password (" .. shown .. ")") end
+  o.username = user ~= "" and unescape(user) or nil
+  o.password = unescape(pass)
+  return hostpath
+end
+
+--- address(hostport) -> host, port ("" when not given) | nil: "host:port",
+-- "host", "[v6]:port", "[v6]"
+function M.address(hostport)
+  local host, port = hostport:match("^%[([^%]]+)%]:?(%d*)$")
+  if not host then host, port = hostport:match("^([^:]+):?(%d*)$") end
+  return host, port
+end
+
 local QUERY = { sentinel_password = true, sentinel_username = true }
 
 --- parse(url, redact) -> { sentinel = { sentinels = {{host, port}...}, master, username, password, key },
@@ -52,19 +77,10 @@ function M.parse(url, redact)
       s[k:sub(10)] = unescape(v) -- password, username
     end
   end
-  local userinfo, hostpath = rest:match("^(.*)@([^@]*)$")
-  if userinfo then
-    local user, pass = userinfo:match("^([^:]*):(.*)$")
-    if not user then misuse("redis URL's userinfo must be :password or user:password (" .. shown .. ")") end
-    o.username = user ~= "" and unescape(user) or nil
-    o.password = unescape(pass)
-  else
-    hostpath = rest
-  end
+  local hostpath = M.credentials(rest, o, shown)
   local hosts, path = hostpath:match("^([^/]*)(.*)$")
   for hostport in (hosts .. ","):gmatch("([^,]*),") do
-    local host, port = hostport:match("^%[([^%]]+)%]:?(%d*)$")
-    if not host then host, port = hostport:match("^([^:]+):?(%d*)$") end
+    local host, port = M.address(hostport)
     if not host or host == "" then misuse("redis Sentinel URL has an empty or bad Sentinel address (" .. shown .. ")") end
     port = port ~= "" and tonumber(port) or M.PORT
     if port < 1 or port > 65535 then misuse("redis Sentinel URL's port is out of range (" .. shown .. ")") end
