@@ -248,8 +248,13 @@ describe("kinot.fleet's Redis store, two batches at once sharing devices #redis 
   local H = require "helpers"
   it("keeps the newer state of each shared device and exact counters", function()
     local rs = R.start()
-    finally(function() rs.stop() end)
-    local ng = H.nginx { server = [[
+    -- (one finally for both: busted keeps only an it's last one)
+    local ng
+    finally(function()
+      if ng then ng.stop() end
+      rs.stop()
+    end)
+    ng = H.nginx { server = [[
       location = /race { content_by_lua_block {
         local fleet = require "kinot.fleet"
         local json = require "kinot.json"
@@ -290,7 +295,6 @@ describe("kinot.fleet's Redis store, two batches at once sharing devices #redis 
                               summary_occupied = s.occupancy.occupied, total = s.occupancy.total })
       } }
     ]] }
-    finally(function() ng.stop() end)
     local conflicts = 0
     for round = 1, 12 do
       local res = H.raw("GET", ng.url .. "/race?redis=" .. rs.url .. "&prefix=race" .. round .. ":")
