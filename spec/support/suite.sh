@@ -69,6 +69,11 @@ export SUITE_OUT=$out SUITE_CPATH_ROOT=$cpath_root
 export SUITE_FLAGS_Q=""
 [[ ${#flags[@]} -eq 0 ]] || SUITE_FLAGS_Q=$(printf '%q ' "${flags[@]}")
 
+# when the suite began, in the kernel's ticks since boot (a process's
+# start time in /proc/PID/stat, field 22): the servers left running are
+# looked for among those started since (see left_running below)
+suite_began=$(awk '{ print $22 }' /proc/$$/stat)
+
 printf '%s\n' "${queue[@]}" | sort -k1,1 -rn | while read -r _ rt f; do printf '%s\0%s\0' "$rt" "$f"; done |
   xargs -0 -n 2 -P "$jobs" bash -c 'eval "SUITE_FLAGS=($SUITE_FLAGS_Q)"; run_one "$1" "$2"' _
 
@@ -79,4 +84,39 @@ printf '%s\n' "${queue[@]}" | sort -k1,1 -rn | while read -r _ rt f; do printf '
 for rt in lua54 luajit; do
   cat "$out/$rt"/*.times 2>/dev/null | sed -n '/^# tests/,/^# seconds/p' | grep -v '^#' | sort -rn >"$out/$rt.slow-tests"
 done
-lua5.4 spec/support/summary.lua "$out"/lua54/*.log "$out"/luajit/*.log
+# Servers left running: a spec stops what it started, even when it fails
+# (a busted it keeps only its last finally: a second one replaced the first
+# and its redis-server outlived every run).  A redis-server, redis-sentinel
+# or nginx started since the suite began and still there 10 s after the
+# last spec ended fails the run, named with its directory.  (The daemons
+# rewrite their environment for their process title, so no mark passed
+# down survives: on a machine where others start such servers meanwhile,
+# theirs would be named too.  Nothing is killed here for that reason.)
+left_running() {
+  local p pid stat name state began
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    stat=$(cat "$p/stat" 2>/dev/null) || continue
+    name=${stat#*(} name=${name%%)*}
+    [[ $name == redis-server || $name == redis-sentinel || $name == nginx ]] || continue
+    read -r state began < <(awk '{ sub(/^.*\) /, ""); print $1, $20 }' <<<"$stat")
+    [[ $state == Z || -z $began || $began -lt $suite_began ]] && continue
+    printf '%s (in %s) %s\n' "$pid" "$(readlink "$p/cwd" 2>/dev/null)" "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)"
+  done
+}
+leaked=""
+for _ in $(seq 20); do
+  leaked=$(left_running)
+  [[ -n $leaked ]] || break
+  sleep 0.5
+done
+leak_logs=()
+if [[ -n $leaked ]]; then
+  mkdir -p "$out/left-running"
+  n=$(printf '%s\n' "$leaked" | wc -l)
+  { printf '0 successes / %d failures / 0 errors\n' "$n"
+    printf 'left running after every spec had ended (a spec that starts a server stops it, even when it fails):\n%s\n' "$leaked"
+  } >"$out/left-running/servers.log"
+  leak_logs=("$out/left-running/servers.log")
+fi
+lua5.4 spec/support/summary.lua "$out"/lua54/*.log "$out"/luajit/*.log "${leak_logs[@]+"${leak_logs[@]}"}"
