@@ -52,6 +52,11 @@ function M.table_backend(changes_max)
                         max = changes_max, meta = {} }, Table)
 end
 function Table:get(sn) return self.recs[sn] end
+-- read(sn) -> the device as one value (its snapshot: equal snapshots hold
+-- the same device) | nil; rec_of(snapshot) -> its record.  Here the
+-- record itself (put replaces a record, never changes one)
+Table.read = Table.get
+function Table.rec_of(_, rec) return rec end
 function Table:put(sn, rec, flags)
   self.recs[sn] = rec
   self.flags[sn] = flags
@@ -122,6 +127,10 @@ function Shared:get(sn)
   if not text then return nil end
   return json.decode(sub(text, find(text, "\n", 1, true) + 1)), text
 end
+-- read(sn) -> the key's text (one dict:get: flags and record at one
+-- instant) | nil; rec_of(text) -> its record
+function Shared:read(sn) return self.dict:get((keys(sn))) end
+function Shared.rec_of(_, text) return json.decode(sub(text, find(text, "\n", 1, true) + 1)) end
 -- put(sn, rec, flags, old): old, the key's text as get gave it under this lock
 function Shared:put(sn, rec, flags, old)
   local key = keys(sn)
@@ -288,16 +297,44 @@ local function commit(self, sn, held, held_text, rec, delta, events, flags, pend
   return true
 end
 
--- under the device's lock: fn(held, a, b) -> verdict, rec, delta, events,
--- flags (a function and its arguments, not a closure made for each
--- device: LuaJIT 2.1 compiles no loop that makes one)
+-- fn(held, a, b) -> verdict, rec, delta, events, flags (a function and
+-- its arguments, not a closure made for each device: LuaJIT 2.1 compiles
+-- no loop that makes one), decided on a read of the device first, without
+-- its lock: a device is one key (record and flags), so that read is the
+-- device at one instant.  A verdict that writes no record (older,
+-- duplicate: every device of a resync that finds nothing new; a gone or
+-- stale mark not due) is what it would have been had the update come at
+-- that instant, and it changes nothing another worker could overwrite or
+-- miss: returned with no lock (its counters move by incr, atomic).  One that
+-- writes takes the lock and reads again: the same text, the same decision
+-- (the rule depends on nothing else); another's write meanwhile, or a
+-- device first seen, decided again under the lock.  Inside one worker
+-- nothing yields from a read to its decision.
 local flush
 local function locked(self, sn, fn, a, b_arg, pending)
   local b = self.b
+  local snap = b:read(sn)
+  local held, verdict, rec, delta, events, flags
+  if snap then
+    held = b:rec_of(snap)
+    verdict, rec, delta, events, flags = fn(held, a, b_arg)
+    if not rec then
+      if delta then
+        local ok, err = commit(self, sn, held, snap, nil, delta, events, flags, pending)
+        if not ok then return nil, err end
+      end
+      self.t_of[sn] = held.t -- what this worker now knows of the device's updated_at (the sweep's floor)
+      return verdict, events or {}
+    end
+  end
   local token, err = b:lock(sn, pending and flush, self, pending)
   if not token then return nil, err end
-  local held, held_text = b:get(sn)
-  local verdict, rec, delta, events, flags = fn(held, a, b_arg)
+  local now = b:read(sn)
+  if not snap or now ~= snap then
+    snap = now
+    held = now and b:rec_of(now)
+    verdict, rec, delta, events, flags = fn(held, a, b_arg)
+  end
   local ok = true
   -- held past the lock's expiry (a stalled worker): another may have written
   -- since `held` was read; nothing here yields from this check to the writes
@@ -306,7 +343,7 @@ local function locked(self, sn, fn, a, b_arg, pending)
       "update was written: not applied, try again")
   end
   if delta then
-    ok, err = commit(self, sn, held, held_text, rec, delta, events, flags, pending)
+    ok, err = commit(self, sn, held, snap, rec, delta, events, flags, pending)
   end
   -- what this worker now knows of the device's updated_at (the sweep's floor)
   if ok and rec then self.t_of[sn] = rec.t elseif held then self.t_of[sn] = held.t end
