@@ -20,14 +20,22 @@ local pairs, tostring, tonumber, concat, sort, find, sub = pairs, tostring, tonu
 local format = string.format -- a key of a serial: "%d" (LuaJIT writes 2^53 - 1 with 14 digits)
 
 -- the keys of a serial, "d:SN" and "l:SN": an update asks for them five
--- times (lock, get, owns, put, unlock), made once
-local key_sn, key_d, key_l
+-- times (read, lock, owns, put, unlock), made once; the lock's only when
+-- asked (an update that writes nothing takes no lock: a resync's every one)
+local key_sn, key_text, key_d, key_l_sn, key_l
 local function keys(sn)
   if sn ~= key_sn then
-    local text = format("%d", sn)
-    key_sn, key_d, key_l = sn, "d:" .. text, "l:" .. text
+    key_text = format("%d", sn)
+    key_sn, key_d = sn, "d:" .. key_text
   end
-  return key_d, key_l
+  return key_d
+end
+local function lock_key(sn)
+  if sn ~= key_l_sn then
+    keys(sn)
+    key_l_sn, key_l = sn, "l:" .. key_text
+  end
+  return key_l
 end
 
 local M = {}
@@ -132,13 +140,13 @@ end
 -- JSON (which holds no raw newline): one safe_set writes both or neither
 -- get(sn) -> the record, and its key's text (put's `old`: read under the device's lock)
 function Shared:get(sn)
-  local text = self.dict:get((keys(sn)))
+  local text = self.dict:get(keys(sn))
   if not text then return nil end
   return json.decode(sub(text, find(text, "\n", 1, true) + 1)), text
 end
 -- read(sn) -> the key's text (one dict:get: flags and record at one
 -- instant) | nil; rec_of(text) -> its record
-function Shared:read(sn) return self.dict:get((keys(sn))) end
+function Shared:read(sn) return self.dict:get(keys(sn)) end
 function Shared.rec_of(_, text) return json.decode(sub(text, find(text, "\n", 1, true) + 1)) end
 -- put(sn, rec, flags, old): old, the key's text as get gave it under this lock
 function Shared:put(sn, rec, flags, old)
@@ -153,7 +161,7 @@ function Shared:put(sn, rec, flags, old)
   return true
 end
 function Shared:flags_of(sn)
-  local text = self.dict:get((keys(sn)))
+  local text = self.dict:get(keys(sn))
   if not text then return nil end
   local nl = find(text, "\n", 1, true) -- the flags end at the first newline (a match of "^(.*)\n" went to the end and back)
   return sub(text, 1, nl - 1)
@@ -196,7 +204,7 @@ function Shared:counter(name) return self.dict:get("c:" .. name) or 0 end
 -- stretch to 5 s (a worker killed meanwhile would lose them for good)
 local lock_seq = 0
 function Shared:lock(sn, before_wait, a1, a2)
-  local _, key = keys(sn)
+  local key = lock_key(sn)
   local dict, sleep, now = self.dict, self.ngx.sleep, self.ngx.now
   local deadline, wait = now() + 5, 0.0005
   lock_seq = lock_seq + 1
@@ -217,12 +225,12 @@ function Shared:lock(sn, before_wait, a1, a2)
   end
 end
 function Shared:owns(sn, token)
-  local _, key = keys(sn)
+  local key = lock_key(sn)
   return self.dict:get(key) == token
 end
 -- owned: the caller knows it holds the lock (owns said so, nothing yielded since)
 function Shared:unlock(sn, token, owned)
-  local _, key = keys(sn)
+  local key = lock_key(sn)
   if owned or self.dict:get(key) == token then self.dict:delete(key) end
 end
 function Shared:add_sn(sn)
