@@ -76,6 +76,7 @@ end
 
 local function get(ng, path) return H.raw("GET", ng.url .. path).body end
 local function check(ng) return json.decode(get(ng, "/check")) end
+local check_race = check
 
 describe("kinot.fleet's shared dict, an update's first read and its lock #nginx", function()
   it("decides an update that writes nothing with no lock: one held elsewhere neither delays nor fails it", function()
@@ -123,6 +124,137 @@ describe("kinot.fleet's shared dict, an update's first read and its lock #nginx"
     -- U2's changes, once each; none of U1's
     assert.are.same({ "down/callback", "occupied/callback" }, doc.changes)
     assert.are.same({ added = 1, applied = 1, missed = 0, out_of_order = 1, duplicate = 0 }, doc.updates)
+    assert.are.same(doc.recount, doc.summary)
+  end)
+end)
+
+-- two workers: resyncs (every device the same state at the same stamp, a
+-- duplicate, or older once a callback came) racing callbacks with newer
+-- stamps on the same devices
+local RACE_HTTP = [[
+  lua_shared_dict fleet_race 8m;
+  init_by_lua_block {
+    SNS = {}
+    for i = 1, 20 do SNS[i] = 419910000 + i end
+    T0 = 1796083200
+    local twin
+    function race_twin()
+      twin = twin or require("kinot.fleet").new { store = "shared", dict = "fleet_race", stale_after = false }
+      return twin
+    end
+    function race_obj(sn, s, c)
+      return { sn = sn, car_detected = c, locked = 1, low_battery = 0, coil_fault = 0,
+               updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ", T0 + s) }
+    end
+  }
+]]
+
+local RACE_SERVER = [[
+  location = /scan {
+    content_by_lua_block {
+      local twin = race_twin()
+      for _ = 1, 40 do
+        local page = {}
+        for i, sn in ipairs(SNS) do page[i] = race_obj(sn, 0, 0) end
+        local out, err = twin:put("lock", page, "scan")
+        if not out then return ngx.say("failed: ", tostring(err)) end
+        ngx.sleep(0.001)
+      end
+      ngx.say("ok")
+    }
+  }
+  location = /cb {
+    content_by_lua_block {
+      local twin = race_twin()
+      math.randomseed(tonumber(ngx.var.arg_seed))
+      local sent = {}
+      for _ = 1, 60 do
+        local sn = SNS[math.random(#SNS)]
+        local s = ngx.shared.fleet_race:incr("race_stamp", 1, 0) -- unique, rising
+        local obj = race_obj(sn, s, s % 2)
+        local v, err = twin:apply { kind = "status_changed", device = "lock", sn = sn, data = obj, verified = true }
+        if not v then return ngx.say("failed: ", tostring(err)) end
+        sent[#sent + 1] = sn .. ":" .. s
+        if s % 3 == 0 then ngx.sleep(0.001) end
+      end
+      ngx.say("ok ", table.concat(sent, " "))
+    }
+  }
+  location = /check {
+    content_by_lua_block {
+      package.path = "${root}/spec/support/?.lua;" .. package.path
+      local model = require "fleet_model"
+      local twin = race_twin()
+      local devices, events = {}, {}
+      for _, sn in ipairs(SNS) do
+        local d = twin:device(sn)
+        devices[tostring(sn)] = { updated_at = d.updated_at, occupied = d.state.car_detected }
+      end
+      local since
+      repeat
+        local page = twin:changes(since, 1000)
+        for _, ev in ipairs(page.changes) do events[#events + 1] = { sn = ev.sn, change = ev.change } end
+        local more = page.next ~= since and #page.changes > 0
+        since = page.next
+      until not more
+      local s = twin:summary()
+      ngx.say(require("kinot.json").encode { devices = devices, events = events, updates = s.updates,
+        recount = model.recount(twin, SNS), summary = model.counted(s) })
+    }
+  }
+]]
+
+describe("kinot.fleet's shared dict, resyncs racing callbacks in two workers #nginx", function()
+  it("keeps every device at its newest stamp, each change once, the summary equal to a recount", function()
+    local ng = H.nginx { http = RACE_HTTP, server = (RACE_SERVER:gsub("%${root}", H.root)), workers = 2 }
+    finally(function() ng.stop() end)
+    assert.are.equal("ok\n", get(ng, "/scan"))
+    local urls = {}
+    for _ = 1, 6 do urls[#urls + 1] = ng.url .. "/scan" end
+    for i = 1, 12 do urls[#urls + 1] = ng.url .. "/cb?seed=" .. i end
+    local list = os.tmpname()
+    local f = assert(io.open(list, "w"))
+    f:write(table.concat(urls, "\n"), "\n")
+    f:close()
+    local p = io.popen("xargs -P 9 -n 1 curl -s < " .. list)
+    local out = p:read("*a")
+    p:close()
+    os.remove(list)
+    local newest, calls = {}, 0
+    for line in out:gmatch("[^\n]+") do
+      assert.matches("^ok", line, line .. ng.log())
+      for sn, s in line:gmatch("(%d+):(%d+)") do
+        calls = calls + 1
+        s = tonumber(s)
+        if s > (newest[sn] or 0) then newest[sn] = s end
+      end
+    end
+    assert.are.equal(12 * 60, calls)
+    local doc = check_race(ng)
+    local T0 = 1796083200
+    for sn, d in pairs(doc.devices) do
+      local s = newest[sn] or 0
+      assert.are.equal(os.date("!%Y-%m-%dT%H:%M:%SZ", T0 + s), d.updated_at, sn)
+      assert.are.equal(s % 2, d.occupied, sn)
+    end
+    -- each device's occupied / free alternate (an event twice: emitted twice),
+    -- starting from free (its first state) and ending at its state now
+    local last = {}
+    for _, ev in ipairs(doc.events) do
+      local sn = tostring(math.floor(ev.sn))
+      assert.is_true(ev.change == "occupied" or ev.change == "free", ev.change)
+      assert.are_not.equal(last[sn] or "free", ev.change, sn)
+      last[sn] = ev.change
+    end
+    for sn, d in pairs(doc.devices) do
+      assert.are.equal(d.occupied == 1 and "occupied" or "free", last[sn] or "free", sn)
+    end
+    local u = doc.updates
+    assert.are.equal(20, u.added)
+    -- every update counted once: 7 resyncs of 40 pages of 20, 720 callbacks
+    assert.are.equal(7 * 40 * 20 + 12 * 60, u.added + u.applied + u.missed + u.out_of_order + u.duplicate)
+    assert.are.equal(0, u.missed) -- (a resync's stamp is never newer)
+    assert.is_true(u.duplicate > 0 and u.out_of_order > 0 and u.applied > 0)
     assert.are.same(doc.recount, doc.summary)
   end)
 end)
