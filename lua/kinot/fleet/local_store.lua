@@ -6,11 +6,12 @@
 -- without decoding), the counters the summary reads, and the change log (a
 -- ring of the last `changes_max` events, ids 1, 2, 3 ...).
 --
--- The shared dict's workers run at once: each update holds a per-device
--- lock (dict:safe_add of "l:SN", 2 s expiry should a worker die holding it)
--- while it reads, decides and writes; counters move by dict:incr, atomic.
--- Inside one worker nothing here yields between the read and the write
--- but the lock's wait.
+-- The shared dict's workers run at once: an update that writes holds a
+-- per-device lock (dict:safe_add of "l:SN", 2 s expiry should a worker die
+-- holding it) while it reads, decides and writes; one that writes nothing
+-- is decided on one read, with no lock (locked, below); counters move by
+-- dict:incr, atomic.  Inside one worker nothing here yields between the
+-- read and the write but the lock's wait.
 local rule = require "kinot.fleet.rule"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
