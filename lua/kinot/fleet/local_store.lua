@@ -6,11 +6,12 @@
 -- without decoding), the counters the summary reads, and the change log (a
 -- ring of the last `changes_max` events, ids 1, 2, 3 ...).
 --
--- The shared dict's workers run at once: each update holds a per-device
--- lock (dict:safe_add of "l:SN", 2 s expiry should a worker die holding it)
--- while it reads, decides and writes; counters move by dict:incr, atomic.
--- Inside one worker nothing here yields between the read and the write
--- but the lock's wait.
+-- The shared dict's workers run at once: an update that writes holds a
+-- per-device lock (dict:safe_add of "l:SN", 2 s expiry should a worker die
+-- holding it) while it reads, decides and writes; one that writes nothing
+-- is decided on one read, with no lock (locked, below); counters move by
+-- dict:incr, atomic.  Inside one worker nothing here yields between the
+-- read and the write but the lock's wait.
 local rule = require "kinot.fleet.rule"
 local json = require "kinot.json"
 local errors = require "kinot.errors"
@@ -20,14 +21,22 @@ local pairs, tostring, tonumber, concat, sort, find, sub = pairs, tostring, tonu
 local format = string.format -- a key of a serial: "%d" (LuaJIT writes 2^53 - 1 with 14 digits)
 
 -- the keys of a serial, "d:SN" and "l:SN": an update asks for them five
--- times (lock, get, owns, put, unlock), made once
-local key_sn, key_d, key_l
+-- times (read, lock, owns, put, unlock), made once; the lock's only when
+-- asked (an update that writes nothing takes no lock: a resync's every one)
+local key_sn, key_text, key_d, key_l_sn, key_l
 local function keys(sn)
   if sn ~= key_sn then
-    local text = format("%d", sn)
-    key_sn, key_d, key_l = sn, "d:" .. text, "l:" .. text
+    key_text = format("%d", sn)
+    key_sn, key_d = sn, "d:" .. key_text
   end
-  return key_d, key_l
+  return key_d
+end
+local function lock_key(sn)
+  if sn ~= key_l_sn then
+    keys(sn)
+    key_l_sn, key_l = sn, "l:" .. key_text
+  end
+  return key_l
 end
 
 local M = {}
@@ -52,6 +61,11 @@ function M.table_backend(changes_max)
                         max = changes_max, meta = {} }, Table)
 end
 function Table:get(sn) return self.recs[sn] end
+-- read(sn) -> the device as one value (its snapshot: equal snapshots hold
+-- the same device) | nil; rec_of(snapshot) -> its record.  Here the
+-- record itself (put replaces a record, never changes one)
+Table.read = Table.get
+function Table.rec_of(_, rec) return rec end
 function Table:put(sn, rec, flags)
   self.recs[sn] = rec
   self.flags[sn] = flags
@@ -104,6 +118,15 @@ local function full(dict_name, what)
     "): give it more memory (docs/fleet.md says how much a device takes)")
 end
 
+-- the T of a flags text's "|t=T|" (string.find, plain: LuaJIT compiles it;
+-- a match with a capture it does not, and ran the sweep's loop interpreted)
+local function t_in(text)
+  local at = find(text, "|t=", 1, true)
+  if not at then return nil end
+  local bar = find(text, "|", at + 3, true)
+  return bar and tonumber(sub(text, at + 3, bar - 1))
+end
+
 --- shared_backend(dict_name, changes_max) -> a backend over ngx.shared[dict_name]
 function M.shared_backend(dict_name, changes_max)
   local ngx = rawget(_G, "ngx")
@@ -118,10 +141,14 @@ end
 -- JSON (which holds no raw newline): one safe_set writes both or neither
 -- get(sn) -> the record, and its key's text (put's `old`: read under the device's lock)
 function Shared:get(sn)
-  local text = self.dict:get((keys(sn)))
+  local text = self.dict:get(keys(sn))
   if not text then return nil end
   return json.decode(sub(text, find(text, "\n", 1, true) + 1)), text
 end
+-- read(sn) -> the key's text (one dict:get: flags and record at one
+-- instant) | nil; rec_of(text) -> its record
+function Shared:read(sn) return self.dict:get(keys(sn)) end
+function Shared.rec_of(_, text) return json.decode(sub(text, find(text, "\n", 1, true) + 1)) end
 -- put(sn, rec, flags, old): old, the key's text as get gave it under this lock
 function Shared:put(sn, rec, flags, old)
   local key = keys(sn)
@@ -135,7 +162,7 @@ function Shared:put(sn, rec, flags, old)
   return true
 end
 function Shared:flags_of(sn)
-  local text = self.dict:get((keys(sn)))
+  local text = self.dict:get(keys(sn))
   if not text then return nil end
   local nl = find(text, "\n", 1, true) -- the flags end at the first newline (a match of "^(.*)\n" went to the end and back)
   return sub(text, 1, nl - 1)
@@ -178,7 +205,7 @@ function Shared:counter(name) return self.dict:get("c:" .. name) or 0 end
 -- stretch to 5 s (a worker killed meanwhile would lose them for good)
 local lock_seq = 0
 function Shared:lock(sn, before_wait, a1, a2)
-  local _, key = keys(sn)
+  local key = lock_key(sn)
   local dict, sleep, now = self.dict, self.ngx.sleep, self.ngx.now
   local deadline, wait = now() + 5, 0.0005
   lock_seq = lock_seq + 1
@@ -199,12 +226,12 @@ function Shared:lock(sn, before_wait, a1, a2)
   end
 end
 function Shared:owns(sn, token)
-  local _, key = keys(sn)
+  local key = lock_key(sn)
   return self.dict:get(key) == token
 end
 -- owned: the caller knows it holds the lock (owns said so, nothing yielded since)
 function Shared:unlock(sn, token, owned)
-  local _, key = keys(sn)
+  local key = lock_key(sn)
   if owned or self.dict:get(key) == token then self.dict:delete(key) end
 end
 function Shared:add_sn(sn)
@@ -288,16 +315,44 @@ local function commit(self, sn, held, held_text, rec, delta, events, flags, pend
   return true
 end
 
--- under the device's lock: fn(held, a, b) -> verdict, rec, delta, events,
--- flags (a function and its arguments, not a closure made for each
--- device: LuaJIT 2.1 compiles no loop that makes one)
+-- fn(held, a, b) -> verdict, rec, delta, events, flags (a function and
+-- its arguments, not a closure made for each device: LuaJIT 2.1 compiles
+-- no loop that makes one), decided on a read of the device first, without
+-- its lock: a device is one key (record and flags), so that read is the
+-- device at one instant.  A verdict that writes no record (older,
+-- duplicate: every device of a resync that finds nothing new; a gone or
+-- stale mark not due) is what it would have been had the update come at
+-- that instant, and it changes nothing another worker could overwrite or
+-- miss: returned with no lock (its counters move by incr, atomic).  One that
+-- writes takes the lock and reads again: the same text, the same decision
+-- (the rule depends on nothing else); another's write meanwhile, or a
+-- device first seen, decided again under the lock.  Inside one worker
+-- nothing yields from a read to its decision.
 local flush
 local function locked(self, sn, fn, a, b_arg, pending)
   local b = self.b
+  local snap = b:read(sn)
+  local held, verdict, rec, delta, events, flags
+  if snap then
+    held = b:rec_of(snap)
+    verdict, rec, delta, events, flags = fn(held, a, b_arg)
+    if not rec then
+      if delta then
+        local ok, err = commit(self, sn, held, snap, nil, delta, events, flags, pending)
+        if not ok then return nil, err end
+      end
+      self.t_of[sn] = held.t -- what this worker now knows of the device's updated_at (the sweep's floor)
+      return verdict, events or {}
+    end
+  end
   local token, err = b:lock(sn, pending and flush, self, pending)
   if not token then return nil, err end
-  local held, held_text = b:get(sn)
-  local verdict, rec, delta, events, flags = fn(held, a, b_arg)
+  local now = b:read(sn)
+  if not snap or now ~= snap then
+    snap = now
+    held = now and b:rec_of(now)
+    verdict, rec, delta, events, flags = fn(held, a, b_arg)
+  end
   local ok = true
   -- held past the lock's expiry (a stalled worker): another may have written
   -- since `held` was read; nothing here yields from this check to the writes
@@ -306,7 +361,7 @@ local function locked(self, sn, fn, a, b_arg, pending)
       "update was written: not applied, try again")
   end
   if delta then
-    ok, err = commit(self, sn, held, held_text, rec, delta, events, flags, pending)
+    ok, err = commit(self, sn, held, snap, rec, delta, events, flags, pending)
   end
   -- what this worker now knows of the device's updated_at (the sweep's floor)
   if ok and rec then self.t_of[sn] = rec.t elseif held then self.t_of[sn] = held.t end
@@ -450,11 +505,14 @@ function Store:sweep(cfg)
       -- the flags text says stale, gone and updated_at: no record decoded but the due ones
       -- (a text written before it held t= is decoded)
       local text = b:flags_of(sn)
-      local at = text and tonumber(text:match("|t=([^|]+)|"))
-      if at then
+      local stale = text and find(text, "|stale|", 1, true)
+      local at = text and not stale and t_in(text)
+      if stale then -- luacheck: ignore 542
+        -- already stale: not due (nor a floor worth keeping: an old t); its t
+        -- not read (a sync of silent devices left every one so, each read each sweep)
+      elseif at then
         t_of[sn] = at
-        if not find(text, "|stale|", 1, true) and not find(text, "|gone|", 1, true) and
-           cfg.now - at >= cfg.stale_after then
+        if not find(text, "|gone|", 1, true) and cfg.now - at >= cfg.stale_after then
           due[#due + 1] = sn
           t[sn] = at
         end
