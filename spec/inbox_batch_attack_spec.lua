@@ -31,43 +31,7 @@ end
 -- bodies (a list) posted 64 at a time to url -> status by index; `at`:
 -- { after = n answers, cmd = shell command } run then, in the background
 local function post_all(dir, url, bodies, at)
-  local f = assert(io.open(dir .. "/bodies", "w"))
-  for _, b in ipairs(bodies) do f:write(b, "\n") end
-  f:close()
-  local py = assert(io.open(dir .. "/post.py", "w"))
-  py:write([[
-import subprocess, sys, threading, urllib.request, urllib.error
-from concurrent.futures import ThreadPoolExecutor
-url, path, after, cmd = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-bodies = open(path).read().splitlines()
-lock, answered = threading.Lock(), [0]
-def post(i):
-    req = urllib.request.Request(url, data=bodies[i].encode(), headers={"Content-Type": "application/json"})
-    try:
-        st = urllib.request.urlopen(req, timeout=20).status
-    except urllib.error.HTTPError as e:
-        st = e.code
-    except Exception:
-        st = 0
-    with lock:
-        answered[0] += 1
-        if answered[0] == after:
-            subprocess.Popen(cmd, shell=True)
-    return i, st
-with ThreadPoolExecutor(64) as ex:
-    for i, st in ex.map(post, range(len(bodies))):
-        print(i + 1, st)
-]])
-  py:close()
-  local p = io.popen(string.format("python3 %s/post.py %s %s/bodies %d '%s'", dir, url, dir, at and at.after or 0,
-    at and at.cmd or "true"))
-  local st = {}
-  for l in p:lines() do
-    local i, s = l:match("^(%d+) (%d+)$")
-    st[tonumber(i)] = tonumber(s)
-  end
-  p:close()
-  return st
+  return H.post_many(dir, url, bodies, at)
 end
 
 -- body -> entries holding it

@@ -319,42 +319,8 @@ describe("the inbox's group commit, " .. flying .. " pipeline(s) in flight #redi
   -- posts bodies (a list) 64 at a time; after `kill_after` answers, kills
   -- `pid` (SIGKILL); -> status by body index
   local function post_all(bodies, kill_after, pid)
-    local f = assert(io.open(dir .. "/bodies", "w"))
-    for _, b in ipairs(bodies) do f:write(b, "\n") end
-    f:close()
-    local py = io.open(dir .. "/post.py", "w")
-    py:write([[
-import os, signal, sys, threading, urllib.request, urllib.error
-from concurrent.futures import ThreadPoolExecutor
-url, path, kill_after, pid = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-bodies = open(path).read().splitlines()
-lock, answered = threading.Lock(), [0]
-def post(i):
-    req = urllib.request.Request(url, data=bodies[i].encode(), headers={"Content-Type": "application/json"})
-    try:
-        st = urllib.request.urlopen(req, timeout=10).status
-    except urllib.error.HTTPError as e:
-        st = e.code
-    except Exception:
-        st = 0
-    with lock:
-        answered[0] += 1
-        if answered[0] == kill_after and pid > 0:
-            os.kill(pid, signal.SIGKILL)
-    return i, st
-with ThreadPoolExecutor(64) as ex:
-    for i, st in ex.map(post, range(len(bodies))):
-        print(i + 1, st)
-]])
-    py:close()
-    local p = io.popen(string.format("python3 %s/post.py %s/cb %s/bodies %d %d", dir, ng.url, dir, kill_after or 0, pid or 0))
-    local st = {}
-    for l in p:lines() do
-      local i, s = l:match("^(%d+) (%d+)$")
-      st[tonumber(i)] = tonumber(s)
-    end
-    p:close()
-    return st
+    return H.post_many(dir, ng.url .. "/cb", bodies,
+      { after = kill_after, cmd = (kill_after and pid) and ("kill -9 " .. pid) or nil, timeout = 10 })
   end
 
   it("stores 1,500 callbacks posted 64 at a time, each once, duplicates among them included", function()

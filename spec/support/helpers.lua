@@ -463,6 +463,26 @@ H.COUNT_EVENT = "function(ev) ngx.shared.seen:incr('n', 1, 0) end"
 function H.seen(ng) return tonumber(H.raw("GET", ng.url .. "/seen").body) end
 
 --- wait until fn() is truthy (polling), up to `seconds`
+--- post_many(dir, url, bodies[, at]) -> status by body index (0: no
+-- answer): bodies (a list) posted 64 at a time (spec/support/post_many.py,
+-- the file of bodies in dir); at = { after = n answers, cmd = a shell
+-- command run then, in the background; timeout = s a request, 20 }
+function H.post_many(dir, url, bodies, at)
+  at = at or {}
+  local f = assert(io.open(dir .. "/bodies", "w"))
+  for _, b in ipairs(bodies) do f:write(b, "\n") end
+  f:close()
+  local p = assert(io.popen(string.format("python3 %s/spec/support/post_many.py %s %s/bodies %d %s %s", H.root,
+    launcher.sh_quote(url), dir, at.after or 0, launcher.sh_quote(at.cmd or ""), tostring(at.timeout or 20))))
+  local st = {}
+  for l in p:lines() do
+    local i, s = l:match("^(%d+) (%d+)$")
+    st[tonumber(i)] = tonumber(s)
+  end
+  p:close()
+  return st
+end
+
 function H.wait_for(fn, seconds)
   local deadline = core.monotonic() + (seconds or 5)
   while core.monotonic() < deadline do
