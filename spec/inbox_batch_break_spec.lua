@@ -56,33 +56,10 @@ end
 
 -- bodies posted 64 at a time (Python threads, real HTTP) -> status by index
 local function post_all(url, bodies)
-  local dir = os.tmpname()
-  local f = assert(io.open(dir, "w"))
-  for _, b in ipairs(bodies) do f:write(b, "\n") end
-  f:close()
-  local p = io.popen("python3 -c '" .. [[
-import sys, urllib.request, urllib.error
-from concurrent.futures import ThreadPoolExecutor
-bodies = open(sys.argv[2]).read().splitlines()
-def post(i):
-    req = urllib.request.Request(sys.argv[1], data=bodies[i].encode(), headers={"Content-Type": "application/json"})
-    try:
-        return urllib.request.urlopen(req, timeout=20).status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except Exception:
-        return 0
-with ThreadPoolExecutor(64) as ex:
-    for i, st in enumerate(ex.map(post, range(len(bodies)))):
-        print(i + 1, st)
-]] .. "' " .. url .. " " .. dir)
-  local st = {}
-  for l in p:lines() do
-    local i, s = l:match("^(%d+) (%d+)$")
-    st[tonumber(i)] = tonumber(s)
-  end
-  p:close()
-  os.remove(dir)
+  local dir = H.tmpdir("post")
+  local ok, st = pcall(H.post_many, dir, url, bodies)
+  os.execute("rm -rf " .. dir)
+  assert(ok, st)
   return st
 end
 

@@ -440,14 +440,7 @@ return {
   f:close()
 end
 
-local function lines(path)
-  local out, f = {}, io.open(path)
-  if f then
-    for l in f:lines() do out[#out + 1] = l end
-    f:close()
-  end
-  return out
-end
+local lines = H.lines
 
 describe("workers #redis #cli", function()
   local r, ng, c, dir
