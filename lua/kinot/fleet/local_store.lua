@@ -141,9 +141,9 @@ end
 -- JSON (which holds no raw newline): one safe_set writes both or neither
 -- get(sn) -> the record, and its key's text (put's `old`: read under the device's lock)
 function Shared:get(sn)
-  local text = self.dict:get(keys(sn))
+  local text = self:read(sn)
   if not text then return nil end
-  return json.decode(sub(text, find(text, "\n", 1, true) + 1)), text
+  return self:rec_of(text), text
 end
 -- read(sn) -> the key's text (one dict:get: flags and record at one
 -- instant) | nil; rec_of(text) -> its record
