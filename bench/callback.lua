@@ -43,7 +43,10 @@
 -- average before and after, and the issue's two ratios for after_handler,
 -- distinct: by the rates, and by the nginx worker's CPU time a request
 -- (/proc), which the other work of a shared machine disturbs far less than
--- the rates.  BENCH_ONLY=wrk: the wrk part alone (no callback.verify loop).
+-- the rates; then its ratio to the promises' floor, and the promises'
+-- floor's own ratios to bare and by hand (below 0.75x bare, the issue's
+-- goal cannot be met without weakening a promise: said so, by the CPU a
+-- request).  BENCH_ONLY=wrk: the wrk part alone (no callback.verify loop).
 -- Where the time goes, in the nginx worker, during the after_handler,
 -- distinct rounds only: BENCH_PROFILE=<jit.p mode> (e.g. Fl, vF: LuaJIT's
 -- sampling profiler, the last round; its top lines are printed) and
