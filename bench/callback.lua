@@ -55,7 +55,14 @@
 -- after the rounds, the same worker times each step of a delivery alone,
 -- in a loop over the distinct bodies (no HTTP), with dicts of its own as
 -- full as the bench's: the microseconds of each step, the best of 3 passes
--- over 10,000 bodies each.
+-- over 10,000 bodies each.  BENCH_SPLIT=1: two more rows, to see in
+-- the server what the budget sees in a loop:
+--   floor + verify   floor, with event.check of the body (scan, canonical
+--                    string, MD5, the data and event tables) for its MD5;
+--   receiver alone   kinot.callback.receiver's receive (after_handler,
+--                    dicts of its own as full as the handler's) called from
+--                    a location like bare's: callback.handler without its
+--                    glue (the method check, the answer's status, logs).
 --   make bench   (or: luajit bench/callback.lua after make build)
 package.path = "./?.lua;" .. package.path
 local B = require "bench.support"
@@ -115,6 +122,9 @@ local ng = H.nginx {
     # the promises' floor's: the same sizes as the handler's
     lua_shared_dict promises_floor 1m;
     lua_shared_dict promises_floor_busy 1m;
+    # BENCH_SPLIT's receiver alone: the same sizes as the handler's
+    lua_shared_dict split 1m;
+    lua_shared_dict split_busy 1m;
     # the budget's own (BENCH_BUDGET): the same sizes as the handler's
     lua_shared_dict budget_order 1m;
     lua_shared_dict budget 1m;
@@ -142,6 +152,12 @@ local ng = H.nginx {
         }
       end
       handled = counts
+      -- BENCH_SPLIT: the receiver alone and event.check alone, as the handler runs them
+      split_receiver = require("kinot.callback.receiver").new({ secret = ']] .. secret .. [[',
+        ack = "after_handler", dedupe = "split", clock = ngx.time,
+        on_status = function(ev) on_status(ev.data) end, on_command = function(ev) on_command(ev.command_status) end,
+      }, "callback.handler")
+      split_secrets = { ']] .. secret .. [[' }
       -- the floor's MD5: a typical callback's canonical string and key
       local md5_of, canonical = require('kinot.core').callback_digest, ']] .. assert(callback.canonical(body)) .. [['
       floor_md5 = function() return md5_of(canonical, ']] .. secret .. [[') end
@@ -210,6 +226,20 @@ local ng = H.nginx {
     location = /after_handler { content_by_lua_block { receive_after_handler() } }
     location = /hand { content_by_lua_block { by_hand() } }
     location = /promises { content_by_lua_block { promises_floor() } }
+    location = /split_verify { content_by_lua_block {
+      ngx.req.read_body()
+      local ev = require("kinot.callback.event").check(ngx.req.get_body_data(), split_secrets, 65536)
+      assert(ev, "the body did not verify")
+      ngx.header["Content-Type"] = "application/json"
+      ngx.print('{"code":0,"message":"OK"}')
+    } }
+    location = /split_receive { content_by_lua_block {
+      ngx.req.read_body()
+      local status, answer = split_receiver:receive(ngx.req.get_body_data())
+      assert(status == 200, answer)
+      ngx.header["Content-Type"] = "application/json"
+      ngx.print(answer)
+    } }
     location = /bare { content_by_lua_block {
       ngx.req.read_body()
       ngx.header["Content-Type"] = "application/json"
@@ -322,6 +352,10 @@ local runs = {
   { "immediate, one body", "/immediate", "one" }, { "immediate, distinct", "/immediate", "many" },
   { "after_handler, one body", "/after_handler", "one" }, { "after_handler, distinct", "/after_handler", "many" },
 }
+if os.getenv("BENCH_SPLIT") == "1" then
+  table.insert(runs, 4, { "floor + verify", "/split_verify", "many" })
+  table.insert(runs, 5, { "receiver alone", "/split_receive", "many" })
+end
 local rates, answered, reached, cpu = {}, {}, {}, {}
 local hand_refused, hand_total
 local function load_average()
