@@ -12,8 +12,10 @@
 -- "network" or "timeout" when the connection failed (retryable), kind
 -- "redis" when the server answered an error (err.code is its first word:
 -- "NOGROUP", "BUSYGROUP", "WRONGPASS" ...), kind "tls" when a rediss://
--- server could not be verified (not retryable).  No message ever contains
--- the password: messages name host:port only.
+-- server could not be verified (not retryable), kind "interrupted" when
+-- Ctrl-C under the CLI's SIGINT handler stopped a wait for a reply
+-- (outside nginx; not retryable).  No message ever contains the password:
+-- messages name host:port only.
 local core = require "kinot.core_loader"
 local errors = require "kinot.errors"
 local sentinel = require "kinot.redis_sentinel"
@@ -442,14 +444,28 @@ local function plain(err)
   return err
 end
 
+-- LuaSocket waits again when a signal interrupts its poll: a Ctrl-C
+-- under the CLI's SIGINT handler (core.interrupted) is seen between two
+-- slices this long of a wait for the first byte (`kinot worker`'s read
+-- blocks --block seconds)
+local SLICE = 0.25
+
 -- the first byte waits (LuaSocket's own wait, bounded by what is left of
--- the deadline), the rest is what has already come, without waiting
+-- the deadline, in slices), the rest is what has already come, without
+-- waiting
 function luasocket.some(sock, deadline, n)
-  local l = left(deadline)
-  if not l then return nil, "timeout" end
-  sock:settimeout(l)
-  local first, err = sock:receive(1)
-  if not first then return nil, plain(err) end
+  local first, err
+  repeat
+    local l = left(deadline)
+    if not l then return nil, "timeout" end
+    sock:settimeout(min(l, SLICE))
+    first, err = sock:receive(1)
+    if not first then
+      err = plain(err)
+      if err == "timeout" and core.interrupted() then return nil, "interrupted" end
+    end
+  until first or err ~= "timeout"
+  if not first then return nil, err end
   if n == 1 then return first end
   sock:settimeout(0)
   local data, _, partial = sock:receive(n - 1)
@@ -529,7 +545,7 @@ end
 -- client certificate refused just after the handshake) is "tls", not a
 -- connection that died
 local function failure_kind(err)
-  if err == "timeout" then return "timeout" end
+  if err == "timeout" or err == "interrupted" then return err end
   if type(err) == "string" and err:find(" alert ", 1, true) then return "tls" end
   return "network"
 end

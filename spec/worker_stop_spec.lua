@@ -1,0 +1,79 @@
+-- kinot.callback.worker stopped in the middle of a batch (run's until_fn
+-- true between two entries: `kinot worker`'s Ctrl-C, nginx's worker
+-- exiting), against a real redis-server: the entries it did not run, and
+-- one whose handler failed as the stop came, are given back (pending,
+-- their delivery uncounted, claimable at once), never judged as failed
+-- attempts nor dead-lettered.  A failure while not stopping is still one.
+local core = require "kinot.core"
+local worker = require "kinot.callback.worker"
+local H = require "helpers"
+local R = require "redis_server"
+
+local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
+
+describe("callback.worker stopped mid-batch #redis", function()
+  local r, c
+  setup(function()
+    r = R.start {}
+    c = r.client()
+  end)
+  teardown(function()
+    if c then c:close() end
+    r.stop()
+  end)
+
+  -- { deliveries of each pending entry } (XPENDING's counts, in order)
+  local function pending(stream)
+    local t = {}
+    for _, row in ipairs(assert(c:call("XPENDING", stream, worker.GROUP, "-", "+", 100))) do t[#t + 1] = row[4] end
+    return t
+  end
+
+  -- a worker of max_attempts 1 (each entry read is at its last attempt)
+  -- whose first handler call fails; stop_on_failure: the stop comes as it
+  -- fails (as Ctrl-C stopping its wait), else once it was judged
+  local function first_fails(stream, stop_on_failure)
+    local stopping, calls = false, 0
+    local w
+    w = worker.new { redis = r.url, stream = stream, consumer = "first", block = 0.1, max_attempts = 1,
+                     count = 10, log = function() end, on_status = function()
+                       calls = calls + 1
+                       if stop_on_failure then stopping = true end
+                       return nil, "failed"
+                     end }
+    w:run(function() return stopping or w.failed > 0 end)
+    w.client:close()
+    return w, calls
+  end
+
+  it("gives back the entry whose handler failed as the stop came, and those after it: pending, uncounted, none dead",
+     function()
+    H.put_statuses(r.url, "stop", { 1, 2, 3 }, SECRET)
+    local w, calls = first_fails("stop", true)
+    assert.are.equal(1, calls)
+    assert.are.same({ 0, 0, 0, failed = 0, dead = 0 }, { pending("stop")[1], pending("stop")[2], pending("stop")[3],
+                                                           failed = w.failed, dead = w.dead })
+    assert.are.equal(0, c:call("XLEN", "stop:dead"))
+    assert.are.equal(0, c:call("HLEN", "stop:errors"))
+    -- the next worker (the same claim_after, 60 s) claims them at once: each its first attempt
+    local attempts = {}
+    local nxt = worker.new { redis = r.url, stream = "stop", consumer = "next", block = 0.1, max_attempts = 1,
+                             log = function() end, on_status = function(ev) attempts[ev.sn] = ev.attempt end }
+    local t0 = core.monotonic()
+    nxt:run(function() return nxt.handled >= 3 or core.monotonic() - t0 > 10 end)
+    nxt.client:close()
+    assert.are.same({ 1, 1, 1 }, attempts)
+    assert.are.same({}, pending("stop"))
+    assert.are.equal(0, c:call("XLEN", "stop:dead"))
+  end)
+
+  it("still judges a handler that failed while the worker was not stopping: its last attempt goes to dead", function()
+    H.put_statuses(r.url, "fail", { 11 }, SECRET)
+    local w, calls = first_fails("fail", false)
+    assert.are.equal(1, calls)
+    assert.are.equal(1, w.failed)
+    assert.are.equal(1, w.dead)
+    assert.are.equal(1, c:call("XLEN", "fail:dead"))
+    assert.are.same({}, pending("fail"))
+  end)
+end)
