@@ -11,6 +11,16 @@ local batch = require "batch_support"
 -- a transfer out stays this long: a stop "at once" is far under it
 local LATENCY = 20
 
+-- whether something accepts a connection on 127.0.0.1:port (a stopped
+-- nginx must not)
+local function answers(port)
+  local c = require("socket").tcp()
+  c:settimeout(0.5)
+  local up = c:connect("127.0.0.1", port)
+  c:close()
+  return up ~= nil
+end
+
 describe("Ctrl-C in kinot #cli #sim", function()
   local sim, env
   setup(function()
@@ -118,7 +128,6 @@ end)
 
 describe("Ctrl-C in kinot sim in the foreground #cli #sim", function()
   local launcher = require "kinot.sim.launcher"
-  local socket = require "socket"
   for _, case in ipairs { { "INT", 130 }, { "TERM", 0 } } do
     it("stops nginx on SIG" .. case[1] .. ", exit " .. case[2], function()
       local port = launcher.free_port()
@@ -129,11 +138,7 @@ describe("Ctrl-C in kinot sim in the foreground #cli #sim", function()
       proc.signal(case[1])
       assert.are.equal(case[2], proc.wait(10), proc.err())
       assert.are.equal("simulator stopped (SIG" .. case[1] .. ")\n", proc.err())
-      local c = socket.tcp()
-      c:settimeout(0.5)
-      local up = c:connect("127.0.0.1", port)
-      c:close()
-      assert.is_falsy(up, "nginx still answers")
+      assert.is_false(answers(port), "nginx still answers")
     end)
   end
 end)
@@ -145,13 +150,10 @@ describe("Ctrl-C in kinot worker #cli #redis", function()
   local r, dir
   setup(function()
     r = R.start {}
-    local p = io.popen("mktemp -d /tmp/kinot-ctrlc.XXXXXX")
-    dir = p:read("*l")
-    p:close()
+    dir = H.tmpdir("ctrlc")
     -- each entry: a wait of the C core (an API call would be one), then
     -- its serial noted: one stopped by the Ctrl-C is never noted
-    local f = assert(io.open(dir .. "/ctrlc_handler.lua", "w"))
-    f:write([[
+    H.write(dir .. "/ctrlc_handler.lua", [[
       local core = require "kinot.core"
       return function(ev)
         core.sleep(0.4)
@@ -160,7 +162,6 @@ describe("Ctrl-C in kinot worker #cli #redis", function()
         out:close()
       end
     ]])
-    f:close()
   end)
   teardown(function()
     r.stop()
@@ -241,8 +242,7 @@ describe("Ctrl-C in kinot worker #cli #redis", function()
        " the interruption), and those after it", function()
       local stream = "last-" .. mode
       at_last_attempt(stream, first)
-      local f = assert(io.open(dir .. "/slow_handler.lua", "w"))
-      f:write([[
+      H.write(dir .. "/slow_handler.lua", [[
         local core = require "kinot.core"
         return function(ev)
           local out = assert(io.open(os.getenv("KINOT_SPEC_STARTED"), "a"))
@@ -257,7 +257,6 @@ describe("Ctrl-C in kinot worker #cli #redis", function()
           return true
         end
       ]])
-      f:close()
       local started = dir .. "/started-" .. mode
       local proc = B.kinot("worker --handler slow_handler --stream " .. stream .. " --max-attempts 2 --count 10 " ..
         "--block 1 --claim-after 60", string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' " ..
@@ -390,7 +389,6 @@ end)
 
 describe("Ctrl-C in kinot serve in the foreground #cli #sim #nginx", function()
   local launcher = require "kinot.sim.launcher"
-  local socket = require "socket"
   local sim
   setup(function() sim = H.sim { locks = 20, sensors = 5 } end)
   teardown(function() sim.stop() end)
@@ -404,10 +402,6 @@ describe("Ctrl-C in kinot serve in the foreground #cli #sim #nginx", function()
     proc.signal("INT")
     assert.are.equal(130, proc.wait(15), proc.err())
     assert.are.equal("kinot serve stopped (SIGINT)\n", proc.err())
-    local c = socket.tcp()
-    c:settimeout(0.5)
-    local up = c:connect("127.0.0.1", port)
-    c:close()
-    assert.is_falsy(up, "nginx still answers")
+    assert.is_false(answers(port), "nginx still answers")
   end)
 end)
