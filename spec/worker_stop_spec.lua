@@ -12,20 +12,22 @@ local R = require "redis_server"
 local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
 
 describe("callback.worker stopped mid-batch #redis", function()
-  local r, c
-  setup(function()
-    r = R.start {}
-    c = r.client()
-  end)
-  teardown(function()
-    if c then c:close() end
-    r.stop()
-  end)
+  local r
+  setup(function() r = R.start {} end)
+  teardown(function() r.stop() end)
+
+  -- one command's reply, on a connection of its own
+  local function call(...)
+    local c = r.client()
+    local v, err = c:call(...)
+    c:close()
+    return assert(v, err)
+  end
 
   -- { deliveries of each pending entry } (XPENDING's counts, in order)
   local function pending(stream)
     local t = {}
-    for _, row in ipairs(assert(c:call("XPENDING", stream, worker.GROUP, "-", "+", 100))) do t[#t + 1] = row[4] end
+    for _, row in ipairs(call("XPENDING", stream, worker.GROUP, "-", "+", 100)) do t[#t + 1] = row[4] end
     return t
   end
 
@@ -53,8 +55,8 @@ describe("callback.worker stopped mid-batch #redis", function()
     assert.are.equal(1, calls)
     assert.are.same({ 0, 0, 0, failed = 0, dead = 0 }, { pending("stop")[1], pending("stop")[2], pending("stop")[3],
                                                            failed = w.failed, dead = w.dead })
-    assert.are.equal(0, c:call("XLEN", "stop:dead"))
-    assert.are.equal(0, c:call("HLEN", "stop:errors"))
+    assert.are.equal(0, call("XLEN", "stop:dead"))
+    assert.are.equal(0, call("HLEN", "stop:errors"))
     -- the next worker (the same claim_after, 60 s) claims them at once: each its first attempt
     local attempts = {}
     local nxt = worker.new { redis = r.url, stream = "stop", consumer = "next", block = 0.1, max_attempts = 1,
@@ -64,7 +66,7 @@ describe("callback.worker stopped mid-batch #redis", function()
     nxt.client:close()
     assert.are.same({ 1, 1, 1 }, attempts)
     assert.are.same({}, pending("stop"))
-    assert.are.equal(0, c:call("XLEN", "stop:dead"))
+    assert.are.equal(0, call("XLEN", "stop:dead"))
   end)
 
   it("still judges a handler that failed while the worker was not stopping: its last attempt goes to dead", function()
@@ -73,7 +75,7 @@ describe("callback.worker stopped mid-batch #redis", function()
     assert.are.equal(1, calls)
     assert.are.equal(1, w.failed)
     assert.are.equal(1, w.dead)
-    assert.are.equal(1, c:call("XLEN", "fail:dead"))
+    assert.are.equal(1, call("XLEN", "fail:dead"))
     assert.are.same({}, pending("fail"))
   end)
 end)
