@@ -228,13 +228,9 @@ describe("kinot worker's lines under attack #redis #cli", function()
   local r, dir
   setup(function()
     r = R.start {}
-    local p = io.popen("mktemp -d /tmp/kinot-attack.XXXXXX")
-    dir = p:read("*l")
-    p:close()
+    dir = H.tmpdir("attack")
     -- a handler whose error carries a line break and terminal controls
-    local f = assert(io.open(dir .. "/attack_handler.lua", "w"))
-    f:write('return function(ev) error("bad\\n\\27]0;pwned\\7 sn " .. tostring(ev.sn), 0) end\n')
-    f:close()
+    H.write(dir .. "/attack_handler.lua", 'return function(ev) error("bad\\n\\27]0;pwned\\7 sn " .. tostring(ev.sn), 0) end\n')
   end)
   teardown(function()
     r.stop()

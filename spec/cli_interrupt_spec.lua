@@ -11,6 +11,16 @@ local batch = require "batch_support"
 -- a transfer out stays this long: a stop "at once" is far under it
 local LATENCY = 20
 
+-- whether something accepts a connection on 127.0.0.1:port (a stopped
+-- nginx must not)
+local function answers(port)
+  local c = require("socket").tcp()
+  c:settimeout(0.5)
+  local up = c:connect("127.0.0.1", port)
+  c:close()
+  return up ~= nil
+end
+
 describe("Ctrl-C in kinot #cli #sim", function()
   local sim, env
   setup(function()
@@ -118,7 +128,6 @@ end)
 
 describe("Ctrl-C in kinot sim in the foreground #cli #sim", function()
   local launcher = require "kinot.sim.launcher"
-  local socket = require "socket"
   for _, case in ipairs { { "INT", 130 }, { "TERM", 0 } } do
     it("stops nginx on SIG" .. case[1] .. ", exit " .. case[2], function()
       local port = launcher.free_port()
@@ -129,31 +138,22 @@ describe("Ctrl-C in kinot sim in the foreground #cli #sim", function()
       proc.signal(case[1])
       assert.are.equal(case[2], proc.wait(10), proc.err())
       assert.are.equal("simulator stopped (SIG" .. case[1] .. ")\n", proc.err())
-      local c = socket.tcp()
-      c:settimeout(0.5)
-      local up = c:connect("127.0.0.1", port)
-      c:close()
-      assert.is_falsy(up, "nginx still answers")
+      assert.is_false(answers(port), "nginx still answers")
     end)
   end
 end)
 
 describe("Ctrl-C in kinot worker #cli #redis", function()
-  local callback = require "kinot.callback"
-  local inbox = require "kinot.callback.inbox"
   local worker = require "kinot.callback.worker"
   local R = require "redis_server"
   local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
   local r, dir
   setup(function()
     r = R.start {}
-    local p = io.popen("mktemp -d /tmp/kinot-ctrlc.XXXXXX")
-    dir = p:read("*l")
-    p:close()
+    dir = H.tmpdir("ctrlc")
     -- each entry: a wait of the C core (an API call would be one), then
     -- its serial noted: one stopped by the Ctrl-C is never noted
-    local f = assert(io.open(dir .. "/ctrlc_handler.lua", "w"))
-    f:write([[
+    H.write(dir .. "/ctrlc_handler.lua", [[
       local core = require "kinot.core"
       return function(ev)
         core.sleep(0.4)
@@ -162,7 +162,6 @@ describe("Ctrl-C in kinot worker #cli #redis", function()
         out:close()
       end
     ]])
-    f:close()
   end)
   teardown(function()
     r.stop()
@@ -176,14 +175,7 @@ describe("Ctrl-C in kinot worker #cli #redis", function()
   end
 
   it("stops within the read in hand: those run acknowledged, the others left pending and run once, later", function()
-    local box = inbox.new { redis = r.url, stream = "ctrlc" }
-    for sn = 1, 6 do
-      local body = string.format('{"sn":%d,"locked":1,"device_type":18}', sn)
-      body = body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, SECRET)) .. '"}')
-      local ev = assert(callback.verify(body, { secret = SECRET }))
-      assert.is_true(box:put(ev.id, body, os.time()))
-    end
-    box.client:close()
+    H.put_statuses(r.url, "ctrlc", { 1, 2, 3, 4, 5, 6 }, SECRET)
     local proc = B.kinot("worker --handler ctrlc_handler --stream ctrlc --count 6 --block 1 --claim-after 60",
       string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' KINOT_SPEC_HANDLED='%s/handled'", dir, r.url, dir))
     finally(proc.kill)
@@ -216,6 +208,110 @@ describe("Ctrl-C in kinot worker #cli #redis", function()
     end
     assert.are.same({}, twice)
     for sn = 1, 6 do assert.is_true(seen[sn], "entry of sn " .. sn .. " never run") end
+  end)
+
+  -- the entries of sns first + 1 .. first + 3, each read once by a worker
+  -- gone since and idle 10 minutes: at their last attempt under
+  -- --max-attempts 2, and claimed at once (XAUTOCLAIM) by the next worker
+  local function at_last_attempt(stream, first)
+    H.put_statuses(r.url, stream, { first + 1, first + 2, first + 3 }, SECRET)
+    local c = r.client()
+    assert(c:call("XGROUP", "CREATE", stream, worker.GROUP, "0"))
+    local read = assert(c:call("XREADGROUP", "GROUP", worker.GROUP, "gone", "COUNT", 3, "STREAMS", stream, ">"))
+    for _, e in ipairs(read[1][2]) do
+      assert(c:call("XCLAIM", stream, worker.GROUP, "gone", 0, e[1], "IDLE", 600000, "JUSTID"))
+    end
+    c:close()
+  end
+
+  -- { [entry] = deliveries } of the pending entries (XPENDING's count)
+  local function deliveries(c, stream)
+    local t = {}
+    for _, row in ipairs(assert(c:call("XPENDING", stream, worker.GROUP, "-", "+", 100))) do t[row[1]] = row[4] end
+    return t
+  end
+
+  -- The handler is inside a wait of the C core (as an API call would be)
+  -- when the Ctrl-C comes: that is the worker being stopped, not the
+  -- handler failing.  On the entry's last attempt it went to the
+  -- dead-letter stream; it must stay pending, its attempt not counted
+  -- (else the next worker's claim counts 3 of 2 and buries it as "died"),
+  -- with no error kept; so must the entries of the batch not yet run
+  for first, mode in pairs { [10] = "raises", [20] = "swallows" } do
+    it("leaves pending, uncounted, an entry at its last attempt whose handler the Ctrl-C stopped (it " .. mode ..
+       " the interruption), and those after it", function()
+      local stream = "last-" .. mode
+      at_last_attempt(stream, first)
+      H.write(dir .. "/slow_handler.lua", [[
+        local core = require "kinot.core"
+        return function(ev)
+          local out = assert(io.open(os.getenv("KINOT_SPEC_STARTED"), "a"))
+          out:write(tostring(ev.sn), "\n")
+          out:close()
+          if os.getenv("KINOT_SPEC_MODE") == "swallows" then
+            local ok, err = pcall(core.sleep, 30)
+            if not ok then return nil, "gave up: " .. tostring(err) end
+          else
+            core.sleep(30)
+          end
+          return true
+        end
+      ]])
+      local started = dir .. "/started-" .. mode
+      local proc = B.kinot("worker --handler slow_handler --stream " .. stream .. " --max-attempts 2 --count 10 " ..
+        "--block 1 --claim-after 60", string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' " ..
+        "KINOT_SPEC_STARTED='%s' KINOT_SPEC_MODE=%s", dir, r.url, started, mode))
+      local c = r.client()
+      finally(function() c:close() proc.kill() end)
+      assert.truthy(H.wait_for(function() return H.read(started) end, 15), proc.err())
+      proc.signal("INT")
+      assert.are.equal(130, proc.wait(10), proc.err())
+      assert.matches("\nkinot: interrupted\n$", proc.err())
+      assert.is_nil(proc.err():find("dead", 1, true), proc.err())
+      assert.are.equal((first + 1) .. "\n", H.read(started)) -- the first ran, the others were not started
+      -- all three pending, each at the one delivery it had before
+      assert.are.same({ 1, 1, 1 }, (function()
+        local n = {}
+        for _, d in pairs(deliveries(c, stream)) do n[#n + 1] = d end
+        return n
+      end)())
+      assert.are.equal(0, c:call("XLEN", stream .. ":dead"))
+      assert.are.equal(0, c:call("HLEN", stream .. ":errors"))
+      -- the next worker (the same claim_after) claims them at once and runs each, as its last attempt: none dead
+      local attempts = {}
+      local w = worker.new { redis = r.url, stream = stream, consumer = "next", block = 0.1, max_attempts = 2,
+                             claim_after = 60, log = function() end,
+                             on_status = function(ev) attempts[ev.sn] = ev.attempt end }
+      local t0 = B.now()
+      w:run(function() return w.handled >= 3 or B.now() - t0 > 10 end)
+      w.client:close()
+      assert.are.same({ [first + 1] = 2, [first + 2] = 2, [first + 3] = 2 }, attempts)
+      assert.are.equal(0, w.dead)
+      assert.are.equal(0, c:call("XLEN", stream .. ":dead"))
+      assert.are.same({}, deliveries(c, stream))
+    end)
+  end
+
+  -- its read of the stream (XREADGROUP ... BLOCK, over LuaSocket) waits
+  -- up to --block for an entry: the Ctrl-C must not wait as long
+  it("stops at once while its read waits for entries (--block 30): exit 130, one line", function()
+    local proc = B.kinot("worker --handler ctrlc_handler --stream idle --block 30",
+      string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' KINOT_SPEC_HANDLED='%s/handled'", dir, r.url, dir))
+    local c = r.client()
+    finally(function() c:close() proc.kill() end)
+    -- its read is in: Redis holds the client blocked (flags b)
+    assert.truthy(H.wait_for(function()
+      return tostring(c:call("CLIENT", "LIST")):find("flags=b [^\n]*cmd=xreadgroup")
+    end, 15), proc.err())
+    local t0 = B.now()
+    proc.signal("INT")
+    local rc = proc.wait(10)
+    local took = B.now() - t0
+    assert.are.equal(130, rc, proc.err())
+    assert.is_true(took < 2, "took " .. took .. " s: the read ran out")
+    local err = proc.err()
+    assert.matches("\nkinot: interrupted\n$", err)
+    assert.are.equal(2, select(2, err:gsub("\n", "")), err) -- its first line, and the stop's
   end)
 end)
 
@@ -293,7 +389,6 @@ end)
 
 describe("Ctrl-C in kinot serve in the foreground #cli #sim #nginx", function()
   local launcher = require "kinot.sim.launcher"
-  local socket = require "socket"
   local sim
   setup(function() sim = H.sim { locks = 20, sensors = 5 } end)
   teardown(function() sim.stop() end)
@@ -307,10 +402,6 @@ describe("Ctrl-C in kinot serve in the foreground #cli #sim #nginx", function()
     proc.signal("INT")
     assert.are.equal(130, proc.wait(15), proc.err())
     assert.are.equal("kinot serve stopped (SIGINT)\n", proc.err())
-    local c = socket.tcp()
-    c:settimeout(0.5)
-    local up = c:connect("127.0.0.1", port)
-    c:close()
-    assert.is_falsy(up, "nginx still answers")
+    assert.is_false(answers(port), "nginx still answers")
   end)
 end)

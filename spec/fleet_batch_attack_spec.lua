@@ -206,54 +206,41 @@ describe("kinot.fleet's Redis store, a planned page attacked half way #redis", f
     agrees(red)
   end)
 
-  it("writes nothing of a plan whose script fails on an index of the wrong type", function()
-    local clock = { now = T0 + 100 }
-    local t, c = twin("wt:", clock), rs.client()
-    assert(t:put("sensor", page(10, 0), "scan"))
-    -- someone else's value where the occupied index goes
-    c:call("SET", "wt:i:occupied", "not a sorted set")
-    local ok, err = t:put("sensor", page(20, 1), "scan")
-    assert.is_nil(ok)
-    assert.matches("WRONGTYPE", tostring(err))
-    c:call("DEL", "wt:i:occupied")
-    -- the page again: the changes it brings, each once, in the stream too
-    local got = assert(t:put("sensor", page(20, 1), "scan"))
-    for i = 1, #SNS do assert.are.equal("missed", got[i].verdict) end
-    assert.are.equal(10, streamed(c, "wt:").occupied)
-    assert.are.equal(10, assert(t:devices { occupied = true }).total)
-    agrees(t)
-  end)
-
-  it("writes nothing of a plan whose script fails on a counter that is no integer", function()
-    local clock = { now = T0 + 100 }
-    local t, c = twin("nan:", clock), rs.client()
-    assert(t:put("sensor", page(10, 0), "scan"))
-    c:call("HSET", "nan:c", "occupied", "many")
-    local ok, err = t:put("sensor", page(20, 1), "scan")
-    assert.is_nil(ok)
-    assert.matches("integer", tostring(err))
-    c:call("HSET", "nan:c", "occupied", "0")
-    local got = assert(t:put("sensor", page(20, 1), "scan"))
-    for i = 1, #SNS do assert.are.equal("missed", got[i].verdict) end
-    assert.are.equal(10, streamed(c, "nan:").occupied)
-    agrees(t)
-  end)
-
-  it("writes nothing of a plan Redis refuses for memory (maxmemory), the page again makes it whole", function()
-    local clock = { now = T0 + 100 }
-    local t, c = twin("oom:", clock), rs.client()
-    assert(t:put("sensor", page(10, 0), "scan"))
-    c:call("CONFIG", "SET", "maxmemory-policy", "noeviction")
-    c:call("CONFIG", "SET", "maxmemory", "1")
-    local ok, err = t:put("sensor", page(20, 1), "scan")
-    c:call("CONFIG", "SET", "maxmemory", "0")
-    assert.is_nil(ok)
-    assert.matches("OOM", tostring(err))
-    local got = assert(t:put("sensor", page(20, 1), "scan"))
-    for i = 1, #SNS do assert.are.equal("missed", got[i].verdict) end
-    assert.are.equal(10, streamed(c, "oom:").occupied)
-    agrees(t)
-  end)
+  -- each way the page's script fails: Redis made to refuse it (breaks),
+  -- what the error says, and Redis mended again
+  for _, case in ipairs {
+    { "an index of the wrong type", "wt:", "WRONGTYPE",
+      -- someone else's value where the occupied index goes
+      function(c) c:call("SET", "wt:i:occupied", "not a sorted set") end,
+      function(c) c:call("DEL", "wt:i:occupied") end },
+    { "a counter that is no integer", "nan:", "integer",
+      function(c) c:call("HSET", "nan:c", "occupied", "many") end,
+      function(c) c:call("HSET", "nan:c", "occupied", "0") end },
+    { "Redis refusing it for memory (maxmemory)", "oom:", "OOM",
+      function(c)
+        c:call("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        c:call("CONFIG", "SET", "maxmemory", "1")
+      end,
+      function(c) c:call("CONFIG", "SET", "maxmemory", "0") end },
+  } do
+    local what, prefix, says, breaks, mends = case[1], case[2], case[3], case[4], case[5]
+    it("writes nothing of a plan whose script fails on " .. what .. ", the page again makes it whole", function()
+      local clock = { now = T0 + 100 }
+      local t, c = twin(prefix, clock), rs.client()
+      assert(t:put("sensor", page(10, 0), "scan"))
+      breaks(c)
+      local ok, err = t:put("sensor", page(20, 1), "scan")
+      mends(c)
+      assert.is_nil(ok)
+      assert.matches(says, tostring(err))
+      -- the page again: the changes it brings, each once, in the stream too
+      local got = assert(t:put("sensor", page(20, 1), "scan"))
+      for i = 1, #SNS do assert.are.equal("missed", got[i].verdict) end
+      assert.are.equal(10, streamed(c, prefix).occupied)
+      assert.are.equal(10, assert(t:devices { occupied = true }).total)
+      agrees(t)
+    end)
+  end
 
   it("writes a plan over a record gone and back to the same bytes between its MGET and its script (ABA)", function()
     local clock = { now = T0 + 100 }

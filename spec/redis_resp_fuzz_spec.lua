@@ -13,30 +13,35 @@ local H = require "helpers"
 
 local CASES = tonumber(os.getenv("RESP_FUZZ_CASES") or "") or 300
 
-local function replay(path, seed)
+-- the FAKE answering with these replies (wires), one after another: a
+-- file of them where resp_replay.py reads them, and the process; stop()
+-- ends it and removes the file
+local function replay(wires, seed)
+  local parts = {}
+  for i, wire in ipairs(wires) do parts[i] = #wire .. "\n" .. wire end
+  local path = os.tmpname()
+  local f = assert(io.open(path, "wb"))
+  f:write(table.concat(parts))
+  f:close()
   local p = assert(io.popen("exec python3 " .. H.root .. "/spec/support/resp_replay.py " .. path .. " " .. seed))
   local port, pid = p:read("*n", "*n")
   assert(port and pid, "resp_replay.py did not start")
   return { url = "redis://127.0.0.1:" .. port, stop = function()
     os.execute("kill " .. pid .. " 2>/dev/null")
     p:close()
+    os.remove(path)
   end }
 end
 
--- cases (a list of { wire, canon }) written where resp_replay.py reads them
+-- n random cases (a list of { wire, canon }), and their wires
 local function cases(seed, n)
   math.randomseed(seed)
-  local list, parts = {}, {}
+  local list, wires = {}, {}
   for i = 1, n do
     local wire, canon = fuzz.gen(math.random)
-    list[i] = { wire = wire, canon = canon }
-    parts[#parts + 1] = #wire .. "\n" .. wire
+    list[i], wires[i] = { wire = wire, canon = canon }, wire
   end
-  local path = os.tmpname()
-  local f = assert(io.open(path, "wb"))
-  f:write(table.concat(parts))
-  f:close()
-  return list, path
+  return list, wires
 end
 
 local function diff(a, b)
@@ -49,12 +54,9 @@ describe("kinot.redis's RESP reader fuzzed against a reference parse #peer #ngin
   local seed = tonumber(os.getenv("RESP_FUZZ_SEED") or "") or os.time()
 
   it("reads each random valid reply, cut anywhere, exactly (LuaSocket; seed " .. seed .. ")", function()
-    local list, path = cases(seed, CASES)
-    local peer = replay(path, seed)
-    finally(function()
-      peer.stop()
-      os.remove(path)
-    end)
+    local list, wires = cases(seed, CASES)
+    local peer = replay(wires, seed)
+    finally(peer.stop)
     local c = kredis.new(peer.url, { timeout = 10 })
     for i, case in ipairs(list) do
       local v, err = c:call("PING")
@@ -66,8 +68,8 @@ describe("kinot.redis's RESP reader fuzzed against a reference parse #peer #ngin
   end)
 
   it("reads each random valid reply, cut anywhere, exactly (cosockets; seed " .. seed .. ")", function()
-    local list, path = cases(seed + 1, CASES)
-    local peer = replay(path, seed + 1)
+    local list, wires = cases(seed + 1, CASES)
+    local peer = replay(wires, seed + 1)
     local ng = H.nginx { server = [[
       location = /fuzz { content_by_lua_block {
         package.path = "]] .. H.root .. [[/spec/support/?.lua;" .. package.path
@@ -86,7 +88,6 @@ describe("kinot.redis's RESP reader fuzzed against a reference parse #peer #ngin
     finally(function()
       ng.stop()
       peer.stop()
-      os.remove(path)
     end)
     -- (at most 10 cases and 4 MB a request: the replies, re-encoded, are
     -- many MB, past H.raw's cap; the FAKE
@@ -121,17 +122,8 @@ describe("kinot.redis's RESP reader refuses a malformed reply #peer", function()
     "$5\r\nhelloXY", "$0\r\nXY", "*2\r\n:1\r\n%1\r\n", "\r\n", "*1\r\n\r\n", "_\r\n", "#t\r\n", ",1.5\r\n",
   }
   it("each of " .. #BAD .. " malformed replies is an error of kind decode, at once (LuaSocket)", function()
-    local parts = {}
-    for _, w in ipairs(BAD) do parts[#parts + 1] = #w .. "\n" .. w end
-    local path = os.tmpname()
-    local f = assert(io.open(path, "wb"))
-    f:write(table.concat(parts))
-    f:close()
-    local peer = replay(path, 1)
-    finally(function()
-      peer.stop()
-      os.remove(path)
-    end)
+    local peer = replay(BAD, 1)
+    finally(peer.stop)
     local c = kredis.new(peer.url, { timeout = 2 })
     for _, w in ipairs(BAD) do
       local v, err = c:call("PING")
@@ -155,20 +147,13 @@ describe("kinot.redis's RESP reader at its bounds: nesting, a connection closed 
     { "CLOSE:+OK", "network" },
     { "CLOSE:", "network" },
   }
-  local path, peer
+  local peer
   setup(function()
-    local parts = {}
-    for _, c in ipairs(BOUNDS) do parts[#parts + 1] = #c[1] .. "\n" .. c[1] end
-    path = os.tmpname()
-    local f = assert(io.open(path, "wb"))
-    f:write(table.concat(parts))
-    f:close()
-    peer = replay(path, 1)
+    local wires = {}
+    for i, c in ipairs(BOUNDS) do wires[i] = c[1] end
+    peer = replay(wires, 1)
   end)
-  teardown(function()
-    peer.stop()
-    os.remove(path)
-  end)
+  teardown(function() peer.stop() end)
 
   local function outcome(v, err)
     if v ~= nil then return "ok" end
@@ -220,17 +205,8 @@ describe("kinot.redis's RESP reader holds about what max_reply allows #peer", fu
   -- at most twice the cap.
   it("a wide reply of empty arrays is refused or held within twice max_reply", function()
     local n = 700000
-    local wire = "*" .. n .. "\r\n" .. ("*0\r\n"):rep(n)
-    local path = os.tmpname()
-    local f = assert(io.open(path, "wb"))
-    f:write(#wire, "\n", wire)
-    f:close()
-    wire = nil -- luacheck: ignore
-    local peer = replay(path, 1)
-    finally(function()
-      peer.stop()
-      os.remove(path)
-    end)
+    local peer = replay({ "*" .. n .. "\r\n" .. ("*0\r\n"):rep(n) }, 1) -- (the wire not held here)
+    finally(peer.stop)
     local cap = 16 * 1024 * 1024
     local c = kredis.new(peer.url, { timeout = 20, max_reply = cap })
     collectgarbage()

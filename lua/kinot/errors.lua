@@ -27,7 +27,8 @@ local KINDS = {
   unknown_outcome = true,
   redis = true, -- an error answered by a Redis server (kinot.redis)
   -- Ctrl-C under the CLI's SIGINT handler (core.catch_interrupt): raised by
-  -- the C core's waits, never returned; the SDK alone never sees it
+  -- the C core's waits, returned by kinot.redis's waits over LuaSocket; the
+  -- SDK alone never sees it
   interrupted = true,
 }
 M.KINDS = KINDS

@@ -12,8 +12,10 @@
 -- "network" or "timeout" when the connection failed (retryable), kind
 -- "redis" when the server answered an error (err.code is its first word:
 -- "NOGROUP", "BUSYGROUP", "WRONGPASS" ...), kind "tls" when a rediss://
--- server could not be verified (not retryable).  No message ever contains
--- the password: messages name host:port only.
+-- server could not be verified (not retryable), kind "interrupted" when
+-- Ctrl-C under the CLI's SIGINT handler stopped a wait for a reply
+-- (outside nginx; not retryable).  No message ever contains the password:
+-- messages name host:port only.
 local core = require "kinot.core_loader"
 local errors = require "kinot.errors"
 local sentinel = require "kinot.redis_sentinel"
@@ -442,14 +444,28 @@ local function plain(err)
   return err
 end
 
+-- LuaSocket waits again when a signal interrupts its poll: a Ctrl-C
+-- under the CLI's SIGINT handler (core.interrupted) is seen between two
+-- slices this long of a wait for the first byte (`kinot worker`'s read
+-- blocks --block seconds)
+local SLICE = 0.25
+
 -- the first byte waits (LuaSocket's own wait, bounded by what is left of
--- the deadline), the rest is what has already come, without waiting
+-- the deadline, in slices), the rest is what has already come, without
+-- waiting
 function luasocket.some(sock, deadline, n)
-  local l = left(deadline)
-  if not l then return nil, "timeout" end
-  sock:settimeout(l)
-  local first, err = sock:receive(1)
-  if not first then return nil, plain(err) end
+  local first, err
+  repeat
+    local l = left(deadline)
+    if not l then return nil, "timeout" end
+    sock:settimeout(min(l, SLICE))
+    first, err = sock:receive(1)
+    if not first then
+      err = plain(err)
+      if err == "timeout" and core.interrupted() then return nil, "interrupted" end
+    end
+  until first or err ~= "timeout"
+  if not first then return nil, err end
   if n == 1 then return first end
   sock:settimeout(0)
   local data, _, partial = sock:receive(n - 1)
@@ -529,7 +545,7 @@ end
 -- client certificate refused just after the handshake) is "tls", not a
 -- connection that died
 local function failure_kind(err)
-  if err == "timeout" then return "timeout" end
+  if err == "timeout" or err == "interrupted" then return err end
   if type(err) == "string" and err:find(" alert ", 1, true) then return "tls" end
   return "network"
 end
@@ -859,49 +875,67 @@ local function ready(self, deadline, timeout, sent)
   return sock, fresh
 end
 
--- One command on the server the client aims at, before the deadline; with
--- `wait` ({ replicas, timeout }), then WAIT on the same connection (WAIT
--- counts the replicas that have this connection's writes: on another
--- connection it would count for another client's).
--- -> reply[, acked replicas] | nil, err, unsent (unsent: the command never
--- left this process: connecting, or AUTH / SELECT over the wire, failed).
--- A kept connection found dead (the server restarted, or closed it idle)
--- is dropped and the command sent again on a fresh one, once: so a
--- command may run twice when a connection dies between the server's work
+-- A call on a connection to the server the client aims at, before the
+-- deadline: attempt(self, sock, deadline, timeout, a, b, c) sends and reads
+-- on sock -> true, reply[, second] (over: it released sock; a reply the
+-- server refused included) | false, kind, message, what ("XADD read": the
+-- connection failed), answered (a reply was read on it first).
+-- -> reply[, second] | nil, err, unsent (unsent: nothing left this process:
+-- connecting, or AUTH / SELECT over the wire, failed).  A kept connection
+-- found dead (the server restarted, or closed it idle) before anything was
+-- read back is dropped and the attempt made again on a fresh one, once: so
+-- a command may run twice when a connection dies between the server's work
 -- and its reply.  The SDK's commands are all safe to repeat (docs/redis.md
 -- "What a retry may repeat": the inbox's script dedupes before it
 -- appends, the dedupe's claim is named by its token, XACK).
-local function exchange(self, deadline, timeout, args, n, wait)
+local function on_connection(self, deadline, timeout, attempt, a, b, c)
   local sent = false -- (on a kept connection found dead, before a fresh one failed)
   for _ = 1, self.pool_size + 1 do
     local sock, fresh, unsent = ready(self, deadline, timeout, sent)
     if not sock then return nil, fresh, unsent end
     sent = true
-    local v, kind, msg, step = roundtrip(self, sock, args, n, deadline)
-    if v ~= nil and wait then
-      local acked
-      acked, kind, msg, step = roundtrip(self, sock, { "WAIT", wait.replicas, wait.ms }, 3, deadline)
-      self.io.release(self, sock, acked ~= nil or kind == nil)
-      if acked == nil then
-        if kind then return self:fail("WAIT " .. step, msg, kind, timeout) end
-        return reply_error(self, msg)
-      end
-      if type(acked) ~= "number" or acked < wait.replicas then return nil, self:unreplicated(args[1], wait, acked) end
-      return v, acked
-    end
-    if v ~= nil or kind == nil then
-      self.io.release(self, sock, true)
-      if v == nil then return reply_error(self, msg) end
-      return v
-    end
+    local over, r1, r2, what, answered = attempt(self, sock, deadline, timeout, a, b, c)
+    if over then return r1, r2 end
     self.io.release(self, sock, false) -- a half-read reply poisons the connection
     -- only a kept connection found closed is worth another: a fresh one
-    -- failing, the deadline passing or a reply not fit to read end the call
-    if fresh or kind ~= "network" or not left(deadline) then
-      return self:fail(tostring(args[1]) .. " " .. step, msg, kind, timeout)
+    -- failing, one that answered first, the deadline passing or a reply
+    -- not fit to read end the call
+    if fresh or answered or r1 ~= "network" or not left(deadline) then
+      return self:fail(what, r2, r1, timeout)
     end
   end
   return self:fail("connect", "no live connection")
+end
+
+-- (on_connection's attempt) one command; with `wait` ({ replicas, timeout
+-- }), then WAIT on the same connection (WAIT counts the replicas that have
+-- this connection's writes: on another connection it would count for
+-- another client's)
+local function command_on(self, sock, deadline, timeout, args, n, wait)
+  local v, kind, msg, step = roundtrip(self, sock, args, n, deadline)
+  if v ~= nil and wait then
+    local acked
+    acked, kind, msg, step = roundtrip(self, sock, { "WAIT", wait.replicas, wait.ms }, 3, deadline)
+    self.io.release(self, sock, acked ~= nil or kind == nil)
+    if acked == nil then
+      if kind then return true, self:fail("WAIT " .. step, msg, kind, timeout) end
+      return true, reply_error(self, msg)
+    end
+    if type(acked) ~= "number" or acked < wait.replicas then return true, nil, self:unreplicated(args[1], wait, acked) end
+    return true, v, acked
+  end
+  if v ~= nil or kind == nil then
+    self.io.release(self, sock, true)
+    if v == nil then return true, reply_error(self, msg) end
+    return true, v
+  end
+  return false, kind, msg, tostring(args[1]) .. " " .. step
+end
+
+-- One command on the server the client aims at (on_connection, command_on)
+-- -> reply[, acked replicas] | nil, err, unsent
+local function exchange(self, deadline, timeout, args, n, wait)
+  return on_connection(self, deadline, timeout, command_on, args, n, wait)
 end
 
 local function pause(s)
@@ -1018,62 +1052,54 @@ function M.wait_option(w, where)
   return { replicas = r, ms = floor(t * 1000) }
 end
 
--- the pipeline on the server the client aims at: replies | nil, err, unsent
--- (as exchange: unsent when the commands never left this process)
-local function pipe(self, deadline, timeout, data, cmds, n)
-  local sent = false -- (on a kept connection found dead, before a fresh one failed)
-  for _ = 1, self.pool_size + 1 do
-    local sock, fresh, unsent = ready(self, deadline, timeout, sent)
-    if not sock then return nil, fresh, unsent end
-    sent = true
-    local ok, serr = self.io.send(sock, data, deadline)
-    local kind, msg, step = nil, serr, "send"
-    if ok then
-      local rd = reader(self.io, sock, deadline, self.max_reply)
-      local replies, refused = {}, 0
-      for i = 1, n do
-        local v, k, m = read(rd)
-        if v == nil then
-          if k then
-            kind, msg, step = k, m, "read"
-            -- a reply already read means this connection was alive: the
-            -- server ran at least the first command, so none goes again
-            if i > 1 then fresh = true end
-            break
-          end
-          local e = setmetatable({ text = m }, ReplyError)
-          e.code = m:match("^(%u+)") or "ERR"
-          if e.code == "READONLY" or e.code == "MASTERDOWN" then refused = refused + 1 end
-          v = e
-        end
-        replies[i] = v
+-- what a pipeline's failure says it was
+local function pipeline_what(cmds, n, step)
+  return "pipeline of " .. n .. " (" .. tostring(cmds[1][1]) .. " ...) " .. step
+end
+
+-- (on_connection's attempt) the pipeline's commands, written at once,
+-- then their replies read in order
+local function pipeline_on(self, sock, deadline, _, data, cmds, n)
+  local ok, serr = self.io.send(sock, data, deadline)
+  if not ok then return false, failure_kind(serr), serr, pipeline_what(cmds, n, "send") end
+  local rd = reader(self.io, sock, deadline, self.max_reply)
+  local replies, refused = {}, 0
+  for i = 1, n do
+    local v, k, m = read(rd)
+    if v == nil then
+      if k then
+        -- a reply already read means this connection was alive: the
+        -- server ran at least the first command, so none goes again
+        return false, k, m, pipeline_what(cmds, n, "read"), i > 1
       end
-      if not kind then
-        self.io.release(self, sock, true)
-        -- a replica (or a master cut from its own) refused the first and
-        -- wrote nothing: to the caller as its error, which behind Sentinel
-        -- is followed to the new master
-        -- (every command refused so; a trailing WAIT, which a replica
-        -- refuses in words of its own, with them: then the n - 1 refused
-        -- are all the others.  One reply that ran among them, and the
-        -- replies are the caller's: sent again, it would run twice)
-        local last = replies[n]
-        if refused == n or (refused == n - 1 and refused > 0 and tostring(cmds[n][1]):upper() == "WAIT"
-                            and getmetatable(last) == ReplyError
-                            and last.code ~= "READONLY" and last.code ~= "MASTERDOWN") then
-          return reply_error(self, replies[1].text)
-        end
-        return replies
-      end
-    else
-      kind = failure_kind(serr)
+      local e = setmetatable({ text = m }, ReplyError)
+      e.code = m:match("^(%u+)") or "ERR"
+      if e.code == "READONLY" or e.code == "MASTERDOWN" then refused = refused + 1 end
+      v = e
     end
-    self.io.release(self, sock, false) -- a half-read reply poisons the connection
-    if fresh or kind ~= "network" or not left(deadline) then
-      return self:fail("pipeline of " .. n .. " (" .. tostring(cmds[1][1]) .. " ...) " .. step, msg, kind, timeout)
-    end
+    replies[i] = v
   end
-  return self:fail("connect", "no live connection")
+  self.io.release(self, sock, true)
+  -- a replica (or a master cut from its own) refused the first and
+  -- wrote nothing: to the caller as its error, which behind Sentinel
+  -- is followed to the new master
+  -- (every command refused so; a trailing WAIT, which a replica
+  -- refuses in words of its own, with them: then the n - 1 refused
+  -- are all the others.  One reply that ran among them, and the
+  -- replies are the caller's: sent again, it would run twice)
+  local last = replies[n]
+  if refused == n or (refused == n - 1 and refused > 0 and tostring(cmds[n][1]):upper() == "WAIT"
+                      and getmetatable(last) == ReplyError
+                      and last.code ~= "READONLY" and last.code ~= "MASTERDOWN") then
+    return true, reply_error(self, replies[1].text)
+  end
+  return true, replies
+end
+
+-- the pipeline on the server the client aims at (on_connection,
+-- pipeline_on): replies | nil, err, unsent
+local function pipe(self, deadline, timeout, data, cmds, n)
+  return on_connection(self, deadline, timeout, pipeline_on, data, cmds, n)
 end
 
 --- pipeline(cmds[, timeout]) -> replies | nil, err: many commands in one

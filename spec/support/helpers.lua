@@ -89,6 +89,19 @@ function H.lock_status(sn, secret, locked)
   return H.signed(string.format('{"sn":%d,"locked":%d,"car_detected":0,"device_type":18}', sn, locked or 1), secret)
 end
 
+--- put_statuses(url, stream, sns, secret): the status callback of each
+-- lock of sns (H.lock_status), stored in the inbox's stream at url as
+-- callback.handler's inbox stores a delivery
+function H.put_statuses(url, stream, sns, secret)
+  local callback, inbox = require "kinot.callback", require "kinot.callback.inbox"
+  local box = inbox.new { redis = url, stream = stream }
+  for _, sn in ipairs(sns) do
+    local body = H.lock_status(sn, secret)
+    assert(box:put(assert(callback.verify(body, { secret = secret })).id, body, os.time()) == true)
+  end
+  box.client:close()
+end
+
 --- iso8(t) -> t (epoch seconds) as the platform writes a time: ISO 8601 at +08:00
 function H.iso8(t) return os.date("!%Y-%m-%dT%H:%M:%S", t + 8 * 3600) .. "+08:00" end
 

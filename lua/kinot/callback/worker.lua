@@ -81,6 +81,24 @@ local FORGET_ERRORS = [[
 for i = 1, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
 return 1]]
 
+-- KEYS: stream; ARGV: group, consumer, claim_after (ms), then entry ids:
+-- entries this worker was stopped before it ran (or while: Ctrl-C
+-- stopping a handler's wait), given back: still pending, their delivery
+-- uncounted (the next claim counts it again) and idle at least
+-- claim_after (nothing runs them: the next claim of any worker takes
+-- them), each only while it is still this consumer's
+local GIVE_BACK = [[
+local n = 0
+for i = 4, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])[1]
+  if row then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', math.max(row[3], tonumber(ARGV[3])),
+               'RETRYCOUNT', row[4] - 1, 'JUSTID')
+    n = n + 1
+  end
+end
+return n]]
+
 -- KEYS: stream; ARGV: group, consumer: forgets a consumer holding nothing
 -- (checked in the same step, so no entry it was given is dropped with it)
 local FORGET = [[
@@ -230,6 +248,17 @@ function M:ack(ids)
   return true
 end
 
+--- give_back(ids) -> true | nil, err: these entries, not run to their end
+-- because the worker is stopping, left pending as if never delivered here
+function M:give_back(ids)
+  for i = 1, #ids, ACK_BATCH do
+    local v, err = self.client:eval(GIVE_BACK, 1, self.stream, self.group, self.consumer,
+                                    math.floor(self.claim_after * 1000), unpack(ids, i, math.min(#ids, i + ACK_BATCH - 1)))
+    if v == nil then return nil, err end
+  end
+  return true
+end
+
 function M:bury(entry, f, attempts, why, died)
   local v, err = self.client:eval(DEAD, 3, self.stream, self.errors_key, self.dead_key, self.group, entry,
     self.delete, why, died and "died" or "", self.dead_maxlen, self.consumer, "id", f.id or "", "body", f.body or "",
@@ -255,7 +284,9 @@ end
 
 --- handle(entry, fields list, deliveries) -> "ack" (handled, or nothing
 -- left to run: to be acknowledged, with its batch) | true (failed: left
--- pending, or moved to the dead-letter stream) | nil, err (a Redis error)
+-- pending, or moved to the dead-letter stream) | "stopped" (failed while
+-- the worker is being stopped, Ctrl-C stopping the handler's wait: not
+-- the handler's failure, nothing counted) | nil, err (a Redis error)
 function M:handle(entry, list, deliveries)
   if list == null or list == nil then -- trimmed or deleted meanwhile: nothing left to run
     return "ack"
@@ -283,6 +314,7 @@ function M:handle(entry, list, deliveries)
     end
     return "ack"
   end
+  if self.stop and self.stop() then return "stopped" end
   self.failed = self.failed + 1
   err = err:sub(1, 2000)
   self.log("error", "handler failed for entry " .. entry .. " (attempt " .. deliveries .. " of " ..
@@ -297,6 +329,15 @@ function M:handle(entry, list, deliveries)
   return v and true, rerr
 end
 
+-- the ids of entries[from], entries[from + 1] ...
+local function ids_from(entries, from)
+  local ids = {}
+  for i = from, #entries do
+    if type(entries[i]) == "table" then ids[#ids + 1] = entries[i][1] end
+  end
+  return ids
+end
+
 -- run_batch(entries, deliveries_of) -> entries run | nil, err.  entries:
 -- XREADGROUP's or XAUTOCLAIM's { id, fields } pairs.  The handled ones are
 -- acknowledged together (one round trip a batch, and at least every
@@ -305,13 +346,21 @@ end
 -- worker may claim one still waiting here, and run it beside this one; the
 -- rest stay pending, for the claim (this worker's or another's).  Killed
 -- mid-batch, the entries not yet acknowledged run again after claim_after.
+-- Stopped (run's until_fn, asked before each entry: Ctrl-C, nginx
+-- exiting), the entries not run, and one whose handler failed meanwhile,
+-- are given back (M:give_back).
 function M:run_batch(entries, deliveries_of)
   local read_at = now()
   local cutoff, done, flushed, n = read_at + self.claim_after / 2, {}, read_at, 0
-  for _, e in ipairs(entries) do
+  local stopped -- (the first entry given back)
+  for i, e in ipairs(entries) do
     if type(e) == "table" then
       local t = now()
       if t >= cutoff then break end
+      if self.stop and self.stop() then
+        stopped = i
+        break
+      end
       if #done > 0 and t - flushed >= 1 then
         local ok, err = self:ack(done)
         if not ok then return nil, err end
@@ -322,12 +371,20 @@ function M:run_batch(entries, deliveries_of)
         if #done > 0 then self:ack(done) end -- those did run: the Redis error is reported either way
         return nil, herr
       end
+      if r == "stopped" then
+        stopped = i
+        break
+      end
       if r == "ack" then done[#done + 1] = e[1] end
       n = n + 1
     end
   end
   if #done > 0 then
     local ok, err = self:ack(done)
+    if not ok then return nil, err end
+  end
+  if stopped then
+    local ok, err = self:give_back(ids_from(entries, stopped))
     if not ok then return nil, err end
   end
   return n
@@ -422,13 +479,15 @@ function M:step()
   return n, err
 end
 
---- run(until_fn) : steps until until_fn() is true (never, without one);
+--- run(until_fn) : steps until until_fn() is true (never, without one;
+-- asked before each entry of a batch too, which stops there: M:run_batch);
 -- a Redis failure is logged and tried again, waiting up to 2 s
 -- A step that raises (a reply kinot.redis could not read, a bug) is
 -- logged and the loop goes on, as after a Redis failure: one bad read must
 -- not end `kinot worker` or an nginx timer loop.
 function M:run(until_fn)
   local wait = 0.05
+  self.stop = until_fn -- (asked between two entries too: M:run_batch)
   while not (until_fn and until_fn()) do
     local ok, n, err = pcall(self.step, self)
     if not ok then n, err = nil, "callback.worker: a step raised: " .. tostring(n) end
@@ -441,6 +500,7 @@ function M:run(until_fn)
       wait = math.min(wait * 2, 2)
     end
   end
+  self.stop = nil
 end
 
 --- start(opts) -> worker, inside nginx (init_worker_by_lua): a timer loop

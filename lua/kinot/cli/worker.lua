@@ -4,8 +4,8 @@
 -- it is stopped; an entry it was running when killed is claimed by
 -- another worker after --claim-after seconds.  On stderr: errors, each
 -- entry with --verbose, and a line of counts every --stats-every seconds
--- and on SIGUSR1 (held, and taken between two reads: kinot.simsignal).
--- Ctrl-C stops it between two reads too (exit 130: kinot.cli's main).
+-- and on SIGUSR1 (held, and taken between two entries: kinot.simsignal).
+-- Ctrl-C stops it between two entries too (exit 130: kinot.cli's main).
 local worker = require "kinot.callback.worker"
 local redis = require "kinot.redis"
 
@@ -59,19 +59,6 @@ function M.run(args, out)
   end
   if not args.stats_every or args.stats_every <= 0 then error({ usage = "--stats-every must be a number of seconds > 0" }, 0) end
   local core = require "kinot.core_loader"
-  -- after a Ctrl-C, the entries of the read in hand are not run: each
-  -- fails (is not acknowledged) and stays pending, for redelivery after
-  -- --claim-after; a handler stopped inside a wait of the C core (an API
-  -- call, core.sleep) fails the same way
-  for _, k in ipairs { "on_status", "on_command" } do
-    local handler = opts[k]
-    if handler then
-      opts[k] = function(...)
-        if core.interrupted() then error("interrupted (Ctrl-C) before it ran", 0) end
-        return handler(...)
-      end
-    end
-  end
   local function stamp() return os.date("!%Y-%m-%dT%H:%M:%SZ") end
   opts.log = function(level, msg)
     if core.interrupted() then return end -- (those entries left pending: main's one line says why)
@@ -87,10 +74,14 @@ function M.run(args, out)
       now - since))
     since, last = now, { handled = w.handled, failed = w.failed, dead = w.dead }
   end
-  -- asked between two reads of the stream (each at most --block seconds).
-  -- Ctrl-C (main's handler raises core's flag) ends the loop there, once
-  -- the read in hand is through (its entries run before the Ctrl-C
-  -- acknowledged, the others pending); main then says "interrupted", exit 130
+  -- asked before each entry, and between two reads of the stream (a read
+  -- waiting for entries sees a Ctrl-C within a quarter second:
+  -- kinot.redis).  Ctrl-C (main's handler raises core's flag) ends the
+  -- loop: the entries run before it are acknowledged; the others, and one
+  -- whose handler it stopped (inside a wait of the C core: an API call,
+  -- core.sleep), stay pending as if never delivered here, for the next
+  -- worker after --claim-after (callback.worker's run_batch).  main then
+  -- says "interrupted", exit 130
   w:run(function()
     if core.interrupted() then return true end
     if signals.take_signal("SIGUSR1") or core.monotonic() - since >= args.stats_every then counts() end
