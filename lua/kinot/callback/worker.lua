@@ -81,17 +81,19 @@ local FORGET_ERRORS = [[
 for i = 1, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
 return 1]]
 
--- KEYS: stream; ARGV: group, consumer, claim_after (ms), then entry ids:
--- entries this worker was stopped before it ran (or while: Ctrl-C
--- stopping a handler's wait), given back: still pending, their delivery
--- uncounted (the next claim counts it again) and idle at least
--- claim_after (nothing runs them: the next claim of any worker takes
--- them), each only while it is still this consumer's
+-- KEYS: stream; ARGV: group, consumer, claim_after (ms), then entry id /
+-- delivery count pairs: entries this worker was stopped before it ran (or
+-- while: Ctrl-C stopping a handler's wait), or skipped past its batch's
+-- cutoff, given back: still pending, their delivery uncounted (the next
+-- claim counts it again) and idle at least claim_after (nothing runs them:
+-- the next claim of any worker takes them), each only while it is still
+-- this consumer's and at the count it was given at (the script run twice,
+-- kinot.redis's retry on a fresh connection, uncounts it once)
 local GIVE_BACK = [[
 local n = 0
-for i = 4, #ARGV do
+for i = 4, #ARGV, 2 do
   local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])[1]
-  if row then
+  if row and row[4] == tonumber(ARGV[i + 1]) and row[4] > 0 then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', math.max(row[3], tonumber(ARGV[3])),
                'RETRYCOUNT', row[4] - 1, 'JUSTID')
     n = n + 1
@@ -248,12 +250,20 @@ function M:ack(ids)
   return true
 end
 
---- give_back(ids) -> true | nil, err: these entries, not run to their end
--- because the worker is stopping, left pending as if never delivered here
-function M:give_back(ids)
+--- give_back(ids[, deliveries_of]) -> true | nil, err: these entries, not
+-- run to their end (the worker is stopping, or they were skipped past a
+-- batch's cutoff), left pending as if never delivered here.
+-- deliveries_of: { [id] = the delivery count they were given at } (1 when
+-- missing: XREADGROUP's)
+function M:give_back(ids, deliveries_of)
   for i = 1, #ids, ACK_BATCH do
+    local args = {}
+    for k = i, math.min(#ids, i + ACK_BATCH - 1) do
+      args[#args + 1] = ids[k]
+      args[#args + 1] = deliveries_of and deliveries_of[ids[k]] or 1
+    end
     local v, err = self.client:eval(GIVE_BACK, 1, self.stream, self.group, self.consumer,
-                                    math.floor(self.claim_after * 1000), unpack(ids, i, math.min(#ids, i + ACK_BATCH - 1)))
+                                    math.floor(self.claim_after * 1000), unpack(args))
     if v == nil then return nil, err end
   end
   return true
@@ -344,21 +354,22 @@ end
 -- second while handlers are slow); a failed one is not among them.  Only
 -- entries read less than claim_after / 2 ago are run: past that another
 -- worker may claim one still waiting here, and run it beside this one; the
--- rest stay pending, for the claim (this worker's or another's).  Killed
--- mid-batch, the entries not yet acknowledged run again after claim_after.
--- Stopped (run's until_fn, asked before each entry: Ctrl-C, nginx
--- exiting), the entries not run, and one whose handler failed meanwhile,
--- are given back (M:give_back).
+-- rest are given back (M:give_back: their delivery, which did not run,
+-- uncounted; else an entry skipped so at its last attempt would be buried
+-- as "died" by the next claim), for the claim (this worker's or
+-- another's).  Killed mid-batch, the entries not yet acknowledged run
+-- again after claim_after.  Stopped (run's until_fn, asked before each
+-- entry: Ctrl-C, nginx exiting), the entries not run, and one whose
+-- handler failed meanwhile, are given back the same way.
 function M:run_batch(entries, deliveries_of)
   local read_at = now()
   local cutoff, done, flushed, n = read_at + self.claim_after / 2, {}, read_at, 0
-  local stopped -- (the first entry given back)
+  local rest -- (the first entry given back)
   for i, e in ipairs(entries) do
     if type(e) == "table" then
       local t = now()
-      if t >= cutoff then break end
-      if self.stop and self.stop() then
-        stopped = i
+      if t >= cutoff or (self.stop and self.stop()) then
+        rest = i
         break
       end
       if #done > 0 and t - flushed >= 1 then
@@ -372,7 +383,7 @@ function M:run_batch(entries, deliveries_of)
         return nil, herr
       end
       if r == "stopped" then
-        stopped = i
+        rest = i
         break
       end
       if r == "ack" then done[#done + 1] = e[1] end
@@ -383,8 +394,8 @@ function M:run_batch(entries, deliveries_of)
     local ok, err = self:ack(done)
     if not ok then return nil, err end
   end
-  if stopped then
-    local ok, err = self:give_back(ids_from(entries, stopped))
+  if rest then
+    local ok, err = self:give_back(ids_from(entries, rest), deliveries_of)
     if not ok then return nil, err end
   end
   return n
