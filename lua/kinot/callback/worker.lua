@@ -227,6 +227,12 @@ end
 function M:ensure_group()
   local v, err = self.client:call("XGROUP", "CREATE", self.stream, self.group, "0", "MKSTREAM")
   if v == nil and err.code ~= "BUSYGROUP" then return nil, err end
+  -- the give-back script loaded now (run on no entry): after a Ctrl-C the
+  -- worker waits a quarter second for a reply, and a stalled Redis must
+  -- find its EVALSHA sent before the connection is dropped (it runs it
+  -- once it goes on), not a SCRIPT LOAD whose EVALSHA never left
+  v, err = self.client:eval(GIVE_BACK, 1, self.stream, self.group, self.consumer, 0)
+  if v == nil then return nil, err end
   self.ready = true
   return true
 end
@@ -364,7 +370,7 @@ end
 function M:run_batch(entries, deliveries_of)
   local read_at = now()
   local cutoff, done, flushed, n = read_at + self.claim_after / 2, {}, read_at, 0
-  local rest -- (the first entry given back)
+  local rest, failure -- (the first entry given back; a Redis error that ended the batch)
   for i, e in ipairs(entries) do
     if type(e) == "table" then
       local t = now()
@@ -374,13 +380,16 @@ function M:run_batch(entries, deliveries_of)
       end
       if #done > 0 and t - flushed >= 1 then
         local ok, err = self:ack(done)
-        if not ok then return nil, err end
+        if not ok then
+          rest, failure, done = i, err, {}
+          break
+        end
         done, flushed = {}, t
       end
       local r, herr = self:handle(e[1], e[2], deliveries_of and deliveries_of[e[1]] or 1)
-      if r == nil then
-        if #done > 0 then self:ack(done) end -- those did run: the Redis error is reported either way
-        return nil, herr
+      if r == nil then -- (this one ran: its attempt counts; those after it did not)
+        rest, failure = i + 1, herr
+        break
       end
       if r == "stopped" then
         rest = i
@@ -390,14 +399,17 @@ function M:run_batch(entries, deliveries_of)
       n = n + 1
     end
   end
-  if #done > 0 then
+  if #done > 0 then -- (those did run: a Redis error is reported either way)
     local ok, err = self:ack(done)
-    if not ok then return nil, err end
+    if not ok then failure = failure or err end
   end
+  -- (even when a Redis error came first: after a Ctrl-C, a Redis stalled
+  -- past the quarter second the worker waits runs it once it goes on)
   if rest then
     local ok, err = self:give_back(ids_from(entries, rest), deliveries_of)
-    if not ok then return nil, err end
+    if not ok then failure = failure or err end
   end
+  if failure then return nil, failure end
   return n
 end
 

@@ -1,0 +1,105 @@
+-- Ctrl-C in `kinot worker` (a real process, a real redis-server) at the
+-- points of a batch where an entry can be left counted without having run:
+-- such an entry at its last attempt would be buried as "died" by the next
+-- worker's claim, because of the Ctrl-C.
+local worker = require "kinot.callback.worker"
+local H = require "helpers"
+local B = require "background"
+local R = require "redis_server"
+
+local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
+
+describe("Ctrl-C in kinot worker, attacked #cli #redis", function()
+  local r, dir
+  setup(function()
+    r = R.start {}
+    dir = H.tmpdir("ctrlc-attack")
+    H.write(dir .. "/noting_handler.lua", [[
+      return function(ev)
+        local out = assert(io.open(os.getenv("KINOT_SPEC_HANDLED"), "a"))
+        out:write(tostring(ev.sn), "\n")
+        out:close()
+      end
+    ]])
+  end)
+  teardown(function()
+    r.stop()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  -- the next worker, max_attempts 1, claim_after 1: { [sn] = attempt } of
+  -- what it ran, and what it buried
+  local function next_worker(stream, n)
+    local attempts = {}
+    local w = worker.new { redis = r.url, stream = stream, consumer = "next", block = 0.1, max_attempts = 1,
+                           claim_after = 1, log = function() end,
+                           on_status = function(ev) attempts[ev.sn] = ev.attempt end }
+    local t0 = B.now()
+    w:run(function() return w.handled + w.dead >= n or B.now() - t0 > 10 end)
+    w.client:close()
+    return attempts, w.dead
+  end
+
+  -- its read blocks (XREADGROUP ... BLOCK 30); an entry comes just after
+  -- the Ctrl-C, before the read's wait looks at it (a quarter second): the
+  -- server gives it to the read the worker then drops
+  for k, delay in ipairs { 0, 0.1 } do
+  it("an entry given to the read that the Ctrl-C dropped is not counted: the next worker runs it (" .. delay .. ")", function()
+    local stream = "blocked" .. k
+    local proc = B.kinot("worker --handler noting_handler --stream " .. stream .. " --block 30 --max-attempts 1 " ..
+      "--claim-after 1", string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' KINOT_SPEC_HANDLED='%s/handled'",
+      dir, r.url, dir))
+    local c = r.client()
+    finally(function() c:close() proc.kill() end)
+    assert.truthy(H.wait_for(function()
+      return tostring(c:call("CLIENT", "LIST")):find("flags=b [^\n]*cmd=xreadgroup")
+    end, 15), proc.err())
+    proc.signal("INT")
+    require("kinot.core").sleep(delay)
+    H.put_statuses(r.url, stream, { 7 + k }, SECRET)
+    assert.are.equal(130, proc.wait(10), proc.err())
+    assert.matches("\nkinot: interrupted\n$", proc.err())
+    assert.is_nil(H.read(dir .. "/handled"), "ran after the Ctrl-C")
+    local attempts, dead = next_worker(stream, 1)
+    assert.are.same({ [7 + k] = 1 }, attempts)
+    assert.are.equal(0, dead)
+    assert.are.equal(0, c:call("XLEN", stream .. ":dead"))
+  end)
+  end
+  -- Redis hangs (SIGSTOP) as the Ctrl-C comes, during a handler's wait:
+  -- the worker must still stop at once (its give-back waits a quarter
+  -- second), and what it sent before closing runs once Redis goes on
+  it("stops at once while Redis hangs; its give-back runs when Redis goes on: none dead, each run once", function()
+    local stream = "frozen"
+    H.put_statuses(r.url, stream, { 31, 32, 33 }, SECRET)
+    H.write(dir .. "/waiting_handler.lua", [[
+      local core = require "kinot.core"
+      return function(ev)
+        local out = assert(io.open(os.getenv("KINOT_SPEC_HANDLED"), "a"))
+        out:write(tostring(ev.sn), "\n")
+        out:close()
+        core.sleep(30)
+      end
+    ]])
+    local handled = dir .. "/frozen-started"
+    local proc = B.kinot("worker --handler waiting_handler --stream " .. stream .. " --block 1 --max-attempts 1 " ..
+      "--claim-after 1", string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' KINOT_SPEC_HANDLED='%s'",
+      dir, r.url, handled))
+    finally(function()
+      r.resume()
+      proc.kill()
+    end)
+    assert.truthy(H.wait_for(function() return H.read(handled) end, 15), proc.err())
+    r.pause()
+    local t0 = B.now()
+    proc.signal("INT")
+    assert.are.equal(130, proc.wait(10), proc.err())
+    local took = B.now() - t0
+    assert.is_true(took < 2, "took " .. took .. " s")
+    assert.matches("\nkinot: interrupted\n$", proc.err())
+    r.resume()
+    local attempts, dead = next_worker(stream, 3)
+    assert.are.same({ [31] = 1, [32] = 1, [33] = 1 }, attempts)
+    assert.are.equal(0, dead)
+  end)
+end)
