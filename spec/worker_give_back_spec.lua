@@ -34,15 +34,15 @@ describe("callback.worker's entries held but not run #redis", function()
 
   it("runs the entries a batch skipped past its cutoff (a slow handler before them), none buried unrun", function()
     H.put_statuses(r.url, "cut", { 1, 2, 3 }, SECRET)
-    local attempts, w = {}, nil
+    local attempts = {}
     -- claim_after 1 s: the batch's cutoff is 0.5 s after its read; the
     -- first handler takes 0.7 s, so 2 and 3 are skipped; max_attempts 1:
     -- one counted delivery they never ran is enough to bury them
-    w = worker.new { redis = r.url, stream = "cut", consumer = "slow", block = 0.1, count = 10, claim_after = 1,
-                     max_attempts = 1, log = function() end, on_status = function(ev)
-                       attempts[ev.sn] = (attempts[ev.sn] and attempts[ev.sn] .. "," or "") .. ev.attempt
-                       if ev.sn == 1 then core.sleep(0.7) end
-                     end }
+    local w = worker.new { redis = r.url, stream = "cut", consumer = "slow", block = 0.1, count = 10, claim_after = 1,
+                           max_attempts = 1, log = function() end, on_status = function(ev)
+                             attempts[ev.sn] = (attempts[ev.sn] and attempts[ev.sn] .. "," or "") .. ev.attempt
+                             if ev.sn == 1 then core.sleep(0.7) end
+                           end }
     local t0 = core.monotonic()
     w:run(function() return w.handled + w.dead >= 3 or core.monotonic() - t0 > 8 end)
     w.client:close()

@@ -366,7 +366,8 @@ end
 -- another's).  Killed mid-batch, the entries not yet acknowledged run
 -- again after claim_after.  Stopped (run's until_fn, asked before each
 -- entry: Ctrl-C, nginx exiting), the entries not run, and one whose
--- handler failed meanwhile, are given back the same way.
+-- handler failed meanwhile, are given back the same way; so are those
+-- after a Redis error that ended the batch.
 function M:run_batch(entries, deliveries_of)
   local read_at = now()
   local cutoff, done, flushed, n = read_at + self.claim_after / 2, {}, read_at, 0
