@@ -102,4 +102,67 @@ describe("Ctrl-C in kinot worker, attacked #cli #redis", function()
     assert.are.same({ [31] = 1, [32] = 1, [33] = 1 }, attempts)
     assert.are.equal(0, dead)
   end)
+  -- the handler returned (its work done) and the Ctrl-C came before the
+  -- batch's acknowledgement: that entry is acknowledged, the rest given back
+  it("acknowledges an entry whose handler returned as the Ctrl-C came; the rest given back, run once", function()
+    local stream = "between"
+    H.put_statuses(r.url, stream, { 41, 42, 43 }, SECRET)
+    H.write(dir .. "/self_interrupting_handler.lua", [[
+      return function(ev)
+        local out = assert(io.open(os.getenv("KINOT_SPEC_HANDLED"), "a"))
+        out:write(tostring(ev.sn), "\n")
+        out:close()
+        local pid = assert(io.open("/proc/self/stat")):read("*n")
+        io.popen("kill -INT " .. pid):close() -- (not os.execute: system() ignores SIGINT while it waits)
+        return true
+      end
+    ]])
+    local handled = dir .. "/between-handled"
+    local proc = B.kinot("worker --handler self_interrupting_handler --stream " .. stream .. " --block 1 " ..
+      "--max-attempts 1 --claim-after 1", string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' " ..
+      "KINOT_SPEC_HANDLED='%s'", dir, r.url, handled))
+    finally(proc.kill)
+    assert.are.equal(130, proc.wait(10), proc.err())
+    assert.matches("\nkinot: interrupted\n$", proc.err())
+    assert.are.equal("41\n", H.read(handled))
+    local attempts, dead = next_worker(stream, 2)
+    assert.are.same({ [42] = 1, [43] = 1 }, attempts)
+    assert.are.equal(0, dead)
+  end)
+
+  -- its blocked read's connection killed by the server (CLIENT KILL) while
+  -- the read waits in quarter-second slices: the read goes again on a
+  -- fresh connection (nothing of it came back), the worker runs what comes
+  -- next, and a Ctrl-C still stops it at once
+  it("reads again after CLIENT KILL cut its blocked read, runs what comes, then stops at once", function()
+    local stream = "killed"
+    local handled = dir .. "/killed-handled"
+    local proc = B.kinot("worker --handler noting_handler --stream " .. stream .. " --block 30",
+      string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' KINOT_SPEC_HANDLED='%s'", dir, r.url, handled))
+    local c = r.client()
+    finally(function() c:close() proc.kill() end)
+    local function reader_addr()
+      return tostring(c:call("CLIENT", "LIST")):match("addr=(%S+) [^\n]*flags=b [^\n]*cmd=xreadgroup")
+    end
+    local addr = H.wait_for(reader_addr, 15)
+    assert.truthy(addr, proc.err())
+    assert.are.equal(1, c:call("CLIENT", "KILL", "ADDR", addr))
+    local again = H.wait_for(function()
+      local a = reader_addr()
+      return a and a ~= addr and a
+    end, 5)
+    assert.truthy(again, "no read again: " .. proc.err())
+    H.put_statuses(r.url, stream, { 51 }, SECRET)
+    assert.truthy(H.wait_for(function() return H.read(handled) end, 5), proc.err())
+    assert.truthy(H.wait_for(reader_addr, 5))
+    local t0 = B.now()
+    proc.signal("INT")
+    assert.are.equal(130, proc.wait(10), proc.err())
+    assert.is_true(B.now() - t0 < 2)
+    assert.are.equal("51\n", H.read(handled))
+    local err = proc.err()
+    assert.matches("\nkinot: interrupted\n$", err)
+    assert.are.equal(2, select(2, err:gsub("\n", "")), err)
+    assert.are.same({}, c:call("XPENDING", stream, worker.GROUP, "-", "+", 10))
+  end)
 end)

@@ -71,4 +71,26 @@ describe("callback.worker's entries held but not run #redis", function()
     assert(w:give_back({ id }, { [id] = 3 }))
     assert.are.same({ [id] = 2 }, pending(r, "twice"))
   end)
+  it("a give-back never takes an entry another worker claimed meanwhile, nor lowers its count", function()
+    H.put_statuses(r.url, "race", { 201, 202 }, SECRET)
+    call(r, "XGROUP", "CREATE", "race", worker.GROUP, "0")
+    local read = call(r, "XREADGROUP", "GROUP", worker.GROUP, "a", "COUNT", 2, "STREAMS", "race", ">")
+    local one, two = read[1][2][1][1], read[1][2][2][1]
+    -- a's first entry idle past claim_after: b's claim takes it (its 2nd delivery)
+    call(r, "XCLAIM", "race", worker.GROUP, "a", 0, one, "IDLE", 120000, "JUSTID")
+    local claimed = call(r, "XAUTOCLAIM", "race", worker.GROUP, "b", 60000, "0", "COUNT", 10)
+    assert.are.equal(1, #claimed[2])
+    local a = worker.new { redis = r.url, stream = "race", consumer = "a", log = function() end,
+                           on_status = function() end }
+    finally(function() a.client:close() end)
+    -- a, stopped, gives back the two it was given at their first delivery
+    assert(a:give_back({ one, two }))
+    local rows = call(r, "XPENDING", "race", worker.GROUP, "-", "+", 10)
+    assert.are.same({ { one, "b", 2 }, { two, "a", 0 } }, { { rows[1][1], rows[1][2], rows[1][4] },
+                                                             { rows[2][1], rows[2][2], rows[2][4] } })
+    -- b's claim takes a's given back at once, at its first counted delivery
+    claimed = call(r, "XAUTOCLAIM", "race", worker.GROUP, "b", 60000, "0", "COUNT", 10)
+    assert.are.equal(two, claimed[2][1][1])
+    assert.are.same({ [one] = 2, [two] = 1 }, pending(r, "race"))
+  end)
 end)
