@@ -165,4 +165,25 @@ describe("Ctrl-C in kinot worker, attacked #cli #redis", function()
     assert.are.equal(2, select(2, err:gsub("\n", "")), err)
     assert.are.same({}, c:call("XPENDING", stream, worker.GROUP, "-", "+", 10))
   end)
+  -- Redis down: each failed step waits before the next, doubling up to
+  -- 2 s; a Ctrl-C in that wait must not sit it out
+  it("stops at once while it waits to try a Redis that is down again", function()
+    local port = require("kinot.sim.launcher").free_port() -- (nothing listens there)
+    local proc = B.kinot("worker --handler noting_handler --stream down --block 1",
+      string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='redis://127.0.0.1:%d' KINOT_SPEC_HANDLED='%s/down'",
+      dir, port, dir))
+    finally(proc.kill)
+    -- its waits: 0.05, 0.1, 0.2 ... 1.6, then 2 s each
+    local function failures() return select(2, proc.err():gsub("refused", "")) end
+    assert.truthy(H.wait_for(function() return failures() >= 8 end, 15), proc.err())
+    -- the Ctrl-C just as a 2 s wait begins
+    local n = failures()
+    assert.truthy(H.wait_for(function() return failures() > n end, 5), proc.err())
+    local t0 = B.now()
+    proc.signal("INT")
+    assert.are.equal(130, proc.wait(10), proc.err())
+    local took = B.now() - t0
+    assert.is_true(took < 0.5, "took " .. took .. " s")
+    assert.matches("\nkinot: interrupted\n$", proc.err())
+  end)
 end)

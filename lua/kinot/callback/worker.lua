@@ -127,6 +127,10 @@ M.COUNT = 100
 -- handler
 M.GATHER = 0.005
 
+-- seconds between two looks at run's until_fn while it waits after a
+-- Redis failure (up to 2 s)
+local STOP_SLICE = 0.05
+
 local function sleep(s)
   if ngx and ngx.sleep then return ngx.sleep(s) end
   require("socket").sleep(s)
@@ -520,7 +524,10 @@ function M:run(until_fn)
       if n > 0 and n < self.count then sleep(M.GATHER) end
     else
       self.log("error", tostring(err))
-      sleep(wait)
+      -- (in slices: a stop asked meanwhile, a Ctrl-C, nginx exiting, ends
+      -- the wait; LuaSocket's sleep sits a signal out)
+      local till = now() + wait
+      repeat sleep(math.min(STOP_SLICE, till - now())) until now() >= till or (until_fn and until_fn())
       wait = math.min(wait * 2, 2)
     end
   end
