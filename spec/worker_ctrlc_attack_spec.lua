@@ -187,3 +187,40 @@ describe("Ctrl-C in kinot worker, attacked #cli #redis", function()
     assert.matches("\nkinot: interrupted\n$", proc.err())
   end)
 end)
+
+-- Behind Sentinel, the master hung (SIGSTOP, no failover yet): after its
+-- read timed out, each call asks the Sentinels again and confirms the
+-- master they name (ROLE), which hangs; a Ctrl-C then must not be taken
+-- for that master's failure, asked about again and again until the call's
+-- deadline
+describe("Ctrl-C in kinot worker behind Sentinel, its master hung #cli #redis #slow", function()
+  it("stops at once: exit 130, one line", function()
+    local S = require "sentinel_cluster"
+    local k = S.start { password = "pw", down_after = 600000, replicas = 1 }
+    local dir = H.tmpdir("ctrlc-sentinel")
+    H.write(dir .. "/nothing_handler.lua", "return function() end")
+    local proc = B.kinot("worker --handler nothing_handler --stream s --block 1",
+      string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s'", dir, k.url))
+    finally(function()
+      k.master().resume()
+      proc.kill()
+      k.stop()
+      os.execute("rm -rf " .. dir)
+    end)
+    local c = k.master().client()
+    assert.truthy(H.wait_for(function() return tostring(c:call("CLIENT", "LIST")):find("cmd=xreadgroup") end, 15),
+      proc.err())
+    c:close()
+    k.master().pause()
+    -- its read timed out (--block 1: a 3 s call): it is asking the Sentinels again
+    assert.truthy(H.wait_for(function() return proc.err():find("XREADGROUP read failed: timeout", 1, true) end, 10),
+      proc.err())
+    require("kinot.core").sleep(0.5)
+    local t0 = B.now()
+    proc.signal("INT")
+    assert.are.equal(130, proc.wait(10), proc.err())
+    local took = B.now() - t0
+    assert.is_true(took < 1, "took " .. took .. " s")
+    assert.matches("\nkinot: interrupted\n$", proc.err())
+  end)
+end)
