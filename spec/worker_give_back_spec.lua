@@ -94,3 +94,47 @@ describe("callback.worker's entries held but not run #redis", function()
     assert.are.same({ [one] = 2, [two] = 1 }, pending(r, "race"))
   end)
 end)
+
+-- nginx reloaded (HUP) while its worker's batch runs: the old nginx worker
+-- stops after the entry in hand and gives the rest back; the new one
+-- claims them: each entry runs once, none dead, nothing left pending
+describe("callback.worker inside nginx through a reload #redis #nginx", function()
+  it("runs each entry of the batch in hand once across the reload", function()
+    local r = R.start {}
+    local ng
+    finally(function()
+      if ng then ng.stop() end
+      r.stop()
+    end)
+    H.put_statuses(r.url, "reload", { 1, 2, 3, 4, 5, 6 }, SECRET)
+    ng = H.nginx { http = [[
+      lua_shared_dict seen 1m;
+      init_worker_by_lua_block {
+        require("kinot.callback.worker").start {
+          redis = "]] .. r.url .. [[", stream = "reload", block = 0.2, count = 10, max_attempts = 1,
+          on_status = function(ev)
+            ngx.shared.seen:incr("n", 1, 0)
+            ngx.shared.seen:incr("sn" .. ev.sn, 1, 0)
+            ngx.sleep(0.5)
+          end,
+        }
+      }
+    ]], server = [[
+      location = /seen { content_by_lua_block {
+        local s = ngx.shared.seen
+        local t = {}
+        for sn = 1, 6 do t[#t + 1] = s:get("sn" .. sn) or 0 end
+        ngx.print((s:get("n") or 0), " ", table.concat(t, ","))
+      } }
+    ]] }
+    assert.truthy(H.wait_for(function() return H.raw("GET", ng.url .. "/seen").body:match("^1 ") end, 10))
+    local pid = require("kinot.sim.launcher").running(ng.prefix)
+    assert(os.execute("kill -HUP " .. pid))
+    assert.truthy(H.wait_for(function() return H.raw("GET", ng.url .. "/seen").body:match("^6 ") end, 20),
+      H.raw("GET", ng.url .. "/seen").body)
+    core.sleep(1) -- (a seventh run would show)
+    assert.are.equal("6 1,1,1,1,1,1", H.raw("GET", ng.url .. "/seen").body)
+    assert.are.same({}, pending(r, "reload"))
+    assert.are.equal(0, call(r, "XLEN", "reload:dead"))
+  end)
+end)
