@@ -102,6 +102,39 @@ describe("Ctrl-C in kinot worker, attacked #cli #redis", function()
     assert.are.same({ [31] = 1, [32] = 1, [33] = 1 }, attempts)
     assert.are.equal(0, dead)
   end)
+  -- Redis hangs just as the first entry's handler returns, and the Ctrl-C
+  -- comes: the batch's acknowledgement waits a quarter second and fails;
+  -- the give-back must go all the same (sent, it runs once Redis goes on)
+  it("gives the rest back even when the acknowledgement before it failed (Redis hung): none dead", function()
+    local stream = "hung-ack"
+    H.put_statuses(r.url, stream, { 61, 62, 63 }, SECRET)
+    H.write(dir .. "/hanging_handler.lua", [[
+      return function(ev)
+        local out = assert(io.open(os.getenv("KINOT_SPEC_HANDLED"), "a"))
+        out:write(tostring(ev.sn), "\n")
+        out:close()
+        local pid = assert(io.open("/proc/self/stat")):read("*n")
+        io.popen("kill -STOP " .. os.getenv("KINOT_SPEC_REDIS_PID") .. "; kill -INT " .. pid):close()
+        return true
+      end
+    ]])
+    local handled = dir .. "/hung-ack-handled"
+    local proc = B.kinot("worker --handler hanging_handler --stream " .. stream .. " --block 1 " ..
+      "--max-attempts 1 --claim-after 1", string.format("LUA_PATH='%s/?.lua;;' KINOT_REDIS_URL='%s' " ..
+      "KINOT_SPEC_HANDLED='%s' KINOT_SPEC_REDIS_PID=%d", dir, r.url, handled, r.pid()))
+    finally(function()
+      r.resume()
+      proc.kill()
+    end)
+    assert.are.equal(130, proc.wait(10), proc.err())
+    assert.matches("\nkinot: interrupted\n$", proc.err())
+    r.resume()
+    assert.are.equal("61\n", H.read(handled))
+    local attempts, dead = next_worker(stream, 2)
+    assert.are.same({ [62] = 1, [63] = 1 }, attempts)
+    assert.are.equal(0, dead)
+  end)
+
   -- the handler returned (its work done) and the Ctrl-C came before the
   -- batch's acknowledgement: that entry is acknowledged, the rest given back
   it("acknowledges an entry whose handler returned as the Ctrl-C came; the rest given back, run once", function()
