@@ -535,9 +535,12 @@ M.ReplyError = ReplyError
 local MAX_DEPTH, LINE_MAX, ELEMENT, TABLE = 32, 64 * 1024, 16, 64
 M.MAX_DEPTH, M.LINE_MAX = MAX_DEPTH, LINE_MAX
 
--- the reply reader: a buffer over io.some, its deadline, its byte budget
+-- the reply reader: a buffer over io.some, its deadline, its byte budget;
+-- .came: a byte of a reply came (the server ran the command: never sent
+-- again, on_connection)
 local function reader(io, sock, deadline, max_reply)
-  return { io = io, sock = sock, deadline = deadline, buf = "", pos = 1, budget = max_reply, max = max_reply }
+  return { io = io, sock = sock, deadline = deadline, buf = "", pos = 1, budget = max_reply, max = max_reply,
+           came = false }
 end
 
 -- the kind of a socket's failure: a TLS alert the server sent (LuaSec:
@@ -554,6 +557,7 @@ end
 local function fill(rd, n)
   local data, err = rd.io.some(rd.sock, rd.deadline, n or CHUNK)
   if not data then return nil, failure_kind(err), err end
+  rd.came = true
   if rd.pos > #rd.buf then rd.buf = data else rd.buf = rd.buf:sub(rd.pos) .. data end
   rd.pos = 1
   return true
@@ -828,12 +832,14 @@ local function reply_error(self, text, what)
 end
 
 -- one command on a socket: send, read, before the deadline;
--- value | nil, kind, message, step | nil, nil, redis_error_text
+-- value | nil, kind, message, step, answered (a byte of the reply came
+-- before the failure) | nil, nil, redis_error_text
 local function roundtrip(self, sock, args, n, deadline)
   local ok, err = self.io.send(sock, encode(args, n), deadline)
   if not ok then return nil, failure_kind(err), err, "send" end
-  local v, kind, msg = read(reader(self.io, sock, deadline, self.max_reply))
-  return v, kind, msg, "read"
+  local rd = reader(self.io, sock, deadline, self.max_reply)
+  local v, kind, msg = read(rd)
+  return v, kind, msg, "read", rd.came
 end
 
 -- AUTH and SELECT on a fresh connection
@@ -879,7 +885,7 @@ end
 -- deadline: attempt(self, sock, deadline, timeout, a, b, c) sends and reads
 -- on sock -> true, reply[, second] (over: it released sock; a reply the
 -- server refused included) | false, kind, message, what ("XADD read": the
--- connection failed), answered (a reply was read on it first).
+-- connection failed), answered (a byte of a reply came on it first).
 -- -> reply[, second] | nil, err, unsent (unsent: nothing left this process:
 -- connecting, or AUTH / SELECT over the wire, failed).  A kept connection
 -- found dead (the server restarted, or closed it idle) before anything was
@@ -912,7 +918,7 @@ end
 -- this connection's writes: on another connection it would count for
 -- another client's)
 local function command_on(self, sock, deadline, timeout, args, n, wait)
-  local v, kind, msg, step = roundtrip(self, sock, args, n, deadline)
+  local v, kind, msg, step, answered = roundtrip(self, sock, args, n, deadline)
   if v ~= nil and wait then
     local acked
     acked, kind, msg, step = roundtrip(self, sock, { "WAIT", wait.replicas, wait.ms }, 3, deadline)
@@ -929,7 +935,7 @@ local function command_on(self, sock, deadline, timeout, args, n, wait)
     if v == nil then return true, reply_error(self, msg) end
     return true, v
   end
-  return false, kind, msg, tostring(args[1]) .. " " .. step
+  return false, kind, msg, tostring(args[1]) .. " " .. step, answered
 end
 
 -- One command on the server the client aims at (on_connection, command_on)
@@ -1068,9 +1074,10 @@ local function pipeline_on(self, sock, deadline, _, data, cmds, n)
     local v, k, m = read(rd)
     if v == nil then
       if k then
-        -- a reply already read means this connection was alive: the
-        -- server ran at least the first command, so none goes again
-        return false, k, m, pipeline_what(cmds, n, "read"), i > 1
+        -- a reply already read, or begun, means this connection was
+        -- alive: the server ran at least the first command, so none goes
+        -- again
+        return false, k, m, pipeline_what(cmds, n, "read"), rd.came
       end
       local e = setmetatable({ text = m }, ReplyError)
       e.code = m:match("^(%u+)") or "ERR"

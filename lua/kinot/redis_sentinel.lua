@@ -160,6 +160,7 @@ function M.find(s, deadline, per, client_of, confirm)
       -- (ROLE gets `per` too: a hung server there, the old master a
       -- Sentinel has not yet seen fail over, once held the whole call)
       local ok, cerr = confirm(host, port, math.min(deadline, clock() + per))
+      if type(cerr) == "table" and cerr.kind == "interrupted" then return nil, cerr end -- (Ctrl-C: not asked further)
       refused = refused or credentials_refused(cerr)
       if ok then
         remember(s, host, port)
@@ -178,6 +179,7 @@ function M.find(s, deadline, per, client_of, confirm)
     elseif v ~= nil then
       why[#why + 1] = c.where .. " answered no address"
     else
+      if err.kind == "interrupted" then return nil, err end
       why[#why + 1] = tostring(err.message)
       refused = refused or credentials_refused(err)
     end

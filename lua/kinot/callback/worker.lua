@@ -81,17 +81,19 @@ local FORGET_ERRORS = [[
 for i = 1, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
 return 1]]
 
--- KEYS: stream; ARGV: group, consumer, claim_after (ms), then entry ids:
--- entries this worker was stopped before it ran (or while: Ctrl-C
--- stopping a handler's wait), given back: still pending, their delivery
--- uncounted (the next claim counts it again) and idle at least
--- claim_after (nothing runs them: the next claim of any worker takes
--- them), each only while it is still this consumer's
+-- KEYS: stream; ARGV: group, consumer, claim_after (ms), then entry id /
+-- delivery count pairs: entries this worker was stopped before it ran (or
+-- while: Ctrl-C stopping a handler's wait), or skipped past its batch's
+-- cutoff, given back: still pending, their delivery uncounted (the next
+-- claim counts it again) and idle at least claim_after (nothing runs them:
+-- the next claim of any worker takes them), each only while it is still
+-- this consumer's and at the count it was given at (the script run twice,
+-- kinot.redis's retry on a fresh connection, uncounts it once)
 local GIVE_BACK = [[
 local n = 0
-for i = 4, #ARGV do
+for i = 4, #ARGV, 2 do
   local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])[1]
-  if row then
+  if row and row[4] == tonumber(ARGV[i + 1]) and row[4] > 0 then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', math.max(row[3], tonumber(ARGV[3])),
                'RETRYCOUNT', row[4] - 1, 'JUSTID')
     n = n + 1
@@ -124,6 +126,10 @@ M.COUNT = 100
 -- against 81 to 97 (4 loops).  It adds at most this much from POST to
 -- handler
 M.GATHER = 0.005
+
+-- seconds between two looks at run's until_fn while it waits after a
+-- Redis failure (up to 2 s)
+local STOP_SLICE = 0.05
 
 local function sleep(s)
   if ngx and ngx.sleep then return ngx.sleep(s) end
@@ -225,6 +231,12 @@ end
 function M:ensure_group()
   local v, err = self.client:call("XGROUP", "CREATE", self.stream, self.group, "0", "MKSTREAM")
   if v == nil and err.code ~= "BUSYGROUP" then return nil, err end
+  -- the give-back script loaded now (run on no entry): after a Ctrl-C the
+  -- worker waits a quarter second for a reply, and a stalled Redis must
+  -- find its EVALSHA sent before the connection is dropped (it runs it
+  -- once it goes on), not a SCRIPT LOAD whose EVALSHA never left
+  v, err = self.client:eval(GIVE_BACK, 1, self.stream, self.group, self.consumer, 0)
+  if v == nil then return nil, err end
   self.ready = true
   return true
 end
@@ -248,12 +260,20 @@ function M:ack(ids)
   return true
 end
 
---- give_back(ids) -> true | nil, err: these entries, not run to their end
--- because the worker is stopping, left pending as if never delivered here
-function M:give_back(ids)
+--- give_back(ids[, deliveries_of]) -> true | nil, err: these entries, not
+-- run to their end (the worker is stopping, or they were skipped past a
+-- batch's cutoff), left pending as if never delivered here.
+-- deliveries_of: { [id] = the delivery count they were given at } (1 when
+-- missing: XREADGROUP's)
+function M:give_back(ids, deliveries_of)
   for i = 1, #ids, ACK_BATCH do
+    local args = {}
+    for k = i, math.min(#ids, i + ACK_BATCH - 1) do
+      args[#args + 1] = ids[k]
+      args[#args + 1] = deliveries_of and deliveries_of[ids[k]] or 1
+    end
     local v, err = self.client:eval(GIVE_BACK, 1, self.stream, self.group, self.consumer,
-                                    math.floor(self.claim_after * 1000), unpack(ids, i, math.min(#ids, i + ACK_BATCH - 1)))
+                                    math.floor(self.claim_after * 1000), unpack(args))
     if v == nil then return nil, err end
   end
   return true
@@ -344,49 +364,57 @@ end
 -- second while handlers are slow); a failed one is not among them.  Only
 -- entries read less than claim_after / 2 ago are run: past that another
 -- worker may claim one still waiting here, and run it beside this one; the
--- rest stay pending, for the claim (this worker's or another's).  Killed
--- mid-batch, the entries not yet acknowledged run again after claim_after.
--- Stopped (run's until_fn, asked before each entry: Ctrl-C, nginx
--- exiting), the entries not run, and one whose handler failed meanwhile,
--- are given back (M:give_back).
+-- rest are given back (M:give_back: their delivery, which did not run,
+-- uncounted; else an entry skipped so at its last attempt would be buried
+-- as "died" by the next claim), for the claim (this worker's or
+-- another's).  Killed mid-batch, the entries not yet acknowledged run
+-- again after claim_after.  Stopped (run's until_fn, asked before each
+-- entry: Ctrl-C, nginx exiting), the entries not run, and one whose
+-- handler failed meanwhile, are given back the same way; so are those
+-- after a Redis error that ended the batch.
 function M:run_batch(entries, deliveries_of)
   local read_at = now()
   local cutoff, done, flushed, n = read_at + self.claim_after / 2, {}, read_at, 0
-  local stopped -- (the first entry given back)
+  local rest, failure -- (the first entry given back; a Redis error that ended the batch)
   for i, e in ipairs(entries) do
     if type(e) == "table" then
       local t = now()
-      if t >= cutoff then break end
-      if self.stop and self.stop() then
-        stopped = i
+      if t >= cutoff or (self.stop and self.stop()) then
+        rest = i
         break
       end
       if #done > 0 and t - flushed >= 1 then
         local ok, err = self:ack(done)
-        if not ok then return nil, err end
+        if not ok then
+          rest, failure, done = i, err, {}
+          break
+        end
         done, flushed = {}, t
       end
       local r, herr = self:handle(e[1], e[2], deliveries_of and deliveries_of[e[1]] or 1)
-      if r == nil then
-        if #done > 0 then self:ack(done) end -- those did run: the Redis error is reported either way
-        return nil, herr
+      if r == nil then -- (this one ran: its attempt counts; those after it did not)
+        rest, failure = i + 1, herr
+        break
       end
       if r == "stopped" then
-        stopped = i
+        rest = i
         break
       end
       if r == "ack" then done[#done + 1] = e[1] end
       n = n + 1
     end
   end
-  if #done > 0 then
+  if #done > 0 then -- (those did run: a Redis error is reported either way)
     local ok, err = self:ack(done)
-    if not ok then return nil, err end
+    if not ok then failure = failure or err end
   end
-  if stopped then
-    local ok, err = self:give_back(ids_from(entries, stopped))
-    if not ok then return nil, err end
+  -- (even when a Redis error came first: after a Ctrl-C, a Redis stalled
+  -- past the quarter second the worker waits runs it once it goes on)
+  if rest then
+    local ok, err = self:give_back(ids_from(entries, rest), deliveries_of)
+    if not ok then failure = failure or err end
   end
+  if failure then return nil, failure end
   return n
 end
 
@@ -496,7 +524,10 @@ function M:run(until_fn)
       if n > 0 and n < self.count then sleep(M.GATHER) end
     else
       self.log("error", tostring(err))
-      sleep(wait)
+      -- (in slices: a stop asked meanwhile, a Ctrl-C, nginx exiting, ends
+      -- the wait; LuaSocket's sleep sits a signal out)
+      local till = now() + wait
+      repeat sleep(math.min(STOP_SLICE, till - now())) until now() >= till or (until_fn and until_fn())
       wait = math.min(wait * 2, 2)
     end
   end
