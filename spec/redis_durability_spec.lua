@@ -158,7 +158,10 @@ describe("the inbox through a Redis failover, under load #redis #nginx #slow", f
 
   it("with wait = { replicas = 1 }: every callback answered 200 is handled", function()
     local res = run(true)
-    assert.is_true(res.told > KILL_AT / 2 and res.refused > 0, res.told .. " answered 200, " .. res.refused .. " not")
+    -- (the kill came mid-load; every post may still have been answered 200
+    -- when the client followed the failover within its timeout)
+    assert.is_true(res.told > KILL_AT / 2 and res.killed_at < N, res.told .. " answered 200, " .. res.refused ..
+      " not; the master killed after " .. res.killed_at .. " answers")
     assert.are.equal(0, res.lost)
   end)
 
