@@ -221,3 +221,24 @@ describe("kinot.fleet's shared dict, ties racing across two workers with the swe
     assert.are.same(doc.recount, doc.summary)
   end)
 end)
+
+-- ------------------------------------------------------------ a filter holding the flags' separator
+describe("kinot.fleet's local stores, a devices filter holding the flags text's separator #unit", function()
+  it("matches no device: 'A/1|occupied' is no group's name (a group cannot hold |)", function()
+    local fleet = require "kinot.fleet"
+    local T = os.date("!%Y-%m-%dT%H:%M:%SZ", 1796083200)
+    local twin = fleet.new { store = "table", groups = { { sn = 419930001, zone = "A", level = "1" } },
+                             stale_after = false }
+    assert(twin:put("lock", { { sn = 419930001, car_detected = 1, locked = 1, low_battery = 1, coil_fault = 1,
+                                updated_at = T } }, "scan"))
+    assert.are.equal(1, twin:devices { group = "A/1" }.total)
+    -- every flag the device has, after its group's in a crafted filter: the
+    -- flags text "|...|group=A/1|X|...|" held one of them next to it
+    local flags = { "all", "kind=lock", "lock", "space", "occupied", "up", "fault", "fault=coil_fault", "low_battery",
+                    "t=1796083200" }
+    for _, x in ipairs(flags) do
+      assert.are.equal(0, twin:devices { group = "A/1|" .. x }.total, "group A/1|" .. x)
+      assert.are.equal(0, twin:devices { fault = "coil_fault|" .. x }.total, "fault coil_fault|" .. x)
+    end
+  end)
+end)

@@ -564,6 +564,12 @@ end
 --- list(want, without, offset, limit) -> records, total: in serial order
 function Store:list(want, without, offset, limit)
   local b, out, total = self.b, {}, 0
+  -- a name holding the text's separator is no flag (a group or fault
+  -- filter "A/1|occupied": no group holds |), and would match two adjacent
+  -- ones: it matches nothing, as Redis's index by that name holds nothing
+  for i = 1, #want do
+    if find(want[i], "|", 1, true) then return out, 0 end
+  end
   local list = sorted(self)
   for i = 1, #list do
     local text = b:flags_of(list[i])
