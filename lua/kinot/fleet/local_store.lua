@@ -207,7 +207,9 @@ local lock_seq = 0
 function Shared:lock(sn, before_wait, a1, a2)
   local key = lock_key(sn)
   local dict, sleep, now = self.dict, self.ngx.sleep, self.ngx.now
-  local deadline, wait = now() + 5, 0.0005
+  -- (a wait under 1 ms is ngx.sleep(0): nginx rounds to whole ms, and
+  -- Debian's, without the delayed-events patch, logs a warning for each)
+  local deadline, wait = now() + 5, 0.001
   lock_seq = lock_seq + 1
   local token = self.ngx.worker.pid() .. ":" .. lock_seq
   while true do
