@@ -246,3 +246,95 @@ describe("kinot.fleet's local stores, a devices filter holding the flags text's 
     end
   end)
 end)
+
+-- ------------------------------------------------------------ a dict full of other keys
+-- the dict filled to the brim by other keys between two updates: the
+-- second's record is as long as the one it replaces (nginx writes it in
+-- place: "occupied" gone, "up" come, rs_si 6 characters longer), its
+-- changes' entries in the log have no room.  Either the update is applied with
+-- its change, or not at all (an error, and applied in full when tried again)
+local FULL_HTTP = [[
+  lua_shared_dict fleet_full 1m;
+  init_by_lua_block {
+    SN = 419950001
+    local twin
+    function full_twin()
+      twin = twin or require("kinot.fleet").new { store = "shared", dict = "fleet_full", stale_after = false,
+                                                   clock = function() return 1796083300 end }
+      return twin
+    end
+  }
+]]
+local FULL_SERVER = [[
+  location = /put {
+    content_by_lua_block {
+      local a = ngx.req.get_uri_args()
+      local obj = { sn = SN, car_detected = tonumber(a.c), locked = tonumber(a.l), low_battery = 0, coil_fault = 0,
+                    rs_si = tonumber(a.rs), updated_at = string.format("2026-12-01T00:00:%02dZ", tonumber(a.s)) }
+      local out, err = full_twin():put("lock", { obj }, "callback")
+      ngx.say(out and out[1].verdict or ("failed: " .. tostring(err)))
+    }
+  }
+  location = /fill {
+    content_by_lua_block {
+      -- other keys, of every size nginx's slabs hold, until none fits;
+      -- then a few small ones freed: room for the device's lock, none for
+      -- a change's entry in the log
+      local d, n = ngx.shared.fleet_full, 0
+      for _, size in ipairs { 8192, 2048, 512, 128, 32, 8, 1 } do
+        while d:safe_set("junk:" .. size .. ":" .. n, string.rep("j", size)) do n = n + 1 end
+      end
+      for i = 0, n, 1 do
+        d:delete("junk:32:" .. i)
+        d:delete("junk:8:" .. i)
+        d:delete("junk:1:" .. i)
+      end
+      ngx.say(n)
+    }
+  }
+  location = /unfill {
+    content_by_lua_block {
+      local d = ngx.shared.fleet_full
+      for _, k in ipairs(d:get_keys(0)) do if k:sub(1, 5) == "junk:" then d:delete(k) end end
+      ngx.say("ok")
+    }
+  }
+  location = /check {
+    content_by_lua_block {
+      package.path = "${root}/spec/support/?.lua;" .. package.path
+      local model = require "fleet_model"
+      local twin = full_twin()
+      local d = twin:device(SN)
+      local changes = {}
+      for _, ev in ipairs(twin:changes(nil, 1000).changes) do changes[#changes + 1] = ev.change end
+      local s = twin:summary()
+      ngx.say(require("kinot.json").encode { updated_at = d.updated_at, occupied = d.state.car_detected,
+        changes = changes, recount = model.recount(twin, { SN }), summary = model.counted(s) })
+    }
+  }
+]]
+
+describe("kinot.fleet's shared dict, full of other keys between two updates #nginx", function()
+  it("applies an update with its change or not at all: no change lost from the feed", function()
+    local ng = H.nginx { http = FULL_HTTP, server = (FULL_SERVER:gsub("%${root}", H.root)), workers = 2 }
+    finally(function() ng.stop() end)
+    assert.are.equal("added\n", get(ng, "/put?s=1&c=0&l=1&rs=-90"))
+    assert.are.equal("applied\n", get(ng, "/put?s=2&c=1&l=0&rs=-90"))
+    assert.matches("^%d+", get(ng, "/fill"))
+    local first = get(ng, "/put?s=3&c=0&l=1&rs=-90.12345")
+    assert.are.equal("ok\n", get(ng, "/unfill"))
+    local again = get(ng, "/put?s=3&c=0&l=1&rs=-90.12345")
+    local doc = json.decode(get(ng, "/check"))
+    -- applied at once with its change, or refused (dict full) then applied
+    if first == "applied\n" then
+      assert.are.equal("duplicate\n", again)
+    else
+      assert.matches("^failed: .*full", first)
+      assert.are.equal("applied\n", again, first)
+    end
+    assert.are.equal("2026-12-01T00:00:03Z", doc.updated_at)
+    assert.are.equal(0, doc.occupied)
+    assert.are.same({ "down", "occupied", "free", "up" }, doc.changes, first)
+    assert.are.same(doc.recount, doc.summary)
+  end)
+end)
