@@ -148,7 +148,10 @@ end
 function Twin:record(kind, obj, source, now)
   local sn = obj.sn
   sn = typed.to_int(sn)
-  if type(sn) ~= "number" or sn < 1 or sn ~= math.floor(sn) then
+  -- past 2^53 - 1 (validate.sn's bound) a double may hold a neighbour of the
+  -- serial meant, and a store's key ("%d") another device's: LuaJIT writes
+  -- every serial past 2^63 as -9223372036854775808
+  if type(sn) ~= "number" or sn < 1 or sn > vocabulary.INT_MAX or sn ~= math.floor(sn) then
     return nil, errors.new("decode", "kinot.fleet: a " .. kind .. " without a serial (sn " .. tostring(obj.sn) .. ")")
   end
   local t, zoned = parse_time(obj.updated_at)

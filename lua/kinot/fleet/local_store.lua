@@ -96,6 +96,7 @@ function Table:log_event(ev)
   self.log[self.seq % self.max] = kept
   return true
 end
+function Table.log_ready() return true end
 function Table:last_id() return self.seq end
 function Table:event_at(id)
   local ev = self.log[id % self.max]
@@ -207,7 +208,9 @@ local lock_seq = 0
 function Shared:lock(sn, before_wait, a1, a2)
   local key = lock_key(sn)
   local dict, sleep, now = self.dict, self.ngx.sleep, self.ngx.now
-  local deadline, wait = now() + 5, 0.0005
+  -- (a wait under 1 ms is ngx.sleep(0): nginx rounds to whole ms, and
+  -- Debian's, without the delayed-events patch, logs a warning for each)
+  local deadline, wait = now() + 5, 0.001
   lock_seq = lock_seq + 1
   local token = self.ngx.worker.pid() .. ":" .. lock_seq
   while true do
@@ -244,12 +247,26 @@ function Shared:add_sn(sn)
 end
 function Shared:count() return self.dict:get("n") or 0 end
 function Shared:sn_at(i) return self.dict:get("i:" .. i) end
+-- log_event(ev) writes the change's entry not yet ready (ready = 0: a
+-- reader skips it), log_ready(ev) makes it so: the same text but a 1, as
+-- long, which nginx writes in place (no room needed).  An update's entries
+-- are written before its record: a dict with no room for them fails the
+-- update before anything of it is written, never after its record, which
+-- lost its changes from the feed for good (tried again: a duplicate)
 function Shared:log_event(ev)
   local id, err = incr(self, "x", 1)
   if not id then return nil, err end
-  ev.id = id
+  ev.id, ev.ready = id, 0
   local ok
   ok, err = self.dict:safe_set("x:" .. (id % self.max), json.encode(ev))
+  ev.ready = nil
+  if not ok then return full(self.name, err) end
+  return true
+end
+function Shared:log_ready(ev)
+  ev.ready = 1
+  local ok, err = self.dict:safe_set("x:" .. (ev.id % self.max), json.encode(ev))
+  ev.ready = nil
   if not ok then return full(self.name, err) end
   return true
 end
@@ -257,7 +274,10 @@ function Shared:last_id() return self.dict:get("x") or 0 end
 function Shared:event_at(id)
   local text = self.dict:get("x:" .. (id % self.max))
   local ev = text and json.decode(text)
-  if ev and ev.id == id then return ev end
+  if ev and ev.id == id and ev.ready ~= 0 then
+    ev.ready = nil
+    return ev
+  end
 end
 function Shared:set_meta(k, v)
   local ok, err = self.dict:safe_set("m:" .. k, v)
@@ -278,9 +298,10 @@ end
 
 -- keep what the rule decided: record, flags, counters, events
 -- in an order that a full shared dict cannot leave half done: the counters
--- made first (at 0), a new serial listed (sorted() drops a repeat), then the
--- record (one key: the commit), then the counters moved (existing numbers:
--- nothing to allocate) and the change log.  pending (a batch's, or nil):
+-- made first (at 0), the changes' entries written not yet ready, a new
+-- serial listed (sorted() drops a repeat), then the record (one key: the
+-- commit), then the counters moved (existing numbers: nothing to allocate)
+-- and the entries made ready (in place).  pending (a batch's, or nil):
 -- the counters' moves are added there, made by the batch's end (flush)
 local function commit(self, sn, held, held_text, rec, delta, events, flags, pending)
   local b = self.b
@@ -290,6 +311,10 @@ local function commit(self, sn, held, held_text, rec, delta, events, flags, pend
   if rec and held and rec.t < held.t then delta.t_back = (delta.t_back or 0) + 1 end
   for name in pairs(delta) do
     local ok, err = b:made(name)
+    if not ok then return nil, err end
+  end
+  for i = 1, #events do
+    local ok, err = b:log_event(events[i])
     if not ok then return nil, err end
   end
   if rec then
@@ -309,7 +334,7 @@ local function commit(self, sn, held, held_text, rec, delta, events, flags, pend
     end
   end
   for i = 1, #events do
-    local ok, err = b:log_event(events[i])
+    local ok, err = b:log_ready(events[i])
     if not ok then return nil, err end
   end
   return true
@@ -564,6 +589,12 @@ end
 --- list(want, without, offset, limit) -> records, total: in serial order
 function Store:list(want, without, offset, limit)
   local b, out, total = self.b, {}, 0
+  -- a name holding the text's separator is no flag (a group or fault
+  -- filter "A/1|occupied": no group holds |), and would match two adjacent
+  -- ones: it matches nothing, as Redis's index by that name holds nothing
+  for i = 1, #want do
+    if find(want[i], "|", 1, true) then return out, 0 end
+  end
   local list = sorted(self)
   for i = 1, #list do
     local text = b:flags_of(list[i])
