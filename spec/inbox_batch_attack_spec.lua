@@ -52,8 +52,11 @@ local function start_loop(cmd)
   p:close()
   return pid
 end
+-- (the command the loop was running when killed still runs to its end: a
+-- CLIENT KILL landing after the stop cut the spec's own connection to
+-- Redis once, mid-XRANGE: 0.2 s lets it land first)
 local function stop_loop(pid)
-  if pid then shell("kill " .. pid .. " 2>/dev/null") end
+  if pid then shell("kill " .. pid .. " 2>/dev/null; sleep 0.2") end
 end
 
 -- A TCP relay to Redis on a free port that cuts connections part way:
