@@ -29,6 +29,14 @@
 --   luajit bench/inbox.lua [all|wrk|drain]   (after make build; BENCH_SECONDS=3, BENCH_ROUNDS=3 by default;
 --   the inbox / memory ratio of each round, and their median, last; BENCH_LOOPS=4: the worker's loops)
 --   luajit bench/inbox.lua wait   (the wait option's cost instead: wait_cost below)
+-- Where the time goes (wrk and all; off by default): BENCH_CPU=1 prints,
+-- for each run, the CPU each process spent per callback answered (the
+-- nginx worker, its handlers and worker loops included, until the backlog
+-- drained; redis-server), and for the inbox's runs Redis's INFO
+-- commandstats (calls and usec_per_call, of EVALSHA and of each command
+-- its script calls); BENCH_PROFILE=<jit.p mode> (Fl, vF ...) the nginx
+-- worker's jit.p over the last round's inbox run (BENCH_PROFILE_PATH: another
+-- path's; BENCH_PROFILE_LINES: lines shown, 40).
 package.path = "./?.lua;" .. package.path
 local MODE = arg and arg[1] or "all"
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3") -- (wrk and wait: rounds of every path)
@@ -226,6 +234,12 @@ local function throughput()
         posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
         receive_aof()
       } }
+      location = /pid { content_by_lua_block { ngx.say(ngx.worker.pid()) } }
+      location = /jit { content_by_lua_block {
+        if ngx.var.arg_on == "1" then require("jit.p").start(ngx.var.arg_mode, ngx.var.arg_file)
+        else require("jit.p").stop() end
+        ngx.say("ok")
+      } }
       location = /stats { content_by_lua_block {
         local name = ngx.unescape_uri(ngx.var.arg_name)
         local s = samples[name]
@@ -238,6 +252,8 @@ local function throughput()
     ]],
   }
 
+  local CPU, PROFILE = os.getenv("BENCH_CPU") == "1", os.getenv("BENCH_PROFILE")
+  local profile_file = os.tmpname()
   local function wrk(path, pace_ms, seconds)
     local p = io.popen((pace_ms and string.format("PACE_MS=%.4f ", pace_ms) or "") .. "wrk -t1 -c16 -d" ..
       (seconds or B.SECONDS) .. "s -s " .. script .. " " .. ng.url .. path)
@@ -265,15 +281,39 @@ local function throughput()
   local runs = { { "memory", "/memory" }, { "after_handler", "/after_handler" }, { "inbox", "/inbox", plain },
                  { "inbox+aof", "/inbox_aof", aof } }
   local results = {}
+  local ng_pid = CPU and assert(tonumber(H.raw("GET", ng.url .. "/pid").body))
+  -- (BENCH_CPU) Redis's commandstats since the last CONFIG RESETSTAT:
+  -- "name calls usec_per_call" lines, busiest first
+  local function commandstats(r)
+    local c = r.client()
+    local info = c:call("INFO", "commandstats")
+    c:call("CONFIG", "RESETSTAT")
+    c:close()
+    local rows = {}
+    for name, calls, usec, per in info:gmatch("cmdstat_(%S-):calls=(%d+),usec=(%d+),usec_per_call=([%d.]+)") do
+      rows[#rows + 1] = { name = name, calls = tonumber(calls), usec = tonumber(usec), per = tonumber(per) }
+    end
+    table.sort(rows, function(a, b) return a.usec > b.usec end)
+    return rows
+  end
+  local cpu_lines = {}
   B.guarded(function()
     for round = 1, ROUNDS do
       for _, run in ipairs(runs) do
         for _, r in ipairs { plain, aof } do
           local c = r.client()
           c:call("FLUSHALL")
+          if CPU then c:call("CONFIG", "RESETSTAT") end
           c:close()
         end
+        local server = run[3] or plain
+        local cpu0 = CPU and { B.cpu_of(ng_pid), B.cpu_of(server.pid()) }
+        local profiled = PROFILE and run[1] == (os.getenv("BENCH_PROFILE_PATH") or "inbox")
+        if profiled then
+          H.raw("GET", ng.url .. "/jit?on=1&mode=" .. PROFILE .. "&file=" .. profile_file)
+        end
         local rate, reqs = wrk(run[2])
+        if profiled then H.raw("GET", ng.url .. "/jit?on=0") end
         -- handled during the run: all posted but the backlog left at its
         -- end; then the rest drains, so the next run starts with idle workers
         local left = run[3] and backlog(run[3]) or 0
@@ -283,6 +323,21 @@ local function throughput()
             ng.log():sub(-3000))
         end
         local drain = core.monotonic() - t0
+        if CPU then
+          local per = 1e6 / reqs
+          -- (not wrk's: its init(), which loads every body, costs it more than a run)
+          local line = string.format("  round %d %-13s CPU per callback: nginx worker %5.1f us, redis-server %5.1f us",
+            round, run[1], (B.cpu_of(ng_pid) - cpu0[1]) * per, (B.cpu_of(server.pid()) - cpu0[2]) * per)
+          if run[3] then
+            local stats_ = {}
+            for _, x in ipairs(commandstats(run[3])) do
+              stats_[#stats_ + 1] = string.format("%s %.2f/cb %.1f us", x.name, x.calls / reqs, x.per)
+            end
+            line = line .. "\n      commandstats (calls per callback, usec_per_call): " .. table.concat(stats_, ", ")
+          end
+          cpu_lines[#cpu_lines + 1] = line
+          io.stderr:write(line, "\n")
+        end
         core.sleep(0.3)
         local n, p50, p99 = stats(run[1])
         -- (the memory paths dedupe in memory: a body posted again within its window is not handled again)
@@ -363,6 +418,15 @@ local function throughput()
   end
   print(string.format("       inbox / memory answered/s, round by round: %s; median %.0f%%", table.concat(shown, ", "),
     100 * median(ratios, "r")))
+  for _, l in ipairs(cpu_lines) do print(l) end
+  if PROFILE then
+    print("jit.p " .. PROFILE .. " of the nginx worker, the last round's " .. (os.getenv("BENCH_PROFILE_PATH") or "inbox") ..
+      " run (top lines):")
+    local f = io.popen("head -" .. (os.getenv("BENCH_PROFILE_LINES") or "40") .. " " .. profile_file)
+    print((f:read("*a"):gsub("\n$", "")))
+    f:close()
+  end
+  os.remove(profile_file)
   local pc = results.paced
   print(string.format("       paced inbox: %.0f posted/s held for %d s (target %.0f: half the inbox's median answered/s), " ..
     "%.0f handled/s, %d left at the end; POST->handler p50 %.1f ms, p99 %.1f ms (%d events)",
