@@ -141,6 +141,7 @@ end)()
 -- the phases where a request may wait on a semaphore
 local YIELDS = { rewrite = true, access = true, content = true, timer = true }
 local BATCH = 200 -- puts a pipeline at most
+local SPARE = 256 -- semaphores of finished puts kept for the next
 -- pipelines in flight at once in a worker (each on its own pooled
 -- connection): a request that finds fewer sends at once, with whatever
 -- waits; past it, requests queue for the next pipeline.  One measured
@@ -290,12 +291,16 @@ local function flush(self, holder)
   end
   local ran, ok, err = pcall(send, self, batch)
   if not ran then ok, err = nil, errors.new("redis", "inbox: storing raised: " .. tostring(ok)) end
+  -- the slot first: the put it goes to wakes before this batch's (their
+  -- semaphores' events run in the order posted), and sends what queued
+  -- meanwhile while they answer, so Redis works as nginx does
+  handoff(self, holder)
   for _, item in ipairs(batch) do
     if not ok then item.v, item.err = nil, err end
     item.done = true
-    if item.sema then item.sema:post(1) end
+    -- (not the holder's: it is not waiting, it is here)
+    if item.sema and item ~= holder then item.sema:post(1) end
   end
-  handoff(self, holder)
 end
 
 -- store(item) -> the PUT script's answer for this put (1 | 0) | nil, err:
@@ -326,7 +331,15 @@ function M:store(item)
     flush(self, item) -- this put, and any waiting
     return item.v, item.err
   end
-  item.sema = semaphore.new()
+  -- (a semaphore of an earlier put, when one is spare: see below)
+  local spare = self.spare
+  local n = spare and #spare or 0
+  if n > 0 then
+    item.sema = spare[n]
+    spare[n] = nil
+  else
+    item.sema = semaphore.new()
+  end
   -- at most the pipelines in flight, then this one's: each within the client's timeout
   local wait = 2 * (self.client.timeout + (self.wait and self.wait.ms / 1000 or 0)) + 1
   local deadline = ngx.now() + wait
@@ -356,6 +369,22 @@ function M:store(item)
     item.lead = false
     handoff(self, item)
   end
+  -- Its semaphore serves a later put (making one is an FFI call, and a
+  -- finalizer for the collector): only done, which no post follows (a
+  -- put leaves the queue before its batch is sent, and only a queued one
+  -- is handed a slot), and with nothing left in it: a put handed a slot
+  -- and then sent by another pipeline was posted twice and waited once.
+  -- A put that timed out keeps its own: its batch may still answer.
+  local sema = item.sema
+  item.sema = nil
+  if sema:count() == 0 then
+    spare = self.spare
+    if not spare then
+      spare = {}
+      self.spare = spare
+    end
+    if #spare < SPARE then spare[#spare + 1] = sema end
+  end
   return item.v, item.err
 end
 
@@ -369,15 +398,53 @@ function M:put(id, raw, at, form)
   return v == 1
 end
 
+-- ------------------------------------------------------------ held events
+-- The events this process stored, for its own workers (an nginx worker's
+-- kinot.callback.worker loops): one read back here is run as it was
+-- verified (event.as_rebuilt), not scanned and built a second time from
+-- its body.  An entry read elsewhere (another nginx worker, `kinot
+-- worker`, a claim after a restart) is rebuilt from its body, as always:
+-- the same event either way.  Held by id with the body and the rule it
+-- was read under (an entry of another receiver of the same body, under
+-- another sign_rule, is not taken for it), at most M.HELD in each of two
+-- generations: the older goes whole when the newer fills, so those never
+-- read here (another process reads the stream) cost no more than that.
+M.HELD = 1000
+local held, older, n_held = {}, {}, 0
+
+local function hold(id, raw, ev, rule)
+  if n_held >= M.HELD then
+    held, older, n_held = {}, held, 0
+  end
+  held[id] = { raw = raw, ev = ev, rule = rule }
+  n_held = n_held + 1
+end
+
+--- take(id, raw, rule) -> the event this process stored under id, with
+-- this body and read under this sign_rule (its name; nil: the default),
+-- given once | nil
+function M.take(id, raw, rule)
+  local gen = held
+  local h = gen[id]
+  if not h then
+    gen = older
+    h = gen[id]
+  end
+  if not h or h.raw ~= raw or h.rule ~= rule then return nil end
+  gen[id] = nil
+  return h.ev
+end
+
 -- The store contract (kinot.callback.stores): claiming is storing.  "new":
 -- stored now, "done": stored before; the workers run it either way, and
 -- the 200 goes once it is stored.  A lost answer is safe: the script
 -- dedupes as it appends, and a stored event is one a worker will run.
 local now = ngx and ngx.now or os.time
 
-function M:claim(id, raw, form)
+function M:claim(id, raw, form, ev)
   local stored, err = self:put(id, raw, now(), form)
   if stored == nil then return nil, err end
+  if stored and ev then hold(id, raw, ev, form and form.rule) end
   return stored and "new" or "done", true
 end
 
