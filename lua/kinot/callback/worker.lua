@@ -561,6 +561,11 @@ local function step(self)
     if not ok then return nil, err end
   end
   if now() >= self.next_claim then
+    -- (the acknowledgements waiting go first: no read may come for a
+    -- while, claims following claims each up to claim_after / 2, and
+    -- their entries, idle since their read, would be claimed and run again)
+    local ok, aerr = self:flush_acks()
+    if not ok then return nil, aerr end
     local n, err = self:claim()
     if not n then return nil, err end
     if n > 0 then return n end
