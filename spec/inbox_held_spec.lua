@@ -84,7 +84,7 @@ describe("the inbox's events held for the workers of the process that stored the
     for i, ev in ipairs(verified) do assert.is_nil(inbox.take(ev.id, bodies[i])) end
   end)
 
-  it("under a sign_rule, under verify = \"monitor\", and flagged stale: as rebuilt (the flag is the receiver's)", function()
+  it("under a sign_rule, under verify = \"monitor\", and flagged stale: as rebuilt, the flag kept", function()
     local raw = '{"sn":419631107,"locked":1,"note":"","device_type":18}'
     local _, seen = through({ sign_rule = "md5-key+keep-empty" }, { signed(raw, "md5-key+keep-empty") })
     assert.are.equal("", seen[1].data.note)
@@ -107,7 +107,31 @@ describe("the inbox's events held for the workers of the process that stored the
     local verified
     verified, seen = through({ out_of_order = "flag" }, { newer, older })
     assert.is_true(verified[2].stale) -- the receiver's own event
-    for _, ev in ipairs(seen) do assert.is_nil(ev.stale) end -- not the stored entry's: as rebuilt
+    -- (out_of_order = "flag": the handler is told, through the inbox too)
+    assert.are.equal(1, seen[1].data.locked)
+    assert.is_nil(seen[1].stale)
+    assert.are.equal(0, seen[2].data.locked)
+    assert.is_true(seen[2].stale)
+  end)
+
+  it("flagged stale and rebuilt from the stored entry (not held here): the handler is told", function()
+    local newer = signed('{"sn":419631112,"locked":1,"updated_at":"2026-01-01T10:00:00+08:00","device_type":18}')
+    local older = signed('{"sn":419631112,"locked":0,"updated_at":"2026-01-01T09:00:00+08:00","device_type":18}')
+    local rcv = callback.receiver { secret = SECRET, max_age = false, out_of_order = "flag",
+                                    inbox = { redis = r.url, stream = "s" } }
+    local ids = {}
+    for i, body in ipairs { newer, older } do
+      local status, _, ev = rcv:receive(body)
+      assert.are.equal(200, status)
+      assert.is_not_nil(inbox.take(ev.id, body)) -- as another process's worker: nothing held
+      ids[i] = ev.id
+    end
+    local seen = {}
+    local w = worker.new { redis = r.url, stream = "s", block = 0.1,
+                           on_status = function(ev) seen[ev.id] = ev return true end }
+    assert.are.equal(2, w:step())
+    assert.is_nil(seen[ids[1]].stale)
+    assert.is_true(seen[ids[2]].stale)
   end)
 
   it("a handler that changes its event changes nothing the receiver or a later attempt reads", function()

@@ -224,7 +224,8 @@ end
 -- rule ev was built by), made from ev itself: its fields, its data (the
 -- same table: a receiver that handed ev to its store reads none of it
 -- again), no secret_index (a worker holds no secret), verified (the worker
--- says otherwise from the entry), nothing the receiver added (ev.stale).
+-- says otherwise from the entry), nothing the receiver added (ev.stale:
+-- the worker sets it from the entry).
 -- For the durable inbox's workers in the process that received it
 -- (kinot.callback.inbox's held events): the body is not scanned twice.
 ---@param ev kinot.callback.Event

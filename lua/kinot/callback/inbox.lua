@@ -8,7 +8,9 @@
 -- it was received, epoch seconds), and only when the receiver read it
 -- otherwise than by the default rule: rule (the sign_rule's name) or
 -- verified = "0" (verify = "monitor", not verified): the worker rebuilds
--- the event the receiver verified, and says so when it was not.  The append and the dedupe mark are one
+-- the event the receiver verified, and says so when it was not; and
+-- stale = "1" when the receiver flagged it (out_of_order = "flag"): the
+-- handler is told, as without an inbox.  The append and the dedupe mark are one
 -- script, so they happen together or not at all: a redelivery of a stored
 -- event is answered 200 without a second entry, on any host.
 local redis = require "kinot.redis"
@@ -25,8 +27,9 @@ M.STREAM = "kinot:callbacks"
 -- commit; outside, one): one call, so Redis's cost of a script call is paid
 -- once a batch, not once a delivery.
 -- KEYS: the stream, then each delivery's dedupe key; ARGV: ttl, maxlen
--- ("" for none), waited, then for each delivery (KEYS[i + 1]) five: id,
--- body, at, rule ("" for the default), verified ("0" when not, else "").
+-- ("" for none), waited, then for each delivery (KEYS[i + 1]) six: id,
+-- body, at, rule ("" for the default), verified ("0" when not, else ""),
+-- stale ("1" when flagged, else "").
 -- Returns each delivery's answer, in order: 1 stored now, 0 stored before,
 -- or the error its append met (READONLY on a replica, OOM ...): nothing of
 -- that delivery was written, and the others still get theirs (a
@@ -55,7 +58,7 @@ if maxlen ~= '' then a[2] = 'MAXLEN'; a[3] = '~'; a[4] = maxlen; base = 4 end
 a[base + 1] = '*'; a[base + 2] = 'id'; a[base + 4] = 'body'; a[base + 6] = 'at'
 local out, refused = {}, 0
 for i = 1, #KEYS - 1 do
-  local key, j = KEYS[i + 1], 3 + (i - 1) * 5
+  local key, j = KEYS[i + 1], 3 + (i - 1) * 6
   if redis.call('EXISTS', key) == 1 then
     if waited then redis.call('SET', key, redis.call('GET', key), 'KEEPTTL') end
     out[i] = 0
@@ -64,6 +67,7 @@ for i = 1, #KEYS - 1 do
     local n = base + 7
     if ARGV[j + 4] ~= '' then a[n + 1] = 'rule'; a[n + 2] = ARGV[j + 4]; n = n + 2 end
     if ARGV[j + 5] ~= '' then a[n + 1] = 'verified'; a[n + 2] = ARGV[j + 5]; n = n + 2 end
+    if ARGV[j + 6] ~= '' then a[n + 1] = 'stale'; a[n + 2] = ARGV[j + 6]; n = n + 2 end
     local r = redis.pcall('XADD', unpack(a, 1, n))
     if type(r) == 'table' and r.err then
       out[i] = r
@@ -150,7 +154,7 @@ local SPARE = 256 -- semaphores of finished puts kept for the next
 M.IN_FLIGHT = 1
 
 -- the PUT script's keys and arguments for these deliveries (a list of
--- puts: { key, id, raw, at, rule, verified }), after `head` (the command
+-- puts: { key, id, raw, at, rule, verified, stale }), after `head` (the command
 -- and the script's sha, or nothing)
 local function script_args(self, batch, head)
   local n = #batch
@@ -163,9 +167,9 @@ local function script_args(self, batch, head)
   k = k + 3
   for i = 1, n do
     local item = batch[i]
-    args[k + 1], args[k + 2], args[k + 3], args[k + 4], args[k + 5] = item.id, item.raw, item.at, item.rule,
-      item.verified
-    k = k + 5
+    args[k + 1], args[k + 2], args[k + 3], args[k + 4], args[k + 5], args[k + 6] = item.id, item.raw, item.at,
+      item.rule, item.verified, item.stale
+    k = k + 6
   end
   return args, k
 end
@@ -389,11 +393,12 @@ function M:store(item)
 end
 
 --- put(id, raw, at[, form]) -> true (stored now) | false (stored before: a redelivery) | nil, err
--- form: nil, or { rule = name, verified = false } (kinot.callback.stores)
+-- form: nil, or { rule = name, verified = false, stale = true } (kinot.callback.stores)
 function M:put(id, raw, at, form)
   -- (with wait, the script's waited "1": a delivery found stored writes its mark again, see PUT)
   local v, err = self:store { key = self.prefix .. id, id = id, raw = raw, at = string.format("%.3f", at),
-                              rule = form and form.rule or "", verified = form and form.verified == false and "0" or "" }
+                              rule = form and form.rule or "", verified = form and form.verified == false and "0" or "",
+                              stale = form and form.stale and "1" or "" }
   if v == nil then return nil, err end
   return v == 1
 end

@@ -293,7 +293,7 @@ end
 function M:bury(entry, f, attempts, why, died)
   local v, err = self.client:eval(DEAD, 3, self.stream, self.errors_key, self.dead_key, self.group, entry,
     self.delete, why, died and "died" or "", self.dead_maxlen, self.consumer, "id", f.id or "", "body", f.body or "",
-    "at", f.at or "", "rule", f.rule or "", "verified", f.verified or "", "attempts", attempts, "consumer", self.consumer)
+    "at", f.at or "", "rule", f.rule or "", "verified", f.verified or "", "stale", f.stale or "", "attempts", attempts, "consumer", self.consumer)
   if v == nil then return nil, err end
   if v == 0 then -- another worker claimed it meanwhile: its call
     self.log("error", "entry " .. entry .. " was claimed by another worker while its handler ran here: left to it")
@@ -337,6 +337,7 @@ function M:handle(entry, list, deliveries)
     return v and true, err
   end
   if f.verified == "0" then ev.verified = false end
+  if f.stale == "1" then ev.stale = true end -- (out_of_order = "flag", as the receiver told it)
   ev.received_at, ev.attempt, ev.entry = tonumber(f.at), deliveries, entry
   local ok, err = self:run_handler(ev)
   if ok then
