@@ -33,8 +33,10 @@ describe("the worker's deferred acknowledgements behind claim batches #redis #sl
     r.stop()
   end)
 
-  it("an entry handled, then claims for a while: acknowledged before they run, not claimed and run again", function()
-    -- a dead worker's entries (sn 1-3), read by "ghost" and never acknowledged
+  -- a dead worker's entries (sn 1-3), then one this worker reads (sn 100):
+  -- it runs them all, sn 100 first (1.1 s, past the first claim's time),
+  -- then the ghost's, claimed one at a time (0.8 s each); the runs by sn
+  local function backlog(max_attempts)
     assert(c:call("XGROUP", "CREATE", "s", "kinot", "0", "MKSTREAM"))
     put(r, "s", 1, 3)
     assert(c:call("XREADGROUP", "GROUP", "kinot", "ghost", "COUNT", 10, "STREAMS", "s", ">"))
@@ -42,7 +44,7 @@ describe("the worker's deferred acknowledgements behind claim batches #redis #sl
     socket.sleep(1.0) -- the ghost's entries idle 1 s already
     local runs = {}
     local w = worker.new { redis = r.url, stream = "s", consumer = "a", block = 0.1, count = 1, claim_after = 2,
-                           log = function() end,
+                           max_attempts = max_attempts, log = function() end,
                            on_status = function(ev)
                              runs[ev.sn] = (runs[ev.sn] or 0) + 1
                              -- sn 100's handler ends after the first claim is due; each
@@ -51,11 +53,23 @@ describe("the worker's deferred acknowledgements behind claim batches #redis #sl
                            end }
     local t0 = core.monotonic()
     w:run(function() return core.monotonic() - t0 > 5.5 end)
+    return runs
+  end
+
+  it("an entry handled, then claims for a while: acknowledged before they run, not claimed and run again", function()
+    local runs = backlog(5)
     for sn = 1, 3 do assert.are.equal(1, runs[sn], "sn " .. sn) end
     -- handled once at t0 + 1.1 s: its acknowledgement must not wait 3 claim
     -- batches (2.4 s) while it idles past claim_after and this worker claims it
     assert.are.equal(1, runs[100], "sn 100 ran " .. tostring(runs[100]) .. " times")
     assert.are.equal(0, tonumber(c:call("XPENDING", "s", "kinot")[1]))
     assert.are.equal(0, tonumber(c:call("XLEN", "s:dead")))
+  end)
+
+  it("the same at max_attempts = 2: no handled entry claimed again and buried as died", function()
+    local runs = backlog(2)
+    for _, sn in ipairs { 1, 2, 3, 100 } do assert.are.equal(1, runs[sn], "sn " .. sn) end
+    assert.are.equal(0, tonumber(c:call("XLEN", "s:dead")))
+    assert.are.equal(0, tonumber(c:call("XPENDING", "s", "kinot")[1]))
   end)
 end)
