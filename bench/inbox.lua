@@ -29,6 +29,15 @@
 --   luajit bench/inbox.lua [all|wrk|drain]   (after make build; BENCH_SECONDS=3, BENCH_ROUNDS=3 by default;
 --   the inbox / memory ratio of each round, and their median, last; BENCH_LOOPS=4: the worker's loops)
 --   luajit bench/inbox.lua wait   (the wait option's cost instead: wait_cost below)
+--   BENCH_AB_ROOT=<checkout> luajit bench/inbox.lua ab   (this checkout against another, paired: ab below)
+-- Where the time goes (wrk and all; off by default): BENCH_CPU=1 prints,
+-- for each run, the CPU each process spent per callback answered (the
+-- nginx worker, its handlers and worker loops included, until the backlog
+-- drained; redis-server), and for the inbox's runs Redis's INFO
+-- commandstats (calls and usec_per_call, of EVALSHA and of each command
+-- its script calls); BENCH_PROFILE=<jit.p mode> (Fl, vF ...) the nginx
+-- worker's jit.p over the last round's inbox run (BENCH_PROFILE_PATH: another
+-- path's; BENCH_PROFILE_LINES: lines shown, 40).
 package.path = "./?.lua;" .. package.path
 local MODE = arg and arg[1] or "all"
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS") or "3") -- (wrk and wait: rounds of every path)
@@ -226,6 +235,12 @@ local function throughput()
         posted[tonumber(ngx.req.get_body_data():match('"sn":(%d+)'))] = ngx.now()
         receive_aof()
       } }
+      location = /pid { content_by_lua_block { ngx.say(ngx.worker.pid()) } }
+      location = /jit { content_by_lua_block {
+        if ngx.var.arg_on == "1" then require("jit.p").start(ngx.var.arg_mode, ngx.var.arg_file)
+        else require("jit.p").stop() end
+        ngx.say("ok")
+      } }
       location = /stats { content_by_lua_block {
         local name = ngx.unescape_uri(ngx.var.arg_name)
         local s = samples[name]
@@ -238,6 +253,8 @@ local function throughput()
     ]],
   }
 
+  local CPU, PROFILE = os.getenv("BENCH_CPU") == "1", os.getenv("BENCH_PROFILE")
+  local profile_file = os.tmpname()
   local function wrk(path, pace_ms, seconds)
     local p = io.popen((pace_ms and string.format("PACE_MS=%.4f ", pace_ms) or "") .. "wrk -t1 -c16 -d" ..
       (seconds or B.SECONDS) .. "s -s " .. script .. " " .. ng.url .. path)
@@ -265,15 +282,39 @@ local function throughput()
   local runs = { { "memory", "/memory" }, { "after_handler", "/after_handler" }, { "inbox", "/inbox", plain },
                  { "inbox+aof", "/inbox_aof", aof } }
   local results = {}
+  local ng_pid = CPU and assert(tonumber(H.raw("GET", ng.url .. "/pid").body))
+  -- (BENCH_CPU) Redis's commandstats since the last CONFIG RESETSTAT:
+  -- "name calls usec_per_call" lines, busiest first
+  local function commandstats(r)
+    local c = r.client()
+    local info = c:call("INFO", "commandstats")
+    c:call("CONFIG", "RESETSTAT")
+    c:close()
+    local rows = {}
+    for name, calls, usec, per in info:gmatch("cmdstat_(%S-):calls=(%d+),usec=(%d+),usec_per_call=([%d.]+)") do
+      rows[#rows + 1] = { name = name, calls = tonumber(calls), usec = tonumber(usec), per = tonumber(per) }
+    end
+    table.sort(rows, function(a, b) return a.usec > b.usec end)
+    return rows
+  end
+  local cpu_lines = {}
   B.guarded(function()
     for round = 1, ROUNDS do
       for _, run in ipairs(runs) do
         for _, r in ipairs { plain, aof } do
           local c = r.client()
           c:call("FLUSHALL")
+          if CPU then c:call("CONFIG", "RESETSTAT") end
           c:close()
         end
+        local server = run[3] or plain
+        local cpu0 = CPU and { B.cpu_of(ng_pid), B.cpu_of(server.pid()) }
+        local profiled = PROFILE and run[1] == (os.getenv("BENCH_PROFILE_PATH") or "inbox")
+        if profiled then
+          H.raw("GET", ng.url .. "/jit?on=1&mode=" .. PROFILE .. "&file=" .. profile_file)
+        end
         local rate, reqs = wrk(run[2])
+        if profiled then H.raw("GET", ng.url .. "/jit?on=0") end
         -- handled during the run: all posted but the backlog left at its
         -- end; then the rest drains, so the next run starts with idle workers
         local left = run[3] and backlog(run[3]) or 0
@@ -283,6 +324,21 @@ local function throughput()
             ng.log():sub(-3000))
         end
         local drain = core.monotonic() - t0
+        if CPU then
+          local per = 1e6 / reqs
+          -- (not wrk's: its init(), which loads every body, costs it more than a run)
+          local line = string.format("  round %d %-13s CPU per callback: nginx worker %5.1f us, redis-server %5.1f us",
+            round, run[1], (B.cpu_of(ng_pid) - cpu0[1]) * per, (B.cpu_of(server.pid()) - cpu0[2]) * per)
+          if run[3] then
+            local stats_ = {}
+            for _, x in ipairs(commandstats(run[3])) do
+              stats_[#stats_ + 1] = string.format("%s %.2f/cb %.1f us", x.name, x.calls / reqs, x.per)
+            end
+            line = line .. "\n      commandstats (calls per callback, usec_per_call): " .. table.concat(stats_, ", ")
+          end
+          cpu_lines[#cpu_lines + 1] = line
+          io.stderr:write(line, "\n")
+        end
         core.sleep(0.3)
         local n, p50, p99 = stats(run[1])
         -- (the memory paths dedupe in memory: a body posted again within its window is not handled again)
@@ -363,6 +419,15 @@ local function throughput()
   end
   print(string.format("       inbox / memory answered/s, round by round: %s; median %.0f%%", table.concat(shown, ", "),
     100 * median(ratios, "r")))
+  for _, l in ipairs(cpu_lines) do print(l) end
+  if PROFILE then
+    print("jit.p " .. PROFILE .. " of the nginx worker, the last round's " .. (os.getenv("BENCH_PROFILE_PATH") or "inbox") ..
+      " run (top lines):")
+    local f = io.popen("head -" .. (os.getenv("BENCH_PROFILE_LINES") or "40") .. " " .. profile_file)
+    print((f:read("*a"):gsub("\n$", "")))
+    f:close()
+  end
+  os.remove(profile_file)
   local pc = results.paced
   print(string.format("       paced inbox: %.0f posted/s held for %d s (target %.0f: half the inbox's median answered/s), " ..
     "%.0f handled/s, %d left at the end; POST->handler p50 %.1f ms, p99 %.1f ms (%d events)",
@@ -450,6 +515,160 @@ end
   end
 end
 
+-- `BENCH_AB_ROOT=<another checkout, built> luajit bench/inbox.lua ab`:
+-- this checkout's inbox against another's (a commit to compare with: `git
+-- worktree add /tmp/base <commit>`, `make build` there), paired.  On a
+-- shared machine the load moves between runs by more than a change is
+-- worth (the same code measured 7k to 15k answered/s minutes apart), and
+-- three rounds' medians cannot tell 10% from noise: here each tree runs
+-- its own redis-server and nginx (the same handlers and worker loops as
+-- `wrk`, its helpers and Lua its own), both up at once, and short wrk runs
+-- (BENCH_SECONDS) alternate between them, BENCH_AB_PAIRS pairs (12), each
+-- pair in the other order; per run the answered/s of /inbox and of
+-- /memory, and the CPU per callback of the nginx worker and of
+-- redis-server.  Shown: each tree's medians, then this tree's answered/s
+-- over the other's pair by pair (median, mean and its standard error,
+-- pairs faster), and the same for the nginx worker's CPU.
+local function ab()
+  local other = os.getenv("BENCH_AB_ROOT")
+  assert(other and other ~= "", "ab: BENCH_AB_ROOT names the checkout to compare with (built: make build there)")
+  local n_pairs = math.floor(tonumber(os.getenv("BENCH_AB_PAIRS") or "12"))
+  local lua = rawget(_G, "jit") and "luajit" or "lua5.4"
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  -- the servers' script, run in each tree (package.path: that tree first)
+  local f = assert(io.open(dir .. "/serve.lua", "w"))
+  f:write([[
+package.path = "./?.lua;" .. package.path
+local B = require "bench.support"
+local R = require "redis_server"
+local H = require "helpers"
+local core = require "kinot.core"
+local name, dir = arg[1], arg[2]
+local r = R.start {}
+local ok, ng = pcall(H.nginx, {
+  http = [=[
+    lua_max_running_timers 1024;
+    init_by_lua_block {
+      local callback = require "kinot.callback"
+      local function h(ev)
+        local data = ev.data -- what a receiver typically looks at
+        local _ = data.low_battery == 1 or data.car_detected == 1 or ev.command_status == "succeeded"
+      end
+      receive_mem = callback.handler { secret = "]=] .. arg[3] .. [=[", ack = "immediate", on_status = h, on_command = h }
+      receive_inbox = callback.handler { secret = "]=] .. arg[3] .. [=[", inbox = { redis = "]=] .. r.url .. [=[" } }
+      run_inbox = h
+    }
+    init_worker_by_lua_block {
+      require("kinot.callback.worker").start { redis = "]=] .. r.url .. [=[", on_status = run_inbox,
+        on_command = run_inbox, loops = ]=] .. arg[4] .. [=[, count = 50, block = 0.5 }
+    }
+  ]=],
+  server = [=[
+    location = /memory { content_by_lua_block { receive_mem() } }
+    location = /inbox { content_by_lua_block { receive_inbox() } }
+    location = /pid { content_by_lua_block { ngx.say(ngx.worker.pid()) } }
+  ]=],
+})
+if not ok then
+  r.stop()
+  error(ng, 0)
+end
+B.guarded(function()
+  local f = assert(io.open(dir .. "/" .. name .. ".tmp", "w"))
+  f:write(ng.url, " ", H.raw("GET", ng.url .. "/pid").body:match("%d+"), " ", r.pid(), " ", r.url, "\n")
+  f:close()
+  os.rename(dir .. "/" .. name .. ".tmp", dir .. "/" .. name .. ".up")
+  -- (up to an hour: a bench that died leaves nothing running for long)
+  local t0 = core.monotonic()
+  while not io.open(dir .. "/" .. name .. ".stop") and core.monotonic() - t0 < 3600 do core.sleep(0.2) end
+end, ng, r)
+os.remove(dir .. "/" .. name .. ".up")
+]])
+  f:close()
+  local trees = { { name = "this", root = H.root }, { name = "other", root = other } }
+  for _, t in ipairs(trees) do
+    os.execute(string.format("cd %s && %s %s/serve.lua %s %s %s %d >%s/%s.log 2>&1 &", t.root, lua, dir, t.name, dir,
+      secret, LOOPS, dir, t.name))
+  end
+  local res = { this = { inbox = {}, memory = {} }, other = { inbox = {}, memory = {} } }
+  local ok, err = pcall(function()
+    for _, t in ipairs(trees) do
+      local up = H.wait_for(function() return H.read(dir .. "/" .. t.name .. ".up") end, 60)
+      assert(up, t.name .. " (" .. t.root .. ") did not start: " .. (H.read(dir .. "/" .. t.name .. ".log") or ""))
+      t.url, t.ng_pid, t.r_pid, t.r_url = H.read(dir .. "/" .. t.name .. ".up"):match("(%S+) (%S+) (%S+) (%S+)")
+    end
+    for i = 1, n_pairs do
+      for k = 1, 2 do
+        local t = trees[(i + k) % 2 + 1]
+        for _, path in ipairs { "inbox", "memory" } do
+          local c = require("kinot.redis").new(t.r_url)
+          assert(c:call("FLUSHALL"))
+          c:close()
+          local c0, r0 = B.cpu_of(t.ng_pid), B.cpu_of(t.r_pid)
+          local p = io.popen("wrk -t1 -c16 -d" .. B.SECONDS .. "s -s " .. script .. " " .. t.url .. "/" .. path)
+          local out = p:read("*a")
+          p:close()
+          assert(not out:match("Non%-2xx or 3xx responses: (%d+)"), t.name .. " /" .. path .. " answered non-2xx: " .. out)
+          local reqs = assert(tonumber(out:match("(%d+) requests in")), out)
+          assert(path == "memory" or reqs < N, "a run posted more callbacks than there are distinct bodies: raise BENCH_INBOX_BODIES")
+          core.sleep(0.3) -- (the worker loops' backlog, if any)
+          table.insert(res[t.name][path], { rate = assert(tonumber(out:match("Requests/sec:%s*([%d.]+)"))),
+            ng = (B.cpu_of(t.ng_pid) - c0) * 1e6 / reqs, rd = (B.cpu_of(t.r_pid) - r0) * 1e6 / reqs })
+        end
+        local x, m = res[t.name].inbox[i], res[t.name].memory[i]
+        io.stderr:write(string.format("  pair %2d %-5s inbox %6.0f/s (nginx %5.1f us, redis %5.1f us a callback), " ..
+          "memory %6.0f/s: %3.0f%%\n", i, t.name, x.rate, x.ng, x.rd, m.rate, 100 * x.rate / m.rate))
+      end
+    end
+  end)
+  for _, t in ipairs(trees) do io.open(dir .. "/" .. t.name .. ".stop", "w"):close() end
+  for _, t in ipairs(trees) do
+    H.wait_for(function() return not H.read(dir .. "/" .. t.name .. ".up") end, 30)
+  end
+  os.execute("rm -rf " .. dir)
+  os.remove(bodies)
+  os.remove(script)
+  if not ok then error(err, 0) end
+  local function median(t)
+    local s = {}
+    for i, v in ipairs(t) do s[i] = v end
+    table.sort(s)
+    return s[math.ceil(#s / 2)]
+  end
+  local function column(list, key)
+    local t = {}
+    for i, x in ipairs(list) do t[i] = x[key] end
+    return t
+  end
+  print(string.format("inbox ab  %s, each tree its own nginx (1 worker, %d worker loops) and redis-server, wrk 16 " ..
+    "connections, %d s a run, %d pairs:", B.runtime, LOOPS, B.SECONDS, n_pairs))
+  for _, t in ipairs(trees) do
+    local r = res[t.name]
+    local ratios = {}
+    for i, x in ipairs(r.inbox) do ratios[i] = x.rate / r.memory[i].rate end
+    print(string.format("          %-5s %s: inbox %6.0f answered/s (nginx %5.1f us, redis %5.1f us a callback), memory " ..
+      "%6.0f/s, inbox / memory %3.0f%% (medians)", t.name, t.root, median(column(r.inbox, "rate")),
+      median(column(r.inbox, "ng")), median(column(r.inbox, "rd")), median(column(r.memory, "rate")), 100 * median(ratios)))
+  end
+  for _, k in ipairs { { "rate", "inbox answered/s", 1 }, { "ng", "nginx CPU a callback", -1 } } do
+    local q = {}
+    for i, x in ipairs(res.this.inbox) do q[i] = x[k[1]] / res.other.inbox[i][k[1]] end
+    local sum, better = 0, 0
+    for _, v in ipairs(q) do
+      sum = sum + v
+      if (v - 1) * k[3] > 0 then better = better + 1 end
+    end
+    local mean, var = sum / #q, 0
+    for _, v in ipairs(q) do var = var + (v - mean) ^ 2 end
+    local se = #q > 1 and math.sqrt(var / (#q - 1) / #q) or 0
+    print(string.format("          this / other, pair by pair, %s: median %.3f, mean %.3f +- %.3f (standard error), " ..
+      "better in %d of %d", k[2], median(q), mean, se, better, #q))
+  end
+end
+
+if MODE == "ab" then ab() end
 if MODE == "wait" then wait_cost() end
 if MODE == "all" or MODE == "wrk" then throughput() end
 if MODE == "all" or MODE == "drain" then drain() end

@@ -28,8 +28,6 @@ end
 -- spec/support/helpers.lua)
 function M.guarded(fn, ...) return require("helpers").guarded(fn, ...) end
 
---- cpu_of_children(pid) -> seconds of CPU (user + system, /proc) the
--- children of process pid have spent: an nginx master's workers
 --- wrk_post_script(bodies[, more]) -> the path of a wrk script (the caller
 -- removes it) that POSTs the lines of the file bodies in turn, each
 -- preformatted once in init(): wrk's own work per request the same for
@@ -80,18 +78,23 @@ function M.command_result_body(sn, i)
     '"updated_at":"%s","device_type":18}', i, sn, stamp(i))
 end
 
+--- cpu_of(pid) -> seconds of CPU (user + system, /proc) process pid has
+-- spent (0 when it is gone)
+function M.cpu_of(pid)
+  local f = io.open("/proc/" .. math.floor(pid) .. "/stat")
+  if not f then return 0 end
+  local fields = {}
+  for v in f:read("*a"):match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = v end
+  f:close()
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- utime, stime (clock ticks)
+end
+
+--- cpu_of_children(pid) -> seconds of CPU (user + system, /proc) the
+-- children of process pid have spent: an nginx master's workers
 function M.cpu_of_children(pid)
   local total = 0
   local p = io.popen("ps -o pid= --ppid " .. math.floor(pid))
-  for child in p:read("*a"):gmatch("%d+") do
-    local f = io.open("/proc/" .. child .. "/stat")
-    if f then
-      local fields = {}
-      for v in f:read("*a"):match("%) (.*)$"):gmatch("%S+") do fields[#fields + 1] = v end
-      f:close()
-      total = total + (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- utime, stime (clock ticks)
-    end
-  end
+  for child in p:read("*a"):gmatch("%d+") do total = total + M.cpu_of(tonumber(child)) end
   p:close()
   return total
 end

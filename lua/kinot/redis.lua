@@ -1168,6 +1168,23 @@ local function eval(self, wait, script, ...)
   return run(self, self.timeout, wait, "EVALSHA", loaded, ...)
 end
 
+--- sha(script) -> the script's SHA1, loaded on the server (once per
+-- client, as eval loads it) | nil, err: for an EVALSHA in a pipeline (a
+-- NOSCRIPT answer there: eval loads it again)
+function M:sha(script)
+  local shas = self.shas
+  if not shas then
+    shas = {}
+    self.shas = shas
+  end
+  local sha = shas[script]
+  if sha then return sha end
+  local loaded, err = self:call("SCRIPT", "LOAD", script)
+  if not loaded then return nil, err end
+  shas[script] = loaded
+  return loaded
+end
+
 --- eval(script, numkeys, keys and args ...) -> reply | nil, err: EVALSHA of
 -- the script, loaded once per client (and again after the server lost it)
 function M:eval(script, ...)

@@ -8,7 +8,9 @@
 -- it was received, epoch seconds), and only when the receiver read it
 -- otherwise than by the default rule: rule (the sign_rule's name) or
 -- verified = "0" (verify = "monitor", not verified): the worker rebuilds
--- the event the receiver verified, and says so when it was not.  The append and the dedupe mark are one
+-- the event the receiver verified, and says so when it was not; and
+-- stale = "1" when the receiver flagged it (out_of_order = "flag"): the
+-- handler is told, as without an inbox.  The append and the dedupe mark are one
 -- script, so they happen together or not at all: a redelivery of a stored
 -- event is answered 200 without a second entry, on any host.
 local redis = require "kinot.redis"
@@ -25,8 +27,9 @@ M.STREAM = "kinot:callbacks"
 -- commit; outside, one): one call, so Redis's cost of a script call is paid
 -- once a batch, not once a delivery.
 -- KEYS: the stream, then each delivery's dedupe key; ARGV: ttl, maxlen
--- ("" for none), waited, then for each delivery (KEYS[i + 1]) five: id,
--- body, at, rule ("" for the default), verified ("0" when not, else "").
+-- ("" for none), waited, then for each delivery (KEYS[i + 1]) six: id,
+-- body, at, rule ("" for the default), verified ("0" when not, else ""),
+-- stale ("1" when flagged, else "").
 -- Returns each delivery's answer, in order: 1 stored now, 0 stored before,
 -- or the error its append met (READONLY on a replica, OOM ...): nothing of
 -- that delivery was written, and the others still get theirs (a
@@ -55,7 +58,7 @@ if maxlen ~= '' then a[2] = 'MAXLEN'; a[3] = '~'; a[4] = maxlen; base = 4 end
 a[base + 1] = '*'; a[base + 2] = 'id'; a[base + 4] = 'body'; a[base + 6] = 'at'
 local out, refused = {}, 0
 for i = 1, #KEYS - 1 do
-  local key, j = KEYS[i + 1], 3 + (i - 1) * 5
+  local key, j = KEYS[i + 1], 3 + (i - 1) * 6
   if redis.call('EXISTS', key) == 1 then
     if waited then redis.call('SET', key, redis.call('GET', key), 'KEEPTTL') end
     out[i] = 0
@@ -64,6 +67,7 @@ for i = 1, #KEYS - 1 do
     local n = base + 7
     if ARGV[j + 4] ~= '' then a[n + 1] = 'rule'; a[n + 2] = ARGV[j + 4]; n = n + 2 end
     if ARGV[j + 5] ~= '' then a[n + 1] = 'verified'; a[n + 2] = ARGV[j + 5]; n = n + 2 end
+    if ARGV[j + 6] ~= '' then a[n + 1] = 'stale'; a[n + 2] = ARGV[j + 6]; n = n + 2 end
     local r = redis.pcall('XADD', unpack(a, 1, n))
     if type(r) == 'table' and r.err then
       out[i] = r
@@ -141,6 +145,7 @@ end)()
 -- the phases where a request may wait on a semaphore
 local YIELDS = { rewrite = true, access = true, content = true, timer = true }
 local BATCH = 200 -- puts a pipeline at most
+local SPARE = 256 -- semaphores of finished puts kept for the next
 -- pipelines in flight at once in a worker (each on its own pooled
 -- connection): a request that finds fewer sends at once, with whatever
 -- waits; past it, requests queue for the next pipeline.  One measured
@@ -149,7 +154,7 @@ local BATCH = 200 -- puts a pipeline at most
 M.IN_FLIGHT = 1
 
 -- the PUT script's keys and arguments for these deliveries (a list of
--- puts: { key, id, raw, at, rule, verified }), after `head` (the command
+-- puts: { key, id, raw, at, rule, verified, stale }), after `head` (the command
 -- and the script's sha, or nothing)
 local function script_args(self, batch, head)
   local n = #batch
@@ -162,9 +167,9 @@ local function script_args(self, batch, head)
   k = k + 3
   for i = 1, n do
     local item = batch[i]
-    args[k + 1], args[k + 2], args[k + 3], args[k + 4], args[k + 5] = item.id, item.raw, item.at, item.rule,
-      item.verified
-    k = k + 5
+    args[k + 1], args[k + 2], args[k + 3], args[k + 4], args[k + 5], args[k + 6] = item.id, item.raw, item.at,
+      item.rule, item.verified, item.stale
+    k = k + 6
   end
   return args, k
 end
@@ -290,12 +295,16 @@ local function flush(self, holder)
   end
   local ran, ok, err = pcall(send, self, batch)
   if not ran then ok, err = nil, errors.new("redis", "inbox: storing raised: " .. tostring(ok)) end
+  -- the slot first: the put it goes to wakes before this batch's (their
+  -- semaphores' events run in the order posted), and sends what queued
+  -- meanwhile while they answer, so Redis works as nginx does
+  handoff(self, holder)
   for _, item in ipairs(batch) do
     if not ok then item.v, item.err = nil, err end
     item.done = true
-    if item.sema then item.sema:post(1) end
+    -- (not the holder's: it is not waiting, it is here)
+    if item.sema and item ~= holder then item.sema:post(1) end
   end
-  handoff(self, holder)
 end
 
 -- store(item) -> the PUT script's answer for this put (1 | 0) | nil, err:
@@ -326,7 +335,15 @@ function M:store(item)
     flush(self, item) -- this put, and any waiting
     return item.v, item.err
   end
-  item.sema = semaphore.new()
+  -- (a semaphore of an earlier put, when one is spare: see below)
+  local spare = self.spare
+  local n = spare and #spare or 0
+  if n > 0 then
+    item.sema = spare[n]
+    spare[n] = nil
+  else
+    item.sema = semaphore.new()
+  end
   -- at most the pipelines in flight, then this one's: each within the client's timeout
   local wait = 2 * (self.client.timeout + (self.wait and self.wait.ms / 1000 or 0)) + 1
   local deadline = ngx.now() + wait
@@ -356,17 +373,71 @@ function M:store(item)
     item.lead = false
     handoff(self, item)
   end
+  -- Its semaphore serves a later put (making one is an FFI call, and a
+  -- finalizer for the collector): only done, which no post follows (a
+  -- put leaves the queue before its batch is sent, and only a queued one
+  -- is handed a slot), and with nothing left in it: a put handed a slot
+  -- and then sent by another pipeline was posted twice and waited once.
+  -- A put that timed out keeps its own: its batch may still answer.
+  local sema = item.sema
+  item.sema = nil
+  if sema:count() == 0 then
+    spare = self.spare
+    if not spare then
+      spare = {}
+      self.spare = spare
+    end
+    if #spare < SPARE then spare[#spare + 1] = sema end
+  end
   return item.v, item.err
 end
 
 --- put(id, raw, at[, form]) -> true (stored now) | false (stored before: a redelivery) | nil, err
--- form: nil, or { rule = name, verified = false } (kinot.callback.stores)
+-- form: nil, or { rule = name, verified = false, stale = true } (kinot.callback.stores)
 function M:put(id, raw, at, form)
   -- (with wait, the script's waited "1": a delivery found stored writes its mark again, see PUT)
   local v, err = self:store { key = self.prefix .. id, id = id, raw = raw, at = string.format("%.3f", at),
-                              rule = form and form.rule or "", verified = form and form.verified == false and "0" or "" }
+                              rule = form and form.rule or "", verified = form and form.verified == false and "0" or "",
+                              stale = form and form.stale and "1" or "" }
   if v == nil then return nil, err end
   return v == 1
+end
+
+-- ------------------------------------------------------------ held events
+-- The events this process stored, for its own workers (an nginx worker's
+-- kinot.callback.worker loops): one read back here is run as it was
+-- verified (event.as_rebuilt), not scanned and built a second time from
+-- its body.  An entry read elsewhere (another nginx worker, `kinot
+-- worker`, a claim after a restart) is rebuilt from its body, as always:
+-- the same event either way.  Held by id with the body and the rule it
+-- was read under (an entry of another receiver of the same body, under
+-- another sign_rule, is not taken for it), at most M.HELD in each of two
+-- generations: the older goes whole when the newer fills, so those never
+-- read here (another process reads the stream) cost no more than that.
+M.HELD = 1000
+local held, older, n_held = {}, {}, 0
+
+local function hold(id, raw, ev, rule)
+  if n_held >= M.HELD then
+    held, older, n_held = {}, held, 0
+  end
+  held[id] = { raw = raw, ev = ev, rule = rule }
+  n_held = n_held + 1
+end
+
+--- take(id, raw, rule) -> the event this process stored under id, with
+-- this body and read under this sign_rule (its name; nil: the default),
+-- given once | nil
+function M.take(id, raw, rule)
+  local gen = held
+  local h = gen[id]
+  if not h then
+    gen = older
+    h = gen[id]
+  end
+  if not h or h.raw ~= raw or h.rule ~= rule then return nil end
+  gen[id] = nil
+  return h.ev
 end
 
 -- The store contract (kinot.callback.stores): claiming is storing.  "new":
@@ -375,9 +446,10 @@ end
 -- dedupes as it appends, and a stored event is one a worker will run.
 local now = ngx and ngx.now or os.time
 
-function M:claim(id, raw, form)
+function M:claim(id, raw, form, ev)
   local stored, err = self:put(id, raw, now(), form)
   if stored == nil then return nil, err end
+  if stored and ev then hold(id, raw, ev, form and form.rule) end
   return stored and "new" or "done", true
 end
 

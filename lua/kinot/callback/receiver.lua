@@ -142,7 +142,11 @@ function M:deliver(ev, raw, err)
   local form
   if ev.verified == false then form = { verified = false } -- read by the default rule (unverified)
   elseif self.rule then form = { rule = self.rule.name } end
-  local state, token = store:claim(ev.id, raw, form)
+  if ev.stale then -- (out_of_order = "flag": the worker's handler is told too)
+    form = form or {}
+    form.stale = true
+  end
+  local state, token = store:claim(ev.id, raw, form, ev)
   if state == "done" then return 200, OK_BODY, nil, err, true end -- a redelivery: acknowledged, not handed over
   if state == "busy" then return 503, BUSY_BODY, nil, err end -- being handled now: deliver again later
   if state == nil then

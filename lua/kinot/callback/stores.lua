@@ -1,13 +1,16 @@
 -- The dedupe store a receiver asks "is this delivery new?", chosen from its
 -- options.  Every store keeps one contract:
---   claim(id, raw, form) -> "new", token   the delivery is this receiver's to handle
+--   claim(id, raw, form, ev) -> "new", token   the delivery is this receiver's to handle
 --                   | "done"         handled (or stored) before: acknowledge it
 --                   | "busy"         another delivery of it is being handled now
 --                   | nil, err       the store cannot say: answer 503
---     (raw: the body; form: nil, or { rule = name, verified = false }
---     when the event was read under another sign_rule than the default or
---     not verified (verify = "monitor"): a store that keeps the body (the
---     inbox) keeps these, so its workers rebuild the same event)
+--     (raw: the body; form: nil, or { rule = name, verified = false,
+--     stale = true } when the event was read under another sign_rule than
+--     the default, not verified (verify = "monitor") or flagged
+--     (out_of_order = "flag"): a store that keeps the body (the
+--     inbox) keeps these, so its workers rebuild the same event; ev: the
+--     event verified, which the inbox holds for its workers in this
+--     process: the receiver reads nothing of it but its kind and sn after)
 --   settle(id, token, ok) -> true | nil, err
 --                   handled (ok): remembered as done; failed: forgotten, so
 --                   the redelivery runs it

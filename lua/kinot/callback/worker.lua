@@ -16,6 +16,7 @@
 -- data.updated_at with the state you hold.
 local redis = require "kinot.redis"
 local event = require "kinot.callback.event"
+local inbox = require "kinot.callback.inbox"
 local receiver = require "kinot.callback.receiver"
 local core = require "kinot.core_loader"
 local errors = require "kinot.errors"
@@ -249,6 +250,16 @@ local function fields_of(list)
   return f
 end
 
+-- the ACK script's command for these entries (at most ACK_BATCH), in a
+-- pipeline: EVALSHA, the script loaded once | nil, err
+local function ack_command(self, ids)
+  local sha, err = self.client:sha(ACK)
+  if not sha then return nil, err end
+  local cmd = { "EVALSHA", sha, 2, self.stream, self.errors_key, self.group, self.delete }
+  for i = 1, #ids do cmd[7 + i] = ids[i] end
+  return cmd
+end
+
 --- ack(ids) -> true | nil, err: acknowledges (and deletes) these entries,
 -- each one whose handler returned normally, ACK_BATCH to a round trip
 function M:ack(ids)
@@ -282,7 +293,7 @@ end
 function M:bury(entry, f, attempts, why, died)
   local v, err = self.client:eval(DEAD, 3, self.stream, self.errors_key, self.dead_key, self.group, entry,
     self.delete, why, died and "died" or "", self.dead_maxlen, self.consumer, "id", f.id or "", "body", f.body or "",
-    "at", f.at or "", "rule", f.rule or "", "verified", f.verified or "", "attempts", attempts, "consumer", self.consumer)
+    "at", f.at or "", "rule", f.rule or "", "verified", f.verified or "", "stale", f.stale or "", "attempts", attempts, "consumer", self.consumer)
   if v == nil then return nil, err end
   if v == 0 then -- another worker claimed it meanwhile: its call
     self.log("error", "entry " .. entry .. " was claimed by another worker while its handler ran here: left to it")
@@ -318,12 +329,15 @@ function M:handle(entry, list, deliveries)
   end
   -- (the sign_rule it was verified under; verified = "0": it was not,
   -- under verify = "monitor", and the handler must be told)
-  local ev, why = event.rebuild(f.body or "", f.id, f.rule)
+  -- (stored by this process: as it was verified, kinot.callback.inbox's held events)
+  local ev, why = inbox.take(f.id, f.body, f.rule), nil
+  if ev then ev = event.as_rebuilt(ev) else ev, why = event.rebuild(f.body or "", f.id, f.rule) end
   if not ev then
     local v, err = self:bury(entry, f, deliveries, "entry unreadable: " .. tostring(why))
     return v and true, err
   end
   if f.verified == "0" then ev.verified = false end
+  if f.stale == "1" then ev.stale = true end -- (out_of_order = "flag", as the receiver told it)
   ev.received_at, ev.attempt, ev.entry = tonumber(f.at), deliveries, entry
   local ok, err = self:run_handler(ev)
   if ok then
@@ -358,10 +372,41 @@ local function ids_from(entries, from)
   return ids
 end
 
+-- The acknowledgement of a batch's last handled entries waits for the
+-- loop's next read, and goes in the same round trip, before it
+-- (`unacked`; run() and step() send them on their way out): one round
+-- trip a batch instead of two.  An acknowledgement that never reaches
+-- Redis (the connection died, the worker was killed first) loses nothing:
+-- its entries stay pending and run again after claim_after (at least
+-- once), as the entries of a worker killed mid-batch.
+-- flush_acks() -> true | nil, err: the acknowledgements waiting, now
+function M:flush_acks()
+  local ids = self.unacked
+  if not ids then return true end
+  local ok, err = self:ack(ids)
+  if not ok then return nil, err end
+  self.unacked = nil
+  return true
+end
+
+local function defer_acks(self, done)
+  local ids = self.unacked
+  if not ids then
+    ids = done
+    self.unacked = ids
+  else
+    for i = 1, #done do ids[#ids + 1] = done[i] end
+  end
+  -- (more than one script call takes, a count over ACK_BATCH or a few
+  -- reads' worth waiting: sent now, ACK_BATCH to a round trip)
+  if #ids > ACK_BATCH then return self:flush_acks() end
+  return true
+end
+
 -- run_batch(entries, deliveries_of) -> entries run | nil, err.  entries:
 -- XREADGROUP's or XAUTOCLAIM's { id, fields } pairs.  The handled ones are
--- acknowledged together (one round trip a batch, and at least every
--- second while handlers are slow); a failed one is not among them.  Only
+-- acknowledged together (one round trip a batch, with the next read, and
+-- at least every second while handlers are slow); a failed one is not among them.  Only
 -- entries read less than claim_after / 2 ago are run: past that another
 -- worker may claim one still waiting here, and run it beside this one; the
 -- rest are given back (M:give_back: their delivery, which did not run,
@@ -405,7 +450,7 @@ function M:run_batch(entries, deliveries_of)
     end
   end
   if #done > 0 then -- (those did run: a Redis error is reported either way)
-    local ok, err = self:ack(done)
+    local ok, err = defer_acks(self, done)
     if not ok then failure = failure or err end
   end
   -- (even when a Redis error came first: after a Ctrl-C, a Redis stalled
@@ -477,6 +522,36 @@ function M:tidy()
   return true
 end
 
+-- the next read, after the acknowledgements waiting (one round trip):
+-- XREADGROUP's reply | nil, err.  Acknowledgements that the server
+-- refused (NOSCRIPT: it lost the script; anything else) are sent again
+-- on their own (eval loads the script) or left: their entries run again
+-- after claim_after; lost with the connection, they wait for the next read.
+local function read(self)
+  local args = { "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count, "BLOCK",
+                 math.floor(self.block * 1000), "STREAMS", self.stream, ">" }
+  local ids = self.unacked
+  if not ids then return self.client:call_timeout(self.block + 2, unpack(args)) end
+  local ack, aerr = ack_command(self, ids)
+  if not ack then return nil, aerr end
+  local replies, err = self.client:pipeline({ ack, args }, self.block + 2)
+  if not replies then return nil, err end
+  local acked = replies[1]
+  if getmetatable(acked) == redis.ReplyError then
+    local ok, rerr = self:flush_acks()
+    if not ok then
+      self.log("error", "entries handled but not acknowledged (they run again after claim_after): " .. tostring(rerr))
+    end
+  end
+  self.unacked = nil
+  local v = replies[2]
+  if getmetatable(v) == redis.ReplyError then
+    return nil, errors.new("redis", "redis " .. self.client.where .. ": " .. v.text,
+                           { code = v.code, retryable = redis.RETRYABLE_CODES[v.code] or false })
+  end
+  return v
+end
+
 local function step(self)
   if not self.ready then
     local ok, err = self:ensure_group()
@@ -487,23 +562,36 @@ local function step(self)
     if not ok then return nil, err end
   end
   if now() >= self.next_claim then
+    -- (the acknowledgements waiting go first: no read may come for a
+    -- while, claims following claims each up to claim_after / 2, and
+    -- their entries, idle since their read, would be claimed and run again)
+    local ok, aerr = self:flush_acks()
+    if not ok then return nil, aerr end
     local n, err = self:claim()
     if not n then return nil, err end
     if n > 0 then return n end
   end
-  local v, err = self.client:call_timeout(self.block + 2, "XREADGROUP", "GROUP", self.group, self.consumer,
-    "COUNT", self.count, "BLOCK", math.floor(self.block * 1000), "STREAMS", self.stream, ">")
+  local v, err = read(self)
   if v == nil then return nil, err end
   if v == null then return 0 end
   return self:run_batch(v[1][2])
 end
 
---- step() -> entries run (0 when none came within `block`) | nil, err
-function M:step()
+-- a step whose last acknowledgements wait for the next read (run's loop)
+local function loop_step(self)
   local n, err = step(self)
   -- the stream (and its group) was deleted, whichever command found out:
   -- make them again, from the stream's start, on the next step
   if n == nil and (err.code == "NOGROUP" or err.code == "UNBLOCKED") then self.ready = false end
+  return n, err
+end
+
+--- step() -> entries run (0 when none came within `block`) | nil, err:
+-- one read, its entries run and acknowledged
+function M:step()
+  local n, err = loop_step(self)
+  local ok, aerr = self:flush_acks()
+  if n ~= nil and not ok then return nil, aerr end
   return n, err
 end
 
@@ -517,7 +605,7 @@ function M:run(until_fn)
   local wait = 0.05
   self.stop = until_fn -- (asked between two entries too: M:run_batch)
   while not (until_fn and until_fn()) do
-    local ok, n, err = pcall(self.step, self)
+    local ok, n, err = pcall(loop_step, self)
     if not ok then n, err = nil, "callback.worker: a step raised: " .. tostring(n) end
     if n then
       wait = 0.05
@@ -530,6 +618,12 @@ function M:run(until_fn)
       repeat sleep(math.min(STOP_SLICE, till - now())) until now() >= till or (until_fn and until_fn())
       wait = math.min(wait * 2, 2)
     end
+  end
+  -- (stopped: the last batch's acknowledgements, which no read will take)
+  local ok, done, err = pcall(self.flush_acks, self)
+  if not (ok and done) then
+    self.log("error", "entries handled but not acknowledged (they run again after claim_after): " ..
+      tostring(ok and err or done))
   end
   self.stop = nil
 end
