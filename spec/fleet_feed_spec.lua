@@ -80,7 +80,30 @@ local SERVER = [[
   location = /drain {
     content_by_lua_block {
       local ids, next_cursor = feed_drain(ngx.var.arg_since and tonumber(ngx.var.arg_since))
-      ngx.say(require("kinot.json").encode { ids = ids, next = next_cursor })
+      ngx.update_time()
+      ngx.say(require("kinot.json").encode { ids = ids, next = next_cursor, at = ngx.now() })
+    }
+  }
+  location = /gap {
+    content_by_lua_block {
+      -- a writer that never finishes, simulated here (nothing else leaves
+      -- it so for sure): what it did before it died, and no more
+      local dict = ngx.shared.fleet_feed
+      ngx.update_time()
+      local id
+      if ngx.var.arg_kind == "missing" then
+        -- it took its id (log_event's incr x), then was killed, or the
+        -- dict had no room for its entry: no entry at all
+        id = dict:incr("x", 1, 0)
+      else
+        -- it wrote its entry not ready (log_event itself) and was killed
+        -- before log_ready
+        local b = require("kinot.fleet.local_store").shared_backend("fleet_feed", 100000)
+        local ev = { sn = 419950101, kind = "lock", change = "occupied", source = "callback" }
+        assert(b:log_event(ev))
+        id = ev.id
+      end
+      ngx.say(require("kinot.json").encode { id = id, at = ngx.now() })
     }
   }
 ]]
@@ -148,4 +171,49 @@ describe("kinot.fleet's shared dict change feed, writers in two workers and read
     -- and a reader from the start, after them all
     assert.are.equal("", once_each(json.decode(get(ng, "/drain")).ids, emitted), "a reader after")
   end)
+end)
+
+describe("kinot.fleet's shared dict change feed, an id whose writer never finishes #nginx #slow", function()
+  local GAP_WAIT = require("kinot.fleet.local_store").GAP_WAIT
+  for _, kind in ipairs { "missing", "unready" } do
+    it("holds the feed back at most " .. GAP_WAIT .. " s, then gives the changes after it, once (" .. kind .. ")",
+      function()
+      local ng = H.nginx { http = HTTP, server = SERVER, workers = 2 }
+      finally(function() ng.stop() end)
+      assert.are.equal("ok\n", get(ng, "/add?writers=2"))
+      local before = json.decode(get(ng, "/run?r=1&n=3")).emitted
+      local gap = json.decode(get(ng, "/gap?kind=" .. kind))
+      local after = json.decode(get(ng, "/run?r=2&n=3")).emitted
+      assert.are.equal(12, #before)
+      assert.are.equal(12, #after)
+      assert.are.equal(before[#before] + 1, gap.id)
+      assert.are.equal(gap.id + 1, after[1])
+      -- a reader from the start: the changes before the gap at once, the
+      -- cursor just before it
+      local first = json.decode(get(ng, "/drain"))
+      assert.are.same(before, first.ids)
+      assert.are.equal(gap.id - 1, first.next)
+      -- following it (either worker answers): nothing until the bound, then
+      -- the changes after the gap, once
+      local ids, since, given_at = {}, first.next, nil
+      repeat
+        os.execute("sleep 0.1")
+        local page = json.decode(get(ng, "/drain?since=" .. since))
+        for _, id in ipairs(page.ids) do ids[#ids + 1] = id end
+        if #page.ids > 0 then given_at = given_at or page.at end
+        since = page.next
+      until (given_at and page.at > given_at + 0.5) or page.at > gap.at + 3 * GAP_WAIT
+      assert.is_truthy(given_at, "the feed stayed behind the gap")
+      assert.are.same(after, ids)
+      assert.are.equal(after[#after], since)
+      local waited = given_at - gap.at
+      assert.is_true(waited > GAP_WAIT - 0.2, "given after " .. waited .. " s only")
+      assert.is_true(waited < GAP_WAIT + 1.5, "given after " .. waited .. " s")
+      -- and a reader from the start now: every change once, the gap's id never
+      local all = {}
+      for _, id in ipairs(before) do all[#all + 1] = id end
+      for _, id in ipairs(after) do all[#all + 1] = id end
+      assert.are.same(all, json.decode(get(ng, "/drain")).ids)
+    end)
+  end
 end)

@@ -319,7 +319,8 @@ function Shared:event_at(id)
   local ev = text and json.decode(text)
   local at = ev and ev.id
   if at and at > id then return nil end -- the ring went round: gone for good
-  local now, since = self.ngx.now(), nil
+  local now = self.ngx.now()
+  local since
   if at == id then
     found(self, id)
     if ev.ready ~= 0 then
