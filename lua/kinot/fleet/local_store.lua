@@ -312,8 +312,9 @@ end
 
 -- event_at(id) -> the event | nil (none to give: overwritten, or given up
 -- on) | nil, true (not ready yet: the feed stops before it).  An id not
--- ready stays so at most GAP_WAIT seconds: since its entry's w, or since
--- this worker first saw it missing
+-- ready is waited for GAP_WAIT seconds at most: since its entry's w, or,
+-- missing, since the next id's entry's w or this worker's first sight of
+-- it missing, whichever came first
 function Shared:event_at(id)
   local text = self.dict:get("x:" .. (id % self.max))
   local ev = text and json.decode(text)
@@ -330,6 +331,13 @@ function Shared:event_at(id)
     since = tonumber(ev.w) or 0
   else
     since = missing_since(self, id, now)
+    -- the next id was taken after this one: its entry's w bounds this
+    -- one's wait in every worker alike (a later update that had room, when
+    -- the dict was full once this id was taken)
+    local text2 = self.dict:get("x:" .. ((id + 1) % self.max))
+    local next_ev = text2 and json.decode(text2)
+    local w = next_ev and next_ev.id == id + 1 and tonumber(next_ev.w)
+    if w and w < since then since = w end
   end
   if now - since > M.GAP_WAIT then return nil end
   return nil, true
