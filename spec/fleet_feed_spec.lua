@@ -216,4 +216,24 @@ describe("kinot.fleet's shared dict change feed, an id whose writer never finish
       assert.are.same(all, json.decode(get(ng, "/drain")).ids)
     end)
   end
+
+  it("times an id missing at the log's end from when the worker first saw it so", function()
+    -- one worker: the sight it remembers is the one asked again
+    local ng = H.nginx { http = HTTP, server = SERVER, workers = 1 }
+    finally(function() ng.stop() end)
+    assert.are.equal("ok\n", get(ng, "/add?writers=2"))
+    local before = json.decode(get(ng, "/run?r=1&n=3")).emitted
+    local gap = json.decode(get(ng, "/gap?kind=missing"))
+    -- seen missing, nothing after it: held there
+    local first = json.decode(get(ng, "/drain"))
+    assert.are.same(before, first.ids)
+    assert.are.equal(gap.id - 1, first.next)
+    os.execute("sleep " .. GAP_WAIT + 0.3)
+    -- changes after it, written now: given at once, the gap seen missing
+    -- longer than the bound (timed from their entries, it would wait again)
+    local after = json.decode(get(ng, "/run?r=2&n=3")).emitted
+    local page = json.decode(get(ng, "/drain?since=" .. first.next))
+    assert.are.same(after, page.ids)
+    assert.are.equal(after[#after], page.next)
+  end)
 end)
