@@ -305,7 +305,7 @@ local function missing_since(self, id, now)
   return now
 end
 local function found(self, id)
-  if self.n_missing > 0 and self.missing[id] then
+  if self.missing[id] then
     self.missing[id], self.n_missing = nil, self.n_missing - 1
   end
 end
@@ -320,14 +320,16 @@ function Shared:event_at(id)
   local ev = text and json.decode(text)
   local at = ev and ev.id
   if at and at > id then return nil end -- the ring went round: gone for good
-  local now = self.ngx.now()
-  local since
   if at == id then
-    found(self, id)
+    if self.n_missing > 0 then found(self, id) end
     if ev.ready ~= 0 then
       ev.ready, ev.w = nil, nil
       return ev
     end
+  end
+  local now = self.ngx.now()
+  local since
+  if at == id then
     since = tonumber(ev.w) or 0
   else
     since = missing_since(self, id, now)
