@@ -41,6 +41,12 @@ end
 
 local M = {}
 
+-- the longest an id of the change log not ready yet (its writer between
+-- its `incr x` and its log_ready) holds the shared dict's feed back, in
+-- seconds: a writer killed there, or the dict full after its incr, leaves
+-- it so for ever, and the feed then goes on past it
+M.GAP_WAIT = 3
+
 -- "|name|name|...|t=T|" of a flag set (in no order: the lists look names
 -- up) and the record's updated_at in seconds, T: the sweep reads it there
 -- without decoding the record
@@ -97,6 +103,7 @@ function Table:log_event(ev)
   return true
 end
 function Table.log_ready() return true end
+-- (one process: an id is written whole before anyone reads; never "not ready")
 function Table:last_id() return self.seq end
 function Table:event_at(id)
   local ev = self.log[id % self.max]
@@ -136,7 +143,8 @@ function M.shared_backend(dict_name, changes_max)
     errors.misuse("kinot.fleet: store = \"shared\" needs nginx's lua_shared_dict " .. tostring(dict_name) ..
       " (lua_shared_dict " .. tostring(dict_name) .. " 64m; in the http block)")
   end
-  return setmetatable({ dict = dict, name = dict_name, max = changes_max, ngx = ngx, known = {} }, Shared)
+  return setmetatable({ dict = dict, name = dict_name, max = changes_max, ngx = ngx, known = {},
+                        missing = {}, n_missing = 0 }, Shared)
 end
 -- a device is one key, "d:SN" = its flags text, a newline, its record's
 -- JSON (which holds no raw newline): one safe_set writes both or neither
@@ -247,37 +255,94 @@ function Shared:add_sn(sn)
 end
 function Shared:count() return self.dict:get("n") or 0 end
 function Shared:sn_at(i) return self.dict:get("i:" .. i) end
--- log_event(ev) writes the change's entry not yet ready (ready = 0: a
--- reader skips it), log_ready(ev) makes it so: the same text but a 1, as
--- long, which nginx writes in place (no room needed).  An update's entries
--- are written before its record: a dict with no room for them fails the
--- update before anything of it is written, never after its record, which
--- lost its changes from the feed for good (tried again: a duplicate)
+-- log_event(ev) writes the change's entry not yet ready (ready = 0, and w:
+-- when, this worker's ngx.now()), log_ready(ev) makes it so: the same text
+-- but a 1, as long, which nginx writes in place (no room needed).  An
+-- update's entries are written before its record: a dict with no room for
+-- them fails the update before anything of it is written, never after its
+-- record, which lost its changes from the feed for good (tried again: a
+-- duplicate)
 function Shared:log_event(ev)
   local id, err = incr(self, "x", 1)
   if not id then return nil, err end
-  ev.id, ev.ready = id, 0
+  ev.id, ev.ready, ev.w = id, 0, self.ngx.now()
   local ok
   ok, err = self.dict:safe_set("x:" .. (id % self.max), json.encode(ev))
   ev.ready = nil
-  if not ok then return full(self.name, err) end
+  if not ok then
+    ev.w = nil
+    return full(self.name, err)
+  end
   return true
 end
 function Shared:log_ready(ev)
   ev.ready = 1
   local ok, err = self.dict:safe_set("x:" .. (ev.id % self.max), json.encode(ev))
-  ev.ready = nil
+  ev.ready, ev.w = nil, nil
   if not ok then return full(self.name, err) end
   return true
 end
 function Shared:last_id() return self.dict:get("x") or 0 end
+
+-- when this worker first saw the id missing (taken by an incr, its entry
+-- not written yet, or never: its writer killed, the dict full after the
+-- incr), kept for at most MISSING_KEPT ids: past that, those seen longer
+-- than twice the bound ago go (asked again, they wait the bound again)
+local MISSING_KEPT = 1000
+local function missing_since(self, id, now)
+  local missing = self.missing
+  local t = missing[id]
+  if t then return t end
+  if self.n_missing >= MISSING_KEPT then
+    local n = 0
+    for old, seen in pairs(missing) do
+      if now - seen > 2 * M.GAP_WAIT then missing[old] = nil else n = n + 1 end
+    end
+    if n >= MISSING_KEPT then missing, n = {}, 0 self.missing = missing end
+    self.n_missing = n
+  end
+  missing[id], self.n_missing = now, self.n_missing + 1
+  return now
+end
+local function found(self, id)
+  if self.missing[id] then
+    self.missing[id], self.n_missing = nil, self.n_missing - 1
+  end
+end
+
+-- event_at(id) -> the event | nil (none to give: overwritten, or given up
+-- on) | nil, true (not ready yet: the feed stops before it).  An id not
+-- ready is waited for GAP_WAIT seconds at most: since its entry's w, or,
+-- missing, since the next id's entry's w or this worker's first sight of
+-- it missing, whichever came first
 function Shared:event_at(id)
   local text = self.dict:get("x:" .. (id % self.max))
   local ev = text and json.decode(text)
-  if ev and ev.id == id and ev.ready ~= 0 then
-    ev.ready = nil
-    return ev
+  local at = ev and ev.id
+  if at and at > id then return nil end -- the ring went round: gone for good
+  if at == id then
+    if self.n_missing > 0 then found(self, id) end
+    if ev.ready ~= 0 then
+      ev.ready, ev.w = nil, nil
+      return ev
+    end
   end
+  local now = self.ngx.now()
+  local since
+  if at == id then
+    since = tonumber(ev.w) or 0
+  else
+    since = missing_since(self, id, now)
+    -- the next id was taken after this one: its entry's w bounds this
+    -- one's wait in every worker alike (a later update that had room, when
+    -- the dict was full once this id was taken)
+    local text2 = self.dict:get("x:" .. ((id + 1) % self.max))
+    local next_ev = text2 and json.decode(text2)
+    local w = next_ev and next_ev.id == id + 1 and tonumber(next_ev.w)
+    if w and w < since then since = w end
+  end
+  if now - since > M.GAP_WAIT then return nil end
+  return nil, true
 end
 function Shared:set_meta(k, v)
   local ok, err = self.dict:safe_set("m:" .. k, v)
@@ -623,20 +688,26 @@ function Store:sns(kind, except)
   return out
 end
 
---- changes(since, limit) -> events after the id `since` (oldest first), next cursor
+--- changes(since, limit) -> events after the id `since` (oldest first), next cursor.
+-- The walk stops before the first id not ready yet (the shared dict's: a
+-- worker between its incr and its log_ready): a later id may be ready
+-- already, and a cursor past the first would never give it.  The cursor
+-- is the last id walked: returned, or gone (overwritten, given up on)
 function Store:changes(since, limit)
   local b = self.b
   local last = b:last_id()
   since = tonumber(since) or 0
   local first = since + 1
   if first < last - b.max + 1 then first = last - b.max + 1 end -- the older ones are overwritten
-  local out = {}
+  local out, walked = {}, since
   for id = first, last do
     if #out >= limit then break end
-    local ev = b:event_at(id)
+    local ev, later = b:event_at(id)
+    if later then break end
     if ev then out[#out + 1] = ev end
+    walked = id
   end
-  return out, #out > 0 and out[#out].id or since
+  return out, walked
 end
 
 function Store:set_meta(k, v) return self.b:set_meta(k, v) end
