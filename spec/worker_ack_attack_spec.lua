@@ -2,24 +2,19 @@
 -- attacked where no read comes: the loop's next steps are claims (entries
 -- of a dead worker, idle past claim_after, each claim batch running up to
 -- claim_after / 2).  Against a real redis-server started here.
-local callback = require "kinot.callback"
 local core = require "kinot.core"
-local inbox = require "kinot.callback.inbox"
 local worker = require "kinot.callback.worker"
 local socket = require "socket"
 local R = require "redis_server"
+local H = require "helpers"
 
 local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
 
+-- stores the status callbacks of locks first .. last in stream, as the handler's inbox does
 local function put(r, stream, first, last)
-  local box = inbox.new { redis = r.url, stream = stream }
-  for sn = first, last do
-    local body = string.format('{"sn":%d,"locked":1,"device_type":18}', sn)
-    body = body:gsub("}$", ',"sign":"' .. assert(callback.sign(body, SECRET)) .. '"}')
-    local ev = assert(callback.verify(body, { secret = SECRET }))
-    assert.is_true(box:put(ev.id, body, os.time()))
-  end
-  box.client:close()
+  local sns = {}
+  for sn = first, last do sns[#sns + 1] = sn end
+  H.put_statuses(r.url, stream, sns, SECRET)
 end
 
 describe("the worker's deferred acknowledgements behind claim batches #redis #slow", function()

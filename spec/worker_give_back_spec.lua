@@ -13,17 +13,10 @@ local R = require "redis_server"
 
 local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
 
-local function call(r, ...)
-  local c = r.client()
-  local v, err = c:call(...)
-  c:close()
-  return assert(v, err)
-end
-
 -- { [entry id] = deliveries } of the pending entries
 local function pending(r, stream)
   local t = {}
-  for _, row in ipairs(call(r, "XPENDING", stream, worker.GROUP, "-", "+", 100)) do t[row[1]] = row[4] end
+  for _, row in ipairs(r.call("XPENDING", stream, worker.GROUP, "-", "+", 100)) do t[row[1]] = row[4] end
   return t
 end
 
@@ -48,18 +41,18 @@ describe("callback.worker's entries held but not run #redis", function()
     w.client:close()
     assert.are.same({ [1] = "1", [2] = "1", [3] = "1" }, attempts)
     assert.are.equal(0, w.dead)
-    assert.are.equal(0, call(r, "XLEN", "cut:dead"))
+    assert.are.equal(0, r.call("XLEN", "cut:dead"))
     assert.are.same({}, pending(r, "cut"))
   end)
 
   it("a give-back run twice (kinot.redis's retry on a fresh connection) lowers the count once", function()
     H.put_statuses(r.url, "twice", { 101 }, SECRET)
-    call(r, "XGROUP", "CREATE", "twice", worker.GROUP, "0")
-    local read = call(r, "XREADGROUP", "GROUP", worker.GROUP, "w", "COUNT", 1, "STREAMS", "twice", ">")
+    r.call("XGROUP", "CREATE", "twice", worker.GROUP, "0")
+    local read = r.call("XREADGROUP", "GROUP", worker.GROUP, "w", "COUNT", 1, "STREAMS", "twice", ">")
     local id = read[1][2][1][1]
     -- two more deliveries, as two claims would count them: 3 attempts made
-    call(r, "XCLAIM", "twice", worker.GROUP, "w", 0, id)
-    call(r, "XCLAIM", "twice", worker.GROUP, "w", 0, id)
+    r.call("XCLAIM", "twice", worker.GROUP, "w", 0, id)
+    r.call("XCLAIM", "twice", worker.GROUP, "w", 0, id)
     assert.are.same({ [id] = 3 }, pending(r, "twice"))
     local w = worker.new { redis = r.url, stream = "twice", consumer = "w", log = function() end,
                            on_status = function() end }
@@ -73,23 +66,23 @@ describe("callback.worker's entries held but not run #redis", function()
   end)
   it("a give-back never takes an entry another worker claimed meanwhile, nor lowers its count", function()
     H.put_statuses(r.url, "race", { 201, 202 }, SECRET)
-    call(r, "XGROUP", "CREATE", "race", worker.GROUP, "0")
-    local read = call(r, "XREADGROUP", "GROUP", worker.GROUP, "a", "COUNT", 2, "STREAMS", "race", ">")
+    r.call("XGROUP", "CREATE", "race", worker.GROUP, "0")
+    local read = r.call("XREADGROUP", "GROUP", worker.GROUP, "a", "COUNT", 2, "STREAMS", "race", ">")
     local one, two = read[1][2][1][1], read[1][2][2][1]
     -- a's first entry idle past claim_after: b's claim takes it (its 2nd delivery)
-    call(r, "XCLAIM", "race", worker.GROUP, "a", 0, one, "IDLE", 120000, "JUSTID")
-    local claimed = call(r, "XAUTOCLAIM", "race", worker.GROUP, "b", 60000, "0", "COUNT", 10)
+    r.call("XCLAIM", "race", worker.GROUP, "a", 0, one, "IDLE", 120000, "JUSTID")
+    local claimed = r.call("XAUTOCLAIM", "race", worker.GROUP, "b", 60000, "0", "COUNT", 10)
     assert.are.equal(1, #claimed[2])
     local a = worker.new { redis = r.url, stream = "race", consumer = "a", log = function() end,
                            on_status = function() end }
     finally(function() a.client:close() end)
     -- a, stopped, gives back the two it was given at their first delivery
     assert(a:give_back({ one, two }))
-    local rows = call(r, "XPENDING", "race", worker.GROUP, "-", "+", 10)
+    local rows = r.call("XPENDING", "race", worker.GROUP, "-", "+", 10)
     assert.are.same({ { one, "b", 2 }, { two, "a", 0 } }, { { rows[1][1], rows[1][2], rows[1][4] },
                                                              { rows[2][1], rows[2][2], rows[2][4] } })
     -- b's claim takes a's given back at once, at its first counted delivery
-    claimed = call(r, "XAUTOCLAIM", "race", worker.GROUP, "b", 60000, "0", "COUNT", 10)
+    claimed = r.call("XAUTOCLAIM", "race", worker.GROUP, "b", 60000, "0", "COUNT", 10)
     assert.are.equal(two, claimed[2][1][1])
     assert.are.same({ [one] = 2, [two] = 1 }, pending(r, "race"))
   end)
@@ -135,6 +128,6 @@ describe("callback.worker inside nginx through a reload #redis #nginx", function
     core.sleep(1) -- (a seventh run would show)
     assert.are.equal("6 1,1,1,1,1,1", H.raw("GET", ng.url .. "/seen").body)
     assert.are.same({}, pending(r, "reload"))
-    assert.are.equal(0, call(r, "XLEN", "reload:dead"))
+    assert.are.equal(0, r.call("XLEN", "reload:dead"))
   end)
 end)

@@ -11,18 +11,10 @@ local R = require "redis_server"
 
 local SECRET = "9d4c2f7a1b3e5d6f8a0b2c4d6e8f0a1b"
 
--- one command's reply, on a connection of its own to the server r
-local function call(r, ...)
-  local c = r.client()
-  local v, err = c:call(...)
-  c:close()
-  return assert(v, err)
-end
-
 -- { deliveries of each pending entry } (XPENDING's counts, in order)
 local function pending(r, stream)
   local t = {}
-  for _, row in ipairs(call(r, "XPENDING", stream, worker.GROUP, "-", "+", 100)) do t[#t + 1] = row[4] end
+  for _, row in ipairs(r.call("XPENDING", stream, worker.GROUP, "-", "+", 100)) do t[#t + 1] = row[4] end
   return t
 end
 
@@ -56,8 +48,8 @@ describe("callback.worker stopped mid-batch #redis", function()
     assert.are.equal(1, calls)
     assert.are.same({ 0, 0, 0, failed = 0, dead = 0 }, { pending(r, "stop")[1], pending(r, "stop")[2], pending(r, "stop")[3],
                                                            failed = w.failed, dead = w.dead })
-    assert.are.equal(0, call(r, "XLEN", "stop:dead"))
-    assert.are.equal(0, call(r, "HLEN", "stop:errors"))
+    assert.are.equal(0, r.call("XLEN", "stop:dead"))
+    assert.are.equal(0, r.call("HLEN", "stop:errors"))
     -- the next worker (the same claim_after, 60 s) claims them at once: each its first attempt
     local attempts = {}
     local nxt = worker.new { redis = r.url, stream = "stop", consumer = "next", block = 0.1, max_attempts = 1,
@@ -67,7 +59,7 @@ describe("callback.worker stopped mid-batch #redis", function()
     nxt.client:close()
     assert.are.same({ 1, 1, 1 }, attempts)
     assert.are.same({}, pending(r, "stop"))
-    assert.are.equal(0, call(r, "XLEN", "stop:dead"))
+    assert.are.equal(0, r.call("XLEN", "stop:dead"))
   end)
 
   it("still judges a handler that failed while the worker was not stopping: its last attempt goes to dead", function()
@@ -76,7 +68,7 @@ describe("callback.worker stopped mid-batch #redis", function()
     assert.are.equal(1, calls)
     assert.are.equal(1, w.failed)
     assert.are.equal(1, w.dead)
-    assert.are.equal(1, call(r, "XLEN", "fail:dead"))
+    assert.are.equal(1, r.call("XLEN", "fail:dead"))
     assert.are.same({}, pending(r, "fail"))
   end)
 end)
@@ -113,8 +105,8 @@ describe("callback.worker inside nginx, quitting mid-batch #redis #nginx", funct
     assert.is_true(core.monotonic() - t0 < 3, "nginx took " .. (core.monotonic() - t0) .. " s to quit")
     -- the first ran (acknowledged, deleted), the five others given back
     assert.are.same({ 0, 0, 0, 0, 0 }, pending(r, "quit"))
-    assert.are.equal(5, call(r, "XLEN", "quit"))
-    assert.are.equal(0, call(r, "XLEN", "quit:dead"))
+    assert.are.equal(5, r.call("XLEN", "quit"))
+    assert.are.equal(0, r.call("XLEN", "quit:dead"))
     local sns = {}
     local nxt = worker.new { redis = r.url, stream = "quit", consumer = "next", block = 0.1, max_attempts = 1,
                              log = function() end, on_status = function(ev) sns[#sns + 1] = ev.sn end }
@@ -123,6 +115,6 @@ describe("callback.worker inside nginx, quitting mid-batch #redis #nginx", funct
     nxt.client:close()
     table.sort(sns)
     assert.are.same({ 2, 3, 4, 5, 6 }, sns)
-    assert.are.equal(0, call(r, "XLEN", "quit:dead"))
+    assert.are.equal(0, r.call("XLEN", "quit:dead"))
   end)
 end)

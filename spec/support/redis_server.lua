@@ -194,6 +194,14 @@ function M.start(o)
     c:close()
     return select(2, tostring(info or ""):gsub("state=online", ""))
   end
+  --- call(...) -> one command's reply (asserted), on a connection of its
+  -- own, closed after it
+  function r.call(...)
+    local c = r.client()
+    local v, err = c:call(...)
+    c:close()
+    return assert(v, err)
+  end
   --- client() -> a kinot.redis client (LuaSocket, this process)
   function r.client(opts)
     opts = opts or {}
