@@ -1152,20 +1152,15 @@ end
 -- EVALSHA of the script, loaded once per client (and again after the
 -- server lost it: a restart, a failover to a replica that never saw it)
 local function eval(self, wait, script, ...)
-  local shas = self.shas
-  if not shas then
-    shas = {}
-    self.shas = shas
-  end
-  local sha = shas[script]
-  if sha then
-    local v, err = run(self, self.timeout, wait, "EVALSHA", sha, ...)
+  local known = self.shas and self.shas[script]
+  if known then
+    local v, err = run(self, self.timeout, wait, "EVALSHA", known, ...)
     if v ~= nil or err.code ~= "NOSCRIPT" then return v, err end
+    self.shas[script] = nil -- the server lost it: loaded again (M:sha)
   end
-  local loaded, err = self:call("SCRIPT", "LOAD", script)
-  if not loaded then return nil, err end
-  shas[script] = loaded
-  return run(self, self.timeout, wait, "EVALSHA", loaded, ...)
+  local sha, err = self:sha(script)
+  if not sha then return nil, err end
+  return run(self, self.timeout, wait, "EVALSHA", sha, ...)
 end
 
 --- sha(script) -> the script's SHA1, loaded on the server (once per
