@@ -206,55 +206,65 @@ local RACE_SERVER = [[
 
 describe("kinot.fleet's shared dict, resyncs racing callbacks in two workers #nginx", function()
   it("keeps every device at its newest stamp, each change once, the summary equal to a recount", function()
-    local ng = H.nginx { http = RACE_HTTP, server = (RACE_SERVER:gsub("%${root}", H.root)), workers = 2 }
-    finally(function() ng.stop() end)
-    assert.are.equal("ok\n", get(ng, "/scan"))
-    local urls = {}
-    for _ = 1, 6 do urls[#urls + 1] = ng.url .. "/scan" end
-    for i = 1, 12 do urls[#urls + 1] = ng.url .. "/cb?seed=" .. i end
-    local list = os.tmpname()
-    local f = assert(io.open(list, "w"))
-    f:write(table.concat(urls, "\n"), "\n")
-    f:close()
-    local p = io.popen("xargs -P 9 -n 1 curl -s < " .. list)
-    local out = p:read("*a")
-    p:close()
-    os.remove(list)
-    local newest, calls = {}, 0
-    for line in out:gmatch("[^\n]+") do
-      assert.matches("^ok", line, line .. ng.log())
-      for sn, s in line:gmatch("(%d+):(%d+)") do
-        calls = calls + 1
-        s = tonumber(s)
-        if s > (newest[sn] or 0) then newest[sn] = s end
+    -- (every round is checked whole; one whose timing made no resync older
+    -- than a callback, or no duplicate, exercised less: then another, on
+    -- a fresh nginx, 3 at most)
+    local ng
+    finally(function() if ng then ng.stop() end end)
+    local exercised
+    for _ = 1, 3 do
+      if ng then ng.stop() ng = nil end
+      ng = H.nginx { http = RACE_HTTP, server = (RACE_SERVER:gsub("%${root}", H.root)), workers = 2 }
+      assert.are.equal("ok\n", get(ng, "/scan"))
+      local urls = {}
+      for _ = 1, 6 do urls[#urls + 1] = ng.url .. "/scan" end
+      for i = 1, 12 do urls[#urls + 1] = ng.url .. "/cb?seed=" .. i end
+      local list = os.tmpname()
+      local f = assert(io.open(list, "w"))
+      f:write(table.concat(urls, "\n"), "\n")
+      f:close()
+      local p = io.popen("xargs -P 9 -n 1 curl -s < " .. list)
+      local out = p:read("*a")
+      p:close()
+      os.remove(list)
+      local newest, calls = {}, 0
+      for line in out:gmatch("[^\n]+") do
+        assert.matches("^ok", line, line .. ng.log())
+        for sn, s in line:gmatch("(%d+):(%d+)") do
+          calls = calls + 1
+          s = tonumber(s)
+          if s > (newest[sn] or 0) then newest[sn] = s end
+        end
       end
+      assert.are.equal(12 * 60, calls)
+      local doc = check_race(ng)
+      local T0 = 1796083200
+      for sn, d in pairs(doc.devices) do
+        local s = newest[sn] or 0
+        assert.are.equal(os.date("!%Y-%m-%dT%H:%M:%SZ", T0 + s), d.updated_at, sn)
+        assert.are.equal(s % 2, d.occupied, sn)
+      end
+      -- each device's occupied / free alternate (an event twice: emitted twice),
+      -- starting from free (its first state) and ending at its state now
+      local last = {}
+      for _, ev in ipairs(doc.events) do
+        local sn = tostring(math.floor(ev.sn))
+        assert.is_true(ev.change == "occupied" or ev.change == "free", ev.change)
+        assert.are_not.equal(last[sn] or "free", ev.change, sn)
+        last[sn] = ev.change
+      end
+      for sn, d in pairs(doc.devices) do
+        assert.are.equal(d.occupied == 1 and "occupied" or "free", last[sn] or "free", sn)
+      end
+      local u = doc.updates
+      assert.are.equal(20, u.added)
+      -- every update counted once: 7 resyncs of 40 pages of 20, 720 callbacks
+      assert.are.equal(7 * 40 * 20 + 12 * 60, u.added + u.applied + u.missed + u.out_of_order + u.duplicate)
+      assert.are.equal(0, u.missed) -- (a resync's stamp is never newer)
+      assert.are.same(doc.recount, doc.summary)
+      exercised = u.duplicate > 0 and u.out_of_order > 0 and u.applied > 0
+      if exercised then break end
     end
-    assert.are.equal(12 * 60, calls)
-    local doc = check_race(ng)
-    local T0 = 1796083200
-    for sn, d in pairs(doc.devices) do
-      local s = newest[sn] or 0
-      assert.are.equal(os.date("!%Y-%m-%dT%H:%M:%SZ", T0 + s), d.updated_at, sn)
-      assert.are.equal(s % 2, d.occupied, sn)
-    end
-    -- each device's occupied / free alternate (an event twice: emitted twice),
-    -- starting from free (its first state) and ending at its state now
-    local last = {}
-    for _, ev in ipairs(doc.events) do
-      local sn = tostring(math.floor(ev.sn))
-      assert.is_true(ev.change == "occupied" or ev.change == "free", ev.change)
-      assert.are_not.equal(last[sn] or "free", ev.change, sn)
-      last[sn] = ev.change
-    end
-    for sn, d in pairs(doc.devices) do
-      assert.are.equal(d.occupied == 1 and "occupied" or "free", last[sn] or "free", sn)
-    end
-    local u = doc.updates
-    assert.are.equal(20, u.added)
-    -- every update counted once: 7 resyncs of 40 pages of 20, 720 callbacks
-    assert.are.equal(7 * 40 * 20 + 12 * 60, u.added + u.applied + u.missed + u.out_of_order + u.duplicate)
-    assert.are.equal(0, u.missed) -- (a resync's stamp is never newer)
-    assert.is_true(u.duplicate > 0 and u.out_of_order > 0 and u.applied > 0)
-    assert.are.same(doc.recount, doc.summary)
+    assert.is_true(exercised, "3 rounds without a duplicate, an out-of-order resync and an applied update each")
   end)
 end)
